@@ -1,0 +1,60 @@
+# DatabaseBackup operator. `make test` is all a fresh machine needs; `make run` starts the operator locally.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+# --- setup ---------------------------------------------------------------------------------------------------
+
+$(STAMP): pyproject.toml hack/bootstrap.sh
+	bash hack/bootstrap.sh "$(PYTHON)" "$(VENV)"
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with the package and its test tools
+
+.PHONY: envtest
+envtest: ## Make sure kube-apiserver, etcd and kubectl exist; print their folder (KUBEBUILDER_ASSETS)
+	@bash hack/envtest.sh
+
+# --- checks --------------------------------------------------------------------------------------------------
+
+.PHONY: lint
+lint: $(STAMP) ## ruff, mypy --strict and the import layers
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format and fix what ruff can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: test
+test: $(STAMP) ## Everything: install what is missing, lint, then the whole suite on a real control plane
+	@assets=$$(bash hack/envtest.sh) && echo "KUBEBUILDER_ASSETS=$$assets"
+	$(MAKE) --no-print-directory lint
+	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh) $(BIN)/python -m pytest -W error $(PYTEST_ARGS)
+
+.PHONY: unit
+unit: $(STAMP) ## Only the tests that need no cluster and no database
+	$(BIN)/python -m pytest -W error tests/unit $(PYTEST_ARGS)
+
+# --- cluster -------------------------------------------------------------------------------------------------
+
+.PHONY: install
+install: ## Install the CRD into the current cluster ($$KUBECONFIG)
+	kubectl apply --server-side -f deploy/crd/
+
+.PHONY: uninstall
+uninstall: ## Remove the CRD (and with it every DatabaseBackup) from the current cluster
+	kubectl delete --ignore-not-found -f deploy/crd/

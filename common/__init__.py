@@ -1,0 +1,5 @@
+"""The DatabaseBackup model shared by the webhook and the reconciler.
+
+Layering: `common` imports only the standard library, croniter and kubernetes-asyncio. `webhook` and `reconciler`
+import `common` and never each other, so both sides accept exactly the same schedules, defaults and names.
+"""

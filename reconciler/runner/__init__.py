@@ -1,0 +1,1 @@
+"""The backup runner: `dbb-backup`, inside each backup Job."""
