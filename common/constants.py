@@ -1,0 +1,24 @@
+"""Names fixed by the API contract (shared/DESIGN.md)."""
+
+from typing import Final
+
+GROUP: Final = "databases.test.io"
+VERSION: Final = "v1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "DatabaseBackup"
+PLURAL: Final = "databasebackups"
+SINGULAR: Final = "databasebackup"
+SHORT_NAME: Final = "dbb"
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+# The backup volume is mounted here in every backup Job; backupPath must lie inside it.
+BACKUP_ROOT: Final = "/backups"
+DEFAULT_TIME_ZONE: Final = "Etc/UTC"
+
+# Annotations and labels.
+ANNOTATION_SKIP_DATABASE_CHECK: Final = f"{GROUP}/skip-database-check"
+ANNOTATION_BACKUP_NOW: Final = f"{GROUP}/backup-now"
+ANNOTATION_SCHEDULED_TIME: Final = f"{GROUP}/scheduled-time"
+LABEL_BACKUP_NAME: Final = f"{GROUP}/databasebackup"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "databasebackup-operator"

@@ -1,0 +1,364 @@
+"""The one cron schedule parser, used by the webhook (to validate) and the reconciler (to fire).
+
+What it accepts is what a Kubernetes CronJob accepts: robfig/cron v3 `ParseStandard` plus the API server's ban on
+`TZ` in the schedule. Five fields (minute hour day-of-month month day-of-week), the descriptors `@yearly @annually
+@monthly @weekly @daily @midnight @hourly`, month and day names (three letters, any case), `*` and `?`, lists,
+ranges and steps. When it fires is when a CronJob fires, including robfig's day rule: if day-of-month or
+day-of-week is a star (`*`, `?`, or `*/1`, all of which set robfig's "star bit") both must match; otherwise either
+may.
+
+Where we deliberately differ from a CronJob, each for a reason:
+- `@every <duration>` is refused: it fires relative to the controller's last run rather than the clock, which
+  suits no backup policy, and the API contract lists only the descriptors above.
+- `*-5` (robfig silently reads it as `*`) is refused: the user meant something else.
+- Schedules that can never fire (`0 0 31 2 *`) are refused; a CronJob accepts them and never runs.
+- Across DST changes a schedule fires exactly once per nominal (wall-clock) slot. A CronJob fires twice in the
+  repeated hour when the clocks go back and skips the missing hour when they go forward. Here a slot in the
+  repeated hour fires at its first occurrence only, and a slot that does not exist fires at the moment the
+  clocks jump (several such slots collapse into that one firing).
+
+croniter does the calendar walk, over naive wall-clock times: we hand it a canonical expression (explicit lists,
+and `*` exactly where robfig has its star bit) because croniter alone differs from robfig (it accepts `L W # H`,
+six fields, day-of-week 7 and wrapping ranges, and treats `*/1` as a restriction). The mapping from wall-clock
+slots to instants is ours.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+__all__ = ["Schedule", "ScheduleError", "parse_schedule", "parse_time_zone"]
+
+
+class ScheduleError(ValueError):
+    """A schedule or time zone that cannot be used. The message names the value and says why, with no prefix,
+    so that callers can put the field path in front: `spec.schedule: <message>`."""
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    low: int
+    high: int
+    names: dict[str, int] = field(default_factory=dict)
+
+    def describe_range(self) -> str:
+        text = f"{self.low}-{self.high}"
+        if self.names:
+            text += f" or {_first(self)}-{_last(self)}"
+        return text
+
+
+_MONTH_NAMES = {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
+_DAY_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+
+_FIELDS = (
+    _Field("minute", 0, 59),
+    _Field("hour", 0, 23),
+    _Field("day-of-month", 1, 31),
+    _Field("month", 1, 12, _MONTH_NAMES),
+    _Field("day-of-week", 0, 6, _DAY_NAMES),
+)
+_FIELD_NAMES = " ".join(f.name for f in _FIELDS)
+
+# robfig's parseDescriptor table; the star bits matter for the day rule.
+_DESCRIPTORS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+# Characters of cron dialects that Kubernetes does not speak (Quartz, Jenkins).
+_FOREIGN = re.compile(r"[LW#H]", re.IGNORECASE)
+_NUMBER = re.compile(r"[0-9]+")
+
+# The longest a day of the month can be in each month; February counts its leap day.
+_MAX_DAY = {m: (29 if m == 2 else calendar.monthrange(2001, m)[1]) for m in range(1, 13)}
+
+
+@dataclass(frozen=True)
+class _Values:
+    values: frozenset[int]
+    star: bool  # robfig's star bit: `*`, `?`, or a step of 1 over the whole range
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A parsed schedule in a time zone. Pure: every method is a function of its arguments."""
+
+    expression: str
+    time_zone: ZoneInfo
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days_of_month: frozenset[int]
+    months: frozenset[int]
+    days_of_week: frozenset[int]
+    day_of_month_star: bool
+    day_of_week_star: bool
+    _cron: str
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first firing strictly after `moment` (an aware datetime), as a UTC datetime."""
+        now = _aware(moment).astimezone(UTC)
+        walk = croniter(self._cron, _wall(now.astimezone(self.time_zone)))
+        while True:
+            instant = self._instant(walk.get_next(datetime))
+            # Only while `moment` lies in the second pass of a repeated hour can a later wall-clock slot map to an
+            # earlier instant (its first occurrence); skip those.
+            if instant > now:
+                return instant
+
+    def latest_at_or_before(self, moment: datetime) -> datetime:
+        """The last firing at or before `moment` (an aware datetime), as a UTC datetime."""
+        now = _aware(moment).astimezone(UTC)
+        local = now.astimezone(self.time_zone)
+        # Slots are whole minutes, and croniter's get_prev is strictly before its start: start a minute on.
+        start = _wall(local).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        # In the second pass of a repeated hour, wall-clock slots up to the end of the repetition already fired
+        # (at their first occurrence): start the walk back from there.
+        start += _repeated_span(local)
+        walk = croniter(self._cron, start)
+        while True:
+            instant = self._instant(walk.get_prev(datetime))
+            if instant <= now:
+                return instant
+
+    def firings(self, after: datetime, until: datetime) -> Iterator[datetime]:
+        """Every firing in (after, until], in order."""
+        current = self.next_after(after)
+        while current <= until:
+            yield current
+            current = self.next_after(current)
+
+    def _instant(self, wall: datetime) -> datetime:
+        """The instant (UTC) a wall-clock slot fires: its first occurrence when the clocks go back, the moment the
+        clocks jump when they go forward past it.
+
+        Instants are UTC because Python compares two datetimes of the same zone by wall clock, ignoring fold, and
+        never finds a repeated-hour time equal to one in another zone."""
+        first = wall.replace(tzinfo=self.time_zone, fold=0).astimezone(UTC)
+        if _wall(first.astimezone(self.time_zone)) == wall:
+            return first
+        return _transition(wall.replace(tzinfo=self.time_zone, fold=1), first)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Schedule):
+            return NotImplemented
+        return (self._cron, self.time_zone.key) == (other._cron, other.time_zone.key)
+
+    def __hash__(self) -> int:
+        return hash((self._cron, self.time_zone.key))
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.expression!r}, time_zone={self.time_zone.key!r})"
+
+
+def parse_time_zone(name: str) -> ZoneInfo:
+    """An IANA time zone by name, e.g. `Europe/Berlin` or `Etc/UTC`."""
+    # `Local` would be the controller's own zone, which differs between the webhook, the reconciler and the user.
+    if not name or name.strip() != name or name.lower() == "local":
+        raise ScheduleError(f"{name!r} is not an IANA time zone name such as Etc/UTC or Europe/Berlin")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ScheduleError(f"{name!r} is not an IANA time zone name such as Etc/UTC or Europe/Berlin") from None
+
+
+def parse_schedule(expression: str, time_zone: str = "Etc/UTC") -> Schedule:
+    """Parse a CronJob schedule in an IANA time zone; raise ScheduleError saying what is wrong."""
+    zone = parse_time_zone(time_zone)
+    shown = json.dumps(expression)
+    if not expression.strip():
+        raise ScheduleError(
+            f"{shown} is empty; a schedule needs 5 fields ({_FIELD_NAMES}) or a descriptor such as @daily"
+        )
+    # The API server refuses any `TZ` in a CronJob schedule (TZ=, CRON_TZ=); the zone has its own field.
+    if "TZ" in expression:
+        raise ScheduleError(f"{shown} sets a time zone inside the schedule; use spec.timeZone instead")
+    text = expression
+    if expression.startswith("@"):
+        text = _descriptor(expression, shown)
+    parts = text.split()
+    if len(parts) != len(_FIELDS):
+        hint = "; seconds and years are not supported" if len(parts) in (6, 7) else ""
+        raise ScheduleError(
+            f"{shown} has {len(parts)} field{'s' if len(parts) != 1 else ''}, a schedule needs 5 ({_FIELD_NAMES}){hint}"
+        )
+    minute, hour, dom, month, dow = (_parse_field(p, f, shown) for p, f in zip(parts, _FIELDS, strict=True))
+    _check_fires(dom, month, dow, shown)
+    return Schedule(
+        expression=expression,
+        time_zone=zone,
+        minutes=minute.values,
+        hours=hour.values,
+        days_of_month=dom.values,
+        months=month.values,
+        days_of_week=dow.values,
+        day_of_month_star=dom.star,
+        day_of_week_star=dow.star,
+        _cron=" ".join(
+            [
+                _canonical(minute.values, star=False),
+                _canonical(hour.values, star=False),
+                _canonical(dom.values, star=dom.star),
+                _canonical(month.values, star=False),
+                _canonical(dow.values, star=dow.star),
+            ]
+        ),
+    )
+
+
+def _descriptor(expression: str, shown: str) -> str:
+    if expression in _DESCRIPTORS:
+        return _DESCRIPTORS[expression]
+    if expression.startswith("@every"):
+        raise ScheduleError(
+            f"{shown} uses @every, which fires relative to the last run rather than the clock; "
+            'write it as a 5-field schedule, e.g. "*/5 * * * *"'
+        )
+    known = ", ".join(_DESCRIPTORS)
+    raise ScheduleError(f"{shown} is not a known descriptor; use one of {known}, or 5 fields ({_FIELD_NAMES})")
+
+
+def _parse_field(text: str, spec: _Field, shown: str) -> _Values:
+    values: set[int] = set()
+    star = False
+    for item in text.split(","):
+        item_values, item_star = _parse_item(item, spec, shown)
+        values |= item_values
+        star = star or item_star
+    return _Values(frozenset(values), star)
+
+
+def _parse_item(item: str, spec: _Field, shown: str) -> tuple[set[int], bool]:
+    """One list element: `*`, `?`, `N`, `N-M`, each optionally `/step` (robfig's getRange)."""
+    where = f"{shown} {spec.name}"
+    range_text, _, step_text = item.partition("/")
+    if "/" in step_text:
+        raise ScheduleError(f'{where} "{item}" has more than one "/"')
+    if range_text in ("*", "?"):
+        low, high, star = spec.low, spec.high, True
+    else:
+        if range_text.startswith(("*", "?")):
+            raise ScheduleError(f'{where} "{item}": a star cannot start a range; write "*" or a range such as 1-5')
+        low_text, dash, high_text = range_text.partition("-")
+        if "-" in high_text:
+            raise ScheduleError(f'{where} "{item}" has more than one "-"')
+        low = _value(low_text, spec, where, item)
+        high = _value(high_text, spec, where, item) if dash else low
+        # robfig: `N/step` means from N to the end of the range.
+        if step_text and not dash:
+            high = spec.high
+        star = False
+        if low > high:
+            named = not low_text.isdigit()
+            end, start = (_last(spec), _first(spec)) if named else (spec.high, spec.low)
+            raise ScheduleError(
+                f'{where} range "{range_text}" runs backwards; ranges do not wrap around, '
+                f"use a list such as {low_text}-{end},{start}-{high_text}"
+            )
+    step = 1
+    if step_text or item.endswith("/"):
+        if not _NUMBER.fullmatch(step_text):
+            raise ScheduleError(f'{where} "{item}": the step "{step_text}" is not a whole number')
+        step = int(step_text)
+        if step == 0:
+            raise ScheduleError(f'{where} "{item}": the step must be a positive number, not 0')
+        # robfig keeps the star bit only for a step of 1 over the full range.
+        star = star and step == 1
+    return set(range(low, high + 1, step)), star
+
+
+def _value(text: str, spec: _Field, where: str, item: str) -> int:
+    if spec.names and text.lower() in spec.names:
+        return spec.names[text.lower()]
+    if not _NUMBER.fullmatch(text):
+        foreign = _FOREIGN.search(text)
+        if foreign:
+            raise ScheduleError(
+                f'{where} "{item}" uses "{foreign.group()}", which Kubernetes cron does not support '
+                "(L, W, # and H come from other cron dialects)"
+            )
+        kind = "a number" if not spec.names else f"a number or a name ({_first(spec)}-{_last(spec)})"
+        raise ScheduleError(f'{where} "{item}": "{text}" is not {kind}')
+    number = int(text)
+    if not spec.low <= number <= spec.high:
+        hint = " (0 is Sunday; 7 is not accepted)" if spec.name == "day-of-week" and number == 7 else ""
+        raise ScheduleError(f"{where} {number} is out of range {spec.describe_range()}{hint}")
+    return number
+
+
+def _first(spec: _Field) -> str:
+    """The first name of a field (SUN, JAN), or its lowest number."""
+    return min(spec.names, key=spec.names.__getitem__).upper() if spec.names else str(spec.low)
+
+
+def _last(spec: _Field) -> str:
+    return max(spec.names, key=spec.names.__getitem__).upper() if spec.names else str(spec.high)
+
+
+def _check_fires(dom: _Values, month: _Values, dow: _Values, shown: str) -> None:
+    """Refuse what can never fire. Only a restricted day-of-month ANDed with a star day-of-week can: the days named
+    may not exist in any month named (`31 2`). A restricted day-of-week always fires (weekly)."""
+    if dom.star or not dow.star:
+        return
+    if any(day <= _MAX_DAY[m] for m in month.values for day in dom.values):
+        return
+    days = ",".join(str(d) for d in sorted(dom.values))
+    months = ",".join(calendar.month_name[m] for m in sorted(month.values))
+    raise ScheduleError(f"{shown} never fires: day-of-month {days} does not occur in {months}")
+
+
+def _canonical(values: frozenset[int], *, star: bool) -> str:
+    return "*" if star else ",".join(str(v) for v in sorted(values))
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("schedule math needs an aware datetime (with tzinfo)")
+    return moment
+
+
+def _wall(moment: datetime) -> datetime:
+    """The naive wall-clock reading of an aware datetime (fold dropped)."""
+    return moment.replace(tzinfo=None, fold=0)
+
+
+def _repeated_span(local: datetime) -> timedelta:
+    """How long the repetition lasts if `local` is in the second pass of a repeated hour, else zero."""
+    if local.fold == 0:
+        return timedelta(0)
+    first = local.replace(fold=0).utcoffset()
+    second = local.utcoffset()
+    if first is None or second is None:
+        return timedelta(0)
+    return max(first - second, timedelta(0))
+
+
+def _transition(before: datetime, after: datetime) -> datetime:
+    """The instant the clocks jumped, between two aware datetimes on either side of it: a bisection to the second
+    (zone transitions fall on whole seconds). Runs only for slots inside a spring-forward gap."""
+    low = before.astimezone(UTC)
+    high = after.astimezone(UTC)
+    zone = before.tzinfo
+    assert zone is not None
+    offset_low = low.astimezone(zone).utcoffset()
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) // 2
+        if middle.astimezone(zone).utcoffset() == offset_low:
+            low = middle
+        else:
+            high = middle
+    return high
