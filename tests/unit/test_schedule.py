@@ -1,0 +1,319 @@
+"""The schedule parser accepts what a Kubernetes CronJob accepts and fires when it fires, once per slot across DST."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from common.schedule import Schedule, ScheduleError, parse_schedule, parse_time_zone
+
+NEW_YORK = "America/New_York"
+MINUTE = timedelta(minutes=1)
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def local(text: str, zone: str, fold: int = 0) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone), fold=fold)
+
+
+def just_before_the_hour() -> datetime:
+    return utc("2026-03-10T09:59:30")
+
+
+def on_the_hour() -> datetime:
+    return utc("2026-03-10T10:00:00")
+
+
+# --- what is accepted -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "*/5 * * * *",
+        "0 0 * * *",
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+        "0 0 ? * MON-FRI",
+        "0 0 1,15 * *",
+        "30 2 * jan,Jul Sun",
+        "5/15 * * * *",
+        "*/60 * * * *",
+        "0-59/10 * * * *",
+        "0 0 */1 * 1",
+        "0 0 29 2 *",
+        "  0\t0 * * *  ",
+        "0 0 1 1 ?",
+        "59 23 31 12 6",
+        "0 0 * * 0",
+        "0 0 30 2,4 *",
+    ],
+)
+def test_a_schedule_a_cronjob_accepts_is_accepted(expression: str) -> None:
+    schedule = parse_schedule(expression)
+    assert schedule.next_after(on_the_hour()) > on_the_hour()
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        (
+            "*/5 * * *",
+            '"*/5 * * *" has 4 fields, a schedule needs 5 (minute hour day-of-month month day-of-week)',
+        ),
+        (
+            "0 */5 * * * *",
+            "has 6 fields, a schedule needs 5 (minute hour day-of-month month day-of-week); seconds",
+        ),
+        ("0 0 0 * * * 2026", "has 7 fields"),
+        ("", "is empty"),
+        ("   ", "is empty"),
+        ("0 0 L * *", 'day-of-month "L" uses "L", which Kubernetes cron does not support'),
+        ("0 0 15W * *", 'uses "W"'),
+        ("0 0 * * 5#3", 'uses "#"'),
+        ("H/15 * * * *", 'minute "H/15" uses "H"'),
+        ("0 0 * * 7", "day-of-week 7 is out of range 0-6 or SUN-SAT (0 is Sunday; 7 is not accepted)"),
+        (
+            "0 0 * * FRI-MON",
+            'range "FRI-MON" runs backwards; ranges do not wrap around, use a list such as FRI-SAT,SUN-MON',
+        ),
+        ("60 * * * *", "minute 60 is out of range 0-59"),
+        ("0 24 * * *", "hour 24 is out of range 0-23"),
+        ("0 0 0 * *", "day-of-month 0 is out of range 1-31"),
+        ("0 0 32 * *", "day-of-month 32 is out of range 1-31"),
+        ("0 0 * 13 *", "month 13 is out of range 1-12 or JAN-DEC"),
+        ("0 0 * * MOX", '"MOX" is not a number or a name (SUN-SAT)'),
+        ("-1 * * * *", '"" is not a number'),
+        ("*/0 * * * *", "the step must be a positive number, not 0"),
+        ("*/x * * * *", 'the step "x" is not a whole number'),
+        ("*/ * * * *", 'the step "" is not a whole number'),
+        ("1-2-3 * * * *", 'has more than one "-"'),
+        ("*/2/3 * * * *", 'has more than one "/"'),
+        ("*-5 * * * *", "a star cannot start a range"),
+        ("1,,2 * * * *", '"" is not a number'),
+        ("TZ=UTC 0 0 * * *", "sets a time zone inside the schedule; use spec.timeZone instead"),
+        ("CRON_TZ=Europe/Berlin 0 0 * * *", "use spec.timeZone instead"),
+        ("@every 5m", "uses @every"),
+        ("@weekdays", "is not a known descriptor"),
+        ("@DAILY", "is not a known descriptor"),
+        ("0 0 31 2 *", "never fires: day-of-month 31 does not occur in February"),
+        ("0 0 30,31 2 *", "never fires: day-of-month 30,31 does not occur in February"),
+        ("0 0 31 4,6,9,11 *", "never fires: day-of-month 31 does not occur in April,June,September,November"),
+    ],
+)
+def test_a_schedule_a_cronjob_refuses_is_refused_with_the_reason(expression: str, message: str) -> None:
+    with pytest.raises(ScheduleError) as caught:
+        parse_schedule(expression)
+    assert message in str(caught.value)
+
+
+def test_the_message_quotes_the_schedule_as_written() -> None:
+    with pytest.raises(ScheduleError, match=r'^"0 0 \* \* 7" day-of-week'):
+        parse_schedule("0 0 * * 7")
+
+
+@pytest.mark.parametrize("zone", ["Etc/UTC", "UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
+def test_an_iana_time_zone_is_accepted(zone: str) -> None:
+    assert parse_time_zone(zone).key == zone
+
+
+@pytest.mark.parametrize("zone", ["", "Local", "local", "Mars/Olympus", "../etc/passwd", "/etc/localtime", " UTC"])
+def test_anything_else_is_not_a_time_zone(zone: str) -> None:
+    with pytest.raises(ScheduleError, match="is not an IANA time zone name"):
+        parse_time_zone(zone)
+
+
+def test_a_bad_time_zone_is_refused_by_the_schedule_parser_too() -> None:
+    with pytest.raises(ScheduleError, match="'Mars/Olympus' is not an IANA time zone"):
+        parse_schedule("0 0 * * *", "Mars/Olympus")
+
+
+# --- when it fires --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "after", "expected"),
+    [
+        # The cases where croniter alone and Kubernetes part ways (REFERENCE.md).
+        pytest.param("0 0 */1 * 1", "2026-01-01T00:00", "2026-01-05T00:00", id="star-slash-one is a star: Mondays"),
+        pytest.param("0 0 ? * 1", "2026-01-01T00:00", "2026-01-05T00:00", id="question mark is a star"),
+        pytest.param("0 0 1 * 1", "2026-01-01T00:00", "2026-01-05T00:00", id="both restricted: either (Monday)"),
+        pytest.param("0 0 1 * 1", "2026-01-26T00:00", "2026-02-01T00:00", id="both restricted: either (the 1st)"),
+        pytest.param("0 0 1-31 * 1", "2026-01-01T00:00", "2026-01-02T00:00", id="full dom list is no star: daily"),
+        pytest.param("0 0 */2 * 1", "2026-01-01T00:00", "2026-01-03T00:00", id="dom step 2 is restricted: OR"),
+        pytest.param("0 0 13 * 5", "2026-01-01T00:00", "2026-01-02T00:00", id="Friday or the 13th"),
+        pytest.param("@weekly", "2026-01-01T00:00", "2026-01-04T00:00", id="weekly is Sunday midnight"),
+        pytest.param("@monthly", "2026-01-01T00:00", "2026-02-01T00:00", id="monthly"),
+        pytest.param("@yearly", "2026-01-01T00:00", "2027-01-01T00:00", id="yearly"),
+        pytest.param("5/15 * * * *", "2026-01-01T00:06", "2026-01-01T00:20", id="N/step runs from N to the end"),
+        pytest.param("*/60 * * * *", "2026-01-01T00:00", "2026-01-01T01:00", id="step past the range"),
+        pytest.param("0 0 29 2 *", "2026-01-01T00:00", "2028-02-29T00:00", id="leap day"),
+        pytest.param("*/5 * * * *", "2026-03-10T09:59:30", "2026-03-10T10:00", id="just before the hour"),
+        pytest.param("*/5 * * * *", "2026-03-10T10:00", "2026-03-10T10:05", id="strictly after"),
+    ],
+)
+def test_it_fires_when_a_cronjob_fires(expression: str, after: str, expected: str) -> None:
+    assert parse_schedule(expression).next_after(utc(after)) == utc(expected)
+
+
+def test_firings_are_utc_instants_of_wall_clock_slots_in_the_zone() -> None:
+    fired = parse_schedule("0 9 * * *", "Europe/Berlin").next_after(just_before_the_hour())
+    assert fired == local("2026-03-11T09:00", "Europe/Berlin")
+    assert fired.tzinfo is UTC
+    assert fired == utc("2026-03-11T08:00")
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone", "after", "expected"),
+    [
+        # Spring forward: 02:00 -> 03:00 EDT on 2026-03-08 (07:00 UTC). The 02:30 slot does not exist: it fires
+        # when the clocks jump, instead of being skipped for the day as a CronJob does.
+        pytest.param(
+            "30 2 * * *",
+            NEW_YORK,
+            "2026-03-08T01:00",
+            "2026-03-08T07:00",
+            id="missing slot fires at the jump",
+        ),
+        pytest.param("30 2 * * *", NEW_YORK, "2026-03-08T07:00", "2026-03-09T06:30", id="and the next day as usual"),
+        pytest.param("0 3 * * *", NEW_YORK, "2026-03-08T01:00", "2026-03-08T07:00", id="03:00 is the jump itself"),
+        # Fall back: 02:00 EDT -> 01:00 EST on 2026-11-01 (06:00 UTC). 01:30 happens twice: fire once, the first.
+        pytest.param("30 1 * * *", NEW_YORK, "2026-11-01T04:00", "2026-11-01T05:30", id="repeated slot fires first"),
+        pytest.param("30 1 * * *", NEW_YORK, "2026-11-01T05:30", "2026-11-02T06:30", id="and not again"),
+        pytest.param("30 1 * * *", NEW_YORK, "2026-11-01T06:10", "2026-11-02T06:30", id="from the second pass"),
+        pytest.param(
+            "0 * * * *", NEW_YORK, "2026-11-01T05:00", "2026-11-01T07:00", id="hourly: 01:00 once, then 02:00"
+        ),
+        # Lord Howe goes back half an hour: 02:00 (+11:00) -> 01:30 (+10:30) on 2026-04-05 local.
+        pytest.param("45 1 * * *", "Australia/Lord_Howe", "2026-04-04T13:00", "2026-04-04T14:45", id="half-hour DST"),
+        pytest.param("45 1 * * *", "Australia/Lord_Howe", "2026-04-04T14:45", "2026-04-05T15:15", id="half-hour, once"),
+    ],
+)
+def test_across_dst_it_fires_once_per_slot(expression: str, zone: str, after: str, expected: str) -> None:
+    assert parse_schedule(expression, zone).next_after(utc(after)) == utc(expected)
+
+
+def test_slots_inside_a_spring_forward_gap_collapse_into_one_firing() -> None:
+    schedule = parse_schedule("*/15 * * * *", NEW_YORK)
+    fired = list(schedule.firings(utc("2026-03-08T06:40"), utc("2026-03-08T07:20")))
+    # 01:45 EST, then 02:00..02:45 (missing) and 03:00 all at the jump, then 03:15 EDT.
+    assert fired == [utc("2026-03-08T06:45"), utc("2026-03-08T07:00"), utc("2026-03-08T07:15")]
+
+
+def test_latest_at_or_before_counts_a_slot_that_fires_exactly_now() -> None:
+    schedule = parse_schedule("*/5 * * * *")
+    assert schedule.latest_at_or_before(on_the_hour()) == on_the_hour()
+    assert schedule.latest_at_or_before(just_before_the_hour()) == utc("2026-03-10T09:55")
+
+
+def test_latest_at_or_before_in_the_second_pass_of_a_repeated_hour() -> None:
+    schedule = parse_schedule("45 1 * * *", NEW_YORK)
+    # 01:15 EST (second pass): 01:45 already fired, at 01:45 EDT (05:45 UTC).
+    moment = local("2026-11-01T01:15", NEW_YORK, fold=1)
+    assert moment.astimezone(UTC) == utc("2026-11-01T06:15")
+    assert schedule.latest_at_or_before(moment) == utc("2026-11-01T05:45")
+
+
+def test_schedule_math_refuses_naive_datetimes() -> None:
+    with pytest.raises(ValueError, match="aware datetime"):
+        parse_schedule("* * * * *").next_after(datetime(2026, 1, 1))
+
+
+def test_schedules_compare_by_meaning() -> None:
+    assert parse_schedule("@daily") == parse_schedule("0 0 * * *")
+    assert parse_schedule("0 0 * * 0") == parse_schedule("0 0 ? * SUN")
+    assert parse_schedule("0 0 */1 * 1") != parse_schedule("0 0 1-31 * 1")
+    assert parse_schedule("@daily") != parse_schedule("@daily", "Europe/Berlin")
+
+
+# --- against an independent oracle ------------------------------------------------------------------------------
+
+
+def _robfig_matches(schedule: Schedule, wall: datetime) -> bool:
+    """robfig/cron v3 SpecSchedule matching, written out: the day rule ANDs when either day field has its star."""
+    dom = wall.day in schedule.days_of_month
+    dow = (wall.weekday() + 1) % 7 in schedule.days_of_week
+    day = (dom and dow) if (schedule.day_of_month_star or schedule.day_of_week_star) else (dom or dow)
+    return wall.minute in schedule.minutes and wall.hour in schedule.hours and wall.month in schedule.months and day
+
+
+def _oracle_firings(schedule: Schedule, start: datetime, minutes: int) -> list[datetime]:
+    """Walk real minutes: fire on a matching wall time at its first occurrence, and at a forward jump when any
+    skipped wall time matched."""
+    zone = schedule.time_zone
+    fired: list[datetime] = []
+    previous_wall: datetime | None = None
+    for step in range(1, minutes + 1):
+        moment = (start + step * MINUTE).astimezone(zone)
+        wall = moment.replace(tzinfo=None, fold=0)
+        second_pass = moment.fold == 1 and moment.replace(fold=0).utcoffset() != moment.utcoffset()
+        fire = not second_pass and _robfig_matches(schedule, wall)
+        if previous_wall is not None and wall - previous_wall > MINUTE:
+            skipped = previous_wall + MINUTE
+            while skipped < wall and not fire:
+                fire = _robfig_matches(schedule, skipped)
+                skipped += MINUTE
+        if fire:
+            fired.append(moment.astimezone(UTC))
+        if not second_pass:
+            previous_wall = wall
+    return fired
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone", "start", "days"),
+    [
+        ("*/7 * * * *", NEW_YORK, "2026-03-07T00:00", 2),
+        ("*/7 * * * *", NEW_YORK, "2026-10-31T00:00", 2),
+        ("0,30 1-3 * * *", NEW_YORK, "2026-11-01T00:00", 1),
+        ("0,30 1-3 * * *", NEW_YORK, "2026-03-08T00:00", 1),
+        ("15 2 * * *", "Europe/Berlin", "2026-03-28T00:00", 3),
+        ("*/10 2 * * *", "Europe/Berlin", "2026-10-24T00:00", 3),
+        ("*/20 * * * *", "Australia/Lord_Howe", "2026-04-04T12:00", 1),
+        ("*/20 * * * *", "Australia/Lord_Howe", "2026-10-03T12:00", 1),
+        ("0 0 13 * 5", "Etc/UTC", "2026-01-01T00:00", 120),
+        ("0 12 */1 * 1-5", "Asia/Kolkata", "2026-01-01T00:00", 30),
+        ("0 0 1,15 FEB-APR *", "Etc/UTC", "2026-01-01T00:00", 120),
+    ],
+)
+def test_firings_agree_with_a_minute_by_minute_oracle(expression: str, zone: str, start: str, days: int) -> None:
+    schedule = parse_schedule(expression, zone)
+    begin = utc(start)
+    expected = _oracle_firings(schedule, begin, days * 24 * 60)
+    assert expected, "the oracle window must contain firings"
+    assert list(schedule.firings(begin, begin + timedelta(days=days))) == expected
+
+
+@pytest.mark.parametrize("zone", ["Etc/UTC", NEW_YORK, "Europe/Berlin", "Australia/Lord_Howe"])
+def test_latest_at_or_before_and_next_after_bracket_every_moment(zone: str) -> None:
+    rng = random.Random(zone)
+    schedules = [parse_schedule(e, zone) for e in ("*/7 * * * *", "30 1,2 * * *", "0 0 * * 0", "45 2 1 * *")]
+    for _ in range(300):
+        moment = utc("2026-01-01T00:00") + timedelta(seconds=rng.randrange(365 * 86400))
+        # Probe the DST days densely too.
+        if rng.random() < 0.5:
+            moment = rng.choice(
+                [
+                    utc("2026-03-08T06:00"),
+                    utc("2026-11-01T05:00"),
+                    utc("2026-03-29T00:30"),
+                    utc("2026-10-25T00:30"),
+                    utc("2026-04-04T14:00"),
+                ]
+            ) + timedelta(seconds=rng.randrange(7200))
+        for schedule in schedules:
+            latest = schedule.latest_at_or_before(moment)
+            following = schedule.next_after(latest)
+            assert latest <= moment < following, (schedule, moment, latest, following)
+            assert schedule.next_after(moment) == following
