@@ -1,0 +1,438 @@
+"""The DatabaseBackup model: typed spec and status, parsed from and written to the API's JSON.
+
+`parse_spec` reads the wire format (camelCase dicts) into a frozen `DatabaseBackupSpec`, collecting every problem as
+a `FieldError` (`spec.suspend: must be a boolean, not "yes"`) instead of stopping at the first, so a user sees all
+of them in one `kubectl apply`. It checks shapes and types only; what the values mean is `common.validation`'s job.
+`None` in the spec means "not given": defaulting decides what it becomes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+__all__ = [
+    "Compression",
+    "ConcurrencyPolicy",
+    "Condition",
+    "Connection",
+    "CredentialsSecret",
+    "DatabaseBackupSpec",
+    "DatabaseBackupStatus",
+    "Engine",
+    "FieldError",
+    "LastBackup",
+    "LastFailure",
+    "Phase",
+    "SecretKeyRef",
+    "parse_spec",
+]
+
+
+class Engine(StrEnum):
+    POSTGRESQL = "PostgreSQL"
+    MYSQL = "MySQL"  # MariaDB too
+
+
+class Compression(StrEnum):
+    GZIP = "Gzip"
+    ZSTD = "Zstd"
+    NONE = "None"
+
+
+class ConcurrencyPolicy(StrEnum):
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+    ALLOW = "Allow"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    INVALID = "Invalid"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class CredentialsSecret:
+    name: str
+    username_key: str = "username"
+    password_key: str = "password"  # noqa: S105 - the name of a key in the Secret, not a password
+
+
+@dataclass(frozen=True)
+class Connection:
+    host: str | None = None
+    port: int | None = None
+    databases: tuple[str, ...] = ()  # empty: all databases
+    credentials_secret: CredentialsSecret | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseBackupSpec:
+    database_name: str
+    schedule: str
+    backup_path: str | None = None
+    time_zone: str | None = None
+    suspend: bool = False
+    engine: Engine | None = None
+    connection: Connection = field(default_factory=Connection)
+    claim_name: str | None = None
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
+    starting_deadline_seconds: int | None = None
+    backoff_limit: int = 1
+    active_deadline_seconds: int = 3600
+    successful_jobs_history_limit: int = 3
+    failed_jobs_history_limit: int = 1
+    keep_last: int = 7
+    compression: Compression = Compression.GZIP
+    encryption_key: SecretKeyRef | None = None
+    restore_test: bool = False
+
+
+# --- status ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str
+    last_transition_time: str
+    observed_generation: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none(
+            {
+                "type": self.type,
+                "status": self.status,
+                "reason": self.reason,
+                "message": self.message,
+                "lastTransitionTime": self.last_transition_time,
+                "observedGeneration": self.observed_generation,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Condition:
+        return cls(
+            type=str(raw.get("type", "")),
+            status=str(raw.get("status", "Unknown")),
+            reason=str(raw.get("reason", "")),
+            message=str(raw.get("message", "")),
+            last_transition_time=str(raw.get("lastTransitionTime", "")),
+            observed_generation=_int_or_none(raw.get("observedGeneration")),
+        )
+
+
+@dataclass(frozen=True)
+class LastBackup:
+    file: str
+    size: int
+    sha256: str
+    duration: str
+    completion_time: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "size": self.size,
+            "sha256": self.sha256,
+            "duration": self.duration,
+            "completionTime": self.completion_time,
+        }
+
+
+@dataclass(frozen=True)
+class LastFailure:
+    time: str
+    reason: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": self.time, "reason": self.reason, "message": self.message}
+
+
+@dataclass(frozen=True)
+class DatabaseBackupStatus:
+    """Status as the reconciler writes it. Times are RFC 3339 UTC strings (`2026-11-27T10:00:00Z`), as stored."""
+
+    phase: Phase = Phase.PENDING
+    last_backup_time: str | None = None
+    in_progress: bool = False
+    last_schedule_time: str | None = None
+    next_backup_time: str | None = None
+    last_backup: LastBackup | None = None
+    last_failure: LastFailure | None = None
+    consecutive_failures: int = 0
+    active: tuple[str, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    observed_generation: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form. Absent optional fields are null, so that a merge patch of this dict clears them."""
+        return {
+            "phase": str(self.phase),
+            "lastBackupTime": self.last_backup_time,
+            "inProgress": self.in_progress,
+            "lastScheduleTime": self.last_schedule_time,
+            "nextBackupTime": self.next_backup_time,
+            "lastBackup": self.last_backup.to_dict() if self.last_backup else None,
+            "lastFailure": self.last_failure.to_dict() if self.last_failure else None,
+            "consecutiveFailures": self.consecutive_failures,
+            "active": [{"name": name} for name in self.active],
+            "conditions": [c.to_dict() for c in self.conditions],
+            "observedGeneration": self.observed_generation,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> DatabaseBackupStatus:
+        """Lenient: status is ours, but a hand edit or an older version must never crash the reconciler."""
+        raw = raw if isinstance(raw, Mapping) else {}
+        last_backup = raw.get("lastBackup")
+        last_failure = raw.get("lastFailure")
+        try:
+            phase = Phase(raw.get("phase", Phase.PENDING))
+        except ValueError:
+            phase = Phase.PENDING
+        return cls(
+            phase=phase,
+            last_backup_time=_str_or_none(raw.get("lastBackupTime")),
+            in_progress=raw.get("inProgress") is True,
+            last_schedule_time=_str_or_none(raw.get("lastScheduleTime")),
+            next_backup_time=_str_or_none(raw.get("nextBackupTime")),
+            last_backup=LastBackup(
+                file=str(last_backup.get("file", "")),
+                size=_int_or_none(last_backup.get("size")) or 0,
+                sha256=str(last_backup.get("sha256", "")),
+                duration=str(last_backup.get("duration", "")),
+                completion_time=str(last_backup.get("completionTime", "")),
+            )
+            if isinstance(last_backup, Mapping)
+            else None,
+            last_failure=LastFailure(
+                time=str(last_failure.get("time", "")),
+                reason=str(last_failure.get("reason", "")),
+                message=str(last_failure.get("message", "")),
+            )
+            if isinstance(last_failure, Mapping)
+            else None,
+            consecutive_failures=_int_or_none(raw.get("consecutiveFailures")) or 0,
+            active=tuple(str(a["name"]) for a in raw.get("active") or () if isinstance(a, Mapping) and "name" in a),
+            conditions=tuple(Condition.from_dict(c) for c in raw.get("conditions") or () if isinstance(c, Mapping)),
+            observed_generation=_int_or_none(raw.get("observedGeneration")),
+        )
+
+
+# --- parsing the spec -------------------------------------------------------------------------------------------
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | None, list[FieldError]]:
+    """Read a spec dict. Returns the spec (None if a required field is missing or unusable) and every error."""
+    errors: list[FieldError] = []
+    if not isinstance(raw, Mapping):
+        return None, [FieldError(path, f"must be an object, not {_show(raw)}")]
+    spec = _Reader(raw, path, errors)
+    database_name = spec.string("databaseName", required=True)
+    schedule = spec.string("schedule", required=True)
+    connection = spec.mapping("connection")
+    credentials = connection.mapping("credentialsSecret") if connection else None
+    storage = spec.mapping("storage")
+    claim = storage.mapping("persistentVolumeClaim") if storage else None
+    retention = spec.mapping("retention")
+    encryption = spec.mapping("encryption")
+    key_secret = encryption.mapping("keySecret", required=True) if encryption else None
+    verify = spec.mapping("verify")
+    defaults = DatabaseBackupSpec(database_name="", schedule="")
+
+    credentials_secret = None
+    if credentials:
+        name = credentials.string("name", required=True)
+        if name is not None:
+            credentials_secret = CredentialsSecret(
+                name=name,
+                username_key=credentials.string("usernameKey") or "username",
+                password_key=credentials.string("passwordKey") or "password",
+            )
+    encryption_key = None
+    if key_secret:
+        name = key_secret.string("name", required=True)
+        if name is not None:
+            encryption_key = SecretKeyRef(name=name, key=key_secret.string("key") or "key")
+
+    result = DatabaseBackupSpec(
+        database_name=database_name or "",
+        schedule=schedule or "",
+        backup_path=spec.string("backupPath"),
+        time_zone=spec.string("timeZone"),
+        suspend=_or(spec.boolean("suspend"), defaults.suspend),
+        engine=spec.enum("engine", Engine),
+        connection=Connection(
+            host=connection.string("host") if connection else None,
+            port=connection.integer("port", minimum=1, maximum=65535) if connection else None,
+            databases=_or(connection.strings("databases"), ()) if connection else (),
+            credentials_secret=credentials_secret,
+        ),
+        claim_name=claim.string("claimName", required=True) if claim else None,
+        concurrency_policy=_or(spec.enum("concurrencyPolicy", ConcurrencyPolicy), defaults.concurrency_policy),
+        starting_deadline_seconds=spec.integer("startingDeadlineSeconds", minimum=0),
+        backoff_limit=_or(spec.integer("backoffLimit", minimum=0), defaults.backoff_limit),
+        active_deadline_seconds=_or(spec.integer("activeDeadlineSeconds", minimum=1), defaults.active_deadline_seconds),
+        successful_jobs_history_limit=_or(
+            spec.integer("successfulJobsHistoryLimit", minimum=0), defaults.successful_jobs_history_limit
+        ),
+        failed_jobs_history_limit=_or(
+            spec.integer("failedJobsHistoryLimit", minimum=0), defaults.failed_jobs_history_limit
+        ),
+        keep_last=_or(retention.integer("keepLast", minimum=1) if retention else None, defaults.keep_last),
+        compression=_or(spec.enum("compression", Compression), defaults.compression),
+        encryption_key=encryption_key,
+        restore_test=_or(verify.boolean("restoreTest") if verify else None, defaults.restore_test),
+    )
+    if database_name is None or schedule is None:
+        return None, errors
+    return result, errors
+
+
+T = TypeVar("T")
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+class _Reader:
+    """Reads typed values out of one JSON object, recording a FieldError for each one of the wrong shape."""
+
+    def __init__(self, raw: Mapping[str, Any], path: str, errors: list[FieldError]) -> None:
+        self.raw, self.path, self.errors = raw, path, errors
+
+    def _get(self, key: str, required: bool) -> Any:
+        value = self.raw.get(key)
+        if value is None and required:
+            self.errors.append(FieldError(f"{self.path}.{key}", "is required"))
+        return value
+
+    def _wrong(self, key: str, kind: str, value: object) -> None:
+        self.errors.append(FieldError(f"{self.path}.{key}", f"must be {kind}, not {_show(value)}"))
+
+    def string(self, key: str, *, required: bool = False) -> str | None:
+        value = self._get(key, required)
+        if value is None or isinstance(value, str):
+            if required and value == "":
+                self.errors.append(FieldError(f"{self.path}.{key}", "must not be empty"))
+                return None
+            return value
+        self._wrong(key, "a string", value)
+        return None
+
+    def boolean(self, key: str) -> bool | None:
+        value = self._get(key, False)
+        if value is None or isinstance(value, bool):
+            return value
+        self._wrong(key, "a boolean (true or false)", value)
+        return None
+
+    def integer(self, key: str, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
+        value = self._get(key, False)
+        if value is None:
+            return None
+        # JSON has one number type; 3.0 is an integer, 3.5 and true are not.
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            self._wrong(key, "a whole number", value)
+            return None
+        number = int(value)
+        if minimum is not None and number < minimum:
+            self.errors.append(FieldError(f"{self.path}.{key}", f"{number} is below the minimum {minimum}"))
+            return None
+        if maximum is not None and number > maximum:
+            self.errors.append(FieldError(f"{self.path}.{key}", f"{number} is above the maximum {maximum}"))
+            return None
+        return number
+
+    def enum(self, key: str, kind: type[E]) -> E | None:
+        value = self._get(key, False)
+        if value is None:
+            return None
+        try:
+            return kind(value)
+        except ValueError:
+            allowed = ", ".join(member.value for member in kind)
+            self.errors.append(FieldError(f"{self.path}.{key}", f"{_show(value)} is not one of {allowed}"))
+            return None
+
+    def strings(self, key: str) -> tuple[str, ...] | None:
+        value = self._get(key, False)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            self._wrong(key, "a list of strings", value)
+            return None
+        good = []
+        for index, item in enumerate(value):
+            if isinstance(item, str) and item:
+                good.append(item)
+            else:
+                self.errors.append(
+                    FieldError(f"{self.path}.{key}[{index}]", f"must be a non-empty string, not {_show(item)}")
+                )
+        return tuple(good)
+
+    def mapping(self, key: str, *, required: bool = False) -> _Reader | None:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            self._wrong(key, "an object", value)
+            return None
+        return _Reader(value, f"{self.path}.{key}", self.errors)
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it in YAML/JSON, shortened: `"yes"`, `5`, `[1, 2]`."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def join_errors(errors: Iterable[FieldError]) -> str:
+    """All problems in one message, as a denial or a condition shows them."""
+    return "; ".join(str(e) for e in errors)

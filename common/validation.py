@@ -1,0 +1,125 @@
+"""What the values of a DatabaseBackup mean: one set of rules for the webhook (at apply time) and the reconciler
+(its admission guard, because a webhook can be bypassed or down). Pure functions; no API calls."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from typing import Final
+
+from common.constants import BACKUP_ROOT, DEFAULT_TIME_ZONE
+from common.model import DatabaseBackupSpec, FieldError
+from common.names import MAX_NAME_LENGTH
+from common.schedule import ScheduleError, parse_schedule, parse_time_zone
+
+__all__ = ["default_backup_path", "normalize_backup_path", "validate", "validate_name"]
+
+_DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_SECRET_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+def default_backup_path(database_name: str) -> str:
+    return f"{BACKUP_ROOT}/{database_name}"
+
+
+def normalize_backup_path(path: str) -> str:
+    """`/backups//db/` -> `/backups/db`. Leaves `..` in place, so validation can refuse it by name."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return "/" + "/".join(parts) if path.startswith("/") else "/".join(parts)
+
+
+def validate(name: str, spec: DatabaseBackupSpec) -> list[FieldError]:
+    """Every problem with a parsed spec and its object's name, each naming its field and value."""
+    return [*validate_name(name), *_validate_spec(spec)]
+
+
+def validate_name(name: str) -> Iterator[FieldError]:
+    if len(name) > MAX_NAME_LENGTH:
+        yield FieldError(
+            "metadata.name",
+            f'"{name}" is {len(name)} characters; at most {MAX_NAME_LENGTH} leave room for the backup Job names '
+            "(<name>-<scheduled minute>)",
+        )
+
+
+def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
+    if spec.database_name:
+        yield from _dns_label("spec.databaseName", spec.database_name, "a StatefulSet name")
+    zone = spec.time_zone or DEFAULT_TIME_ZONE
+    try:
+        parse_time_zone(zone)
+    except ScheduleError as error:
+        yield FieldError("spec.timeZone", str(error))
+        zone = DEFAULT_TIME_ZONE
+    if spec.schedule:
+        try:
+            parse_schedule(spec.schedule, zone)
+        except ScheduleError as error:
+            yield FieldError("spec.schedule", str(error))
+    if spec.backup_path is not None:
+        yield from _backup_path(spec.backup_path)
+    connection = spec.connection
+    if connection.host is not None and not _is_host(connection.host):
+        yield FieldError("spec.connection.host", f'"{connection.host}" is not a DNS name or an IP address')
+    for index, database in enumerate(connection.databases):
+        if len(database) > 63 or "\x00" in database:
+            yield FieldError(f"spec.connection.databases[{index}]", f'"{database}" is not a database name')
+    if connection.credentials_secret:
+        secret = connection.credentials_secret
+        yield from _dns_subdomain("spec.connection.credentialsSecret.name", secret.name)
+        yield from _secret_key("spec.connection.credentialsSecret.usernameKey", secret.username_key)
+        yield from _secret_key("spec.connection.credentialsSecret.passwordKey", secret.password_key)
+    if spec.claim_name is not None:
+        yield from _dns_subdomain("spec.storage.persistentVolumeClaim.claimName", spec.claim_name)
+    if spec.encryption_key:
+        yield from _dns_subdomain("spec.encryption.keySecret.name", spec.encryption_key.name)
+        yield from _secret_key("spec.encryption.keySecret.key", spec.encryption_key.key)
+
+
+def _backup_path(path: str) -> Iterator[FieldError]:
+    where = "spec.backupPath"
+    if not path.startswith("/"):
+        yield FieldError(where, f'"{path}" must be an absolute path inside {BACKUP_ROOT}')
+        return
+    if ".." in path.split("/"):
+        yield FieldError(where, f'"{path}" must not contain ".."')
+        return
+    if any(ord(c) < 32 for c in path):
+        yield FieldError(where, f"{path!r} must not contain control characters")
+        return
+    normal = normalize_backup_path(path)
+    if normal != BACKUP_ROOT and not normal.startswith(BACKUP_ROOT + "/"):
+        yield FieldError(where, f'"{path}" is outside {BACKUP_ROOT}, where the backup volume is mounted')
+
+
+def _dns_label(where: str, value: str, what: str) -> Iterator[FieldError]:
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
+        yield FieldError(
+            where,
+            f'"{value}" is not {what}: at most 63 lower-case letters, digits and "-", starting and ending with a '
+            "letter or digit",
+        )
+
+
+def _dns_subdomain(where: str, value: str) -> Iterator[FieldError]:
+    labels = value.split(".")
+    if len(value) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        yield FieldError(
+            where, f'"{value}" is not a valid object name (lower-case letters, digits, "-" and ".", at most 253)'
+        )
+
+
+def _secret_key(where: str, value: str) -> Iterator[FieldError]:
+    if len(value) > 253 or not _SECRET_KEY.fullmatch(value):
+        yield FieldError(where, f'"{value}" is not a valid Secret key (letters, digits, "-", "_" and ".")')
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    return len(host) <= 253 and all(re.fullmatch(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?", p) for p in labels)

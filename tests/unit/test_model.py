@@ -1,0 +1,150 @@
+"""The typed model reads the wire format, naming every field of the wrong shape; status round-trips."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from common.model import (
+    Compression,
+    ConcurrencyPolicy,
+    Condition,
+    CredentialsSecret,
+    DatabaseBackupSpec,
+    DatabaseBackupStatus,
+    Engine,
+    LastBackup,
+    LastFailure,
+    Phase,
+    SecretKeyRef,
+    join_errors,
+    parse_spec,
+)
+
+SEED = {"databaseName": "example-db", "schedule": "*/5 * * * *", "backupPath": "/backups/example-db"}
+
+
+def test_the_original_sample_parses_with_defaults_for_the_rest() -> None:
+    spec, errors = parse_spec(SEED)
+    assert errors == []
+    assert spec == DatabaseBackupSpec(
+        database_name="example-db", schedule="*/5 * * * *", backup_path="/backups/example-db"
+    )
+    assert spec.concurrency_policy is ConcurrencyPolicy.FORBID
+    assert spec.compression is Compression.GZIP
+    assert (spec.keep_last, spec.successful_jobs_history_limit, spec.failed_jobs_history_limit) == (7, 3, 1)
+
+
+def test_every_field_of_the_outline_is_read() -> None:
+    raw: dict[str, Any] = {
+        **SEED,
+        "timeZone": "Europe/Berlin",
+        "suspend": True,
+        "engine": "MySQL",
+        "connection": {
+            "host": "db.ns.svc",
+            "port": 3306,
+            "databases": ["app"],
+            "credentialsSecret": {"name": "creds", "usernameKey": "user"},
+        },
+        "storage": {"persistentVolumeClaim": {"claimName": "pvc"}},
+        "concurrencyPolicy": "Replace",
+        "startingDeadlineSeconds": 300,
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": 60,
+        "successfulJobsHistoryLimit": 5,
+        "failedJobsHistoryLimit": 2,
+        "retention": {"keepLast": 3},
+        "compression": "Zstd",
+        "encryption": {"keySecret": {"name": "k"}},
+        "verify": {"restoreTest": True},
+    }
+    spec, errors = parse_spec(raw)
+    assert errors == []
+    assert spec is not None
+    assert spec.engine is Engine.MYSQL
+    assert spec.connection.credentials_secret == CredentialsSecret("creds", "user", "password")
+    assert spec.connection.databases == ("app",)
+    assert spec.claim_name == "pvc"
+    assert spec.encryption_key == SecretKeyRef("k", "key")
+    assert (spec.backoff_limit, spec.keep_last, spec.restore_test, spec.suspend) == (0, 3, True, True)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"suspend": "yes"}, 'spec.suspend: must be a boolean (true or false), not "yes"'),
+        ({"schedule": 5}, "spec.schedule: must be a string, not 5"),
+        ({"engine": "Oracle"}, 'spec.engine: "Oracle" is not one of PostgreSQL, MySQL'),
+        ({"backoffLimit": 1.5}, "spec.backoffLimit: must be a whole number, not 1.5"),
+        ({"backoffLimit": True}, "spec.backoffLimit: must be a whole number, not true"),
+        ({"backoffLimit": -1}, "spec.backoffLimit: -1 is below the minimum 0"),
+        ({"connection": {"port": 0}}, "spec.connection.port: 0 is below the minimum 1"),
+        ({"connection": {"port": 65536}}, "spec.connection.port: 65536 is above the maximum 65535"),
+        ({"connection": {"databases": "app"}}, 'spec.connection.databases: must be a list of strings, not "app"'),
+        ({"connection": {"databases": ["a", 3]}}, "spec.connection.databases[1]: must be a non-empty string, not 3"),
+        ({"connection": []}, "spec.connection: must be an object, not []"),
+        ({"connection": {"credentialsSecret": {}}}, "spec.connection.credentialsSecret.name: is required"),
+        ({"encryption": {}}, "spec.encryption.keySecret: is required"),
+        ({"retention": {"keepLast": 0}}, "spec.retention.keepLast: 0 is below the minimum 1"),
+        ({"databaseName": ""}, "spec.databaseName: must not be empty"),
+    ],
+)
+def test_a_field_of_the_wrong_shape_is_named_with_its_value(change: dict[str, Any], message: str) -> None:
+    _, errors = parse_spec({**SEED, **change})
+    assert message in [str(e) for e in errors]
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    spec, errors = parse_spec({"schedule": 1, "suspend": "no", "compression": "rar"})
+    assert spec is None
+    assert join_errors(errors) == (
+        "spec.databaseName: is required; spec.schedule: must be a string, not 1; "
+        'spec.suspend: must be a boolean (true or false), not "no"; '
+        'spec.compression: "rar" is not one of Gzip, Zstd, None'
+    )
+
+
+@pytest.mark.parametrize("raw", [None, "spec", 3, ["databaseName"]])
+def test_a_spec_that_is_not_an_object_is_refused(raw: object) -> None:
+    spec, errors = parse_spec(raw)
+    assert spec is None
+    assert str(errors[0]).startswith("spec: must be an object, not ")
+
+
+def test_status_round_trips_through_its_wire_form() -> None:
+    status = DatabaseBackupStatus(
+        phase=Phase.SUCCEEDED,
+        last_backup_time="2026-11-27T10:00:05Z",
+        in_progress=False,
+        last_schedule_time="2026-11-27T10:00:00Z",
+        next_backup_time="2026-11-27T10:05:00Z",
+        last_backup=LastBackup(
+            "/backups/db/db-20261127T100000Z.dump.gz", 1234, "ab" * 32, "5s", "2026-11-27T10:00:05Z"
+        ),
+        last_failure=LastFailure("2026-11-26T10:00:00Z", "DumpFailed", "pg_dump: connection refused"),
+        consecutive_failures=0,
+        active=("db-29412345",),
+        conditions=(Condition("Ready", "True", "Scheduled", "next at 10:05", "2026-11-27T09:00:00Z", 2),),
+        observed_generation=2,
+    )
+    wire = status.to_dict()
+    assert wire["lastBackupTime"] == "2026-11-27T10:00:05Z"
+    assert wire["inProgress"] is False
+    assert wire["active"] == [{"name": "db-29412345"}]
+    assert wire["conditions"][0]["observedGeneration"] == 2
+    assert DatabaseBackupStatus.from_dict(wire) == status
+
+
+def test_absent_status_fields_are_null_so_a_merge_patch_clears_them() -> None:
+    wire = DatabaseBackupStatus().to_dict()
+    assert wire["lastFailure"] is None
+    assert wire["nextBackupTime"] is None
+
+
+@pytest.mark.parametrize("raw", [None, {}, {"phase": "Exploded", "active": "x", "conditions": [1]}, "garbage"])
+def test_a_damaged_status_reads_as_pending_and_never_raises(raw: Any) -> None:
+    status = DatabaseBackupStatus.from_dict(raw)
+    assert status.phase is Phase.PENDING
+    assert status.conditions == ()

@@ -1,0 +1,94 @@
+"""One set of rules for the webhook and the reconciler's admission guard: each problem names its field and value."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from common.model import Connection, CredentialsSecret, DatabaseBackupSpec, SecretKeyRef
+from common.names import MAX_NAME_LENGTH, job_name
+from common.validation import default_backup_path, normalize_backup_path, validate
+
+GOOD = DatabaseBackupSpec(database_name="example-db", schedule="*/5 * * * *", backup_path="/backups/example-db")
+
+
+def messages(name: str, spec: DatabaseBackupSpec) -> list[str]:
+    return [str(e) for e in validate(name, spec)]
+
+
+def test_the_original_sample_is_valid() -> None:
+    assert messages("databasebackup-sample", GOOD) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"schedule": "*/5 * * *"},
+            'spec.schedule: "*/5 * * *" has 4 fields, a schedule needs 5 (minute hour day-of-month month day-of-week)',
+        ),
+        ({"time_zone": "Mars/Olympus"}, "spec.timeZone: 'Mars/Olympus' is not an IANA time zone name"),
+        ({"database_name": "Example_DB"}, 'spec.databaseName: "Example_DB" is not a StatefulSet name'),
+        ({"database_name": "a" * 64}, "spec.databaseName:"),
+        ({"backup_path": "backups/db"}, 'spec.backupPath: "backups/db" must be an absolute path inside /backups'),
+        ({"backup_path": "/backups/../etc"}, 'spec.backupPath: "/backups/../etc" must not contain ".."'),
+        ({"backup_path": "/var/lib/db"}, 'spec.backupPath: "/var/lib/db" is outside /backups'),
+        ({"backup_path": "/backupsx/db"}, 'spec.backupPath: "/backupsx/db" is outside /backups'),
+        ({"backup_path": "/backups/a\nb"}, "spec.backupPath: '/backups/a\\nb' must not contain control characters"),
+        ({"connection": Connection(host="bad host")}, 'spec.connection.host: "bad host" is not a DNS name'),
+        (
+            {"connection": Connection(credentials_secret=CredentialsSecret("Creds!"))},
+            'spec.connection.credentialsSecret.name: "Creds!" is not a valid object name',
+        ),
+        (
+            {"connection": Connection(credentials_secret=CredentialsSecret("c", password_key="pass word"))},
+            'spec.connection.credentialsSecret.passwordKey: "pass word" is not a valid Secret key',
+        ),
+        ({"claim_name": "PVC"}, 'spec.storage.persistentVolumeClaim.claimName: "PVC" is not a valid object name'),
+        ({"encryption_key": SecretKeyRef("k", "a/b")}, 'spec.encryption.keySecret.key: "a/b" is not a valid Secret'),
+    ],
+)
+def test_a_bad_value_is_refused_naming_field_and_value(change: dict[str, Any], message: str) -> None:
+    found = messages("nightly", replace(GOOD, **change))
+    assert any(m.startswith(message) for m in found), found
+
+
+def test_the_schedule_is_checked_in_its_own_time_zone_even_when_the_zone_is_bad() -> None:
+    found = messages("nightly", replace(GOOD, time_zone="Nowhere", schedule="0 0 31 2 *"))
+    assert [m.split(":")[0] for m in found] == ["spec.timeZone", "spec.schedule"]
+
+
+@pytest.mark.parametrize("path", ["/backups", "/backups/db", "/backups//db/", "/backups/./db", "/backups/a/b"])
+def test_paths_inside_the_backup_volume_are_accepted(path: str) -> None:
+    assert messages("nightly", replace(GOOD, backup_path=path)) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "normal"),
+    [("/backups//db/", "/backups/db"), ("/backups/./db/./x", "/backups/db/x"), ("/backups", "/backups")],
+)
+def test_backup_paths_are_normalised(path: str, normal: str) -> None:
+    assert normalize_backup_path(path) == normal
+
+
+def test_the_default_backup_path_is_per_database() -> None:
+    assert default_backup_path("example-db") == "/backups/example-db"
+
+
+def test_a_name_too_long_for_job_names_is_refused() -> None:
+    name = "n" * (MAX_NAME_LENGTH + 1)
+    assert messages(name, GOOD) == [
+        f'metadata.name: "{name}" is 53 characters; at most 52 leave room for the backup Job names '
+        "(<name>-<scheduled minute>)"
+    ]
+
+
+def test_the_longest_name_allowed_gives_a_job_name_that_fits_a_label() -> None:
+    longest = job_name("n" * MAX_NAME_LENGTH, datetime(2150, 12, 31, 23, 59, tzinfo=UTC))
+    assert len(longest) <= 63
+    assert (
+        job_name("db", datetime(2026, 11, 27, 10, 5, tzinfo=UTC)) == "db-29929565"
+    )  # date -d 2026-11-27T10:05:00Z +%s, divided by 60
