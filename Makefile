@@ -49,6 +49,10 @@ test: $(STAMP) ## Everything: install what is missing, lint, then the whole suit
 unit: $(STAMP) ## Only the tests that need no cluster and no database
 	$(BIN)/python -m pytest -W error tests/unit $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: $(STAMP) ## Benchmarks against same-run baselines; writes tests/bench/RESULTS.md (BENCH=name to pick one)
+	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh) $(BIN)/python -m tests.bench $(BENCH)
+
 # --- cluster -------------------------------------------------------------------------------------------------
 
 .PHONY: install

@@ -1,0 +1,32 @@
+"""`python -m tests.bench [name ...]`: run every benchmark module (or the named ones) and update RESULTS.md."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+
+import tests.bench
+from tests.bench.results import RESULTS, write_section
+
+
+def main(argv: list[str]) -> int:
+    names = [m.name for m in pkgutil.iter_modules(tests.bench.__path__) if m.name.startswith("bench_")]
+    wanted = [n if n.startswith("bench_") else f"bench_{n}" for n in argv] or sorted(names)
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; have: {', '.join(sorted(names))}", file=sys.stderr)
+        return 2
+    for name in wanted:
+        started = time.monotonic()
+        print(f"== {name}", flush=True)
+        body = importlib.import_module(f"tests.bench.{name}").main()
+        write_section(name.removeprefix("bench_"), body)
+        print(body, f"\n({time.monotonic() - started:.0f}s)", flush=True)
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
