@@ -7,10 +7,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Mapping
+from pathlib import Path
+from typing import Any, Final, cast
 
-__all__ = ["MERGE_PATCH", "timeout"]
+from kubernetes_asyncio import client, config
+
+__all__ = ["MERGE_PATCH", "ConfigError", "api_client", "raw", "timeout"]
 
 MERGE_PATCH: Final[Mapping[str, Any]] = {"_content_type": "application/merge-patch+json"}
 
@@ -18,3 +21,26 @@ MERGE_PATCH: Final[Mapping[str, Any]] = {"_content_type": "application/merge-pat
 def timeout(connect: float = 5.0, read: float = 30.0) -> dict[str, Any]:
     """Keyword arguments that bound one API request: (connect, read) seconds."""
     return {"_request_timeout": (connect, read)}
+
+
+class ConfigError(Exception):
+    """No usable Kubernetes configuration."""
+
+
+async def api_client(kubeconfig: Path | None) -> client.ApiClient:
+    """A client from a kubeconfig file, else from the in-cluster service account."""
+    try:
+        if kubeconfig is not None:
+            return await config.new_client_from_config(config_file=str(kubeconfig))
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except (config.ConfigException, OSError) as error:
+        raise ConfigError(f"cannot load Kubernetes configuration: {error}") from None
+
+
+async def raw(call: Awaitable[Any]) -> dict[str, Any]:
+    """The JSON body of a call made with `_preload_content=False` (the stubs claim a model comes back)."""
+    response = cast(Any, await call)
+    async with response:
+        body: dict[str, Any] = await response.json()
+    return body

@@ -85,6 +85,7 @@ class CredentialsSecret:
 class Connection:
     host: str | None = None
     port: int | None = None
+    username: str | None = None  # a plain user name, when the Secret holds only the password
     databases: tuple[str, ...] = ()  # empty: all databases
     credentials_secret: CredentialsSecret | None = None
 
@@ -294,6 +295,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
         connection=Connection(
             host=connection.string("host") if connection else None,
             port=connection.integer("port", minimum=1, maximum=65535) if connection else None,
+            username=connection.string("username") if connection else None,
             databases=_or(connection.strings("databases"), ()) if connection else (),
             credentials_secret=credentials_secret,
         ),
@@ -434,5 +436,9 @@ def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def join_errors(errors: Iterable[FieldError]) -> str:
-    """All problems in one message, as a denial or a condition shows them."""
-    return "; ".join(str(e) for e in errors)
+    """All problems in one message, as a denial or a condition shows them: one problem on its own, several as a
+    count and a line each (messages may contain "; " and ", " themselves)."""
+    lines = [str(e) for e in errors]
+    if len(lines) == 1:
+        return lines[0]
+    return f"{len(lines)} problems:\n" + "\n".join(f"- {line}" for line in lines)

@@ -3,19 +3,87 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from common.kube import ConfigError, api_client
+from common.logs import configure
+from webhook.database import StatefulSets
+from webhook.metrics import Metrics
+from webhook.server import make_app
+from webhook.tls import CertificateReloader, TLSListener
+
+log = structlog.get_logger("webhook")
 
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbb-webhook", description="Serve the DatabaseBackup admission webhook.")
     parser.add_argument("--port", type=int, default=8443, help="HTTPS port (default: %(default)s)")
-    parser.add_argument("--cert-dir", type=Path, default=Path("/tls"), help="folder with tls.crt and tls.key")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")  # noqa: S104
+    parser.add_argument(
+        "--cert-dir", type=Path, default=Path("/tls"), help="folder with tls.crt and tls.key, re-read when they change"
+    )
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster config)")
+    parser.add_argument("--cert-reload-seconds", type=float, default=10.0, help="how often to look for new certs")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser().parse_args(argv)
-    print("dbb-webhook: the admission server is not built yet (issue: the admission webhook)", file=sys.stderr)
-    return 2
+    args = parser().parse_args(argv)
+    configure(args.log_level)
+    try:
+        asyncio.run(serve(args))
+    except StartupError as error:
+        print(f"dbb-webhook: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class StartupError(Exception):
+    pass
+
+
+async def serve(args: argparse.Namespace) -> None:
+    metrics = Metrics()
+
+    def reloaded(result: str, not_after: object) -> None:
+        metrics.certificate_reloads.labels(result).inc()
+        if reloader.not_after is not None:
+            metrics.certificate_expiry.set(reloader.not_after.timestamp())
+
+    reloader = CertificateReloader(args.cert_dir, interval=args.cert_reload_seconds, on_reload=reloaded)
+    if not reloader.reload():
+        raise StartupError(f"no usable tls.crt and tls.key in {args.cert_dir}")
+    try:
+        api = await api_client(args.kubeconfig)
+    except ConfigError as error:
+        raise StartupError(str(error)) from None
+    async with api:
+        statefulsets = StatefulSets(api, metrics)
+        app = make_app(statefulsets, metrics, ready=lambda: reloader.context is not None and statefulsets.synced)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        listener = TLSListener(runner.server, lambda: reloader.context)  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        # Until the StatefulSet cache has synced, lookups go to the API server and /readyz says not ready.
+        background = [asyncio.create_task(reloader.run()), asyncio.create_task(statefulsets.informer.run())]
+        try:
+            port = await listener.start(args.host, args.port)
+            log.info("serving", host=args.host, port=port, cert_dir=str(args.cert_dir))
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await listener.close()
+            await runner.cleanup()

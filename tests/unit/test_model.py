@@ -100,10 +100,13 @@ def test_all_problems_are_reported_at_once() -> None:
     spec, errors = parse_spec({"schedule": 1, "suspend": "no", "compression": "rar"})
     assert spec is None
     assert join_errors(errors) == (
-        "spec.databaseName: is required; spec.schedule: must be a string, not 1; "
-        'spec.suspend: must be a boolean (true or false), not "no"; '
-        'spec.compression: "rar" is not one of Gzip, Zstd, None'
+        "4 problems:\n"
+        "- spec.databaseName: is required\n"
+        "- spec.schedule: must be a string, not 1\n"
+        '- spec.suspend: must be a boolean (true or false), not "no"\n'
+        '- spec.compression: "rar" is not one of Gzip, Zstd, None'
     )
+    assert join_errors(errors[:1]) == "spec.databaseName: is required"
 
 
 @pytest.mark.parametrize("raw", [None, "spec", 3, ["databaseName"]])

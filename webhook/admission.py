@@ -1,0 +1,212 @@
+"""Admission for DatabaseBackups, as plain functions: an AdmissionReview dict (and what the caller found out about
+the database StatefulSet) in, an AdmissionResponse dict out. No HTTP here (the server decodes, calls, encodes) and
+no API calls (the caller looks the StatefulSet up first, so these stay pure and testable).
+
+Errors, once: `BadReview` means the body is not an AdmissionReview we can answer (no uid to answer to): the server
+turns it into a 400. Everything else, including a malformed DatabaseBackup, is an answer: a denial that names each
+field and value, or an admission with warnings and a patch.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from common.constants import ANNOTATION_SKIP_DATABASE_CHECK, GROUP, KIND
+from common.defaults import default_spec
+from common.model import FieldError, join_errors, parse_spec
+from common.statefulset import facts, ready_replicas
+from common.validation import validate
+from webhook.patch import json_patch
+from webhook.reviews import API_VERSION, AdmissionRequest, AdmissionResponse, AdmissionReviewResponse
+from webhook.reviews import KIND as REVIEW_KIND
+
+__all__ = ["BadReview", "Database", "database_to_check", "mutate", "parse_review", "review", "validate_request"]
+
+WARNING_LIMIT = 120  # the API server passes warnings on to kubectl; long ones are truncated there
+
+
+class BadReview(ValueError):
+    """The body is not an AdmissionReview v1 request we can answer."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """What the caller found about the StatefulSet named by spec.databaseName."""
+
+    namespace: str
+    name: str
+    statefulset: Mapping[str, Any] | None  # None: not found
+    error: str | None = None  # the lookup itself failed (e.g. the API server did not answer)
+
+
+def parse_review(body: object) -> AdmissionRequest:
+    if not isinstance(body, Mapping):
+        raise BadReview(f"the body must be a JSON object (an AdmissionReview), not {type(body).__name__}")
+    if body.get("kind") != REVIEW_KIND:
+        raise BadReview(f'kind must be "{REVIEW_KIND}", not {json.dumps(body.get("kind"))}')
+    if body.get("apiVersion") != API_VERSION:
+        raise BadReview(f'apiVersion must be "{API_VERSION}", not {json.dumps(body.get("apiVersion"))}')
+    request = body.get("request")
+    if not isinstance(request, Mapping):
+        raise BadReview("request must be an object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadReview("request.uid must be a non-empty string")
+    return cast(AdmissionRequest, dict(request))
+
+
+def review(response: AdmissionResponse) -> AdmissionReviewResponse:
+    return {"apiVersion": API_VERSION, "kind": REVIEW_KIND, "response": response}
+
+
+def database_to_check(request: AdmissionRequest) -> tuple[str, str] | None:
+    """(namespace, StatefulSet name) when validation needs to know whether the database exists: on create, and on
+    an update that changes databaseName. Other updates pass, so that a backup whose database is gone can still be
+    suspended, relabelled or deleted."""
+    if request.get("operation") not in ("CREATE", "UPDATE") or _problem(request) is not None:
+        return None
+    obj = request.get("object") or {}
+    name = (obj.get("spec") or {}).get("databaseName") if isinstance(obj.get("spec"), Mapping) else None
+    if not isinstance(name, str) or not name:
+        return None
+    if request["operation"] == "UPDATE":
+        old = request.get("oldObject") or {}
+        old_spec = old.get("spec") if isinstance(old, Mapping) else None
+        if isinstance(old_spec, Mapping) and old_spec.get("databaseName") == name:
+            return None
+    return _namespace(request), name
+
+
+def validate_request(request: AdmissionRequest, database: Database | None) -> AdmissionResponse:
+    uid = request["uid"]
+    problem = _problem(request)
+    if problem is not None:
+        return _denied(uid, problem)
+    if request.get("operation") not in ("CREATE", "UPDATE"):
+        return {"uid": uid, "allowed": True}
+    obj = cast(dict[str, Any], request.get("object"))
+    spec, errors = parse_spec(obj.get("spec"))
+    name = _object_name(obj, request)
+    if spec is not None:
+        errors += validate(name, spec)
+    warnings: list[str] = []
+    if database is not None:
+        _check_database(obj, database, errors, warnings)
+    if errors:
+        return _denied(uid, join_errors(errors))
+    if spec is not None:
+        warnings += _advice(obj)
+    return _allowed(uid, warnings)
+
+
+def mutate(request: AdmissionRequest, statefulset: Mapping[str, Any] | None) -> AdmissionResponse:
+    """Fill in the defaults the operator decides (see common.defaults) as a JSONPatch. Idempotent: run on its own
+    output it patches nothing. A malformed object passes unchanged; validation denies it with the reasons."""
+    uid = request["uid"]
+    if _problem(request) is not None or request.get("operation") not in ("CREATE", "UPDATE"):
+        return {"uid": uid, "allowed": True}
+    obj = cast(dict[str, Any], request.get("object"))
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        return {"uid": uid, "allowed": True}
+    defaulted = default_spec(spec, namespace=_namespace(request), statefulset=statefulset)
+    operations = json_patch(dict(spec), defaulted, "/spec")
+    if not operations:
+        return {"uid": uid, "allowed": True}
+    return {
+        "uid": uid,
+        "allowed": True,
+        "patchType": "JSONPatch",
+        "patch": base64.b64encode(json.dumps(operations).encode()).decode(),
+    }
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _problem(request: AdmissionRequest) -> str | None:
+    """Why this request is not one we can judge (wrong kind, no object), or None."""
+    kind = request.get("kind")
+    if not isinstance(kind, Mapping) or kind.get("group") != GROUP or kind.get("kind") != KIND:
+        shown = f"{kind.get('group')}/{kind.get('kind')}" if isinstance(kind, Mapping) else json.dumps(kind)
+        return f"this webhook admits {GROUP} {KIND} objects, not {shown}; check the webhook configuration's rules"
+    if request.get("operation") in ("CREATE", "UPDATE") and not isinstance(request.get("object"), Mapping):
+        return "request.object: must be an object (the DatabaseBackup)"
+    return None
+
+
+def _check_database(obj: Mapping[str, Any], database: Database, errors: list[FieldError], warnings: list[str]) -> None:
+    where = f'StatefulSet "{database.name}"'
+    if database.error is not None:
+        warnings.append(_short(f"spec.databaseName: could not check {where}: {database.error}"))
+        return
+    if database.statefulset is None:
+        message = f'{where} not found in namespace "{database.namespace}"'
+        if _skips_database_check(obj):
+            warnings.append(_short(f"spec.databaseName: {message} (allowed: {ANNOTATION_SKIP_DATABASE_CHECK})"))
+        else:
+            errors.append(FieldError("spec.databaseName", message))
+        return
+    statefulset = database.statefulset
+    if ready_replicas(statefulset) == 0:
+        warnings.append(_short(f"spec.databaseName: {where} has no ready replica; backups fail until it has one"))
+    found = facts(statefulset, database.namespace)
+    spec = _spec_of(obj)
+    engine = spec.get("engine")
+    if found.engine is not None and isinstance(engine, str) and engine != found.engine:
+        warnings.append(_short(f"spec.engine: {engine}, but {where} runs a {found.engine} image"))
+    if found.engine is None and engine is None:
+        warnings.append(_short(f"spec.engine: not set, and the image of {where} does not say; set it"))
+    connection = spec.get("connection")
+    if found.credentials_note and not (isinstance(connection, Mapping) and "credentialsSecret" in connection):
+        warnings.append(_short(f"spec.connection.credentialsSecret: {found.credentials_note}"))
+
+
+def _advice(obj: Mapping[str, Any]) -> list[str]:
+    connection = _spec_of(obj).get("connection") or {}
+    if isinstance(connection, Mapping) and "credentialsSecret" not in connection:
+        return ["spec.connection.credentialsSecret: not set and not found on the StatefulSet; backups will fail"]
+    return []
+
+
+def _spec_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = obj.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def _skips_database_check(obj: Mapping[str, Any]) -> bool:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return isinstance(annotations, Mapping) and annotations.get(ANNOTATION_SKIP_DATABASE_CHECK) == "true"
+
+
+def _namespace(request: AdmissionRequest) -> str:
+    obj = request.get("object") or {}
+    return str(request.get("namespace") or (obj.get("metadata") or {}).get("namespace") or "")
+
+
+def _object_name(obj: Mapping[str, Any], request: AdmissionRequest) -> str:
+    metadata = obj.get("metadata") or {}
+    name = metadata.get("name") or request.get("name")
+    if name:
+        return str(name)
+    # generateName: the API server appends 5 characters.
+    return f"{metadata.get('generateName') or ''}xxxxx"
+
+
+def _allowed(uid: str, warnings: list[str]) -> AdmissionResponse:
+    response: AdmissionResponse = {"uid": uid, "allowed": True}
+    if warnings:
+        response["warnings"] = warnings
+    return response
+
+
+def _denied(uid: str, message: str) -> AdmissionResponse:
+    return {"uid": uid, "allowed": False, "status": {"code": 422, "reason": "Invalid", "message": message}}
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= WARNING_LIMIT else text[: WARNING_LIMIT - 1] + "…"

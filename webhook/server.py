@@ -1,0 +1,121 @@
+"""The webhook's HTTP layer: decode, call the admission functions, encode. Nothing is decided here.
+
+Bad input never becomes a 5xx: a body that is not JSON or not an AdmissionReview is a 400 with the reason; a body
+over the limit is a 413 (aiohttp); the wrong method a 405, the wrong content type a 415. An unexpected error while
+judging a request we could read is answered as a denial naming it, so kubectl shows it, and is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook.admission import BadReview, Database, database_to_check, mutate, parse_review, review, validate_request
+from webhook.database import DatabaseFinder
+from webhook.metrics import Metrics
+from webhook.reviews import AdmissionRequest, AdmissionResponse
+
+__all__ = ["MAX_BODY", "make_app"]
+
+log = structlog.get_logger("webhook")
+
+# The API server sends AdmissionReviews up to ~3 MiB (object and oldObject of a 1.5 MiB object); aiohttp's default
+# limit is 1 MiB.
+MAX_BODY: Final = 4 * 1024 * 1024
+
+
+def make_app(finder: DatabaseFinder, metrics: Metrics, ready: Callable[[], bool]) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    handlers = _Handlers(finder, metrics, ready)
+    app.router.add_post("/validate", handlers.validate)
+    app.router.add_post("/mutate", handlers.mutate)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
+    return app
+
+
+class _Handlers:
+    def __init__(self, finder: DatabaseFinder, metrics: Metrics, ready: Callable[[], bool]) -> None:
+        self._finder, self._metrics, self._ready = finder, metrics, ready
+
+    async def validate(self, request: web.Request) -> web.StreamResponse:
+        return await self._admit(request, "validate", self._validate)
+
+    async def mutate(self, request: web.Request) -> web.StreamResponse:
+        return await self._admit(request, "mutate", self._mutate)
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    async def readyz(self, request: web.Request) -> web.StreamResponse:
+        if self._ready():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="not ready: no certificate loaded or the StatefulSet cache is not synced")
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _validate(self, admission: AdmissionRequest) -> AdmissionResponse:
+        target = database_to_check(admission)
+        database = await self._finder.find(*target) if target is not None else None
+        return validate_request(admission, database)
+
+    async def _mutate(self, admission: AdmissionRequest) -> AdmissionResponse:
+        database = await self._lookup_for_defaults(admission)
+        return mutate(admission, database.statefulset if database else None)
+
+    async def _lookup_for_defaults(self, admission: AdmissionRequest) -> Database | None:
+        obj = admission.get("object")
+        spec = obj.get("spec") if isinstance(obj, dict) else None
+        name = spec.get("databaseName") if isinstance(spec, dict) else None
+        if admission.get("operation") not in ("CREATE", "UPDATE") or not isinstance(name, str) or not name:
+            return None
+        return await self._finder.find(str(admission.get("namespace") or ""), name)
+
+    async def _admit(
+        self,
+        request: web.Request,
+        endpoint: str,
+        decide: Callable[[AdmissionRequest], Awaitable[AdmissionResponse]],
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        result = "bad_request"
+        try:
+            if request.content_type != "application/json":
+                return _refuse(415, f"Content-Type must be application/json, not {request.content_type or 'none'}")
+            raw = await request.read()  # raises 413 past MAX_BODY
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as error:
+                return _refuse(400, f"the body is not JSON: {error}")
+            try:
+                admission = parse_review(body)
+            except BadReview as error:
+                return _refuse(400, f"not an AdmissionReview v1 request: {error}")
+            try:
+                response = await decide(admission)
+            except Exception as error:  # a bug must cost one denial, never a 5xx the API server retries blindly
+                log.exception("admission failed", endpoint=endpoint, uid=admission["uid"])
+                result = "error"
+                response = {
+                    "uid": admission["uid"],
+                    "allowed": False,
+                    "status": {"code": 500, "message": f"the webhook failed to judge this request: {error!r}"[:500]},
+                }
+            else:
+                result = "allowed" if response["allowed"] else "denied"
+            return web.json_response(review(response))
+        finally:
+            self._metrics.requests.labels(endpoint, result).inc()
+            self._metrics.duration.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def _refuse(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message + "\n")
