@@ -27,6 +27,8 @@ import aiohttp
 import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from common.kube import checked
+
 __all__ = ["Event", "Informer", "Key", "key_of"]
 
 log = structlog.get_logger("informer")
@@ -91,7 +93,7 @@ class Informer:
             except _Gone:
                 self._restart("gone")
                 self.resource_version = None
-            except (ApiException, aiohttp.ClientError, TimeoutError, ValueError, OSError) as error:
+            except (ApiException, aiohttp.ClientError, TimeoutError, ValueError, KeyError, OSError) as error:
                 failures += 1
                 delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)  # noqa: S311
                 status = getattr(error, "status", None)
@@ -106,11 +108,13 @@ class Informer:
             self.on_restart(reason)
 
     async def _list(self) -> None:
-        response = await self.list_call(
-            *self.arguments,
-            **self.options,
-            _preload_content=False,
-            _request_timeout=(self.connect_timeout, max(self.read_timeout, 60.0)),
+        response = await checked(
+            self.list_call(
+                *self.arguments,
+                **self.options,
+                _preload_content=False,
+                _request_timeout=(self.connect_timeout, max(self.read_timeout, 60.0)),
+            )
         )
         async with response:
             body = await response.json()
@@ -136,15 +140,17 @@ class Informer:
                     self.handler(Event("ADDED" if old is None else "MODIFIED", item))
 
     async def _watch(self) -> None:
-        response = await self.list_call(
-            *self.arguments,
-            **self.options,
-            watch=True,
-            allow_watch_bookmarks=True,
-            resource_version=self.resource_version,
-            timeout_seconds=self.watch_timeout,
-            _preload_content=False,
-            _request_timeout=(self.connect_timeout, self.read_timeout),
+        response = await checked(
+            self.list_call(
+                *self.arguments,
+                **self.options,
+                watch=True,
+                allow_watch_bookmarks=True,
+                resource_version=self.resource_version,
+                timeout_seconds=self.watch_timeout,
+                _preload_content=False,
+                _request_timeout=(self.connect_timeout, self.read_timeout),
+            )
         )
         async with response:
             async for line in _lines(response.content):

@@ -7,13 +7,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any, Final, cast
 
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["MERGE_PATCH", "ConfigError", "api_client", "raw", "timeout"]
+__all__ = ["MERGE_PATCH", "ConfigError", "api_client", "body", "checked", "raw", "timeout"]
 
 MERGE_PATCH: Final[Mapping[str, Any]] = {"_content_type": "application/merge-patch+json"}
 
@@ -40,7 +42,30 @@ async def api_client(kubeconfig: Path | None) -> client.ApiClient:
 
 async def raw(call: Awaitable[Any]) -> dict[str, Any]:
     """The JSON body of a call made with `_preload_content=False` (the stubs claim a model comes back)."""
-    response = cast(Any, await call)
+    response = await checked(call)
     async with response:
         body: dict[str, Any] = await response.json()
     return body
+
+
+async def checked(call: Awaitable[Any]) -> Any:
+    """The aiohttp response of a call made with `_preload_content=False`, or ApiException for a non-2xx status:
+    without preloading, kubernetes-asyncio hands back error responses (a `Status` object) as if they succeeded."""
+    response = cast(Any, await call)
+    if 200 <= response.status < 300:
+        return response
+    async with response:
+        text = await response.text()
+    reason = response.reason
+    try:
+        status = json.loads(text)
+        reason = f"{status.get('reason') or reason}: {status.get('message') or ''}".strip(": ")
+    except (ValueError, AttributeError):
+        pass
+    raise ApiException(status=response.status, reason=reason)
+
+
+def body(obj: Mapping[str, Any]) -> Any:
+    """A JSON object as a request body. The API takes plain dicts; the stubs ask for generated models, which we
+    never build (they are slow, and lose fields the model does not know)."""
+    return obj

@@ -83,14 +83,27 @@ class ControlPlane:
     ca: KeyPair | None = None
     admin: KeyPair | None = None
     processes: list[_Process] = field(default_factory=list)
+    extra_args: tuple[str, ...] = ()
     _owns_workdir: bool = False
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, assets: Path | None = None, workdir: Path | None = None, *, install_crd: bool = True) -> Self:
+    def start(
+        cls,
+        assets: Path | None = None,
+        workdir: Path | None = None,
+        *,
+        install_crd: bool = True,
+        extra_args: Sequence[str] = (),
+    ) -> Self:
+        """`extra_args` go to kube-apiserver (e.g. `--watch-cache=false`)."""
         owned = workdir is None
-        plane = cls(assets or find_assets(), workdir or Path(tempfile.mkdtemp(prefix="dbb-envtest-")))
+        plane = cls(
+            assets or find_assets(),
+            workdir or Path(tempfile.mkdtemp(prefix="dbb-envtest-")),
+            extra_args=tuple(extra_args),
+        )
         plane._owns_workdir = owned
         try:
             plane._start(install_crd=install_crd)
@@ -141,6 +154,7 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--endpoint-reconciler-type=none",
                 "--v=1",
+                *self.extra_args,
             ],
         )
         self._wait_ready()

@@ -1,0 +1,170 @@
+"""kubectl apply through the real API server and the real webhook: denials, warnings and defaults as users see them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.controlplane import ControlPlane
+from tests.fixtures import databasebackup, statefulset
+from tests.integration.conftest import Webhook
+
+DENIED = 'admission webhook "vdatabasebackup.databases.test.io" denied the request: '
+
+
+def apply(control_plane: ControlPlane, obj: dict[str, Any], namespace: str, *, check: bool = False) -> Any:
+    return control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj), check=check)
+
+
+def create_database(control_plane: ControlPlane, namespace: str, **options: Any) -> None:
+    sts = statefulset(namespace=namespace, **options)
+    del sts["status"]  # status is not accepted on create; no controller runs to set it
+    apply(control_plane, sts, namespace, check=True)
+
+
+def get(control_plane: ControlPlane, namespace: str, name: str = "nightly") -> dict[str, Any]:
+    result = control_plane.kubectl("get", "dbb", name, "-n", namespace, "-o", "json")
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def test_a_bad_schedule_is_refused_at_apply_with_the_field_and_value(
+    control_plane: ControlPlane, webhook_namespace: str
+) -> None:
+    create_database(control_plane, webhook_namespace)
+    result = apply(control_plane, databasebackup(namespace=webhook_namespace, schedule="*/5 * * *"), webhook_namespace)
+    assert result.returncode == 1
+    assert (
+        DENIED + 'spec.schedule: "*/5 * * *" has 4 fields, a schedule needs 5 (minute hour day-of-month month '
+        "day-of-week)"
+    ) in result.stderr
+    assert control_plane.kubectl("get", "dbb", "-n", webhook_namespace, "-o", "name").stdout == ""
+
+
+def test_every_problem_is_listed_in_one_refusal(control_plane: ControlPlane, webhook_namespace: str) -> None:
+    create_database(control_plane, webhook_namespace)
+    obj = databasebackup(
+        namespace=webhook_namespace, schedule="0 0 * * 7", timeZone="Mars/Olympus", backupPath="/etc/backups"
+    )
+    result = apply(control_plane, obj, webhook_namespace)
+    assert result.returncode == 1
+    assert DENIED + "3 problems:" in result.stderr
+    assert "- spec.timeZone: 'Mars/Olympus' is not an IANA time zone name" in result.stderr
+    assert '- spec.schedule: "0 0 * * 7" day-of-week 7 is out of range 0-6 or SUN-SAT' in result.stderr
+    assert '- spec.backupPath: "/etc/backups" is outside /backups' in result.stderr
+
+
+def test_a_missing_database_is_refused(control_plane: ControlPlane, webhook_namespace: str) -> None:
+    result = apply(control_plane, databasebackup(namespace=webhook_namespace, databaseName="nope"), webhook_namespace)
+    assert result.returncode == 1
+    assert DENIED + f'spec.databaseName: StatefulSet "nope" not found in namespace "{webhook_namespace}"' in (
+        result.stderr
+    )
+
+
+def test_the_annotation_lets_gitops_apply_the_backup_before_the_database(
+    control_plane: ControlPlane, webhook_namespace: str
+) -> None:
+    obj = databasebackup(namespace=webhook_namespace, databaseName="later-db")
+    obj["metadata"]["annotations"] = {"databases.test.io/skip-database-check": "true"}
+    result = apply(control_plane, obj, webhook_namespace, check=True)
+    assert f'Warning: spec.databaseName: StatefulSet "later-db" not found in namespace "{webhook_namespace}"' in (
+        result.stderr
+    )
+    assert "databasebackup.databases.test.io/nightly created" in result.stdout
+
+
+def test_a_database_created_a_moment_ago_is_found(control_plane: ControlPlane, webhook_namespace: str) -> None:
+    # No wait between the two: the webhook's watch may not have seen the StatefulSet yet; the live GET has.
+    create_database(control_plane, webhook_namespace, name="fresh-db")
+    result = apply(
+        control_plane,
+        databasebackup(namespace=webhook_namespace, databaseName="fresh-db"),
+        webhook_namespace,
+        check=True,
+    )
+    assert "created" in result.stdout
+
+
+def test_defaults_are_written_into_the_stored_object(control_plane: ControlPlane, webhook_namespace: str) -> None:
+    create_database(control_plane, webhook_namespace)
+    result = apply(control_plane, databasebackup(namespace=webhook_namespace), webhook_namespace, check=True)
+    # No controller runs here, so the StatefulSet never has a ready replica: the warning says so.
+    assert 'Warning: spec.databaseName: StatefulSet "example-db" has no ready replica' in result.stderr
+    spec = get(control_plane, webhook_namespace)["spec"]
+    assert spec == {
+        "databaseName": "example-db",
+        "schedule": "*/5 * * * *",
+        # From the webhook: derived from databaseName and the StatefulSet.
+        "backupPath": "/backups/example-db",
+        "storage": {"persistentVolumeClaim": {"claimName": "example-db-backups"}},
+        "engine": "PostgreSQL",
+        "connection": {
+            "host": f"example-db.{webhook_namespace}.svc",
+            "port": 5432,
+            "username": "postgres",
+            "credentialsSecret": {"name": "example-db-credentials", "passwordKey": "password"},
+        },
+        # From the CRD schema: the API server applies these even without the webhook.
+        "timeZone": "Etc/UTC",
+        "suspend": False,
+        "concurrencyPolicy": "Forbid",
+        "backoffLimit": 1,
+        "activeDeadlineSeconds": 3600,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 1,
+        "retention": {"keepLast": 7},
+        "compression": "Gzip",
+        "verify": {"restoreTest": False},
+    }
+
+
+def test_applying_the_same_object_again_changes_nothing(control_plane: ControlPlane, webhook_namespace: str) -> None:
+    create_database(control_plane, webhook_namespace)
+    obj = databasebackup(namespace=webhook_namespace, backupPath="/backups//example-db/")
+    apply(control_plane, obj, webhook_namespace, check=True)
+    first = get(control_plane, webhook_namespace)
+    assert first["spec"]["backupPath"] == "/backups/example-db"
+    result = apply(control_plane, obj, webhook_namespace, check=True)
+    again = get(control_plane, webhook_namespace)
+    assert again["metadata"]["generation"] == first["metadata"]["generation"] == 1
+    assert "configured" in result.stdout or "unchanged" in result.stdout
+
+
+def test_a_backup_of_a_deleted_database_can_still_be_suspended(
+    control_plane: ControlPlane, webhook_namespace: str
+) -> None:
+    create_database(control_plane, webhook_namespace)
+    apply(control_plane, databasebackup(namespace=webhook_namespace), webhook_namespace, check=True)
+    control_plane.kubectl("delete", "statefulset", "example-db", "-n", webhook_namespace)
+    result = apply(control_plane, databasebackup(namespace=webhook_namespace, suspend=True), webhook_namespace)
+    assert result.returncode == 0, result.stderr
+    assert get(control_plane, webhook_namespace)["spec"]["suspend"] is True
+
+
+def test_status_writes_never_reach_the_webhook(
+    control_plane: ControlPlane, webhook_namespace: str, webhook: Webhook
+) -> None:
+    create_database(control_plane, webhook_namespace)
+    apply(control_plane, databasebackup(namespace=webhook_namespace), webhook_namespace, check=True)
+    before = webhook.counter("validate") + webhook.counter("mutate")
+    control_plane.kubectl(
+        "patch",
+        "dbb",
+        "nightly",
+        "-n",
+        webhook_namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"phase": "Scheduled"}}',
+    )
+    assert webhook.counter("validate") + webhook.counter("mutate") == before
+    assert get(control_plane, webhook_namespace)["status"]["phase"] == "Scheduled"
+
+
+def test_other_namespaces_are_not_judged(control_plane: ControlPlane, namespace: str, webhook: Webhook) -> None:
+    # The test fixture's namespace selector at work: without it every other test's object would be refused.
+    before = webhook.counter("validate")
+    apply(control_plane, databasebackup(namespace=namespace, databaseName="nope"), namespace, check=True)
+    assert webhook.counter("validate") == before
