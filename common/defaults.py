@@ -9,7 +9,6 @@ Only absent fields are filled; a value the user wrote is never replaced (bar nor
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +23,7 @@ def default_claim_name(database_name: str) -> str:
 
 
 def default_spec(spec: Mapping[str, Any], *, namespace: str, statefulset: Mapping[str, Any] | None) -> dict[str, Any]:
-    result: dict[str, Any] = copy.deepcopy(dict(spec))
+    result: dict[str, Any] = _copy(spec)
     database = result.get("databaseName")
     if not isinstance(database, str) or not database:
         return result  # nothing to derive from; validation names the problem
@@ -64,11 +63,20 @@ def _from_statefulset(spec: Mapping[str, Any], statefulset: Mapping[str, Any], n
     return derived
 
 
+def _copy(value: Any) -> Any:
+    """A copy of a JSON value: several times faster than copy.deepcopy, which handles what JSON cannot hold."""
+    if isinstance(value, Mapping):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
 def _merge(target: dict[str, Any], defaults: Mapping[str, Any]) -> None:
     """Set each default where the target has no value; descend into objects. A value of another shape than an
     object where one is expected is left alone (validation names it)."""
     for key, value in defaults.items():
         if key not in target or target[key] is None:
-            target[key] = copy.deepcopy(value)
+            target[key] = _copy(value)
         elif isinstance(value, Mapping) and isinstance(target[key], dict):
             _merge(target[key], value)

@@ -26,6 +26,7 @@ slots to instants is ours.
 from __future__ import annotations
 
 import calendar
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -176,6 +177,8 @@ def parse_time_zone(name: str) -> ZoneInfo:
         raise ScheduleError(f"{name!r} is not an IANA time zone name such as Etc/UTC or Europe/Berlin") from None
 
 
+# Schedules are immutable and few: the webhook judges the same ones on every apply, the reconciler on every sync.
+@functools.lru_cache(maxsize=4096)
 def parse_schedule(expression: str, time_zone: str = "Etc/UTC") -> Schedule:
     """Parse a CronJob schedule in an IANA time zone; raise ScheduleError saying what is wrong."""
     zone = parse_time_zone(time_zone)

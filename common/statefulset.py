@@ -66,7 +66,26 @@ def ready_replicas(statefulset: Mapping[str, Any]) -> int:
     return int(value) if isinstance(value, int) else 0
 
 
+_FACTS_CACHE: dict[tuple[str, str, str], DatabaseFacts] = {}
+_FACTS_CACHE_SIZE = 4096
+
+
 def facts(statefulset: Mapping[str, Any], namespace: str) -> DatabaseFacts:
+    """Memoised per StatefulSet version: an object with a uid and resourceVersion never changes."""
+    metadata = statefulset.get("metadata") or {}
+    uid, version = metadata.get("uid"), metadata.get("resourceVersion")
+    if not (isinstance(uid, str) and isinstance(version, str)):
+        return _facts(statefulset, namespace)
+    key = (uid, version, namespace)
+    found = _FACTS_CACHE.get(key)
+    if found is None:
+        if len(_FACTS_CACHE) >= _FACTS_CACHE_SIZE:
+            _FACTS_CACHE.pop(next(iter(_FACTS_CACHE)))  # oldest first: dicts keep insertion order
+        found = _FACTS_CACHE[key] = _facts(statefulset, namespace)
+    return found
+
+
+def _facts(statefulset: Mapping[str, Any], namespace: str) -> DatabaseFacts:
     spec = statefulset.get("spec") or {}
     containers = list(((spec.get("template") or {}).get("spec") or {}).get("containers") or [])
     container, engine = _database_container(containers)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -29,9 +30,11 @@ def normalize_backup_path(path: str) -> str:
     return "/" + "/".join(parts) if path.startswith("/") else "/".join(parts)
 
 
-def validate(name: str, spec: DatabaseBackupSpec) -> list[FieldError]:
-    """Every problem with a parsed spec and its object's name, each naming its field and value."""
-    return [*validate_name(name), *_validate_spec(spec)]
+@functools.lru_cache(maxsize=4096)
+def validate(name: str, spec: DatabaseBackupSpec) -> tuple[FieldError, ...]:
+    """Every problem with a parsed spec and its object's name, each naming its field and value. Memoised: the spec
+    is a frozen dataclass, and the same objects are judged again on every apply and every reconcile."""
+    return (*validate_name(name), *_validate_spec(spec))
 
 
 def validate_name(name: str) -> Iterator[FieldError]:

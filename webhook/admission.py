@@ -92,7 +92,7 @@ def validate_request(request: AdmissionRequest, database: Database | None) -> Ad
     spec, errors = parse_spec(obj.get("spec"))
     name = _object_name(obj, request)
     if spec is not None:
-        errors += validate(name, spec)
+        errors.extend(validate(name, spec))
     warnings: list[str] = []
     if database is not None:
         _check_database(obj, database, errors, warnings)

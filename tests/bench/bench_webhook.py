@@ -1,0 +1,185 @@
+"""Webhook throughput and latency over TLS with keep-alive, against a bare aiohttp TLS endpoint in the same run.
+
+- Throughput: wrk (C, one thread, 16 keep-alive connections, 10 s) posting a real AdmissionReview, for /validate,
+  /mutate and the baseline. Target: at least 0.8 of the baseline's requests/s.
+- Latency at a fixed 200 requests/s: an open-loop generator (requests leave on a schedule, latency counted from
+  the scheduled time, so a stall is not hidden); p50/p99. Target p99 under 5 ms.
+- Kubernetes API requests per admission once the StatefulSet cache is warm (target 0), from the webhook's own
+  counter of API calls made while answering.
+The webhook runs as the real `dbb-webhook` process against a real kube-apiserver, answering from its watch cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from certs.serving import ensure_serving_certificate
+from tests.bench.results import table
+from tests.controlplane import ROOT, ControlPlane, free_port
+from tests.fixtures import admission_review, databasebackup, statefulset
+
+DURATION = 10
+RATE = 200
+CONNECTIONS = 16
+
+
+def main() -> str:
+    _ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="bench-webhook-") as folder, ControlPlane.start() as plane:
+        work = Path(folder)
+        ensure_serving_certificate(work / "tls", ["127.0.0.1"])
+        plane.kubectl("create", "namespace", "shop")
+        sts = statefulset(namespace="shop")
+        del sts["status"]
+        plane.kubectl("apply", "-f", "-", input=json.dumps(sts))
+        body = work / "review.json"
+        body.write_text(json.dumps(admission_review(databasebackup(namespace="shop"))))
+        webhook_port, baseline_port = free_port(), free_port()
+        webhook = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "dbb-webhook"),
+                f"--kubeconfig={plane.kubeconfig}",
+                f"--cert-dir={work / 'tls'}",
+                "--host=127.0.0.1",
+                f"--port={webhook_port}",
+                "--log-level=warning",
+            ],
+        )
+        baseline = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.baseline_webhook", str(baseline_port), str(work / "tls")], cwd=ROOT
+        )
+        try:
+            context = ssl.create_default_context(cafile=str(work / "tls" / "ca.crt"))
+            _wait_ready(f"https://127.0.0.1:{webhook_port}/readyz", context)
+            _wait_ready(f"https://127.0.0.1:{baseline_port}/readyz", context, method="POST")
+            api_before = _api_requests(webhook_port, context)
+            rows: dict[str, dict[str, float]] = {}
+            targets = {
+                "baseline (bare aiohttp TLS)": f"https://127.0.0.1:{baseline_port}/validate",
+                "dbb-webhook /validate": f"https://127.0.0.1:{webhook_port}/validate",
+                "dbb-webhook /mutate": f"https://127.0.0.1:{webhook_port}/mutate",
+            }
+            answered = 0
+            for label, url in targets.items():
+                throughput, requests = _wrk(url, body, work)
+                p50, p99, sent = asyncio.run(_fixed_rate(url, body.read_bytes(), context))
+                rows[label] = {"rps": throughput, "p50": p50, "p99": p99}
+                if "dbb-webhook" in label:
+                    answered += requests + sent
+            api_requests = _api_requests(webhook_port, context) - api_before
+        finally:
+            for process in (webhook, baseline):
+                process.terminate()
+                process.wait(15)
+    return _report(rows, api_requests, answered)
+
+
+def _report(rows: dict[str, dict[str, float]], api_requests: float, answered: int) -> str:
+    ceiling = rows["baseline (bare aiohttp TLS)"]["rps"]
+    lines = [
+        [label, f"{r['rps']:,.0f}", f"{r['rps'] / ceiling:.2f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}"]
+        for label, r in rows.items()
+    ]
+    worst_ratio = min(r["rps"] / ceiling for label, r in rows.items() if "dbb" in label)
+    worst_p99 = max(r["p99"] for label, r in rows.items() if "dbb" in label)
+    verdict = [
+        f"- throughput: {worst_ratio:.2f} of the baseline at worst (target ≥ 0.80): "
+        f"{'met' if worst_ratio >= 0.8 else 'MISSED'}",
+        f"- p99 at {RATE} req/s: {worst_p99:.2f} ms at worst (target < 5 ms): {'met' if worst_p99 < 5 else 'MISSED'}",
+        f"- Kubernetes API requests per admission with a warm cache: {api_requests / max(answered, 1):.4f} "
+        f"({api_requests:.0f} in {answered:,} admissions; target 0)",
+    ]
+    return "\n".join(
+        [
+            f"wrk: 1 thread, {CONNECTIONS} keep-alive connections, {DURATION} s per target; latency: open loop at "
+            f"{RATE} req/s for {DURATION} s, from the scheduled send time. Same machine for client and server.",
+            "",
+            table(["target", "requests/s (wrk)", "ratio to baseline", f"p50 ms @{RATE}/s", f"p99 ms @{RATE}/s"], lines),
+            "",
+            *verdict,
+        ]
+    )
+
+
+def _wrk(url: str, body: Path, work: Path) -> tuple[float, int]:
+    script = work / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"local f = io.open({json.dumps(str(body))}, 'rb')\nwrk.body = f:read('*a')\nf:close()\n"
+    )
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=DURATION + 30,
+    )
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", result.stdout).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
+        raise RuntimeError(f"wrk saw errors against {url}:\n{result.stdout}")
+    return rps, total
+
+
+async def _fixed_rate(url: str, payload: bytes, context: ssl.SSLContext) -> tuple[float, float, int]:
+    count = RATE * DURATION
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(ssl=context, limit=CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(scheduled: float) -> None:
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            async with session.post(url, data=payload, headers={"Content-Type": "application/json"}) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"{url} answered {response.status}")
+            latencies.append(time.perf_counter() - scheduled)
+
+        start = time.perf_counter() + 0.5
+        await asyncio.gather(*(one(start + i / RATE) for i in range(count)))
+    cuts = statistics.quantiles(latencies, n=100)
+    return cuts[49] * 1000, cuts[98] * 1000, count
+
+
+def _api_requests(port: int, context: ssl.SSLContext) -> float:
+    import urllib.request
+
+    url = f"https://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, context=context, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("dbb_webhook_kube_requests_total")
+    )
+
+
+def _wait_ready(url: str, context: ssl.SSLContext, method: str = "GET") -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, data=b"{}" if method == "POST" else None, method=method)  # noqa: S310
+            with urllib.request.urlopen(request, context=context, timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready within 60 s")
+
+
+def _ensure_wrk() -> None:
+    subprocess.run(["bash", "-c", f"source {ROOT / 'hack' / 'lib.sh'} && apt_install wrk"], check=True)
