@@ -191,6 +191,9 @@ class DatabaseBackupStatus:
     active: tuple[str, ...] = ()
     conditions: tuple[Condition, ...] = ()
     observed_generation: int | None = None
+    # The value of the backup-now annotation last acted on: the Job that served it may be gone (history limits),
+    # and the same value must not start a second run.
+    last_backup_now_request: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form. Absent optional fields are null, so that a merge patch of this dict clears them."""
@@ -206,6 +209,7 @@ class DatabaseBackupStatus:
             "active": [{"name": name} for name in self.active],
             "conditions": [c.to_dict() for c in self.conditions],
             "observedGeneration": self.observed_generation,
+            "lastBackupNowRequest": self.last_backup_now_request,
         }
 
     @classmethod
@@ -244,6 +248,7 @@ class DatabaseBackupStatus:
             active=tuple(str(a["name"]) for a in raw.get("active") or () if isinstance(a, Mapping) and "name" in a),
             conditions=tuple(Condition.from_dict(c) for c in raw.get("conditions") or () if isinstance(c, Mapping)),
             observed_generation=_int_or_none(raw.get("observedGeneration")),
+            last_backup_now_request=_str_or_none(raw.get("lastBackupNowRequest")),
         )
 
 

@@ -1,0 +1,258 @@
+"""Backup Jobs: the manifest for one run (pure), and what a Job (and its Pod's termination message) says happened.
+
+The Job's name is the lock against running one slot twice: `<name>-<scheduled unix minute>` for a scheduled run,
+`<name>-now-<hash of the request>` for an on-demand one. Creating it a second time (after a crash, a restart, or by
+a second reconciler) fails with AlreadyExists, which means "already done".
+
+Secrets never pass through the reconciler: the password reaches the container as an env `valueFrom.secretKeyRef`,
+the encryption key as a Secret volume, and the user name (not a secret) as `$(DB_USER)`, expanded by the kubelet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from common.constants import (
+    ANNOTATION_BACKUP_NOW,
+    ANNOTATION_SCHEDULED_TIME,
+    API_VERSION,
+    BACKUP_ROOT,
+    KIND,
+    LABEL_BACKUP_NAME,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+)
+from common.defaults import default_claim_name
+from common.model import DatabaseBackupSpec, Engine
+from common.names import job_name
+from common.validation import default_backup_path
+
+__all__ = ["JobOutcome", "RunnerSettings", "backup_job", "on_demand_job_name", "outcome", "rfc3339"]
+
+KEY_MOUNT: Final = "/var/run/secrets/databases.test.io/encryption"
+TERMINATION_LOG: Final = "/dev/termination-log"
+ANNOTATION_RESULT: Final = "databases.test.io/result"  # the local executor records the runner's result here
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    image: str = "databasebackup-operator:latest"
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str | None = None
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def on_demand_job_name(name: str, request: str) -> str:
+    """`<name>-now-<6 hex>`: at most 52 + 11 = 63 characters, and the same request always maps to the same Job."""
+    return f"{name}-now-{hashlib.sha256(request.encode()).hexdigest()[:6]}"
+
+
+def backup_job(
+    owner: dict[str, Any],
+    spec: DatabaseBackupSpec,
+    *,
+    scheduled: datetime,
+    runner: RunnerSettings,
+    request: str | None = None,
+) -> dict[str, Any]:
+    """The Job for one run. `spec` has its defaults applied; `request` is the backup-now value for on-demand runs."""
+    metadata = owner["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    labels = {LABEL_BACKUP_NAME: name, LABEL_MANAGED_BY: MANAGED_BY, "app.kubernetes.io/name": "databasebackup"}
+    annotations = {ANNOTATION_SCHEDULED_TIME: rfc3339(scheduled)}
+    if request is not None:
+        annotations[ANNOTATION_BACKUP_NOW] = request
+    job: dict[str, Any] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": on_demand_job_name(name, request) if request is not None else job_name(name, scheduled),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": name,
+                    "uid": metadata["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": spec.backoff_limit,
+            "activeDeadlineSeconds": spec.active_deadline_seconds,
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": _pod_spec(spec, runner),
+            },
+        },
+    }
+    return job
+
+
+def runner_arguments(spec: DatabaseBackupSpec) -> list[str]:
+    """`dbb-backup run ...` for this spec. `$(DB_USER)` is expanded from the container's env by the kubelet."""
+    assert spec.engine is not None
+    connection = spec.connection
+    arguments = [
+        "dbb-backup",
+        "run",
+        f"--engine={'postgresql' if spec.engine is Engine.POSTGRESQL else 'mysql'}",
+        f"--host={connection.host}",
+        f"--user={connection.username or '$(DB_USER)'}",
+        f"--output-dir={spec.backup_path or default_backup_path(spec.database_name)}",
+        f"--name={spec.database_name}",
+        f"--compression={spec.compression.value.lower()}",
+        f"--keep-last={spec.keep_last}",
+        "--verify",
+        f"--termination-log={TERMINATION_LOG}",
+    ]
+    if connection.port is not None:
+        arguments.append(f"--port={connection.port}")
+    arguments += [f"--database={d}" for d in connection.databases or ("all",)]
+    if spec.encryption_key is not None:
+        arguments.append(f"--encryption-key-file={KEY_MOUNT}/key")
+    if spec.restore_test:
+        arguments.append("--restore-test")
+    return arguments
+
+
+def _pod_spec(spec: DatabaseBackupSpec, runner: RunnerSettings) -> dict[str, Any]:
+    env: list[dict[str, Any]] = []
+    credentials = spec.connection.credentials_secret
+    if credentials is not None:
+        env.append(_secret_env("DB_PASSWORD", credentials.name, credentials.password_key))
+        if spec.connection.username is None:
+            env.append(_secret_env("DB_USER", credentials.name, credentials.username_key))
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "backups",
+            "persistentVolumeClaim": {"claimName": spec.claim_name or default_claim_name(spec.database_name)},
+        },
+        # The root filesystem is read-only; tools want somewhere to write temporary files.
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "backups", "mountPath": BACKUP_ROOT},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir, not a shared /tmp
+    ]
+    if spec.encryption_key is not None:
+        volumes.append(
+            {
+                "name": "encryption-key",
+                "secret": {
+                    "secretName": spec.encryption_key.name,
+                    "items": [{"key": spec.encryption_key.key, "path": "key"}],
+                    "defaultMode": 0o400,
+                },
+            }
+        )
+        mounts.append({"name": "encryption-key", "mountPath": KEY_MOUNT, "readOnly": True})
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "backup",
+                "image": runner.image,
+                "imagePullPolicy": runner.image_pull_policy,
+                "args": runner_arguments(spec),
+                "env": env,
+                "volumeMounts": mounts,
+                "terminationMessagePath": TERMINATION_LOG,
+                # If the runner dies before writing its result, the log's tail says why.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+        "volumes": volumes,
+    }
+    if runner.service_account:
+        pod["serviceAccountName"] = runner.service_account
+    # The runner needs no API access at all.
+    pod["automountServiceAccountToken"] = False
+    return pod
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+# --- what happened ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    name: str
+    state: str  # Active | Succeeded | Failed
+    scheduled: str | None  # the slot (RFC 3339), from our annotation
+    finished: str | None  # completionTime, or the Failed condition's time
+    started: str | None
+    reason: str | None = None
+    message: str | None = None
+    result: dict[str, Any] | None = None  # the runner's JSON result line
+    request: str | None = None  # the backup-now value, for on-demand runs
+
+
+def outcome(job: dict[str, Any], termination_message: str | None) -> JobOutcome:
+    """Read a Job the way the Job controller reports it: a Complete or Failed condition (with SuccessCriteriaMet /
+    FailureTarget on recent versions) ends it; until then it is active."""
+    metadata = job.get("metadata") or {}
+    status = job.get("status") or {}
+    annotations = metadata.get("annotations") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    result = _result(termination_message or annotations.get(ANNOTATION_RESULT))
+    active = JobOutcome(
+        name=str(metadata.get("name", "")),
+        state="Active",
+        scheduled=annotations.get(ANNOTATION_SCHEDULED_TIME),
+        finished=None,
+        started=status.get("startTime"),
+        result=result,
+        request=annotations.get(ANNOTATION_BACKUP_NOW),
+    )
+    if "Complete" in conditions:
+        finished = status.get("completionTime") or conditions["Complete"].get("lastTransitionTime")
+        return replace(active, state="Succeeded", finished=finished)
+    if "Failed" in conditions:
+        failed = conditions["Failed"]
+        return replace(
+            active,
+            state="Failed",
+            finished=failed.get("lastTransitionTime"),
+            reason=str((result or {}).get("reason") or failed.get("reason") or "JobFailed"),
+            message=str((result or {}).get("message") or failed.get("message") or "the backup Job failed"),
+        )
+    return active
+
+
+def _result(text: str | None) -> dict[str, Any] | None:
+    """The runner's JSON line; a termination message from FallbackToLogsOnError (log text) is kept as a message."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"message": text.strip()[-500:]}
+    return value if isinstance(value, dict) else None

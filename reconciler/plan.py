@@ -1,0 +1,393 @@
+"""The reconcile decision, as a pure function: (the DatabaseBackup, its Jobs, its database, now) -> a Plan.
+
+The plan says which Jobs to create and delete, the whole status to write (None when nothing changed), the Events
+to record, and when to look again. The controller applies it; nothing here does I/O or reads a clock.
+
+Scheduling follows the CronJob controller v2 (kubernetes `pkg/controller/cronjob/utils.go`):
+1. The earliest slot still owed is the one after `status.lastScheduleTime` (else after the object's creation),
+   no earlier than `now - startingDeadlineSeconds`.
+2. Only the most recent slot that is due runs; older ones are reported missed (one Event), never run late in bulk.
+3. `concurrencyPolicy` decides about a slot due while a run is active: Forbid waits (the slot runs when the active
+   Job ends, if still within the deadline), Replace deletes the active Job first, Allow runs both.
+4. The Job name is derived from the slot, so a slot can never run twice.
+Status is rebuilt from the world: the owned Jobs and their results, with the previous status only as memory of what
+the Jobs no longer show (Jobs pruned by the history limits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from common.constants import ANNOTATION_BACKUP_NOW, DEFAULT_TIME_ZONE
+from common.defaults import default_spec
+from common.model import (
+    ConcurrencyPolicy,
+    Condition,
+    DatabaseBackupSpec,
+    DatabaseBackupStatus,
+    FieldError,
+    LastBackup,
+    LastFailure,
+    Phase,
+    join_errors,
+    parse_spec,
+)
+from common.schedule import Schedule, parse_schedule
+from common.validation import validate
+from reconciler.jobs import JobOutcome, RunnerSettings, backup_job, on_demand_job_name, outcome, rfc3339
+
+__all__ = ["Event", "Plan", "World", "decide"]
+
+# Requeue a moment after the slot: a clock a little behind the API server's must not see the slot as not yet due.
+PADDING: Final = timedelta(milliseconds=100)
+# Look again this often while the database is missing (its creation also triggers a reconcile).
+MISSING_DATABASE_RETRY: Final = timedelta(minutes=1)
+TOO_MANY_MISSED: Final = 100
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class World:
+    obj: Mapping[str, Any]  # the DatabaseBackup
+    jobs: Sequence[Mapping[str, Any]]  # the Jobs it owns
+    now: datetime
+    statefulset: Mapping[str, Any] | None = None  # None: not found (the controller asks only once synced)
+    termination_messages: Mapping[str, str] = field(default_factory=dict)  # Job name -> its Pod's message
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: dict[str, Any] | None = None
+    create: tuple[dict[str, Any], ...] = ()
+    delete: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_after: timedelta | None = None
+
+
+def decide(world: World, runner: RunnerSettings) -> Plan:
+    obj = world.obj
+    metadata = obj.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "")
+    previous = DatabaseBackupStatus.from_dict(obj.get("status"))
+    outcomes = [outcome(dict(job), world.termination_messages.get(_name(job))) for job in world.jobs]
+    events: list[Event] = []
+
+    # 1. The admission guard: the webhook may have been bypassed or down. Same defaults, same rules.
+    raw_spec = obj.get("spec")
+    defaulted = (
+        default_spec(raw_spec, namespace=namespace, statefulset=world.statefulset)
+        if isinstance(raw_spec, Mapping)
+        else raw_spec
+    )
+    spec, errors = parse_spec(defaulted)
+    if spec is not None:
+        errors.extend(validate(str(metadata.get("name") or ""), spec))
+    history = _history(outcomes, previous, events)
+    if spec is None or errors:
+        return _blocked(world, previous, history, events, Phase.INVALID, "InvalidSpec", errors)
+
+    # 2. The database must exist; its creation triggers a reconcile, and we look again now and then anyway.
+    if world.statefulset is None:
+        message = f'StatefulSet "{spec.database_name}" not found in namespace "{namespace}"'
+        return _blocked(world, previous, history, events, Phase.PENDING, "DatabaseNotFound", message)
+
+    # What a Job cannot do without, and neither the spec nor the StatefulSet said.
+    missing = _unrunnable(spec)
+    if missing:
+        return _blocked(world, previous, history, events, Phase.INVALID, "InvalidSpec", missing)
+
+    # 3. What is due: the most recent scheduled slot, and an on-demand request.
+    schedule = parse_schedule(spec.schedule, spec.time_zone or DEFAULT_TIME_ZONE)
+    slot = None if spec.suspend else _due_slot(world, spec, schedule, previous, events)
+    request = _due_request(obj, previous, outcomes)
+
+    # 4. Concurrency, then the Jobs to create. A Job that already exists means the run was already started.
+    active = [o for o in outcomes if o.state == "Active"]
+    existing = {o.name for o in outcomes}
+    create: list[dict[str, Any]] = []
+    delete: list[str] = []
+    last_schedule = previous.last_schedule_time
+    handled_request = previous.last_backup_now_request
+    runs: list[tuple[datetime, str | None]] = []
+    if request is not None:
+        runs.append((world.now, request))
+    if slot is not None:
+        runs.append((slot, None))
+    for scheduled, demand in runs:
+        job = backup_job(dict(obj), spec, scheduled=scheduled, runner=runner, request=demand)
+        name = job["metadata"]["name"]
+        if name not in existing:
+            if active and spec.concurrency_policy is ConcurrencyPolicy.FORBID:
+                break  # the run starts when the active Job ends; the Job's event brings us back
+            if active and spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
+                delete += [o.name for o in active]
+                events.append(Event("Normal", "Replaced", f"Stopped {', '.join(o.name for o in active)} to start anew"))
+                active = []
+            create.append(job)
+            what = f'on request "{demand}"' if demand is not None else f"for {rfc3339(scheduled)}"
+            events.append(Event("Normal", "Scheduled", f"Started backup Job {name} {what}"))
+            active.append(outcome(job, None))
+        # Created now or before (the name is the lock): this run is handled.
+        if demand is None:
+            last_schedule = rfc3339(scheduled)
+        else:
+            handled_request = demand
+
+    # 5. History limits: the newest finished Jobs stay, by outcome.
+    delete += _over_limit(outcomes, "Succeeded", spec.successful_jobs_history_limit)
+    delete += _over_limit(outcomes, "Failed", spec.failed_jobs_history_limit)
+
+    # 6. Status, rebuilt from the Jobs (and memory of pruned ones).
+    running = [o.name for o in active if o.name not in delete]
+    next_time = None if spec.suspend else schedule.next_after(world.now)
+    status = replace(
+        history,
+        phase=_phase(spec, running, history),
+        in_progress=bool(running),
+        active=tuple(running),
+        last_schedule_time=last_schedule,
+        next_backup_time=rfc3339(next_time) if next_time else None,
+        last_backup_now_request=handled_request,
+        observed_generation=_int(metadata.get("generation")),
+    )
+    ready = (
+        Condition("Ready", "True", "Suspended", "suspended: no new backups start", "")
+        if spec.suspend
+        else Condition("Ready", "True", "Scheduled", f"next backup at {status.next_backup_time}", "")
+    )
+    status = _with_conditions(status, previous, world, ready)
+    requeue = next_time - world.now + PADDING if next_time is not None else None
+    return Plan(
+        status=_if_changed(status, previous),
+        create=tuple(create),
+        delete=tuple(dict.fromkeys(delete)),
+        events=tuple(events),
+        requeue_after=requeue,
+    )
+
+
+# --- scheduling ---------------------------------------------------------------------------------------------
+
+
+def _due_slot(
+    world: World, spec: DatabaseBackupSpec, schedule: Schedule, previous: DatabaseBackupStatus, events: list[Event]
+) -> datetime | None:
+    """The slot to run now, if any. Older unrun slots are reported, not run."""
+    created = _time(world.obj.get("metadata", {}).get("creationTimestamp")) or world.now
+    earliest = _time(previous.last_schedule_time) or created
+    latest = schedule.latest_at_or_before(world.now)
+    if latest <= earliest:
+        return None
+    if spec.starting_deadline_seconds is not None:
+        deadline = world.now - timedelta(seconds=spec.starting_deadline_seconds)
+        if latest < deadline:
+            # Too late to start: CronJob's "missed" case. The next slot runs as usual.
+            events.append(
+                Event(
+                    "Warning",
+                    "Missed",
+                    f"Missed the backup at {rfc3339(latest)}: not started within "
+                    f"startingDeadlineSeconds ({spec.starting_deadline_seconds})",
+                )
+            )
+            return None
+        earliest = max(earliest, deadline)
+    skipped = sum(1 for _ in _limited(schedule.firings(earliest, latest - timedelta(microseconds=1))))
+    if skipped:
+        many = "more than 100" if skipped > TOO_MANY_MISSED else str(skipped)
+        events.append(
+            Event(
+                "Warning",
+                "Missed",
+                f"Missed {many} earlier backup slot(s); running only the most recent, {rfc3339(latest)}",
+            )
+        )
+    return latest
+
+
+def _unrunnable(spec: DatabaseBackupSpec) -> list[FieldError]:
+    errors = []
+    if spec.engine is None:
+        errors.append(FieldError("spec.engine", "not set, and the StatefulSet's image does not say; set it"))
+    if spec.connection.host is None:
+        errors.append(FieldError("spec.connection.host", "not set, and the StatefulSet has no serviceName; set it"))
+    return errors
+
+
+def _limited(items: Any) -> Any:
+    for count, item in enumerate(items):
+        if count > TOO_MANY_MISSED:
+            return
+        yield item
+
+
+def _due_request(obj: Mapping[str, Any], previous: DatabaseBackupStatus, outcomes: Sequence[JobOutcome]) -> str | None:
+    """A backup-now request not yet acted on: a new annotation value, for which no Job exists."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    request = annotations.get(ANNOTATION_BACKUP_NOW)
+    if not isinstance(request, str) or not request or request == previous.last_backup_now_request:
+        return None
+    name = on_demand_job_name(str(obj["metadata"]["name"]), request)
+    if any(o.name == name for o in outcomes):
+        return None
+    return request
+
+
+def _over_limit(outcomes: Sequence[JobOutcome], state: str, limit: int) -> list[str]:
+    finished = sorted((o for o in outcomes if o.state == state), key=lambda o: o.finished or "", reverse=True)
+    return [o.name for o in finished[limit:]]
+
+
+# --- status -------------------------------------------------------------------------------------------------
+
+
+def _history(
+    outcomes: Sequence[JobOutcome], previous: DatabaseBackupStatus, events: list[Event]
+) -> DatabaseBackupStatus:
+    """Last success, last failure and the failure streak, from the Jobs and what the previous status remembers.
+    Runs that finished since the previous status also become Events."""
+    last_time, last_backup = previous.last_backup_time, previous.last_backup
+    last_failure = previous.last_failure
+    streak = previous.consecutive_failures
+    finished = sorted((o for o in outcomes if o.finished), key=lambda o: o.finished or "")
+    seen_success = last_time or ""
+    seen_failure = last_failure.time if last_failure else ""
+    for run in finished:
+        assert run.finished is not None
+        if run.state == "Succeeded" and run.finished > seen_success:
+            last_time, last_backup, streak, seen_success = run.finished, _last_backup(run), 0, run.finished
+            events.append(Event("Normal", "BackupSucceeded", _success_message(run, last_backup)))
+        elif run.state == "Failed" and run.finished > seen_failure:
+            last_failure = LastFailure(run.finished, run.reason or "JobFailed", run.message or "")
+            seen_failure = run.finished
+            streak += 1
+            events.append(Event("Warning", "BackupFailed", f"{run.name}: {run.reason}: {run.message}"))
+    return DatabaseBackupStatus(
+        last_backup_time=last_time, last_backup=last_backup, last_failure=last_failure, consecutive_failures=streak
+    )
+
+
+def _last_backup(run: JobOutcome) -> LastBackup:
+    result = run.result or {}
+    size = result.get("size")
+    return LastBackup(
+        file=str(result.get("file") or ""),
+        size=size if isinstance(size, int) else 0,
+        sha256=str(result.get("sha256") or ""),
+        duration=_duration(result.get("duration"), run),
+        completion_time=run.finished or "",
+    )
+
+
+def _success_message(run: JobOutcome, backup: LastBackup) -> str:
+    if not backup.file:
+        return f"{run.name} finished"
+    return f"{run.name} wrote {backup.file} ({backup.size:,} bytes) in {backup.duration}"
+
+
+def _duration(value: object, run: JobOutcome) -> str:
+    seconds: float | None = float(value) if isinstance(value, int | float) else None
+    if seconds is None:
+        start, end = _time(run.started), _time(run.finished)
+        seconds = (end - start).total_seconds() if start and end else None
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours}h" if hours else "") + f"{minutes}m{rest}s"
+
+
+def _phase(spec: DatabaseBackupSpec, running: Sequence[str], history: DatabaseBackupStatus) -> Phase:
+    if spec.suspend:
+        return Phase.SUSPENDED
+    if running:
+        return Phase.RUNNING
+    success = history.last_backup_time or ""
+    failure = history.last_failure.time if history.last_failure else ""
+    if not success and not failure:
+        return Phase.SCHEDULED
+    return Phase.SUCCEEDED if success >= failure else Phase.FAILED
+
+
+def _blocked(
+    world: World,
+    previous: DatabaseBackupStatus,
+    history: DatabaseBackupStatus,
+    events: list[Event],
+    phase: Phase,
+    reason: str,
+    problem: str | Sequence[FieldError],
+) -> Plan:
+    """Invalid spec or missing database: no new runs; say why in the status and once as an Event."""
+    message = problem if isinstance(problem, str) else join_errors(problem)
+    active = tuple(o.name for o in (outcome(dict(j), None) for j in world.jobs) if o.state == "Active")
+    status = replace(
+        history,
+        phase=phase,
+        in_progress=bool(active),
+        active=active,
+        last_schedule_time=previous.last_schedule_time,
+        last_backup_now_request=previous.last_backup_now_request,
+        observed_generation=_int((world.obj.get("metadata") or {}).get("generation")),
+    )
+    status = _with_conditions(status, previous, world, Condition("Ready", "False", reason, message, ""))
+    old_ready = next((c for c in previous.conditions if c.type == "Ready"), None)
+    if old_ready is None or (old_ready.reason, old_ready.message) != (reason, message):
+        events.append(Event("Warning", reason, message))
+    retry = MISSING_DATABASE_RETRY if phase is Phase.PENDING else None
+    return Plan(status=_if_changed(status, previous), events=tuple(events), requeue_after=retry)
+
+
+def _with_conditions(
+    status: DatabaseBackupStatus, previous: DatabaseBackupStatus, world: World, ready: Condition
+) -> DatabaseBackupStatus:
+    generation = status.observed_generation
+    if status.last_backup_time is None and status.last_failure is None:
+        succeeded = Condition("BackupSucceeded", "Unknown", "NoBackupYet", "no backup has finished yet", "")
+    elif status.last_failure is None or (status.last_backup_time or "") >= status.last_failure.time:
+        succeeded = Condition("BackupSucceeded", "True", "Succeeded", f"last backup at {status.last_backup_time}", "")
+    else:
+        failure = status.last_failure
+        succeeded = Condition("BackupSucceeded", "False", failure.reason, failure.message[:1000], "")
+    conditions = []
+    for fresh in (ready, succeeded):
+        old = next((c for c in previous.conditions if c.type == fresh.type), None)
+        # lastTransitionTime moves only when the status (True/False/Unknown) does.
+        since = old.last_transition_time if old is not None and old.status == fresh.status else rfc3339(world.now)
+        conditions.append(replace(fresh, last_transition_time=since, observed_generation=generation))
+    return replace(status, conditions=tuple(conditions))
+
+
+def _if_changed(status: DatabaseBackupStatus, previous: DatabaseBackupStatus) -> dict[str, Any] | None:
+    return None if status == previous else status.to_dict()
+
+
+# --- small helpers ------------------------------------------------------------------------------------------
+
+
+def _name(job: Mapping[str, Any]) -> str:
+    return str((job.get("metadata") or {}).get("name") or "")
+
+
+def _time(text: object) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,439 @@
+"""The reconcile decision as a pure function of (object, Jobs, database, now): CronJob v2 scheduling, concurrency,
+suspend, on-demand runs, history limits, and status rebuilt from the Jobs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from common.names import job_name
+from reconciler.jobs import RunnerSettings, backup_job, on_demand_job_name
+from reconciler.plan import Plan, World, decide
+from tests.fixtures import databasebackup, statefulset
+
+RUNNER = RunnerSettings(image="registry.example/dbb:1.0")
+NS = "shop"
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def created_before_ten() -> datetime:
+    return at("2026-11-27T09:58:00")
+
+
+def just_after_ten() -> datetime:
+    return at("2026-11-27T10:00:05")
+
+
+def half_a_minute_before_ten() -> datetime:
+    return at("2026-11-27T09:59:30")
+
+
+def backup(**spec: Any) -> dict[str, Any]:
+    obj = databasebackup(namespace=NS, **spec)
+    obj["metadata"].update(uid="uid-1", generation=1, creationTimestamp="2026-11-27T09:58:00Z")
+    return obj
+
+
+def with_status(obj: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """The object as the next reconcile sees it: the status the plan wrote."""
+    assert plan.status is not None
+    return {**obj, "status": plan.status}
+
+
+def job(obj: dict[str, Any], slot: str, state: str = "Active", *, finished: str | None = None) -> dict[str, Any]:
+    manifest = backup_job(obj, _spec(obj), scheduled=at(slot), runner=RUNNER)
+    status: dict[str, Any] = {"startTime": slot + "Z"}
+    if state == "Succeeded":
+        status |= {
+            "completionTime": finished,
+            "succeeded": 1,
+            "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": finished},
+                {"type": "Complete", "status": "True", "lastTransitionTime": finished},
+            ],
+        }
+    elif state == "Failed":
+        status |= {
+            "failed": 2,
+            "conditions": [
+                {"type": "FailureTarget", "status": "True", "lastTransitionTime": finished},
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                    "lastTransitionTime": finished,
+                },
+            ],
+        }
+    else:
+        status |= {"active": 1}
+    manifest["status"] = status
+    return manifest
+
+
+def _spec(obj: dict[str, Any]) -> Any:
+    from common.defaults import default_spec
+    from common.model import parse_spec
+
+    spec, _ = parse_spec(default_spec(obj["spec"], namespace=NS, statefulset=statefulset(namespace=NS)))
+    return spec
+
+
+def decide_at(obj: dict[str, Any], now: datetime, jobs: list[dict[str, Any]] | None = None, **world: Any) -> Plan:
+    world.setdefault("statefulset", statefulset(namespace=NS))
+    return decide(World(obj=obj, jobs=jobs or [], now=now, **world), RUNNER)
+
+
+def reasons(plan: Plan) -> list[str]:
+    return [e.reason for e in plan.events]
+
+
+# --- scheduling -------------------------------------------------------------------------------------------------
+
+
+def test_nothing_is_due_before_the_first_slot() -> None:
+    plan = decide_at(backup(), half_a_minute_before_ten())
+    assert plan.create == ()
+    assert plan.status is not None
+    assert plan.status["phase"] == "Scheduled"
+    assert plan.status["nextBackupTime"] == "2026-11-27T10:00:00Z"
+    assert plan.requeue_after == timedelta(seconds=30, milliseconds=100)
+    conditions = {c["type"]: c for c in plan.status["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["BackupSucceeded"]["status"] == "Unknown"
+    assert conditions["Ready"]["observedGeneration"] == 1
+
+
+def test_a_due_slot_gets_one_job_named_after_the_slot() -> None:
+    plan = decide_at(backup(), just_after_ten())
+    assert [j["metadata"]["name"] for j in plan.create] == [job_name("nightly", at("2026-11-27T10:00:00"))]
+    assert plan.status is not None
+    assert plan.status["lastScheduleTime"] == "2026-11-27T10:00:00Z"
+    assert plan.status["phase"] == "Running"
+    assert plan.status["inProgress"] is True
+    assert plan.status["active"] == [{"name": plan.create[0]["metadata"]["name"]}]
+    assert reasons(plan) == ["Scheduled"]
+
+
+def test_a_job_that_already_exists_is_not_created_again() -> None:
+    """After a crash between creating the Job and writing status: the name is the lock."""
+    obj = backup()
+    plan = decide_at(obj, just_after_ten(), [job(obj, "2026-11-27T10:00:00")])
+    assert plan.create == ()
+    assert plan.status is not None
+    assert plan.status["lastScheduleTime"] == "2026-11-27T10:00:00Z"
+
+
+def test_a_slot_already_run_is_not_run_again() -> None:
+    obj = backup()
+    first = decide_at(obj, just_after_ten())
+    again = decide_at(with_status(obj, first), just_after_ten() + timedelta(seconds=20), list(first.create))
+    assert again.create == ()
+
+
+def test_only_the_most_recent_of_many_missed_slots_runs() -> None:
+    obj = backup()
+    obj["status"] = {"lastScheduleTime": "2026-11-27T09:00:00Z"}
+    plan = decide_at(obj, just_after_ten())
+    assert [j["metadata"]["annotations"]["databases.test.io/scheduled-time"] for j in plan.create] == [
+        "2026-11-27T10:00:00Z"
+    ]
+    missed = [e for e in plan.events if e.reason == "Missed"]
+    assert missed[0].message.startswith("Missed 11 earlier backup slot(s)")
+
+
+def test_a_slot_past_the_starting_deadline_is_missed_not_run() -> None:
+    obj = backup(startingDeadlineSeconds=60)
+    obj["status"] = {"lastScheduleTime": "2026-11-27T09:55:00Z"}
+    plan = decide_at(obj, at("2026-11-27T10:03:00"))
+    assert plan.create == ()
+    assert reasons(plan) == ["Missed"]
+    assert "not started within startingDeadlineSeconds (60)" in plan.events[0].message
+
+
+def test_a_suspended_backup_starts_nothing_and_says_so() -> None:
+    plan = decide_at(backup(suspend=True), just_after_ten())
+    assert plan.create == ()
+    assert plan.status is not None
+    assert plan.status["phase"] == "Suspended"
+    assert plan.status["nextBackupTime"] is None
+    assert plan.requeue_after is None
+
+
+@pytest.mark.parametrize(
+    ("zone", "now", "slot"),
+    [
+        # 02:30 does not exist in New York on 2026-03-08: it fires when the clocks jump (07:00 UTC).
+        ("America/New_York", "2026-03-08T07:00:02", "2026-03-08T07:00:00"),
+        ("Europe/Berlin", "2026-11-27T01:30:02", "2026-11-27T01:30:00"),
+    ],
+)
+def test_slots_follow_the_time_zone(zone: str, now: str, slot: str) -> None:
+    obj = backup(schedule="30 2 * * *", timeZone=zone)
+    obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    obj["status"] = {"lastScheduleTime": rfc(at(now) - timedelta(hours=20))}
+    plan = decide_at(obj, at(now))
+    assert [j["metadata"]["name"] for j in plan.create] == [job_name("nightly", at(slot))]
+
+
+def rfc(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- concurrency ------------------------------------------------------------------------------------------------
+
+
+def running_since_9_55(**spec: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    obj = backup(**spec)
+    obj["status"] = {"lastScheduleTime": "2026-11-27T09:55:00Z"}
+    return obj, [job(obj, "2026-11-27T09:55:00")]
+
+
+def test_forbid_waits_for_the_active_run() -> None:
+    obj, jobs = running_since_9_55()
+    plan = decide_at(obj, just_after_ten(), jobs)
+    assert plan.create == ()
+    assert plan.delete == ()
+    assert plan.status is not None
+    assert plan.status["lastScheduleTime"] == "2026-11-27T09:55:00Z"  # still owed: runs when the active one ends
+
+
+def test_forbid_runs_the_owed_slot_when_the_active_run_ends() -> None:
+    obj, _ = running_since_9_55()
+    done = [job(obj, "2026-11-27T09:55:00", "Succeeded", finished="2026-11-27T10:01:00Z")]
+    plan = decide_at(obj, at("2026-11-27T10:01:01"), done)
+    assert [j["metadata"]["name"] for j in plan.create] == [job_name("nightly", at("2026-11-27T10:00:00"))]
+
+
+def test_replace_stops_the_active_run_and_starts_anew() -> None:
+    obj, jobs = running_since_9_55(concurrencyPolicy="Replace")
+    plan = decide_at(obj, just_after_ten(), jobs)
+    assert plan.delete == (jobs[0]["metadata"]["name"],)
+    assert len(plan.create) == 1
+    assert plan.status is not None
+    assert plan.status["active"] == [{"name": plan.create[0]["metadata"]["name"]}]
+
+
+def test_allow_runs_both() -> None:
+    obj, jobs = running_since_9_55(concurrencyPolicy="Allow")
+    plan = decide_at(obj, just_after_ten(), jobs)
+    assert len(plan.create) == 1
+    assert plan.status is not None
+    assert len(plan.status["active"]) == 2
+
+
+# --- on demand --------------------------------------------------------------------------------------------------
+
+
+def test_a_new_backup_now_value_starts_one_run_now() -> None:
+    obj = backup()
+    obj["metadata"]["annotations"] = {"databases.test.io/backup-now": "2026-11-27T09:59:00Z"}
+    plan = decide_at(obj, half_a_minute_before_ten())
+    assert [j["metadata"]["name"] for j in plan.create] == [on_demand_job_name("nightly", "2026-11-27T09:59:00Z")]
+    assert plan.create[0]["metadata"]["annotations"]["databases.test.io/backup-now"] == "2026-11-27T09:59:00Z"
+    assert plan.status is not None
+    assert plan.status["lastBackupNowRequest"] == "2026-11-27T09:59:00Z"
+    assert plan.status["lastScheduleTime"] is None  # an on-demand run does not move the schedule
+
+
+def test_the_same_backup_now_value_never_runs_twice() -> None:
+    obj = backup()
+    obj["metadata"]["annotations"] = {"databases.test.io/backup-now": "x"}
+    first = decide_at(obj, half_a_minute_before_ten())
+    # Even after its Job was pruned by the history limit, the status remembers the request.
+    assert decide_at(with_status(obj, first), half_a_minute_before_ten()).create == ()
+
+
+def test_on_demand_and_forbid_wait_for_the_active_run() -> None:
+    obj, jobs = running_since_9_55()
+    obj["metadata"]["annotations"] = {"databases.test.io/backup-now": "x"}
+    assert decide_at(obj, half_a_minute_before_ten(), jobs).create == ()
+
+
+# --- outcomes and status ----------------------------------------------------------------------------------------
+
+RESULT = {
+    "status": "Succeeded",
+    "file": "/backups/example-db/example-db-20261127T100000Z.dump.gz",
+    "size": 12345,
+    "sha256": "ab" * 32,
+    "duration": 72.4,
+}
+
+
+def test_a_successful_run_fills_the_last_backup_from_the_runner_result() -> None:
+    obj = backup()
+    obj["status"] = {"lastScheduleTime": "2026-11-27T10:00:00Z"}
+    done = job(obj, "2026-11-27T10:00:00", "Succeeded", finished="2026-11-27T10:01:13Z")
+    messages = {done["metadata"]["name"]: json.dumps(RESULT)}
+    plan = decide_at(obj, at("2026-11-27T10:01:14"), [done], termination_messages=messages)
+    assert plan.status is not None
+    assert plan.status["lastBackupTime"] == "2026-11-27T10:01:13Z"
+    assert plan.status["lastBackup"] == {
+        "file": RESULT["file"],
+        "size": 12345,
+        "sha256": "ab" * 32,
+        "duration": "1m12s",
+        "completionTime": "2026-11-27T10:01:13Z",
+    }
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["inProgress"] is False
+    assert plan.status["consecutiveFailures"] == 0
+    assert {c["type"]: c["status"] for c in plan.status["conditions"]}["BackupSucceeded"] == "True"
+    assert plan.events[0].reason == "BackupSucceeded"
+    assert "wrote /backups/example-db/example-db-20261127T100000Z.dump.gz (12,345 bytes) in 1m12s" in (
+        plan.events[0].message
+    )
+
+
+def test_failures_count_up_and_a_success_resets_them() -> None:
+    obj = backup()
+    obj["status"] = {"lastScheduleTime": "2026-11-27T10:10:00Z"}
+    failed = job(obj, "2026-11-27T10:00:00", "Failed", finished="2026-11-27T10:00:40Z")
+    failure = {"status": "Failed", "reason": "DumpFailed", "message": "pg_dump: connection refused"}
+    messages = {failed["metadata"]["name"]: json.dumps(failure)}
+    first = decide_at(obj, at("2026-11-27T10:01:00"), [failed], termination_messages=messages)
+    assert first.status is not None
+    assert first.status["lastFailure"] == {
+        "time": "2026-11-27T10:00:40Z",
+        "reason": "DumpFailed",
+        "message": "pg_dump: connection refused",
+    }
+    assert first.status["consecutiveFailures"] == 1
+    assert first.status["phase"] == "Failed"
+    assert reasons(first) == ["BackupFailed"]
+    # A second failure; the first Job is gone (failedJobsHistoryLimit 1): the count goes on from the status.
+    obj2 = with_status(obj, first)
+    failed2 = job(obj, "2026-11-27T10:05:00", "Failed", finished="2026-11-27T10:05:40Z")
+    second = decide_at(obj2, at("2026-11-27T10:06:00"), [failed2])
+    assert second.status is not None
+    assert second.status["consecutiveFailures"] == 2
+    assert second.status["lastFailure"]["reason"] == "BackoffLimitExceeded"  # no termination message: the Job's
+    conditions = {c["type"]: c for c in second.status["conditions"]}
+    assert conditions["BackupSucceeded"]["status"] == "False"
+    assert conditions["BackupSucceeded"]["reason"] == "BackoffLimitExceeded"
+    ok = job(obj, "2026-11-27T10:10:00", "Succeeded", finished="2026-11-27T10:10:30Z")
+    third = decide_at(with_status(obj2, second), at("2026-11-27T10:11:00"), [failed2, ok])
+    assert third.status is not None
+    assert third.status["consecutiveFailures"] == 0
+    assert third.status["phase"] == "Succeeded"
+
+
+def test_a_termination_message_that_is_log_text_becomes_the_failure_message() -> None:
+    obj = backup()
+    failed = job(obj, "2026-11-27T10:00:00", "Failed", finished="2026-11-27T10:00:40Z")
+    messages = {failed["metadata"]["name"]: "Traceback ...\nMemoryError\n"}
+    plan = decide_at(obj, at("2026-11-27T10:01:00"), [failed], termination_messages=messages)
+    assert plan.status is not None
+    assert plan.status["lastFailure"]["message"] == "Traceback ...\nMemoryError"
+
+
+def test_history_limits_keep_the_newest_finished_jobs() -> None:
+    obj = backup(successfulJobsHistoryLimit=2, failedJobsHistoryLimit=1)
+    obj["status"] = {"lastScheduleTime": "2026-11-27T09:55:00Z"}
+    jobs = [
+        job(obj, f"2026-11-27T09:{m:02d}:00", "Succeeded", finished=f"2026-11-27T09:{m:02d}:30Z")
+        for m in (30, 35, 40, 45)
+    ]
+    jobs += [job(obj, f"2026-11-27T09:{m:02d}:00", "Failed", finished=f"2026-11-27T09:{m:02d}:30Z") for m in (50, 55)]
+    plan = decide_at(obj, at("2026-11-27T09:58:00"), jobs)
+    assert sorted(plan.delete) == sorted(job_name("nightly", at(f"2026-11-27T09:{m}:00")) for m in ("30", "35", "50"))
+
+
+def test_nothing_due_and_nothing_new_writes_no_status() -> None:
+    obj = backup()
+    first = decide_at(obj, half_a_minute_before_ten())
+    obj = with_status(obj, first)
+    for seconds in (1, 5, 20):
+        plan = decide_at(obj, half_a_minute_before_ten() + timedelta(seconds=seconds))
+        assert plan.status is None
+        assert plan.events == ()
+
+
+def test_an_hour_of_hourly_schedule_between_slots_writes_nothing() -> None:
+    obj = backup(schedule="@hourly")
+    start = at("2026-11-27T10:00:30")
+    obj["status"] = {"lastScheduleTime": "2026-11-27T10:00:00Z"}
+    obj = with_status(obj, decide_at(obj, start))
+    writes = sum(decide_at(obj, start + timedelta(minutes=m)).status is not None for m in range(1, 59))
+    assert writes == 0
+
+
+# --- the admission guard ----------------------------------------------------------------------------------------
+
+
+def test_an_invalid_spec_is_reported_once_and_runs_nothing() -> None:
+    obj = backup(schedule="0 0 31 2 *")
+    plan = decide_at(obj, just_after_ten())
+    assert plan.create == ()
+    assert plan.status is not None
+    assert plan.status["phase"] == "Invalid"
+    ready = {c["type"]: c for c in plan.status["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].startswith('spec.schedule: "0 0 31 2 *" never fires')
+    assert reasons(plan) == ["InvalidSpec"]
+    again = decide_at(with_status(obj, plan), just_after_ten() + timedelta(minutes=1))
+    assert again.status is None
+    assert again.events == ()
+    assert again.requeue_after is None  # not a retry loop: a spec change brings us back
+
+
+def test_a_missing_database_is_pending_and_looked_at_again() -> None:
+    plan = decide_at(backup(), just_after_ten(), statefulset=None)
+    assert plan.create == ()
+    assert plan.status is not None
+    assert plan.status["phase"] == "Pending"
+    assert reasons(plan) == ["DatabaseNotFound"]
+    assert plan.requeue_after == timedelta(minutes=1)
+
+
+def test_what_no_one_could_default_blocks_with_a_reason() -> None:
+    sts = statefulset(namespace=NS, image="registry.example/custom-db:1")
+    plan = decide_at(backup(), just_after_ten(), statefulset=sts)
+    assert plan.status is not None
+    assert "spec.engine: not set, and the StatefulSet's image does not say" in plan.status["conditions"][0]["message"]
+
+
+# --- the Job ----------------------------------------------------------------------------------------------------
+
+
+def test_the_job_carries_owner_labels_volume_and_no_secret() -> None:
+    obj = backup(compression="Zstd", encryption={"keySecret": {"name": "backup-key"}})
+    created = decide_at(obj, just_after_ten()).create[0]
+    metadata = created["metadata"]
+    assert metadata["ownerReferences"] == [
+        {
+            "apiVersion": "databases.test.io/v1",
+            "kind": "DatabaseBackup",
+            "name": "nightly",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert metadata["labels"]["databases.test.io/databasebackup"] == "nightly"
+    assert metadata["annotations"]["databases.test.io/scheduled-time"] == "2026-11-27T10:00:00Z"
+    pod = created["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "registry.example/dbb:1.0"
+    assert container["args"][:2] == ["dbb-backup", "run"]
+    assert "--compression=zstd" in container["args"]
+    assert "--encryption-key-file=/var/run/secrets/databases.test.io/encryption/key" in container["args"]
+    assert {
+        "name": "DB_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "example-db-credentials", "key": "password"}},
+    } in container["env"]
+    assert all("value" not in e for e in container["env"])  # every env var comes from a reference
+    assert {"name": "backups", "mountPath": "/backups"} in container["volumeMounts"]
+    assert {"name": "backups", "persistentVolumeClaim": {"claimName": "example-db-backups"}} in pod["volumes"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert created["spec"]["backoffLimit"] == 1
+    assert created["spec"]["activeDeadlineSeconds"] == 3600
