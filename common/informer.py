@@ -171,6 +171,8 @@ class Informer:
             return
         obj = _slim(obj)
         key = key_of(obj)
+        if kind != "DELETED" and _older(obj, self.store.get(key)):
+            return  # our own write, stored on write, is newer than this event
         if kind == "DELETED":
             self.store.pop(key, None)
         else:
@@ -201,6 +203,13 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     if isinstance(metadata, dict):
         metadata.pop("managedFields", None)
     return obj
+
+
+def _older(incoming: dict[str, Any], stored: dict[str, Any] | None) -> bool:
+    """Whether an event carries an older version than the store. resourceVersions are opaque to clients in
+    principle; in practice they are etcd revisions, and we compare them only when both are plain numbers."""
+    new, old = _version(incoming), _version(stored) if stored is not None else None
+    return bool(new and old and new.isdigit() and old.isdigit() and int(new) < int(old))
 
 
 def _version(obj: dict[str, Any]) -> str | None:

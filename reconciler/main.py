@@ -3,20 +3,178 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from common.kube import ConfigError, api_client
+from common.logs import configure
+from reconciler.controller import Controller
+from reconciler.executor import Executor, JobExecutor, LocalExecutor
+from reconciler.jobs import RunnerSettings
+from reconciler.leader import LeaderElection, LeadershipLost
+from reconciler.metrics import Metrics
+
+log = structlog.get_logger("reconciler")
 
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbb-reconciler", description="Run the DatabaseBackup reconciler.")
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster config)")
     parser.add_argument("--namespace", help="watch only this namespace (default: all)")
-    parser.add_argument("--executor", choices=["job", "local"], default="job", help="how backups run")
+    parser.add_argument(
+        "--executor",
+        choices=["job", "local"],
+        default="job",
+        help="job: run backups as Jobs (default); local: run dbb-backup here (the sandbox)",
+    )
+    parser.add_argument(
+        "--local-backup-root",
+        type=Path,
+        default=Path(".dev/backups"),
+        help="with --executor local: the folder that stands for /backups (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--runner-image",
+        default=os.environ.get("DBB_RUNNER_IMAGE", "databasebackup-operator:latest"),
+        help="image of the backup Jobs (default: $DBB_RUNNER_IMAGE or %(default)s)",
+    )
+    parser.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default: %(default)s)")
     parser.add_argument("--leader-elect", action="store_true", help="act only while holding the Lease")
+    parser.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "dbb-system"),
+        help="namespace of the Lease (default: $POD_NAMESPACE or %(default)s)",
+    )
+    parser.add_argument("--lease-name", default="dbb-reconciler", help="name of the Lease (default: %(default)s)")
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=8081,
+        help="port for /healthz, /readyz and /metrics (default: %(default)s; 0 disables)",
+    )
+    parser.add_argument("--health-host", default="0.0.0.0", help="address for the health port")  # noqa: S104
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser().parse_args(argv)
-    print("dbb-reconciler: the reconciler is not built yet (issue: the reconciler)", file=sys.stderr)
-    return 2
+    args = parser().parse_args(argv)
+    configure(args.log_level)
+    try:
+        return asyncio.run(serve(args))
+    except ConfigError as error:
+        print(f"dbb-reconciler: {error}", file=sys.stderr)
+        return 1
+
+
+async def serve(args: argparse.Namespace) -> int:
+    identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    metrics = Metrics()
+    api = await api_client(args.kubeconfig)
+    async with api:
+        executor: Executor = (
+            LocalExecutor(api, args.local_backup_root.resolve()) if args.executor == "local" else JobExecutor(api)
+        )
+        controller = Controller(
+            api,
+            executor,
+            RunnerSettings(image=args.runner_image),
+            metrics,
+            namespace=args.namespace,
+            workers=args.workers,
+            identity=identity,
+        )
+        election = (
+            LeaderElection(
+                api,
+                args.lease_namespace,
+                args.lease_name,
+                identity,
+                on_change=lambda leading: metrics.leader.set(1 if leading else 0),
+            )
+            if args.leader_elect
+            else None
+        )
+        health = await _health_server(args, metrics, lambda: controller.synced)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            return await _run(controller, election, stop)
+        finally:
+            if health is not None:
+                await health.cleanup()
+
+
+async def _run(controller: Controller, election: LeaderElection | None, stop: asyncio.Event) -> int:
+    """Work until SIGTERM (exit 0) or until the Lease is lost (exit 1: all work stopped at once; the Deployment
+    restarts us as a candidate, the way controller-runtime does)."""
+    stopping = asyncio.create_task(stop.wait(), name="stop")
+    if election is not None:
+        acquiring = asyncio.create_task(election.acquire(), name="acquire")
+        await asyncio.wait([acquiring, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not acquiring.done():
+            acquiring.cancel()
+            await asyncio.gather(acquiring, return_exceptions=True)
+            return 0
+        log.info("leading", identity=controller.identity)
+    tasks = [asyncio.create_task(controller.run(), name="controller"), stopping]
+    if election is not None:
+        tasks.append(asyncio.create_task(election.hold(), name="hold"))
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    code = 0
+    for task in done:
+        if task is stopping:
+            continue
+        error = task.exception()
+        if isinstance(error, LeadershipLost):
+            log.error("lost the lease: stopped all work", identity=controller.identity)
+            code = 1
+        elif error is not None:
+            log.error("stopped on error", error=f"{type(error).__name__}: {error}"[:300])
+            code = 1
+    if election is not None and code == 0:
+        with contextlib.suppress(Exception):
+            await election.release()
+    log.info("stopped", exit_code=code)
+    return code
+
+
+async def _health_server(args: argparse.Namespace, metrics: Metrics, ready: Callable[[], bool]) -> web.AppRunner | None:
+    if not args.health_port:
+        return None
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="caches not synced yet (or waiting for the Lease)")
+
+    async def metrics_handler(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, args.health_host, args.health_port).start()
+    return runner

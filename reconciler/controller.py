@@ -1,0 +1,348 @@
+"""The controller: caches of the world, a work queue of DatabaseBackups, and a reconcile that reads the caches,
+asks `plan.decide`, and applies the plan.
+
+Reconcile, in order (each step is a small function):
+1. Read the DatabaseBackup, its Jobs, their Pods' termination messages and the database StatefulSet from the caches.
+   Nothing is fetched: the caches are kept current by watches, and workers start only once every cache has synced.
+2. Decide (pure).
+3. Apply: create Jobs (409 AlreadyExists means the run was started before: the name is the lock), delete Jobs
+   (background propagation, so their Pods go too), write status as one merge patch when it changed, record Events.
+4. Write what we wrote back into the caches, so the next reconcile does not act on a view older than our own
+   writes (a duplicate Event, a needless status write).
+Jobs are created before status is written: a crash in between leaves a Job that the next reconcile finds by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from common.constants import GROUP, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
+from common.informer import Event as WatchEvent
+from common.informer import Informer, Key, key_of
+from common.kube import MERGE_PATCH, body, raw, timeout
+from reconciler.events import event_body
+from reconciler.executor import Executor
+from reconciler.jobs import RunnerSettings
+from reconciler.metrics import Metrics
+from reconciler.plan import Plan, World, decide
+from reconciler.queue import WorkQueue
+
+__all__ = ["Controller"]
+
+log = structlog.get_logger("reconciler")
+
+
+class Controller:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        executor: Executor,
+        runner: RunnerSettings,
+        metrics: Metrics,
+        *,
+        namespace: str | None = None,
+        workers: int = 8,
+        identity: str = "dbb-reconciler",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.api, self.executor, self.runner, self.metrics = api, executor, runner, metrics
+        self.namespace, self.workers, self.identity, self.clock = namespace, workers, identity, clock
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self._custom = client.CustomObjectsApi(api)
+        self._batch = client.BatchV1Api(api)
+        self._core = client.CoreV1Api(api)
+        ours = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        self.backups = self._informer(
+            "databasebackups",
+            self._custom.list_cluster_custom_object,
+            self._custom.list_namespaced_custom_object,
+            (GROUP, VERSION),
+            (PLURAL,),
+            handler=self._on_backup,
+        )
+        self.jobs = self._informer(
+            "jobs",
+            self._batch.list_job_for_all_namespaces,
+            self._batch.list_namespaced_job,
+            (),
+            (),
+            handler=self._on_job,
+            label_selector=ours,
+        )
+        self.pods = self._informer(
+            "pods",
+            self._core.list_pod_for_all_namespaces,
+            self._core.list_namespaced_pod,
+            (),
+            (),
+            handler=self._on_pod,
+            label_selector=ours,
+        )
+        apps = client.AppsV1Api(api)
+        self.statefulsets = self._informer(
+            "statefulsets",
+            apps.list_stateful_set_for_all_namespaces,
+            apps.list_namespaced_stateful_set,
+            (),
+            (),
+            handler=self._on_statefulset,
+        )
+        # Indexes from the objects we watch to the DatabaseBackups they concern.
+        self._jobs_of: dict[Key, set[str]] = defaultdict(set)
+        self._pods_of_job: dict[Key, set[str]] = defaultdict(set)
+        self._database_of: dict[Key, str] = {}
+        self._backups_of_database: dict[Key, set[str]] = defaultdict(set)
+
+    def _informer(
+        self,
+        name: str,
+        cluster_call: Any,
+        namespaced_call: Any,
+        before: tuple[Any, ...],
+        after: tuple[Any, ...],
+        *,
+        handler: Callable[[WatchEvent], None],
+        label_selector: str | None = None,
+    ) -> Informer:
+        """One informer, over all namespaces or the one given: the two list calls differ only by that argument."""
+        call, arguments = (
+            (cluster_call, (*before, *after))
+            if self.namespace is None
+            else (namespaced_call, (*before, self.namespace, *after))
+        )
+        options = {"label_selector": label_selector} if label_selector else {}
+        return Informer(
+            name=name,
+            list_call=call,
+            arguments=arguments,
+            options=options,
+            handler=handler,
+            on_restart=lambda reason: self.metrics.watch_restarts.labels(name, reason).inc(),
+        )
+
+    @property
+    def informers(self) -> tuple[Informer, ...]:
+        return (self.backups, self.jobs, self.pods, self.statefulsets)
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers)
+
+    async def run(self) -> None:
+        """Watch, and once every cache has synced, reconcile until cancelled."""
+        tasks = [asyncio.create_task(i.run(), name=f"informer:{i.name}") for i in self.informers]
+        try:
+            await asyncio.gather(*(i.synced.wait() for i in self.informers))
+            log.info("caches synced", backups=len(self.backups.store), jobs=len(self.jobs.store))
+            for key in list(self.backups.store):
+                self.queue.add(key)
+            tasks.append(asyncio.create_task(self.queue.run(self.workers, self.reconcile), name="workers"))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.executor.close()
+
+    # --- watch handlers: map each change to the DatabaseBackup it concerns ------------------------------------
+
+    def _on_backup(self, event: WatchEvent) -> None:
+        namespace, name = event.key
+        database = (event.object.get("spec") or {}).get("databaseName")
+        previous = self._database_of.pop(event.key, None)
+        if previous is not None:
+            self._backups_of_database[(namespace, previous)].discard(name)
+        if event.type == "DELETED":
+            self._jobs_of.pop(event.key, None)
+        elif isinstance(database, str):
+            self._database_of[event.key] = database
+            self._backups_of_database[(namespace, database)].add(name)
+        self._enqueue(event.key)
+
+    def _on_job(self, event: WatchEvent) -> None:
+        owner = _owner(event.object)
+        if owner is None:
+            return
+        if event.type == "DELETED":
+            self._jobs_of[owner].discard(event.key[1])
+        else:
+            self._jobs_of[owner].add(event.key[1])
+        self._enqueue(owner)
+
+    def _on_pod(self, event: WatchEvent) -> None:
+        # A Pod's termination message is part of its Job's outcome.
+        namespace, pod = event.key
+        job = ((event.object.get("metadata") or {}).get("labels") or {}).get("job-name")
+        if isinstance(job, str):
+            if event.type == "DELETED":
+                self._pods_of_job[(namespace, job)].discard(pod)
+            else:
+                self._pods_of_job[(namespace, job)].add(pod)
+        owner = _owner(event.object)
+        if owner is not None:
+            self._enqueue(owner)
+
+    def _on_statefulset(self, event: WatchEvent) -> None:
+        namespace, database = event.key
+        for name in list(self._backups_of_database.get((namespace, database), ())):
+            self._enqueue((namespace, name))
+
+    def _enqueue(self, key: Key) -> None:
+        self.queue.add(key)
+        self.metrics.queue_depth.set(len(self.queue))
+
+    # --- reconcile ------------------------------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> timedelta | None:
+        started = time.perf_counter()
+        self.metrics.queue_depth.set(len(self.queue))
+        obj = self.backups.get(*key)
+        if obj is None:
+            return None  # deleted: its Jobs carry ownerReferences and go with it
+        try:
+            world = self._world(obj)
+            plan = decide(world, self.runner)
+            await self._apply(obj, plan, world.now)
+        except Exception:
+            self.metrics.reconciles.labels("error").inc()
+            raise
+        finally:
+            self.metrics.reconcile_duration.observe(time.perf_counter() - started)
+        self.metrics.reconciles.labels("ok").inc()
+        return plan.requeue_after
+
+    def _world(self, obj: dict[str, Any]) -> World:
+        namespace, name = key_of(obj)
+        uid = obj["metadata"].get("uid")
+        jobs = [
+            job
+            for job_name in sorted(self._jobs_of.get((namespace, name), ()))
+            if (job := self.jobs.get(namespace, job_name)) is not None and _owner_uid(job) == uid
+        ]
+        database = (obj.get("spec") or {}).get("databaseName")
+        statefulset = self.statefulsets.get(namespace, database) if isinstance(database, str) else None
+        return World(
+            obj=obj,
+            jobs=jobs,
+            now=self.clock(),
+            statefulset=statefulset,
+            termination_messages=self._termination_messages(namespace, {j["metadata"]["name"] for j in jobs}),
+        )
+
+    def _termination_messages(self, namespace: str, job_names: set[str]) -> dict[str, str]:
+        messages: dict[str, str] = {}
+        for job in job_names:
+            for pod_name in self._pods_of_job.get((namespace, job), ()):
+                pod = self.pods.get(namespace, pod_name) or {}
+                for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                    message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+                    if message:
+                        messages[job] = message
+        return messages
+
+    async def _apply(self, obj: dict[str, Any], plan: Plan, now: datetime) -> None:
+        namespace, name = key_of(obj)
+        for job in plan.create:
+            await self._create(job, now)
+        for job_name in plan.delete:
+            await self._delete(namespace, job_name)
+        if plan.status is not None:
+            await self._write_status(obj, plan.status)
+        for event in plan.events:
+            await self._record(obj, event, now)
+        if plan.create or plan.delete or plan.events:
+            log.info(
+                "reconciled",
+                namespace=namespace,
+                name=name,
+                created=[j["metadata"]["name"] for j in plan.create],
+                deleted=list(plan.delete),
+                events=[e.reason for e in plan.events],
+            )
+
+    async def _create(self, job: dict[str, Any], now: datetime) -> None:
+        try:
+            created = await self.executor.start(job)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            return  # AlreadyExists: this run was started before (a crash, a restart, another replica)
+        self.metrics.api_requests.labels("create", "jobs").inc()
+        scheduled = created["metadata"]["annotations"].get("databases.test.io/scheduled-time")
+        if scheduled and "databases.test.io/backup-now" not in created["metadata"]["annotations"]:
+            lateness = (now - datetime.fromisoformat(scheduled)).total_seconds()
+            self.metrics.lateness.observe(max(lateness, 0.0))
+        self._remember(self.jobs, created)
+        owner = _owner(created)
+        if owner is not None:
+            self._jobs_of[owner].add(created["metadata"]["name"])
+
+    async def _delete(self, namespace: str, job_name: str) -> None:
+        try:
+            await self._batch.delete_namespaced_job(job_name, namespace, propagation_policy="Background", **timeout())
+            self.metrics.api_requests.labels("delete", "jobs").inc()
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        self.jobs.store.pop((namespace, job_name), None)
+
+    async def _write_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        namespace, name = key_of(obj)
+        try:
+            updated = await raw(
+                self._custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    body({"status": status}),
+                    _preload_content=False,
+                    **MERGE_PATCH,
+                    **timeout(),
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return  # deleted meanwhile
+            raise
+        self.metrics.api_requests.labels("patch", "databasebackups/status").inc()
+        self._remember(self.backups, updated)
+
+    async def _record(self, obj: dict[str, Any], event: Any, now: datetime) -> None:
+        namespace = obj["metadata"]["namespace"]
+        try:
+            await self._core.create_namespaced_event(
+                namespace, body(event_body(obj, event, now, self.identity)), **timeout()
+            )
+            self.metrics.api_requests.labels("create", "events").inc()
+        except ApiException as error:
+            # An Event is worth a log line, not a failed reconcile (e.g. the namespace is terminating).
+            log.warning("event not recorded", reason=event.reason, status=error.status)
+
+    @staticmethod
+    def _remember(informer: Informer, obj: dict[str, Any]) -> None:
+        """Write-through: our own write is newer than what the cache holds until its watch event arrives."""
+        informer.store[key_of(obj)] = obj
+
+
+def _owner(obj: dict[str, Any]) -> Key | None:
+    metadata = obj.get("metadata") or {}
+    name = (metadata.get("labels") or {}).get(LABEL_BACKUP_NAME)
+    return (str(metadata.get("namespace") or ""), str(name)) if name else None
+
+
+def _owner_uid(job: dict[str, Any]) -> str | None:
+    for reference in (job.get("metadata") or {}).get("ownerReferences") or []:
+        if reference.get("controller"):
+            return str(reference.get("uid"))
+    return None

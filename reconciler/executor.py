@@ -1,0 +1,196 @@
+"""How a backup Job runs.
+
+`JobExecutor` (the default): create the Job; the cluster's Job controller and kubelet run it, and the runner's
+result comes back as the Pod's termination message.
+
+`LocalExecutor` (the sandbox, `--executor local`, where no kubelet runs): create the same Job, so the name still
+locks the slot and the Job still records the run; then play kubelet and Job controller: run `dbb-backup` as a
+subprocess with the Job's own arguments and environment (Secrets resolved, `/backups` mapped to a local folder),
+and write the outcome onto the Job (the runner's result as an annotation, Complete or Failed in its status). The
+reconciler then reads it exactly as it reads a real Job. This executor reads Secrets, as a kubelet does; the
+cluster executor never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from kubernetes_asyncio import client
+
+from common.constants import BACKUP_ROOT
+from common.kube import MERGE_PATCH, body, raw, timeout
+from reconciler.jobs import ANNOTATION_RESULT, KEY_MOUNT
+
+__all__ = ["Executor", "JobExecutor", "LocalExecutor"]
+
+log = structlog.get_logger("reconciler.executor")
+
+
+class Executor(Protocol):
+    async def start(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Create the Job (ApiException 409 if it exists) and see that it runs; return the created Job."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class JobExecutor:
+    def __init__(self, api: client.ApiClient) -> None:
+        self._batch = client.BatchV1Api(api)
+
+    async def start(self, job: dict[str, Any]) -> dict[str, Any]:
+        namespace = job["metadata"]["namespace"]
+        return await raw(self._batch.create_namespaced_job(namespace, body(job), _preload_content=False, **timeout()))
+
+    async def close(self) -> None:
+        return None
+
+
+class LocalExecutor(JobExecutor):
+    def __init__(self, api: client.ApiClient, backup_root: Path, runner: str | None = None) -> None:
+        super().__init__(api)
+        self._core = client.CoreV1Api(api)
+        self._root = backup_root
+        self._runner = runner or str(Path(sys.executable).parent / "dbb-backup")
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def start(self, job: dict[str, Any]) -> dict[str, Any]:
+        created = await super().start(job)
+        task = asyncio.create_task(self._run(created), name=f"local:{created['metadata']['name']}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return created
+
+    async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _run(self, job: dict[str, Any]) -> None:
+        name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
+        started = datetime.now(UTC)
+        with tempfile.TemporaryDirectory(prefix="dbb-local-") as scratch:
+            try:
+                argv, env = await self._command(job, Path(scratch))
+                code, result = await self._execute(argv, env, job, Path(scratch))
+            except Exception as error:  # anything at all: the Job must end, or it would stay active for ever
+                log.exception("local run could not start", job=name)
+                code, result = 1, f'{{"status":"Failed","reason":"LocalRunFailed","message":"{type(error).__name__}"}}'
+        await self._finish(namespace, name, started, code, result)
+
+    async def _command(self, job: dict[str, Any], scratch: Path) -> tuple[list[str], dict[str, str]]:
+        namespace = job["metadata"]["namespace"]
+        pod = job["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(scratch), "TMPDIR": str(scratch)}
+        for variable in container.get("env") or []:
+            env[variable["name"]] = await self._env_value(namespace, variable)
+        argv = [self._runner if container["args"][0] == "dbb-backup" else container["args"][0]]
+        key_volume = next((v for v in pod.get("volumes") or [] if v["name"] == "encryption-key"), None)
+        for argument in container["args"][1:]:
+            argument = _expand(argument, env)
+            if argument.startswith("--output-dir="):
+                inside = argument.split("=", 1)[1]
+                argument = f"--output-dir={self._root / Path(inside).relative_to(BACKUP_ROOT)}"
+            elif argument.startswith("--termination-log="):
+                argument = f"--termination-log={scratch / 'termination-log'}"
+            elif argument.startswith(f"--encryption-key-file={KEY_MOUNT}") and key_volume is not None:
+                argument = f"--encryption-key-file={await self._key_file(namespace, key_volume, scratch)}"
+            argv.append(argument)
+        return argv, env
+
+    async def _execute(
+        self, argv: list[str], env: dict[str, str], job: dict[str, Any], scratch: Path
+    ) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        deadline = job["spec"].get("activeDeadlineSeconds")
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=deadline)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return 1, '{"status":"Failed","reason":"DeadlineExceeded","message":"activeDeadlineSeconds passed"}'
+        termination = scratch / "termination-log"
+        text = termination.read_text() if termination.exists() else ""
+        # As terminationMessagePolicy FallbackToLogsOnError: no result written, the log's tail stands in.
+        return process.returncode or 0, text or (stderr or stdout).decode(errors="replace")[-2000:]
+
+    async def _finish(self, namespace: str, name: str, started: datetime, code: int, result: str) -> None:
+        batch = self._batch
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        await batch.patch_namespaced_job(
+            name,
+            namespace,
+            body({"metadata": {"annotations": {ANNOTATION_RESULT: result[-4000:]}}}),
+            **MERGE_PATCH,
+            **timeout(),
+        )
+        begun = started.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if code == 0:
+            conditions = [
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": stamp},
+                {"type": "Complete", "status": "True", "lastTransitionTime": stamp},
+            ]
+            status: dict[str, Any] = {"startTime": begun, "completionTime": stamp, "succeeded": 1}
+        else:
+            conditions = [
+                {
+                    "type": "FailureTarget",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "the backup run failed",
+                    "lastTransitionTime": stamp,
+                },
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "the backup run failed",
+                    "lastTransitionTime": stamp,
+                },
+            ]
+            status = {"startTime": begun, "failed": 1}
+        status["conditions"] = conditions
+        await batch.patch_namespaced_job_status(name, namespace, body({"status": status}), **MERGE_PATCH, **timeout())
+        log.info("local run finished", job=name, exit_code=code, seconds=round((now - started).total_seconds(), 1))
+
+    async def _env_value(self, namespace: str, variable: Mapping[str, Any]) -> str:
+        if "value" in variable:
+            return str(variable["value"])
+        reference = (variable.get("valueFrom") or {}).get("secretKeyRef") or {}
+        return await self._secret_value(namespace, reference["name"], reference["key"])
+
+    async def _secret_value(self, namespace: str, name: str, key: str) -> str:
+        secret = await raw(self._core.read_namespaced_secret(name, namespace, _preload_content=False, **timeout()))
+        return base64.b64decode((secret.get("data") or {})[key]).decode()
+
+    async def _key_file(self, namespace: str, volume: Mapping[str, Any], scratch: Path) -> Path:
+        source = volume["secret"]
+        path = scratch / "encryption-key"
+        value = await self._secret_value(namespace, source["secretName"], source["items"][0]["key"])
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(value)
+        return path
+
+
+def _expand(argument: str, env: Mapping[str, str]) -> str:
+    """The kubelet's `$(VAR)` expansion in container args."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), argument)

@@ -1,0 +1,115 @@
+"""A per-object work queue, as client-go's workqueue behaves:
+
+- a key is handled by one worker at a time;
+- adding a key that is already waiting does nothing (duplicates fold into one);
+- adding a key that is being handled makes it run once more afterwards (nothing is lost);
+- `add_after` keeps only the earliest pending time per key;
+- a handler that raises is retried with exponential backoff per key (0.5 s doubling up to 5 min), reset by a
+  success; a handler that returns a delay is requeued after it (the next slot plus padding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import timedelta
+from typing import Generic, TypeVar
+
+import structlog
+
+__all__ = ["WorkQueue"]
+
+log = structlog.get_logger("reconciler.queue")
+
+K = TypeVar("K", bound=Hashable)
+
+
+class WorkQueue(Generic[K]):
+    def __init__(self, *, base_delay: float = 0.5, max_delay: float = 300.0) -> None:
+        self._ready: asyncio.Queue[K] = asyncio.Queue()
+        self._waiting: set[K] = set()
+        self._processing: set[K] = set()
+        self._again: set[K] = set()
+        self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
+        self._failures: dict[K, int] = {}
+        self.base_delay, self.max_delay = base_delay, max_delay
+
+    def __len__(self) -> int:
+        """Keys waiting to be handled now (not those scheduled for later)."""
+        return len(self._waiting)
+
+    def add(self, key: K) -> None:
+        if key in self._processing:
+            self._again.add(key)
+        elif key not in self._waiting:
+            self._waiting.add(key)
+            self._ready.put_nowait(key)
+
+    def add_after(self, key: K, delay: timedelta | float) -> None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        if seconds <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        due = loop.time() + seconds
+        pending = self._timers.get(key)
+        if pending is not None:
+            if pending[0] <= due:
+                return  # an earlier look is already booked
+            pending[1].cancel()
+        self._timers[key] = (due, loop.call_at(due, self._fire, key))
+
+    def _fire(self, key: K) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def retry(self, key: K) -> float:
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        delay: float = min(self.max_delay, self.base_delay * 2.0**failures)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: K) -> None:
+        self._failures.pop(key, None)
+
+    async def run(self, workers: int, handle: Callable[[K], Awaitable[timedelta | None]]) -> None:
+        """Handle keys with `workers` concurrent workers until cancelled."""
+        tasks = [asyncio.create_task(self._work(handle), name=f"worker-{n}") for n in range(workers)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for _, timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+
+    async def _work(self, handle: Callable[[K], Awaitable[timedelta | None]]) -> None:
+        while True:
+            key = await self._ready.get()
+            self._waiting.discard(key)
+            self._processing.add(key)
+            try:
+                requeue = await handle(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                delay = self.retry(key)
+                log.warning(
+                    "reconcile failed",
+                    key=str(key),
+                    error=f"{type(error).__name__}: {error}"[:400],
+                    retry_in=delay,
+                    exc_info=not isinstance(error, (OSError, TimeoutError)),
+                )
+            else:
+                self.forget(key)
+                if requeue is not None:
+                    self.add_after(key, requeue)
+            finally:
+                self._processing.discard(key)
+                if key in self._again:
+                    self._again.discard(key)
+                    self.add(key)

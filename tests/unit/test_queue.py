@@ -1,0 +1,125 @@
+"""The work queue: one handler per key at a time, duplicates folded, nothing lost, failures backed off."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+import pytest
+
+from reconciler.queue import WorkQueue
+
+Handler = Callable[[str], Awaitable[timedelta | None]]
+
+
+@contextlib.asynccontextmanager
+async def working(queue: WorkQueue[str], handle: Handler, workers: int = 4) -> AsyncIterator[None]:
+    task = asyncio.create_task(queue.run(workers, handle))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_duplicates_waiting_in_the_queue_fold_into_one_run() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    runs: list[str] = []
+
+    async def handle(key: str) -> None:
+        runs.append(key)
+
+    for _ in range(5):
+        queue.add("a")
+    queue.add("b")
+    assert len(queue) == 2
+    async with working(queue, handle):
+        await asyncio.sleep(0.05)
+    assert sorted(runs) == ["a", "b"]
+
+
+async def test_a_key_is_never_handled_by_two_workers_and_an_add_meanwhile_runs_once_more() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    inside = 0
+    most = 0
+    runs = 0
+    release = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        nonlocal inside, most, runs
+        inside += 1
+        most = max(most, inside)
+        runs += 1
+        if runs == 1:
+            await release.wait()
+        inside -= 1
+
+    queue.add("a")
+    async with working(queue, handle):
+        await asyncio.sleep(0.02)
+        queue.add("a")  # while the first run is still going
+        queue.add("a")
+        await asyncio.sleep(0.02)
+        assert runs == 1
+        release.set()
+        await asyncio.sleep(0.05)
+    assert most == 1
+    assert runs == 2
+
+
+async def test_a_failing_key_backs_off_exponentially_and_success_resets_it() -> None:
+    queue: WorkQueue[str] = WorkQueue(base_delay=0.01, max_delay=1.0)
+    assert [queue.retry("a") for _ in range(4)] == pytest.approx([0.01, 0.02, 0.04, 0.08])
+    queue.forget("a")
+    assert queue.retry("a") == pytest.approx(0.01)
+
+
+async def test_a_handler_error_is_retried_not_fatal() -> None:
+    queue: WorkQueue[str] = WorkQueue(base_delay=0.01)
+    attempts = 0
+
+    async def handle(key: str) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise OSError("API server unreachable")
+
+    queue.add("a")
+    async with working(queue, handle):
+        await asyncio.sleep(0.2)
+    assert attempts == 3
+
+
+async def test_a_requested_requeue_happens_after_the_delay() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    times: list[float] = []
+
+    async def handle(key: str) -> timedelta | None:
+        times.append(asyncio.get_running_loop().time())
+        return timedelta(milliseconds=100) if len(times) == 1 else None
+
+    queue.add("a")
+    async with working(queue, handle):
+        await asyncio.sleep(0.3)
+    assert len(times) == 2
+    assert 0.09 < times[1] - times[0] < 0.25
+
+
+async def test_add_after_keeps_the_earliest_time() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    seen: list[float] = []
+
+    async def handle(key: str) -> None:
+        seen.append(asyncio.get_running_loop().time())
+
+    start = asyncio.get_running_loop().time()
+    async with working(queue, handle):
+        queue.add_after("a", 0.5)
+        queue.add_after("a", 0.05)
+        queue.add_after("a", 0.3)
+        await asyncio.sleep(0.7)
+    assert len(seen) == 1
+    assert seen[0] - start < 0.2
