@@ -58,6 +58,21 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--lease-name", default="dbb-reconciler", help="name of the Lease (default: %(default)s)")
     parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        help="seconds a candidate waits after the leader's last renewal (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=10.0,
+        help="the leader stops if it could not renew for this long (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-period", type=float, default=2.0, help="how often to renew or try to acquire (default: %(default)s)"
+    )
+    parser.add_argument(
         "--health-port",
         type=int,
         default=8081,
