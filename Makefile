@@ -41,6 +41,7 @@ fmt: $(STAMP) ## Format and fix what ruff can
 
 .PHONY: test
 test: $(STAMP) ## Everything: install what is missing, lint, then the whole suite on a real control plane
+	bash hack/databases.sh
 	@assets=$$(bash hack/envtest.sh) && echo "KUBEBUILDER_ASSETS=$$assets"
 	$(MAKE) --no-print-directory lint
 	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh) $(BIN)/python -m pytest -W error $(PYTEST_ARGS)
@@ -51,6 +52,7 @@ unit: $(STAMP) ## Only the tests that need no cluster and no database
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks against same-run baselines; writes tests/bench/RESULTS.md (BENCH=name to pick one)
+	bash hack/databases.sh
 	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh) $(BIN)/python -m tests.bench $(BENCH)
 
 # --- cluster -------------------------------------------------------------------------------------------------

@@ -1,22 +1,254 @@
-"""dbb-backup: the backup runner inside each backup Job."""
+"""dbb-backup: the backup runner inside each backup Job. `run`, `verify`, `restore`, `decrypt`.
+
+The password comes only from the environment (`DB_PASSWORD`, else `PGPASSWORD` or `MYSQL_PWD`), never from argv.
+Every command prints one JSON line on stdout; on failure it exits 1 and its last stderr line is
+`dbb-backup: <Reason>: <message>` (see `errors.py` for the reasons), with every secret scrubbed. `run` also writes
+its JSON line to `--termination-log` for the reconciler. Usage errors exit 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import structlog
+
+from reconciler.runner.backup import ALL, RunOptions, run_backup, utc_iso
+from reconciler.runner.compression import Compression
+from reconciler.runner.crypto import Decryptor, load_key
+from reconciler.runner.engines import Connection, Engine, password_from_env
+from reconciler.runner.errors import RunnerError, Scrubber, one_line
+from reconciler.runner.layout import parse_layout
+from reconciler.runner.logs import configure_logging
+from reconciler.runner.manifest import read_manifest
+from reconciler.runner.naming import validate_prefix
+from reconciler.runner.process import Deadline
+from reconciler.runner.report import failure_result, render, success_result, write_termination_log
+from reconciler.runner.restore import RestoreOptions, restore_backup
+from reconciler.runner.stream import OutputFile
+from reconciler.runner.verify import verify_backup
+
+__all__ = ["main", "parser"]
+
+log = structlog.get_logger("dbb-backup")
+
+DEFAULT_PORTS = {Engine.POSTGRESQL: 5432, Engine.MYSQL: 3306}
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _connection_flags(command: argparse.ArgumentParser, *, required: bool) -> None:
+    command.add_argument("--host", required=required, help="database server host (a Service name in the cluster)")
+    command.add_argument("--port", type=int, help="server port (default 5432 for postgresql, 3306 for mysql)")
+    command.add_argument("--user", required=required, help="database user; the password comes from DB_PASSWORD")
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dbb-backup", description="Back up, verify, restore or decrypt.")
+    parser = argparse.ArgumentParser(
+        prog="dbb-backup",
+        description="Back up, verify, restore or decrypt. The password comes from the environment only: "
+        "DB_PASSWORD, else PGPASSWORD (postgresql) or MYSQL_PWD (mysql).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="dump, compress, checksum, publish atomically, prune and verify")
-    commands.add_parser("verify", help="check a backup file against its manifest")
-    commands.add_parser("restore", help="restore a backup file into a database")
-    commands.add_parser("decrypt", help="decrypt an encrypted backup file")
+
+    run = commands.add_parser("run", help="dump, compress, checksum, publish atomically, prune and verify")
+    run.add_argument("--engine", required=True, choices=[e.value for e in Engine], help="mysql includes MariaDB")
+    _connection_flags(run, required=True)
+    run.add_argument(
+        "--database", action="append", required=True, help="database to back up (repeatable); 'all' = every one"
+    )
+    run.add_argument("--output-dir", type=Path, required=True, help="folder for backups and manifests")
+    run.add_argument("--name", help="file name prefix (default: the first --database)")
+    run.add_argument("--compression", choices=[c.value for c in Compression], default="gzip")
+    run.add_argument("--keep-last", type=_positive, help="keep this many newest backups of --name, delete older")
+    run.add_argument("--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): AES-256-GCM")
+    run.add_argument("--verify", action="store_true", help="check the new backup (checksum and structure)")
+    run.add_argument("--restore-test", action="store_true", help="with --verify: restore into a scratch database")
+    run.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
+    run.add_argument("--timeout", type=_seconds, help="give up after this many seconds")
+
+    verify = commands.add_parser("verify", help="check a backup file against its manifest")
+    verify.add_argument("file", type=Path)
+    verify.add_argument("--key-file", type=Path, help="the key, for an encrypted backup")
+    verify.add_argument("--restore-test", action="store_true", help="restore into a scratch database and compare")
+    _connection_flags(verify, required=False)
+    verify.add_argument("--timeout", type=_seconds)
+
+    restore = commands.add_parser("restore", help="restore a backup file into a database")
+    restore.add_argument("file", type=Path)
+    _connection_flags(restore, required=True)
+    restore.add_argument(
+        "--database",
+        action="append",
+        default=[],
+        metavar="TARGET | SOURCE=TARGET",
+        help="where to restore (repeatable SOURCE=TARGET for a backup of several databases); default: same names",
+    )
+    restore.add_argument("--key-file", type=Path, help="the key, for an encrypted backup")
+    restore.add_argument("--no-owner", action="store_true", help="postgresql: skip ownership and grants")
+    restore.add_argument("--timeout", type=_seconds)
+
+    decrypt = commands.add_parser("decrypt", help="decrypt an encrypted backup file")
+    decrypt.add_argument("file", type=Path)
+    decrypt.add_argument("--key-file", type=Path, required=True)
+    decrypt.add_argument("-o", "--output", type=Path, required=True, help="the decrypted (still compressed) file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser().parse_args(argv)
-    print("dbb-backup: the runner is not built yet (issue: the backup runner)", file=sys.stderr)
-    return 2
+    args = parser().parse_args(argv)
+    scrub = Scrubber([os.environ.get(v, "") for v in ("DB_PASSWORD", "PGPASSWORD", "MYSQL_PWD")])
+    configure_logging(scrub)
+    handler: Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]] = COMMANDS[args.command]
+    started, clock = datetime.now(UTC), time.monotonic()
+    deadline = Deadline(getattr(args, "timeout", None))
+    previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = handler(args, scrub, deadline)
+    except RunnerError as error:
+        return _fail(error, args, scrub, started, clock)
+    except Exception as error:  # a bug: still one scrubbed line and a failure the reconciler can show
+        log.exception("unexpected error")
+        return _fail(RunnerError("InternalError", f"{type(error).__name__}: {error}"), args, scrub, started, clock)
+    finally:
+        deadline.cancel()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    line = scrub(render(result))
+    sys.stdout.write(line)
+    sys.stdout.flush()
+    write_termination_log(getattr(args, "termination_log", None), line)
+    return 0
+
+
+def _interrupted(signum: int, _frame: FrameType | None) -> NoReturn:
+    # Raised in the main thread wherever it is; every `with` on the way out kills our tools and removes the
+    # temporary file, so a Job stopped by its deadline (SIGTERM) leaves nothing half-written.
+    raise RunnerError("Interrupted", f"stopped by {signal.Signals(signum).name}")
+
+
+def _fail(error: RunnerError, args: argparse.Namespace, scrub: Scrubber, started: datetime, clock: float) -> int:
+    message = RunnerError(error.reason, one_line(scrub(error.message)))
+    result = failure_result(message, utc_iso(started), utc_iso(datetime.now(UTC)), time.monotonic() - clock)
+    line = scrub(render(result))
+    write_termination_log(getattr(args, "termination_log", None), line)
+    sys.stdout.write(line)
+    sys.stdout.flush()
+    print(f"dbb-backup: {message.reason}: {message.message}", file=sys.stderr)
+    return 1
+
+
+def _connection(args: argparse.Namespace, engine: Engine, defaults: dict[str, Any] | None = None) -> Connection:
+    defaults = defaults or {}
+    host = args.host or defaults.get("host")
+    user = args.user or defaults.get("user")
+    if not host or not user:
+        raise RunnerError("InvalidArguments", "--host and --user are needed (the manifest names none)")
+    port = args.port or defaults.get("port") or DEFAULT_PORTS[engine]
+    return Connection(host, int(port), user, password_from_env(os.environ, engine))
+
+
+def _key(path: Path | None) -> bytes | None:
+    return load_key(path) if path is not None else None
+
+
+def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    engine = Engine(args.engine)
+    name = args.name or args.database[0]
+    if name == ALL and not args.name:
+        raise RunnerError("InvalidArguments", "--database all needs --name for the file prefix")
+    if problem := validate_prefix(name):
+        raise RunnerError("InvalidArguments", f"--name {name!r} {problem}")
+    if args.restore_test and not args.verify:
+        raise RunnerError("InvalidArguments", "--restore-test is part of --verify: give both")
+    if not args.output_dir.is_dir():
+        raise RunnerError("StorageError", f"--output-dir {args.output_dir} is not a folder")
+    options = RunOptions(
+        engine=engine,
+        connection=_connection(args, engine),
+        databases=args.database,
+        output_dir=args.output_dir,
+        compression=Compression(args.compression),
+        name=name,
+        keep_last=args.keep_last,
+        key=_key(args.encryption_key_file),
+        verify=args.verify,
+        restore_test=args.restore_test,
+    )
+    path, manifest = run_backup(options, scrub, deadline)
+    return success_result(path, manifest, verified=args.verify)
+
+
+def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    connection = None
+    if args.restore_test:
+        manifest = read_manifest(args.file)
+        engine = Engine(manifest.engine)
+        defaults = {"host": manifest.host, "port": manifest.port, "user": manifest.user}
+        connection = _connection(args, engine, defaults)
+    report = verify_backup(args.file, _key(args.key_file), scrub, deadline, restore_connection=connection)
+    return {
+        "status": "Verified",
+        "file": str(args.file),
+        "size": report.size,
+        "sha256": report.sha256,
+        "tables": report.tables,
+        "restoreTested": report.restore_tested,
+    }
+
+
+def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    engine = parse_layout(args.file).engine
+    options = RestoreOptions(_connection(args, engine), tuple(args.database), no_owner=args.no_owner)
+    restored = restore_backup(args.file, _key(args.key_file), options, scrub, deadline)
+    return {"status": "Restored", "file": str(args.file), "databases": restored}
+
+
+def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    key = load_key(args.key_file)
+    try:
+        source = args.file.open("rb")
+    except OSError as error:
+        raise RunnerError("InvalidArguments", f"cannot open {args.file}: {error.strerror}") from None
+    with source:
+        decryptor = Decryptor(key, source)
+        target = args.output.resolve()
+        # Written like a backup: a decrypted file with its final name is complete and authenticated.
+        with OutputFile(target.parent, target.name) as out:
+            while data := decryptor.read(1 << 20):
+                out.write(data)
+                deadline.check()
+            out.publish()
+    return {"status": "Decrypted", "file": str(args.file), "output": str(target), "size": out.size}
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]]] = {
+    "run": _run,
+    "verify": _verify,
+    "restore": _restore,
+    "decrypt": _decrypt,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

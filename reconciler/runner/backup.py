@@ -1,0 +1,305 @@
+"""`dbb-backup run`: dump, compress, encrypt, checksum, publish atomically, write the manifest, verify, prune.
+
+The steps, in order, and why in that order:
+1. Remove our stale temporary files (a killed earlier run's), so that a crash never accumulates garbage.
+2. Ask the server its version: this is also the connection and password check, so that a wrong password or an
+   unreachable host is reported as such, before any file exists. Resolve `all`; check the named databases exist.
+3. Stream the dump into `.<final>.partial` (see `stream.py`), publish it under its final name.
+4. Write the manifest (after the data: a manifest always describes a file that exists).
+5. With `--verify`, check the new file as `dbb-backup verify` would; a backup that fails is deleted (with its
+   manifest), so that a final name still means a good backup.
+6. Retention, last: only a run that produced a good backup may delete older ones.
+
+Several PostgreSQL databases (or `all`) go into one tar: tar needs each member's size before its data, and a dump's
+size is known only at its end, so each member is first written (compressed, as it will be stored) to an unnamed
+temporary file in the output folder (O_TMPFILE: it vanishes with the process, even on SIGKILL), then copied into the
+tar stream. The extra disk space is one database's compressed dump at a time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Final
+
+import structlog
+
+from reconciler.runner import engines
+from reconciler.runner.compression import Compression, Sink, Stage, compressor
+from reconciler.runner.crypto import Encryptor
+from reconciler.runner.engines import Connection, Engine
+from reconciler.runner.errors import RunnerError, Scrubber
+from reconciler.runner.layout import CUSTOM, SQL, TAR, extension, member_name
+from reconciler.runner.manifest import ENCRYPTION_AES, ENCRYPTION_NONE, Manifest, Member, manifest_path
+from reconciler.runner.naming import BackupName, retention_plan
+from reconciler.runner.process import Deadline, Tool, run_capture
+from reconciler.runner.stream import OutputFile, remove_stale_temporaries, storage_error, write_all, write_atomically
+
+__all__ = ["RunOptions", "run_backup"]
+
+log = structlog.get_logger("dbb-backup")
+
+READ_SIZE: Final = 1 << 20
+ALL: Final = "all"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    engine: Engine
+    connection: Connection
+    databases: Sequence[str]
+    output_dir: Path
+    compression: Compression
+    name: str
+    keep_last: int | None = None
+    key: bytes | None = None
+    verify: bool = False
+    restore_test: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one run backs up, resolved against the server."""
+
+    databases: list[str]
+    globals: bool
+    server_version: str
+    tool: str
+
+
+def utc_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tuple[Path, Manifest]:
+    started, clock = datetime.now(UTC), time.monotonic()
+    removed = remove_stale_temporaries(options.output_dir, options.name)
+    target = resolve_target(options, scrub)
+    log.info("backup started", engine=options.engine.value, databases=target.databases, server=target.server_version)
+    kind = kind_of(options.engine, target)
+    ext = extension(options.engine, kind, options.compression, encrypted=options.key is not None)
+    name = BackupName.new(options.name, started, ext)
+    members: list[Member] = []
+    with OutputFile(options.output_dir, name.file) as out:
+        encryptor = Encryptor(options.key, out) if options.key is not None else None
+        head: Sink = encryptor if encryptor is not None else out
+        if kind == TAR:
+            members = dump_tar(options, target, head, scrub, deadline)
+        else:
+            dump_stream(options, target, kind, head, scrub, deadline)
+        if encryptor is not None:
+            encryptor.close()
+        deadline.check()
+        out.publish()
+    ended = datetime.now(UTC)
+    manifest = Manifest(
+        file=name.file,
+        engine=options.engine.value,
+        server_version=target.server_version,
+        databases=target.databases,
+        globals=target.globals,
+        layout=kind,
+        members=members,
+        size=out.size,
+        sha256=out.sha256.hexdigest(),
+        compression=options.compression.value,
+        encryption=ENCRYPTION_AES if options.key is not None else ENCRYPTION_NONE,
+        tool=target.tool,
+        host=options.connection.host,
+        port=options.connection.port,
+        user=options.connection.user,
+        start=utc_iso(started),
+        end=utc_iso(ended),
+        duration=round(time.monotonic() - clock, 3),
+    )
+    write_atomically(options.output_dir, name.manifest, manifest.to_json().encode())
+    log.info("backup written", file=name.file, size=out.size, sha256=manifest.sha256, stale_removed=removed)
+    path = options.output_dir / name.file
+    if options.verify:
+        verify_new_backup(path, options, scrub, deadline)
+    if options.keep_last:
+        prune(options.output_dir, options.name, options.keep_last, protect=name.file)
+    return path, manifest
+
+
+def kind_of(engine: Engine, target: Target) -> str:
+    if engine is Engine.MYSQL:
+        return SQL
+    return CUSTOM if len(target.databases) == 1 and not target.globals else TAR
+
+
+# --- step 2: the server ------------------------------------------------------------------------------------------
+
+
+def resolve_target(options: RunOptions, scrub: Scrubber) -> Target:
+    want_all = ALL in options.databases
+    if want_all and len(options.databases) > 1:
+        raise RunnerError("InvalidArguments", "--database all backs up every database: give it alone")
+    env = engines.child_env(options.engine, options.connection)
+    # One query round trip per engine (the version and the databases together), the dump tool's --version
+    # meanwhile: this is fixed overhead on every run.
+    tool = engines.mysql_dump_tool() if options.engine is Engine.MYSQL else "pg_dump"
+    with _ToolVersion(tool) as tool_version:
+        if options.engine is Engine.POSTGRESQL:
+            psql = engines.psql_argv(options.connection, "postgres" if want_all else options.databases[0])
+            listing = "SELECT datname FROM pg_database WHERE datallowconn AND datname <> 'template0' ORDER BY 1"
+            # -0: NUL between records, the one byte no database name can contain.
+            out = run_capture([*psql, "-0", "-c", "SHOW server_version", "-c", listing], env, scrub)
+            version, *present = [n.strip("\n") for n in out.split("\0") if n.strip("\n")]
+        else:
+            client = engines.mysql_client_argv(options.connection)
+            listing = "SELECT HEX(schema_name) FROM information_schema.schemata"
+            version, *hexed = run_capture([*client, "-e", f"SELECT VERSION(); {listing}"], env, scrub).splitlines()
+            names = [bytes.fromhex(h).decode("utf-8", errors="surrogateescape") for h in hexed]
+            present = sorted(n for n in names if n not in engines.MYSQL_SYSTEM_SCHEMAS) if want_all else names
+    if want_all:
+        if not present:
+            raise RunnerError("DatabaseNotFound", "--database all: the server has no database to back up")
+        databases = present
+    else:
+        databases = list(dict.fromkeys(options.databases))  # repeated names once, order kept
+        missing = [d for d in databases if d not in present]
+        if missing:
+            raise RunnerError("DatabaseNotFound", f"no database {', '.join(map(repr, missing))} on the server")
+    globals_ = want_all and options.engine is Engine.POSTGRESQL
+    return Target(databases, globals_, version.strip(), tool_version.text)
+
+
+class _ToolVersion:
+    """`<tool> --version`, run in the background while the server answers our query."""
+
+    def __init__(self, tool: str) -> None:
+        self._tool = tool
+        self.text = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> _ToolVersion:
+        try:
+            self._process = subprocess.Popen([self._tool, "--version"], stdout=subprocess.PIPE, text=True)
+        except OSError as error:
+            raise RunnerError("DumpFailed", f"cannot run {self._tool}: {error.strerror}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._process is not None
+        out, _ = self._process.communicate(timeout=30)
+        self.text = out.strip()
+
+
+# --- step 3: the dump --------------------------------------------------------------------------------------------
+
+
+def pump(tool: Tool, sink: Sink) -> None:
+    """Everything the tool writes, into `sink`; then the tool's verdict. Pieces of at most READ_SIZE bytes."""
+    while data := tool.read(READ_SIZE):
+        sink.write(data)
+    tool.finish()
+
+
+def dump_stream(
+    options: RunOptions, target: Target, kind: str, head: Sink, scrub: Scrubber, deadline: Deadline
+) -> None:
+    env = engines.child_env(options.engine, options.connection)
+    if kind == CUSTOM:
+        argv = engines.pg_dump_argv(options.connection, target.databases[0], options.compression)
+        # pg_dump compresses gzip itself (see engines); only zstd is ours.
+        stage = compressor(Compression.ZSTD if options.compression is Compression.ZSTD else Compression.NONE, head)
+    else:
+        # One database: no CREATE DATABASE/USE in the dump, so it restores under any name (even when `all` found
+        # just one). The manifest's database count tells restore and verify which kind they read.
+        several = len(target.databases) > 1
+        argv = engines.mysql_dump_argv(options.connection, target.databases, several=several)
+        stage = compressor(options.compression, head)
+    with Tool(argv, env, scrub, deadline=deadline) as tool:
+        pump(tool, stage)
+    stage.close()
+
+
+class _SpoolSink:
+    def __init__(self, spool: IO[bytes], folder: Path) -> None:
+        self._fd = spool.fileno()
+        self._folder = folder
+
+    def write(self, data: bytes) -> int:
+        try:
+            write_all(self._fd, data)
+        except OSError as error:
+            raise storage_error(error, self._folder) from None
+        return len(data)
+
+
+def dump_tar(options: RunOptions, target: Target, head: Sink, scrub: Scrubber, deadline: Deadline) -> list[Member]:
+    env = engines.child_env(options.engine, options.connection)
+    work: list[tuple[str | None, list[str], Compression]] = []
+    if target.globals:
+        work.append((None, engines.pg_globals_argv(options.connection), options.compression))
+    ours = Compression.ZSTD if options.compression is Compression.ZSTD else Compression.NONE
+    for name in target.databases:
+        work.append((name, engines.pg_dump_argv(options.connection, name, options.compression), ours))
+    members = []
+    with tarfile.open(fileobj=head, mode="w|", format=tarfile.PAX_FORMAT, bufsize=READ_SIZE) as tar:  # type: ignore[call-overload]
+        tar.copybufsize = READ_SIZE  # tarfile copies members 16 KiB at a time otherwise
+        for database, argv, compression in work:
+            member = member_name(database, compression)
+            with _spool(options.output_dir) as spool:
+                stage: Stage = compressor(compression, _SpoolSink(spool, options.output_dir))
+                with Tool(argv, env, scrub, deadline=deadline) as tool:
+                    pump(tool, stage)
+                stage.close()
+                info = tarfile.TarInfo(member)
+                info.size, info.mtime, info.mode = spool.tell(), int(time.time()), 0o640
+                spool.seek(0)
+                try:
+                    tar.addfile(info, spool)
+                except OSError as error:
+                    raise storage_error(error, options.output_dir) from None
+            members.append(Member(member, database))
+            log.info("database dumped", database=database or "(globals)", member=member, size=info.size)
+    return members
+
+
+def _spool(folder: Path) -> IO[bytes]:
+    try:
+        return tempfile.TemporaryFile(dir=folder)  # the caller's `with` closes it
+    except OSError as error:
+        raise storage_error(error, folder) from None
+
+
+# --- steps 5 and 6 -----------------------------------------------------------------------------------------------
+
+
+def verify_new_backup(path: Path, options: RunOptions, scrub: Scrubber, deadline: Deadline) -> None:
+    from reconciler.runner.verify import verify_backup
+
+    try:
+        verify_backup(
+            path,
+            options.key,
+            scrub,
+            deadline,
+            restore_connection=options.connection if options.restore_test else None,
+        )
+    except RunnerError:
+        for doomed in (path, manifest_path(path)):
+            doomed.unlink(missing_ok=True)
+        log.error("the new backup failed verification and was deleted", file=path.name)
+        raise
+
+
+def prune(folder: Path, prefix: str, keep_last: int, protect: str) -> list[str]:
+    plan = retention_plan((p.name for p in folder.iterdir()), prefix, keep_last, protect=protect)
+    for name in plan:
+        try:
+            (folder / name).unlink()
+        except FileNotFoundError:
+            continue  # another run pruned it first
+        except OSError as error:
+            raise RunnerError("StorageError", f"retention could not delete {name}: {error.strerror}") from None
+        log.info("old backup deleted", file=name, keep_last=keep_last)
+    return plan

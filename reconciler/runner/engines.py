@@ -1,0 +1,245 @@
+"""What each database engine's own tools are asked to do, and why with these flags. Command lines only; the
+processes are run by `reconciler.runner.process`.
+
+The password never appears on a command line (any user on the node can read argv in /proc): it goes to the tools
+through their environment, `PGPASSWORD` or `MYSQL_PWD`, which only the same user (and root) can read. Our own
+`DB_PASSWORD`/`PGPASSWORD`/`MYSQL_PWD` are removed from the children's environment first, so each tool sees exactly
+one password variable.
+
+PostgreSQL
+- `pg_dump -Fc` per database: the custom format is what `pg_restore` reads, selectively (`-L`, `-n`, `-t`) and,
+  from a file, in parallel (`-j`); its table of contents lets `pg_restore --list` and `pg_restore -f /dev/null`
+  check a backup's structure without a server. With `--compression gzip` pg_dump compresses each table's data
+  itself (zlib, its default level), which is exactly what `pg_dump -Fc -f file` does, so the runner adds no second
+  compression; with zstd or none it is told `-Z0` and zstd (or nothing) is applied to its output stream.
+- `-w`: never prompt for a password (a Job has no terminal; a missing password must fail at once).
+- `--lock-wait-timeout`: pg_dump takes ACCESS SHARE locks on every table; behind a pending ACCESS EXCLUSIVE lock
+  (a long ALTER TABLE) it would otherwise wait without limit. Failing after 5 minutes reports the problem.
+- The database name goes in as a conninfo string `dbname='...'` (quoted): a bare name containing `=` or starting
+  with `postgresql://` would otherwise be read as connection parameters.
+- `all` = every database that accepts connections except template0 (what pg_dumpall covers), plus
+  `pg_dumpall --globals-only`: roles (with their password hashes: encrypt backups that hold them) and tablespaces,
+  which no single database's dump contains. pg_dump is not consistent *across* databases (no tool is: each database
+  has its own snapshot); each database's dump is consistent in itself.
+
+MySQL / MariaDB (`mariadb-dump`, else `mysqldump`)
+- `--single-transaction`: one REPEATABLE READ snapshot for the whole dump, without locking tables, so the
+  application keeps writing. It is consistent for InnoDB tables only (MyISAM and other non-transactional tables
+  are read as they change), and concurrent DDL (ALTER/DROP/RENAME/TRUNCATE TABLE) during the dump breaks it: the
+  dump can miss or mangle a table. Schedule backups away from migrations. All databases of one backup are dumped
+  by one process in that one transaction, so a multi-database backup is consistent across databases too.
+- `--routines --triggers --events`: stored procedures and functions, triggers and events are part of a database
+  (triggers are on by default; named anyway, explicitly).
+- `--hex-blob`: binary columns as hex literals, immune to character-set conversion on restore.
+- `--quick`: rows are streamed, never buffered whole in the client (memory stays flat for any table size).
+- `--default-character-set=utf8mb4`: no text is narrowed to 3-byte utf8.
+- `--no-tablespaces`: tablespace statements need the PROCESS privilege on MySQL 8 and are rarely used.
+- `--max-allowed-packet=1G`: a row with large BLOBs must fit one packet.
+- `--no-defaults` (first, as the tools require): no option file (`/etc/mysql/*.cnf`, `~/.my.cnf`) changes what
+  is dumped or supplies another password.
+- One database: the dump has no `CREATE DATABASE`/`USE`, so it restores into any database name. Several, or `all`
+  (every database but the system schemas `mysql`, `information_schema`, `performance_schema`, `sys`), use
+  `--databases`, whose dump creates and selects each database by name. Users and grants live in the `mysql` schema
+  and are not part of `all`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from reconciler.runner.compression import Compression
+from reconciler.runner.errors import RunnerError
+
+__all__ = [
+    "MYSQL_SYSTEM_SCHEMAS",
+    "Connection",
+    "Engine",
+    "child_env",
+    "classify_failure",
+    "mysql_client",
+    "mysql_client_argv",
+    "mysql_dump_argv",
+    "mysql_dump_tool",
+    "password_from_env",
+    "pg_conninfo",
+    "pg_dump_argv",
+    "pg_globals_argv",
+    "pg_restore_argv",
+    "psql_argv",
+]
+
+PASSWORD_VARIABLES: Final = ("DB_PASSWORD", "PGPASSWORD", "MYSQL_PWD")
+CONNECT_TIMEOUT_SECONDS: Final = 15
+PG_LOCK_WAIT_TIMEOUT: Final = "5min"
+MYSQL_SYSTEM_SCHEMAS: Final = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+
+
+class Engine(StrEnum):
+    POSTGRESQL = "postgresql"
+    MYSQL = "mysql"
+
+
+@dataclass(frozen=True)
+class Connection:
+    host: str
+    port: int
+    user: str
+    password: str = field(default="", repr=False)
+
+
+def password_from_env(environ: Mapping[str, str], engine: Engine) -> str:
+    """DB_PASSWORD first; then the engine's own variable, as its tools would read it."""
+    own = "PGPASSWORD" if engine is Engine.POSTGRESQL else "MYSQL_PWD"
+    return environ.get("DB_PASSWORD") or environ.get(own) or ""
+
+
+def child_env(engine: Engine, connection: Connection, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in PASSWORD_VARIABLES}
+    if engine is Engine.POSTGRESQL:
+        env["PGCONNECT_TIMEOUT"] = str(CONNECT_TIMEOUT_SECONDS)
+        # No ~/.pgpass or service file may supply another password or change the target.
+        env["PGPASSFILE"] = os.devnull
+        env.pop("PGSERVICE", None)
+        if connection.password:
+            env["PGPASSWORD"] = connection.password
+    elif connection.password:
+        env["MYSQL_PWD"] = connection.password
+    return env
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------------------------
+
+
+def pg_conninfo(database: str) -> str:
+    """A conninfo string naming only the database, quoted as libpq wants (backslash and single quote escaped)."""
+    escaped = database.replace("\\", "\\\\").replace("'", "\\'")
+    return f"dbname='{escaped}'"
+
+
+def _pg_target(connection: Connection) -> list[str]:
+    return ["-h", connection.host, "-p", str(connection.port), "-U", connection.user, "-w"]
+
+
+def pg_dump_argv(connection: Connection, database: str, compression: Compression) -> list[str]:
+    # gzip: pg_dump's own per-table zlib at its default level, as a plain `pg_dump -Fc` does.
+    level = [] if compression is Compression.GZIP else ["-Z0"]
+    return [
+        "pg_dump",
+        "-Fc",
+        *level,
+        f"--lock-wait-timeout={PG_LOCK_WAIT_TIMEOUT}",
+        *_pg_target(connection),
+        "-d",
+        pg_conninfo(database),
+    ]
+
+
+def pg_globals_argv(connection: Connection) -> list[str]:
+    # pg_dumpall picks its own database to read the catalogs from (postgres, else template1).
+    return ["pg_dumpall", "--globals-only", *_pg_target(connection)]
+
+
+def psql_argv(connection: Connection, database: str, *, script: bool = False) -> list[str]:
+    """psql for our own queries (unaligned, tuples only, stop at the first error) or, with `script`, to run a plain
+    SQL file from stdin that may contain expected errors (a restored role that already exists)."""
+    base = ["psql", "-X", "-q", *_pg_target(connection), "-d", pg_conninfo(database)]
+    return base if script else [*base, "-At", "-v", "ON_ERROR_STOP=1"]
+
+
+def pg_restore_argv(connection: Connection, database: str, *, no_owner: bool = False) -> list[str]:
+    # --exit-on-error: a restore that skipped a failed statement is not a restore we can vouch for.
+    owner = ["--no-owner", "--no-acl"] if no_owner else []
+    return ["pg_restore", "--exit-on-error", *owner, *_pg_target(connection), "-d", pg_conninfo(database)]
+
+
+# --- MySQL / MariaDB ---------------------------------------------------------------------------------------------
+
+
+def _first_available(*names: str) -> str:
+    for name in names:
+        if shutil.which(name):
+            return name
+    return names[0]  # running it fails with a clear "not found", naming the tool we prefer
+
+
+def mysql_dump_tool() -> str:
+    return _first_available("mariadb-dump", "mysqldump")
+
+
+def mysql_client() -> str:
+    return _first_available("mariadb", "mysql")
+
+
+def _mysql_target(connection: Connection) -> list[str]:
+    return [
+        "--no-defaults",
+        "-h",
+        connection.host,
+        "-P",
+        str(connection.port),
+        "-u",
+        connection.user,
+        "--protocol=TCP",
+        "--default-character-set=utf8mb4",
+    ]
+
+
+def mysql_dump_argv(connection: Connection, databases: Sequence[str], *, several: bool) -> list[str]:
+    argv = [
+        mysql_dump_tool(),
+        *_mysql_target(connection),
+        "--single-transaction",
+        "--routines",
+        "--triggers",
+        "--events",
+        "--hex-blob",
+        "--quick",
+        "--no-tablespaces",
+        "--max-allowed-packet=1G",
+    ]
+    # `--` ends the options: a database named `-x` is a name, not a flag.
+    return [*argv, "--databases", "--", *databases] if several else [*argv, "--", *databases]
+
+
+def mysql_client_argv(connection: Connection, database: str | None = None) -> list[str]:
+    # The client has a connect timeout (the dump tools have none; our preflight query runs first, with it).
+    timeout = f"--connect-timeout={CONNECT_TIMEOUT_SECONDS}"
+    argv = [mysql_client(), *_mysql_target(connection), timeout, "--batch", "--skip-column-names", "--raw"]
+    return [*argv, database] if database else argv
+
+
+# --- what a failure means ----------------------------------------------------------------------------------------
+
+_AUTH = re.compile(
+    r"password authentication failed|no password supplied|role \".*\" does not exist|"
+    r"Access denied for user|\b1045\b|\b1698\b",
+    re.IGNORECASE,
+)
+_UNREACHABLE = re.compile(
+    r"Connection refused|could not translate host name|timeout expired|No route to host|Network is unreachable|"
+    r"could not connect to server|Can't connect to|Unknown (?:MySQL|MariaDB) server host|\b200[2-6]\b|"
+    r"Lost connection to server at 'handshake",
+    re.IGNORECASE,
+)
+_NO_DATABASE = re.compile(r"database \".*\" does not exist|Unknown database|\b1049\b", re.IGNORECASE)
+
+
+def classify_failure(stderr: str) -> str:
+    """The reason for a tool's failure, read from its stderr (both engines' client messages are stable)."""
+    if _AUTH.search(stderr):
+        return "AuthenticationFailed"
+    if _UNREACHABLE.search(stderr):
+        return "Unreachable"
+    if _NO_DATABASE.search(stderr):
+        return "DatabaseNotFound"
+    return "DumpFailed"
+
+
+def unknown_engine(value: str) -> RunnerError:
+    return RunnerError("InvalidArguments", f"unknown engine {value!r}: use postgresql or mysql (MariaDB is mysql)")

@@ -1,0 +1,62 @@
+"""Why a run failed, as the reconciler reports it, and the scrubbing that keeps secrets out of every message.
+
+Every failure the runner can explain is a `RunnerError` with a `reason` (a CamelCase word the reconciler copies to
+`status.lastFailure.reason`) and a one-line `message`. Reasons:
+
+| reason | when |
+|---|---|
+| `InvalidArguments` | a flag or the key file is unusable; nothing was contacted |
+| `AuthenticationFailed` | the server refused the user or password |
+| `Unreachable` | no server answered at host:port (refused, unknown host, connect timeout) |
+| `DatabaseNotFound` | a `--database` does not exist on the server |
+| `DumpFailed` | the dump tool exited non-zero or was killed |
+| `Timeout` | `--timeout` ran out; the dump tool was killed |
+| `DiskFull` | the output folder ran out of space (or quota) |
+| `StorageError` | any other error writing the output folder |
+| `Interrupted` | SIGTERM or SIGINT (the Job's deadline, a deleted Pod) |
+| `VerifyFailed` | the backup is not what its manifest says, or not structurally whole |
+| `DecryptFailed` | wrong key, or an encrypted file that was altered or cut short |
+| `RestoreFailed` | the restore tool failed |
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+from urllib.parse import quote
+
+__all__ = ["RunnerError", "Scrubber", "one_line"]
+
+REDACTED: Final = "[REDACTED]"
+# Tool stderr can be long (a failing pg_restore lists every error); the termination message has 4096 bytes in all.
+MAX_MESSAGE: Final = 1500
+
+
+class RunnerError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class Scrubber:
+    """Replaces each secret (and its URL-quoted form, which connection strings use) with [REDACTED]."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so that a secret that contains another is replaced whole. Very short secrets are still
+        # scrubbed: a one-letter password in a message is a leaked password.
+        variants = {v for s in secrets if s for v in (s, quote(s, safe=""))}
+        ordered = sorted(variants, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub(REDACTED, text) if self._pattern else text
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Tool stderr as one line: lines joined with ' | ', tabs and runs of spaces squeezed, cut at `limit` from the end
+    (the last lines of a tool's stderr say why it stopped)."""
+    parts = [" ".join(line.split()) for line in text.splitlines()]
+    joined = " | ".join(p for p in parts if p)
+    return joined if len(joined) <= limit else "…" + joined[-(limit - 1) :]

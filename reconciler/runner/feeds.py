@@ -1,0 +1,193 @@
+"""Consumers of a decoded backup stream, fed in one pass: tools' stdin, an SQL line scanner, a database renamer.
+
+`feed_all` reads the stream once and hands every piece to each consumer, so a check and a restore (or two checks)
+cost one read and one decryption of the file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Protocol
+
+from reconciler.runner.compression import Source
+from reconciler.runner.process import Deadline, Tool
+
+__all__ = ["Consumer", "LineScanner", "SqlRenamer", "ToolFeed", "feed_all"]
+
+READ_SIZE: Final = 1 << 20
+_LINE_HEAD: Final = 512  # of each line only its start is kept, so a 10 MB INSERT line costs no memory
+_RENAME_LINE_LIMIT: Final = 64 << 10
+
+
+class Consumer(Protocol):
+    @property
+    def needs_all(self) -> bool: ...
+    @property
+    def open(self) -> bool: ...
+    def feed(self, data: bytes, /) -> None: ...
+    def finish(self) -> None: ...
+
+
+class SqlRenamer:
+    """Rewrites the database names in the two statements by which a `mysqldump --databases` script creates and
+    selects each database, at the start of a line as mysqldump writes them:
+
+        CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop` ...;     USE `shop`;
+
+    Names not in `mapping` are left alone. Every other line passes through untouched and unbuffered: a line is held
+    back only while its first bytes could still begin one of those statements (and never beyond 64 KiB)."""
+
+    _PREFIXES: Final = (b"CREATE DATABASE ", b"USE `")
+    _CREATE = re.compile(rb"(CREATE DATABASE (?:/\*!32312 IF NOT EXISTS\*/ )?)`((?:[^`]|``)+)`")
+    _USE = re.compile(rb"USE `((?:[^`]|``)+)`")
+
+    def __init__(self, mapping: dict[str, str]) -> None:
+        self._mapping = {_quote(k): _quote(v) for k, v in mapping.items()}
+        self._pending = bytearray()
+        self._passing = False
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        position, size = 0, len(data)
+        while position < size:
+            if self._passing:
+                newline = data.find(b"\n", position)
+                end = size if newline < 0 else newline + 1
+                out.append(data[position:end])
+                position = end
+                self._passing = newline < 0
+                continue
+            head = bytes(self._pending) + data[position : position + 16]
+            if not self._could_rename(head):
+                out.append(bytes(self._pending))
+                self._pending.clear()
+                self._passing = True
+                continue
+            newline = data.find(b"\n", position)
+            end = size if newline < 0 else newline + 1
+            self._pending += data[position:end]
+            position = end
+            if newline >= 0:
+                out.append(self._rewrite(bytes(self._pending)))
+                self._pending.clear()
+            elif len(self._pending) > _RENAME_LINE_LIMIT:
+                out.append(bytes(self._pending))
+                self._pending.clear()
+                self._passing = True
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        rest = self._rewrite(bytes(self._pending))
+        self._pending.clear()
+        return rest
+
+    def _could_rename(self, head: bytes) -> bool:
+        return any(head[: len(p)] == p[: len(head)] for p in self._PREFIXES)
+
+    def _rewrite(self, line: bytes) -> bytes:
+        if match := self._CREATE.match(line):
+            return match[1] + self._name(match[2]) + line[match.end() :]
+        if match := self._USE.match(line):
+            return b"USE " + self._name(match[1]) + line[match.end() :]
+        return line
+
+    def _name(self, quoted: bytes) -> bytes:
+        return b"`" + self._mapping.get(quoted, quoted) + b"`"
+
+
+def _quote(name: str) -> bytes:
+    return name.encode("utf-8", errors="surrogateescape").replace(b"`", b"``")
+
+
+class ToolFeed:
+    """Feeds a tool's stdin, optionally through a renamer. `needs_all`: the tool must read the whole stream (a
+    restore); else it may stop early (`pg_restore --list` stops after the table of contents)."""
+
+    def __init__(self, tool: Tool, *, needs_all: bool, renamer: SqlRenamer | None = None) -> None:
+        self.tool = tool
+        self.renamer = renamer
+        self._needs_all = needs_all
+        self._open = True
+
+    @property
+    def needs_all(self) -> bool:
+        return self._needs_all
+
+    @property
+    def open(self) -> bool:
+        return self._open
+
+    def feed(self, data: bytes) -> None:
+        if self._open:
+            out = self.renamer.feed(data) if self.renamer else data
+            self._open = self.tool.write(out) if out else True
+
+    def finish(self) -> None:
+        if self._open and self.renamer is not None:
+            self.tool.write(self.renamer.flush())
+        self.tool.finish()
+
+
+class LineScanner:
+    """Looks at the start of every line of an SQL script: counts `CREATE TABLE` per `-- Current Database:` section
+    (key None before the first section, which is all there is in a single-database dump) and remembers the last
+    non-empty line, for the completion marker."""
+
+    _CURRENT = re.compile(rb"-- Current Database: `((?:[^`]|``)*)`")
+
+    def __init__(self) -> None:
+        self.tables: dict[str | None, int] = {}
+        self.last_line = b""
+        self._head = bytearray()
+        self._database: str | None = None
+
+    @property
+    def needs_all(self) -> bool:
+        return False
+
+    @property
+    def open(self) -> bool:
+        return True
+
+    def feed(self, data: bytes) -> None:
+        position = 0
+        while position < len(data):
+            newline = data.find(b"\n", position)
+            end = len(data) if newline < 0 else newline
+            room = _LINE_HEAD - len(self._head)
+            if room > 0:
+                self._head += data[position : min(end, position + room)]
+            if newline < 0:
+                return
+            self._line(bytes(self._head))
+            self._head.clear()
+            position = newline + 1
+
+    def finish(self) -> None:
+        if self._head:
+            self._line(bytes(self._head))
+            self._head.clear()
+
+    def _line(self, head: bytes) -> None:
+        if head.strip() in (b"", b"--"):  # pg_dumpall frames its last comment in `--` lines
+            return
+        self.last_line = head
+        if head.startswith(b"CREATE TABLE `"):
+            self.tables[self._database] = self.tables.get(self._database, 0) + 1
+        elif match := self._CURRENT.match(head):
+            self._database = match[1].replace(b"``", b"`").decode("utf-8", errors="surrogateescape")
+            self.tables.setdefault(self._database, 0)
+
+
+def feed_all(source: Source, consumers: list[Consumer], deadline: Deadline) -> None:
+    """Reads `source` to its end (or until every consumer that needs all of it has stopped: its `finish` then says
+    why) and finishes every consumer."""
+    required = [c for c in consumers if c.needs_all]
+    while data := source.read(READ_SIZE):
+        for consumer in consumers:
+            consumer.feed(data)
+        deadline.check()
+        if required and not any(c.open for c in required):
+            break
+    for consumer in consumers:
+        consumer.finish()

@@ -1,0 +1,121 @@
+"""How a backup file is laid out, read from its extension, and the reading side's stage chain.
+
+    file ─▶ Decryptor (if `.enc`) ─▶ decompressor (the outer `.gz`/`.zst`, if any) ─▶ payload
+
+The payload is a pg_dump custom archive (`.dump`), a tar of them (`.tar`), or an SQL script (`.sql`). See
+`docs/backup-format.md` for the whole format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+from urllib.parse import quote, unquote
+
+from reconciler.runner.compression import Compression, Source, decompressor
+from reconciler.runner.crypto import Decryptor
+from reconciler.runner.engines import Engine
+from reconciler.runner.errors import RunnerError
+from reconciler.runner.naming import ENCRYPTED_SUFFIX
+
+__all__ = ["Layout", "member_name", "open_payload", "parse_layout", "parse_member"]
+
+CUSTOM: Final = "custom"
+TAR: Final = "tar"
+SQL: Final = "sql"
+GLOBALS_MEMBER: Final = "globals.sql"
+DATABASES_FOLDER: Final = "databases/"
+READ_SIZE: Final = 1 << 20
+
+
+@dataclass(frozen=True)
+class Layout:
+    engine: Engine
+    kind: str  # custom | tar | sql
+    outer: Compression  # what we applied to the whole payload
+    encrypted: bool
+
+
+_BY_EXTENSION: Final = {
+    ".dump": Layout(Engine.POSTGRESQL, CUSTOM, Compression.NONE, encrypted=False),
+    ".dump.zst": Layout(Engine.POSTGRESQL, CUSTOM, Compression.ZSTD, encrypted=False),
+    ".tar": Layout(Engine.POSTGRESQL, TAR, Compression.NONE, encrypted=False),
+    ".sql": Layout(Engine.MYSQL, SQL, Compression.NONE, encrypted=False),
+    ".sql.gz": Layout(Engine.MYSQL, SQL, Compression.GZIP, encrypted=False),
+    ".sql.zst": Layout(Engine.MYSQL, SQL, Compression.ZSTD, encrypted=False),
+}
+
+
+def extension(engine: Engine, kind: str, compression: Compression, *, encrypted: bool) -> str:
+    if kind == TAR:
+        ext = ".tar"
+    elif kind == CUSTOM:
+        ext = ".dump.zst" if compression is Compression.ZSTD else ".dump"
+    else:
+        ext = ".sql" + compression.suffix
+    return ext + (ENCRYPTED_SUFFIX if encrypted else "")
+
+
+def parse_layout(path: Path) -> Layout:
+    name = path.name
+    encrypted = name.endswith(ENCRYPTED_SUFFIX)
+    base = name.removesuffix(ENCRYPTED_SUFFIX) if encrypted else name
+    for ext in sorted(_BY_EXTENSION, key=len, reverse=True):
+        if base.endswith(ext):
+            found = _BY_EXTENSION[ext]
+            return Layout(found.engine, found.kind, found.outer, encrypted)
+    known = ", ".join(_BY_EXTENSION)
+    raise RunnerError("InvalidArguments", f"{name}: not a backup file name (expected one of {known}, then .enc)")
+
+
+def member_name(database: str | None, compression: Compression, *, sql: bool = False) -> str:
+    """A tar member's name: `globals.sql[.gz|.zst]`, or `databases/<database>.dump[.zst]` with the database name
+    percent-encoded (any byte that is not a letter, digit or `_.-`), so that every name is a plain file name."""
+    if database is None:
+        return GLOBALS_MEMBER + compression.suffix
+    suffix = ".zst" if compression is Compression.ZSTD else ""
+    return f"{DATABASES_FOLDER}{quote(database, safe='')}.dump{suffix}"
+
+
+def parse_member(name: str) -> tuple[str | None, Compression]:
+    """(database or None for globals, compression) of a tar member; RunnerError for a name we never write."""
+    if name.startswith(GLOBALS_MEMBER):
+        rest = name.removeprefix(GLOBALS_MEMBER)
+        for compression in Compression:
+            if rest == compression.suffix:
+                return None, compression
+    if name.startswith(DATABASES_FOLDER):
+        base = name.removeprefix(DATABASES_FOLDER)
+        if base.endswith(".dump.zst"):
+            return unquote(base.removesuffix(".dump.zst")), Compression.ZSTD
+        if base.endswith(".dump"):
+            return unquote(base.removesuffix(".dump")), Compression.NONE
+    raise RunnerError("VerifyFailed", f"unexpected member {name!r} in the tar")
+
+
+class _FileSource:
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+
+@contextlib.contextmanager
+def open_payload(path: Path, layout: Layout, key: bytes | None) -> Iterator[Source]:
+    """The decoded payload of a backup file as a stream: decrypted and decompressed on the fly."""
+    if layout.encrypted and key is None:
+        raise RunnerError("InvalidArguments", f"{path.name} is encrypted: give the key file (--key-file)")
+    try:
+        file = path.open("rb")
+    except OSError as error:
+        raise RunnerError("InvalidArguments", f"cannot open {path}: {error.strerror}") from None
+    with file:
+        source: Source = _FileSource(file)
+        if layout.encrypted:
+            assert key is not None
+            source = Decryptor(key, source)
+        yield decompressor(layout.outer, source)

@@ -1,0 +1,126 @@
+"""The manifest beside each backup (`<backup file>.json`): what the file holds and how to check it.
+
+Written after the backup is published, with the same temporary-name/fsync/rename steps. It holds no secret: no
+password, no key; `host`, `port` and `user` say where the backup came from (and where `verify --restore-test`
+goes by default).
+
+    {"formatVersion": 1, "file": "app-20250101T000000Z.dump", "engine": "postgresql",
+     "serverVersion": "15.18", "databases": ["app"], "globals": false, "layout": "custom",
+     "members": [], "size": 1234, "sha256": "...", "compression": "gzip", "encryption": "none",
+     "tool": "pg_dump (PostgreSQL) 15.18", "host": "db", "port": 5432, "user": "backup",
+     "start": "2025-01-01T00:00:00Z", "end": "2025-01-01T00:00:05Z", "duration": 5.01}
+
+`layout`: `custom` (one pg_dump custom-format archive), `tar` (a tar of them, see `docs/backup-format.md`) or
+`sql` (one mysqldump script). `members` lists a tar's files with the database each holds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from reconciler.runner.errors import RunnerError
+from reconciler.runner.naming import MANIFEST_SUFFIX
+
+__all__ = ["FORMAT_VERSION", "Manifest", "Member", "manifest_path", "read_manifest"]
+
+FORMAT_VERSION: Final = 1
+ENCRYPTION_NONE: Final = "none"
+ENCRYPTION_AES: Final = "aes-256-gcm-chunked-v1"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    database: str | None  # None for globals.sql
+
+
+@dataclass(frozen=True)
+class Manifest:
+    file: str
+    engine: str
+    server_version: str
+    databases: list[str]
+    globals: bool
+    layout: str
+    size: int
+    sha256: str
+    compression: str
+    encryption: str
+    tool: str
+    host: str
+    port: int
+    user: str
+    start: str
+    end: str
+    duration: float
+    members: list[Member] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        data = {_camel(k): v for k, v in asdict(self).items()}
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("formatVersion") != FORMAT_VERSION:
+            raise ValueError(f"unsupported formatVersion {data.get('formatVersion')!r}")
+        values: dict[str, Any] = {}
+        for name, kind in _FIELDS.items():
+            value = data.get(_camel(name))
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{_camel(name)} is missing or not a {kind.__name__}")
+            values[name] = value
+        values["duration"] = float(values["duration"])
+        members = data.get("members", [])
+        if not isinstance(members, list) or not all(isinstance(m, dict) and "name" in m for m in members):
+            raise ValueError("members is not a list of {name, database}")
+        values["members"] = [Member(str(m["name"]), m.get("database")) for m in members]
+        if not all(isinstance(d, str) for d in values["databases"]):
+            raise ValueError("databases is not a list of names")
+        return cls(**values)
+
+
+_FIELDS: Final[dict[str, type]] = {
+    "file": str,
+    "engine": str,
+    "server_version": str,
+    "databases": list,
+    "globals": bool,
+    "layout": str,
+    "size": int,
+    "sha256": str,
+    "compression": str,
+    "encryption": str,
+    "tool": str,
+    "host": str,
+    "port": int,
+    "user": str,
+    "start": str,
+    "end": str,
+    "duration": (int, float),  # type: ignore[dict-item]
+}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def manifest_path(backup: Path) -> Path:
+    return backup.with_name(backup.name + MANIFEST_SUFFIX)
+
+
+def read_manifest(backup: Path) -> Manifest:
+    path = manifest_path(backup)
+    try:
+        return Manifest.from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunnerError("VerifyFailed", f"no manifest {path.name} beside the backup") from None
+    except (OSError, ValueError) as error:
+        raise RunnerError("VerifyFailed", f"unreadable manifest {path.name}: {error}") from None

@@ -1,0 +1,123 @@
+"""Backup file names, temporary names, and which files retention and cleanup may touch. Pure: names in, names out.
+
+A backup is `<name>-<UTC start YYYYmmddTHHMMSSZ><ext>` and its manifest `<that>.json`. While it is written it is
+`.<final name>.partial` (the manifest `.<final name>.json.partial`) in the same folder: hidden, so that `ls`
+shows complete backups only, and in the same folder, so that the rename that publishes it is atomic.
+
+Extensions (the payload, then the compression we applied, then `.enc` if encrypted):
+
+| ext | what |
+|---|---|
+| `.dump` | one PostgreSQL database, `pg_dump` custom format (gzip: pg_dump's own zlib; none: uncompressed) |
+| `.dump.zst` | the same, uncompressed by pg_dump, zstd by us |
+| `.tar` | several PostgreSQL databases (and `globals.sql` for `all`): a tar of the files above |
+| `.sql`, `.sql.gz`, `.sql.zst` | MySQL/MariaDB: one `mariadb-dump`/`mysqldump` SQL script |
+
+Retention and cleanup match the whole name against that pattern for the given name prefix: a file that merely
+starts with the prefix (`app-old.tar`, `app-2-20250101T000000Z.dump` for prefix `app`) is never ours.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+__all__ = [
+    "EXTENSIONS",
+    "BackupName",
+    "parse_backup_name",
+    "retention_plan",
+    "stale_temporaries",
+    "temporary_name",
+    "validate_prefix",
+]
+
+TIMESTAMP_FORMAT: Final = "%Y%m%dT%H%M%SZ"
+TEMP_SUFFIX: Final = ".partial"
+MANIFEST_SUFFIX: Final = ".json"
+ENCRYPTED_SUFFIX: Final = ".enc"
+EXTENSIONS: Final = (".dump", ".dump.zst", ".tar", ".sql", ".sql.gz", ".sql.zst")
+_EXT_PATTERN: Final = r"(?:\.dump(?:\.zst)?|\.tar|\.sql(?:\.gz|\.zst)?)(?:\.enc)?"
+_TIMESTAMP_PATTERN: Final = r"[0-9]{8}T[0-9]{6}Z"
+MAX_PREFIX: Final = 180  # leaves room for the timestamp, extensions and `.partial` within a 255-byte file name
+
+
+@dataclass(frozen=True, order=True)
+class BackupName:
+    timestamp: str  # first, so that sorting orders by time
+    prefix: str
+    extension: str
+
+    @property
+    def file(self) -> str:
+        return f"{self.prefix}-{self.timestamp}{self.extension}"
+
+    @property
+    def manifest(self) -> str:
+        return self.file + MANIFEST_SUFFIX
+
+    @property
+    def encrypted(self) -> bool:
+        return self.extension.endswith(ENCRYPTED_SUFFIX)
+
+    @classmethod
+    def new(cls, prefix: str, started: datetime, extension: str) -> BackupName:
+        return cls(started.astimezone(UTC).strftime(TIMESTAMP_FORMAT), prefix, extension)
+
+
+def validate_prefix(prefix: str) -> str | None:
+    """Why `prefix` cannot name backup files, or None. It becomes part of a file name, nothing more."""
+    if not prefix:
+        return "must not be empty"
+    if "/" in prefix or "\0" in prefix:
+        return "must not contain '/'"
+    if prefix.startswith("."):
+        return "must not start with '.' (temporary files do)"
+    if len(prefix.encode()) > MAX_PREFIX:
+        return f"must be at most {MAX_PREFIX} bytes"
+    return None
+
+
+def temporary_name(final: str) -> str:
+    return f".{final}{TEMP_SUFFIX}"
+
+
+def _backup_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(prefix)}-(?P<timestamp>{_TIMESTAMP_PATTERN})(?P<extension>{_EXT_PATTERN})")
+
+
+def parse_backup_name(prefix: str, name: str) -> BackupName | None:
+    """The backup `name` is, if it is a backup file (not a manifest) of ours for `prefix`."""
+    match = _backup_pattern(prefix).fullmatch(name)
+    return BackupName(match["timestamp"], prefix, match["extension"]) if match else None
+
+
+def retention_plan(names: Iterable[str], prefix: str, keep_last: int, protect: str | None = None) -> list[str]:
+    """The files to delete, oldest first, so that the newest `keep_last` backups of `prefix` remain, each deleted
+    backup followed by its manifest (if present). Only names that parse as ours are ever returned. `keep_last` is at
+    least 1, so the newest backup always stays; `protect` (the backup just written) stays even if a skewed clock
+    made it look older than the others."""
+    if keep_last < 1:
+        raise ValueError("keep_last must be at least 1")
+    present = set(names)
+    backups = sorted(b for n in present if (b := parse_backup_name(prefix, n)) is not None)
+    doomed = [b for b in backups[: max(len(backups) - keep_last, 0)] if b.file != protect]
+    plan: list[str] = []
+    for backup in doomed:
+        plan.append(backup.file)
+        if backup.manifest in present:
+            plan.append(backup.manifest)
+    return plan
+
+
+def stale_temporaries(names: Iterable[str], prefix: str) -> list[str]:
+    """Our temporary files for `prefix` (data or manifest) among `names`. Whether one is stale (its writer is gone)
+    is for the caller to find out: a live writer holds a lock on it."""
+    pattern = re.compile(
+        rf"\.{re.escape(prefix)}-{_TIMESTAMP_PATTERN}{_EXT_PATTERN}(?:{re.escape(MANIFEST_SUFFIX)})?"
+        rf"{re.escape(TEMP_SUFFIX)}"
+    )
+    return sorted(n for n in names if pattern.fullmatch(n))

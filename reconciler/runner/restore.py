@@ -1,0 +1,190 @@
+"""`dbb-backup restore FILE`: decrypt and decompress on the fly into the database's own restore tool.
+
+Which database goes where (`--database`, repeatable):
+- no `--database`: every database in the backup is restored under its own name; for a PostgreSQL `all` backup the
+  globals (roles, tablespaces) first, with psql, where an existing role's CREATE fails harmlessly (logged).
+- `--database TARGET` on a one-database backup: restore it into TARGET.
+- `--database SOURCE=TARGET`: restore the backup's database SOURCE into TARGET. PostgreSQL restores only the
+  databases named this way; a MySQL script of several databases is one stream, so it restores all of them, the
+  named ones renamed (the `CREATE DATABASE`/`USE` lines are rewritten, see `feeds.SqlRenamer`).
+
+A missing target database is created. PostgreSQL restores with `pg_restore --exit-on-error` (into an empty database;
+objects that already exist fail the restore rather than being silently mixed). `--no-owner` restores without
+ownership and grants, for a server that lacks the original roles.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from reconciler.runner import admin, engines
+from reconciler.runner.compression import Source, decompressor
+from reconciler.runner.engines import Connection, Engine
+from reconciler.runner.errors import RunnerError, Scrubber
+from reconciler.runner.feeds import SqlRenamer, ToolFeed, feed_all
+from reconciler.runner.layout import CUSTOM, TAR, Layout, open_payload, parse_layout, parse_member
+from reconciler.runner.manifest import Manifest, manifest_path, read_manifest
+from reconciler.runner.process import Deadline, Tool
+
+__all__ = ["RestoreOptions", "restore_backup"]
+
+log = structlog.get_logger("dbb-backup")
+
+SNIFF_SIZE: Final = 64 << 10
+_SECTION: Final = b"\n-- Current Database: `"
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    connection: Connection
+    targets: tuple[str, ...] = ()
+    no_owner: bool = False
+
+
+def parse_targets(targets: tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
+    """(a plain TARGET or None, the SOURCE=TARGET pairs)."""
+    plain = [t for t in targets if "=" not in t]
+    pairs = dict(t.split("=", 1) for t in targets if "=" in t)
+    if len(plain) > 1 or (plain and pairs):
+        raise RunnerError("InvalidArguments", "--database: give one TARGET, or SOURCE=TARGET pairs")
+    if any(not s or not t for s, t in pairs.items()):
+        raise RunnerError("InvalidArguments", "--database SOURCE=TARGET: both names are needed")
+    return (plain[0] if plain else None), pairs
+
+
+def restore_backup(
+    path: Path, key: bytes | None, options: RestoreOptions, scrub: Scrubber, deadline: Deadline
+) -> dict[str, str]:
+    """Restores; returns {source database: target database} for every database restored."""
+    layout = parse_layout(path)
+    manifest = read_manifest(path) if manifest_path(path).exists() else None
+    plain, pairs = parse_targets(options.targets)
+    run = _Restore(layout, manifest, options, scrub, deadline)
+    with open_payload(path, layout, key) as payload:
+        if layout.kind == CUSTOM:
+            restored = run.custom(payload, plain, pairs)
+        elif layout.kind == TAR:
+            if plain is not None:
+                raise RunnerError("InvalidArguments", "this backup holds several databases: use SOURCE=TARGET")
+            restored = run.tar(payload, pairs)
+        else:
+            restored = run.sql(payload, plain, pairs)
+    log.info("restore finished", file=path.name, databases=restored)
+    return restored
+
+
+class _Restore:
+    def __init__(
+        self, layout: Layout, manifest: Manifest | None, options: RestoreOptions, scrub: Scrubber, deadline: Deadline
+    ) -> None:
+        self.layout = layout
+        self.manifest = manifest
+        self.options = options
+        self.connection = options.connection
+        self.scrub = scrub
+        self.deadline = deadline
+
+    def source_name(self) -> str | None:
+        return self.manifest.databases[0] if self.manifest and len(self.manifest.databases) == 1 else None
+
+    def custom(self, payload: Source, plain: str | None, pairs: dict[str, str]) -> dict[str, str]:
+        source = self.source_name()
+        target = plain or (pairs.get(source) if source else None) or source
+        if target is None:
+            raise RunnerError("InvalidArguments", "no manifest names the database: give --database TARGET")
+        self.pg_archive(payload, target)
+        return {source or "?": target}
+
+    def tar(self, payload: Source, pairs: dict[str, str]) -> dict[str, str]:
+        restored: dict[str, str] = {}
+        try:
+            with tarfile.open(fileobj=payload, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    database, compression = parse_member(member.name)
+                    stream = tar.extractfile(member)
+                    if stream is None:
+                        raise RunnerError("RestoreFailed", f"tar member {member.name} is not a file")
+                    decoded = decompressor(compression, stream)
+                    if database is None:
+                        if not pairs:
+                            self.pg_globals(decoded)
+                        continue
+                    if pairs and database not in pairs:
+                        continue
+                    target = pairs.get(database, database)
+                    self.pg_archive(decoded, target)
+                    restored[database] = target
+        except tarfile.TarError as error:
+            raise RunnerError("RestoreFailed", f"the tar is damaged: {error}") from None
+        unknown = sorted(set(pairs) - set(restored))
+        if unknown:
+            raise RunnerError("InvalidArguments", f"the backup has no database {unknown}")
+        return restored
+
+    def pg_archive(self, stream: Source, target: str) -> None:
+        if not admin.database_exists(Engine.POSTGRESQL, self.connection, target, self.scrub):
+            admin.create_database(Engine.POSTGRESQL, self.connection, target, self.scrub)
+        argv = engines.pg_restore_argv(self.connection, target, no_owner=self.options.no_owner)
+        self._feed(argv, Engine.POSTGRESQL, stream)
+        log.info("database restored", database=target)
+
+    def pg_globals(self, stream: Source) -> None:
+        # No ON_ERROR_STOP: on a server that has some of the roles, their CREATE ROLE fails and the ALTER ROLE
+        # that follows still applies the backed-up attributes.
+        argv = engines.psql_argv(self.connection, "postgres", script=True)
+        env = engines.child_env(Engine.POSTGRESQL, self.connection)
+        with Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="RestoreFailed") as tool:
+            feed_all(stream, [ToolFeed(tool, needs_all=True)], self.deadline)
+            if tool.stderr():
+                log.warning("globals restored with messages", messages=tool.stderr())
+        log.info("globals restored")
+
+    def sql(self, payload: Source, plain: str | None, pairs: dict[str, str]) -> dict[str, str]:
+        peeked = _Peek(payload)
+        several = len(self.manifest.databases) > 1 if self.manifest else _SECTION in peeked.head
+        if several:
+            if plain is not None:
+                raise RunnerError("InvalidArguments", "this backup holds several databases: use SOURCE=TARGET")
+            self._feed(engines.mysql_client_argv(self.connection), Engine.MYSQL, peeked, SqlRenamer(pairs))
+            names = self.manifest.databases if self.manifest else sorted(pairs)
+            return {name: pairs.get(name, name) for name in names}
+        source = self.source_name()
+        target = plain or (pairs.get(source) if source else None) or source
+        if target is None:
+            raise RunnerError("InvalidArguments", "no manifest names the database: give --database TARGET")
+        admin.create_database(Engine.MYSQL, self.connection, target, self.scrub)
+        self._feed(engines.mysql_client_argv(self.connection, target), Engine.MYSQL, peeked)
+        return {source or "?": target}
+
+    def _feed(self, argv: list[str], engine: Engine, stream: Source, renamer: SqlRenamer | None = None) -> None:
+        if engine is Engine.MYSQL:
+            argv = [*argv, "--max-allowed-packet=1G"]
+        env = engines.child_env(engine, self.connection)
+        with ExitStack() as stack:
+            tool = stack.enter_context(Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="RestoreFailed"))
+            feed_all(stream, [ToolFeed(tool, needs_all=True, renamer=renamer)], self.deadline)
+
+
+class _Peek:
+    """A source whose first SNIFF_SIZE bytes can be looked at before they are read."""
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self.head = b""
+        while len(self.head) < SNIFF_SIZE and (piece := source.read(SNIFF_SIZE - len(self.head))):
+            self.head += piece
+        self._offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._offset < len(self.head):
+            end = len(self.head) if size < 0 else self._offset + size
+            piece = self.head[self._offset : end]
+            self._offset += len(piece)
+            return piece
+        return self._source.read(size)

@@ -1,0 +1,224 @@
+"""`dbb-backup verify FILE`: is this backup what its manifest says, whole, and (with `--restore-test`) restorable?
+
+1. Checksum: the file's size and sha256 against the manifest (one read of the file as stored).
+2. Structure, in one streaming pass over the decoded payload (decrypting authenticates every chunk; decompressing
+   checks the gzip trailer or the zstd frame end and checksum):
+   - pg_dump archives go to `pg_restore --list` (the table of contents parses; its TABLE entries are counted) and
+     to `pg_restore -f /dev/null`, which reads every data block: `--list` alone accepts an archive cut short after
+     its table of contents.
+   - SQL scripts must end with mysqldump's completion line (`-- Dump completed`), which it writes only after the
+     last table; CREATE TABLE statements are counted per database.
+   - `globals.sql` must end with pg_dumpall's `-- PostgreSQL database cluster dump complete`.
+   - a tar must hold exactly the members its manifest lists.
+3. `--restore-test`: instead of `-f /dev/null`, each database is restored into a scratch database on the same server
+   (`dbb_verify_<random>_<n>`), its base tables are counted and compared with the dump's count, and the scratch
+   database is dropped, also when anything fails. Globals (roles) are never applied by a test: they belong to the
+   server, which a test must not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from reconciler.runner import admin, engines
+from reconciler.runner.compression import Source, decompressor
+from reconciler.runner.engines import Connection, Engine
+from reconciler.runner.errors import RunnerError, Scrubber
+from reconciler.runner.feeds import Consumer, LineScanner, SqlRenamer, ToolFeed, feed_all
+from reconciler.runner.layout import CUSTOM, TAR, Layout, open_payload, parse_layout, parse_member
+from reconciler.runner.manifest import Manifest, read_manifest
+from reconciler.runner.process import Deadline, Tool
+
+__all__ = ["VerifyReport", "count_toc_tables", "verify_backup"]
+
+log = structlog.get_logger("dbb-backup")
+
+READ_SIZE: Final = 1 << 20
+MYSQL_MARKER: Final = b"-- Dump completed"
+PG_GLOBALS_MARKER: Final = b"-- PostgreSQL database cluster dump complete"
+
+
+@dataclass
+class VerifyReport:
+    file: str
+    sha256: str
+    size: int
+    tables: dict[str, int] = field(default_factory=dict)  # per database, as the dump has them
+    restore_tested: bool = False
+
+
+def verify_backup(
+    path: Path,
+    key: bytes | None,
+    scrub: Scrubber,
+    deadline: Deadline,
+    *,
+    restore_connection: Connection | None = None,
+) -> VerifyReport:
+    manifest = read_manifest(path)
+    layout = parse_layout(path)
+    report = check_checksum(path, manifest)
+    report.tables = _Checker(layout, manifest, scrub, deadline, restore_connection).run(path, key)
+    report.restore_tested = restore_connection is not None
+    log.info("backup verified", file=path.name, tables=report.tables, restore_tested=report.restore_tested)
+    return report
+
+
+def check_checksum(path: Path, manifest: Manifest) -> VerifyReport:
+    digest, size = hashlib.sha256(), 0
+    try:
+        with path.open("rb") as file:
+            while data := file.read(READ_SIZE):
+                digest.update(data)
+                size += len(data)
+    except OSError as error:
+        raise RunnerError("VerifyFailed", f"cannot read {path}: {error.strerror}") from None
+    if manifest.file != path.name:
+        raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {path.name}")
+    if size != manifest.size:
+        raise RunnerError("VerifyFailed", f"{path.name} has {size} bytes, its manifest says {manifest.size}")
+    if digest.hexdigest() != manifest.sha256:
+        raise RunnerError("VerifyFailed", f"{path.name}: its sha256 {digest.hexdigest()} is not the manifest's")
+    return VerifyReport(path.name, manifest.sha256, size)
+
+
+def count_toc_tables(listing: str) -> int:
+    """TABLE entries in `pg_restore --list` output (`214; 1259 16385 TABLE public t owner`), not TABLE DATA."""
+    count = 0
+    for line in listing.splitlines():
+        fields = line.split()
+        if not line.startswith(";") and len(fields) > 4 and fields[3] == "TABLE" and fields[4] != "DATA":
+            count += 1
+    return count
+
+
+class _Checker:
+    def __init__(
+        self, layout: Layout, manifest: Manifest, scrub: Scrubber, deadline: Deadline, connection: Connection | None
+    ) -> None:
+        self.layout = layout
+        self.manifest = manifest
+        self.scrub = scrub
+        self.deadline = deadline
+        self.connection = connection
+        self.token = secrets.token_hex(4)
+
+    def run(self, path: Path, key: bytes | None) -> dict[str, int]:
+        with open_payload(path, self.layout, key) as payload:
+            if self.layout.kind == CUSTOM:
+                return {self.manifest.databases[0]: self.check_archive(payload, self.manifest.databases[0], 0)}
+            if self.layout.kind == TAR:
+                return self.check_tar(payload)
+            return self.check_sql(payload)
+
+    def check_tar(self, payload: Source) -> dict[str, int]:
+        tables: dict[str, int] = {}
+        seen: list[str] = []
+        try:
+            with tarfile.open(fileobj=payload, mode="r|") as tar:  # type: ignore[call-overload]
+                for index, member in enumerate(tar):
+                    database, compression = parse_member(member.name)
+                    stream = tar.extractfile(member)
+                    if stream is None:
+                        raise RunnerError("VerifyFailed", f"tar member {member.name} is not a file")
+                    decoded = decompressor(compression, stream)
+                    if database is None:
+                        self.check_globals(decoded)
+                    else:
+                        tables[database] = self.check_archive(decoded, database, index)
+                    seen.append(member.name)
+        except tarfile.TarError as error:
+            raise RunnerError("VerifyFailed", f"the tar is damaged: {error}") from None
+        expected = [m.name for m in self.manifest.members]
+        if sorted(seen) != sorted(expected):
+            raise RunnerError("VerifyFailed", f"the tar holds {seen}, its manifest lists {expected}")
+        return tables
+
+    def check_archive(self, stream: Source, database: str, index: int) -> int:
+        env = engines.child_env(Engine.POSTGRESQL, self.connection or Connection("", 0, ""))
+        with ExitStack() as stack:
+            listing = stack.enter_context(tempfile.TemporaryFile())
+            lister = stack.enter_context(
+                Tool(["pg_restore", "--list"], env, self.scrub, stdin="pipe", stdout=listing, failure="VerifyFailed")
+            )
+            scratch = None
+            if self.connection is not None:
+                scratch = stack.enter_context(self.scratch_database(Engine.POSTGRESQL, index))
+                argv = engines.pg_restore_argv(self.connection, scratch)
+            else:
+                argv = ["pg_restore", "-f", "/dev/null"]
+            reader = stack.enter_context(Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="VerifyFailed"))
+            feed_all(stream, [ToolFeed(lister, needs_all=False), ToolFeed(reader, needs_all=True)], self.deadline)
+            listing.seek(0)
+            expected = count_toc_tables(listing.read().decode("utf-8", errors="replace"))
+            if scratch is not None:
+                self.compare_tables(Engine.POSTGRESQL, database, scratch, expected)
+        return expected
+
+    def check_globals(self, stream: Source) -> None:
+        scanner = LineScanner()
+        feed_all(stream, [scanner], self.deadline)
+        if not scanner.last_line.startswith(PG_GLOBALS_MARKER):
+            raise RunnerError("VerifyFailed", "globals.sql is cut short (no pg_dumpall completion line at its end)")
+
+    def check_sql(self, payload: Source) -> dict[str, int]:
+        databases = self.manifest.databases
+        several = len(databases) > 1
+        scanner = LineScanner()
+        consumers: list[Consumer] = [scanner]
+        with ExitStack() as stack:
+            scratches: dict[str, str] = {}
+            if self.connection is not None:
+                for index, database in enumerate(databases):
+                    scratches[database] = stack.enter_context(self.scratch_database(Engine.MYSQL, index))
+                argv = engines.mysql_client_argv(self.connection, None if several else scratches[databases[0]])
+                env = engines.child_env(Engine.MYSQL, self.connection)
+                client = stack.enter_context(
+                    Tool(
+                        [*argv, "--max-allowed-packet=1G"],
+                        env,
+                        self.scrub,
+                        stdin="pipe",
+                        stdout=None,
+                        failure="VerifyFailed",
+                    )
+                )
+                consumers.append(ToolFeed(client, needs_all=True, renamer=SqlRenamer(scratches) if several else None))
+            feed_all(payload, consumers, self.deadline)
+            if not scanner.last_line.startswith(MYSQL_MARKER):
+                raise RunnerError("VerifyFailed", "the SQL dump is cut short (no '-- Dump completed' line at its end)")
+            tables = {databases[0] if db is None else db: n for db, n in scanner.tables.items() if db or not several}
+            for database in databases:
+                tables.setdefault(database, 0)
+            for database, scratch in scratches.items():
+                self.compare_tables(Engine.MYSQL, database, scratch, tables[database])
+        return tables
+
+    def compare_tables(self, engine: Engine, database: str, scratch: str, expected: int) -> None:
+        assert self.connection is not None
+        actual = admin.count_tables(engine, self.connection, scratch, self.scrub)
+        if actual != expected:
+            raise RunnerError(
+                "VerifyFailed", f"restore test of {database!r}: {actual} tables restored, the dump has {expected}"
+            )
+        log.info("restore test passed", database=database, tables=actual)
+
+    @contextmanager
+    def scratch_database(self, engine: Engine, index: int) -> Iterator[str]:
+        assert self.connection is not None
+        name = f"dbb_verify_{self.token}_{index}"
+        admin.create_database(engine, self.connection, name, self.scrub)
+        try:
+            yield name
+        finally:
+            admin.drop_database(engine, self.connection, name, self.scrub)

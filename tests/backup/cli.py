@@ -1,0 +1,88 @@
+"""Running `dbb-backup` as the Job runs it: a separate process, the password in its environment only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.backup.servers import MariaDBServer, PostgresServer
+
+Server = PostgresServer | MariaDBServer
+
+
+def command() -> str:
+    path = shutil.which("dbb-backup", path=str(Path(sys.executable).parent))
+    assert path is not None, "dbb-backup is not installed in the virtualenv (pip install -e .)"
+    return path
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def result(self) -> dict[str, Any]:
+        lines = self.stdout.strip().splitlines()
+        assert len(lines) == 1, f"expected one JSON line on stdout, got {self.stdout!r} (stderr: {self.stderr})"
+        parsed: dict[str, Any] = json.loads(lines[0])
+        return parsed
+
+    @property
+    def reason_line(self) -> str:
+        return self.stderr.strip().splitlines()[-1]
+
+
+def engine_of(server: Server) -> str:
+    return "postgresql" if isinstance(server, PostgresServer) else "mysql"
+
+
+def password_env(server: Server, password: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DB_PASSWORD", "PGPASSWORD", "MYSQL_PWD")}
+    env["DB_PASSWORD"] = server.password if password is None else password
+    return env
+
+
+def connection_args(server: Server, *, port: int | None = None) -> list[str]:
+    return ["--host", server.host, "--port", str(port or server.port), "--user", server.user]
+
+
+def run_args(server: Server, folder: Path, *databases: str, **flags: str | None) -> list[str]:
+    args = ["run", "--engine", engine_of(server), *connection_args(server), "--output-dir", str(folder)]
+    for database in databases:
+        args += ["--database", database]
+    for flag, value in flags.items():
+        option = "--" + flag.replace("_", "-")
+        args += [option] if value is None else [option, value]
+    return args
+
+
+def dbb(*args: str, env: Mapping[str, str], timeout: float = 120) -> Outcome:
+    result = subprocess.run(
+        [command(), *args], capture_output=True, text=True, env=dict(env), timeout=timeout, check=False
+    )
+    return Outcome(result.returncode, result.stdout, result.stderr)
+
+
+def backup(server: Server, folder: Path, *databases: str, **flags: str | None) -> Path:
+    """A successful run; returns the backup file."""
+    outcome = dbb(*run_args(server, folder, *databases, **flags), env=password_env(server))
+    assert outcome.code == 0, outcome.stderr
+    return Path(outcome.result["file"])
+
+
+def restore(server: Server, file: Path, *targets: str, key: Path | None = None) -> Outcome:
+    args = ["restore", str(file), *connection_args(server)]
+    for target in targets:
+        args += ["--database", target]
+    if key is not None:
+        args += ["--key-file", str(key)]
+    return dbb(*args, env=password_env(server))

@@ -1,0 +1,169 @@
+"""Retention deletes only our older backups; verify catches a damaged file; the result fits the termination message;
+a wrong key fails cleanly everywhere."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.backup.cli import backup, connection_args, dbb, password_env, run_args
+from tests.backup.servers import MariaDBServer, PostgresServer
+
+Server = PostgresServer | MariaDBServer
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> Server:
+    found: Server = request.getfixturevalue("pg" if request.param == "postgresql" else "mariadb")
+    return found
+
+
+def test_retention_keeps_the_newest_and_touches_nothing_that_is_not_ours(pg: PostgresServer, backups: Path) -> None:
+    ours_old = ["shop-20200101T000000Z.dump", "shop-20200102T000000Z.dump.zst.enc", "shop-20200103T000000Z.tar"]
+    foreign = [
+        "shop-old.dump",  # no timestamp
+        "shopping-20200101T000000Z.dump",  # another prefix that starts like ours
+        "shop-2-20200101T000000Z.dump",  # another prefix with a dash
+        "shop-20200101T000000Z.dump.bak",  # not one of our extensions
+        "shop-20200101T0000Z.dump",  # a short timestamp
+        "notes.txt",
+        ".shop-20200104T000000Z.dump.partial.keep",
+    ]
+    for name in ours_old + foreign:
+        (backups / name).write_text(name)
+    (backups / "shop-20200101T000000Z.dump.json").write_text("{}")
+    stale = backups / ".shop-20200105T000000Z.dump.partial"
+    stale.write_text("left by a killed run")
+    live = backups / ".shop-20200106T000000Z.sql.gz.partial"
+    live.write_text("a run that is still writing")
+    with live.open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running backup holds its temporary file
+        new = backup(pg, backups, "shop", keep_last="2")
+    remaining = sorted(p.name for p in backups.iterdir())
+    expected = sorted([*foreign, "shop-20200103T000000Z.tar", new.name, new.name + ".json", live.name])
+    assert remaining == expected
+
+
+def test_keep_last_one_keeps_the_backup_just_written(pg: PostgresServer, backups: Path) -> None:
+    # A clock that went backwards makes the new backup look older than an existing one; it stays all the same.
+    (backups / "shop-29990101T000000Z.dump").write_text("from the future")
+    new = backup(pg, backups, "shop", keep_last="1")
+    assert new.exists()
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_verify_with_a_restore_test_passes_and_leaves_no_scratch_database(
+    server: Server, backups: Path, key_file: Path, encrypted: bool
+) -> None:
+    flags = {"encryption_key_file": str(key_file)} if encrypted else {}
+    file = backup(server, backups, "shop", "crm", name="pair", compression="zstd", **flags)
+    before = server.databases()
+    args = ["verify", str(file), "--restore-test", *connection_args(server)]
+    outcome = dbb(*args, *(["--key-file", str(key_file)] if encrypted else []), env=password_env(server))
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.result["restoreTested"] is True
+    assert outcome.result["tables"]["shop"] == 4
+    assert outcome.result["tables"]["crm"] == 1
+    assert server.databases() == before
+
+
+def test_run_with_verify_and_a_restore_test_reports_the_backup_verified(server: Server, backups: Path) -> None:
+    args = run_args(server, backups, "shop", verify=None, restore_test=None)
+    outcome = dbb(*args, env=password_env(server))
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.result["verified"] is True
+    assert not [d for d in server.databases() if d.startswith("dbb_verify_")]
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "cut the end", "append"])
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_verify_rejects_a_damaged_backup(
+    pg: PostgresServer, backups: Path, key_file: Path, damage: str, encrypted: bool
+) -> None:
+    flags = {"encryption_key_file": str(key_file)} if encrypted else {}
+    file = backup(pg, backups, "shop", compression="zstd", **flags)
+    data = bytearray(file.read_bytes())
+    if damage == "flip a byte":
+        data[len(data) // 2] ^= 0x01
+    elif damage == "cut the end":
+        del data[-100:]
+    else:
+        data += b"junk"
+    file.write_bytes(bytes(data))
+    key_args = ["--key-file", str(key_file)] if encrypted else []
+    outcome = dbb("verify", str(file), *key_args, env=password_env(pg))
+    assert outcome.code == 1
+    assert outcome.reason_line.startswith("dbb-backup: VerifyFailed: ")
+    # With the manifest's record out of the way, the structure check itself catches it.
+    manifest = file.with_name(file.name + ".json")
+    record = json.loads(manifest.read_text())
+    record["size"], record["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    manifest.write_text(json.dumps(record))
+    outcome = dbb("verify", str(file), *key_args, env=password_env(pg))
+    assert outcome.code == 1
+    assert outcome.result["reason"] in ("VerifyFailed", "DecryptFailed")
+
+
+def test_a_cut_short_sql_dump_fails_the_structure_check(mariadb: MariaDBServer, backups: Path) -> None:
+    file = backup(mariadb, backups, "shop", compression="none")
+    text = file.read_bytes()
+    cut = text[: text.rindex(b"-- Dump completed")]
+    file.write_bytes(cut)
+    manifest = file.with_name(file.name + ".json")
+    record = json.loads(manifest.read_text())
+    record["size"], record["sha256"] = len(cut), hashlib.sha256(cut).hexdigest()
+    manifest.write_text(json.dumps(record))
+    outcome = dbb("verify", str(file), env=password_env(mariadb))
+    assert outcome.code == 1
+    assert "cut short" in outcome.reason_line
+
+
+@pytest.mark.parametrize("command", ["verify", "restore", "decrypt"])
+def test_a_wrong_key_fails_cleanly(
+    pg: PostgresServer, backups: Path, key_file: Path, other_key_file: Path, tmp_path: Path, command: str
+) -> None:
+    file = backup(pg, backups, "shop", encryption_key_file=str(key_file))
+    out = tmp_path / "decrypted"
+    args = {
+        "verify": ["verify", str(file), "--key-file", str(other_key_file)],
+        "restore": [
+            "restore",
+            str(file),
+            *connection_args(pg),
+            "--database",
+            "never_created",
+            "--key-file",
+            str(other_key_file),
+        ],
+        "decrypt": ["decrypt", str(file), "--key-file", str(other_key_file), "-o", str(out)],
+    }[command]
+    outcome = dbb(*args, env=password_env(pg))
+    assert outcome.code == 1
+    assert outcome.reason_line == "dbb-backup: DecryptFailed: wrong key: this backup was encrypted with a different key"
+    assert not out.exists()
+    assert not list(tmp_path.glob(".decrypted*"))
+    assert "never_created" not in pg.databases()
+
+
+def test_the_result_fits_the_termination_message_and_matches_stdout(
+    pg: PostgresServer, backups: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "termination-log"
+    outcome = dbb(*run_args(pg, backups, "all", name="cluster", termination_log=str(log)), env=password_env(pg))
+    assert outcome.code == 0, outcome.stderr
+    written = log.read_bytes()
+    assert len(written) <= 4096
+    assert written.decode() == outcome.stdout
+    result = outcome.result
+    for key in ("file", "size", "sha256", "databases", "serverVersion", "start", "end", "duration"):
+        assert key in result
+    assert Path(result["file"]).stat().st_size == result["size"]
+    manifest = json.loads(Path(result["file"] + ".json").read_text())
+    assert manifest["sha256"] == result["sha256"]
+    assert manifest["globals"] is True
+    assert pg.password not in json.dumps(manifest)
+    assert Path(result["file"]).stat().st_mode & 0o777 == 0o640

@@ -1,0 +1,157 @@
+"""Backups restore to the same content: every row of every table, views, functions, triggers, sequences at their
+values, grants and (for `all`) roles; encrypted or not; with our restore and with the databases' own tools."""
+
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.backup.cli import backup, connection_args, dbb, password_env, restore
+from tests.backup.content import PG_ROLE, mariadb_fingerprint, pg_fingerprint
+from tests.backup.servers import MariaDBServer, PostgresServer
+
+COMPRESSIONS = ["gzip", "zstd", "none"]
+
+
+@pytest.fixture
+def scratch_names(pg: PostgresServer, mariadb: MariaDBServer) -> Iterator[list[str]]:
+    """Names for restored databases, dropped on both servers afterwards."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        pg.drop_database(name)
+        mariadb.drop_database(name)
+
+
+def new_name(names: list[str]) -> str:
+    name = f"restored_{uuid.uuid4().hex[:8]}"
+    names.append(name)
+    return name
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_a_postgresql_database_restores_to_the_same_content(
+    pg: PostgresServer, backups: Path, key_file: Path, scratch_names: list[str], compression: str, encrypted: bool
+) -> None:
+    key = key_file if encrypted else None
+    flags = {"compression": compression, "encryption_key_file": str(key) if key else None}
+    file = backup(pg, backups, "shop", **{k: v for k, v in flags.items() if v})
+    target = new_name(scratch_names)
+    outcome = restore(pg, file, target, key=key)
+    assert outcome.code == 0, outcome.stderr
+    assert pg_fingerprint(pg, target) == pg_fingerprint(pg, "shop")
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_a_mariadb_database_restores_to_the_same_content(
+    mariadb: MariaDBServer,
+    backups: Path,
+    key_file: Path,
+    scratch_names: list[str],
+    compression: str,
+    encrypted: bool,
+) -> None:
+    flags = {"compression": compression} | ({"encryption_key_file": str(key_file)} if encrypted else {})
+    file = backup(mariadb, backups, "shop", **flags)
+    target = new_name(scratch_names)
+    outcome = restore(mariadb, file, target, key=key_file if encrypted else None)
+    assert outcome.code == 0, outcome.stderr
+    assert mariadb_fingerprint(mariadb, target) == mariadb_fingerprint(mariadb, "shop")
+
+
+def test_the_fingerprint_sees_a_changed_row(pg: PostgresServer, backups: Path, scratch_names: list[str]) -> None:
+    # Guards the guard: a round trip that lost one value must not compare equal.
+    file = backup(pg, backups, "shop")
+    target = new_name(scratch_names)
+    assert restore(pg, file, target).code == 0
+    pg.sql("UPDATE sales.blobs SET data = data || '\\x00'::bytea WHERE id = 2", target)
+    assert pg_fingerprint(pg, target) != pg_fingerprint(pg, "shop")
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_several_postgresql_databases_restore_under_new_names(
+    pg: PostgresServer, backups: Path, scratch_names: list[str], compression: str
+) -> None:
+    file = backup(pg, backups, "shop", "crm", name="pair", compression=compression)
+    assert file.name.endswith(".tar")
+    shop, crm = new_name(scratch_names), new_name(scratch_names)
+    outcome = restore(pg, file, f"shop={shop}", f"crm={crm}")
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.result["databases"] == {"shop": shop, "crm": crm}
+    assert pg_fingerprint(pg, shop) == pg_fingerprint(pg, "shop")
+    assert pg_fingerprint(pg, crm) == pg_fingerprint(pg, "crm")
+
+
+def test_all_brings_back_every_database_and_the_roles_on_an_empty_server(
+    pg: PostgresServer, pg_empty: PostgresServer, backups: Path, key_file: Path
+) -> None:
+    file = backup(pg, backups, "all", name="cluster", compression="zstd", encryption_key_file=str(key_file))
+    # pg_empty has the same superuser and password: the restore runs there as it would on a rebuilt server.
+    outcome = restore(pg_empty, file, key=key_file)
+    assert outcome.code == 0, outcome.stderr
+    assert {"shop", "crm", "postgres"} <= set(outcome.result["databases"])
+    role = pg_empty.sql(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{PG_ROLE}'")
+    assert role == "t", "the login role came back"
+    for database in ("shop", "crm"):
+        assert pg_fingerprint(pg_empty, database) == pg_fingerprint(pg, database)
+
+
+def test_several_mariadb_databases_restore_under_new_names(
+    mariadb: MariaDBServer, backups: Path, scratch_names: list[str]
+) -> None:
+    file = backup(mariadb, backups, "shop", "crm", name="pair", compression="zstd")
+    shop, crm = new_name(scratch_names), new_name(scratch_names)
+    outcome = restore(mariadb, file, f"shop={shop}", f"crm={crm}")
+    assert outcome.code == 0, outcome.stderr
+    assert mariadb_fingerprint(mariadb, shop) == mariadb_fingerprint(mariadb, "shop")
+    assert mariadb_fingerprint(mariadb, crm) == mariadb_fingerprint(mariadb, "crm")
+
+
+def test_all_on_mariadb_takes_every_database_but_the_system_schemas(mariadb: MariaDBServer, backups: Path) -> None:
+    outcome = dbb(
+        "run", "--engine", "mysql", *connection_args(mariadb), "--database", "all", "--name", "everything",
+        "--output-dir", str(backups), env=password_env(mariadb),
+    )  # fmt: skip
+    assert outcome.code == 0, outcome.stderr
+    databases = outcome.result["databases"]
+    assert {"shop", "crm"} <= set(databases)
+    assert not {"mysql", "sys", "information_schema", "performance_schema"} & set(databases)
+
+
+def test_a_decrypted_postgresql_backup_restores_with_pg_restore_alone(
+    pg: PostgresServer, backups: Path, key_file: Path, tmp_path: Path, scratch_names: list[str]
+) -> None:
+    file = backup(pg, backups, "shop", encryption_key_file=str(key_file))
+    plain = tmp_path / "shop.dump"
+    outcome = dbb("decrypt", str(file), "--key-file", str(key_file), "-o", str(plain), env=password_env(pg))
+    assert outcome.code == 0, outcome.stderr
+    target = new_name(scratch_names)
+    pg.sql(f"CREATE DATABASE {target}")
+    subprocess.run(
+        ["pg_restore", "--exit-on-error", "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-d", target, str(plain)],
+        env=pg.env,
+        check=True,
+        capture_output=True,
+    )
+    assert pg_fingerprint(pg, target) == pg_fingerprint(pg, "shop")
+
+
+def test_a_mariadb_backup_restores_with_gunzip_and_the_mariadb_client(
+    mariadb: MariaDBServer, backups: Path, scratch_names: list[str]
+) -> None:
+    file = backup(mariadb, backups, "shop", compression="gzip")
+    target = new_name(scratch_names)
+    mariadb.sql(f"CREATE DATABASE {target}")
+    client = ["mariadb", "--no-defaults", "-h", mariadb.host, "-P", str(mariadb.port), "-u", mariadb.user, target]
+    with subprocess.Popen(["gunzip", "-c", str(file)], stdout=subprocess.PIPE) as gunzip:
+        done = subprocess.run(client, stdin=gunzip.stdout, env=mariadb.env, check=False, capture_output=True)
+    assert gunzip.returncode == 0
+    assert done.returncode == 0, done.stderr
+    assert mariadb_fingerprint(mariadb, target) == mariadb_fingerprint(mariadb, "shop")

@@ -1,0 +1,138 @@
+"""Command lines, environments, error classes and the result line: the contract with the tools and the reconciler."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reconciler.runner.compression import Compression
+from reconciler.runner.engines import (
+    Connection,
+    Engine,
+    child_env,
+    classify_failure,
+    mysql_dump_argv,
+    password_from_env,
+    pg_conninfo,
+    pg_dump_argv,
+    pg_globals_argv,
+    pg_restore_argv,
+    psql_argv,
+)
+from reconciler.runner.errors import REDACTED, RunnerError, Scrubber, one_line
+from reconciler.runner.report import MAX_BYTES, failure_result, render
+
+PASSWORD = "p@ss w'rd/€"
+CONNECTION = Connection("db.default.svc", 5432, "backup", PASSWORD)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pg_dump_argv(CONNECTION, "shop", Compression.GZIP),
+        pg_dump_argv(CONNECTION, "shop", Compression.ZSTD),
+        pg_globals_argv(CONNECTION),
+        pg_restore_argv(CONNECTION, "shop"),
+        psql_argv(CONNECTION, "shop"),
+        mysql_dump_argv(CONNECTION, ["shop", "crm"], several=True),
+    ],
+)
+def test_no_command_line_carries_the_password(argv: list[str]) -> None:
+    assert not any(PASSWORD in arg for arg in argv)
+
+
+def test_pg_dump_compresses_itself_only_for_gzip() -> None:
+    assert "-Z0" not in pg_dump_argv(CONNECTION, "shop", Compression.GZIP)
+    assert "-Z0" in pg_dump_argv(CONNECTION, "shop", Compression.ZSTD)
+    assert "-Z0" in pg_dump_argv(CONNECTION, "shop", Compression.NONE)
+
+
+def test_a_database_name_cannot_smuggle_connection_parameters() -> None:
+    assert pg_conninfo("x' host=evil") == "dbname='x\\' host=evil'"
+    assert pg_conninfo("a\\b") == "dbname='a\\\\b'"
+
+
+def test_mysql_dumps_are_consistent_and_complete() -> None:
+    argv = mysql_dump_argv(CONNECTION, ["-odd"], several=False)
+    assert argv[1] == "--no-defaults"
+    for flag in ("--single-transaction", "--routines", "--triggers", "--events", "--hex-blob", "--quick"):
+        assert flag in argv
+    assert argv[-2:] == ["--", "-odd"]
+    assert "--databases" not in argv
+    assert "--databases" in mysql_dump_argv(CONNECTION, ["a", "b"], several=True)
+
+
+@pytest.mark.parametrize(("engine", "variable"), [(Engine.POSTGRESQL, "PGPASSWORD"), (Engine.MYSQL, "MYSQL_PWD")])
+def test_each_tool_gets_the_password_in_its_own_variable_only(engine: Engine, variable: str) -> None:
+    env = child_env(engine, CONNECTION, {"DB_PASSWORD": PASSWORD, "PGPASSWORD": "x", "MYSQL_PWD": "y", "PATH": "/bin"})
+    assert env[variable] == PASSWORD
+    others = {"DB_PASSWORD", "PGPASSWORD", "MYSQL_PWD"} - {variable}
+    assert not others & set(env)
+    assert env["PATH"] == "/bin"
+
+
+@pytest.mark.parametrize(
+    ("environ", "engine", "expected"),
+    [
+        ({"DB_PASSWORD": "a", "PGPASSWORD": "b"}, Engine.POSTGRESQL, "a"),
+        ({"PGPASSWORD": "b"}, Engine.POSTGRESQL, "b"),
+        ({"PGPASSWORD": "b"}, Engine.MYSQL, ""),
+        ({"MYSQL_PWD": "c"}, Engine.MYSQL, "c"),
+    ],
+)
+def test_the_password_comes_from_db_password_then_the_engines_variable(
+    environ: dict[str, str], engine: Engine, expected: str
+) -> None:
+    assert password_from_env(environ, engine) == expected
+
+
+@pytest.mark.parametrize(
+    ("stderr", "reason"),
+    [
+        ('FATAL:  password authentication failed for user "backup"', "AuthenticationFailed"),
+        ("Got error: 1045: \"Access denied for user 'x'@'127.0.0.1' (using password: YES)\"", "AuthenticationFailed"),
+        ("failed: Connection refused\n\tIs the server running", "Unreachable"),
+        ('could not translate host name "nope" to address', "Unreachable"),
+        ("Got error: 2002: \"Can't connect to server on '127.0.0.1' (115)\"", "Unreachable"),
+        ('FATAL:  database "nope" does not exist', "DatabaseNotFound"),
+        ("Got error: 1049: \"Unknown database 'nope'\"", "DatabaseNotFound"),
+        ("pg_dump: error: query failed: out of memory", "DumpFailed"),
+    ],
+)
+def test_tool_messages_map_to_reasons(stderr: str, reason: str) -> None:
+    assert classify_failure(stderr) == reason
+
+
+def test_the_scrubber_removes_the_password_and_its_url_form() -> None:
+    scrub = Scrubber([PASSWORD, ""])
+    text = f"failed for {PASSWORD} in postgres://u:p%40ss%20w%27rd%2F%E2%82%AC@h"
+    assert PASSWORD not in scrub(text)
+    assert "p%40ss" not in scrub(text)
+    assert scrub(text).count(REDACTED) == 2
+    assert Scrubber([])("unchanged") == "unchanged"
+
+
+def test_tool_stderr_becomes_one_line_that_keeps_its_end() -> None:
+    assert one_line("pg_dump: error: a\n\tdetail  here\n\n") == "pg_dump: error: a | detail here"
+    long = one_line("x" * 5000 + " the reason", limit=100)
+    assert len(long) == 100
+    assert long.endswith("the reason")
+
+
+def test_the_result_line_fits_the_termination_message_whatever_the_lists_and_messages() -> None:
+    result = {
+        "status": "Succeeded",
+        "file": "/backups/db/x.dump",
+        "databases": [f"database_{i:05d}" for i in range(3000)],
+    }
+    line = render(result)
+    assert len(line.encode()) <= MAX_BYTES
+    parsed = json.loads(line)
+    assert parsed["databasesOmitted"] == 3000 - len(parsed["databases"])
+    failure = failure_result(RunnerError("DumpFailed", "start " + "é" * 6000 + " end"), "s", "e", 1.0)
+    line = render(failure)
+    assert len(line.encode()) <= MAX_BYTES
+    message = json.loads(line)["message"]
+    assert message.startswith("start ")
+    assert message.endswith(" end")

@@ -1,0 +1,128 @@
+"""The chunked AES-256-GCM format: round trips at every size that matters, and every kind of damage is caught."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from reconciler.runner.crypto import HEADER_SIZE, MIN_CHUNK_SIZE, TAG_SIZE, Decryptor, Encryptor, load_key
+from reconciler.runner.errors import RunnerError
+
+KEY = bytes(range(32))
+CHUNK = MIN_CHUNK_SIZE
+
+
+def encrypt(plain: bytes, key: bytes = KEY, pieces: int = 7) -> bytes:
+    out = io.BytesIO()
+    encryptor = Encryptor(key, out, chunk_size=CHUNK)
+    step = max(1, len(plain) // pieces)
+    for start in range(0, len(plain), step):
+        encryptor.write(plain[start : start + step])
+    encryptor.close()
+    return out.getvalue()
+
+
+def decrypt(blob: bytes, key: bytes = KEY, read_size: int = 333) -> bytes:
+    decryptor = Decryptor(key, io.BytesIO(blob))
+    parts = []
+    while piece := decryptor.read(read_size):
+        parts.append(piece)
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 3 * CHUNK + 17])
+def test_any_length_comes_back_unchanged(size: int) -> None:
+    plain = os.urandom(size)
+    blob = encrypt(plain)
+    chunks = max(1, -(-size // CHUNK))
+    assert len(blob) == HEADER_SIZE + size + chunks * TAG_SIZE
+    assert decrypt(blob) == plain
+
+
+def test_two_encryptions_of_the_same_data_differ() -> None:
+    assert encrypt(b"same") != encrypt(b"same")
+
+
+def test_a_wrong_key_is_named_as_such() -> None:
+    with pytest.raises(RunnerError, match="wrong key") as caught:
+        decrypt(encrypt(b"secret data"), key=bytes(32))
+    assert caught.value.reason == "DecryptFailed"
+
+
+def damaged(kind: str, blob: bytes) -> bytes:
+    data = bytearray(blob)
+    record = CHUNK + TAG_SIZE
+    if kind == "flipped ciphertext byte":
+        data[HEADER_SIZE + 5] ^= 1
+    elif kind == "flipped tag byte":
+        data[HEADER_SIZE + record - 1] ^= 1
+    elif kind == "cut at a chunk boundary":
+        del data[HEADER_SIZE + record :]
+    elif kind == "cut inside a chunk":
+        del data[-10:]
+    elif kind == "data appended":
+        data += b"x" * 20
+    elif kind == "a chunk appended again":
+        data += data[HEADER_SIZE : HEADER_SIZE + record]
+    elif kind == "chunks swapped":
+        first, second = data[HEADER_SIZE : HEADER_SIZE + record], data[HEADER_SIZE + record : HEADER_SIZE + 2 * record]
+        data[HEADER_SIZE : HEADER_SIZE + 2 * record] = second + first
+    elif kind == "chunk size in the header changed":
+        data[11] ^= 1
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "flipped ciphertext byte",
+        "flipped tag byte",
+        "cut at a chunk boundary",
+        "cut inside a chunk",
+        "data appended",
+        "a chunk appended again",
+        "chunks swapped",
+        "chunk size in the header changed",
+    ],
+)
+def test_damage_is_never_decrypted_into_data(kind: str) -> None:
+    blob = encrypt(os.urandom(3 * CHUNK + 100))
+    with pytest.raises(RunnerError) as caught:
+        decrypt(damaged(kind, blob))
+    assert caught.value.reason == "DecryptFailed"
+
+
+def test_a_file_that_is_not_encrypted_is_refused() -> None:
+    with pytest.raises(RunnerError, match="not an encrypted backup"):
+        decrypt(b"PGDMP" + bytes(100))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [KEY, KEY.hex().encode() + b"\n", base64.b64encode(KEY) + b"\n", b"  " + KEY.hex().upper().encode()],
+    ids=["raw", "hex", "base64", "hex with spaces"],
+)
+def test_a_key_file_may_hold_raw_hex_or_base64(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "key"
+    path.write_bytes(content)
+    assert load_key(path) == KEY
+
+
+@pytest.mark.parametrize("content", [b"short", b"a" * 33, base64.b64encode(bytes(16)), b""])
+def test_a_key_of_the_wrong_size_is_refused_without_quoting_it(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "key"
+    path.write_bytes(content)
+    with pytest.raises(RunnerError) as caught:
+        load_key(path)
+    assert caught.value.reason == "InvalidArguments"
+    if content:
+        assert content.decode() not in caught.value.message
+
+
+def test_a_missing_key_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(RunnerError, match="cannot read the key file"):
+        load_key(tmp_path / "absent")
