@@ -252,7 +252,7 @@ class Controller:
     async def _apply(self, obj: dict[str, Any], plan: Plan, now: datetime) -> None:
         namespace, name = key_of(obj)
         for job in plan.create:
-            await self._create(job, now)
+            await self._create(job)
         for job_name in plan.delete:
             await self._delete(namespace, job_name)
         if plan.status is not None:
@@ -269,7 +269,7 @@ class Controller:
                 events=[e.reason for e in plan.events],
             )
 
-    async def _create(self, job: dict[str, Any], now: datetime) -> None:
+    async def _create(self, job: dict[str, Any]) -> None:
         try:
             created = await self.executor.start(job)
         except ApiException as error:
@@ -279,7 +279,8 @@ class Controller:
         self.metrics.api_requests.labels("create", "jobs").inc()
         scheduled = created["metadata"]["annotations"].get("databases.test.io/scheduled-time")
         if scheduled and "databases.test.io/backup-now" not in created["metadata"]["annotations"]:
-            lateness = (now - datetime.fromisoformat(scheduled)).total_seconds()
+            # Measured when the Job exists, not when it was decided: the API server's time is part of the delay.
+            lateness = (self.clock() - datetime.fromisoformat(scheduled)).total_seconds()
             self.metrics.lateness.observe(max(lateness, 0.0))
         self._remember(self.jobs, created)
         owner = _owner(created)

@@ -9,7 +9,6 @@ for tables, the definition for views, functions and triggers, the current value 
 equal fingerprints hold the same data and objects.
 """
 
-
 from __future__ import annotations
 
 from tests.backup.servers import MariaDBServer, PostgresServer

@@ -1,7 +1,6 @@
 """A run that fails says why in one line, keeps every secret out of what it prints and writes, and never leaves a
 file with a final name; a run that is killed leaves at most a temporary file, which the next run removes."""
 
-
 from __future__ import annotations
 
 import contextlib

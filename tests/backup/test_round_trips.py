@@ -1,7 +1,6 @@
 """Backups restore to the same content: every row of every table, views, functions, triggers, sequences at their
 values, grants and (for `all`) roles; encrypted or not; with our restore and with the databases' own tools."""
 
-
 from __future__ import annotations
 
 import subprocess

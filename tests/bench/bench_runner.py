@@ -14,7 +14,6 @@ Peak RSS: our runner's own (VmHWM of the Python process, sampled) and the larges
 the same compression, runner RSS under 100 MB.
 """
 
-
 from __future__ import annotations
 
 import os
