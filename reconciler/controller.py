@@ -6,10 +6,14 @@ Reconcile, in order (each step is a small function):
    Nothing is fetched: the caches are kept current by watches, and workers start only once every cache has synced.
 2. Decide (pure).
 3. Apply: create Jobs (409 AlreadyExists means the run was started before: the name is the lock), delete Jobs
-   (background propagation, so their Pods go too), write status as one merge patch when it changed, record Events.
+   (background propagation, so their Pods go too), write status as one merge patch when it changed. Events go to
+   a background recorder.
 4. Write what we wrote back into the caches, so the next reconcile does not act on a view older than our own
    writes (a duplicate Event, a needless status write).
-Jobs are created before status is written: a crash in between leaves a Job that the next reconcile finds by name.
+A reconcile that creates a Job writes no status: it queues the object again, and that pass (which finds the Job by
+name) writes it. When many backups share a minute, the queue's order then puts every due Job ahead of every status
+write, so lateness is the API server's time to create Jobs, not three writes per backup. A crash in between leaves
+a Job that the next reconcile finds by name.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from common.constants import GROUP, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import MERGE_PATCH, body, raw, timeout
-from reconciler.events import event_body
+from reconciler.events import EventRecorder
 from reconciler.executor import Executor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
@@ -57,6 +61,7 @@ class Controller:
         self.api, self.executor, self.runner, self.metrics = api, executor, runner, metrics
         self.namespace, self.workers, self.identity, self.clock = namespace, workers, identity, clock
         self.queue: WorkQueue[Key] = WorkQueue()
+        self.events = EventRecorder(api, metrics, identity)
         self._custom = client.CustomObjectsApi(api)
         self._batch = client.BatchV1Api(api)
         self._core = client.CoreV1Api(api)
@@ -146,6 +151,7 @@ class Controller:
             for key in list(self.backups.store):
                 self.queue.add(key)
             tasks.append(asyncio.create_task(self.queue.run(self.workers, self.reconcile), name="workers"))
+            tasks.append(asyncio.create_task(self.events.run(), name="events"))
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
@@ -255,10 +261,12 @@ class Controller:
             await self._create(job)
         for job_name in plan.delete:
             await self._delete(namespace, job_name)
-        if plan.status is not None:
-            await self._write_status(obj, plan.status)
         for event in plan.events:
-            await self._record(obj, event, now)
+            self.events.record(obj, event, now)
+        if plan.create:
+            self.queue.add((namespace, name))  # status on the next pass: see the module docstring
+        elif plan.status is not None:
+            await self._write_status(obj, plan.status)
         if plan.create or plan.delete or plan.events:
             log.info(
                 "reconciled",
@@ -318,17 +326,6 @@ class Controller:
             raise
         self.metrics.api_requests.labels("patch", "databasebackups/status").inc()
         self._remember(self.backups, updated)
-
-    async def _record(self, obj: dict[str, Any], event: Any, now: datetime) -> None:
-        namespace = obj["metadata"]["namespace"]
-        try:
-            await self._core.create_namespaced_event(
-                namespace, body(event_body(obj, event, now, self.identity)), **timeout()
-            )
-            self.metrics.api_requests.labels("create", "events").inc()
-        except ApiException as error:
-            # An Event is worth a log line, not a failed reconcile (e.g. the namespace is terminating).
-            log.warning("event not recorded", reason=event.reason, status=error.status)
 
     @staticmethod
     def _remember(informer: Informer, obj: dict[str, Any]) -> None:

@@ -3,13 +3,50 @@ the plan, whose texts come from validation and from the runner's already scrubbe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from common.kube import body, timeout
+from reconciler.metrics import Metrics
 from reconciler.plan import Event
 
 COMPONENT = "dbb-reconciler"
+log = structlog.get_logger("reconciler.events")
+
+
+class EventRecorder:
+    """Records Events in the background, as client-go's recorder does: an Event is worth a try, never a slower or
+    failed reconcile. A bounded backlog drops (and logs) what it cannot hold rather than grow without limit."""
+
+    def __init__(self, api: client.ApiClient, metrics: Metrics, instance: str, *, backlog: int = 10_000) -> None:
+        self._core = client.CoreV1Api(api)
+        self._metrics, self._instance = metrics, instance
+        self._pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=backlog)
+
+    def record(self, obj: Mapping[str, Any], event: Event, now: datetime) -> None:
+        try:
+            self._pending.put_nowait(event_body(obj, event, now, self._instance))
+        except asyncio.QueueFull:
+            log.warning("event dropped: backlog full", reason=event.reason)
+
+    async def run(self, workers: int = 2) -> None:
+        await asyncio.gather(*(self._work() for _ in range(workers)))
+
+    async def _work(self) -> None:
+        while True:
+            event = await self._pending.get()
+            try:
+                await self._core.create_namespaced_event(event["metadata"]["namespace"], body(event), **timeout())
+                self._metrics.api_requests.labels("create", "events").inc()
+            except (ApiException, OSError, TimeoutError) as error:
+                # e.g. the namespace is terminating: a log line, not a retry storm.
+                log.warning("event not recorded", reason=event["reason"], error=str(error)[:200])
 
 
 def event_body(obj: Mapping[str, Any], event: Event, now: datetime, instance: str) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from common.model import (
 )
 from common.schedule import Schedule, parse_schedule
 from common.validation import validate
-from reconciler.jobs import JobOutcome, RunnerSettings, backup_job, on_demand_job_name, outcome, rfc3339
+from reconciler.jobs import JobOutcome, RunnerSettings, backup_job, outcome, rfc3339
 
 __all__ = ["Event", "Plan", "World", "decide"]
 
@@ -108,7 +108,7 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
     # 3. What is due: the most recent scheduled slot, and an on-demand request.
     schedule = parse_schedule(spec.schedule, spec.time_zone or DEFAULT_TIME_ZONE)
     slot = None if spec.suspend else _due_slot(world, spec, schedule, previous, events)
-    request = _due_request(obj, previous, outcomes)
+    request = _due_request(obj, previous)
 
     # 4. Concurrency, then the Jobs to create. A Job that already exists means the run was already started.
     active = [o for o in outcomes if o.state == "Active"]
@@ -230,14 +230,12 @@ def _limited(items: Any) -> Any:
         yield item
 
 
-def _due_request(obj: Mapping[str, Any], previous: DatabaseBackupStatus, outcomes: Sequence[JobOutcome]) -> str | None:
-    """A backup-now request not yet acted on: a new annotation value, for which no Job exists."""
+def _due_request(obj: Mapping[str, Any], previous: DatabaseBackupStatus) -> str | None:
+    """A backup-now request not yet recorded as handled. Its Job may already exist (created on an earlier pass):
+    the caller then records it as handled without creating anything."""
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     request = annotations.get(ANNOTATION_BACKUP_NOW)
     if not isinstance(request, str) or not request or request == previous.last_backup_now_request:
-        return None
-    name = on_demand_job_name(str(obj["metadata"]["name"]), request)
-    if any(o.name == name for o in outcomes):
         return None
     return request
 

@@ -251,6 +251,18 @@ def test_the_same_backup_now_value_never_runs_twice() -> None:
     assert decide_at(with_status(obj, first), half_a_minute_before_ten()).create == ()
 
 
+def test_a_request_whose_job_exists_is_recorded_without_a_second_job() -> None:
+    obj = backup()
+    obj["metadata"]["annotations"] = {"databases.test.io/backup-now": "x"}
+    first = decide_at(obj, half_a_minute_before_ten())
+    # The pass that created the Job wrote no status; the next one finds the Job and records the request.
+    again = decide_at(obj, half_a_minute_before_ten(), list(first.create))
+    assert again.create == ()
+    assert again.status is not None
+    assert again.status["lastBackupNowRequest"] == "x"
+    assert again.status["phase"] == "Running"
+
+
 def test_on_demand_and_forbid_wait_for_the_active_run() -> None:
     obj, jobs = running_since_9_55()
     obj["metadata"]["annotations"] = {"databases.test.io/backup-now": "x"}
