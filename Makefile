@@ -55,12 +55,59 @@ bench: $(STAMP) ## Benchmarks against same-run baselines; writes tests/bench/RES
 	bash hack/databases.sh
 	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh) $(BIN)/python -m tests.bench $(BENCH)
 
+# --- the operator on this machine -----------------------------------------------------------------------------
+
+SANDBOX := $(BIN)/python -m hack.sandbox
+
+.PHONY: run
+run: $(STAMP) ## The reconciler against KUBECONFIG if a cluster answers, else the whole local sandbox (Ctrl-C stops)
+	@if [ -n "$$KUBECONFIG" ] && kubectl version --request-timeout=3s >/dev/null 2>&1; then \
+	  echo "Cluster at \$$KUBECONFIG: installing the CRD and running the reconciler here (Ctrl-C stops)."; \
+	  echo "The webhook is not run: a cluster's API server cannot reach it here. Deploy it with make deploy."; \
+	  kubectl apply --server-side -f deploy/crd/ && exec $(BIN)/dbb-reconciler --kubeconfig "$$KUBECONFIG"; \
+	else \
+	  bash hack/databases.sh && exec $(SANDBOX) run; \
+	fi
+
+.PHONY: dev-up
+dev-up: $(STAMP) ## The local sandbox in the background: control plane, webhook, reconciler, PostgreSQL, samples
+	bash hack/databases.sh
+	$(SANDBOX) up
+
+.PHONY: dev-down
+dev-down: ## Stop the background sandbox (backups in .dev/backups stay); never rebuilds anything
+	$(SANDBOX) down
+
+.PHONY: dev-status
+dev-status: ## Is the background sandbox running?
+	-@$(SANDBOX) status
+
 # --- cluster -------------------------------------------------------------------------------------------------
 
+IMG ?= databasebackup-operator:latest
+CONTAINER_TOOL ?= docker
+
 .PHONY: install
-install: ## Install the CRD into the current cluster ($$KUBECONFIG)
+install: ## Install the CRD into the current cluster (KUBECONFIG)
 	kubectl apply --server-side -f deploy/crd/
 
 .PHONY: uninstall
 uninstall: ## Remove the CRD (and with it every DatabaseBackup) from the current cluster
 	kubectl delete --ignore-not-found -f deploy/crd/
+
+# sed, not kustomize's images: the reconciler also names the image in DBB_RUNNER_IMAGE (for its backup Jobs).
+.PHONY: deploy
+deploy: ## Deploy the whole operator from deploy/ to the current cluster (IMG=registry/name:tag)
+	kubectl kustomize deploy/ | sed 's|databasebackup-operator:latest|$(IMG)|g' | kubectl apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove the operator, its namespace and the CRD (with every DatabaseBackup) from the current cluster
+	kubectl delete --ignore-not-found -k deploy/
+
+.PHONY: docker-build
+docker-build: ## Build the image (IMG=registry/name:tag); needs a container engine
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image (IMG=registry/name:tag)
+	$(CONTAINER_TOOL) push $(IMG)

@@ -172,6 +172,17 @@ def _key(path: Path | None) -> bytes | None:
     return load_key(path) if path is not None else None
 
 
+def _ensure_folder(folder: Path) -> None:
+    """backupPath is a folder inside the backup volume that nobody else creates: a fresh PVC mounted at /backups is
+    empty, so the first run makes it (and its parents)."""
+    try:
+        folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunnerError("StorageError", f"--output-dir {folder} exists and is not a folder") from None
+    except OSError as error:
+        raise RunnerError("StorageError", f"--output-dir {folder} cannot be created: {error.strerror}") from None
+
+
 def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     engine = Engine(args.engine)
     name = args.name or args.database[0]
@@ -181,8 +192,7 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         raise RunnerError("InvalidArguments", f"--name {name!r} {problem}")
     if args.restore_test and not args.verify:
         raise RunnerError("InvalidArguments", "--restore-test is part of --verify: give both")
-    if not args.output_dir.is_dir():
-        raise RunnerError("StorageError", f"--output-dir {args.output_dir} is not a folder")
+    _ensure_folder(args.output_dir)
     options = RunOptions(
         engine=engine,
         connection=_connection(args, engine),

@@ -66,6 +66,22 @@ def test_a_closed_port_is_reported_as_unreachable(server: Server, backups: Path,
     assert_failed_cleanly(outcome, backups, "Unreachable", log, server.password)
 
 
+def test_the_first_run_creates_the_backup_folder_in_an_empty_volume(server: Server, tmp_path: Path) -> None:
+    """A fresh PVC mounted at /backups is empty: backupPath (/backups/<db>) must be made by the first run."""
+    folder = tmp_path / "volume" / "example-db"
+    outcome = dbb(*run_args(server, folder, "shop"), env=password_env(server))
+    assert outcome.code == 0, outcome.stderr
+    assert [p.suffix for p in folder.iterdir() if not p.name.endswith(".json")]
+
+
+def test_an_output_dir_that_is_a_file_is_refused(server: Server, tmp_path: Path) -> None:
+    occupied = tmp_path / "not-a-folder"
+    occupied.write_text("x")
+    outcome = dbb(*run_args(server, occupied, "shop"), env=password_env(server))
+    assert outcome.code == 1
+    assert "exists and is not a folder" in outcome.stderr
+
+
 def test_a_database_that_does_not_exist_is_named(server: Server, backups: Path, tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
     outcome = dbb(*run_args(server, backups, "nope", termination_log=str(log)), env=password_env(server))

@@ -1,0 +1,138 @@
+"""The objects the sandbox creates, as pure functions: the sample database's record, the original sample
+DatabaseBackup, and the webhook configurations of `deploy/webhook/webhooks.yaml` pointed at a loopback URL.
+
+No kubelet runs in the sandbox, so the StatefulSet and its Service are records only: the database behind them is
+the local PostgreSQL. The DatabaseBackup therefore names `connection.host: 127.0.0.1` and the port outright
+rather than letting the webhook default them from the Service (`example-db.demo.svc` resolves nowhere here).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+from common.constants import ANNOTATION_BACKUP_NOW, API_VERSION, KIND
+from hack.sandbox.paths import ROOT
+from tests.controlplane import load_yaml_documents
+
+__all__ = [
+    "BACKUP",
+    "BACKUP_NOW",
+    "DATABASE",
+    "NAMESPACE",
+    "as_list",
+    "database_objects",
+    "ready_status",
+    "sample_backup",
+    "webhook_registration",
+]
+
+WEBHOOKS: Final = ROOT / "deploy" / "webhook" / "webhooks.yaml"
+NAMESPACE: Final = "demo"
+DATABASE: Final = "example-db"
+BACKUP: Final = "databasebackup-sample"
+SECRET: Final = f"{DATABASE}-credentials"
+# The value of the backup-now annotation set at start: the first backup runs within seconds, not at the next
+# */5 minute; the schedule then goes on as in the original sample.
+BACKUP_NOW: Final = "sandbox-start"
+NOTE: Final = "sandbox.databases.test.io/note"
+
+
+def database_objects(password: str, port: int) -> list[dict[str, Any]]:
+    """Namespace, credentials Secret, Service and StatefulSet, as `deploy/samples/` has them for a cluster."""
+    labels = {"app": DATABASE}
+    note = f"a record only: no kubelet runs in the sandbox; the database is the local PostgreSQL at 127.0.0.1:{port}"
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": SECRET, "namespace": NAMESPACE},
+            "type": "Opaque",
+            "stringData": {"password": password},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": DATABASE, "namespace": NAMESPACE, "annotations": {NOTE: note}},
+            "spec": {"clusterIP": "None", "selector": labels, "ports": [{"name": "postgres", "port": 5432}]},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": DATABASE, "namespace": NAMESPACE, "annotations": {NOTE: note}},
+            "spec": {
+                "serviceName": DATABASE,
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "postgres",
+                                "image": "postgres:15",
+                                "ports": [{"name": "postgres", "containerPort": 5432}],
+                                "env": [
+                                    {
+                                        "name": "POSTGRES_PASSWORD",
+                                        "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "password"}},
+                                    }
+                                ],
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+    ]
+
+
+def ready_status() -> dict[str, Any]:
+    """The status a StatefulSet controller would write for the running database (the webhook warns without it)."""
+    counts = ("replicas", "readyReplicas", "availableReplicas", "currentReplicas", "updatedReplicas")
+    return {"status": dict.fromkeys(counts, 1)}
+
+
+def sample_backup(port: int) -> dict[str, Any]:
+    """The original sample (`databaseName`, `schedule`, `backupPath` as the operator-sdk project had them), plus
+    the loopback connection and the backup-now annotation."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": BACKUP,
+            "namespace": NAMESPACE,
+            "annotations": {ANNOTATION_BACKUP_NOW: BACKUP_NOW},
+        },
+        "spec": {
+            "databaseName": DATABASE,
+            "schedule": "*/5 * * * *",
+            "backupPath": f"/backups/{DATABASE}",
+            "connection": {"host": "127.0.0.1", "port": port},
+        },
+    }
+
+
+def webhook_registration(port: int, ca_file: Path, source: Path = WEBHOOKS) -> list[dict[str, Any]]:
+    """The configurations of `deploy/webhook/webhooks.yaml`, each Service reference rewritten to our loopback
+    URL with our CA, as envtest registers webhooks (and as `tests/integration/conftest.py` does, minus the test
+    namespace selector: the sandbox judges every namespace, as production does)."""
+    bundle = base64.b64encode(ca_file.read_bytes()).decode()
+    documents = []
+    for document in load_yaml_documents(source):
+        document = copy.deepcopy(document)
+        for hook in document["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": bundle}
+        documents.append(document)
+    return documents
+
+
+def as_list(items: Iterable[dict[str, Any]]) -> str:
+    """One `kubectl apply -f -` input for several objects."""
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(items)})
