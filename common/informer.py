@@ -71,6 +71,11 @@ class Informer:
     options: dict[str, Any] = field(default_factory=dict)
     handler: Handler | None = None
     on_restart: Callable[[str], None] | None = None
+    # Keep only what readers use: a cache of thousands of whole objects (Jobs with their pod templates) is most of
+    # a controller's memory. Applied to every object entering the store, listed, watched or written through.
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Lists come in pages, so that the first sync never holds every object's JSON and dicts at once.
+    page_size: int = 500
     watch_timeout: int = 300
     read_timeout: float = 150.0
     connect_timeout: float = 5.0
@@ -108,27 +113,26 @@ class Informer:
             self.on_restart(reason)
 
     async def _list(self) -> None:
-        response = await checked(
-            self.list_call(
-                *self.arguments,
-                **self.options,
-                _preload_content=False,
-                _request_timeout=(self.connect_timeout, max(self.read_timeout, 60.0)),
-            )
-        )
-        async with response:
-            body = await response.json()
-        fresh = {key_of(item): _slim(item) for item in body.get("items") or []}
-        kind = str(body.get("kind", "")).removesuffix("List")
-        api_version = body.get("apiVersion")
+        fresh: dict[Key, dict[str, Any]] = {}
+        version: str | None = None
+        token: str | None = None
+        while True:
+            page = await self._page(token)
+            kind = str(page.get("kind", "")).removesuffix("List")
+            for item in page.get("items") or []:
+                # List items carry no kind; the handlers and the store want whole objects.
+                item.setdefault("kind", kind)
+                item.setdefault("apiVersion", page.get("apiVersion"))
+                fresh[key_of(item)] = self.keep(item)
+            metadata = page.get("metadata") or {}
+            version = version or metadata["resourceVersion"]  # every page is the same snapshot
+            token = metadata.get("continue")
+            if not token:
+                break
         vanished = [self.store[key] for key in self.store.keys() - fresh.keys()]
-        for item in fresh.values():
-            # List items carry no kind; the handlers and the store want whole objects.
-            item.setdefault("kind", kind)
-            item.setdefault("apiVersion", api_version)
         previous = self.store
         self.store = fresh
-        self.resource_version = body["metadata"]["resourceVersion"]
+        self.resource_version = version
         self.synced.set()
         log.debug("listed", informer=self.name, count=len(fresh), resource_version=self.resource_version)
         if self.handler is not None:
@@ -138,6 +142,32 @@ class Informer:
                 old = previous.get(key)
                 if old is None or _version(old) != _version(item):
                     self.handler(Event("ADDED" if old is None else "MODIFIED", item))
+
+    async def _page(self, token: str | None) -> dict[str, Any]:
+        options = dict(self.options, limit=self.page_size)
+        if token:
+            options["_continue"] = token
+        try:
+            response = await checked(
+                self.list_call(
+                    *self.arguments,
+                    **options,
+                    _preload_content=False,
+                    _request_timeout=(self.connect_timeout, max(self.read_timeout, 60.0)),
+                )
+            )
+        except ApiException as error:
+            if error.status == 410 and token:
+                raise _Gone from None  # the continue token expired mid-list: start the list again
+            raise
+        async with response:
+            page: dict[str, Any] = await response.json()
+        return page
+
+    def keep(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the store holds of an object: without managedFields, and through `transform`."""
+        obj = _slim(obj)
+        return self.transform(obj) if self.transform is not None else obj
 
     async def _watch(self) -> None:
         response = await checked(
@@ -169,7 +199,7 @@ class Informer:
             self.resource_version = version
         if kind == "BOOKMARK" or kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
-        obj = _slim(obj)
+        obj = self.keep(obj)
         key = key_of(obj)
         if kind != "DELETED" and _older(obj, self.store.get(key)):
             return  # our own write, stored on write, is newer than this event

@@ -330,7 +330,48 @@ class Controller:
     @staticmethod
     def _remember(informer: Informer, obj: dict[str, Any]) -> None:
         """Write-through: our own write is newer than what the cache holds until its watch event arrives."""
-        informer.store[key_of(obj)] = obj
+        informer.store[key_of(obj)] = informer.keep(obj)
+
+
+# What the reconcile reads of each kind; the rest (pod templates, volume claims, most of a Pod) stays out of memory.
+
+
+def _job_essentials(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": job.get("apiVersion"),
+        "kind": job.get("kind"),
+        "metadata": job.get("metadata") or {},
+        "status": job.get("status") or {},
+    }
+
+
+def _pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses = [
+        {"state": {"terminated": {"message": message}}}
+        for container in (pod.get("status") or {}).get("containerStatuses") or []
+        if (message := ((container.get("state") or {}).get("terminated") or {}).get("message"))
+    ]
+    return {"metadata": pod.get("metadata") or {}, "status": {"containerStatuses": statuses}}
+
+
+def _statefulset_essentials(statefulset: dict[str, Any]) -> dict[str, Any]:
+    spec = statefulset.get("spec") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    return {
+        "metadata": statefulset.get("metadata") or {},
+        "spec": {
+            "serviceName": spec.get("serviceName"),
+            "template": {
+                "spec": {
+                    "containers": [
+                        {k: c.get(k) for k in ("name", "image", "env", "envFrom", "ports") if k in c}
+                        for c in containers
+                    ]
+                }
+            },
+        },
+        "status": {"readyReplicas": (statefulset.get("status") or {}).get("readyReplicas")},
+    }
 
 
 def _owner(obj: dict[str, Any]) -> Key | None:

@@ -1,6 +1,7 @@
 """The reconciler at scale, on a real kube-apiserver, against a plain Job-creation loop measured in the same run.
 
-For N = 1,000 and 5,000 DatabaseBackups (one schedule, `* * * * *`, all due in the same minute):
+For N = 1,000 and 5,000 DatabaseBackups, all scheduled for one minute far enough ahead that every object exists and
+has status before it comes (so the due Jobs are all that happens at the slot):
 - time from the reconciler's start to every object having status (phase Scheduled), and its peak RSS (VmHWM);
 - at the minute: Jobs created per second from the slot to the last Job, against the baseline (a loop that creates
   the same number of Jobs with kubernetes-asyncio at the same concurrency: the API server's ceiling here), lateness
@@ -96,9 +97,10 @@ async def _measure(size: int) -> dict[str, float]:
             del sts["status"]
             plane.kubectl("apply", "-f", "-", input=json.dumps(sts))
             baseline = await _baseline(api, size)
-            # Create the objects, then start the reconciler well before the next minute so the slot is clean.
-            await _create_backups(api, namespace, size)
-            await _wait_for_second(5)
+            # Room to create the objects and for the reconciler to give each its status before the slot.
+            slot = (datetime.now(UTC) + timedelta(seconds=90 + size * 0.04)).replace(second=0, microsecond=0)
+            slot += timedelta(minutes=1)
+            await _create_backups(api, namespace, size, f"{slot.minute} {slot.hour} * * *")
             port = free_port()
             process = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on in the loop
                 [
@@ -115,7 +117,8 @@ async def _measure(size: int) -> dict[str, float]:
                 started = time.monotonic()
                 await _until(lambda: _all_have_status(api, namespace, size), seconds=600)
                 scheduled_s = time.monotonic() - started
-                slot = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+                if datetime.now(UTC) >= slot:
+                    raise RuntimeError(f"setup ran past the slot {slot:%H:%M}: the measurement would be meaningless")
                 writes_before = _metric(port, "dbb_api_requests_total")
                 await _until_metric(port, 'dbb_api_requests_total{resource="jobs",verb="create"}', size, seconds=900)
                 created_at = datetime.now(UTC)
@@ -154,11 +157,11 @@ async def _baseline(api: client.ApiClient, size: int) -> float:
     return size / (time.monotonic() - started)
 
 
-async def _create_backups(api: client.ApiClient, namespace: str, size: int) -> None:
+async def _create_backups(api: client.ApiClient, namespace: str, size: int, schedule: str) -> None:
     custom = client.CustomObjectsApi(api)
 
     async def create(index: int) -> None:
-        obj = databasebackup(name=f"db-{index:05d}", namespace=namespace, schedule="* * * * *")
+        obj = databasebackup(name=f"db-{index:05d}", namespace=namespace, schedule=schedule)
         await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body(obj))
 
     await _bounded((create(i) for i in range(size)), limit=32)
@@ -248,13 +251,6 @@ async def _until_metric(port: int, name: str, value: float, seconds: float) -> N
         return _metric(port, name) >= value
 
     await _until(reached, seconds)
-
-
-async def _wait_for_second(latest: int) -> None:
-    """Start a measured phase early in a minute, so setup never straddles the slot."""
-    now = datetime.now(UTC)
-    if now.second > latest:
-        await asyncio.sleep(60 - now.second - now.microsecond / 1e6)
 
 
 def _metrics_text(port: int) -> str:
