@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -372,7 +371,3 @@ def load_yaml_documents(path: Path) -> Iterator[dict[str, Any]]:
     for document in yaml.safe_load_all(path.read_text()):
         if document:
             yield document
-
-
-def dump_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
