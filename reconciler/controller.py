@@ -82,6 +82,7 @@ class Controller:
             (),
             handler=self._on_job,
             label_selector=ours,
+            transform=_job_essentials,
         )
         self.pods = self._informer(
             "pods",
@@ -91,6 +92,7 @@ class Controller:
             (),
             handler=self._on_pod,
             label_selector=ours,
+            transform=_pod_essentials,
         )
         apps = client.AppsV1Api(api)
         self.statefulsets = self._informer(
@@ -100,6 +102,7 @@ class Controller:
             (),
             (),
             handler=self._on_statefulset,
+            transform=_statefulset_essentials,
         )
         # Indexes from the objects we watch to the DatabaseBackups they concern.
         self._jobs_of: dict[Key, set[str]] = defaultdict(set)
@@ -117,6 +120,7 @@ class Controller:
         *,
         handler: Callable[[WatchEvent], None],
         label_selector: str | None = None,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> Informer:
         """One informer, over all namespaces or the one given: the two list calls differ only by that argument."""
         call, arguments = (
@@ -131,6 +135,7 @@ class Controller:
             arguments=arguments,
             options=options,
             handler=handler,
+            transform=transform,
             on_restart=lambda reason: self.metrics.watch_restarts.labels(name, reason).inc(),
         )
 

@@ -235,6 +235,25 @@ async def test_a_due_backup_gets_its_job_with_name_owner_volume_and_no_secret(cl
     assert 0.4 < _count(metrics, "dbb_job_creation_lateness_seconds_sum") < 5  # the clock stood 0.5 s past the slot
 
 
+async def test_the_caches_keep_only_what_the_reconcile_reads(cluster: Cluster) -> None:
+    await cluster.create_database()
+    await cluster.create_backup()
+    clock = Clock()
+    clock.just_past_next_minute()
+    async with running(cluster, clock) as controller:
+        job = (await until(cluster.jobs))[0]
+        cached = await until(lambda: _cached(controller, cluster.namespace, job["metadata"]["name"]))
+        statefulset = controller.statefulsets.get(cluster.namespace, "example-db")
+    assert set(cached) == {"apiVersion", "kind", "metadata", "status"}  # no pod template
+    assert "managedFields" not in cached["metadata"]
+    assert statefulset is not None
+    assert set(statefulset["spec"]) == {"serviceName", "template"}
+
+
+async def _cached(controller: Controller, namespace: str, name: str) -> dict[str, Any] | None:
+    return controller.jobs.get(namespace, name)
+
+
 async def test_status_and_events_follow_a_successful_run(cluster: Cluster) -> None:
     await cluster.create_database()
     await cluster.create_backup()
