@@ -54,7 +54,7 @@ class Controller:
         metrics: Metrics,
         *,
         namespace: str | None = None,
-        workers: int = 8,
+        workers: int = 16,
         identity: str = "dbb-reconciler",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:

@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("DBB_RUNNER_IMAGE", "databasebackup-operator:latest"),
         help="image of the backup Jobs (default: $DBB_RUNNER_IMAGE or %(default)s)",
     )
-    parser.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=16, help="concurrent reconciles (default: %(default)s)")
     parser.add_argument("--leader-elect", action="store_true", help="act only while holding the Lease")
     parser.add_argument(
         "--lease-namespace",

@@ -27,17 +27,19 @@ from pathlib import Path
 from kubernetes_asyncio import client, config
 
 from common.constants import GROUP, PLURAL, VERSION
+from common.defaults import default_spec
 from common.kube import MERGE_PATCH, body, raw
+from common.model import parse_spec
 from reconciler.controller import Controller
 from reconciler.executor import JobExecutor
-from reconciler.jobs import RunnerSettings
+from reconciler.jobs import RunnerSettings, backup_job
 from reconciler.metrics import Metrics
 from tests.bench.results import table
 from tests.controlplane import ControlPlane, free_port
 from tests.fixtures import databasebackup, statefulset
 
 SIZES = (1000, 5000)
-CONCURRENCY = 8
+CONCURRENCY = 16  # the reconciler's workers and the baseline's requests in flight
 
 
 def main() -> str:
@@ -145,11 +147,17 @@ async def _measure(size: int) -> dict[str, float]:
 
 
 async def _baseline(api: client.ApiClient, size: int) -> float:
+    """The same Jobs the reconciler creates (env, volumes, security context: the API server's cost depends on them),
+    built by the same code, created by a plain loop."""
     batch = client.BatchV1Api(api)
-    template = {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}
+    spec, _ = parse_spec(default_spec(databasebackup()["spec"], namespace="baseline", statefulset=statefulset()))
+    assert spec is not None
+    slot = datetime.now(UTC).replace(second=0, microsecond=0)
 
     async def create(index: int) -> None:
-        job = {"metadata": {"name": f"baseline-{index}"}, "spec": {"template": template}}
+        owner = databasebackup(name=f"db-{index:05d}", namespace="baseline")
+        owner["metadata"]["uid"] = f"00000000-0000-0000-0000-{index:012d}"
+        job = backup_job(owner, spec, scheduled=slot, runner=RunnerSettings())
         await batch.create_namespaced_job("baseline", body(job))
 
     started = time.monotonic()
