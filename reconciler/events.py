@@ -27,11 +27,13 @@ class EventRecorder:
     def __init__(self, api: client.ApiClient, metrics: Metrics, instance: str, *, backlog: int = 10_000) -> None:
         self._core = client.CoreV1Api(api)
         self._metrics, self._instance = metrics, instance
-        self._pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=backlog)
+        # The object as cached (shared, not copied) and the Event: the body is built when it is sent, so a burst
+        # of thousands of runs in one minute does not hold thousands of bodies.
+        self._pending: asyncio.Queue[tuple[Mapping[str, Any], Event, datetime]] = asyncio.Queue(maxsize=backlog)
 
     def record(self, obj: Mapping[str, Any], event: Event, now: datetime) -> None:
         try:
-            self._pending.put_nowait(event_body(obj, event, now, self._instance))
+            self._pending.put_nowait((obj, event, now))
         except asyncio.QueueFull:
             log.warning("event dropped: backlog full", reason=event.reason)
 
@@ -40,7 +42,8 @@ class EventRecorder:
 
     async def _work(self) -> None:
         while True:
-            event = await self._pending.get()
+            obj, pending, now = await self._pending.get()
+            event = event_body(obj, pending, now, self._instance)
             try:
                 await self._core.create_namespaced_event(event["metadata"]["namespace"], body(event), **timeout())
                 self._metrics.api_requests.labels("create", "events").inc()
