@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ from common.constants import CRD_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_databasebackups.yaml"
+WEBHOOKS = ROOT / "deploy" / "webhook" / "webhooks.yaml"
 ADMIN_USER = "envtest-admin"
 START_TIMEOUT = 90.0
 
@@ -164,7 +166,7 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop every process (apiserver first, then etcd), waiting for each; remove what we created."""
         for process in reversed(self.processes):
-            _terminate(process.popen)
+            terminate(process.popen)
         self.processes.clear()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -342,17 +344,38 @@ class ControlPlane:
                 time.sleep(0.1)
 
 
-def _terminate(popen: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if popen.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(popen.pid, signal.SIGTERM)
-    try:
-        popen.wait(grace)
-    except subprocess.TimeoutExpired:
+def terminate(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Stop a child of ours and its process group: SIGTERM, then SIGKILL after `grace` seconds."""
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGKILL)
-        popen.wait()
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    # The leader is gone; anything it left in its group (a dbb-backup run, its pg_dump) goes with it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def webhook_registration(
+    port: int, ca_file: Path, *, namespace_selector: dict[str, Any] | None = None, source: Path = WEBHOOKS
+) -> list[dict[str, Any]]:
+    """The configurations of `deploy/webhook/webhooks.yaml`, each Service reference rewritten to our loopback URL
+    with our CA, as envtest registers webhooks. A namespace selector limits what they judge (tests only)."""
+    bundle = base64.b64encode(ca_file.read_bytes()).decode()
+    documents = []
+    for document in load_yaml_documents(source):
+        document = copy.deepcopy(document)
+        for hook in document["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": bundle}
+            if namespace_selector is not None:
+                hook["namespaceSelector"] = namespace_selector
+        documents.append(document)
+    return documents
 
 
 def _b64(data: bytes) -> str:

@@ -8,16 +8,12 @@ rather than letting the webhook default them from the Service (`example-db.demo.
 
 from __future__ import annotations
 
-import base64
-import copy
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Final
 
 from common.constants import ANNOTATION_BACKUP_NOW, API_VERSION, KIND
-from hack.sandbox.paths import ROOT
-from tests.controlplane import load_yaml_documents
+from tests.controlplane import webhook_registration
 
 __all__ = [
     "BACKUP",
@@ -31,7 +27,6 @@ __all__ = [
     "webhook_registration",
 ]
 
-WEBHOOKS: Final = ROOT / "deploy" / "webhook" / "webhooks.yaml"
 NAMESPACE: Final = "demo"
 DATABASE: Final = "example-db"
 BACKUP: Final = "databasebackup-sample"
@@ -116,21 +111,6 @@ def sample_backup(port: int) -> dict[str, Any]:
             "connection": {"host": "127.0.0.1", "port": port},
         },
     }
-
-
-def webhook_registration(port: int, ca_file: Path, source: Path = WEBHOOKS) -> list[dict[str, Any]]:
-    """The configurations of `deploy/webhook/webhooks.yaml`, each Service reference rewritten to our loopback
-    URL with our CA, as envtest registers webhooks (and as `tests/integration/conftest.py` does, minus the test
-    namespace selector: the sandbox judges every namespace, as production does)."""
-    bundle = base64.b64encode(ca_file.read_bytes()).decode()
-    documents = []
-    for document in load_yaml_documents(source):
-        document = copy.deepcopy(document)
-        for hook in document["webhooks"]:
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": bundle}
-        documents.append(document)
-    return documents
 
 
 def as_list(items: Iterable[dict[str, Any]]) -> str:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tests.controlplane import terminate as stop_process_group
+
 __all__ = ["Record", "alive", "load_records", "port_free", "record", "spawn", "stop_record", "terminate"]
 
 
@@ -84,19 +86,8 @@ def spawn(argv: Sequence[str], log: Path, *, cwd: Path | None = None) -> subproc
 
 
 def terminate(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """Stop a child of ours and its process group: SIGTERM, then SIGKILL after `grace` seconds."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    # The leader is gone; anything it left in its group (a dbb-backup run, its pg_dump) goes with it.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    """Stop a child of ours and its process group (the harness's way, with the sandbox's longer grace)."""
+    stop_process_group(process, grace)
 
 
 def stop_record(entry: Record, grace: float = 15.0) -> bool:

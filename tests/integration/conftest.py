@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import copy
 import json
 import ssl
 import subprocess
@@ -18,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from certs.serving import ensure_serving_certificate
-from tests.controlplane import ROOT, ControlPlane, free_port, load_yaml_documents
+from tests.controlplane import ControlPlane, free_port, webhook_registration
 
-WEBHOOKS = ROOT / "deploy" / "webhook" / "webhooks.yaml"
 # The webhook judges only namespaces with this label, so other tests' DatabaseBackups (whose databases do not
 # exist) are not refused. Production configurations have no selector.
 WEBHOOK_LABEL = "databases.test.io/webhook-test"
@@ -102,16 +99,9 @@ def webhook_namespace(control_plane: ControlPlane, webhook: Webhook) -> Iterator
 
 
 def _registration(port: int, cert_dir: Path) -> str:
-    """deploy/webhook/webhooks.yaml with each Service reference rewritten to our loopback URL, as envtest does."""
-    bundle = base64.b64encode((cert_dir / "ca.crt").read_bytes()).decode()
-    documents = []
-    for document in load_yaml_documents(WEBHOOKS):
-        document = copy.deepcopy(document)
-        for hook in document["webhooks"]:
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": bundle}
-            hook["namespaceSelector"] = {"matchLabels": {WEBHOOK_LABEL: "true"}}
-        documents.append(document)
+    documents = webhook_registration(
+        port, cert_dir / "ca.crt", namespace_selector={"matchLabels": {WEBHOOK_LABEL: "true"}}
+    )
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": documents})
 
 
