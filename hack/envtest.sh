@@ -6,11 +6,11 @@
 # Order: $KUBEBUILDER_ASSETS if it holds kube-apiserver and etcd; else the cache under ~/.cache keyed by version;
 # else build both from the Go module proxy. Progress goes to stderr, only the folder to stdout.
 #
-# Why wrapper modules: k8s.io/kubernetes requires its staging modules (k8s.io/api, ...) at v0.0.0 and
-# replaces them with ./staging paths, which a dependent module does not inherit, so
-# `go install k8s.io/kubernetes/cmd/kube-apiserver@vX` cannot resolve. A module of our own that requires
-# k8s.io/kubernetes and replaces every staging module with its published v0.Y.Z tag builds as usual.
+# Why a wrapper module (hack/lib.sh, k8s_wrapper_module): `go install k8s.io/kubernetes/cmd/kube-apiserver@vX`
+# cannot resolve the staging modules; a module of our own that replaces each with its published tag builds as usual.
 set -euo pipefail
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 K8S_VERSION=${K8S_VERSION:-1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
@@ -41,32 +41,11 @@ start=$(date +%s)
 
 build_apiserver() {
   mkdir -p "$work/k8s" && cd "$work/k8s"
-  go mod init dbb.local/envtest-k8s >/dev/null 2>&1
-  local gomod
-  gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-  # Every `k8s.io/X => ./staging/src/k8s.io/X` in the tag's own go.mod becomes `k8s.io/X => k8s.io/X v0.Y.Z`.
-  local staging_version="v0.${K8S_VERSION#*.}"
-  local args
-  args=$(go mod edit -json "$gomod" | python3 -c '
-import json, sys
-version = sys.argv[1]
-for r in json.load(sys.stdin).get("Replace") or []:
-    if r["New"]["Path"].startswith("./staging/"):
-        path = r["Old"]["Path"]
-        print(f"-replace={path}={path}@{version}")
-' "$staging_version")
-  # shellcheck disable=SC2086
-  go mod edit -require="k8s.io/kubernetes@v$K8S_VERSION" $args
+  k8s_wrapper_module "$K8S_VERSION"
   go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" >&2
   go get "k8s.io/kubernetes/cmd/kubectl@v$K8S_VERSION" >&2
-  local version_flags="" pkg
-  # kubectl reads its version from client-go's copy of the version package, the servers from component-base's.
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    version_flags+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=${K8S_VERSION%%.*}"
-    version_flags+=" -X $pkg.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X $pkg.gitTreeState=clean"
-    version_flags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  done
-  local binary
+  local version_flags binary
+  version_flags=$(k8s_version_ldflags "$K8S_VERSION")
   for binary in kube-apiserver kubectl; do
     # Reuse a kube-apiserver left from an earlier cache generation that had no kubectl.
     if [ "$binary" = kube-apiserver ] && [ -x "$dest/kube-apiserver" ]; then

@@ -17,3 +17,36 @@ apt_install() {
   "${sudo[@]}" apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
+
+# k8s_wrapper_module VERSION: in the current (empty) folder, make a Go module that requires k8s.io/kubernetes
+# vVERSION and replaces every staging module with its published v0.Y.Z tag, so that `go build k8s.io/kubernetes/cmd/X`
+# resolves. Why: k8s.io/kubernetes requires its staging modules (k8s.io/api, ...) at v0.0.0 and replaces them with
+# ./staging paths, which a dependent module does not inherit; the list changes between releases, so it is read from
+# that tag's own go.mod.
+k8s_wrapper_module() {
+  local version=$1 gomod args
+  go mod init dbb.local/k8s-wrapper >/dev/null 2>&1
+  gomod=$(go mod download -json "k8s.io/kubernetes@v$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  args=$(go mod edit -json "$gomod" | python3 -c '
+import json, sys
+version = sys.argv[1]
+for r in json.load(sys.stdin).get("Replace") or []:
+    if r["New"]["Path"].startswith("./staging/"):
+        path = r["Old"]["Path"]
+        print(f"-replace={path}={path}@{version}")
+' "v0.${version#*.}")
+  # shellcheck disable=SC2086
+  go mod edit -require="k8s.io/kubernetes@v$version" $args
+}
+
+# k8s_version_ldflags VERSION: -X flags that stamp VERSION into a Kubernetes binary (else it says v0.0.0-master).
+# kubectl reads its version from client-go's copy of the version package, the servers from component-base's.
+k8s_version_ldflags() {
+  local version=$1 flags="" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=v$version -X $pkg.gitMajor=${version%%.*}"
+    flags+=" -X $pkg.gitMinor=$(echo "$version" | cut -d. -f2) -X $pkg.gitTreeState=clean"
+    flags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
