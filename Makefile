@@ -44,7 +44,7 @@ test: $(STAMP) ## Everything: install what is missing, lint, then the whole suit
 	bash hack/databases.sh
 	@assets=$$(bash hack/envtest.sh) && echo "KUBEBUILDER_ASSETS=$$assets"
 	$(MAKE) --no-print-directory lint
-	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh) $(BIN)/python -m pytest -W error $(PYTEST_ARGS)
+	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh) $(BIN)/python -m pytest -W error --ignore=tests/e2e $(PYTEST_ARGS)
 
 .PHONY: unit
 unit: $(STAMP) ## Only the tests that need no cluster and no database
@@ -81,6 +81,29 @@ dev-down: ## Stop the background sandbox (backups in .dev/backups stay); never r
 .PHONY: dev-status
 dev-status: ## Is the background sandbox running?
 	-@$(SANDBOX) status
+
+# --- a real single-node cluster on this machine (Linux, root) ------------------------------------------------
+
+CLUSTER := $(BIN)/python -m hack.cluster
+
+.PHONY: cluster-up
+cluster-up: $(STAMP) ## A real single-node Kubernetes cluster in its own network namespace; prints its kubeconfig
+	$(CLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: $(STAMP) ## Stop the local cluster: no process, mount, network namespace or veth is left
+	$(CLUSTER) down
+
+# With E2E_KUBECONFIG (and E2E_IMG, an image that cluster can pull), any cluster; else the local one, into which the
+# operator image is built and loaded first.
+.PHONY: e2e
+e2e: $(STAMP) ## The end-to-end suite: deploy with make deploy, then real backups, restores, failures, undeploy
+	@assets=$$(bash hack/envtest.sh) && export KUBEBUILDER_ASSETS=$$assets PATH="$$assets:$$PATH" && \
+	if [ -z "$$E2E_KUBECONFIG" ]; then \
+	  export E2E_KUBECONFIG=$$($(CLUSTER) kubeconfig) && E2E_IMG=$$($(CLUSTER) load) && export E2E_IMG; \
+	fi && \
+	echo "e2e: cluster $$E2E_KUBECONFIG, image $$E2E_IMG" && \
+	$(BIN)/python -m pytest -W error tests/e2e $(PYTEST_ARGS)
 
 # --- cluster -------------------------------------------------------------------------------------------------
 
