@@ -1,0 +1,127 @@
+"""Failures a real cluster produces: a wrong password, and the database Pod deleted in the middle of a dump. Each
+ends in phase Failed with a Warning Event, publishes no file, and leaks no secret; the next slot succeeds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e import databases
+from tests.e2e.conftest import SYSTEM
+from tests.e2e.kube import Kube, wait_for
+from tests.e2e.pods import read_pvc
+
+GROUP = "databases.test.io"
+NAMESPACE = "e2e-failures"
+SENTINEL = "sentinel-wrong-password-4f1c"
+
+
+@pytest.fixture(scope="module")
+def db(kube: Kube, deployed: str) -> Iterator[databases.Database]:
+    kube.run("create", "namespace", NAMESPACE, check=False)
+    kube("label", "--overwrite", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
+    database = databases.Database("postgresql", "15", "ledger-db", NAMESPACE, "e2e-failures-password")
+    databases.deploy(kube, database)
+    databases.wait_ready(kube, database)
+    databases.seed(kube, database)
+    yield database
+    kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+
+
+def status_of(kube: Kube, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = kube.get("dbb", name, NAMESPACE).get("status", {})
+    return status
+
+
+def published(kube: Kube, db: databases.Database) -> list[str]:
+    """The finished backup files on the PVC (not temporary ones, not manifests)."""
+    out = read_pvc(kube, NAMESPACE, f"{db.name}-backups", f"ls -A /backups/{db.name} 2>/dev/null || true")
+    return [f for f in out.split() if not f.startswith(".") and not f.endswith(".json")]
+
+
+def test_a_wrong_password_fails_with_a_warning_and_leaks_nothing(kube: Kube, db: databases.Database) -> None:
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "wrong-credentials", "namespace": NAMESPACE},
+            "stringData": {"username": "postgres", "password": SENTINEL},
+        },
+        {
+            "apiVersion": f"{GROUP}/v1",
+            "kind": "DatabaseBackup",
+            "metadata": {"name": "wrong-password", "namespace": NAMESPACE, "annotations": {f"{GROUP}/backup-now": "1"}},
+            "spec": {
+                "databaseName": db.name,
+                "schedule": "0 0 1 1 *",
+                "backupPath": "/backups/wrong-password",
+                "connection": {"credentialsSecret": {"name": "wrong-credentials", "passwordKey": "password"}},
+            },
+        },
+    )
+    status = wait_for("phase Failed", lambda: (s := status_of(kube, "wrong-password")).get("phase") == "Failed" and s)
+    assert status["lastFailure"]["reason"] == "AuthenticationFailed", status["lastFailure"]
+    assert status["consecutiveFailures"] >= 1
+    assert "lastBackup" not in status or not status["lastBackup"].get("file")
+    warnings = [e for e in kube.events(NAMESPACE, "wrong-password") if e["type"] == "Warning"]
+    assert any(e["reason"] == "BackupFailed" for e in warnings), warnings
+
+    # The sentinel is nowhere a user or an operator can look: status, Events, the Job, any Pod's log.
+    assert SENTINEL not in json.dumps(status)
+    assert SENTINEL not in json.dumps(kube.items("events", NAMESPACE))
+    assert SENTINEL not in json.dumps(kube.items("jobs", NAMESPACE))
+    for namespace in (NAMESPACE, SYSTEM):
+        for pod in kube.items("pods", namespace):
+            for container in pod["spec"]["containers"]:
+                assert SENTINEL not in kube.logs(namespace, pod["metadata"]["name"], container=container["name"])
+    out = read_pvc(kube, NAMESPACE, f"{db.name}-backups", "ls -A /backups/wrong-password 2>/dev/null || true")
+    assert out.split() == [], out
+
+
+def dump_running(kube: Kube, db: databases.Database) -> bool:
+    out = databases.sql(
+        kube, db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' AND state = 'active';"
+    )
+    return int(out.strip() or 0) > 0
+
+
+def test_the_database_pod_deleted_mid_dump_fails_and_the_next_slot_succeeds(kube: Kube, db: databases.Database) -> None:
+    # Enough data that a dump takes seconds, so it is still running when the Pod goes.
+    databases.sql(
+        kube,
+        db,
+        "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS filler "
+        "FROM generate_series(1, 1500000) g;",
+    )
+    before = set(published(kube, db))
+    kube.apply(
+        {
+            "apiVersion": f"{GROUP}/v1",
+            "kind": "DatabaseBackup",
+            "metadata": {"name": "interrupted", "namespace": NAMESPACE},
+            "spec": {"databaseName": db.name, "schedule": "*/1 * * * *", "backupPath": "/backups/interrupted"},
+        }
+    )
+    wait_for("pg_dump to be running", lambda: dump_running(kube, db), 180, interval=0.3)
+    uid = kube.get("pod", db.pod, NAMESPACE)["metadata"]["uid"]
+    kube("delete", "pod", db.pod, "-n", NAMESPACE, "--wait=false")
+
+    status = wait_for("phase Failed", lambda: (s := status_of(kube, "interrupted")).get("phase") == "Failed" and s, 240)
+    assert status["lastFailure"]["reason"] in ("DumpFailed", "Unreachable", "Interrupted"), status["lastFailure"]
+    assert not status.get("lastBackupTime")
+    out = read_pvc(kube, NAMESPACE, f"{db.name}-backups", "ls -A /backups/interrupted 2>/dev/null || true")
+    assert [f for f in out.split() if not f.startswith(".")] == [], out
+    assert set(published(kube, db)) == before
+
+    # The StatefulSet brings the database back; the next slot backs it up.
+    wait_for("a new database Pod", lambda: kube.get("pod", db.pod, NAMESPACE)["metadata"]["uid"] != uid, 120)
+    databases.wait_ready(kube, db)
+    status = wait_for(
+        "a later slot to succeed", lambda: (s := status_of(kube, "interrupted")).get("lastBackupTime") and s, 300
+    )
+    assert status["phase"] in ("Succeeded", "Running", "Scheduled")
+    assert status["lastBackup"]["file"].startswith("/backups/interrupted/")
+    kube("delete", "dbb", "interrupted", "-n", NAMESPACE)

@@ -1,0 +1,109 @@
+"""The reconciler's two replicas and leader election on a real cluster: a leader Pod force-deleted in the middle of a
+backup leads to no second Job for that slot, and a deleted leader hands over within the lease duration."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e import databases
+from tests.e2e.conftest import SYSTEM
+from tests.e2e.kube import Kube, wait_for
+
+GROUP = "databases.test.io"
+NAMESPACE = "e2e-leader"
+LEASE_SECONDS = 15  # deploy/reconciler: --lease-duration's default
+
+
+@pytest.fixture(scope="module")
+def db(kube: Kube, deployed: str) -> Iterator[databases.Database]:
+    kube.run("create", "namespace", NAMESPACE, check=False)
+    kube("label", "--overwrite", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
+    database = databases.Database("postgresql", "15", "orders-db", NAMESPACE, "e2e-leader-password")
+    databases.deploy(kube, database)
+    databases.wait_ready(kube, database)
+    databases.seed(kube, database)
+    kube.apply(
+        {
+            "apiVersion": f"{GROUP}/v1",
+            "kind": "DatabaseBackup",
+            "metadata": {"name": "every-minute", "namespace": NAMESPACE},
+            "spec": {"databaseName": database.name, "schedule": "*/1 * * * *", "successfulJobsHistoryLimit": 10},
+        }
+    )
+    yield database
+    kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+
+
+def leader_pod(kube: Kube) -> str:
+    holder: str = kube.get("lease", "dbb-reconciler", SYSTEM)["spec"].get("holderIdentity") or ""
+    return holder.rsplit("_", 1)[0]
+
+
+def reconciler_pods(kube: Kube) -> list[str]:
+    pods = kube.items("pods", SYSTEM, "app.kubernetes.io/name=dbb-reconciler")
+    return [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def jobs(kube: Kube) -> list[dict[str, Any]]:
+    return kube.items("jobs", NAMESPACE, f"{GROUP}/databasebackup=every-minute")
+
+
+def scheduled_times(kube: Kube) -> Counter[str]:
+    return Counter(
+        j["metadata"]["annotations"].get(f"{GROUP}/scheduled-time", j["metadata"]["name"]) for j in jobs(kube)
+    )
+
+
+def active_job(kube: Kube) -> str | None:
+    for job in jobs(kube):
+        if job.get("status", {}).get("active"):
+            return str(job["metadata"]["name"])
+    return None
+
+
+def test_a_reconciler_force_deleted_during_a_run_creates_no_second_job(kube: Kube, db: databases.Database) -> None:
+    job = wait_for("a backup Job to be running", lambda: active_job(kube), 180, interval=0.5)
+    old = leader_pod(kube)
+    assert old in reconciler_pods(kube)
+    kube("delete", "pod", old, "-n", SYSTEM, "--grace-period=0", "--force")
+
+    # The successor finds the Job by its name (the slot) and records it, rather than starting the slot again.
+    def recorded() -> bool:
+        status = kube.get("dbb", "every-minute", NAMESPACE).get("status", {})
+        return bool(status.get("lastBackup", {}).get("file")) and leader_pod(kube) not in ("", old)
+
+    wait_for("the new leader to record the backup", recorded, 180)
+    counts = scheduled_times(kube)
+    assert counts, "no Jobs"
+    assert max(counts.values()) == 1, counts
+    assert sum(1 for j in jobs(kube) if j["metadata"]["name"] == job) == 1
+
+
+def test_deleting_the_leader_hands_over_within_the_lease_duration(kube: Kube, db: databases.Database) -> None:
+    wait_for(
+        "two ready reconcilers",
+        lambda: (
+            len(reconciler_pods(kube)) == 2
+            and kube.get("deployment", "dbb-reconciler", SYSTEM)["status"].get("readyReplicas") == 2
+        ),
+        180,
+    )
+    old = wait_for("a leader", lambda: leader_pod(kube), 60)
+    started = time.monotonic()
+    kube("delete", "pod", old, "-n", SYSTEM, "--wait=false")
+    new = wait_for(
+        "another replica to take the Lease", lambda: (p := leader_pod(kube)) not in ("", old) and p, 60, interval=0.2
+    )
+    handover = time.monotonic() - started
+    assert handover <= LEASE_SECONDS, f"handover took {handover:.1f}s"
+    assert new in reconciler_pods(kube)
+
+    # The next slot runs once, under the new leader.
+    before = set(scheduled_times(kube))
+    wait_for("a slot under the new leader", lambda: set(scheduled_times(kube)) - before, 150)
+    assert max(scheduled_times(kube).values()) == 1

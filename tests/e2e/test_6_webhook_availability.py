@@ -1,0 +1,109 @@
+"""The webhook stays part of every apply: its certificate Secret deleted (a rotation) gives a new certificate and an
+updated caBundle while admission keeps working, and a rolling restart never makes a `kubectl apply` fail."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e import databases
+from tests.e2e.conftest import SYSTEM
+from tests.e2e.kube import Kube, wait_for
+
+GROUP = "databases.test.io"
+NAMESPACE = "e2e-webhook-availability"
+SECRET = "dbb-webhook-tls"
+
+
+@pytest.fixture(scope="module")
+def db(kube: Kube, deployed: str) -> Iterator[databases.Database]:
+    kube.run("create", "namespace", NAMESPACE, check=False)
+    database = databases.Database("postgresql", "15", "app-db", NAMESPACE, "e2e-availability-password")
+    databases.deploy(kube, database)
+    yield database
+    kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+
+
+def backup(db: databases.Database, name: str, schedule: str, note: str = "") -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "DatabaseBackup",
+        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {"e2e/note": note}},
+        "spec": {"databaseName": db.name, "schedule": schedule},
+    }
+
+
+def ca_bundles(kube: Kube) -> set[str]:
+    bundles = set()
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        for hook in kube.get(kind, "dbb-webhook")["webhooks"]:
+            bundles.add(hook["clientConfig"].get("caBundle", ""))
+    return bundles
+
+
+def secret_ca(kube: Kube) -> str:
+    return str(kube.get("secret", SECRET, SYSTEM)["data"]["ca.crt"])
+
+
+def admission_works(kube: Kube, db: databases.Database, name: str) -> None:
+    good = kube.try_apply(backup(db, name, "0 4 * * *"))
+    assert good.returncode == 0, good.stderr
+    assert kube.get("dbb", name, NAMESPACE)["spec"]["backupPath"] == f"/backups/{db.name}"  # mutated
+    bad = kube.try_apply(backup(db, f"{name}-bad", "0 4 * *"))
+    assert "denied the request" in bad.stderr  # validated
+
+
+def test_deleting_the_certificate_secret_rotates_it_and_admission_keeps_working(
+    kube: Kube, db: databases.Database
+) -> None:
+    admission_works(kube, db, "before-rotation")
+    old_ca = secret_ca(kube)
+    assert ca_bundles(kube) == {old_ca}
+    kube("delete", "secret", SECRET, "-n", SYSTEM)
+
+    def rotated() -> str | None:
+        if not kube.exists("secret", SECRET, SYSTEM):
+            return None
+        ca = secret_ca(kube)
+        return ca if ca != old_ca else None
+
+    new_ca = wait_for("a new certificate Secret", rotated, 120)
+    assert base64.b64decode(new_ca).startswith(b"-----BEGIN CERTIFICATE-----")
+
+    def published() -> bool:
+        bundles = ca_bundles(kube)
+        return all(base64.b64decode(new_ca) in base64.b64decode(b) for b in bundles)
+
+    wait_for("the new CA in both caBundles", published, 120)
+    admission_works(kube, db, "after-rotation")
+
+
+def test_a_rolling_restart_never_fails_an_apply(kube: Kube, db: databases.Database) -> None:
+    results: list[subprocess.CompletedProcess[str]] = []
+    done = threading.Event()
+
+    def keep_applying() -> None:
+        count = 0
+        while not done.is_set():
+            count += 1
+            results.append(kube.try_apply(backup(db, "rolling", "0 5 * * *", note=str(count))))
+
+    worker = threading.Thread(target=keep_applying)
+    worker.start()
+    try:
+        kube("rollout", "restart", "deployment/dbb-webhook", "-n", SYSTEM)
+        kube.wait_rollout(SYSTEM, "deployment/dbb-webhook", 300)
+        # A few more after the last old Pod is gone.
+        seen = len(results)
+        wait_for("applies after the rollout", lambda: len(results) >= seen + 5, 60)
+    finally:
+        done.set()
+        worker.join()
+    failures = [r.stderr for r in results if r.returncode != 0]
+    assert len(results) >= 10
+    assert failures == [], f"{len(failures)} of {len(results)} applies failed: {failures[:3]}"
