@@ -8,7 +8,8 @@ locks the slot and the Job still records the run; then play kubelet and Job cont
 subprocess with the Job's own arguments and environment (Secrets resolved, `/backups` mapped to a local folder),
 and write the outcome onto the Job (the runner's result as an annotation, Complete or Failed in its status). The
 reconciler then reads it exactly as it reads a real Job. This executor reads Secrets, as a kubelet does; the
-cluster executor never does.
+cluster executor never does. No cluster DNS resolves the database's Service name here: host aliases
+(`reconciler.aliases`) stand in for it, in the subprocess's argv only; the Job keeps the in-cluster name.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from kubernetes_asyncio import client
 
 from common.constants import BACKUP_ROOT
 from common.kube import MERGE_PATCH, body, raw, timeout
+from reconciler.aliases import HostAlias, apply_aliases
 from reconciler.jobs import ANNOTATION_RESULT, KEY_MOUNT
 
 __all__ = ["Executor", "JobExecutor", "LocalExecutor"]
@@ -57,11 +59,19 @@ class JobExecutor:
 
 
 class LocalExecutor(JobExecutor):
-    def __init__(self, api: client.ApiClient, backup_root: Path, runner: str | None = None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        backup_root: Path,
+        runner: str | None = None,
+        host_aliases: Mapping[str, HostAlias] | None = None,
+    ) -> None:
+        """`host_aliases`: by canonical name (`reconciler.aliases.alias_table`)."""
         super().__init__(api)
         self._core = client.CoreV1Api(api)
         self._root = backup_root
         self._runner = runner or str(Path(sys.executable).parent / "dbb-backup")
+        self._aliases = dict(host_aliases or {})
         self._running: set[asyncio.Task[None]] = set()
 
     async def start(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +117,9 @@ class LocalExecutor(JobExecutor):
             elif argument.startswith(f"--encryption-key-file={KEY_MOUNT}") and key_volume is not None:
                 argument = f"--encryption-key-file={await self._key_file(namespace, key_volume, scratch)}"
             argv.append(argument)
+        argv, alias = apply_aliases(argv, self._aliases)
+        if alias is not None:
+            log.info("local host alias used", job=job["metadata"]["name"], host=alias.name, target=alias.target)
         return argv, env
 
     async def _execute(

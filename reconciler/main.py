@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.kube import ConfigError, api_client
 from common.logs import configure
+from reconciler.aliases import EXAMPLE, HostAlias, alias_table, parse_alias
 from reconciler.controller import Controller
 from reconciler.executor import Executor, JobExecutor, LocalExecutor
 from reconciler.jobs import RunnerSettings
@@ -43,6 +44,15 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(".dev/backups"),
         help="with --executor local: the folder that stands for /backups (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--local-host-alias",
+        action="append",
+        type=_host_alias,
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="with --executor local: run backups of a database named NAME (a Service's DNS name, as a Job's "
+        f"--host) against HOST:PORT, as cluster DNS would; repeatable (e.g. {EXAMPLE})",
     )
     parser.add_argument(
         "--runner-image",
@@ -84,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     configure(args.log_level)
     try:
         return asyncio.run(serve(args))
@@ -93,13 +103,38 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, with the checks argparse cannot make alone (exit 2 with a message, as argparse does)."""
+    options = parser()
+    args = options.parse_args(argv)
+    if args.local_host_alias and args.executor != "local":
+        options.error(
+            "argument --local-host-alias: only with --executor local (in a cluster, the Job's Pod resolves the "
+            "name through cluster DNS)"
+        )
+    try:
+        args.host_aliases = alias_table(args.local_host_alias)
+    except ValueError as error:
+        options.error(f"argument --local-host-alias: {error}")
+    return args
+
+
+def _host_alias(text: str) -> HostAlias:
+    try:
+        return parse_alias(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 async def serve(args: argparse.Namespace) -> int:
     identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     metrics = Metrics()
     api = await api_client(args.kubeconfig)
     async with api:
         executor: Executor = (
-            LocalExecutor(api, args.local_backup_root.resolve()) if args.executor == "local" else JobExecutor(api)
+            LocalExecutor(api, args.local_backup_root.resolve(), host_aliases=args.host_aliases)
+            if args.executor == "local"
+            else JobExecutor(api)
         )
         controller = Controller(
             api,
