@@ -2,8 +2,10 @@
 DatabaseBackup, and the webhook configurations of `deploy/webhook/webhooks.yaml` pointed at a loopback URL.
 
 No kubelet runs in the sandbox, so the StatefulSet and its Service are records only: the database behind them is
-the local PostgreSQL. The DatabaseBackup therefore names `connection.host: 127.0.0.1` and the port outright
-rather than letting the webhook default them from the Service (`example-db.demo.svc` resolves nowhere here).
+the local PostgreSQL. The sample DatabaseBackup names no connection: the webhook defaults it from the StatefulSet
+(`example-db.demo.svc`, port 5432), exactly as for a DatabaseBackup a user applies. No cluster DNS resolves that
+name here, so the supervisor gives the reconciler `--local-host-alias example-db.demo.svc=127.0.0.1:<port>`
+(`SERVICE_HOST`), and the local executor runs each backup against the local PostgreSQL instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "BACKUP_NOW",
     "DATABASE",
     "NAMESPACE",
+    "SERVICE_HOST",
     "as_list",
     "database_objects",
     "ready_status",
@@ -31,6 +34,8 @@ NAMESPACE: Final = "demo"
 DATABASE: Final = "example-db"
 BACKUP: Final = "databasebackup-sample"
 SECRET: Final = f"{DATABASE}-credentials"
+# The name the webhook gives `spec.connection.host`: `<serviceName>.<namespace>.svc`.
+SERVICE_HOST: Final = f"{DATABASE}.{NAMESPACE}.svc"
 # The value of the backup-now annotation set at start: the first backup runs within seconds, not at the next
 # */5 minute; the schedule then goes on as in the original sample.
 BACKUP_NOW: Final = "sandbox-start"
@@ -93,9 +98,9 @@ def ready_status() -> dict[str, Any]:
     return {"status": dict.fromkeys(counts, 1)}
 
 
-def sample_backup(port: int) -> dict[str, Any]:
+def sample_backup() -> dict[str, Any]:
     """The original sample (`databaseName`, `schedule`, `backupPath` as the operator-sdk project had them), plus
-    the loopback connection and the backup-now annotation."""
+    the backup-now annotation. The connection is the webhook's to default, as for any user's DatabaseBackup."""
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -108,7 +113,6 @@ def sample_backup(port: int) -> dict[str, Any]:
             "databaseName": DATABASE,
             "schedule": "*/5 * * * *",
             "backupPath": f"/backups/{DATABASE}",
-            "connection": {"host": "127.0.0.1", "port": port},
         },
     }
 

@@ -32,7 +32,7 @@ from certs.pki import write_private
 from certs.serving import ensure_serving_certificate
 from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
 from hack.sandbox import manifests
-from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE
+from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, SERVICE_HOST
 from hack.sandbox.paths import ROOT, DevDir, shown
 from hack.sandbox.processes import Record, alive, load_records, record, spawn, terminate
 from tests.backup.content import fill_postgres
@@ -235,16 +235,18 @@ class Supervisor:
         return f"{url} (TLS), registered with the API server"
 
     def _start_reconciler(self) -> str:
-        port = free_port()
+        port, server = free_port(), self._postgres()
+        # What cluster DNS would do for a backup Job: the sample Service's name reaches the local PostgreSQL.
+        alias = f"{SERVICE_HOST}={server.host}:{server.port}"
         argv = [
             str(VENV_BIN / "dbb-reconciler"),
             *("--kubeconfig", str(self._plane().kubeconfig)),
-            *("--executor", "local", "--local-backup-root", str(self.dev.backups)),
+            *("--executor", "local", "--local-backup-root", str(self.dev.backups), "--local-host-alias", alias),
             *("--health-host", "127.0.0.1", "--health-port", str(port)),
         ]
         self._child("reconciler", argv, [port])
         _wait_http(f"http://127.0.0.1:{port}/readyz", None, *self.children["reconciler"])
-        return f"local executor, backups in {shown(self.dev.backups)}/"
+        return f"local executor, backups in {shown(self.dev.backups)}/, {SERVICE_HOST} is {server.host}:{server.port}"
 
     def _apply_samples(self) -> str:
         plane, server = self._plane(), self._postgres()
@@ -256,7 +258,7 @@ class Supervisor:
             *("-p", json.dumps(manifests.ready_status())),
         )
         # Through the webhook: its defaults and its checks apply, as they would in a cluster.
-        result = plane.kubectl("apply", "-f", "-", input=json.dumps(manifests.sample_backup(server.port)))
+        result = plane.kubectl("apply", "-f", "-", input=json.dumps(manifests.sample_backup()))
         for warning in result.stderr.strip().splitlines():
             self.console.say(f"    {warning}")
         return f"namespace {NAMESPACE}: StatefulSet {DATABASE} (a record), DatabaseBackup {BACKUP}"

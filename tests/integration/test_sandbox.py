@@ -1,6 +1,7 @@
 """The sandbox as a user drives it (`make dev-up`, kubectl, `make dev-down`): a real backup of the sample database
-within seconds, shown by `kubectl get dbb`, that restores; and nothing left running afterwards, even when the
-supervisor itself was killed.
+within seconds, shown by `kubectl get dbb`, that restores; a DatabaseBackup of the user's own, defaulted by the
+webhook to the sample Service's name, that backs up as it would in a cluster; and nothing left running afterwards,
+even when the supervisor itself was killed.
 
 `python -m hack.sandbox` runs exactly as the Makefile runs it, with its state in a temporary folder ($DBB_DEV_DIR),
 so a developer's own `.dev/` is never touched. It starts its own control plane, not the session's.
@@ -9,6 +10,7 @@ so a developer's own `.dev/` is never touched. It starts its own control plane, 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import signal
@@ -18,20 +20,25 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE
+from common.constants import ANNOTATION_BACKUP_NOW
+from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, SERVICE_HOST
 from hack.sandbox.paths import ENV_VAR, ROOT, DevDir
 from hack.sandbox.processes import Record, alive, load_records, port_free
 from tests.backup import cli, content
 from tests.backup.servers import PostgresServer
 from tests.controlplane import find_assets
+from tests.fixtures import databasebackup
 
 PARTS = {"sandbox", "etcd", "kube-apiserver", "postgres", "webhook", "reconciler"}
 # The sample's schedule is */5: a backup must come within the first slot. The backup-now annotation set at start
 # makes it come within seconds; this bound leaves room for a slow machine.
 FIRST_BACKUP_WITHIN = 60.0
+# A backup-now run of the user's own DatabaseBackup: seconds of work, on a machine that may be busy.
+OWN_BACKUP_WITHIN = 120.0
 
 
 @dataclass
@@ -54,9 +61,10 @@ class Sandbox:
         assert started.returncode == 0, started.stdout + started.stderr
         return started.stdout
 
-    def kubectl(self, *args: str) -> str:
+    def kubectl(self, *args: str, input: str | None = None) -> str:
         result = subprocess.run(
             [_kubectl(), f"--kubeconfig={self.dev.kubeconfig}", *args],
+            input=input,
             capture_output=True,
             text=True,
             timeout=30,
@@ -65,8 +73,9 @@ class Sandbox:
         return result.stdout
 
     def postgres(self) -> PostgresServer:
-        """The sandbox's PostgreSQL, reached as a user would: the port from the sample, the password from the Secret."""
-        port = int(self.kubectl("get", "dbb", BACKUP, "-n", NAMESPACE, "-o", "jsonpath={.spec.connection.port}"))
+        """The sandbox's PostgreSQL, reached as a user would: the port the sandbox printed at start (its state file
+        keeps it), the password from the Secret."""
+        port = int(json.loads(self.dev.state.read_text())["postgres"]["port"])
         secret = self.kubectl("get", "secret", f"{DATABASE}-credentials", "-n", NAMESPACE, "-o", "jsonpath={.data}")
         password = base64.b64decode(secret.split('"password":"', 1)[1].split('"', 1)[0]).decode()
         return PostgresServer(port=port, folder=self.dev.root, password=password)
@@ -101,6 +110,34 @@ def test_dev_up_backs_up_the_sample_within_seconds_and_the_backup_restores(sandb
     again = sandbox("up")
     assert again.returncode == 0
     assert "already running" in again.stdout
+
+
+def test_a_databasebackup_of_your_own_for_the_sample_database_backs_up_as_in_a_cluster(sandbox: Sandbox) -> None:
+    sandbox.up()
+    own = databasebackup("nightly", NAMESPACE, databaseName=DATABASE, schedule="0 3 * * *")
+    assert set(own["spec"]) == {"databaseName", "schedule"}
+    sandbox.kubectl("apply", "-f", "-", input=json.dumps(own))
+
+    def nightly() -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(sandbox.kubectl("get", "dbb", "nightly", "-n", NAMESPACE, "-o", "json"))
+        return found
+
+    assert nightly()["spec"]["connection"]["host"] == SERVICE_HOST  # the webhook's default, as in a cluster
+
+    sandbox.kubectl("annotate", "dbb", "nightly", "-n", NAMESPACE, f"{ANNOTATION_BACKUP_NOW}=first")
+
+    def backed_up() -> bool:
+        status = nightly().get("status", {})
+        assert not status.get("lastFailure"), status["lastFailure"]
+        return bool(status.get("lastBackup"))
+
+    _wait(backed_up, OWN_BACKUP_WITHIN)
+    status = nightly()["status"]
+    written = Path(status["lastBackup"]["file"])
+    assert written.is_file(), status
+    assert written.resolve().parent == (sandbox.dev.backups / DATABASE).resolve(), status
+    table = sandbox.kubectl("get", "dbb", "-A")
+    assert _column(table, "nightly", "PHASE") == "Succeeded", table
 
 
 def test_dev_down_leaves_no_process_and_no_port_behind(sandbox: Sandbox) -> None:
