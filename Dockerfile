@@ -4,6 +4,9 @@
 # as the first of its `args` (see deploy/), so the program runs as PID 1 and receives SIGTERM itself.
 #
 #   docker build -t registry.example/databasebackup-operator:0.1.0 .
+#
+# Without a registry (hack/cluster/images.sh): --build-arg PYTHON_IMAGE=<a local image with python3 and venv>
+# --build-arg PG_CLIENT_SOURCE=debian.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -26,25 +29,37 @@ RUN /opt/venv/bin/pip install .
 FROM ${PYTHON_IMAGE}
 
 # pg_dump refuses to dump a server of a newer major version than its own, and Debian bookworm ships only
-# PostgreSQL 15's clients: the sample database is postgres:16. So the clients come from the PostgreSQL project's
-# own apt repository (PGDG), at a major version that dumps every server from 9.2 up to itself. Raise it to back up
-# newer servers.
+# PostgreSQL 15's clients: the sample database is postgres:16. So by default the clients come from the PostgreSQL
+# project's own apt repository (PGDG), for the base image's own Debian suite, at a major version that dumps every
+# server from 9.2 up to itself. Raise it to back up newer servers.
 ARG PG_CLIENT_MAJOR=17
+# Where postgresql-client-${PG_CLIENT_MAJOR} comes from: `pgdg`, or `debian` for the base image's own suite when it
+# ships that major (trixie has 17) or PGDG cannot be reached; `debian` needs no curl, gnupg or key.
+ARG PG_CLIENT_SOURCE=pgdg
 # The fingerprint of the PGDG signing key (ACCC4CF8), checked before apt trusts the downloaded key.
 ARG PGDG_KEY_FINGERPRINT=B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8
 
-# mariadb-client (10.11 in bookworm) provides `mariadb` and `mariadb-dump`, which also back up MySQL servers.
+# mariadb-client (10.11 in bookworm, 11.8 in trixie) provides `mariadb` and `mariadb-dump`, which also back up
+# MySQL servers.
 RUN set -eux; \
     apt-get update; \
-    apt-get install -y --no-install-recommends ca-certificates curl gnupg; \
-    curl -fsSL https://www.postgresql.org/media/keys/ACCC4CF8.asc -o /usr/share/keyrings/pgdg.asc; \
-    GNUPGHOME="$(mktemp -d)" gpg --batch --show-keys --with-colons /usr/share/keyrings/pgdg.asc \
-        | grep -q "^fpr:::::::::${PGDG_KEY_FINGERPRINT}:$"; \
-    echo "deb [signed-by=/usr/share/keyrings/pgdg.asc] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main" \
-        > /etc/apt/sources.list.d/pgdg.list; \
-    apt-get update; \
+    case "${PG_CLIENT_SOURCE}" in \
+        pgdg) \
+            apt-get install -y --no-install-recommends ca-certificates curl gnupg; \
+            curl -fsSL https://www.postgresql.org/media/keys/ACCC4CF8.asc -o /usr/share/keyrings/pgdg.asc; \
+            GNUPGHOME="$(mktemp -d)" gpg --batch --show-keys --with-colons /usr/share/keyrings/pgdg.asc \
+                | grep -q "^fpr:::::::::${PGDG_KEY_FINGERPRINT}:$"; \
+            codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"; \
+            echo "deb [signed-by=/usr/share/keyrings/pgdg.asc] https://apt.postgresql.org/pub/repos/apt ${codename}-pgdg main" \
+                > /etc/apt/sources.list.d/pgdg.list; \
+            apt-get update ;; \
+        debian) \
+            apt-get install -y --no-install-recommends ca-certificates ;; \
+        *) \
+            echo "PG_CLIENT_SOURCE must be pgdg or debian, not ${PG_CLIENT_SOURCE}" >&2; exit 1 ;; \
+    esac; \
     apt-get install -y --no-install-recommends "postgresql-client-${PG_CLIENT_MAJOR}" mariadb-client; \
-    apt-get purge -y --auto-remove curl gnupg; \
+    if [ "${PG_CLIENT_SOURCE}" = pgdg ]; then apt-get purge -y --auto-remove curl gnupg; fi; \
     rm -rf /var/lib/apt/lists/* /root/.gnupg
 
 # 65532: the unprivileged user of distroless images, the one the backup Jobs and the Deployments run as

@@ -1,10 +1,11 @@
 """The Dockerfile installs what the entry points need.
 
-No container engine runs on this machine, so the image is never built here. Instead this reads the Dockerfile and
-.dockerignore and holds them against their sources of truth: pyproject.toml (the package, its readme and its
-console scripts), the runner's own argv builders (the client tools it calls), the Pods in deploy/ (the user they
-run as), and the sample database (the PostgreSQL major the clients must be able to dump). The Dockerfile's last RUN
-makes the build itself fail when a command or tool is missing; these tests keep that list complete.
+The unit tests build no image (hack/cluster/images.sh does, for the local cluster, in minutes). Instead this reads
+the Dockerfile and .dockerignore and holds them against their sources of truth: pyproject.toml (the package, its
+readme and its console scripts), the runner's own argv builders (the client tools it calls), the Pods in deploy/
+(the user they run as), and the sample database (the PostgreSQL major the clients must be able to dump). The
+Dockerfile's last RUN makes the build itself fail when a command or tool is missing; these tests keep that list
+complete.
 """
 
 from __future__ import annotations
@@ -245,6 +246,35 @@ def test_the_postgresql_clients_can_dump_the_sample_server(final: Stage) -> None
     assert package == "postgresql-client-${PG_CLIENT_MAJOR}"
     path = next(i for i in final.all("ENV") if "PATH=" in i.arguments).arguments
     assert "/usr/lib/postgresql/${PG_CLIENT_MAJOR}/bin" in path
+
+
+def test_the_clients_come_from_pgdg_for_the_base_images_own_suite_by_default(final: Stage) -> None:
+    """bookworm ships only PostgreSQL 15's clients; PGDG has every major, for each Debian suite under its name."""
+    assert final.args()["PG_CLIENT_SOURCE"] == "pgdg"
+    text = final.run_text()
+    source = re.search(r'echo "deb \[signed-by=/usr/share/keyrings/pgdg\.asc\] (\S+) (\S+) main"', text)
+    assert source is not None, "no PGDG apt source"
+    assert source.group(1) == "https://apt.postgresql.org/pub/repos/apt"
+    # The suite is the base image's own codename, read from its /etc/os-release, not a name written here.
+    suite = re.fullmatch(r"\$\{?(\w+)\}?-pgdg", source.group(2))
+    assert suite is not None, source.group(2)
+    variable = suite.group(1)
+    assert re.search(rf"\b{variable}=\"?\$\(\. /etc/os-release && echo \"?\$VERSION_CODENAME", text), text
+
+
+def test_every_client_source_installs_the_same_packages_and_another_fails_the_build(final: Stage) -> None:
+    """`debian` (the base's own suite, for a machine that reaches no PGDG) skips only the PGDG steps."""
+    text = final.run_text()
+    branches = dict(re.findall(r"(?:\bin|;;)\s+([\w*]+)\)\s+(.*?)\s*(?=;;)", text))
+    assert set(branches) == {"pgdg", "debian", "*"}, branches
+    assert "curl" in branches["pgdg"]
+    assert "curl" not in branches["debian"]
+    assert "gnupg" not in branches["debian"]
+    assert "exit 1" in branches["*"]
+    # The clients are installed once, after the case, whichever the source.
+    after = text[text.index("esac") :]
+    assert "postgresql-client-${PG_CLIENT_MAJOR}" in after
+    assert "mariadb-client" in after
 
 
 def test_the_pgdg_key_is_checked_against_its_fingerprint_before_apt_trusts_it(final: Stage) -> None:
