@@ -40,6 +40,10 @@ class ClusterError(RuntimeError):
     pass
 
 
+class Fatal(ClusterError):
+    """A check that can never turn true any more: stop waiting."""
+
+
 def log(message: str) -> None:
     print(f"cluster: {message}", file=sys.stderr, flush=True)
 
@@ -57,9 +61,13 @@ def step(name: str, timings: list[tuple[str, float]]) -> Iterator[None]:
 def wait_for(what: str, check: Callable[[], bool], timeout: float, logs: Sequence[Path] = ()) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             if check():
                 return
+        except Fatal:
+            raise
+        except Exception:  # noqa: S110 (not there yet: a connection refused, an object not created yet)
+            pass
         time.sleep(0.5)
     tails = "\n".join(f"--- {path}:\n{_tail(path)}" for path in logs)
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
@@ -83,7 +91,9 @@ def _enter_cluster() -> None:
     netns.enter()
 
 
-def start(paths: Paths, name: str, argv: Sequence[str], *, in_netns: bool = True) -> int:
+def start(
+    paths: Paths, name: str, argv: Sequence[str], *, in_netns: bool = True, env: dict[str, str] | None = None
+) -> int:
     paths.logs.mkdir(parents=True, exist_ok=True)
     paths.pids.mkdir(parents=True, exist_ok=True)
     with (paths.logs / f"{name}.log").open("ab") as log_file:
@@ -95,6 +105,7 @@ def start(paths: Paths, name: str, argv: Sequence[str], *, in_netns: bool = True
             start_new_session=True,
             preexec_fn=_enter_cluster if in_netns else cgroups.join_system,
             cwd=paths.state,
+            env=env,
         )
     (paths.pids / f"{name}.pid").write_text(str(process.pid))
     return process.pid
@@ -221,7 +232,8 @@ def up(paths: Paths) -> list[tuple[str, float]]:
     with step("etcd and kube-apiserver", timings):
         start(paths, "etcd", by_name["etcd"].argv)
         start(paths, "kube-apiserver", by_name["kube-apiserver"].argv)
-        start(paths, "forward", [PYTHON, "-m", "hack.cluster.forward"], in_netns=False)
+        forward_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        start(paths, "forward", [PYTHON, "-m", "hack.cluster.forward"], in_netns=False, env=forward_env)
         wait_for("the API server", lambda: _api_ready(paths), 120, [paths.logs / "kube-apiserver.log"])
     with step("controller-manager, scheduler, kubelet, kube-proxy; node Ready", timings):
         for name in ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"):
@@ -248,6 +260,8 @@ def up(paths: Paths) -> list[tuple[str, float]]:
             kubectl(paths, binaries, "apply", "--server-side", "-f", "-", input_text=_addon(addon, paths))
         for namespace, deployment in (("kube-system", "coredns"), ("local-path-storage", "local-path-provisioner")):
             kubectl(paths, binaries, "-n", namespace, "rollout", "status", f"deployment/{deployment}", "--timeout=180s")
+    with step("a Pod resolves a Service through DNS and writes to a PVC", timings):
+        _smoke(paths, binaries)
     log(f"kubeconfig: {paths.kubeconfig}")
     return timings
 
@@ -278,6 +292,24 @@ def load(paths: Paths) -> str:
     if len(operator) != 1:
         raise ClusterError(f"expected one operator image from hack/cluster/images.sh, got {operator}")
     return operator[0]
+
+
+def _smoke(paths: Paths, binaries: Path) -> None:
+    kubectl(paths, binaries, "apply", "-f", "-", input_text=_addon("smoke", paths))
+
+    def finished() -> bool:
+        phase = kubectl(
+            paths, binaries, "-n", "dbb-cluster-smoke", "get", "pod", "smoke", "-o", "jsonpath={.status.phase}"
+        )
+        if phase == "Failed":
+            logs = kubectl(paths, binaries, "-n", "dbb-cluster-smoke", "logs", "smoke")
+            raise Fatal(f"the smoke Pod failed: {logs}")
+        return phase == "Succeeded"
+
+    try:
+        wait_for("the smoke Pod (PVC bound, DNS answering)", finished, 180, [paths.logs / "kubelet.log"])
+    finally:
+        kubectl(paths, binaries, "delete", "namespace", "dbb-cluster-smoke", "--wait=false")
 
 
 # --- down ------------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Where the local cluster lives and how its network is laid out: one place for every path, name and address.
 
 The whole cluster runs inside one network namespace (`NETNS`). Its node address, pod range and Service range exist
-only in there; the namespace's default route points at an interface with nothing behind it, so nothing routed inside ever leaves it.
-The host sees one thing: a forwarder on 127.0.0.1 that carries kubectl's connections into the namespace.
+only in there; the namespace's default route points at an interface with nothing behind it, so nothing routed
+inside ever leaves it. The host sees one thing: a forwarder on 127.0.0.1 that carries kubectl's connections into
+the namespace.
 """
 
 from __future__ import annotations

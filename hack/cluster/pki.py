@@ -67,6 +67,7 @@ class ClusterPKI:
             .not_valid_before(self._not_before)
             .not_valid_after(self._not_after)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._ca_key.public_key()), critical=False)
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
@@ -114,6 +115,12 @@ class ClusterPKI:
             .not_valid_before(self._not_before)
             .not_valid_after(self._not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            # Python 3.13's ssl verifies strictly (VERIFY_X509_STRICT): a certificate without an Authority Key
+            # Identifier is refused, so a client in a Python 3.13 Pod could not talk to the API server.
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()), critical=False
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         )
         if server_names:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)

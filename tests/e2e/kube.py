@@ -115,4 +115,4 @@ class Kube:
         return self.run(*args, check=False).stdout
 
     def wait_rollout(self, namespace: str, kind_name: str, timeout: int = 300) -> None:
-        self("-n", namespace, "rollout", "status", kind_name, f"--timeout={timeout}s")
+        self.run("-n", namespace, "rollout", "status", kind_name, f"--timeout={timeout}s", timeout=timeout + 60)
