@@ -47,6 +47,9 @@ cat > "$root/etc/apt/apt.conf.d/docker-no-recommends" <<'CFG'
 APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 CFG
+# Only the suite itself, from the mirror debootstrap used. The host's own apt settings are not copied in: a suite's
+# Release file carries no Valid-Until (only -updates and -security do, which the image does not list), so the image's
+# apt needs no Acquire::Check-Valid-Until or Check-Date override to read it.
 echo "deb $mirror $suite main" > "$root/etc/apt/sources.list"
 rm -f "$root"/etc/apt/sources.list.d/*
 
@@ -54,7 +57,7 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/ldc
   "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old \
   "$root"/var/log/* "$root"/tmp/* "$root"/var/tmp/* "$root"/root/.bash_history
 find "$root/dev" -mindepth 1 -delete
-# The build host's name and resolver are not the image's: the runtime mounts its own.
+# The build host's name and resolver are not the image's: the runtime mounts its own (rm: it may be a symlink).
 : > "$root/etc/hostname"
 rm -f "$root/etc/resolv.conf"
 : > "$root/etc/resolv.conf"
