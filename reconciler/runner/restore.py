@@ -15,6 +15,8 @@ ownership and grants, for a server that lacks the original roles.
 
 from __future__ import annotations
 
+import io
+import re
 import tarfile
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ __all__ = ["RestoreOptions", "restore_backup"]
 log = structlog.get_logger("dbb-backup")
 
 SNIFF_SIZE: Final = 64 << 10
+# globals.sql holds roles and tablespaces: kilobytes, even for thousands of roles. Read whole, with a ceiling.
+GLOBALS_LIMIT: Final = 64 << 20
 _SECTION: Final = b"\n-- Current Database: `"
 
 
@@ -139,8 +143,11 @@ class _Restore:
         # that follows still applies the backed-up attributes.
         argv = engines.psql_argv(self.connection, "postgres", script=True)
         env = engines.child_env(Engine.POSTGRESQL, self.connection)
+        script, kept = keep_own_role(_read_small(stream, GLOBALS_LIMIT), self.connection.user)
+        if kept:
+            log.info("kept the restoring role as it is", role=self.connection.user)
         with Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="RestoreFailed") as tool:
-            feed_all(stream, [ToolFeed(tool, needs_all=True)], self.deadline)
+            feed_all(io.BytesIO(script), [ToolFeed(tool, needs_all=True)], self.deadline)
             if tool.stderr():
                 log.warning("globals restored with messages", messages=tool.stderr())
         log.info("globals restored")
@@ -188,3 +195,26 @@ class _Peek:
             self._offset += len(piece)
             return piece
         return self._source.read(size)
+
+
+def _read_small(stream: Source, limit: int) -> bytes:
+    data = bytearray()
+    while chunk := stream.read(1 << 20):
+        data += chunk
+        if len(data) > limit:
+            raise RunnerError("RestoreFailed", f"globals.sql is larger than {limit >> 20} MiB: not a globals script")
+    return bytes(data)
+
+
+def keep_own_role(script: bytes, user: str) -> tuple[bytes, bool]:
+    """Drops the `ALTER ROLE <user> WITH ...` line of the role the restore connects as.
+
+    pg_dumpall writes each role as `CREATE ROLE x;` then `ALTER ROLE x WITH ... PASSWORD '...';`. On another server
+    (a disaster recovery, a restore test) the restoring role's ALTER would set its password to the source
+    server's: the restore's own next connection then fails and leaves the server half restored. That one role keeps
+    the password and attributes it has; every other role is restored as backed up."""
+    quoted = '"' + user.replace('"', '""') + '"'
+    names = {re.escape(user), re.escape(quoted)}
+    pattern = re.compile(rb"^ALTER ROLE (?:" + "|".join(sorted(names)).encode() + rb") WITH [^\n]*\n?", re.MULTILINE)
+    result, count = pattern.subn(b"", script)
+    return result, count > 0

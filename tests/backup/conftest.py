@@ -32,8 +32,9 @@ def pg() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def pg_empty() -> Iterator[PostgresServer]:
-    """A second, empty server: where a backup of `all` is restored, as after losing the first one."""
-    with PostgresServer.start() as server:
+    """A second, empty server: where a backup of `all` is restored, as after losing the first one. Its superuser has
+    a password of its own, as a rebuilt server's would: the restore must not replace it with the backed-up one."""
+    with PostgresServer.start(password="a-new-servers-own-password") as server:
         yield server
 
 

@@ -84,7 +84,9 @@ class PostgresServer:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, *, settings: Mapping[str, str] | None = None) -> Iterator[PostgresServer]:
+    def start(
+        cls, *, settings: Mapping[str, str] | None = None, password: str = SUPERUSER_PASSWORD
+    ) -> Iterator[PostgresServer]:
         folder = Path(tempfile.mkdtemp(prefix="dbb-pg-"))
         as_postgres = os.geteuid() == 0
         # setpriv execs the program itself (runuser would stay in between and not pass our signals on).
@@ -92,7 +94,7 @@ class PostgresServer:
         if as_postgres:
             entry = pwd.getpwnam("postgres")
             os.chown(folder, entry.pw_uid, entry.pw_gid)
-        server = cls(port=free_port(), folder=folder)
+        server = cls(port=free_port(), folder=folder, password=password)
         data, log = folder / "data", folder / "postgres.log"
         process: subprocess.Popen[bytes] | None = None
         try:

@@ -72,12 +72,13 @@ def test_a_backup_restores_to_identical_content(
 
     last = wait_for(f"a backup of {engine} {version}", backed_up, 300)
 
-    # The restore runs from the PVC in a Pod of the operator's image, with the target's password from its Secret.
+    # The restore runs from the PVC in a Pod of the operator's image, with the target's password from its Secret:
+    # the whole backup, as a disaster recovery would (for PostgreSQL that is the roles, then every database).
     secret_ref = {"secretKeyRef": {"name": f"{target.name}-credentials", "key": "password"}}
     output = run_pod(
         kube,
         NAMESPACE,
-        ["dbb-backup", "restore", last["file"], f"--host={target.host}", f"--user={target.user}", "--database=app"],
+        ["dbb-backup", "restore", last["file"], f"--host={target.host}", f"--user={target.user}"],
         {f"{source.name}-backups": "/backups"},
         env=[{"name": "DB_PASSWORD", "valueFrom": secret_ref}],
     )
