@@ -100,7 +100,7 @@ cluster-down: $(STAMP) ## Stop the local cluster: no process, mount, network nam
 e2e: $(STAMP) ## The end-to-end suite: deploy with make deploy, then real backups, restores, failures, undeploy
 	@assets=$$(bash hack/envtest.sh) && export KUBEBUILDER_ASSETS=$$assets PATH="$$assets:$$PATH" && \
 	if [ -z "$$E2E_KUBECONFIG" ]; then \
-	  export E2E_KUBECONFIG=$$($(CLUSTER) kubeconfig) && E2E_IMG=$$($(CLUSTER) load) && export E2E_IMG; \
+	  export E2E_KUBECONFIG=$$($(CLUSTER) kubeconfig) && images=$$($(CLUSTER) load) && eval "$$images"; \
 	fi && \
 	echo "e2e: cluster $$E2E_KUBECONFIG, image $$E2E_IMG" && \
 	$(BIN)/python -m pytest -W error tests/e2e $(PYTEST_ARGS)

@@ -28,7 +28,9 @@ def main() -> int:
             cluster.down(paths)
             print(f"cluster-down: {time.monotonic() - started:.1f}s")
         elif args.command == "load":
-            print(cluster.load(paths))
+            # As shell assignments: `make e2e` evaluates them.
+            for variable, reference in cluster.load(paths).items():
+                print(f"export {variable}={reference}")
         else:
             print(paths.kubeconfig)
     except cluster.ClusterError as error:

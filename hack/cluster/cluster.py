@@ -281,17 +281,21 @@ def import_images(paths: Paths, images: dict[str, Path]) -> None:
         log(f"  imported {reference}")
 
 
-def load(paths: Paths) -> str:
+def load(paths: Paths) -> dict[str, str]:
     """Build what changed (the operator image, after an edit) and import it into the running cluster; returns the
-    operator image's reference, for `make deploy IMG=...`."""
+    operator images' references: E2E_IMG for `make deploy IMG=...`, and E2E_OLD_CLIENT_IMG, the same code with
+    PostgreSQL 15's client tools."""
     if not paths.containerd_socket.exists():
         raise ClusterError("the local cluster is not running: make cluster-up")
     images = _images(_binaries())
     import_images(paths, images)
-    operator = [ref for ref in images if "/databasebackup-operator:" in ref]
-    if len(operator) != 1:
-        raise ClusterError(f"expected one operator image from hack/cluster/images.sh, got {operator}")
-    return operator[0]
+    found = {}
+    for variable, repository in (("E2E_IMG", "/databasebackup-operator:"), ("E2E_OLD_CLIENT_IMG", "-pg15:")):
+        matches = [ref for ref in images if repository in ref]
+        if len(matches) != 1:
+            raise ClusterError(f"expected one {repository} image from hack/cluster/images.sh, got {matches}")
+        found[variable] = matches[0]
+    return found
 
 
 def _smoke(paths: Paths, binaries: Path) -> None:

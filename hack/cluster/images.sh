@@ -193,16 +193,22 @@ on dbb.local/mariadb:10.11 "$images/mariadb.Containerfile" dbb.local/debian:book
 on dbb.local/mariadb:11.8 "$images/mariadb.Containerfile" dbb.local/debian:trixie MARIADB_VERSION=11.8 \
   -- "$images/mariadb-entrypoint.sh" "$images/mariadb.cnf"
 on dbb.local/python:trixie "$images/python.Containerfile" dbb.local/debian:trixie
+on dbb.local/python:bookworm "$images/python.Containerfile" dbb.local/debian:bookworm
 
 # --- the operator, from the project's own Dockerfile -------------------------------------------------------------
 
 # The build arguments for this machine: Python and the PostgreSQL clients from Debian trixie, whose clients (17,
 # and MariaDB's 11.8) dump every server the cluster runs.
 operator_args=(PYTHON_IMAGE=dbb.local/python:trixie PG_CLIENT_SOURCE=debian PG_CLIENT_MAJOR=17)
+# A second build of the same Dockerfile, on bookworm with its PostgreSQL 15 clients: what a user gets who builds
+# with Debian's own clients on the older suite. The e2e suite shows that it refuses a PostgreSQL 17 server clearly.
+old_client_args=(PYTHON_IMAGE=dbb.local/python:bookworm PG_CLIENT_SOURCE=debian PG_CLIENT_MAJOR=15)
+# build_operator REF BUILD-ARG...: the project's Dockerfile with these build arguments (the first names the base).
 build_operator() {
   local ref=$1 arg args=() mounts=() file
-  base dbb.local/python:trixie
-  for arg in "${operator_args[@]}"; do args+=(--build-arg "$arg"); done
+  shift
+  base "${1#PYTHON_IMAGE=}"
+  for arg in "$@"; do args+=(--build-arg "$arg"); done
   # pip reaches PyPI through this machine's HTTPS setup (its CA bundle, its pip configuration): lent to the build's
   # RUN steps read-only, never copied into a layer, so the Dockerfile stays the one a user with a registry builds.
   for file in /etc/ssl/certs/ca-certificates.crt /etc/pip.conf; do
@@ -219,7 +225,11 @@ operator_inputs() {
       LC_ALL=C sort -z | xargs -0 sha256sum
   )
 }
-operator_key=$(key "${keys[dbb.local/python:trixie]}" "${operator_args[@]}" "$(operator_inputs)")
-image "dbb.local/databasebackup-operator:${operator_key:0:12}" "$operator_key" build_operator
+inputs=$(operator_inputs)
+operator_key=$(key "${keys[dbb.local/python:trixie]}" "${operator_args[@]}" "$inputs")
+image "dbb.local/databasebackup-operator:${operator_key:0:12}" "$operator_key" build_operator "${operator_args[@]}"
+old_client_key=$(key "${keys[dbb.local/python:bookworm]}" "${old_client_args[@]}" "$inputs")
+image "dbb.local/databasebackup-operator-pg15:${old_client_key:0:12}" "$old_client_key" build_operator \
+  "${old_client_args[@]}"
 
 log "all images ready in ${SECONDS}s"

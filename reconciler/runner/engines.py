@@ -228,6 +228,9 @@ _UNREACHABLE = re.compile(
     re.IGNORECASE,
 )
 _NO_DATABASE = re.compile(r"database \".*\" does not exist|Unknown database|\b1049\b", re.IGNORECASE)
+# pg_dump refuses a server of a newer major version than its own ("aborting because of server version mismatch",
+# then "server version: 17.2; pg_dump version: 15.10"): the image's client tools are too old for this server.
+_CLIENT_TOO_OLD = re.compile(r"server version mismatch", re.IGNORECASE)
 
 
 def classify_failure(stderr: str) -> str:
@@ -238,6 +241,8 @@ def classify_failure(stderr: str) -> str:
         return "Unreachable"
     if _NO_DATABASE.search(stderr):
         return "DatabaseNotFound"
+    if _CLIENT_TOO_OLD.search(stderr):
+        return "ClientTooOld"
     return "DumpFailed"
 
 

@@ -9,6 +9,7 @@ Every failure the runner can explain is a `RunnerError` with a `reason` (a Camel
 | `AuthenticationFailed` | the server refused the user or password |
 | `Unreachable` | no server answered at host:port (refused, unknown host, connect timeout) |
 | `DatabaseNotFound` | a `--database` does not exist on the server |
+| `ClientTooOld` | pg_dump is of an older major version than the server, which it refuses to dump |
 | `DumpFailed` | the dump tool exited non-zero or was killed |
 | `Timeout` | `--timeout` ran out; the dump tool was killed |
 | `DiskFull` | the output folder ran out of space (or quota) |

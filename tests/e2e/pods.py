@@ -59,11 +59,12 @@ def run_pod(
     volumes: dict[str, str],
     *,
     env: list[dict[str, Any]] | None = None,
+    image: str | None = None,
     timeout: float = 300,
 ) -> str:
     """Run a command in a Pod of the operator's image to completion; returns its log. Fails on a non-zero exit."""
     name = f"look-{uuid.uuid4().hex[:6]}"
-    kube.apply(restricted_pod(name, namespace, os.environ["E2E_IMG"], command, volumes, env))
+    kube.apply(restricted_pod(name, namespace, image or os.environ["E2E_IMG"], command, volumes, env))
     phase = wait_for(
         f"Pod {name} to finish",
         lambda: (

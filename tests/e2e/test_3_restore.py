@@ -4,6 +4,8 @@ table's row count and a checksum of all its rows, compared with the source."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -85,3 +87,37 @@ def test_a_backup_restores_to_identical_content(
     assert target.password not in output
     assert source.password not in output
     assert databases.fingerprint(kube, target) == expected
+
+
+def test_a_client_older_than_the_server_is_refused_with_a_clear_message(
+    kube: Kube, servers: dict[str, tuple[databases.Database, databases.Database]]
+) -> None:
+    """The same Dockerfile built with Debian bookworm's PostgreSQL 15 clients cannot dump a PostgreSQL 17 server:
+    the run fails at once, names both versions, and publishes nothing."""
+    image = os.environ.get("E2E_OLD_CLIENT_IMG")
+    if not image:
+        pytest.skip("E2E_OLD_CLIENT_IMG not set (make e2e sets it on the local cluster)")
+    source, _ = servers["postgresql-17"]
+    secret_ref = {"secretKeyRef": {"name": f"{source.name}-credentials", "key": "password"}}
+    command = [
+        "sh",
+        "-c",
+        f"dbb-backup run --engine=postgresql --host={source.host} --user=postgres --database=app "
+        "--output-dir=/backups/old-client; echo exit=$?; echo files:; ls -A /backups/old-client 2>/dev/null; true",
+    ]
+    output = run_pod(
+        kube,
+        NAMESPACE,
+        command,
+        {f"{source.name}-backups": "/backups"},
+        env=[{"name": "DB_PASSWORD", "valueFrom": secret_ref}],
+        image=image,
+    )
+    result = json.loads(next(line for line in output.splitlines() if line.startswith('{"status"')))
+    assert result["status"] == "Failed"
+    assert result["reason"] == "ClientTooOld", result
+    assert "server version: 17" in result["message"]
+    assert "pg_dump version: 15" in result["message"]
+    lines = output.splitlines()
+    assert "exit=0" not in lines
+    assert lines[lines.index("files:") + 1 :] == [], "a failed run publishes nothing"

@@ -98,6 +98,11 @@ def test_the_password_comes_from_db_password_then_the_engines_variable(
         ('FATAL:  database "nope" does not exist', "DatabaseNotFound"),
         ("Got error: 1049: \"Unknown database 'nope'\"", "DatabaseNotFound"),
         ("pg_dump: error: query failed: out of memory", "DumpFailed"),
+        (
+            "pg_dump: error: aborting because of server version mismatch\n"
+            "pg_dump: detail: server version: 17.7 (Debian 17.7-3); pg_dump version: 15.15 (Debian 15.15-0+deb12u1)",
+            "ClientTooOld",
+        ),
     ],
 )
 def test_tool_messages_map_to_reasons(stderr: str, reason: str) -> None:
