@@ -1,38 +1,74 @@
 """Certificates in the cluster without cert-manager.
 
-The webhook keeps its CA and serving certificate in a Secret. Every replica, at start and then hourly:
-1. reads the Secret and writes its files into --cert-dir (an emptyDir), where the reloader picks them up;
-2. renews in place what is missing or expires within 30 days (`certs.serving`), and if anything changed, writes
-   the Secret back guarded by its resourceVersion: when two replicas race, one wins with 201/200, the other gets
-   409, re-reads, and adopts the winner's files, so all replicas serve one certificate;
-3. writes the CA into the caBundle of each webhook configuration, if it is not already there.
-Keeping the CA key in the Secret keeps the CA stable across renewals, so the caBundle rarely changes at all.
+The webhook keeps its CA and serving certificate in a Secret (what it holds: `webhook.rotation`). Every replica,
+at start and then every ~10 s:
+1. reads the webhook configurations, then the Secret (plain GETs: no watch to keep alive);
+2. works out what the Secret should hold: what is there, renewed where it expires within 30 days
+   (`certs.serving`, in a staging folder); if the Secret is gone, a brand-new CA and certificate: deleting the
+   Secret is how an admin rotates them, so nothing on disk is reused. A CA the API server does not trust yet
+   records the CAs that may still be serving as previous ones, trusted for `ROTATION_GRACE`;
+3. if that differs from the Secret, writes it guarded by its resourceVersion: when two replicas race, one wins
+   (201/200), the other gets 409, starts over and adopts the winner's Secret, so all replicas serve one certificate;
+4. publishes the current CA, plus the previous ones during the grace period, into each configuration's caBundle,
+   and only if it differs (so replicas never fight);
+5. only then writes the files into --cert-dir, where the reloader swaps them in.
+The order of 3-5 is what keeps admission working during a rotation: a replica serves a certificate only once the
+caBundle trusts its CA, and the old CA stays trusted until every replica has moved on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import aiohttp
 import structlog
+from cryptography import x509
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from certs.pki import write_private, write_public
-from certs.serving import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, ensure_serving_certificate, service_hosts
+from certs.serving import CA_FILE, CERT_FILE, ensure_serving_certificate, service_hosts
 from common.kube import body as as_body
 from common.kube import raw, timeout
+from webhook.rotation import (
+    FILES,
+    PRIVATE_FILES,
+    ROTATION_GRACE,
+    Material,
+    bundle_patch,
+    certificates,
+    change,
+    fingerprint,
+    hand_over,
+    published_cas,
+)
 
-__all__ = ["CertificateKeeper"]
+__all__ = ["POLL_INTERVAL", "CertificateKeeper"]
 
 log = structlog.get_logger("webhook.certificates")
-_FILES = (CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE)
-_PRIVATE = {CA_KEY_FILE, KEY_FILE}
+
+# Often enough that a deleted Secret, or another replica's rotation, is acted on within seconds; one GET of a
+# small Secret and two of the configurations per replica every 10 s is little for the API server.
+POLL_INTERVAL: Final = 10.0
+# Replicas started together would otherwise poll in lockstep and race for every write.
+_JITTER: Final = 0.2
+# The API server applies a webhook configuration change through its informer, a moment after the write: a replica
+# that has just made the caBundle trust a new CA gives it that moment before serving a certificate signed by it.
+_SETTLE: Final = 2.0
+# Strategic merge patches webhooks by name, and takes the resourceVersion in the patch as a precondition.
+_STRATEGIC_MERGE_PATCH: Final[Mapping[str, Any]] = {"_content_type": "application/strategic-merge-patch+json"}
+_ATTEMPTS: Final = 5
+
+
+class _Conflict(Exception):
+    """Someone else wrote first: start over from a fresh read."""
 
 
 @dataclass
@@ -44,42 +80,113 @@ class CertificateKeeper:
     configurations: Sequence[str]
     cert_dir: Path
     extra_hosts: Sequence[str] = ()
+    grace: timedelta = ROTATION_GRACE
+    # Injectable, so that tests step past the grace period instead of waiting minutes.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    settle: float = _SETTLE
+    on_event: Callable[[str], None] | None = None  # "created", "rotated", "renewed", "stored", "adopted"
 
     @property
     def hosts(self) -> tuple[str, ...]:
         return service_hosts(self.service, self.namespace, self.extra_hosts)
 
     async def sync(self) -> None:
-        core = client.CoreV1Api(self.api)
-        for _ in range(5):
-            secret = await self._read_secret(core)
-            if secret is not None:
-                self._write_files(secret.get("data") or {})
-            outcome = ensure_serving_certificate(
-                self.cert_dir, self.hosts, common_name=f"{self.service}.{self.namespace}.svc"
-            )
-            if secret is not None and not outcome.certificate_renewed:
-                break
+        for _ in range(_ATTEMPTS):
             try:
-                await self._store(core, secret)
-                log.info("certificate stored", secret=self.secret_name, not_after=outcome.not_after.isoformat())
-                break
-            except ApiException as error:
-                if error.status != 409:
-                    raise
-                # Another replica wrote first: adopt its Secret.
+                await self._sync_once()
+                return
+            except _Conflict:
+                log.debug("certificate sync conflict, starting over", secret=self.secret_name)
                 await asyncio.sleep(random.uniform(0.05, 0.3))  # noqa: S311
-        else:
-            raise RuntimeError(f"Secret {self.namespace}/{self.secret_name} kept changing under us")
-        await self._publish_ca()
+        raise RuntimeError(f"Secret {self.namespace}/{self.secret_name} kept changing under us")
 
-    async def run(self, interval: float = 3600.0) -> None:
+    async def run(self, interval: float = POLL_INTERVAL) -> None:
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval * random.uniform(1 - _JITTER, 1 + _JITTER))  # noqa: S311
             try:
                 await self.sync()
-            except (ApiException, OSError, RuntimeError) as error:
+            except (ApiException, aiohttp.ClientError, OSError, RuntimeError, ValueError) as error:
                 log.warning("certificate sync failed", error=str(error)[:300])
+
+    async def _sync_once(self) -> None:
+        now = self.clock()
+        core = client.CoreV1Api(self.api)
+        # Configurations before the Secret: if another replica rotated in between, we see its Secret too, and
+        # never publish a bundle from an older Secret over its newer one.
+        configurations = await self._read_configurations()
+        secret = await self._read_secret(core)
+        stored = Material.from_secret(secret) if secret is not None else None
+        published = published_cas(c for _, c in configurations)
+        served = self._served()
+        candidate = hand_over(self._renewed(stored, now), stored, published, served, now, self.grace)
+        wrote = candidate != stored
+        if wrote:
+            await self._store(core, secret, candidate)
+            self._report_stored(stored, candidate)
+        added = await self._publish(configurations, candidate.bundle(now, self.grace))
+        if added and served and set(served) != set(candidate.cas):
+            await asyncio.sleep(self.settle)
+        await self._serve(candidate, adopted=not wrote)
+
+    def _renewed(self, stored: Material | None, now: datetime) -> Material:
+        """The stored files renewed where needed, or brand-new ones without a Secret. In a staging folder: what
+        the reloader reads must not change before the caBundle trusts it."""
+        staging = self.cert_dir / ".staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            if stored is not None:
+                _write(staging, stored.files)
+            ensure_serving_certificate(staging, self.hosts, common_name=f"{self.service}.{self.namespace}.svc", now=now)
+            files = {name: (staging / name).read_bytes() for name in FILES}
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        base = stored or Material()
+        return replace(base, files=files)
+
+    def _served(self) -> tuple[bytes, ...]:
+        try:
+            return certificates((self.cert_dir / CA_FILE).read_bytes())
+        except OSError:
+            return ()
+
+    async def _serve(self, material: Material, *, adopted: bool) -> None:
+        on_disk = {name: _read(self.cert_dir / name) for name in FILES}
+        if on_disk == dict(material.files):
+            return
+        served = certificates(on_disk[CA_FILE] or b"")
+        _write(self.cert_dir, material.files)
+        if adopted:
+            log.info(
+                "certificate adopted",
+                secret=self.secret_name,
+                ca=fingerprint(material.cas[0]),
+                ca_changed=bool(served) and set(served) != set(material.cas),
+            )
+            self._event("adopted")
+
+    def _report_stored(self, stored: Material | None, candidate: Material) -> None:
+        event = change(stored, candidate)
+        not_after = x509.load_pem_x509_certificate(candidate.files[CERT_FILE]).not_valid_after_utc.isoformat()
+        if event == "rotated":
+            assert candidate.rotated_at is not None
+            log.info(
+                "certificate rotated",
+                secret=self.secret_name,
+                ca=fingerprint(candidate.cas[0]),
+                secret_deleted=stored is None,
+                previous=[fingerprint(ca) for ca in candidate.previous],
+                previous_trusted_until=(candidate.rotated_at + self.grace).isoformat(),
+                not_after=not_after,
+            )
+        else:
+            ca = fingerprint(candidate.cas[0])
+            log.info("certificate stored", change=event, secret=self.secret_name, ca=ca, not_after=not_after)
+        self._event(event)
+
+    def _event(self, event: str) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
 
     async def _read_secret(self, core: client.CoreV1Api) -> dict[str, Any] | None:
         try:
@@ -91,16 +198,7 @@ class CertificateKeeper:
                 return None
             raise
 
-    def _write_files(self, data: dict[str, str]) -> None:
-        self.cert_dir.mkdir(parents=True, exist_ok=True)
-        # Keys before certificates: a reader that sees a new certificate finds its key already there.
-        for name in sorted(_FILES, key=lambda n: n not in _PRIVATE):
-            if name in data:
-                content = base64.b64decode(data[name])
-                (write_private if name in _PRIVATE else write_public)(self.cert_dir / name, content)
-
-    async def _store(self, core: client.CoreV1Api, existing: dict[str, Any] | None) -> None:
-        data = {name: base64.b64encode((self.cert_dir / name).read_bytes()).decode() for name in _FILES}
+    async def _store(self, core: client.CoreV1Api, existing: dict[str, Any] | None, material: Material) -> None:
         secret: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -112,39 +210,71 @@ class CertificateKeeper:
                     "app.kubernetes.io/name": self.service,
                     "app.kubernetes.io/part-of": "databasebackup-operator",
                 },
+                "annotations": material.annotations(),
             },
-            "data": data,
+            "data": material.secret_data(),
         }
-        if existing is None:
-            await core.create_namespaced_secret(self.namespace, as_body(secret), **timeout())
-        else:
-            secret["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            await core.replace_namespaced_secret(self.secret_name, self.namespace, as_body(secret), **timeout())
+        try:
+            if existing is None:
+                await core.create_namespaced_secret(self.namespace, as_body(secret), **timeout())
+            else:
+                secret["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+                await core.replace_namespaced_secret(self.secret_name, self.namespace, as_body(secret), **timeout())
+        except ApiException as error:
+            if error.status == 409:
+                raise _Conflict from None  # another replica wrote first: adopt its Secret
+            raise
 
-    async def _publish_ca(self) -> None:
-        bundle = base64.b64encode((self.cert_dir / CA_FILE).read_bytes()).decode()
+    async def _read_configurations(self) -> list[tuple[str, dict[str, Any]]]:
         api = client.AdmissionregistrationV1Api(self.api)
-        pairs = (
-            (api.read_mutating_webhook_configuration, api.patch_mutating_webhook_configuration),
-            (api.read_validating_webhook_configuration, api.patch_validating_webhook_configuration),
-        )
+        found = []
         for name in self.configurations:
-            for read, patch in pairs:
+            for kind, read in (
+                ("mutating", api.read_mutating_webhook_configuration),
+                ("validating", api.read_validating_webhook_configuration),
+            ):
                 try:
-                    current = await raw(read(name, _preload_content=False, **timeout()))
+                    found.append((kind, await raw(read(name, _preload_content=False, **timeout()))))
                 except ApiException as error:
-                    if error.status == 404:
-                        continue  # e.g. only a validating configuration is installed
-                    raise
-                operations = [
-                    {
-                        "op": "replace" if "caBundle" in (hook.get("clientConfig") or {}) else "add",
-                        "path": f"/webhooks/{index}/clientConfig/caBundle",
-                        "value": bundle,
-                    }
-                    for index, hook in enumerate(current.get("webhooks") or [])
-                    if (hook.get("clientConfig") or {}).get("caBundle") != bundle
-                ]
-                if operations:
-                    await patch(name, operations, **timeout())
-                    log.info("caBundle written", configuration=name, kind=current.get("kind"))
+                    if error.status != 404:  # e.g. only a validating configuration is installed
+                        raise
+        return found
+
+    async def _publish(self, configurations: list[tuple[str, dict[str, Any]]], bundle: bytes) -> bool:
+        """Write the bundle where it differs. True if some webhook now trusts a CA it did not before."""
+        api = client.AdmissionregistrationV1Api(self.api)
+        patches = {
+            "mutating": api.patch_mutating_webhook_configuration,
+            "validating": api.patch_validating_webhook_configuration,
+        }
+        wanted = set(certificates(bundle))
+        added = False
+        for kind, configuration in configurations:
+            patch = bundle_patch(configuration, bundle)
+            if patch is None:
+                continue
+            name = configuration["metadata"]["name"]
+            try:
+                await patches[kind](name, as_body(patch), **_STRATEGIC_MERGE_PATCH, **timeout())
+            except ApiException as error:
+                if error.status == 409:
+                    raise _Conflict from None  # changed since we read it: start over from what is there now
+                raise
+            before = published_cas([configuration])
+            added = added or not wanted <= set(before)
+            log.info("caBundle written", configuration=name, kind=configuration.get("kind"), cas=len(wanted))
+        return added
+
+
+def _write(folder: Path, files: Mapping[str, bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    # Keys before certificates: a reader that sees a new certificate finds its key already there.
+    for name in sorted(files, key=lambda n: n not in PRIVATE_FILES):
+        (write_private if name in PRIVATE_FILES else write_public)(folder / name, files[name])
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None

@@ -15,8 +15,9 @@ from aiohttp import web
 from common.kube import ConfigError, api_client
 from common.logs import configure
 from webhook.database import StatefulSets
-from webhook.incluster import CertificateKeeper
+from webhook.incluster import POLL_INTERVAL, CertificateKeeper
 from webhook.metrics import Metrics
+from webhook.rotation import ROTATION_GRACE
 from webhook.server import make_app
 from webhook.tls import CertificateReloader, TLSListener
 
@@ -35,7 +36,9 @@ def parser() -> argparse.ArgumentParser:
     managed = parser.add_argument_group(
         "certificates in the cluster (without cert-manager)",
         "With --cert-secret the webhook keeps its CA and certificate in that Secret, writes them into --cert-dir, "
-        "renews them 30 days before expiry, and writes the CA into each --webhook-configuration's caBundle.",
+        "renews them 30 days before expiry, and writes the CA into each --webhook-configuration's caBundle. It "
+        f"re-reads the Secret every ~{POLL_INTERVAL:.0f} s: deleting it rotates the CA and certificate, the old CA "
+        f"staying trusted for {ROTATION_GRACE.total_seconds() / 60:.0f} minutes.",
     )
     managed.add_argument("--cert-secret", help="Secret (in --namespace) holding the certificates")
     managed.add_argument("--service", default="dbb-webhook", help="the webhook's Service name (default: %(default)s)")
@@ -89,6 +92,7 @@ async def serve(args: argparse.Namespace) -> None:
                 args.webhook_configuration,
                 args.cert_dir,
                 args.extra_host,
+                on_event=lambda event: metrics.certificate_reloads.labels(event).inc(),
             )
             await keeper.sync()
         if not reloader.reload():

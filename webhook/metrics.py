@@ -37,7 +37,8 @@ class Metrics:
         )
         self.certificate_reloads = Counter(
             "dbb_webhook_certificate_reloads",
-            "Certificate reload attempts that changed something or failed",
+            "Certificate changes: files re-read (loaded, error); with --cert-secret, the Secret "
+            "(created, rotated, renewed, stored) and another replica's Secret taken over (adopted)",
             ["result"],
             registry=r,
         )

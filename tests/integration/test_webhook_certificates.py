@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from kubernetes_asyncio import client, config
 
 from certs.serving import ensure_serving_certificate, service_hosts
 from common.kube import body, raw
 from tests.controlplane import ControlPlane
 from webhook.incluster import CertificateKeeper
+from webhook.rotation import ROTATION_GRACE, Material
 
 
 @pytest.fixture
@@ -131,3 +136,293 @@ async def test_a_certificate_about_to_expire_is_renewed_under_the_same_ca(
     renewed = x509.load_pem_x509_certificate(base64.b64decode((await secret(api, namespace))["data"]["tls.crt"]))
     assert renewed.not_valid_after_utc > datetime.now(UTC) + timedelta(days=300)
     assert (tmp_path / "new" / "ca.crt").read_bytes() == (old / "ca.crt").read_bytes()
+
+
+# ---- rotation: deleting the Secret gives a new CA, and the caBundle trusts every served certificate throughout
+
+
+def remove_bundles(control_plane: ControlPlane, configuration: str) -> None:
+    """What someone editing the configurations by hand may do."""
+    remove = json.dumps([{"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}])
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        control_plane.kubectl("patch", kind, configuration, "--type=json", "-p", remove)
+
+
+def after_the_grace_period() -> datetime:
+    return datetime.now(UTC) + ROTATION_GRACE + timedelta(seconds=1)
+
+
+async def delete_secret(api: client.ApiClient, namespace: str) -> None:
+    await client.CoreV1Api(api).delete_namespaced_secret("dbb-webhook-tls", namespace)
+
+
+async def published(api: client.ApiClient, name: str) -> list[list[bytes]]:
+    """The CAs each webhook trusts, in bundle order, as the PEM of each certificate."""
+    found = []
+    for bundle in await bundles(api, name):
+        pem = base64.b64decode(bundle)
+        found.append([ca.public_bytes(serialization.Encoding.PEM) for ca in certificates_in(pem)])
+    return found
+
+
+def certificates_in(pem: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(pem) if pem.strip() else []
+
+
+def verifies(cert_pem: bytes, cas: list[bytes]) -> bool:
+    """What the API server checks: the certificate is signed by one of the CAs in the bundle."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    for ca in cas:
+        try:
+            cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca))
+        except (InvalidSignature, ValueError, TypeError):
+            continue
+        return True
+    return False
+
+
+async def untrusted(api: client.ApiClient, configuration: str, folders: list[Path]) -> list[str]:
+    """Each (webhook, replica) pair whose served certificate the webhook's bundle does not trust. The files are read
+    before the bundles: a replica writes its files only after the bundle trusts them, so this order never reports
+    a pair that was in fact trusted."""
+    served = {folder.name: (folder / "tls.crt").read_bytes() for folder in folders}
+    failures = []
+    for index, cas in enumerate(await published(api, configuration)):
+        failures += [
+            f"webhook {index} does not trust {name}" for name, cert in served.items() if not verifies(cert, cas)
+        ]
+    return failures
+
+
+@dataclass
+class Replica(CertificateKeeper):
+    """A keeper that checks, at the moment it writes new files, that every caBundle already trusts them (the order
+    that keeps admission working), and whose next Secret read can be made to wait for another replica's."""
+
+    together: asyncio.Barrier | None = None
+    reads: list[bool] = field(default_factory=list)  # True where the Secret was not there
+    premature: list[str] = field(default_factory=list)
+
+    async def _read_secret(self, core: client.CoreV1Api) -> dict[str, Any] | None:
+        found = await super()._read_secret(core)
+        self.reads.append(found is None)
+        if self.together is not None:
+            together, self.together = self.together, None
+            await together.wait()
+        return found
+
+    async def _serve(self, material: Material, *, adopted: bool) -> None:
+        served = self.cert_dir / "tls.crt"
+        if not served.exists() or served.read_bytes() != material.files["tls.crt"]:
+            for index, cas in enumerate(await published(self.api, self.configurations[0])):
+                if not verifies(material.files["tls.crt"], cas):
+                    self.premature.append(f"{self.cert_dir.name} served before webhook {index} trusted it")
+        await super()._serve(material, adopted=adopted)
+
+
+def replicas(api: client.ApiClient, namespace: str, configuration: str, folders: list[Path]) -> list[Replica]:
+    return [Replica(api, namespace, "dbb-webhook-tls", "dbb-webhook", [configuration], folder) for folder in folders]
+
+
+async def two_started_replicas(
+    api: client.ApiClient, namespace: str, configuration: str, tmp_path: Path
+) -> tuple[list[Path], list[Replica]]:
+    folders = [tmp_path / "replica-a", tmp_path / "replica-b"]
+    both = replicas(api, namespace, configuration, folders)
+    await asyncio.gather(*(replica.sync() for replica in both))
+    assert await untrusted(api, configuration, folders) == []
+    return folders, both
+
+
+async def test_deleting_the_secret_rotates_to_a_new_ca_trusted_beside_the_old_one_until_the_grace_period_ends(
+    api: client.ApiClient, namespace: str, configurations: str, tmp_path: Path
+) -> None:
+    folders = [tmp_path / "first", tmp_path / "second"]
+    first, second = replicas(api, namespace, configurations, folders)
+    await first.sync()
+    await second.sync()
+    old_ca = (folders[0] / "ca.crt").read_bytes()
+
+    await delete_secret(api, namespace)
+    await first.sync()
+    stored = await secret(api, namespace)
+    new_ca = base64.b64decode(stored["data"]["ca.crt"])
+    assert new_ca != old_ca
+    assert base64.b64decode(stored["data"]["ca-previous.crt"]) == old_ca
+    assert "databases.test.io/ca-rotated-at" in stored["metadata"]["annotations"]
+    assert (folders[0] / "tls.crt").read_bytes() == base64.b64decode(stored["data"]["tls.crt"])
+    assert await published(api, configurations) == [[new_ca, old_ca]] * 2
+    # The second replica has not noticed yet and still serves the old certificate: still trusted.
+    assert await untrusted(api, configurations, folders) == []
+
+    await second.sync()
+    assert (folders[1] / "tls.crt").read_bytes() == base64.b64decode(stored["data"]["tls.crt"])
+    assert await untrusted(api, configurations, folders) == []
+
+    # A replica that starts during the grace period (a rolling restart right after the rotation) keeps it.
+    await replicas(api, namespace, configurations, [tmp_path / "restarted"])[0].sync()
+    assert await published(api, configurations) == [[new_ca, old_ca]] * 2
+
+    first.clock = after_the_grace_period
+    await first.sync()
+    assert await bundles(api, configurations) == [base64.b64encode(new_ca).decode()] * 2
+    assert (await secret(api, namespace))["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+    assert first.premature + second.premature == []
+
+
+async def test_two_replicas_that_both_see_the_deletion_agree_on_one_new_certificate_trusted_at_every_step(
+    api: client.ApiClient, namespace: str, configurations: str, tmp_path: Path
+) -> None:
+    folders, both = await two_started_replicas(api, namespace, configurations, tmp_path)
+    old_ca = (folders[0] / "ca.crt").read_bytes()
+
+    await delete_secret(api, namespace)
+    assert await untrusted(api, configurations, folders) == []
+
+    # Both read the Secret as gone before either writes one: both make a new CA, one wins, the other adopts.
+    together = asyncio.Barrier(2)
+    for replica in both:
+        replica.reads.clear()
+        replica.together = together
+    await asyncio.gather(*(replica.sync() for replica in both))
+    assert [replica.reads[0] for replica in both] == [True, True]
+    assert sorted(len(replica.reads) for replica in both) == [1, 2]  # the loser read again, and adopted
+    stored = await secret(api, namespace)
+    new_ca = base64.b64decode(stored["data"]["ca.crt"])
+    assert new_ca != old_ca
+    assert [(folder / "tls.crt").read_bytes() for folder in folders] == [
+        base64.b64decode(stored["data"]["tls.crt"])
+    ] * 2
+    assert await published(api, configurations) == [[new_ca, old_ca]] * 2
+    assert await untrusted(api, configurations, folders) == []
+
+    for replica in both:
+        replica.clock = after_the_grace_period
+        await replica.sync()
+        assert await untrusted(api, configurations, folders) == []
+    assert await published(api, configurations) == [[new_ca]] * 2
+    assert [replica.premature for replica in both] == [[], []]
+
+
+async def test_polling_replicas_notice_the_deletion_rotate_and_never_serve_an_untrusted_certificate(
+    api: client.ApiClient, namespace: str, configurations: str, tmp_path: Path
+) -> None:
+    folders, both = await two_started_replicas(api, namespace, configurations, tmp_path)
+    old_ca = (folders[0] / "ca.crt").read_bytes()
+    failures: list[str] = []
+
+    async def watch_trust() -> None:
+        while True:
+            failures.extend(await untrusted(api, configurations, folders))
+            await asyncio.sleep(0.05)
+
+    tasks = [asyncio.create_task(replica.run(interval=0.5)) for replica in both]
+    tasks.append(asyncio.create_task(watch_trust()))
+    try:
+        await delete_secret(api, namespace)
+
+        async def rotated() -> bool:
+            try:
+                stored = await secret(api, namespace)
+            except client.ApiException:
+                return False
+            cert = base64.b64decode(stored["data"]["tls.crt"])
+            return base64.b64decode(stored["data"]["ca.crt"]) != old_ca and all(
+                (folder / "tls.crt").read_bytes() == cert for folder in folders
+            )
+
+        await eventually("both replicas serve the new certificate", rotated, seconds=60)
+    finally:
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [asyncio.CancelledError] * 3  # none died on its own
+    assert failures == []
+    assert await untrusted(api, configurations, folders) == []
+    assert [replica.premature for replica in both] == [[], []]
+
+
+async def test_a_removed_ca_bundle_comes_back_on_the_next_sync(
+    api: client.ApiClient, control_plane: ControlPlane, namespace: str, configurations: str, tmp_path: Path
+) -> None:
+    replica = keeper(api, namespace, configurations, tmp_path)
+    await replica.sync()
+    ca = base64.b64encode((tmp_path / "ca.crt").read_bytes()).decode()
+    remove_bundles(control_plane, configurations)
+    assert await bundles(api, configurations) == ["", ""]
+
+    await replica.sync()
+    assert await bundles(api, configurations) == [ca, ca]
+    # The patch touched the caBundle only.
+    for read in (
+        client.AdmissionregistrationV1Api(api).read_mutating_webhook_configuration,
+        client.AdmissionregistrationV1Api(api).read_validating_webhook_configuration,
+    ):
+        (hook,) = (await raw(read(configurations, _preload_content=False)))["webhooks"]
+        assert hook["clientConfig"]["service"]["name"] == "dbb-webhook"
+        assert hook["rules"][0]["resources"] == ["databasebackups"]
+
+
+@dataclass
+class Overtaken(CertificateKeeper):
+    """A replica that someone else overtakes once: the configurations change right after it has read them."""
+
+    overtake: Callable[[], None] = lambda: None
+    configuration_reads: int = 0
+
+    async def _read_configurations(self) -> list[tuple[str, dict[str, Any]]]:
+        found = await super()._read_configurations()
+        self.configuration_reads += 1
+        if self.configuration_reads == 1:
+            self.overtake()
+        return found
+
+
+async def test_a_replica_whose_view_of_the_configurations_is_outdated_starts_over_instead_of_overwriting(
+    api: client.ApiClient, control_plane: ControlPlane, namespace: str, configurations: str, tmp_path: Path
+) -> None:
+    await keeper(api, namespace, configurations, tmp_path / "first").sync()
+    ca = base64.b64encode((tmp_path / "first" / "ca.crt").read_bytes()).decode()
+    remove_bundles(control_plane, configurations)
+
+    def overtake() -> None:
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            control_plane.kubectl("label", kind, configurations, "overtaken=yes")
+
+    replica = Overtaken(
+        api, namespace, "dbb-webhook-tls", "dbb-webhook", [configurations], tmp_path / "second", overtake=overtake
+    )
+    await replica.sync()
+    assert replica.configuration_reads == 2  # the first patch met 409, the second view was current
+    assert await bundles(api, configurations) == [ca, ca]
+
+
+async def test_a_secret_replaced_by_hand_keeps_the_ca_still_being_served_trusted(
+    api: client.ApiClient, namespace: str, configurations: str, tmp_path: Path
+) -> None:
+    replica = keeper(api, namespace, configurations, tmp_path / "replica")
+    await replica.sync()
+    old_ca = (tmp_path / "replica" / "ca.crt").read_bytes()
+    mine = tmp_path / "mine"
+    ensure_serving_certificate(mine, service_hosts("dbb-webhook", namespace))
+    stored = await secret(api, namespace)
+    stored["data"] = {
+        name: base64.b64encode((mine / name).read_bytes()).decode()
+        for name in ("ca.crt", "ca.key", "tls.crt", "tls.key")
+    }
+    await client.CoreV1Api(api).replace_namespaced_secret("dbb-webhook-tls", namespace, body(stored))
+
+    await replica.sync()
+    assert (tmp_path / "replica" / "tls.crt").read_bytes() == (mine / "tls.crt").read_bytes()
+    assert await published(api, configurations) == [[(mine / "ca.crt").read_bytes(), old_ca]] * 2
+    kept = await secret(api, namespace)
+    assert base64.b64decode(kept["data"]["ca-previous.crt"]) == old_ca
+
+
+async def eventually(what: str, condition: Callable[[], Awaitable[bool]], *, seconds: float) -> None:
+    """Poll an async check of the API server and the replicas' files until it holds."""
+    deadline = time.monotonic() + seconds
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        await asyncio.sleep(0.2)
