@@ -21,6 +21,9 @@ PostgreSQL
   `pg_dumpall --globals-only`: roles (with their password hashes: encrypt backups that hold them) and tablespaces,
   which no single database's dump contains. pg_dump is not consistent *across* databases (no tool is: each database
   has its own snapshot); each database's dump is consistent in itself.
+- Restores do not let pg_restore connect: `pg_restore --single-transaction -f -` writes the archive as one
+  BEGIN ... COMMIT script and `psql -v ON_ERROR_STOP=1` runs it, so that a restore applies all or nothing and the
+  session settings of a newer pg_restore can be fitted to an older server (see `pgscript`).
 
 MySQL / MariaDB (`mariadb-dump`, else `mysqldump`)
 - `--single-transaction`: one REPEATABLE READ snapshot for the whole dump, without locking tables, so the
@@ -71,7 +74,9 @@ __all__ = [
     "pg_dump_argv",
     "pg_globals_argv",
     "pg_restore_argv",
+    "pg_restore_script_argv",
     "psql_argv",
+    "psql_restore_argv",
 ]
 
 PASSWORD_VARIABLES: Final = ("DB_PASSWORD", "PGPASSWORD", "MYSQL_PWD")
@@ -156,6 +161,23 @@ def pg_restore_argv(connection: Connection, database: str, *, no_owner: bool = F
     # --exit-on-error: a restore that skipped a failed statement is not a restore we can vouch for.
     owner = ["--no-owner", "--no-acl"] if no_owner else []
     return ["pg_restore", "--exit-on-error", *owner, *_pg_target(connection), "-d", pg_conninfo(database)]
+
+
+def pg_restore_script_argv(*, no_owner: bool = False) -> list[str]:
+    """pg_restore turning the archive on its stdin into an SQL script on its stdout, for `psql_restore_argv`.
+
+    `--single-transaction`: the script is one BEGIN ... COMMIT with no transaction control inside it. Without it,
+    the script commits each large object's data in a BEGIN/COMMIT block of its own, which would commit a restore
+    half way. It connects to no server: the script is the same for every target."""
+    owner = ["--no-owner", "--no-acl"] if no_owner else []
+    return ["pg_restore", "--single-transaction", *owner, "-f", "-"]
+
+
+def psql_restore_argv(connection: Connection, database: str) -> list[str]:
+    """psql running a restore script from stdin: ON_ERROR_STOP stops at the first error (psql exits 3, and the
+    server rolls the script's transaction back); `-f -` makes every message name the script line it came from."""
+    target = [*_pg_target(connection), "-d", pg_conninfo(database)]
+    return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *target, "-f", "-"]
 
 
 # --- MySQL / MariaDB ---------------------------------------------------------------------------------------------

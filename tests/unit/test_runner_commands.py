@@ -18,7 +18,9 @@ from reconciler.runner.engines import (
     pg_dump_argv,
     pg_globals_argv,
     pg_restore_argv,
+    pg_restore_script_argv,
     psql_argv,
+    psql_restore_argv,
 )
 from reconciler.runner.errors import REDACTED, RunnerError, Scrubber, one_line
 from reconciler.runner.report import MAX_BYTES, failure_result, render
@@ -35,6 +37,7 @@ CONNECTION = Connection("db.default.svc", 5432, "backup", PASSWORD)
         pg_globals_argv(CONNECTION),
         pg_restore_argv(CONNECTION, "shop"),
         psql_argv(CONNECTION, "shop"),
+        psql_restore_argv(CONNECTION, "shop"),
         mysql_dump_argv(CONNECTION, ["shop", "crm"], several=True),
     ],
 )
@@ -46,6 +49,20 @@ def test_pg_dump_compresses_itself_only_for_gzip() -> None:
     assert "-Z0" not in pg_dump_argv(CONNECTION, "shop", Compression.GZIP)
     assert "-Z0" in pg_dump_argv(CONNECTION, "shop", Compression.ZSTD)
     assert "-Z0" in pg_dump_argv(CONNECTION, "shop", Compression.NONE)
+
+
+def test_a_restore_is_one_transaction_that_psql_stops_at_the_first_error() -> None:
+    script = pg_restore_script_argv(no_owner=True)
+    assert "--single-transaction" in script
+    assert {"--no-owner", "--no-acl"} <= set(script)
+    assert script[-2:] == ["-f", "-"]
+    assert not {"-h", "-d", "-U"} & set(script), "pg_restore only writes the script; it connects nowhere"
+    psql = psql_restore_argv(CONNECTION, "shop")
+    assert psql[psql.index("-v") + 1] == "ON_ERROR_STOP=1"
+    assert "-X" in psql
+    # The transaction is pg_restore's BEGIN ... COMMIT: psql's own would commit at the end of any input.
+    assert not {"--single-transaction", "-1"} & set(psql)
+    assert psql[psql.index("-d") + 1] == "dbname='shop'"
 
 
 def test_a_database_name_cannot_smuggle_connection_parameters() -> None:
