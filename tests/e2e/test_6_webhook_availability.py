@@ -63,7 +63,7 @@ def test_deleting_the_certificate_secret_rotates_it_and_admission_keeps_working(
 ) -> None:
     admission_works(kube, db, "before-rotation")
     old_ca = secret_ca(kube)
-    assert ca_bundles(kube) == {old_ca}
+    assert all(base64.b64decode(old_ca) in base64.b64decode(b) for b in ca_bundles(kube))
     kube("delete", "secret", SECRET, "-n", SYSTEM)
 
     def rotated() -> str | None:
