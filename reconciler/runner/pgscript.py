@@ -15,13 +15,13 @@ All or nothing:
 - pg_restore writes the script as one BEGIN ... COMMIT (see `engines.pg_restore_script_argv`); psql stops at the
   first error and the server rolls the transaction back.
 - The script's last HELD_BACK bytes, which hold its COMMIT, reach psql only in `finish`: after the whole archive was
-  read, decrypted and decompressed without an error, pg_restore succeeded and psql ran everything before them.
+  read, decrypted and decompressed without an error, and pg_restore succeeded.
   Whatever stops a restore earlier (a damaged file, `--timeout`, SIGTERM, even a killed runner, whose psql then
   reads the end of its input without a COMMIT) leaves the transaction uncommitted, and the server rolls it back.
 - Not psql's own `--single-transaction`: psql commits when its input ends, whatever the input was.
 
 Both tools are `process.Tool`s on the run's deadline and scrubber, so `--timeout`, SIGTERM (leaving the `with` block
-kills both) and the failure reasons work as for any tool; psql's error, which names the statement, comes first.
+kills both) and the failure reasons work as for any tool; the message is that of the tool that stopped first.
 """
 
 from __future__ import annotations
@@ -200,13 +200,15 @@ class ScriptRestore:
         """The whole archive was fed: commit if pg_restore and psql got through it, else say why not."""
         self._pg_restore.close_stdin()
         self._pump_thread.join()
-        if self._error is None and not self._psql_stopped and self._pg_restore.process.wait() == 0:
-            self._psql.write(self._held)  # the COMMIT
-        # Without its COMMIT psql ends at the end of its input, and the server rolls the transaction back.
-        self._psql.finish()  # psql's error first: pg_restore's output then only met a closed pipe
-        self._pg_restore.finish()
         if self._error is not None:
             raise self._error
+        # The tool that stopped first says why. psql names the statement that failed (pg_restore then only met a
+        # closed pipe); pg_restore says what is wrong with the archive (psql then only met the end of its input).
+        if self._psql_stopped:
+            self._psql.finish()
+        self._pg_restore.finish()
+        self._psql.write(self._held)  # the COMMIT: the archive was whole, and pg_restore got through it
+        self._psql.finish()
         if self.filter.dropped:
             log.info(
                 "left out settings the server does not know",
@@ -229,9 +231,12 @@ class ScriptRestore:
             self._error = error
         finally:
             if self._psql_stopped or self._error is not None:
-                self._pg_restore.kill()  # nobody reads its script any more: it must not block, nor the feed
+                # Nobody reads its script any more: it must end, not block (and the feed behind it).
+                self._pg_restore.close_stdout()
+                self._pg_restore.kill()
 
     def _stop(self) -> None:
         self._psql.kill()
         self._pg_restore.kill()
+        self._pg_restore.close_stdin()  # the end of the archive, for whatever still reads it
         self._pump_thread.join()

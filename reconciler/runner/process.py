@@ -152,6 +152,13 @@ class Tool:
             with contextlib.suppress(BrokenPipeError):
                 self.process.stdin.close()
 
+    def close_stdout(self) -> None:
+        """Stops reading the tool's output: its next write fails (EPIPE, or SIGPIPE ends it), so that a tool whose
+        output nobody wants ends rather than blocks, even one behind a wrapper that `kill` does not reach."""
+        if self.process.stdout is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdout.close()
+
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             if self._process is not None and self._process.poll() is None:
