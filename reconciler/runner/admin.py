@@ -13,7 +13,7 @@ from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.process import run_capture
 
-__all__ = ["count_tables", "create_database", "database_exists", "drop_database"]
+__all__ = ["count_tables", "create_database", "database_exists", "drop_database", "pg_server_version"]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -60,6 +60,11 @@ def database_exists(engine: Engine, connection: Connection, name: str, scrub: Sc
     else:
         sql = f"SELECT 1 FROM information_schema.schemata WHERE schema_name = X'{hexed}'"  # noqa: S608
     return query(engine, connection, sql, scrub).strip() == "1"
+
+
+def pg_server_version(connection: Connection, scrub: Scrubber) -> int:
+    """The PostgreSQL server's `server_version_num` (150018 for 15.18): which session settings it knows."""
+    return int(query(Engine.POSTGRESQL, connection, "SHOW server_version_num", scrub).strip())
 
 
 def count_tables(engine: Engine, connection: Connection, database: str, scrub: Scrubber) -> int:

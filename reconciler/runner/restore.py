@@ -8,9 +8,16 @@ Which database goes where (`--database`, repeatable):
   databases named this way; a MySQL script of several databases is one stream, so it restores all of them, the
   named ones renamed (the `CREATE DATABASE`/`USE` lines are rewritten, see `feeds.SqlRenamer`).
 
-A missing target database is created. PostgreSQL restores with `pg_restore --exit-on-error` (into an empty database;
-objects that already exist fail the restore rather than being silently mixed). `--no-owner` restores without
-ownership and grants, for a server that lacks the original roles.
+A missing target database is created. Each PostgreSQL database is restored all or nothing: pg_restore writes the
+archive as one BEGIN ... COMMIT script and psql runs it with ON_ERROR_STOP (see `pgscript`), so a restore that fails
+anywhere (an object that already exists, a damaged file, `--timeout`, SIGTERM) leaves the target database exactly
+as it was, and a database the restore created is dropped again (best effort). Before, `pg_restore --exit-on-error`
+stopped at the first error but kept what it had applied. In a tar of several databases each database is its own
+transaction: the databases restored before a failure stay restored. The script is fitted to the target server:
+session settings it does not know are left out (pg_restore 17's `SET transaction_timeout` on PostgreSQL 12-16).
+PostgreSQL does not promise that a newer pg_dump's output loads into an older server (pg_dump documentation,
+Notes): anything else an older server rejects fails the restore, whole. `--no-owner` restores without ownership and
+grants, for a server that lacks the original roles.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from __future__ import annotations
 import io
 import re
 import tarfile
-from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Final
 
@@ -32,6 +39,7 @@ from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.feeds import SqlRenamer, ToolFeed, feed_all
 from reconciler.runner.layout import CUSTOM, TAR, Layout, open_payload, parse_layout, parse_member
 from reconciler.runner.manifest import Manifest, manifest_path, read_manifest
+from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
 
 __all__ = ["RestoreOptions", "restore_backup"]
@@ -131,11 +139,31 @@ class _Restore:
             raise RunnerError("InvalidArguments", f"the backup has no database {unknown}")
         return restored
 
+    @cached_property
+    def pg_server_version(self) -> int:
+        return admin.pg_server_version(self.connection, self.scrub)
+
     def pg_archive(self, stream: Source, target: str) -> None:
-        if not admin.database_exists(Engine.POSTGRESQL, self.connection, target, self.scrub):
+        server_version = self.pg_server_version  # asked once, before anything is created
+        created = not admin.database_exists(Engine.POSTGRESQL, self.connection, target, self.scrub)
+        if created:
             admin.create_database(Engine.POSTGRESQL, self.connection, target, self.scrub)
-        argv = engines.pg_restore_argv(self.connection, target, no_owner=self.options.no_owner)
-        self._feed(argv, Engine.POSTGRESQL, stream)
+        restored = False
+        try:
+            with ScriptRestore(
+                self.connection,
+                target,
+                server_version,
+                self.scrub,
+                self.deadline,
+                no_owner=self.options.no_owner,
+            ) as script:
+                feed_all(stream, [script], self.deadline)
+            restored = True
+        finally:
+            if created and not restored:
+                # Its restore was rolled back: the server is left as it was, without an empty database.
+                admin.drop_database(Engine.POSTGRESQL, self.connection, target, self.scrub)
         log.info("database restored", database=target)
 
     def pg_globals(self, stream: Source) -> None:
@@ -158,7 +186,7 @@ class _Restore:
         if several:
             if plain is not None:
                 raise RunnerError("InvalidArguments", "this backup holds several databases: use SOURCE=TARGET")
-            self._feed(engines.mysql_client_argv(self.connection), Engine.MYSQL, peeked, SqlRenamer(pairs))
+            self._mysql(engines.mysql_client_argv(self.connection), peeked, SqlRenamer(pairs))
             names = self.manifest.databases if self.manifest else sorted(pairs)
             return {name: pairs.get(name, name) for name in names}
         source = self.source_name()
@@ -166,15 +194,13 @@ class _Restore:
         if target is None:
             raise RunnerError("InvalidArguments", "no manifest names the database: give --database TARGET")
         admin.create_database(Engine.MYSQL, self.connection, target, self.scrub)
-        self._feed(engines.mysql_client_argv(self.connection, target), Engine.MYSQL, peeked)
+        self._mysql(engines.mysql_client_argv(self.connection, target), peeked)
         return {source or "?": target}
 
-    def _feed(self, argv: list[str], engine: Engine, stream: Source, renamer: SqlRenamer | None = None) -> None:
-        if engine is Engine.MYSQL:
-            argv = [*argv, "--max-allowed-packet=1G"]
-        env = engines.child_env(engine, self.connection)
-        with ExitStack() as stack:
-            tool = stack.enter_context(Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="RestoreFailed"))
+    def _mysql(self, argv: list[str], stream: Source, renamer: SqlRenamer | None = None) -> None:
+        env = engines.child_env(Engine.MYSQL, self.connection)
+        argv = [*argv, "--max-allowed-packet=1G"]
+        with Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="RestoreFailed") as tool:
             feed_all(stream, [ToolFeed(tool, needs_all=True, renamer=renamer)], self.deadline)
 
 

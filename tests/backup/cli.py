@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,3 +88,28 @@ def restore(server: Server, file: Path, *targets: str, key: Path | None = None) 
     if key is not None:
         args += ["--key-file", str(key)]
     return dbb(*args, env=password_env(server))
+
+
+def spawn(args: list[str], server: Server) -> subprocess.Popen[str]:
+    """`dbb-backup` started in the background, for a test that stops it or watches it work."""
+    return subprocess.Popen(
+        [command(), *args], env=password_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def gone(pid: int) -> bool:
+    """Exited: no longer in /proc, or a zombie (its parent, the killed runner, is gone; init reaps it)."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    return True

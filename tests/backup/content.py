@@ -1,11 +1,12 @@
 """Sample databases with everything a backup can get wrong, and fingerprints that tell whether a restore got it right.
 
 Each engine has `shop` (several schemas, unicode text, binary values with every byte, values of a few MB, views,
-functions, sequences moved away from their start, triggers) and `crm` (a second database for multi-database
-backups); PostgreSQL also has a login role with a grant, for `all`.
+functions, sequences moved away from their start, triggers; for PostgreSQL also a large object) and `crm` (a second
+database for multi-database backups); PostgreSQL also has a login role with a grant, for `all`.
 
 A fingerprint maps every object to a digest of its content: row count plus an md5 over all rows in a fixed order
-for tables, the definition for views, functions and triggers, the current value for sequences. Two databases with
+for tables, the definition for views, functions and triggers, the current value for sequences, the oids and
+contents of large objects. Two databases with
 equal fingerprints hold the same data and objects.
 """
 
@@ -50,6 +51,7 @@ CREATE FUNCTION sales.touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.t
 CREATE TRIGGER orders_touch BEFORE UPDATE ON sales.orders FOR EACH ROW EXECUTE FUNCTION sales.touch();
 CREATE SEQUENCE sales.invoice_numbers START 1000;
 SELECT setval('sales.invoice_numbers', 4242);
+SELECT lo_from_bytea(0, convert_to(repeat('a large object, in the restore''s one transaction ', 2000), 'UTF8'));
 GRANT USAGE ON SCHEMA sales TO app_reader;
 GRANT SELECT ON sales.orders TO app_reader;
 """
@@ -90,6 +92,8 @@ def pg_fingerprint(server: PostgresServer, database: str) -> dict[str, str]:
         "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')",
         "sequence": "SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences",
         "trigger": "SELECT tgname, md5(pg_get_triggerdef(oid)) FROM pg_trigger WHERE NOT tgisinternal",
+        "large objects": "SELECT 'all', count(*) || ' objects, md5 ' || md5(coalesce(string_agg(oid::text || ':' || "
+        "md5(lo_get(oid)), ',' ORDER BY oid), '')) FROM pg_largeobject_metadata",
         "grant": "SELECT table_schema || '.' || table_name, string_agg(grantee || ':' || privilege_type, ',' "
         "ORDER BY grantee, privilege_type) FROM information_schema.role_table_grants "
         f"WHERE grantee = '{PG_ROLE}' GROUP BY 1",

@@ -9,12 +9,12 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.backup.cli import Outcome, command, dbb, password_env, run_args
+from tests.backup.cli import Outcome, children, dbb, gone, password_env, run_args, spawn, wait_for
 from tests.backup.servers import MariaDBServer, PostgresServer, free_port
 
 Server = PostgresServer | MariaDBServer
@@ -115,29 +115,12 @@ def table_locked(server: Server, database: str, table: str) -> Iterator[None]:
             holder.stdin.close()  # the session ends, its lock with it
 
 
-def spawn(args: list[str], server: Server) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [command(), *args], env=password_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def dump_is_waiting(server: Server) -> bool:
     if isinstance(server, PostgresServer):
         sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'"
         return server.sql(sql) != "0"
     sql = "SELECT COUNT(*) FROM information_schema.processlist WHERE state LIKE 'Waiting for table metadata lock'"
     return server.sql(sql) != "0"
-
-
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def cmdline(pid: int) -> str:
@@ -178,7 +161,7 @@ def test_a_killed_run_leaves_only_a_temporary_file_which_the_next_run_removes(se
         runner.wait()
     # The lock is gone: the orphaned dump tool writes on, meets a closed pipe, and dies of it.
     for pid in tools:
-        wait_for(functools.partial(_gone, pid), f"dump tool {pid} to exit")
+        wait_for(functools.partial(gone, pid), f"dump tool {pid} to exit")
     assert final_files(backups) == []
     leftovers = temporary_files(backups)
     assert len(leftovers) == 1
@@ -189,13 +172,6 @@ def test_a_killed_run_leaves_only_a_temporary_file_which_the_next_run_removes(se
     assert outcome.code == 0, outcome.stderr
     assert temporary_files(backups) == []
     assert len(final_files(backups)) == 2  # the backup and its manifest
-
-
-def _gone(pid: int) -> bool:
-    """Exited: no longer in /proc, or a zombie (its parent, the killed runner, is gone; init reaps it)."""
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    return True
 
 
 @pytest.mark.usefixtures("slow_databases")
