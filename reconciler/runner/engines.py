@@ -73,7 +73,6 @@ __all__ = [
     "pg_conninfo",
     "pg_dump_argv",
     "pg_globals_argv",
-    "pg_restore_argv",
     "pg_restore_script_argv",
     "psql_argv",
     "psql_restore_argv",
@@ -155,12 +154,6 @@ def psql_argv(connection: Connection, database: str, *, script: bool = False) ->
     SQL file from stdin that may contain expected errors (a restored role that already exists)."""
     base = ["psql", "-X", "-q", *_pg_target(connection), "-d", pg_conninfo(database)]
     return base if script else [*base, "-At", "-v", "ON_ERROR_STOP=1"]
-
-
-def pg_restore_argv(connection: Connection, database: str, *, no_owner: bool = False) -> list[str]:
-    # --exit-on-error: a restore that skipped a failed statement is not a restore we can vouch for.
-    owner = ["--no-owner", "--no-acl"] if no_owner else []
-    return ["pg_restore", "--exit-on-error", *owner, *_pg_target(connection), "-d", pg_conninfo(database)]
 
 
 def pg_restore_script_argv(*, no_owner: bool = False) -> list[str]:

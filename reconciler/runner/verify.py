@@ -11,7 +11,8 @@
    - `globals.sql` must end with pg_dumpall's `-- PostgreSQL database cluster dump complete`.
    - a tar must hold exactly the members its manifest lists.
 3. `--restore-test`: instead of `-f /dev/null`, each database is restored into a scratch database on the same server
-   (`dbb_verify_<random>_<n>`), its base tables are counted and compared with the dump's count, and the scratch
+   (`dbb_verify_<random>_<n>`) as `dbb-backup restore` restores it (one transaction, fitted to the server: see
+   `pgscript`), its base tables are counted and compared with the dump's count, and the scratch
    database is dropped, also when anything fails. Globals (roles) are never applied by a test: they belong to the
    server, which a test must not change.
 """
@@ -25,6 +26,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Final
 
@@ -37,6 +39,7 @@ from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.feeds import Consumer, LineScanner, SqlRenamer, ToolFeed, feed_all
 from reconciler.runner.layout import CUSTOM, TAR, Layout, open_payload, parse_layout, parse_member
 from reconciler.runner.manifest import Manifest, read_manifest
+from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
 
 __all__ = ["VerifyReport", "count_toc_tables", "verify_backup"]
@@ -152,18 +155,35 @@ class _Checker:
                 Tool(["pg_restore", "--list"], env, self.scrub, stdin="pipe", stdout=listing, failure="VerifyFailed")
             )
             scratch = None
+            reader: Consumer
             if self.connection is not None:
                 scratch = stack.enter_context(self.scratch_database(Engine.POSTGRESQL, index))
-                argv = engines.pg_restore_argv(self.connection, scratch)
+                # The same restore as `dbb-backup restore`: one transaction, fitted to the server.
+                reader = stack.enter_context(
+                    ScriptRestore(
+                        self.connection,
+                        scratch,
+                        self.pg_server_version,
+                        self.scrub,
+                        self.deadline,
+                        failure="VerifyFailed",
+                    )
+                )
             else:
                 argv = ["pg_restore", "-f", "/dev/null"]
-            reader = stack.enter_context(Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="VerifyFailed"))
-            feed_all(stream, [ToolFeed(lister, needs_all=False), ToolFeed(reader, needs_all=True)], self.deadline)
+                tool = Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="VerifyFailed")
+                reader = ToolFeed(stack.enter_context(tool), needs_all=True)
+            feed_all(stream, [ToolFeed(lister, needs_all=False), reader], self.deadline)
             listing.seek(0)
             expected = count_toc_tables(listing.read().decode("utf-8", errors="replace"))
             if scratch is not None:
                 self.compare_tables(Engine.POSTGRESQL, database, scratch, expected)
         return expected
+
+    @cached_property
+    def pg_server_version(self) -> int:
+        assert self.connection is not None
+        return admin.pg_server_version(self.connection, self.scrub)
 
     def check_globals(self, stream: Source) -> None:
         scanner = LineScanner()

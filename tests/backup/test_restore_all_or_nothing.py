@@ -201,3 +201,15 @@ def test_any_other_setting_the_server_rejects_fails_the_restore_whole(
     outcome = dbb("restore", str(shop_backup), *connection_args(pg), "--database", target, env=env)
     assert_failed(outcome, "RestoreFailed", 'unrecognized configuration parameter "no_such_setting"')
     assert target not in pg.databases()
+
+
+def test_a_restore_test_fits_the_script_to_the_server_as_well(
+    pg: PostgresServer, shop_backup: Path, tmp_path: Path
+) -> None:
+    env = newer_pg_restore(pg, tmp_path / "bin", "transaction_timeout", shop_backup)
+    before = pg.databases()
+    outcome = dbb("verify", str(shop_backup), "--restore-test", *connection_args(pg), env=env)
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.result["restoreTested"] is True
+    assert "left out settings the server does not know" in outcome.stderr
+    assert pg.databases() == before

@@ -206,7 +206,8 @@ def runner_tools(monkeypatch: pytest.MonkeyPatch) -> set[str]:
         engines.pg_dump_argv(connection, "app", Compression.GZIP),
         engines.pg_globals_argv(connection),
         engines.psql_argv(connection, "app"),
-        engines.pg_restore_argv(connection, "app"),
+        engines.pg_restore_script_argv(),
+        engines.psql_restore_argv(connection, "app"),
         engines.mysql_dump_argv(connection, ["app"], several=False),
         engines.mysql_client_argv(connection),
     ]
