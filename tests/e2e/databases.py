@@ -7,7 +7,9 @@ Security Standard, a headless Service, a credentials Secret and a backup PVC nam
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +141,40 @@ def manifests(db: Database, *, database: str | None = "app") -> list[dict[str, A
 
 def deploy(kube: Kube, db: Database, *, database: str | None = "app") -> None:
     kube.apply(*manifests(db, database=database))
+
+
+@contextlib.contextmanager
+def namespace(kube: Kube, name: str, *, restricted: bool = True) -> Iterator[str]:
+    """A namespace for one test module, enforcing the restricted Pod Security Standard as a careful admin does."""
+    kube.run("create", "namespace", name, check=False)
+    if restricted:
+        kube("label", "--overwrite", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    try:
+        yield name
+    finally:
+        kube.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def running(kube: Kube, db: Database, *, rows: int = 2000, orders: int = 5000) -> Database:
+    """Deployed, ready and seeded."""
+    deploy(kube, db)
+    wait_ready(kube, db)
+    seed(kube, db, rows=rows, orders=orders)
+    return db
+
+
+def databasebackup(
+    name: str, db: Database, schedule: str, *, annotations: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": db.namespace}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "databases.test.io/v1",
+        "kind": "DatabaseBackup",
+        "metadata": metadata,
+        "spec": {"databaseName": db.name, "schedule": schedule, **spec},
+    }
 
 
 def wait_ready(kube: Kube, db: Database, timeout: float = 300) -> None:

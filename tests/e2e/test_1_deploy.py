@@ -24,12 +24,10 @@ def backup(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def postgres(kube: Kube, deployed: str) -> Iterator[databases.Database]:
-    namespace = "e2e-webhook"
-    kube.run("create", "namespace", namespace, check=False)
-    db = databases.Database("postgresql", "15", "shop-db", namespace, "e2e-webhook-password")
-    databases.deploy(kube, db)
-    yield db
-    kube.run("delete", "namespace", namespace, "--wait=false", check=False)
+    with databases.namespace(kube, "e2e-webhook", restricted=False) as namespace:
+        db = databases.Database("postgresql", "15", "shop-db", namespace, "e2e-webhook-password")
+        databases.deploy(kube, db)
+        yield db
 
 
 def test_both_deployments_become_available(kube: Kube, deployed: str) -> None:

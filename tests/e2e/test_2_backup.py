@@ -17,26 +17,12 @@ from tests.e2e.pods import read_pvc
 GROUP = "databases.test.io"
 
 
-def backup(name: str, db: databases.Database, schedule: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/v1",
-        "kind": "DatabaseBackup",
-        "metadata": {"name": name, "namespace": db.namespace},
-        "spec": {"databaseName": db.name, "schedule": schedule, **spec},
-    }
-
-
 @pytest.fixture(scope="module")
 def shop(kube: Kube, deployed: str) -> Iterator[databases.Database]:
-    namespace = "e2e-backup"
-    kube.run("create", "namespace", namespace, check=False)
-    kube("label", "--overwrite", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-    db = databases.Database("postgresql", "15", "shop-db", namespace, "e2e-backup-password")
-    databases.deploy(kube, db)
-    databases.wait_ready(kube, db)
-    databases.seed(kube, db)
-    yield db
-    kube.run("delete", "namespace", namespace, "--wait=false", check=False)
+    with databases.namespace(kube, "e2e-backup") as namespace:
+        yield databases.running(
+            kube, databases.Database("postgresql", "15", "shop-db", namespace, "e2e-backup-password")
+        )
 
 
 def succeeded_jobs(kube: Kube, db: databases.Database, owner: str) -> list[dict[str, Any]]:
@@ -84,7 +70,7 @@ def check_backup(kube: Kube, db: databases.Database, owner: str, job: str) -> di
 
 
 def test_a_scheduled_backup_runs_as_a_real_job(kube: Kube, shop: databases.Database) -> None:
-    kube.apply(backup("every-minute", shop, "*/1 * * * *"))
+    kube.apply(databases.databasebackup("every-minute", shop, "*/1 * * * *"))
     jobs = wait_for("a scheduled backup Job to complete", lambda: succeeded_jobs(kube, shop, "every-minute"), 240)
     job = jobs[0]["metadata"]["name"]
     assert "-now-" not in job
@@ -99,9 +85,7 @@ def test_a_scheduled_backup_runs_as_a_real_job(kube: Kube, shop: databases.Datab
 
 
 def test_backup_now_runs_a_job_at_once(kube: Kube, shop: databases.Database) -> None:
-    body = backup("on-demand", shop, "0 0 1 1 *")
-    body["metadata"]["annotations"] = {f"{GROUP}/backup-now": "first"}
-    kube.apply(body)
+    kube.apply(databases.databasebackup("on-demand", shop, "0 0 1 1 *", annotations={f"{GROUP}/backup-now": "first"}))
     jobs = wait_for("the backup-now Job to complete", lambda: succeeded_jobs(kube, shop, "on-demand"), 180)
     job = jobs[0]["metadata"]["name"]
     assert "-now-" in job

@@ -21,14 +21,8 @@ SENTINEL = "sentinel-wrong-password-4f1c"
 
 @pytest.fixture(scope="module")
 def db(kube: Kube, deployed: str) -> Iterator[databases.Database]:
-    kube.run("create", "namespace", NAMESPACE, check=False)
-    kube("label", "--overwrite", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
-    database = databases.Database("postgresql", "15", "ledger-db", NAMESPACE, "e2e-failures-password")
-    databases.deploy(kube, database)
-    databases.wait_ready(kube, database)
-    databases.seed(kube, database)
-    yield database
-    kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    with databases.namespace(kube, NAMESPACE):
+        yield databases.running(kube, databases.Database("postgresql", "15", "ledger-db", NAMESPACE, "e2e-failures-pw"))
 
 
 def status_of(kube: Kube, name: str) -> dict[str, Any]:

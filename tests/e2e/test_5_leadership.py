@@ -21,22 +21,12 @@ LEASE_SECONDS = 15  # deploy/reconciler: --lease-duration's default
 
 @pytest.fixture(scope="module")
 def db(kube: Kube, deployed: str) -> Iterator[databases.Database]:
-    kube.run("create", "namespace", NAMESPACE, check=False)
-    kube("label", "--overwrite", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
-    database = databases.Database("postgresql", "15", "orders-db", NAMESPACE, "e2e-leader-password")
-    databases.deploy(kube, database)
-    databases.wait_ready(kube, database)
-    databases.seed(kube, database)
-    kube.apply(
-        {
-            "apiVersion": f"{GROUP}/v1",
-            "kind": "DatabaseBackup",
-            "metadata": {"name": "every-minute", "namespace": NAMESPACE},
-            "spec": {"databaseName": database.name, "schedule": "*/1 * * * *", "successfulJobsHistoryLimit": 10},
-        }
-    )
-    yield database
-    kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    with databases.namespace(kube, NAMESPACE):
+        database = databases.running(
+            kube, databases.Database("postgresql", "15", "orders-db", NAMESPACE, "e2e-leader-password")
+        )
+        kube.apply(databases.databasebackup("every-minute", database, "*/1 * * * *", successfulJobsHistoryLimit=10))
+        yield database
 
 
 def leader_pod(kube: Kube) -> str:

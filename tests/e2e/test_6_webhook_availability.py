@@ -22,20 +22,14 @@ SECRET = "dbb-webhook-tls"
 
 @pytest.fixture(scope="module")
 def db(kube: Kube, deployed: str) -> Iterator[databases.Database]:
-    kube.run("create", "namespace", NAMESPACE, check=False)
-    database = databases.Database("postgresql", "15", "app-db", NAMESPACE, "e2e-availability-password")
-    databases.deploy(kube, database)
-    yield database
-    kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    with databases.namespace(kube, NAMESPACE, restricted=False):
+        database = databases.Database("postgresql", "15", "app-db", NAMESPACE, "e2e-availability-password")
+        databases.deploy(kube, database)
+        yield database
 
 
 def backup(db: databases.Database, name: str, schedule: str, note: str = "") -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/v1",
-        "kind": "DatabaseBackup",
-        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {"e2e/note": note}},
-        "spec": {"databaseName": db.name, "schedule": schedule},
-    }
+    return databases.databasebackup(name, db, schedule, annotations={"e2e/note": note})
 
 
 def ca_bundles(kube: Kube) -> set[str]:
