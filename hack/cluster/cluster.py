@@ -332,12 +332,8 @@ def _mounts_under(folders: Sequence[Path]) -> list[str]:
 def _kill_everything(paths: Paths) -> None:
     # kubelet first, so it restarts nothing while the rest goes; then everything in our cgroups (daemons,
     # containerd's shims, every container), until none is left: a process can fork while it is being killed.
-    pid_file = paths.pids / "kubelet.pid"
     with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
-    for file in paths.pids.glob("*.pid") if paths.pids.is_dir() else []:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(file.read_text()), signal.SIGKILL)
+        os.kill(int((paths.pids / "kubelet.pid").read_text()), signal.SIGKILL)
     deadline = time.monotonic() + 60
     while (left := cgroups.pids()) and time.monotonic() < deadline:
         for pid in left:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from common.constants import ANNOTATION_BACKUP_NOW, API_VERSION, KIND
 from tests.e2e.kube import Kube, wait_for
 
 IMAGE_REGISTRY = os.environ.get("E2E_IMAGE_PREFIX", "dbb.local")
@@ -164,14 +165,22 @@ def running(kube: Kube, db: Database, *, rows: int = 2000, orders: int = 5000) -
 
 
 def databasebackup(
-    name: str, db: Database, schedule: str, *, annotations: dict[str, str] | None = None, **spec: Any
+    name: str,
+    db: Database,
+    schedule: str,
+    *,
+    annotations: dict[str, str] | None = None,
+    backup_now: str | None = None,
+    **spec: Any,
 ) -> dict[str, Any]:
+    """A DatabaseBackup of `db` (`spec` may name another databaseName); `backup_now` sets the backup-now value."""
+    annotations = {**(annotations or {}), **({ANNOTATION_BACKUP_NOW: backup_now} if backup_now else {})}
     metadata: dict[str, Any] = {"name": name, "namespace": db.namespace}
     if annotations:
         metadata["annotations"] = annotations
     return {
-        "apiVersion": "databases.test.io/v1",
-        "kind": "DatabaseBackup",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "metadata": metadata,
         "spec": {"databaseName": db.name, "schedule": schedule, **spec},
     }

@@ -4,22 +4,12 @@ Service for every DatabaseBackup that is applied."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from tests.e2e import databases
 from tests.e2e.conftest import SYSTEM
 from tests.e2e.kube import Kube, wait_for
-
-
-def backup(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "databases.test.io/v1",
-        "kind": "DatabaseBackup",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +31,7 @@ def test_both_deployments_become_available(kube: Kube, deployed: str) -> None:
 def test_a_bad_databasebackup_is_refused_with_a_message_naming_the_field(
     kube: Kube, postgres: databases.Database
 ) -> None:
-    bad = backup("broken", postgres.namespace, databaseName=postgres.name, schedule="*/5 * * *")
+    bad = databases.databasebackup("broken", postgres, "*/5 * * *")
     result = kube.try_apply(bad)
     assert result.returncode != 0
     assert 'admission webhook "vdatabasebackup.databases.test.io" denied the request' in result.stderr
@@ -50,13 +40,13 @@ def test_a_bad_databasebackup_is_refused_with_a_message_naming_the_field(
 
 
 def test_a_databasebackup_for_a_missing_statefulset_is_refused(kube: Kube, postgres: databases.Database) -> None:
-    result = kube.try_apply(backup("orphan", postgres.namespace, databaseName="no-such-db", schedule="@daily"))
+    result = kube.try_apply(databases.databasebackup("orphan", postgres, "@daily", databaseName="no-such-db"))
     assert result.returncode != 0
     assert f'spec.databaseName: StatefulSet "no-such-db" not found in namespace "{postgres.namespace}"' in result.stderr
 
 
 def test_a_good_databasebackup_is_defaulted_by_the_webhook(kube: Kube, postgres: databases.Database) -> None:
-    result = kube.try_apply(backup("nightly", postgres.namespace, databaseName=postgres.name, schedule="0 3 * * *"))
+    result = kube.try_apply(databases.databasebackup("nightly", postgres, "0 3 * * *"))
     assert result.returncode == 0, result.stderr
     spec = kube.get("dbb", "nightly", postgres.namespace)["spec"]
     assert spec["backupPath"] == f"/backups/{postgres.name}"
@@ -68,7 +58,7 @@ def test_a_good_databasebackup_is_defaulted_by_the_webhook(kube: Kube, postgres:
 
 
 def test_kubectl_get_dbb_shows_the_columns(kube: Kube, postgres: databases.Database) -> None:
-    kube.apply(backup("hourly", postgres.namespace, databaseName=postgres.name, schedule="0 * * * *"))
+    kube.apply(databases.databasebackup("hourly", postgres, "0 * * * *"))
 
     def scheduled() -> str | None:
         out = kube("get", "dbb", "hourly", "-n", postgres.namespace)

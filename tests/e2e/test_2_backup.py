@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
+from common.constants import LABEL_BACKUP_NAME
 from tests.e2e import databases
 from tests.e2e.kube import Kube, wait_for
 from tests.e2e.pods import read_pvc
-
-GROUP = "databases.test.io"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def shop(kube: Kube, deployed: str) -> Iterator[databases.Database]:
 
 
 def succeeded_jobs(kube: Kube, db: databases.Database, owner: str) -> list[dict[str, Any]]:
-    jobs = kube.items("jobs", db.namespace, f"{GROUP}/databasebackup={owner}")
+    jobs = kube.items("jobs", db.namespace, f"{LABEL_BACKUP_NAME}={owner}")
     return [
         j
         for j in jobs
@@ -85,7 +84,7 @@ def test_a_scheduled_backup_runs_as_a_real_job(kube: Kube, shop: databases.Datab
 
 
 def test_backup_now_runs_a_job_at_once(kube: Kube, shop: databases.Database) -> None:
-    kube.apply(databases.databasebackup("on-demand", shop, "0 0 1 1 *", annotations={f"{GROUP}/backup-now": "first"}))
+    kube.apply(databases.databasebackup("on-demand", shop, "0 0 1 1 *", backup_now="first"))
     jobs = wait_for("the backup-now Job to complete", lambda: succeeded_jobs(kube, shop, "on-demand"), 180)
     job = jobs[0]["metadata"]["name"]
     assert "-now-" in job

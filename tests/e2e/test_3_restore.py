@@ -14,7 +14,6 @@ from tests.e2e import databases
 from tests.e2e.kube import Kube, wait_for
 from tests.e2e.pods import run_pod
 
-GROUP = "databases.test.io"
 VERSIONS = [("postgresql", "15"), ("postgresql", "17"), ("mariadb", "10.11"), ("mariadb", "11.8")]
 NAMESPACE = "e2e-restore"
 
@@ -57,14 +56,7 @@ def test_a_backup_restores_to_identical_content(
     assert expected["orders"][0] == 5000
 
     owner = f"{source.name}-now"
-    kube.apply(
-        {
-            "apiVersion": f"{GROUP}/v1",
-            "kind": "DatabaseBackup",
-            "metadata": {"name": owner, "namespace": NAMESPACE, "annotations": {f"{GROUP}/backup-now": "1"}},
-            "spec": {"databaseName": source.name, "schedule": "0 0 1 1 *"},
-        }
-    )
+    kube.apply(databases.databasebackup(owner, source, "0 0 1 1 *", backup_now="1"))
 
     def backed_up() -> dict[str, str] | None:
         status = kube.get("dbb", owner, NAMESPACE).get("status", {})

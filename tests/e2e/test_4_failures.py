@@ -14,7 +14,6 @@ from tests.e2e.conftest import SYSTEM
 from tests.e2e.kube import Kube, wait_for
 from tests.e2e.pods import read_pvc
 
-GROUP = "databases.test.io"
 NAMESPACE = "e2e-failures"
 SENTINEL = "sentinel-wrong-password-4f1c"
 
@@ -44,17 +43,14 @@ def test_a_wrong_password_fails_with_a_warning_and_leaks_nothing(kube: Kube, db:
             "metadata": {"name": "wrong-credentials", "namespace": NAMESPACE},
             "stringData": {"username": "postgres", "password": SENTINEL},
         },
-        {
-            "apiVersion": f"{GROUP}/v1",
-            "kind": "DatabaseBackup",
-            "metadata": {"name": "wrong-password", "namespace": NAMESPACE, "annotations": {f"{GROUP}/backup-now": "1"}},
-            "spec": {
-                "databaseName": db.name,
-                "schedule": "0 0 1 1 *",
-                "backupPath": "/backups/wrong-password",
-                "connection": {"credentialsSecret": {"name": "wrong-credentials", "passwordKey": "password"}},
-            },
-        },
+        databases.databasebackup(
+            "wrong-password",
+            db,
+            "0 0 1 1 *",
+            backup_now="1",
+            backupPath="/backups/wrong-password",
+            connection={"credentialsSecret": {"name": "wrong-credentials", "passwordKey": "password"}},
+        ),
     )
     status = wait_for("phase Failed", lambda: (s := status_of(kube, "wrong-password")).get("phase") == "Failed" and s)
     assert status["lastFailure"]["reason"] == "AuthenticationFailed", status["lastFailure"]
@@ -91,14 +87,7 @@ def test_the_database_pod_deleted_mid_dump_fails_and_the_next_slot_succeeds(kube
         "FROM generate_series(1, 1500000) g;",
     )
     before = set(published(kube, db))
-    kube.apply(
-        {
-            "apiVersion": f"{GROUP}/v1",
-            "kind": "DatabaseBackup",
-            "metadata": {"name": "interrupted", "namespace": NAMESPACE},
-            "spec": {"databaseName": db.name, "schedule": "*/1 * * * *", "backupPath": "/backups/interrupted"},
-        }
-    )
+    kube.apply(databases.databasebackup("interrupted", db, "*/1 * * * *", backupPath="/backups/interrupted"))
     wait_for("pg_dump to be running", lambda: dump_running(kube, db), 180, interval=0.3)
     uid = kube.get("pod", db.pod, NAMESPACE)["metadata"]["uid"]
     kube("delete", "pod", db.pod, "-n", NAMESPACE, "--wait=false")

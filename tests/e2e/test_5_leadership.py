@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from common.constants import ANNOTATION_SCHEDULED_TIME, LABEL_BACKUP_NAME
 from tests.e2e import databases
 from tests.e2e.conftest import SYSTEM
 from tests.e2e.kube import Kube, wait_for
 
-GROUP = "databases.test.io"
 NAMESPACE = "e2e-leader"
 LEASE_SECONDS = 15  # deploy/reconciler: --lease-duration's default
 
@@ -40,12 +40,12 @@ def reconciler_pods(kube: Kube) -> list[str]:
 
 
 def jobs(kube: Kube) -> list[dict[str, Any]]:
-    return kube.items("jobs", NAMESPACE, f"{GROUP}/databasebackup=every-minute")
+    return kube.items("jobs", NAMESPACE, f"{LABEL_BACKUP_NAME}=every-minute")
 
 
 def scheduled_times(kube: Kube) -> Counter[str]:
     return Counter(
-        j["metadata"]["annotations"].get(f"{GROUP}/scheduled-time", j["metadata"]["name"]) for j in jobs(kube)
+        j["metadata"]["annotations"].get(ANNOTATION_SCHEDULED_TIME, j["metadata"]["name"]) for j in jobs(kube)
     )
 
 

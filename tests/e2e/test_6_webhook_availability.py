@@ -15,7 +15,6 @@ from tests.e2e import databases
 from tests.e2e.conftest import SYSTEM
 from tests.e2e.kube import Kube, wait_for
 
-GROUP = "databases.test.io"
 NAMESPACE = "e2e-webhook-availability"
 SECRET = "dbb-webhook-tls"
 

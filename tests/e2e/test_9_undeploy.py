@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import yaml
 
+from common.constants import CRD_NAME
 from tests.e2e import databases
 from tests.e2e.conftest import ROOT, make
 from tests.e2e.kube import Kube, wait_for
 from tests.e2e.pods import read_pvc
 
-GROUP = "databases.test.io"
 NAMESPACE = "e2e-undeploy"
 
 
@@ -19,14 +19,7 @@ def test_undeploy_removes_the_operator_and_keeps_the_backups(kube: Kube, deploye
     databases.deploy(kube, db)
     databases.wait_ready(kube, db)
     databases.seed(kube, db, rows=100, orders=100)
-    kube.apply(
-        {
-            "apiVersion": f"{GROUP}/v1",
-            "kind": "DatabaseBackup",
-            "metadata": {"name": "kept", "namespace": NAMESPACE, "annotations": {f"{GROUP}/backup-now": "1"}},
-            "spec": {"databaseName": db.name, "schedule": "0 0 1 1 *"},
-        }
-    )
+    kube.apply(databases.databasebackup("kept", db, "0 0 1 1 *", backup_now="1"))
     last = wait_for("a backup", lambda: kube.get("dbb", "kept", NAMESPACE).get("status", {}).get("lastBackup"), 240)
 
     created = list(yaml.safe_load_all(kube("kustomize", str(ROOT / "deploy"))))
@@ -43,7 +36,7 @@ def test_undeploy_removes_the_operator_and_keeps_the_backups(kube: Kube, deploye
         return left
 
     wait_for("every object of deploy/ to be gone", lambda: not gone(), 180)
-    assert kube.run("get", "crd", f"databasebackups.{GROUP}", check=False).returncode != 0
+    assert kube.run("get", "crd", CRD_NAME, check=False).returncode != 0
     listing = read_pvc(kube, NAMESPACE, f"{db.name}-backups", f"sha256sum {last['file']}")
     assert listing.split()[0] == last["sha256"]
     kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
