@@ -65,6 +65,8 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
     connection = spec.connection
     if connection.host is not None and not _is_host(connection.host):
         yield FieldError("spec.connection.host", f'"{connection.host}" is not a DNS name or an IP address')
+    if connection.username is not None:
+        yield from _username(connection.username)
     for index, database in enumerate(connection.databases):
         if len(database) > 63 or "\x00" in database:
             yield FieldError(f"spec.connection.databases[{index}]", f'"{database}" is not a database name')
@@ -94,6 +96,19 @@ def _backup_path(path: str) -> Iterator[FieldError]:
     normal = normalize_backup_path(path)
     if normal != BACKUP_ROOT and not normal.startswith(BACKUP_ROOT + "/"):
         yield FieldError(where, f'"{path}" is outside {BACKUP_ROOT}, where the backup volume is mounted')
+
+
+def _username(user: str) -> Iterator[FieldError]:
+    where = "spec.connection.username"
+    if not user:
+        yield FieldError(where, '"" is empty: leave the field out to take the user name from the credentials Secret')
+    elif "$(" in user:
+        # The kubelet expands $(VAR) in container arguments: a user name must not be able to name another variable.
+        yield FieldError(where, f'"{user}" must not contain "$("')
+    elif any(ord(c) < 32 or ord(c) == 127 for c in user):
+        yield FieldError(where, f"{user!r} must not contain control characters")
+    elif len(user.encode()) > 255:
+        yield FieldError(where, f'"{user[:40]}…" is longer than 255 bytes')
 
 
 def _dns_label(where: str, value: str, what: str) -> Iterator[FieldError]:

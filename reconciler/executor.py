@@ -205,5 +205,10 @@ class LocalExecutor(JobExecutor):
 
 
 def _expand(argument: str, env: Mapping[str, str]) -> str:
-    """The kubelet's `$(VAR)` expansion in container args."""
-    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), argument)
+    """The kubelet's expansion of container args: `$$` is `$`, `$(VAR)` is VAR's value (left as is if unset)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return "$" if name is None else env.get(name, match.group(0))
+
+    return re.sub(r"\$(?:\$|\(([A-Za-z_][A-Za-z0-9_]*)\))", one, argument)

@@ -4,8 +4,11 @@ The Job's name is the lock against running one slot twice: `<name>-<scheduled un
 `<name>-now-<hash of the request>` for an on-demand one. Creating it a second time (after a crash, a restart, or by
 a second reconciler) fails with AlreadyExists, which means "already done".
 
-Secrets never pass through the reconciler: the password reaches the container as an env `valueFrom.secretKeyRef`,
-the encryption key as a Secret volume, and the user name (not a secret) as `$(DB_USER)`, expanded by the kubelet.
+Secrets never pass through the reconciler, and no value from a Secret is ever in the Job's arguments: the password
+(and the user name, when it comes from the Secret) reach the container as env `valueFrom.secretKeyRef`, which the
+runner reads and scrubs from everything it reports; the encryption key comes as a Secret volume. Every argument is
+escaped for the kubelet's `$(VAR)` expansion (`$` is written `$$`), so that no spec value can pull an env value,
+such as the password, into argv or into a message.
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ def backup_job(
 
 
 def runner_arguments(spec: DatabaseBackupSpec) -> list[str]:
-    """`dbb-backup run ...` for this spec. `$(DB_USER)` is expanded from the container's env by the kubelet."""
+    """`dbb-backup run ...` for this spec, escaped for the kubelet's `$(VAR)` expansion. Without
+    `connection.username` the runner reads the user name from its env (`DB_USER`, from the Secret)."""
     assert spec.engine is not None
     connection = spec.connection
     arguments = [
@@ -109,7 +113,6 @@ def runner_arguments(spec: DatabaseBackupSpec) -> list[str]:
         "run",
         f"--engine={'postgresql' if spec.engine is Engine.POSTGRESQL else 'mysql'}",
         f"--host={connection.host}",
-        f"--user={connection.username or '$(DB_USER)'}",
         f"--output-dir={spec.backup_path or default_backup_path(spec.database_name)}",
         f"--name={spec.database_name}",
         f"--compression={spec.compression.value.lower()}",
@@ -117,6 +120,8 @@ def runner_arguments(spec: DatabaseBackupSpec) -> list[str]:
         "--verify",
         f"--termination-log={TERMINATION_LOG}",
     ]
+    if connection.username is not None:
+        arguments.append(f"--user={connection.username}")
     if connection.port is not None:
         arguments.append(f"--port={connection.port}")
     arguments += [f"--database={d}" for d in connection.databases or ("all",)]
@@ -124,7 +129,12 @@ def runner_arguments(spec: DatabaseBackupSpec) -> list[str]:
         arguments.append(f"--encryption-key-file={KEY_MOUNT}/key")
     if spec.restore_test:
         arguments.append("--restore-test")
-    return arguments
+    return [escape_expansion(a) for a in arguments]
+
+
+def escape_expansion(argument: str) -> str:
+    """`argument` as the kubelet must pass it on: it turns `$$` into `$` and `$(NAME)` into NAME's env value."""
+    return argument.replace("$", "$$")
 
 
 def _pod_spec(spec: DatabaseBackupSpec, runner: RunnerSettings) -> dict[str, Any]:

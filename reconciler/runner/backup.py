@@ -61,6 +61,7 @@ class RunOptions:
     key: bytes | None = None
     verify: bool = False
     restore_test: bool = False
+    user_is_secret: bool = False  # the user name came from a Secret (DB_USER): the manifest does not record it
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
         tool=target.tool,
         host=options.connection.host,
         port=options.connection.port,
-        user=options.connection.user,
+        user="" if options.user_is_secret else options.connection.user,
         start=utc_iso(started),
         end=utc_iso(ended),
         duration=round(time.monotonic() - clock, 3),

@@ -1,6 +1,10 @@
 """dbb-backup: the backup runner inside each backup Job. `run`, `verify`, `restore`, `decrypt`.
 
 The password comes only from the environment (`DB_PASSWORD`, else `PGPASSWORD` or `MYSQL_PWD`), never from argv.
+The user name comes from `--user`, else from `DB_USER` in the environment, which is where the Job puts a user name
+that is stored in a Secret. Such a user name is scrubbed like the password from every message, because the servers
+repeat it ("password authentication failed for user …", "Access denied for user …") and anyone who may create a
+DatabaseBackup could otherwise read any Secret key by naming it as the user name key.
 Every command prints one JSON line on stdout; on failure it exits 1 and its last stderr line is
 `dbb-backup: <Reason>: <message>` (see `errors.py` for the reasons), with every secret scrubbed. `run` also writes
 its JSON line to `--termination-log` for the reconciler. Usage errors exit 2.
@@ -57,10 +61,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+SECRET_VARIABLES = ("DB_PASSWORD", "PGPASSWORD", "MYSQL_PWD")
+USER_VARIABLE = "DB_USER"
+
+
 def _connection_flags(command: argparse.ArgumentParser, *, required: bool) -> None:
     command.add_argument("--host", required=required, help="database server host (a Service name in the cluster)")
     command.add_argument("--port", type=int, help="server port (default 5432 for postgresql, 3306 for mysql)")
-    command.add_argument("--user", required=required, help="database user; the password comes from DB_PASSWORD")
+    command.add_argument("--user", help="database user (default: $DB_USER); the password comes from DB_PASSWORD")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -117,8 +125,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    scrub = Scrubber([os.environ.get(v, "") for v in ("DB_PASSWORD", "PGPASSWORD", "MYSQL_PWD")])
-    configure_logging(scrub)
+    passwords = [os.environ.get(v, "") for v in SECRET_VARIABLES]
+    # Everything from a Secret: the tools' messages and every failure are scrubbed of it. Our own log lines and the
+    # success line never name the user; they are scrubbed of the passwords only, so that a user name from a Secret
+    # that is also a database or folder name ("app") does not blank out the paths they report.
+    scrub = Scrubber([*passwords, os.environ.get(USER_VARIABLE, "")])
+    configure_logging(Scrubber(passwords))
     handler: Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]] = COMMANDS[args.command]
     started, clock = datetime.now(UTC), time.monotonic()
     deadline = Deadline(getattr(args, "timeout", None))
@@ -134,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline.cancel()
         for sig, old in previous.items():
             signal.signal(sig, old)
-    line = scrub(render(result))
+    line = Scrubber(passwords)(render(result))
     sys.stdout.write(line)
     sys.stdout.flush()
     write_termination_log(getattr(args, "termination_log", None), line)
@@ -161,9 +173,9 @@ def _fail(error: RunnerError, args: argparse.Namespace, scrub: Scrubber, started
 def _connection(args: argparse.Namespace, engine: Engine, defaults: dict[str, Any] | None = None) -> Connection:
     defaults = defaults or {}
     host = args.host or defaults.get("host")
-    user = args.user or defaults.get("user")
+    user = args.user or os.environ.get(USER_VARIABLE) or defaults.get("user")
     if not host or not user:
-        raise RunnerError("InvalidArguments", "--host and --user are needed (the manifest names none)")
+        raise RunnerError("InvalidArguments", f"--host and --user (or {USER_VARIABLE}) are needed")
     port = args.port or defaults.get("port") or DEFAULT_PORTS[engine]
     return Connection(host, int(port), user, password_from_env(os.environ, engine))
 
@@ -204,6 +216,7 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         key=_key(args.encryption_key_file),
         verify=args.verify,
         restore_test=args.restore_test,
+        user_is_secret=not args.user,
     )
     path, manifest = run_backup(options, scrub, deadline)
     return success_result(path, manifest, verified=args.verify)

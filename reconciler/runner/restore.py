@@ -173,7 +173,7 @@ class _Restore:
         env = engines.child_env(Engine.POSTGRESQL, self.connection)
         script, kept = keep_own_role(_read_small(stream, GLOBALS_LIMIT), self.connection.user)
         if kept:
-            log.info("kept the restoring role as it is", role=self.connection.user)
+            log.info("kept the restoring role (the user this restore connects as) as it is")
         with Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="RestoreFailed") as tool:
             feed_all(io.BytesIO(script), [ToolFeed(tool, needs_all=True)], self.deadline)
             if tool.stderr():

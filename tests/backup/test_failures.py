@@ -58,6 +58,33 @@ def test_a_wrong_password_is_reported_as_such_and_never_shown(server: Server, ba
     assert server.user in outcome.reason_line
 
 
+def test_a_user_name_from_a_secret_is_never_shown(server: Server, backups: Path, tmp_path: Path) -> None:
+    # The Job passes a user name kept in a Secret as DB_USER. A DatabaseBackup's author chooses the Secret key, so
+    # the value may be any secret of the namespace; the server repeats it in its refusal, and that refusal is the
+    # status message and Event the author can read. The value must never come out, whatever the server says.
+    sentinel = "sentinel-4f1c0e9b-from-another-secret"
+    log = tmp_path / "termination-log"
+    args = run_args(server, backups, "shop", termination_log=str(log))
+    at = args.index("--user")
+    del args[at : at + 2]
+    outcome = dbb(*args, env=password_env(server) | {"DB_USER": sentinel})
+    assert_failed_cleanly(outcome, backups, "AuthenticationFailed", log, sentinel)
+    assert "[REDACTED]" in outcome.reason_line  # the server did name the user: scrubbed, not absent by luck
+
+
+def test_a_user_name_from_the_environment_backs_up_and_is_not_written_to_the_manifest(
+    server: Server, backups: Path
+) -> None:
+    args = run_args(server, backups, "shop")
+    at = args.index("--user")
+    del args[at : at + 2]
+    outcome = dbb(*args, env=password_env(server) | {"DB_USER": server.user})
+    assert outcome.code == 0, outcome.stderr
+    manifest = json.loads(Path(outcome.result["file"] + ".json").read_text())
+    assert manifest["user"] == ""
+    assert manifest["databases"] == ["shop"]
+
+
 def test_a_closed_port_is_reported_as_unreachable(server: Server, backups: Path, tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
     args = run_args(server, backups, "shop", termination_log=str(log))

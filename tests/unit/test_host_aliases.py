@@ -9,6 +9,7 @@ import pytest
 
 from common.model import parse_spec
 from reconciler.aliases import HostAlias, alias_table, apply_aliases, parse_alias
+from reconciler.executor import _expand
 from reconciler.jobs import runner_arguments
 from reconciler.main import parse
 
@@ -145,3 +146,17 @@ def test_dbb_reconciler_takes_repeated_aliases_for_the_local_executor() -> None:
         "db.shop.svc": HostAlias("db.shop.svc", "h", 1),
     }
     assert parse([]).host_aliases == {}
+
+
+@pytest.mark.parametrize(
+    ("argument", "expanded"),
+    [
+        ("--user=$(DB_USER)", "--user=alice"),
+        ("--database=$$(DB_PASSWORD)", "--database=$(DB_PASSWORD)"),
+        ("--x=$$$(DB_USER)", "--x=$alice"),
+        ("--x=$(UNSET)", "--x=$(UNSET)"),
+        ("--x=a$b", "--x=a$b"),
+    ],
+)
+def test_the_local_executor_expands_arguments_as_the_kubelet_does(argument: str, expanded: str) -> None:
+    assert _expand(argument, {"DB_USER": "alice", "DB_PASSWORD": "secret"}) == expanded

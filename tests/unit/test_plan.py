@@ -449,3 +449,24 @@ def test_the_job_carries_owner_labels_volume_and_no_secret() -> None:
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert created["spec"]["backoffLimit"] == 1
     assert created["spec"]["activeDeadlineSeconds"] == 3600
+
+
+def test_no_secret_value_can_reach_the_jobs_arguments() -> None:
+    # The user name from the Secret travels as env only; a `$(VAR)` anywhere in the spec is escaped, so that the
+    # kubelet cannot expand the password (or anything else from the env) into argv, and so into a message.
+    credentials = {"name": "app-secrets", "usernameKey": "api-token", "passwordKey": "password"}
+    obj = backup(connection={"databases": ["$(DB_PASSWORD)"], "credentialsSecret": credentials})
+    container = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]["containers"][0]
+    assert not any(a.startswith("--user") for a in container["args"])
+    assert "--database=$$(DB_PASSWORD)" in container["args"]
+    assert not any("$(" in a.replace("$$(", "") for a in container["args"])
+    assert {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": "app-secrets", "key": "api-token"}}} in container[
+        "env"
+    ]
+
+
+def test_a_user_name_in_the_spec_is_an_argument_and_nothing_is_read_from_the_secret_for_it() -> None:
+    obj = backup(connection={"username": "backup"})
+    container = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--user=backup" in container["args"]
+    assert [e["name"] for e in container["env"]] == ["DB_PASSWORD"]

@@ -47,6 +47,15 @@ def test_the_original_sample_is_valid() -> None:
             {"connection": Connection(credentials_secret=CredentialsSecret("c", password_key="pass word"))},
             'spec.connection.credentialsSecret.passwordKey: "pass word" is not a valid Secret key',
         ),
+        (
+            {"connection": Connection(username="$(DB_PASSWORD)")},
+            'spec.connection.username: "$(DB_PASSWORD)" must not contain "$("',
+        ),
+        (
+            {"connection": Connection(username="app\nx")},
+            "spec.connection.username: 'app\\nx' must not contain control characters",
+        ),
+        ({"connection": Connection(username="")}, 'spec.connection.username: "" is empty'),
         ({"claim_name": "PVC"}, 'spec.storage.persistentVolumeClaim.claimName: "PVC" is not a valid object name'),
         ({"encryption_key": SecretKeyRef("k", "a/b")}, 'spec.encryption.keySecret.key: "a/b" is not a valid Secret'),
     ],
