@@ -83,6 +83,9 @@ class Informer:
     store: dict[Key, dict[str, Any]] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     resource_version: str | None = None
+    # A watch stream is open: an object missing from the store was, if anything, created moments ago and its event
+    # is on the way. Readers that must not miss a fresh object ask the API server while this is False.
+    watching: bool = False
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.store.get((namespace, name))
@@ -183,8 +186,12 @@ class Informer:
             )
         )
         async with response:
-            async for line in _lines(response.content):
-                self._apply(json.loads(line))
+            self.watching = True
+            try:
+                async for line in _lines(response.content):
+                    self._apply(json.loads(line))
+            finally:
+                self.watching = False
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")

@@ -11,20 +11,33 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from common.constants import ANNOTATION_SKIP_DATABASE_CHECK, GROUP, KIND
-from common.defaults import default_spec
+from common.defaults import default_claim_name, default_spec
 from common.model import FieldError, join_errors, parse_spec
 from common.statefulset import facts, ready_replicas
 from common.validation import validate
 from webhook.patch import json_patch
 from webhook.reviews import API_VERSION, AdmissionRequest, AdmissionResponse, AdmissionReviewResponse
 from webhook.reviews import KIND as REVIEW_KIND
+from webhook.volumes import data_claim_reason, mounting_pod
 
-__all__ = ["BadReview", "Database", "database_to_check", "mutate", "parse_review", "review", "validate_request"]
+__all__ = [
+    "CLAIM_FIELD",
+    "BadReview",
+    "Database",
+    "backup_claim",
+    "database_to_check",
+    "mutate",
+    "parse_review",
+    "review",
+    "validate_request",
+]
+
+CLAIM_FIELD = "spec.storage.persistentVolumeClaim.claimName"
 
 WARNING_LIMIT = 120  # the API server passes warnings on to kubectl; long ones are truncated there
 
@@ -41,6 +54,8 @@ class Database:
     name: str
     statefulset: Mapping[str, Any] | None  # None: not found
     error: str | None = None  # the lookup itself failed (e.g. the API server did not answer)
+    pods: Mapping[str, tuple[str, ...]] | None = None  # the claims each Pod of the StatefulSet mounts; None: unread
+    pods_error: str | None = None  # reading the Pods failed
 
 
 def parse_review(body: object) -> AdmissionRequest:
@@ -64,21 +79,28 @@ def review(response: AdmissionResponse) -> AdmissionReviewResponse:
 
 
 def database_to_check(request: AdmissionRequest) -> tuple[str, str] | None:
-    """(namespace, StatefulSet name) when validation needs to know whether the database exists: on create, and on
-    an update that changes databaseName. Other updates pass, so that a backup whose database is gone can still be
-    suspended, relabelled or deleted."""
+    """(namespace, StatefulSet name) when validation needs the database: on create, and on an update that changes
+    databaseName (does it exist?) or the backup claim (is it the database's data?). Other updates pass, so that a
+    backup whose database is gone can still be suspended, relabelled or deleted."""
     if request.get("operation") not in ("CREATE", "UPDATE") or _problem(request) is not None:
         return None
-    obj = request.get("object") or {}
-    name = (obj.get("spec") or {}).get("databaseName") if isinstance(obj.get("spec"), Mapping) else None
+    name = _spec_of(request.get("object") or {}).get("databaseName")
     if not isinstance(name, str) or not name:
         return None
-    if request["operation"] == "UPDATE":
-        old = request.get("oldObject") or {}
-        old_spec = old.get("spec") if isinstance(old, Mapping) else None
-        if isinstance(old_spec, Mapping) and old_spec.get("databaseName") == name:
-            return None
+    if request["operation"] == "UPDATE" and not _renamed(request) and not _claim_changed(request):
+        return None
     return _namespace(request), name
+
+
+def backup_claim(spec: Mapping[str, Any]) -> str | None:
+    """The claim a backup Job will mount: the one named, or the default when `storage` is left out."""
+    storage = spec.get("storage")
+    if storage is None:
+        database = spec.get("databaseName")
+        return default_claim_name(database) if isinstance(database, str) and database else None
+    claim = (storage.get("persistentVolumeClaim") or {}) if isinstance(storage, Mapping) else None
+    name = claim.get("claimName") if isinstance(claim, Mapping) else None
+    return name if isinstance(name, str) and name else None
 
 
 def validate_request(request: AdmissionRequest, database: Database | None) -> AdmissionResponse:
@@ -95,7 +117,9 @@ def validate_request(request: AdmissionRequest, database: Database | None) -> Ad
         errors.extend(validate(name, spec))
     warnings: list[str] = []
     if database is not None:
-        _check_database(obj, database, errors, warnings)
+        _check_database(
+            obj, database, errors, warnings, existence=request.get("operation") == "CREATE" or _renamed(request)
+        )
     if errors:
         return _denied(uid, join_errors(errors))
     if spec is not None:
@@ -139,11 +163,15 @@ def _problem(request: AdmissionRequest) -> str | None:
     return None
 
 
-def _check_database(obj: Mapping[str, Any], database: Database, errors: list[FieldError], warnings: list[str]) -> None:
+def _check_database(
+    obj: Mapping[str, Any], database: Database, errors: list[FieldError], warnings: list[str], *, existence: bool
+) -> None:
     where = f'StatefulSet "{database.name}"'
     if database.error is not None:
         warnings.append(_short(f"spec.databaseName: could not check {where}: {database.error}"))
         return
+    if database.statefulset is None and not existence:
+        return  # only the claim changed, and there is no database whose data it could be
     if database.statefulset is None:
         message = f'{where} not found in namespace "{database.namespace}"'
         if _skips_database_check(obj):
@@ -152,6 +180,7 @@ def _check_database(obj: Mapping[str, Any], database: Database, errors: list[Fie
             errors.append(FieldError("spec.databaseName", message))
         return
     statefulset = database.statefulset
+    _check_claim(obj, database, statefulset, errors, warnings)
     if ready_replicas(statefulset) == 0:
         warnings.append(_short(f"spec.databaseName: {where} has no ready replica; backups fail until it has one"))
     found = facts(statefulset, database.namespace)
@@ -164,6 +193,47 @@ def _check_database(obj: Mapping[str, Any], database: Database, errors: list[Fie
     connection = spec.get("connection")
     if found.credentials_note and not (isinstance(connection, Mapping) and "credentialsSecret" in connection):
         warnings.append(_short(f"spec.connection.credentialsSecret: {found.credentials_note}"))
+
+
+def _check_claim(
+    obj: Mapping[str, Any],
+    database: Database,
+    statefulset: Mapping[str, Any],
+    errors: list[FieldError],
+    warnings: list[str],
+) -> None:
+    """The backup claim must not be the database's own data: a backup Job mounts it read-write (webhook.volumes)."""
+    claim = backup_claim(_spec_of(obj))
+    if claim is None:
+        return
+    reason = data_claim_reason(statefulset, claim)
+    pod = mounting_pod(database.pods, claim) if database.pods is not None and reason is None else None
+    if pod is not None:
+        reason = f'mounted by Pod "{pod}" of StatefulSet "{database.name}"'
+    if reason is not None:
+        errors.append(FieldError(CLAIM_FIELD, f'"{claim}" is {reason}; backups need a claim of their own'))
+    elif database.pods_error is not None:
+        warnings.append(
+            _short(f'{CLAIM_FIELD}: could not read the Pods of StatefulSet "{database.name}": {database.pods_error}')
+        )
+
+
+def _renamed(request: AdmissionRequest) -> bool:
+    return _changed(request, lambda spec: spec.get("databaseName"))
+
+
+def _claim_changed(request: AdmissionRequest) -> bool:
+    return _changed(request, backup_claim)
+
+
+def _changed(request: AdmissionRequest, field: Callable[[Mapping[str, Any]], Any]) -> bool:
+    """Whether an update changes what `field` reads from the spec (a create changes everything)."""
+    if request.get("operation") != "UPDATE":
+        return True
+    old = request.get("oldObject")
+    if not isinstance(old, Mapping) or not isinstance(old.get("spec"), Mapping):
+        return True
+    return bool(field(_spec_of(old)) != field(_spec_of(request.get("object") or {})))
 
 
 def _advice(obj: Mapping[str, Any]) -> list[str]:

@@ -1,35 +1,101 @@
-"""Does the database StatefulSet exist? Answered from a watch-backed cache, with one live GET on a miss so that a
-database created a moment ago (not yet seen by the watch) is not refused."""
+"""What admission needs to know about the database: its StatefulSet, and the claims its Pods mount.
+
+Every answer must come well inside the API server's `timeoutSeconds`; the caller (`webhook.lookup`) gives each
+admission request one deadline for all of it. Within that, the StatefulSet comes from a watch-backed cache, and the
+API server is asked only when the cache cannot know:
+- once the cache has synced, what it holds is the answer;
+- a miss while its watch stream is open is trusted, after a short wait: the watch starts from the list's
+  resourceVersion, so an object the cache lacks was created after the list, and the API server sends its event
+  within milliseconds of the write. The one gap is a StatefulSet applied a moment before its DatabaseBackup (one
+  `kubectl apply -f` with both): we wait up to `watch_grace` for its event, then answer "not found" without a GET;
+- before the first sync, or while the watch is down (reconnecting after an error, between a list and its watch),
+  the cache may be behind by any amount: one live GET, inside the deadline.
+The Pods are read live, by the StatefulSet's selector: only a DatabaseBackup's create (or a changed claim) needs
+them, and a cache of every Pod in the cluster would be most of the webhook's memory.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, Protocol
 
 import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from common.informer import Informer
+from common.informer import Event, Informer
 from common.kube import raw, timeout
 from webhook.admission import Database
 from webhook.metrics import Metrics
+from webhook.volumes import label_selector, owned_by, pod_claims
 
-__all__ = ["DatabaseFinder", "StatefulSets"]
+__all__ = ["WATCH_GRACE", "DatabaseFinder", "StatefulSets", "Unanswered"]
+
+# The longest a watch event for a just-created StatefulSet is waited for. Events arrive in milliseconds; a second is
+# generous, and half of the lookup budget (webhook.lookup.LOOKUP_BUDGET) leaves the other half for the Pods.
+WATCH_GRACE: Final = 1.0
+
+Read = Callable[[str, str], Awaitable[dict[str, Any] | None]]  # (namespace, name) -> object, None if not found
+ListPods = Callable[[str, str], Awaitable[list[dict[str, Any]]]]  # (namespace, label selector) -> Pods
+
+
+class Unanswered(Exception):
+    """The API server gave no usable answer; the message says what happened, for a warning."""
 
 
 class DatabaseFinder(Protocol):
     async def find(self, namespace: str, name: str) -> Database: ...
 
+    async def pods(self, namespace: str, statefulset: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        """The claims each Pod of the StatefulSet mounts, by Pod name. Raises Unanswered."""
+        ...
+
 
 class StatefulSets:
-    def __init__(self, api: client.ApiClient, metrics: Metrics) -> None:
-        self._apps = client.AppsV1Api(api)
-        self._metrics = metrics
-        self.informer = Informer(
+    def __init__(
+        self,
+        informer: Informer,
+        read: Read,
+        list_pods: ListPods,
+        metrics: Metrics,
+        *,
+        watch_grace: float = WATCH_GRACE,
+    ) -> None:
+        self.informer = informer
+        self.informer.handler = self._arrived
+        self._read, self._list_pods, self._metrics = read, list_pods, metrics
+        self.watch_grace = watch_grace
+        self._changed = asyncio.Event()
+
+    @classmethod
+    def connect(cls, api: client.ApiClient, metrics: Metrics) -> StatefulSets:
+        apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+
+        async def read(namespace: str, name: str) -> dict[str, Any] | None:
+            try:
+                # The caller's deadline cuts this short; the request timeout only backs it up.
+                return await raw(
+                    apps.read_namespaced_stateful_set(name, namespace, _preload_content=False, **timeout())
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+
+        async def list_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
+            found = await raw(
+                core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False, **timeout())
+            )
+            return list(found.get("items") or [])
+
+        informer = Informer(
             name="statefulsets",
-            list_call=self._apps.list_stateful_set_for_all_namespaces,
+            list_call=apps.list_stateful_set_for_all_namespaces,
             on_restart=lambda reason: metrics.watch_restarts.labels(reason).inc(),
         )
+        return cls(informer, read, list_pods, metrics)
 
     @property
     def synced(self) -> bool:
@@ -38,17 +104,50 @@ class StatefulSets:
     async def find(self, namespace: str, name: str) -> Database:
         if self.synced:
             found = self.informer.get(namespace, name)
+            if found is None and self.informer.watching:
+                found = await self._arrival(namespace, name)
+                if found is None and self.informer.watching:
+                    return Database(namespace, name, None)
             if found is not None:
                 return Database(namespace, name, found)
         self._metrics.kube_requests.labels("cache-miss").inc()
         try:
-            body = await raw(
-                self._apps.read_namespaced_stateful_set(name, namespace, _preload_content=False, **timeout(2.0, 5.0))
-            )
-            return Database(namespace, name, body)
-        except ApiException as error:
-            if error.status == 404:
-                return Database(namespace, name, None)
-            return Database(namespace, name, None, f"the API server answered {error.status} {error.reason}")
-        except (TimeoutError, OSError, aiohttp.ClientError) as error:
-            return Database(namespace, name, None, f"no answer from the API server ({type(error).__name__})")
+            return Database(namespace, name, await self._read(namespace, name))
+        except _FAILURES as error:
+            return Database(namespace, name, None, _unanswered(error))
+
+    async def pods(self, namespace: str, statefulset: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        selector = label_selector(statefulset)
+        if selector is None:
+            raise Unanswered("its spec.selector has an operator this webhook does not know")
+        self._metrics.kube_requests.labels("pods").inc()
+        try:
+            found = await self._list_pods(namespace, selector)
+        except _FAILURES as error:
+            raise Unanswered(_unanswered(error)) from None
+        return {str(pod["metadata"]["name"]): pod_claims(pod) for pod in found if owned_by(pod, statefulset)}
+
+    async def _arrival(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, if its watch event comes within `watch_grace`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.watch_grace
+        while (found := self.informer.get(namespace, name)) is None and loop.time() < deadline:
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await changed.wait()
+        return found
+
+    def _arrived(self, event: Event) -> None:
+        # Wake every waiter; each looks for its own object and waits on the next Event if it is not there yet.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+_FAILURES: Final = (ApiException, aiohttp.ClientError, TimeoutError, OSError, ValueError)
+
+
+def _unanswered(error: Exception) -> str:
+    if isinstance(error, ApiException):
+        return f"the API server answered {error.status} {error.reason}"
+    return f"no answer from the API server ({type(error).__name__})"

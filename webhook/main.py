@@ -97,7 +97,7 @@ async def serve(args: argparse.Namespace) -> None:
             await keeper.sync()
         if not reloader.reload():
             raise StartupError(f"no usable tls.crt and tls.key in {args.cert_dir}")
-        statefulsets = StatefulSets(api, metrics)
+        statefulsets = StatefulSets.connect(api, metrics)
         app = make_app(statefulsets, metrics, ready=lambda: reloader.context is not None and statefulsets.synced)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

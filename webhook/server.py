@@ -16,8 +16,9 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.admission import BadReview, Database, database_to_check, mutate, parse_review, review, validate_request
+from webhook.admission import BadReview, mutate, parse_review, review, validate_request
 from webhook.database import DatabaseFinder
+from webhook.lookup import LOOKUP_BUDGET, Lookup
 from webhook.metrics import Metrics
 from webhook.reviews import AdmissionRequest, AdmissionResponse
 
@@ -30,9 +31,12 @@ log = structlog.get_logger("webhook")
 MAX_BODY: Final = 4 * 1024 * 1024
 
 
-def make_app(finder: DatabaseFinder, metrics: Metrics, ready: Callable[[], bool]) -> web.Application:
+def make_app(
+    finder: DatabaseFinder, metrics: Metrics, ready: Callable[[], bool], *, budget: float = LOOKUP_BUDGET
+) -> web.Application:
+    """`budget`: seconds for all the lookups of one admission request (webhook.lookup)."""
     app = web.Application(client_max_size=MAX_BODY)
-    handlers = _Handlers(finder, metrics, ready)
+    handlers = _Handlers(Lookup(finder, budget), metrics, ready)
     app.router.add_post("/validate", handlers.validate)
     app.router.add_post("/mutate", handlers.mutate)
     app.router.add_get("/healthz", handlers.healthz)
@@ -42,8 +46,8 @@ def make_app(finder: DatabaseFinder, metrics: Metrics, ready: Callable[[], bool]
 
 
 class _Handlers:
-    def __init__(self, finder: DatabaseFinder, metrics: Metrics, ready: Callable[[], bool]) -> None:
-        self._finder, self._metrics, self._ready = finder, metrics, ready
+    def __init__(self, lookup: Lookup, metrics: Metrics, ready: Callable[[], bool]) -> None:
+        self._lookup, self._metrics, self._ready = lookup, metrics, ready
 
     async def validate(self, request: web.Request) -> web.StreamResponse:
         return await self._admit(request, "validate", self._validate)
@@ -63,21 +67,11 @@ class _Handlers:
         return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _validate(self, admission: AdmissionRequest) -> AdmissionResponse:
-        target = database_to_check(admission)
-        database = await self._finder.find(*target) if target is not None else None
-        return validate_request(admission, database)
+        return validate_request(admission, await self._lookup.for_validation(admission))
 
     async def _mutate(self, admission: AdmissionRequest) -> AdmissionResponse:
-        database = await self._lookup_for_defaults(admission)
+        database = await self._lookup.for_defaults(admission)
         return mutate(admission, database.statefulset if database else None)
-
-    async def _lookup_for_defaults(self, admission: AdmissionRequest) -> Database | None:
-        obj = admission.get("object")
-        spec = obj.get("spec") if isinstance(obj, dict) else None
-        name = spec.get("databaseName") if isinstance(spec, dict) else None
-        if admission.get("operation") not in ("CREATE", "UPDATE") or not isinstance(name, str) or not name:
-            return None
-        return await self._finder.find(str(admission.get("namespace") or ""), name)
 
     async def _admit(
         self,

@@ -142,6 +142,9 @@ def test_the_base_installs_the_whole_operator_and_nothing_else(base: list[Object
         ("ClusterRoleBinding", "dbb-webhook"),
         ("Role", "dbb-webhook"),
         ("RoleBinding", "dbb-webhook"),
+        ("ClusterRole", "dbb-metrics-auth"),
+        ("ClusterRoleBinding", "dbb-metrics-auth"),
+        ("ClusterRole", "databasebackup-metrics-reader"),
         ("Deployment", "dbb-reconciler"),
         ("Deployment", "dbb-webhook"),
         ("Service", "dbb-webhook"),
@@ -253,6 +256,10 @@ def test_the_reconciler_elects_a_leader_and_is_probed_on_its_health_port(base: l
     assert args.health_port == 8081
     for probe in ("livenessProbe", "readinessProbe"):
         assert port_number(box, box[probe]["httpGet"]["port"]) == 8081
+    # Ready: synced and leading, or standing by, with the API server answering. Alive: the process answers.
+    assert box["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert box["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert args.metrics_auth is True
     env = {e["name"]: e for e in box["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["DBB_RUNNER_IMAGE"]["value"] == box["image"]  # backup Jobs run the image that has dbb-backup
@@ -300,6 +307,11 @@ ANY = ("--all-namespaces",)
 SHOP = ("-n", "shop")  # any namespace with databases in it
 OWN = ("-n", SYSTEM)
 
+# Who may read /metrics: each component asks the API server (common/metrics_auth.py).
+METRICS_REVIEWS = [
+    ("create", "tokenreviews.authentication.k8s.io"),
+    ("create", "subjectaccessreviews.authorization.k8s.io"),
+]
 RECONCILER_MAY = [
     ("list", DBB, *ANY),
     ("watch", DBB, *ANY),
@@ -317,6 +329,7 @@ RECONCILER_MAY = [
     ("create", LEASE, *OWN),
     ("get", f"{LEASE}/dbb-reconciler", *OWN),
     ("update", f"{LEASE}/dbb-reconciler", *OWN),
+    *METRICS_REVIEWS,
 ]
 RECONCILER_MUST_NOT = [
     # No Secrets at all, anywhere: the kubelet resolves them for the backup Job.
@@ -344,6 +357,7 @@ RECONCILER_MUST_NOT = [
 ]
 WEBHOOK_MAY = [
     ("get", "statefulsets.apps", *SHOP),
+    ("list", "pods", *SHOP),
     ("list", "statefulsets.apps", *ANY),
     ("watch", "statefulsets.apps", *ANY),
     ("get", f"{MUTATING}/dbb-webhook"),
@@ -353,6 +367,7 @@ WEBHOOK_MAY = [
     ("get", "secrets/dbb-webhook-tls", *OWN),
     ("update", "secrets/dbb-webhook-tls", *OWN),
     ("create", "secrets", *OWN),
+    *METRICS_REVIEWS,
 ]
 WEBHOOK_MUST_NOT = [
     ("update", "secrets/other", *OWN),
@@ -371,6 +386,8 @@ WEBHOOK_MUST_NOT = [
     ("patch", "statefulsets.apps", *SHOP),
     ("get", DBB, *SHOP),
     ("create", "jobs.batch", *SHOP),
+    ("get", "pods", *SHOP),
+    ("watch", "pods", *SHOP),
 ]
 
 
@@ -595,7 +612,10 @@ def test_with_cert_manager_the_webhook_may_write_nothing(with_cert_manager: list
     assert ("Role", "dbb-webhook") not in inventory
     assert ("RoleBinding", "dbb-webhook") not in inventory
     rules = find(with_cert_manager, "ClusterRole", "dbb-webhook")["rules"]
-    assert rules == [{"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list", "watch"]}]
+    assert rules == [
+        {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
 
 
 def test_with_cert_manager_the_manifests_apply_with_dry_run_server(

@@ -168,3 +168,65 @@ def test_other_namespaces_are_not_judged(control_plane: ControlPlane, namespace:
     before = webhook.counter("validate")
     apply(control_plane, databasebackup(namespace=namespace, databaseName="nope"), namespace, check=True)
     assert webhook.counter("validate") == before
+
+
+# --- the backup volume is never the database's own data -----------------------------------------------------------
+
+CLAIM = "spec.storage.persistentVolumeClaim.claimName"
+
+
+def refused_with_claim(control_plane: ControlPlane, namespace: str, claim: str) -> str:
+    """Applies a DatabaseBackup whose backup claim is `claim`; it must be refused. What kubectl printed."""
+    obj = databasebackup(namespace=namespace, storage={"persistentVolumeClaim": {"claimName": claim}})
+    result = apply(control_plane, obj, namespace)
+    assert result.returncode == 1, result.stdout
+    assert control_plane.kubectl("get", "dbb", "-n", namespace, "-o", "name").stdout == ""
+    return str(result.stderr)
+
+
+def test_a_data_claim_of_the_database_is_refused(control_plane: ControlPlane, webhook_namespace: str) -> None:
+    sts = statefulset(namespace=webhook_namespace)
+    del sts["status"]
+    sts["spec"]["volumeClaimTemplates"] = [
+        {
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        }
+    ]
+    apply(control_plane, sts, webhook_namespace, check=True)
+    assert (
+        DENIED + f'{CLAIM}: "data-example-db-0" is a data volume of StatefulSet "example-db" (its volumeClaimTemplate '
+        '"data"); backups need a claim of their own'
+    ) in refused_with_claim(control_plane, webhook_namespace, "data-example-db-0")
+
+
+def test_a_claim_a_pod_of_the_database_mounts_is_refused(control_plane: ControlPlane, webhook_namespace: str) -> None:
+    create_database(control_plane, webhook_namespace)
+    uid = json.loads(
+        control_plane.kubectl("get", "statefulset", "example-db", "-n", webhook_namespace, "-o", "json").stdout
+    )["metadata"]["uid"]
+    # No controller-manager runs here: the Pod the StatefulSet controller would have made, by hand, mounting a claim
+    # the current template no longer names (as an older revision's Pod does during a rolling update).
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "example-db-0",
+            "labels": {"app": "example-db"},
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "example-db", "uid": uid, "controller": True}
+            ],
+        },
+        "spec": {
+            "containers": [{"name": "db", "image": "postgres:16"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "old-data"}}],
+        },
+    }
+    apply(control_plane, pod, webhook_namespace, check=True)
+    assert (
+        DENIED + f'{CLAIM}: "old-data" is mounted by Pod "example-db-0" of StatefulSet "example-db"; backups need a '
+        "claim of their own"
+    ) in refused_with_claim(control_plane, webhook_namespace, "old-data")
+    # The Pod's other claims are not the backup's: a claim of its own passes.
+    obj = databasebackup(namespace=webhook_namespace, storage={"persistentVolumeClaim": {"claimName": "backups"}})
+    assert apply(control_plane, obj, webhook_namespace).returncode == 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -21,18 +23,34 @@ ClientMaker = Callable[[web.Application], Awaitable[TestClient[web.Request, web.
 
 
 class FakeFinder:
-    """Our own seam (webhook.database.DatabaseFinder), answering from a dict."""
+    """Our own seam (webhook.database.DatabaseFinder), answering from dicts; `hang` makes a lookup that never ends
+    (an API server that accepted the connection and never answers)."""
 
-    def __init__(self, known: dict[tuple[str, str], dict[str, Any]] | None = None, fail: bool = False) -> None:
+    def __init__(
+        self,
+        known: dict[tuple[str, str], dict[str, Any]] | None = None,
+        fail: bool = False,
+        pods: dict[str, tuple[str, ...]] | None = None,
+        hang: frozenset[str] = frozenset(),
+    ) -> None:
         self.known = known or {}
         self.fail = fail
+        self.mounts = pods or {}
+        self.hang = hang
         self.calls: list[tuple[str, str]] = []
 
     async def find(self, namespace: str, name: str) -> Database:
         self.calls.append((namespace, name))
         if self.fail:
             raise RuntimeError("lookup exploded")
+        if "find" in self.hang:
+            await asyncio.Event().wait()
         return Database(namespace, name, self.known.get((namespace, name)))
+
+    async def pods(self, namespace: str, statefulset: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        if "pods" in self.hang:
+            await asyncio.Event().wait()
+        return self.mounts
 
 
 @pytest.fixture
@@ -171,3 +189,48 @@ async def test_health_readiness_and_metrics(aiohttp_client: ClientMaker) -> None
     assert 'dbb_webhook_admission_requests_total{endpoint="validate",result="denied"} 1.0' in text
     assert 'dbb_webhook_admission_requests_total{endpoint="validate",result="bad_request"} 1.0' in text
     assert "dbb_webhook_admission_duration_seconds_bucket" in text
+
+
+# --- one deadline per admission request (webhook.lookup) ---------------------------------------------------------
+
+API_SERVER_TIMEOUT = 5.0  # timeoutSeconds in deploy/webhook/webhooks.yaml
+
+
+@pytest.mark.parametrize("path", ["/validate", "/mutate"])
+async def test_an_api_server_that_never_answers_costs_a_warning_within_the_budget_not_a_timeout(
+    aiohttp_client: ClientMaker, path: str
+) -> None:
+    http = await aiohttp_client(make_app(FakeFinder(hang=frozenset({"find"})), Metrics(), lambda: True, budget=0.2))
+    started = time.monotonic()
+    status, answer = await post(http, path, admission_review(databasebackup()))
+    assert time.monotonic() - started < API_SERVER_TIMEOUT
+    assert status == 200
+    assert answer["response"]["allowed"] is True
+    if path == "/validate":
+        assert answer["response"]["warnings"][0] == (
+            'spec.databaseName: could not check StatefulSet "example-db": no answer from the API server within 0.2 s'
+        )
+
+
+async def test_pods_that_cannot_be_read_in_time_cost_a_warning(aiohttp_client: ClientMaker) -> None:
+    finder = FakeFinder({("shop", "example-db"): statefulset()}, hang=frozenset({"pods"}))
+    http = await aiohttp_client(make_app(finder, Metrics(), lambda: True, budget=0.2))
+    status, answer = await post(http, "/validate", admission_review(databasebackup()))
+    assert status == 200
+    assert answer["response"]["allowed"] is True
+    assert (
+        'spec.storage.persistentVolumeClaim.claimName: could not read the Pods of StatefulSet "example-db": no answer'
+    ) in answer["response"]["warnings"][0]
+
+
+async def test_a_claim_a_pod_of_the_database_mounts_is_refused(aiohttp_client: ClientMaker) -> None:
+    finder = FakeFinder({("shop", "example-db"): statefulset()}, pods={"example-db-0": ("shared-data",)})
+    http = await aiohttp_client(make_app(finder, Metrics(), lambda: True))
+    obj = databasebackup(storage={"persistentVolumeClaim": {"claimName": "shared-data"}})
+    status, answer = await post(http, "/validate", admission_review(obj))
+    assert status == 200
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["message"] == (
+        'spec.storage.persistentVolumeClaim.claimName: "shared-data" is mounted by Pod "example-db-0" of StatefulSet '
+        '"example-db"; backups need a claim of their own'
+    )

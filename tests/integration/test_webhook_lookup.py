@@ -1,0 +1,91 @@
+"""The webhook's StatefulSet cache on a real API server: once synced, a miss is answered without a live GET, and a
+StatefulSet created a moment ago is found through the watch; the Pods are read by the StatefulSet's selector."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from common.kube import body
+from tests.fixtures import statefulset
+from webhook.database import StatefulSets
+from webhook.metrics import Metrics
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def statefulsets(api_client: client.ApiClient, metrics: Metrics) -> AsyncIterator[StatefulSets]:
+    found = StatefulSets.connect(api_client, metrics)
+    task = asyncio.create_task(found.informer.run())
+    try:
+        await asyncio.wait_for(found.informer.synced.wait(), 60)
+        yield found
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def live_gets(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("dbb_webhook_kube_requests_total", {"reason": "cache-miss"}) or 0.0
+
+
+async def created(api_client: client.ApiClient, namespace: str, name: str = "example-db") -> dict[str, Any]:
+    sts = statefulset(name, namespace)
+    del sts["status"]
+    apps = client.AppsV1Api(api_client)
+    made = await apps.create_namespaced_stateful_set(namespace, body(sts))
+    return {"metadata": {"name": name, "uid": made.metadata.uid}, "spec": sts["spec"]}
+
+
+async def test_a_synced_cache_answers_a_miss_without_a_live_get(
+    statefulsets: StatefulSets, metrics: Metrics, namespace: str
+) -> None:
+    await asyncio.wait_for(until_watching(statefulsets), 60)
+    found = await statefulsets.find(namespace, "nope")
+    assert found.statefulset is None
+    assert found.error is None
+    assert live_gets(metrics) == 0
+
+
+async def test_a_statefulset_created_a_moment_ago_is_found_through_the_watch(
+    api_client: client.ApiClient, statefulsets: StatefulSets, metrics: Metrics, namespace: str
+) -> None:
+    await asyncio.wait_for(until_watching(statefulsets), 60)
+    await created(api_client, namespace, "fresh-db")
+    found = await statefulsets.find(namespace, "fresh-db")  # no wait in between
+    assert found.statefulset is not None
+    assert live_gets(metrics) == 0
+
+
+async def test_the_pods_are_those_the_statefulset_owns_with_their_claims(
+    api_client: client.ApiClient, statefulsets: StatefulSets, namespace: str
+) -> None:
+    sts = await created(api_client, namespace)
+    core = client.CoreV1Api(api_client)
+    owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "example-db", "uid": sts["metadata"]["uid"]}
+    for name, owners in (("example-db-0", [owner]), ("lookalike", [])):
+        pod = {
+            "metadata": {"name": name, "labels": {"app": "example-db"}, "ownerReferences": owners},
+            "spec": {
+                "containers": [{"name": "db", "image": "postgres:16"}],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": f"data-{name}"}}],
+            },
+        }
+        await core.create_namespaced_pod(namespace, body(pod))
+    assert await statefulsets.pods(namespace, sts) == {"example-db-0": ("data-example-db-0",)}
+
+
+async def until_watching(statefulsets: StatefulSets) -> None:
+    """The watch is open once the list is done; the tests' wait_for bounds this."""
+    while True:
+        if statefulsets.informer.watching:
+            return
+        await asyncio.sleep(0.05)

@@ -1,0 +1,67 @@
+"""One deadline for everything an admission request looks up.
+
+The API server waits `timeoutSeconds` (5 s, deploy/webhook/webhooks.yaml) for the webhook and then fails the
+request; with failurePolicy Fail that refuses the apply with a timeout the user cannot act on. A lookup that gave
+up only after that (a 5 s read timeout, twice) could never turn into the answer meant for it: "could not check",
+a warning. So each request gets `LOOKUP_BUDGET` for all of its lookups together (the StatefulSet, then its Pods);
+what is not answered by then is a warning, and the request is answered within the budget plus a few milliseconds
+of judging: 2 s, well under 5 s, leaving the rest for the API server's connection to us and a slow handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+from typing import Final
+
+from webhook.admission import Database, backup_claim, database_to_check
+from webhook.database import DatabaseFinder, Unanswered
+from webhook.reviews import AdmissionRequest
+
+__all__ = ["LOOKUP_BUDGET", "Lookup"]
+
+LOOKUP_BUDGET: Final = 2.0
+
+
+@dataclass(frozen=True)
+class Lookup:
+    finder: DatabaseFinder
+    budget: float = LOOKUP_BUDGET
+
+    async def for_validation(self, admission: AdmissionRequest) -> Database | None:
+        """The StatefulSet when validation needs it (see database_to_check), with the claims its Pods mount."""
+        target = database_to_check(admission)
+        if target is None:
+            return None
+        deadline = asyncio.get_running_loop().time() + self.budget
+        database = await self._find(*target, deadline)
+        spec = (admission.get("object") or {}).get("spec")
+        if database.statefulset is None or not isinstance(spec, dict) or backup_claim(spec) is None:
+            return database
+        try:
+            async with asyncio.timeout_at(deadline):
+                return replace(database, pods=await self.finder.pods(target[0], database.statefulset))
+        except TimeoutError:
+            return replace(database, pods_error=self._late())
+        except Unanswered as error:
+            return replace(database, pods_error=str(error))
+
+    async def for_defaults(self, admission: AdmissionRequest) -> Database | None:
+        """The StatefulSet the defaults are read from, on create and update."""
+        obj = admission.get("object")
+        spec = obj.get("spec") if isinstance(obj, dict) else None
+        name = spec.get("databaseName") if isinstance(spec, dict) else None
+        if admission.get("operation") not in ("CREATE", "UPDATE") or not isinstance(name, str) or not name:
+            return None
+        deadline = asyncio.get_running_loop().time() + self.budget
+        return await self._find(str(admission.get("namespace") or ""), name, deadline)
+
+    async def _find(self, namespace: str, name: str, deadline: float) -> Database:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self.finder.find(namespace, name)
+        except TimeoutError:
+            return Database(namespace, name, None, self._late())
+
+    def _late(self) -> str:
+        return f"no answer from the API server within {self.budget:g} s"
