@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Final
 
 import structlog
 from aiohttp import web
@@ -19,9 +20,16 @@ from webhook.incluster import POLL_INTERVAL, CertificateKeeper
 from webhook.metrics import Metrics
 from webhook.rotation import ROTATION_GRACE
 from webhook.server import make_app
+from webhook.supervisor import Supervisor
 from webhook.tls import CertificateReloader, TLSListener
 
 log = structlog.get_logger("webhook")
+
+# Removing a terminating Pod from the Service's endpoints, and the API server noticing, takes a moment after the
+# SIGTERM (or after the preStop sleep, deploy/webhook/deployment.yaml): a request routed here meanwhile must still
+# be answered. In-flight requests then get up to _FINISH seconds (each lookup ends within 2 s, webhook.lookup).
+SHUTDOWN_DELAY: Final = 5.0
+_FINISH: Final = 10.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
         "--webhook-configuration", action="append", default=[], help="webhook configuration to keep caBundle of"
     )
     managed.add_argument("--extra-host", action="append", default=[], help="another DNS name or IP for the cert")
+    parser.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=SHUTDOWN_DELAY,
+        help="after SIGTERM, seconds to go on answering with /readyz failing, until no endpoint routes here any more "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -98,26 +113,36 @@ async def serve(args: argparse.Namespace) -> None:
         if not reloader.reload():
             raise StartupError(f"no usable tls.crt and tls.key in {args.cert_dir}")
         statefulsets = StatefulSets.connect(api, metrics)
-        app = make_app(statefulsets, metrics, ready=lambda: reloader.context is not None and statefulsets.synced)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Until the StatefulSet cache has synced, lookups go to the API server and /readyz says not ready.
+        tasks = {"reloader": reloader.run, "informer": statefulsets.informer.run}
+        if keeper is not None:
+            tasks["keeper"] = keeper.run
+        supervisor = Supervisor(tasks, on_restart=lambda task: metrics.task_restarts.labels(task).inc())
+        stop, draining = asyncio.Event(), asyncio.Event()
+        app = make_app(
+            statefulsets,
+            metrics,
+            ready=lambda: (
+                not draining.is_set() and reloader.context is not None and statefulsets.synced and supervisor.healthy
+            ),
+        )
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=_FINISH)
         await runner.setup()
         listener = TLSListener(runner.server, lambda: reloader.context)  # type: ignore[arg-type]
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        # Until the StatefulSet cache has synced, lookups go to the API server and /readyz says not ready.
-        background = [asyncio.create_task(reloader.run()), asyncio.create_task(statefulsets.informer.run())]
-        if keeper is not None:
-            background.append(asyncio.create_task(keeper.run()))
+        background = asyncio.create_task(supervisor.run())
         try:
             port = await listener.start(args.host, args.port)
             log.info("serving", host=args.host, port=port, cert_dir=str(args.cert_dir))
             await stop.wait()
+            draining.set()
+            log.info("draining: answering, not ready", seconds=args.shutdown_delay)
+            await asyncio.sleep(args.shutdown_delay)
         finally:
             log.info("stopping")
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            await listener.close()
-            await runner.cleanup()
+            await listener.close()  # no new connections
+            await runner.cleanup()  # idle ones closed, requests in flight answered
+            background.cancel()
+            await asyncio.gather(background, return_exceptions=True)

@@ -42,6 +42,9 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.task_restarts = Counter(
+            "dbb_webhook_task_restarts", "Background tasks restarted after they ended or crashed", ["task"], registry=r
+        )
         self.certificate_expiry = Gauge(
             "dbb_webhook_certificate_expiry_timestamp_seconds", "When the serving certificate expires", registry=r
         )

@@ -61,7 +61,11 @@ class _Handlers:
     async def readyz(self, request: web.Request) -> web.StreamResponse:
         if self._ready():
             return web.Response(text="ok")
-        return web.Response(status=503, text="not ready: no certificate loaded or the StatefulSet cache is not synced")
+        return web.Response(
+            status=503,
+            text="not ready: no certificate loaded, the StatefulSet cache not synced, a background task down, "
+            "or shutting down",
+        )
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
