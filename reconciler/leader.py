@@ -241,6 +241,9 @@ class LeaderElection:
     _lease: dict[str, Any] | None = field(default=None, init=False, repr=False)
     # The renewTime of our last successful write as holder; None while we do not hold the Lease.
     _renewed: datetime | None = field(default=None, init=False, repr=False)
+    # When the API server last answered a read or write of the Lease (a 404 on read counts): a standby that sees
+    # the Lease is a healthy follower; one that cannot could not take over if the leader went.
+    _seen: datetime | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.identity:
@@ -258,6 +261,13 @@ class LeaderElection:
         # candidate may be about to take over.
         renewed = self._renewed
         return renewed is not None and not renewal_overdue(renewed, self.clock(), self._renew_deadline)
+
+    @property
+    def in_contact(self) -> bool:
+        """Whether the Lease was read or written within `renew_deadline`: true of a leader that renews and of a
+        standby that watches the holder; false of either once the API server stops answering."""
+        seen = self._seen
+        return seen is not None and not renewal_overdue(seen, self.clock(), self._renew_deadline)
 
     async def acquire(self) -> None:
         """Return once we hold the Lease (creating it if absent). Retries every retry_period, for ever."""
@@ -398,13 +408,16 @@ class LeaderElection:
 
     async def _read(self) -> dict[str, Any] | None:
         try:
-            return await raw(
+            lease = await raw(
                 self._leases.read_namespaced_lease(self.name, self.namespace, _preload_content=False, **self._timeout)
             )
         except ApiException as error:
             if error.status == 404:
+                self._seen = self.clock()
                 return None
             raise
+        self._seen = self.clock()
+        return lease
 
     async def _create(self, spec: LeaseSpec) -> dict[str, Any]:
         lease = {
@@ -413,9 +426,11 @@ class LeaderElection:
             "metadata": {"name": self.name, "namespace": self.namespace},
             "spec": dict(spec),
         }
-        return await raw(
+        created = await raw(
             self._leases.create_namespaced_lease(self.namespace, body(lease), _preload_content=False, **self._timeout)
         )
+        self._seen = self.clock()
+        return created
 
     async def _replace(self, lease: Mapping[str, Any], spec: LeaseSpec) -> dict[str, Any]:
         # The metadata we read carries the resourceVersion that makes this write conditional. managedFields stay
@@ -427,11 +442,13 @@ class LeaderElection:
             "metadata": metadata,
             "spec": {**(lease.get("spec") or {}), **spec},
         }
-        return await raw(
+        replaced = await raw(
             self._leases.replace_namespaced_lease(
                 self.name, self.namespace, body(replacement), _preload_content=False, **self._timeout
             )
         )
+        self._seen = self.clock()
+        return replaced
 
     # --- small parts ---------------------------------------------------------------------------------------------
 

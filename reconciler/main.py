@@ -10,18 +10,17 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.kube import ConfigError, api_client
 from common.logs import configure
+from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
 from reconciler.aliases import EXAMPLE, HostAlias, alias_table, parse_alias
 from reconciler.controller import Controller
 from reconciler.executor import Executor, JobExecutor, LocalExecutor
+from reconciler.health import ApiContact, Readiness, health_app, serve_health
 from reconciler.jobs import RunnerSettings
 from reconciler.leader import LeaderElection, LeadershipLost
 from reconciler.metrics import Metrics
@@ -32,7 +31,13 @@ log = structlog.get_logger("reconciler")
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbb-reconciler", description="Run the DatabaseBackup reconciler.")
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster config)")
-    parser.add_argument("--namespace", help="watch only this namespace (default: all)")
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace; repeatable (default: all). Every list and watch is then namespaced, so a "
+        "Role in each of them is all the RBAC it needs (overlays/namespaced/)",
+    )
     parser.add_argument(
         "--executor",
         choices=["job", "local"],
@@ -89,6 +94,7 @@ def parser() -> argparse.ArgumentParser:
         help="port for /healthz, /readyz and /metrics (default: %(default)s; 0 disables)",
     )
     parser.add_argument("--health-host", default="0.0.0.0", help="address for the health port")  # noqa: S104
+    add_metrics_auth_flag(parser)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -116,6 +122,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.host_aliases = alias_table(args.local_host_alias)
     except ValueError as error:
         options.error(f"argument --local-host-alias: {error}")
+    if any(not namespace for namespace in args.namespace):
+        options.error("argument --namespace: must not be empty")
+    args.namespace = sorted(set(args.namespace))
     return args
 
 
@@ -136,15 +145,20 @@ async def serve(args: argparse.Namespace) -> int:
             if args.executor == "local"
             else JobExecutor(api)
         )
-        controller = Controller(
-            api,
-            executor,
-            RunnerSettings(image=args.runner_image),
-            metrics,
-            namespace=args.namespace,
-            workers=args.workers,
-            identity=identity,
-        )
+        # One controller per watched namespace (or one for all): each lists and watches only its namespace, which is
+        # what lets a Role per namespace replace the ClusterRole.
+        controllers = [
+            Controller(
+                api,
+                executor,
+                RunnerSettings(image=args.runner_image),
+                metrics,
+                namespace=namespace,
+                workers=args.workers,
+                identity=identity,
+            )
+            for namespace in args.namespace or [None]
+        ]
         election = (
             LeaderElection(
                 api,
@@ -156,19 +170,31 @@ async def serve(args: argparse.Namespace) -> int:
             if args.leader_elect
             else None
         )
-        health = await _health_server(args, metrics, lambda: controller.synced)
+        contact = ApiContact(api)
+        readiness = Readiness(contact, lambda: all(c.synced for c in controllers), election)
+        auth = MetricsAuth(api) if args.metrics_auth else None
+        health = (
+            await serve_health(health_app(readiness, metrics.registry, auth), args.health_host, args.health_port)
+            if args.health_port
+            else None
+        )
+        probing = asyncio.create_task(contact.run(), name="api-contact")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         try:
-            return await _run(controller, election, stop)
+            return await _run(controllers, identity, election, stop)
         finally:
+            probing.cancel()
+            await asyncio.gather(probing, return_exceptions=True)
             if health is not None:
                 await health.cleanup()
 
 
-async def _run(controller: Controller, election: LeaderElection | None, stop: asyncio.Event) -> int:
+async def _run(
+    controllers: list[Controller], identity: str, election: LeaderElection | None, stop: asyncio.Event
+) -> int:
     """Work until SIGTERM (exit 0) or until the Lease is lost (exit 1: all work stopped at once; the Deployment
     restarts us as a candidate, the way controller-runtime does)."""
     stopping = asyncio.create_task(stop.wait(), name="stop")
@@ -179,8 +205,8 @@ async def _run(controller: Controller, election: LeaderElection | None, stop: as
             acquiring.cancel()
             await asyncio.gather(acquiring, return_exceptions=True)
             return 0
-        log.info("leading", identity=controller.identity)
-    tasks = [asyncio.create_task(controller.run(), name="controller"), stopping]
+        log.info("leading", identity=identity)
+    tasks = [asyncio.create_task(_work(controllers), name="controllers"), stopping]
     if election is not None:
         tasks.append(asyncio.create_task(election.hold(), name="hold"))
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -193,7 +219,7 @@ async def _run(controller: Controller, election: LeaderElection | None, stop: as
             continue
         error = task.exception()
         if isinstance(error, LeadershipLost):
-            log.error("lost the lease: stopped all work", identity=controller.identity)
+            log.error("lost the lease: stopped all work", identity=identity)
             code = 1
         elif error is not None:
             log.error("stopped on error", error=f"{type(error).__name__}: {error}"[:300])
@@ -205,26 +231,14 @@ async def _run(controller: Controller, election: LeaderElection | None, stop: as
     return code
 
 
-async def _health_server(args: argparse.Namespace, metrics: Metrics, ready: Callable[[], bool]) -> web.AppRunner | None:
-    if not args.health_port:
-        return None
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def readyz(_: web.Request) -> web.Response:
-        if ready():
-            return web.Response(text="ok")
-        return web.Response(status=503, text="caches not synced yet (or waiting for the Lease)")
-
-    async def metrics_handler(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, args.health_host, args.health_port).start()
-    return runner
+async def _work(controllers: list[Controller]) -> None:
+    """Run every controller; when one stops (on an error), stop the others too and raise its error."""
+    tasks = [asyncio.create_task(c.run(), name=f"controller:{c.namespace or '*'}") for c in controllers]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from common.kube import ConfigError, api_client
 from common.logs import configure
+from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
 from webhook.database import StatefulSets
 from webhook.incluster import POLL_INTERVAL, CertificateKeeper
 from webhook.metrics import Metrics
@@ -57,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
         "--webhook-configuration", action="append", default=[], help="webhook configuration to keep caBundle of"
     )
     managed.add_argument("--extra-host", action="append", default=[], help="another DNS name or IP for the cert")
+    add_metrics_auth_flag(parser)
     parser.add_argument(
         "--shutdown-delay",
         type=float,
@@ -125,6 +127,7 @@ async def serve(args: argparse.Namespace) -> None:
             ready=lambda: (
                 not draining.is_set() and reloader.context is not None and statefulsets.synced and supervisor.healthy
             ),
+            metrics_auth=MetricsAuth(api) if args.metrics_auth else None,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=_FINISH)
         await runner.setup()

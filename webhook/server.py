@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from common.metrics_auth import MetricsAuth
 from webhook.admission import BadReview, mutate, parse_review, review, validate_request
 from webhook.database import DatabaseFinder
 from webhook.lookup import LOOKUP_BUDGET, Lookup
@@ -32,11 +33,17 @@ MAX_BODY: Final = 4 * 1024 * 1024
 
 
 def make_app(
-    finder: DatabaseFinder, metrics: Metrics, ready: Callable[[], bool], *, budget: float = LOOKUP_BUDGET
+    finder: DatabaseFinder,
+    metrics: Metrics,
+    ready: Callable[[], bool],
+    metrics_auth: MetricsAuth | None = None,
+    *,
+    budget: float = LOOKUP_BUDGET,
 ) -> web.Application:
-    """`budget`: seconds for all the lookups of one admission request (webhook.lookup)."""
+    """`metrics_auth`: who may read /metrics (see common.metrics_auth); None serves it to anyone. `budget`: seconds
+    for all the lookups of one admission request (webhook.lookup)."""
     app = web.Application(client_max_size=MAX_BODY)
-    handlers = _Handlers(Lookup(finder, budget), metrics, ready)
+    handlers = _Handlers(Lookup(finder, budget), metrics, ready, metrics_auth)
     app.router.add_post("/validate", handlers.validate)
     app.router.add_post("/mutate", handlers.mutate)
     app.router.add_get("/healthz", handlers.healthz)
@@ -46,8 +53,8 @@ def make_app(
 
 
 class _Handlers:
-    def __init__(self, lookup: Lookup, metrics: Metrics, ready: Callable[[], bool]) -> None:
-        self._lookup, self._metrics, self._ready = lookup, metrics, ready
+    def __init__(self, lookup: Lookup, metrics: Metrics, ready: Callable[[], bool], auth: MetricsAuth | None) -> None:
+        self._lookup, self._metrics, self._ready, self._auth = lookup, metrics, ready, auth
 
     async def validate(self, request: web.Request) -> web.StreamResponse:
         return await self._admit(request, "validate", self._validate)
@@ -68,6 +75,10 @@ class _Handlers:
         )
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
+        if self._auth is not None:
+            verdict = await self._auth.check(request.headers.get("Authorization"))
+            if not verdict.allowed:
+                return web.Response(status=verdict.status, text=verdict.message + "\n", headers=verdict.headers)
         return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _validate(self, admission: AdmissionRequest) -> AdmissionResponse:

@@ -112,6 +112,7 @@ async def _measure(size: int) -> dict[str, float]:
                     f"--workers={CONCURRENCY}",
                     "--health-host=127.0.0.1",
                     f"--health-port={port}",
+                    "--no-metrics-auth",
                     "--log-level=warning",
                 ],
             )

@@ -53,6 +53,7 @@ def main() -> str:
                 f"--cert-dir={work / 'tls'}",
                 "--host=127.0.0.1",
                 f"--port={webhook_port}",
+                "--no-metrics-auth",
                 "--log-level=warning",
             ],
         )

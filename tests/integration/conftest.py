@@ -66,6 +66,8 @@ def webhook(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactor
                 "--host=127.0.0.1",
                 f"--port={port}",
                 "--log-level=debug",
+                # The tests read its counters; who may read them is tests/integration/test_metrics_auth.py's.
+                "--no-metrics-auth",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

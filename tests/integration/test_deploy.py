@@ -426,11 +426,16 @@ def test_the_webhook_may_not(control_plane: ControlPlane, installed: None, check
 
 
 def test_no_other_account_is_bound_to_the_operators_roles(base: list[Object]) -> None:
-    for obj in base:
-        if obj["kind"] in ("RoleBinding", "ClusterRoleBinding"):
-            name = obj["metadata"]["name"]
-            assert obj["roleRef"]["name"] == name
-            assert obj["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": SYSTEM}]
+    # Each component's own roles go to its own account; dbb-metrics-auth (the /metrics reviews) to both.
+    own = {"dbb-reconciler": ["dbb-reconciler"], "dbb-webhook": ["dbb-webhook"]}
+    shared = {"dbb-metrics-auth": ["dbb-reconciler", "dbb-webhook"]}
+    bindings = [obj for obj in base if obj["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert {obj["metadata"]["name"] for obj in bindings} == own.keys() | shared.keys()
+    for obj in bindings:
+        name = obj["metadata"]["name"]
+        assert obj["roleRef"]["name"] == name
+        accounts = {**own, **shared}[name]
+        assert obj["subjects"] == [{"kind": "ServiceAccount", "name": a, "namespace": SYSTEM} for a in accounts]
 
 
 # --- Pod Security: every Pod the operator runs, submitted to a namespace that enforces restricted ---------------

@@ -34,6 +34,7 @@ class Replica:
                     "--retry-period=0.3",
                     "--health-host=127.0.0.1",
                     f"--health-port={self.port}",
+                    "--no-metrics-auth",  # the tests read dbb_leader
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
