@@ -108,6 +108,7 @@ e2e: $(STAMP) ## The end-to-end suite: deploy with make deploy, then real backup
 # --- cluster -------------------------------------------------------------------------------------------------
 
 IMG ?= databasebackup-operator:latest
+DEPLOY_DIR ?= deploy/
 CONTAINER_TOOL ?= docker
 
 .PHONY: install
@@ -120,12 +121,12 @@ uninstall: ## Remove the CRD (and with it every DatabaseBackup) from the current
 
 # sed, not kustomize's images: the reconciler also names the image in DBB_RUNNER_IMAGE (for its backup Jobs).
 .PHONY: deploy
-deploy: ## Deploy the whole operator from deploy/ to the current cluster (IMG=registry/name:tag)
-	kubectl kustomize deploy/ | sed 's|databasebackup-operator:latest|$(IMG)|g' | kubectl apply --server-side -f -
+deploy: ## Deploy the whole operator from deploy/ to the current cluster (IMG=registry/name:tag; DEPLOY_DIR=overlays/namespaced for the namespaced install)
+	kubectl kustomize $(DEPLOY_DIR) | sed 's|databasebackup-operator:latest|$(IMG)|g' | kubectl apply --server-side -f -
 
 .PHONY: undeploy
 undeploy: ## Remove the operator, its namespace and the CRD (with every DatabaseBackup) from the current cluster
-	kubectl delete --ignore-not-found -k deploy/
+	kubectl delete --ignore-not-found -k $(DEPLOY_DIR)
 
 .PHONY: docker-build
 docker-build: ## Build the image (IMG=registry/name:tag); needs a container engine
