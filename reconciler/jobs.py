@@ -96,25 +96,28 @@ def backup_job(
             "activeDeadlineSeconds": spec.active_deadline_seconds,
             "template": {
                 "metadata": {"labels": labels, "annotations": annotations},
-                "spec": _pod_spec(spec, runner),
+                "spec": _pod_spec(owner, spec, runner),
             },
         },
     }
     return job
 
 
-def runner_arguments(spec: DatabaseBackupSpec) -> list[str]:
+def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str]:
     """`dbb-backup run ...` for this spec, escaped for the kubelet's `$(VAR)` expansion. Without
     `connection.username` the runner reads the user name from its env (`DB_USER`, from the Secret)."""
     assert spec.engine is not None
     connection = spec.connection
+    name, namespace, uid = (owner["metadata"][k] for k in ("name", "namespace", "uid"))
     arguments = [
         "dbb-backup",
         "run",
         f"--engine={'postgresql' if spec.engine is Engine.POSTGRESQL else 'mysql'}",
         f"--host={connection.host}",
         f"--output-dir={spec.backup_path or default_backup_path(spec.database_name)}",
-        f"--name={spec.database_name}",
+        f"--name={name}",
+        f"--owner={namespace}/{name}",
+        f"--owner-uid={uid}",
         f"--compression={spec.compression.value.lower()}",
         f"--keep-last={spec.keep_last}",
         "--verify",
@@ -137,7 +140,7 @@ def escape_expansion(argument: str) -> str:
     return argument.replace("$", "$$")
 
 
-def _pod_spec(spec: DatabaseBackupSpec, runner: RunnerSettings) -> dict[str, Any]:
+def _pod_spec(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSettings) -> dict[str, Any]:
     env: list[dict[str, Any]] = []
     credentials = spec.connection.credentials_secret
     if credentials is not None:
@@ -182,7 +185,7 @@ def _pod_spec(spec: DatabaseBackupSpec, runner: RunnerSettings) -> dict[str, Any
                 "name": "backup",
                 "image": runner.image,
                 "imagePullPolicy": runner.image_pull_policy,
-                "args": runner_arguments(spec),
+                "args": runner_arguments(spec, owner),
                 "env": env,
                 "volumeMounts": mounts,
                 "terminationMessagePath": TERMINATION_LOG,

@@ -1,14 +1,18 @@
 """`dbb-backup run`: dump, compress, encrypt, checksum, publish atomically, write the manifest, verify, prune.
 
 The steps, in order, and why in that order:
-1. Remove our stale temporary files (a killed earlier run's), so that a crash never accumulates garbage.
+1. Remove our stale temporary files (a killed earlier run's), and manifests of ours whose file never got its final
+   name, so that a crash never accumulates garbage.
 2. Ask the server its version: this is also the connection and password check, so that a wrong password or an
    unreachable host is reported as such, before any file exists. Resolve `all`; check the named databases exist.
-3. Stream the dump into `.<final>.partial` (see `stream.py`), publish it under its final name.
-4. Write the manifest (after the data: a manifest always describes a file that exists).
-5. With `--verify`, check the new file as `dbb-backup verify` would; a backup that fails is deleted (with its
-   manifest), so that a final name still means a good backup.
-6. Retention, last: only a run that produced a good backup may delete older ones.
+3. Stream the dump into `.<final>.partial` (see `stream.py`) and fsync it; it keeps that name for now.
+4. With `--verify`, check the file as `dbb-backup verify` would, still under its temporary name: a backup that
+   fails never has a final name, and a SIGKILL, an OOM or a lost node during the dump or the check leaves only a
+   temporary file, which no reader counts and the next run removes.
+5. Publish: the manifest (which says `verified` and names the owner), then the file under its final name. A
+   final-named file is complete, verified and described.
+6. Retention, last: only a run that produced a good backup may delete older ones, and only backups whose manifest
+   names the same owner (the DatabaseBackup's uid), counting only verified ones.
 
 Several PostgreSQL databases (or `all`) go into one tar: tar needs each member's size before its data, and a dump's
 size is known only at its end, so each member is first written (compressed, as it will be stored) to an unnamed
@@ -36,10 +40,11 @@ from reconciler.runner.crypto import Encryptor
 from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.layout import CUSTOM, SQL, TAR, extension, member_name
-from reconciler.runner.manifest import ENCRYPTION_AES, ENCRYPTION_NONE, Manifest, Member, manifest_path
-from reconciler.runner.naming import BackupName, retention_plan
+from reconciler.runner.manifest import ENCRYPTION_AES, ENCRYPTION_NONE, Manifest, Member, Owner
+from reconciler.runner.naming import BackupName, orphan_manifests, parse_backup_name, retention_plan
 from reconciler.runner.process import Deadline, Tool, run_capture
 from reconciler.runner.stream import OutputFile, remove_stale_temporaries, storage_error, write_all, write_atomically
+from reconciler.runner.verify import verify_backup
 
 __all__ = ["RunOptions", "run_backup"]
 
@@ -62,6 +67,7 @@ class RunOptions:
     verify: bool = False
     restore_test: bool = False
     user_is_secret: bool = False  # the user name came from a Secret (DB_USER): the manifest does not record it
+    owner: Owner | None = None  # the DatabaseBackup that runs us: recorded, and the only one retention serves
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ def utc_iso(moment: datetime) -> str:
 def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tuple[Path, Manifest]:
     started, clock = datetime.now(UTC), time.monotonic()
     removed = remove_stale_temporaries(options.output_dir, options.name)
+    removed += remove_orphan_manifests(options.output_dir, options.name, options.owner)
     target = resolve_target(options, scrub)
     log.info("backup started", engine=options.engine.value, databases=target.databases, server=target.server_version)
     kind = kind_of(options.engine, target)
@@ -97,36 +104,49 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
         if encryptor is not None:
             encryptor.close()
         deadline.check()
+        out.seal()
+        manifest = Manifest(
+            file=name.file,
+            engine=options.engine.value,
+            server_version=target.server_version,
+            databases=target.databases,
+            globals=target.globals,
+            layout=kind,
+            members=members,
+            size=out.size,
+            sha256=out.sha256.hexdigest(),
+            compression=options.compression.value,
+            encryption=ENCRYPTION_AES if options.key is not None else ENCRYPTION_NONE,
+            tool=target.tool,
+            host=options.connection.host,
+            port=options.connection.port,
+            user="" if options.user_is_secret else options.connection.user,
+            start=utc_iso(started),
+            end=utc_iso(datetime.now(UTC)),
+            duration=round(time.monotonic() - clock, 3),
+            verified=options.verify,
+            owner=options.owner,
+        )
+        if options.verify:
+            # The file still has its temporary name: a backup that fails here never had a final name, and its
+            # temporary file goes when this block is left.
+            verify_backup(
+                out.temporary,
+                options.key,
+                scrub,
+                deadline,
+                manifest=manifest,
+                restore_connection=(options.connection if options.restore_test else None),
+            )
+        deadline.check()
+        # The manifest first, the file last: a final-named backup always has its manifest; a run that dies in
+        # between leaves a manifest without a file, which the next run removes (remove_orphan_manifests).
+        write_atomically(options.output_dir, name.manifest, manifest.to_json().encode())
         out.publish()
-    ended = datetime.now(UTC)
-    manifest = Manifest(
-        file=name.file,
-        engine=options.engine.value,
-        server_version=target.server_version,
-        databases=target.databases,
-        globals=target.globals,
-        layout=kind,
-        members=members,
-        size=out.size,
-        sha256=out.sha256.hexdigest(),
-        compression=options.compression.value,
-        encryption=ENCRYPTION_AES if options.key is not None else ENCRYPTION_NONE,
-        tool=target.tool,
-        host=options.connection.host,
-        port=options.connection.port,
-        user="" if options.user_is_secret else options.connection.user,
-        start=utc_iso(started),
-        end=utc_iso(ended),
-        duration=round(time.monotonic() - clock, 3),
-    )
-    write_atomically(options.output_dir, name.manifest, manifest.to_json().encode())
     log.info("backup written", file=name.file, size=out.size, sha256=manifest.sha256, stale_removed=removed)
-    path = options.output_dir / name.file
-    if options.verify:
-        verify_new_backup(path, options, scrub, deadline)
     if options.keep_last:
-        prune(options.output_dir, options.name, options.keep_last, protect=name.file)
-    return path, manifest
+        prune(options.output_dir, options.name, options.keep_last, options.owner, protect=name.file)
+    return options.output_dir / name.file, manifest
 
 
 def kind_of(engine: Engine, target: Target) -> str:
@@ -275,26 +295,24 @@ def _spool(folder: Path) -> IO[bytes]:
 # --- steps 5 and 6 -----------------------------------------------------------------------------------------------
 
 
-def verify_new_backup(path: Path, options: RunOptions, scrub: Scrubber, deadline: Deadline) -> None:
-    from reconciler.runner.verify import verify_backup
-
-    try:
-        verify_backup(
-            path,
-            options.key,
-            scrub,
-            deadline,
-            restore_connection=options.connection if options.restore_test else None,
-        )
-    except RunnerError:
-        for doomed in (path, manifest_path(path)):
-            doomed.unlink(missing_ok=True)
-        log.error("the new backup failed verification and was deleted", file=path.name)
-        raise
+def owned_backups(folder: Path, prefix: str, owner: Owner | None, names: list[str]) -> dict[str, bool]:
+    """{backup file: its manifest says verified} for every backup of `prefix` in `names` whose manifest names
+    `owner` (by uid; a run without an owner matches manifests without one). A file without a readable manifest is
+    nobody's: retention leaves it alone."""
+    owned: dict[str, bool] = {}
+    for name in names:
+        backup = parse_backup_name(prefix, name)
+        if backup is None:
+            continue
+        manifest = _manifest_or_none(folder / backup.manifest)
+        if manifest is not None and _same_owner(manifest.owner, owner):
+            owned[backup.file] = manifest.verified
+    return owned
 
 
-def prune(folder: Path, prefix: str, keep_last: int, protect: str) -> list[str]:
-    plan = retention_plan((p.name for p in folder.iterdir()), prefix, keep_last, protect=protect)
+def prune(folder: Path, prefix: str, keep_last: int, owner: Owner | None, protect: str) -> list[str]:
+    names = [p.name for p in folder.iterdir()]
+    plan = retention_plan(names, prefix, keep_last, owned_backups(folder, prefix, owner, names), protect=protect)
     for name in plan:
         try:
             (folder / name).unlink()
@@ -304,3 +322,26 @@ def prune(folder: Path, prefix: str, keep_last: int, protect: str) -> list[str]:
             raise RunnerError("StorageError", f"retention could not delete {name}: {error.strerror}") from None
         log.info("old backup deleted", file=name, keep_last=keep_last)
     return plan
+
+
+def remove_orphan_manifests(folder: Path, prefix: str, owner: Owner | None) -> list[str]:
+    """This owner's manifests whose backup never got its final name (the run died in between)."""
+    removed = []
+    for name in orphan_manifests((p.name for p in folder.iterdir()), prefix):
+        manifest = _manifest_or_none(folder / name)
+        if manifest is not None and _same_owner(manifest.owner, owner):
+            (folder / name).unlink(missing_ok=True)
+            removed.append(name)
+            log.info("removed the manifest of a backup that was never published", file=name)
+    return removed
+
+
+def _manifest_or_none(path: Path) -> Manifest | None:
+    try:
+        return Manifest.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _same_owner(found: Owner | None, owner: Owner | None) -> bool:
+    return found is None if owner is None else found is not None and found.uid == owner.uid

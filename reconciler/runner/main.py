@@ -32,7 +32,7 @@ from reconciler.runner.engines import Connection, Engine, password_from_env
 from reconciler.runner.errors import RunnerError, Scrubber, one_line
 from reconciler.runner.layout import parse_layout
 from reconciler.runner.logs import configure_logging
-from reconciler.runner.manifest import read_manifest
+from reconciler.runner.manifest import Owner, read_manifest
 from reconciler.runner.naming import validate_prefix
 from reconciler.runner.process import Deadline
 from reconciler.runner.report import failure_result, render, success_result, write_termination_log
@@ -87,6 +87,12 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output-dir", type=Path, required=True, help="folder for backups and manifests")
     run.add_argument("--name", help="file name prefix (default: the first --database)")
+    run.add_argument(
+        "--owner",
+        metavar="NAMESPACE/NAME",
+        help="the DatabaseBackup this run belongs to, recorded in the manifest (with --owner-uid)",
+    )
+    run.add_argument("--owner-uid", help="its uid: --keep-last deletes only backups whose manifest has this uid")
     run.add_argument("--compression", choices=[c.value for c in Compression], default="gzip")
     run.add_argument("--keep-last", type=_positive, help="keep this many newest backups of --name, delete older")
     run.add_argument("--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): AES-256-GCM")
@@ -180,6 +186,15 @@ def _connection(args: argparse.Namespace, engine: Engine, defaults: dict[str, An
     return Connection(host, int(port), user, password_from_env(os.environ, engine))
 
 
+def _owner(owner: str | None, uid: str | None) -> Owner | None:
+    if owner is None and uid is None:
+        return None
+    namespace, _, name = (owner or "").partition("/")
+    if not namespace or not name or not uid:
+        raise RunnerError("InvalidArguments", "--owner NAMESPACE/NAME and --owner-uid go together")
+    return Owner(namespace, name, uid)
+
+
 def _key(path: Path | None) -> bytes | None:
     return load_key(path) if path is not None else None
 
@@ -204,6 +219,7 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         raise RunnerError("InvalidArguments", f"--name {name!r} {problem}")
     if args.restore_test and not args.verify:
         raise RunnerError("InvalidArguments", "--restore-test is part of --verify: give both")
+    owner = _owner(args.owner, args.owner_uid)
     _ensure_folder(args.output_dir)
     options = RunOptions(
         engine=engine,
@@ -217,6 +233,7 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         verify=args.verify,
         restore_test=args.restore_test,
         user_is_secret=not args.user,
+        owner=owner,
     )
     path, manifest = run_backup(options, scrub, deadline)
     return success_result(path, manifest, verified=args.verify)

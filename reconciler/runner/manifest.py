@@ -1,14 +1,21 @@
 """The manifest beside each backup (`<backup file>.json`): what the file holds and how to check it.
 
-Written after the backup is published, with the same temporary-name/fsync/rename steps. It holds no secret: no
-password, no key; `host`, `port` and `user` say where the backup came from (and where `verify --restore-test`
-goes by default).
+Written once the backup is complete and (with `--verify`) verified, with the same temporary-name/fsync/rename steps,
+and published just before the backup file itself gets its final name: a backup file with a final name always has
+its manifest, and a reader takes a backup as existing only when its manifest says `verified`. It holds no secret:
+no password, no key, and no user name that came from a Secret (`user` is then ""); `host`, `port` and `user` say
+where the backup came from (and where `verify --restore-test` goes by default).
 
     {"formatVersion": 1, "file": "app-20250101T000000Z.dump", "engine": "postgresql",
      "serverVersion": "15.18", "databases": ["app"], "globals": false, "layout": "custom",
      "members": [], "size": 1234, "sha256": "...", "compression": "gzip", "encryption": "none",
      "tool": "pg_dump (PostgreSQL) 15.18", "host": "db", "port": 5432, "user": "backup",
-     "start": "2025-01-01T00:00:00Z", "end": "2025-01-01T00:00:05Z", "duration": 5.01}
+     "start": "2025-01-01T00:00:00Z", "end": "2025-01-01T00:00:05Z", "duration": 5.01, "verified": true,
+     "owner": {"kind": "DatabaseBackup", "namespace": "shop", "name": "nightly", "uid": "6f1c..."}}
+
+`owner` is the DatabaseBackup that made the backup (null for a run by hand without `--owner`); retention deletes
+only backups whose manifest names its own owner's uid. Manifests written before `owner` and `verified` existed read
+as owner null and verified false.
 
 `layout`: `custom` (one pg_dump custom-format archive), `tar` (a tar of them, see `docs/backup-format.md`) or
 `sql` (one mysqldump script). `members` lists a tar's files with the database each holds.
@@ -24,7 +31,7 @@ from typing import Any, Final
 from reconciler.runner.errors import RunnerError
 from reconciler.runner.naming import MANIFEST_SUFFIX
 
-__all__ = ["FORMAT_VERSION", "Manifest", "Member", "manifest_path", "read_manifest"]
+__all__ = ["FORMAT_VERSION", "Manifest", "Member", "Owner", "manifest_path", "read_manifest"]
 
 FORMAT_VERSION: Final = 1
 ENCRYPTION_NONE: Final = "none"
@@ -35,6 +42,22 @@ ENCRYPTION_AES: Final = "aes-256-gcm-chunked-v1"
 class Member:
     name: str
     database: str | None  # None for globals.sql
+
+
+@dataclass(frozen=True)
+class Owner:
+    namespace: str
+    name: str
+    uid: str
+    kind: str = "DatabaseBackup"
+
+    @classmethod
+    def from_json(cls, data: object) -> Owner | None:
+        if data is None:
+            return None
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("namespace", "name", "uid")):
+            raise ValueError("owner is not {kind, namespace, name, uid}")
+        return cls(data["namespace"], data["name"], data["uid"], str(data.get("kind", "DatabaseBackup")))
 
 
 @dataclass(frozen=True)
@@ -57,6 +80,8 @@ class Manifest:
     end: str
     duration: float
     members: list[Member] = field(default_factory=list)
+    verified: bool = False
+    owner: Owner | None = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -83,6 +108,8 @@ class Manifest:
         values["members"] = [Member(str(m["name"]), m.get("database")) for m in members]
         if not all(isinstance(d, str) for d in values["databases"]):
             raise ValueError("databases is not a list of names")
+        values["verified"] = data.get("verified") is True
+        values["owner"] = Owner.from_json(data.get("owner"))
         return cls(**values)
 
 

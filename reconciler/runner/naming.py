@@ -1,6 +1,7 @@
 """Backup file names, temporary names, and which files retention and cleanup may touch. Pure: names in, names out.
 
-A backup is `<name>-<UTC start YYYYmmddTHHMMSSZ><ext>` and its manifest `<that>.json`. While it is written it is
+A backup is `<name>-<UTC start YYYYmmddTHHMMSSZ><ext>` and its manifest `<that>.json`; the operator's Jobs use the
+DatabaseBackup's name as `<name>`, so two DatabaseBackups never share a prefix. While it is written it is
 `.<final name>.partial` (the manifest `.<final name>.json.partial`) in the same folder: hidden, so that `ls`
 shows complete backups only, and in the same folder, so that the rename that publishes it is atomic.
 
@@ -14,13 +15,15 @@ Extensions (the payload, then the compression we applied, then `.enc` if encrypt
 | `.sql`, `.sql.gz`, `.sql.zst` | MySQL/MariaDB: one `mariadb-dump`/`mysqldump` SQL script |
 
 Retention and cleanup match the whole name against that pattern for the given name prefix: a file that merely
-starts with the prefix (`app-old.tar`, `app-2-20250101T000000Z.dump` for prefix `app`) is never ours.
+starts with the prefix (`app-old.tar`, `app-2-20250101T000000Z.dump` for prefix `app`) is never ours. And a name
+is not enough: retention deletes only the files whose manifest names the run's own owner (the caller reads the
+manifests; these functions stay pure).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -28,6 +31,7 @@ from typing import Final
 __all__ = [
     "EXTENSIONS",
     "BackupName",
+    "orphan_manifests",
     "parse_backup_name",
     "retention_plan",
     "stale_temporaries",
@@ -95,22 +99,46 @@ def parse_backup_name(prefix: str, name: str) -> BackupName | None:
     return BackupName(match["timestamp"], prefix, match["extension"]) if match else None
 
 
-def retention_plan(names: Iterable[str], prefix: str, keep_last: int, protect: str | None = None) -> list[str]:
-    """The files to delete, oldest first, so that the newest `keep_last` backups of `prefix` remain, each deleted
-    backup followed by its manifest (if present). Only names that parse as ours are ever returned. `keep_last` is at
-    least 1, so the newest backup always stays; `protect` (the backup just written) stays even if a skewed clock
-    made it look older than the others."""
+def retention_plan(
+    names: Iterable[str], prefix: str, keep_last: int, ours: Mapping[str, bool], protect: str | None = None
+) -> list[str]:
+    """The files to delete, oldest first, each backup followed by its manifest (if present), so that the newest
+    `keep_last` verified backups of this owner remain.
+
+    `ours` maps each backup file whose manifest names this run's owner to whether that manifest says it verified;
+    nothing else is ever returned. Only verified backups count towards `keep_last`, and nothing newer than the
+    oldest one kept is deleted (an unverified backup older than that goes with the rest). With fewer than
+    `keep_last` verified backups nothing is deleted at all. `keep_last` is at least 1, so the newest verified
+    backup always stays; `protect` (the backup just written) stays even if a skewed clock made it look older."""
     if keep_last < 1:
         raise ValueError("keep_last must be at least 1")
     present = set(names)
-    backups = sorted(b for n in present if (b := parse_backup_name(prefix, n)) is not None)
-    doomed = [b for b in backups[: max(len(backups) - keep_last, 0)] if b.file != protect]
+    backups = sorted(b for n in present if (b := parse_backup_name(prefix, n)) is not None and b.file in ours)
+    verified = [b for b in backups if ours[b.file]]
+    if len(verified) < keep_last:
+        return []
+    oldest_kept = verified[-keep_last]
     plan: list[str] = []
-    for backup in doomed:
-        plan.append(backup.file)
-        if backup.manifest in present:
-            plan.append(backup.manifest)
+    for backup in backups:
+        if backup < oldest_kept and backup.file != protect:
+            plan.append(backup.file)
+            if backup.manifest in present:
+                plan.append(backup.manifest)
     return plan
+
+
+def orphan_manifests(names: Iterable[str], prefix: str) -> list[str]:
+    """Manifests of `prefix` whose backup file is absent, also as a temporary file: a run that died between
+    publishing the manifest and the file (see `stream.OutputFile.publish`). Whose they are is for the caller."""
+    present = set(names)
+    orphans = []
+    for name in sorted(present):
+        backup = (
+            parse_backup_name(prefix, name.removesuffix(MANIFEST_SUFFIX)) if name.endswith(MANIFEST_SUFFIX) else None
+        )
+        if backup is not None and backup.file not in present and temporary_name(backup.file) not in present:
+            orphans.append(name)
+    return orphans
 
 
 def stale_temporaries(names: Iterable[str], prefix: str) -> list[str]:

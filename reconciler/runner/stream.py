@@ -1,15 +1,17 @@
 """The write path of a backup: stages in front of an output file that is published atomically.
 
     dump tool stdout ─▶ compressor ─▶ encryptor ─▶ OutputFile (sha256, size) ─▶ .<final>.partial
-                                                        └─ publish(): fsync, rename to <final>, fsync the folder
+                                             seal(): fsync ─┤  (then the caller verifies and writes the manifest)
+                     publish(): link to <final>, unlink the temporary ─┘  (and fsync the folder)
 
 Each stage is a sink (`write(bytes)`, `close()` flushes its tail into the next); data flows in pieces of at most a
 few MiB, so memory stays flat for any database size. The sha256 and size are those of the file as stored, which is
 what `verify` and anyone with `sha256sum` can check.
 
 Why a file with a final name is always complete: the data is written to `.<final>.partial` (created with O_EXCL),
-flushed to disk with fsync, and only then renamed; the rename is atomic within a folder, and the fsync of the folder
-makes the rename itself durable. A run that dies at any point leaves at most the `.partial` file. The writer holds
+flushed to disk with fsync, and only then linked to its final name; the link is atomic within a folder and fails if
+the name exists, and the fsync of the folder makes it durable. A run that dies at any point leaves at most the
+`.partial` file (and, between link and unlink, a complete file under both names). The writer holds
 an exclusive flock on it for as long as it lives, so `remove_stale_temporaries` (run at the start of the next run)
 deletes only files whose writer is gone, never the file of a run that is still going (concurrencyPolicy Allow).
 
@@ -103,6 +105,7 @@ class OutputFile:
         self._fd = -1
         self._unsynced = 0
         self._sync: _BackgroundSync | None = None
+        self.sealed = False
         self.published = False
 
     def __enter__(self) -> Self:
@@ -142,19 +145,36 @@ class OutputFile:
     def close(self) -> None:
         """Nothing to flush: every write went to the file descriptor. (So that the file can end a stage chain.)"""
 
-    def publish(self) -> None:
-        """fsync, rename to the final name, fsync the folder. The lock is held until the rename is done."""
+    def seal(self) -> None:
+        """Everything written is on disk (fsync). The file keeps its temporary name, and its writer's lock, until
+        `publish`: a backup is verified and its manifest written in between."""
         assert self._sync is not None
+        if self.sealed:
+            return
         try:
             self._sync.join()
             if self._sync.error is not None:
                 raise self._sync.error
             os.fsync(self._fd)
-            if self.final.exists():
-                # Two runs that started in the same second: never replace a published backup.
-                raise RunnerError("StorageError", f"{self.final} already exists")
-            self.temporary.rename(self.final)
-            self.published = True
+        except OSError as error:
+            raise storage_error(error, self.temporary) from None
+        self.sealed = True
+
+    def publish(self) -> None:
+        """Seal, then give the file its final name and fsync the folder. The final name is taken with a hard link,
+        which fails if the name exists (two runs that started in the same second): a published backup is never
+        replaced, and there is no moment between a check and a rename for another run to slip into. The lock is
+        held until the temporary name is gone."""
+        self.seal()
+        try:
+            os.link(self.temporary, self.final, follow_symlinks=False)
+        except FileExistsError:
+            raise RunnerError("StorageError", f"{self.final} already exists") from None
+        except OSError as error:
+            raise storage_error(error, self.final) from None
+        self.published = True
+        try:
+            self.temporary.unlink()
             fsync_folder(self.folder)
         except OSError as error:
             raise storage_error(error, self.final) from None

@@ -67,13 +67,19 @@ def verify_backup(
     deadline: Deadline,
     *,
     restore_connection: Connection | None = None,
+    manifest: Manifest | None = None,
 ) -> VerifyReport:
-    manifest = read_manifest(path)
-    layout = parse_layout(path)
+    """Checks `path` against its manifest: the one beside it, or `manifest` for a file that is still under its
+    temporary name (a run verifies its backup before publishing it)."""
+    if manifest is None:
+        manifest = read_manifest(path)
+        if manifest.file != path.name:
+            raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {path.name}")
+    layout = parse_layout(Path(manifest.file))
     report = check_checksum(path, manifest)
     report.tables = _Checker(layout, manifest, scrub, deadline, restore_connection).run(path, key)
     report.restore_tested = restore_connection is not None
-    log.info("backup verified", file=path.name, tables=report.tables, restore_tested=report.restore_tested)
+    log.info("backup verified", file=manifest.file, tables=report.tables, restore_tested=report.restore_tested)
     return report
 
 
@@ -86,13 +92,11 @@ def check_checksum(path: Path, manifest: Manifest) -> VerifyReport:
                 size += len(data)
     except OSError as error:
         raise RunnerError("VerifyFailed", f"cannot read {path}: {error.strerror}") from None
-    if manifest.file != path.name:
-        raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {path.name}")
     if size != manifest.size:
-        raise RunnerError("VerifyFailed", f"{path.name} has {size} bytes, its manifest says {manifest.size}")
+        raise RunnerError("VerifyFailed", f"{manifest.file} has {size} bytes, its manifest says {manifest.size}")
     if digest.hexdigest() != manifest.sha256:
-        raise RunnerError("VerifyFailed", f"{path.name}: its sha256 {digest.hexdigest()} is not the manifest's")
-    return VerifyReport(path.name, manifest.sha256, size)
+        raise RunnerError("VerifyFailed", f"{manifest.file}: its sha256 {digest.hexdigest()} is not the manifest's")
+    return VerifyReport(manifest.file, manifest.sha256, size)
 
 
 def count_toc_tables(listing: str) -> int:

@@ -6,11 +6,21 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.backup.cli import backup, connection_args, dbb, password_env, run_args
+from reconciler.runner import backup as backup_module
+from reconciler.runner.backup import RunOptions, run_backup
+from reconciler.runner.compression import Compression
+from reconciler.runner.engines import Connection, Engine
+from reconciler.runner.errors import RunnerError, Scrubber
+from reconciler.runner.manifest import Manifest, Owner
+from reconciler.runner.process import Deadline
+from reconciler.runner.verify import verify_backup
+from tests.backup.cli import backup, connection_args, dbb, password_env, run_args, wait_for
 from tests.backup.servers import MariaDBServer, PostgresServer
 
 Server = PostgresServer | MariaDBServer
@@ -22,8 +32,52 @@ def server(request: pytest.FixtureRequest) -> Server:
     return found
 
 
+OWNER: dict[str, str | None] = {"owner": "shop/nightly", "owner_uid": "uid-nightly", "verify": None}
+
+
+def manifest_of(name: str, *, owner: str | None, verified: bool = True) -> str:
+    """A manifest as a run writes it, for a file the test puts in place."""
+    return Manifest(
+        file=name,
+        engine="postgresql",
+        server_version="17.0",
+        databases=["shop"],
+        globals=False,
+        layout="custom",
+        size=len(name),
+        sha256="0" * 64,
+        compression="gzip",
+        encryption="none",
+        tool="pg_dump",
+        host="db",
+        port=5432,
+        user="postgres",
+        start="2020-01-01T00:00:00Z",
+        end="2020-01-01T00:00:01Z",
+        duration=1.0,
+        verified=verified,
+        owner=None if owner is None else Owner("shop", "x", owner),
+    ).to_json()
+
+
+def place(folder: Path, name: str, *, owner: str | None = "uid-nightly", verified: bool = True) -> None:
+    (folder / name).write_text(name)
+    (folder / (name + ".json")).write_text(manifest_of(name, owner=owner, verified=verified))
+
+
+def next_second(name: str) -> None:
+    """Waits until a new backup would not get `name`'s timestamp: a run refuses to replace a published backup."""
+    wait_for(lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") not in name, "the next second")
+
+
 def test_retention_keeps_the_newest_and_touches_nothing_that_is_not_ours(pg: PostgresServer, backups: Path) -> None:
-    ours_old = ["shop-20200101T000000Z.dump", "shop-20200102T000000Z.dump.zst.enc", "shop-20200103T000000Z.tar"]
+    # Same prefix, but not this owner's: another DatabaseBackup's, one written before manifests named an owner, one
+    # with no manifest at all, one whose manifest cannot be read.
+    place(backups, "shop-20200101T010000Z.dump", owner="uid-hourly")
+    place(backups, "shop-20200101T020000Z.dump", owner=None)
+    (backups / "shop-20200101T030000Z.dump").write_text("no manifest")
+    (backups / "shop-20200101T040000Z.dump").write_text("broken manifest")
+    (backups / "shop-20200101T040000Z.dump.json").write_text("{")
     foreign = [
         "shop-old.dump",  # no timestamp
         "shopping-20200101T000000Z.dump",  # another prefix that starts like ours
@@ -33,19 +87,56 @@ def test_retention_keeps_the_newest_and_touches_nothing_that_is_not_ours(pg: Pos
         "notes.txt",
         ".shop-20200104T000000Z.dump.partial.keep",
     ]
-    for name in ours_old + foreign:
+    for name in foreign:
         (backups / name).write_text(name)
-    (backups / "shop-20200101T000000Z.dump.json").write_text("{}")
+    untouched = sorted(p.name for p in backups.iterdir())
+    for name in ["shop-20200101T000000Z.dump", "shop-20200102T000000Z.dump.zst.enc", "shop-20200103T000000Z.tar"]:
+        place(backups, name)
     stale = backups / ".shop-20200105T000000Z.dump.partial"
     stale.write_text("left by a killed run")
     live = backups / ".shop-20200106T000000Z.sql.gz.partial"
     live.write_text("a run that is still writing")
     with live.open() as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a running backup holds its temporary file
-        new = backup(pg, backups, "shop", keep_last="2")
+        new = backup(pg, backups, "shop", keep_last="2", **OWNER)
     remaining = sorted(p.name for p in backups.iterdir())
-    expected = sorted([*foreign, "shop-20200103T000000Z.tar", new.name, new.name + ".json", live.name])
-    assert remaining == expected
+    kept = ["shop-20200103T000000Z.tar", "shop-20200103T000000Z.tar.json", new.name, new.name + ".json", live.name]
+    assert remaining == sorted([*untouched, *kept])
+
+
+def test_an_unverified_backup_does_not_count_and_the_newest_verified_one_stays(
+    pg: PostgresServer, backups: Path
+) -> None:
+    place(backups, "shop-20200101T000000Z.dump")
+    place(backups, "shop-20200102T000000Z.dump", verified=False)
+    new = backup(pg, backups, "shop", keep_last="2", **OWNER)  # verified (the reconciler always verifies)
+    # Keep 2 verified ones: the new one and 01-01. The unverified 01-02 does not count, so 01-01 stays; and it is
+    # newer than the oldest one kept, so it stays too. With keep 1, both would go.
+    names = sorted(p.name for p in backups.iterdir() if not p.name.endswith(".json"))
+    assert names == ["shop-20200101T000000Z.dump", "shop-20200102T000000Z.dump", new.name]
+    assert json.loads(Path(str(new) + ".json").read_text())["owner"] == {
+        "namespace": "shop",
+        "name": "nightly",
+        "uid": "uid-nightly",
+        "kind": "DatabaseBackup",
+    }
+    next_second(new.name)
+    backup(pg, backups, "shop", keep_last="1", **OWNER)
+    assert not (backups / "shop-20200102T000000Z.dump").exists()
+    assert not (backups / "shop-20200101T000000Z.dump").exists()
+
+
+def test_two_owners_of_one_database_each_keep_their_newest(pg: PostgresServer, backups: Path) -> None:
+    # As the operator runs them: the prefix is the DatabaseBackup's name, the uid its own; each keepLast 1.
+    hourly: dict[str, str | None] = {"name": "hourly", "owner": "shop/hourly", "owner_uid": "uid-hourly"}
+    daily: dict[str, str | None] = {"name": "daily", "owner": "shop/daily", "owner_uid": "uid-daily"}
+    newest: dict[str | None, str] = {}
+    for flags in (daily, hourly, hourly, daily, hourly, hourly):
+        if flags["name"] in newest:  # one run a second per name (see above)
+            next_second(newest[flags["name"]])
+        newest[flags["name"]] = backup(pg, backups, "shop", keep_last="1", verify=None, **flags).name
+    names = sorted(p.name for p in backups.iterdir())
+    assert names == sorted(n for f in newest.values() for n in (f, f + ".json"))
 
 
 def test_keep_last_one_keeps_the_backup_just_written(pg: PostgresServer, backups: Path) -> None:
@@ -167,3 +258,41 @@ def test_the_result_fits_the_termination_message_and_matches_stdout(
     assert manifest["globals"] is True
     assert pg.password not in json.dumps(manifest)
     assert Path(result["file"]).stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("passes", [True, False], ids=["verified", "failed"])
+def test_a_backup_has_no_final_name_and_no_manifest_until_it_verified(
+    pg: PostgresServer, backups: Path, monkeypatch: pytest.MonkeyPatch, passes: bool
+) -> None:
+    # A SIGKILL, an OOM or a lost node during verification must leave nothing a reader could take for a backup:
+    # what the folder holds while the check runs is what such a run leaves behind.
+    seen: list[str] = []
+
+    def verify_and_look(path: Path, *args: Any, **kwargs: Any) -> Any:
+        seen.extend(sorted(p.name for p in backups.iterdir()))
+        if not passes:
+            raise RunnerError("VerifyFailed", "as if the check had found a damaged file")
+        return verify_backup(path, *args, **kwargs)
+
+    monkeypatch.setattr(backup_module, "verify_backup", verify_and_look)
+    options = RunOptions(
+        engine=Engine.POSTGRESQL,
+        connection=Connection(pg.host, pg.port, pg.user, pg.password),
+        databases=["shop"],
+        output_dir=backups,
+        compression=Compression.GZIP,
+        name="shop",
+        keep_last=1,
+        verify=True,
+    )
+    if passes:
+        path, manifest = run_backup(options, Scrubber(), Deadline(None))
+        assert manifest.verified
+        assert sorted(p.name for p in backups.iterdir()) == [path.name, path.name + ".json"]
+    else:
+        with pytest.raises(RunnerError, match="VerifyFailed"):
+            run_backup(options, Scrubber(), Deadline(None))
+        assert list(backups.iterdir()) == []
+    assert len(seen) == 1
+    assert seen[0].startswith(".shop-")
+    assert seen[0].endswith(".dump.partial")

@@ -92,7 +92,7 @@ def test_dev_up_backs_up_the_sample_within_seconds_and_the_backup_restores(sandb
     began = time.monotonic()
     output = sandbox.up()
     assert "✓ first backup" in output, output
-    backups = sorted((sandbox.dev.backups / DATABASE).glob(f"{DATABASE}-*.tar"))
+    backups = sorted((sandbox.dev.backups / DATABASE).glob("databasebackup-sample-*.tar"))  # the owner names the file
     assert len(backups) == 1, output
     assert time.monotonic() - began < FIRST_BACKUP_WITHIN
     assert f"export KUBECONFIG={sandbox.dev.kubeconfig}" in output

@@ -65,7 +65,7 @@ def job_argv(host: str, port: int | None) -> list[str]:
         {"databaseName": "example-db", "schedule": "@daily", "engine": "PostgreSQL", "connection": connection}
     )
     assert spec is not None, errors
-    return runner_arguments(spec)
+    return runner_arguments(spec, {"metadata": {"name": "nightly", "namespace": "demo", "uid": "uid-1"}})
 
 
 def endpoint(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -8,6 +8,7 @@ import pytest
 
 from reconciler.runner.naming import (
     BackupName,
+    orphan_manifests,
     parse_backup_name,
     retention_plan,
     stale_temporaries,
@@ -53,6 +54,10 @@ def backups(*days: int, ext: str = ".dump") -> list[str]:
     return [f"db-202501{day:02d}T000000Z{ext}" for day in days]
 
 
+def verified(names: list[str]) -> dict[str, bool]:
+    return dict.fromkeys(names, True)
+
+
 @pytest.mark.parametrize(
     ("present", "keep", "deleted"),
     [
@@ -68,21 +73,57 @@ def backups(*days: int, ext: str = ".dump") -> list[str]:
     ],
 )
 def test_retention_deletes_the_oldest_beyond_keep_last(present: list[str], keep: int, deleted: list[str]) -> None:
-    assert retention_plan(present, "db", keep) == deleted
+    assert retention_plan(present, "db", keep, verified(present)) == deleted
 
 
 def test_retention_deletes_a_manifest_with_its_backup_and_nothing_foreign() -> None:
     present = [*backups(1, 2), "db-20250101T000000Z.dump.json", "notes.txt", "db-old.dump", "dbx-20250101T000000Z.dump"]
-    assert retention_plan(present, "db", 1) == ["db-20250101T000000Z.dump", "db-20250101T000000Z.dump.json"]
+    plan = retention_plan(present, "db", 1, verified(present))
+    assert plan == ["db-20250101T000000Z.dump", "db-20250101T000000Z.dump.json"]
+
+
+def test_retention_never_touches_a_file_whose_manifest_names_another_owner() -> None:
+    # Same folder, same prefix (a copy, a second install, a name reused after a delete): only `ours` counts.
+    present = backups(1, 2, 3, 4)
+    ours = verified(backups(2, 4))
+    assert retention_plan(present, "db", 1, ours) == backups(2)
+
+
+def test_only_verified_backups_count_and_nothing_newer_than_the_oldest_kept_goes() -> None:
+    present = backups(1, 2, 3, 4, 5)
+    ours = {**verified(backups(1, 3)), **dict.fromkeys(backups(2, 4, 5), False)}
+    # Keep 2 verified: 3 and 1. Nothing is older than 1; the unverified 2, 4 and 5 are newer: all stay.
+    assert retention_plan(present, "db", 2, ours) == []
+    # Keep 1 verified: 3; the older 1 and the unverified 2 go; the newer unverified 4 and 5 stay.
+    assert retention_plan(present, "db", 1, ours) == backups(1, 2)
+
+
+def test_retention_deletes_nothing_without_enough_verified_backups() -> None:
+    present = backups(1, 2, 3)
+    assert retention_plan(present, "db", 1, dict.fromkeys(present, False)) == []
 
 
 def test_retention_never_deletes_the_protected_backup() -> None:
-    assert retention_plan(backups(1, 2, 3), "db", 1, protect=backups(1)[0]) == backups(2)
+    present = backups(1, 2, 3)
+    assert retention_plan(present, "db", 1, verified(present), protect=backups(1)[0]) == backups(2)
 
 
 def test_retention_refuses_to_keep_nothing() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        retention_plan(backups(1), "db", 0)
+        retention_plan(backups(1), "db", 0, verified(backups(1)))
+
+
+def test_an_orphan_manifest_is_one_without_its_file_or_the_files_writer() -> None:
+    names = [
+        "db-20250101T000000Z.dump.json",  # orphan
+        "db-20250102T000000Z.dump.json",
+        "db-20250102T000000Z.dump",
+        "db-20250103T000000Z.dump.json",
+        ".db-20250103T000000Z.dump.partial",  # still being published
+        "dbx-20250101T000000Z.dump.json",
+        "db-old.json",
+    ]
+    assert orphan_manifests(names, "db") == ["db-20250101T000000Z.dump.json"]
 
 
 def test_stale_temporaries_are_ours_for_this_prefix_only() -> None:

@@ -161,3 +161,18 @@ def test_the_line_scanner_counts_tables_per_database_and_sees_the_last_line() ->
     scanner.finish()
     assert scanner.tables == {"shop": 1, "we`ird": 1}  # `USE` in shop, `x` in we`ird
     assert scanner.last_line.startswith(b"-- Dump completed")
+
+
+def test_a_backup_published_by_another_run_at_the_last_moment_is_never_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another run publishes the same name after any check this one could make: as if every `exists()` said no.
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    with OutputFile(tmp_path, "db-20250101T000000Z.sql") as out:
+        out.write(b"ours")
+        out.seal()
+        (tmp_path / "db-20250101T000000Z.sql").write_text("the other run's")
+        with pytest.raises(RunnerError, match="already exists"):
+            out.publish()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db-20250101T000000Z.sql"]
+    assert (tmp_path / "db-20250101T000000Z.sql").read_text() == "the other run's"
