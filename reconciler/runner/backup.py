@@ -22,6 +22,7 @@ tar stream. The extra disk space is one database's compressed dump at a time.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -89,6 +90,8 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
     removed = remove_stale_temporaries(options.output_dir, options.name)
     removed += remove_orphan_manifests(options.output_dir, options.name, options.owner)
     target = resolve_target(options, scrub)
+    if options.keep_last and options.keep_last > 1:
+        make_room(options.output_dir, options.name, options.keep_last, options.owner)
     log.info("backup started", engine=options.engine.value, databases=target.databases, server=target.server_version)
     kind = kind_of(options.engine, target)
     ext = extension(options.engine, kind, options.compression, encrypted=options.key is not None)
@@ -313,6 +316,11 @@ def owned_backups(folder: Path, prefix: str, owner: Owner | None, names: list[st
 def prune(folder: Path, prefix: str, keep_last: int, owner: Owner | None, protect: str) -> list[str]:
     names = [p.name for p in folder.iterdir()]
     plan = retention_plan(names, prefix, keep_last, owned_backups(folder, prefix, owner, names), protect=protect)
+    _delete(folder, plan, "old backup deleted", keep_last=keep_last)
+    return plan
+
+
+def _delete(folder: Path, plan: list[str], event: str, **context: object) -> None:
     for name in plan:
         try:
             (folder / name).unlink()
@@ -320,7 +328,28 @@ def prune(folder: Path, prefix: str, keep_last: int, owner: Owner | None, protec
             continue  # another run pruned it first
         except OSError as error:
             raise RunnerError("StorageError", f"retention could not delete {name}: {error.strerror}") from None
-        log.info("old backup deleted", file=name, keep_last=keep_last)
+        log.info(event, file=name, **context)
+
+
+def make_room(folder: Path, prefix: str, keep_last: int, owner: Owner | None) -> list[str]:
+    """Before the dump, on a volume too full for another backup the size of this owner's newest verified one:
+    retention one backup early (keep_last - 1 verified), so that the run can succeed. The newest verified backup
+    is never deleted (keep_last is at least 2 here); if the new backup then fails, keep_last - 1 remain."""
+    names = [p.name for p in folder.iterdir()]
+    owned = owned_backups(folder, prefix, owner, names)
+    verified = sorted(b for n, ok in owned.items() if ok and (b := parse_backup_name(prefix, n)) is not None)
+    if not verified:
+        return []
+    try:
+        needed = (folder / verified[-1].file).stat().st_size
+        usage = os.statvfs(folder)
+    except OSError:
+        return []
+    free = usage.f_bavail * usage.f_frsize
+    if free >= needed:
+        return []
+    plan = retention_plan(names, prefix, keep_last - 1, owned)
+    _delete(folder, plan, "old backup deleted to make room before the dump", free=free, needed=needed)
     return plan
 
 
