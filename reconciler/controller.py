@@ -266,19 +266,24 @@ class Controller:
             await self._create(job)
         for job_name in plan.delete:
             await self._delete(namespace, job_name)
+        for job_name in plan.stop:
+            # Not dropped from the cache: the Job counts as active until the watch reports it gone.
+            await self.executor.stop(namespace, job_name)
+            self.metrics.api_requests.labels("delete", "jobs").inc()
         for event in plan.events:
             self.events.record(obj, event, now)
         if plan.create:
             self.queue.add((namespace, name))  # status on the next pass: see the module docstring
         elif plan.status is not None:
             await self._write_status(obj, plan.status)
-        if plan.create or plan.delete or plan.events:
+        if plan.create or plan.delete or plan.stop or plan.events:
             log.info(
                 "reconciled",
                 namespace=namespace,
                 name=name,
                 created=[j["metadata"]["name"] for j in plan.create],
                 deleted=list(plan.delete),
+                stopped=list(plan.stop),
                 events=[e.reason for e in plan.events],
             )
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import structlog
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from common.constants import BACKUP_ROOT
 from common.kube import MERGE_PATCH, body, raw, timeout
@@ -37,10 +38,16 @@ __all__ = ["Executor", "JobExecutor", "LocalExecutor"]
 
 log = structlog.get_logger("reconciler.executor")
 
+TERMINATION_GRACE_SECONDS = 30  # the Pod default
+
 
 class Executor(Protocol):
     async def start(self, job: dict[str, Any]) -> dict[str, Any]:
         """Create the Job (ApiException 409 if it exists) and see that it runs; return the created Job."""
+        ...
+
+    async def stop(self, namespace: str, name: str) -> None:
+        """End a running Job (concurrencyPolicy Replace). Its deletion completes only once its run has stopped."""
         ...
 
     async def close(self) -> None: ...
@@ -53,6 +60,15 @@ class JobExecutor:
     async def start(self, job: dict[str, Any]) -> dict[str, Any]:
         namespace = job["metadata"]["namespace"]
         return await raw(self._batch.create_namespaced_job(namespace, body(job), _preload_content=False, **timeout()))
+
+    async def stop(self, namespace: str, name: str) -> None:
+        # Foreground: the Job stays (with a deletionTimestamp) until the garbage collector has deleted its Pods,
+        # and a Pod is gone only once its containers have stopped. So "the Job is gone" means "the run stopped".
+        try:
+            await self._batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground", **timeout())
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     async def close(self) -> None:
         return None
@@ -72,19 +88,33 @@ class LocalExecutor(JobExecutor):
         self._root = backup_root
         self._runner = runner or str(Path(sys.executable).parent / "dbb-backup")
         self._aliases = dict(host_aliases or {})
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def start(self, job: dict[str, Any]) -> dict[str, Any]:
         created = await super().start(job)
-        task = asyncio.create_task(self._run(created), name=f"local:{created['metadata']['name']}")
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        key = (created["metadata"]["namespace"], created["metadata"]["name"])
+        task = asyncio.create_task(self._run(created), name=f"local:{key[1]}")
+        self._running[key] = task
+        task.add_done_callback(lambda _: self._running.pop(key, None))
         return created
 
-    async def close(self) -> None:
-        for task in list(self._running):
+    async def stop(self, namespace: str, name: str) -> None:
+        # Playing kubelet and garbage collector: the run is killed and awaited, then the Job deleted.
+        task = self._running.get((namespace, name))
+        if task is not None:
             task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+            await asyncio.gather(task, return_exceptions=True)
+        try:
+            await self._batch.delete_namespaced_job(name, namespace, propagation_policy="Background", **timeout())
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def close(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, job: dict[str, Any]) -> None:
         name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
@@ -139,6 +169,15 @@ class LocalExecutor(JobExecutor):
             process.kill()
             await process.wait()
             return 1, '{"status":"Failed","reason":"DeadlineExceeded","message":"activeDeadlineSeconds passed"}'
+        except asyncio.CancelledError:
+            # Stopped (Replace, shutdown): SIGTERM as the kubelet sends it, SIGKILL after the grace period.
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=TERMINATION_GRACE_SECONDS)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            raise
         termination = scratch / "termination-log"
         text = termination.read_text() if termination.exists() else ""
         # As terminationMessagePolicy FallbackToLogsOnError: no result written, the log's tail stands in.

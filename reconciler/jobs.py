@@ -226,6 +226,7 @@ class JobOutcome:
     message: str | None = None
     result: dict[str, Any] | None = None  # the runner's JSON result line
     request: str | None = None  # the backup-now value, for on-demand runs
+    deleting: bool = False  # deletion requested (a Replace): still running until its Pods have stopped
 
 
 def outcome(job: dict[str, Any], termination_message: str | None) -> JobOutcome:
@@ -244,6 +245,7 @@ def outcome(job: dict[str, Any], termination_message: str | None) -> JobOutcome:
         started=status.get("startTime"),
         result=result,
         request=annotations.get(ANNOTATION_BACKUP_NOW),
+        deleting=bool(metadata.get("deletionTimestamp")),
     )
     if "Complete" in conditions:
         finished = status.get("completionTime") or conditions["Complete"].get("lastTransitionTime")

@@ -8,7 +8,8 @@ Scheduling follows the CronJob controller v2 (kubernetes `pkg/controller/cronjob
    no earlier than `now - startingDeadlineSeconds`.
 2. Only the most recent slot that is due runs; older ones are reported missed (one Event), never run late in bulk.
 3. `concurrencyPolicy` decides about a slot due while a run is active: Forbid waits (the slot runs when the active
-   Job ends, if still within the deadline), Replace deletes the active Job first, Allow runs both.
+   Job ends, if still within the deadline), Replace stops the active Job and starts the new run only once that Job
+   is gone (its Pods stopped), so two runs never overlap; Allow runs both.
 4. The Job name is derived from the slot, so a slot can never run twice.
 Status is rebuilt from the world: the owned Jobs and their results, with the previous status only as memory of what
 the Jobs no longer show (Jobs pruned by the history limits).
@@ -68,7 +69,8 @@ class World:
 class Plan:
     status: dict[str, Any] | None = None
     create: tuple[dict[str, Any], ...] = ()
-    delete: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()  # finished Jobs beyond the history limits
+    stop: tuple[str, ...] = ()  # active Jobs that concurrencyPolicy Replace ends: deleted once their Pods stopped
     events: tuple[Event, ...] = ()
     requeue_after: timedelta | None = None
 
@@ -115,6 +117,7 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
     existing = {o.name for o in outcomes}
     create: list[dict[str, Any]] = []
     delete: list[str] = []
+    stop: list[str] = []
     last_schedule = previous.last_schedule_time
     handled_request = previous.last_backup_now_request
     runs: list[tuple[datetime, str | None]] = []
@@ -129,9 +132,15 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
             if active and spec.concurrency_policy is ConcurrencyPolicy.FORBID:
                 break  # the run starts when the active Job ends; the Job's event brings us back
             if active and spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
-                delete += [o.name for o in active]
-                events.append(Event("Normal", "Replaced", f"Stopped {', '.join(o.name for o in active)} to start anew"))
-                active = []
+                # The new run starts on a later pass, when the deletion of the old Jobs is complete (that watch
+                # event brings us back); the slot stays owed meanwhile, like Forbid's.
+                running_on = [o.name for o in active if not o.deleting]
+                if running_on:
+                    stop += running_on
+                    events.append(
+                        Event("Normal", "Replaced", f"Stopping {', '.join(running_on)}; {name} starts once it is gone")
+                    )
+                break
             create.append(job)
             what = f'on request "{demand}"' if demand is not None else f"for {rfc3339(scheduled)}"
             events.append(Event("Normal", "Scheduled", f"Started backup Job {name} {what}"))
@@ -170,6 +179,7 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
         status=_if_changed(status, previous),
         create=tuple(create),
         delete=tuple(dict.fromkeys(delete)),
+        stop=tuple(stop),
         events=tuple(events),
         requeue_after=requeue,
     )

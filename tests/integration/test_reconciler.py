@@ -380,6 +380,54 @@ async def test_backup_now_starts_one_run_at_once(cluster: Cluster) -> None:
     assert status["phase"] == "Running"
 
 
+async def test_replace_starts_the_new_run_only_once_the_old_job_is_gone(cluster: Cluster) -> None:
+    # No garbage collector runs here: a Job deleted in the foreground keeps its deletionTimestamp and the
+    # foregroundDeletion finalizer until the test, playing the collector, removes it (as it would once the Pods,
+    # and so the old run, had stopped).
+    await cluster.create_database()
+    await cluster.create_backup(concurrencyPolicy="Replace")
+    clock = Clock()
+    first = clock.just_past_next_minute()
+    metrics = Metrics()
+    async with running(cluster, clock, metrics):
+        [old] = await until(cluster.jobs)
+        old_name = old["metadata"]["name"]
+        clock.offset += timedelta(minutes=1)
+        await _poke(cluster, "next-slot")
+        await until(lambda: _with_reason(cluster, "Replaced"))
+        stopping = await raw(cluster.batch.read_namespaced_job(old_name, cluster.namespace, _preload_content=False))
+        assert stopping["metadata"].get("deletionTimestamp")
+        assert "foregroundDeletion" in stopping["metadata"]["finalizers"]
+        # More passes while the old run stops: none starts the new run.
+        done = _count(metrics, "dbb_reconciles_total")
+        await _poke(cluster, "while-stopping")
+        await until(lambda: _settled(metrics, done + 1))
+        assert [j["metadata"]["name"] for j in await cluster.jobs()] == [old_name]
+        await cluster.batch.patch_namespaced_job(
+            old_name, cluster.namespace, body({"metadata": {"finalizers": None}}), **MERGE_PATCH
+        )
+        new = await until(lambda: _jobs_other_than(cluster, old_name))
+        events = await cluster.events()
+    assert [j["metadata"]["name"] for j in new] == [job_name("nightly", first + timedelta(minutes=1))]
+    assert sum(" Replaced:" in e for e in events) == 1
+
+
+async def _poke(cluster: Cluster, value: str) -> None:
+    """A change to the object, so that the reconciler looks at it now (at the test's clock)."""
+    patch = {"metadata": {"annotations": {"test.databases.test.io/poke": value}}}
+    await cluster.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, cluster.namespace, PLURAL, "nightly", body(patch), **MERGE_PATCH
+    )
+
+
+async def _settled(metrics: Metrics, at_least: float) -> bool:
+    return _count(metrics, "dbb_reconciles_total") >= at_least
+
+
+async def _jobs_other_than(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+    return [j for j in await cluster.jobs() if j["metadata"]["name"] != name]
+
+
 async def _status_field(cluster: Cluster, field: str, value: Any = None) -> dict[str, Any] | None:
     status = (await cluster.backup()).get("status") or {}
     found = status.get(field)

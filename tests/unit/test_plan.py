@@ -212,13 +212,25 @@ def test_forbid_runs_the_owed_slot_when_the_active_run_ends() -> None:
     assert [j["metadata"]["name"] for j in plan.create] == [job_name("nightly", at("2026-11-27T10:00:00"))]
 
 
-def test_replace_stops_the_active_run_and_starts_anew() -> None:
+def test_replace_stops_the_active_run_and_starts_nothing_until_it_is_gone() -> None:
     obj, jobs = running_since_9_55(concurrencyPolicy="Replace")
+    old = jobs[0]["metadata"]["name"]
     plan = decide_at(obj, just_after_ten(), jobs)
-    assert plan.delete == (jobs[0]["metadata"]["name"],)
-    assert len(plan.create) == 1
+    assert plan.stop == (old,)
+    assert plan.delete == ()
+    assert plan.create == ()  # two runs never overlap
+    assert [e.reason for e in plan.events] == ["Replaced"]
     assert plan.status is not None
-    assert plan.status["active"] == [{"name": plan.create[0]["metadata"]["name"]}]
+    assert plan.status["lastScheduleTime"] == "2026-11-27T09:55:00Z"  # 10:00 is still owed
+
+    # Next pass: the old Job is being deleted (its Pods are stopping). Nothing to do, nothing said again.
+    jobs[0]["metadata"]["deletionTimestamp"] = "2026-11-27T10:00:06Z"
+    plan = decide_at(with_status(obj, plan), at("2026-11-27T10:00:07"), jobs)
+    assert (plan.stop, plan.create, plan.events) == ((), (), ())
+
+    # The old Job is gone: the owed slot runs now.
+    plan = decide_at(obj, at("2026-11-27T10:00:20"), [])
+    assert [j["metadata"]["name"] for j in plan.create] == [job_name("nightly", at("2026-11-27T10:00:00"))]
 
 
 def test_allow_runs_both() -> None:
