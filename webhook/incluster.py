@@ -6,14 +6,17 @@ at start and then every ~10 s:
 2. works out what the Secret should hold: what is there, renewed where it expires within 30 days
    (`certs.serving`, in a staging folder); if the Secret is gone, a brand-new CA and certificate: deleting the
    Secret is how an admin rotates them, so nothing on disk is reused. A CA the API server does not trust yet
-   records the CAs that may still be serving as previous ones, trusted for `ROTATION_GRACE`;
+   records the CAs that may still be serving as previous ones, trusted until every replica serves the new one;
 3. if that differs from the Secret, writes it guarded by its resourceVersion: when two replicas race, one wins
    (201/200), the other gets 409, starts over and adopts the winner's Secret, so all replicas serve one certificate;
-4. publishes the current CA, plus the previous ones during the grace period, into each configuration's caBundle,
-   and only if it differs (so replicas never fight);
-5. only then writes the files into --cert-dir, where the reloader swaps them in.
+4. publishes the current CA, plus the previous ones while the Secret holds them, into each configuration's
+   caBundle, and only if it differs (so replicas never fight);
+5. only then writes the files into --cert-dir, where the reloader swaps them in;
+6. records on the Secret which certificate its TLS listener serves (`serving.databases.test.io/<pod>`, a merge
+   patch of its own key). Once every Pod the Service routes to (its EndpointSlices) serves the Secret's current
+   certificate, the next sync drops the previous CAs from the Secret (a guarded write, step 3), then the bundle.
 The order of 3-5 is what keeps admission working during a rotation: a replica serves a certificate only once the
-caBundle trusts its CA, and the old CA stays trusted until every replica has moved on.
+caBundle trusts its CA, and, by 6, the old CA stays trusted until every replica has moved on.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import random
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,12 +38,12 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from certs.pki import write_private, write_public
 from certs.serving import CA_FILE, CERT_FILE, ensure_serving_certificate, service_hosts
+from common.kube import MERGE_PATCH, raw, timeout
 from common.kube import body as as_body
-from common.kube import raw, timeout
 from webhook.rotation import (
     FILES,
     PRIVATE_FILES,
-    ROTATION_GRACE,
+    SERVING,
     Material,
     bundle_patch,
     certificates,
@@ -48,6 +51,8 @@ from webhook.rotation import (
     fingerprint,
     hand_over,
     published_cas,
+    reports,
+    settled,
 )
 
 __all__ = ["POLL_INTERVAL", "CertificateKeeper"]
@@ -80,11 +85,13 @@ class CertificateKeeper:
     configurations: Sequence[str]
     cert_dir: Path
     extra_hosts: Sequence[str] = ()
-    grace: timedelta = ROTATION_GRACE
-    # Injectable, so that tests step past the grace period instead of waiting minutes.
+    # This replica's Pod name: without one it records nothing, and no rotation it starts settles on its own.
+    pod: str | None = None
+    # The certificate the TLS listener serves now (PEM); by default the one in cert_dir.
+    serving: Callable[[], bytes | None] | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     settle: float = _SETTLE
-    on_event: Callable[[str], None] | None = None  # "created", "rotated", "renewed", "stored", "adopted"
+    on_event: Callable[[str], None] | None = None  # "created", "rotated", "renewed", "settled", "stored", "adopted"
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -118,15 +125,63 @@ class CertificateKeeper:
         stored = Material.from_secret(secret) if secret is not None else None
         published = published_cas(c for _, c in configurations)
         served = self._served()
-        candidate = hand_over(self._renewed(stored, now), stored, published, served, now, self.grace)
+        candidate = hand_over(self._renewed(stored, now), stored, published, served, now)
+        served_by = reports(secret) if secret is not None else {}
+        if candidate.previous and candidate == stored:
+            routed = await self._routed_pods()
+            if routed is not None and settled(candidate, served_by, routed):
+                candidate = candidate.settle()
         wrote = candidate != stored
         if wrote:
             await self._store(core, secret, candidate)
             self._report_stored(stored, candidate)
-        added = await self._publish(configurations, candidate.bundle(now, self.grace))
+        added = await self._publish(configurations, candidate.bundle())
         if added and served and set(served) != set(candidate.cas):
             await asyncio.sleep(self.settle)
         await self._serve(candidate, adopted=not wrote)
+        await self._report(core, served_by)
+
+    async def _report(self, core: client.CoreV1Api, served_by: Mapping[str, str]) -> None:
+        """Record the certificate this replica serves, and forget replicas the Service no longer routes to."""
+        pem = self.serving() if self.serving is not None else _read(self.cert_dir / CERT_FILE)
+        if self.pod is None or pem is None:
+            return
+        mine = fingerprint(pem)
+        if served_by.get(self.pod) == mine:
+            return
+        routed = await self._routed_pods() or set()
+        gone = {SERVING + pod: None for pod in served_by if pod != self.pod and pod not in routed}
+        patch = {"metadata": {"annotations": {**gone, SERVING + self.pod: mine}}}
+        await core.patch_namespaced_secret(self.secret_name, self.namespace, as_body(patch), **MERGE_PATCH, **timeout())
+        log.info("serving certificate recorded", secret=self.secret_name, pod=self.pod, certificate=mine)
+
+    async def _routed_pods(self) -> set[str] | None:
+        """The Pods the webhook's Service routes to (serving endpoints, terminating ones included); None if they
+        cannot be read, which keeps the previous CAs trusted."""
+        discovery = client.DiscoveryV1Api(self.api)
+        try:
+            slices = await raw(
+                discovery.list_namespaced_endpoint_slice(
+                    self.namespace,
+                    label_selector=f"kubernetes.io/service-name={self.service}",
+                    _preload_content=False,
+                    **timeout(),
+                )
+            )
+        except ApiException as error:
+            log.warning("cannot read the webhook's endpoints", service=self.service, status=error.status)
+            return None
+        pods = set()
+        for item in slices.get("items") or []:
+            for endpoint in item.get("endpoints") or []:
+                conditions = endpoint.get("conditions") or {}
+                target = endpoint.get("targetRef") or {}
+                if (
+                    conditions.get("serving", conditions.get("ready", True)) is not False
+                    and target.get("kind") == "Pod"
+                ):
+                    pods.add(str(target.get("name")))
+        return pods
 
     def _renewed(self, stored: Material | None, now: datetime) -> Material:
         """The stored files renewed where needed, or brand-new ones without a Secret. In a staging folder: what
@@ -176,7 +231,6 @@ class CertificateKeeper:
                 ca=fingerprint(candidate.cas[0]),
                 secret_deleted=stored is None,
                 previous=[fingerprint(ca) for ca in candidate.previous],
-                previous_trusted_until=(candidate.rotated_at + self.grace).isoformat(),
                 not_after=not_after,
             )
         else:
@@ -210,7 +264,8 @@ class CertificateKeeper:
                     "app.kubernetes.io/name": self.service,
                     "app.kubernetes.io/part-of": "databasebackup-operator",
                 },
-                "annotations": material.annotations(),
+                # The replicas' records stay: they are about the replicas, not this material.
+                "annotations": {**_records(existing), **material.annotations()},
             },
             "data": material.secret_data(),
         }
@@ -271,6 +326,10 @@ def _write(folder: Path, files: Mapping[str, bytes]) -> None:
     # Keys before certificates: a reader that sees a new certificate finds its key already there.
     for name in sorted(files, key=lambda n: n not in PRIVATE_FILES):
         (write_private if name in PRIVATE_FILES else write_public)(folder / name, files[name])
+
+
+def _records(secret: Mapping[str, Any] | None) -> dict[str, str]:
+    return {SERVING + pod: value for pod, value in (reports(secret) if secret is not None else {}).items()}
 
 
 def _read(path: Path) -> bytes | None:

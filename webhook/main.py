@@ -19,7 +19,6 @@ from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
 from webhook.database import StatefulSets
 from webhook.incluster import POLL_INTERVAL, CertificateKeeper
 from webhook.metrics import Metrics
-from webhook.rotation import ROTATION_GRACE
 from webhook.server import make_app
 from webhook.supervisor import Supervisor
 from webhook.tls import CertificateReloader, TLSListener
@@ -47,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
         "With --cert-secret the webhook keeps its CA and certificate in that Secret, writes them into --cert-dir, "
         "renews them 30 days before expiry, and writes the CA into each --webhook-configuration's caBundle. It "
         f"re-reads the Secret every ~{POLL_INTERVAL:.0f} s: deleting it rotates the CA and certificate, the old CA "
-        f"staying trusted for {ROTATION_GRACE.total_seconds() / 60:.0f} minutes.",
+        "staying trusted until every replica the Service routes to serves the new certificate.",
     )
     managed.add_argument("--cert-secret", help="Secret (in --namespace) holding the certificates")
     managed.add_argument("--service", default="dbb-webhook", help="the webhook's Service name (default: %(default)s)")
@@ -58,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
         "--webhook-configuration", action="append", default=[], help="webhook configuration to keep caBundle of"
     )
     managed.add_argument("--extra-host", action="append", default=[], help="another DNS name or IP for the cert")
+    managed.add_argument(
+        "--pod-name", default=os.environ.get("POD_NAME"), help="this replica's Pod, as the Service's endpoints name it"
+    )
     add_metrics_auth_flag(parser)
     parser.add_argument(
         "--shutdown-delay",
@@ -109,6 +111,8 @@ async def serve(args: argparse.Namespace) -> None:
                 args.webhook_configuration,
                 args.cert_dir,
                 args.extra_host,
+                pod=args.pod_name,
+                serving=lambda: reloader.certificate,
                 on_event=lambda event: metrics.certificate_reloads.labels(event).inc(),
             )
             await keeper.sync()

@@ -6,10 +6,14 @@ for a while the bundle must trust both. The Secret carries what every replica ne
 talking to the others:
 - `ca.crt`, `ca.key`, `tls.crt`, `tls.key`: the current CA and serving certificate;
 - `ca-previous.crt`: the CAs that were live when the current one arrived (PEM, one or more);
-- the annotation `databases.test.io/ca-rotated-at`: when that was.
-Every replica publishes the current CA and, until `ca-rotated-at + ROTATION_GRACE`, the previous ones. From the same
-Secret and the same side of that instant all replicas compute the same bundle byte for byte, so each patches only
-what differs and two never undo each other's work.
+- the annotation `databases.test.io/ca-rotated-at`: when that was (for logs);
+- an annotation `serving.databases.test.io/<pod>` per replica: the fingerprint of the certificate that replica's
+  TLS listener serves now (what it has loaded, not what is on its disk).
+Every replica publishes the current CA and the previous ones for as long as the Secret holds them: from the same
+Secret all replicas compute the same bundle byte for byte, so each patches only what differs and two never undo
+each other's work. The previous CAs leave the Secret (and then the bundle) only once the rotation has `settled`:
+every Pod the webhook's Service routes to reports serving the Secret's current certificate. A fixed time would
+drop a CA that a slow or briefly unreachable replica still serves; this waits for exactly as long as one does.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from cryptography import x509
@@ -33,7 +37,7 @@ __all__ = [
     "PREVIOUS_FILE",
     "PRIVATE_FILES",
     "ROTATED_AT",
-    "ROTATION_GRACE",
+    "SERVING",
     "Material",
     "bundle_patch",
     "certificates",
@@ -41,15 +45,13 @@ __all__ = [
     "fingerprint",
     "hand_over",
     "published_cas",
+    "reports",
+    "settled",
 ]
 
-# Long enough for every replica to notice a new Secret (one poll, ~10 s), write its files and have its reloader
-# swap them in (--cert-reload-seconds, 10 s), with room for a slow or briefly unreachable replica and for a rolling
-# restart that starts right after the rotation; short, because after a key leak the old CA should stop being
-# trusted soon.
-ROTATION_GRACE: Final = timedelta(minutes=5)
 PREVIOUS_FILE: Final = "ca-previous.crt"
 ROTATED_AT: Final = "databases.test.io/ca-rotated-at"
+SERVING: Final = "serving.databases.test.io/"  # + a Pod name: the fingerprint of the certificate it serves
 FILES: Final = (CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE)
 PRIVATE_FILES: Final = frozenset({CA_KEY_FILE, KEY_FILE})
 
@@ -87,16 +89,16 @@ class Material:
     def cas(self) -> tuple[bytes, ...]:
         return certificates(self.files.get(CA_FILE, b""))
 
-    def in_grace(self, now: datetime, grace: timedelta = ROTATION_GRACE) -> bool:
-        return self.rotated_at is not None and now < self.rotated_at + grace
+    def trusted(self) -> tuple[bytes, ...]:
+        """The CAs to publish: the current one first, then the previous ones until the rotation has settled."""
+        return tuple(dict.fromkeys([*self.cas, *self.previous]))
 
-    def trusted(self, now: datetime, grace: timedelta = ROTATION_GRACE) -> tuple[bytes, ...]:
-        """The CAs to publish: the current one first, then the previous ones while the rotation settles."""
-        previous = self.previous if self.in_grace(now, grace) else ()
-        return tuple(dict.fromkeys([*self.cas, *previous]))
+    def bundle(self) -> bytes:
+        return b"".join(self.trusted())
 
-    def bundle(self, now: datetime, grace: timedelta = ROTATION_GRACE) -> bytes:
-        return b"".join(self.trusted(now, grace))
+    def settle(self) -> Material:
+        """The rotation is over: the previous CAs go."""
+        return replace(self, previous=(), rotated_at=None)
 
     @classmethod
     def from_secret(cls, secret: Mapping[str, Any]) -> Material:
@@ -118,33 +120,45 @@ class Material:
         return {ROTATED_AT: self.rotated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
+def reports(secret: Mapping[str, Any]) -> dict[str, str]:
+    """Which certificate each replica serves, by Pod name, as the replicas recorded it on the Secret."""
+    annotations: Mapping[str, str] = (secret.get("metadata") or {}).get("annotations") or {}
+    return {key.removeprefix(SERVING): value for key, value in annotations.items() if key.startswith(SERVING)}
+
+
+def settled(material: Material, served_by: Mapping[str, str], pods: Iterable[str]) -> bool:
+    """Whether every Pod the Service routes to (`pods`) reports serving the Secret's current certificate. A Pod
+    that is not routed to receives no admission request, whatever it serves."""
+    current = fingerprint(material.files[CERT_FILE]) if CERT_FILE in material.files else None
+    return current is not None and all(served_by.get(pod) == current for pod in pods)
+
+
 def hand_over(
     candidate: Material,
     stored: Material | None,
     published: Iterable[bytes],
     served: Iterable[bytes],
     now: datetime,
-    grace: timedelta = ROTATION_GRACE,
 ) -> Material:
     """The candidate for the Secret, with the CAs that may still be live recorded as its previous ones when its CA
     is new to the API server.
 
     `candidate` is `stored` renewed (or brand new when there was no Secret), carrying stored's previous CAs.
     `published` are the CAs the caBundles hold now, `served` the CA this replica serves now: together with the
-    stored CA and its previous ones still in grace, they are what replicas may be serving. Only a CA that is not yet
-    published starts a grace period: once published, a later sync must not start another, or the old CA would
-    stay trusted for ever."""
+    stored CA and its previous ones, they are what replicas may be serving. Only a CA that is not yet published
+    starts a rotation: once published, a later sync must not start another, or the old CA would stay trusted for
+    ever."""
     published = tuple(published)
     if set(candidate.cas) <= set(published):
         return candidate
     outgoing = [*published, *served]
     kept: tuple[bytes, ...] = ()
     if stored is not None:
-        kept = stored.previous if stored.in_grace(now, grace) else ()
+        kept = stored.previous
         outgoing += [*stored.cas, *kept]
     live = [ca for ca in dict.fromkeys(outgoing) if ca not in candidate.cas and _valid(ca, now)]
     if set(live) <= set(kept):
-        # Nothing new is going out (e.g. the caBundle was edited away): keep the grace period that is running.
+        # Nothing new is going out (e.g. the caBundle was edited away): keep the rotation that is running.
         return candidate
     return replace(candidate, previous=tuple(live), rotated_at=now.astimezone(UTC).replace(microsecond=0))
 
@@ -152,9 +166,11 @@ def hand_over(
 def change(stored: Material | None, candidate: Material) -> str:
     """What writing the candidate over the stored Secret amounts to, for logs and metrics."""
     if candidate.rotated_at is not None and (stored is None or candidate.rotated_at != stored.rotated_at):
-        return "rotated"  # a new CA, and a grace period for the ones going out
+        return "rotated"  # a new CA, and the ones going out kept until every replica has moved on
     if stored is None:
         return "created"
+    if stored.previous and not candidate.previous:
+        return "settled"  # every replica serves the current certificate: the previous CAs go
     if stored.files != candidate.files:
         return "renewed"
     return "stored"

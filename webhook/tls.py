@@ -53,6 +53,7 @@ class CertificateReloader:
     on_reload: Callable[[str, datetime | None], None] | None = None  # (result, not_after)
     context: ssl.SSLContext | None = None
     not_after: datetime | None = None
+    certificate: bytes | None = None  # the PEM of the certificate live in `context`
     _fingerprint: bytes = field(default=b"", repr=False)
 
     @property
@@ -80,7 +81,7 @@ class CertificateReloader:
             # Most often a rotation caught half-way: keep serving the old pair and look again next time.
             self._report("error", f"certificate files unusable, keeping the previous ones: {error}")
             return False
-        self.context, self.not_after, self._fingerprint = context, not_after, fingerprint
+        self.context, self.not_after, self.certificate, self._fingerprint = context, not_after, cert, fingerprint
         self._report("loaded", None)
         log.info("certificate loaded", cert_dir=str(self.cert_dir), not_after=not_after.isoformat())
         return True

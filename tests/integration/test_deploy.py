@@ -366,11 +366,15 @@ WEBHOOK_MAY = [
     ("patch", f"{VALIDATING}/dbb-webhook"),
     ("get", "secrets/dbb-webhook-tls", *OWN),
     ("update", "secrets/dbb-webhook-tls", *OWN),
+    ("patch", "secrets/dbb-webhook-tls", *OWN),
+    ("list", "endpointslices.discovery.k8s.io", *OWN),
     ("create", "secrets", *OWN),
     *METRICS_REVIEWS,
 ]
 WEBHOOK_MUST_NOT = [
     ("update", "secrets/other", *OWN),
+    ("patch", "secrets/other", *OWN),
+    ("list", "endpointslices.discovery.k8s.io", *SHOP),
     ("get", "secrets/other", *OWN),
     ("list", "secrets", *OWN),
     ("delete", "secrets/dbb-webhook-tls", *OWN),

@@ -22,7 +22,7 @@ from certs.serving import ensure_serving_certificate, service_hosts
 from common.kube import body, raw
 from tests.controlplane import ControlPlane
 from webhook.incluster import CertificateKeeper
-from webhook.rotation import ROTATION_GRACE, Material
+from webhook.rotation import SERVING, Material
 
 
 @pytest.fixture
@@ -148,8 +148,24 @@ def remove_bundles(control_plane: ControlPlane, configuration: str) -> None:
         control_plane.kubectl("patch", kind, configuration, "--type=json", "-p", remove)
 
 
-def after_the_grace_period() -> datetime:
-    return datetime.now(UTC) + ROTATION_GRACE + timedelta(seconds=1)
+def a_day_later() -> datetime:
+    return datetime.now(UTC) + timedelta(days=1)
+
+
+async def route(api: client.ApiClient, namespace: str, pods: list[str]) -> None:
+    """What the EndpointSlice controller would write for the webhook's Service: these Pods serve it."""
+    endpoint_slice = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "dbb-webhook-x", "labels": {"kubernetes.io/service-name": "dbb-webhook"}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [f"10.0.0.{n}"], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": pod}}
+            for n, pod in enumerate(pods, start=1)
+        ],
+        "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}],
+    }
+    await client.DiscoveryV1Api(api).create_namespaced_endpoint_slice(namespace, body(endpoint_slice))
 
 
 async def delete_secret(api: client.ApiClient, namespace: str) -> None:
@@ -221,23 +237,29 @@ class Replica(CertificateKeeper):
 
 
 def replicas(api: client.ApiClient, namespace: str, configuration: str, folders: list[Path]) -> list[Replica]:
-    return [Replica(api, namespace, "dbb-webhook-tls", "dbb-webhook", [configuration], folder) for folder in folders]
+    """Keepers named as Pods after their folders; each records the certificate in its folder as the one it serves."""
+    return [
+        Replica(api, namespace, "dbb-webhook-tls", "dbb-webhook", [configuration], folder, pod=folder.name)
+        for folder in folders
+    ]
 
 
 async def two_started_replicas(
     api: client.ApiClient, namespace: str, configuration: str, tmp_path: Path
 ) -> tuple[list[Path], list[Replica]]:
     folders = [tmp_path / "replica-a", tmp_path / "replica-b"]
+    await route(api, namespace, [folder.name for folder in folders])
     both = replicas(api, namespace, configuration, folders)
     await asyncio.gather(*(replica.sync() for replica in both))
     assert await untrusted(api, configuration, folders) == []
     return folders, both
 
 
-async def test_deleting_the_secret_rotates_to_a_new_ca_trusted_beside_the_old_one_until_the_grace_period_ends(
+async def test_deleting_the_secret_rotates_to_a_new_ca_trusted_beside_the_old_one_until_every_replica_serves_it(
     api: client.ApiClient, namespace: str, configurations: str, tmp_path: Path
 ) -> None:
     folders = [tmp_path / "first", tmp_path / "second"]
+    await route(api, namespace, ["first", "second"])
     first, second = replicas(api, namespace, configurations, folders)
     await first.sync()
     await second.sync()
@@ -252,21 +274,31 @@ async def test_deleting_the_secret_rotates_to_a_new_ca_trusted_beside_the_old_on
     assert "databases.test.io/ca-rotated-at" in stored["metadata"]["annotations"]
     assert (folders[0] / "tls.crt").read_bytes() == base64.b64decode(stored["data"]["tls.crt"])
     assert await published(api, configurations) == [[new_ca, old_ca]] * 2
-    # The second replica has not noticed yet and still serves the old certificate: still trusted.
+    # The second replica has not noticed yet and still serves the old certificate: still trusted, however long
+    # that takes (a day, where a fixed grace period was 5 minutes), and whoever else syncs meanwhile.
     assert await untrusted(api, configurations, folders) == []
+    first.clock = a_day_later
+    await first.sync()
+    await replicas(api, namespace, configurations, [tmp_path / "not-routed"])[0].sync()
+    assert await published(api, configurations) == [[new_ca, old_ca]] * 2
+    served_by = {
+        key.removeprefix(SERVING): value
+        for key, value in (await secret(api, namespace))["metadata"]["annotations"].items()
+        if key.startswith(SERVING)
+    }
+    assert served_by.get("second") != served_by["first"]  # its record went with the deleted Secret
 
     await second.sync()
     assert (folders[1] / "tls.crt").read_bytes() == base64.b64decode(stored["data"]["tls.crt"])
     assert await untrusted(api, configurations, folders) == []
 
-    # A replica that starts during the grace period (a rolling restart right after the rotation) keeps it.
-    await replicas(api, namespace, configurations, [tmp_path / "restarted"])[0].sync()
-    assert await published(api, configurations) == [[new_ca, old_ca]] * 2
-
-    first.clock = after_the_grace_period
+    # Every routed replica now serves the new certificate: the next sync drops the old CA.
     await first.sync()
     assert await bundles(api, configurations) == [base64.b64encode(new_ca).decode()] * 2
-    assert (await secret(api, namespace))["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+    settled = await secret(api, namespace)
+    assert "ca-previous.crt" not in settled["data"]
+    assert settled["data"]["tls.crt"] == stored["data"]["tls.crt"]
+    assert await untrusted(api, configurations, folders) == []
     assert first.premature + second.premature == []
 
 
@@ -296,8 +328,7 @@ async def test_two_replicas_that_both_see_the_deletion_agree_on_one_new_certific
     assert await published(api, configurations) == [[new_ca, old_ca]] * 2
     assert await untrusted(api, configurations, folders) == []
 
-    for replica in both:
-        replica.clock = after_the_grace_period
+    for replica in both:  # both serve the new certificate and have said so: the first sync settles the rotation
         await replica.sync()
         assert await untrusted(api, configurations, folders) == []
     assert await published(api, configurations) == [[new_ca]] * 2

@@ -1,4 +1,5 @@
-"""What the caBundle trusts while the webhook's CA changes: decided from the Secret, the published bundle and `now`."""
+"""What the caBundle trusts while the webhook's CA changes: decided from the Secret, the published bundle and what
+each replica reports serving."""
 
 from __future__ import annotations
 
@@ -11,27 +12,22 @@ import pytest
 from certs.pki import KeyPair, issue, new_ca
 from webhook.rotation import (
     ROTATED_AT,
-    ROTATION_GRACE,
+    SERVING,
     Material,
     bundle_patch,
     certificates,
     change,
+    fingerprint,
     hand_over,
     published_cas,
+    reports,
+    settled,
 )
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 ROTATED = NOW - timedelta(minutes=1)
 OLD, CURRENT, NEWEST = (new_ca(f"ca-{n}", now=NOW - timedelta(days=30)) for n in ("old", "current", "newest"))
 EXPIRED = new_ca("ca-expired", days=10, now=NOW - timedelta(days=20))
-
-
-def just_before_the_grace_ends() -> datetime:
-    return ROTATED + ROTATION_GRACE - timedelta(seconds=1)
-
-
-def when_the_grace_ends() -> datetime:
-    return ROTATED + ROTATION_GRACE
 
 
 def material(ca: KeyPair, previous: tuple[KeyPair, ...] = (), rotated_at: datetime | None = None) -> Material:
@@ -47,23 +43,32 @@ def test_certificates_splits_a_bundle_once_each_in_order_and_skips_what_does_not
     assert certificates(b"") == ()
 
 
-@pytest.mark.parametrize(
-    ("now", "trusted"),
-    [
-        pytest.param(just_before_the_grace_ends(), [CURRENT, OLD], id="just before the grace period ends"),
-        pytest.param(when_the_grace_ends(), [CURRENT], id="when the grace period ends"),
-    ],
-)
-def test_the_previous_ca_is_trusted_beside_the_current_one_only_during_the_grace_period(
-    now: datetime, trusted: list[KeyPair]
-) -> None:
+def test_the_previous_ca_is_trusted_beside_the_current_one_until_the_rotation_settles() -> None:
     rotated = material(CURRENT, (OLD,), ROTATED)
-    assert rotated.trusted(now) == tuple(ca.cert_pem for ca in trusted)
-    assert rotated.bundle(now) == b"".join(ca.cert_pem for ca in trusted)
+    assert rotated.trusted() == (CURRENT.cert_pem, OLD.cert_pem)
+    assert rotated.bundle() == CURRENT.cert_pem + OLD.cert_pem
+    assert rotated.settle().trusted() == (CURRENT.cert_pem,)
+    assert rotated.settle().annotations() == {}
 
 
-def test_a_shorter_grace_period_can_be_given() -> None:
-    assert material(CURRENT, (OLD,), ROTATED).trusted(NOW, timedelta(seconds=30)) == (CURRENT.cert_pem,)
+def serving(*pods: str, certificate: bytes) -> dict[str, str]:
+    return dict.fromkeys(pods, fingerprint(certificate))
+
+
+def test_a_rotation_settles_only_when_every_routed_replica_serves_the_current_certificate() -> None:
+    rotated = material(CURRENT, (OLD,), ROTATED)
+    new, old = rotated.files["tls.crt"], material(OLD).files["tls.crt"]
+    assert not settled(rotated, {**serving("a", certificate=new), **serving("b", certificate=old)}, ["a", "b"])
+    assert not settled(rotated, serving("a", certificate=new), ["a", "b"])  # b has said nothing yet
+    assert settled(rotated, serving("a", "b", certificate=new), ["a", "b"])
+    # A replica the Service does not route to receives no admission request, whatever it serves.
+    assert settled(rotated, {**serving("a", certificate=new), **serving("gone", certificate=old)}, ["a"])
+
+
+def test_the_replicas_reports_are_read_from_their_annotations() -> None:
+    secret = {"metadata": {"annotations": {SERVING + "web-1": "abc", ROTATED_AT: "2026-11-27T11:59:00Z"}}}
+    assert reports(secret) == {"web-1": "abc"}
+    assert reports({"metadata": {}}) == {}
 
 
 def test_the_secret_round_trips_with_the_previous_cas_and_the_rotation_time() -> None:
@@ -82,11 +87,11 @@ def test_a_secret_without_previous_cas_has_no_previous_key_and_no_annotation() -
 
 
 @pytest.mark.parametrize("annotation", [None, "", "yesterday", "2026-11-27T11:59:00"], ids=repr)
-def test_previous_cas_without_a_readable_rotation_time_are_not_trusted(annotation: str | None) -> None:
+def test_previous_cas_without_a_readable_rotation_time_are_still_trusted(annotation: str | None) -> None:
     data = {**material(CURRENT).secret_data(), "ca-previous.crt": base64.b64encode(OLD.cert_pem).decode()}
     annotations = {} if annotation is None else {ROTATED_AT: annotation}
     stored = Material.from_secret({"metadata": {"annotations": annotations}, "data": data})
-    assert stored.trusted(NOW) == (CURRENT.cert_pem,)
+    assert stored.trusted() == (CURRENT.cert_pem, OLD.cert_pem)
 
 
 def test_a_first_start_records_no_previous_ca() -> None:
@@ -110,40 +115,34 @@ def test_a_ca_renewed_in_place_records_the_stored_ca_as_previous() -> None:
     assert handed.previous == (CURRENT.cert_pem,)
 
 
-def test_a_second_rotation_during_the_grace_period_keeps_trusting_every_earlier_ca() -> None:
+def test_a_second_rotation_before_the_first_settled_keeps_trusting_every_earlier_ca() -> None:
     stored = material(CURRENT, (OLD,), ROTATED)
     handed = hand_over(
-        material(NEWEST), None, published=stored.trusted(NOW), served=[CURRENT.cert_pem], now=NOW + timedelta(seconds=1)
+        material(NEWEST), None, published=stored.trusted(), served=[CURRENT.cert_pem], now=NOW + timedelta(seconds=1)
     )
-    assert handed.trusted(NOW + timedelta(seconds=2)) == (NEWEST.cert_pem, CURRENT.cert_pem, OLD.cert_pem)
+    assert handed.trusted() == (NEWEST.cert_pem, CURRENT.cert_pem, OLD.cert_pem)
 
 
-def test_a_published_ca_starts_no_new_grace_period_so_the_old_one_is_dropped_in_the_end() -> None:
-    # After the grace period the bundle still holds the old CA until this sync replaces it: that is not a rotation.
-    stored = material(CURRENT, (OLD,), ROTATED)
-    later = when_the_grace_ends()
+def test_a_settled_rotation_whose_old_ca_is_still_published_starts_no_new_one() -> None:
+    # Once settled the bundle still holds the old CA until this sync replaces it: that is not a rotation.
+    stored = material(CURRENT, (OLD,), ROTATED).settle()
+    later = NOW + timedelta(days=1)
     candidate = hand_over(
         stored, stored, published=[CURRENT.cert_pem, OLD.cert_pem], served=[CURRENT.cert_pem], now=later
     )
     assert candidate == stored
-    assert candidate.trusted(later) == (CURRENT.cert_pem,)
+    assert candidate.trusted() == (CURRENT.cert_pem,)
 
 
-def test_a_bundle_edited_away_during_the_grace_period_keeps_the_grace_period_running() -> None:
+def test_a_bundle_edited_away_during_a_rotation_keeps_the_rotation_running() -> None:
     stored = material(CURRENT, (OLD,), ROTATED)
     assert hand_over(stored, stored, published=(), served=[CURRENT.cert_pem], now=NOW) == stored
-
-
-def test_a_bundle_edited_away_after_the_grace_period_starts_no_new_one() -> None:
-    stored = material(CURRENT, (OLD,), ROTATED)
-    later = when_the_grace_ends()
-    assert hand_over(stored, stored, published=(), served=[CURRENT.cert_pem], now=later) == stored
 
 
 def test_a_secret_replaced_by_hand_keeps_the_ca_still_served_trusted() -> None:
     replaced = material(NEWEST)
     handed = hand_over(replaced, replaced, published=[CURRENT.cert_pem], served=[CURRENT.cert_pem], now=NOW)
-    assert handed.trusted(NOW) == (NEWEST.cert_pem, CURRENT.cert_pem)
+    assert handed.trusted() == (NEWEST.cert_pem, CURRENT.cert_pem)
 
 
 def test_expired_cas_are_not_carried_over() -> None:
@@ -158,6 +157,7 @@ def test_expired_cas_are_not_carried_over() -> None:
         pytest.param(None, material(NEWEST, (CURRENT,), NOW), "rotated", id="a deleted Secret"),
         pytest.param(material(CURRENT), material(NEWEST, (CURRENT,), NOW), "rotated", id="a renewed CA"),
         pytest.param(material(CURRENT), material(CURRENT), "renewed", id="a renewed serving certificate"),
+        pytest.param(material(CURRENT, (OLD,), NOW), material(CURRENT), "settled", id="every replica moved on"),
     ],
 )
 def test_each_change_of_the_secret_has_a_name(stored: Material | None, candidate: Material, expected: str) -> None:
