@@ -6,6 +6,10 @@ name, quotes and all, is safe (hence the `noqa: S608`: no text of a user's reach
 
 from __future__ import annotations
 
+import secrets
+import time
+from typing import Final
+
 import structlog
 
 from reconciler.runner import engines
@@ -13,9 +17,19 @@ from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.process import run_capture
 
-__all__ = ["count_tables", "create_database", "database_exists", "drop_database", "pg_server_version"]
+__all__ = [
+    "count_tables",
+    "create_database",
+    "database_exists",
+    "database_is_empty",
+    "drop_database",
+    "pg_replace_database",
+    "pg_server_version",
+]
 
 log = structlog.get_logger("dbb-backup")
+
+SWAP_ATTEMPTS: Final = 20  # terminated sessions take a moment to go; a rename waits for them, 0.25 s a round
 
 
 def pg_ident(name: str) -> str:
@@ -62,6 +76,26 @@ def database_exists(engine: Engine, connection: Connection, name: str, scrub: Sc
     return query(engine, connection, sql, scrub).strip() == "1"
 
 
+def database_is_empty(engine: Engine, connection: Connection, name: str, scrub: Scrubber) -> bool:
+    """No relation, schema or function of its own (PostgreSQL), no table, view or routine (MySQL)."""
+    if engine is Engine.POSTGRESQL:
+        sql = """
+            SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%')
+                 + (SELECT count(*) FROM pg_namespace
+                    WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public') AND nspname NOT LIKE 'pg\\_%')
+                 + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%')
+        """
+        return int(query(engine, connection, sql, scrub, name).strip()) == 0
+    hexed = name.encode("utf-8", errors="surrogateescape").hex()
+    sql = (
+        f"SELECT (SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = X'{hexed}') "  # noqa: S608
+        f"+ (SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = X'{hexed}')"
+    )
+    return int(query(engine, connection, sql, scrub).strip()) == 0
+
+
 def pg_server_version(connection: Connection, scrub: Scrubber) -> int:
     """The PostgreSQL server's `server_version_num` (150018 for 15.18): which session settings it knows."""
     return int(query(Engine.POSTGRESQL, connection, "SHOW server_version_num", scrub).strip())
@@ -80,3 +114,38 @@ def count_tables(engine: Engine, connection: Connection, database: str, scrub: S
     tables = "SELECT COUNT(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
     sql = f"{tables} AND table_schema = X'{hexed}'"
     return int(query(engine, connection, sql, scrub).strip())
+
+
+def pg_replace_database(connection: Connection, restored: str, target: str, scrub: Scrubber) -> None:
+    """`restored` takes `target`'s name; the old `target` is dropped. The swap itself is one transaction (two
+    renames), so at every moment `target` is either the old database or the whole restored one.
+
+    A database that has sessions cannot be renamed: `target` first stops taking connections and its sessions are
+    ended (a replace is a recovery: the applications must reconnect to the restored data anyway). If the swap
+    cannot be made, `target` takes connections again, unchanged, and the caller drops `restored`."""
+    old = f"{target[:40]}_dbb_old_{secrets.token_hex(4)}"
+    quoted, hexed = pg_ident(target), target.encode("utf-8", errors="surrogateescape").hex()
+    terminate = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608 - the name goes in hex-encoded
+        f"WHERE datname = convert_from(decode('{hexed}', 'hex'), 'UTF8') AND pid <> pg_backend_pid()"
+    )
+    renames = (
+        f"ALTER DATABASE {quoted} RENAME TO {pg_ident(old)}; ALTER DATABASE {pg_ident(restored)} RENAME TO {quoted}"
+    )
+    swap = f"BEGIN; {renames}; COMMIT"
+    query(Engine.POSTGRESQL, connection, f"ALTER DATABASE {quoted} WITH ALLOW_CONNECTIONS false", scrub)
+    try:
+        for attempt in range(SWAP_ATTEMPTS):
+            query(Engine.POSTGRESQL, connection, terminate, scrub)
+            try:
+                query(Engine.POSTGRESQL, connection, swap, scrub)
+                break
+            except RunnerError as error:
+                if "is being accessed by other users" not in error.message or attempt == SWAP_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.25)
+    except RunnerError:
+        query(Engine.POSTGRESQL, connection, f"ALTER DATABASE {quoted} WITH ALLOW_CONNECTIONS true", scrub)
+        raise
+    log.info("replaced the database with the restored copy", database=target)
+    drop_database(Engine.POSTGRESQL, connection, old, scrub)

@@ -17,6 +17,7 @@ Every failure the runner can explain is a `RunnerError` with a `reason` (a Camel
 | `Interrupted` | SIGTERM or SIGINT (the Job's deadline, a deleted Pod) |
 | `VerifyFailed` | the backup is not what its manifest says, or not structurally whole |
 | `DecryptFailed` | wrong key, or an encrypted file that was altered or cut short |
+| `TargetExists` | a restore's target database exists, and `--replace` was not given; nothing was changed |
 | `RestoreFailed` | the restore tool failed |
 """
 

@@ -120,6 +120,14 @@ def parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("--key-file", type=Path, help="the key, for an encrypted backup")
     restore.add_argument("--no-owner", action="store_true", help="postgresql: skip ownership and grants")
+    restore.add_argument(
+        "--replace", action="store_true", help="restore into databases that exist (default: refuse them)"
+    )
+    restore.add_argument(
+        "--without-manifest",
+        action="store_true",
+        help="restore a file whose manifest is lost, checking only its decryption and compression first",
+    )
     restore.add_argument("--timeout", type=_seconds)
 
     decrypt = commands.add_parser("decrypt", help="decrypt an encrypted backup file")
@@ -259,7 +267,13 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
 
 def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     engine = parse_layout(args.file).engine
-    options = RestoreOptions(_connection(args, engine), tuple(args.database), no_owner=args.no_owner)
+    options = RestoreOptions(
+        _connection(args, engine),
+        tuple(args.database),
+        no_owner=args.no_owner,
+        replace=args.replace,
+        without_manifest=args.without_manifest,
+    )
     restored = restore_backup(args.file, _key(args.key_file), options, scrub, deadline)
     return {"status": "Restored", "file": str(args.file), "databases": restored}
 

@@ -8,7 +8,15 @@ Which database goes where (`--database`, repeatable):
   databases named this way; a MySQL script of several databases is one stream, so it restores all of them, the
   named ones renamed (the `CREATE DATABASE`/`USE` lines are rewritten, see `feeds.SqlRenamer`).
 
-A missing target database is created. Each PostgreSQL database is restored all or nothing: pg_restore writes the
+Nothing on the server is touched before the whole file has been checked: its size and sha256 against the manifest,
+every chunk's GCM tag if it is encrypted, and its structure (as `dbb-backup verify` checks it). A file without its
+manifest is refused, unless `--without-manifest` is given; then only what the file itself can prove is checked
+(decryption and the compression's own end and checksum) before the restore.
+
+A target database that exists and holds anything (a table, view, sequence, function or schema of its own) is refused
+unless `--replace` is given: a restore goes into a new database, or an empty one (a fresh server's `postgres`). A
+missing target database is created, and dropped again if the restore fails. Each PostgreSQL database is restored all or
+nothing: pg_restore writes the
 archive as one BEGIN ... COMMIT script and psql runs it with ON_ERROR_STOP (see `pgscript`), so a restore that fails
 anywhere (an object that already exists, a damaged file, `--timeout`, SIGTERM) leaves the target database exactly
 as it was, and a database the restore created is dropped again (best effort). Before, `pg_restore --exit-on-error`
@@ -17,14 +25,22 @@ transaction: the databases restored before a failure stay restored. The script i
 session settings it does not know are left out (pg_restore 17's `SET transaction_timeout` on PostgreSQL 12-16).
 PostgreSQL does not promise that a newer pg_dump's output loads into an older server (pg_dump documentation,
 Notes): anything else an older server rejects fails the restore, whole. `--no-owner` restores without ownership and
-grants, for a server that lacks the original roles.
+grants, for a server that lacks the original roles. With `--replace`, an existing PostgreSQL database is restored
+into a new database first, which then takes its name in one transaction (the old one's sessions are ended and it is
+dropped): the target is at every moment either the old database or the whole backup, never a mix, and objects the
+backup does not have do not survive. A MySQL restore cannot be one transaction (DDL commits): with
+`--replace` the script replaces each table it holds (`DROP TABLE IF EXISTS`, then the table), and a failure half way
+leaves the tables before it replaced; without `--replace` a failure drops the database the restore created.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import secrets
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +57,7 @@ from reconciler.runner.layout import CUSTOM, TAR, Layout, open_payload, parse_la
 from reconciler.runner.manifest import Manifest, manifest_path, read_manifest
 from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
+from reconciler.runner.verify import check_decoding, verify_backup
 
 __all__ = ["RestoreOptions", "restore_backup"]
 
@@ -57,6 +74,8 @@ class RestoreOptions:
     connection: Connection
     targets: tuple[str, ...] = ()
     no_owner: bool = False
+    replace: bool = False  # restore into databases that exist
+    without_manifest: bool = False  # restore a file whose manifest is lost, checking only what the file proves
 
 
 def parse_targets(targets: tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
@@ -75,8 +94,8 @@ def restore_backup(
 ) -> dict[str, str]:
     """Restores; returns {source database: target database} for every database restored."""
     layout = parse_layout(path)
-    manifest = read_manifest(path) if manifest_path(path).exists() else None
     plain, pairs = parse_targets(options.targets)
+    manifest = check_whole(path, layout, key, options, scrub, deadline)
     run = _Restore(layout, manifest, options, scrub, deadline)
     with open_payload(path, layout, key) as payload:
         if layout.kind == CUSTOM:
@@ -89,6 +108,25 @@ def restore_backup(
             restored = run.sql(payload, plain, pairs)
     log.info("restore finished", file=path.name, databases=restored)
     return restored
+
+
+def check_whole(
+    path: Path, layout: Layout, key: bytes | None, options: RestoreOptions, scrub: Scrubber, deadline: Deadline
+) -> Manifest | None:
+    """The whole file, checked before anything on the server changes; its manifest, if it has one."""
+    if manifest_path(path).exists():
+        verify_backup(path, key, scrub, deadline)
+        return read_manifest(path)
+    if not options.without_manifest:
+        raise RunnerError(
+            "InvalidArguments",
+            f"no manifest {manifest_path(path).name} beside {path.name}, so the file cannot be checked whole before "
+            "the restore: put it back, or give --without-manifest to restore after checking only its decryption and "
+            "compression",
+        )
+    check_decoding(path, layout, key, deadline)
+    log.warning("restoring without a manifest: only decryption and compression were checked", file=path.name)
+    return None
 
 
 class _Restore:
@@ -115,6 +153,9 @@ class _Restore:
 
     def tar(self, payload: Source, pairs: dict[str, str]) -> dict[str, str]:
         restored: dict[str, str] = {}
+        if self.manifest is not None:  # every target checked before the first database is restored
+            chosen = [d for d in self.manifest.databases if not pairs or d in pairs]
+            self.refuse_existing(Engine.POSTGRESQL, [pairs.get(d, d) for d in chosen])
         try:
             with tarfile.open(fileobj=payload, mode="r|") as tar:  # type: ignore[call-overload]
                 for member in tar:
@@ -143,28 +184,49 @@ class _Restore:
     def pg_server_version(self) -> int:
         return admin.pg_server_version(self.connection, self.scrub)
 
+    def refuse_existing(self, engine: Engine, targets: list[str]) -> tuple[set[str], set[str]]:
+        """(the targets that exist, those of them that hold anything). A target that holds something is refused
+        with TargetExists unless `--replace` was given; an empty one (a fresh server's `postgres`) is restored
+        into as it is, as a restore of a whole server needs."""
+        existing = {t for t in targets if admin.database_exists(engine, self.connection, t, self.scrub)}
+        full = {t for t in existing if not admin.database_is_empty(engine, self.connection, t, self.scrub)}
+        if full and not self.options.replace:
+            names = ", ".join(repr(t) for t in sorted(full))
+            raise RunnerError(
+                "TargetExists",
+                f"database {names} exists on the server and is not empty: restore into a new database "
+                "(--database SOURCE=NEW), or give --replace",
+            )
+        return existing, full
+
     def pg_archive(self, stream: Source, target: str) -> None:
         server_version = self.pg_server_version  # asked once, before anything is created
-        created = not admin.database_exists(Engine.POSTGRESQL, self.connection, target, self.scrub)
+        existing, full = self.refuse_existing(Engine.POSTGRESQL, [target])
+        replacing = bool(full)
+        # Replacing: into a new database first, which then takes the target's name (admin.pg_replace_database).
+        into = f"{target[:40]}_dbb_new_{secrets.token_hex(4)}" if replacing else target
+        created = replacing or not existing
         if created:
-            admin.create_database(Engine.POSTGRESQL, self.connection, target, self.scrub)
-        restored = False
+            admin.create_database(Engine.POSTGRESQL, self.connection, into, self.scrub)
+        done = False
         try:
             with ScriptRestore(
                 self.connection,
-                target,
+                into,
                 server_version,
                 self.scrub,
                 self.deadline,
                 no_owner=self.options.no_owner,
             ) as script:
                 feed_all(stream, [script], self.deadline)
-            restored = True
+            if replacing:
+                admin.pg_replace_database(self.connection, into, target, self.scrub)
+            done = True
         finally:
-            if created and not restored:
-                # Its restore was rolled back: the server is left as it was, without an empty database.
-                admin.drop_database(Engine.POSTGRESQL, self.connection, target, self.scrub)
-        log.info("database restored", database=target)
+            if created and not done:
+                # The restore was rolled back, or the swap not made: the server is left as it was.
+                admin.drop_database(Engine.POSTGRESQL, self.connection, into, self.scrub)
+        log.info("database restored", database=target, replaced=replacing)
 
     def pg_globals(self, stream: Source) -> None:
         # No ON_ERROR_STOP: on a server that has some of the roles, their CREATE ROLE fails and the ALTER ROLE
@@ -186,16 +248,33 @@ class _Restore:
         if several:
             if plain is not None:
                 raise RunnerError("InvalidArguments", "this backup holds several databases: use SOURCE=TARGET")
-            self._mysql(engines.mysql_client_argv(self.connection), peeked, SqlRenamer(pairs))
             names = self.manifest.databases if self.manifest else sorted(pairs)
-            return {name: pairs.get(name, name) for name in names}
+            mapping = {name: pairs.get(name, name) for name in names}
+            existing, _ = self.refuse_existing(Engine.MYSQL, list(mapping.values()))
+            # The script creates its databases itself (CREATE DATABASE IF NOT EXISTS).
+            with self._dropped_on_failure(set(mapping.values()) - existing):
+                self._mysql(engines.mysql_client_argv(self.connection), peeked, SqlRenamer(pairs))
+            return mapping
         source = self.source_name()
         target = plain or (pairs.get(source) if source else None) or source
         if target is None:
             raise RunnerError("InvalidArguments", "no manifest names the database: give --database TARGET")
-        admin.create_database(Engine.MYSQL, self.connection, target, self.scrub)
-        self._mysql(engines.mysql_client_argv(self.connection, target), peeked)
+        created = set() if self.refuse_existing(Engine.MYSQL, [target])[0] else {target}
+        with self._dropped_on_failure(created):
+            if created:
+                admin.create_database(Engine.MYSQL, self.connection, target, self.scrub)
+            self._mysql(engines.mysql_client_argv(self.connection, target), peeked)
         return {source or "?": target}
+
+    @contextmanager
+    def _dropped_on_failure(self, created: set[str]) -> Iterator[None]:
+        """The databases this restore creates are dropped again if it fails: the server is left as it was."""
+        try:
+            yield
+        except BaseException:
+            for name in sorted(created):
+                admin.drop_database(Engine.MYSQL, self.connection, name, self.scrub)
+            raise
 
     def _mysql(self, argv: list[str], stream: Source, renamer: SqlRenamer | None = None) -> None:
         env = engines.child_env(Engine.MYSQL, self.connection)

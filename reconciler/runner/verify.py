@@ -42,7 +42,7 @@ from reconciler.runner.manifest import Manifest, read_manifest
 from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
 
-__all__ = ["VerifyReport", "count_toc_tables", "verify_backup"]
+__all__ = ["VerifyReport", "check_decoding", "count_toc_tables", "verify_backup"]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -81,6 +81,14 @@ def verify_backup(
     report.restore_tested = restore_connection is not None
     log.info("backup verified", file=manifest.file, tables=report.tables, restore_tested=report.restore_tested)
     return report
+
+
+def check_decoding(path: Path, layout: Layout, key: bytes | None, deadline: Deadline) -> None:
+    """What a file proves without its manifest: read to the end, every encrypted chunk's tag checks and the
+    compression's own end and checksum are there (a `.dump` or `.tar` that is not compressed proves nothing here)."""
+    with open_payload(path, layout, key) as payload:
+        while payload.read(READ_SIZE):
+            deadline.check()
 
 
 def check_checksum(path: Path, manifest: Manifest) -> VerifyReport:

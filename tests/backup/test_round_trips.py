@@ -156,3 +156,73 @@ def test_a_mariadb_backup_restores_with_gunzip_and_the_mariadb_client(
     assert gunzip.returncode == 0
     assert done.returncode == 0, done.stderr
     assert mariadb_fingerprint(mariadb, target) == mariadb_fingerprint(mariadb, "shop")
+
+
+# --- a restore checks the whole file first, and goes into a new database --------------------------------------
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> PostgresServer | MariaDBServer:
+    found: PostgresServer | MariaDBServer = request.getfixturevalue(
+        "pg" if request.param == "postgresql" else "mariadb"
+    )
+    return found
+
+
+def test_a_flipped_byte_in_an_encrypted_backup_changes_nothing_on_the_server(
+    server: PostgresServer | MariaDBServer, backups: Path, key_file: Path, scratch_names: list[str]
+) -> None:
+    file = backup(server, backups, "shop", compression="zstd", encryption_key_file=str(key_file))
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    file.write_bytes(bytes(data))
+    target = new_name(scratch_names)
+    before = server.databases()
+    outcome = restore(server, file, target, key=key_file)
+    assert outcome.code == 1
+    assert outcome.result["reason"] == "VerifyFailed"  # the manifest's sha256, before the first byte is restored
+    assert "is not the manifest's" in outcome.result["message"]
+    # Without the manifest, the chunk's GCM tag catches it: still nothing restored.
+    Path(str(file) + ".json").unlink()
+    outcome = restore(server, file, target, key=key_file, without_manifest=True)
+    assert outcome.code == 1
+    assert outcome.result["reason"] == "DecryptFailed"
+    assert server.databases() == before
+
+
+def test_a_mariadb_restore_refuses_an_existing_database_and_replaces_it_when_asked(
+    mariadb: MariaDBServer, backups: Path, scratch_names: list[str]
+) -> None:
+    file = backup(mariadb, backups, "shop")
+    target = new_name(scratch_names)
+    mariadb.sql(f"CREATE DATABASE {target}")
+    mariadb.sql("CREATE TABLE mine (note TEXT); INSERT INTO mine VALUES ('mine')", target)
+    outcome = restore(mariadb, file, target)
+    assert outcome.code == 1
+    assert outcome.result["reason"] == "TargetExists"
+    assert mariadb.sql("SELECT note FROM mine", target) == "mine"
+    outcome = restore(mariadb, file, target, replace=True)
+    assert outcome.code == 0, outcome.stderr
+    # A MySQL script replaces the tables it holds; a table it does not hold stays (see restore.py).
+    assert mariadb.sql("SELECT note FROM mine", target) == "mine"
+    mariadb.sql("DROP TABLE mine", target)
+    assert mariadb_fingerprint(mariadb, target) == mariadb_fingerprint(mariadb, "shop")
+
+
+def test_a_failed_mariadb_restore_drops_the_database_it_created(
+    mariadb: MariaDBServer, backups: Path, scratch_names: list[str], tmp_path: Path
+) -> None:
+    file = backup(mariadb, backups, "shop", compression="none")
+    # A script that fails half way (a statement the server rejects after the first tables): with --without-manifest,
+    # since its manifest would refuse the changed file before the restore starts.
+    text = file.read_text(encoding="utf-8", errors="surrogateescape")
+    middle = text.index("CREATE TABLE", len(text) // 2)
+    broken = tmp_path / file.name
+    broken.write_text(
+        text[:middle] + "SELECT no_such_function();\n" + text[middle:], encoding="utf-8", errors="surrogateescape"
+    )
+    target = new_name(scratch_names)
+    outcome = restore(mariadb, broken, target, without_manifest=True)
+    assert outcome.code == 1
+    assert outcome.result["reason"] == "RestoreFailed"
+    assert target not in mariadb.databases()
