@@ -9,10 +9,11 @@ of them in one `kubectl apply`. It checks shapes and types only; what the values
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 __all__ = [
     "Compression",
@@ -90,6 +91,49 @@ class Connection:
     credentials_secret: CredentialsSecret | None = None
 
 
+RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
+_QUANTITY: Final = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+_SUFFIXES: Final = {
+    "": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def quantity(text: str) -> float | None:
+    """A Kubernetes quantity's value (`500m` is 0.5, `1Gi` is 1073741824), or None if it is not one we accept."""
+    match = _QUANTITY.fullmatch(text)
+    return float(match["number"]) * _SUFFIXES[match["suffix"] or ""] if match else None
+
+
+DEFAULT_REQUESTS: Final = {"cpu": "100m", "memory": "128Mi"}
+DEFAULT_LIMITS: Final = {"memory": "512Mi"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The backup container's requests and limits, as (resource, quantity) pairs; unset ones keep the defaults."""
+
+    requests: tuple[tuple[str, str], ...] = ()
+    limits: tuple[tuple[str, str], ...] = ()
+
+    def effective(self) -> dict[str, dict[str, str]]:
+        """The defaults with the user's values over them. Where the user set only one side and the default of the
+        other side would contradict it (a 1Gi request against the 512Mi default limit), that side follows the
+        user's value, so that a valid spec always gives a valid Pod."""
+        given_requests, given_limits = dict(self.requests), dict(self.limits)
+        requests = DEFAULT_REQUESTS | given_requests
+        limits = DEFAULT_LIMITS | given_limits
+        for name in requests.keys() & limits.keys():
+            request, limit = quantity(requests[name]), quantity(limits[name])
+            if request is None or limit is None or request <= limit:
+                continue
+            if name in given_requests and name not in given_limits:
+                limits[name] = requests[name]
+            elif name in given_limits and name not in given_requests:
+                requests[name] = limits[name]
+        return {"requests": requests, "limits": limits}
+
+
 @dataclass(frozen=True)
 class DatabaseBackupSpec:
     database_name: str
@@ -110,6 +154,7 @@ class DatabaseBackupSpec:
     compression: Compression = Compression.GZIP
     encryption_key: SecretKeyRef | None = None
     restore_test: bool = False
+    resources: Resources = field(default_factory=Resources)
 
 
 # --- status ---------------------------------------------------------------------------------------------------
@@ -319,6 +364,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
         compression=_or(spec.enum("compression", Compression), defaults.compression),
         encryption_key=encryption_key,
         restore_test=_or(verify.boolean("restoreTest") if verify else None, defaults.restore_test),
+        resources=_resources(spec.mapping("resources")),
     )
     if database_name is None or schedule is None:
         return None, errors
@@ -326,6 +372,26 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
 
 
 T = TypeVar("T")
+
+
+def _resources(resources: _Reader | None) -> Resources:
+    if resources is None:
+        return Resources()
+    found: dict[str, tuple[tuple[str, str], ...]] = {}
+    for kind in ("requests", "limits"):
+        values = resources.mapping(kind)
+        pairs: list[tuple[str, str]] = []
+        for name in sorted(values.raw) if values else ():
+            assert values is not None
+            value = values.raw[name]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = str(value)  # `cpu: 1` is as good as `cpu: "1"`
+            if isinstance(value, str):
+                pairs.append((name, value))
+            else:
+                values._wrong(name, "a quantity such as 500m or 1Gi", value)
+        found[kind] = tuple(pairs)
+    return Resources(requests=found["requests"], limits=found["limits"])
 
 
 def _or(value: T | None, default: T) -> T:

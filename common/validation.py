@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from common.constants import BACKUP_ROOT, DEFAULT_TIME_ZONE
-from common.model import DatabaseBackupSpec, FieldError
+from common.model import RESOURCE_NAMES, DatabaseBackupSpec, FieldError, Resources, quantity
 from common.names import MAX_NAME_LENGTH
 from common.schedule import ScheduleError, parse_schedule, parse_time_zone
 
@@ -80,6 +80,24 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
     if spec.encryption_key:
         yield from _dns_subdomain("spec.encryption.keySecret.name", spec.encryption_key.name)
         yield from _secret_key("spec.encryption.keySecret.key", spec.encryption_key.key)
+    yield from _resources(spec.resources)
+
+
+def _resources(resources: Resources) -> Iterator[FieldError]:
+    values: dict[str, dict[str, float]] = {"requests": {}, "limits": {}}
+    for kind, pairs in (("requests", resources.requests), ("limits", resources.limits)):
+        for name, text in pairs:
+            where = f"spec.resources.{kind}.{name}"
+            if name not in RESOURCE_NAMES:
+                yield FieldError(where, f'"{name}" is not one of {", ".join(RESOURCE_NAMES)}')
+            elif (value := quantity(text)) is None or value <= 0:
+                yield FieldError(where, f'"{text}" is not a positive quantity such as 500m, 2, 512Mi or 1Gi')
+            else:
+                values[kind][name] = value
+    for name, request in values["requests"].items():
+        limit = values["limits"].get(name)
+        if limit is not None and request > limit:
+            yield FieldError(f"spec.resources.requests.{name}", f"is above its limit {dict(resources.limits)[name]}")
 
 
 def _backup_path(path: str) -> Iterator[FieldError]:

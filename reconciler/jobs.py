@@ -178,6 +178,8 @@ def _pod_spec(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSet
             "runAsUser": 65532,
             "runAsGroup": 65532,
             "fsGroup": 65532,
+            # The backup volume is chowned once, not at every run (a volume of many backups takes a while).
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [
@@ -191,7 +193,8 @@ def _pod_spec(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSet
                 "terminationMessagePath": TERMINATION_LOG,
                 # If the runner dies before writing its result, the log's tail says why.
                 "terminationMessagePolicy": "FallbackToLogsOnError",
-                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                # One limit covers the runner, the dump tool and the verification's pg_restore (spec.resources).
+                "resources": spec.resources.effective(),
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,

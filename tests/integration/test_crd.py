@@ -88,6 +88,7 @@ def test_a_databasebackup_round_trips_unchanged(control_plane: ControlPlane, nam
         "compression": "Zstd",
         "encryption": {"keySecret": {"name": "backup-key", "key": "key"}},
         "verify": {"restoreTest": True},
+        "resources": {"requests": {"cpu": "250m", "memory": 256}, "limits": {"memory": "2Gi"}},
     }
     control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=manifest(**spec))
     stored = json.loads(control_plane.kubectl("get", "dbb", "nightly", "-n", namespace, "-o", "json").stdout)

@@ -151,3 +151,33 @@ def test_a_damaged_status_reads_as_pending_and_never_raises(raw: Any) -> None:
     status = DatabaseBackupStatus.from_dict(raw)
     assert status.phase is Phase.PENDING
     assert status.conditions == ()
+
+
+@pytest.mark.parametrize(
+    ("resources", "effective"),
+    [
+        ({}, {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}),
+        (
+            {"limits": {"memory": "2Gi", "cpu": 2}},
+            {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "2Gi", "cpu": "2"}},
+        ),
+        # Only one side given: the default of the other side follows it rather than contradict it.
+        ({"requests": {"memory": "1Gi"}}, {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}),
+        (
+            {"limits": {"memory": "64Mi"}},
+            {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
+        ),
+    ],
+)
+def test_the_runners_resources_are_the_defaults_with_the_users_values_over_them(
+    resources: dict[str, Any], effective: dict[str, Any]
+) -> None:
+    spec, errors = parse_spec({"databaseName": "db", "schedule": "@daily", "resources": resources})
+    assert errors == []
+    assert spec is not None
+    assert spec.resources.effective() == effective
+
+
+def test_a_resource_that_is_not_a_quantity_names_its_field() -> None:
+    _, errors = parse_spec({"databaseName": "db", "schedule": "@daily", "resources": {"limits": {"memory": [1]}}})
+    assert [str(e) for e in errors] == ["spec.resources.limits.memory: must be a quantity such as 500m or 1Gi, not [1]"]

@@ -458,6 +458,8 @@ def test_the_job_carries_owner_labels_volume_and_no_secret() -> None:
     assert {"name": "backups", "mountPath": "/backups"} in container["volumeMounts"]
     assert {"name": "backups", "persistentVolumeClaim": {"claimName": "example-db-backups"}} in pod["volumes"]
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert created["spec"]["backoffLimit"] == 1
     assert created["spec"]["activeDeadlineSeconds"] == 3600
@@ -482,3 +484,9 @@ def test_a_user_name_in_the_spec_is_an_argument_and_nothing_is_read_from_the_sec
     container = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]["containers"][0]
     assert "--user=backup" in container["args"]
     assert [e["name"] for e in container["env"]] == ["DB_PASSWORD"]
+
+
+def test_the_users_resources_reach_the_backup_container() -> None:
+    obj = backup(resources={"limits": {"memory": "4Gi"}, "requests": {"cpu": "1"}})
+    container = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "128Mi"}, "limits": {"memory": "4Gi"}}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from common.model import Connection, CredentialsSecret, DatabaseBackupSpec, SecretKeyRef
+from common.model import Connection, CredentialsSecret, DatabaseBackupSpec, Resources, SecretKeyRef
 from common.names import MAX_NAME_LENGTH, job_name
 from common.validation import default_backup_path, normalize_backup_path, validate
 
@@ -56,6 +56,18 @@ def test_the_original_sample_is_valid() -> None:
             "spec.connection.username: 'app\\nx' must not contain control characters",
         ),
         ({"connection": Connection(username="")}, 'spec.connection.username: "" is empty'),
+        (
+            {"resources": Resources(requests=(("gpu", "1"),))},
+            'spec.resources.requests.gpu: "gpu" is not one of cpu, memory, ephemeral-storage',
+        ),
+        (
+            {"resources": Resources(limits=(("memory", "lots"),))},
+            'spec.resources.limits.memory: "lots" is not a positive quantity',
+        ),
+        (
+            {"resources": Resources(requests=(("memory", "2Gi"),), limits=(("memory", "1Gi"),))},
+            "spec.resources.requests.memory: is above its limit 1Gi",
+        ),
         ({"claim_name": "PVC"}, 'spec.storage.persistentVolumeClaim.claimName: "PVC" is not a valid object name'),
         ({"encryption_key": SecretKeyRef("k", "a/b")}, 'spec.encryption.keySecret.key: "a/b" is not a valid Secret'),
     ],
