@@ -19,6 +19,7 @@ __all__ = [
     "Compression",
     "ConcurrencyPolicy",
     "Condition",
+    "ConfigMapKeyRef",
     "Connection",
     "CredentialsSecret",
     "DatabaseBackupSpec",
@@ -29,6 +30,8 @@ __all__ = [
     "LastFailure",
     "Phase",
     "SecretKeyRef",
+    "Tls",
+    "TlsMode",
     "parse_spec",
 ]
 
@@ -48,6 +51,12 @@ class ConcurrencyPolicy(StrEnum):
     FORBID = "Forbid"
     REPLACE = "Replace"
     ALLOW = "Allow"
+
+
+class TlsMode(StrEnum):
+    DISABLE = "Disable"
+    REQUIRE = "Require"  # encrypted, the certificate not checked
+    VERIFY_FULL = "VerifyFull"  # encrypted, the certificate signed by `ca` and naming the host
 
 
 class Phase(StrEnum):
@@ -83,12 +92,29 @@ class CredentialsSecret:
 
 
 @dataclass(frozen=True)
+class ConfigMapKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Tls:
+    """`connection.tls`. Absent (None on Connection), the clients keep their own defaults; given, `mode` defaults
+    to VerifyFull, the only mode that keeps the password from a server that is not the database."""
+
+    mode: TlsMode = TlsMode.VERIFY_FULL
+    ca: SecretKeyRef | ConfigMapKeyRef | None = None
+    require_scram: bool = False
+
+
+@dataclass(frozen=True)
 class Connection:
     host: str | None = None
     port: int | None = None
     username: str | None = None  # a plain user name, when the Secret holds only the password
     databases: tuple[str, ...] = ()  # empty: all databases
     credentials_secret: CredentialsSecret | None = None
+    tls: Tls | None = None
 
 
 RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
@@ -348,6 +374,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
             username=connection.string("username") if connection else None,
             databases=_or(connection.strings("databases"), ()) if connection else (),
             credentials_secret=credentials_secret,
+            tls=_tls(connection.mapping("tls")) if connection else None,
         ),
         claim_name=claim.string("claimName", required=True) if claim else None,
         concurrency_policy=_or(spec.enum("concurrencyPolicy", ConcurrencyPolicy), defaults.concurrency_policy),
@@ -392,6 +419,27 @@ def _resources(resources: _Reader | None) -> Resources:
                 values._wrong(name, "a quantity such as 500m or 1Gi", value)
         found[kind] = tuple(pairs)
     return Resources(requests=found["requests"], limits=found["limits"])
+
+
+def _tls(tls: _Reader | None) -> Tls | None:
+    if tls is None:
+        return None
+    mode = _or(tls.enum("mode", TlsMode), Tls.mode)
+    ca = tls.mapping("ca")
+    refs = {key: ca.mapping(key) for key in ("secretKeyRef", "configMapKeyRef")} if ca else {}
+    given = {key: ref for key, ref in refs.items() if ref is not None}
+    if ca and len(given) != 1:
+        ca.errors.append(FieldError(ca.path, "must name exactly one of secretKeyRef or configMapKeyRef"))
+    found: SecretKeyRef | ConfigMapKeyRef | None = None
+    for key, ref in given.items():
+        name, item = ref.string("name", required=True), ref.string("key", required=True)
+        if name is not None and item is not None and len(given) == 1:
+            found = SecretKeyRef(name, item) if key == "secretKeyRef" else ConfigMapKeyRef(name, item)
+    return Tls(
+        mode=mode,
+        ca=found,
+        require_scram=_or(tls.boolean("requireScram"), Tls.require_scram),
+    )
 
 
 def _or(value: T | None, default: T) -> T:

@@ -10,7 +10,17 @@ from collections.abc import Iterator
 from typing import Final
 
 from common.constants import BACKUP_ROOT, DEFAULT_TIME_ZONE
-from common.model import RESOURCE_NAMES, DatabaseBackupSpec, FieldError, Resources, quantity
+from common.model import (
+    RESOURCE_NAMES,
+    ConfigMapKeyRef,
+    DatabaseBackupSpec,
+    Engine,
+    FieldError,
+    Resources,
+    Tls,
+    TlsMode,
+    quantity,
+)
 from common.names import MAX_NAME_LENGTH
 from common.schedule import ScheduleError, parse_schedule, parse_time_zone
 
@@ -75,12 +85,32 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
         yield from _dns_subdomain("spec.connection.credentialsSecret.name", secret.name)
         yield from _secret_key("spec.connection.credentialsSecret.usernameKey", secret.username_key)
         yield from _secret_key("spec.connection.credentialsSecret.passwordKey", secret.password_key)
+    if connection.tls is not None:
+        yield from _tls(connection.tls, spec.engine)
     if spec.claim_name is not None:
         yield from _dns_subdomain("spec.storage.persistentVolumeClaim.claimName", spec.claim_name)
     if spec.encryption_key:
         yield from _dns_subdomain("spec.encryption.keySecret.name", spec.encryption_key.name)
         yield from _secret_key("spec.encryption.keySecret.key", spec.encryption_key.key)
     yield from _resources(spec.resources)
+
+
+def _tls(tls: Tls, engine: Engine | None) -> Iterator[FieldError]:
+    where = "spec.connection.tls"
+    if tls.mode is TlsMode.VERIFY_FULL and tls.ca is None:
+        yield FieldError(
+            f"{where}.ca",
+            "is required with mode VerifyFull: the CA that signed the database server's certificate "
+            "(secretKeyRef or configMapKeyRef)",
+        )
+    if tls.mode is not TlsMode.VERIFY_FULL and tls.ca is not None:
+        yield FieldError(f"{where}.ca", f"is used only with mode VerifyFull, not {tls.mode}: leave it out")
+    if tls.ca is not None:
+        ref = f"{where}.ca.{'configMapKeyRef' if isinstance(tls.ca, ConfigMapKeyRef) else 'secretKeyRef'}"
+        yield from _dns_subdomain(f"{ref}.name", tls.ca.name)
+        yield from _secret_key(f"{ref}.key", tls.ca.key)
+    if tls.require_scram and engine is Engine.MYSQL:
+        yield FieldError(f"{where}.requireScram", "true is for PostgreSQL only; the engine is MySQL")
 
 
 def _resources(resources: Resources) -> Iterator[FieldError]:

@@ -6,7 +6,8 @@ a second reconciler) fails with AlreadyExists, which means "already done".
 
 Secrets never pass through the reconciler, and no value from a Secret is ever in the Job's arguments: the password
 (and the user name, when it comes from the Secret) reach the container as env `valueFrom.secretKeyRef`, which the
-runner reads and scrubs from everything it reports; the encryption key comes as a Secret volume. Every argument is
+runner reads and scrubs from everything it reports; the encryption key comes as a Secret volume, and
+`connection.tls.ca` as a Secret or ConfigMap volume. Every argument is
 escaped for the kubelet's `$(VAR)` expansion (`$` is written `$$`), so that no spec value can pull an env value,
 such as the password, into argv or into a message.
 """
@@ -30,13 +31,15 @@ from common.constants import (
     MANAGED_BY,
 )
 from common.defaults import default_claim_name
-from common.model import DatabaseBackupSpec, Engine
+from common.model import ConfigMapKeyRef, DatabaseBackupSpec, Engine, Tls, TlsMode
 from common.names import job_name
 from common.validation import default_backup_path
 
 __all__ = ["JobOutcome", "RunnerSettings", "backup_job", "on_demand_job_name", "outcome", "rfc3339"]
 
 KEY_MOUNT: Final = "/var/run/secrets/databases.test.io/encryption"
+TLS_CA_MOUNT: Final = "/var/run/secrets/databases.test.io/tls-ca"
+TLS_MODE_ARGUMENT: Final = {TlsMode.DISABLE: "disable", TlsMode.REQUIRE: "require", TlsMode.VERIFY_FULL: "verify-full"}
 TERMINATION_LOG: Final = "/dev/termination-log"
 ANNOTATION_RESULT: Final = "databases.test.io/result"  # the local executor records the runner's result here
 
@@ -132,7 +135,29 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
         arguments.append(f"--encryption-key-file={KEY_MOUNT}/key")
     if spec.restore_test:
         arguments.append("--restore-test")
+    if connection.tls is not None:
+        arguments += _tls_arguments(connection.tls)
     return [escape_expansion(a) for a in arguments]
+
+
+def _tls_arguments(tls: Tls) -> list[str]:
+    arguments = [f"--tls-mode={TLS_MODE_ARGUMENT[tls.mode]}"]
+    if tls.ca is not None:
+        arguments.append(f"--tls-ca-file={TLS_CA_MOUNT}/ca.crt")
+    if tls.require_scram:
+        arguments.append("--require-scram")
+    return arguments
+
+
+def _tls_ca_volume(tls: Tls | None) -> dict[str, Any] | None:
+    """The CA certificate as a file, from the Secret or ConfigMap the spec names: the reconciler never reads it.
+    A CA certificate is public; it is mounted read-only all the same."""
+    if tls is None or tls.ca is None:
+        return None
+    items = [{"key": tls.ca.key, "path": "ca.crt"}]
+    if isinstance(tls.ca, ConfigMapKeyRef):
+        return {"name": "tls-ca", "configMap": {"name": tls.ca.name, "items": items, "defaultMode": 0o444}}
+    return {"name": "tls-ca", "secret": {"secretName": tls.ca.name, "items": items, "defaultMode": 0o444}}
 
 
 def escape_expansion(argument: str) -> str:
@@ -171,6 +196,9 @@ def _pod_spec(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSet
             }
         )
         mounts.append({"name": "encryption-key", "mountPath": KEY_MOUNT, "readOnly": True})
+    if (ca_volume := _tls_ca_volume(spec.connection.tls)) is not None:
+        volumes.append(ca_volume)
+        mounts.append({"name": "tls-ca", "mountPath": TLS_CA_MOUNT, "readOnly": True})
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": {

@@ -76,6 +76,11 @@ def test_a_databasebackup_round_trips_unchanged(control_plane: ControlPlane, nam
             "port": 5432,
             "databases": ["app", "audit"],
             "credentialsSecret": {"name": "creds", "usernameKey": "u", "passwordKey": "p"},
+            "tls": {
+                "mode": "VerifyFull",
+                "ca": {"configMapKeyRef": {"name": "db-ca", "key": "ca.crt"}},
+                "requireScram": True,
+            },
         },
         "storage": {"persistentVolumeClaim": {"claimName": "example-db-backups"}},
         "concurrencyPolicy": "Forbid",
@@ -150,6 +155,18 @@ async def test_status_is_a_separate_subresource(
         ({"connection": {"port": 70000}}, "spec.connection.port: Invalid value: 70000"),
         ({"retention": {"keepLast": 0}}, "spec.retention.keepLast: Invalid value: 0"),
         ({"databaseName": ""}, 'spec.databaseName: Invalid value: ""'),
+        ({"connection": {"tls": {"mode": "Prefer"}}}, 'spec.connection.tls.mode: Unsupported value: "Prefer"'),
+        ({"connection": {"tls": {"ca": {}}}}, "spec.connection.tls.ca: Invalid value: 0"),
+        (
+            {
+                "connection": {
+                    "tls": {
+                        "ca": {"secretKeyRef": {"name": "a", "key": "k"}, "configMapKeyRef": {"name": "b", "key": "k"}}
+                    }
+                }
+            },
+            "spec.connection.tls.ca: Too many: 2: must have at most 1 item",
+        ),
     ],
 )
 def test_the_schema_refuses_wrong_types_naming_the_field(
@@ -183,6 +200,16 @@ def test_kubectl_explain_teaches_the_api(control_plane: ControlPlane) -> None:
     for field in ("databaseName", "schedule", "backupPath", "timeZone", "retention", "compression"):
         assert field in output
     assert "Kubernetes CronJob syntax" in output
+    tls = control_plane.kubectl("explain", "databasebackup.spec.connection.tls").stdout
+    for field in ("mode", "ca", "requireScram", "VerifyFull"):
+        assert field in tls
+
+
+def test_a_tls_object_without_a_mode_is_stored_as_verify_full(control_plane: ControlPlane, namespace: str) -> None:
+    tls = {"ca": {"secretKeyRef": {"name": "db-tls", "key": "ca.crt"}}}
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=manifest(connection={"tls": tls}))
+    stored = json.loads(control_plane.kubectl("get", "dbb", "nightly", "-n", namespace, "-o", "json").stdout)
+    assert stored["spec"]["connection"]["tls"] == {**tls, "mode": "VerifyFull", "requireScram": False}
 
 
 async def test_kubernetes_asyncio_lists_databasebackups(

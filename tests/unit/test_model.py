@@ -10,6 +10,7 @@ from common.model import (
     Compression,
     ConcurrencyPolicy,
     Condition,
+    ConfigMapKeyRef,
     CredentialsSecret,
     DatabaseBackupSpec,
     DatabaseBackupStatus,
@@ -18,6 +19,8 @@ from common.model import (
     LastFailure,
     Phase,
     SecretKeyRef,
+    Tls,
+    TlsMode,
     join_errors,
     parse_spec,
 )
@@ -89,6 +92,32 @@ def test_every_field_of_the_outline_is_read() -> None:
         ({"encryption": {}}, "spec.encryption.keySecret: is required"),
         ({"retention": {"keepLast": 0}}, "spec.retention.keepLast: 0 is below the minimum 1"),
         ({"databaseName": ""}, "spec.databaseName: must not be empty"),
+        (
+            {"connection": {"tls": {"mode": "Prefer"}}},
+            'spec.connection.tls.mode: "Prefer" is not one of Disable, Require, VerifyFull',
+        ),
+        (
+            {"connection": {"tls": {"requireScram": "yes"}}},
+            'spec.connection.tls.requireScram: must be a boolean (true or false), not "yes"',
+        ),
+        (
+            {"connection": {"tls": {"ca": {}}}},
+            "spec.connection.tls.ca: must name exactly one of secretKeyRef or configMapKeyRef",
+        ),
+        (
+            {
+                "connection": {
+                    "tls": {
+                        "ca": {"secretKeyRef": {"name": "a", "key": "k"}, "configMapKeyRef": {"name": "b", "key": "k"}}
+                    }
+                }
+            },
+            "spec.connection.tls.ca: must name exactly one of secretKeyRef or configMapKeyRef",
+        ),
+        (
+            {"connection": {"tls": {"ca": {"configMapKeyRef": {"name": "a"}}}}},
+            "spec.connection.tls.ca.configMapKeyRef.key: is required",
+        ),
     ],
 )
 def test_a_field_of_the_wrong_shape_is_named_with_its_value(change: dict[str, Any], message: str) -> None:
@@ -181,3 +210,27 @@ def test_the_runners_resources_are_the_defaults_with_the_users_values_over_them(
 def test_a_resource_that_is_not_a_quantity_names_its_field() -> None:
     _, errors = parse_spec({"databaseName": "db", "schedule": "@daily", "resources": {"limits": {"memory": [1]}}})
     assert [str(e) for e in errors] == ["spec.resources.limits.memory: must be a quantity such as 500m or 1Gi, not [1]"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "tls"),
+    [
+        (None, None),  # absent: the clients keep their own defaults
+        ({}, Tls(mode=TlsMode.VERIFY_FULL)),  # given: VerifyFull unless said otherwise
+        (
+            {"mode": "VerifyFull", "ca": {"configMapKeyRef": {"name": "db-ca", "key": "ca.crt"}}},
+            Tls(TlsMode.VERIFY_FULL, ConfigMapKeyRef("db-ca", "ca.crt")),
+        ),
+        (
+            {"ca": {"secretKeyRef": {"name": "db-tls", "key": "ca.crt"}}, "requireScram": True},
+            Tls(TlsMode.VERIFY_FULL, SecretKeyRef("db-tls", "ca.crt"), require_scram=True),
+        ),
+        ({"mode": "Disable"}, Tls(TlsMode.DISABLE)),
+    ],
+)
+def test_connection_tls_is_read_with_verify_full_as_its_default_mode(raw: Any, tls: Tls | None) -> None:
+    connection = {} if raw is None else {"tls": raw}
+    spec, errors = parse_spec({**SEED, "connection": connection})
+    assert errors == []
+    assert spec is not None
+    assert spec.connection.tls == tls

@@ -490,3 +490,44 @@ def test_the_users_resources_reach_the_backup_container() -> None:
     obj = backup(resources={"limits": {"memory": "4Gi"}, "requests": {"cpu": "1"}})
     container = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "128Mi"}, "limits": {"memory": "4Gi"}}
+
+
+@pytest.mark.parametrize(
+    ("ca", "volume"),
+    [
+        (
+            {"secretKeyRef": {"name": "db-tls", "key": "ca.crt"}},
+            {"secret": {"secretName": "db-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}], "defaultMode": 0o444}},
+        ),
+        (
+            {"configMapKeyRef": {"name": "db-ca", "key": "root.pem"}},
+            {"configMap": {"name": "db-ca", "items": [{"key": "root.pem", "path": "ca.crt"}], "defaultMode": 0o444}},
+        ),
+    ],
+)
+def test_the_tls_mode_is_an_argument_and_the_ca_a_read_only_volume(ca: dict[str, Any], volume: dict[str, Any]) -> None:
+    obj = backup(connection={"tls": {"mode": "VerifyFull", "ca": ca, "requireScram": True}})
+    pod = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "--tls-mode=verify-full" in container["args"]
+    assert "--tls-ca-file=/var/run/secrets/databases.test.io/tls-ca/ca.crt" in container["args"]
+    assert "--require-scram" in container["args"]
+    assert {"name": "tls-ca", **volume} in pod["volumes"]
+    assert {"name": "tls-ca", "mountPath": "/var/run/secrets/databases.test.io/tls-ca", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+
+
+@pytest.mark.parametrize(("mode", "argument"), [("Disable", "--tls-mode=disable"), ("Require", "--tls-mode=require")])
+def test_a_mode_without_a_ca_mounts_nothing(mode: str, argument: str) -> None:
+    obj = backup(connection={"tls": {"mode": mode}})
+    pod = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert argument in args
+    assert not any(a.startswith(("--tls-ca-file", "--require-scram")) for a in args)
+    assert "tls-ca" not in [v["name"] for v in pod["volumes"]]
+
+
+def test_without_tls_the_runner_gets_no_tls_flags() -> None:
+    args = decide_at(backup(), just_after_ten()).create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith(("--tls", "--require-scram")) for a in args)

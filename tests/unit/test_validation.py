@@ -8,7 +8,17 @@ from typing import Any
 
 import pytest
 
-from common.model import Connection, CredentialsSecret, DatabaseBackupSpec, Resources, SecretKeyRef
+from common.model import (
+    ConfigMapKeyRef,
+    Connection,
+    CredentialsSecret,
+    DatabaseBackupSpec,
+    Engine,
+    Resources,
+    SecretKeyRef,
+    Tls,
+    TlsMode,
+)
 from common.names import MAX_NAME_LENGTH, job_name
 from common.validation import default_backup_path, normalize_backup_path, validate
 
@@ -70,6 +80,26 @@ def test_the_original_sample_is_valid() -> None:
         ),
         ({"claim_name": "PVC"}, 'spec.storage.persistentVolumeClaim.claimName: "PVC" is not a valid object name'),
         ({"encryption_key": SecretKeyRef("k", "a/b")}, 'spec.encryption.keySecret.key: "a/b" is not a valid Secret'),
+        (
+            {"connection": Connection(tls=Tls(TlsMode.VERIFY_FULL))},
+            "spec.connection.tls.ca: is required with mode VerifyFull",
+        ),
+        (
+            {"connection": Connection(tls=Tls(TlsMode.REQUIRE, SecretKeyRef("db-tls", "ca.crt")))},
+            "spec.connection.tls.ca: is used only with mode VerifyFull, not Require",
+        ),
+        (
+            {"connection": Connection(tls=Tls(ca=ConfigMapKeyRef("DB CA", "ca.crt")))},
+            'spec.connection.tls.ca.configMapKeyRef.name: "DB CA" is not a valid object name',
+        ),
+        (
+            {"connection": Connection(tls=Tls(ca=SecretKeyRef("db-tls", "ca/crt")))},
+            'spec.connection.tls.ca.secretKeyRef.key: "ca/crt" is not a valid',
+        ),
+        (
+            {"engine": Engine.MYSQL, "connection": Connection(tls=Tls(TlsMode.REQUIRE, require_scram=True))},
+            "spec.connection.tls.requireScram: true is for PostgreSQL only; the engine is MySQL",
+        ),
     ],
 )
 def test_a_bad_value_is_refused_naming_field_and_value(change: dict[str, Any], message: str) -> None:
@@ -113,3 +143,17 @@ def test_the_longest_name_allowed_gives_a_job_name_that_fits_a_label() -> None:
     assert (
         job_name("db", datetime(2026, 11, 27, 10, 5, tzinfo=UTC)) == "db-29929565"
     )  # date -d 2026-11-27T10:05:00Z +%s, divided by 60
+
+
+@pytest.mark.parametrize(
+    "tls",
+    [
+        Tls(TlsMode.VERIFY_FULL, SecretKeyRef("db-tls", "ca.crt"), require_scram=True),
+        Tls(TlsMode.VERIFY_FULL, ConfigMapKeyRef("db-ca", "ca.crt")),
+        Tls(TlsMode.REQUIRE),
+        Tls(TlsMode.DISABLE, require_scram=True),  # SCRAM never sends the password, encrypted or not
+    ],
+)
+def test_tls_settings_that_can_work_are_valid(tls: Tls) -> None:
+    spec = replace(GOOD, engine=Engine.POSTGRESQL, connection=Connection(tls=tls))
+    assert messages("nightly", spec) == []
