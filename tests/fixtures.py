@@ -58,6 +58,17 @@ def statefulset(
     }
 
 
+def governing_service(sts: dict[str, Any]) -> dict[str, Any]:
+    """The headless Service a StatefulSet's `serviceName` names, as every real database has: the host the
+    webhook's defaulting writes, and which it checks exists (webhook.hosts)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": sts["spec"]["serviceName"], "namespace": sts["metadata"]["namespace"]},
+        "spec": {"clusterIP": "None", "selector": sts["spec"]["selector"]["matchLabels"], "ports": [{"port": 5432}]},
+    }
+
+
 def admission_review(
     obj: dict[str, Any] | None,
     *,

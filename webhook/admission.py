@@ -20,6 +20,7 @@ from common.defaults import default_claim_name, default_spec
 from common.model import FieldError, join_errors, parse_spec
 from common.statefulset import facts, ready_replicas
 from common.validation import validate
+from webhook.hosts import HOST_FIELD, HostFacts, host_problem
 from webhook.patch import json_patch
 from webhook.reviews import API_VERSION, AdmissionRequest, AdmissionResponse, AdmissionReviewResponse
 from webhook.reviews import KIND as REVIEW_KIND
@@ -31,6 +32,7 @@ __all__ = [
     "Database",
     "backup_claim",
     "database_to_check",
+    "host_to_check",
     "mutate",
     "parse_review",
     "review",
@@ -92,6 +94,22 @@ def database_to_check(request: AdmissionRequest) -> tuple[str, str] | None:
     return _namespace(request), name
 
 
+def host_to_check(request: AdmissionRequest) -> str | None:
+    """`spec.connection.host` when validation must judge it: on create, and on an update that changes it."""
+    if request.get("operation") not in ("CREATE", "UPDATE") or _problem(request) is not None:
+        return None
+    host = _host(_spec_of(request.get("object") or {}))
+    if host is None or (request["operation"] == "UPDATE" and not _changed(request, _host)):
+        return None
+    return host
+
+
+def _host(spec: Mapping[str, Any]) -> str | None:
+    connection = spec.get("connection")
+    host = connection.get("host") if isinstance(connection, Mapping) else None
+    return host if isinstance(host, str) and host else None
+
+
 def backup_claim(spec: Mapping[str, Any]) -> str | None:
     """The claim a backup Job will mount: the one named, or the default when `storage` is left out."""
     storage = spec.get("storage")
@@ -103,7 +121,9 @@ def backup_claim(spec: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def validate_request(request: AdmissionRequest, database: Database | None) -> AdmissionResponse:
+def validate_request(
+    request: AdmissionRequest, database: Database | None, host: HostFacts | None = None
+) -> AdmissionResponse:
     uid = request["uid"]
     problem = _problem(request)
     if problem is not None:
@@ -120,6 +140,12 @@ def validate_request(request: AdmissionRequest, database: Database | None) -> Ad
         _check_database(
             obj, database, errors, warnings, existence=request.get("operation") == "CREATE" or _renamed(request)
         )
+    if host is not None:
+        refused, warning = host_problem(host, skip_database_check=_skips_database_check(obj))
+        if refused is not None:
+            errors.append(FieldError(HOST_FIELD, refused))
+        if warning is not None:
+            warnings.append(_short(warning))
     if errors:
         return _denied(uid, join_errors(errors))
     if spec is not None:

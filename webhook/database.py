@@ -52,6 +52,14 @@ class DatabaseFinder(Protocol):
         """The claims each Pod of the StatefulSet mounts, by Pod name. Raises Unanswered."""
         ...
 
+    async def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Service, None if it does not exist. Raises Unanswered."""
+        ...
+
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        """The Namespace's labels. Raises Unanswered."""
+        ...
+
 
 class StatefulSets:
     def __init__(
@@ -62,10 +70,13 @@ class StatefulSets:
         metrics: Metrics,
         *,
         watch_grace: float = WATCH_GRACE,
+        read_service: Read | None = None,
+        read_namespace: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
     ) -> None:
         self.informer = informer
         self.informer.handler = self._arrived
         self._read, self._list_pods, self._metrics = read, list_pods, metrics
+        self._read_service, self._read_namespace = read_service, read_namespace
         self.watch_grace = watch_grace
         self._changed = asyncio.Event()
 
@@ -90,12 +101,20 @@ class StatefulSets:
             )
             return list(found.get("items") or [])
 
+        async def read_service(namespace: str, name: str) -> dict[str, Any] | None:
+            return await _absent_on_404(
+                core.read_namespaced_service(name, namespace, _preload_content=False, **timeout())
+            )
+
+        async def read_namespace(name: str) -> dict[str, Any] | None:
+            return await _absent_on_404(core.read_namespace(name, _preload_content=False, **timeout()))
+
         informer = Informer(
             name="statefulsets",
             list_call=apps.list_stateful_set_for_all_namespaces,
             on_restart=lambda reason: metrics.watch_restarts.labels(reason).inc(),
         )
-        return cls(informer, read, list_pods, metrics)
+        return cls(informer, read, list_pods, metrics, read_service=read_service, read_namespace=read_namespace)
 
     @property
     def synced(self) -> bool:
@@ -127,6 +146,23 @@ class StatefulSets:
             raise Unanswered(_unanswered(error)) from None
         return {str(pod["metadata"]["name"]): pod_claims(pod) for pod in found if owned_by(pod, statefulset)}
 
+    async def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        assert self._read_service is not None
+        self._metrics.kube_requests.labels("service").inc()
+        try:
+            return await self._read_service(namespace, name)
+        except _FAILURES as error:
+            raise Unanswered(_unanswered(error)) from None
+
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        assert self._read_namespace is not None
+        self._metrics.kube_requests.labels("namespace").inc()
+        try:
+            found = await self._read_namespace(namespace)
+        except _FAILURES as error:
+            raise Unanswered(_unanswered(error)) from None
+        return dict(((found or {}).get("metadata") or {}).get("labels") or {})
+
     async def _arrival(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, if its watch event comes within `watch_grace`."""
         loop = asyncio.get_running_loop()
@@ -145,6 +181,15 @@ class StatefulSets:
 
 
 _FAILURES: Final = (ApiException, aiohttp.ClientError, TimeoutError, OSError, ValueError)
+
+
+async def _absent_on_404(call: Awaitable[Any]) -> dict[str, Any] | None:
+    try:
+        return await raw(call)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
 
 
 def _unanswered(error: Exception) -> str:

@@ -14,8 +14,9 @@ import asyncio
 from dataclasses import dataclass, replace
 from typing import Final
 
-from webhook.admission import Database, backup_claim, database_to_check
+from webhook.admission import Database, backup_claim, database_to_check, host_to_check
 from webhook.database import DatabaseFinder, Unanswered
+from webhook.hosts import ALLOW_EXTERNAL_HOSTS, HostFacts, host_problem, own_service
 from webhook.reviews import AdmissionRequest
 
 __all__ = ["LOOKUP_BUDGET", "Lookup"]
@@ -45,6 +46,27 @@ class Lookup:
             return replace(database, pods_error=self._late())
         except Unanswered as error:
             return replace(database, pods_error=str(error))
+
+    async def for_host(self, admission: AdmissionRequest) -> HostFacts | None:
+        """What decides whether `spec.connection.host` may get the password (webhook.hosts), when a create or an
+        update sets it: its Service in the namespace, else the namespace's label."""
+        host = host_to_check(admission)
+        if host is None:
+            return None
+        namespace = str(admission.get("namespace") or "")
+        facts = HostFacts(host, namespace, own_service(host, namespace))
+        try:
+            async with asyncio.timeout(self.budget):
+                if facts.service is not None:
+                    facts = replace(facts, found=await self.finder.service(namespace, facts.service))
+                    if facts.found is not None and host_problem(facts, skip_database_check=False) == (None, None):
+                        return facts  # the usual case: one read
+                labels = await self.finder.namespace_labels(namespace)
+                return replace(facts, allowed=labels.get(ALLOW_EXTERNAL_HOSTS) == "true")
+        except TimeoutError:
+            return replace(facts, error=self._late())
+        except Unanswered as error:
+            return replace(facts, error=str(error))
 
     async def for_defaults(self, admission: AdmissionRequest) -> Database | None:
         """The StatefulSet the defaults are read from, on create and update."""

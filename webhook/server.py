@@ -7,6 +7,7 @@ judging a request we could read is answered as a denial naming it, so kubectl sh
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -82,7 +83,9 @@ class _Handlers:
         return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _validate(self, admission: AdmissionRequest) -> AdmissionResponse:
-        return validate_request(admission, await self._lookup.for_validation(admission))
+        # Both lookups at once, each within the budget: the request is answered within one budget.
+        database, host = await asyncio.gather(self._lookup.for_validation(admission), self._lookup.for_host(admission))
+        return validate_request(admission, database, host)
 
     async def _mutate(self, admission: AdmissionRequest) -> AdmissionResponse:
         database = await self._lookup.for_defaults(admission)

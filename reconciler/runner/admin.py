@@ -13,7 +13,7 @@ from typing import Final
 import structlog
 
 from reconciler.runner import engines
-from reconciler.runner.engines import Connection, Engine
+from reconciler.runner.engines import Connection, Engine, TlsMode
 from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.process import run_capture
 
@@ -23,6 +23,7 @@ __all__ = [
     "database_exists",
     "database_is_empty",
     "drop_database",
+    "ensure_encrypted",
     "pg_replace_database",
     "pg_server_version",
 ]
@@ -47,6 +48,18 @@ def query(engine: Engine, connection: Connection, sql: str, scrub: Scrubber, dat
     else:
         argv = [*engines.mysql_client_argv(connection, database), "-e", sql]
     return run_capture(argv, env, scrub, failure="RestoreFailed")
+
+
+def ensure_encrypted(engine: Engine, connection: Connection, scrub: Scrubber) -> None:
+    """For `--tls-mode require` on MySQL: the 10.x clients fall back to a plain session when the server offers no
+    TLS, even with `--ssl`. Asked over the same flags the tools use, before any of them runs (see engines)."""
+    if engine is not Engine.MYSQL or connection.tls.mode is not TlsMode.REQUIRE:
+        return
+    argv = [*engines.mysql_client_argv(connection), "-e", engines.MYSQL_TLS_QUERY]
+    if not engines.mysql_session_encrypted(run_capture(argv, engines.child_env(engine, connection), scrub)):
+        raise RunnerError(
+            "TlsFailed", f"tls mode require: the server at {connection.host}:{connection.port} offers no TLS"
+        )
 
 
 def create_database(engine: Engine, connection: Connection, name: str, scrub: Scrubber) -> None:

@@ -25,6 +25,22 @@ PostgreSQL
   BEGIN ... COMMIT script and `psql -v ON_ERROR_STOP=1` runs it, so that a restore applies all or nothing and the
   session settings of a newer pg_restore can be fitted to an older server (see `pgscript`).
 
+TLS (`--tls-mode`, `--tls-ca-file`, `--require-scram`; without them each client keeps its own default)
+- PostgreSQL, through the environment of every tool that connects (pg_dump, pg_dumpall, psql): `PGSSLMODE`
+  disable, require or verify-full, `PGSSLROOTCERT` the CA file. verify-full checks the chain and the host name
+  during the handshake, before the startup packet: a server without a certificate for the host never learns even
+  the user name. `PGREQUIREAUTH=scram-sha-256` (libpq 16+) makes libpq refuse a server that asks for the password
+  in clear or as MD5 instead of sending it; an older libpq ignores the variable without a word, so the runner
+  checks the version of the libpq the tools load and refuses to run with one that would (`ClientTooOld`).
+- MariaDB/MySQL clients: disable `--skip-ssl`; require `--ssl --skip-ssl-verify-server-cert`; verify-full
+  `--ssl-verify-server-cert --ssl-ca=FILE`. Each is said explicitly because the defaults differ by version
+  (11.4+ clients verify by default, 10.x do not). The 10.x clients fall back to a plain connection when the server
+  offers no TLS even with `--ssl`, so for require the runner first asks the server over the same flags whether
+  the session is encrypted (`Ssl_cipher`), and fails (`TlsFailed`) before any dump if it is not. What crossed the
+  wire unencrypted then is the login exchange, which carries a challenge response, never the password itself (the
+  clients do not send clear-text passwords without `--enable-cleartext-plugin`). verify-full is enforced by the
+  clients themselves: no TLS, or a certificate that does not verify, and they do not log in.
+
 MySQL / MariaDB (`mariadb-dump`, else `mysqldump`)
 - `--single-transaction`: one REPEATABLE READ snapshot for the whole dump, without locking tables, so the
   application keeps writing. It is consistent for InnoDB tables only (MyISAM and other non-transactional tables
@@ -48,6 +64,7 @@ MySQL / MariaDB (`mariadb-dump`, else `mysqldump`)
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -63,6 +80,9 @@ __all__ = [
     "MYSQL_SYSTEM_SCHEMAS",
     "Connection",
     "Engine",
+    "Tls",
+    "TlsMode",
+    "check_client_support",
     "child_env",
     "classify_failure",
     "mysql_client",
@@ -89,12 +109,28 @@ class Engine(StrEnum):
     MYSQL = "mysql"
 
 
+class TlsMode(StrEnum):
+    DISABLE = "disable"
+    REQUIRE = "require"
+    VERIFY_FULL = "verify-full"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """What the connection demands of TLS. `mode` None: the clients' own defaults (libpq's prefer)."""
+
+    mode: TlsMode | None = None
+    ca_file: str | None = None
+    require_scram: bool = False  # PostgreSQL only
+
+
 @dataclass(frozen=True)
 class Connection:
     host: str
     port: int
     user: str
     password: str = field(default="", repr=False)
+    tls: Tls = field(default_factory=Tls)
 
 
 def password_from_env(environ: Mapping[str, str], engine: Engine) -> str:
@@ -110,11 +146,49 @@ def child_env(engine: Engine, connection: Connection, environ: Mapping[str, str]
         # No ~/.pgpass or service file may supply another password or change the target.
         env["PGPASSFILE"] = os.devnull
         env.pop("PGSERVICE", None)
+        env.update(_pg_tls_env(connection.tls))
         if connection.password:
             env["PGPASSWORD"] = connection.password
     elif connection.password:
         env["MYSQL_PWD"] = connection.password
     return env
+
+
+def _pg_tls_env(tls: Tls) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if tls.mode is not None:
+        env["PGSSLMODE"] = tls.mode.value
+    if tls.ca_file is not None:
+        env["PGSSLROOTCERT"] = tls.ca_file
+    if tls.require_scram:
+        env["PGREQUIREAUTH"] = "scram-sha-256"
+    return env
+
+
+LIBPQ_REQUIRE_AUTH: Final = 160000  # PQlibVersion() of the first libpq that knows require_auth
+
+
+def libpq_version() -> int | None:
+    """The version of the libpq the PostgreSQL tools load (150018 for 15.18), found as the dynamic loader finds
+    theirs; None when there is none."""
+    try:
+        version: int = ctypes.CDLL("libpq.so.5").PQlibVersion()
+    except (OSError, AttributeError):
+        return None
+    return version
+
+
+def check_client_support(engine: Engine, tls: Tls, version: int | None = None) -> None:
+    """Refuses a run whose TLS demands the clients would silently not meet: require_auth needs libpq 16+."""
+    if engine is not Engine.POSTGRESQL or not tls.require_scram:
+        return
+    version = libpq_version() if version is None else version
+    if version is None or version < LIBPQ_REQUIRE_AUTH:
+        found = "none found" if version is None else f"this one is {version // 10000}.{version % 10000}"
+        raise RunnerError(
+            "ClientTooOld",
+            f"requireScram needs libpq 16 or newer, which refuses a password request other than SCRAM; {found}",
+        )
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------------------------
@@ -202,7 +276,28 @@ def _mysql_target(connection: Connection) -> list[str]:
         connection.user,
         "--protocol=TCP",
         "--default-character-set=utf8mb4",
+        *_mysql_tls(connection.tls),
     ]
+
+
+def _mysql_tls(tls: Tls) -> list[str]:
+    if tls.mode is TlsMode.DISABLE:
+        return ["--skip-ssl"]
+    if tls.mode is TlsMode.REQUIRE:
+        return ["--ssl", "--skip-ssl-verify-server-cert"]
+    if tls.mode is TlsMode.VERIFY_FULL:
+        return ["--ssl-verify-server-cert", *([f"--ssl-ca={tls.ca_file}"] if tls.ca_file else [])]
+    return []
+
+
+MYSQL_TLS_QUERY: Final = "SHOW SESSION STATUS LIKE 'Ssl_cipher'"
+
+
+def mysql_session_encrypted(status: str) -> bool:
+    """Reads the client's answer to MYSQL_TLS_QUERY (`Ssl_cipher<TAB>TLS_AES_256_GCM_SHA384`, empty value when the
+    session is not encrypted)."""
+    name, _, cipher = status.strip().partition("\t")
+    return name == "Ssl_cipher" and bool(cipher.strip())
 
 
 def mysql_dump_argv(connection: Connection, databases: Sequence[str], *, several: bool) -> list[str]:
@@ -248,8 +343,26 @@ _NO_DATABASE = re.compile(r"database \".*\" does not exist|Unknown database|\b10
 _CLIENT_TOO_OLD = re.compile(r"server version mismatch", re.IGNORECASE)
 
 
+# libpq 16+ with require_auth: 'authentication method requirement "scram-sha-256" failed: server requested a
+# cleartext password' (or "... an md5 password"): the password was not sent.
+_SCRAM_REQUIRED = re.compile(r"authentication method requirement", re.IGNORECASE)
+# libpq: "SSL error: certificate verify failed", 'server certificate for "x" does not match host name "y"',
+# "server does not support SSL, but SSL was required", '... no pg_hba.conf entry for host ..., no encryption' (a
+# server that takes only TLS, to a client told not to), a CA file it cannot read. MariaDB/MySQL clients: error 2026
+# "TLS/SSL error: ...", "SSL connection error: ...". Before Unreachable, whose 200x codes would take 2026.
+_TLS = re.compile(
+    r"SSL error|certificate verify failed|server certificate for .* does not match|does not support SSL|"
+    r"no encryption|root certificate file|TLS/SSL error|SSL connection error|\b2026\b",
+    re.IGNORECASE,
+)
+
+
 def classify_failure(stderr: str) -> str:
     """The reason for a tool's failure, read from its stderr (both engines' client messages are stable)."""
+    if _SCRAM_REQUIRED.search(stderr):
+        return "ScramRequired"
+    if _TLS.search(stderr):
+        return "TlsFailed"
     if _AUTH.search(stderr):
         return "AuthenticationFailed"
     if _UNREACHABLE.search(stderr):

@@ -7,9 +7,11 @@ Every failure the runner can explain is a `RunnerError` with a `reason` (a Camel
 |---|---|
 | `InvalidArguments` | a flag or the key file is unusable; nothing was contacted |
 | `AuthenticationFailed` | the server refused the user or password |
+| `TlsFailed` | `--tls-mode` could not be met: no TLS, or only TLS, or a certificate not from the CA or the host's |
+| `ScramRequired` | `--require-scram`, and the server asked for the password in clear or as MD5; it was not sent |
 | `Unreachable` | no server answered at host:port (refused, unknown host, connect timeout) |
 | `DatabaseNotFound` | a `--database` does not exist on the server |
-| `ClientTooOld` | pg_dump is of an older major version than the server, which it refuses to dump |
+| `ClientTooOld` | pg_dump is older than the server (it refuses to dump it); `--require-scram` with libpq < 16 |
 | `DumpFailed` | the dump tool exited non-zero or was killed |
 | `Timeout` | `--timeout` ran out; the dump tool was killed |
 | `DiskFull` | the output folder ran out of space (or quota) |

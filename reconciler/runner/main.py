@@ -25,10 +25,11 @@ from typing import Any, NoReturn
 
 import structlog
 
+from reconciler.runner import admin
 from reconciler.runner.backup import ALL, RunOptions, run_backup, utc_iso
 from reconciler.runner.compression import Compression
 from reconciler.runner.crypto import Decryptor, load_key
-from reconciler.runner.engines import Connection, Engine, password_from_env
+from reconciler.runner.engines import Connection, Engine, Tls, TlsMode, check_client_support, password_from_env
 from reconciler.runner.errors import RunnerError, Scrubber, one_line
 from reconciler.runner.layout import parse_layout
 from reconciler.runner.logs import configure_logging
@@ -69,6 +70,18 @@ def _connection_flags(command: argparse.ArgumentParser, *, required: bool) -> No
     command.add_argument("--host", required=required, help="database server host (a Service name in the cluster)")
     command.add_argument("--port", type=int, help="server port (default 5432 for postgresql, 3306 for mysql)")
     command.add_argument("--user", help="database user (default: $DB_USER); the password comes from DB_PASSWORD")
+    command.add_argument(
+        "--tls-mode",
+        choices=[m.value for m in TlsMode],
+        help="disable, require (encrypted, the certificate not checked) or verify-full (with --tls-ca-file); "
+        "default: the clients' own (libpq's prefer)",
+    )
+    command.add_argument("--tls-ca-file", type=Path, help="with verify-full: the CA certificate (PEM)")
+    command.add_argument(
+        "--require-scram",
+        action="store_true",
+        help="postgresql: send the password only to a server that asks for SCRAM-SHA-256 (libpq 16+)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -184,14 +197,35 @@ def _fail(error: RunnerError, args: argparse.Namespace, scrub: Scrubber, started
     return 1
 
 
-def _connection(args: argparse.Namespace, engine: Engine, defaults: dict[str, Any] | None = None) -> Connection:
+def _connection(
+    args: argparse.Namespace, engine: Engine, scrub: Scrubber, defaults: dict[str, Any] | None = None
+) -> Connection:
     defaults = defaults or {}
     host = args.host or defaults.get("host")
     user = args.user or os.environ.get(USER_VARIABLE) or defaults.get("user")
     if not host or not user:
         raise RunnerError("InvalidArguments", f"--host and --user (or {USER_VARIABLE}) are needed")
     port = args.port or defaults.get("port") or DEFAULT_PORTS[engine]
-    return Connection(host, int(port), user, password_from_env(os.environ, engine))
+    tls = _tls(args, engine)
+    connection = Connection(host, int(port), user, password_from_env(os.environ, engine), tls)
+    admin.ensure_encrypted(engine, connection, scrub)
+    return connection
+
+
+def _tls(args: argparse.Namespace, engine: Engine) -> Tls:
+    """The TLS flags, checked before anything is contacted: a CA belongs to verify-full, and verify-full needs one
+    (the runner trusts no system CA for a database)."""
+    mode = TlsMode(args.tls_mode) if args.tls_mode else None
+    ca: Path | None = args.tls_ca_file
+    if (mode is TlsMode.VERIFY_FULL) != (ca is not None):
+        raise RunnerError("InvalidArguments", "--tls-mode verify-full and --tls-ca-file go together")
+    if ca is not None and not os.access(ca, os.R_OK):
+        raise RunnerError("InvalidArguments", f"--tls-ca-file {ca} cannot be read")
+    if args.require_scram and engine is not Engine.POSTGRESQL:
+        raise RunnerError("InvalidArguments", "--require-scram is for postgresql only")
+    tls = Tls(mode, str(ca) if ca is not None else None, args.require_scram)
+    check_client_support(engine, tls)
+    return tls
 
 
 def _owner(owner: str | None, uid: str | None) -> Owner | None:
@@ -231,7 +265,7 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
     _ensure_folder(args.output_dir)
     options = RunOptions(
         engine=engine,
-        connection=_connection(args, engine),
+        connection=_connection(args, engine, scrub),
         databases=args.database,
         output_dir=args.output_dir,
         compression=Compression(args.compression),
@@ -253,7 +287,7 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
         manifest = read_manifest(args.file)
         engine = Engine(manifest.engine)
         defaults = {"host": manifest.host, "port": manifest.port, "user": manifest.user}
-        connection = _connection(args, engine, defaults)
+        connection = _connection(args, engine, scrub, defaults)
     report = verify_backup(args.file, _key(args.key_file), scrub, deadline, restore_connection=connection)
     return {
         "status": "Verified",
@@ -268,7 +302,7 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
 def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     engine = parse_layout(args.file).engine
     options = RestoreOptions(
-        _connection(args, engine),
+        _connection(args, engine, scrub),
         tuple(args.database),
         no_owner=args.no_owner,
         replace=args.replace,

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from tests.controlplane import ControlPlane
-from tests.fixtures import databasebackup, statefulset
+from tests.fixtures import databasebackup, governing_service, statefulset
 from tests.integration.conftest import Webhook
 
 DENIED = 'admission webhook "vdatabasebackup.databases.test.io" denied the request: '
@@ -20,6 +20,7 @@ def create_database(control_plane: ControlPlane, namespace: str, **options: Any)
     sts = statefulset(namespace=namespace, **options)
     del sts["status"]  # status is not accepted on create; no controller runs to set it
     apply(control_plane, sts, namespace, check=True)
+    apply(control_plane, governing_service(sts), namespace, check=True)
 
 
 def get(control_plane: ControlPlane, namespace: str, name: str = "nightly") -> dict[str, Any]:
@@ -194,6 +195,7 @@ def test_a_data_claim_of_the_database_is_refused(control_plane: ControlPlane, we
         }
     ]
     apply(control_plane, sts, webhook_namespace, check=True)
+    apply(control_plane, governing_service(sts), webhook_namespace, check=True)
     assert (
         DENIED + f'{CLAIM}: "data-example-db-0" is a data volume of StatefulSet "example-db" (its volumeClaimTemplate '
         '"data"); backups need a claim of their own'
@@ -230,3 +232,34 @@ def test_a_claim_a_pod_of_the_database_mounts_is_refused(control_plane: ControlP
     # The Pod's other claims are not the backup's: a claim of its own passes.
     obj = databasebackup(namespace=webhook_namespace, storage={"persistentVolumeClaim": {"claimName": "backups"}})
     assert apply(control_plane, obj, webhook_namespace).returncode == 0
+
+
+def test_a_host_outside_the_namespace_needs_the_namespace_label(
+    control_plane: ControlPlane, webhook_namespace: str
+) -> None:
+    create_database(control_plane, webhook_namespace)
+    obj = databasebackup(namespace=webhook_namespace, connection={"host": "collector.attacker.example"})
+    result = apply(control_plane, obj, webhook_namespace)
+    assert result.returncode == 1
+    assert (
+        DENIED + 'spec.connection.host: "collector.attacker.example" is not a Service of namespace '
+        f'"{webhook_namespace}", and backups send the password there: label the namespace '
+        'databases.test.io/allow-external-hosts="true" (cluster administrators can) to allow it'
+    ) in result.stderr
+    # An ExternalName Service of the namespace is a CNAME to anywhere: no better.
+    external = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "alias", "namespace": webhook_namespace},
+        "spec": {"type": "ExternalName", "externalName": "collector.attacker.example"},
+    }
+    apply(control_plane, external, webhook_namespace, check=True)
+    obj = databasebackup(namespace=webhook_namespace, connection={"host": f"alias.{webhook_namespace}.svc"})
+    assert (
+        'Service "alias" is an ExternalName (to "collector.attacker.example")'
+        in apply(control_plane, obj, webhook_namespace).stderr
+    )
+    control_plane.kubectl(
+        "label", "namespace", webhook_namespace, "databases.test.io/allow-external-hosts=true", check=True
+    )
+    apply(control_plane, obj, webhook_namespace, check=True)

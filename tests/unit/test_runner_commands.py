@@ -10,9 +10,14 @@ from reconciler.runner.compression import Compression
 from reconciler.runner.engines import (
     Connection,
     Engine,
+    Tls,
+    TlsMode,
+    check_client_support,
     child_env,
     classify_failure,
+    mysql_client_argv,
     mysql_dump_argv,
+    mysql_session_encrypted,
     password_from_env,
     pg_conninfo,
     pg_dump_argv,
@@ -115,6 +120,23 @@ def test_the_password_comes_from_db_password_then_the_engines_variable(
         ("Got error: 1049: \"Unknown database 'nope'\"", "DatabaseNotFound"),
         ("pg_dump: error: query failed: out of memory", "DumpFailed"),
         (
+            'psql: error: connection to server at "db" (10.0.0.5), port 5432 failed: server certificate for '
+            '"other.svc" does not match host name "db"',
+            "TlsFailed",
+        ),
+        ("pg_dump: error: connection to server failed: SSL error: certificate verify failed", "TlsFailed"),
+        ("failed: server does not support SSL, but SSL was required", "TlsFailed"),
+        (
+            'FATAL:  no pg_hba.conf entry for host "10.0.0.7", user "backup", database "shop", no encryption',
+            "TlsFailed",
+        ),
+        ('Got error: 2026: "TLS/SSL error: self-signed certificate in certificate chain"', "TlsFailed"),
+        ("ERROR 2026 (HY000): TLS/SSL error: SSL is required, but the server does not support it", "TlsFailed"),
+        (
+            'failed: authentication method requirement "scram-sha-256" failed: server requested a cleartext password',
+            "ScramRequired",
+        ),
+        (
             "pg_dump: error: aborting because of server version mismatch\n"
             "pg_dump: detail: server version: 17.7 (Debian 17.7-3); pg_dump version: 15.15 (Debian 15.15-0+deb12u1)",
             "ClientTooOld",
@@ -157,3 +179,55 @@ def test_the_result_line_fits_the_termination_message_whatever_the_lists_and_mes
     message = json.loads(line)["message"]
     assert message.startswith("start ")
     assert message.endswith(" end")
+
+
+CA = "/var/run/secrets/databases.test.io/tls-ca/ca.crt"
+
+
+@pytest.mark.parametrize(
+    ("tls", "expected"),
+    [
+        (Tls(), {}),  # libpq's own default (prefer)
+        (Tls(TlsMode.DISABLE), {"PGSSLMODE": "disable"}),
+        (Tls(TlsMode.REQUIRE), {"PGSSLMODE": "require"}),
+        (
+            Tls(TlsMode.VERIFY_FULL, CA, require_scram=True),
+            {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": CA, "PGREQUIREAUTH": "scram-sha-256"},
+        ),
+    ],
+)
+def test_postgresql_tools_get_the_tls_demands_in_their_environment(tls: Tls, expected: dict[str, str]) -> None:
+    env = child_env(Engine.POSTGRESQL, Connection("db", 5432, "backup", PASSWORD, tls), {"PATH": "/bin"})
+    assert {k: v for k, v in env.items() if k in ("PGSSLMODE", "PGSSLROOTCERT", "PGREQUIREAUTH")} == expected
+
+
+@pytest.mark.parametrize(
+    ("tls", "flags"),
+    [
+        (Tls(), []),
+        (Tls(TlsMode.DISABLE), ["--skip-ssl"]),
+        # Said explicitly: 11.4+ clients verify by default, 10.x do not.
+        (Tls(TlsMode.REQUIRE), ["--ssl", "--skip-ssl-verify-server-cert"]),
+        (Tls(TlsMode.VERIFY_FULL, CA), ["--ssl-verify-server-cert", f"--ssl-ca={CA}"]),
+    ],
+)
+def test_mysql_clients_and_dumps_get_the_same_tls_flags(tls: Tls, flags: list[str]) -> None:
+    connection = Connection("db", 3306, "backup", PASSWORD, tls)
+    for argv in (mysql_client_argv(connection), mysql_dump_argv(connection, ["shop"], several=False)):
+        found = [a for a in argv if a.startswith(("--ssl", "--skip-ssl"))]
+        assert found == flags
+
+
+def test_an_encrypted_mysql_session_is_told_by_its_cipher() -> None:
+    assert mysql_session_encrypted("Ssl_cipher\tTLS_AES_256_GCM_SHA384\n")
+    assert not mysql_session_encrypted("Ssl_cipher\t\n")
+    assert not mysql_session_encrypted("")
+
+
+@pytest.mark.parametrize("version", [150018, None])
+def test_require_scram_with_a_libpq_that_would_ignore_it_is_refused(version: int | None) -> None:
+    with pytest.raises(RunnerError) as raised:
+        check_client_support(Engine.POSTGRESQL, Tls(require_scram=True), version)
+    assert raised.value.reason == "ClientTooOld"
+    check_client_support(Engine.POSTGRESQL, Tls(require_scram=True), 170004)
+    check_client_support(Engine.POSTGRESQL, Tls(), 150018)

@@ -32,12 +32,26 @@ class FakeFinder:
         fail: bool = False,
         pods: dict[str, tuple[str, ...]] | None = None,
         hang: frozenset[str] = frozenset(),
+        services: dict[tuple[str, str], dict[str, Any]] | None = None,
+        labels: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.known = known or {}
         self.fail = fail
         self.mounts = pods or {}
         self.hang = hang
         self.calls: list[tuple[str, str]] = []
+        # By default every StatefulSet's governing Service exists, as in a cluster.
+        self.services = (
+            services
+            if services is not None
+            else {
+                (ns, str(sts["spec"]["serviceName"])): {"spec": {"clusterIP": "None"}}
+                for (ns, _), sts in self.known.items()
+                if sts.get("spec", {}).get("serviceName")
+            }
+        )
+        self.labels = labels or {}
+        self.reads: list[str] = []
 
     async def find(self, namespace: str, name: str) -> Database:
         self.calls.append((namespace, name))
@@ -51,6 +65,16 @@ class FakeFinder:
         if "pods" in self.hang:
             await asyncio.Event().wait()
         return self.mounts
+
+    async def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append(f"service {namespace}/{name}")
+        if "service" in self.hang:
+            await asyncio.Event().wait()
+        return self.services.get((namespace, name))
+
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        self.reads.append(f"namespace {namespace}")
+        return self.labels.get(namespace, {})
 
 
 @pytest.fixture
