@@ -28,11 +28,12 @@ RUN /opt/venv/bin/pip install .
 # --- final: Python, the venv, and the database clients the runner calls ----------------------------------------
 FROM ${PYTHON_IMAGE}
 
-# pg_dump refuses to dump a server of a newer major version than its own, and Debian bookworm ships only
-# PostgreSQL 15's clients: the sample database is postgres:16. So by default the clients come from the PostgreSQL
-# project's own apt repository (PGDG), for the base image's own Debian suite, at a major version that dumps every
-# server from 9.2 up to itself. Raise it to back up newer servers.
-ARG PG_CLIENT_MAJOR=17
+# pg_dump refuses to dump a server of a newer major version than its own (the runner fails such a run at once with
+# reason ClientTooOld), and Debian bookworm ships only PostgreSQL 15's clients. So by default the clients come from
+# the PostgreSQL project's own apt repository (PGDG), for the base image's own Debian suite, at the newest major
+# version it ships (`newest`, resolved at build time): a pg_dump dumps every server from 9.2 up to its own version,
+# so the image backs up every released PostgreSQL. Pin a number (17) for a reproducible build.
+ARG PG_CLIENT_MAJOR=newest
 # Where postgresql-client-${PG_CLIENT_MAJOR} comes from: `pgdg`, or `debian` for the base image's own suite when it
 # ships that major (trixie has 17) or PGDG cannot be reached; `debian` needs no curl, gnupg or key.
 ARG PG_CLIENT_SOURCE=pgdg
@@ -58,7 +59,14 @@ RUN set -eux; \
         *) \
             echo "PG_CLIENT_SOURCE must be pgdg or debian, not ${PG_CLIENT_SOURCE}" >&2; exit 1 ;; \
     esac; \
-    apt-get install -y --no-install-recommends "postgresql-client-${PG_CLIENT_MAJOR}" mariadb-client; \
+    major="${PG_CLIENT_MAJOR}"; \
+    if [ "${major}" = newest ]; then \
+        major="$(apt-cache search --names-only '^postgresql-client-[0-9]+$' \
+            | sed -n 's/^postgresql-client-\([0-9][0-9]*\) .*/\1/p' | sort -n | tail -n 1)"; \
+    fi; \
+    case "${major}" in ''|*[!0-9]*) echo "PG_CLIENT_MAJOR: no postgresql-client-N for '${PG_CLIENT_MAJOR}'" >&2; exit 1 ;; esac; \
+    apt-get install -y --no-install-recommends "postgresql-client-${major}" mariadb-client; \
+    ln -s "/usr/lib/postgresql/${major}" /usr/lib/postgresql/current; \
     if [ "${PG_CLIENT_SOURCE}" = pgdg ]; then apt-get purge -y --auto-remove curl gnupg; fi; \
     rm -rf /var/lib/apt/lists/* /root/.gnupg
 
@@ -69,9 +77,9 @@ RUN groupadd --gid 65532 nonroot \
 
 COPY --from=build /opt/venv /opt/venv
 
-# The versioned client directory first: the exact binaries, not Debian's pg_wrapper (a Perl script that picks a
-# version per cluster and reads ~/.postgresqlrc).
-ENV PATH="/opt/venv/bin:/usr/lib/postgresql/${PG_CLIENT_MAJOR}/bin:${PATH}" \
+# The versioned client directory first (`current` links to the major installed): the exact binaries, not Debian's
+# pg_wrapper (a Perl script that picks a version per cluster and reads ~/.postgresqlrc).
+ENV PATH="/opt/venv/bin:/usr/lib/postgresql/current/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 

@@ -199,7 +199,7 @@ on dbb.local/python:bookworm "$images/python.Containerfile" dbb.local/debian:boo
 
 # The build arguments for this machine: Python and the PostgreSQL clients from Debian trixie, whose clients (17,
 # and MariaDB's 11.8) dump every server the cluster runs.
-operator_args=(PYTHON_IMAGE=dbb.local/python:trixie PG_CLIENT_SOURCE=debian PG_CLIENT_MAJOR=17)
+operator_args=(PYTHON_IMAGE=dbb.local/python:trixie PG_CLIENT_SOURCE=debian)  # the newest major trixie ships
 # A second build of the same Dockerfile, on bookworm with its PostgreSQL 15 clients: what a user gets who builds
 # with Debian's own clients on the older suite. The e2e suite shows that it refuses a PostgreSQL 17 server clearly.
 old_client_args=(PYTHON_IMAGE=dbb.local/python:bookworm PG_CLIENT_SOURCE=debian PG_CLIENT_MAJOR=15)

@@ -23,6 +23,7 @@ tar stream. The extra disk space is one database's compressed dump at a time.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -192,7 +193,28 @@ def resolve_target(options: RunOptions, scrub: Scrubber) -> Target:
         if missing:
             raise RunnerError("DatabaseNotFound", f"no database {', '.join(map(repr, missing))} on the server")
     globals_ = want_all and options.engine is Engine.POSTGRESQL
+    if options.engine is Engine.POSTGRESQL:
+        check_client_version(version.strip(), tool_version.text)
     return Target(databases, globals_, version.strip(), tool_version.text)
+
+
+def check_client_version(server: str, tool: str) -> None:
+    """pg_dump refuses a server of a newer major version than its own; say so before the dump, plainly.
+
+    `server` is `SHOW server_version` ("18.1 (Debian 18.1-1.pgdg13+2)"), `tool` is `pg_dump --version`
+    ("pg_dump (PostgreSQL) 17.7 (Debian 17.7-3)"). Majors are the first number from PostgreSQL 10 on; a 9.x
+    server is older than any pg_dump this image carries."""
+    server_major = re.match(r"\s*(\d+)", server)
+    tool_major = re.search(r"\)\s*(\d+)", tool)
+    if server_major is None or tool_major is None:
+        return  # unknown shapes: pg_dump itself still refuses a mismatch ("server version mismatch")
+    ours, theirs = int(tool_major.group(1)), int(server_major.group(1))
+    if theirs > ours:
+        raise RunnerError(
+            "ClientTooOld",
+            f"server {theirs} is newer than pg_dump {ours}; use an image with PostgreSQL {theirs}+ clients "
+            f"(server version: {server}; pg_dump version: {tool.removeprefix('pg_dump (PostgreSQL) ')})",
+        )
 
 
 class _ToolVersion:

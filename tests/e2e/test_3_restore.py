@@ -108,6 +108,7 @@ def test_a_client_older_than_the_server_is_refused_with_a_clear_message(
     result = json.loads(next(line for line in output.splitlines() if line.startswith('{"status"')))
     assert result["status"] == "Failed"
     assert result["reason"] == "ClientTooOld", result
+    assert result["message"].startswith("server 17 is newer than pg_dump 15; use an image with PostgreSQL 17+ clients")
     assert "server version: 17" in result["message"]
     assert "pg_dump version: 15" in result["message"]
     lines = output.splitlines()

@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 import shutil
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -232,21 +233,47 @@ def test_the_final_stage_installs_every_tool_the_runner_calls(final: Stage, monk
     assert set(checked.group(1).split()) == tools
 
 
-def test_the_postgresql_clients_can_dump_the_sample_server(final: Stage) -> None:
-    """pg_dump refuses a server of a newer major version than its own."""
-    major = int(final.args()["PG_CLIENT_MAJOR"])
-    sample = next(
-        d
-        for d in yaml.safe_load_all((ROOT / "deploy" / "samples" / "postgresql.yaml").read_text())
-        if d["kind"] == "StatefulSet"
-    )
-    image = sample["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image.startswith("postgres:")
-    assert major >= int(image.removeprefix("postgres:").split(".")[0])
+def test_the_postgresql_clients_are_the_newest_major_the_apt_sources_ship(final: Stage) -> None:
+    """pg_dump refuses a server of a newer major version than its own: by default the image takes the newest."""
+    assert final.args()["PG_CLIENT_MAJOR"] == "newest"
     package = next(w for i in final.all("RUN") for w in i.words() if w.startswith("postgresql-client-"))
-    assert package == "postgresql-client-${PG_CLIENT_MAJOR}"
+    assert package == "postgresql-client-${major}"
     path = next(i for i in final.all("ENV") if "PATH=" in i.arguments).arguments
-    assert "/usr/lib/postgresql/${PG_CLIENT_MAJOR}/bin" in path
+    assert "/usr/lib/postgresql/current/bin" in path
+    assert 'ln -s "/usr/lib/postgresql/${major}" /usr/lib/postgresql/current' in final.run_text()
+
+
+def resolve_major(final: Stage, tmp_path: Path, requested: str, listing: str) -> subprocess.CompletedProcess[str]:
+    """The build's lines that choose the major, run with an apt-cache that lists `listing` (our seam for apt)."""
+    text = final.run_text()
+    snippet = text[
+        text.index('major="${PG_CLIENT_MAJOR}"') : text.index('apt-get install -y --no-install-recommends "postgresql')
+    ]
+    fake = tmp_path / "apt-cache"
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{listing}EOF\n")
+    fake.chmod(0o755)
+    script = f"set -eu; PG_CLIENT_MAJOR={requested}; {snippet} echo $major"
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, check=False)
+
+
+PGDG_LISTING = """postgresql-client-13 - front-end programs for PostgreSQL 13
+postgresql-client-18 - front-end programs for PostgreSQL 18
+postgresql-client-9.6 - front-end programs for PostgreSQL 9.6
+postgresql-client-common - manager for multiple PostgreSQL client versions
+postgresql-client-17 - front-end programs for PostgreSQL 17
+"""
+
+
+def test_newest_resolves_to_the_highest_major_listed(final: Stage, tmp_path: Path) -> None:
+    assert resolve_major(final, tmp_path, "newest", PGDG_LISTING).stdout.strip() == "18"
+    assert resolve_major(final, tmp_path, "16", PGDG_LISTING).stdout.strip() == "16"
+
+
+def test_no_client_package_at_all_fails_the_build_naming_the_argument(final: Stage, tmp_path: Path) -> None:
+    result = resolve_major(final, tmp_path, "newest", "postgresql-client-common - manager\n")
+    assert result.returncode != 0
+    assert "PG_CLIENT_MAJOR: no postgresql-client-N for 'newest'" in result.stderr
 
 
 def test_the_clients_come_from_pgdg_for_the_base_images_own_suite_by_default(final: Stage) -> None:
@@ -274,7 +301,7 @@ def test_every_client_source_installs_the_same_packages_and_another_fails_the_bu
     assert "exit 1" in branches["*"]
     # The clients are installed once, after the case, whichever the source.
     after = text[text.index("esac") :]
-    assert "postgresql-client-${PG_CLIENT_MAJOR}" in after
+    assert "postgresql-client-${major}" in after
     assert "mariadb-client" in after
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from reconciler.runner.backup import check_client_version
 from reconciler.runner.compression import Compression
 from reconciler.runner.engines import (
     Connection,
@@ -231,3 +232,27 @@ def test_require_scram_with_a_libpq_that_would_ignore_it_is_refused(version: int
     assert raised.value.reason == "ClientTooOld"
     check_client_support(Engine.POSTGRESQL, Tls(require_scram=True), 170004)
     check_client_support(Engine.POSTGRESQL, Tls(), 150018)
+
+
+@pytest.mark.parametrize(
+    ("server", "tool", "message"),
+    [
+        (
+            "18.1 (Debian 18.1-1.pgdg13+2)",
+            "pg_dump (PostgreSQL) 17.7 (Debian 17.7-3)",
+            "server 18 is newer than pg_dump 17; use an image with PostgreSQL 18+ clients (server version: 18.1 "
+            "(Debian 18.1-1.pgdg13+2); pg_dump version: 17.7 (Debian 17.7-3))",
+        ),
+        ("17.2", "pg_dump (PostgreSQL) 17.7", None),
+        ("16.4", "pg_dump (PostgreSQL) 17.7", None),
+        ("9.6.24", "pg_dump (PostgreSQL) 15.10", None),
+    ],
+)
+def test_a_server_newer_than_pg_dump_is_refused_before_the_dump(server: str, tool: str, message: str | None) -> None:
+    if message is None:
+        check_client_version(server, tool)
+        return
+    with pytest.raises(RunnerError) as raised:
+        check_client_version(server, tool)
+    assert raised.value.reason == "ClientTooOld"
+    assert raised.value.message == message
