@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from common.constants import LABEL_BACKUP_NAME
+from common.constants import ANNOTATION_BACKUP_NOW, LABEL_BACKUP_NAME
 from tests.e2e import databases
 from tests.e2e.kube import Kube, wait_for
 from tests.e2e.pods import read_pvc
@@ -95,3 +95,35 @@ def test_backup_now_runs_a_job_at_once(kube: Kube, shop: databases.Database) -> 
     )
     status = check_backup(kube, shop, "on-demand", job)
     assert status["lastBackup"]["file"].startswith(f"/backups/{shop.name}/")
+
+
+def backup_now(kube: Kube, db: databases.Database, owner: str, request: str) -> str:
+    """Runs `owner` once more (keepLast 1) and returns the file its run wrote, once status shows it."""
+    kube.apply(databases.databasebackup(owner, db, "0 0 1 1 *", backup_now=request, retention={"keepLast": 1}))
+
+    def finished() -> str | None:
+        jobs = [
+            j
+            for j in succeeded_jobs(kube, db, owner)
+            if j["metadata"].get("annotations", {}).get(ANNOTATION_BACKUP_NOW) == request
+        ]
+        if not jobs:
+            return None
+        file: str = termination_message(kube, db.namespace, jobs[0]["metadata"]["name"])["file"]
+        last = kube.get("dbb", owner, db.namespace).get("status", {}).get("lastBackup", {})
+        return file if last.get("file") == file else None
+
+    return wait_for(f"{owner}'s backup {request}", finished, 240)
+
+
+def test_two_databasebackups_of_one_database_each_keep_their_newest(kube: Kube, shop: databases.Database) -> None:
+    # Same database, same folder, keepLast 1 each: neither one's retention touches the other's backups.
+    newest: dict[str, str] = {}
+    for owner, request in (("hourly", "1"), ("daily", "1"), ("hourly", "2"), ("daily", "2"), ("hourly", "3")):
+        newest[owner] = backup_now(kube, shop, owner, request)
+    listing = read_pvc(kube, shop.namespace, f"{shop.name}-backups", f"ls -A /backups/{shop.name}").split()
+    for owner, file in newest.items():
+        assert file.startswith(f"/backups/{shop.name}/{owner}-")
+        ours = sorted(f for f in listing if f.startswith(f"{owner}-"))
+        name = file.rsplit("/", 1)[1]
+        assert ours == [name, name + ".json"], listing

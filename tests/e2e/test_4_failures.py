@@ -59,16 +59,48 @@ def test_a_wrong_password_fails_with_a_warning_and_leaks_nothing(kube: Kube, db:
     warnings = [e for e in kube.events(NAMESPACE, "wrong-password") if e["type"] == "Warning"]
     assert any(e["reason"] == "BackupFailed" for e in warnings), warnings
 
-    # The sentinel is nowhere a user or an operator can look: status, Events, the Job, any Pod's log.
-    assert SENTINEL not in json.dumps(status)
-    assert SENTINEL not in json.dumps(kube.items("events", NAMESPACE))
-    assert SENTINEL not in json.dumps(kube.items("jobs", NAMESPACE))
-    for namespace in (NAMESPACE, SYSTEM):
-        for pod in kube.items("pods", namespace):
-            for container in pod["spec"]["containers"]:
-                assert SENTINEL not in kube.logs(namespace, pod["metadata"]["name"], container=container["name"])
+    assert_nowhere(kube, SENTINEL)
     out = read_pvc(kube, NAMESPACE, f"{db.name}-backups", "ls -A /backups/wrong-password 2>/dev/null || true")
     assert out.split() == [], out
+
+
+def assert_nowhere(kube: Kube, sentinel: str) -> None:
+    """Nowhere a user or an operator can look: the DatabaseBackups and their status, Events, Jobs and their Pods
+    (specs included: argv is where the kubelet would have expanded it), any Pod's log."""
+    assert sentinel not in json.dumps(kube.items("databasebackups", NAMESPACE))
+    assert sentinel not in json.dumps(kube.items("events", NAMESPACE))
+    assert sentinel not in json.dumps(kube.items("jobs", NAMESPACE))
+    for namespace in (NAMESPACE, SYSTEM):
+        for pod in kube.items("pods", namespace):
+            assert sentinel not in json.dumps(pod["spec"])
+            for container in pod["spec"]["containers"]:
+                assert sentinel not in kube.logs(namespace, pod["metadata"]["name"], container=container["name"])
+
+
+def test_a_secret_key_named_as_the_user_name_key_is_never_revealed(kube: Kube, db: databases.Database) -> None:
+    # Anyone who may create a DatabaseBackup names the Secret and its keys. Pointing usernameKey at a key that is
+    # not a user name must not turn the server's "authentication failed for user ..." into a way to read it.
+    sentinel = "sentinel-api-token-9c2e77"
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "app-secrets", "namespace": NAMESPACE},
+            "stringData": {"api-token": sentinel, "password": "not-the-password"},
+        },
+        databases.databasebackup(
+            "token-as-user",
+            db,
+            "0 0 1 1 *",
+            backup_now="1",
+            backupPath="/backups/token-as-user",
+            connection={"credentialsSecret": {"name": "app-secrets", "usernameKey": "api-token"}},
+        ),
+    )
+    status = wait_for("phase Failed", lambda: (s := status_of(kube, "token-as-user")).get("phase") == "Failed" and s)
+    assert status["lastFailure"]["reason"] == "AuthenticationFailed", status["lastFailure"]
+    assert "[REDACTED]" in status["lastFailure"]["message"]  # the server did name the user
+    assert_nowhere(kube, sentinel)
 
 
 def dump_running(kube: Kube, db: databases.Database) -> bool:
