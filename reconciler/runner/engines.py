@@ -187,7 +187,7 @@ def check_client_support(engine: Engine, tls: Tls, version: int | None = None) -
         found = "none found" if version is None else f"this one is {version // 10000}.{version % 10000}"
         raise RunnerError(
             "ClientTooOld",
-            f"requireScram needs libpq 16 or newer, which refuses a password request other than SCRAM; {found}",
+            f"--require-scram needs libpq 16 or newer, the first to know require_auth; {found}",
         )
 
 

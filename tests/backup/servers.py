@@ -85,8 +85,15 @@ class PostgresServer:
     @classmethod
     @contextlib.contextmanager
     def start(
-        cls, *, settings: Mapping[str, str] | None = None, password: str = SUPERUSER_PASSWORD
+        cls,
+        *,
+        settings: Mapping[str, str] | None = None,
+        password: str = SUPERUSER_PASSWORD,
+        tls: tuple[bytes, bytes] | None = None,
+        hba: str | None = None,
     ) -> Iterator[PostgresServer]:
+        """`tls` (certificate and key, PEM) turns on ssl with them; `hba` replaces pg_hba.conf. Connections are
+        logged (log_connections), with whether they came over TLS, in `log`."""
         folder = Path(tempfile.mkdtemp(prefix="dbb-pg-"))
         as_postgres = os.geteuid() == 0
         # setpriv execs the program itself (runuser would stay in between and not pass our signals on).
@@ -111,6 +118,16 @@ class PostgresServer:
                 ]
             )
             pwfile.unlink()
+            files = {"server.crt": tls[0], "server.key": tls[1]} if tls else {}
+            if hba is not None:
+                files["pg_hba.conf"] = hba.encode()
+            for name, content in files.items():
+                # The server refuses a key that others may read: 0600, owned by the user it runs as.
+                path = folder / name
+                path.write_bytes(content)
+                path.chmod(0o600)
+                if as_postgres:
+                    os.chown(path, pwd.getpwnam("postgres").pw_uid, -1)
             options = {
                 "listen_addresses": "127.0.0.1",
                 "port": str(server.port),
@@ -119,6 +136,10 @@ class PostgresServer:
                 "synchronous_commit": "off",
                 "full_page_writes": "off",
                 "max_connections": "50",
+                "log_connections": "on",
+                **({"ssl": "on", "ssl_cert_file": str(folder / "server.crt")} if tls else {}),
+                **({"ssl_key_file": str(folder / "server.key")} if tls else {}),
+                **({"hba_file": str(folder / "pg_hba.conf")} if hba is not None else {}),
                 **(settings or {}),
             }
             flags = [item for key, value in options.items() for item in ("-c", f"{key}={value}")]
@@ -132,6 +153,10 @@ class PostgresServer:
             if process is not None:
                 _stop(process, signal.SIGINT)  # fast shutdown: disconnects clients, no waiting for them
             shutil.rmtree(folder, ignore_errors=True)
+
+    @property
+    def log(self) -> str:
+        return (self.folder / "postgres.log").read_text(errors="replace")
 
     def _ready(self) -> bool:
         result = subprocess.run(
