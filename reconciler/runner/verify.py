@@ -20,9 +20,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -162,7 +162,8 @@ class _Checker:
     def check_archive(self, stream: Source, database: str, index: int) -> int:
         env = engines.child_env(Engine.POSTGRESQL, self.connection or Connection("", 0, ""))
         with ExitStack() as stack:
-            listing = stack.enter_context(tempfile.TemporaryFile())
+            # In memory (a table of contents is small): a restore Pod may have no writable /tmp at all.
+            listing = stack.enter_context(os.fdopen(os.memfd_create("pg_restore-list", os.MFD_CLOEXEC), "w+b"))
             lister = stack.enter_context(
                 Tool(["pg_restore", "--list"], env, self.scrub, stdin="pipe", stdout=listing, failure="VerifyFailed")
             )
