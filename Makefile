@@ -43,6 +43,7 @@ fmt: $(STAMP) ## Format and fix what ruff can
 test: $(STAMP) ## Everything: install what is missing, lint, then the whole suite on a real control plane
 	bash hack/databases.sh
 	@assets=$$(bash hack/envtest.sh) && echo "KUBEBUILDER_ASSETS=$$assets"
+	@weed=$$(bash hack/seaweedfs.sh) && echo "WEED=$$weed (SeaweedFS, the S3-compatible store the tests start)"
 	$(MAKE) --no-print-directory lint
 	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh) $(BIN)/python -m pytest -W error --ignore=tests/e2e $(PYTEST_ARGS)
 

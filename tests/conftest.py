@@ -14,6 +14,7 @@ import pytest
 from kubernetes_asyncio import client, config
 
 from tests.controlplane import ControlPlane
+from tests.objectstore import SeaweedFS
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +42,10 @@ async def api_client(control_plane: ControlPlane) -> AsyncIterator[client.ApiCli
     api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
     async with api:
         yield api
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3-compatible store on loopback for the session, with a bucket `backups` (tests/objectstore.py)."""
+    with SeaweedFS.start(tmp_path_factory.mktemp("seaweedfs")) as store:
+        yield store
