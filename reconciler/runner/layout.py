@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Protocol
 from urllib.parse import quote, unquote
 
 from reconciler.runner.compression import Compression, Source, decompressor
@@ -21,7 +22,7 @@ from reconciler.runner.engines import Engine
 from reconciler.runner.errors import RunnerError
 from reconciler.runner.naming import ENCRYPTED_SUFFIX
 
-__all__ = ["Layout", "member_name", "open_payload", "parse_layout", "parse_member"]
+__all__ = ["Layout", "LocalFile", "Stored", "member_name", "open_payload", "parse_layout", "parse_member", "stored"]
 
 CUSTOM: Final = "custom"
 TAR: Final = "tar"
@@ -96,6 +97,19 @@ def parse_member(name: str) -> tuple[str | None, Compression]:
     raise RunnerError("VerifyFailed", f"unexpected member {name!r} in the tar")
 
 
+class Stored(Protocol):
+    """A stored backup to read: a file, or an object in a bucket (objectstore.S3Object)."""
+
+    @property
+    def name(self) -> str:
+        """The backup's file name, whose extension says its layout."""
+        ...
+
+    def open(self) -> AbstractContextManager[Source]:
+        """Its bytes as stored, from the start."""
+        ...
+
+
 class _FileSource:
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
@@ -104,17 +118,35 @@ class _FileSource:
         return self._file.read(size)
 
 
+@dataclass(frozen=True)
+class LocalFile:
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[Source]:
+        try:
+            file = self.path.open("rb")
+        except OSError as error:
+            raise RunnerError("InvalidArguments", f"cannot open {self.path}: {error.strerror}") from None
+        with file:
+            yield _FileSource(file)
+
+
+def stored(where: Path | Stored) -> Stored:
+    return LocalFile(where) if isinstance(where, Path) else where
+
+
 @contextlib.contextmanager
-def open_payload(path: Path, layout: Layout, key: bytes | None) -> Iterator[Source]:
-    """The decoded payload of a backup file as a stream: decrypted and decompressed on the fly."""
+def open_payload(where: Path | Stored, layout: Layout, key: bytes | None) -> Iterator[Source]:
+    """The decoded payload of a backup as a stream: decrypted and decompressed on the fly."""
+    backup = stored(where)
     if layout.encrypted and key is None:
-        raise RunnerError("InvalidArguments", f"{path.name} is encrypted: give the key file (--key-file)")
-    try:
-        file = path.open("rb")
-    except OSError as error:
-        raise RunnerError("InvalidArguments", f"cannot open {path}: {error.strerror}") from None
-    with file:
-        source: Source = _FileSource(file)
+        raise RunnerError("InvalidArguments", f"{backup.name} is encrypted: give the key file (--key-file)")
+    with backup.open() as source:
         if layout.encrypted:
             assert key is not None
             source = Decryptor(key, source)

@@ -37,7 +37,7 @@ from reconciler.runner.compression import Source, decompressor
 from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.feeds import Consumer, LineScanner, SqlRenamer, ToolFeed, feed_all
-from reconciler.runner.layout import CUSTOM, TAR, Layout, open_payload, parse_layout, parse_member
+from reconciler.runner.layout import CUSTOM, TAR, Layout, Stored, open_payload, parse_layout, parse_member, stored
 from reconciler.runner.manifest import Manifest, read_manifest
 from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
@@ -61,7 +61,7 @@ class VerifyReport:
 
 
 def verify_backup(
-    path: Path,
+    path: Path | Stored,
     key: bytes | None,
     scrub: Scrubber,
     deadline: Deadline,
@@ -69,9 +69,11 @@ def verify_backup(
     restore_connection: Connection | None = None,
     manifest: Manifest | None = None,
 ) -> VerifyReport:
-    """Checks `path` against its manifest: the one beside it, or `manifest` for a file that is still under its
-    temporary name (a run verifies its backup before publishing it)."""
+    """Checks a backup against its manifest: the one beside a file, or `manifest` for a file that is still under its
+    temporary name (a run verifies its backup before publishing it) or an object in a bucket."""
     if manifest is None:
+        if not isinstance(path, Path):
+            raise ValueError("a stored object is verified against the manifest its caller read")
         manifest = read_manifest(path)
         if manifest.file != path.name:
             raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {path.name}")
@@ -83,7 +85,7 @@ def verify_backup(
     return report
 
 
-def check_decoding(path: Path, layout: Layout, key: bytes | None, deadline: Deadline) -> None:
+def check_decoding(path: Path | Stored, layout: Layout, key: bytes | None, deadline: Deadline) -> None:
     """What a file proves without its manifest: read to the end, every encrypted chunk's tag checks and the
     compression's own end and checksum are there (a `.dump` or `.tar` that is not compressed proves nothing here)."""
     with open_payload(path, layout, key) as payload:
@@ -91,15 +93,16 @@ def check_decoding(path: Path, layout: Layout, key: bytes | None, deadline: Dead
             deadline.check()
 
 
-def check_checksum(path: Path, manifest: Manifest) -> VerifyReport:
+def check_checksum(path: Path | Stored, manifest: Manifest) -> VerifyReport:
     digest, size = hashlib.sha256(), 0
+    backup = stored(path)
     try:
-        with path.open("rb") as file:
-            while data := file.read(READ_SIZE):
+        with backup.open() as source:
+            while data := source.read(READ_SIZE):
                 digest.update(data)
                 size += len(data)
     except OSError as error:
-        raise RunnerError("VerifyFailed", f"cannot read {path}: {error.strerror}") from None
+        raise RunnerError("VerifyFailed", f"cannot read {backup.name}: {error.strerror}") from None
     if size != manifest.size:
         raise RunnerError("VerifyFailed", f"{manifest.file} has {size} bytes, its manifest says {manifest.size}")
     if digest.hexdigest() != manifest.sha256:
@@ -128,7 +131,7 @@ class _Checker:
         self.connection = connection
         self.token = secrets.token_hex(4)
 
-    def run(self, path: Path, key: bytes | None) -> dict[str, int]:
+    def run(self, path: Path | Stored, key: bytes | None) -> dict[str, int]:
         with open_payload(path, self.layout, key) as payload:
             if self.layout.kind == CUSTOM:
                 return {self.manifest.databases[0]: self.check_archive(payload, self.manifest.databases[0], 0)}
