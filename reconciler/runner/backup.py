@@ -61,7 +61,7 @@ class RunOptions:
     engine: Engine
     connection: Connection
     databases: Sequence[str]
-    output_dir: Path
+    output_dir: Path | None  # None: the backup goes to a bucket (s3backup.py)
     compression: Compression
     name: str
     keep_last: int | None = None
@@ -70,6 +70,7 @@ class RunOptions:
     restore_test: bool = False
     user_is_secret: bool = False  # the user name came from a Secret (DB_USER): the manifest does not record it
     owner: Owner | None = None  # the DatabaseBackup that runs us: recorded, and the only one retention serves
+    stale_upload_age: float = 86400.0  # s3: abort this name's incomplete uploads older than this (killed runs)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def utc_iso(moment: datetime) -> str:
 
 
 def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tuple[Path, Manifest]:
+    assert options.output_dir is not None
     started, clock = datetime.now(UTC), time.monotonic()
     removed = remove_stale_temporaries(options.output_dir, options.name)
     removed += remove_orphan_manifests(options.output_dir, options.name, options.owner)
@@ -109,28 +111,7 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
             encryptor.close()
         deadline.check()
         out.seal()
-        manifest = Manifest(
-            file=name.file,
-            engine=options.engine.value,
-            server_version=target.server_version,
-            databases=target.databases,
-            globals=target.globals,
-            layout=kind,
-            members=members,
-            size=out.size,
-            sha256=out.sha256.hexdigest(),
-            compression=options.compression.value,
-            encryption=ENCRYPTION_AES if options.key is not None else ENCRYPTION_NONE,
-            tool=target.tool,
-            host=options.connection.host,
-            port=options.connection.port,
-            user="" if options.user_is_secret else options.connection.user,
-            start=utc_iso(started),
-            end=utc_iso(datetime.now(UTC)),
-            duration=round(time.monotonic() - clock, 3),
-            verified=options.verify,
-            owner=options.owner,
-        )
+        manifest = describe(options, target, name, kind, members, out.size, out.sha256.hexdigest(), started, clock)
         if options.verify:
             # The file still has its temporary name: a backup that fails here never had a final name, and its
             # temporary file goes when this block is left.
@@ -151,6 +132,42 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
     if options.keep_last:
         prune(options.output_dir, options.name, options.keep_last, options.owner, protect=name.file)
     return options.output_dir / name.file, manifest
+
+
+def describe(
+    options: RunOptions,
+    target: Target,
+    name: BackupName,
+    kind: str,
+    members: list[Member],
+    size: int,
+    sha256: str,
+    started: datetime,
+    clock: float,
+) -> Manifest:
+    """The manifest of a backup just written (to a folder or a bucket)."""
+    return Manifest(
+        file=name.file,
+        engine=options.engine.value,
+        server_version=target.server_version,
+        databases=target.databases,
+        globals=target.globals,
+        layout=kind,
+        members=members,
+        size=size,
+        sha256=sha256,
+        compression=options.compression.value,
+        encryption=ENCRYPTION_AES if options.key is not None else ENCRYPTION_NONE,
+        tool=target.tool,
+        host=options.connection.host,
+        port=options.connection.port,
+        user="" if options.user_is_secret else options.connection.user,
+        start=utc_iso(started),
+        end=utc_iso(datetime.now(UTC)),
+        duration=round(time.monotonic() - clock, 3),
+        verified=options.verify,
+        owner=options.owner,
+    )
 
 
 def kind_of(engine: Engine, target: Target) -> str:
@@ -281,6 +298,8 @@ class _SpoolSink:
 
 
 def dump_tar(options: RunOptions, target: Target, head: Sink, scrub: Scrubber, deadline: Deadline) -> list[Member]:
+    folder = options.output_dir
+    assert folder is not None, "a tar spools its members in the output folder"
     env = engines.child_env(options.engine, options.connection)
     work: list[tuple[str | None, list[str], Compression]] = []
     if target.globals:
@@ -293,8 +312,8 @@ def dump_tar(options: RunOptions, target: Target, head: Sink, scrub: Scrubber, d
         tar.copybufsize = READ_SIZE  # tarfile copies members 16 KiB at a time otherwise
         for database, argv, compression in work:
             member = member_name(database, compression)
-            with _spool(options.output_dir) as spool:
-                stage: Stage = compressor(compression, _SpoolSink(spool, options.output_dir))
+            with _spool(folder) as spool:
+                stage: Stage = compressor(compression, _SpoolSink(spool, folder))
                 with Tool(argv, env, scrub, deadline=deadline) as tool:
                     pump(tool, stage)
                 stage.close()
@@ -304,7 +323,7 @@ def dump_tar(options: RunOptions, target: Target, head: Sink, scrub: Scrubber, d
                 try:
                     tar.addfile(info, spool)
                 except OSError as error:
-                    raise storage_error(error, options.output_dir) from None
+                    raise storage_error(error, folder) from None
             members.append(Member(member, database))
             log.info("database dumped", database=database or "(globals)", member=member, size=info.size)
     return members
@@ -330,7 +349,7 @@ def owned_backups(folder: Path, prefix: str, owner: Owner | None, names: list[st
         if backup is None:
             continue
         manifest = _manifest_or_none(folder / backup.manifest)
-        if manifest is not None and _same_owner(manifest.owner, owner):
+        if manifest is not None and same_owner(manifest.owner, owner):
             owned[backup.file] = manifest.verified
     return owned
 
@@ -380,7 +399,7 @@ def remove_orphan_manifests(folder: Path, prefix: str, owner: Owner | None) -> l
     removed = []
     for name in orphan_manifests((p.name for p in folder.iterdir()), prefix):
         manifest = _manifest_or_none(folder / name)
-        if manifest is not None and _same_owner(manifest.owner, owner):
+        if manifest is not None and same_owner(manifest.owner, owner):
             (folder / name).unlink(missing_ok=True)
             removed.append(name)
             log.info("removed the manifest of a backup that was never published", file=name)
@@ -394,5 +413,5 @@ def _manifest_or_none(path: Path) -> Manifest | None:
         return None
 
 
-def _same_owner(found: Owner | None, owner: Owner | None) -> bool:
+def same_owner(found: Owner | None, owner: Owner | None) -> bool:
     return found is None if owner is None else found is not None and found.uid == owner.uid

@@ -35,9 +35,11 @@ from reconciler.runner.layout import parse_layout
 from reconciler.runner.logs import configure_logging
 from reconciler.runner.manifest import Owner, read_manifest
 from reconciler.runner.naming import validate_prefix
+from reconciler.runner.objectstore import S3Location
 from reconciler.runner.process import Deadline
 from reconciler.runner.report import failure_result, render, success_result, write_termination_log
 from reconciler.runner.restore import RestoreOptions, restore_backup
+from reconciler.runner.s3backup import run_backup_s3
 from reconciler.runner.stream import OutputFile
 from reconciler.runner.verify import verify_backup
 
@@ -98,12 +100,25 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--database", action="append", required=True, help="database to back up (repeatable); 'all' = every one"
     )
-    run.add_argument("--output-dir", type=Path, required=True, help="folder for backups and manifests")
+    output = run.add_mutually_exclusive_group(required=True)
+    output.add_argument("--output-dir", type=Path, help="folder for backups and manifests")
+    output.add_argument(
+        "--output-url",
+        metavar="s3://BUCKET/PREFIX",
+        help="bucket and prefix for backups and manifests, streamed; credentials and endpoint from the AWS_* variables",
+    )
     run.add_argument("--name", help="file name prefix (default: the first --database)")
     run.add_argument(
         "--owner",
         metavar="NAMESPACE/NAME",
         help="the DatabaseBackup this run belongs to, recorded in the manifest (with --owner-uid)",
+    )
+    run.add_argument(
+        "--stale-upload-age",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="s3: abort incomplete uploads of --name older than this (default a day; 0 when runs never overlap)",
     )
     run.add_argument("--owner-uid", help="its uid: --keep-last deletes only backups whose manifest has this uid")
     run.add_argument("--compression", choices=[c.value for c in Compression], default="gzip")
@@ -262,7 +277,9 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
     if args.restore_test and not args.verify:
         raise RunnerError("InvalidArguments", "--restore-test is part of --verify: give both")
     owner = _owner(args.owner, args.owner_uid)
-    _ensure_folder(args.output_dir)
+    location = S3Location.parse(args.output_url) if args.output_url else None
+    if location is None:
+        _ensure_folder(args.output_dir)
     options = RunOptions(
         engine=engine,
         connection=_connection(args, engine, scrub),
@@ -276,7 +293,11 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         restore_test=args.restore_test,
         user_is_secret=not args.user,
         owner=owner,
+        stale_upload_age=args.stale_upload_age,
     )
+    if location is not None:
+        url, manifest = run_backup_s3(options, location, scrub, deadline)
+        return success_result(url, manifest, verified=args.verify)
     path, manifest = run_backup(options, scrub, deadline)
     return success_result(path, manifest, verified=args.verify)
 

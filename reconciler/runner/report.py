@@ -25,7 +25,8 @@ __all__ = ["MAX_BYTES", "failure_result", "render", "success_result", "write_ter
 MAX_BYTES: Final = 4096
 
 
-def success_result(path: Path, manifest: Manifest, *, verified: bool) -> dict[str, Any]:
+def success_result(path: Path | str, manifest: Manifest, *, verified: bool) -> dict[str, Any]:
+    """`path`: the file, or the object's s3:// URL."""
     return {
         "status": "Succeeded",
         "file": str(path),

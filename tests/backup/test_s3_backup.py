@@ -1,0 +1,143 @@
+"""`dbb-backup run --output-url s3://...` against a real S3-compatible store (SeaweedFS) and the real database
+servers: streamed, verified by reading the object back, the manifest last, retention per owner, and errors that name
+the endpoint and bucket without a secret."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.backup.cli import Outcome, command, connection_args, dbb, engine_of, password_env, restore, wait_for
+from tests.backup.content import mariadb_fingerprint, pg_fingerprint
+from tests.backup.servers import MariaDBServer, PostgresServer
+from tests.backup.test_failures import dump_is_waiting, table_locked
+from tests.objectstore import SECRET_KEY, SeaweedFS
+
+Server = PostgresServer | MariaDBServer
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> Server:
+    found: Server = request.getfixturevalue("pg" if request.param == "postgresql" else "mariadb")
+    return found
+
+
+def run_to_s3(server: Server, store: SeaweedFS, url: str, *flags: str, env: dict[str, str] | None = None) -> Outcome:
+    args = ["run", "--engine", engine_of(server), *connection_args(server), "--output-url", url, "--database", "shop"]
+    return dbb(*args, *flags, env=password_env(server) | store.env | (env or {}))
+
+
+def fetch(store: SeaweedFS, url: str, folder: Path) -> Path:
+    """The object and its manifest, downloaded side by side, as `dbb-backup restore` reads them from a folder."""
+    key = url.removeprefix(f"s3://{store.bucket}/")
+    file = folder / key.rsplit("/", 1)[-1]
+    client = store.client()
+    for suffix in ("", ".json"):
+        body = client.get_object(Bucket=store.bucket, Key=key + suffix)["Body"].read()
+        Path(str(file) + suffix).write_bytes(body)
+    return file
+
+
+@pytest.mark.parametrize(
+    "flags", [["--compression", "gzip"], ["--compression", "zstd", "--encrypt"]], ids=["gzip", "zstd-encrypted"]
+)
+def test_a_backup_streams_into_the_bucket_and_restores_to_the_same_content(
+    server: Server, seaweedfs: SeaweedFS, tmp_path: Path, key_file: Path, flags: list[str]
+) -> None:
+    prefix = f"rt-{uuid.uuid4().hex[:8]}"
+    extra = [f for f in flags if f != "--encrypt"]
+    key = key_file if "--encrypt" in flags else None
+    if key is not None:
+        extra += ["--encryption-key-file", str(key)]
+    outcome = run_to_s3(server, seaweedfs, f"s3://{seaweedfs.bucket}/{prefix}", "--verify", *extra)
+    assert outcome.code == 0, outcome.stderr
+    url = outcome.result["file"]
+    assert url.startswith(f"s3://{seaweedfs.bucket}/{prefix}/shop-")
+    name = url.rsplit("/", 1)[-1]
+    assert seaweedfs.keys(prefix) == [f"{prefix}/{name}", f"{prefix}/{name}.json"]
+    assert seaweedfs.uploads(prefix) == []
+    assert outcome.result["verified"] is True
+    file = fetch(seaweedfs, url, tmp_path)
+    target = f"s3_{uuid.uuid4().hex[:8]}"
+    restored = restore(server, file, target, key=key)
+    assert restored.code == 0, restored.stderr
+    if isinstance(server, PostgresServer):
+        assert pg_fingerprint(server, target) == pg_fingerprint(server, "shop")
+    else:
+        assert mariadb_fingerprint(server, target) == mariadb_fingerprint(server, "shop")
+    server.drop_database(target)
+
+
+def test_wrong_keys_name_the_endpoint_and_bucket_and_no_secret(pg: PostgresServer, seaweedfs: SeaweedFS) -> None:
+    wrong = "Wr0ng-secret-key-never-shown"
+    outcome = run_to_s3(pg, seaweedfs, f"s3://{seaweedfs.bucket}/x", env={"AWS_SECRET_ACCESS_KEY": wrong})
+    assert outcome.code == 1
+    assert outcome.result["reason"] == "AuthenticationFailed"
+    assert f"s3://{seaweedfs.bucket} at {seaweedfs.endpoint}" in outcome.result["message"]
+    for secret in (wrong, SECRET_KEY, pg.password):
+        assert secret not in outcome.stdout + outcome.stderr
+
+
+def test_a_missing_bucket_fails_before_the_dump(pg: PostgresServer, seaweedfs: SeaweedFS) -> None:
+    outcome = run_to_s3(pg, seaweedfs, "s3://no-such-bucket/x")
+    assert outcome.code == 1
+    assert outcome.result["reason"] == "StorageError"
+    assert outcome.result["message"] == f"s3://no-such-bucket at {seaweedfs.endpoint}: NoSuchBucket: no such bucket"
+
+
+def test_retention_in_a_bucket_keeps_this_owners_newest(pg: PostgresServer, seaweedfs: SeaweedFS) -> None:
+    prefix = f"keep-{uuid.uuid4().hex[:8]}"
+    url = f"s3://{seaweedfs.bucket}/{prefix}"
+    owner = ["--verify", "--keep-last", "1", "--owner", "shop/nightly", "--owner-uid", "uid-nightly"]
+    names: list[str] = []
+    for _ in range(2):
+        if names:  # backup names have whole seconds
+            wait_for(lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") not in names[-1], "the next second")
+        outcome = run_to_s3(pg, seaweedfs, url, *owner)
+        assert outcome.code == 0, outcome.stderr
+        names.append(outcome.result["file"].rsplit("/", 1)[-1])
+    assert seaweedfs.keys(prefix) == [f"{prefix}/{names[-1]}", f"{prefix}/{names[-1]}.json"]
+
+
+def test_several_postgresql_databases_are_refused_for_now_by_name(pg: PostgresServer, seaweedfs: SeaweedFS) -> None:
+    args = ["run", "--engine", "postgresql", *connection_args(pg), "--output-url", f"s3://{seaweedfs.bucket}/all"]
+    outcome = dbb(*args, "--database", "all", "--name", "cluster", env=password_env(pg) | seaweedfs.env)
+    assert outcome.code == 1
+    assert outcome.result["reason"] == "InvalidArguments"
+    assert "cannot yet be backed up to S3" in outcome.result["message"]
+    assert seaweedfs.keys("all/") == []
+
+
+@pytest.fixture(scope="module")
+def locked_database(pg: PostgresServer) -> str:
+    """`s3slow`: a table the test locks, so that a run waits in the middle of its upload."""
+    pg.sql("CREATE DATABASE s3slow")
+    pg.sql(
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g; CREATE TABLE zz_locked (id int);", "s3slow"
+    )
+    return "s3slow"
+
+
+def test_a_run_killed_mid_upload_leaves_no_object_and_the_next_run_no_upload(
+    pg: PostgresServer, seaweedfs: SeaweedFS, locked_database: str
+) -> None:
+    prefix = f"killed-{uuid.uuid4().hex[:8]}"
+    url = f"s3://{seaweedfs.bucket}/{prefix}"
+    args = ["run", "--engine", "postgresql", *connection_args(pg), "--output-url", url, "--database", locked_database]
+    env = password_env(pg) | seaweedfs.env
+    with table_locked(pg, locked_database, "zz_locked"):
+        runner = subprocess.Popen([command(), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: seaweedfs.uploads(prefix) != [] and dump_is_waiting(pg), "the run to be mid-upload")
+        runner.send_signal(signal.SIGKILL)  # no `finally` runs: the upload stays incomplete
+        runner.wait()
+    assert seaweedfs.keys(prefix) == [], "an incomplete upload is no object"
+    assert len(seaweedfs.uploads(prefix)) == 1
+    outcome = dbb(*args, "--stale-upload-age", "0", env=env)
+    assert outcome.code == 0, outcome.stderr
+    assert seaweedfs.uploads(prefix) == []
+    assert len(seaweedfs.keys(prefix)) == 2  # the new backup and its manifest
