@@ -27,12 +27,19 @@ def default_spec(spec: Mapping[str, Any], *, namespace: str, statefulset: Mappin
     database = result.get("databaseName")
     if not isinstance(database, str) or not database:
         return result  # nothing to derive from; validation names the problem
-    path = result.get("backupPath")
-    if path is None:
-        result["backupPath"] = default_backup_path(database)
-    elif isinstance(path, str) and path.startswith("/"):
-        result["backupPath"] = normalize_backup_path(path)
-    _merge(result, {"storage": {"persistentVolumeClaim": {"claimName": default_claim_name(database)}}})
+    storage = result.get("storage")
+    s3 = storage.get("s3") if isinstance(storage, Mapping) else None
+    if isinstance(s3, Mapping):
+        # To a bucket: the objects go under <namespace>/<databaseName>/ unless a prefix is given; no volume.
+        if s3.get("prefix") is None:
+            result["storage"]["s3"]["prefix"] = f"{namespace}/{database}"
+    else:
+        path = result.get("backupPath")
+        if path is None:
+            result["backupPath"] = default_backup_path(database)
+        elif isinstance(path, str) and path.startswith("/"):
+            result["backupPath"] = normalize_backup_path(path)
+        _merge(result, {"storage": {"persistentVolumeClaim": {"claimName": default_claim_name(database)}}})
     if statefulset is not None:
         _merge(result, _from_statefulset(result, statefulset, namespace))
     return result

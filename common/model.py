@@ -107,6 +107,36 @@ class Tls:
     require_scram: bool = False
 
 
+class ServerSideEncryption(StrEnum):
+    AES256 = "AES256"
+    KMS = "aws:kms"
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    """The Secret holding the access key pair; its keys default to the AWS variables' names."""
+
+    name: str
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - the name of a key, not a secret
+
+
+@dataclass(frozen=True)
+class S3Storage:
+    """`storage.s3`: backups streamed to a bucket (the runner's --output-url s3://bucket/prefix)."""
+
+    bucket: str
+    prefix: str | None = None  # defaulted to <namespace>/<databaseName>
+    endpoint: str | None = None  # None: AWS
+    region: str | None = None
+    force_path_style: bool = False
+    allow_insecure: bool = False  # an http:// endpoint
+    credentials_secret: S3Credentials | None = None
+    ca_bundle: SecretKeyRef | ConfigMapKeyRef | None = None
+    server_side_encryption: ServerSideEncryption | None = None
+    kms_key_id: str | None = None
+
+
 @dataclass(frozen=True)
 class Connection:
     host: str | None = None
@@ -170,6 +200,7 @@ class DatabaseBackupSpec:
     engine: Engine | None = None
     connection: Connection = field(default_factory=Connection)
     claim_name: str | None = None
+    s3: S3Storage | None = None
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
     starting_deadline_seconds: int | None = None
     backoff_limit: int = 1
@@ -227,14 +258,22 @@ class LastBackup:
     duration: str
     completion_time: str
 
+    @property
+    def url(self) -> str | None:
+        """The object's URL, for a backup in a bucket (its `file` is then that URL)."""
+        return self.file if self.file.startswith("s3://") else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "size": self.size,
-            "sha256": self.sha256,
-            "duration": self.duration,
-            "completionTime": self.completion_time,
-        }
+        return _drop_none(
+            {
+                "file": self.file,
+                "url": self.url,
+                "size": self.size,
+                "sha256": self.sha256,
+                "duration": self.duration,
+                "completionTime": self.completion_time,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -340,6 +379,9 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
     credentials = connection.mapping("credentialsSecret") if connection else None
     storage = spec.mapping("storage")
     claim = storage.mapping("persistentVolumeClaim") if storage else None
+    s3 = _s3(storage.mapping("s3")) if storage else None
+    if storage and claim and s3:
+        errors.append(FieldError(storage.path, "give one of persistentVolumeClaim or s3, not both"))
     retention = spec.mapping("retention")
     encryption = spec.mapping("encryption")
     key_secret = encryption.mapping("keySecret", required=True) if encryption else None
@@ -377,6 +419,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
             tls=_tls(connection.mapping("tls")) if connection else None,
         ),
         claim_name=claim.string("claimName", required=True) if claim else None,
+        s3=s3,
         concurrency_policy=_or(spec.enum("concurrencyPolicy", ConcurrencyPolicy), defaults.concurrency_policy),
         starting_deadline_seconds=spec.integer("startingDeadlineSeconds", minimum=0),
         backoff_limit=_or(spec.integer("backoffLimit", minimum=0), defaults.backoff_limit),
@@ -424,21 +467,56 @@ def _resources(resources: _Reader | None) -> Resources:
 def _tls(tls: _Reader | None) -> Tls | None:
     if tls is None:
         return None
-    mode = _or(tls.enum("mode", TlsMode), Tls.mode)
-    ca = tls.mapping("ca")
-    refs = {key: ca.mapping(key) for key in ("secretKeyRef", "configMapKeyRef")} if ca else {}
-    given = {key: ref for key, ref in refs.items() if ref is not None}
-    if ca and len(given) != 1:
-        ca.errors.append(FieldError(ca.path, "must name exactly one of secretKeyRef or configMapKeyRef"))
-    found: SecretKeyRef | ConfigMapKeyRef | None = None
-    for key, ref in given.items():
-        name, item = ref.string("name", required=True), ref.string("key", required=True)
-        if name is not None and item is not None and len(given) == 1:
-            found = SecretKeyRef(name, item) if key == "secretKeyRef" else ConfigMapKeyRef(name, item)
     return Tls(
-        mode=mode,
-        ca=found,
+        mode=_or(tls.enum("mode", TlsMode), Tls.mode),
+        ca=_key_ref(tls.mapping("ca")),
         require_scram=_or(tls.boolean("requireScram"), Tls.require_scram),
+    )
+
+
+def _key_ref(ref: _Reader | None) -> SecretKeyRef | ConfigMapKeyRef | None:
+    """`{secretKeyRef: {name, key}}` or `{configMapKeyRef: {name, key}}`: exactly one."""
+    if ref is None:
+        return None
+    refs = {key: ref.mapping(key) for key in ("secretKeyRef", "configMapKeyRef")}
+    given = {key: found for key, found in refs.items() if found is not None}
+    if len(given) != 1:
+        ref.errors.append(FieldError(ref.path, "must name exactly one of secretKeyRef or configMapKeyRef"))
+        return None
+    [(kind, found)] = given.items()
+    name, item = found.string("name", required=True), found.string("key", required=True)
+    if name is None or item is None:
+        return None
+    return SecretKeyRef(name, item) if kind == "secretKeyRef" else ConfigMapKeyRef(name, item)
+
+
+def _s3(s3: _Reader | None) -> S3Storage | None:
+    if s3 is None:
+        return None
+    bucket = s3.string("bucket", required=True)
+    credentials = s3.mapping("credentialsSecret")
+    secret = None
+    if credentials:
+        name = credentials.string("name", required=True)
+        if name is not None:
+            secret = S3Credentials(
+                name,
+                credentials.string("accessKeyIdKey") or S3Credentials.access_key_id_key,
+                credentials.string("secretAccessKeyKey") or S3Credentials.secret_access_key_key,
+            )
+    if bucket is None:
+        return None
+    return S3Storage(
+        bucket=bucket,
+        prefix=s3.string("prefix"),
+        endpoint=s3.string("endpoint") or None,
+        region=s3.string("region") or None,
+        force_path_style=_or(s3.boolean("forcePathStyle"), False),
+        allow_insecure=_or(s3.boolean("allowInsecure"), False),
+        credentials_secret=secret,
+        ca_bundle=_key_ref(s3.mapping("caBundle")),
+        server_side_encryption=s3.enum("serverSideEncryption", ServerSideEncryption),
+        kms_key_id=s3.string("kmsKeyId"),
     )
 
 

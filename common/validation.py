@@ -8,6 +8,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 from typing import Final
+from urllib.parse import urlsplit
 
 from common.constants import BACKUP_ROOT, DEFAULT_TIME_ZONE
 from common.model import (
@@ -17,6 +18,8 @@ from common.model import (
     Engine,
     FieldError,
     Resources,
+    S3Storage,
+    ServerSideEncryption,
     Tls,
     TlsMode,
     quantity,
@@ -93,6 +96,60 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
         yield from _dns_subdomain("spec.encryption.keySecret.name", spec.encryption_key.name)
         yield from _secret_key("spec.encryption.keySecret.key", spec.encryption_key.key)
     yield from _resources(spec.resources)
+    if spec.s3 is not None:
+        yield from _s3(spec.s3)
+
+
+_BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _s3(s3: S3Storage) -> Iterator[FieldError]:
+    where = "spec.storage.s3"
+    if not _BUCKET.fullmatch(s3.bucket) or ".." in s3.bucket or _is_ip(s3.bucket) or s3.bucket.startswith("xn--"):
+        yield FieldError(
+            f"{where}.bucket",
+            f'"{s3.bucket}" is not an S3 bucket name (3 to 63 lower-case letters, digits, "." and "-", starting and '
+            "ending with a letter or digit, not an IP address)",
+        )
+    if s3.prefix is not None:
+        if ".." in s3.prefix.split("/"):
+            yield FieldError(f"{where}.prefix", f'"{s3.prefix}" must not contain ".."')
+        elif any(ord(c) < 32 or ord(c) == 127 for c in s3.prefix):
+            yield FieldError(f"{where}.prefix", f"{s3.prefix!r} must not contain control characters")
+    if s3.endpoint is not None:
+        yield from _endpoint(f"{where}.endpoint", s3.endpoint, allow_insecure=s3.allow_insecure)
+    if s3.credentials_secret is None:
+        yield FieldError(f"{where}.credentialsSecret", "is required: the Secret with the access key pair")
+    else:
+        yield from _dns_subdomain(f"{where}.credentialsSecret.name", s3.credentials_secret.name)
+        yield from _secret_key(f"{where}.credentialsSecret.accessKeyIdKey", s3.credentials_secret.access_key_id_key)
+        yield from _secret_key(
+            f"{where}.credentialsSecret.secretAccessKeyKey", s3.credentials_secret.secret_access_key_key
+        )
+    if s3.server_side_encryption is ServerSideEncryption.KMS and not s3.kms_key_id:
+        yield FieldError(f"{where}.kmsKeyId", "is required with serverSideEncryption aws:kms")
+    if s3.kms_key_id and s3.server_side_encryption is not ServerSideEncryption.KMS:
+        yield FieldError(f"{where}.kmsKeyId", "goes with serverSideEncryption aws:kms only")
+
+
+def _endpoint(where: str, endpoint: str, *, allow_insecure: bool) -> Iterator[FieldError]:
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        yield FieldError(where, f'"{endpoint}" is not an https:// URL')
+    elif parts.scheme == "http" and not allow_insecure:
+        yield FieldError(
+            where,
+            f'"{endpoint}" is plain http: the access keys and every backup would cross the network unencrypted; '
+            "use https://, or set allowInsecure: true",
+        )
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _tls(tls: Tls, engine: Engine | None) -> Iterator[FieldError]:

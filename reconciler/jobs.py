@@ -31,7 +31,16 @@ from common.constants import (
     MANAGED_BY,
 )
 from common.defaults import default_claim_name
-from common.model import ConfigMapKeyRef, DatabaseBackupSpec, Engine, Tls, TlsMode
+from common.model import (
+    ConcurrencyPolicy,
+    ConfigMapKeyRef,
+    DatabaseBackupSpec,
+    Engine,
+    S3Storage,
+    SecretKeyRef,
+    Tls,
+    TlsMode,
+)
 from common.names import job_name
 from common.validation import default_backup_path
 
@@ -39,6 +48,7 @@ __all__ = ["JobOutcome", "RunnerSettings", "backup_job", "on_demand_job_name", "
 
 KEY_MOUNT: Final = "/var/run/secrets/databases.test.io/encryption"
 TLS_CA_MOUNT: Final = "/var/run/secrets/databases.test.io/tls-ca"
+S3_CA_MOUNT: Final = "/var/run/secrets/databases.test.io/s3-ca"
 TLS_MODE_ARGUMENT: Final = {TlsMode.DISABLE: "disable", TlsMode.REQUIRE: "require", TlsMode.VERIFY_FULL: "verify-full"}
 TERMINATION_LOG: Final = "/dev/termination-log"
 ANNOTATION_RESULT: Final = "databases.test.io/result"  # the local executor records the runner's result here
@@ -117,7 +127,7 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
         "run",
         f"--engine={'postgresql' if spec.engine is Engine.POSTGRESQL else 'mysql'}",
         f"--host={connection.host}",
-        f"--output-dir={spec.backup_path or default_backup_path(spec.database_name)}",
+        *_output_arguments(spec, namespace),
         f"--name={name}",
         f"--owner={namespace}/{name}",
         f"--owner-uid={uid}",
@@ -140,6 +150,49 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
     return [escape_expansion(a) for a in arguments]
 
 
+def _output_arguments(spec: DatabaseBackupSpec, namespace: str) -> list[str]:
+    s3 = spec.s3
+    if s3 is None:
+        return [f"--output-dir={spec.backup_path or default_backup_path(spec.database_name)}"]
+    prefix = s3.prefix if s3.prefix is not None else f"{namespace}/{spec.database_name}"
+    arguments = [f"--output-url=s3://{s3.bucket}/{prefix.strip('/')}"]
+    if s3.force_path_style:
+        arguments.append("--s3-path-style")
+    if s3.server_side_encryption is not None:
+        arguments.append(f"--s3-sse={s3.server_side_encryption.value}")
+    if s3.kms_key_id:
+        arguments.append(f"--s3-sse-kms-key-id={s3.kms_key_id}")
+    if spec.concurrency_policy is not ConcurrencyPolicy.ALLOW:
+        # Runs never overlap: any incomplete upload under this name is a killed run's, whatever its age.
+        arguments.append("--stale-upload-age=0")
+    return arguments
+
+
+def _s3_env(s3: S3Storage) -> list[dict[str, Any]]:
+    """The standard AWS variables: the keys by secretKeyRef (the reconciler reads no Secret), the rest literal."""
+    env: list[dict[str, Any]] = []
+    if s3.credentials_secret is not None:
+        secret = s3.credentials_secret
+        env.append(_secret_env("AWS_ACCESS_KEY_ID", secret.name, secret.access_key_id_key))
+        env.append(_secret_env("AWS_SECRET_ACCESS_KEY", secret.name, secret.secret_access_key_key))
+    if s3.region:
+        env.append({"name": "AWS_REGION", "value": s3.region})
+    if s3.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint})
+    if s3.ca_bundle is not None:
+        env.append({"name": "AWS_CA_BUNDLE", "value": f"{S3_CA_MOUNT}/ca.crt"})
+    return env
+
+
+def _ca_volume(name: str, ca: SecretKeyRef | ConfigMapKeyRef) -> dict[str, Any]:
+    """A CA certificate as a file `ca.crt`, from the Secret or ConfigMap the spec names: the reconciler never reads
+    it. A CA certificate is public; it is mounted read-only all the same."""
+    items = [{"key": ca.key, "path": "ca.crt"}]
+    if isinstance(ca, ConfigMapKeyRef):
+        return {"name": name, "configMap": {"name": ca.name, "items": items, "defaultMode": 0o444}}
+    return {"name": name, "secret": {"secretName": ca.name, "items": items, "defaultMode": 0o444}}
+
+
 def _tls_arguments(tls: Tls) -> list[str]:
     arguments = [f"--tls-mode={TLS_MODE_ARGUMENT[tls.mode]}"]
     if tls.ca is not None:
@@ -150,14 +203,7 @@ def _tls_arguments(tls: Tls) -> list[str]:
 
 
 def _tls_ca_volume(tls: Tls | None) -> dict[str, Any] | None:
-    """The CA certificate as a file, from the Secret or ConfigMap the spec names: the reconciler never reads it.
-    A CA certificate is public; it is mounted read-only all the same."""
-    if tls is None or tls.ca is None:
-        return None
-    items = [{"key": tls.ca.key, "path": "ca.crt"}]
-    if isinstance(tls.ca, ConfigMapKeyRef):
-        return {"name": "tls-ca", "configMap": {"name": tls.ca.name, "items": items, "defaultMode": 0o444}}
-    return {"name": "tls-ca", "secret": {"secretName": tls.ca.name, "items": items, "defaultMode": 0o444}}
+    return None if tls is None or tls.ca is None else _ca_volume("tls-ca", tls.ca)
 
 
 def escape_expansion(argument: str) -> str:
@@ -173,17 +219,21 @@ def _pod_spec(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSet
         if spec.connection.username is None:
             env.append(_secret_env("DB_USER", credentials.name, credentials.username_key))
     volumes: list[dict[str, Any]] = [
-        {
-            "name": "backups",
-            "persistentVolumeClaim": {"claimName": spec.claim_name or default_claim_name(spec.database_name)},
-        },
         # The root filesystem is read-only; tools want somewhere to write temporary files.
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
     mounts: list[dict[str, Any]] = [
-        {"name": "backups", "mountPath": BACKUP_ROOT},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir, not a shared /tmp
     ]
+    if spec.s3 is None:
+        claim = spec.claim_name or default_claim_name(spec.database_name)
+        volumes.insert(0, {"name": "backups", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.insert(0, {"name": "backups", "mountPath": BACKUP_ROOT})
+    else:
+        env += _s3_env(spec.s3)
+        if spec.s3.ca_bundle is not None:
+            volumes.append(_ca_volume("s3-ca", spec.s3.ca_bundle))
+            mounts.append({"name": "s3-ca", "mountPath": S3_CA_MOUNT, "readOnly": True})
     if spec.encryption_key is not None:
         volumes.append(
             {

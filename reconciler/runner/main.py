@@ -39,7 +39,7 @@ from reconciler.runner.objectstore import S3Location
 from reconciler.runner.process import Deadline
 from reconciler.runner.report import failure_result, render, success_result, write_termination_log
 from reconciler.runner.restore import RestoreOptions, restore_backup
-from reconciler.runner.s3backup import run_backup_s3
+from reconciler.runner.s3backup import S3Settings, run_backup_s3
 from reconciler.runner.stream import OutputFile
 from reconciler.runner.verify import verify_backup
 
@@ -64,7 +64,15 @@ def _seconds(text: str) -> float:
     return value
 
 
-SECRET_VARIABLES = ("DB_PASSWORD", "PGPASSWORD", "MYSQL_PWD")
+# Everything here came from a Secret; the access key id too (it names an account, and the Job takes it from one).
+SECRET_VARIABLES = (
+    "DB_PASSWORD",
+    "PGPASSWORD",
+    "MYSQL_PWD",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SESSION_TOKEN",
+)
 USER_VARIABLE = "DB_USER"
 
 
@@ -113,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAMESPACE/NAME",
         help="the DatabaseBackup this run belongs to, recorded in the manifest (with --owner-uid)",
     )
+    run.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
+    run.add_argument("--s3-sse", choices=["AES256", "aws:kms"], help="s3: server-side encryption of the objects")
+    run.add_argument("--s3-sse-kms-key-id", help="s3: the KMS key for --s3-sse aws:kms")
     run.add_argument(
         "--stale-upload-age",
         type=float,
@@ -296,7 +307,8 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         stale_upload_age=args.stale_upload_age,
     )
     if location is not None:
-        url, manifest = run_backup_s3(options, location, scrub, deadline)
+        settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)
+        url, manifest = run_backup_s3(options, location, scrub, deadline, settings=settings)
         return success_result(url, manifest, verified=args.verify)
     path, manifest = run_backup(options, scrub, deadline)
     return success_result(path, manifest, verified=args.verify)

@@ -122,7 +122,9 @@ class MultipartUpload:
         *,
         part_size: int = PART_SIZE,
         in_flight: int = IN_FLIGHT,
+        extra: dict[str, str] | None = None,
     ) -> None:
+        """`extra`: more arguments for the upload's creation (ServerSideEncryption, SSEKMSKeyId)."""
         if part_size < MIN_PART:
             raise ValueError(f"part_size must be at least {MIN_PART} bytes (S3's minimum)")
         self._client, self.bucket, self.key = client, bucket, key
@@ -132,6 +134,7 @@ class MultipartUpload:
         self._parts: list[dict[str, Any]] = []
         self._pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="s3-part")
         self._upload_id: str | None = None
+        self._extra = dict(extra or {})
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.completed = False
@@ -142,7 +145,9 @@ class MultipartUpload:
 
     def __enter__(self) -> Self:
         try:
-            created = self._client.create_multipart_upload(Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256")
+            created = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256", **self._extra
+            )
         except Exception as error:
             raise storage_error(error, self.where, self._endpoint()) from None
         self._upload_id = str(created["UploadId"])

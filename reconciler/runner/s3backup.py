@@ -29,6 +29,7 @@ from typing import Any
 
 import boto3
 import structlog
+from botocore.config import Config
 
 from reconciler.runner.backup import RunOptions, describe, dump_stream, kind_of, resolve_target, same_owner
 from reconciler.runner.compression import Sink, Source
@@ -47,14 +48,27 @@ from reconciler.runner.objectstore import (
 from reconciler.runner.process import Deadline
 from reconciler.runner.verify import verify_backup
 
-__all__ = ["S3Object", "run_backup_s3", "s3_client"]
+__all__ = ["S3Object", "S3Settings", "run_backup_s3", "s3_client"]
 
 log = structlog.get_logger("dbb-backup")
 
 
-def s3_client() -> Any:
+@dataclass(frozen=True)
+class S3Settings:
+    path_style: bool = False
+    sse: str | None = None  # AES256 | aws:kms
+    kms_key_id: str | None = None
+
+    def object_arguments(self) -> dict[str, str]:
+        """What every object we write carries: its server-side encryption."""
+        found = {"ServerSideEncryption": self.sse} if self.sse else {}
+        return found | ({"SSEKMSKeyId": self.kms_key_id} if self.kms_key_id else {})
+
+
+def s3_client(settings: S3Settings = S3Settings()) -> Any:
     """boto3's client from the standard AWS variables (keys, AWS_REGION, AWS_ENDPOINT_URL, AWS_CA_BUNDLE)."""
-    return boto3.client("s3")
+    config = Config(s3={"addressing_style": "path"}) if settings.path_style else None
+    return boto3.client("s3", config=config)
 
 
 @dataclass(frozen=True)
@@ -82,9 +96,15 @@ class S3Object:
 
 
 def run_backup_s3(
-    options: RunOptions, location: S3Location, scrub: Scrubber, deadline: Deadline, client: Any = None
+    options: RunOptions,
+    location: S3Location,
+    scrub: Scrubber,
+    deadline: Deadline,
+    *,
+    settings: S3Settings = S3Settings(),
+    client: Any = None,
 ) -> tuple[str, Manifest]:
-    client = client if client is not None else s3_client()
+    client = client if client is not None else s3_client(settings)
     started, clock = datetime.now(UTC), time.monotonic()
     check_bucket(client, location.bucket)
     stale = timedelta(seconds=options.stale_upload_age)
@@ -100,7 +120,7 @@ def run_backup_s3(
     ext = extension(options.engine, kind, options.compression, encrypted=options.key is not None)
     name = BackupName.new(options.name, started, ext)
     key = location.key(name.file)
-    with MultipartUpload(client, location.bucket, key) as out:
+    with MultipartUpload(client, location.bucket, key, extra=settings.object_arguments()) as out:
         encryptor = Encryptor(options.key, out) if options.key is not None else None
         head: Sink = encryptor if encryptor is not None else out
         dump_stream(options, target, kind, head, scrub, deadline)
@@ -120,7 +140,12 @@ def run_backup_s3(
             raise
     deadline.check()
     try:
-        client.put_object(Bucket=location.bucket, Key=key + MANIFEST_SUFFIX, Body=manifest.to_json().encode())
+        client.put_object(
+            Bucket=location.bucket,
+            Key=key + MANIFEST_SUFFIX,
+            Body=manifest.to_json().encode(),
+            **settings.object_arguments(),
+        )
     except Exception as error:
         raise storage_error(error, location.url(name.manifest)) from None
     log.info("backup written", object=location.url(name.file), size=out.size, sha256=manifest.sha256)

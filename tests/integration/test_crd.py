@@ -167,6 +167,15 @@ async def test_status_is_a_separate_subresource(
             },
             "spec.connection.tls.ca: Too many: 2: must have at most 1 item",
         ),
+        (
+            {"storage": {"persistentVolumeClaim": {"claimName": "c"}, "s3": {"bucket": "b", "credentialsSecret": {}}}},
+            "spec.storage: Too many: 2: must have at most 1 item",
+        ),
+        ({"storage": {"s3": {"bucket": "b"}}}, "spec.storage.s3.credentialsSecret: Required value"),
+        (
+            {"storage": {"s3": {"bucket": "b", "credentialsSecret": {"name": "k"}, "serverSideEncryption": "DES"}}},
+            'spec.storage.s3.serverSideEncryption: Unsupported value: "DES"',
+        ),
     ],
 )
 def test_the_schema_refuses_wrong_types_naming_the_field(
@@ -223,3 +232,26 @@ async def test_kubernetes_asyncio_lists_databasebackups(
     with pytest.raises(ApiException) as caught:
         await api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "c")
     assert caught.value.status == 404
+
+
+def test_a_backup_to_s3_round_trips_and_kubectl_explain_describes_it(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    s3 = {
+        "bucket": "backups",
+        "prefix": "shop/nightly",
+        "endpoint": "https://s3.example.com",
+        "region": "eu-west-1",
+        "forcePathStyle": True,
+        "allowInsecure": False,
+        "credentialsSecret": {"name": "s3-keys", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret"},
+        "caBundle": {"secretKeyRef": {"name": "store-ca", "key": "ca.crt"}},
+        "serverSideEncryption": "aws:kms",
+        "kmsKeyId": "arn:aws:kms:eu-west-1:1:key/k",
+    }
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=manifest(storage={"s3": s3}))
+    stored = json.loads(control_plane.kubectl("get", "dbb", "nightly", "-n", namespace, "-o", "json").stdout)
+    assert stored["spec"]["storage"] == {"s3": s3}
+    explained = control_plane.kubectl("explain", "databasebackups.spec.storage.s3").stdout
+    for field in s3:
+        assert field in explained

@@ -45,7 +45,9 @@ def test_every_spec_and_status_field_has_a_description() -> None:
 
 def test_printer_columns_come_in_the_agreed_order() -> None:
     columns = crd()["spec"]["versions"][0]["additionalPrinterColumns"]
-    assert [c["name"] for c in columns] == ["Database", "Schedule", "Last Backup", "Phase", "Next Backup", "Age"]
+    default = [c["name"] for c in columns if not c.get("priority")]
+    assert default == ["Database", "Schedule", "Last Backup", "Phase", "Next Backup", "Age"]
+    assert [c["name"] for c in columns if c.get("priority")] == ["Last File"]  # -o wide: where each backup went
     assert columns[2]["jsonPath"] == ".status.lastBackupTime"
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from common.defaults import default_spec
 from common.model import (
     Compression,
     ConcurrencyPolicy,
@@ -234,3 +235,16 @@ def test_connection_tls_is_read_with_verify_full_as_its_default_mode(raw: Any, t
     assert errors == []
     assert spec is not None
     assert spec.connection.tls == tls
+
+
+def test_a_backup_to_s3_is_defaulted_to_a_prefix_of_its_namespace_and_database_and_no_volume() -> None:
+    spec = {"databaseName": "example-db", "schedule": "@daily", "storage": {"s3": {"bucket": "backups"}}}
+    defaulted = default_spec(spec, namespace="shop", statefulset=None)
+    assert defaulted["storage"] == {"s3": {"bucket": "backups", "prefix": "shop/example-db"}}
+    assert "backupPath" not in defaulted
+
+
+def test_storage_is_a_volume_or_a_bucket_not_both() -> None:
+    storage = {"persistentVolumeClaim": {"claimName": "c"}, "s3": {"bucket": "b"}}
+    _, errors = parse_spec({"databaseName": "db", "schedule": "@daily", "storage": storage})
+    assert [str(e) for e in errors] == ["spec.storage: give one of persistentVolumeClaim or s3, not both"]

@@ -531,3 +531,42 @@ def test_a_mode_without_a_ca_mounts_nothing(mode: str, argument: str) -> None:
 def test_without_tls_the_runner_gets_no_tls_flags() -> None:
     args = decide_at(backup(), just_after_ten()).create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(a.startswith(("--tls", "--require-scram")) for a in args)
+
+
+S3_SPEC = {
+    "bucket": "backups",
+    "prefix": "shop/nightly",
+    "endpoint": "https://s3.example.com",
+    "region": "eu-west-1",
+    "forcePathStyle": True,
+    "credentialsSecret": {"name": "s3-keys"},
+    "caBundle": {"configMapKeyRef": {"name": "store-ca", "key": "ca.crt"}},
+    "serverSideEncryption": "AES256",
+}
+
+
+def test_a_backup_to_s3_streams_there_with_the_keys_from_the_secret_and_no_volume() -> None:
+    obj = backup(storage={"s3": S3_SPEC})
+    pod = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = container["args"]
+    assert "--output-url=s3://backups/shop/nightly" in args
+    assert not any(a.startswith("--output-dir") for a in args)
+    assert {"--s3-path-style", "--s3-sse=AES256", "--stale-upload-age=0"} <= set(args)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {"secretKeyRef": {"name": "s3-keys", "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "s3-keys", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+    assert env["AWS_ENDPOINT_URL"]["value"] == "https://s3.example.com"
+    assert env["AWS_REGION"]["value"] == "eu-west-1"
+    assert env["AWS_CA_BUNDLE"]["value"] == "/var/run/secrets/databases.test.io/s3-ca/ca.crt"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "backups" not in volumes
+    assert volumes["s3-ca"]["configMap"]["name"] == "store-ca"
+
+
+def test_runs_that_may_overlap_leave_each_others_uploads_alone() -> None:
+    obj = backup(storage={"s3": S3_SPEC}, concurrencyPolicy="Allow")
+    args = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--stale-upload-age") for a in args)

@@ -15,7 +15,10 @@ from common.model import (
     DatabaseBackupSpec,
     Engine,
     Resources,
+    S3Credentials,
+    S3Storage,
     SecretKeyRef,
+    ServerSideEncryption,
     Tls,
     TlsMode,
 )
@@ -157,3 +160,36 @@ def test_the_longest_name_allowed_gives_a_job_name_that_fits_a_label() -> None:
 def test_tls_settings_that_can_work_are_valid(tls: Tls) -> None:
     spec = replace(GOOD, engine=Engine.POSTGRESQL, connection=Connection(tls=tls))
     assert messages("nightly", spec) == []
+
+
+def s3(**fields: Any) -> DatabaseBackupSpec:
+    storage = replace(S3Storage("backups", credentials_secret=S3Credentials("s3-keys")), **fields)
+    return replace(GOOD, s3=storage)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (s3(bucket="Backups"), 'spec.storage.s3.bucket: "Backups" is not an S3 bucket name'),
+        (s3(bucket="ab"), 'spec.storage.s3.bucket: "ab" is not an S3 bucket name'),
+        (s3(bucket="10.0.0.1"), 'spec.storage.s3.bucket: "10.0.0.1" is not an S3 bucket name'),
+        (s3(bucket="a..b"), 'spec.storage.s3.bucket: "a..b" is not an S3 bucket name'),
+        (s3(prefix="shop/../other"), 'spec.storage.s3.prefix: "shop/../other" must not contain ".."'),
+        (s3(endpoint="ftp://store"), 'spec.storage.s3.endpoint: "ftp://store" is not an https:// URL'),
+        (s3(endpoint="http://store:8333"), 'spec.storage.s3.endpoint: "http://store:8333" is plain http'),
+        (s3(credentials_secret=None), "spec.storage.s3.credentialsSecret: is required"),
+        (
+            s3(server_side_encryption=ServerSideEncryption.KMS),
+            "spec.storage.s3.kmsKeyId: is required with serverSideEncryption aws:kms",
+        ),
+        (s3(kms_key_id="k"), "spec.storage.s3.kmsKeyId: goes with serverSideEncryption aws:kms only"),
+    ],
+)
+def test_a_bad_s3_location_is_refused_naming_field_and_value(spec: DatabaseBackupSpec, message: str) -> None:
+    found = messages("nightly", spec)
+    assert any(m.startswith(message) for m in found), found
+
+
+def test_a_good_s3_location_passes_and_http_only_when_allowed() -> None:
+    assert messages("nightly", s3(endpoint="https://s3.example.com", prefix="shop/nightly")) == []
+    assert messages("nightly", s3(endpoint="http://seaweedfs.storage.svc:8333", allow_insecure=True)) == []
