@@ -44,7 +44,9 @@ def fetch(store: SeaweedFS, url: str, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "flags", [["--compression", "gzip"], ["--compression", "zstd", "--encrypt"]], ids=["gzip", "zstd-encrypted"]
+    "flags",
+    [["--compression", "gzip"], ["--compression", "zstd", "--encrypt", "--s3-path-style"]],
+    ids=["gzip", "zstd-encrypted-path-style"],
 )
 def test_a_backup_streams_into_the_bucket_and_restores_to_the_same_content(
     server: Server, seaweedfs: SeaweedFS, tmp_path: Path, key_file: Path, flags: list[str]
