@@ -39,7 +39,7 @@ from reconciler.runner.objectstore import S3Location
 from reconciler.runner.process import Deadline
 from reconciler.runner.report import failure_result, render, success_result, write_termination_log
 from reconciler.runner.restore import RestoreOptions, restore_backup
-from reconciler.runner.s3backup import S3Settings, run_backup_s3
+from reconciler.runner.s3backup import S3Object, S3Settings, run_backup_s3, s3_client
 from reconciler.runner.stream import OutputFile
 from reconciler.runner.verify import verify_backup
 
@@ -148,8 +148,9 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--timeout", type=_seconds)
 
     restore = commands.add_parser("restore", help="restore a backup file into a database")
-    restore.add_argument("file", type=Path)
+    restore.add_argument("file", help="a backup file, or an object: s3://BUCKET/KEY (credentials from AWS_*)")
     _connection_flags(restore, required=True)
+    restore.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
     restore.add_argument(
         "--database",
         action="append",
@@ -333,7 +334,14 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
 
 
 def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
-    engine = parse_layout(args.file).engine
+    source: Path | S3Object = Path(args.file)
+    manifest = None
+    if args.file.startswith("s3://"):
+        location = S3Location.parse(args.file)
+        bucket, key = location.bucket, location.prefix
+        source = S3Object(s3_client(S3Settings(path_style=args.s3_path_style)), bucket, key)
+        manifest = source.manifest()
+    engine = parse_layout(Path(source.name)).engine
     options = RestoreOptions(
         _connection(args, engine, scrub),
         tuple(args.database),
@@ -341,8 +349,8 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         replace=args.replace,
         without_manifest=args.without_manifest,
     )
-    restored = restore_backup(args.file, _key(args.key_file), options, scrub, deadline)
-    return {"status": "Restored", "file": str(args.file), "databases": restored}
+    restored = restore_backup(source, _key(args.key_file), options, scrub, deadline, stored_manifest=manifest)
+    return {"status": "Restored", "file": args.file, "databases": restored}
 
 
 def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:

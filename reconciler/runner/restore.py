@@ -53,8 +53,9 @@ from reconciler.runner.compression import Source, decompressor
 from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.feeds import SqlRenamer, ToolFeed, feed_all
-from reconciler.runner.layout import CUSTOM, TAR, Layout, open_payload, parse_layout, parse_member
+from reconciler.runner.layout import CUSTOM, TAR, Layout, Stored, open_payload, parse_layout, parse_member, stored
 from reconciler.runner.manifest import Manifest, manifest_path, read_manifest
+from reconciler.runner.naming import MANIFEST_SUFFIX
 from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
 from reconciler.runner.verify import check_decoding, verify_backup
@@ -90,12 +91,19 @@ def parse_targets(targets: tuple[str, ...]) -> tuple[str | None, dict[str, str]]
 
 
 def restore_backup(
-    path: Path, key: bytes | None, options: RestoreOptions, scrub: Scrubber, deadline: Deadline
+    path: Path | Stored,
+    key: bytes | None,
+    options: RestoreOptions,
+    scrub: Scrubber,
+    deadline: Deadline,
+    *,
+    stored_manifest: Manifest | None = None,
 ) -> dict[str, str]:
-    """Restores; returns {source database: target database} for every database restored."""
-    layout = parse_layout(path)
+    """Restores; returns {source database: target database} for every database restored. `path` is a file, or an
+    object in a bucket (s3backup.S3Object) whose manifest `stored_manifest` the caller read (None: it has none)."""
+    layout = parse_layout(Path(stored(path).name))
     plain, pairs = parse_targets(options.targets)
-    manifest = check_whole(path, layout, key, options, scrub, deadline)
+    manifest = check_whole(path, layout, key, options, scrub, deadline, stored_manifest=stored_manifest)
     run = _Restore(layout, manifest, options, scrub, deadline)
     with open_payload(path, layout, key) as payload:
         if layout.kind == CUSTOM:
@@ -106,26 +114,39 @@ def restore_backup(
             restored = run.tar(payload, pairs)
         else:
             restored = run.sql(payload, plain, pairs)
-    log.info("restore finished", file=path.name, databases=restored)
+    log.info("restore finished", file=stored(path).name, databases=restored)
     return restored
 
 
 def check_whole(
-    path: Path, layout: Layout, key: bytes | None, options: RestoreOptions, scrub: Scrubber, deadline: Deadline
+    path: Path | Stored,
+    layout: Layout,
+    key: bytes | None,
+    options: RestoreOptions,
+    scrub: Scrubber,
+    deadline: Deadline,
+    *,
+    stored_manifest: Manifest | None = None,
 ) -> Manifest | None:
     """The whole file, checked before anything on the server changes; its manifest, if it has one."""
-    if manifest_path(path).exists():
-        verify_backup(path, key, scrub, deadline)
-        return read_manifest(path)
+    manifest = stored_manifest
+    if manifest is None and isinstance(path, Path) and manifest_path(path).exists():
+        manifest = read_manifest(path)
+    name = stored(path).name
+    if manifest is not None:
+        if manifest.file != name:
+            raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {name}")
+        verify_backup(path, key, scrub, deadline, manifest=manifest)
+        return manifest
     if not options.without_manifest:
         raise RunnerError(
             "InvalidArguments",
-            f"no manifest {manifest_path(path).name} beside {path.name}, so the file cannot be checked whole before "
-            "the restore: put it back, or give --without-manifest to restore after checking only its decryption and "
+            f"no manifest {name}{MANIFEST_SUFFIX} beside {name}, so the backup cannot be checked whole before the "
+            "restore: put it back, or give --without-manifest to restore after checking only its decryption and "
             "compression",
         )
     check_decoding(path, layout, key, deadline)
-    log.warning("restoring without a manifest: only decryption and compression were checked", file=path.name)
+    log.warning("restoring without a manifest: only decryption and compression were checked", file=name)
     return None
 
 

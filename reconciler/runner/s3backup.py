@@ -83,6 +83,22 @@ class S3Object:
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
 
+    def manifest(self) -> Manifest | None:
+        """Its manifest (`<key>.json`), None if it has none; a manifest that cannot be read fails verification."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key + MANIFEST_SUFFIX)["Body"]
+        except Exception as error:
+            code = str(((getattr(error, "response", None) or {}).get("Error") or {}).get("Code", ""))
+            if code in ("NoSuchKey", "404"):
+                return None
+            raise storage_error(error, f"s3://{self.bucket}/{self.key}{MANIFEST_SUFFIX}") from None
+        try:
+            return Manifest.from_json(body.read().decode("utf-8"))
+        except ValueError as error:
+            raise RunnerError(
+                "VerifyFailed", f"unreadable manifest of s3://{self.bucket}/{self.key}: {error}"
+            ) from None
+
     @contextlib.contextmanager
     def open(self) -> Iterator[Source]:
         try:

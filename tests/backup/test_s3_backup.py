@@ -64,10 +64,16 @@ def test_a_backup_streams_into_the_bucket_and_restores_to_the_same_content(
     assert seaweedfs.keys(prefix) == [f"{prefix}/{name}", f"{prefix}/{name}.json"]
     assert seaweedfs.uploads(prefix) == []
     assert outcome.result["verified"] is True
-    file = fetch(seaweedfs, url, tmp_path)
+    # Restored straight from the bucket (checked whole first, then streamed), and the same from a download.
     target = f"s3_{uuid.uuid4().hex[:8]}"
-    restored = restore(server, file, target, key=key)
+    args = ["restore", url, *connection_args(server), "--database", target]
+    args += ["--key-file", str(key)] if key is not None else []
+    restored = dbb(*args, env=password_env(server) | seaweedfs.env)
     assert restored.code == 0, restored.stderr
+    assert restored.result["file"] == url
+    downloaded = f"s3_{uuid.uuid4().hex[:8]}"
+    assert restore(server, fetch(seaweedfs, url, tmp_path), downloaded, key=key).code == 0
+    server.drop_database(downloaded)
     if isinstance(server, PostgresServer):
         assert pg_fingerprint(server, target) == pg_fingerprint(server, "shop")
     else:
@@ -143,3 +149,24 @@ def test_a_run_killed_mid_upload_leaves_no_object_and_the_next_run_no_upload(
     assert outcome.code == 0, outcome.stderr
     assert seaweedfs.uploads(prefix) == []
     assert len(seaweedfs.keys(prefix)) == 2  # the new backup and its manifest
+
+
+def test_a_changed_object_is_refused_before_the_server_is_touched(
+    pg: PostgresServer, seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    prefix = f"changed-{uuid.uuid4().hex[:8]}"
+    outcome = run_to_s3(pg, seaweedfs, f"s3://{seaweedfs.bucket}/{prefix}", "--verify")
+    assert outcome.code == 0, outcome.stderr
+    url = outcome.result["file"]
+    key = url.removeprefix(f"s3://{seaweedfs.bucket}/")
+    client = seaweedfs.client()
+    data = bytearray(client.get_object(Bucket=seaweedfs.bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    client.put_object(Bucket=seaweedfs.bucket, Key=key, Body=bytes(data))
+    target = f"s3_{uuid.uuid4().hex[:8]}"
+    before = pg.databases()
+    restored = dbb("restore", url, *connection_args(pg), "--database", target, env=password_env(pg) | seaweedfs.env)
+    assert restored.code == 1
+    assert restored.result["reason"] == "VerifyFailed"
+    assert "is not the manifest's" in restored.result["message"]
+    assert pg.databases() == before
