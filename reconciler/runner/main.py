@@ -32,6 +32,7 @@ from reconciler.runner.crypto import Decryptor, load_key
 from reconciler.runner.engines import Connection, Engine, Tls, TlsMode, check_client_support, password_from_env
 from reconciler.runner.errors import RunnerError, Scrubber, one_line
 from reconciler.runner.layout import parse_layout
+from reconciler.runner.listing import list_folder, list_s3
 from reconciler.runner.logs import configure_logging
 from reconciler.runner.manifest import Owner, read_manifest
 from reconciler.runner.naming import validate_prefix
@@ -170,6 +171,10 @@ def parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("--timeout", type=_seconds)
 
+    listing = commands.add_parser("list", help="the backups in a folder or under an s3:// prefix")
+    listing.add_argument("location", help="a folder, or s3://BUCKET/PREFIX (credentials from AWS_*)")
+    listing.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
+
     decrypt = commands.add_parser("decrypt", help="decrypt an encrypted backup file")
     decrypt.add_argument("file", type=Path)
     decrypt.add_argument("--key-file", type=Path, required=True)
@@ -200,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         deadline.cancel()
         for sig, old in previous.items():
             signal.signal(sig, old)
-    line = Scrubber(passwords)(render(result))
+    # Only `run`'s line goes to the termination message, which keeps 4096 bytes; a listing is whole.
+    line = Scrubber(passwords)(render(result) if args.command == "run" else render(result, limit=1 << 30))
     sys.stdout.write(line)
     sys.stdout.flush()
     write_termination_log(getattr(args, "termination_log", None), line)
@@ -371,10 +377,20 @@ def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
     return {"status": "Decrypted", "file": str(args.file), "output": str(target), "size": out.size}
 
 
+def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    if args.location.startswith("s3://"):
+        client = s3_client(S3Settings(path_style=args.s3_path_style))
+        backups = list_s3(client, S3Location.parse(args.location))
+    else:
+        backups = list_folder(Path(args.location))
+    return {"status": "Listed", "location": args.location, "backups": backups}
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]]] = {
     "run": _run,
     "verify": _verify,
     "restore": _restore,
+    "list": _list,
     "decrypt": _decrypt,
 }
 

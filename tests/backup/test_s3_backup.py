@@ -170,3 +170,26 @@ def test_a_changed_object_is_refused_before_the_server_is_touched(
     assert restored.result["reason"] == "VerifyFailed"
     assert "is not the manifest's" in restored.result["message"]
     assert pg.databases() == before
+
+
+def test_list_shows_each_backup_with_its_time_size_owner_and_verification(
+    pg: PostgresServer, seaweedfs: SeaweedFS, backups: Path
+) -> None:
+    prefix = f"list-{uuid.uuid4().hex[:8]}"
+    owner = ["--verify", "--owner", "shop/nightly", "--owner-uid", "uid-nightly"]
+    url = run_to_s3(pg, seaweedfs, f"s3://{seaweedfs.bucket}/{prefix}", *owner).result["file"]
+    seaweedfs.client().put_object(Bucket=seaweedfs.bucket, Key=f"{prefix}/shop-20200101T000000Z.dump", Body=b"x")
+    listed = dbb("list", f"s3://{seaweedfs.bucket}/{prefix}", env=password_env(pg) | seaweedfs.env)
+    assert listed.code == 0, listed.stderr
+    [entry] = listed.result["backups"]  # the file without a manifest is an unfinished run, not a backup
+    assert entry["file"] == url
+    assert entry["owner"] == "shop/nightly"
+    assert entry["verified"] is True
+    assert entry["present"] is True
+    assert entry["size"] > 0
+    assert entry["time"].endswith("Z")
+    # The same for a folder.
+    args = ["run", "--engine", "postgresql", *connection_args(pg), "--output-dir", str(backups), "--database", "shop"]
+    file = dbb(*args, "--verify", env=password_env(pg)).result["file"]
+    [local] = dbb("list", str(backups), env=password_env(pg)).result["backups"]
+    assert (local["file"], local["verified"], local["owner"]) == (file, True, None)

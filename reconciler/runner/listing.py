@@ -1,0 +1,73 @@
+"""`dbb-backup list FOLDER | s3://BUCKET/PREFIX`: the backups there, as their manifests describe them.
+
+A backup is listed from its manifest (`<file>.json`): its time, size, owner and whether it verified, and whether the
+file itself is there. A file without a manifest is an unfinished run and no backup, so it is not listed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from reconciler.runner.errors import RunnerError
+from reconciler.runner.manifest import Manifest
+from reconciler.runner.naming import MANIFEST_SUFFIX
+from reconciler.runner.objectstore import S3Location, storage_error
+
+__all__ = ["entry", "list_folder", "list_s3"]
+
+log = structlog.get_logger("dbb-backup")
+
+
+def entry(manifest: Manifest, where: str, present: bool) -> dict[str, Any]:
+    owner = manifest.owner
+    return {
+        "file": where,
+        "time": manifest.start,
+        "size": manifest.size,
+        "sha256": manifest.sha256,
+        "databases": manifest.databases,
+        "owner": f"{owner.namespace}/{owner.name}" if owner else None,
+        "verified": manifest.verified,
+        "present": present,
+    }
+
+
+def list_folder(folder: Path) -> list[dict[str, Any]]:
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError as error:
+        raise RunnerError("InvalidArguments", f"cannot list {folder}: {error.strerror}") from None
+    found = []
+    for name in sorted(names):
+        if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
+            continue
+        try:
+            manifest = Manifest.from_json((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not one of ours
+        found.append(entry(manifest, str(folder / manifest.file), manifest.file in names))
+    return sorted(found, key=lambda e: str(e["time"]))
+
+
+def list_s3(client: Any, location: S3Location) -> list[dict[str, Any]]:
+    prefix = location.key("")
+    keys: set[str] = set()
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
+            keys |= {str(o["Key"]) for o in page.get("Contents") or []}
+    except Exception as error:
+        raise storage_error(error, location.url("")) from None
+    found = []
+    for key in sorted(k for k in keys if k.endswith(MANIFEST_SUFFIX)):
+        try:
+            body = client.get_object(Bucket=location.bucket, Key=key)["Body"].read()
+            manifest = Manifest.from_json(body.decode("utf-8"))
+        except Exception as error:  # unreadable: not one of ours, or gone meanwhile
+            log.warning("manifest skipped", key=key, error=type(error).__name__)
+            continue
+        backup = key.removesuffix(MANIFEST_SUFFIX)
+        found.append(entry(manifest, f"s3://{location.bucket}/{backup}", backup in keys))
+    return sorted(found, key=lambda e: str(e["time"]))
