@@ -34,8 +34,8 @@ from reconciler.runner.errors import RunnerError, Scrubber, one_line
 from reconciler.runner.layout import parse_layout
 from reconciler.runner.listing import list_folder, list_s3
 from reconciler.runner.logs import configure_logging
-from reconciler.runner.manifest import Owner, read_manifest
-from reconciler.runner.naming import validate_prefix
+from reconciler.runner.manifest import Manifest, Owner, read_manifest
+from reconciler.runner.naming import MANIFEST_SUFFIX, validate_prefix
 from reconciler.runner.objectstore import S3Location
 from reconciler.runner.process import Deadline
 from reconciler.runner.report import failure_result, render, success_result, write_termination_log
@@ -142,7 +142,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_seconds, help="give up after this many seconds")
 
     verify = commands.add_parser("verify", help="check a backup file against its manifest")
-    verify.add_argument("file", type=Path)
+    verify.add_argument("file", help="a backup file, or an object: s3://BUCKET/KEY (credentials from AWS_*)")
+    verify.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
     verify.add_argument("--key-file", type=Path, help="the key, for an encrypted backup")
     verify.add_argument("--restore-test", action="store_true", help="restore into a scratch database and compare")
     _connection_flags(verify, required=False)
@@ -321,17 +322,34 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
     return success_result(path, manifest, verified=args.verify)
 
 
+def _stored(file: str, path_style: bool) -> tuple[Path | S3Object, Manifest | None]:
+    """A file, or an object and its manifest (None if it has none)."""
+    if not file.startswith("s3://"):
+        return Path(file), None
+    location = S3Location.parse(file)
+    source = S3Object(s3_client(S3Settings(path_style=path_style)), location.bucket, location.prefix)
+    return source, source.manifest()
+
+
 def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    source, manifest = _stored(args.file, args.s3_path_style)
+    if isinstance(source, Path):
+        manifest = read_manifest(source)
+        if manifest.file != source.name:
+            raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {source.name}")
+    elif manifest is None:
+        raise RunnerError("VerifyFailed", f"no manifest {args.file}{MANIFEST_SUFFIX} beside the backup")
     connection = None
     if args.restore_test:
-        manifest = read_manifest(args.file)
         engine = Engine(manifest.engine)
         defaults = {"host": manifest.host, "port": manifest.port, "user": manifest.user}
         connection = _connection(args, engine, scrub, defaults)
-    report = verify_backup(args.file, _key(args.key_file), scrub, deadline, restore_connection=connection)
+    report = verify_backup(
+        source, _key(args.key_file), scrub, deadline, restore_connection=connection, manifest=manifest
+    )
     return {
         "status": "Verified",
-        "file": str(args.file),
+        "file": args.file,
         "size": report.size,
         "sha256": report.sha256,
         "tables": report.tables,
@@ -340,13 +358,7 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
 
 
 def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
-    source: Path | S3Object = Path(args.file)
-    manifest = None
-    if args.file.startswith("s3://"):
-        location = S3Location.parse(args.file)
-        bucket, key = location.bucket, location.prefix
-        source = S3Object(s3_client(S3Settings(path_style=args.s3_path_style)), bucket, key)
-        manifest = source.manifest()
+    source, manifest = _stored(args.file, args.s3_path_style)
     engine = parse_layout(Path(source.name)).engine
     options = RestoreOptions(
         _connection(args, engine, scrub),

@@ -188,6 +188,9 @@ def test_list_shows_each_backup_with_its_time_size_owner_and_verification(
     assert entry["present"] is True
     assert entry["size"] > 0
     assert entry["time"].endswith("Z")
+    verified = dbb("verify", url, env=password_env(pg) | seaweedfs.env)
+    assert verified.code == 0, verified.stderr
+    assert (verified.result["status"], verified.result["tables"]) == ("Verified", {"shop": 4})
     # The same for a folder.
     args = ["run", "--engine", "postgresql", *connection_args(pg), "--output-dir", str(backups), "--database", "shop"]
     file = dbb(*args, "--verify", env=password_env(pg)).result["file"]
