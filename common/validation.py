@@ -19,6 +19,7 @@ from common.model import (
     FieldError,
     Resources,
     S3Storage,
+    SecretKeyRef,
     ServerSideEncryption,
     Tls,
     TlsMode,
@@ -126,6 +127,8 @@ def _s3(s3: S3Storage) -> Iterator[FieldError]:
         yield from _secret_key(
             f"{where}.credentialsSecret.secretAccessKeyKey", s3.credentials_secret.secret_access_key_key
         )
+    if s3.ca_bundle is not None:
+        yield from _key_ref(f"{where}.caBundle", s3.ca_bundle)
     if s3.server_side_encryption is ServerSideEncryption.KMS and not s3.kms_key_id:
         yield FieldError(f"{where}.kmsKeyId", "is required with serverSideEncryption aws:kms")
     if s3.kms_key_id and s3.server_side_encryption is not ServerSideEncryption.KMS:
@@ -163,11 +166,16 @@ def _tls(tls: Tls, engine: Engine | None) -> Iterator[FieldError]:
     if tls.mode is not TlsMode.VERIFY_FULL and tls.ca is not None:
         yield FieldError(f"{where}.ca", f"is used only with mode VerifyFull, not {tls.mode}: leave it out")
     if tls.ca is not None:
-        ref = f"{where}.ca.{'configMapKeyRef' if isinstance(tls.ca, ConfigMapKeyRef) else 'secretKeyRef'}"
-        yield from _dns_subdomain(f"{ref}.name", tls.ca.name)
-        yield from _secret_key(f"{ref}.key", tls.ca.key)
+        yield from _key_ref(f"{where}.ca", tls.ca)
     if tls.require_scram and engine is Engine.MYSQL:
         yield FieldError(f"{where}.requireScram", "true is for PostgreSQL only; the engine is MySQL")
+
+
+def _key_ref(where: str, ref: SecretKeyRef | ConfigMapKeyRef) -> Iterator[FieldError]:
+    """A key of a Secret or a ConfigMap: both names as Kubernetes takes them."""
+    path = f"{where}.{'configMapKeyRef' if isinstance(ref, ConfigMapKeyRef) else 'secretKeyRef'}"
+    yield from _dns_subdomain(f"{path}.name", ref.name)
+    yield from _secret_key(f"{path}.key", ref.key)
 
 
 def _resources(resources: Resources) -> Iterator[FieldError]:

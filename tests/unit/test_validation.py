@@ -183,6 +183,14 @@ def s3(**fields: Any) -> DatabaseBackupSpec:
             "spec.storage.s3.kmsKeyId: is required with serverSideEncryption aws:kms",
         ),
         (s3(kms_key_id="k"), "spec.storage.s3.kmsKeyId: goes with serverSideEncryption aws:kms only"),
+        (
+            s3(ca_bundle=ConfigMapKeyRef("Store CA", "ca.crt")),
+            'spec.storage.s3.caBundle.configMapKeyRef.name: "Store CA" is not a valid object name',
+        ),
+        (
+            s3(ca_bundle=SecretKeyRef("store-ca", "ca/crt")),
+            'spec.storage.s3.caBundle.secretKeyRef.key: "ca/crt" is not a valid Secret key',
+        ),
     ],
 )
 def test_a_bad_s3_location_is_refused_naming_field_and_value(spec: DatabaseBackupSpec, message: str) -> None:
