@@ -85,15 +85,10 @@ class StatefulSets:
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
 
         async def read(namespace: str, name: str) -> dict[str, Any] | None:
-            try:
-                # The caller's deadline cuts this short; the request timeout only backs it up.
-                return await raw(
-                    apps.read_namespaced_stateful_set(name, namespace, _preload_content=False, **timeout())
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
+            # The caller's deadline cuts this short; the request timeout only backs it up.
+            return await _absent_on_404(
+                apps.read_namespaced_stateful_set(name, namespace, _preload_content=False, **timeout())
+            )
 
         async def list_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
             found = await raw(

@@ -14,7 +14,7 @@ import structlog
 from reconciler.runner.errors import RunnerError
 from reconciler.runner.manifest import Manifest
 from reconciler.runner.naming import MANIFEST_SUFFIX
-from reconciler.runner.objectstore import S3Location, storage_error
+from reconciler.runner.objectstore import S3Location, list_keys
 
 __all__ = ["entry", "list_folder", "list_s3"]
 
@@ -53,13 +53,7 @@ def list_folder(folder: Path) -> list[dict[str, Any]]:
 
 
 def list_s3(client: Any, location: S3Location) -> list[dict[str, Any]]:
-    prefix = location.key("")
-    keys: set[str] = set()
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
-            keys |= {str(o["Key"]) for o in page.get("Contents") or []}
-    except Exception as error:
-        raise storage_error(error, location.url("")) from None
+    keys = set(list_keys(client, location.bucket, location.key("")))
     found = []
     for key in sorted(k for k in keys if k.endswith(MANIFEST_SUFFIX)):
         try:

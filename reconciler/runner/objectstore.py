@@ -42,6 +42,8 @@ __all__ = [
     "S3Location",
     "abort_stale_uploads",
     "check_bucket",
+    "error_code",
+    "list_keys",
     "storage_error",
 ]
 
@@ -86,13 +88,30 @@ def check_bucket(client: Any, bucket: str) -> None:
     try:
         client.head_bucket(Bucket=bucket)
     except Exception as error:
-        code = str(((getattr(error, "response", None) or {}).get("Error") or {}).get("Code", ""))
+        code = error_code(error)
         endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
         if code in ("404", "NoSuchBucket"):
             raise RunnerError("StorageError", f"s3://{bucket} at {endpoint}: NoSuchBucket: no such bucket") from None
         if code in ("403", "AccessDenied"):
             raise RunnerError("AuthenticationFailed", f"s3://{bucket} at {endpoint}: access denied") from None
         raise storage_error(error, f"s3://{bucket}", endpoint) from None
+
+
+def error_code(error: Exception) -> str:
+    """The S3 error code of a client failure ("NoSuchKey", "404", ...), "" for a failure without one."""
+    response = getattr(error, "response", None)
+    return str(((response if isinstance(response, dict) else {}).get("Error") or {}).get("Code", ""))
+
+
+def list_keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    """Every key under `prefix`, across pages."""
+    keys: list[str] = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [str(o["Key"]) for o in page.get("Contents") or []]
+    except Exception as error:
+        raise storage_error(error, f"s3://{bucket}/{prefix}") from None
+    return keys
 
 
 def storage_error(error: Exception, where: str, endpoint: str | None = None) -> RunnerError:

@@ -43,6 +43,8 @@ from reconciler.runner.objectstore import (
     S3Location,
     abort_stale_uploads,
     check_bucket,
+    error_code,
+    list_keys,
     storage_error,
 )
 from reconciler.runner.process import Deadline
@@ -88,8 +90,7 @@ class S3Object:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.key + MANIFEST_SUFFIX)["Body"]
         except Exception as error:
-            code = str(((getattr(error, "response", None) or {}).get("Error") or {}).get("Code", ""))
-            if code in ("NoSuchKey", "404"):
+            if error_code(error) in ("NoSuchKey", "404"):
                 return None
             raise storage_error(error, f"s3://{self.bucket}/{self.key}{MANIFEST_SUFFIX}") from None
         try:
@@ -193,14 +194,7 @@ def prune_s3(
 
 
 def _names(client: Any, location: S3Location, prefix: str) -> list[str]:
-    listing = location.key(prefix)
-    names: list[str] = []
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=listing):
-            names += [str(o["Key"]).rsplit("/", 1)[-1] for o in page.get("Contents") or []]
-    except Exception as error:
-        raise storage_error(error, location.url(prefix)) from None
-    return names
+    return [key.rsplit("/", 1)[-1] for key in list_keys(client, location.bucket, location.key(prefix))]
 
 
 def _manifest(client: Any, location: S3Location, name: str) -> Manifest | None:
