@@ -297,26 +297,46 @@ class _SpoolSink:
         return len(data)
 
 
+@dataclass(frozen=True)
+class MemberDump:
+    """One member of a tar or a set: the globals (database None) or one database, and how to dump it."""
+
+    database: str | None
+    argv: list[str]
+    compression: Compression  # ours, applied to the tool's output
+
+    @property
+    def name(self) -> str:
+        return member_name(self.database, self.compression)
+
+    def dump(self, options: RunOptions, sink: Sink, scrub: Scrubber, deadline: Deadline) -> None:
+        stage: Stage = compressor(self.compression, sink)
+        with Tool(self.argv, engines.child_env(options.engine, options.connection), scrub, deadline=deadline) as tool:
+            pump(tool, stage)
+        stage.close()
+
+
+def member_dumps(options: RunOptions, target: Target) -> list[MemberDump]:
+    """The globals (for `all`) then each database, as pg_dumpall and pg_dump write them (gzip is pg_dump's own)."""
+    work = []
+    if target.globals:
+        work.append(MemberDump(None, engines.pg_globals_argv(options.connection), options.compression))
+    ours = Compression.ZSTD if options.compression is Compression.ZSTD else Compression.NONE
+    for name in target.databases:
+        work.append(MemberDump(name, engines.pg_dump_argv(options.connection, name, options.compression), ours))
+    return work
+
+
 def dump_tar(options: RunOptions, target: Target, head: Sink, scrub: Scrubber, deadline: Deadline) -> list[Member]:
     folder = options.output_dir
     assert folder is not None, "a tar spools its members in the output folder"
-    env = engines.child_env(options.engine, options.connection)
-    work: list[tuple[str | None, list[str], Compression]] = []
-    if target.globals:
-        work.append((None, engines.pg_globals_argv(options.connection), options.compression))
-    ours = Compression.ZSTD if options.compression is Compression.ZSTD else Compression.NONE
-    for name in target.databases:
-        work.append((name, engines.pg_dump_argv(options.connection, name, options.compression), ours))
     members = []
     with tarfile.open(fileobj=head, mode="w|", format=tarfile.PAX_FORMAT, bufsize=READ_SIZE) as tar:  # type: ignore[call-overload]
         tar.copybufsize = READ_SIZE  # tarfile copies members 16 KiB at a time otherwise
-        for database, argv, compression in work:
-            member = member_name(database, compression)
+        for work in member_dumps(options, target):
+            member, database = work.name, work.database
             with _spool(folder) as spool:
-                stage: Stage = compressor(compression, _SpoolSink(spool, folder))
-                with Tool(argv, env, scrub, deadline=deadline) as tool:
-                    pump(tool, stage)
-                stage.close()
+                work.dump(options, _SpoolSink(spool, folder), scrub, deadline)
                 info = tarfile.TarInfo(member)
                 info.size, info.mtime, info.mode = spool.tell(), int(time.time()), 0o640
                 spool.seek(0)

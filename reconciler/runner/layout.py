@@ -2,14 +2,17 @@
 
     file ─▶ Decryptor (if `.enc`) ─▶ decompressor (the outer `.gz`/`.zst`, if any) ─▶ payload
 
-The payload is a pg_dump custom archive (`.dump`), a tar of them (`.tar`), or an SQL script (`.sql`). See
-`docs/backup-format.md` for the whole format.
+The payload is a pg_dump custom archive (`.dump`), a tar of them (`.tar`), or an SQL script (`.sql`). A set (`.set`,
+only in a bucket) holds a tar's members as objects of their own, each one encrypted (`.enc`) on its own, and is
+read member by member (`members`), in the order its manifest lists them. See `docs/backup-format.md` for the whole
+format.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import tarfile
+from collections.abc import Generator, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +23,25 @@ from reconciler.runner.compression import Compression, Source, decompressor
 from reconciler.runner.crypto import Decryptor
 from reconciler.runner.engines import Engine
 from reconciler.runner.errors import RunnerError
+from reconciler.runner.manifest import Member
 from reconciler.runner.naming import ENCRYPTED_SUFFIX
 
-__all__ = ["Layout", "LocalFile", "Stored", "member_name", "open_payload", "parse_layout", "parse_member", "stored"]
+__all__ = [
+    "Layout",
+    "LocalFile",
+    "Part",
+    "Stored",
+    "member_name",
+    "members",
+    "open_payload",
+    "parse_layout",
+    "parse_member",
+    "stored",
+]
 
 CUSTOM: Final = "custom"
 TAR: Final = "tar"
+SET: Final = "set"
 SQL: Final = "sql"
 GLOBALS_MEMBER: Final = "globals.sql"
 DATABASES_FOLDER: Final = "databases/"
@@ -44,6 +60,7 @@ _BY_EXTENSION: Final = {
     ".dump": Layout(Engine.POSTGRESQL, CUSTOM, Compression.NONE, encrypted=False),
     ".dump.zst": Layout(Engine.POSTGRESQL, CUSTOM, Compression.ZSTD, encrypted=False),
     ".tar": Layout(Engine.POSTGRESQL, TAR, Compression.NONE, encrypted=False),
+    ".set": Layout(Engine.POSTGRESQL, SET, Compression.NONE, encrypted=False),
     ".sql": Layout(Engine.MYSQL, SQL, Compression.NONE, encrypted=False),
     ".sql.gz": Layout(Engine.MYSQL, SQL, Compression.GZIP, encrypted=False),
     ".sql.zst": Layout(Engine.MYSQL, SQL, Compression.ZSTD, encrypted=False),
@@ -51,8 +68,8 @@ _BY_EXTENSION: Final = {
 
 
 def extension(engine: Engine, kind: str, compression: Compression, *, encrypted: bool) -> str:
-    if kind == TAR:
-        ext = ".tar"
+    if kind in (TAR, SET):
+        ext = "." + kind
     elif kind == CUSTOM:
         ext = ".dump.zst" if compression is Compression.ZSTD else ".dump"
     else:
@@ -109,6 +126,10 @@ class Stored(Protocol):
         """Its bytes as stored, from the start."""
         ...
 
+    def member(self, name: str) -> Stored:
+        """A member of a set (`<set>/<name>`)."""
+        ...
+
 
 class _FileSource:
     def __init__(self, file: BinaryIO) -> None:
@@ -135,6 +156,9 @@ class LocalFile:
         with file:
             yield _FileSource(file)
 
+    def member(self, name: str) -> LocalFile:
+        return LocalFile(self.path / name)
+
 
 def stored(where: Path | Stored) -> Stored:
     return LocalFile(where) if isinstance(where, Path) else where
@@ -151,3 +175,59 @@ def open_payload(where: Path | Stored, layout: Layout, key: bytes | None) -> Ite
             assert key is not None
             source = Decryptor(key, source)
         yield decompressor(layout.outer, source)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One member of a tar or a set, as read."""
+
+    name: str  # as the manifest lists it
+    database: str | None  # None: globals.sql
+    stream: Source  # decoded: decrypted and decompressed
+
+
+def members(
+    where: Path | Stored, layout: Layout, key: bytes | None, listed: list[Member] | None, failure: str
+) -> Generator[Part]:
+    """Each member of a tar or a set, decoded, in the order stored: a tar as one stream, a set member by member in
+    the order its manifest lists them (`listed`; a set without its manifest has no members anyone can name). A
+    damaged tar raises RunnerError(`failure`). Read each part before taking the next; close the iterator
+    (contextlib.closing) to release what is open when stopping early."""
+    if layout.kind == TAR:
+        yield from _tar_members(where, layout, key, failure)
+        return
+    backup = stored(where)
+    if listed is None:
+        raise RunnerError(failure, f"{backup.name}: a set is read through its manifest, which lists its members")
+    for member in listed:
+        database, compression = parse_member(member.name.removesuffix(ENCRYPTED_SUFFIX))
+        inner = Layout(layout.engine, SQL if database is None else CUSTOM, compression, layout.encrypted)
+        with open_payload(backup.member(member.name), inner, key) as stream:
+            yield Part(member.name, database, stream)
+
+
+def _tar_members(where: Path | Stored, layout: Layout, key: bytes | None, failure: str) -> Generator[Part]:
+    with open_payload(where, layout, key) as payload:
+        try:
+            with tarfile.open(fileobj=payload, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    database, compression = parse_member(member.name)
+                    stream = tar.extractfile(member)
+                    if stream is None:
+                        raise RunnerError(failure, f"tar member {member.name} is not a file")
+                    yield Part(member.name, database, decompressor(compression, _TarGuard(stream, failure)))
+        except tarfile.TarError as error:
+            raise RunnerError(failure, f"the tar is damaged: {error}") from None
+
+
+class _TarGuard:
+    """A tar member's stream whose damage (a tar cut short) reads as RunnerError, like the tar's own."""
+
+    def __init__(self, stream: BinaryIO, failure: str) -> None:
+        self._stream, self._failure = stream, failure
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except tarfile.TarError as error:
+            raise RunnerError(self._failure, f"the tar is damaged: {error}") from None

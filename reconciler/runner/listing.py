@@ -63,5 +63,6 @@ def list_s3(client: Any, location: S3Location) -> list[dict[str, Any]]:
             log.warning("manifest skipped", key=key, error=type(error).__name__)
             continue
         backup = key.removesuffix(MANIFEST_SUFFIX)
-        found.append(entry(manifest, f"s3://{location.bucket}/{backup}", backup in keys))
+        present = backup in keys or any(k.startswith(backup + "/") for k in keys)  # a file, or a set's members
+        found.append(entry(manifest, f"s3://{location.bucket}/{backup}", present))
     return sorted(found, key=lambda e: str(e["time"]))

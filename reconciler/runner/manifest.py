@@ -17,12 +17,15 @@ where the backup came from (and where `verify --restore-test` goes by default).
 only backups whose manifest names its own owner's uid. Manifests written before `owner` and `verified` existed read
 as owner null and verified false.
 
-`layout`: `custom` (one pg_dump custom-format archive), `tar` (a tar of them, see `docs/backup-format.md`) or
-`sql` (one mysqldump script). `members` lists a tar's files with the database each holds.
+`layout`: `custom` (one pg_dump custom-format archive), `tar` (a tar of them, see `docs/backup-format.md`), `set`
+(the same members as objects of their own, in a bucket) or `sql` (one mysqldump script). `members` lists a tar's or
+a set's files with the database each holds; a set's members also carry their `size` and `sha256`, and the set's own
+`size` is their sum and its `sha256` that of their `sha256sum` listing (`set_digest`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +34,7 @@ from typing import Any, Final
 from reconciler.runner.errors import RunnerError
 from reconciler.runner.naming import MANIFEST_SUFFIX
 
-__all__ = ["FORMAT_VERSION", "Manifest", "Member", "Owner", "manifest_path", "read_manifest"]
+__all__ = ["FORMAT_VERSION", "Manifest", "Member", "Owner", "manifest_path", "read_manifest", "set_digest"]
 
 FORMAT_VERSION: Final = 1
 ENCRYPTION_NONE: Final = "none"
@@ -42,6 +45,16 @@ ENCRYPTION_AES: Final = "aes-256-gcm-chunked-v1"
 class Member:
     name: str
     database: str | None  # None for globals.sql
+    # A set's member is an object of its own: its size and sha256 as stored. A tar's member has neither (the tar's
+    # own checksum covers it).
+    size: int | None = None
+    sha256: str | None = None
+
+
+def set_digest(members: list[Member]) -> str:
+    """A set's sha256: of its members' `sha256sum` lines, in manifest order (`<sha256>  <name>\n` each)."""
+    listing = "".join(f"{m.sha256}  {m.name}\n" for m in members)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class Manifest:
 
     def to_json(self) -> str:
         data = {_camel(k): v for k, v in asdict(self).items()}
+        data["members"] = [{k: v for k, v in m.items() if v is not None or k == "database"} for m in data["members"]]
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
@@ -105,7 +119,7 @@ class Manifest:
         members = data.get("members", [])
         if not isinstance(members, list) or not all(isinstance(m, dict) and "name" in m for m in members):
             raise ValueError("members is not a list of {name, database}")
-        values["members"] = [Member(str(m["name"]), m.get("database")) for m in members]
+        values["members"] = [_member(m) for m in members]
         if not all(isinstance(d, str) for d in values["databases"]):
             raise ValueError("databases is not a list of names")
         values["verified"] = data.get("verified") is True
@@ -132,6 +146,15 @@ _FIELDS: Final[dict[str, type]] = {
     "end": str,
     "duration": (int, float),  # type: ignore[dict-item]
 }
+
+
+def _member(data: dict[str, Any]) -> Member:
+    size, sha256 = data.get("size"), data.get("sha256")
+    if (size is not None and (not isinstance(size, int) or isinstance(size, bool))) or (
+        sha256 is not None and not isinstance(sha256, str)
+    ):
+        raise ValueError(f"member {data['name']!r}: size or sha256 of the wrong type")
+    return Member(str(data["name"]), data.get("database"), size, sha256)
 
 
 def _camel(name: str) -> str:

@@ -12,6 +12,7 @@ Extensions (the payload, then the compression we applied, then `.enc` if encrypt
 | `.dump` | one PostgreSQL database, `pg_dump` custom format (gzip: pg_dump's own zlib; none: uncompressed) |
 | `.dump.zst` | the same, uncompressed by pg_dump, zstd by us |
 | `.tar` | several PostgreSQL databases (and `globals.sql` for `all`): a tar of the files above |
+| `.set` | the same in a bucket: no object of its own, but a key prefix with one object per member (`<set>/<member>`) |
 | `.sql`, `.sql.gz`, `.sql.zst` | MySQL/MariaDB: one `mariadb-dump`/`mysqldump` SQL script |
 
 Retention and cleanup match the whole name against that pattern for the given name prefix: a file that merely
@@ -43,8 +44,8 @@ TIMESTAMP_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 TEMP_SUFFIX: Final = ".partial"
 MANIFEST_SUFFIX: Final = ".json"
 ENCRYPTED_SUFFIX: Final = ".enc"
-EXTENSIONS: Final = (".dump", ".dump.zst", ".tar", ".sql", ".sql.gz", ".sql.zst")
-_EXT_PATTERN: Final = r"(?:\.dump(?:\.zst)?|\.tar|\.sql(?:\.gz|\.zst)?)(?:\.enc)?"
+EXTENSIONS: Final = (".dump", ".dump.zst", ".tar", ".set", ".sql", ".sql.gz", ".sql.zst")
+_EXT_PATTERN: Final = r"(?:\.dump(?:\.zst)?|\.tar|\.set|\.sql(?:\.gz|\.zst)?)(?:\.enc)?"
 _TIMESTAMP_PATTERN: Final = r"[0-9]{8}T[0-9]{6}Z"
 MAX_PREFIX: Final = 180  # leaves room for the timestamp, extensions and `.partial` within a 255-byte file name
 

@@ -141,9 +141,9 @@ class MultipartUpload:
         *,
         part_size: int = PART_SIZE,
         in_flight: int = IN_FLIGHT,
-        extra: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """`extra`: more arguments for the upload's creation (ServerSideEncryption, SSEKMSKeyId)."""
+        """`extra`: more arguments for the upload's creation (ServerSideEncryption, SSEKMSKeyId, Metadata)."""
         if part_size < MIN_PART:
             raise ValueError(f"part_size must be at least {MIN_PART} bytes (S3's minimum)")
         self._client, self.bucket, self.key = client, bucket, key

@@ -20,8 +20,8 @@ nothing: pg_restore writes the
 archive as one BEGIN ... COMMIT script and psql runs it with ON_ERROR_STOP (see `pgscript`), so a restore that fails
 anywhere (an object that already exists, a damaged file, `--timeout`, SIGTERM) leaves the target database exactly
 as it was, and a database the restore created is dropped again (best effort). Before, `pg_restore --exit-on-error`
-stopped at the first error but kept what it had applied. In a tar of several databases each database is its own
-transaction: the databases restored before a failure stay restored. The script is fitted to the target server:
+stopped at the first error but kept what it had applied. In a tar (or a set) of several databases each database is
+its own transaction: the databases restored before a failure stay restored. The script is fitted to the target server:
 session settings it does not know are left out (pg_restore 17's `SET transaction_timeout` on PostgreSQL 12-16).
 PostgreSQL does not promise that a newer pg_dump's output loads into an older server (pg_dump documentation,
 Notes): anything else an older server rejects fails the restore, whole. `--no-owner` restores without ownership and
@@ -38,9 +38,8 @@ from __future__ import annotations
 import io
 import re
 import secrets
-import tarfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -49,11 +48,11 @@ from typing import Final
 import structlog
 
 from reconciler.runner import admin, engines
-from reconciler.runner.compression import Source, decompressor
+from reconciler.runner.compression import Source
 from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.feeds import SqlRenamer, ToolFeed, feed_all
-from reconciler.runner.layout import CUSTOM, TAR, Layout, Stored, open_payload, parse_layout, parse_member, stored
+from reconciler.runner.layout import CUSTOM, SET, TAR, Layout, Part, Stored, members, open_payload, parse_layout, stored
 from reconciler.runner.manifest import Manifest, manifest_path, read_manifest
 from reconciler.runner.naming import MANIFEST_SUFFIX
 from reconciler.runner.pgscript import ScriptRestore
@@ -105,15 +104,15 @@ def restore_backup(
     plain, pairs = parse_targets(options.targets)
     manifest = check_whole(path, layout, key, options, scrub, deadline, stored_manifest=stored_manifest)
     run = _Restore(layout, manifest, options, scrub, deadline)
-    with open_payload(path, layout, key) as payload:
-        if layout.kind == CUSTOM:
-            restored = run.custom(payload, plain, pairs)
-        elif layout.kind == TAR:
-            if plain is not None:
-                raise RunnerError("InvalidArguments", "this backup holds several databases: use SOURCE=TARGET")
-            restored = run.tar(payload, pairs)
-        else:
-            restored = run.sql(payload, plain, pairs)
+    if layout.kind in (TAR, SET):
+        if plain is not None:
+            raise RunnerError("InvalidArguments", "this backup holds several databases: use SOURCE=TARGET")
+        listed = manifest.members if manifest is not None else None
+        with closing(members(path, layout, key, listed, "RestoreFailed")) as parts:
+            restored = run.several(parts, pairs)
+    else:
+        with open_payload(path, layout, key) as payload:
+            restored = run.custom(payload, plain, pairs) if layout.kind == CUSTOM else run.sql(payload, plain, pairs)
     log.info("restore finished", file=stored(path).name, databases=restored)
     return restored
 
@@ -138,6 +137,10 @@ def check_whole(
             raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {name}")
         verify_backup(path, key, scrub, deadline, manifest=manifest)
         return manifest
+    if layout.kind == SET:
+        raise RunnerError(
+            "InvalidArguments", f"no manifest {name}{MANIFEST_SUFFIX}: a set is read through it, it lists the members"
+        )
     if not options.without_manifest:
         raise RunnerError(
             "InvalidArguments",
@@ -172,30 +175,22 @@ class _Restore:
         self.pg_archive(payload, target)
         return {source or "?": target}
 
-    def tar(self, payload: Source, pairs: dict[str, str]) -> dict[str, str]:
+    def several(self, parts: Iterator[Part], pairs: dict[str, str]) -> dict[str, str]:
+        """A tar's or a set's databases (and globals), in the order stored."""
         restored: dict[str, str] = {}
         if self.manifest is not None:  # every target checked before the first database is restored
             chosen = [d for d in self.manifest.databases if not pairs or d in pairs]
             self.refuse_existing(Engine.POSTGRESQL, [pairs.get(d, d) for d in chosen])
-        try:
-            with tarfile.open(fileobj=payload, mode="r|") as tar:  # type: ignore[call-overload]
-                for member in tar:
-                    database, compression = parse_member(member.name)
-                    stream = tar.extractfile(member)
-                    if stream is None:
-                        raise RunnerError("RestoreFailed", f"tar member {member.name} is not a file")
-                    decoded = decompressor(compression, stream)
-                    if database is None:
-                        if not pairs:
-                            self.pg_globals(decoded)
-                        continue
-                    if pairs and database not in pairs:
-                        continue
-                    target = pairs.get(database, database)
-                    self.pg_archive(decoded, target)
-                    restored[database] = target
-        except tarfile.TarError as error:
-            raise RunnerError("RestoreFailed", f"the tar is damaged: {error}") from None
+        for part in parts:
+            if part.database is None:
+                if not pairs:
+                    self.pg_globals(part.stream)
+                continue
+            if pairs and part.database not in pairs:
+                continue
+            target = pairs.get(part.database, part.database)
+            self.pg_archive(part.stream, target)
+            restored[part.database] = target
         unknown = sorted(set(pairs) - set(restored))
         if unknown:
             raise RunnerError("InvalidArguments", f"the backup has no database {unknown}")

@@ -1,43 +1,57 @@
 """`dbb-backup run --output-url s3://bucket/prefix`: the same backup as into a folder, streamed into a bucket.
 
 The steps, and how they differ from a folder's (backup.py):
-1. The bucket is checked (it exists, the credentials reach it) and this name's incomplete uploads older than a day
-   (runs that were killed) are aborted; `--stale-upload-age 0` aborts all of them, for an owner whose runs never
-   overlap (concurrencyPolicy Forbid or Replace), so that a killed run's upload goes with the next run.
+1. The bucket is checked (it exists, the credentials reach it). Then what killed runs left: this name's incomplete
+   uploads older than a day are aborted, and this owner's backups without a manifest older than a day (a run that
+   died after an upload completed) are deleted; `--stale-upload-age 0` takes all of them, for an owner whose runs
+   never overlap (concurrencyPolicy Forbid or Replace), so that a killed run's leftovers go with the next run.
 2. The server: as for a folder (the connection and password check, then `all` resolved).
 3. The dump streams into one multipart upload (objectstore.MultipartUpload): nothing is written to local disk, and
-   memory stays bounded whatever the size. The object exists only once the upload completes.
+   memory stays bounded whatever the size. The object exists only once the upload completes. Every object carries
+   its owner's uid as user metadata (OWNER_METADATA), which is how step 1 knows its own orphans.
 4. With `--verify` the object is read back and checked as `dbb-backup verify` checks a file; one that fails is
    deleted.
 5. The manifest `<object>.json`, last: a backup without its manifest does not exist for any reader, so a run that
-   dies after step 3 leaves an object nobody counts (the next run of the owner removes it, as an orphan).
+   dies after step 3 leaves an object nobody counts, which step 1 of a later run deletes.
 6. Retention: this owner's verified backups under the prefix, as in a folder.
 
-Several PostgreSQL databases (or `all`) make a tar, whose members need their sizes first (see backup.py): into a
-bucket that would mean spooling to local disk, which this path never does. Such a backup is refused for now; one
-object per database plus a manifest of the set is the layout that will replace the tar here.
+Several PostgreSQL databases (or `all`) make a set (`<name>-<UTC>.set[.enc]`) instead of a folder's tar, whose
+members would need their sizes first, that is, spooling to disk: the set is no object of its own but one object per
+member under `<set>/` (`globals.sql…`, `databases/<db>.dump…`, each encrypted on its own with --key-file), each
+streamed like a single backup, and its manifest `<set>.json` lists each member's size and sha256 (see
+`docs/backup-format.md`). Verify, restore, list and retention read a set as they read a tar.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 import boto3
 import structlog
 from botocore.config import Config
 
-from reconciler.runner.backup import RunOptions, describe, dump_stream, kind_of, resolve_target, same_owner
+from reconciler.runner.backup import (
+    RunOptions,
+    Target,
+    describe,
+    dump_stream,
+    kind_of,
+    member_dumps,
+    resolve_target,
+    same_owner,
+)
 from reconciler.runner.compression import Sink, Source
 from reconciler.runner.crypto import Encryptor
 from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.layout import TAR, extension
-from reconciler.runner.manifest import Manifest, Owner
-from reconciler.runner.naming import MANIFEST_SUFFIX, BackupName, parse_backup_name, retention_plan
+from reconciler.runner.layout import SET, TAR, extension
+from reconciler.runner.manifest import Manifest, Member, Owner, set_digest
+from reconciler.runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, BackupName, parse_backup_name, retention_plan
 from reconciler.runner.objectstore import (
     MultipartUpload,
     S3Location,
@@ -53,6 +67,9 @@ from reconciler.runner.verify import verify_backup
 __all__ = ["S3Object", "S3Settings", "run_backup_s3", "s3_client"]
 
 log = structlog.get_logger("dbb-backup")
+
+# User metadata on every object a run writes (x-amz-meta-dbb-owner-uid): whose it is, before its manifest exists.
+OWNER_METADATA: Final = "dbb-owner-uid"
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,9 @@ class S3Object:
     @property
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
+
+    def member(self, name: str) -> S3Object:
+        return S3Object(self.client, self.bucket, f"{self.key}/{name}")
 
     def manifest(self) -> Manifest | None:
         """Its manifest (`<key>.json`), None if it has none; a manifest that cannot be read fails verification."""
@@ -126,33 +146,40 @@ def run_backup_s3(
     check_bucket(client, location.bucket)
     stale = timedelta(seconds=options.stale_upload_age)
     abort_stale_uploads(client, location.bucket, location.key(f"{options.name}-"), older_than=stale)
+    remove_orphans_s3(client, location, options.name, options.owner, older_than=stale)
     target = resolve_target(options, scrub)
-    kind = kind_of(options.engine, target)
-    if kind == TAR:
-        raise RunnerError(
-            "InvalidArguments",
-            "several PostgreSQL databases (or all) cannot yet be backed up to S3: give one --database per run",
-        )
+    kind = SET if kind_of(options.engine, target) == TAR else kind_of(options.engine, target)
     log.info("backup started", engine=options.engine.value, databases=target.databases, object=location.url(""))
-    ext = extension(options.engine, kind, options.compression, encrypted=options.key is not None)
-    name = BackupName.new(options.name, started, ext)
+    name = BackupName.new(
+        options.name, started, extension(options.engine, kind, options.compression, encrypted=options.key is not None)
+    )
     key = location.key(name.file)
-    with MultipartUpload(client, location.bucket, key, extra=settings.object_arguments()) as out:
-        encryptor = Encryptor(options.key, out) if options.key is not None else None
-        head: Sink = encryptor if encryptor is not None else out
-        dump_stream(options, target, kind, head, scrub, deadline)
-        if encryptor is not None:
-            encryptor.close()
-        deadline.check()
-        out.close()
-    manifest = describe(options, target, name, kind, [], out.size, out.sha256.hexdigest(), started, clock)
+    # The owner's uid on every object: what lets a later run recognise its own orphans (remove_orphans_s3).
+    extra: dict[str, Any] = settings.object_arguments()
+    if options.owner is not None:
+        extra["Metadata"] = {OWNER_METADATA: options.owner.uid}
+    if kind == SET:
+        members = _upload_set(options, target, client, location.bucket, key, extra, scrub, deadline)
+        size, sha256 = sum(m.size or 0 for m in members), set_digest(members)
+    else:
+        out = _upload(
+            options,
+            client,
+            location.bucket,
+            key,
+            extra,
+            deadline,
+            lambda head: dump_stream(options, target, kind, head, scrub, deadline),
+        )
+        members, size, sha256 = [], out.size, out.sha256.hexdigest()
+    manifest = describe(options, target, name, kind, members, size, sha256, started, clock)
     stored = S3Object(client, location.bucket, key)
     if options.verify:
         try:
             restore = options.connection if options.restore_test else None
             verify_backup(stored, options.key, scrub, deadline, manifest=manifest, restore_connection=restore)
         except RunnerError:
-            client.delete_object(Bucket=location.bucket, Key=key)
+            _delete_backup(client, location, name.file)
             log.error("the new backup failed verification and was deleted", object=location.url(name.file))
             raise
     deadline.check()
@@ -165,36 +192,134 @@ def run_backup_s3(
         )
     except Exception as error:
         raise storage_error(error, location.url(name.manifest)) from None
-    log.info("backup written", object=location.url(name.file), size=out.size, sha256=manifest.sha256)
+    log.info("backup written", object=location.url(name.file), size=size, sha256=manifest.sha256)
     if options.keep_last:
         prune_s3(client, location, options.name, options.keep_last, options.owner, protect=name.file)
     return location.url(name.file), manifest
 
 
+def _upload(
+    options: RunOptions,
+    client: Any,
+    bucket: str,
+    key: str,
+    extra: dict[str, Any],
+    deadline: Deadline,
+    write: Callable[[Sink], None],
+) -> MultipartUpload:
+    """One object: `write` streams the payload into it, encrypted on the way with --key-file. Complete on return."""
+    with MultipartUpload(client, bucket, key, extra=extra) as out:
+        encryptor = Encryptor(options.key, out) if options.key is not None else None
+        write(encryptor if encryptor is not None else out)
+        if encryptor is not None:
+            encryptor.close()
+        deadline.check()
+        out.close()
+    return out
+
+
+def _upload_set(
+    options: RunOptions,
+    target: Target,
+    client: Any,
+    bucket: str,
+    key: str,
+    extra: dict[str, Any],
+    scrub: Scrubber,
+    deadline: Deadline,
+) -> list[Member]:
+    """Several PostgreSQL databases: one object per member under `<set>/` (the tar's members, each encrypted on its
+    own), so that nothing is spooled. A run that fails takes the members it completed with it."""
+    members: list[Member] = []
+    suffix = ENCRYPTED_SUFFIX if options.key is not None else ""
+    try:
+        for work in member_dumps(options, target):
+            member = work.name + suffix
+            out = _upload(
+                options,
+                client,
+                bucket,
+                f"{key}/{member}",
+                extra,
+                deadline,
+                partial(work.dump, options, scrub=scrub, deadline=deadline),
+            )
+            members.append(Member(member, work.database, out.size, out.sha256.hexdigest()))
+            log.info("database dumped", database=work.database or "(globals)", member=member, size=out.size)
+    except BaseException:
+        for done in members:
+            with contextlib.suppress(Exception):  # the store may be what failed: a later run removes orphans
+                client.delete_object(Bucket=bucket, Key=f"{key}/{done.name}")
+        raise
+    return members
+
+
 def prune_s3(
     client: Any, location: S3Location, prefix: str, keep_last: int, owner: Owner | None, protect: str
 ) -> list[str]:
-    """Retention in a bucket: the folder's rules (naming.retention_plan), over the objects under the prefix."""
-    names = _names(client, location, prefix)
+    """Retention in a bucket: the folder's rules (naming.retention_plan), over the backups under the prefix."""
+    grouped = _backups(client, location, prefix)
     owned: dict[str, bool] = {}
-    for name in names:
-        if parse_backup_name(prefix, name) is None or name + MANIFEST_SUFFIX not in names:
+    for name in grouped:
+        if parse_backup_name(prefix, name) is None or name + MANIFEST_SUFFIX not in grouped:
             continue
         manifest = _manifest(client, location, name)
         if manifest is not None and same_owner(manifest.owner, owner):
             owned[name] = manifest.verified
-    plan = retention_plan(names, prefix, keep_last, owned, protect=protect)
+    plan = retention_plan(grouped, prefix, keep_last, owned, protect=protect)
     for name in plan:
-        try:
-            client.delete_object(Bucket=location.bucket, Key=location.key(name))
-        except Exception as error:
-            raise storage_error(error, location.url(name)) from None
+        _delete_keys(client, location, grouped[name])
         log.info("old backup deleted", object=location.url(name), keep_last=keep_last)
     return plan
 
 
-def _names(client: Any, location: S3Location, prefix: str) -> list[str]:
-    return [key.rsplit("/", 1)[-1] for key in list_keys(client, location.bucket, location.key(prefix))]
+def remove_orphans_s3(
+    client: Any, location: S3Location, prefix: str, owner: Owner | None, older_than: timedelta
+) -> list[str]:
+    """This owner's backups without a manifest, older than `older_than`: a run that died after an upload completed
+    (during its verification, or between a set's members). No reader counts them; this deletes them. An object is
+    this owner's by the uid it carries (OWNER_METADATA), so nothing of another owner, or of a run by hand, is
+    touched; `older_than` spares a run still verifying (concurrencyPolicy Allow), as for stale uploads."""
+    if owner is None:
+        return []
+    grouped, now, removed = _backups(client, location, prefix), datetime.now(UTC), []
+    for name, keys in sorted(grouped.items()):
+        if parse_backup_name(prefix, name) is None or name + MANIFEST_SUFFIX in grouped:
+            continue
+        try:
+            head = client.head_object(Bucket=location.bucket, Key=keys[0])
+        except Exception as error:
+            raise storage_error(error, f"s3://{location.bucket}/{keys[0]}") from None
+        if (head.get("Metadata") or {}).get(OWNER_METADATA) != owner.uid or now - head["LastModified"] < older_than:
+            continue
+        _delete_keys(client, location, keys)
+        removed.append(name)
+        log.info("removed a backup whose run died before its manifest", object=location.url(name))
+    return removed
+
+
+def _backups(client: Any, location: S3Location, prefix: str) -> dict[str, list[str]]:
+    """{name: its keys} under the prefix: a backup or manifest is one key, a set the keys of its members."""
+    grouped: dict[str, list[str]] = {}
+    base = location.key("")
+    for key in list_keys(client, location.bucket, location.key(prefix)):
+        grouped.setdefault(key.removeprefix(base).split("/", 1)[0], []).append(key)
+    return grouped
+
+
+def _delete_backup(client: Any, location: S3Location, name: str) -> None:
+    """A backup's object, or a set's members."""
+    key = location.key(name)
+    found = list_keys(client, location.bucket, key)
+    _delete_keys(client, location, [k for k in found if k == key or k.startswith(key + "/")])
+
+
+def _delete_keys(client: Any, location: S3Location, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            client.delete_object(Bucket=location.bucket, Key=key)
+        except Exception as error:
+            raise storage_error(error, f"s3://{location.bucket}/{key}") from None
 
 
 def _manifest(client: Any, location: S3Location, name: str) -> Manifest | None:

@@ -10,6 +10,7 @@
      last table; CREATE TABLE statements are counted per database.
    - `globals.sql` must end with pg_dumpall's `-- PostgreSQL database cluster dump complete`.
    - a tar must hold exactly the members its manifest lists.
+   - a set (in a bucket) is each member's size and sha256 against the manifest, then each member as above.
 3. `--restore-test`: instead of `-f /dev/null`, each database is restored into a scratch database on the same server
    (`dbb_verify_<random>_<n>`) as `dbb-backup restore` restores it (one transaction, fitted to the server: see
    `pgscript`), its base tables are counted and compared with the dump's count, and the scratch
@@ -22,9 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import tarfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,12 +33,12 @@ from typing import Final
 import structlog
 
 from reconciler.runner import admin, engines
-from reconciler.runner.compression import Source, decompressor
+from reconciler.runner.compression import Source
 from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.feeds import Consumer, LineScanner, SqlRenamer, ToolFeed, feed_all
-from reconciler.runner.layout import CUSTOM, TAR, Layout, Stored, open_payload, parse_layout, parse_member, stored
-from reconciler.runner.manifest import Manifest, read_manifest
+from reconciler.runner.layout import CUSTOM, SET, TAR, Layout, Stored, members, open_payload, parse_layout, stored
+from reconciler.runner.manifest import Manifest, read_manifest, set_digest
 from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
 
@@ -87,15 +87,48 @@ def verify_backup(
 
 def check_decoding(path: Path | Stored, layout: Layout, key: bytes | None, deadline: Deadline) -> None:
     """What a file proves without its manifest: read to the end, every encrypted chunk's tag checks and the
-    compression's own end and checksum are there (a `.dump` or `.tar` that is not compressed proves nothing here)."""
+    compression's own end and checksum are there (a `.dump` or `.tar` that is not compressed proves nothing here).
+    A set has nothing to read without its manifest, which lists its members."""
+    if layout.kind == SET:
+        raise RunnerError("VerifyFailed", f"{stored(path).name}: a set cannot be checked without its manifest")
     with open_payload(path, layout, key) as payload:
         while payload.read(READ_SIZE):
             deadline.check()
 
 
 def check_checksum(path: Path | Stored, manifest: Manifest) -> VerifyReport:
+    if parse_layout(Path(manifest.file)).kind == SET:
+        return _check_set_checksums(stored(path), manifest)
+    size, sha256 = _measure(stored(path))
+    if size != manifest.size:
+        raise RunnerError("VerifyFailed", f"{manifest.file} has {size} bytes, its manifest says {manifest.size}")
+    if sha256 != manifest.sha256:
+        raise RunnerError("VerifyFailed", f"{manifest.file}: its sha256 {sha256} is not the manifest's")
+    return VerifyReport(manifest.file, manifest.sha256, size)
+
+
+def _check_set_checksums(backup: Stored, manifest: Manifest) -> VerifyReport:
+    """Each member's size and sha256 against the manifest, and the set's own sha256 against its members'."""
+    if set_digest(manifest.members) != manifest.sha256 or sum(m.size or 0 for m in manifest.members) != manifest.size:
+        raise RunnerError(
+            "VerifyFailed", f"{manifest.file}: its manifest's members do not add up to its sha256 and size"
+        )
+    for member in manifest.members:
+        size, sha256 = _measure(backup.member(member.name))
+        if size != member.size:
+            raise RunnerError(
+                "VerifyFailed", f"{manifest.file}/{member.name} has {size} bytes, its manifest says {member.size}"
+            )
+        if sha256 != member.sha256:
+            raise RunnerError(
+                "VerifyFailed", f"{manifest.file}/{member.name}: its sha256 {sha256} is not the manifest's"
+            )
+    return VerifyReport(manifest.file, manifest.sha256, manifest.size)
+
+
+def _measure(backup: Stored) -> tuple[int, str]:
+    """(size, sha256) of a stored backup, read once."""
     digest, size = hashlib.sha256(), 0
-    backup = stored(path)
     try:
         with backup.open() as source:
             while data := source.read(READ_SIZE):
@@ -103,11 +136,7 @@ def check_checksum(path: Path | Stored, manifest: Manifest) -> VerifyReport:
                 size += len(data)
     except OSError as error:
         raise RunnerError("VerifyFailed", f"cannot read {backup.name}: {error.strerror}") from None
-    if size != manifest.size:
-        raise RunnerError("VerifyFailed", f"{manifest.file} has {size} bytes, its manifest says {manifest.size}")
-    if digest.hexdigest() != manifest.sha256:
-        raise RunnerError("VerifyFailed", f"{manifest.file}: its sha256 {digest.hexdigest()} is not the manifest's")
-    return VerifyReport(manifest.file, manifest.sha256, size)
+    return size, digest.hexdigest()
 
 
 def count_toc_tables(listing: str) -> int:
@@ -132,34 +161,26 @@ class _Checker:
         self.token = secrets.token_hex(4)
 
     def run(self, path: Path | Stored, key: bytes | None) -> dict[str, int]:
+        if self.layout.kind in (TAR, SET):
+            return self.check_members(path, key)
         with open_payload(path, self.layout, key) as payload:
             if self.layout.kind == CUSTOM:
                 return {self.manifest.databases[0]: self.check_archive(payload, self.manifest.databases[0], 0)}
-            if self.layout.kind == TAR:
-                return self.check_tar(payload)
             return self.check_sql(payload)
 
-    def check_tar(self, payload: Source) -> dict[str, int]:
+    def check_members(self, path: Path | Stored, key: bytes | None) -> dict[str, int]:
         tables: dict[str, int] = {}
         seen: list[str] = []
-        try:
-            with tarfile.open(fileobj=payload, mode="r|") as tar:  # type: ignore[call-overload]
-                for index, member in enumerate(tar):
-                    database, compression = parse_member(member.name)
-                    stream = tar.extractfile(member)
-                    if stream is None:
-                        raise RunnerError("VerifyFailed", f"tar member {member.name} is not a file")
-                    decoded = decompressor(compression, stream)
-                    if database is None:
-                        self.check_globals(decoded)
-                    else:
-                        tables[database] = self.check_archive(decoded, database, index)
-                    seen.append(member.name)
-        except tarfile.TarError as error:
-            raise RunnerError("VerifyFailed", f"the tar is damaged: {error}") from None
+        with closing(members(path, self.layout, key, self.manifest.members, "VerifyFailed")) as parts:
+            for index, part in enumerate(parts):
+                if part.database is None:
+                    self.check_globals(part.stream)
+                else:
+                    tables[part.database] = self.check_archive(part.stream, part.database, index)
+                seen.append(part.name)
         expected = [m.name for m in self.manifest.members]
         if sorted(seen) != sorted(expected):
-            raise RunnerError("VerifyFailed", f"the tar holds {seen}, its manifest lists {expected}")
+            raise RunnerError("VerifyFailed", f"the {self.layout.kind} holds {seen}, its manifest lists {expected}")
         return tables
 
     def check_archive(self, stream: Source, database: str, index: int) -> int:

@@ -4,6 +4,7 @@ the endpoint and bucket without a secret."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import uuid
@@ -81,6 +82,18 @@ def test_a_backup_streams_into_the_bucket_and_restores_to_the_same_content(
     server.drop_database(target)
 
 
+def test_server_side_encryption_covers_the_backup_and_its_manifest(pg: PostgresServer, seaweedfs: SeaweedFS) -> None:
+    prefix = f"sse-{uuid.uuid4().hex[:8]}"
+    outcome = run_to_s3(pg, seaweedfs, f"s3://{seaweedfs.bucket}/{prefix}", "--verify", "--s3-sse", "AES256")
+    assert outcome.code == 0, outcome.stderr
+    key = outcome.result["file"].removeprefix(f"s3://{seaweedfs.bucket}/")
+    client = seaweedfs.client()
+    for stored in (key, key + ".json"):
+        assert client.head_object(Bucket=seaweedfs.bucket, Key=stored).get("ServerSideEncryption") == "AES256"
+    verified = dbb("verify", outcome.result["file"], env=password_env(pg) | seaweedfs.env)
+    assert verified.code == 0, verified.stderr
+
+
 def test_wrong_keys_name_the_endpoint_and_bucket_and_no_secret(pg: PostgresServer, seaweedfs: SeaweedFS) -> None:
     wrong = "Wr0ng-secret-key-never-shown"
     outcome = run_to_s3(pg, seaweedfs, f"s3://{seaweedfs.bucket}/x", env={"AWS_SECRET_ACCESS_KEY": wrong})
@@ -112,13 +125,103 @@ def test_retention_in_a_bucket_keeps_this_owners_newest(pg: PostgresServer, seaw
     assert seaweedfs.keys(prefix) == [f"{prefix}/{names[-1]}", f"{prefix}/{names[-1]}.json"]
 
 
-def test_several_postgresql_databases_are_refused_for_now_by_name(pg: PostgresServer, seaweedfs: SeaweedFS) -> None:
-    args = ["run", "--engine", "postgresql", *connection_args(pg), "--output-url", f"s3://{seaweedfs.bucket}/all"]
-    outcome = dbb(*args, "--database", "all", "--name", "cluster", env=password_env(pg) | seaweedfs.env)
-    assert outcome.code == 1
-    assert outcome.result["reason"] == "InvalidArguments"
-    assert "cannot yet be backed up to S3" in outcome.result["message"]
-    assert seaweedfs.keys("all/") == []
+def test_several_postgresql_databases_become_a_set_of_objects_that_restores_from_the_bucket(
+    pg: PostgresServer, seaweedfs: SeaweedFS, key_file: Path
+) -> None:
+    prefix = f"set-{uuid.uuid4().hex[:8]}"
+    args = ["run", "--engine", "postgresql", *connection_args(pg), "--output-url", f"s3://{seaweedfs.bucket}/{prefix}"]
+    flags = ["--database", "all", "--name", "cluster", "--compression", "zstd", "--verify"]
+    flags += ["--encryption-key-file", str(key_file)]
+    outcome = dbb(*args, *flags, env=password_env(pg) | seaweedfs.env)
+    assert outcome.code == 0, outcome.stderr
+    url = outcome.result["file"]
+    name = url.rsplit("/", 1)[-1]
+    assert name.startswith("cluster-")
+    assert name.endswith(".set.enc")
+    # No object named after the set: one object per member under it, and the manifest of the set.
+    keys = seaweedfs.keys(prefix)
+    assert f"{prefix}/{name}/globals.sql.zst.enc" in keys
+    assert {f"{prefix}/{name}/databases/{db}.dump.zst.enc" for db in ("shop", "crm")} <= set(keys)
+    assert f"{prefix}/{name}" not in keys
+    assert seaweedfs.uploads(prefix) == []
+    keys.remove(manifest_key := f"{prefix}/{name}.json")
+    manifest = json.loads(seaweedfs.client().get_object(Bucket=seaweedfs.bucket, Key=manifest_key)["Body"].read())
+    assert manifest["layout"] == "set"
+    assert sorted(f"{prefix}/{name}/{m['name']}" for m in manifest["members"]) == keys
+    assert all(m["size"] > 0 and len(m["sha256"]) == 64 for m in manifest["members"])
+    # Verified and restored straight from the bucket, each database under a new name.
+    env = password_env(pg) | seaweedfs.env
+    verified = dbb("verify", url, "--key-file", str(key_file), env=env)
+    assert verified.code == 0, verified.stderr
+    assert {"shop", "crm"} <= set(verified.result["tables"])
+    shop, crm = (f"s3_{uuid.uuid4().hex[:8]}" for _ in range(2))
+    restore_args = ["restore", url, *connection_args(pg), "--key-file", str(key_file)]
+    restored = dbb(*restore_args, "--database", f"shop={shop}", "--database", f"crm={crm}", env=env)
+    assert restored.code == 0, restored.stderr
+    assert restored.result["databases"] == {"shop": shop, "crm": crm}
+    assert pg_fingerprint(pg, shop) == pg_fingerprint(pg, "shop")
+    assert pg_fingerprint(pg, crm) == pg_fingerprint(pg, "crm")
+    pg.drop_database(shop)
+    pg.drop_database(crm)
+    listed = dbb("list", f"s3://{seaweedfs.bucket}/{prefix}", env=env)
+    [entry] = listed.result["backups"]
+    assert (entry["file"], entry["present"], entry["verified"]) == (url, True, True)
+    assert entry["size"] == sum(m["size"] for m in manifest["members"])
+
+
+@pytest.mark.parametrize("damage", ["changed", "deleted"])
+def test_a_damaged_member_of_a_set_is_found_and_nothing_is_restored(
+    pg: PostgresServer, seaweedfs: SeaweedFS, damage: str
+) -> None:
+    prefix = f"setdmg-{uuid.uuid4().hex[:8]}"
+    args = ["run", "--engine", "postgresql", *connection_args(pg), "--output-url", f"s3://{seaweedfs.bucket}/{prefix}"]
+    env = password_env(pg) | seaweedfs.env
+    outcome = dbb(*args, "--database", "shop", "--database", "crm", "--name", "pair", env=env)
+    assert outcome.code == 0, outcome.stderr
+    url = outcome.result["file"]
+    member = url.removeprefix(f"s3://{seaweedfs.bucket}/") + "/databases/crm.dump"
+    client = seaweedfs.client()
+    if damage == "changed":
+        data = bytearray(client.get_object(Bucket=seaweedfs.bucket, Key=member)["Body"].read())
+        data[len(data) // 2] ^= 0x01
+        client.put_object(Bucket=seaweedfs.bucket, Key=member, Body=bytes(data))
+    else:
+        client.delete_object(Bucket=seaweedfs.bucket, Key=member)
+    verified = dbb("verify", url, env=env)
+    assert verified.code == 1
+    assert verified.result["reason"] in ("VerifyFailed", "StorageError")
+    assert "databases/crm.dump" in verified.result["message"]
+    before = pg.databases()
+    target = f"s3_{uuid.uuid4().hex[:8]}"
+    restored = dbb("restore", url, *connection_args(pg), "--database", f"shop={target}", env=env)
+    assert restored.code == 1
+    assert "databases/crm.dump" in restored.result["message"]
+    assert pg.databases() == before, "the set is checked whole before the first database is restored"
+
+
+def test_retention_and_orphans_in_a_bucket_count_sets_as_backups(pg: PostgresServer, seaweedfs: SeaweedFS) -> None:
+    prefix = f"setkeep-{uuid.uuid4().hex[:8]}"
+    args = ["run", "--engine", "postgresql", *connection_args(pg), "--output-url", f"s3://{seaweedfs.bucket}/{prefix}"]
+    owner = ["--database", "shop", "--database", "crm", "--name", "pair", "--verify", "--keep-last", "1"]
+    owner += ["--owner", "shop/pair", "--owner-uid", "uid-pair", "--stale-upload-age", "0"]
+    env = password_env(pg) | seaweedfs.env
+    client = seaweedfs.client()
+    # What runs that died before their manifest left: a member of ours, a backup of ours, and one of another owner.
+    ours = {"Metadata": {"dbb-owner-uid": "uid-pair"}}
+    client.put_object(Bucket=seaweedfs.bucket, Key=f"{prefix}/pair-20200101T000000Z.set/globals.sql", Body=b"x", **ours)
+    client.put_object(Bucket=seaweedfs.bucket, Key=f"{prefix}/pair-20200102T000000Z.dump", Body=b"x", **ours)
+    theirs = f"{prefix}/pair-20200103T000000Z.dump"
+    client.put_object(Bucket=seaweedfs.bucket, Key=theirs, Body=b"x", Metadata={"dbb-owner-uid": "uid-other"})
+    names: list[str] = []
+    for _ in range(2):
+        if names:  # backup names have whole seconds
+            wait_for(lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") not in names[-1], "the next second")
+        outcome = dbb(*args, *owner, env=env)
+        assert outcome.code == 0, outcome.stderr
+        names.append(outcome.result["file"].rsplit("/", 1)[-1])
+    newest = f"{prefix}/{names[-1]}"
+    members = [f"{newest}/databases/{db}.dump" for db in ("crm", "shop")]
+    assert seaweedfs.keys(prefix) == sorted([*members, f"{newest}.json", theirs])
 
 
 @pytest.fixture(scope="module")
