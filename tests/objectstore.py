@@ -1,6 +1,8 @@
 """A real S3-compatible object store for the tests: SeaweedFS (`weed server` with its S3 gateway) on loopback, built
 from Go modules by hack/seaweedfs.sh and cached. Its own data folder, ports, keys and bucket per session.
 
+Server-side encryption with store-managed keys (SSE-S3, `AES256`) is on; SSE-KMS is not (it needs a KMS).
+
 Every port is given explicitly (master, volume, filer and S3, each with its gRPC port; the Iceberg and Lance
 endpoints off): SeaweedFS otherwise derives gRPC ports as port + 10000 and listens on fixed defaults.
 """
@@ -41,6 +43,7 @@ class SeaweedFS:
     endpoint: str
     bucket: str = "backups"
     log: Path = field(default_factory=Path)
+    argv: list[str] = field(default_factory=list)
 
     @classmethod
     @contextlib.contextmanager
@@ -59,9 +62,7 @@ class SeaweedFS:
         argv += ["-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}", "-master.telemetry=false"]
         argv += ["-volume.max=0", "-master.volumeSizeLimitMB=256"]
         log = folder / "weed.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        store = cls(folder, process, f"http://127.0.0.1:{ports['s3']}", log=log)
+        store = cls(folder, _launch(argv, log), f"http://127.0.0.1:{ports['s3']}", log=log, argv=argv)
         try:
             store.wait_ready()
             store.client().create_bucket(Bucket=store.bucket)
@@ -102,6 +103,18 @@ class SeaweedFS:
                 assert time.monotonic() < deadline, f"SeaweedFS not ready in {timeout}s: {self.log.read_text()[-2000:]}"
                 time.sleep(0.2)
 
+    def kill(self) -> None:
+        """The store stops at once, as a crashed or unreachable one does: no request is answered any more."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def restart(self) -> None:
+        """The same store again: same data, ports, keys and buckets."""
+        self.stop()
+        self.process = _launch(self.argv, self.log)
+        self.wait_ready()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -119,3 +132,10 @@ class SeaweedFS:
     def uploads(self, prefix: str = "") -> list[str]:
         listed = self.client().list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
         return sorted(str(u["Key"]) for u in listed.get("Uploads") or [])
+
+
+def _launch(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    # SSE-S3 (ServerSideEncryption AES256) needs a key-encryption key: any string, from which SeaweedFS derives one.
+    env = os.environ | {"WEED_S3_SSE_KEY": "test-store-key-encryption-key"}
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)

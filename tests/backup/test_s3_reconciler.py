@@ -13,14 +13,16 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
-from common.constants import GROUP, PLURAL, VERSION
-from common.kube import body, raw
+from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
+from common.kube import MERGE_PATCH, body, raw
 from reconciler.aliases import HostAlias, alias_table
 from reconciler.controller import Controller
 from reconciler.executor import LocalExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
+from tests.backup.cli import wait_for
 from tests.backup.servers import PostgresServer
+from tests.backup.test_failures import dump_is_waiting, table_locked
 from tests.controlplane import ControlPlane
 from tests.fixtures import databasebackup, governing_service, statefulset
 from tests.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedFS
@@ -48,42 +50,51 @@ async def reconciler(api: client.ApiClient, namespace: str, pg: PostgresServer, 
         await executor.close()
 
 
+async def create(api: client.ApiClient, namespace: str, pg: PostgresServer, store: SeaweedFS, database: str) -> None:
+    """The database's StatefulSet and Service, its credentials, the S3 keys, and DatabaseBackup `nightly` to the
+    store (@yearly, with a backup-now annotation to run once at once)."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    sts = statefulset(namespace=namespace)
+    del sts["status"]
+    await apps.create_namespaced_stateful_set(namespace, body(sts))
+    await core.create_namespaced_service(namespace, body(governing_service(sts)))
+    for name, data in (
+        ("example-db-credentials", {"password": pg.password, "username": pg.user}),
+        ("s3-keys", {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}),
+    ):
+        await core.create_namespaced_secret(namespace, body({"metadata": {"name": name}, "stringData": data}))
+    s3 = {
+        "bucket": store.bucket,
+        "endpoint": store.endpoint,
+        "allowInsecure": True,
+        "region": "us-east-1",
+        "credentialsSecret": {"name": "s3-keys"},
+    }
+    obj = databasebackup(
+        namespace=namespace, schedule="@yearly", storage={"s3": s3}, connection={"databases": [database]}
+    )
+    obj["metadata"]["annotations"] = {ANNOTATION_BACKUP_NOW: "first"}
+    await client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body(obj))
+
+
+async def status_of(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(api)
+    found = await raw(
+        custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "nightly", _preload_content=False)
+    )
+    status: dict[str, Any] = found.get("status") or {}
+    return status
+
+
 async def test_a_databasebackup_to_s3_streams_there_and_status_shows_the_url(
     control_plane: ControlPlane, namespace: str, pg: PostgresServer, seaweedfs: SeaweedFS, tmp_path: Path
 ) -> None:
     api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
     async with api:
-        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-        sts = statefulset(namespace=namespace)
-        del sts["status"]
-        await apps.create_namespaced_stateful_set(namespace, body(sts))
-        await core.create_namespaced_service(namespace, body(governing_service(sts)))
-        for name, data in (
-            ("example-db-credentials", {"password": pg.password, "username": pg.user}),
-            ("s3-keys", {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}),
-        ):
-            await core.create_namespaced_secret(namespace, body({"metadata": {"name": name}, "stringData": data}))
-        s3 = {
-            "bucket": seaweedfs.bucket,
-            "endpoint": seaweedfs.endpoint,
-            "allowInsecure": True,
-            "region": "us-east-1",
-            "credentialsSecret": {"name": "s3-keys"},
-        }
-        obj = databasebackup(
-            namespace=namespace, schedule="@yearly", storage={"s3": s3}, connection={"databases": ["shop"]}
-        )
-        obj["metadata"]["annotations"] = {"databases.test.io/backup-now": "first"}
-        custom = client.CustomObjectsApi(api)
-        await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body(obj))
+        await create(api, namespace, pg, seaweedfs, "shop")
 
         async def last_backup() -> dict[str, Any] | None:
-            found = await raw(
-                custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, "nightly", _preload_content=False
-                )
-            )
-            status = found.get("status") or {}
+            status = await status_of(api, namespace)
             assert status.get("phase") != "Failed", status.get("lastFailure")
             last: dict[str, Any] | None = status.get("lastBackup")
             return last if last and last.get("url") else None
@@ -105,3 +116,51 @@ async def test_a_databasebackup_to_s3_streams_there_and_status_shows_the_url(
     assert SECRET_KEY not in json.dumps(jobs)
     assert ACCESS_KEY not in json.dumps(jobs)
     assert "backups" not in {v["name"] for v in spec["volumes"]}
+
+
+async def test_the_store_stopped_mid_upload_fails_the_run_clearly_and_the_next_one_succeeds(
+    control_plane: ControlPlane, namespace: str, pg: PostgresServer, tmp_path: Path
+) -> None:
+    pg.sql("CREATE DATABASE s3stop")
+    pg.sql(
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g; CREATE TABLE zz_locked (id int);", "s3stop"
+    )
+    prefix = f"{namespace}/example-db/"
+    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    with SeaweedFS.start(tmp_path / "store") as store, contextlib.ExitStack() as lock:
+        async with api, reconciler(api, namespace, pg, tmp_path / "backups"):
+            # The dump waits on a locked table, its upload open: then the store goes away.
+            await asyncio.to_thread(lock.enter_context, table_locked(pg, "s3stop", "zz_locked"))
+            await create(api, namespace, pg, store, "s3stop")
+            await asyncio.to_thread(
+                wait_for, lambda: store.uploads(prefix) != [] and dump_is_waiting(pg), "the run to be mid-upload", 120
+            )
+            store.kill()
+            await asyncio.to_thread(lock.close)
+
+            async def failed() -> dict[str, Any] | None:
+                status = await status_of(api, namespace)
+                return status if status.get("phase") == "Failed" else None
+
+            status = await until(failed, 300)
+            failure = status["lastFailure"]
+            assert failure["reason"] == "StorageError", failure
+            assert f"s3://{store.bucket}/{prefix}nightly-" in failure["message"]
+            assert f"at {store.endpoint}" in failure["message"]
+            assert SECRET_KEY not in json.dumps(status)
+            # The store is back; the next run (a slot, here a backup-now) succeeds and leaves no upload behind.
+            await asyncio.to_thread(store.restart)
+            custom = client.CustomObjectsApi(api)
+            patch = {"metadata": {"annotations": {ANNOTATION_BACKUP_NOW: "second"}}}
+            await custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "nightly", patch, **MERGE_PATCH
+            )
+
+            async def succeeded() -> dict[str, Any] | None:
+                status = await status_of(api, namespace)
+                return status if status.get("phase") == "Succeeded" and status.get("lastBackup") else None
+
+            status = await until(succeeded, 300)
+        name = status["lastBackup"]["url"].rsplit("/", 1)[-1]
+        assert store.keys(prefix) == [prefix + name, prefix + name + ".json"]
+        assert store.uploads(prefix) == [], "the failed run's upload was aborted"
