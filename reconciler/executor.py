@@ -32,7 +32,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from common.constants import BACKUP_ROOT
 from common.kube import MERGE_PATCH, body, raw, timeout
 from reconciler.aliases import HostAlias, apply_aliases
-from reconciler.jobs import ANNOTATION_RESULT, KEY_MOUNT
+from reconciler.jobs import ANNOTATION_RESULT
 
 __all__ = ["Executor", "JobExecutor", "LocalExecutor"]
 
@@ -135,8 +135,9 @@ class LocalExecutor(JobExecutor):
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(scratch), "TMPDIR": str(scratch)}
         for variable in container.get("env") or []:
             env[variable["name"]] = await self._env_value(namespace, variable)
+        mounts = await self._project_volumes(namespace, pod, container, scratch)
+        env = {name: _localize(value, mounts) for name, value in env.items()}
         argv = [self._runner if container["args"][0] == "dbb-backup" else container["args"][0]]
-        key_volume = next((v for v in pod.get("volumes") or [] if v["name"] == "encryption-key"), None)
         for argument in container["args"][1:]:
             argument = _expand(argument, env)
             if argument.startswith("--output-dir="):
@@ -144,8 +145,8 @@ class LocalExecutor(JobExecutor):
                 argument = f"--output-dir={self._root / Path(inside).relative_to(BACKUP_ROOT)}"
             elif argument.startswith("--termination-log="):
                 argument = f"--termination-log={scratch / 'termination-log'}"
-            elif argument.startswith(f"--encryption-key-file={KEY_MOUNT}") and key_volume is not None:
-                argument = f"--encryption-key-file={await self._key_file(namespace, key_volume, scratch)}"
+            else:
+                argument = _localize(argument, mounts)
             argv.append(argument)
         argv, alias = apply_aliases(argv, self._aliases)
         if alias is not None:
@@ -233,14 +234,48 @@ class LocalExecutor(JobExecutor):
         secret = await raw(self._core.read_namespaced_secret(name, namespace, _preload_content=False, **timeout()))
         return base64.b64decode((secret.get("data") or {})[key]).decode()
 
-    async def _key_file(self, namespace: str, volume: Mapping[str, Any], scratch: Path) -> Path:
-        source = volume["secret"]
-        path = scratch / "encryption-key"
-        value = await self._secret_value(namespace, source["secretName"], source["items"][0]["key"])
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(value)
-        return path
+    async def _project_volumes(
+        self, namespace: str, pod: Mapping[str, Any], container: Mapping[str, Any], scratch: Path
+    ) -> dict[str, Path]:
+        """Each Secret or ConfigMap volume the container mounts, written into the scratch folder as the kubelet
+        projects it (the listed items at their paths, or every key; files 0600): {mount path: local folder}."""
+        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        found: dict[str, Path] = {}
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"]) or {}
+            if "secret" in volume:
+                source = volume["secret"]
+                data = await self._secret_data(namespace, source["secretName"])
+            elif "configMap" in volume:
+                source = volume["configMap"]
+                data = await self._config_map_data(namespace, source["name"])
+            else:
+                continue
+            folder = scratch / "volumes" / mount["name"]
+            folder.mkdir(parents=True)
+            for item in source.get("items") or [{"key": key, "path": key} for key in data]:
+                descriptor = os.open(folder / item["path"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(data[item["key"]])
+            found[mount["mountPath"]] = folder
+        return found
+
+    async def _secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
+        secret = await raw(self._core.read_namespaced_secret(name, namespace, _preload_content=False, **timeout()))
+        return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
+
+    async def _config_map_data(self, namespace: str, name: str) -> dict[str, bytes]:
+        found = await raw(self._core.read_namespaced_config_map(name, namespace, _preload_content=False, **timeout()))
+        return {key: value.encode() for key, value in (found.get("data") or {}).items()}
+
+
+def _localize(value: str, mounts: Mapping[str, Path]) -> str:
+    """A path under a mounted volume (`/var/run/.../s3-ca/ca.crt`, also as `--flag=path`), as the local copy's."""
+    for mount, folder in mounts.items():
+        head, sep, path = value.partition("=") if value.startswith("--") else ("", "", value)
+        if path == mount or path.startswith(mount + "/"):
+            return f"{head}{sep}{folder}{path.removeprefix(mount)}"
+    return value
 
 
 def _expand(argument: str, env: Mapping[str, str]) -> str:

@@ -44,10 +44,12 @@ class SeaweedFS:
     bucket: str = "backups"
     log: Path = field(default_factory=Path)
     argv: list[str] = field(default_factory=list)
+    ca: Path | None = None  # with TLS: the CA that signed the S3 gateway's certificate
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, folder: Path) -> Iterator[SeaweedFS]:
+    def start(cls, folder: Path, *, tls: tuple[bytes, bytes, bytes] | None = None) -> Iterator[SeaweedFS]:
+        """`tls`: (certificate, key, CA certificate) PEM for the S3 gateway, which then speaks only HTTPS."""
         data = folder / "data"
         data.mkdir(parents=True)
         config = folder / "s3.json"
@@ -61,8 +63,16 @@ class SeaweedFS:
         argv += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
         argv += ["-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}", "-master.telemetry=false"]
         argv += ["-volume.max=0", "-master.volumeSizeLimitMB=256"]
+        scheme, ca = "http", None
+        if tls is not None:
+            cert, key, ca = folder / "s3.crt", folder / "s3.key", folder / "ca.crt"
+            for path, pem in zip((cert, key, ca), tls, strict=True):
+                path.write_bytes(pem)
+            argv += [f"-s3.cert.file={cert}", f"-s3.key.file={key}"]
+            scheme = "https"
         log = folder / "weed.log"
-        store = cls(folder, _launch(argv, log), f"http://127.0.0.1:{ports['s3']}", log=log, argv=argv)
+        endpoint = f"{scheme}://127.0.0.1:{ports['s3']}"
+        store = cls(folder, _launch(argv, log), endpoint, log=log, argv=argv, ca=ca)
         try:
             store.wait_ready()
             store.client().create_bucket(Bucket=store.bucket)
@@ -78,7 +88,7 @@ class SeaweedFS:
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_REGION": "us-east-1",
             "AWS_ENDPOINT_URL": self.endpoint,
-        }
+        } | ({"AWS_CA_BUNDLE": str(self.ca)} if self.ca else {})
 
     def client(self, **overrides: Any) -> Any:
         settings = {
@@ -87,6 +97,7 @@ class SeaweedFS:
             "aws_secret_access_key": SECRET_KEY,
             "region_name": "us-east-1",
             "config": Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=30),
+            "verify": str(self.ca) if self.ca else None,
         } | overrides
         return boto3.client("s3", **settings)
 

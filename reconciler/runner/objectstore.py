@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Self
 
 import structlog
+from botocore.exceptions import SSLError
 
 from reconciler.runner.errors import RunnerError
 
@@ -123,7 +124,9 @@ def storage_error(error: Exception, where: str, endpoint: str | None = None) -> 
         code, message = details.get("Code", "?"), details.get("Message", "")
         reason = "AuthenticationFailed" if code in _AUTH_CODES else "StorageError"
         return RunnerError(reason, f"{where}{at}: {code}{': ' + message if message else ''}")
-    return RunnerError("StorageError", f"{where}{at}: {type(error).__name__}: {error}")
+    # A certificate that AWS_CA_BUNDLE (or the system's CAs) does not vouch for: as for a database, TlsFailed.
+    reason = "TlsFailed" if isinstance(error, SSLError) else "StorageError"
+    return RunnerError(reason, f"{where}{at}: {type(error).__name__}: {error}")
 
 
 _AUTH_CODES: Final = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"})

@@ -35,6 +35,7 @@ from typing import Any, Final
 import boto3
 import structlog
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError
 
 from reconciler.runner.backup import (
     RunOptions,
@@ -87,7 +88,10 @@ class S3Settings:
 def s3_client(settings: S3Settings = S3Settings()) -> Any:
     """boto3's client from the standard AWS variables (keys, AWS_REGION, AWS_ENDPOINT_URL, AWS_CA_BUNDLE)."""
     config = Config(s3={"addressing_style": "path"}) if settings.path_style else None
-    return boto3.client("s3", config=config)
+    try:
+        return boto3.client("s3", config=config)
+    except BotoCoreError as error:  # the settings themselves: an empty AWS_CA_BUNDLE, an unknown region format
+        raise RunnerError("InvalidArguments", f"S3 client settings (AWS_* variables): {error}") from None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import pytest
 from tests.backup import content
 from tests.backup.servers import PG_BIN, MariaDBServer, PostgresServer
 
+KEY = "q83vEi3SbnGU+0v9GXLhpIUzUoAr6MdUSn8Fo0G/wGs="  # key_file's: base64 of 32 bytes, as a Secret holds it
+
 
 def _require(*tools: str) -> None:
     missing = [t for t in tools if not (shutil.which(t) or Path(t).exists())]
@@ -56,7 +58,7 @@ def backups(tmp_path: Path) -> Path:
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "backup.key"
-    path.write_text("q83vEi3SbnGU+0v9GXLhpIUzUoAr6MdUSn8Fo0G/wGs=\n")  # base64 of 32 bytes, as a Secret holds it
+    path.write_text(KEY + "\n")
     return path
 
 

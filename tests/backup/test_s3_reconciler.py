@@ -13,6 +13,7 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
+from certs.pki import issue, new_ca
 from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
 from common.kube import MERGE_PATCH, body, raw
 from reconciler.aliases import HostAlias, alias_table
@@ -20,7 +21,8 @@ from reconciler.controller import Controller
 from reconciler.executor import LocalExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
-from tests.backup.cli import wait_for
+from tests.backup.cli import dbb, wait_for
+from tests.backup.conftest import KEY
 from tests.backup.servers import PostgresServer
 from tests.backup.test_failures import dump_is_waiting, table_locked
 from tests.controlplane import ControlPlane
@@ -50,9 +52,11 @@ async def reconciler(api: client.ApiClient, namespace: str, pg: PostgresServer, 
         await executor.close()
 
 
-async def create(api: client.ApiClient, namespace: str, pg: PostgresServer, store: SeaweedFS, database: str) -> None:
+async def create(
+    api: client.ApiClient, namespace: str, pg: PostgresServer, store: SeaweedFS, database: str, **spec: Any
+) -> None:
     """The database's StatefulSet and Service, its credentials, the S3 keys, and DatabaseBackup `nightly` to the
-    store (@yearly, with a backup-now annotation to run once at once)."""
+    store (@yearly, with a backup-now annotation to run once at once); `spec` adds to the DatabaseBackup's."""
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     sts = statefulset(namespace=namespace)
     del sts["status"]
@@ -66,12 +70,16 @@ async def create(api: client.ApiClient, namespace: str, pg: PostgresServer, stor
     s3 = {
         "bucket": store.bucket,
         "endpoint": store.endpoint,
-        "allowInsecure": True,
+        "allowInsecure": store.ca is None,
         "region": "us-east-1",
         "credentialsSecret": {"name": "s3-keys"},
     }
+    if store.ca is not None:
+        ca = {"metadata": {"name": "s3-ca"}, "data": {"ca.crt": store.ca.read_bytes().decode()}}
+        await core.create_namespaced_config_map(namespace, body(ca))
+        s3["caBundle"] = {"configMapKeyRef": {"name": "s3-ca", "key": "ca.crt"}}
     obj = databasebackup(
-        namespace=namespace, schedule="@yearly", storage={"s3": s3}, connection={"databases": [database]}
+        namespace=namespace, schedule="@yearly", storage={"s3": s3}, connection={"databases": [database]}, **spec
     )
     obj["metadata"]["annotations"] = {ANNOTATION_BACKUP_NOW: "first"}
     await client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body(obj))
@@ -84,6 +92,18 @@ async def status_of(api: client.ApiClient, namespace: str) -> dict[str, Any]:
     )
     status: dict[str, Any] = found.get("status") or {}
     return status
+
+
+async def succeeded(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    """Status, once a backup succeeded; a failure fails the test with its reason."""
+
+    async def done() -> dict[str, Any] | None:
+        status = await status_of(api, namespace)
+        assert status.get("phase") != "Failed", status.get("lastFailure")
+        return status if status.get("phase") == "Succeeded" and status.get("lastBackup") else None
+
+    found: dict[str, Any] = await until(done, 300)
+    return found
 
 
 async def test_a_databasebackup_to_s3_streams_there_and_status_shows_the_url(
@@ -164,3 +184,33 @@ async def test_the_store_stopped_mid_upload_fails_the_run_clearly_and_the_next_o
         name = status["lastBackup"]["url"].rsplit("/", 1)[-1]
         assert store.keys(prefix) == [prefix + name, prefix + name + ".json"]
         assert store.uploads(prefix) == [], "the failed run's upload was aborted"
+
+
+async def test_an_https_store_with_a_private_ca_and_an_encrypted_backup(
+    control_plane: ControlPlane, namespace: str, pg: PostgresServer, tmp_path: Path, key_file: Path
+) -> None:
+    """The CA (a ConfigMap) and the encryption key (a Secret) reach the run as volumes, as the kubelet mounts them."""
+    ca = new_ca("dbb-test-s3-ca")
+    server = issue(ca, "s3", hosts=["127.0.0.1"])
+    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    tls = (server.cert_pem, server.key_pem, ca.cert_pem)
+    secret = {"metadata": {"name": "backup-key"}, "stringData": {"key": KEY}}
+    with SeaweedFS.start(tmp_path / "store", tls=tls) as store:
+        async with api, reconciler(api, namespace, pg, tmp_path / "backups"):
+            await client.CoreV1Api(api).create_namespaced_secret(namespace, body(secret))
+            await create(api, namespace, pg, store, "shop", encryption={"keySecret": {"name": "backup-key"}})
+            status = await succeeded(api, namespace)
+        url = status["lastBackup"]["url"]
+        assert url.endswith(".enc")
+        verified = dbb("verify", url, "--key-file", str(key_file), env=store.env)
+        assert verified.code == 0, verified.stderr
+        assert verified.result["tables"] == {"shop": 4}
+        # The store speaks only HTTPS, with a certificate no public CA signed: without the CA nothing gets through.
+        system_cas = {k: v for k, v in store.env.items() if k != "AWS_CA_BUNDLE"}
+        refused = dbb("verify", url, "--key-file", str(key_file), env=system_cas)
+        assert refused.code == 1
+        assert refused.result["reason"] == "TlsFailed"
+        assert "certificate verify failed" in refused.result["message"]
+        empty = dbb("verify", url, "--key-file", str(key_file), env={**store.env, "AWS_CA_BUNDLE": ""})
+        assert (empty.code, empty.result["reason"]) == (1, "InvalidArguments")
+        assert "AWS_CA_BUNDLE" in empty.result["message"]
