@@ -283,14 +283,19 @@ def import_images(paths: Paths, images: dict[str, Path]) -> None:
 
 def load(paths: Paths) -> dict[str, str]:
     """Build what changed (the operator image, after an edit) and import it into the running cluster; returns the
-    operator images' references: E2E_IMG for `make deploy IMG=...`, and E2E_OLD_CLIENT_IMG, the same code with
-    PostgreSQL 15's client tools."""
+    references the e2e suite needs: E2E_IMG for `make deploy IMG=...`, E2E_OLD_CLIENT_IMG, the same code with
+    PostgreSQL 15's client tools, and E2E_SEAWEEDFS_IMG, the object store it backs up to over S3."""
     if not paths.containerd_socket.exists():
         raise ClusterError("the local cluster is not running: make cluster-up")
     images = _images(_binaries())
     import_images(paths, images)
     found = {}
-    for variable, repository in (("E2E_IMG", "/databasebackup-operator:"), ("E2E_OLD_CLIENT_IMG", "-pg15:")):
+    wanted = (
+        ("E2E_IMG", "/databasebackup-operator:"),
+        ("E2E_OLD_CLIENT_IMG", "-pg15:"),
+        ("E2E_SEAWEEDFS_IMG", "/seaweedfs:"),
+    )
+    for variable, repository in wanted:
         matches = [ref for ref in images if repository in ref]
         if len(matches) != 1:
             raise ClusterError(f"expected one {repository} image from hack/cluster/images.sh, got {matches}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every container image the local cluster runs, without any registry: Debian bases from debootstrap, the
-# databases from Debian's packages, the cluster's own binaries FROM scratch, and the operator from the project's
-# Dockerfile. Usage:
+# databases from Debian's packages, the cluster's own binaries and SeaweedFS (hack/seaweedfs.sh) FROM scratch, and the
+# operator from the project's Dockerfile. Usage:
 #   bash hack/cluster/images.sh BIN_DIR     (BIN_DIR holds the static binaries pause, coredns, local-path-provisioner)
 # prints one line per image to stdout, `<image reference> <docker-archive tar>`, for `ctr images import`.
 # Progress goes to stderr.
@@ -139,17 +139,27 @@ bud() {
 
 # --- the cluster's own binaries, FROM scratch ------------------------------------------------------------------
 
+# build_binary REF CONTAINERFILE BINARY: the Containerfile with the binary (a path) alone as its context.
 build_binary() {
-  local ref=$1 binary=$2 context=$work/$2
+  local ref=$1 file=$2 binary=$3 context
+  context=$work/$(basename "$file" .Containerfile)
   mkdir -p "$context"
-  cp "$bin_dir/$binary" "$context/$binary"
-  bud "$ref" "$images/$binary.Containerfile" "$context"
+  cp "$binary" "$context/"
+  bud "$ref" "$file" "$context"
 }
 for spec in pause:dbb.local/pause:3.10 coredns:dbb.local/coredns:1.15.0 \
   local-path-provisioner:dbb.local/local-path-provisioner:v0.0.30; do
   binary=${spec%%:*} ref=${spec#*:}
-  image "$ref" "$(key "$ref" "$images/$binary.Containerfile" "$bin_dir/$binary")" build_binary "$binary"
+  image "$ref" "$(key "$ref" "$images/$binary.Containerfile" "$bin_dir/$binary")" \
+    build_binary "$images/$binary.Containerfile" "$bin_dir/$binary"
 done
+# SeaweedFS, the object store the e2e suite backs up to over S3: the binary the non-e2e tests run (hack/seaweedfs.sh,
+# cached). Tagged with its key, like the operator, so that a new binary is a new reference that `load` imports into a
+# running cluster; `python -m hack.cluster load` exports it as E2E_SEAWEEDFS_IMG.
+weed=$(bash "$here/../seaweedfs.sh")
+seaweedfs_key=$(key dbb.local/seaweedfs "$images/seaweedfs.Containerfile" "$weed")
+image "dbb.local/seaweedfs:${seaweedfs_key:0:12}" "$seaweedfs_key" \
+  build_binary "$images/seaweedfs.Containerfile" "$weed"
 
 # --- Debian, and what is built on it ---------------------------------------------------------------------------
 
