@@ -55,17 +55,23 @@ def _peak_hwm(pid: int, stop: threading.Event, peak: list[int]) -> None:
 
 
 def run_pipeline(
-    stages: list[list[str]], env: dict[str, str], output: Path | None, *, watch_first: bool = False
+    stages: list[list[str]],
+    env: dict[str, str],
+    output: Path | None,
+    *,
+    watch_first: bool = False,
+    errors: Path | None = None,
 ) -> Measure:
-    """Runs `stages` as a pipeline, the last one's stdout into `output` (None: the tool writes its own file)."""
+    """Runs `stages` as a pipeline, the last one's stdout into `output` (None: the tool writes its own file), their
+    stderr into `errors` (None: discarded), whose end a failure shows."""
     started = time.monotonic()
     processes: list[subprocess.Popen[bytes]] = []
-    with Path(output or os.devnull).open("wb") as sink:
+    with Path(output or os.devnull).open("wb") as sink, Path(errors or os.devnull).open("wb") as stderr:
         for index, argv in enumerate(stages):
             last = index == len(stages) - 1
             stdin = processes[-1].stdout if processes else subprocess.DEVNULL
             stdout = sink if last else subprocess.PIPE
-            processes.append(subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL, env=env))
+            processes.append(subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env))
             if index and processes[-2].stdout is not None:
                 processes[-2].stdout.close()  # only the next stage holds the pipe
     stop, peak = threading.Event(), [0]
@@ -77,11 +83,15 @@ def run_pipeline(
         # wait4, not wait: its rusage is the peak RSS of the process and everything it ran.
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
-        assert process.returncode == 0, f"{process.args!r} failed"
+        assert process.returncode == 0, f"{process.args!r} failed{_tail(errors)}"
         tree = max(tree, usage.ru_maxrss * 1024)
     wall = time.monotonic() - started
     stop.set()
     return Measure(wall, tree, peak[0], 0)
+
+
+def _tail(errors: Path | None) -> str:
+    return f": {errors.read_text(errors='replace')[-3000:]}" if errors else ""
 
 
 def runner(server: PostgresServer | MariaDBServer, folder: Path, compression: str) -> Measure:
