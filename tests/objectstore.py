@@ -50,8 +50,8 @@ class SeaweedFS:
     @contextlib.contextmanager
     def start(cls, folder: Path, *, tls: tuple[bytes, bytes, bytes] | None = None) -> Iterator[SeaweedFS]:
         """`tls`: (certificate, key, CA certificate) PEM for the S3 gateway, which then speaks only HTTPS."""
-        data = folder / "data"
-        data.mkdir(parents=True)
+        data = folder / "data"  # an earlier store's, if the folder is reused: its buckets and objects stay
+        data.mkdir(parents=True, exist_ok=True)
         config = folder / "s3.json"
         identity = {"name": "tests", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
         identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
@@ -62,7 +62,7 @@ class SeaweedFS:
         argv += [f"-{name}.port={port}" for name, port in ports.items()]
         argv += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
         argv += ["-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}", "-master.telemetry=false"]
-        argv += ["-volume.max=0", "-master.volumeSizeLimitMB=256"]
+        argv += ["-volume.max=0", "-master.volumeSizeLimitMB=256", "-volume.preStopSeconds=0"]
         scheme, ca = "http", None
         if tls is not None:
             cert, key, ca = folder / "s3.crt", folder / "s3.key", folder / "ca.crt"
@@ -75,10 +75,18 @@ class SeaweedFS:
         store = cls(folder, _launch(argv, log), endpoint, log=log, argv=argv, ca=ca)
         try:
             store.wait_ready()
-            store.client().create_bucket(Bucket=store.bucket)
+            try:
+                store.client().create_bucket(Bucket=store.bucket)
+            except store.client().exceptions.BucketAlreadyOwnedByYou:
+                pass
             yield store
         finally:
             store.stop()
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """The store's access keys, under the names a DatabaseBackup's credentials Secret uses by default."""
+        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
 
     @property
     def env(self) -> dict[str, str]:
@@ -127,11 +135,14 @@ class SeaweedFS:
         self.wait_ready()
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a few seconds: the volume server stops at once (-volume.preStopSeconds=0) and
+        every object is on disk by then, but weed's filer keeps retrying to flush its own event log to the stopped
+        volume server for 15 s before it exits."""
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()

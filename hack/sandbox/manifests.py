@@ -22,10 +22,12 @@ __all__ = [
     "BACKUP_NOW",
     "DATABASE",
     "NAMESPACE",
+    "S3_BACKUP",
     "SERVICE_HOST",
     "as_list",
     "database_objects",
     "ready_status",
+    "s3_backup",
     "sample_backup",
     "webhook_registration",
 ]
@@ -39,6 +41,8 @@ SERVICE_HOST: Final = f"{DATABASE}.{NAMESPACE}.svc"
 # The value of the backup-now annotation set at start: the first backup runs within seconds, not at the next
 # */5 minute; the schedule then goes on as in the original sample.
 BACKUP_NOW: Final = "sandbox-start"
+S3_BACKUP: Final = "databasebackup-s3"
+S3_CREDENTIALS: Final = "s3-credentials"
 NOTE: Final = "sandbox.databases.test.io/note"
 
 
@@ -115,6 +119,38 @@ def sample_backup() -> dict[str, Any]:
             "backupPath": f"/backups/{DATABASE}",
         },
     }
+
+
+def s3_backup(endpoint: str, bucket: str, keys: dict[str, str]) -> list[dict[str, Any]]:
+    """The same database to the sandbox's object store: the S3 keys in a Secret, and a DatabaseBackup whose
+    storage is the bucket (every database, `all`, so one object per database), backed up at start too."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": S3_CREDENTIALS, "namespace": NAMESPACE},
+        "stringData": keys,
+    }
+    s3 = {
+        "bucket": bucket,
+        "endpoint": endpoint,
+        "allowInsecure": True,  # plain HTTP on loopback; a real store is https://
+        "forcePathStyle": True,
+        "region": "us-east-1",
+        "credentialsSecret": {"name": S3_CREDENTIALS},
+    }
+    backup = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": S3_BACKUP, "namespace": NAMESPACE, "annotations": {ANNOTATION_BACKUP_NOW: BACKUP_NOW}},
+        "spec": {
+            "databaseName": DATABASE,
+            "schedule": "0 * * * *",
+            "connection": {"databases": ["all"]},
+            "storage": {"s3": s3},
+            "retention": {"keepLast": 24},
+        },
+    }
+    return [secret, backup]
 
 
 def as_list(items: Iterable[dict[str, Any]]) -> str:

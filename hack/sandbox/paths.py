@@ -39,6 +39,16 @@ class DevDir:
         return self.root / "cluster"
 
     @property
+    def object_store(self) -> Path:
+        """SeaweedFS's data: kept across restarts, like the backups folder."""
+        return self.root / "seaweedfs"
+
+    @property
+    def s3_env(self) -> Path:
+        """`export AWS_...` lines for the sandbox's store, for `dbb-backup list|verify|restore s3://...`."""
+        return self.root / "s3.env"
+
+    @property
     def webhook_tls(self) -> Path:
         return self.root / "webhook-tls"
 

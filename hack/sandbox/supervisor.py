@@ -32,12 +32,13 @@ from certs.pki import write_private
 from certs.serving import ensure_serving_certificate
 from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
 from hack.sandbox import manifests
-from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, SERVICE_HOST
+from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, S3_BACKUP, SERVICE_HOST
 from hack.sandbox.paths import ROOT, DevDir, shown
 from hack.sandbox.processes import Record, alive, load_records, record, spawn, terminate
 from tests.backup.content import fill_postgres
 from tests.backup.servers import PG_BIN, PostgresServer
 from tests.controlplane import ControlPlane, free_port
+from tests.objectstore import SeaweedFS
 
 __all__ = ["Console", "Supervisor", "instructions"]
 
@@ -82,6 +83,7 @@ class Supervisor:
     stack: ExitStack = field(default_factory=ExitStack)
     plane: ControlPlane | None = None
     postgres: PostgresServer | None = None
+    store: SeaweedFS | None = None
     children: dict[str, tuple[subprocess.Popen[bytes], Path]] = field(default_factory=dict)
     postgres_record: Record | None = None
     backed_up: bool = False
@@ -132,11 +134,13 @@ class Supervisor:
         self.console.say(f"Starting the DatabaseBackup sandbox (on 127.0.0.1 only; state in {shown(self.dev.root)}/)")
         self._step("control plane", self._start_control_plane)
         self._step("PostgreSQL 15", self._start_postgres)
+        self._step("object store", self._start_object_store)
         self._step("webhook", self._start_webhook)
         self._step("reconciler", self._start_reconciler)
         self._step("sample objects", self._apply_samples)
         # Not fatal: after a failed first backup the sandbox stays up, for the user to look at why.
-        self._step("first backup", self._wait_for_first_backup, fatal=False)
+        self._step("first backup", lambda: self._wait_for_first_backup(BACKUP), fatal=False)
+        self._step("first to S3", lambda: self._wait_for_first_backup(S3_BACKUP), fatal=False)
 
     def _step(self, label: str, action: Callable[[], str], *, quiet: bool = False, fatal: bool = True) -> None:
         began = time.monotonic()
@@ -217,6 +221,17 @@ class Supervisor:
         self.state["postgres_folder"] = str(server.folder)
         return f"127.0.0.1:{server.port}, sample databases shop and crm"
 
+    def _start_object_store(self) -> str:
+        os.environ["WEED"] = _weed()  # tests.objectstore starts this binary
+        self.store = store = self.stack.enter_context(SeaweedFS.start(self.dev.object_store))
+        port = int(store.endpoint.rsplit(":", 1)[1])
+        self._remember(record("seaweedfs", store.process.pid, group=True, ports=[port]))
+        _link_log(self.dev.logs / "seaweedfs.log", store.log)
+        exports = "".join(f"export {name}={value}\n" for name, value in store.env.items())
+        write_private(self.dev.s3_env, exports.encode())
+        self.state["s3"] = {"endpoint": store.endpoint, "bucket": store.bucket}
+        return f"SeaweedFS, S3 API {store.endpoint}, bucket {store.bucket} (keys in {shown(self.dev.s3_env)})"
+
     def _start_webhook(self) -> str:
         plane = self._plane()
         tls = self.dev.webhook_tls
@@ -258,28 +273,31 @@ class Supervisor:
             *("-p", json.dumps(manifests.ready_status())),
         )
         # Through the webhook: its defaults and its checks apply, as they would in a cluster.
-        result = plane.kubectl("apply", "-f", "-", input=json.dumps(manifests.sample_backup()))
+        store = self._store()
+        samples = [manifests.sample_backup(), *manifests.s3_backup(store.endpoint, store.bucket, store.credentials)]
+        result = plane.kubectl("apply", "-f", "-", input=manifests.as_list(samples))
         for warning in result.stderr.strip().splitlines():
             self.console.say(f"    {warning}")
-        return f"namespace {NAMESPACE}: StatefulSet {DATABASE} (a record), DatabaseBackup {BACKUP}"
+        return f"namespace {NAMESPACE}: StatefulSet {DATABASE} (a record), DatabaseBackups {BACKUP}, {S3_BACKUP}"
 
-    def _wait_for_first_backup(self) -> str:
+    def _wait_for_first_backup(self, name: str) -> str:
         plane = self._plane()
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/{BACKUP}"
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/{name}"
         deadline = time.monotonic() + FIRST_BACKUP_TIMEOUT
         while time.monotonic() < deadline:
             code, body = plane.get(path)
             status = (json.loads(body).get("status") or {}) if code == 200 else {}
             if status.get("lastBackup"):
                 last = status["lastBackup"]
-                self.backed_up = True
-                return f"{shown(Path(last['file']))} ({_size(int(last['size']))})"
+                self.backed_up = self.backed_up or name == BACKUP
+                where = last.get("url") or shown(Path(last["file"]))
+                return f"{where} ({_size(int(last['size']))})"
             if status.get("lastFailure"):
                 failure = status["lastFailure"]
                 raise StepFailed(f"the first backup failed: {failure['reason']}: {failure['message']}")
             time.sleep(0.3)
         raise StepFailed(
-            f"no backup within {FIRST_BACKUP_TIMEOUT:.0f}s; see `kubectl describe dbb {BACKUP} -n {NAMESPACE}`"
+            f"no backup within {FIRST_BACKUP_TIMEOUT:.0f}s; see `kubectl describe dbb {name} -n {NAMESPACE}`"
         )
 
     # --- helpers -----------------------------------------------------------------------------------------------
@@ -325,6 +343,10 @@ class Supervisor:
         assert self.postgres is not None
         return self.postgres
 
+    def _store(self) -> SeaweedFS:
+        assert self.store is not None
+        return self.store
+
 
 _SIGNAL_NAMES: Final[dict[int, str]] = {
     signal.SIGINT: "Ctrl-C",
@@ -357,6 +379,7 @@ def instructions(dev: DevDir, seconds: float, *, detached: bool, backed_up: bool
         "  kubectl get dbb -A",
         f"  kubectl describe dbb {BACKUP} -n {NAMESPACE}",
         f"  ls {shown(dev.backups)}/{DATABASE}",
+        f"  source {shown(dev.s3_env)} && dbb-backup list s3://backups/{NAMESPACE}/{DATABASE}",
         "",
         f"Logs are in {shown(dev.logs)}/; {stop}.",
     ]
@@ -369,6 +392,17 @@ def _assets() -> Path:
     if result.returncode != 0:
         raise StepFailed(f"hack/envtest.sh failed ({result.returncode}); its output is above")
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _weed() -> str:
+    """SeaweedFS's `weed`, as hack/seaweedfs.sh finds or builds it (its progress shown: the first build takes
+    minutes)."""
+    result = subprocess.run(
+        ["bash", str(ROOT / "hack" / "seaweedfs.sh")], stdout=subprocess.PIPE, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise StepFailed(f"hack/seaweedfs.sh failed ({result.returncode}); its output is above")
+    return result.stdout.strip().splitlines()[-1]
 
 
 def _listening_ports(argv: Sequence[object]) -> list[int]:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from common.constants import ANNOTATION_BACKUP_NOW
-from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, SERVICE_HOST
+from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, S3_BACKUP, SERVICE_HOST
 from hack.sandbox.paths import ENV_VAR, ROOT, DevDir
 from hack.sandbox.processes import Record, alive, load_records, port_free
 from tests.backup import cli, content
@@ -33,7 +33,7 @@ from tests.backup.servers import PostgresServer
 from tests.controlplane import find_assets
 from tests.fixtures import databasebackup
 
-PARTS = {"sandbox", "etcd", "kube-apiserver", "postgres", "webhook", "reconciler"}
+PARTS = {"sandbox", "etcd", "kube-apiserver", "postgres", "seaweedfs", "webhook", "reconciler"}
 # The sample's schedule is */5: a backup must come within the first slot. The backup-now annotation set at start
 # makes it come within seconds; this bound leaves room for a slow machine.
 FIRST_BACKUP_WITHIN = 60.0
@@ -106,6 +106,18 @@ def test_dev_up_backs_up_the_sample_within_seconds_and_the_backup_restores(sandb
     assert restored.code == 0, restored.stderr
     assert server.sql("SELECT count(*) FROM sales.orders", "restored") == "3000"
     assert content.pg_fingerprint(server, "restored") == content.pg_fingerprint(server, "shop")
+
+    # The sample to S3: every database as a set of objects in the sandbox's SeaweedFS, listed as the README shows.
+    assert "✓ first to S3" in output, output
+    url = _column(sandbox.kubectl("get", "dbb", "-A", "-o", "wide"), S3_BACKUP, "LAST FILE")
+    assert url.startswith(f"s3://backups/{NAMESPACE}/{DATABASE}/{S3_BACKUP}-"), url
+    assert url.endswith(".set")
+    s3_env = dict(line.removeprefix("export ").split("=", 1) for line in sandbox.dev.s3_env.read_text().splitlines())
+    listed = cli.dbb("list", f"s3://backups/{NAMESPACE}/{DATABASE}", env=s3_env)
+    assert listed.code == 0, listed.stderr
+    [entry] = listed.result["backups"]
+    assert (entry["file"], entry["owner"], entry["verified"]) == (url, f"{NAMESPACE}/{S3_BACKUP}", True)
+    assert {"shop", "crm"} <= set(entry["databases"])
 
     again = sandbox("up")
     assert again.returncode == 0
@@ -180,8 +192,8 @@ def _column(table: str, row: str, name: str) -> str:
     """A cell of kubectl's table, by the header's offsets (headers and the schedule hold spaces)."""
     header, *rows = table.splitlines()
     start = header.index(name)
-    following = [header.index(h, start + len(name)) for h in ("PHASE", "NEXT BACKUP", "AGE") if h != name]
-    end = min([i for i in following if i > start], default=len(header))
+    following = [header.find(h, start + len(name)) for h in ("PHASE", "NEXT BACKUP", "AGE") if h != name]
+    end = min([i for i in following if i > start], default=None)  # the last column runs to the end of its line
     line = next(r for r in rows if f" {row} " in r)
     return line[start:end].strip()
 
