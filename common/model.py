@@ -16,6 +16,8 @@ from enum import StrEnum
 from typing import Any, Final, TypeVar
 
 __all__ = [
+    "MAX_VERIFIED_BACKUPS",
+    "CheckedBackup",
     "Compression",
     "ConcurrencyPolicy",
     "Condition",
@@ -28,6 +30,7 @@ __all__ = [
     "FieldError",
     "LastBackup",
     "LastFailure",
+    "LastVerification",
     "Phase",
     "SecretKeyRef",
     "Tls",
@@ -148,6 +151,8 @@ class Connection:
 
 
 RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
+# spec.verify.backups: what one verification Job can report in its Pod's termination message (4096 bytes).
+MAX_VERIFIED_BACKUPS: Final = 10
 _QUANTITY: Final = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
 _SUFFIXES: Final = {
     "": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
@@ -212,6 +217,9 @@ class DatabaseBackupSpec:
     encryption_key: SecretKeyRef | None = None
     restore_test: bool = False
     resources: Resources = field(default_factory=Resources)
+    # Scheduled verification of what is stored (spec.verify.schedule), in the same time zone as the backups.
+    verify_schedule: str | None = None
+    verify_backups: int = 1
 
 
 # --- status ---------------------------------------------------------------------------------------------------
@@ -287,6 +295,68 @@ class LastFailure:
 
 
 @dataclass(frozen=True)
+class CheckedBackup:
+    """One stored backup as a scheduled verification found it."""
+
+    file: str
+    result: str  # Passed | Failed
+    reason: str = ""
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none(
+            {"file": self.file, "result": self.result, "reason": self.reason or None, "message": self.message or None}
+        )
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> CheckedBackup:
+        return cls(
+            file=str(raw.get("file", "")),
+            result=str(raw.get("result", "")),
+            reason=str(raw.get("reason") or ""),
+            message=str(raw.get("message") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class LastVerification:
+    """The last scheduled verification that finished: when, its verdict, and each backup it checked."""
+
+    time: str
+    result: str  # Passed | Failed
+    job: str
+    reason: str = ""  # why the run itself failed, when it could not check (no verdict per backup)
+    message: str = ""
+    backups: tuple[CheckedBackup, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none(
+            {
+                "time": self.time,
+                "result": self.result,
+                "job": self.job,
+                "reason": self.reason or None,
+                "message": self.message or None,
+                "backupsChecked": len(self.backups),
+                "backups": [b.to_dict() for b in self.backups],
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, raw: object) -> LastVerification | None:
+        if not isinstance(raw, Mapping):
+            return None
+        return cls(
+            time=str(raw.get("time", "")),
+            result=str(raw.get("result", "")),
+            job=str(raw.get("job", "")),
+            reason=str(raw.get("reason") or ""),
+            message=str(raw.get("message") or ""),
+            backups=tuple(CheckedBackup.from_dict(b) for b in raw.get("backups") or () if isinstance(b, Mapping)),
+        )
+
+
+@dataclass(frozen=True)
 class DatabaseBackupStatus:
     """Status as the reconciler writes it. Times are RFC 3339 UTC strings (`2026-11-27T10:00:00Z`), as stored."""
 
@@ -304,6 +374,8 @@ class DatabaseBackupStatus:
     # The value of the backup-now annotation last acted on: the Job that served it may be gone (history limits),
     # and the same value must not start a second run.
     last_backup_now_request: str | None = None
+    last_verification: LastVerification | None = None
+    last_verification_schedule_time: str | None = None  # the slot of the last verification run started
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form. Absent optional fields are null, so that a merge patch of this dict clears them."""
@@ -320,6 +392,8 @@ class DatabaseBackupStatus:
             "conditions": [c.to_dict() for c in self.conditions],
             "observedGeneration": self.observed_generation,
             "lastBackupNowRequest": self.last_backup_now_request,
+            "lastVerification": self.last_verification.to_dict() if self.last_verification else None,
+            "lastVerificationScheduleTime": self.last_verification_schedule_time,
         }
 
     @classmethod
@@ -359,6 +433,8 @@ class DatabaseBackupStatus:
             conditions=tuple(Condition.from_dict(c) for c in raw.get("conditions") or () if isinstance(c, Mapping)),
             observed_generation=_int_or_none(raw.get("observedGeneration")),
             last_backup_now_request=_str_or_none(raw.get("lastBackupNowRequest")),
+            last_verification=LastVerification.from_dict(raw.get("lastVerification")),
+            last_verification_schedule_time=_str_or_none(raw.get("lastVerificationScheduleTime")),
         )
 
 
@@ -435,6 +511,11 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
         encryption_key=encryption_key,
         restore_test=_or(verify.boolean("restoreTest") if verify else None, defaults.restore_test),
         resources=_resources(spec.mapping("resources")),
+        verify_schedule=verify.string("schedule") if verify else None,
+        verify_backups=_or(
+            verify.integer("backups", minimum=1, maximum=MAX_VERIFIED_BACKUPS) if verify else None,
+            defaults.verify_backups,
+        ),
     )
     if database_name is None or schedule is None:
         return None, errors

@@ -74,6 +74,11 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
             parse_schedule(spec.schedule, zone)
         except ScheduleError as error:
             yield FieldError("spec.schedule", str(error))
+    if spec.verify_schedule is not None:
+        try:
+            parse_schedule(spec.verify_schedule, zone)
+        except ScheduleError as error:
+            yield FieldError("spec.verify.schedule", str(error))
     if spec.backup_path is not None:
         yield from _backup_path(spec.backup_path)
     connection = spec.connection

@@ -14,7 +14,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from common.kube import body, timeout
 from reconciler.metrics import Metrics
-from reconciler.plan import Event
+from reconciler.world import Event
 
 COMPONENT = "dbb-reconciler"
 log = structlog.get_logger("reconciler.events")

@@ -136,14 +136,13 @@ class LocalExecutor(JobExecutor):
         for variable in container.get("env") or []:
             env[variable["name"]] = await self._env_value(namespace, variable)
         mounts = await self._project_volumes(namespace, pod, container, scratch)
+        if any(m["mountPath"] == BACKUP_ROOT for m in container.get("volumeMounts") or []):
+            mounts[BACKUP_ROOT] = self._root  # the backup volume: a local folder (read-only or not, as mounted)
         env = {name: _localize(value, mounts) for name, value in env.items()}
         argv = [self._runner if container["args"][0] == "dbb-backup" else container["args"][0]]
         for argument in container["args"][1:]:
             argument = _expand(argument, env)
-            if argument.startswith("--output-dir="):
-                inside = argument.split("=", 1)[1]
-                argument = f"--output-dir={self._root / Path(inside).relative_to(BACKUP_ROOT)}"
-            elif argument.startswith("--termination-log="):
+            if argument.startswith("--termination-log="):
                 argument = f"--termination-log={scratch / 'termination-log'}"
             else:
                 argument = _localize(argument, mounts)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -28,7 +29,10 @@ from common.constants import (
     KIND,
     LABEL_BACKUP_NAME,
     LABEL_MANAGED_BY,
+    LABEL_RUN,
     MANAGED_BY,
+    RUN_BACKUP,
+    RUN_VERIFY,
 )
 from common.defaults import default_claim_name
 from common.model import (
@@ -41,10 +45,19 @@ from common.model import (
     Tls,
     TlsMode,
 )
-from common.names import job_name
+from common.names import job_name, scheduled_minutes
 from common.validation import default_backup_path
 
-__all__ = ["JobOutcome", "RunnerSettings", "backup_job", "on_demand_job_name", "outcome", "rfc3339"]
+__all__ = [
+    "JobOutcome",
+    "RunnerSettings",
+    "backup_job",
+    "is_verification",
+    "on_demand_job_name",
+    "outcome",
+    "rfc3339",
+    "verification_job",
+]
 
 KEY_MOUNT: Final = "/var/run/secrets/databases.test.io/encryption"
 TLS_CA_MOUNT: Final = "/var/run/secrets/databases.test.io/tls-ca"
@@ -79,25 +92,66 @@ def backup_job(
     request: str | None = None,
 ) -> dict[str, Any]:
     """The Job for one run. `spec` has its defaults applied; `request` is the backup-now value for on-demand runs."""
+    name = owner["metadata"]["name"]
+    job_name_ = on_demand_job_name(name, request) if request is not None else job_name(name, scheduled)
+    pod = _pod_spec(owner, spec, runner, runner_arguments(spec, owner))
+    return _job(
+        owner, job_name_, RUN_BACKUP, scheduled, pod, backoff_limit=spec.backoff_limit, spec=spec, request=request
+    )
+
+
+def verification_job(
+    owner: dict[str, Any], spec: DatabaseBackupSpec, *, scheduled: datetime, runner: RunnerSettings
+) -> dict[str, Any]:
+    """The Job for one scheduled verification: `dbb-backup check` of the newest `spec.verify.backups` backups where
+    the runs put them. It gets what reading the storage takes (the backup volume read-only, or the S3 variables and
+    CA) and the encryption key; no database credentials and no database: it never connects to the server. Not
+    retried (`backoffLimit: 0`): a checksum that does not match will not match on a second try, and the next slot
+    comes anyway."""
+    pod = _pod_spec(owner, spec, runner, check_arguments(spec, owner), verification=True)
+    name = verification_job_name(owner["metadata"]["name"], scheduled)
+    return _job(owner, name, RUN_VERIFY, scheduled, pod, backoff_limit=0, spec=spec)
+
+
+def verification_job_name(name: str, scheduled: datetime) -> str:
+    """`<name>-v<unix minute>`: at most 52 + 10 = 62 characters, one Job per verification slot."""
+    return f"{name}-v{scheduled_minutes(scheduled)}"
+
+
+def _job(
+    owner: dict[str, Any],
+    name: str,
+    run: str,
+    scheduled: datetime,
+    pod: dict[str, Any],
+    *,
+    backoff_limit: int,
+    spec: DatabaseBackupSpec,
+    request: str | None = None,
+) -> dict[str, Any]:
     metadata = owner["metadata"]
-    name, namespace = metadata["name"], metadata["namespace"]
-    labels = {LABEL_BACKUP_NAME: name, LABEL_MANAGED_BY: MANAGED_BY, "app.kubernetes.io/name": "databasebackup"}
+    labels = {
+        LABEL_BACKUP_NAME: metadata["name"],
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_RUN: run,
+        "app.kubernetes.io/name": "databasebackup",
+    }
     annotations = {ANNOTATION_SCHEDULED_TIME: rfc3339(scheduled)}
     if request is not None:
         annotations[ANNOTATION_BACKUP_NOW] = request
-    job: dict[str, Any] = {
+    return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": on_demand_job_name(name, request) if request is not None else job_name(name, scheduled),
-            "namespace": namespace,
+            "name": name,
+            "namespace": metadata["namespace"],
             "labels": labels,
             "annotations": annotations,
             "ownerReferences": [
                 {
                     "apiVersion": API_VERSION,
                     "kind": KIND,
-                    "name": name,
+                    "name": metadata["name"],
                     "uid": metadata["uid"],
                     "controller": True,
                     "blockOwnerDeletion": True,
@@ -105,15 +159,29 @@ def backup_job(
             ],
         },
         "spec": {
-            "backoffLimit": spec.backoff_limit,
+            "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": spec.active_deadline_seconds,
-            "template": {
-                "metadata": {"labels": labels, "annotations": annotations},
-                "spec": _pod_spec(owner, spec, runner),
-            },
+            "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod},
         },
     }
-    return job
+
+
+def check_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str]:
+    """`dbb-backup check <where the runs write> ...` for this spec, escaped like `runner_arguments`."""
+    namespace, uid = owner["metadata"]["namespace"], owner["metadata"]["uid"]
+    arguments = [
+        "dbb-backup",
+        "check",
+        _location(spec, namespace),
+        f"--owner-uid={uid}",
+        f"--backups={spec.verify_backups}",
+        f"--termination-log={TERMINATION_LOG}",
+    ]
+    if spec.s3 is not None and spec.s3.force_path_style:
+        arguments.append("--s3-path-style")
+    if spec.encryption_key is not None:
+        arguments.append(f"--key-file={KEY_MOUNT}/key")
+    return [escape_expansion(a) for a in arguments]
 
 
 def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str]:
@@ -150,12 +218,20 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
     return [escape_expansion(a) for a in arguments]
 
 
+def _location(spec: DatabaseBackupSpec, namespace: str) -> str:
+    """Where the runs write: the folder in the backup volume, or s3://bucket/prefix."""
+    s3 = spec.s3
+    if s3 is None:
+        return spec.backup_path or default_backup_path(spec.database_name)
+    prefix = s3.prefix if s3.prefix is not None else f"{namespace}/{spec.database_name}"
+    return f"s3://{s3.bucket}/{prefix.strip('/')}"
+
+
 def _output_arguments(spec: DatabaseBackupSpec, namespace: str) -> list[str]:
     s3 = spec.s3
     if s3 is None:
-        return [f"--output-dir={spec.backup_path or default_backup_path(spec.database_name)}"]
-    prefix = s3.prefix if s3.prefix is not None else f"{namespace}/{spec.database_name}"
-    arguments = [f"--output-url=s3://{s3.bucket}/{prefix.strip('/')}"]
+        return [f"--output-dir={_location(spec, namespace)}"]
+    arguments = [f"--output-url={_location(spec, namespace)}"]
     if s3.force_path_style:
         arguments.append("--s3-path-style")
     if s3.server_side_encryption is not None:
@@ -211,9 +287,18 @@ def escape_expansion(argument: str) -> str:
     return argument.replace("$", "$$")
 
 
-def _pod_spec(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSettings) -> dict[str, Any]:
+def _pod_spec(
+    owner: dict[str, Any],
+    spec: DatabaseBackupSpec,
+    runner: RunnerSettings,
+    arguments: list[str],
+    *,
+    verification: bool = False,
+) -> dict[str, Any]:
+    """A backup run's Pod; with `verification`, a check's: the same storage access (the volume read-only), the
+    key, and nothing of the database."""
     env: list[dict[str, Any]] = []
-    credentials = spec.connection.credentials_secret
+    credentials = None if verification else spec.connection.credentials_secret
     if credentials is not None:
         env.append(_secret_env("DB_PASSWORD", credentials.name, credentials.password_key))
         if spec.connection.username is None:
@@ -228,7 +313,7 @@ def _pod_spec(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSet
     if spec.s3 is None:
         claim = spec.claim_name or default_claim_name(spec.database_name)
         volumes.insert(0, {"name": "backups", "persistentVolumeClaim": {"claimName": claim}})
-        mounts.insert(0, {"name": "backups", "mountPath": BACKUP_ROOT})
+        mounts.insert(0, {"name": "backups", "mountPath": BACKUP_ROOT, **({"readOnly": True} if verification else {})})
     else:
         env += _s3_env(spec.s3)
         if spec.s3.ca_bundle is not None:
@@ -246,7 +331,7 @@ def _pod_spec(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSet
             }
         )
         mounts.append({"name": "encryption-key", "mountPath": KEY_MOUNT, "readOnly": True})
-    if (ca_volume := _tls_ca_volume(spec.connection.tls)) is not None:
+    if not verification and (ca_volume := _tls_ca_volume(spec.connection.tls)) is not None:
         volumes.append(ca_volume)
         mounts.append({"name": "tls-ca", "mountPath": TLS_CA_MOUNT, "readOnly": True})
     pod: dict[str, Any] = {
@@ -262,10 +347,10 @@ def _pod_spec(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSet
         },
         "containers": [
             {
-                "name": "backup",
+                "name": "verify" if verification else "backup",
                 "image": runner.image,
                 "imagePullPolicy": runner.image_pull_policy,
-                "args": runner_arguments(spec, owner),
+                "args": arguments,
                 "env": env,
                 "volumeMounts": mounts,
                 "terminationMessagePath": TERMINATION_LOG,
@@ -308,6 +393,10 @@ class JobOutcome:
     result: dict[str, Any] | None = None  # the runner's JSON result line
     request: str | None = None  # the backup-now value, for on-demand runs
     deleting: bool = False  # deletion requested (a Replace): still running until its Pods have stopped
+
+
+def is_verification(job: Mapping[str, Any]) -> bool:
+    return ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN) == RUN_VERIFY
 
 
 def outcome(job: dict[str, Any], termination_message: str | None) -> JobOutcome:

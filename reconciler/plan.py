@@ -18,8 +18,8 @@ the Jobs no longer show (Jobs pruned by the history limits).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from common.constants import ANNOTATION_BACKUP_NOW, DEFAULT_TIME_ZONE
@@ -38,7 +38,9 @@ from common.model import (
 )
 from common.schedule import Schedule, parse_schedule
 from common.validation import validate
-from reconciler.jobs import JobOutcome, RunnerSettings, backup_job, outcome, rfc3339
+from reconciler.jobs import JobOutcome, RunnerSettings, backup_job, is_verification, outcome, rfc3339
+from reconciler.verification import decide_verification, remembered
+from reconciler.world import Event, World, parse_time
 
 __all__ = ["Event", "Plan", "World", "decide"]
 
@@ -47,22 +49,6 @@ PADDING: Final = timedelta(milliseconds=100)
 # Look again this often while the database is missing (its creation also triggers a reconcile).
 MISSING_DATABASE_RETRY: Final = timedelta(minutes=1)
 TOO_MANY_MISSED: Final = 100
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class World:
-    obj: Mapping[str, Any]  # the DatabaseBackup
-    jobs: Sequence[Mapping[str, Any]]  # the Jobs it owns
-    now: datetime
-    statefulset: Mapping[str, Any] | None = None  # None: not found (the controller asks only once synced)
-    termination_messages: Mapping[str, str] = field(default_factory=dict)  # Job name -> its Pod's message
 
 
 @dataclass(frozen=True)
@@ -80,7 +66,9 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
     metadata = obj.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "")
     previous = DatabaseBackupStatus.from_dict(obj.get("status"))
-    outcomes = [outcome(dict(job), world.termination_messages.get(_name(job))) for job in world.jobs]
+    every = [(job, outcome(dict(job), world.termination_messages.get(_name(job)))) for job in world.jobs]
+    outcomes = [o for job, o in every if not is_verification(job)]  # backup runs
+    checks = [o for job, o in every if is_verification(job)]  # scheduled verifications
     events: list[Event] = []
 
     # 1. The admission guard: the webhook may have been bypassed or down. Same defaults, same rules.
@@ -95,17 +83,17 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
         errors.extend(validate(str(metadata.get("name") or ""), spec))
     history = _history(outcomes, previous, events)
     if spec is None or errors:
-        return _blocked(world, previous, history, events, Phase.INVALID, "InvalidSpec", errors)
+        return _blocked(world, previous, history, events, Phase.INVALID, "InvalidSpec", errors, checks)
 
     # 2. The database must exist; its creation triggers a reconcile, and we look again now and then anyway.
     if world.statefulset is None:
         message = f'StatefulSet "{spec.database_name}" not found in namespace "{namespace}"'
-        return _blocked(world, previous, history, events, Phase.PENDING, "DatabaseNotFound", message)
+        return _blocked(world, previous, history, events, Phase.PENDING, "DatabaseNotFound", message, checks)
 
     # What a Job cannot do without, and neither the spec nor the StatefulSet said.
     missing = _unrunnable(spec)
     if missing:
-        return _blocked(world, previous, history, events, Phase.INVALID, "InvalidSpec", missing)
+        return _blocked(world, previous, history, events, Phase.INVALID, "InvalidSpec", missing, checks)
 
     # 3. What is due: the most recent scheduled slot, and an on-demand request.
     schedule = parse_schedule(spec.schedule, spec.time_zone or DEFAULT_TIME_ZONE)
@@ -155,7 +143,13 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
     delete += _over_limit(outcomes, "Succeeded", spec.successful_jobs_history_limit)
     delete += _over_limit(outcomes, "Failed", spec.failed_jobs_history_limit)
 
-    # 6. Status, rebuilt from the Jobs (and memory of pruned ones).
+    # 6. Scheduled verification of what is stored: its own Jobs, its own part of the status.
+    verifying = decide_verification(world, spec, previous, checks, runner)
+    create += verifying.create
+    delete += verifying.delete
+    events += verifying.events
+
+    # 7. Status, rebuilt from the Jobs (and memory of pruned ones).
     running = [o.name for o in active if o.name not in delete]
     next_time = None if spec.suspend else schedule.next_after(world.now)
     status = replace(
@@ -167,14 +161,17 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
         next_backup_time=rfc3339(next_time) if next_time else None,
         last_backup_now_request=handled_request,
         observed_generation=_int(metadata.get("generation")),
+        last_verification=verifying.last_verification,
+        last_verification_schedule_time=verifying.schedule_time,
     )
     ready = (
         Condition("Ready", "True", "Suspended", "suspended: no new backups start", "")
         if spec.suspend
         else Condition("Ready", "True", "Scheduled", f"next backup at {status.next_backup_time}", "")
     )
-    status = _with_conditions(status, previous, world, ready)
-    requeue = next_time - world.now + PADDING if next_time is not None else None
+    status = _with_conditions(status, previous, world, ready, verifying.condition)
+    due = [t for t in (next_time, verifying.next_time) if t is not None]
+    requeue = min(due) - world.now + PADDING if due else None
     return Plan(
         status=_if_changed(status, previous),
         create=tuple(create),
@@ -192,8 +189,8 @@ def _due_slot(
     world: World, spec: DatabaseBackupSpec, schedule: Schedule, previous: DatabaseBackupStatus, events: list[Event]
 ) -> datetime | None:
     """The slot to run now, if any. Older unrun slots are reported, not run."""
-    created = _time(world.obj.get("metadata", {}).get("creationTimestamp")) or world.now
-    earliest = _time(previous.last_schedule_time) or created
+    created = parse_time(world.obj.get("metadata", {}).get("creationTimestamp")) or world.now
+    earliest = parse_time(previous.last_schedule_time) or created
     latest = schedule.latest_at_or_before(world.now)
     if latest <= earliest:
         return None
@@ -305,7 +302,7 @@ def _success_message(run: JobOutcome, backup: LastBackup) -> str:
 def _duration(value: object, run: JobOutcome) -> str:
     seconds: float | None = float(value) if isinstance(value, int | float) else None
     if seconds is None:
-        start, end = _time(run.started), _time(run.finished)
+        start, end = parse_time(run.started), parse_time(run.finished)
         seconds = (end - start).total_seconds() if start and end else None
     if seconds is None:
         return ""
@@ -336,10 +333,15 @@ def _blocked(
     phase: Phase,
     reason: str,
     problem: str | Sequence[FieldError],
+    checks: Sequence[JobOutcome],
 ) -> Plan:
-    """Invalid spec or missing database: no new runs; say why in the status and once as an Event."""
+    """Invalid spec or missing database: no new runs (backups or verifications); say why in the status and once as
+    an Event. Verifications that finished meanwhile are still reported."""
     message = problem if isinstance(problem, str) else join_errors(problem)
-    active = tuple(o.name for o in (outcome(dict(j), None) for j in world.jobs) if o.state == "Active")
+    backups = (outcome(dict(j), None) for j in world.jobs if not is_verification(j))
+    active = tuple(o.name for o in backups if o.state == "Active")
+    verifying = remembered(previous, checks)
+    events.extend(verifying.events)
     status = replace(
         history,
         phase=phase,
@@ -348,8 +350,11 @@ def _blocked(
         last_schedule_time=previous.last_schedule_time,
         last_backup_now_request=previous.last_backup_now_request,
         observed_generation=_int((world.obj.get("metadata") or {}).get("generation")),
+        last_verification=verifying.last_verification,
+        last_verification_schedule_time=verifying.schedule_time,
     )
-    status = _with_conditions(status, previous, world, Condition("Ready", "False", reason, message, ""))
+    ready = Condition("Ready", "False", reason, message, "")
+    status = _with_conditions(status, previous, world, ready, verifying.condition)
     old_ready = next((c for c in previous.conditions if c.type == "Ready"), None)
     if old_ready is None or (old_ready.reason, old_ready.message) != (reason, message):
         events.append(Event("Warning", reason, message))
@@ -358,7 +363,11 @@ def _blocked(
 
 
 def _with_conditions(
-    status: DatabaseBackupStatus, previous: DatabaseBackupStatus, world: World, ready: Condition
+    status: DatabaseBackupStatus,
+    previous: DatabaseBackupStatus,
+    world: World,
+    ready: Condition,
+    verified: Condition | None,
 ) -> DatabaseBackupStatus:
     generation = status.observed_generation
     if status.last_backup_time is None and status.last_failure is None:
@@ -369,7 +378,7 @@ def _with_conditions(
         failure = status.last_failure
         succeeded = Condition("BackupSucceeded", "False", failure.reason, failure.message[:1000], "")
     conditions = []
-    for fresh in (ready, succeeded):
+    for fresh in (ready, succeeded, *((verified,) if verified is not None else ())):
         old = next((c for c in previous.conditions if c.type == fresh.type), None)
         # lastTransitionTime moves only when the status (True/False/Unknown) does.
         since = old.last_transition_time if old is not None and old.status == fresh.status else rfc3339(world.now)
@@ -386,15 +395,6 @@ def _if_changed(status: DatabaseBackupStatus, previous: DatabaseBackupStatus) ->
 
 def _name(job: Mapping[str, Any]) -> str:
     return str((job.get("metadata") or {}).get("name") or "")
-
-
-def _time(text: object) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError:
-        return None
 
 
 def _int(value: object) -> int | None:

@@ -18,6 +18,7 @@ Every failure the runner can explain is a `RunnerError` with a `reason` (a Camel
 | `StorageError` | any other error writing the output folder |
 | `Interrupted` | SIGTERM or SIGINT (the Job's deadline, a deleted Pod) |
 | `VerifyFailed` | the backup is not what its manifest says, or not structurally whole |
+| `BackupMissing` | `check`: a backup's manifest is there, its file (or a member of its set) is gone |
 | `DecryptFailed` | wrong key, or an encrypted file that was altered or cut short |
 | `TargetExists` | a restore's target database exists, and `--replace` was not given; nothing was changed |
 | `RestoreFailed` | the restore tool failed |

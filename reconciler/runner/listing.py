@@ -6,6 +6,7 @@ file itself is there. A file without a manifest is an unfinished run and no back
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from reconciler.runner.manifest import Manifest
 from reconciler.runner.naming import MANIFEST_SUFFIX
 from reconciler.runner.objectstore import S3Location, list_keys
 
-__all__ = ["entry", "list_folder", "list_s3"]
+__all__ = ["Found", "entry", "list_folder", "list_s3", "manifests_in_folder", "manifests_in_s3"]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -35,7 +36,25 @@ def entry(manifest: Manifest, where: str, present: bool) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Found:
+    """A backup as its manifest describes it: where it is (a path, or an s3:// URL) and whether it is still there."""
+
+    manifest: Manifest
+    where: str
+    present: bool
+
+
 def list_folder(folder: Path) -> list[dict[str, Any]]:
+    return [entry(f.manifest, f.where, f.present) for f in manifests_in_folder(folder)]
+
+
+def list_s3(client: Any, location: S3Location) -> list[dict[str, Any]]:
+    return [entry(f.manifest, f.where, f.present) for f in manifests_in_s3(client, location)]
+
+
+def manifests_in_folder(folder: Path) -> list[Found]:
+    """Every backup with a manifest in `folder`, oldest first."""
     try:
         names = {p.name for p in folder.iterdir()}
     except OSError as error:
@@ -48,11 +67,12 @@ def list_folder(folder: Path) -> list[dict[str, Any]]:
             manifest = Manifest.from_json((folder / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # not one of ours
-        found.append(entry(manifest, str(folder / manifest.file), manifest.file in names))
-    return sorted(found, key=lambda e: str(e["time"]))
+        found.append(Found(manifest, str(folder / manifest.file), manifest.file in names))
+    return sorted(found, key=lambda f: f.manifest.start)
 
 
-def list_s3(client: Any, location: S3Location) -> list[dict[str, Any]]:
+def manifests_in_s3(client: Any, location: S3Location) -> list[Found]:
+    """Every backup with a manifest under the prefix, oldest first."""
     keys = set(list_keys(client, location.bucket, location.key("")))
     found = []
     for key in sorted(k for k in keys if k.endswith(MANIFEST_SUFFIX)):
@@ -64,5 +84,5 @@ def list_s3(client: Any, location: S3Location) -> list[dict[str, Any]]:
             continue
         backup = key.removesuffix(MANIFEST_SUFFIX)
         present = backup in keys or any(k.startswith(backup + "/") for k in keys)  # a file, or a set's members
-        found.append(entry(manifest, f"s3://{location.bucket}/{backup}", present))
-    return sorted(found, key=lambda e: str(e["time"]))
+        found.append(Found(manifest, f"s3://{location.bucket}/{backup}", present))
+    return sorted(found, key=lambda f: f.manifest.start)

@@ -1,4 +1,4 @@
-"""dbb-backup: the backup runner inside each backup Job. `run`, `verify`, `restore`, `decrypt`.
+"""dbb-backup: the backup runner inside each backup Job. `run`, `verify`, `check`, `restore`, `list`, `decrypt`.
 
 The password comes only from the environment (`DB_PASSWORD`, else `PGPASSWORD` or `MYSQL_PWD`), never from argv.
 The user name comes from `--user`, else from `DB_USER` in the environment, which is where the Job puts a user name
@@ -27,6 +27,7 @@ import structlog
 
 from reconciler.runner import admin
 from reconciler.runner.backup import ALL, RunOptions, run_backup, utc_iso
+from reconciler.runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from reconciler.runner.compression import Compression
 from reconciler.runner.crypto import Decryptor, load_key
 from reconciler.runner.engines import Connection, Engine, Tls, TlsMode, check_client_support, password_from_env
@@ -149,6 +150,17 @@ def parser() -> argparse.ArgumentParser:
     _connection_flags(verify, required=False)
     verify.add_argument("--timeout", type=_seconds)
 
+    check = commands.add_parser("check", help="check the newest stored backups of one owner again, as stored now")
+    check.add_argument("location", help="a folder, or s3://BUCKET/PREFIX (credentials from AWS_*)")
+    check.add_argument("--owner-uid", required=True, help="the owning DatabaseBackup's uid: only its backups")
+    check.add_argument(
+        "--backups", type=_positive, default=1, help=f"how many of the newest (default 1, at most {MAX_BACKUPS})"
+    )
+    check.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
+    check.add_argument("--key-file", type=Path, help="the key, for encrypted backups")
+    check.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
+    check.add_argument("--timeout", type=_seconds)
+
     restore = commands.add_parser("restore", help="restore a backup file into a database")
     restore.add_argument("file", help="a backup file, or an object: s3://BUCKET/KEY (credentials from AWS_*)")
     _connection_flags(restore, required=True)
@@ -206,12 +218,21 @@ def main(argv: list[str] | None = None) -> int:
         deadline.cancel()
         for sig, old in previous.items():
             signal.signal(sig, old)
-    # Only `run`'s line goes to the termination message, which keeps 4096 bytes; a listing is whole.
-    line = Scrubber(passwords)(render(result) if args.command == "run" else render(result, limit=1 << 30))
+    # Only `run`'s and `check`'s lines go to the termination message, which keeps 4096 bytes; a listing is whole.
+    reported = args.command in ("run", "check")
+    line = Scrubber(passwords)(render(result) if reported else render(result, limit=1 << 30))
     sys.stdout.write(line)
     sys.stdout.flush()
     write_termination_log(getattr(args, "termination_log", None), line)
+    if result.get("status") == "VerifyFailed":  # a check that found damage: the line above says where
+        print(f"dbb-backup: VerifyFailed: {_failed_files(result)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _failed_files(result: dict[str, Any]) -> str:
+    failed = [c for c in result.get("checked", []) if c.get("result") == "Failed"]
+    return "; ".join(f"{c['file']}: {c['reason']}: {c['message']}" for c in failed)
 
 
 def _interrupted(signum: int, _frame: FrameType | None) -> NoReturn:
@@ -357,6 +378,14 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
     }
 
 
+def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    if args.backups > MAX_BACKUPS:
+        raise RunnerError("InvalidArguments", f"--backups {args.backups}: at most {MAX_BACKUPS}")
+    client = s3_client(S3Settings(path_style=args.s3_path_style)) if args.location.startswith("s3://") else None
+    options = CheckOptions(args.location, args.owner_uid, args.backups, _key(args.key_file))
+    return check_stored(options, client, scrub, deadline)
+
+
 def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     source, manifest = _stored(args.file, args.s3_path_style)
     engine = parse_layout(Path(source.name)).engine
@@ -401,6 +430,7 @@ def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict
 COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]]] = {
     "run": _run,
     "verify": _verify,
+    "check": _check,
     "restore": _restore,
     "list": _list,
     "decrypt": _decrypt,

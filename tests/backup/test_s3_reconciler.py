@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,18 @@ async def until(check: Any, seconds: float = 120.0) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def reconciler(api: client.ApiClient, namespace: str, pg: PostgresServer, root: Path) -> AsyncIterator[None]:
+async def reconciler(
+    api: client.ApiClient,
+    namespace: str,
+    pg: PostgresServer,
+    root: Path,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> AsyncIterator[None]:
+    """The reconciler in process, its local executor running Jobs against `pg` with backups under `root`."""
     aliases = alias_table([HostAlias(f"example-db.{namespace}.svc", pg.host, pg.port)])
     executor = LocalExecutor(api, root, host_aliases=aliases)
-    controller = Controller(api, executor, RunnerSettings(image="dbb:test"), Metrics(), namespace=namespace)
+    runner = RunnerSettings(image="dbb:test")
+    controller = Controller(api, executor, runner, Metrics(), namespace=namespace, clock=clock)
     task = asyncio.create_task(controller.run())
     try:
         yield

@@ -60,6 +60,8 @@ def test_kubectl_get_dbb_shows_the_printer_columns(control_plane: ControlPlane, 
         "PHASE",
         "NEXT",
         "BACKUP",
+        "LAST",
+        "VERIFIED",
         "AGE",
     ]
     assert header.index("DATABASE") < header.index("SCHEDULE") < header.index("LAST BACKUP") < header.index("PHASE")
@@ -92,7 +94,7 @@ def test_a_databasebackup_round_trips_unchanged(control_plane: ControlPlane, nam
         "retention": {"keepLast": 7},
         "compression": "Zstd",
         "encryption": {"keySecret": {"name": "backup-key", "key": "key"}},
-        "verify": {"restoreTest": True},
+        "verify": {"restoreTest": True, "schedule": "30 3 * * 0", "backups": 3},
         "resources": {"requests": {"cpu": "250m", "memory": 256}, "limits": {"memory": "2Gi"}},
     }
     control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=manifest(**spec))

@@ -192,7 +192,11 @@ def _column(table: str, row: str, name: str) -> str:
     """A cell of kubectl's table, by the header's offsets (headers and the schedule hold spaces)."""
     header, *rows = table.splitlines()
     start = header.index(name)
-    following = [header.find(h, start + len(name)) for h in ("PHASE", "NEXT BACKUP", "AGE") if h != name]
+    following = [
+        header.find(h, start + len(name))
+        for h in ("PHASE", "NEXT BACKUP", "LAST VERIFIED", "AGE", "VERIFICATION")
+        if h != name
+    ]
     end = min([i for i in following if i > start], default=None)  # the last column runs to the end of its line
     line = next(r for r in rows if f" {row} " in r)
     return line[start:end].strip()

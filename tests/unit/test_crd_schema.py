@@ -46,8 +46,9 @@ def test_every_spec_and_status_field_has_a_description() -> None:
 def test_printer_columns_come_in_the_agreed_order() -> None:
     columns = crd()["spec"]["versions"][0]["additionalPrinterColumns"]
     default = [c["name"] for c in columns if not c.get("priority")]
-    assert default == ["Database", "Schedule", "Last Backup", "Phase", "Next Backup", "Age"]
-    assert [c["name"] for c in columns if c.get("priority")] == ["Last File"]  # -o wide: where each backup went
+    assert default == ["Database", "Schedule", "Last Backup", "Phase", "Next Backup", "Last Verified", "Age"]
+    # -o wide: the last verification's verdict, and where each backup went
+    assert [c["name"] for c in columns if c.get("priority")] == ["Verification", "Last File"]
     assert columns[2]["jsonPath"] == ".status.lastBackupTime"
 
 

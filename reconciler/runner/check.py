@@ -1,0 +1,108 @@
+"""`dbb-backup check LOCATION --owner-uid UID [--backups N]`: prove that what is stored still restores, long after
+the run that wrote it.
+
+The run that writes a backup verifies it once. Storage then rots, is pruned by hand, or is overwritten: a check
+takes the N newest backups of one owner (by its uid, as retention does) from the manifests in the folder or under
+the prefix, and checks each again as it is stored now:
+- it is still there (a manifest whose file is gone is a backup that was deleted: `BackupMissing`);
+- its size and sha256 match its manifest, it decrypts (every chunk's tag), and it is structurally complete, as
+  `dbb-backup verify` checks it (see `verify.py`).
+It only reads: it deletes and writes nothing, whatever it finds, so a Job that runs it can mount the backups
+read-only.
+
+The result is one JSON line: {"status": "Verified" | "VerifyFailed", "location", "checked": [{"file", "time",
+"result": "Passed" | "Failed", "reason", "message", "sha256"}], "start", "end", "duration"}, newest first. A failed
+check exits 1 with that same line, so the reconciler reads the reason per backup from the termination message.
+No backup of this owner yet is no failure: "checked" is empty.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from reconciler.runner.backup import utc_iso
+from reconciler.runner.errors import RunnerError, Scrubber, one_line
+from reconciler.runner.layout import Stored
+from reconciler.runner.listing import Found, manifests_in_folder, manifests_in_s3
+from reconciler.runner.objectstore import S3Location
+from reconciler.runner.process import Deadline
+from reconciler.runner.s3backup import S3Object
+from reconciler.runner.verify import verify_backup
+
+__all__ = ["MAX_BACKUPS", "CheckOptions", "check_stored"]
+
+log = structlog.get_logger("dbb-backup")
+
+MAX_BACKUPS: Final = 10  # what one termination message (4096 bytes) can report, with a reason for each
+MAX_REASON_MESSAGE: Final = 180
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    location: str  # a folder, or s3://bucket/prefix
+    owner_uid: str
+    backups: int = 1
+    key: bytes | None = None
+
+
+def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    """`client`: an S3 client for an s3:// location, else unused."""
+    started, clock = datetime.now(UTC), time.monotonic()
+    location = S3Location.parse(options.location) if options.location.startswith("s3://") else None
+    everything = (
+        manifests_in_s3(client, location) if location is not None else manifests_in_folder(Path(options.location))
+    )
+    # Only published backups of this owner: a manifest says `verified` once its run verified it; others are not
+    # backups for any reader (see docs/backup-format.md).
+    ours = [
+        f for f in everything if f.manifest.verified and f.manifest.owner and f.manifest.owner.uid == options.owner_uid
+    ]
+    chosen = list(reversed(ours))[: options.backups]
+    checked = [_check_one(found, options, client, location, scrub, deadline) for found in chosen]
+    failed = [c for c in checked if c["result"] == "Failed"]
+    ended = datetime.now(UTC)
+    log.info("check done", location=options.location, checked=len(checked), failed=len(failed))
+    return {
+        "status": "VerifyFailed" if failed else "Verified",
+        "location": options.location,
+        "checked": checked,
+        "start": utc_iso(started),
+        "end": utc_iso(ended),
+        "duration": round(time.monotonic() - clock, 3),
+    }
+
+
+def _check_one(
+    found: Found,
+    options: CheckOptions,
+    client: Any,
+    location: S3Location | None,
+    scrub: Scrubber,
+    deadline: Deadline,
+) -> dict[str, Any]:
+    manifest = found.manifest
+    report: dict[str, Any] = {"file": found.where, "time": manifest.start}
+    if not found.present:
+        reason, message = "BackupMissing", f"{found.where} is gone; its manifest remains"
+        log.warning("backup missing", file=found.where)
+        return {**report, "result": "Failed", "reason": reason, "message": message}
+    source: Path | Stored
+    if location is not None:
+        source = S3Object(client, location.bucket, found.where.removeprefix(f"s3://{location.bucket}/"))
+    else:
+        source = Path(found.where)
+    try:
+        verified = verify_backup(source, options.key, scrub, deadline, manifest=manifest)
+    except RunnerError as error:
+        if error.reason in ("Interrupted", "Timeout"):
+            raise  # the check did not finish: no verdict on this backup
+        log.warning("backup check failed", file=found.where, reason=error.reason)
+        message = one_line(scrub(error.message), MAX_REASON_MESSAGE)
+        return {**report, "result": "Failed", "reason": error.reason, "message": message}
+    return {**report, "result": "Passed", "sha256": verified.sha256}

@@ -1,0 +1,174 @@
+"""Scheduled verification of what is stored (`spec.verify.schedule`), as a pure function beside `plan.decide`.
+
+A backup is verified once, by the run that writes it. Weeks later it may be gone, changed, or unreadable with the
+key in use now; a verification proves the newest `spec.verify.backups` backups as they are stored now, with
+`dbb-backup check` in a Job of its own (`verification_job`: the backup volume read-only, no database credentials).
+
+Scheduling is the backup schedule's, simplified: the slot after `status.lastVerificationScheduleTime` (else after
+the object's creation) is owed; only the most recent due slot runs; never two verifications at once (a slot due
+while one runs waits for it); the Job's name (`<name>-v<unix minute>`) is the lock. `spec.suspend` stops them too.
+
+What a finished verification says becomes `status.lastVerification` (time, result, each backup's verdict), the
+`Verified` condition and one Event. A failed verification deletes nothing: it is a report, and the backups it
+doubts are exactly what an operator will want to look at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from common.constants import DEFAULT_TIME_ZONE
+from common.model import CheckedBackup, Condition, DatabaseBackupSpec, DatabaseBackupStatus, LastVerification
+from common.schedule import parse_schedule
+from reconciler.jobs import JobOutcome, RunnerSettings, rfc3339, verification_job
+from reconciler.world import Event, World, parse_time
+
+__all__ = ["VerificationPlan", "decide_verification", "remembered"]
+
+PASSED: Final = "Passed"
+FAILED: Final = "Failed"
+NO_BACKUPS: Final = "NoBackups"
+MAX_MESSAGE: Final = 1000
+
+
+@dataclass(frozen=True)
+class VerificationPlan:
+    last_verification: LastVerification | None
+    schedule_time: str | None  # status.lastVerificationScheduleTime
+    condition: Condition | None  # Verified; None while verification was never set up
+    create: tuple[dict[str, Any], ...] = ()
+    delete: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+    next_time: datetime | None = None
+
+
+def remembered(previous: DatabaseBackupStatus, outcomes: Sequence[JobOutcome]) -> VerificationPlan:
+    """No new verification (an invalid spec, a missing database): what the finished Jobs and the status say."""
+    events: list[Event] = []
+    last = _history(outcomes, previous, events)
+    return VerificationPlan(
+        last, previous.last_verification_schedule_time, _condition(last, None), events=tuple(events)
+    )
+
+
+def decide_verification(
+    world: World,
+    spec: DatabaseBackupSpec,
+    previous: DatabaseBackupStatus,
+    outcomes: Sequence[JobOutcome],
+    runner: RunnerSettings,
+) -> VerificationPlan:
+    """`outcomes`: the verification Jobs this object owns."""
+    events: list[Event] = []
+    last = _history(outcomes, previous, events)
+    finished = [o for o in outcomes if o.state != "Active"]
+    delete = _over_limit(finished, "Succeeded", spec.successful_jobs_history_limit)
+    delete += _over_limit(finished, "Failed", spec.failed_jobs_history_limit)
+    if spec.verify_schedule is None:
+        return VerificationPlan(
+            last, previous.last_verification_schedule_time, _condition(last, None), (), tuple(delete), tuple(events)
+        )
+    schedule = parse_schedule(spec.verify_schedule, spec.time_zone or DEFAULT_TIME_ZONE)
+    next_time = None if spec.suspend else schedule.next_after(world.now)
+    schedule_time = previous.last_verification_schedule_time
+    create: list[dict[str, Any]] = []
+    created = parse_time((world.obj.get("metadata") or {}).get("creationTimestamp")) or world.now
+    earliest = parse_time(schedule_time) or created
+    latest = schedule.latest_at_or_before(world.now)
+    active = [o for o in outcomes if o.state == "Active"]
+    if not spec.suspend and latest > earliest:
+        job = verification_job(dict(world.obj), spec, scheduled=latest, runner=runner)
+        name = job["metadata"]["name"]
+        if name in {o.name for o in outcomes}:
+            schedule_time = rfc3339(latest)  # started on an earlier pass: the name is the lock
+        elif not active:  # one at a time: the slot stays owed until the running check ends
+            create.append(job)
+            events.append(Event("Normal", "VerificationStarted", f"Started verification Job {name}"))
+            schedule_time = rfc3339(latest)
+    return VerificationPlan(
+        last,
+        schedule_time,
+        _condition(last, next_time),
+        tuple(create),
+        tuple(delete),
+        tuple(events),
+        next_time,
+    )
+
+
+def _history(
+    outcomes: Sequence[JobOutcome], previous: DatabaseBackupStatus, events: list[Event]
+) -> LastVerification | None:
+    """The newest finished verification, and an Event for each one that finished since the previous status."""
+    last = previous.last_verification
+    seen = last.time if last else ""
+    for run in sorted((o for o in outcomes if o.finished), key=lambda o: o.finished or ""):
+        assert run.finished is not None
+        if run.finished <= seen:
+            continue
+        last, seen = _verdict(run), run.finished
+        events.append(_event(last))
+    return last
+
+
+def _verdict(run: JobOutcome) -> LastVerification:
+    assert run.finished is not None
+    result = run.result or {}
+    checked = tuple(
+        CheckedBackup(
+            file=str(c.get("file") or ""),
+            result=FAILED if c.get("result") == FAILED else PASSED,
+            reason=str(c.get("reason") or ""),
+            message=str(c.get("message") or ""),
+        )
+        for c in result.get("checked") or ()
+        if isinstance(c, dict)
+    )
+    if run.state == "Succeeded":
+        return LastVerification(run.finished, PASSED if checked else NO_BACKUPS, run.name, backups=checked)
+    if any(c.result == FAILED for c in checked):
+        return LastVerification(run.finished, FAILED, run.name, backups=checked)
+    # The check could not run to a verdict (the store unreachable, the deadline): no backup is known bad, none proven.
+    reason, message = run.reason or "JobFailed", run.message or "the verification Job failed"
+    return LastVerification(run.finished, FAILED, run.name, reason=reason, message=message[:MAX_MESSAGE])
+
+
+def _event(verification: LastVerification) -> Event:
+    job, backups = verification.job, verification.backups
+    if verification.result == PASSED:
+        newest = backups[0].file
+        return Event("Normal", "Verified", f"{job} checked {len(backups)} backup(s), newest {newest}: all passed")
+    if verification.result == NO_BACKUPS:
+        return Event("Normal", "NothingToVerify", f"{job} found no backup of this DatabaseBackup to check yet")
+    return Event("Warning", "VerificationFailed", f"{job}: {_failures(verification)}"[:MAX_MESSAGE])
+
+
+def _failures(verification: LastVerification) -> str:
+    failed = [b for b in verification.backups if b.result == FAILED]
+    if not failed:
+        return f"{verification.reason}: {verification.message}"
+    return "; ".join(f"{b.file}: {b.reason}: {b.message}" for b in failed)
+
+
+def _condition(last: LastVerification | None, next_time: datetime | None) -> Condition | None:
+    if last is None:
+        if next_time is None:
+            return None
+        message = f"no verification has finished yet; the first is due at {rfc3339(next_time)}"
+        return Condition("Verified", "Unknown", "NotVerifiedYet", message, "")
+    if last.result == PASSED:
+        message = f"{len(last.backups)} backup(s) checked at {last.time}, newest {last.backups[0].file}"
+        return Condition("Verified", "True", PASSED, message, "")
+    if last.result == NO_BACKUPS:
+        return Condition("Verified", "Unknown", NO_BACKUPS, f"no backup to check at {last.time}", "")
+    failed = [b for b in last.backups if b.result == FAILED]
+    reason = failed[0].reason if failed else last.reason
+    return Condition("Verified", "False", reason or FAILED, _failures(last)[:MAX_MESSAGE], "")
+
+
+def _over_limit(finished: Sequence[JobOutcome], state: str, limit: int) -> list[str]:
+    done = sorted((o for o in finished if o.state == state), key=lambda o: o.finished or "", reverse=True)
+    return [o.name for o in done[limit:]]

@@ -1,0 +1,130 @@
+"""`dbb-backup check`: the newest stored backups of one owner, checked again as they are stored now, against the
+real database servers' dumps in a folder and in a real SeaweedFS bucket. It reports each backup's verdict and
+changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.backup.cli import Outcome, backup, dbb, password_env
+from tests.backup.servers import MariaDBServer, PostgresServer
+from tests.backup.test_s3_backup import run_to_s3
+from tests.objectstore import SeaweedFS
+
+Server = PostgresServer | MariaDBServer
+UID = "0b5e7c1e-0000-4000-8000-000000000001"
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> Server:
+    found: Server = request.getfixturevalue("pg" if request.param == "postgresql" else "mariadb")
+    return found
+
+
+def owned(server: Server, folder: Path, name: str, uid: str, key: Path) -> Path:
+    flags = {"name": name, "owner": f"ns/{name}", "owner_uid": uid, "verify": None}
+    return backup(server, folder, "shop", encryption_key_file=str(key), **flags)
+
+
+def check(location: str, *flags: str, env: dict[str, str] | None = None) -> Outcome:
+    return dbb("check", location, "--owner-uid", UID, *flags, env=env or password_env_free())
+
+
+def password_env_free() -> dict[str, str]:
+    """The check needs no database credentials at all: none are given."""
+    return {k: v for k, v in os.environ.items() if k not in ("DB_PASSWORD", "PGPASSWORD", "MYSQL_PWD")}
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_check_finds_a_changed_backup_and_a_deleted_one_and_changes_nothing(
+    server: Server, tmp_path: Path, key_file: Path
+) -> None:
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    files = [owned(server, folder, "nightly", UID, key_file) for _ in range(3)]
+    stranger = owned(server, folder, "other", str(uuid.uuid4()), key_file)
+
+    passed = check(str(folder), "--backups", "2", "--key-file", str(key_file))
+    assert passed.code == 0, passed.stderr
+    assert passed.result["status"] == "Verified"
+    # The newest first; only this owner's; each with the sha256 its manifest recorded.
+    assert [c["file"] for c in passed.result["checked"]] == [str(files[2]), str(files[1])]
+    for entry, file in zip(passed.result["checked"], (files[2], files[1]), strict=True):
+        manifest = json.loads(Path(f"{file}.json").read_text())
+        assert (entry["result"], entry["sha256"]) == ("Passed", manifest["sha256"])
+
+    # Damage: one byte of the newest changed in place, the oldest deleted (its manifest left behind).
+    data = bytearray(files[2].read_bytes())
+    data[len(data) // 2] ^= 0x01
+    files[2].write_bytes(bytes(data))
+    files[0].unlink()
+    before = snapshot(folder)
+    log = tmp_path / "termination-log"
+    failed = check(str(folder), "--backups", "3", "--key-file", str(key_file), "--termination-log", str(log))
+    assert failed.code == 1
+    assert log.read_text() == failed.stdout
+    verdicts = {c["file"]: c for c in failed.result["checked"]}
+    assert failed.result["status"] == "VerifyFailed"
+    assert set(verdicts) == {str(f) for f in files}
+    assert verdicts[str(files[2])]["result"] == "Failed"
+    assert verdicts[str(files[2])]["reason"] == "VerifyFailed"
+    assert "sha256" in verdicts[str(files[2])]["message"]
+    assert verdicts[str(files[1])]["result"] == "Passed"
+    assert (verdicts[str(files[0])]["result"], verdicts[str(files[0])]["reason"]) == ("Failed", "BackupMissing")
+    assert failed.reason_line.startswith(f"dbb-backup: VerifyFailed: {files[2]}: VerifyFailed")
+    # Nothing deleted, nothing rewritten, whatever it found; the other owner's backup untouched and unchecked.
+    assert snapshot(folder) == before
+    assert stranger.exists()
+
+
+def test_check_with_the_wrong_key_fails_that_backup_and_with_none_yet_passes_empty(
+    pg: PostgresServer, tmp_path: Path, key_file: Path, other_key_file: Path
+) -> None:
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    empty = check(str(folder))
+    assert (empty.code, empty.result["status"], empty.result["checked"]) == (0, "Verified", [])
+    file = owned(pg, folder, "nightly", UID, key_file)
+    wrong = check(str(folder), "--key-file", str(other_key_file))
+    assert wrong.code == 1
+    [entry] = wrong.result["checked"]
+    assert (entry["file"], entry["result"], entry["reason"]) == (str(file), "Failed", "DecryptFailed")
+
+
+def test_check_in_a_bucket_finds_a_deleted_object(pg: PostgresServer, seaweedfs: SeaweedFS, key_file: Path) -> None:
+    prefix = f"check-{uuid.uuid4().hex[:8]}"
+    url = f"s3://{seaweedfs.bucket}/{prefix}"
+    flags = ["--verify", "--name", "nightly", "--owner", "ns/nightly", "--owner-uid", UID]
+    flags += ["--encryption-key-file", str(key_file)]
+    objects = []
+    for _ in range(2):
+        made = run_to_s3(pg, seaweedfs, url, *flags)
+        assert made.code == 0, made.stderr
+        objects.append(made.result["file"])
+    env = password_env_free() | seaweedfs.env
+    passed = check(url, "--backups", "2", "--key-file", str(key_file), env=env)
+    assert passed.code == 0, passed.stderr
+    assert [(c["file"], c["result"]) for c in passed.result["checked"]] == [
+        (objects[1], "Passed"),
+        (objects[0], "Passed"),
+    ]
+    keys = [o.removeprefix(f"s3://{seaweedfs.bucket}/") for o in objects]
+    seaweedfs.client().delete_object(Bucket=seaweedfs.bucket, Key=keys[0])
+    failed = check(url, "--backups", "2", "--key-file", str(key_file), env=env)
+    assert failed.code == 1
+    assert [(c["result"], c.get("reason")) for c in failed.result["checked"]] == [
+        ("Passed", None),
+        ("Failed", "BackupMissing"),
+    ]
+    # Still there: the newer object, and both manifests (a check deletes nothing, not even an orphaned manifest).
+    assert seaweedfs.keys(prefix) == sorted([keys[1], keys[0] + ".json", keys[1] + ".json"])
+    assert password_env(pg)["DB_PASSWORD"] not in failed.stdout + failed.stderr

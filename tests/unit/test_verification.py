@@ -1,0 +1,156 @@
+"""Scheduled verification (spec.verify.schedule) in the reconcile decision: its own Jobs (read-only, without the
+database's credentials), its own slot, and what a finished check says in status, the Verified condition and Events.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from common.model import parse_spec
+from common.validation import validate
+from reconciler.plan import Plan
+from tests.unit.test_plan import at, backup, decide_at, job, reasons, with_status
+
+VERIFY = {"schedule": "30 10 * * *", "backups": 3}
+FILE = "/backups/example-db/nightly-20261127T100000Z.dump.gz"
+OLDER = "/backups/example-db/nightly-20261126T100000Z.dump.gz"
+
+
+def verifying(**spec: Any) -> dict[str, Any]:
+    spec.setdefault("schedule", "0 11 * * *")  # no backup due around 10:30: only the verification
+    return backup(verify=VERIFY, **spec)
+
+
+def conditions(plan: Plan) -> dict[str, dict[str, Any]]:
+    assert plan.status is not None
+    return {c["type"]: c for c in plan.status["conditions"]}
+
+
+def finished(check: dict[str, Any], state: str, when: str) -> dict[str, Any]:
+    """The verification Job `check` as the Job controller leaves it."""
+    status = job(verifying(), "2026-11-27T10:30:00", state, finished=when)["status"]  # as for any run
+    return {**check, "status": status}
+
+
+def started(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    plan = decide_at(obj, at("2026-11-27T10:30:04"))
+    [check] = [j for j in plan.create if j["metadata"]["labels"]["databases.test.io/run"] == "verify"]
+    # The status comes on the pass after the one that creates Jobs, which finds them by name.
+    again = decide_at(obj, at("2026-11-27T10:30:04"), [check, *(j for j in plan.create if j is not check)])
+    assert again.create == ()
+    return with_status(obj, again), check
+
+
+def test_a_verification_job_checks_the_storage_read_only_and_never_sees_the_database() -> None:
+    obj = verifying(encryption={"keySecret": {"name": "backup-key"}})
+    before = decide_at(obj, at("2026-11-27T10:29:00"))
+    assert before.create == ()
+    assert conditions(before)["Verified"]["reason"] == "NotVerifiedYet"
+    assert "2026-11-27T10:30:00Z" in conditions(before)["Verified"]["message"]
+    assert before.requeue_after == timedelta(minutes=1, milliseconds=100)  # the verification comes first
+
+    plan = decide_at(obj, at("2026-11-27T10:30:04"))
+    [check] = plan.create
+    assert check["metadata"]["name"] == f"nightly-v{int(at('2026-11-27T10:30:00').timestamp()) // 60}"
+    assert check["metadata"]["labels"]["databases.test.io/run"] == "verify"
+    assert check["spec"]["backoffLimit"] == 0
+    pod = check["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["name"] == "verify"
+    assert container["args"] == [
+        "dbb-backup",
+        "check",
+        "/backups/example-db",
+        "--owner-uid=uid-1",
+        "--backups=3",
+        "--termination-log=/dev/termination-log",
+        "--key-file=/var/run/secrets/databases.test.io/encryption/key",
+    ]
+    assert {"name": "backups", "mountPath": "/backups", "readOnly": True} in container["volumeMounts"]
+    assert container["env"] == []  # no DB_PASSWORD, no DB_USER: a check never connects to the database
+    assert "VerificationStarted" in reasons(plan)
+    assert plan.status is not None
+    assert plan.status["lastVerificationScheduleTime"] == "2026-11-27T10:30:00Z"
+    assert plan.status["phase"] == "Scheduled"  # a verification is not a backup run
+    assert plan.status["inProgress"] is False
+
+
+def test_a_running_verification_is_not_started_twice_and_a_backup_still_runs() -> None:
+    obj, check = started(verifying(schedule="* * * * *"))
+    plan = decide_at(obj, at("2026-11-27T10:31:02"), [check])
+    assert [j["metadata"]["labels"]["databases.test.io/run"] for j in plan.create] == ["backup"]
+    assert plan.status is not None
+    assert plan.status["lastVerificationScheduleTime"] == "2026-11-27T10:30:00Z"  # the 10:31 slot is not run
+
+
+def test_a_failed_verification_names_each_bad_backup_and_deletes_nothing() -> None:
+    obj, check = started(verifying())
+    failed = finished(check, "Failed", "2026-11-27T10:31:00Z")
+    result = {
+        "status": "VerifyFailed",
+        "checked": [
+            {"file": FILE, "result": "Failed", "reason": "VerifyFailed", "message": f"{FILE}: sha256 differs"},
+            {"file": OLDER, "result": "Failed", "reason": "BackupMissing", "message": f"{OLDER} is gone"},
+        ],
+    }
+    messages = {check["metadata"]["name"]: json.dumps(result)}
+    plan = decide_at(obj, at("2026-11-27T10:31:01"), [failed], termination_messages=messages)
+    assert plan.delete == ()
+    assert plan.status is not None
+    last = plan.status["lastVerification"]
+    assert (last["result"], last["backupsChecked"], last["time"]) == ("Failed", 2, "2026-11-27T10:31:00Z")
+    assert [b["reason"] for b in last["backups"]] == ["VerifyFailed", "BackupMissing"]
+    verified = conditions(plan)["Verified"]
+    assert (verified["status"], verified["reason"]) == ("False", "VerifyFailed")
+    assert FILE in verified["message"]
+    assert OLDER in verified["message"]
+    [warning] = [e for e in plan.events if e.reason == "VerificationFailed"]
+    assert warning.type == "Warning"
+    assert FILE in warning.message
+    # The next pass reports nothing new: one Event per run.
+    again = decide_at(with_status(obj, plan), at("2026-11-27T10:31:30"), [failed], termination_messages=messages)
+    assert "VerificationFailed" not in reasons(again)
+    assert again.status is None
+
+
+def test_a_passed_verification_sets_verified_true() -> None:
+    obj, check = started(verifying())
+    done = finished(check, "Succeeded", "2026-11-27T10:30:40Z")
+    result = {"status": "Verified", "checked": [{"file": FILE, "result": "Passed", "sha256": "ab" * 32}]}
+    plan = decide_at(obj, at("2026-11-27T10:30:41"), [done], termination_messages={_name(check): json.dumps(result)})
+    verified = conditions(plan)["Verified"]
+    assert (verified["status"], verified["reason"]) == ("True", "Passed")
+    assert FILE in verified["message"]
+    assert "Verified" in reasons(plan)
+    assert plan.status is not None
+    assert plan.status["lastVerification"]["backups"] == [{"file": FILE, "result": "Passed"}]
+
+
+def test_a_check_with_nothing_to_check_or_without_a_verdict() -> None:
+    obj, check = started(verifying())
+    empty = {"status": "Verified", "checked": []}
+    done = finished(check, "Succeeded", "2026-11-27T10:30:40Z")
+    plan = decide_at(obj, at("2026-11-27T10:30:41"), [done], termination_messages={_name(check): json.dumps(empty)})
+    assert (conditions(plan)["Verified"]["status"], conditions(plan)["Verified"]["reason"]) == ("Unknown", "NoBackups")
+
+    unreachable = {"status": "Failed", "reason": "StorageError", "message": "cannot reach https://s3.example"}
+    failed = finished(check, "Failed", "2026-11-27T10:30:40Z")
+    messages = {_name(check): json.dumps(unreachable)}
+    plan = decide_at(obj, at("2026-11-27T10:30:41"), [failed], termination_messages=messages)
+    verified = conditions(plan)["Verified"]
+    assert (verified["status"], verified["reason"]) == ("False", "StorageError")
+    assert "s3.example" in verified["message"]
+
+
+def test_suspend_stops_verifications_and_an_invalid_verify_schedule_names_its_field() -> None:
+    assert decide_at(verifying(suspend=True), at("2026-11-27T10:30:04")).create == ()
+    spec, errors = parse_spec({**verifying()["spec"], "verify": {"schedule": "61 * * * *", "backups": 11}})
+    assert [e.path for e in errors] == ["spec.verify.backups"]
+    assert spec is not None
+    assert [e.path for e in validate("nightly", spec)] == ["spec.verify.schedule"]
+
+
+def _name(check: dict[str, Any]) -> str:
+    return str(check["metadata"]["name"])
