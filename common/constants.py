@@ -18,6 +18,7 @@ DEFAULT_TIME_ZONE: Final = "Etc/UTC"
 # Annotations and labels.
 ANNOTATION_SKIP_DATABASE_CHECK: Final = f"{GROUP}/skip-database-check"
 ANNOTATION_BACKUP_NOW: Final = f"{GROUP}/backup-now"
+ANNOTATION_VERIFY_NOW: Final = f"{GROUP}/verify-now"
 ANNOTATION_SCHEDULED_TIME: Final = f"{GROUP}/scheduled-time"
 LABEL_BACKUP_NAME: Final = f"{GROUP}/databasebackup"
 # What a Job of ours does: `backup` (also when the label is absent, as on Jobs from before it) or `verify`.

@@ -376,6 +376,7 @@ class DatabaseBackupStatus:
     last_backup_now_request: str | None = None
     last_verification: LastVerification | None = None
     last_verification_schedule_time: str | None = None  # the slot of the last verification run started
+    last_verify_now_request: str | None = None  # the verify-now value last acted on
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form. Absent optional fields are null, so that a merge patch of this dict clears them."""
@@ -394,6 +395,7 @@ class DatabaseBackupStatus:
             "lastBackupNowRequest": self.last_backup_now_request,
             "lastVerification": self.last_verification.to_dict() if self.last_verification else None,
             "lastVerificationScheduleTime": self.last_verification_schedule_time,
+            "lastVerifyNowRequest": self.last_verify_now_request,
         }
 
     @classmethod
@@ -435,6 +437,7 @@ class DatabaseBackupStatus:
             last_backup_now_request=_str_or_none(raw.get("lastBackupNowRequest")),
             last_verification=LastVerification.from_dict(raw.get("lastVerification")),
             last_verification_schedule_time=_str_or_none(raw.get("lastVerificationScheduleTime")),
+            last_verify_now_request=_str_or_none(raw.get("lastVerifyNowRequest")),
         )
 
 

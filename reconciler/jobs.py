@@ -24,6 +24,7 @@ from typing import Any, Final
 from common.constants import (
     ANNOTATION_BACKUP_NOW,
     ANNOTATION_SCHEDULED_TIME,
+    ANNOTATION_VERIFY_NOW,
     API_VERSION,
     BACKUP_ROOT,
     KIND,
@@ -101,16 +102,28 @@ def backup_job(
 
 
 def verification_job(
-    owner: dict[str, Any], spec: DatabaseBackupSpec, *, scheduled: datetime, runner: RunnerSettings
+    owner: dict[str, Any],
+    spec: DatabaseBackupSpec,
+    *,
+    scheduled: datetime,
+    runner: RunnerSettings,
+    request: str | None = None,
 ) -> dict[str, Any]:
     """The Job for one scheduled verification: `dbb-backup check` of the newest `spec.verify.backups` backups where
     the runs put them. It gets what reading the storage takes (the backup volume read-only, or the S3 variables and
     CA) and the encryption key; no database credentials and no database: it never connects to the server. Not
     retried (`backoffLimit: 0`): a checksum that does not match will not match on a second try, and the next slot
-    comes anyway."""
+    comes anyway. `request`: the verify-now value, for an on-demand check."""
     pod = _pod_spec(owner, spec, runner, check_arguments(spec, owner), verification=True)
-    name = verification_job_name(owner["metadata"]["name"], scheduled)
-    return _job(owner, name, RUN_VERIFY, scheduled, pod, backoff_limit=0, spec=spec)
+    owner_name = owner["metadata"]["name"]
+    if request is not None:
+        name = f"{owner_name}-vnow-{hashlib.sha256(request.encode()).hexdigest()[:5]}"  # 52 + 11 = 63
+    else:
+        name = verification_job_name(owner_name, scheduled)
+    job = _job(owner, name, RUN_VERIFY, scheduled, pod, backoff_limit=0, spec=spec)
+    if request is not None:
+        job["metadata"]["annotations"][ANNOTATION_VERIFY_NOW] = request
+    return job
 
 
 def verification_job_name(name: str, scheduled: datetime) -> str:

@@ -163,6 +163,7 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
         observed_generation=_int(metadata.get("generation")),
         last_verification=verifying.last_verification,
         last_verification_schedule_time=verifying.schedule_time,
+        last_verify_now_request=verifying.request,
     )
     ready = (
         Condition("Ready", "True", "Suspended", "suspended: no new backups start", "")
@@ -352,6 +353,7 @@ def _blocked(
         observed_generation=_int((world.obj.get("metadata") or {}).get("generation")),
         last_verification=verifying.last_verification,
         last_verification_schedule_time=verifying.schedule_time,
+        last_verify_now_request=verifying.request,
     )
     ready = Condition("Ready", "False", reason, message, "")
     status = _with_conditions(status, previous, world, ready, verifying.condition)

@@ -15,12 +15,12 @@ doubts are exactly what an operator will want to look at.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from common.constants import DEFAULT_TIME_ZONE
+from common.constants import ANNOTATION_VERIFY_NOW, DEFAULT_TIME_ZONE
 from common.model import CheckedBackup, Condition, DatabaseBackupSpec, DatabaseBackupStatus, LastVerification
 from common.schedule import parse_schedule
 from reconciler.jobs import JobOutcome, RunnerSettings, rfc3339, verification_job
@@ -38,6 +38,7 @@ MAX_MESSAGE: Final = 1000
 class VerificationPlan:
     last_verification: LastVerification | None
     schedule_time: str | None  # status.lastVerificationScheduleTime
+    request: str | None  # status.lastVerifyNowRequest
     condition: Condition | None  # Verified; None while verification was never set up
     create: tuple[dict[str, Any], ...] = ()
     delete: tuple[str, ...] = ()
@@ -49,9 +50,8 @@ def remembered(previous: DatabaseBackupStatus, outcomes: Sequence[JobOutcome]) -
     """No new verification (an invalid spec, a missing database): what the finished Jobs and the status say."""
     events: list[Event] = []
     last = _history(outcomes, previous, events)
-    return VerificationPlan(
-        last, previous.last_verification_schedule_time, _condition(last, None), events=tuple(events)
-    )
+    schedule_time, request = previous.last_verification_schedule_time, previous.last_verify_now_request
+    return VerificationPlan(last, schedule_time, request, _condition(last, None), events=tuple(events))
 
 
 def decide_verification(
@@ -67,36 +67,55 @@ def decide_verification(
     finished = [o for o in outcomes if o.state != "Active"]
     delete = _over_limit(finished, "Succeeded", spec.successful_jobs_history_limit)
     delete += _over_limit(finished, "Failed", spec.failed_jobs_history_limit)
-    if spec.verify_schedule is None:
-        return VerificationPlan(
-            last, previous.last_verification_schedule_time, _condition(last, None), (), tuple(delete), tuple(events)
-        )
-    schedule = parse_schedule(spec.verify_schedule, spec.time_zone or DEFAULT_TIME_ZONE)
-    next_time = None if spec.suspend else schedule.next_after(world.now)
-    schedule_time = previous.last_verification_schedule_time
+    schedule_time, handled = previous.last_verification_schedule_time, previous.last_verify_now_request
+    # What is due: an on-demand request (verify-now), then the most recent scheduled slot.
+    runs: list[tuple[datetime, str | None]] = []
+    request = _due_request(world.obj, previous)
+    if request is not None:
+        runs.append((world.now, request))
+    next_time = None
+    if spec.verify_schedule is not None and not spec.suspend:
+        schedule = parse_schedule(spec.verify_schedule, spec.time_zone or DEFAULT_TIME_ZONE)
+        next_time = schedule.next_after(world.now)
+        created = parse_time((world.obj.get("metadata") or {}).get("creationTimestamp")) or world.now
+        latest = schedule.latest_at_or_before(world.now)
+        if latest > (parse_time(schedule_time) or created):
+            runs.append((latest, None))
     create: list[dict[str, Any]] = []
-    created = parse_time((world.obj.get("metadata") or {}).get("creationTimestamp")) or world.now
-    earliest = parse_time(schedule_time) or created
-    latest = schedule.latest_at_or_before(world.now)
-    active = [o for o in outcomes if o.state == "Active"]
-    if not spec.suspend and latest > earliest:
-        job = verification_job(dict(world.obj), spec, scheduled=latest, runner=runner)
+    busy = any(o.state == "Active" for o in outcomes)
+    for scheduled, demand in runs:
+        job = verification_job(dict(world.obj), spec, scheduled=scheduled, runner=runner, request=demand)
         name = job["metadata"]["name"]
-        if name in {o.name for o in outcomes}:
-            schedule_time = rfc3339(latest)  # started on an earlier pass: the name is the lock
-        elif not active:  # one at a time: the slot stays owed until the running check ends
+        if name not in {o.name for o in outcomes}:
+            if busy:
+                break  # one at a time: what is owed waits until the running check ends
             create.append(job)
-            events.append(Event("Normal", "VerificationStarted", f"Started verification Job {name}"))
-            schedule_time = rfc3339(latest)
+            what = f'on request "{demand}"' if demand is not None else f"for {rfc3339(scheduled)}"
+            events.append(Event("Normal", "VerificationStarted", f"Started verification Job {name} {what}"))
+            busy = True
+        # Created now or before (the name is the lock): handled.
+        if demand is None:
+            schedule_time = rfc3339(scheduled)
+        else:
+            handled = demand
     return VerificationPlan(
         last,
         schedule_time,
+        handled,
         _condition(last, next_time),
         tuple(create),
         tuple(delete),
         tuple(events),
         next_time,
     )
+
+
+def _due_request(obj: Mapping[str, Any], previous: DatabaseBackupStatus) -> str | None:
+    """A verify-now value not yet acted on (its Job may exist already: the caller then only records it)."""
+    request = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_VERIFY_NOW)
+    if not isinstance(request, str) or not request or request == previous.last_verify_now_request:
+        return None
+    return request
 
 
 def _history(

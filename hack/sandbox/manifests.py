@@ -104,7 +104,8 @@ def ready_status() -> dict[str, Any]:
 
 def sample_backup() -> dict[str, Any]:
     """The original sample (`databaseName`, `schedule`, `backupPath` as the operator-sdk project had them), plus
-    the backup-now annotation. The connection is the webhook's to default, as for any user's DatabaseBackup."""
+    the backup-now annotation and a scheduled verification. The connection is the webhook's to default, as for any
+    user's DatabaseBackup."""
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -117,6 +118,8 @@ def sample_backup() -> dict[str, Any]:
             "databaseName": DATABASE,
             "schedule": "*/5 * * * *",
             "backupPath": f"/backups/{DATABASE}",
+            # The three newest backups checked again, as stored, at 30 past every hour (verify-now: at once).
+            "verify": {"schedule": "30 * * * *", "backups": 3},
         },
     }
 

@@ -154,3 +154,23 @@ def test_suspend_stops_verifications_and_an_invalid_verify_schedule_names_its_fi
 
 def _name(check: dict[str, Any]) -> str:
     return str(check["metadata"]["name"])
+
+
+def test_verify_now_checks_at_once_even_without_a_schedule_and_once_per_value() -> None:
+    obj = backup(schedule="0 11 * * *")
+    obj["metadata"]["annotations"] = {"databases.test.io/verify-now": "before-the-upgrade"}
+    plan = decide_at(obj, at("2026-11-27T10:30:04"))
+    [check] = plan.create
+    assert check["metadata"]["name"].startswith("nightly-vnow-")
+    assert len(check["metadata"]["name"]) == len("nightly-vnow-") + 5
+    assert check["metadata"]["annotations"]["databases.test.io/verify-now"] == "before-the-upgrade"
+    assert any('on request "before-the-upgrade"' in e.message for e in plan.events)
+    # The next pass finds the Job by name and records the value; the same value never starts a second check.
+    again = decide_at(obj, at("2026-11-27T10:30:05"), [check])
+    assert again.create == ()
+    assert again.status is not None
+    assert again.status["lastVerifyNowRequest"] == "before-the-upgrade"
+    done = finished(check, "Succeeded", "2026-11-27T10:30:40Z")
+    later = decide_at(with_status(obj, again), at("2026-11-27T10:45:00"), [done])
+    assert later.create == ()
+    assert "Verified" not in conditions(again)  # no schedule and no verdict yet: no condition to show
