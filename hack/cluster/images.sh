@@ -36,7 +36,7 @@ mkdir -p "$cache/logs"
 exec 9>"$cache/.lock"
 flock 9
 
-apt_install buildah skopeo debootstrap debian-archive-keyring
+apt_install buildah skopeo debootstrap debian-archive-keyring runc  # buildah only recommends a runtime
 
 # The mirror comes from this machine's own apt sources, through apt's own parser (one-line and deb822 files alike):
 # the entry for the host's suite, main component. --no-release-info: lists need not have been downloaded yet.

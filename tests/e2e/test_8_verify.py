@@ -1,0 +1,102 @@
+"""Scheduled verification on a real cluster, per engine: a DatabaseBackup with `verify.schedule` gets a check Job
+on its own slot, whose restricted Pod mounts the backup PVC read-only, has no database credentials, and reports
+through its termination message. A file then changed on the PVC by another Pod is named by the next check
+(verify-now), in status, the Verified condition and a Warning Event, and stays where it is."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from common.constants import ANNOTATION_VERIFY_NOW, LABEL_BACKUP_NAME
+from tests.e2e import databases
+from tests.e2e.kube import Kube, wait_for
+from tests.e2e.pods import read_pvc
+
+NAMESPACE = "e2e-verify"
+ENGINES = [("postgresql", "17"), ("mariadb", "11.8")]
+# One byte in the middle of the file flipped in place, by a Pod of the operator's image (it has Python).
+FLIP = (
+    "python3 -c \"import sys; p = sys.argv[1]; d = bytearray(open(p, 'rb').read()); "
+    "d[len(d) // 2] ^= 1; open(p, 'wb').write(d)\""
+)
+
+
+@pytest.fixture(scope="module")
+def servers(kube: Kube, deployed: str) -> Iterator[dict[str, databases.Database]]:
+    with databases.namespace(kube, NAMESPACE):
+        found = {
+            engine: databases.Database(engine, version, f"{engine}-verify-db", NAMESPACE, f"{engine}-verify-password")
+            for engine, version in ENGINES
+        }
+        for db in found.values():
+            databases.deploy(kube, db)
+        for db in found.values():
+            databases.wait_ready(kube, db)
+            databases.seed(kube, db, rows=200, orders=500)
+        yield found
+
+
+def verification(kube: Kube, owner: str, result: str, after: str | None = None) -> dict[str, Any]:
+    """Waits for a lastVerification with `result`, from a Job other than `after`."""
+
+    def found() -> dict[str, Any] | None:
+        last: dict[str, Any] | None = kube.get("dbb", owner, NAMESPACE).get("status", {}).get("lastVerification")
+        return last if last and last["job"] != after and last["result"] == result else None
+
+    return wait_for(f"a check with result {result}", found, 300)
+
+
+@pytest.mark.parametrize("engine", [e for e, _ in ENGINES])
+def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
+    kube: Kube, servers: dict[str, databases.Database], engine: str
+) -> None:
+    db = servers[engine]
+    owner = f"{engine}-verified"
+    kube.apply(
+        databases.databasebackup(
+            owner, db, "0 0 1 1 *", backup_now="first", verify={"schedule": "*/1 * * * *", "backups": 2}
+        )
+    )
+    backup = wait_for(
+        "the first backup",
+        lambda: kube.get("dbb", owner, NAMESPACE).get("status", {}).get("lastBackup"),
+        300,
+    )
+    # A scheduled check, on its own slot: it may have run before the backup (nothing to check), so wait for Passed.
+    passed = verification(kube, owner, "Passed")
+    assert passed["job"].startswith(f"{owner}-v")
+    assert "-vnow-" not in passed["job"]
+    assert passed["backups"] == [{"file": backup["file"], "result": "Passed"}]
+
+    job = kube.get("job", passed["job"], NAMESPACE)
+    assert job["metadata"]["labels"][LABEL_BACKUP_NAME] == owner
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"][:3] == ["dbb-backup", "check", f"/backups/{db.name}"]
+    assert {"name": "backups", "mountPath": "/backups", "readOnly": True} in container["volumeMounts"]
+    assert container["env"] == []  # no password, no user: it never connects to the database
+    assert db.password not in json.dumps(job)
+
+    read_pvc(kube, NAMESPACE, f"{db.name}-backups", f"{FLIP} {backup['file']}")
+    patch = {"metadata": {"annotations": {ANNOTATION_VERIFY_NOW: "after-the-flip"}}}
+    kube("patch", "dbb", owner, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch))
+    failed = verification(kube, owner, "Failed", after=passed["job"])
+    [verdict] = [b for b in failed["backups"] if b["file"] == backup["file"]]
+    assert verdict["reason"] == "VerifyFailed", failed
+    status = kube.get("dbb", owner, NAMESPACE)["status"]
+    verified = next(c for c in status["conditions"] if c["type"] == "Verified")
+    assert (verified["status"], verified["reason"]) == ("False", "VerifyFailed")
+    assert backup["file"] in verified["message"]
+    warnings = [e for e in kube.events(NAMESPACE, owner) if e["reason"] == "VerificationFailed"]
+    assert warnings, kube.events(NAMESPACE, owner)
+    assert warnings[0]["type"] == "Warning"
+    # Nothing deleted: the damaged file and its manifest are still on the volume.
+    listing = read_pvc(kube, NAMESPACE, f"{db.name}-backups", f"ls /backups/{db.name}")
+    name = backup["file"].rsplit("/", 1)[-1]
+    assert name in listing.split()
+    assert f"{name}.json" in listing.split()
+    kube("delete", "dbb", owner, "-n", NAMESPACE)  # no more checks every minute for the rest of the suite
