@@ -220,6 +220,7 @@ class DatabaseBackupSpec:
     # Scheduled verification of what is stored (spec.verify.schedule), in the same time zone as the backups.
     verify_schedule: str | None = None
     verify_backups: int = 1
+    verify_image: str | None = None  # the scratch server's image for restore tests; default the StatefulSet's
 
 
 # --- status ---------------------------------------------------------------------------------------------------
@@ -515,6 +516,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
         restore_test=_or(verify.boolean("restoreTest") if verify else None, defaults.restore_test),
         resources=_resources(spec.mapping("resources")),
         verify_schedule=verify.string("schedule") if verify else None,
+        verify_image=verify.string("image") if verify else None,
         verify_backups=_or(
             verify.integer("backups", minimum=1, maximum=MAX_VERIFIED_BACKUPS) if verify else None,
             defaults.verify_backups,

@@ -49,6 +49,8 @@ class DatabaseFacts:
     credentials: Credentials | None
     # Why credentials could not be read, for a warning (e.g. a password given literally in the manifest).
     credentials_note: str | None
+    image: str | None = None  # the database container's image: a scratch server for restore tests runs it too
+    run_as: tuple[int | None, int | None] = (None, None)  # its runAsUser and runAsGroup, if the StatefulSet sets them
 
 
 def image_engine(image: str) -> Engine | None:
@@ -94,7 +96,23 @@ def _facts(statefulset: Mapping[str, Any], namespace: str) -> DatabaseFacts:
     if container is None or engine is None:
         return DatabaseFacts(engine, None, host, None, None)
     credentials, note = _credentials(container, engine)
-    return DatabaseFacts(engine, _port(container, engine), host, credentials, note)
+    pod = (spec.get("template") or {}).get("spec") or {}
+    run_as = _run_as(container.get("securityContext"), pod.get("securityContext"))
+    image = str(container.get("image") or "") or None
+    return DatabaseFacts(engine, _port(container, engine), host, credentials, note, image, run_as)
+
+
+def _run_as(container: object, pod: object) -> tuple[int | None, int | None]:
+    """The user and group the database runs as: the container's setting, else the Pod's."""
+    found: list[int | None] = []
+    for key in ("runAsUser", "runAsGroup"):
+        value = None
+        for context in (container, pod):
+            if isinstance(context, Mapping) and isinstance(context.get(key), int):
+                value = int(context[key])
+                break
+        found.append(value)
+    return found[0], found[1]
 
 
 def _database_container(containers: list[Any]) -> tuple[Mapping[str, Any] | None, Engine | None]:

@@ -374,10 +374,11 @@ def _statefulset_essentials(statefulset: dict[str, Any]) -> dict[str, Any]:
             "serviceName": spec.get("serviceName"),
             "template": {
                 "spec": {
+                    "securityContext": ((spec.get("template") or {}).get("spec") or {}).get("securityContext"),
                     "containers": [
-                        {k: c.get(k) for k in ("name", "image", "env", "envFrom", "ports") if k in c}
+                        {k: c.get(k) for k in ("name", "image", "env", "envFrom", "ports", "securityContext") if k in c}
                         for c in containers
-                    ]
+                    ],
                 }
             },
         },

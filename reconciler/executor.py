@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import sys
@@ -119,10 +120,16 @@ class LocalExecutor(JobExecutor):
     async def _run(self, job: dict[str, Any]) -> None:
         name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
         started = datetime.now(UTC)
+        sidecars = [c["name"] for c in job["spec"]["template"]["spec"].get("initContainers") or []]
         with tempfile.TemporaryDirectory(prefix="dbb-local-") as scratch:
             try:
+                if sidecars:
+                    # A restore test's scratch server is a container of the Pod; only a kubelet runs one.
+                    raise _Unsupported(f"the local executor runs no sidecar ({', '.join(sidecars)}): use a cluster")
                 argv, env = await self._command(job, Path(scratch))
                 code, result = await self._execute(argv, env, job, Path(scratch))
+            except _Unsupported as error:
+                code, result = 1, json.dumps({"status": "Failed", "reason": "LocalRunFailed", "message": str(error)})
             except Exception as error:  # anything at all: the Job must end, or it would stay active for ever
                 log.exception("local run could not start", job=name)
                 code, result = 1, f'{{"status":"Failed","reason":"LocalRunFailed","message":"{type(error).__name__}"}}'
@@ -266,6 +273,10 @@ class LocalExecutor(JobExecutor):
     async def _config_map_data(self, namespace: str, name: str) -> dict[str, bytes]:
         found = await raw(self._core.read_namespaced_config_map(name, namespace, _preload_content=False, **timeout()))
         return {key: value.encode() for key, value in (found.get("data") or {}).items()}
+
+
+class _Unsupported(Exception):
+    pass
 
 
 def _localize(value: str, mounts: Mapping[str, Path]) -> str:

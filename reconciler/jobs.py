@@ -52,6 +52,7 @@ from common.validation import default_backup_path
 __all__ = [
     "JobOutcome",
     "RunnerSettings",
+    "ScratchServer",
     "backup_job",
     "is_verification",
     "on_demand_job_name",
@@ -108,22 +109,101 @@ def verification_job(
     scheduled: datetime,
     runner: RunnerSettings,
     request: str | None = None,
+    scratch: ScratchServer | None = None,
 ) -> dict[str, Any]:
     """The Job for one scheduled verification: `dbb-backup check` of the newest `spec.verify.backups` backups where
     the runs put them. It gets what reading the storage takes (the backup volume read-only, or the S3 variables and
     CA) and the encryption key; no database credentials and no database: it never connects to the server. Not
     retried (`backoffLimit: 0`): a checksum that does not match will not match on a second try, and the next slot
-    comes anyway. `request`: the verify-now value, for an on-demand check."""
-    pod = _pod_spec(owner, spec, runner, check_arguments(spec, owner), verification=True)
+    comes anyway. `request`: the verify-now value, for an on-demand check. `scratch`: with `verify.restoreTest`,
+    the scratch server the check restores into, beside it in the Pod (`_with_scratch_server`)."""
     owner_name = owner["metadata"]["name"]
     if request is not None:
         name = f"{owner_name}-vnow-{hashlib.sha256(request.encode()).hexdigest()[:5]}"  # 52 + 11 = 63
     else:
         name = verification_job_name(owner_name, scheduled)
+    pod = _pod_spec(owner, spec, runner, check_arguments(spec, owner), verification=True)
+    if spec.restore_test and scratch is not None:
+        _with_scratch_server(pod, scratch, spec, f"{owner['metadata']['uid']}/{name}")
     job = _job(owner, name, RUN_VERIFY, scheduled, pod, backoff_limit=0, spec=spec)
     if request is not None:
         job["metadata"]["annotations"][ANNOTATION_VERIFY_NOW] = request
     return job
+
+
+@dataclass(frozen=True)
+class ScratchServer:
+    """What a restore test's scratch server runs: the database's image (or `verify.image`) as its user."""
+
+    engine: Engine
+    image: str
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+
+
+# Per engine: port, superuser, how the official images (and ours) take the password, the server's arguments
+# (loopback only), and the emptyDirs it writes (data, socket).
+_SCRATCH: Final[dict[Engine, tuple[int, str, str, list[str], dict[str, str]]]] = {
+    Engine.POSTGRESQL: (
+        5432,
+        "postgres",
+        "POSTGRES_PASSWORD",
+        ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+        {"scratch-data": "/var/lib/postgresql/data", "scratch-run": "/var/run/postgresql"},
+    ),
+    Engine.MYSQL: (
+        3306,
+        "root",
+        "MARIADB_ROOT_PASSWORD",
+        ["--bind-address=127.0.0.1", "--datadir=/var/lib/mysql/data", "--innodb-flush-log-at-trx-commit=0"],
+        {"scratch-data": "/var/lib/mysql", "scratch-run": "/run/mysqld"},
+    ),
+}
+
+
+def _with_scratch_server(pod: dict[str, Any], scratch: ScratchServer, spec: DatabaseBackupSpec, seed: str) -> None:
+    """A throwaway database server beside the check, as a native sidecar (it starts first and is stopped when the
+    check ends): the image's own entrypoint initialises it in an emptyDir, it listens on 127.0.0.1 only, so nothing
+    outside this Pod reaches it, and the check restores each backup into it (`--restore-test`). Its password is
+    derived from the Job (not a secret: it guards a server only this Pod can reach, holding only a restored copy
+    for the minutes the check runs); no credential of the database's own is in the Pod."""
+    port, user, password_variable, arguments, folders = _SCRATCH[scratch.engine]
+    password = hashlib.sha256(f"dbb-scratch/{seed}".encode()).hexdigest()[:24]
+    env = [{"name": password_variable, "value": password}]
+    if scratch.engine is Engine.POSTGRESQL:
+        env.append({"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"})
+    security: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    if scratch.run_as_user is not None:
+        security["runAsUser"] = scratch.run_as_user
+    if scratch.run_as_group is not None:
+        security["runAsGroup"] = scratch.run_as_group
+    mounts = [{"name": name, "mountPath": path} for name, path in folders.items()]
+    mounts.append({"name": "scratch-tmp", "mountPath": "/tmp"})  # noqa: S108 - a private emptyDir
+    pod["initContainers"] = [
+        {
+            "name": "scratch-db",
+            "image": scratch.image,
+            "imagePullPolicy": "IfNotPresent",
+            "restartPolicy": "Always",
+            "args": arguments,
+            "env": env,
+            "volumeMounts": mounts,
+            "resources": spec.resources.effective(),
+            "securityContext": security,
+        }
+    ]
+    pod["volumes"] += [{"name": name, "emptyDir": {}} for name in (*folders, "scratch-tmp")]
+    [container] = pod["containers"]
+    container["args"] += [
+        "--restore-test",
+        f"--scratch-port={port}",
+        f"--scratch-user={user}",
+    ]
+    container["env"].append({"name": "DB_PASSWORD", "value": password})
 
 
 def verification_job_name(name: str, scheduled: datetime) -> str:

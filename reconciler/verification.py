@@ -23,7 +23,8 @@ from typing import Any, Final
 from common.constants import ANNOTATION_VERIFY_NOW, DEFAULT_TIME_ZONE
 from common.model import CheckedBackup, Condition, DatabaseBackupSpec, DatabaseBackupStatus, LastVerification
 from common.schedule import parse_schedule
-from reconciler.jobs import JobOutcome, RunnerSettings, rfc3339, verification_job
+from common.statefulset import facts
+from reconciler.jobs import JobOutcome, RunnerSettings, ScratchServer, rfc3339, verification_job
 from reconciler.world import Event, World, parse_time
 
 __all__ = ["VerificationPlan", "decide_verification", "remembered"]
@@ -83,8 +84,20 @@ def decide_verification(
             runs.append((latest, None))
     create: list[dict[str, Any]] = []
     busy = any(o.state == "Active" for o in outcomes)
+    scratch = _scratch_server(world, spec)
+    condition = _condition(last, next_time)
+    if spec.restore_test and scratch is None and runs:
+        # No image to restore into: say so instead of checking less than was asked for.
+        message = (
+            "verify.restoreTest needs a scratch server image: no container of the StatefulSet runs a PostgreSQL or "
+            "MySQL/MariaDB image; set spec.verify.image"
+        )
+        condition = Condition("Verified", "False", "NoScratchImage", message, "")
+        runs = []
     for scheduled, demand in runs:
-        job = verification_job(dict(world.obj), spec, scheduled=scheduled, runner=runner, request=demand)
+        job = verification_job(
+            dict(world.obj), spec, scheduled=scheduled, runner=runner, request=demand, scratch=scratch
+        )
         name = job["metadata"]["name"]
         if name not in {o.name for o in outcomes}:
             if busy:
@@ -102,12 +115,25 @@ def decide_verification(
         last,
         schedule_time,
         handled,
-        _condition(last, next_time),
+        condition,
         tuple(create),
         tuple(delete),
         tuple(events),
         next_time,
     )
+
+
+def _scratch_server(world: World, spec: DatabaseBackupSpec) -> ScratchServer | None:
+    """With `verify.restoreTest`: the database's own image (or `verify.image`), as the user it runs as."""
+    if not spec.restore_test or spec.engine is None:
+        return None
+    namespace = str((world.obj.get("metadata") or {}).get("namespace") or "")
+    found = facts(world.statefulset, namespace) if world.statefulset is not None else None
+    if spec.verify_image:
+        return ScratchServer(spec.engine, spec.verify_image)
+    if found is None or found.image is None:
+        return None
+    return ScratchServer(spec.engine, found.image, *found.run_as)
 
 
 def _due_request(obj: Mapping[str, Any], previous: DatabaseBackupStatus) -> str | None:

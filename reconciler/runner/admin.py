@@ -18,6 +18,7 @@ from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.process import run_capture
 
 __all__ = [
+    "await_server",
     "count_tables",
     "create_database",
     "database_exists",
@@ -48,6 +49,24 @@ def query(engine: Engine, connection: Connection, sql: str, scrub: Scrubber, dat
     else:
         argv = [*engines.mysql_client_argv(connection, database), "-e", sql]
     return run_capture(argv, env, scrub, failure="RestoreFailed")
+
+
+def await_server(engine: Engine, connection: Connection, scrub: Scrubber, seconds: float) -> None:
+    """Until the server answers a query: a scratch server beside us is still initialising when we start (the
+    official images' entrypoints run it on the Unix socket only until then, so TCP is refused)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            query(engine, connection, "SELECT 1", scrub)
+            return
+        except RunnerError as error:
+            if time.monotonic() > deadline:
+                raise RunnerError(
+                    "Unreachable",
+                    f"the scratch server at {connection.host}:{connection.port} did not answer within "
+                    f"{seconds:g}s: {error.message}",
+                ) from None
+        time.sleep(0.5)
 
 
 def ensure_encrypted(engine: Engine, connection: Connection, scrub: Scrubber) -> None:

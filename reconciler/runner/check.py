@@ -6,7 +6,10 @@ takes the N newest backups of one owner (by its uid, as retention does) from the
 the prefix, and checks each again as it is stored now:
 - it is still there (a manifest whose file is gone is a backup that was deleted: `BackupMissing`);
 - its size and sha256 match its manifest, it decrypts (every chunk's tag), and it is structurally complete, as
-  `dbb-backup verify` checks it (see `verify.py`).
+  `dbb-backup verify` checks it (see `verify.py`);
+- with `--restore-test`, it restores into a scratch database on a scratch server (`--scratch-host`, in the check's
+  own Pod: never the backup's server, whose address the check is not even given), and its tables are counted
+  against the dump's. PostgreSQL restores there without ownership and grants: the scratch server has no roles.
 It only reads: it deletes and writes nothing, whatever it finds, so a Job that runs it can mount the backups
 read-only.
 
@@ -26,7 +29,9 @@ from typing import Any, Final
 
 import structlog
 
+from reconciler.runner import admin
 from reconciler.runner.backup import utc_iso
+from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber, one_line
 from reconciler.runner.layout import Stored
 from reconciler.runner.listing import Found, manifests_in_folder, manifests_in_s3
@@ -49,6 +54,10 @@ class CheckOptions:
     owner_uid: str
     backups: int = 1
     key: bytes | None = None
+    # --restore-test: a throwaway server beside the check (in its Pod), never the backup's own; each backup is
+    # restored into a scratch database there and its tables counted against the dump's.
+    scratch: Connection | None = None
+    scratch_wait: float = 180.0
 
 
 def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
@@ -64,6 +73,9 @@ def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: 
         f for f in everything if f.manifest.verified and f.manifest.owner and f.manifest.owner.uid == options.owner_uid
     ]
     chosen = list(reversed(ours))[: options.backups]
+    if options.scratch is not None:
+        for engine in sorted({Engine(f.manifest.engine) for f in chosen}):
+            admin.await_server(engine, options.scratch, scrub, options.scratch_wait)
     checked = [_check_one(found, options, client, location, scrub, deadline) for found in chosen]
     failed = [c for c in checked if c["result"] == "Failed"]
     ended = datetime.now(UTC)
@@ -98,11 +110,20 @@ def _check_one(
     else:
         source = Path(found.where)
     try:
-        verified = verify_backup(source, options.key, scrub, deadline, manifest=manifest)
+        verified = verify_backup(
+            source,
+            options.key,
+            scrub,
+            deadline,
+            manifest=manifest,
+            restore_connection=options.scratch,
+            scratch_server=True,
+        )
     except RunnerError as error:
         if error.reason in ("Interrupted", "Timeout"):
             raise  # the check did not finish: no verdict on this backup
         log.warning("backup check failed", file=found.where, reason=error.reason)
         message = one_line(scrub(error.message), MAX_REASON_MESSAGE)
         return {**report, "result": "Failed", "reason": error.reason, "message": message}
-    return {**report, "result": "Passed", "sha256": verified.sha256}
+    passed = {**report, "result": "Passed", "sha256": verified.sha256}
+    return {**passed, "restoreTested": True} if verified.restore_tested else passed

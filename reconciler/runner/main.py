@@ -160,6 +160,11 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--key-file", type=Path, help="the key, for encrypted backups")
     check.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
     check.add_argument("--timeout", type=_seconds)
+    check.add_argument("--restore-test", action="store_true", help="restore each into the scratch server, and count")
+    check.add_argument("--scratch-host", default="127.0.0.1", help="the scratch server (default 127.0.0.1)")
+    check.add_argument("--scratch-port", type=int, help="its port (required with --restore-test)")
+    check.add_argument("--scratch-user", help="its user (password: DB_PASSWORD)")
+    check.add_argument("--scratch-wait", type=_seconds, default=180.0, help="wait this long for it to answer")
 
     restore = commands.add_parser("restore", help="restore a backup file into a database")
     restore.add_argument("file", help="a backup file, or an object: s3://BUCKET/KEY (credentials from AWS_*)")
@@ -382,7 +387,13 @@ def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dic
     if args.backups > MAX_BACKUPS:
         raise RunnerError("InvalidArguments", f"--backups {args.backups}: at most {MAX_BACKUPS}")
     client = s3_client(S3Settings(path_style=args.s3_path_style)) if args.location.startswith("s3://") else None
-    options = CheckOptions(args.location, args.owner_uid, args.backups, _key(args.key_file))
+    scratch = None
+    if args.restore_test:
+        if not args.scratch_port or not args.scratch_user:
+            raise RunnerError("InvalidArguments", "--restore-test needs --scratch-port and --scratch-user")
+        password = os.environ.get("DB_PASSWORD", "")  # the scratch server's own, set by the Job
+        scratch = Connection(args.scratch_host, args.scratch_port, args.scratch_user, password, Tls(TlsMode.DISABLE))
+    options = CheckOptions(args.location, args.owner_uid, args.backups, _key(args.key_file), scratch, args.scratch_wait)
     return check_stored(options, client, scrub, deadline)
 
 

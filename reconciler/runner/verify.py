@@ -68,6 +68,7 @@ def verify_backup(
     *,
     restore_connection: Connection | None = None,
     manifest: Manifest | None = None,
+    scratch_server: bool = False,
 ) -> VerifyReport:
     """Checks a backup against its manifest: the one beside a file, or `manifest` for a file that is still under its
     temporary name (a run verifies its backup before publishing it) or an object in a bucket."""
@@ -79,7 +80,8 @@ def verify_backup(
             raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {path.name}")
     layout = parse_layout(Path(manifest.file))
     report = check_checksum(path, manifest)
-    report.tables = _Checker(layout, manifest, scrub, deadline, restore_connection).run(path, key)
+    checker = _Checker(layout, manifest, scrub, deadline, restore_connection, scratch_server=scratch_server)
+    report.tables = checker.run(path, key)
     report.restore_tested = restore_connection is not None
     log.info("backup verified", file=manifest.file, tables=report.tables, restore_tested=report.restore_tested)
     return report
@@ -151,8 +153,18 @@ def count_toc_tables(listing: str) -> int:
 
 class _Checker:
     def __init__(
-        self, layout: Layout, manifest: Manifest, scrub: Scrubber, deadline: Deadline, connection: Connection | None
+        self,
+        layout: Layout,
+        manifest: Manifest,
+        scrub: Scrubber,
+        deadline: Deadline,
+        connection: Connection | None,
+        *,
+        scratch_server: bool = False,
     ) -> None:
+        """`scratch_server`: `connection` is a throwaway server, not the backup's own: it has none of the roles the
+        dump names as owners, so PostgreSQL restores without ownership and grants there."""
+        self.scratch_server = scratch_server
         self.layout = layout
         self.manifest = manifest
         self.scrub = scrub
@@ -204,6 +216,7 @@ class _Checker:
                         self.scrub,
                         self.deadline,
                         failure="VerifyFailed",
+                        no_owner=self.scratch_server,
                     )
                 )
             else:

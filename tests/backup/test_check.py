@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -128,3 +129,31 @@ def test_check_in_a_bucket_finds_a_deleted_object(pg: PostgresServer, seaweedfs:
     # Still there: the newer object, and both manifests (a check deletes nothing, not even an orphaned manifest).
     assert seaweedfs.keys(prefix) == sorted([keys[1], keys[0] + ".json", keys[1] + ".json"])
     assert password_env(pg)["DB_PASSWORD"] not in failed.stdout + failed.stderr
+
+
+def test_a_restore_test_runs_in_a_scratch_server_and_never_reaches_the_source(
+    pg: PostgresServer, tmp_path: Path, key_file: Path
+) -> None:
+    """`--restore-test` restores every database of an `all` backup (roles as owners, which a scratch server lacks)
+    into a throwaway server, as the check's Pod has one beside it; the source server sees no connection at all."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    flags = {"name": "nightly", "owner": "ns/nightly", "owner_uid": UID, "verify": None}
+    file = backup(pg, folder, "all", encryption_key_file=str(key_file), **flags)
+    with PostgresServer.start(password="the-scratch-servers-own") as scratch:
+        source_connections = len(re.findall("connection authorized", pg.log))
+        env = password_env_free() | {"DB_PASSWORD": "the-scratch-servers-own"}
+        args = ["--key-file", str(key_file), "--restore-test", "--scratch-port", str(scratch.port)]
+        outcome = check(str(folder), *args, "--scratch-user", scratch.user, env=env)
+        assert outcome.code == 0, outcome.stderr
+        [entry] = outcome.result["checked"]
+        assert (entry["file"], entry["result"], entry["restoreTested"]) == (str(file), "Passed", True)
+        assert len(re.findall("connection authorized", pg.log)) == source_connections
+        assert re.search(r"connection authorized: user=\S+ database=dbb_verify_", scratch.log)
+        # Each scratch database was dropped again.
+        assert "dbb_verify_" not in scratch.sql("SELECT string_agg(datname, ',') FROM pg_database")
+
+        unreachable = check(str(folder), *args[:3], "--scratch-port", "1", "--scratch-user", "x", "--scratch-wait", "1")
+        assert unreachable.code == 1
+        assert unreachable.result["reason"] == "Unreachable"
+        assert "scratch server at 127.0.0.1:1" in unreachable.result["message"]

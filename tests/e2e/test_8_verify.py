@@ -1,5 +1,6 @@
-"""Scheduled verification on a real cluster, per engine: a DatabaseBackup with `verify.schedule` gets a check Job
-on its own slot, whose restricted Pod mounts the backup PVC read-only, has no database credentials, and reports
+"""Scheduled verification on a real cluster, per engine: a DatabaseBackup with `verify.schedule` and `restoreTest`
+gets a check Job on its own slot, whose restricted Pod mounts the backup PVC read-only, has no database credentials,
+restores into a scratch server of the database's own image beside it (a native sidecar on 127.0.0.1), and reports
 through its termination message. A file then changed on the PVC by another Pod is named by the next check
 (verify-now), in status, the Verified condition and a Warning Event, and stays where it is."""
 
@@ -15,6 +16,7 @@ from common.constants import ANNOTATION_VERIFY_NOW, LABEL_BACKUP_NAME
 from tests.e2e import databases
 from tests.e2e.kube import Kube, wait_for
 from tests.e2e.pods import read_pvc
+from tests.e2e.test_2_backup import termination_message
 
 NAMESPACE = "e2e-verify"
 ENGINES = [("postgresql", "17"), ("mariadb", "11.8")]
@@ -58,7 +60,11 @@ def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
     owner = f"{engine}-verified"
     kube.apply(
         databases.databasebackup(
-            owner, db, "0 0 1 1 *", backup_now="first", verify={"schedule": "*/1 * * * *", "backups": 2}
+            owner,
+            db,
+            "0 0 1 1 *",
+            backup_now="first",
+            verify={"schedule": "*/1 * * * *", "backups": 2, "restoreTest": True},
         )
     )
     backup = wait_for(
@@ -71,6 +77,9 @@ def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
     assert passed["job"].startswith(f"{owner}-v")
     assert "-vnow-" not in passed["job"]
     assert passed["backups"] == [{"file": backup["file"], "result": "Passed"}]
+    # The restore test ran in the scratch server beside the check, as its termination message says.
+    message = termination_message(kube, NAMESPACE, passed["job"])
+    assert [c["restoreTested"] for c in message["checked"]] == [True], message
 
     job = kube.get("job", passed["job"], NAMESPACE)
     assert job["metadata"]["labels"][LABEL_BACKUP_NAME] == owner
@@ -78,7 +87,11 @@ def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
     [container] = pod["containers"]
     assert container["args"][:3] == ["dbb-backup", "check", f"/backups/{db.name}"]
     assert {"name": "backups", "mountPath": "/backups", "readOnly": True} in container["volumeMounts"]
-    assert container["env"] == []  # no password, no user: it never connects to the database
+    # Its only credential is the scratch server's throwaway one: nothing of the database's Secret, no host.
+    assert [e["name"] for e in container["env"]] == ["DB_PASSWORD"]
+    assert not any(a.startswith("--host") for a in container["args"])
+    [scratch] = pod["initContainers"]
+    assert (scratch["image"], scratch["restartPolicy"]) == (db.image, "Always")
     assert db.password not in json.dumps(job)
 
     read_pvc(kube, NAMESPACE, f"{db.name}-backups", f"{FLIP} {backup['file']}")

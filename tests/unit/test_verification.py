@@ -11,6 +11,7 @@ from typing import Any
 from common.model import parse_spec
 from common.validation import validate
 from reconciler.plan import Plan
+from tests.fixtures import statefulset
 from tests.unit.test_plan import at, backup, decide_at, job, reasons, with_status
 
 VERIFY = {"schedule": "30 10 * * *", "backups": 3}
@@ -20,7 +21,8 @@ OLDER = "/backups/example-db/nightly-20261126T100000Z.dump.gz"
 
 def verifying(**spec: Any) -> dict[str, Any]:
     spec.setdefault("schedule", "0 11 * * *")  # no backup due around 10:30: only the verification
-    return backup(verify=VERIFY, **spec)
+    spec.setdefault("verify", VERIFY)
+    return backup(**spec)
 
 
 def conditions(plan: Plan) -> dict[str, dict[str, Any]]:
@@ -174,3 +176,40 @@ def test_verify_now_checks_at_once_even_without_a_schedule_and_once_per_value() 
     later = decide_at(with_status(obj, again), at("2026-11-27T10:45:00"), [done])
     assert later.create == ()
     assert "Verified" not in conditions(again)  # no schedule and no verdict yet: no condition to show
+
+
+def test_a_restore_test_gets_a_scratch_server_beside_it_on_loopback_as_the_databases_user() -> None:
+    obj = verifying(verify={**VERIFY, "restoreTest": True})
+    database = statefulset(namespace="shop", image="registry.example/postgres:17")
+    database["spec"]["template"]["spec"]["securityContext"] = {"runAsUser": 999, "runAsGroup": 999}
+    plan = decide_at(obj, at("2026-11-27T10:30:04"), statefulset=database)
+    [check] = plan.create
+    pod = check["spec"]["template"]["spec"]
+    [scratch] = pod["initContainers"]
+    assert scratch["image"] == "registry.example/postgres:17"
+    assert scratch["restartPolicy"] == "Always"  # a native sidecar: stopped when the check ends
+    assert "listen_addresses=127.0.0.1" in scratch["args"]
+    assert (scratch["securityContext"]["runAsUser"], scratch["securityContext"]["runAsGroup"]) == (999, 999)
+    assert scratch["securityContext"]["readOnlyRootFilesystem"] is True
+    [container] = pod["containers"]
+    assert container["args"][-3:] == ["--restore-test", "--scratch-port=5432", "--scratch-user=postgres"]
+    # One throwaway password, the same on both sides; nothing of the database's own Secret.
+    password = next(e["value"] for e in scratch["env"] if e["name"] == "POSTGRES_PASSWORD")
+    assert container["env"] == [{"name": "DB_PASSWORD", "value": password}]
+    assert "secretKeyRef" not in json.dumps(pod)
+    assert {v["name"] for v in pod["volumes"]} >= {"scratch-data", "scratch-run", "scratch-tmp"}
+
+    mariadb = verifying(verify={**VERIFY, "restoreTest": True, "image": "registry.example/mariadb:11.8"})
+    plan = decide_at(mariadb, at("2026-11-27T10:30:04"))
+    [check] = plan.create
+    [scratch] = check["spec"]["template"]["spec"]["initContainers"]
+    assert scratch["image"] == "registry.example/mariadb:11.8"
+
+    unknown = statefulset(namespace="shop", image="registry.example/in-house-db:1")
+    plan = decide_at(
+        verifying(engine="PostgreSQL", verify={**VERIFY, "restoreTest": True}),
+        at("2026-11-27T10:30:04"),
+        statefulset=unknown,
+    )
+    assert plan.create == ()
+    assert conditions(plan)["Verified"]["reason"] == "NoScratchImage"
