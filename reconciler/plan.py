@@ -40,7 +40,7 @@ from common.schedule import Schedule, parse_schedule
 from common.validation import validate
 from reconciler.jobs import JobOutcome, RunnerSettings, backup_job, is_verification, outcome, rfc3339
 from reconciler.verification import decide_verification, remembered
-from reconciler.world import Event, World, parse_time
+from reconciler.world import Event, World, due_request, over_limit, parse_time
 
 __all__ = ["Event", "Plan", "World", "decide"]
 
@@ -98,7 +98,7 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
     # 3. What is due: the most recent scheduled slot, and an on-demand request.
     schedule = parse_schedule(spec.schedule, spec.time_zone or DEFAULT_TIME_ZONE)
     slot = None if spec.suspend else _due_slot(world, spec, schedule, previous, events)
-    request = _due_request(obj, previous)
+    request = due_request(obj, ANNOTATION_BACKUP_NOW, previous.last_backup_now_request)
 
     # 4. Concurrency, then the Jobs to create. A Job that already exists means the run was already started.
     active = [o for o in outcomes if o.state == "Active"]
@@ -140,8 +140,8 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
             handled_request = demand
 
     # 5. History limits: the newest finished Jobs stay, by outcome.
-    delete += _over_limit(outcomes, "Succeeded", spec.successful_jobs_history_limit)
-    delete += _over_limit(outcomes, "Failed", spec.failed_jobs_history_limit)
+    delete += over_limit(outcomes, "Succeeded", spec.successful_jobs_history_limit)
+    delete += over_limit(outcomes, "Failed", spec.failed_jobs_history_limit)
 
     # 6. Scheduled verification of what is stored: its own Jobs, its own part of the status.
     verifying = decide_verification(world, spec, previous, checks, runner)
@@ -236,21 +236,6 @@ def _limited(items: Any) -> Any:
         if count > TOO_MANY_MISSED:
             return
         yield item
-
-
-def _due_request(obj: Mapping[str, Any], previous: DatabaseBackupStatus) -> str | None:
-    """A backup-now request not yet recorded as handled. Its Job may already exist (created on an earlier pass):
-    the caller then records it as handled without creating anything."""
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    request = annotations.get(ANNOTATION_BACKUP_NOW)
-    if not isinstance(request, str) or not request or request == previous.last_backup_now_request:
-        return None
-    return request
-
-
-def _over_limit(outcomes: Sequence[JobOutcome], state: str, limit: int) -> list[str]:
-    finished = sorted((o for o in outcomes if o.state == state), key=lambda o: o.finished or "", reverse=True)
-    return [o.name for o in finished[limit:]]
 
 
 # --- status -------------------------------------------------------------------------------------------------

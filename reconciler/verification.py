@@ -15,7 +15,7 @@ doubts are exactly what an operator will want to look at.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -25,7 +25,7 @@ from common.model import CheckedBackup, Condition, DatabaseBackupSpec, DatabaseB
 from common.schedule import parse_schedule
 from common.statefulset import facts
 from reconciler.jobs import JobOutcome, RunnerSettings, ScratchServer, rfc3339, verification_job
-from reconciler.world import Event, World, parse_time
+from reconciler.world import Event, World, due_request, over_limit, parse_time
 
 __all__ = ["VerificationPlan", "decide_verification", "remembered"]
 
@@ -66,12 +66,12 @@ def decide_verification(
     events: list[Event] = []
     last = _history(outcomes, previous, events)
     finished = [o for o in outcomes if o.state != "Active"]
-    delete = _over_limit(finished, "Succeeded", spec.successful_jobs_history_limit)
-    delete += _over_limit(finished, "Failed", spec.failed_jobs_history_limit)
+    delete = over_limit(finished, "Succeeded", spec.successful_jobs_history_limit)
+    delete += over_limit(finished, "Failed", spec.failed_jobs_history_limit)
     schedule_time, handled = previous.last_verification_schedule_time, previous.last_verify_now_request
     # What is due: an on-demand request (verify-now), then the most recent scheduled slot.
     runs: list[tuple[datetime, str | None]] = []
-    request = _due_request(world.obj, previous)
+    request = due_request(world.obj, ANNOTATION_VERIFY_NOW, previous.last_verify_now_request)
     if request is not None:
         runs.append((world.now, request))
     next_time = None
@@ -127,21 +127,14 @@ def _scratch_server(world: World, spec: DatabaseBackupSpec) -> ScratchServer | N
     """With `verify.restoreTest`: the database's own image (or `verify.image`), as the user it runs as."""
     if not spec.restore_test or spec.engine is None:
         return None
-    namespace = str((world.obj.get("metadata") or {}).get("namespace") or "")
-    found = facts(world.statefulset, namespace) if world.statefulset is not None else None
     if spec.verify_image:
         return ScratchServer(spec.engine, spec.verify_image)
-    if found is None or found.image is None:
+    if world.statefulset is None:
+        return None
+    found = facts(world.statefulset, str((world.obj.get("metadata") or {}).get("namespace") or ""))
+    if found.image is None:
         return None
     return ScratchServer(spec.engine, found.image, *found.run_as)
-
-
-def _due_request(obj: Mapping[str, Any], previous: DatabaseBackupStatus) -> str | None:
-    """A verify-now value not yet acted on (its Job may exist already: the caller then only records it)."""
-    request = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_VERIFY_NOW)
-    if not isinstance(request, str) or not request or request == previous.last_verify_now_request:
-        return None
-    return request
 
 
 def _history(
@@ -212,8 +205,3 @@ def _condition(last: LastVerification | None, next_time: datetime | None) -> Con
     failed = [b for b in last.backups if b.result == FAILED]
     reason = failed[0].reason if failed else last.reason
     return Condition("Verified", "False", reason or FAILED, _failures(last)[:MAX_MESSAGE], "")
-
-
-def _over_limit(finished: Sequence[JobOutcome], state: str, limit: int) -> list[str]:
-    done = sorted((o for o in finished if o.state == state), key=lambda o: o.finished or "", reverse=True)
-    return [o.name for o in done[limit:]]

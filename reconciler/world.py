@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Event", "World", "parse_time"]
+if TYPE_CHECKING:
+    from reconciler.jobs import JobOutcome
+
+__all__ = ["Event", "World", "due_request", "over_limit", "parse_time"]
 
 
 @dataclass(frozen=True)
@@ -35,3 +38,18 @@ def parse_time(text: object) -> datetime | None:
         return datetime.fromisoformat(text).astimezone(UTC)
     except ValueError:
         return None
+
+
+def due_request(obj: Mapping[str, Any], annotation: str, handled: str | None) -> str | None:
+    """An on-demand request (the annotation's value) not yet recorded as handled. Its Job may already exist
+    (created on an earlier pass): the caller then records it as handled without creating anything."""
+    request = ((obj.get("metadata") or {}).get("annotations") or {}).get(annotation)
+    if not isinstance(request, str) or not request or request == handled:
+        return None
+    return request
+
+
+def over_limit(outcomes: Sequence[JobOutcome], state: str, limit: int) -> list[str]:
+    """The finished Jobs in `state` beyond the newest `limit`: a history limit's deletions."""
+    finished = sorted((o for o in outcomes if o.state == state), key=lambda o: o.finished or "", reverse=True)
+    return [o.name for o in finished[limit:]]
