@@ -27,3 +27,11 @@ RUN_BACKUP: Final = "backup"
 RUN_VERIFY: Final = "verify"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "databasebackup-operator"
+
+# The DatabaseRestore kind: one restore of one stored backup, run once as a Job.
+RESTORE_KIND: Final = "DatabaseRestore"
+RESTORE_PLURAL: Final = "databaserestores"
+RESTORE_SHORT_NAME: Final = "dbr"
+RESTORE_CRD_NAME: Final = f"{RESTORE_PLURAL}.{GROUP}"
+LABEL_RESTORE_NAME: Final = f"{GROUP}/databaserestore"
+RUN_RESTORE: Final = "restore"

@@ -39,6 +39,7 @@ from reconciler.jobs import RunnerSettings, is_verification
 from reconciler.metrics import Metrics
 from reconciler.plan import Plan, World, decide
 from reconciler.queue import WorkQueue
+from reconciler.watches import watch
 
 __all__ = ["Controller"]
 
@@ -122,21 +123,14 @@ class Controller:
         label_selector: str | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> Informer:
-        """One informer, over all namespaces or the one given: the two list calls differ only by that argument."""
-        call, arguments = (
-            (cluster_call, (*before, *after))
-            if self.namespace is None
-            else (namespaced_call, (*before, self.namespace, *after))
-        )
-        options = {"label_selector": label_selector} if label_selector else {}
-        return Informer(
-            name=name,
-            list_call=call,
-            arguments=arguments,
-            options=options,
+        return watch(
+            name,
+            self.namespace,
+            self.metrics,
+            (cluster_call, namespaced_call, before, after),
             handler=handler,
+            label_selector=label_selector,
             transform=transform,
-            on_restart=lambda reason: self.metrics.watch_restarts.labels(name, reason).inc(),
         )
 
     @property

@@ -30,9 +30,12 @@ from common.constants import (
     KIND,
     LABEL_BACKUP_NAME,
     LABEL_MANAGED_BY,
+    LABEL_RESTORE_NAME,
     LABEL_RUN,
     MANAGED_BY,
+    RESTORE_KIND,
     RUN_BACKUP,
+    RUN_RESTORE,
     RUN_VERIFY,
 )
 from common.defaults import default_claim_name
@@ -57,6 +60,8 @@ __all__ = [
     "is_verification",
     "on_demand_job_name",
     "outcome",
+    "restore_job",
+    "restore_job_name",
     "rfc3339",
     "verification_job",
 ]
@@ -129,6 +134,79 @@ def verification_job(
     if request is not None:
         job["metadata"]["annotations"][ANNOTATION_VERIFY_NOW] = request
     return job
+
+
+def restore_job_name(name: str, uid: str) -> str:
+    """`<name>-restore-<10 hex of its uid>`, at most 63 characters: one Job per DatabaseRestore, ever."""
+    return f"{name[:44].rstrip('-.')}-restore-{hashlib.sha256(uid.encode()).hexdigest()[:10]}"
+
+
+def restore_job(
+    restore: dict[str, Any],
+    spec: DatabaseBackupSpec,
+    *,
+    file: str,
+    targets: Mapping[str, str],
+    replace: bool,
+    runner: RunnerSettings,
+) -> dict[str, Any]:
+    """The one Job of a DatabaseRestore: `dbb-backup restore FILE` with the source's storage (the volume read-only,
+    or the S3 variables) and key, and the target's connection, which `spec.connection` holds (the source's own
+    spec, its connection swapped for the target's). `targets`: SOURCE=TARGET pairs (empty: every database under
+    its own name). Never retried (`backoffLimit: 0`): a restore is run once, and what it did is its status."""
+    metadata = restore["metadata"]
+    connection = spec.connection
+    arguments = [
+        "dbb-backup",
+        "restore",
+        file,
+        f"--host={connection.host}",
+        *(f"--database={source}={target}" for source, target in targets.items()),
+        f"--termination-log={TERMINATION_LOG}",
+    ]
+    if connection.username is not None:
+        arguments.append(f"--user={connection.username}")
+    if connection.port is not None:
+        arguments.append(f"--port={connection.port}")
+    if replace:
+        arguments.append("--replace")
+    if spec.s3 is not None and spec.s3.force_path_style:
+        arguments.append("--s3-path-style")
+    if spec.encryption_key is not None:
+        arguments.append(f"--key-file={KEY_MOUNT}/key")
+    if connection.tls is not None:
+        arguments += _tls_arguments(connection.tls)
+    pod = _pod_spec(restore, spec, runner, [escape_expansion(a) for a in arguments], restore=True)
+    labels = {
+        LABEL_RESTORE_NAME: metadata["name"],
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_RUN: RUN_RESTORE,
+        "app.kubernetes.io/name": "databaserestore",
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": restore_job_name(metadata["name"], metadata["uid"]),
+            "namespace": metadata["namespace"],
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": RESTORE_KIND,
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": spec.active_deadline_seconds,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -387,9 +465,11 @@ def _pod_spec(
     arguments: list[str],
     *,
     verification: bool = False,
+    restore: bool = False,
 ) -> dict[str, Any]:
     """A backup run's Pod; with `verification`, a check's: the same storage access (the volume read-only), the
-    key, and nothing of the database."""
+    key, and nothing of the database; with `restore`, a restore's: the volume read-only, the key, and the target's
+    connection (`spec.connection`)."""
     env: list[dict[str, Any]] = []
     credentials = None if verification else spec.connection.credentials_secret
     if credentials is not None:
@@ -406,7 +486,8 @@ def _pod_spec(
     if spec.s3 is None:
         claim = spec.claim_name or default_claim_name(spec.database_name)
         volumes.insert(0, {"name": "backups", "persistentVolumeClaim": {"claimName": claim}})
-        mounts.insert(0, {"name": "backups", "mountPath": BACKUP_ROOT, **({"readOnly": True} if verification else {})})
+        read_only = {"readOnly": True} if verification or restore else {}
+        mounts.insert(0, {"name": "backups", "mountPath": BACKUP_ROOT, **read_only})
     else:
         env += _s3_env(spec.s3)
         if spec.s3.ca_bundle is not None:
@@ -440,7 +521,7 @@ def _pod_spec(
         },
         "containers": [
             {
-                "name": "verify" if verification else "backup",
+                "name": "verify" if verification else "restore" if restore else "backup",
                 "image": runner.image,
                 "imagePullPolicy": runner.image_pull_policy,
                 "args": arguments,

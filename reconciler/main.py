@@ -24,6 +24,7 @@ from reconciler.health import ApiContact, Readiness, health_app, serve_health
 from reconciler.jobs import RunnerSettings
 from reconciler.leader import LeaderElection, LeadershipLost
 from reconciler.metrics import Metrics
+from reconciler.restore_controller import RestoreController
 
 log = structlog.get_logger("reconciler")
 
@@ -147,18 +148,14 @@ async def serve(args: argparse.Namespace) -> int:
         )
         # One controller per watched namespace (or one for all): each lists and watches only its namespace, which is
         # what lets a Role per namespace replace the ClusterRole.
-        controllers = [
-            Controller(
-                api,
-                executor,
-                RunnerSettings(image=args.runner_image),
-                metrics,
-                namespace=namespace,
-                workers=args.workers,
-                identity=identity,
+        controllers: list[Controller | RestoreController] = []
+        for namespace in args.namespace or [None]:
+            runner = RunnerSettings(image=args.runner_image)
+            controllers.append(
+                Controller(api, executor, runner, metrics, namespace=namespace, workers=args.workers, identity=identity)
             )
-            for namespace in args.namespace or [None]
-        ]
+            restores = RestoreController(api, executor, runner, metrics, namespace=namespace, identity=identity)
+            controllers.append(restores)
         election = (
             LeaderElection(
                 api,
@@ -193,7 +190,10 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 async def _run(
-    controllers: list[Controller], identity: str, election: LeaderElection | None, stop: asyncio.Event
+    controllers: list[Controller | RestoreController],
+    identity: str,
+    election: LeaderElection | None,
+    stop: asyncio.Event,
 ) -> int:
     """Work until SIGTERM (exit 0) or until the Lease is lost (exit 1: all work stopped at once; the Deployment
     restarts us as a candidate, the way controller-runtime does)."""
@@ -231,9 +231,9 @@ async def _run(
     return code
 
 
-async def _work(controllers: list[Controller]) -> None:
+async def _work(controllers: list[Controller | RestoreController]) -> None:
     """Run every controller; when one stops (on an error), stop the others too and raise its error."""
-    tasks = [asyncio.create_task(c.run(), name=f"controller:{c.namespace or '*'}") for c in controllers]
+    tasks = [asyncio.create_task(c.run(), name=f"{type(c).__name__}:{c.namespace or '*'}") for c in controllers]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

@@ -33,10 +33,11 @@ from typing import Any, Self
 import yaml
 
 from certs.pki import KeyPair, issue, new_ca, new_key, write_private, write_public
-from common.constants import CRD_NAME
+from common.constants import CRD_NAME, RESTORE_CRD_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_databasebackups.yaml"
+RESTORE_CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_databaserestores.yaml"
 WEBHOOKS = ROOT / "deploy" / "webhook" / "webhooks.yaml"
 ADMIN_USER = "envtest-admin"
 START_TIMEOUT = 90.0
@@ -261,8 +262,14 @@ class ControlPlane:
         write_private(path, yaml.safe_dump(config).encode())
 
     def install_crd(self, path: Path = CRD_FILE) -> None:
+        """The DatabaseBackup CRD (`path`), and with the default the DatabaseRestore CRD too."""
         self.kubectl("apply", "--server-side", "-f", str(path))
-        self.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+        names = [CRD_NAME]
+        if path == CRD_FILE:
+            self.kubectl("apply", "--server-side", "-f", str(RESTORE_CRD_FILE))
+            names.append(RESTORE_CRD_NAME)
+        for name in names:
+            self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
         self._wait_served()
 
     # --- internals ------------------------------------------------------------------------------------------
@@ -334,6 +341,8 @@ class ControlPlane:
             "/apis/databases.test.io/v1/databasebackups": b"",
             "/openapi/v3/apis/databases.test.io/v1": b"DatabaseBackup",
         }
+        if self.kubectl("get", "crd", RESTORE_CRD_NAME, check=False).returncode == 0:
+            wanted["/apis/databases.test.io/v1/databaserestores"] = b""
         for path, needle in wanted.items():
             while True:
                 status, body = self.get(path)

@@ -9,7 +9,6 @@ field and value, or an admission with warnings and a patch.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from common.model import FieldError, join_errors, parse_spec
 from common.statefulset import facts, ready_replicas
 from common.validation import validate
 from webhook.hosts import HOST_FIELD, HostFacts, host_problem
-from webhook.patch import json_patch
+from webhook.patch import patched_spec
 from webhook.reviews import API_VERSION, AdmissionRequest, AdmissionResponse, AdmissionReviewResponse
 from webhook.reviews import KIND as REVIEW_KIND
 from webhook.volumes import data_claim_reason, mounting_pod
@@ -163,16 +162,7 @@ def mutate(request: AdmissionRequest, statefulset: Mapping[str, Any] | None) -> 
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
         return {"uid": uid, "allowed": True}
-    defaulted = default_spec(spec, namespace=_namespace(request), statefulset=statefulset)
-    operations = json_patch(dict(spec), defaulted, "/spec")
-    if not operations:
-        return {"uid": uid, "allowed": True}
-    return {
-        "uid": uid,
-        "allowed": True,
-        "patchType": "JSONPatch",
-        "patch": base64.b64encode(json.dumps(operations).encode()).decode(),
-    }
+    return patched_spec(uid, spec, default_spec(spec, namespace=_namespace(request), statefulset=statefulset))
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from common.constants import GROUP, PLURAL, VERSION
 from common.informer import Event, Informer
 from common.kube import raw, timeout
 from webhook.admission import Database
@@ -60,6 +61,10 @@ class DatabaseFinder(Protocol):
         """The Namespace's labels. Raises Unanswered."""
         ...
 
+    async def databasebackup(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The DatabaseBackup (a DatabaseRestore's source), None if it does not exist. Raises Unanswered."""
+        ...
+
 
 class StatefulSets:
     def __init__(
@@ -72,11 +77,13 @@ class StatefulSets:
         watch_grace: float = WATCH_GRACE,
         read_service: Read | None = None,
         read_namespace: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
+        read_backup: Read | None = None,
     ) -> None:
         self.informer = informer
         self.informer.handler = self._arrived
         self._read, self._list_pods, self._metrics = read, list_pods, metrics
         self._read_service, self._read_namespace = read_service, read_namespace
+        self._read_backup = read_backup
         self.watch_grace = watch_grace
         self._changed = asyncio.Event()
 
@@ -104,12 +111,29 @@ class StatefulSets:
         async def read_namespace(name: str) -> dict[str, Any] | None:
             return await _absent_on_404(core.read_namespace(name, _preload_content=False, **timeout()))
 
+        custom = client.CustomObjectsApi(api)
+
+        async def read_backup(namespace: str, name: str) -> dict[str, Any] | None:
+            return await _absent_on_404(
+                custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False, **timeout()
+                )
+            )
+
         informer = Informer(
             name="statefulsets",
             list_call=apps.list_stateful_set_for_all_namespaces,
             on_restart=lambda reason: metrics.watch_restarts.labels(reason).inc(),
         )
-        return cls(informer, read, list_pods, metrics, read_service=read_service, read_namespace=read_namespace)
+        return cls(
+            informer,
+            read,
+            list_pods,
+            metrics,
+            read_service=read_service,
+            read_namespace=read_namespace,
+            read_backup=read_backup,
+        )
 
     @property
     def synced(self) -> bool:
@@ -157,6 +181,14 @@ class StatefulSets:
         except _FAILURES as error:
             raise Unanswered(_unanswered(error)) from None
         return dict(((found or {}).get("metadata") or {}).get("labels") or {})
+
+    async def databasebackup(self, namespace: str, name: str) -> dict[str, Any] | None:
+        assert self._read_backup is not None
+        self._metrics.kube_requests.labels("databasebackup").inc()
+        try:
+            return await self._read_backup(namespace, name)
+        except _FAILURES as error:
+            raise Unanswered(_unanswered(error)) from None
 
     async def _arrival(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, if its watch event comes within `watch_grace`."""

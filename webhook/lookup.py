@@ -17,6 +17,7 @@ from typing import Final
 from webhook.admission import Database, backup_claim, database_to_check, host_to_check
 from webhook.database import DatabaseFinder, Unanswered
 from webhook.hosts import ALLOW_EXTERNAL_HOSTS, HostFacts, host_problem, own_service
+from webhook.restores import Sources, source_to_check
 from webhook.reviews import AdmissionRequest
 
 __all__ = ["LOOKUP_BUDGET", "Lookup"]
@@ -77,6 +78,31 @@ class Lookup:
             return None
         deadline = asyncio.get_running_loop().time() + self.budget
         return await self._find(str(admission.get("namespace") or ""), name, deadline)
+
+    async def for_restore(self, admission: AdmissionRequest) -> Sources | None:
+        """A DatabaseRestore's source DatabaseBackup, and whether its target StatefulSet (by default the source's)
+        exists, on create; within one budget."""
+        wanted = source_to_check(admission)
+        if wanted is None:
+            return None
+        namespace, name, target = wanted
+        deadline = asyncio.get_running_loop().time() + self.budget
+        try:
+            async with asyncio.timeout_at(deadline):
+                source = await self.finder.databasebackup(namespace, name)
+        except TimeoutError:
+            return Sources(None, error=self._late())
+        except Unanswered as error:
+            return Sources(None, error=str(error))
+        if source is None:
+            return Sources(None)
+        database = target or (source.get("spec") or {}).get("databaseName")
+        if not isinstance(database, str) or not database:
+            return Sources(source)
+        found = await self._find(namespace, database, deadline)
+        if found.error is not None:
+            return Sources(source, error=found.error)
+        return Sources(source, target_found=found.statefulset is not None)
 
     async def _find(self, namespace: str, name: str, deadline: float) -> Database:
         try:

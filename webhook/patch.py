@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["json_patch"]
+from webhook.reviews import AdmissionResponse
+
+__all__ = ["json_patch", "patched_spec"]
+
+
+def patched_spec(uid: str, spec: Mapping[str, Any], defaulted: Mapping[str, Any]) -> AdmissionResponse:
+    """An admission that turns `spec` into `defaulted` with a JSONPatch (none when they are equal)."""
+    operations = json_patch(dict(spec), dict(defaulted), "/spec")
+    if not operations:
+        return {"uid": uid, "allowed": True}
+    return {
+        "uid": uid,
+        "allowed": True,
+        "patchType": "JSONPatch",
+        "patch": base64.b64encode(json.dumps(operations).encode()).decode(),
+    }
 
 
 def json_patch(before: Any, after: Any, path: str = "") -> list[dict[str, Any]]:

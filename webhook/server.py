@@ -22,6 +22,7 @@ from webhook.admission import BadReview, mutate, parse_review, review, validate_
 from webhook.database import DatabaseFinder
 from webhook.lookup import LOOKUP_BUDGET, Lookup
 from webhook.metrics import Metrics
+from webhook.restores import mutate_restore, validate_restore
 from webhook.reviews import AdmissionRequest, AdmissionResponse
 
 __all__ = ["MAX_BODY", "make_app"]
@@ -47,6 +48,8 @@ def make_app(
     handlers = _Handlers(Lookup(finder, budget), metrics, ready, metrics_auth)
     app.router.add_post("/validate", handlers.validate)
     app.router.add_post("/mutate", handlers.mutate)
+    app.router.add_post("/validate-restore", handlers.validate_restore)
+    app.router.add_post("/mutate-restore", handlers.mutate_restore)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
@@ -62,6 +65,12 @@ class _Handlers:
 
     async def mutate(self, request: web.Request) -> web.StreamResponse:
         return await self._admit(request, "mutate", self._mutate)
+
+    async def validate_restore(self, request: web.Request) -> web.StreamResponse:
+        return await self._admit(request, "validate-restore", self._validate_restore)
+
+    async def mutate_restore(self, request: web.Request) -> web.StreamResponse:
+        return await self._admit(request, "mutate-restore", self._mutate_restore)
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text="ok")
@@ -90,6 +99,12 @@ class _Handlers:
     async def _mutate(self, admission: AdmissionRequest) -> AdmissionResponse:
         database = await self._lookup.for_defaults(admission)
         return mutate(admission, database.statefulset if database else None)
+
+    async def _validate_restore(self, admission: AdmissionRequest) -> AdmissionResponse:
+        return validate_restore(admission, await self._lookup.for_restore(admission))
+
+    async def _mutate_restore(self, admission: AdmissionRequest) -> AdmissionResponse:
+        return mutate_restore(admission, await self._lookup.for_restore(admission))
 
     async def _admit(
         self,

@@ -35,7 +35,7 @@ from reconciler.runner.errors import RunnerError, Scrubber, one_line
 from reconciler.runner.layout import parse_layout
 from reconciler.runner.listing import list_folder, list_s3
 from reconciler.runner.logs import configure_logging
-from reconciler.runner.manifest import Manifest, Owner, read_manifest
+from reconciler.runner.manifest import Manifest, Owner, manifest_path, read_manifest
 from reconciler.runner.naming import MANIFEST_SUFFIX, validate_prefix
 from reconciler.runner.objectstore import S3Location
 from reconciler.runner.process import Deadline
@@ -182,6 +182,7 @@ def parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--replace", action="store_true", help="restore into databases that exist (default: refuse them)"
     )
+    restore.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
     restore.add_argument(
         "--without-manifest",
         action="store_true",
@@ -223,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         deadline.cancel()
         for sig, old in previous.items():
             signal.signal(sig, old)
-    # Only `run`'s and `check`'s lines go to the termination message, which keeps 4096 bytes; a listing is whole.
-    reported = args.command in ("run", "check")
+    # Only the lines of `run`, `check` and `restore` go to the termination message, which keeps 4096 bytes; a
+    # listing is whole.
+    reported = args.command in ("run", "check", "restore")
     line = Scrubber(passwords)(render(result) if reported else render(result, limit=1 << 30))
     sys.stdout.write(line)
     sys.stdout.flush()
@@ -408,7 +410,11 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         without_manifest=args.without_manifest,
     )
     restored = restore_backup(source, _key(args.key_file), options, scrub, deadline, stored_manifest=manifest)
-    return {"status": "Restored", "file": args.file, "databases": restored}
+    if isinstance(source, Path) and manifest_path(source).exists():
+        manifest = read_manifest(source)
+    # The sha256 the restore checked the whole file against before it changed anything (none without a manifest).
+    checked = {"sha256": manifest.sha256} if manifest is not None else {}
+    return {"status": "Restored", "file": args.file, **checked, "databases": restored}
 
 
 def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:

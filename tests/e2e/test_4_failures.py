@@ -126,9 +126,7 @@ def test_the_database_pod_deleted_mid_dump_fails_and_the_next_slot_succeeds(kube
     # backoffLimit 0: with the default retry the Job's second Pod may find the database back already and succeed,
     # which is right for a user but hides the failure this test is about.
     kube.apply(
-        databases.databasebackup(
-            "interrupted", db, "*/1 * * * *", backupPath="/backups/interrupted", backoffLimit=0
-        )
+        databases.databasebackup("interrupted", db, "*/1 * * * *", backupPath="/backups/interrupted", backoffLimit=0)
     )
     wait_for("pg_dump to be running", lambda: dump_running(kube, db), 180, interval=0.3)
     uid = kube.get("pod", db.pod, NAMESPACE)["metadata"]["uid"]

@@ -132,6 +132,7 @@ def test_the_base_installs_the_whole_operator_and_nothing_else(base: list[Object
     assert inventory == {
         ("Namespace", SYSTEM),
         ("CustomResourceDefinition", "databasebackups.databases.test.io"),
+        ("CustomResourceDefinition", "databaserestores.databases.test.io"),
         ("ServiceAccount", "dbb-reconciler"),
         ("ServiceAccount", "dbb-webhook"),
         ("ClusterRole", "dbb-reconciler"),
@@ -157,9 +158,10 @@ def test_the_base_installs_the_whole_operator_and_nothing_else(base: list[Object
 
 
 def test_the_crd_in_the_base_is_the_file_in_deploy_crd(base: list[Object]) -> None:
-    crd = find(base, "CustomResourceDefinition", "databasebackups.databases.test.io")
-    on_disk = yaml.safe_load((DEPLOY / "crd" / "databases.test.io_databasebackups.yaml").read_text())
-    assert crd == on_disk
+    for plural in ("databasebackups", "databaserestores"):
+        crd = find(base, "CustomResourceDefinition", f"{plural}.databases.test.io")
+        on_disk = yaml.safe_load((DEPLOY / "crd" / f"databases.test.io_{plural}.yaml").read_text())
+        assert crd == on_disk
 
 
 def test_kubectl_apply_dry_run_server_accepts_every_manifest(
@@ -300,6 +302,7 @@ def test_the_webhook_keeps_one_replica_through_voluntary_disruptions(base: list[
 # --- RBAC: what each ServiceAccount may do, asked of the real authorizer ------------------------------------------
 
 DBB = "databasebackups.databases.test.io"
+DBR = "databaserestores.databases.test.io"
 LEASE = "leases.coordination.k8s.io"
 MUTATING = "mutatingwebhookconfigurations.admissionregistration.k8s.io"
 VALIDATING = "validatingwebhookconfigurations.admissionregistration.k8s.io"
@@ -317,6 +320,11 @@ RECONCILER_MAY = [
     ("watch", DBB, *ANY),
     ("patch", DBB, "--subresource=status", *SHOP),
     ("update", DBB, "--subresource=finalizers", *SHOP),
+    ("get", DBB, *SHOP),
+    ("list", DBR, *ANY),
+    ("watch", DBR, *ANY),
+    ("patch", DBR, "--subresource=status", *SHOP),
+    ("update", DBR, "--subresource=finalizers", *SHOP),
     ("list", "jobs.batch", *ANY),
     ("watch", "jobs.batch", *ANY),
     ("create", "jobs.batch", *SHOP),
@@ -344,6 +352,8 @@ RECONCILER_MUST_NOT = [
     ("patch", DBB, *SHOP),
     ("update", DBB, *SHOP),
     ("delete", DBB, *SHOP),
+    ("patch", DBR, *SHOP),
+    ("delete", DBR, *SHOP),
     ("patch", "statefulsets.apps", *SHOP),
     ("delete", "statefulsets.apps", *SHOP),
     ("create", "pods", *SHOP),
@@ -357,6 +367,7 @@ RECONCILER_MUST_NOT = [
 ]
 WEBHOOK_MAY = [
     ("get", "statefulsets.apps", *SHOP),
+    ("get", DBB, *SHOP),  # a DatabaseRestore's source
     ("list", "pods", *SHOP),
     ("list", "statefulsets.apps", *ANY),
     ("watch", "statefulsets.apps", *ANY),
@@ -388,7 +399,9 @@ WEBHOOK_MUST_NOT = [
     ("update", f"{VALIDATING}/dbb-webhook"),
     ("create", "statefulsets.apps", *SHOP),
     ("patch", "statefulsets.apps", *SHOP),
-    ("get", DBB, *SHOP),
+    ("list", DBB, *SHOP),
+    ("patch", DBB, *SHOP),
+    ("get", DBR, *SHOP),
     ("create", "jobs.batch", *SHOP),
     ("get", "pods", *SHOP),
     ("watch", "pods", *SHOP),

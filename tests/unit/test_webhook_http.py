@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.fixtures import admission_review, databasebackup, statefulset
+from tests.unit.test_restores import FILE, restore, source
 from webhook.admission import Database
 from webhook.metrics import Metrics
 from webhook.server import MAX_BODY, make_app
@@ -52,6 +53,7 @@ class FakeFinder:
         )
         self.labels = labels or {}
         self.reads: list[str] = []
+        self.backups: dict[tuple[str, str], dict[str, Any]] = {}
 
     async def find(self, namespace: str, name: str) -> Database:
         self.calls.append((namespace, name))
@@ -75,6 +77,10 @@ class FakeFinder:
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
         self.reads.append(f"namespace {namespace}")
         return self.labels.get(namespace, {})
+
+    async def databasebackup(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append(f"databasebackup {namespace}/{name}")
+        return self.backups.get((namespace, name))
 
 
 @pytest.fixture
@@ -257,4 +263,29 @@ async def test_a_claim_a_pod_of_the_database_mounts_is_refused(aiohttp_client: C
     assert answer["response"]["status"]["message"] == (
         'spec.storage.persistentVolumeClaim.claimName: "shared-data" is mounted by Pod "example-db-0" of StatefulSet '
         '"example-db"; backups need a claim of their own'
+    )
+
+
+async def test_a_restore_onto_the_protected_database_is_refused_and_one_to_a_new_name_is_pinned(
+    http: TestClient[web.Request, web.Application], finder: FakeFinder
+) -> None:
+    finder.backups[("shop", "nightly")] = source()
+    kind = {"group": "databases.test.io", "version": "v1", "kind": "DatabaseRestore"}
+    status, answer = await post(http, "/validate-restore", admission_review(restore(), kind=kind))
+    assert status == 200
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["message"].startswith(
+        "spec.replace: false, and the restore would overwrite 'shop' on StatefulSet 'example-db'"
+    )
+    renamed = restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]})
+    status, answer = await post(http, "/validate-restore", admission_review(renamed, kind=kind))
+    assert answer["response"]["allowed"] is True, answer
+    status, answer = await post(http, "/mutate-restore", admission_review(renamed, kind=kind))
+    operations = json.loads(base64.b64decode(answer["response"]["patch"]))
+    assert {"op": "add", "path": "/spec/source/file", "value": FILE} in operations
+    assert {"op": "add", "path": "/spec/target/databaseName", "value": "example-db"} in operations
+    finder.backups.clear()
+    status, answer = await post(http, "/validate-restore", admission_review(renamed, kind=kind))
+    assert answer["response"]["status"]["message"] == (
+        "spec.source.databaseBackup: DatabaseBackup 'nightly' not found in namespace 'shop'"
     )

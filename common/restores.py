@@ -1,0 +1,235 @@
+"""The DatabaseRestore kind: its spec, and the judgments the webhook makes at apply time and the reconciler makes
+again before it starts the Job (pure: the caller looks the source DatabaseBackup and the target StatefulSet up).
+
+A DatabaseRestore names a DatabaseBackup (`spec.source.databaseBackup`) and one of its backups (`source.file`,
+defaulted at admission to the newest one, so that what is restored is fixed when it is applied, not when a Job
+happens to start); the target StatefulSet (`target.databaseName`, defaulted to the source's database); a mapping
+of database names; and `replace`.
+
+What is refused, and where:
+- at apply time (webhook and reconciler alike): a source that does not exist, has no backup yet, or whose chosen
+  backup its last scheduled check found damaged or missing; a file outside the source's own storage; a target
+  StatefulSet that does not exist; and, without `replace`, a restore onto a database the source itself backs up on
+  its own StatefulSet. That database exists by definition: it is the one being protected.
+- by the restore itself (`dbb-backup restore` without `--replace`): any other target database that exists. Only
+  the database server knows, and the webhook neither holds database credentials nor connects to databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from common.model import CredentialsSecret, FieldError, _Reader, _show, parse_spec
+
+__all__ = [
+    "DatabaseRestoreSpec",
+    "NameMapping",
+    "judge",
+    "newest_backup",
+    "parse_restore_spec",
+    "restore_defaults",
+    "source_location",
+    "targets",
+]
+
+
+@dataclass(frozen=True)
+class NameMapping:
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class DatabaseRestoreSpec:
+    database_backup: str
+    file: str | None = None
+    target_database_name: str | None = None
+    credentials_secret: CredentialsSecret | None = None
+    databases: tuple[NameMapping, ...] = ()
+    replace: bool = False
+
+
+def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestoreSpec | None, list[FieldError]]:
+    errors: list[FieldError] = []
+    if not isinstance(raw, Mapping):
+        return None, [FieldError(path, f"must be an object, not {_show(raw)}")]
+    spec = _Reader(raw, path, errors)
+    source = spec.mapping("source", required=True)
+    target = spec.mapping("target")
+    backup = source.string("databaseBackup", required=True) if source else None
+    file = source.string("file") if source else None
+    credentials = None
+    secret = target.mapping("credentialsSecret") if target else None
+    if secret is not None and (name := secret.string("name", required=True)) is not None:
+        credentials = CredentialsSecret(
+            name, secret.string("usernameKey") or "username", secret.string("passwordKey") or "password"
+        )
+    mapping: list[NameMapping] = []
+    listed = target.raw.get("databases") if target else None
+    if listed is not None and not isinstance(listed, list):
+        errors.append(FieldError(f"{path}.target.databases", f"must be a list, not {_show(listed)}"))
+    for index, item in enumerate(listed if isinstance(listed, list) else []):
+        where = f"{path}.target.databases[{index}]"
+        if not isinstance(item, Mapping):
+            errors.append(FieldError(where, f"must be an object with from and to, not {_show(item)}"))
+            continue
+        pair = _Reader(item, where, errors)
+        source_name, target_name = pair.string("from", required=True), pair.string("to", required=True)
+        if source_name and target_name:
+            mapping.append(NameMapping(source_name, target_name))
+    seen: dict[str, str] = {}
+    for index, entry in enumerate(mapping):
+        if entry.source in seen:
+            errors.append(FieldError(f"{path}.target.databases[{index}].from", f"{entry.source!r} is mapped twice"))
+        seen[entry.source] = entry.target
+    if len(set(seen.values())) != len(seen):
+        errors.append(FieldError(f"{path}.target.databases", "two databases are mapped to the same name"))
+    replace = spec.boolean("replace")
+    if backup is None or errors:
+        return None, errors
+    return (
+        DatabaseRestoreSpec(
+            database_backup=backup,
+            file=file or None,
+            target_database_name=(target.string("databaseName") if target else None) or None,
+            credentials_secret=credentials,
+            databases=tuple(mapping),
+            replace=bool(replace),
+        ),
+        errors,
+    )
+
+
+def source_location(source: Mapping[str, Any]) -> str | None:
+    """Where the source DatabaseBackup's runs write: its backupPath, or s3://bucket/prefix (both defaulted by its own
+    admission)."""
+    spec = source.get("spec") or {}
+    storage = spec.get("storage") or {}
+    s3 = storage.get("s3") if isinstance(storage, Mapping) else None
+    if isinstance(s3, Mapping):
+        prefix = str(s3.get("prefix") or "").strip("/")
+        return f"s3://{s3.get('bucket')}/{prefix}" if prefix else f"s3://{s3.get('bucket')}"
+    path = spec.get("backupPath")
+    return str(path).rstrip("/") if isinstance(path, str) and path else None
+
+
+def newest_backup(source: Mapping[str, Any]) -> str | None:
+    """The source's newest backup, as its status names it (a published backup verified when it was written)."""
+    last = (source.get("status") or {}).get("lastBackup") or {}
+    file = last.get("url") or last.get("file")
+    return str(file) if file else None
+
+
+def targets(spec: DatabaseRestoreSpec, source_databases: tuple[str, ...]) -> dict[str, str]:
+    """{source database: target database} for the databases the source names (an empty tuple: the source backs up
+    every database, whose names only the backup knows; then only the mapping is known)."""
+    mapped = {m.source: m.target for m in spec.databases}
+    return {database: mapped.get(database, database) for database in source_databases} | mapped
+
+
+def restore_defaults(raw_spec: Mapping[str, Any], source: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fields admission fills in: `source.file` (the newest backup) and `target.databaseName` (the source's)."""
+    defaults: dict[str, Any] = {}
+    if source is None:
+        return defaults
+    given_source, given_target = (_object(raw_spec.get(key)) for key in ("source", "target"))
+    if not given_source.get("file") and (newest := newest_backup(source)) is not None:
+        defaults["source"] = {"file": newest}
+    database = (source.get("spec") or {}).get("databaseName")
+    if not given_target.get("databaseName") and isinstance(database, str) and database:
+        defaults["target"] = {"databaseName": database}
+    return defaults
+
+
+def judge(
+    spec: DatabaseRestoreSpec,
+    namespace: str,
+    source: Mapping[str, Any] | None,
+    target_found: bool | None,
+) -> list[FieldError]:
+    """Every reason to refuse this restore now. `source`: the DatabaseBackup (None: not found). `target_found`:
+    whether the target StatefulSet exists (None: it could not be looked up, which is not a refusal)."""
+    if source is None:
+        return [
+            FieldError(
+                "spec.source.databaseBackup",
+                f"DatabaseBackup {spec.database_backup!r} not found in namespace {namespace!r}",
+            )
+        ]
+    errors: list[FieldError] = []
+    source_spec, _ = parse_spec(source.get("spec"))
+    file = spec.file or newest_backup(source)
+    if file is None:
+        errors.append(
+            FieldError(
+                "spec.source.databaseBackup",
+                f"DatabaseBackup {spec.database_backup!r} has no backup yet (status.lastBackup is empty): "
+                "run one first (annotate it databases.test.io/backup-now)",
+            )
+        )
+    else:
+        location = source_location(source)
+        if location is not None and not file.startswith(location + "/"):
+            errors.append(
+                FieldError(
+                    "spec.source.file",
+                    f"{file!r} is not a backup of DatabaseBackup {spec.database_backup!r}, which writes under "
+                    f"{location!r}",
+                )
+            )
+        damaged = _found_damaged(source, file)
+        if damaged is not None:
+            errors.append(
+                FieldError(
+                    "spec.source.file",
+                    f"{file!r} failed its last check ({damaged}): pick another backup with spec.source.file",
+                )
+            )
+    target = spec.target_database_name or (source_spec.database_name if source_spec else None)
+    if target_found is False:
+        errors.append(
+            FieldError(
+                "spec.target.databaseName",
+                f"StatefulSet {target!r} not found in namespace {namespace!r}",
+            )
+        )
+    protected = source_spec.connection.databases if source_spec is not None else ()
+    for index, entry in enumerate(spec.databases):
+        if protected and entry.source not in protected:
+            errors.append(
+                FieldError(
+                    f"spec.target.databases[{index}].from",
+                    f"{entry.source!r} is not in the backup: DatabaseBackup {spec.database_backup!r} backs up "
+                    f"{', '.join(map(repr, protected))}",
+                )
+            )
+    if source_spec is not None and not spec.replace and target == source_spec.database_name:
+        if protected:
+            onto = ", ".join(repr(t) for t in sorted(set(targets(spec, protected).values()) & set(protected)))
+        else:
+            onto = "every database the backup holds (the source backs up all of them)"
+        if onto:
+            errors.append(
+                FieldError(
+                    "spec.replace",
+                    f"false, and the restore would overwrite {onto} on StatefulSet {target!r}, which "
+                    f"DatabaseBackup {spec.database_backup!r} backs up and which exists: set spec.replace: true, "
+                    "or restore under another name with spec.target.databases",
+                )
+            )
+    return errors
+
+
+def _object(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _found_damaged(source: Mapping[str, Any], file: str) -> str | None:
+    """The reason the source's last scheduled check gave for `file`, if it found it damaged or missing."""
+    last = (source.get("status") or {}).get("lastVerification") or {}
+    for checked in last.get("backups") or []:
+        if isinstance(checked, Mapping) and checked.get("file") == file and checked.get("result") == "Failed":
+            return str(checked.get("reason") or "Failed")
+    return None

@@ -1,0 +1,236 @@
+"""The DatabaseRestore controller: a cache of DatabaseRestores and of their Jobs and Pods, a work queue, and a
+reconcile that asks `restores.decide_restore` and applies the plan.
+
+Beside the DatabaseBackup controller, not inside it: the two kinds share nothing but the executor, the Event
+recorder's shape and the API client. A restore is rare and runs once, so what deciding needs only before its Job
+exists (the source DatabaseBackup, the source and target StatefulSets) is read with a GET then, not watched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from common.constants import (
+    GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_RESTORE_NAME,
+    LABEL_RUN,
+    MANAGED_BY,
+    PLURAL,
+    RESTORE_PLURAL,
+    RUN_RESTORE,
+    VERSION,
+)
+from common.informer import Event as WatchEvent
+from common.informer import Informer, Key, key_of
+from common.kube import MERGE_PATCH, body, raw, timeout
+from common.restores import parse_restore_spec
+from reconciler.events import EventRecorder
+from reconciler.executor import Executor
+from reconciler.jobs import RunnerSettings, restore_job_name
+from reconciler.metrics import Metrics
+from reconciler.queue import WorkQueue
+from reconciler.restores import RestorePlan, RestoreWorld, decide_restore, needs_lookups
+from reconciler.watches import watch
+
+__all__ = ["RestoreController"]
+
+log = structlog.get_logger("reconciler.restores")
+
+
+class RestoreController:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        executor: Executor,
+        runner: RunnerSettings,
+        metrics: Metrics,
+        *,
+        namespace: str | None = None,
+        workers: int = 4,
+        identity: str = "dbb-reconciler",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.api, self.executor, self.runner, self.metrics = api, executor, runner, metrics
+        self.namespace, self.workers, self.clock = namespace, workers, clock
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.events = EventRecorder(api, metrics, identity)
+        self._custom = client.CustomObjectsApi(api)
+        self._apps = client.AppsV1Api(api)
+        batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+        ours = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_RUN}={RUN_RESTORE}"
+        custom = self._custom
+        lists = (custom.list_cluster_custom_object, custom.list_namespaced_custom_object)
+        self.restores = watch(
+            "databaserestores",
+            namespace,
+            metrics,
+            (*lists, (GROUP, VERSION), (RESTORE_PLURAL,)),
+            handler=lambda event: self.queue.add(event.key),
+        )
+        self.jobs = watch(
+            "restore-jobs",
+            namespace,
+            metrics,
+            (batch.list_job_for_all_namespaces, batch.list_namespaced_job, (), ()),
+            handler=self._on_owned,
+            label_selector=ours,
+        )
+        self.pods = watch(
+            "restore-pods",
+            namespace,
+            metrics,
+            (core.list_pod_for_all_namespaces, core.list_namespaced_pod, (), ()),
+            handler=self._on_owned,
+            label_selector=ours,
+        )
+
+    @property
+    def informers(self) -> tuple[Informer, ...]:
+        return (self.restores, self.jobs, self.pods)
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers)
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(i.run(), name=f"informer:{i.name}") for i in self.informers]
+        try:
+            await asyncio.gather(*(i.synced.wait() for i in self.informers))
+            log.info("caches synced", restores=len(self.restores.store))
+            for key in list(self.restores.store):
+                self.queue.add(key)
+            tasks.append(asyncio.create_task(self.queue.run(self.workers, self.reconcile), name="restore-workers"))
+            tasks.append(asyncio.create_task(self.events.run(), name="restore-events"))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _on_owned(self, event: WatchEvent) -> None:
+        metadata = event.object.get("metadata") or {}
+        name = (metadata.get("labels") or {}).get(LABEL_RESTORE_NAME)
+        if name:
+            self.queue.add((event.key[0], str(name)))
+
+    async def reconcile(self, key: Key) -> None:
+        obj = self.restores.get(*key)
+        if obj is None:
+            return  # deleted: its Job carries an ownerReference and goes with it
+        namespace, name = key
+        job = self.jobs.get(namespace, restore_job_name(name, str(obj["metadata"].get("uid"))))
+        world = RestoreWorld(obj=obj, now=self.clock(), job=job, termination_message=self._message(namespace, job))
+        if needs_lookups(obj, job):
+            world = await self._look_up(world, namespace)
+        plan = decide_restore(world, self.runner)
+        await self._apply(obj, plan, world.now)
+
+    def _message(self, namespace: str, job: dict[str, Any] | None) -> str | None:
+        if job is None:
+            return None
+        for (pod_namespace, _), pod in list(self.pods.store.items()):
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            if pod_namespace != namespace or labels.get("job-name") != job["metadata"]["name"]:
+                continue
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+                if message:
+                    return str(message)
+        return None
+
+    async def _look_up(self, world: RestoreWorld, namespace: str) -> RestoreWorld:
+        spec, _ = parse_restore_spec(world.obj.get("spec"))
+        if spec is None:
+            return world
+        source = await self._get(
+            self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, spec.database_backup, _preload_content=False, **timeout()
+            )
+        )
+        database = (source or {}).get("spec", {}).get("databaseName") if source else None
+        source_statefulset = await self._statefulset(namespace, database) if isinstance(database, str) else None
+        target = spec.target_database_name or database
+        target_statefulset = (
+            source_statefulset
+            if target == database
+            else await self._statefulset(namespace, target)
+            if isinstance(target, str)
+            else None
+        )
+        return RestoreWorld(
+            obj=world.obj,
+            now=world.now,
+            source=source,
+            source_statefulset=source_statefulset,
+            target_statefulset=target_statefulset,
+        )
+
+    async def _statefulset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(
+            self._apps.read_namespaced_stateful_set(name, namespace, _preload_content=False, **timeout())
+        )
+
+    @staticmethod
+    async def _get(call: Any) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await raw(call)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+    async def _apply(self, obj: dict[str, Any], plan: RestorePlan, now: datetime) -> None:
+        namespace, name = key_of(obj)
+        if plan.create is not None:
+            try:
+                created = await self.executor.start(plan.create)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+            else:
+                self.metrics.api_requests.labels("create", "jobs").inc()
+                self.jobs.store[key_of(created)] = self.jobs.keep(created)
+        for event in plan.events:
+            self.events.record(obj, event, now)
+        if plan.status is not None:
+            await self._write_status(obj, plan.status)
+        if plan.create is not None or plan.events:
+            log.info(
+                "restore reconciled",
+                namespace=namespace,
+                name=name,
+                phase=(plan.status or {}).get("phase"),
+                events=[e.reason for e in plan.events],
+            )
+
+    async def _write_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        namespace, name = key_of(obj)
+        try:
+            updated = await raw(
+                self._custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    RESTORE_PLURAL,
+                    name,
+                    body({"status": status}),
+                    _preload_content=False,
+                    **MERGE_PATCH,
+                    **timeout(),
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        self.metrics.api_requests.labels("patch", "databaserestores/status").inc()
+        self.restores.store[key_of(updated)] = self.restores.keep(updated)

@@ -1,0 +1,211 @@
+"""What to do for one DatabaseRestore (pure): start its one Job, or read what the Job did into status.
+
+A DatabaseRestore runs once. Its Job's name is fixed by the object's uid (`jobs.restore_job_name`), so a second
+create (a restart, a second replica) is AlreadyExists; once its phase is Succeeded or Failed nothing is done again,
+whatever resyncs or restarts come. Phases: Pending (accepted, no Job yet, or its Pod not started), Running,
+Succeeded, Failed.
+
+Before the Job, the admission rules are applied again (`common.restores.judge`; a webhook may have been bypassed),
+then what only the reconciler can tell: the target's engine is the source's, and the target's credentials are
+known. A refusal is phase Failed with its reason, and a Warning Event; nothing was started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from common.defaults import default_spec
+from common.model import Connection, CredentialsSecret, DatabaseBackupSpec, join_errors, parse_spec
+from common.restores import DatabaseRestoreSpec, judge, newest_backup, parse_restore_spec, targets
+from common.statefulset import facts
+from reconciler.jobs import RunnerSettings, outcome, restore_job, rfc3339
+from reconciler.world import Event
+
+__all__ = ["FINAL", "RestorePlan", "RestoreWorld", "decide_restore"]
+
+FINAL = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class RestoreWorld:
+    obj: Mapping[str, Any]
+    now: datetime
+    job: Mapping[str, Any] | None = None  # its Job, from the cache
+    termination_message: str | None = None
+    # Read only while there is no Job yet (None: not found):
+    source: Mapping[str, Any] | None = None
+    source_statefulset: Mapping[str, Any] | None = None
+    target_statefulset: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    create: dict[str, Any] | None = None
+    status: dict[str, Any] | None = None  # the whole new status, when it changed
+    events: tuple[Event, ...] = ()
+
+
+def needs_lookups(obj: Mapping[str, Any], job: Mapping[str, Any] | None) -> bool:
+    """Whether deciding needs the source and the StatefulSets: only before the Job exists."""
+    status = obj.get("status") or {}
+    return job is None and status.get("phase") not in FINAL and not status.get("job")
+
+
+def decide_restore(world: RestoreWorld, runner: RunnerSettings) -> RestorePlan:
+    obj = world.obj
+    previous: dict[str, Any] = dict(obj.get("status") or {})
+    if previous.get("phase") in FINAL:
+        return RestorePlan()  # run once: never again
+    generation = (obj.get("metadata") or {}).get("generation")
+    if world.job is not None:
+        return _from_job(world, previous, generation)
+    if previous.get("job"):
+        # Its Job is gone before it finished (deleted by hand): the restore did not run to its end.
+        return _finish(
+            previous,
+            "Failed",
+            world.now,
+            "JobDeleted",
+            f"the restore Job {previous['job']} was deleted before it finished",
+        )
+    return _start(world, runner, previous, generation)
+
+
+def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any], generation: Any) -> RestorePlan:
+    obj = world.obj
+    namespace = str((obj.get("metadata") or {}).get("namespace") or "")
+    spec, errors = parse_restore_spec(obj.get("spec"))
+    if spec is None or errors:
+        return _finish(previous, "Failed", world.now, "InvalidSpec", join_errors(errors))
+    refusals = judge(spec, namespace, world.source, world.target_statefulset is not None)
+    if refusals:
+        reason = "SourceNotFound" if world.source is None else "Refused"
+        return _finish(previous, "Failed", world.now, reason, join_errors(refusals))
+    assert world.source is not None
+    source, problems = _source_spec(world.source, world.source_statefulset, namespace)
+    if source is None:
+        message = f"DatabaseBackup {spec.database_backup!r} is invalid: {problems}"
+        return _finish(previous, "Failed", world.now, "InvalidSource", message)
+    connection, problem = _target_connection(spec, source, world.target_statefulset, namespace)
+    if connection is None:
+        return _finish(previous, "Failed", world.now, "TargetUnusable", problem or "")
+    file = spec.file or newest_backup(world.source)
+    assert file is not None  # judged above
+    job = restore_job(
+        dict(obj),
+        replace(source, connection=connection),
+        file=file,
+        targets=targets(spec, source.connection.databases) if spec.databases else {},
+        replace=spec.replace,
+        runner=runner,
+    )
+    status = {
+        **previous,
+        "phase": "Pending",
+        "job": job["metadata"]["name"],
+        "file": file,
+        "observedGeneration": generation,
+    }
+    target = spec.target_database_name or source.database_name
+    event = Event("Normal", "RestoreStarted", f"Job {job['metadata']['name']} restores {file} into {target}")
+    return RestorePlan(create=job, status=status, events=(event,))
+
+
+def _source_spec(
+    source: Mapping[str, Any], statefulset: Mapping[str, Any] | None, namespace: str
+) -> tuple[DatabaseBackupSpec | None, str]:
+    raw = source.get("spec")
+    if not isinstance(raw, Mapping):
+        return None, "it has no spec"
+    spec, errors = parse_spec(default_spec(raw, namespace=namespace, statefulset=statefulset))
+    return (spec if spec is not None and not errors else None), join_errors(errors)
+
+
+def _target_connection(
+    spec: DatabaseRestoreSpec,
+    source: DatabaseBackupSpec,
+    statefulset: Mapping[str, Any] | None,
+    namespace: str,
+) -> tuple[Connection | None, str | None]:
+    """The target's connection: the source's own for its own StatefulSet (with the credentials it backs up with),
+    else what the target StatefulSet tells (its Service, port, engine and the Secret its container reads)."""
+    target = spec.target_database_name or source.database_name
+    if target == source.database_name:
+        connection = source.connection
+        if spec.credentials_secret is not None:
+            connection = replace(connection, credentials_secret=spec.credentials_secret, username=None)
+        return connection, None
+    if statefulset is None:
+        return None, f"StatefulSet {target!r} not found in namespace {namespace!r}"
+    found = facts(statefulset, namespace)
+    if found.engine is not None and source.engine is not None and found.engine is not source.engine:
+        return None, (
+            f"StatefulSet {target!r} runs {found.engine}, the backup is {source.engine}: a restore needs the same "
+            "engine"
+        )
+    credentials: CredentialsSecret | None = spec.credentials_secret
+    username = None
+    if credentials is None and found.credentials is not None:
+        credentials = CredentialsSecret(
+            found.credentials.secret, found.credentials.username_key or "username", found.credentials.password_key
+        )
+        username = found.credentials.username
+    if credentials is None:
+        note = f" ({found.credentials_note})" if found.credentials_note else ""
+        return None, (
+            f"the credentials of StatefulSet {target!r} cannot be read from it{note}: name their Secret in "
+            "spec.target.credentialsSecret"
+        )
+    if found.host is None:
+        return None, f"StatefulSet {target!r} has no Service to reach it by (spec.serviceName)"
+    return Connection(host=found.host, port=found.port, username=username, credentials_secret=credentials), None
+
+
+def _from_job(world: RestoreWorld, previous: dict[str, Any], generation: Any) -> RestorePlan:
+    job = dict(world.job or {})
+    seen = outcome(job, world.termination_message)
+    result = seen.result or {}
+    status = {**previous, "job": seen.name, "observedGeneration": generation}
+    if seen.started:
+        status["startTime"] = seen.started
+    if seen.state == "Active":
+        status["phase"] = "Running" if seen.started else "Pending"
+        return RestorePlan(status=status if status != previous else None)
+    if seen.state == "Succeeded" and result.get("status") == "Restored":
+        status |= {
+            "phase": "Succeeded",
+            "completionTime": seen.finished or rfc3339(world.now),
+            "databases": [
+                {"source": source, "target": target, "result": "Restored"}
+                for source, target in sorted((result.get("databases") or {}).items())
+            ],
+        }
+        if result.get("sha256"):
+            status["sha256"] = result["sha256"]
+        status.pop("reason", None)
+        status.pop("message", None)
+        restored = ", ".join(f"{s} -> {t}" for s, t in sorted((result.get("databases") or {}).items()))
+        event = Event("Normal", "Restored", f"{status.get('file')} restored: {restored}")
+        return RestorePlan(status=status, events=(event,))
+    reason = seen.reason or str(result.get("reason") or "RestoreFailed")
+    message = seen.message or str(result.get("message") or "the restore Job failed")
+    if seen.state == "Succeeded":  # exit 0 without our result line: not a restore we can vouch for
+        reason, message = "NoResult", "the restore Job ended without reporting what it restored"
+    return _finish(status, "Failed", world.now, reason, message, finished=seen.finished)
+
+
+def _finish(
+    status: dict[str, Any],
+    phase: str,
+    now: datetime,
+    reason: str,
+    message: str,
+    *,
+    finished: str | None = None,
+) -> RestorePlan:
+    new = {**status, "phase": phase, "completionTime": finished or rfc3339(now), "reason": reason, "message": message}
+    event = Event("Warning", "RestoreFailed", f"{reason}: {message}")
+    return RestorePlan(status=new, events=(event,))

@@ -1,0 +1,180 @@
+"""DatabaseRestore: what admission refuses and defaults, the one Job a restore runs, and what its outcome becomes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from common.constants import API_VERSION, RESTORE_KIND
+from common.restores import judge, parse_restore_spec, restore_defaults
+from reconciler.jobs import RunnerSettings, restore_job_name
+from reconciler.restores import RestoreWorld, decide_restore
+from tests.fixtures import databasebackup, statefulset
+
+NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+FILE = "/backups/example-db/nightly-20261201T020000Z.dump.gz"
+
+
+def source(**status: Any) -> dict[str, Any]:
+    obj = databasebackup(
+        backupPath="/backups/example-db",
+        engine="PostgreSQL",
+        connection={
+            "host": "example-db.shop.svc",
+            "databases": ["shop"],
+            "credentialsSecret": {"name": "example-db-credentials", "usernameKey": "username"},
+        },
+        storage={"persistentVolumeClaim": {"claimName": "example-db-backups"}},
+    )
+    obj["metadata"]["uid"] = "source-uid"
+    obj["status"] = {"lastBackup": {"file": FILE, "sha256": "ab" * 32}, **status}
+    return obj
+
+
+def restore(name: str = "back-to-tuesday", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": RESTORE_KIND,
+        "metadata": {"name": name, "namespace": "shop", "uid": "restore-uid", "generation": 1},
+        "spec": {"source": {"databaseBackup": "nightly"}, **spec},
+    }
+
+
+def refusals(obj: dict[str, Any], found: dict[str, Any] | None, target_found: bool | None = True) -> list[str]:
+    spec, errors = parse_restore_spec(obj["spec"])
+    assert spec is not None, errors
+    return [str(e) for e in judge(spec, "shop", found, target_found)]
+
+
+def test_a_source_that_does_not_exist_is_named_with_its_namespace() -> None:
+    assert refusals(restore(), None) == [
+        "spec.source.databaseBackup: DatabaseBackup 'nightly' not found in namespace 'shop'"
+    ]
+
+
+def test_a_source_without_a_backup_is_refused() -> None:
+    empty = source()
+    empty["status"] = {}
+    [message] = refusals(restore(target={"databases": [{"from": "shop", "to": "copy"}]}), empty)
+    assert message.startswith("spec.source.databaseBackup: DatabaseBackup 'nightly' has no backup yet")
+
+
+def test_restoring_onto_the_protected_database_needs_replace() -> None:
+    [message] = refusals(restore(), source())
+    assert message.startswith("spec.replace: false, and the restore would overwrite 'shop' on StatefulSet 'example-db'")
+    assert refusals(restore(replace=True), source()) == []
+    assert refusals(restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]}), source()) == []
+
+
+def test_a_file_elsewhere_a_damaged_file_and_a_missing_target_are_each_named() -> None:
+    damaged = source(lastVerification={"backups": [{"file": FILE, "result": "Failed", "reason": "VerifyFailed"}]})
+    mapped = {"databases": [{"from": "shop", "to": "copy"}]}
+    assert refusals(restore(target=mapped, source={"databaseBackup": "nightly", "file": "/etc/passwd"}), source()) == [
+        "spec.source.file: '/etc/passwd' is not a backup of DatabaseBackup 'nightly', which writes under "
+        "'/backups/example-db'"
+    ]
+    [message] = refusals(restore(target=mapped), damaged)
+    assert message.startswith(f"spec.source.file: '{FILE}' failed its last check (VerifyFailed)")
+    [message] = refusals(restore(target={**mapped, "databaseName": "gone-db"}), source(), target_found=False)
+    assert message == "spec.target.databaseName: StatefulSet 'gone-db' not found in namespace 'shop'"
+    [message] = refusals(restore(target={"databases": [{"from": "other", "to": "copy"}]}, replace=True), source())
+    assert message.startswith("spec.target.databases[0].from: 'other' is not in the backup")
+
+
+def test_admission_pins_the_newest_backup_and_the_source_database() -> None:
+    assert restore_defaults(restore()["spec"], source()) == {
+        "source": {"file": FILE},
+        "target": {"databaseName": "example-db"},
+    }
+    given = restore(source={"databaseBackup": "nightly", "file": "/backups/example-db/x"}, target={"databaseName": "b"})
+    assert restore_defaults(given["spec"], source()) == {}
+
+
+def start(obj: dict[str, Any], **world: Any) -> Any:
+    found = {"source": source(), "source_statefulset": statefulset(), "target_statefulset": statefulset(), **world}
+    return decide_restore(RestoreWorld(obj=obj, now=NOW, **found), RunnerSettings(image="dbb:test"))
+
+
+def test_a_restore_runs_as_one_job_never_retried_with_the_volume_read_only_and_no_secret_in_argv() -> None:
+    plan = start(restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]}))
+    job = plan.create
+    assert job["metadata"]["name"] == restore_job_name("back-to-tuesday", "restore-uid")
+    assert job["spec"]["backoffLimit"] == 0
+    [owner] = job["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == (RESTORE_KIND, "restore-uid", True)
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"][:3] == ["dbb-backup", "restore", FILE]
+    assert "--database=shop=shop_copy" in container["args"]
+    assert "--replace" not in container["args"]
+    assert "--host=example-db.shop.svc" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "example-db-credentials", "key": "password"}
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "backups"]
+    assert mount["readOnly"] is True
+    assert plan.status["phase"] == "Pending"
+    assert plan.status["job"] == job["metadata"]["name"]
+    assert [e.reason for e in plan.events] == ["RestoreStarted"]
+
+
+def test_another_statefulset_is_reached_through_its_own_service_and_secret() -> None:
+    other = statefulset("staging-db")
+    plan = start(
+        restore(target={"databaseName": "staging-db"}, replace=True),
+        target_statefulset=other,
+    )
+    [container] = plan.create["spec"]["template"]["spec"]["containers"]
+    assert "--host=staging-db.shop.svc" in container["args"]
+    assert "--replace" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "staging-db-credentials"
+    mariadb = statefulset("maria", image="mariadb:11", env=[{"name": "MARIADB_ROOT_PASSWORD", "value": "x"}])
+    refused = start(restore(target={"databaseName": "maria"}), target_statefulset=mariadb)
+    assert refused.create is None
+    assert refused.status["phase"] == "Failed"
+    assert refused.status["reason"] == "TargetUnusable"
+
+
+def job_with(state: str, message: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
+    condition = {"type": state, "status": "True", "lastTransitionTime": "2026-12-01T03:02:00Z"}
+    status: dict[str, Any] = {"startTime": "2026-12-01T03:00:05Z", "conditions": [condition]}
+    if state == "Complete":
+        status["completionTime"] = "2026-12-01T03:02:00Z"
+    job = {"metadata": {"name": restore_job_name("back-to-tuesday", "restore-uid")}, "status": status}
+    return job, json.dumps(message) if message else None
+
+
+def test_a_finished_job_becomes_the_final_status_and_nothing_runs_again() -> None:
+    obj = restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]})
+    obj["status"] = {"phase": "Pending", "job": restore_job_name("back-to-tuesday", "restore-uid"), "file": FILE}
+    result = {"status": "Restored", "file": FILE, "sha256": "ab" * 32, "databases": {"shop": "shop_copy"}}
+    job, message = job_with("Complete", result)
+    plan = decide_restore(
+        RestoreWorld(obj=obj, now=NOW, job=job, termination_message=message), RunnerSettings(image="dbb:test")
+    )
+    assert plan.status is not None
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["sha256"] == "ab" * 32
+    assert plan.status["databases"] == [{"source": "shop", "target": "shop_copy", "result": "Restored"}]
+    assert plan.status["completionTime"] == "2026-12-01T03:02:00Z"
+    assert [e.reason for e in plan.events] == ["Restored"]
+    obj["status"] = plan.status
+    again = decide_restore(RestoreWorld(obj=obj, now=NOW), RunnerSettings(image="dbb:test"))
+    assert (again.create, again.status, again.events) == (None, None, ())
+
+
+def test_a_failed_job_names_the_runners_reason_and_a_deleted_job_fails_the_restore() -> None:
+    obj = restore(replace=True)
+    obj["status"] = {"phase": "Running", "job": restore_job_name("back-to-tuesday", "restore-uid")}
+    failure = {"status": "Failed", "reason": "TargetExists", "message": "database 'shop' exists on the server"}
+    job, message = job_with("Failed", failure)
+    plan = decide_restore(
+        RestoreWorld(obj=obj, now=NOW, job=job, termination_message=message), RunnerSettings(image="dbb:test")
+    )
+    assert plan.status is not None
+    assert (plan.status["phase"], plan.status["reason"]) == ("Failed", "TargetExists")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "RestoreFailed")]
+    gone = decide_restore(RestoreWorld(obj=obj, now=NOW), RunnerSettings(image="dbb:test"))
+    assert gone.status is not None
+    assert (gone.status["phase"], gone.status["reason"]) == ("Failed", "JobDeleted")
