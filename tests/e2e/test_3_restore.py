@@ -114,3 +114,53 @@ def test_a_client_older_than_the_server_is_refused_with_a_clear_message(
     lines = output.splitlines()
     assert "exit=0" not in lines
     assert lines[lines.index("files:") + 1 :] == [], "a failed run publishes nothing"
+
+
+@pytest.mark.parametrize(("engine", "version"), [("postgresql", "17"), ("mariadb", "11.8")], ids=["pg17", "maria118"])
+def test_a_databaserestore_restores_into_another_statefulset_as_one_real_job(
+    kube: Kube,
+    servers: dict[str, tuple[databases.Database, databases.Database]],
+    engine: str,
+    version: str,
+) -> None:
+    """A DatabaseRestore (dbr) of the source's newest backup into the target StatefulSet, under a new name: the
+    webhook pins the file, the reconciler runs one Job with the target's credentials from its own Secret, and the
+    restored database is identical to the source's."""
+    source, target = servers[f"{engine}-{version}"]
+    owner = f"{source.name}-app"
+    kube.apply(databases.databasebackup(owner, source, "0 0 1 1 *", backup_now="1", connection={"databases": ["app"]}))
+
+    def backed_up() -> dict[str, str] | None:
+        status = kube.get("dbb", owner, NAMESPACE).get("status", {})
+        assert status.get("phase") != "Failed", status.get("lastFailure")
+        last: dict[str, str] | None = status.get("lastBackup")
+        return last if last and last.get("sha256") else None
+
+    last = wait_for(f"a backup of {engine} {version} app", backed_up, 300)
+    name = f"{owner}-to-dst"
+    kube.apply(
+        {
+            "apiVersion": "databases.test.io/v1",
+            "kind": "DatabaseRestore",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "source": {"databaseBackup": owner},
+                "target": {"databaseName": target.name, "databases": [{"from": "app", "to": "app_dbr"}]},
+            },
+        }
+    )
+    assert kube.get("dbr", name, NAMESPACE)["spec"]["source"]["file"] == last["file"]
+
+    def finished() -> dict[str, object] | None:
+        status: dict[str, object] = kube.get("dbr", name, NAMESPACE).get("status", {})
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    status = wait_for(f"DatabaseRestore {name} to finish", finished, 300)
+    assert status["phase"] == "Succeeded", status
+    assert status["sha256"] == last["sha256"]
+    assert status["databases"] == [{"source": "app", "target": "app_dbr", "result": "Restored"}]
+    assert databases.fingerprint(kube, target, "app_dbr") == databases.fingerprint(kube, source)
+    header, row = kube("get", "dbr", name, "-n", NAMESPACE).splitlines()
+    assert header.split() == ["NAME", "SOURCE", "TARGET", "PHASE", "AGE"]
+    assert row.split()[:4] == [name, owner, target.name, "Succeeded"]
+    assert target.password not in json.dumps(kube.items("jobs", NAMESPACE))

@@ -263,3 +263,54 @@ def test_a_host_outside_the_namespace_needs_the_namespace_label(
         "label", "namespace", webhook_namespace, "databases.test.io/allow-external-hosts=true", check=True
     )
     apply(control_plane, obj, webhook_namespace, check=True)
+
+
+def restore_of(namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "databases.test.io/v1",
+        "kind": "DatabaseRestore",
+        "metadata": {"name": "back-to-tuesday", "namespace": namespace},
+        "spec": {"source": {"databaseBackup": "nightly"}, **spec},
+    }
+
+
+def test_a_restore_onto_the_protected_database_without_replace_is_refused_at_apply(
+    control_plane: ControlPlane, webhook_namespace: str
+) -> None:
+    create_database(control_plane, webhook_namespace)
+    backup = databasebackup(namespace=webhook_namespace, connection={"databases": ["shop"]})
+    apply(control_plane, backup, webhook_namespace, check=True)
+    denied = 'admission webhook "vdatabaserestore.databases.test.io" denied the request: '
+
+    # No backup yet: nothing to restore.
+    result = apply(control_plane, restore_of(webhook_namespace, replace=True), webhook_namespace)
+    assert result.returncode == 1
+    assert denied + "spec.source.databaseBackup: DatabaseBackup 'nightly' has no backup yet" in result.stderr
+
+    file = "/backups/example-db/nightly-20261201T020000Z.dump.gz"
+    control_plane.kubectl(
+        "patch", "dbb", "nightly", "-n", webhook_namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"lastBackup": {"file": file, "sha256": "ab" * 32}}}),
+    )  # fmt: skip
+    result = apply(control_plane, restore_of(webhook_namespace), webhook_namespace)
+    assert result.returncode == 1
+    assert (
+        denied + "spec.replace: false, and the restore would overwrite 'shop' on StatefulSet 'example-db', which "
+        "DatabaseBackup 'nightly' backs up and which exists"
+    ) in result.stderr
+    assert control_plane.kubectl("get", "dbr", "-n", webhook_namespace, "-o", "name").stdout == ""
+
+    # Under another name it is accepted, pinned to the newest backup, and its spec can no longer change.
+    renamed = restore_of(webhook_namespace, target={"databases": [{"from": "shop", "to": "shop_copy"}]})
+    apply(control_plane, renamed, webhook_namespace, check=True)
+    stored = json.loads(
+        control_plane.kubectl("get", "dbr", "back-to-tuesday", "-n", webhook_namespace, "-o", "json").stdout
+    )
+    assert stored["spec"]["source"]["file"] == file
+    assert stored["spec"]["target"]["databaseName"] == "example-db"
+    assert stored["spec"]["replace"] is False
+    changed = restore_of(webhook_namespace, replace=True, target={"databases": [{"from": "shop", "to": "x"}]})
+    result = apply(control_plane, changed, webhook_namespace)
+    assert result.returncode == 1
+    assert "spec is immutable" in result.stderr
+    control_plane.kubectl("delete", "dbr", "--all", "-n", webhook_namespace)

@@ -1,0 +1,138 @@
+"""DatabaseRestore end to end below the cluster: both controllers in process (the local executor playing kubelet) on
+the real API server, the real PostgreSQL, backups in a folder. A DatabaseBackup backs up `shop`; a DatabaseRestore
+restores that backup into a second database, whose content is then identical to the source's; a second
+DatabaseRestore onto that now existing database, without replace, fails with the runner's TargetExists and changes
+nothing; and a finished restore is never run again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config
+
+from common.constants import API_VERSION, GROUP, RESTORE_KIND, RESTORE_PLURAL, VERSION
+from common.kube import body, raw
+from reconciler.aliases import HostAlias, alias_table
+from reconciler.executor import LocalExecutor
+from reconciler.jobs import RunnerSettings
+from reconciler.metrics import Metrics
+from reconciler.restore_controller import RestoreController
+from tests.backup.content import pg_fingerprint
+from tests.backup.servers import PostgresServer
+from tests.backup.test_s3_reconciler import reconciler, status_of, until
+from tests.backup.test_verification_reconciler import setup
+from tests.controlplane import ControlPlane
+
+
+@contextlib.asynccontextmanager
+async def restorer(api: client.ApiClient, namespace: str, pg: PostgresServer, root: Path) -> AsyncIterator[None]:
+    """The DatabaseRestore controller in process, its local executor running Jobs against `pg`, backups in `root`."""
+    aliases = alias_table([HostAlias(f"example-db.{namespace}.svc", pg.host, pg.port)])
+    executor = LocalExecutor(api, root, host_aliases=aliases)
+    controller = RestoreController(api, executor, RunnerSettings(image="dbb:test"), Metrics(), namespace=namespace)
+    task = asyncio.create_task(controller.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await executor.close()
+
+
+async def create_restore(api: client.ApiClient, namespace: str, name: str, **spec: Any) -> None:
+    obj = {
+        "apiVersion": API_VERSION,
+        "kind": RESTORE_KIND,
+        "metadata": {"name": name},
+        "spec": {"source": {"databaseBackup": "nightly"}, **spec},
+    }
+    await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, RESTORE_PLURAL, body(obj)
+    )
+
+
+async def finished(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(api)
+
+    async def done() -> dict[str, Any] | None:
+        found = await raw(
+            custom.get_namespaced_custom_object(GROUP, VERSION, namespace, RESTORE_PLURAL, name, _preload_content=False)
+        )
+        status: dict[str, Any] = found.get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    result: dict[str, Any] = await until(done, 300)
+    return result
+
+
+async def test_a_databaserestore_restores_into_a_second_database_identical_to_the_source_and_runs_once(
+    control_plane: ControlPlane, namespace: str, pg: PostgresServer, tmp_path: Path
+) -> None:
+    root = tmp_path / "backups"
+    pg.sql("DROP DATABASE IF EXISTS shop_restored")
+    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    async with api:
+        await setup(api, namespace, pg)
+        async with reconciler(api, namespace, pg, root), restorer(api, namespace, pg, root):
+
+            async def backed_up() -> dict[str, Any] | None:
+                last: dict[str, Any] | None = (await status_of(api, namespace)).get("lastBackup")
+                return last
+
+            backup = await until(backed_up)
+            mapping = {"databases": [{"from": "shop", "to": "shop_restored"}]}
+            await create_restore(
+                api,
+                namespace,
+                "to-a-copy",
+                source={"databaseBackup": "nightly", "file": backup["file"]},
+                target=mapping,
+            )
+            status = await finished(api, namespace, "to-a-copy")
+            assert status["phase"] == "Succeeded", status
+            assert status["file"] == backup["file"]
+            assert status["sha256"] == backup["sha256"]
+            assert status["databases"] == [{"source": "shop", "target": "shop_restored", "result": "Restored"}]
+            assert status["startTime"] <= status["completionTime"]
+            assert pg_fingerprint(pg, "shop_restored") == pg_fingerprint(pg, "shop")
+
+            # The copy exists now: without replace the restore refuses it, whole, and the copy is as it was.
+            pg.sql("CREATE TABLE marker (id int); INSERT INTO marker VALUES (42);", "shop_restored")
+            before = pg_fingerprint(pg, "shop_restored")
+            await create_restore(
+                api,
+                namespace,
+                "onto-the-copy",
+                source={"databaseBackup": "nightly", "file": backup["file"]},
+                target=mapping,
+            )
+            refused = await finished(api, namespace, "onto-the-copy")
+            assert (refused["phase"], refused["reason"]) == ("Failed", "TargetExists"), refused
+            assert "shop_restored" in refused["message"]
+            assert pg_fingerprint(pg, "shop_restored") == before
+
+            async def events() -> list[tuple[str, str]] | None:
+                found = await raw(client.CoreV1Api(api).list_namespaced_event(namespace, _preload_content=False))
+                mine = [
+                    (e["involvedObject"]["name"], e["reason"])
+                    for e in found["items"]
+                    if e["involvedObject"]["kind"] == RESTORE_KIND
+                ]
+                return mine if len(mine) >= 4 else None
+
+            assert sorted(await until(events)) == [
+                ("onto-the-copy", "RestoreFailed"),
+                ("onto-the-copy", "RestoreStarted"),
+                ("to-a-copy", "RestoreStarted"),
+                ("to-a-copy", "Restored"),
+            ]
+
+            # Run once: the finished restore's Job is the only one it ever had, whatever reconciles come.
+            jobs = await raw(client.BatchV1Api(api).list_namespaced_job(namespace, _preload_content=False))
+            names = [j["metadata"]["name"] for j in jobs["items"] if "restore" in j["metadata"]["name"]]
+            assert len(names) == 2, names
