@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from common.model import CredentialsSecret, FieldError, _Reader, _show, parse_spec
+from common.model import CredentialsSecret, Engine, FieldError, _Reader, _show, parse_spec
 
 __all__ = [
     "DatabaseRestoreSpec",
@@ -208,6 +208,8 @@ def judge(
     if source_spec is not None and not spec.replace and target == source_spec.database_name:
         if protected:
             onto = ", ".join(repr(t) for t in sorted(set(targets(spec, protected).values()) & set(protected)))
+        elif spec.databases and source_spec.engine is Engine.POSTGRESQL:
+            onto = ""  # from a backup of all, PostgreSQL restores only the databases mapped: the restore judges them
         else:
             onto = "every database the backup holds (the source backs up all of them)"
         if onto:

@@ -178,3 +178,15 @@ def test_a_failed_job_names_the_runners_reason_and_a_deleted_job_fails_the_resto
     gone = decide_restore(RestoreWorld(obj=obj, now=NOW), RunnerSettings(image="dbb:test"))
     assert gone.status is not None
     assert (gone.status["phase"], gone.status["reason"]) == ("Failed", "JobDeleted")
+
+
+def test_from_a_backup_of_all_only_postgresql_with_a_mapping_may_restore_beside_the_originals() -> None:
+    everything = source()
+    del everything["spec"]["connection"]["databases"]
+    mapped = {"databases": [{"from": "shop", "to": "shop_copy"}]}
+    [message] = refusals(restore(), everything)
+    assert "every database the backup holds" in message
+    assert refusals(restore(target=mapped), everything) == []  # pg_restore of a set restores only what is named
+    everything["spec"]["engine"] = "MySQL"  # a MySQL script restores every database in it, the named ones renamed
+    [message] = refusals(restore(target=mapped), everything)
+    assert "every database the backup holds" in message
