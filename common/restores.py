@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
+from common.constants import BACKUP_ROOT
 from common.model import CredentialsSecret, Engine, FieldError, _Reader, _show, parse_spec
 
 __all__ = [
@@ -171,7 +173,7 @@ def judge(
         )
     else:
         location = source_location(source)
-        if location is not None and not file.startswith(location + "/"):
+        if location is not None and not _inside(file, location):
             errors.append(
                 FieldError(
                     "spec.source.file",
@@ -195,7 +197,8 @@ def judge(
                 f"StatefulSet {target!r} not found in namespace {namespace!r}",
             )
         )
-    protected = source_spec.connection.databases if source_spec is not None else ()
+    named = source_spec.connection.databases if source_spec is not None else ()
+    protected = () if "all" in named else named  # `all` (or nothing): every database, names known to the backup only
     for index, entry in enumerate(spec.databases):
         if protected and entry.source not in protected:
             errors.append(
@@ -222,6 +225,16 @@ def judge(
                 )
             )
     return errors
+
+
+def _inside(file: str, location: str) -> bool:
+    """Whether `file` is in the source's folder or under its prefix. A folder is judged by its path below the backup
+    volume's mount point: the local sandbox reports `/backups/db/x` where it really is (`<dev>/backups/db/x`)."""
+    if location.startswith("s3://") or not location.startswith(BACKUP_ROOT + "/"):
+        return file.startswith(location + "/")
+    below = PurePosixPath(location).relative_to(BACKUP_ROOT).parts
+    parent = PurePosixPath(file).parent.parts
+    return len(parent) > len(below) and parent[-len(below) :] == below
 
 
 def _object(value: object) -> Mapping[str, Any]:

@@ -74,6 +74,9 @@ def test_a_file_elsewhere_a_damaged_file_and_a_missing_target_are_each_named() -
         "spec.source.file: '/etc/passwd' is not a backup of DatabaseBackup 'nightly', which writes under "
         "'/backups/example-db'"
     ]
+    elsewhere = restore(target=mapped, source={"databaseBackup": "nightly", "file": "/backups/other-db/x.dump"})
+    [message] = refusals(elsewhere, source())
+    assert message.startswith("spec.source.file: '/backups/other-db/x.dump' is not a backup of")
     [message] = refusals(restore(target=mapped), damaged)
     assert message.startswith(f"spec.source.file: '{FILE}' failed its last check (VerifyFailed)")
     [message] = refusals(restore(target={**mapped, "databaseName": "gone-db"}), source(), target_found=False)
@@ -182,7 +185,7 @@ def test_a_failed_job_names_the_runners_reason_and_a_deleted_job_fails_the_resto
 
 def test_from_a_backup_of_all_only_postgresql_with_a_mapping_may_restore_beside_the_originals() -> None:
     everything = source()
-    del everything["spec"]["connection"]["databases"]
+    everything["spec"]["connection"]["databases"] = ["all"]
     mapped = {"databases": [{"from": "shop", "to": "shop_copy"}]}
     [message] = refusals(restore(), everything)
     assert "every database the backup holds" in message
