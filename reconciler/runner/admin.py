@@ -148,6 +148,39 @@ def count_tables(engine: Engine, connection: Connection, database: str, scrub: S
     return int(query(engine, connection, sql, scrub).strip())
 
 
+def count_rows(engine: Engine, connection: Connection, database: str, scrub: Scrubber) -> dict[str, int]:
+    """Each base table's rows, named as the dumps name them (`RowCounter`): PostgreSQL `schema.table` quoted as
+    pg_dump quotes identifiers, each table's own rows (`ONLY`: an inheritance parent's dump holds only its own);
+    MySQL the table's name. Two queries: the statement is built by the server, which quotes every name."""
+    if engine is Engine.POSTGRESQL:
+        build = (
+            "SELECT string_agg(format('SELECT %L, count(*) FROM ONLY %I.%I', format('%I.%I', n.nspname, c.relname), "
+            "n.nspname, c.relname), ' UNION ALL ') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg\\_toast%'"
+        )
+        separator = "|"
+    else:
+        hexed = database.encode("utf-8", errors="surrogateescape").hex()
+        select = (
+            "SELECT GROUP_CONCAT(CONCAT('SELECT ', QUOTE(table_name), ', COUNT(*) FROM `', REPLACE(table_schema, "
+            "'`', '``'), '`.`', REPLACE(table_name, '`', '``'), '`') SEPARATOR ' UNION ALL ') "
+        )
+        # The name goes in hex-encoded, as in count_tables.
+        tables = f"FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema = X'{hexed}'"
+        build = select + tables
+        separator = "\t"
+    statement = query(engine, connection, build, scrub, database).strip()
+    if not statement or statement == "NULL":
+        return {}
+    counts: dict[str, int] = {}
+    for line in query(engine, connection, statement, scrub, database).splitlines():
+        name, _, count = line.rpartition(separator)
+        if name:
+            counts[name] = int(count)
+    return counts
+
+
 def pg_replace_database(connection: Connection, restored: str, target: str, scrub: Scrubber) -> None:
     """`restored` takes `target`'s name; the old `target` is dropped. The swap itself is one transaction (two
     renames), so at every moment `target` is either the old database or the whole restored one.

@@ -29,7 +29,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Final
@@ -115,7 +115,7 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
         if options.verify:
             # The file still has its temporary name: a backup that fails here never had a final name, and its
             # temporary file goes when this block is left.
-            verify_backup(
+            report = verify_backup(
                 out.temporary,
                 options.key,
                 scrub,
@@ -123,6 +123,7 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
                 manifest=manifest,
                 restore_connection=(options.connection if options.restore_test else None),
             )
+            manifest = replace(manifest, rows=report.rows)  # each table's rows, for later restore tests
         deadline.check()
         # The manifest first, the file last: a final-named backup always has its manifest; a run that dies in
         # between leaves a manifest without a file, which the next run removes (remove_orphan_manifests).

@@ -12,7 +12,7 @@ from typing import Final, Protocol
 from reconciler.runner.compression import Source
 from reconciler.runner.process import Deadline, Tool
 
-__all__ = ["Consumer", "LineScanner", "SqlRenamer", "ToolFeed", "feed_all"]
+__all__ = ["Consumer", "LineScanner", "RowCounter", "SqlRenamer", "ToolFeed", "feed_all"]
 
 READ_SIZE: Final = 1 << 20
 _LINE_HEAD: Final = 512  # of each line only its start is kept, so a 10 MB INSERT line costs no memory
@@ -177,6 +177,87 @@ class LineScanner:
         elif match := self._CURRENT.match(head):
             self._database = match[1].replace(b"``", b"`").decode("utf-8", errors="surrogateescape")
             self.tables.setdefault(self._database, 0)
+
+
+class RowCounter:
+    """Counts each table's rows in an SQL script as it streams by, per `-- Current Database:` section (key None
+    before the first, which is all there is in a single-database script):
+    - pg_restore's script: the lines of each `COPY <table> (...) FROM stdin;` block up to its `\\.` line (COPY's text
+      format escapes newlines in values, so a line is a row);
+    - mysqldump's: the tuples of each INSERT INTO `table` VALUES (...),(...); statement, counted after its quoted
+      strings are taken out (the dump tools escape newlines and quotes in them, so a statement is one line, or with
+      mariadb-dump 11 one line per tuple).
+    Inside a COPY block only the end marker is looked for, so a long table costs a C-speed list search per chunk."""
+
+    _INSERT = re.compile(rb"INSERT INTO `((?:[^`]|``)+)` VALUES ?")
+    _QUOTED = re.compile(rb"'(?:[^'\\]|\\.)*'")
+
+    def __init__(self) -> None:
+        self.rows: dict[str | None, dict[str, int]] = {}
+        self._rest = b""
+        self._database: str | None = None
+        self._copy: str | None = None
+        self._insert: str | None = None  # the table of an INSERT that goes on over the next lines
+
+    @property
+    def needs_all(self) -> bool:
+        return False
+
+    @property
+    def open(self) -> bool:
+        return True
+
+    def feed(self, data: bytes) -> None:
+        lines = (self._rest + data).split(b"\n")
+        self._rest = lines.pop()
+        index, count = 0, len(lines)
+        while index < count:
+            if self._copy is not None:
+                try:
+                    end = lines.index(b"\\.", index)
+                except ValueError:
+                    end = count
+                self._table(self._copy, end - index)
+                if end < count:
+                    self._copy = None
+                index = end + 1
+                continue
+            self._line(lines[index])
+            index += 1
+
+    def finish(self) -> None:
+        if self._rest:
+            self.feed(b"\n")
+
+    def _tuples(self, name: str, values: bytes) -> None:
+        """The tuples of one line of an INSERT: all of them (mysqldump), or one per line after a bare `VALUES`
+        (mariadb-dump 11). The statement ends with the line that ends with `;`."""
+        values = self._QUOTED.sub(b"''", values).rstrip()
+        if values.startswith(b"("):
+            self._table(name, values.count(b"),(") + 1)
+        if values.endswith(b";"):
+            self._insert = None
+
+    def _table(self, name: str, rows: int) -> None:
+        tables = self.rows.setdefault(self._database, {})
+        tables[name] = tables.get(name, 0) + rows
+
+    def _line(self, line: bytes) -> None:
+        if line.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
+            head = line[5 : -len(b" FROM stdin;")]
+            columns = head.find(b" (")
+            self._copy = (head if columns < 0 else head[:columns]).decode("utf-8", errors="surrogateescape")
+            self._table(self._copy, 0)
+        elif self._insert is not None:
+            self._tuples(self._insert, line)
+        elif match := self._INSERT.match(line):
+            name = match[1].replace(b"``", b"`").decode("utf-8", errors="surrogateescape")
+            self._table(name, 0)
+            self._insert = name
+            self._tuples(name, line[match.end() :])
+        elif line.startswith(b"-- Current Database: `"):
+            self._database = line[22:].rstrip(b"`").replace(b"``", b"`").decode("utf-8", errors="surrogateescape")
+            self.rows.setdefault(self._database, {})
 
 
 def feed_all(source: Source, consumers: list[Consumer], deadline: Deadline) -> None:

@@ -11,7 +11,12 @@ where the backup came from (and where `verify --restore-test` goes by default).
      "members": [], "size": 1234, "sha256": "...", "compression": "gzip", "encryption": "none",
      "tool": "pg_dump (PostgreSQL) 15.18", "host": "db", "port": 5432, "user": "backup",
      "start": "2025-01-01T00:00:00Z", "end": "2025-01-01T00:00:05Z", "duration": 5.01, "verified": true,
-     "owner": {"kind": "DatabaseBackup", "namespace": "shop", "name": "nightly", "uid": "6f1c..."}}
+     "owner": {"kind": "DatabaseBackup", "namespace": "shop", "name": "nightly", "uid": "6f1c..."},
+     "rows": {"app": {"public.customers": 2000, "public.orders": 5000}}}
+
+`rows`: each table's rows as the backup holds them, counted in the dump while the run verified it (a PostgreSQL
+table as `schema.table`, quoted as pg_dump quotes it; a MySQL table by its name); a restore test compares the
+restored tables with them.
 
 `owner` is the DatabaseBackup that made the backup (null for a run by hand without `--owner`); retention deletes
 only backups whose manifest names its own owner's uid. Manifests written before `owner` and `verified` existed read
@@ -95,6 +100,9 @@ class Manifest:
     members: list[Member] = field(default_factory=list)
     verified: bool = False
     owner: Owner | None = None
+    # Rows per table, per database, as the backup holds them (counted in the dump as the run verified it); a restore
+    # test compares the restored tables with them. Empty in manifests written before, or by a run without --verify.
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -124,6 +132,7 @@ class Manifest:
             raise ValueError("databases is not a list of names")
         values["verified"] = data.get("verified") is True
         values["owner"] = Owner.from_json(data.get("owner"))
+        values["rows"] = _rows(data.get("rows", {}))
         return cls(**values)
 
 
@@ -146,6 +155,16 @@ _FIELDS: Final[dict[str, type]] = {
     "end": str,
     "duration": (int, float),  # type: ignore[dict-item]
 }
+
+
+def _rows(data: object) -> dict[str, dict[str, int]]:
+    if not isinstance(data, dict) or not all(
+        isinstance(tables, dict)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in tables.values())
+        for tables in data.values()
+    ):
+        raise ValueError("rows is not {database: {table: count}}")
+    return {str(database): {str(t): int(n) for t, n in tables.items()} for database, tables in data.items()}
 
 
 def _member(data: dict[str, Any]) -> Member:

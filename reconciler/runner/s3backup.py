@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final
@@ -181,7 +181,8 @@ def run_backup_s3(
     if options.verify:
         try:
             restore = options.connection if options.restore_test else None
-            verify_backup(stored, options.key, scrub, deadline, manifest=manifest, restore_connection=restore)
+            report = verify_backup(stored, options.key, scrub, deadline, manifest=manifest, restore_connection=restore)
+            manifest = replace(manifest, rows=report.rows)  # each table's rows, for later restore tests
         except RunnerError:
             _delete_backup(client, location, name.file)
             log.error("the new backup failed verification and was deleted", object=location.url(name.file))

@@ -4,16 +4,19 @@
 2. Structure, in one streaming pass over the decoded payload (decrypting authenticates every chunk; decompressing
    checks the gzip trailer or the zstd frame end and checksum):
    - pg_dump archives go to `pg_restore --list` (the table of contents parses; its TABLE entries are counted) and
-     to `pg_restore -f /dev/null`, which reads every data block: `--list` alone accepts an archive cut short after
-     its table of contents.
+     to `pg_restore -f -`, which reads every data block (`--list` alone accepts an archive cut short after its table
+     of contents) and whose script is read to count each table's rows (`feeds.RowCounter`), which a run records in
+     the manifest.
    - SQL scripts must end with mysqldump's completion line (`-- Dump completed`), which it writes only after the
-     last table; CREATE TABLE statements are counted per database.
+     last table; CREATE TABLE statements are counted per database, and each table's rows.
    - `globals.sql` must end with pg_dumpall's `-- PostgreSQL database cluster dump complete`.
    - a tar must hold exactly the members its manifest lists.
    - a set (in a bucket) is each member's size and sha256 against the manifest, then each member as above.
 3. `--restore-test`: instead of `-f /dev/null`, each database is restored into a scratch database on the same server
    (`dbb_verify_<random>_<n>`) as `dbb-backup restore` restores it (one transaction, fitted to the server: see
-   `pgscript`), its base tables are counted and compared with the dump's count, and the scratch
+   `pgscript`), its base tables are counted and compared with the dump's count, each table's rows with the
+   manifest's `rows` (recorded when the backup was taken; without them, the restored counts become the report's),
+   and the scratch
    database is dropped, also when anything fails. Globals (roles) are never applied by a test: they belong to the
    server, which a test must not change.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +40,7 @@ from reconciler.runner import admin, engines
 from reconciler.runner.compression import Source
 from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.feeds import Consumer, LineScanner, SqlRenamer, ToolFeed, feed_all
+from reconciler.runner.feeds import Consumer, LineScanner, RowCounter, SqlRenamer, ToolFeed, feed_all
 from reconciler.runner.layout import CUSTOM, SET, TAR, Layout, Stored, members, open_payload, parse_layout, stored
 from reconciler.runner.manifest import Manifest, read_manifest, set_digest
 from reconciler.runner.pgscript import ScriptRestore
@@ -58,6 +62,7 @@ class VerifyReport:
     size: int
     tables: dict[str, int] = field(default_factory=dict)  # per database, as the dump has them
     restore_tested: bool = False
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)  # per database and table, as the dump has them
 
 
 def verify_backup(
@@ -83,6 +88,7 @@ def verify_backup(
     checker = _Checker(layout, manifest, scrub, deadline, restore_connection, scratch_server=scratch_server)
     report.tables = checker.run(path, key)
     report.restore_tested = restore_connection is not None
+    report.rows = checker.rows
     log.info("backup verified", file=manifest.file, tables=report.tables, restore_tested=report.restore_tested)
     return report
 
@@ -151,6 +157,39 @@ def count_toc_tables(listing: str) -> int:
     return count
 
 
+class _Counting:
+    """Reads a tool's stdout (an SQL script) to its end in a thread of its own, counting each table's rows, while
+    the stream is fed to its stdin: a tool whose output nobody read would block."""
+
+    def __init__(self, tool: Tool) -> None:
+        self.counter = RowCounter()
+        self._tool = tool
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, name=f"{tool.name}-rows", daemon=True)
+
+    def __enter__(self) -> _Counting:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tool.kill()  # only if it still runs: leaving early (a failure) must not leave the thread blocked
+        self._thread.join()
+
+    def _read(self) -> None:
+        try:
+            while data := self._tool.read(READ_SIZE):
+                self.counter.feed(data)
+            self.counter.finish()
+        except (OSError, ValueError) as error:
+            self._error = error
+
+    def result(self) -> RowCounter:
+        self._thread.join()
+        if self._error is not None:
+            raise RunnerError("VerifyFailed", f"reading {self._tool.name}'s script failed: {self._error}")
+        return self.counter
+
+
 class _Checker:
     def __init__(
         self,
@@ -171,6 +210,7 @@ class _Checker:
         self.deadline = deadline
         self.connection = connection
         self.token = secrets.token_hex(4)
+        self.rows: dict[str, dict[str, int]] = {}  # counted in the stream, or in a restored copy
 
     def run(self, path: Path | Stored, key: bytes | None) -> dict[str, int]:
         if self.layout.kind in (TAR, SET):
@@ -220,14 +260,19 @@ class _Checker:
                     )
                 )
             else:
-                argv = ["pg_restore", "-f", "/dev/null"]
-                tool = Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="VerifyFailed")
-                reader = ToolFeed(stack.enter_context(tool), needs_all=True)
+                # The script pg_restore would run, read to the end: every data block, and each table's rows.
+                argv = ["pg_restore", "-f", "-"]
+                tool = stack.enter_context(Tool(argv, env, self.scrub, stdin="pipe", failure="VerifyFailed"))
+                reader = ToolFeed(tool, needs_all=True)
+                counting = stack.enter_context(_Counting(tool))
             feed_all(stream, [ToolFeed(lister, needs_all=False), reader], self.deadline)
             listing.seek(0)
             expected = count_toc_tables(listing.read().decode("utf-8", errors="replace"))
             if scratch is not None:
                 self.compare_tables(Engine.POSTGRESQL, database, scratch, expected)
+                self.compare_rows(Engine.POSTGRESQL, database, scratch, None)
+            else:
+                self.rows[database] = counting.result().rows.get(None, {})
         return expected
 
     @cached_property
@@ -244,8 +289,8 @@ class _Checker:
     def check_sql(self, payload: Source) -> dict[str, int]:
         databases = self.manifest.databases
         several = len(databases) > 1
-        scanner = LineScanner()
-        consumers: list[Consumer] = [scanner]
+        scanner, counter = LineScanner(), RowCounter()
+        consumers: list[Consumer] = [scanner, counter]
         with ExitStack() as stack:
             scratches: dict[str, str] = {}
             if self.connection is not None:
@@ -270,8 +315,11 @@ class _Checker:
             tables = {databases[0] if db is None else db: n for db, n in scanner.tables.items() if db or not several}
             for database in databases:
                 tables.setdefault(database, 0)
+            for database in databases:
+                self.rows[database] = counter.rows.get(None if not several else database, {})
             for database, scratch in scratches.items():
                 self.compare_tables(Engine.MYSQL, database, scratch, tables[database])
+                self.compare_rows(Engine.MYSQL, database, scratch, self.rows[database])
         return tables
 
     def compare_tables(self, engine: Engine, database: str, scratch: str, expected: int) -> None:
@@ -282,6 +330,27 @@ class _Checker:
                 "VerifyFailed", f"restore test of {database!r}: {actual} tables restored, the dump has {expected}"
             )
         log.info("restore test passed", database=database, tables=actual)
+
+    def compare_rows(self, engine: Engine, database: str, scratch: str, counted: dict[str, int] | None) -> None:
+        """Each table's rows in the restored copy against the manifest's, recorded when the backup was taken, else
+        against `counted` in the stream now. With neither (a PostgreSQL restore test of a backup whose manifest
+        predates row counts, or the run's own test), the restored copy's counts become the backup's."""
+        assert self.connection is not None
+        actual = admin.count_rows(engine, self.connection, scratch, self.scrub)
+        expected = self.manifest.rows.get(database) or counted
+        if not expected:
+            self.rows[database] = actual
+            return
+        for table, rows in sorted(expected.items()):
+            if actual.get(table) != rows:
+                found = "missing" if table not in actual else f"{actual[table]} rows"
+                raise RunnerError(
+                    "VerifyFailed",
+                    f"restore test of {database!r}: table {table} is {found} after the restore; the backup holds "
+                    f"{rows} rows",
+                )
+        self.rows[database] = expected
+        log.info("restore test rows match", database=database, tables=len(expected), rows=sum(expected.values()))
 
     @contextmanager
     def scratch_database(self, engine: Engine, index: int) -> Iterator[str]:

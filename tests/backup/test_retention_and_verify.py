@@ -296,3 +296,51 @@ def test_a_backup_has_no_final_name_and_no_manifest_until_it_verified(
     assert len(seen) == 1
     assert seen[0].startswith(".shop-")
     assert seen[0].endswith(".dump.partial")
+
+
+def table_rows(server: Server, database: str) -> dict[str, int]:
+    """Each base table's rows, asked of the server table by table (names as the dumps write them)."""
+    if isinstance(server, PostgresServer):
+        names = server.sql(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+            database,
+        ).splitlines()
+        return {name: int(server.sql(f"SELECT count(*) FROM ONLY {name}", database)) for name in names}
+    names = server.sql(
+        f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{database}' "
+        "AND table_type = 'BASE TABLE'"
+    ).splitlines()
+    return {name: int(server.sql(f"SELECT COUNT(*) FROM `{name}`", database)) for name in names}
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_the_manifest_records_each_tables_rows_as_the_dump_holds_them(
+    server: Server, backups: Path, compression: str
+) -> None:
+    # Quotes, tabs, newlines, backslashes and binary in the data: none of it may be taken for a row.
+    file = backup(server, backups, "shop", "crm", name="rows", compression=compression, verify=None)
+    manifest = json.loads(file.with_name(file.name + ".json").read_text())
+    assert manifest["rows"] == {"shop": table_rows(server, "shop"), "crm": table_rows(server, "crm")}
+    assert manifest["rows"]["crm"] == {"public.contacts" if isinstance(server, PostgresServer) else "contacts": 200}
+
+
+def test_a_restore_test_compares_each_tables_rows_with_the_manifests(server: Server, backups: Path) -> None:
+    file = backup(server, backups, "shop", name="counted", verify=None)
+    args = ["verify", str(file), "--restore-test", *connection_args(server)]
+    passed = dbb(*args, env=password_env(server))
+    assert passed.code == 0, passed.stderr
+
+    # The manifest says the backup held one row more than the restore brings back: the restore test says which.
+    manifest_file = file.with_name(file.name + ".json")
+    manifest = json.loads(manifest_file.read_text())
+    table = "sales.orders" if isinstance(server, PostgresServer) else "orders"
+    manifest["rows"]["shop"][table] += 1
+    manifest_file.write_text(json.dumps(manifest))
+    failed = dbb(*args, env=password_env(server))
+    assert failed.code == 1
+    assert failed.result["reason"] == "VerifyFailed"
+    assert failed.result["message"] == (
+        f"restore test of 'shop': table {table} is 3000 rows after the restore; the backup holds 3001 rows"
+    )
+    assert not [d for d in server.databases() if d.startswith("dbb_verify_")]

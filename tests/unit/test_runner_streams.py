@@ -13,7 +13,7 @@ import pytest
 
 from reconciler.runner.compression import Compression, compressor, decompressor
 from reconciler.runner.errors import RunnerError
-from reconciler.runner.feeds import LineScanner, SqlRenamer
+from reconciler.runner.feeds import LineScanner, RowCounter, SqlRenamer
 from reconciler.runner.stream import OutputFile, remove_stale_temporaries
 
 DATA = b"".join(b"INSERT INTO t VALUES (%d, 'row %d');\n" % (i, i) for i in range(20000)) + os.urandom(50000)
@@ -176,3 +176,36 @@ def test_a_backup_published_by_another_run_at_the_last_moment_is_never_replaced(
             out.publish()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["db-20250101T000000Z.sql"]
     assert (tmp_path / "db-20250101T000000Z.sql").read_text() == "the other run's"
+
+
+PG_SCRIPT = (
+    b"SET statement_timeout = 0;\n"
+    b"COPY public.customers (id, note) FROM stdin;\n"
+    b"1\ttab\\there\\nnew line\n"
+    b"2\t\\\\.\n"  # a value that is a backslash and a dot: escaped, so not the end marker
+    b"\\.\n"
+    b'COPY "Sch\xc3\xa9ma"."T\xc3\xa5ble" (k) FROM stdin;\n'
+    b"\\.\n"
+    b"CREATE INDEX i ON public.customers (id);\n"
+)
+MYSQL_SCRIPT = (
+    b"-- Current Database: `shop`\n"
+    b"INSERT INTO `orders` VALUES (1,'a),(b'),(2,'it\\'s;'),(3,NULL);\n"
+    b"INSERT INTO `orders` VALUES (4,'x');\n"
+    b"-- Current Database: `crm`\n"
+    b"INSERT INTO `contacts` VALUES\n(1,'a;'),\n(2,'b\\\\'),\n(3,'),(');\n"
+    b"UNLOCK TABLES;\n"
+)
+
+
+@pytest.mark.parametrize("piece", [1, 3, 7, 1 << 20])
+def test_rows_are_counted_per_table_whatever_the_chunks(piece: int) -> None:
+    for script, expected in (
+        (PG_SCRIPT, {None: {"public.customers": 2, '"Schéma"."Tåble"': 0}}),
+        (MYSQL_SCRIPT, {"shop": {"orders": 4}, "crm": {"contacts": 3}}),
+    ):
+        counter = RowCounter()
+        for start in range(0, len(script), piece):
+            counter.feed(script[start : start + piece])
+        counter.finish()
+        assert counter.rows == expected
