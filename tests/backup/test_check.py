@@ -15,6 +15,7 @@ import pytest
 
 from tests.backup.cli import Outcome, backup, dbb, password_env
 from tests.backup.servers import MariaDBServer, PostgresServer
+from tests.backup.test_retention_and_verify import next_second
 from tests.backup.test_s3_backup import run_to_s3
 from tests.objectstore import SeaweedFS
 
@@ -51,7 +52,11 @@ def test_check_finds_a_changed_backup_and_a_deleted_one_and_changes_nothing(
 ) -> None:
     folder = tmp_path / "backups"
     folder.mkdir()
-    files = [owned(server, folder, "nightly", UID, key_file) for _ in range(3)]
+    files: list[Path] = []
+    for _ in range(3):
+        if files:
+            next_second(files[-1].name)  # a run refuses to replace a published backup of the same second
+        files.append(owned(server, folder, "nightly", UID, key_file))
     stranger = owned(server, folder, "other", str(uuid.uuid4()), key_file)
 
     passed = check(str(folder), "--backups", "2", "--key-file", str(key_file))
@@ -106,8 +111,10 @@ def test_check_in_a_bucket_finds_a_deleted_object(pg: PostgresServer, seaweedfs:
     url = f"s3://{seaweedfs.bucket}/{prefix}"
     flags = ["--verify", "--name", "nightly", "--owner", "ns/nightly", "--owner-uid", UID]
     flags += ["--encryption-key-file", str(key_file)]
-    objects = []
+    objects: list[str] = []
     for _ in range(2):
+        if objects:
+            next_second(objects[-1])  # backup names have whole seconds
         made = run_to_s3(pg, seaweedfs, url, *flags)
         assert made.code == 0, made.stderr
         objects.append(made.result["file"])
