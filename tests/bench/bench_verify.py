@@ -103,8 +103,10 @@ def report(db_size: int, m: dict[str, Measure], loads: list[float]) -> str:
     ]
     notes = (
         f"Best of {ROUNDS} rounds, the order reversed every other round. The restore test restores the whole "
-        "database into the scratch server in one transaction (`pg_restore -f - | psql`, without owners), counts its "
-        "tables against the dump's, and drops it. 1-minute load average at the start of each round and at the end: "
+        "database into the scratch server in one transaction (`pg_restore -f - | psql`, without owners), compares "
+        "its tables with the dump's and each table's rows with the manifest's, and drops it. Every run also counts "
+        "each table's rows in the dump as it verifies it. "
+        "1-minute load average at the start of each round and at the end: "
         + ", ".join(f"{load:.2f}" for load in loads)
         + "."
     )

@@ -193,3 +193,33 @@ def test_from_a_backup_of_all_only_postgresql_with_a_mapping_may_restore_beside_
     everything["spec"]["engine"] = "MySQL"  # a MySQL script restores every database in it, the named ones renamed
     [message] = refusals(restore(target=mapped), everything)
     assert "every database the backup holds" in message
+
+
+def test_a_restore_from_a_bucket_gets_the_keys_by_secret_reference_and_mounts_no_volume() -> None:
+    url = "s3://backups/shop/example-db/nightly-20261201T020000Z.dump.enc"
+    bucket = source()
+    bucket["spec"]["storage"] = {
+        "s3": {
+            "bucket": "backups",
+            "prefix": "shop/example-db",
+            "endpoint": "https://s3.internal:8333",
+            "forcePathStyle": True,
+            "credentialsSecret": {"name": "s3-keys"},
+        }
+    }
+    bucket["spec"]["encryption"] = {"keySecret": {"name": "backup-key"}}
+    bucket["status"] = {"lastBackup": {"file": url, "url": url}}
+    plan = start(restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]}), source=bucket)
+    assert plan.create is not None, plan.status
+    pod = plan.create["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"][:3] == ["dbb-backup", "restore", url]
+    assert "--s3-path-style" in container["args"]
+    assert any(a.startswith("--key-file=") for a in container["args"])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "s3-keys", "key": "AWS_ACCESS_KEY_ID"}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "https://s3.internal:8333"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "backups" not in volumes
+    assert volumes["encryption-key"]["secret"]["secretName"] == "backup-key"
+    assert not [a for a in container["args"] if "s3-keys" in a or "backup-key" in a]
