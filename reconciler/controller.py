@@ -32,14 +32,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from common.constants import GROUP, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
-from common.kube import MERGE_PATCH, body, raw, timeout
+from common.kube import timeout
 from reconciler.events import EventRecorder
 from reconciler.executor import Executor
 from reconciler.jobs import RunnerSettings, is_verification
 from reconciler.metrics import Metrics
 from reconciler.plan import Plan, World, decide
 from reconciler.queue import WorkQueue
-from reconciler.watches import watch
+from reconciler.watches import remember, watch, write_status
 
 __all__ = ["Controller"]
 
@@ -295,7 +295,7 @@ class Controller:
             # Measured when the Job exists, not when it was decided: the API server's time is part of the delay.
             lateness = (self.clock() - datetime.fromisoformat(scheduled)).total_seconds()
             self.metrics.lateness.observe(max(lateness, 0.0))
-        self._remember(self.jobs, created)
+        remember(self.jobs, created)
         owner = _owner(created)
         if owner is not None:
             self._jobs_of[owner].add(created["metadata"]["name"])
@@ -310,32 +310,7 @@ class Controller:
         self.jobs.store.pop((namespace, job_name), None)
 
     async def _write_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
-        namespace, name = key_of(obj)
-        try:
-            updated = await raw(
-                self._custom.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    body({"status": status}),
-                    _preload_content=False,
-                    **MERGE_PATCH,
-                    **timeout(),
-                )
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return  # deleted meanwhile
-            raise
-        self.metrics.api_requests.labels("patch", "databasebackups/status").inc()
-        self._remember(self.backups, updated)
-
-    @staticmethod
-    def _remember(informer: Informer, obj: dict[str, Any]) -> None:
-        """Write-through: our own write is newer than what the cache holds until its watch event arrives."""
-        informer.store[key_of(obj)] = informer.keep(obj)
+        await write_status(self._custom, PLURAL, self.backups, self.metrics, obj, status)
 
 
 # What the reconcile reads of each kind; the rest (pod templates, volume claims, most of a Pod) stays out of memory.

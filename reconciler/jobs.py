@@ -183,30 +183,8 @@ def restore_job(
         LABEL_RUN: RUN_RESTORE,
         "app.kubernetes.io/name": "databaserestore",
     }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": restore_job_name(metadata["name"], metadata["uid"]),
-            "namespace": metadata["namespace"],
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": RESTORE_KIND,
-                    "name": metadata["name"],
-                    "uid": metadata["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": spec.active_deadline_seconds,
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
-    }
+    name = restore_job_name(metadata["name"], metadata["uid"])
+    return _job_object(restore, RESTORE_KIND, name, labels, {}, pod, backoff_limit=0, spec=spec)
 
 
 @dataclass(frozen=True)
@@ -310,29 +288,45 @@ def _job(
     annotations = {ANNOTATION_SCHEDULED_TIME: rfc3339(scheduled)}
     if request is not None:
         annotations[ANNOTATION_BACKUP_NOW] = request
+    return _job_object(owner, KIND, name, labels, annotations, pod, backoff_limit=backoff_limit, spec=spec)
+
+
+def _job_object(
+    owner: dict[str, Any],
+    kind: str,
+    name: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    pod: dict[str, Any],
+    *,
+    backoff_limit: int,
+    spec: DatabaseBackupSpec,
+) -> dict[str, Any]:
+    """A Job in the owner's namespace that the owner (a `kind`) controls, labelled and annotated on the Job and
+    on its Pods alike."""
+    metadata = owner["metadata"]
+    template_metadata: dict[str, Any] = {"labels": labels}
+    job_metadata: dict[str, Any] = {"name": name, "namespace": metadata["namespace"], "labels": labels}
+    if annotations:
+        template_metadata["annotations"] = job_metadata["annotations"] = annotations
+    job_metadata["ownerReferences"] = [
+        {
+            "apiVersion": API_VERSION,
+            "kind": kind,
+            "name": metadata["name"],
+            "uid": metadata["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": metadata["namespace"],
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
-                    "name": metadata["name"],
-                    "uid": metadata["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
+        "metadata": job_metadata,
         "spec": {
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": spec.active_deadline_seconds,
-            "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod},
+            "template": {"metadata": template_metadata, "spec": pod},
         },
     }
 

@@ -30,7 +30,7 @@ from common.constants import (
 )
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
-from common.kube import MERGE_PATCH, body, raw, timeout
+from common.kube import raw, timeout
 from common.restores import parse_restore_spec
 from reconciler.events import EventRecorder
 from reconciler.executor import Executor
@@ -38,7 +38,7 @@ from reconciler.jobs import RunnerSettings, restore_job_name
 from reconciler.metrics import Metrics
 from reconciler.queue import WorkQueue
 from reconciler.restores import RestorePlan, RestoreWorld, decide_restore, needs_lookups
-from reconciler.watches import watch
+from reconciler.watches import remember, watch, write_status
 
 __all__ = ["RestoreController"]
 
@@ -198,7 +198,7 @@ class RestoreController:
                     raise
             else:
                 self.metrics.api_requests.labels("create", "jobs").inc()
-                self.jobs.store[key_of(created)] = self.jobs.keep(created)
+                remember(self.jobs, created)
         for event in plan.events:
             self.events.record(obj, event, now)
         if plan.status is not None:
@@ -213,24 +213,4 @@ class RestoreController:
             )
 
     async def _write_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
-        namespace, name = key_of(obj)
-        try:
-            updated = await raw(
-                self._custom.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    RESTORE_PLURAL,
-                    name,
-                    body({"status": status}),
-                    _preload_content=False,
-                    **MERGE_PATCH,
-                    **timeout(),
-                )
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return
-            raise
-        self.metrics.api_requests.labels("patch", "databaserestores/status").inc()
-        self.restores.store[key_of(updated)] = self.restores.keep(updated)
+        await write_status(self._custom, RESTORE_PLURAL, self.restores, self.metrics, obj, status)

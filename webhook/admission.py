@@ -14,14 +14,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from common.constants import ANNOTATION_SKIP_DATABASE_CHECK, GROUP, KIND
+from common.constants import ANNOTATION_SKIP_DATABASE_CHECK, KIND
 from common.defaults import default_claim_name, default_spec
 from common.model import FieldError, join_errors, parse_spec
 from common.statefulset import facts, ready_replicas
 from common.validation import validate
 from webhook.hosts import HOST_FIELD, HostFacts, host_problem
 from webhook.patch import patched_spec
-from webhook.reviews import API_VERSION, AdmissionRequest, AdmissionResponse, AdmissionReviewResponse
+from webhook.reviews import (
+    API_VERSION,
+    AdmissionRequest,
+    AdmissionResponse,
+    AdmissionReviewResponse,
+    denied,
+    unjudgeable,
+)
 from webhook.reviews import KIND as REVIEW_KIND
 from webhook.volumes import data_claim_reason, mounting_pod
 
@@ -126,7 +133,7 @@ def validate_request(
     uid = request["uid"]
     problem = _problem(request)
     if problem is not None:
-        return _denied(uid, problem)
+        return denied(uid, problem)
     if request.get("operation") not in ("CREATE", "UPDATE"):
         return {"uid": uid, "allowed": True}
     obj = cast(dict[str, Any], request.get("object"))
@@ -146,7 +153,7 @@ def validate_request(
         if warning is not None:
             warnings.append(_short(warning))
     if errors:
-        return _denied(uid, join_errors(errors))
+        return denied(uid, join_errors(errors))
     if spec is not None:
         warnings += _advice(obj)
     return _allowed(uid, warnings)
@@ -169,14 +176,7 @@ def mutate(request: AdmissionRequest, statefulset: Mapping[str, Any] | None) -> 
 
 
 def _problem(request: AdmissionRequest) -> str | None:
-    """Why this request is not one we can judge (wrong kind, no object), or None."""
-    kind = request.get("kind")
-    if not isinstance(kind, Mapping) or kind.get("group") != GROUP or kind.get("kind") != KIND:
-        shown = f"{kind.get('group')}/{kind.get('kind')}" if isinstance(kind, Mapping) else json.dumps(kind)
-        return f"this webhook admits {GROUP} {KIND} objects, not {shown}; check the webhook configuration's rules"
-    if request.get("operation") in ("CREATE", "UPDATE") and not isinstance(request.get("object"), Mapping):
-        return "request.object: must be an object (the DatabaseBackup)"
-    return None
+    return unjudgeable(request, KIND, ("CREATE", "UPDATE"))
 
 
 def _check_database(
@@ -288,10 +288,6 @@ def _allowed(uid: str, warnings: list[str]) -> AdmissionResponse:
     if warnings:
         response["warnings"] = warnings
     return response
-
-
-def _denied(uid: str, message: str) -> AdmissionResponse:
-    return {"uid": uid, "allowed": False, "status": {"code": 422, "reason": "Invalid", "message": message}}
 
 
 def _short(text: str) -> str:

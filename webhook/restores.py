@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from common.constants import GROUP, RESTORE_KIND
+from common.constants import RESTORE_KIND
 from common.model import join_errors
 from common.restores import judge, parse_restore_spec, restore_defaults
 from webhook.patch import patched_spec
-from webhook.reviews import AdmissionRequest, AdmissionResponse
+from webhook.reviews import AdmissionRequest, AdmissionResponse, denied, unjudgeable
 
 __all__ = ["Sources", "mutate_restore", "source_to_check", "validate_restore"]
 
@@ -68,28 +68,18 @@ def validate_restore(request: AdmissionRequest, found: Sources | None) -> Admiss
     uid = request["uid"]
     problem = _problem(request)
     if problem is not None:
-        return _denied(uid, problem)
+        return denied(uid, problem)
     if request.get("operation") != "CREATE":
         return {"uid": uid, "allowed": True}
     spec, errors = parse_restore_spec((request.get("object") or {}).get("spec"))
     if spec is not None and found is not None and found.error is None:
         errors += judge(spec, str(request.get("namespace") or ""), found.source, found.target_found)
     if errors:
-        return _denied(uid, join_errors(errors))
+        return denied(uid, join_errors(errors))
     if found is not None and found.error is not None:
         return {"uid": uid, "allowed": True, "warnings": [f"could not check the source or target: {found.error}"]}
     return {"uid": uid, "allowed": True}
 
 
 def _problem(request: AdmissionRequest) -> str | None:
-    kind = request.get("kind")
-    if not isinstance(kind, Mapping) or kind.get("group") != GROUP or kind.get("kind") != RESTORE_KIND:
-        shown = f"{kind.get('group')}/{kind.get('kind')}" if isinstance(kind, Mapping) else json.dumps(kind)
-        return f"this endpoint admits {GROUP} {RESTORE_KIND} objects, not {shown}; check the webhook configuration"
-    if request.get("operation") == "CREATE" and not isinstance(request.get("object"), Mapping):
-        return "request.object: must be an object (the DatabaseRestore)"
-    return None
-
-
-def _denied(uid: str, message: str) -> AdmissionResponse:
-    return {"uid": uid, "allowed": False, "status": {"code": 422, "reason": "Invalid", "message": message}}
+    return unjudgeable(request, RESTORE_KIND, ("CREATE",))
