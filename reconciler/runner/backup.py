@@ -28,8 +28,8 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Final
@@ -45,6 +45,7 @@ from reconciler.runner.layout import CUSTOM, SQL, TAR, extension, member_name
 from reconciler.runner.manifest import ENCRYPTION_AES, ENCRYPTION_NONE, Manifest, Member, Owner
 from reconciler.runner.naming import BackupName, orphan_manifests, parse_backup_name, retention_plan
 from reconciler.runner.process import Deadline, Tool, run_capture
+from reconciler.runner.queries import Query, snapshots
 from reconciler.runner.stream import OutputFile, remove_stale_temporaries, storage_error, write_all, write_atomically
 from reconciler.runner.verify import verify_backup
 
@@ -71,6 +72,7 @@ class RunOptions:
     user_is_secret: bool = False  # the user name came from a Secret (DB_USER): the manifest does not record it
     owner: Owner | None = None  # the DatabaseBackup that runs us: recorded, and the only one retention serves
     stale_upload_age: float = 86400.0  # s3: abort this name's incomplete uploads older than this (killed runs)
+    queries: Sequence[Query] = ()  # verify.queries: recorded in the dump's own snapshot (PostgreSQL)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Target:
     globals: bool
     server_version: str
     tool: str
+    snapshots: Mapping[str, str] = field(default_factory=dict)  # per database: the exported snapshot to dump in
 
 
 def utc_iso(moment: datetime) -> str:
@@ -103,15 +106,18 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
     with OutputFile(options.output_dir, name.file) as out:
         encryptor = Encryptor(options.key, out) if options.key is not None else None
         head: Sink = encryptor if encryptor is not None else out
-        if kind == TAR:
-            members = dump_tar(options, target, head, scrub, deadline)
-        else:
-            dump_stream(options, target, kind, head, scrub, deadline)
+        with snapshots(options.engine, options.connection, options.queries, target.databases, scrub) as recorded:
+            target = replace(target, snapshots=recorded.ids)
+            if kind == TAR:
+                members = dump_tar(options, target, head, scrub, deadline)
+            else:
+                dump_stream(options, target, kind, head, scrub, deadline)
         if encryptor is not None:
             encryptor.close()
         deadline.check()
         out.seal()
         manifest = describe(options, target, name, kind, members, out.size, out.sha256.hexdigest(), started, clock)
+        manifest = replace(manifest, queries=recorded.results)
         if options.verify:
             # The file still has its temporary name: a backup that fails here never had a final name, and its
             # temporary file goes when this block is left.
@@ -271,7 +277,10 @@ def dump_stream(
 ) -> None:
     env = engines.child_env(options.engine, options.connection)
     if kind == CUSTOM:
-        argv = engines.pg_dump_argv(options.connection, target.databases[0], options.compression)
+        database = target.databases[0]
+        argv = engines.pg_dump_argv(
+            options.connection, database, options.compression, snapshot=target.snapshots.get(database)
+        )
         # pg_dump compresses gzip itself (see engines); only zstd is ours.
         stage = compressor(Compression.ZSTD if options.compression is Compression.ZSTD else Compression.NONE, head)
     else:
@@ -324,7 +333,9 @@ def member_dumps(options: RunOptions, target: Target) -> list[MemberDump]:
         work.append(MemberDump(None, engines.pg_globals_argv(options.connection), options.compression))
     ours = Compression.ZSTD if options.compression is Compression.ZSTD else Compression.NONE
     for name in target.databases:
-        work.append(MemberDump(name, engines.pg_dump_argv(options.connection, name, options.compression), ours))
+        snapshot = target.snapshots.get(name)
+        argv = engines.pg_dump_argv(options.connection, name, options.compression, snapshot=snapshot)
+        work.append(MemberDump(name, argv, ours))
     return work
 
 

@@ -204,13 +204,17 @@ def _pg_target(connection: Connection) -> list[str]:
     return ["-h", connection.host, "-p", str(connection.port), "-U", connection.user, "-w"]
 
 
-def pg_dump_argv(connection: Connection, database: str, compression: Compression) -> list[str]:
+def pg_dump_argv(
+    connection: Connection, database: str, compression: Compression, *, snapshot: str | None = None
+) -> list[str]:
+    """`snapshot`: an exported snapshot to dump in (verify.queries were recorded in it; see queries.py)."""
     # gzip: pg_dump's own per-table zlib at its default level, as a plain `pg_dump -Fc` does.
     level = [] if compression is Compression.GZIP else ["-Z0"]
     return [
         "pg_dump",
         "-Fc",
         *level,
+        *([f"--snapshot={snapshot}"] if snapshot is not None else []),
         f"--lock-wait-timeout={PG_LOCK_WAIT_TIMEOUT}",
         *_pg_target(connection),
         "-d",

@@ -39,6 +39,7 @@ from reconciler.runner.manifest import Manifest, Owner, manifest_path, read_mani
 from reconciler.runner.naming import MANIFEST_SUFFIX, validate_prefix
 from reconciler.runner.objectstore import S3Location
 from reconciler.runner.process import Deadline
+from reconciler.runner.queries import parse_queries
 from reconciler.runner.report import failure_result, render, success_result, write_termination_log
 from reconciler.runner.restore import RestoreOptions, restore_backup
 from reconciler.runner.s3backup import S3Object, S3Settings, run_backup_s3, s3_client
@@ -139,6 +140,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): AES-256-GCM")
     run.add_argument("--verify", action="store_true", help="check the new backup (checksum and structure)")
     run.add_argument("--restore-test", action="store_true", help="with --verify: restore into a scratch database")
+    run.add_argument(
+        "--queries",
+        metavar="JSON",
+        help='[{"name", "database", "sql"}]: record what each prints, in the dump\'s snapshot (PostgreSQL)',
+    )
     run.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
     run.add_argument("--timeout", type=_seconds, help="give up after this many seconds")
 
@@ -341,6 +347,7 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         user_is_secret=not args.user,
         owner=owner,
         stale_upload_age=args.stale_upload_age,
+        queries=parse_queries(args.queries) if args.queries else (),
     )
     if location is not None:
         settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)

@@ -18,6 +18,11 @@ where the backup came from (and where `verify --restore-test` goes by default).
 table as `schema.table`, quoted as pg_dump quotes it; a MySQL table by its name); a restore test compares the
 restored tables with them.
 
+`queries` (only with `verify.queries`, PostgreSQL): each query as `{"name", "database", "sql", "sha256", "result"}`,
+what it printed (psql, unaligned, tuples only, fixed settings; see `queries.py`) in the very snapshot pg_dump took;
+`result` is the text itself when it is at most 512 characters. A restore test runs each again on the restored copy
+and compares.
+
 `owner` is the DatabaseBackup that made the backup (null for a run by hand without `--owner`); retention deletes
 only backups whose manifest names its own owner's uid. Manifests written before `owner` and `verified` existed read
 as owner null and verified false.
@@ -39,11 +44,21 @@ from typing import Any, Final
 from reconciler.runner.errors import RunnerError
 from reconciler.runner.naming import MANIFEST_SUFFIX
 
-__all__ = ["FORMAT_VERSION", "Manifest", "Member", "Owner", "manifest_path", "read_manifest", "set_digest"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Manifest",
+    "Member",
+    "Owner",
+    "QueryResult",
+    "manifest_path",
+    "read_manifest",
+    "set_digest",
+]
 
 FORMAT_VERSION: Final = 1
 ENCRYPTION_NONE: Final = "none"
 ENCRYPTION_AES: Final = "aes-256-gcm-chunked-v1"
+SHOWN_RESULT: Final = 512  # a query's result up to this many characters is kept as it printed
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,30 @@ def set_digest(members: list[Member]) -> str:
     """A set's sha256: of its members' `sha256sum` lines, in manifest order (`<sha256>  <name>\n` each)."""
     listing = "".join(f"{m.sha256}  {m.name}\n" for m in members)
     return hashlib.sha256(listing.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A query and what it printed at backup time: its sha256 and, when short, the text itself."""
+
+    name: str
+    database: str
+    sql: str
+    sha256: str
+    result: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"name": self.name, "database": self.database, "sql": self.sql, "sha256": self.sha256}
+        return data if self.result is None else {**data, "result": self.result}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> QueryResult:
+        if not isinstance(raw, dict) or not all(
+            isinstance(raw.get(k), str) for k in ("name", "database", "sql", "sha256")
+        ):
+            raise ValueError("queries is not a list of {name, database, sql, sha256}")
+        result = raw.get("result")
+        return cls(raw["name"], raw["database"], raw["sql"], raw["sha256"], result if isinstance(result, str) else None)
 
 
 @dataclass(frozen=True)
@@ -103,11 +142,16 @@ class Manifest:
     # Rows per table, per database, as the backup holds them (counted in the dump as the run verified it); a restore
     # test compares the restored tables with them. Empty in manifests written before, or by a run without --verify.
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    # verify.queries (PostgreSQL): each query, and what it printed in the snapshot the dump was taken in.
+    queries: list[QueryResult] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
         data = {_camel(k): v for k, v in asdict(self).items()}
         data["members"] = [{k: v for k, v in m.items() if v is not None or k == "database"} for m in data["members"]]
+        data["queries"] = [q.to_dict() for q in self.queries]
+        if not self.queries:
+            del data["queries"]
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
@@ -133,6 +177,10 @@ class Manifest:
         values["verified"] = data.get("verified") is True
         values["owner"] = Owner.from_json(data.get("owner"))
         values["rows"] = _rows(data.get("rows", {}))
+        queries = data.get("queries", [])
+        if not isinstance(queries, list):
+            raise ValueError("queries is not a list")
+        values["queries"] = [QueryResult.from_dict(item) for item in queries]
         return cls(**values)
 
 

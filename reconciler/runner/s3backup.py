@@ -63,6 +63,7 @@ from reconciler.runner.objectstore import (
     storage_error,
 )
 from reconciler.runner.process import Deadline
+from reconciler.runner.queries import snapshots
 from reconciler.runner.verify import verify_backup
 
 __all__ = ["S3Object", "S3Settings", "run_backup_s3", "s3_client"]
@@ -162,21 +163,24 @@ def run_backup_s3(
     extra: dict[str, Any] = settings.object_arguments()
     if options.owner is not None:
         extra["Metadata"] = {OWNER_METADATA: options.owner.uid}
-    if kind == SET:
-        members = _upload_set(options, target, client, location.bucket, key, extra, scrub, deadline)
-        size, sha256 = sum(m.size or 0 for m in members), set_digest(members)
-    else:
-        out = _upload(
-            options,
-            client,
-            location.bucket,
-            key,
-            extra,
-            deadline,
-            lambda head: dump_stream(options, target, kind, head, scrub, deadline),
-        )
-        members, size, sha256 = [], out.size, out.sha256.hexdigest()
+    with snapshots(options.engine, options.connection, options.queries, target.databases, scrub) as recorded:
+        target = replace(target, snapshots=recorded.ids)
+        if kind == SET:
+            members = _upload_set(options, target, client, location.bucket, key, extra, scrub, deadline)
+            size, sha256 = sum(m.size or 0 for m in members), set_digest(members)
+        else:
+            out = _upload(
+                options,
+                client,
+                location.bucket,
+                key,
+                extra,
+                deadline,
+                lambda head: dump_stream(options, target, kind, head, scrub, deadline),
+            )
+            members, size, sha256 = [], out.size, out.sha256.hexdigest()
     manifest = describe(options, target, name, kind, members, size, sha256, started, clock)
+    manifest = replace(manifest, queries=recorded.results)
     stored = S3Object(client, location.bucket, key)
     if options.verify:
         try:

@@ -42,9 +42,10 @@ from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.feeds import Consumer, LineScanner, RowCounter, SqlRenamer, ToolFeed, feed_all
 from reconciler.runner.layout import CUSTOM, SET, TAR, Layout, Stored, members, open_payload, parse_layout, stored
-from reconciler.runner.manifest import Manifest, read_manifest, set_digest
+from reconciler.runner.manifest import SHOWN_RESULT, Manifest, read_manifest, set_digest
 from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
+from reconciler.runner.queries import run_query
 
 __all__ = ["VerifyReport", "check_decoding", "count_toc_tables", "verify_backup"]
 
@@ -271,6 +272,7 @@ class _Checker:
             if scratch is not None:
                 self.compare_tables(Engine.POSTGRESQL, database, scratch, expected)
                 self.compare_rows(Engine.POSTGRESQL, database, scratch, None)
+                self.compare_queries(database, scratch)
             else:
                 self.rows[database] = counting.result().rows.get(None, {})
         return expected
@@ -352,6 +354,26 @@ class _Checker:
         self.rows[database] = expected
         log.info("restore test rows match", database=database, tables=len(expected), rows=sum(expected.values()))
 
+    def compare_queries(self, database: str, scratch: str) -> None:
+        """Each of the manifest's queries on `database`, run again on its restored copy: it must print the same."""
+        assert self.connection is not None
+        for recorded in (q for q in self.manifest.queries if q.database == database):
+            try:
+                printed = run_query(self.connection, scratch, recorded.sql, self.scrub)
+            except RunnerError as error:
+                raise RunnerError(
+                    "VerifyFailed", f"restore test of {database!r}: query {recorded.name!r} failed: {error.message}"
+                ) from None
+            if _sha256(printed) != recorded.sha256:
+                now = _shown(printed) if len(printed) <= SHOWN_RESULT else f"sha256 {_sha256(printed)[:12]}…"
+                then = _shown(recorded.result) if recorded.result is not None else f"sha256 {recorded.sha256[:12]}…"
+                raise RunnerError(
+                    "VerifyFailed",
+                    f"restore test of {database!r}: query {recorded.name!r} gives {now} after the restore; the "
+                    f"backup recorded {then}",
+                )
+            log.info("restore test query matches", database=database, query=recorded.name)
+
     @contextmanager
     def scratch_database(self, engine: Engine, index: int) -> Iterator[str]:
         assert self.connection is not None
@@ -361,3 +383,13 @@ class _Checker:
             yield name
         finally:
             admin.drop_database(engine, self.connection, name, self.scrub)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _shown(printed: str, limit: int = 120) -> str:
+    """A query's printed result in an error message: one line, quoted, cut."""
+    text = printed.rstrip("\n").replace("\n", " ⏎ ")
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
