@@ -16,7 +16,9 @@ from enum import StrEnum
 from typing import Any, Final, TypeVar
 
 __all__ = [
+    "MAX_QUERY_LENGTH",
     "MAX_VERIFIED_BACKUPS",
+    "MAX_VERIFY_QUERIES",
     "CheckedBackup",
     "Compression",
     "ConcurrencyPolicy",
@@ -196,6 +198,19 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class VerifyQuery:
+    """spec.verify.queries[]: SQL whose result a run records and every restore test compares (PostgreSQL)."""
+
+    name: str
+    sql: str
+    database: str | None = None  # None: the one database backed up
+
+
+MAX_VERIFY_QUERIES: Final = 16
+MAX_QUERY_LENGTH: Final = 4096
+
+
+@dataclass(frozen=True)
 class DatabaseBackupSpec:
     database_name: str
     schedule: str
@@ -221,6 +236,7 @@ class DatabaseBackupSpec:
     verify_schedule: str | None = None
     verify_backups: int = 1
     verify_image: str | None = None  # the scratch server's image for restore tests; default the StatefulSet's
+    verify_queries: tuple[VerifyQuery, ...] = ()
 
 
 # --- status ---------------------------------------------------------------------------------------------------
@@ -521,6 +537,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
             verify.integer("backups", minimum=1, maximum=MAX_VERIFIED_BACKUPS) if verify else None,
             defaults.verify_backups,
         ),
+        verify_queries=_queries(verify) if verify else (),
     )
     if database_name is None or schedule is None:
         return None, errors
@@ -606,6 +623,16 @@ def _s3(s3: _Reader | None) -> S3Storage | None:
     )
 
 
+def _queries(verify: _Reader) -> tuple[VerifyQuery, ...]:
+    items = verify.objects("queries")
+    found = []
+    for item in items:
+        name, sql = item.string("name", required=True), item.string("sql", required=True)
+        if name is not None and sql is not None:
+            found.append(VerifyQuery(name=name, sql=sql, database=item.string("database")))
+    return tuple(found)
+
+
 def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
@@ -686,6 +713,22 @@ class _Reader:
                     FieldError(f"{self.path}.{key}[{index}]", f"must be a non-empty string, not {_show(item)}")
                 )
         return tuple(good)
+
+    def objects(self, key: str) -> list[_Reader]:
+        """A list of objects, each read on its own (`key[i]` in errors)."""
+        value = self._get(key, False)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self._wrong(key, "a list of objects", value)
+            return []
+        readers = []
+        for index, item in enumerate(value):
+            if isinstance(item, Mapping):
+                readers.append(_Reader(item, f"{self.path}.{key}[{index}]", self.errors))
+            else:
+                self.errors.append(FieldError(f"{self.path}.{key}[{index}]", f"must be an object, not {_show(item)}"))
+        return readers
 
     def mapping(self, key: str, *, required: bool = False) -> _Reader | None:
         value = self._get(key, required)

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from common.constants import BACKUP_ROOT, DEFAULT_TIME_ZONE
 from common.model import (
+    MAX_QUERY_LENGTH,
+    MAX_VERIFY_QUERIES,
     RESOURCE_NAMES,
     ConfigMapKeyRef,
     DatabaseBackupSpec,
@@ -81,6 +83,7 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
             yield FieldError("spec.verify.schedule", str(error))
     if spec.backup_path is not None:
         yield from _backup_path(spec.backup_path)
+    yield from _queries(spec)
     connection = spec.connection
     if connection.host is not None and not _is_host(connection.host):
         yield FieldError("spec.connection.host", f'"{connection.host}" is not a DNS name or an IP address')
@@ -227,6 +230,42 @@ def _username(user: str) -> Iterator[FieldError]:
         yield FieldError(where, f"{user!r} must not contain control characters")
     elif len(user.encode()) > 255:
         yield FieldError(where, f'"{user[:40]}…" is longer than 255 bytes')
+
+
+def _queries(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
+    queries = spec.verify_queries
+    if not queries:
+        return
+    where = "spec.verify.queries"
+    if spec.engine is Engine.MYSQL:
+        yield FieldError(
+            where,
+            "are for PostgreSQL only; the engine is MySQL, whose dump snapshot (mysqldump --single-transaction) "
+            "cannot be shared, so a result recorded beside the dump could differ from the dump",
+        )
+    if len(queries) > MAX_VERIFY_QUERIES:
+        yield FieldError(where, f"{len(queries)} queries; at most {MAX_VERIFY_QUERIES}")
+    databases = spec.connection.databases
+    one = databases[0] if len(databases) == 1 and databases[0] != "all" else None
+    listed = set(databases) - {"all"}
+    seen: set[str] = set()
+    for index, query in enumerate(queries):
+        at = f"{where}[{index}]"
+        yield from _dns_label(f"{at}.name", query.name, "a query name")
+        if query.name in seen:
+            yield FieldError(f"{at}.name", f'"{query.name}" names another query too')
+        seen.add(query.name)
+        if not query.sql.strip():
+            yield FieldError(f"{at}.sql", "must not be empty")
+        elif len(query.sql) > MAX_QUERY_LENGTH:
+            yield FieldError(f"{at}.sql", f"{len(query.sql)} characters; at most {MAX_QUERY_LENGTH}")
+        if query.database is None and one is None:
+            yield FieldError(f"{at}.database", "is required: the backup covers several databases, or all")
+        elif query.database is not None and listed and "all" not in databases and query.database not in listed:
+            shown = ", ".join(sorted(listed))
+            yield FieldError(
+                f"{at}.database", f'"{query.database}" is not backed up (spec.connection.databases: {shown})'
+            )
 
 
 def _dns_label(where: str, value: str, what: str) -> Iterator[FieldError]:

@@ -378,9 +378,18 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
         arguments.append(f"--encryption-key-file={KEY_MOUNT}/key")
     if spec.restore_test:
         arguments.append("--restore-test")
+    if spec.verify_queries:
+        arguments.append(f"--queries={_queries_json(spec)}")
     if connection.tls is not None:
         arguments += _tls_arguments(connection.tls)
     return [escape_expansion(a) for a in arguments]
+
+
+def _queries_json(spec: DatabaseBackupSpec) -> str:
+    """verify.queries for the runner, each with its database (the one backed up, when the spec leaves it out)."""
+    default = spec.connection.databases[0] if spec.connection.databases else ""
+    items = [{"name": q.name, "database": q.database or default, "sql": q.sql} for q in spec.verify_queries]
+    return json.dumps(items, separators=(",", ":"), ensure_ascii=False)
 
 
 def _location(spec: DatabaseBackupSpec, namespace: str) -> str:

@@ -126,4 +126,6 @@ def _check_one(
         message = one_line(scrub(error.message), MAX_REASON_MESSAGE)
         return {**report, "result": "Failed", "reason": error.reason, "message": message}
     passed = {**report, "result": "Passed", "sha256": verified.sha256}
-    return {**passed, "restoreTested": True} if verified.restore_tested else passed
+    if not verified.restore_tested:
+        return passed
+    return {**passed, "restoreTested": True, **({"queries": verified.queries} if verified.queries else {})}

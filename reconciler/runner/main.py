@@ -389,6 +389,7 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
         "sha256": report.sha256,
         "tables": report.tables,
         "restoreTested": report.restore_tested,
+        "queries": report.queries,
     }
 
 

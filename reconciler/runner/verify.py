@@ -64,6 +64,7 @@ class VerifyReport:
     tables: dict[str, int] = field(default_factory=dict)  # per database, as the dump has them
     restore_tested: bool = False
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # per database and table, as the dump has them
+    queries: int = 0  # the manifest's queries that a restore test ran again and found the same
 
 
 def verify_backup(
@@ -90,6 +91,7 @@ def verify_backup(
     report.tables = checker.run(path, key)
     report.restore_tested = restore_connection is not None
     report.rows = checker.rows
+    report.queries = checker.queries
     log.info("backup verified", file=manifest.file, tables=report.tables, restore_tested=report.restore_tested)
     return report
 
@@ -212,6 +214,7 @@ class _Checker:
         self.connection = connection
         self.token = secrets.token_hex(4)
         self.rows: dict[str, dict[str, int]] = {}  # counted in the stream, or in a restored copy
+        self.queries = 0  # compared in a restored copy
 
     def run(self, path: Path | Stored, key: bytes | None) -> dict[str, int]:
         if self.layout.kind in (TAR, SET):
@@ -372,6 +375,7 @@ class _Checker:
                     f"restore test of {database!r}: query {recorded.name!r} gives {now} after the restore; the "
                     f"backup recorded {then}",
                 )
+            self.queries += 1
             log.info("restore test query matches", database=database, query=recorded.name)
 
     @contextmanager

@@ -50,6 +50,7 @@ def test_a_query_is_recorded_and_a_restore_test_runs_it_again(pg: PostgresServer
     args = ["verify", str(file), "--restore-test", *connection_args(pg)]
     passed = dbb(*args, env=password_env(pg))
     assert passed.code == 0, passed.stderr
+    assert passed.result["queries"] == 2
 
     # What the backup recorded differs from what its restore gives: the restore test names the query and both.
     manifest["queries"][0]["result"] = "501|156563.75|2026-01-21 21:00:00+00\n"

@@ -42,6 +42,14 @@ def servers(kube: Kube, deployed: str) -> Iterator[dict[str, databases.Database]
         yield found
 
 
+# verify.queries, PostgreSQL only (refused for MySQL: its dump snapshot cannot be shared).
+QUERIES: dict[str, dict[str, Any]] = {
+    "postgresql": {
+        "queries": [{"name": "orders", "database": "app", "sql": "SELECT count(*), sum(amount) FROM orders"}]
+    },
+}
+
+
 def verification(kube: Kube, owner: str, result: str, after: str | None = None) -> dict[str, Any]:
     """Waits for a lastVerification with `result`, from a Job other than `after`."""
 
@@ -64,7 +72,7 @@ def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
             db,
             "0 0 1 1 *",
             backup_now="first",
-            verify={"schedule": "*/1 * * * *", "backups": 2, "restoreTest": True},
+            verify={"schedule": "*/1 * * * *", "backups": 2, "restoreTest": True, **QUERIES.get(engine, {})},
         )
     )
     backup = wait_for(
@@ -80,6 +88,8 @@ def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
     # The restore test ran in the scratch server beside the check, as its termination message says.
     message = termination_message(kube, NAMESPACE, passed["job"])
     assert [c["restoreTested"] for c in message["checked"]] == [True], message
+    # PostgreSQL: the query recorded in the dump's snapshot gave the same result in the scratch server.
+    assert [c.get("queries", 0) for c in message["checked"]] == [len(QUERIES.get(engine, {}).get("queries", []))]
 
     job = kube.get("job", passed["job"], NAMESPACE)
     assert job["metadata"]["labels"][LABEL_BACKUP_NAME] == owner
