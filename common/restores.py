@@ -3,15 +3,17 @@ again before it starts the Job (pure: the caller looks the source DatabaseBackup
 
 A DatabaseRestore names a DatabaseBackup (`spec.source.databaseBackup`) and one of its backups (`source.file`,
 defaulted at admission to the newest one, so that what is restored is fixed when it is applied, not when a Job
-happens to start); the target StatefulSet (`target.databaseName`, defaulted to the source's database); a mapping
-of database names; and `replace`.
+happens to start); the target StatefulSet (`target.databaseName`, defaulted to the source's database) or a server
+outside the namespace's StatefulSets (`target.external`: host, port, TLS, with `target.credentialsSecret`); a
+mapping of database names; and `replace`.
 
 What is refused, and where:
 - at apply time (webhook and reconciler alike): a source that does not exist, has no backup yet, or whose chosen
   backup its last scheduled check found damaged or missing; a file outside the source's own storage; a target
   StatefulSet that does not exist; and, without `replace`, a restore onto a database the source itself backs up on
   its own StatefulSet. That database exists by definition: it is the one being protected.
-- by the restore itself (`dbb-backup restore` without `--replace`): any other target database that exists. Only
+- by the restore itself (`dbb-backup restore` without `--replace`): any other target database that exists, on an
+  external server too (a server of another engine fails the restore's first connection). Only
   the database server knows, and the webhook neither holds database credentials nor connects to databases.
 """
 
@@ -23,10 +25,12 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from common.constants import BACKUP_ROOT
-from common.model import CredentialsSecret, Engine, FieldError, _Reader, _show, parse_spec
+from common.model import CredentialsSecret, Engine, FieldError, Tls, _Reader, _show, _tls, parse_spec
+from common.validation import is_host, tls_problems
 
 __all__ = [
     "DatabaseRestoreSpec",
+    "ExternalTarget",
     "NameMapping",
     "judge",
     "newest_backup",
@@ -44,13 +48,28 @@ class NameMapping:
 
 
 @dataclass(frozen=True)
+class ExternalTarget:
+    """`spec.target.external`: a database server outside this namespace's StatefulSets (a rebuilt server, a managed
+    service), reached at `host:port` with `target.credentialsSecret`."""
+
+    host: str
+    port: int | None = None  # None: the engine's own (5432, 3306)
+    tls: Tls | None = None
+
+    def __str__(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class DatabaseRestoreSpec:
     database_backup: str
     file: str | None = None
     target_database_name: str | None = None
+    external: ExternalTarget | None = None
     credentials_secret: CredentialsSecret | None = None
     databases: tuple[NameMapping, ...] = ()
     replace: bool = False
+    no_owner: bool = False  # PostgreSQL: without ownership and grants (a server that lacks the source's roles)
 
 
 def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestoreSpec | None, list[FieldError]]:
@@ -89,6 +108,7 @@ def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestore
     if len(set(seen.values())) != len(seen):
         errors.append(FieldError(f"{path}.target.databases", "two databases are mapped to the same name"))
     replace = spec.boolean("replace")
+    external = _external(target, credentials, path) if target else None
     if backup is None or errors:
         return None, errors
     return (
@@ -96,12 +116,38 @@ def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestore
             database_backup=backup,
             file=file or None,
             target_database_name=(target.string("databaseName") if target else None) or None,
+            external=external,
             credentials_secret=credentials,
             databases=tuple(mapping),
             replace=bool(replace),
+            no_owner=bool(spec.boolean("noOwner")),
         ),
         errors,
     )
+
+
+def _external(target: _Reader, credentials: CredentialsSecret | None, path: str) -> ExternalTarget | None:
+    given = target.mapping("external")
+    if given is None:
+        return None
+    where = f"{path}.target"
+    if target.raw.get("databaseName"):
+        target.errors.append(FieldError(where, "give databaseName or external, not both"))
+    if credentials is None:
+        target.errors.append(
+            FieldError(
+                f"{where}.credentialsSecret",
+                "is required with external: the Secret with the user name and password for that server",
+            )
+        )
+    host = given.string("host", required=True)
+    if host is not None and not is_host(host):
+        target.errors.append(FieldError(f"{where}.external.host", f"{host!r} is not a DNS name or an IP address"))
+    port = given.integer("port", minimum=1, maximum=65535)
+    tls = _tls(given.mapping("tls"))
+    if tls is not None:
+        target.errors.extend(tls_problems(tls, None, f"{where}.external.tls"))
+    return ExternalTarget(host, port, tls) if host else None
 
 
 def source_location(source: Mapping[str, Any]) -> str | None:
@@ -140,7 +186,8 @@ def restore_defaults(raw_spec: Mapping[str, Any], source: Mapping[str, Any] | No
     if not given_source.get("file") and (newest := newest_backup(source)) is not None:
         defaults["source"] = {"file": newest}
     database = (source.get("spec") or {}).get("databaseName")
-    if not given_target.get("databaseName") and isinstance(database, str) and database:
+    external = "external" in given_target
+    if not external and not given_target.get("databaseName") and isinstance(database, str) and database:
         defaults["target"] = {"databaseName": database}
     return defaults
 
@@ -189,8 +236,10 @@ def judge(
                     f"{file!r} failed its last check ({damaged}): pick another backup with spec.source.file",
                 )
             )
-    target = spec.target_database_name or (source_spec.database_name if source_spec else None)
-    if target_found is False:
+    target = (
+        None if spec.external else spec.target_database_name or (source_spec.database_name if source_spec else None)
+    )
+    if target_found is False and target is not None:
         errors.append(
             FieldError(
                 "spec.target.databaseName",

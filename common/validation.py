@@ -30,7 +30,7 @@ from common.model import (
 from common.names import MAX_NAME_LENGTH
 from common.schedule import ScheduleError, parse_schedule, parse_time_zone
 
-__all__ = ["default_backup_path", "normalize_backup_path", "validate", "validate_name"]
+__all__ = ["default_backup_path", "is_host", "normalize_backup_path", "tls_problems", "validate", "validate_name"]
 
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _SECRET_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")
@@ -85,7 +85,7 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
         yield from _backup_path(spec.backup_path)
     yield from _queries(spec)
     connection = spec.connection
-    if connection.host is not None and not _is_host(connection.host):
+    if connection.host is not None and not is_host(connection.host):
         yield FieldError("spec.connection.host", f'"{connection.host}" is not a DNS name or an IP address')
     if connection.username is not None:
         yield from _username(connection.username)
@@ -98,7 +98,7 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
         yield from _secret_key("spec.connection.credentialsSecret.usernameKey", secret.username_key)
         yield from _secret_key("spec.connection.credentialsSecret.passwordKey", secret.password_key)
     if connection.tls is not None:
-        yield from _tls(connection.tls, spec.engine)
+        yield from tls_problems(connection.tls, spec.engine, "spec.connection.tls")
     if spec.claim_name is not None:
         yield from _dns_subdomain("spec.storage.persistentVolumeClaim.claimName", spec.claim_name)
     if spec.encryption_key:
@@ -163,8 +163,8 @@ def _is_ip(text: str) -> bool:
         return False
 
 
-def _tls(tls: Tls, engine: Engine | None) -> Iterator[FieldError]:
-    where = "spec.connection.tls"
+def tls_problems(tls: Tls, engine: Engine | None, where: str) -> Iterator[FieldError]:
+    """What is wrong with a `tls` block at `where` (a DatabaseBackup's connection, a DatabaseRestore's target)."""
     if tls.mode is TlsMode.VERIFY_FULL and tls.ca is None:
         yield FieldError(
             f"{where}.ca",
@@ -290,7 +290,8 @@ def _secret_key(where: str, value: str) -> Iterator[FieldError]:
         yield FieldError(where, f'"{value}" is not a valid Secret key (letters, digits, "-", "_" and ".")')
 
 
-def _is_host(host: str) -> bool:
+def is_host(host: str) -> bool:
+    """A DNS name or an IP address."""
     try:
         ipaddress.ip_address(host)
         return True

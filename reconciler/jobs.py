@@ -149,6 +149,7 @@ def restore_job(
     targets: Mapping[str, str],
     replace: bool,
     runner: RunnerSettings,
+    no_owner: bool = False,
 ) -> dict[str, Any]:
     """The one Job of a DatabaseRestore: `dbb-backup restore FILE` with the source's storage (the volume read-only,
     or the S3 variables) and key, and the target's connection, which `spec.connection` holds (the source's own
@@ -170,6 +171,8 @@ def restore_job(
         arguments.append(f"--port={connection.port}")
     if replace:
         arguments.append("--replace")
+    if no_owner:
+        arguments.append("--no-owner")
     if spec.s3 is not None and spec.s3.force_path_style:
         arguments.append("--s3-path-style")
     if spec.encryption_key is not None:

@@ -157,7 +157,7 @@ class RestoreController:
         )
         database = (source or {}).get("spec", {}).get("databaseName") if source else None
         source_statefulset = await self._statefulset(namespace, database) if isinstance(database, str) else None
-        target = spec.target_database_name or database
+        target = None if spec.external is not None else spec.target_database_name or database
         target_statefulset = (
             source_statefulset
             if target == database

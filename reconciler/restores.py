@@ -12,6 +12,7 @@ known. A refusal is phase Failed with its reason, and a Warning Event; nothing w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,7 +25,7 @@ from common.statefulset import facts
 from reconciler.jobs import RunnerSettings, outcome, restore_job, rfc3339
 from reconciler.world import Event
 
-__all__ = ["FINAL", "RestorePlan", "RestoreWorld", "decide_restore"]
+__all__ = ["FINAL", "RestorePlan", "RestoreWorld", "decide_restore", "target_of"]
 
 FINAL = ("Succeeded", "Failed")
 
@@ -101,6 +102,7 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
         targets=targets(spec, source.connection.databases) if spec.databases else {},
         replace=spec.replace,
         runner=runner,
+        no_owner=spec.no_owner,
     )
     status = {
         **previous,
@@ -109,9 +111,14 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
         "file": file,
         "observedGeneration": generation,
     }
-    target = spec.target_database_name or source.database_name
+    status["target"] = target = target_of(spec, source.database_name)
     event = Event("Normal", "RestoreStarted", f"Job {job['metadata']['name']} restores {file} into {target}")
     return RestorePlan(create=job, status=status, events=(event,))
+
+
+def target_of(spec: DatabaseRestoreSpec, source_database: str) -> str:
+    """What status.target (the TARGET column) shows: the StatefulSet, or the external server as host[:port]."""
+    return str(spec.external) if spec.external is not None else spec.target_database_name or source_database
 
 
 def _source_spec(
@@ -132,6 +139,13 @@ def _target_connection(
 ) -> tuple[Connection | None, str | None]:
     """The target's connection: the source's own for its own StatefulSet (with the credentials it backs up with),
     else what the target StatefulSet tells (its Service, port, engine and the Secret its container reads)."""
+    if spec.external is not None:
+        assert spec.credentials_secret is not None  # parse_restore_spec requires it
+        external = spec.external
+        connection = Connection(
+            host=external.host, port=external.port, credentials_secret=spec.credentials_secret, tls=external.tls
+        )
+        return connection, None
     target = spec.target_database_name or source.database_name
     if target == source.database_name:
         connection = source.connection
@@ -194,7 +208,21 @@ def _from_job(world: RestoreWorld, previous: dict[str, Any], generation: Any) ->
     message = seen.message or str(result.get("message") or "the restore Job failed")
     if seen.state == "Succeeded":  # exit 0 without our result line: not a restore we can vouch for
         reason, message = "NoResult", "the restore Job ended without reporting what it restored"
+    elif _MISSING_ROLE.search(message) and not _spec_of(world).no_owner:
+        message += (
+            " (the target server lacks a role that the backup names as an owner or in a grant, and the restore, one "
+            "transaction, changed nothing: create the role, or set spec.noOwner: true to restore without ownership "
+            "and grants)"
+        )
     return _finish(status, "Failed", world.now, reason, message, finished=seen.finished)
+
+
+_MISSING_ROLE = re.compile(r'role "[^"]*" does not exist')
+
+
+def _spec_of(world: RestoreWorld) -> DatabaseRestoreSpec:
+    spec, _ = parse_restore_spec(world.obj.get("spec"))
+    return spec if spec is not None else DatabaseRestoreSpec(database_backup="")
 
 
 def _finish(

@@ -17,7 +17,7 @@ from typing import Final
 from webhook.admission import Database, backup_claim, database_to_check, host_to_check
 from webhook.database import DatabaseFinder, Unanswered
 from webhook.hosts import ALLOW_EXTERNAL_HOSTS, HostFacts, host_problem, own_service
-from webhook.restores import Sources, source_to_check
+from webhook.restores import EXTERNAL, Sources, source_to_check
 from webhook.reviews import AdmissionRequest
 
 __all__ = ["LOOKUP_BUDGET", "Lookup"]
@@ -96,6 +96,8 @@ class Lookup:
             return Sources(None, error=str(error))
         if source is None:
             return Sources(None)
+        if target == EXTERNAL:
+            return Sources(source)  # a server outside the namespace's StatefulSets: the restore itself connects
         database = target or (source.get("spec") or {}).get("databaseName")
         if not isinstance(database, str) or not database:
             return Sources(source)

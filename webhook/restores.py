@@ -20,7 +20,9 @@ from common.restores import judge, parse_restore_spec, restore_defaults
 from webhook.patch import patched_spec
 from webhook.reviews import AdmissionRequest, AdmissionResponse, denied, unjudgeable
 
-__all__ = ["Sources", "mutate_restore", "source_to_check", "validate_restore"]
+__all__ = ["EXTERNAL", "Sources", "mutate_restore", "source_to_check", "validate_restore"]
+
+EXTERNAL = ""  # source_to_check's target for `target.external`: no StatefulSet to look up
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class Sources:
 
 
 def source_to_check(request: AdmissionRequest) -> tuple[str, str, str | None] | None:
-    """(namespace, DatabaseBackup, target StatefulSet or None) on a create we can read; None otherwise. The spec is
+    """(namespace, DatabaseBackup, target StatefulSet: None for the source's, EXTERNAL for none) on a create we can
+    read; None otherwise. The spec is
     immutable (the CRD says so), so an update has nothing to judge but its metadata."""
     if request.get("operation") != "CREATE" or _problem(request) is not None:
         return None
@@ -45,6 +48,8 @@ def source_to_check(request: AdmissionRequest) -> tuple[str, str, str | None] | 
     assert isinstance(spec, Mapping)
     target = spec.get("target")
     target_name = target.get("databaseName") if isinstance(target, Mapping) else None
+    if isinstance(target, Mapping) and "external" in target:
+        target_name = EXTERNAL
     return str(request.get("namespace") or ""), name, target_name if isinstance(target_name, str) else None
 
 

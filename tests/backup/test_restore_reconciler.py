@@ -136,3 +136,50 @@ async def test_a_databaserestore_restores_into_a_second_database_identical_to_th
             jobs = await raw(client.BatchV1Api(api).list_namespaced_job(namespace, _preload_content=False))
             names = [j["metadata"]["name"] for j in jobs["items"] if "restore" in j["metadata"]["name"]]
             assert len(names) == 2, names
+
+
+async def test_a_databaserestore_into_an_external_server_uses_its_host_and_its_secret(
+    control_plane: ControlPlane, namespace: str, pg: PostgresServer, pg_empty: PostgresServer, tmp_path: Path
+) -> None:
+    """A rebuilt server that is no StatefulSet: reached at target.external's host and port, with the password of
+    target.credentialsSecret (the empty server's own, not the source's)."""
+    root = tmp_path / "backups"
+    pg_empty.sql("DROP DATABASE IF EXISTS shop")
+    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    async with api:
+        await setup(api, namespace, pg)
+        secret = {
+            "metadata": {"name": "rebuilt-credentials"},
+            "stringData": {"username": pg_empty.user, "password": pg_empty.password},
+        }
+        await client.CoreV1Api(api).create_namespaced_secret(namespace, body(secret))
+        async with reconciler(api, namespace, pg, root), restorer(api, namespace, pg, root):
+
+            async def backed_up() -> dict[str, Any] | None:
+                last: dict[str, Any] | None = (await status_of(api, namespace)).get("lastBackup")
+                return last
+
+            backup = await until(backed_up)
+            target = {
+                "external": {"host": pg_empty.host, "port": pg_empty.port},
+                "credentialsSecret": {"name": "rebuilt-credentials"},
+            }
+            # The rebuilt server lacks the roles that own the source's tables: the restore changes nothing, and
+            # says what to do.
+            await create_restore(api, namespace, "with-owners", target=target)
+            refused = await finished(api, namespace, "with-owners")
+            assert refused["phase"] == "Failed", refused
+            assert 'role "app_reader" does not exist' in refused["message"]
+            assert "set spec.noOwner: true" in refused["message"]
+            assert "shop" not in pg_empty.databases()
+
+            await create_restore(api, namespace, "to-the-rebuilt-server", target=target, noOwner=True)
+            status = await finished(api, namespace, "to-the-rebuilt-server")
+            assert status["phase"] == "Succeeded", status
+            assert status["file"] == backup["file"]  # no source.file: the newest backup
+            assert status["target"] == f"{pg_empty.host}:{pg_empty.port}"
+            assert status["databases"] == [{"source": "shop", "target": "shop", "result": "Restored"}]
+            # Every table, row and sequence as the source's; only the grants to the missing role are left out.
+            source = pg_fingerprint(pg, "shop")
+            assert pg_fingerprint(pg_empty, "shop") == {k: v for k, v in source.items() if not k.startswith("grant ")}
+            assert any(k.startswith("grant ") for k in source)

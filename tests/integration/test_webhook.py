@@ -314,3 +314,18 @@ def test_a_restore_onto_the_protected_database_without_replace_is_refused_at_app
     assert result.returncode == 1
     assert "spec is immutable" in result.stderr
     control_plane.kubectl("delete", "dbr", "--all", "-n", webhook_namespace)
+
+    # Into a server that is no StatefulSet: its Secret is required, and no StatefulSet is pinned.
+    external = {"external": {"host": "rebuilt.db.example.net", "port": 6432}}
+    result = apply(control_plane, restore_of(webhook_namespace, target=external), webhook_namespace)
+    assert result.returncode == 1
+    assert denied + "spec.target.credentialsSecret: is required with external" in result.stderr
+    external["credentialsSecret"] = {"name": "rebuilt-credentials"}
+    apply(control_plane, restore_of(webhook_namespace, target=external, noOwner=True), webhook_namespace, check=True)
+    stored = json.loads(
+        control_plane.kubectl("get", "dbr", "back-to-tuesday", "-n", webhook_namespace, "-o", "json").stdout
+    )
+    assert stored["spec"]["source"]["file"] == file
+    assert "databaseName" not in stored["spec"]["target"]
+    assert stored["spec"]["noOwner"] is True
+    control_plane.kubectl("delete", "dbr", "--all", "-n", webhook_namespace)

@@ -223,3 +223,65 @@ def test_a_restore_from_a_bucket_gets_the_keys_by_secret_reference_and_mounts_no
     assert "backups" not in volumes
     assert volumes["encryption-key"]["secret"]["secretName"] == "backup-key"
     assert not [a for a in container["args"] if "s3-keys" in a or "backup-key" in a]
+
+
+EXTERNAL = {
+    "external": {
+        "host": "rebuilt.db.example.net",
+        "port": 6432,
+        "tls": {"mode": "VerifyFull", "ca": {"configMapKeyRef": {"name": "db-ca", "key": "ca.crt"}}},
+    },
+    "credentialsSecret": {"name": "rebuilt-credentials"},
+}
+
+
+def test_an_external_server_is_reached_at_its_host_with_its_secret_and_its_ca() -> None:
+    obj = restore(target=EXTERNAL)
+    assert restore_defaults(obj["spec"], source()) == {"source": {"file": FILE}}  # no StatefulSet pinned
+    # No StatefulSet to find, and no replace needed: only the server knows its databases; the restore asks it.
+    assert refusals(obj, source(), target_found=None) == []
+    plan = start(obj, target_statefulset=None)
+    pod = plan.create["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = container["args"]
+    assert "--host=rebuilt.db.example.net" in args
+    assert "--port=6432" in args
+    assert "--tls-mode=verify-full" in args
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "rebuilt-credentials", "key": "password"}
+    assert env["DB_USER"]["valueFrom"]["secretKeyRef"] == {"name": "rebuilt-credentials", "key": "username"}
+    [ca] = [v for v in pod["volumes"] if v["name"] == "tls-ca"]
+    assert ca["configMap"]["name"] == "db-ca"
+    assert plan.status["target"] == "rebuilt.db.example.net:6432"
+    assert plan.events[0].message.endswith("into rebuilt.db.example.net:6432")
+
+
+def test_an_external_target_without_credentials_or_beside_a_statefulset_is_refused_by_field() -> None:
+    cases = {
+        "no secret": (
+            {"external": {"host": "db.example.net"}},
+            [
+                "spec.target.credentialsSecret: is required with external: the Secret with the user name and password "
+                "for that server"
+            ],
+        ),
+        "both": ({**EXTERNAL, "databaseName": "example-db"}, ["spec.target: give databaseName or external, not both"]),
+        "bad host": (
+            {**EXTERNAL, "external": {"host": "db example"}},
+            ["spec.target.external.host: 'db example' is not a DNS name or an IP address"],
+        ),
+        "ca without VerifyFull": (
+            {
+                **EXTERNAL,
+                "external": {
+                    "host": "db",
+                    "tls": {"mode": "Require", "ca": {"configMapKeyRef": {"name": "db-ca", "key": "ca.crt"}}},
+                },
+            },
+            ["spec.target.external.tls.ca: is used only with mode VerifyFull, not Require: leave it out"],
+        ),
+    }
+    for name, (target, expected) in cases.items():
+        spec, errors = parse_restore_spec(restore(target=target)["spec"])
+        assert spec is None, name
+        assert [str(e) for e in errors] == expected, name
