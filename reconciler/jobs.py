@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 KEY_MOUNT: Final = "/var/run/secrets/databases.test.io/encryption"
+SCRATCH_PASSWORD_VARIABLE: Final = "SCRATCH_PASSWORD"  # noqa: S105 - a variable name, which a run reads
 TLS_CA_MOUNT: Final = "/var/run/secrets/databases.test.io/tls-ca"
 S3_CA_MOUNT: Final = "/var/run/secrets/databases.test.io/s3-ca"
 TLS_MODE_ARGUMENT: Final = {TlsMode.DISABLE: "disable", TlsMode.REQUIRE: "require", TlsMode.VERIFY_FULL: "verify-full"}
@@ -97,11 +98,18 @@ def backup_job(
     scheduled: datetime,
     runner: RunnerSettings,
     request: str | None = None,
+    scratch: ScratchServer | None = None,
 ) -> dict[str, Any]:
-    """The Job for one run. `spec` has its defaults applied; `request` is the backup-now value for on-demand runs."""
+    """The Job for one run. `spec` has its defaults applied; `request` is the backup-now value for on-demand runs.
+    `scratch`: with `verify.restoreTest`, the scratch server the run restores its new backup into, beside it in the
+    Pod, so that the test never touches the database's own server (without one, the run's restore test uses a
+    scratch database there, as before)."""
     name = owner["metadata"]["name"]
     job_name_ = on_demand_job_name(name, request) if request is not None else job_name(name, scheduled)
     pod = _pod_spec(owner, spec, runner, runner_arguments(spec, owner))
+    if spec.restore_test and scratch is not None:
+        seed = f"{owner['metadata']['uid']}/{job_name_}"
+        _with_scratch_server(pod, scratch, spec, seed, password_variable=SCRATCH_PASSWORD_VARIABLE)
     return _job(
         owner, job_name_, RUN_BACKUP, scheduled, pod, backoff_limit=spec.backoff_limit, spec=spec, request=request
     )
@@ -220,15 +228,23 @@ _SCRATCH: Final[dict[Engine, tuple[int, str, str, list[str], dict[str, str]]]] =
 }
 
 
-def _with_scratch_server(pod: dict[str, Any], scratch: ScratchServer, spec: DatabaseBackupSpec, seed: str) -> None:
+def _with_scratch_server(
+    pod: dict[str, Any],
+    scratch: ScratchServer,
+    spec: DatabaseBackupSpec,
+    seed: str,
+    *,
+    password_variable: str = "DB_PASSWORD",  # noqa: S107 - the name of a variable
+) -> None:
     """A throwaway database server beside the check, as a native sidecar (it starts first and is stopped when the
     check ends): the image's own entrypoint initialises it in an emptyDir, it listens on 127.0.0.1 only, so nothing
     outside this Pod reaches it, and the check restores each backup into it (`--restore-test`). Its password is
     derived from the Job (not a secret: it guards a server only this Pod can reach, holding only a restored copy
-    for the minutes the check runs); no credential of the database's own is in the Pod."""
-    port, user, password_variable, arguments, folders = _SCRATCH[scratch.engine]
+    for the minutes the check runs); a check's Pod holds no credential of the database's own, and a run's gives the
+    scratch password to the runner as `password_variable` (SCRATCH_PASSWORD), beside the database's own."""
+    port, user, server_variable, arguments, folders = _SCRATCH[scratch.engine]
     password = hashlib.sha256(f"dbb-scratch/{seed}".encode()).hexdigest()[:24]
-    env = [{"name": password_variable, "value": password}]
+    env = [{"name": server_variable, "value": password}]
     if scratch.engine is Engine.POSTGRESQL:
         env.append({"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"})
     security: dict[str, Any] = {
@@ -257,12 +273,10 @@ def _with_scratch_server(pod: dict[str, Any], scratch: ScratchServer, spec: Data
     ]
     pod["volumes"] += [{"name": name, "emptyDir": {}} for name in (*folders, "scratch-tmp")]
     [container] = pod["containers"]
-    container["args"] += [
-        "--restore-test",
-        f"--scratch-port={port}",
-        f"--scratch-user={user}",
-    ]
-    container["env"].append({"name": "DB_PASSWORD", "value": password})
+    if "--restore-test" not in container["args"]:
+        container["args"].append("--restore-test")
+    container["args"] += [f"--scratch-port={port}", f"--scratch-user={user}"]
+    container["env"].append({"name": password_variable, "value": password})
 
 
 def verification_job_name(name: str, scheduled: datetime) -> str:

@@ -39,7 +39,7 @@ from common.model import (
 from common.schedule import Schedule, parse_schedule
 from common.validation import validate
 from reconciler.jobs import JobOutcome, RunnerSettings, backup_job, is_verification, outcome, rfc3339
-from reconciler.verification import decide_verification, remembered
+from reconciler.verification import decide_verification, remembered, scratch_server
 from reconciler.world import Event, World, due_request, over_limit, parse_time
 
 __all__ = ["Event", "Plan", "World", "decide"]
@@ -113,8 +113,9 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
         runs.append((world.now, request))
     if slot is not None:
         runs.append((slot, None))
+    scratch = scratch_server(world, spec)
     for scheduled, demand in runs:
-        job = backup_job(dict(obj), spec, scheduled=scheduled, runner=runner, request=demand)
+        job = backup_job(dict(obj), spec, scheduled=scheduled, runner=runner, request=demand, scratch=scratch)
         name = job["metadata"]["name"]
         if name not in existing:
             if active and spec.concurrency_policy is ConcurrencyPolicy.FORBID:

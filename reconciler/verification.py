@@ -27,7 +27,7 @@ from common.statefulset import facts
 from reconciler.jobs import JobOutcome, RunnerSettings, ScratchServer, rfc3339, verification_job
 from reconciler.world import Event, World, due_request, over_limit, parse_time
 
-__all__ = ["VerificationPlan", "decide_verification", "remembered"]
+__all__ = ["VerificationPlan", "decide_verification", "remembered", "scratch_server"]
 
 PASSED: Final = "Passed"
 FAILED: Final = "Failed"
@@ -84,7 +84,7 @@ def decide_verification(
             runs.append((latest, None))
     create: list[dict[str, Any]] = []
     busy = any(o.state == "Active" for o in outcomes)
-    scratch = _scratch_server(world, spec)
+    scratch = scratch_server(world, spec)
     condition = _condition(last, next_time)
     if spec.restore_test and scratch is None and runs:
         # No image to restore into: say so instead of checking less than was asked for.
@@ -123,8 +123,9 @@ def decide_verification(
     )
 
 
-def _scratch_server(world: World, spec: DatabaseBackupSpec) -> ScratchServer | None:
-    """With `verify.restoreTest`: the database's own image (or `verify.image`), as the user it runs as."""
+def scratch_server(world: World, spec: DatabaseBackupSpec) -> ScratchServer | None:
+    """With `verify.restoreTest`: the database's own image (or `verify.image`), as the user it runs as; None
+    without a restore test, or with no image to run (no engine image in the StatefulSet, and no `verify.image`)."""
     if not spec.restore_test or spec.engine is None:
         return None
     if spec.verify_image:

@@ -36,7 +36,7 @@ from typing import IO, Final
 
 import structlog
 
-from reconciler.runner import engines
+from reconciler.runner import admin, engines
 from reconciler.runner.compression import Compression, Sink, Stage, compressor
 from reconciler.runner.crypto import Encryptor
 from reconciler.runner.engines import Connection, Engine
@@ -73,6 +73,12 @@ class RunOptions:
     owner: Owner | None = None  # the DatabaseBackup that runs us: recorded, and the only one retention serves
     stale_upload_age: float = 86400.0  # s3: abort this name's incomplete uploads older than this (killed runs)
     queries: Sequence[Query] = ()  # verify.queries: recorded in the dump's own snapshot (PostgreSQL)
+    scratch: Connection | None = None  # restore_test there (a server beside us), not on `connection`'s server
+    scratch_wait: float = 180.0
+
+    def restore_target(self) -> Connection | None:
+        """Where the restore test restores: the scratch server, else a scratch database on the source's server."""
+        return (self.scratch or self.connection) if self.restore_test else None
 
 
 @dataclass(frozen=True)
@@ -121,13 +127,15 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
         if options.verify:
             # The file still has its temporary name: a backup that fails here never had a final name, and its
             # temporary file goes when this block is left.
+            await_scratch(options, scrub)
             report = verify_backup(
                 out.temporary,
                 options.key,
                 scrub,
                 deadline,
                 manifest=manifest,
-                restore_connection=(options.connection if options.restore_test else None),
+                restore_connection=options.restore_target(),
+                scratch_server=options.scratch is not None,
             )
             manifest = replace(manifest, rows=report.rows)  # each table's rows, for later restore tests
         deadline.check()
@@ -263,6 +271,13 @@ class _ToolVersion:
 
 
 # --- step 3: the dump --------------------------------------------------------------------------------------------
+
+
+def await_scratch(options: RunOptions, scrub: Scrubber) -> None:
+    """The scratch server beside us started with the Pod; it has had the dump's time to initialise, not always
+    enough (a MariaDB image initialises for seconds)."""
+    if options.restore_test and options.scratch is not None:
+        admin.await_server(options.engine, options.scratch, scrub, options.scratch_wait)
 
 
 def pump(tool: Tool, sink: Sink) -> None:

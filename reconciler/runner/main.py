@@ -70,6 +70,7 @@ def _seconds(text: str) -> float:
 # Everything here came from a Secret; the access key id too (it names an account, and the Job takes it from one).
 SECRET_VARIABLES = (
     "DB_PASSWORD",
+    "SCRATCH_PASSWORD",
     "PGPASSWORD",
     "MYSQL_PWD",
     "AWS_SECRET_ACCESS_KEY",
@@ -140,6 +141,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): AES-256-GCM")
     run.add_argument("--verify", action="store_true", help="check the new backup (checksum and structure)")
     run.add_argument("--restore-test", action="store_true", help="with --verify: restore into a scratch database")
+    run.add_argument("--scratch-host", default="127.0.0.1", help="with --scratch-port: the scratch server's host")
+    run.add_argument(
+        "--scratch-port",
+        type=int,
+        help="restore-test in this scratch server (user --scratch-user, password SCRATCH_PASSWORD), not the source",
+    )
+    run.add_argument("--scratch-user", help="the scratch server's user")
+    run.add_argument("--scratch-wait", type=_seconds, default=180.0, help="wait this long for it to answer")
     run.add_argument(
         "--queries",
         metavar="JSON",
@@ -348,6 +357,8 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         owner=owner,
         stale_upload_age=args.stale_upload_age,
         queries=parse_queries(args.queries) if args.queries else (),
+        scratch=_run_scratch(args),
+        scratch_wait=args.scratch_wait,
     )
     if location is not None:
         settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)
@@ -391,6 +402,17 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
         "restoreTested": report.restore_tested,
         "queries": report.queries,
     }
+
+
+def _run_scratch(args: argparse.Namespace) -> Connection | None:
+    """A run's scratch server (beside it in its Pod) for the restore test, instead of a scratch database on the
+    database's own server."""
+    if args.scratch_port is None:
+        return None
+    if not args.restore_test or not args.scratch_user:
+        raise RunnerError("InvalidArguments", "--scratch-port is for --restore-test, and needs --scratch-user")
+    password = os.environ.get("SCRATCH_PASSWORD", "")
+    return Connection(args.scratch_host, args.scratch_port, args.scratch_user, password, Tls(TlsMode.DISABLE))
 
 
 def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from botocore.exceptions import BotoCoreError
 from reconciler.runner.backup import (
     RunOptions,
     Target,
+    await_scratch,
     describe,
     dump_stream,
     kind_of,
@@ -184,8 +185,16 @@ def run_backup_s3(
     stored = S3Object(client, location.bucket, key)
     if options.verify:
         try:
-            restore = options.connection if options.restore_test else None
-            report = verify_backup(stored, options.key, scrub, deadline, manifest=manifest, restore_connection=restore)
+            await_scratch(options, scrub)
+            report = verify_backup(
+                stored,
+                options.key,
+                scrub,
+                deadline,
+                manifest=manifest,
+                restore_connection=options.restore_target(),
+                scratch_server=options.scratch is not None,
+            )
             manifest = replace(manifest, rows=report.rows)  # each table's rows, for later restore tests
         except RunnerError:
             _delete_backup(client, location, name.file)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backup.cli import Outcome, backup, dbb, password_env
+from tests.backup.cli import Outcome, backup, dbb, password_env, run_args
 from tests.backup.servers import MariaDBServer, PostgresServer
 from tests.backup.test_retention_and_verify import next_second
 from tests.backup.test_s3_backup import run_to_s3
@@ -164,3 +164,24 @@ def test_a_restore_test_runs_in_a_scratch_server_and_never_reaches_the_source(
         assert unreachable.code == 1
         assert unreachable.result["reason"] == "Unreachable"
         assert "scratch server at 127.0.0.1:1" in unreachable.result["message"]
+
+
+def test_a_runs_restore_test_goes_to_the_scratch_server_beside_it_not_to_the_source(
+    pg: PostgresServer, tmp_path: Path
+) -> None:
+    """`run --restore-test --scratch-port`: the new backup is restored into the scratch server (as the backup Job's
+    Pod has one beside it); the source server serves the dump only, and no dbb_verify_ database is made there."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    verify_connections = r"connection authorized: user=\S+ database=dbb_verify_"
+    with PostgresServer.start(password="the-scratch-servers-own") as scratch:
+        before = len(re.findall(verify_connections, pg.log))  # other tests' restore tests on the source
+        env = password_env(pg) | {"SCRATCH_PASSWORD": "the-scratch-servers-own"}
+        flags = ["--verify", "--restore-test", "--scratch-port", str(scratch.port), "--scratch-user", scratch.user]
+        outcome = dbb(*run_args(pg, folder, "shop", name="nightly"), *flags, env=env)
+        assert outcome.code == 0, outcome.stderr
+        assert outcome.result["verified"] is True
+        assert len(re.findall(verify_connections, pg.log)) == before
+        assert re.search(verify_connections, scratch.log)
+        assert "dbb_verify_" not in scratch.sql("SELECT string_agg(datname, ',') FROM pg_database")
+        assert "the-scratch-servers-own" not in outcome.stdout + outcome.stderr

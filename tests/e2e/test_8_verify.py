@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from common.constants import ANNOTATION_VERIFY_NOW, LABEL_BACKUP_NAME
+from common.constants import ANNOTATION_VERIFY_NOW, LABEL_BACKUP_NAME, LABEL_RUN, RUN_BACKUP
 from tests.e2e import databases
 from tests.e2e.kube import Kube, wait_for
 from tests.e2e.pods import read_pvc
@@ -80,6 +80,15 @@ def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
         lambda: kube.get("dbb", owner, NAMESPACE).get("status", {}).get("lastBackup"),
         300,
     )
+    # The run's own restore test went to a scratch server beside it in the backup Job's Pod, not to the database.
+    [run] = [
+        j
+        for j in kube.items("jobs", NAMESPACE, f"{LABEL_BACKUP_NAME}={owner},{LABEL_RUN}={RUN_BACKUP}")
+        if j["status"].get("succeeded")
+    ]
+    [scratch] = run["spec"]["template"]["spec"]["initContainers"]
+    assert (scratch["name"], scratch["image"]) == ("scratch-db", db.image)
+    assert "--scratch-port" in " ".join(run["spec"]["template"]["spec"]["containers"][0]["args"])
     # A scheduled check, on its own slot: it may have run before the backup (nothing to check), so wait for Passed.
     passed = verification(kube, owner, "Passed")
     assert passed["job"].startswith(f"{owner}-v")

@@ -213,3 +213,30 @@ def test_a_restore_test_gets_a_scratch_server_beside_it_on_loopback_as_the_datab
     )
     assert plan.create == ()
     assert conditions(plan)["Verified"]["reason"] == "NoScratchImage"
+
+
+def test_a_runs_restore_test_gets_the_same_scratch_server_and_keeps_the_databases_password_apart() -> None:
+    obj = backup(schedule="30 10 * * *", verify={"restoreTest": True})
+    database = statefulset(namespace="shop", image="registry.example/postgres:17")
+    [run] = decide_at(obj, at("2026-11-27T10:30:04"), statefulset=database).create
+    pod = run["spec"]["template"]["spec"]
+    [scratch] = pod["initContainers"]
+    assert (scratch["image"], scratch["restartPolicy"]) == ("registry.example/postgres:17", "Always")
+    [container] = pod["containers"]
+    assert container["args"].count("--restore-test") == 1
+    assert container["args"][-2:] == ["--scratch-port=5432", "--scratch-user=postgres"]
+    env = {e["name"]: e for e in container["env"]}
+    # The database's password from its Secret, for the dump; the scratch server's throwaway one beside it.
+    assert "secretKeyRef" in env["DB_PASSWORD"]["valueFrom"]
+    password = next(e["value"] for e in scratch["env"] if e["name"] == "POSTGRES_PASSWORD")
+    assert env["SCRATCH_PASSWORD"] == {"name": "SCRATCH_PASSWORD", "value": password}
+
+    # No image to run a scratch server from: the run's restore test uses a scratch database on the source, as before.
+    unknown = statefulset(namespace="shop", image="registry.example/in-house-db:1")
+    [run] = decide_at(
+        backup(schedule="30 10 * * *", engine="PostgreSQL", verify={"restoreTest": True}),
+        at("2026-11-27T10:30:04"),
+        statefulset=unknown,
+    ).create
+    assert "initContainers" not in run["spec"]["template"]["spec"]
+    assert "--restore-test" in run["spec"]["template"]["spec"]["containers"][0]["args"]
