@@ -41,7 +41,7 @@ from reconciler.runner.compression import Compression, Sink, Stage, compressor
 from reconciler.runner.crypto import Encryptor
 from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.layout import CUSTOM, SQL, TAR, extension, member_name
+from reconciler.runner.layout import CUSTOM, SQL, TAR, Stored, extension, member_name
 from reconciler.runner.manifest import ENCRYPTION_AES, ENCRYPTION_NONE, Manifest, Member, Owner
 from reconciler.runner.naming import BackupName, orphan_manifests, parse_backup_name, retention_plan
 from reconciler.runner.process import Deadline, Tool, run_capture
@@ -127,17 +127,7 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
         if options.verify:
             # The file still has its temporary name: a backup that fails here never had a final name, and its
             # temporary file goes when this block is left.
-            await_scratch(options, scrub)
-            report = verify_backup(
-                out.temporary,
-                options.key,
-                scrub,
-                deadline,
-                manifest=manifest,
-                restore_connection=options.restore_target(),
-                scratch_server=options.scratch is not None,
-            )
-            manifest = replace(manifest, rows=report.rows)  # each table's rows, for later restore tests
+            manifest = verify_new(out.temporary, manifest, options, scrub, deadline)
         deadline.check()
         # The manifest first, the file last: a final-named backup always has its manifest; a run that dies in
         # between leaves a manifest without a file, which the next run removes (remove_orphan_manifests).
@@ -273,11 +263,25 @@ class _ToolVersion:
 # --- step 3: the dump --------------------------------------------------------------------------------------------
 
 
-def await_scratch(options: RunOptions, scrub: Scrubber) -> None:
-    """The scratch server beside us started with the Pod; it has had the dump's time to initialise, not always
-    enough (a MariaDB image initialises for seconds)."""
+def verify_new(
+    backup: Path | Stored, manifest: Manifest, options: RunOptions, scrub: Scrubber, deadline: Deadline
+) -> Manifest:
+    """The run's own check of the backup it wrote (with its restore test, when asked); the manifest to publish,
+    with each table's rows as counted, for later restore tests."""
     if options.restore_test and options.scratch is not None:
+        # The scratch server beside us started with the Pod; it has had the dump's time to initialise, not always
+        # enough (a MariaDB image initialises for seconds).
         admin.await_server(options.engine, options.scratch, scrub, options.scratch_wait)
+    report = verify_backup(
+        backup,
+        options.key,
+        scrub,
+        deadline,
+        manifest=manifest,
+        restore_connection=options.restore_target(),
+        scratch_server=options.scratch is not None,
+    )
+    return replace(manifest, rows=report.rows)
 
 
 def pump(tool: Tool, sink: Sink) -> None:

@@ -40,13 +40,13 @@ from botocore.exceptions import BotoCoreError
 from reconciler.runner.backup import (
     RunOptions,
     Target,
-    await_scratch,
     describe,
     dump_stream,
     kind_of,
     member_dumps,
     resolve_target,
     same_owner,
+    verify_new,
 )
 from reconciler.runner.compression import Sink, Source
 from reconciler.runner.crypto import Encryptor
@@ -65,7 +65,6 @@ from reconciler.runner.objectstore import (
 )
 from reconciler.runner.process import Deadline
 from reconciler.runner.queries import snapshots
-from reconciler.runner.verify import verify_backup
 
 __all__ = ["S3Object", "S3Settings", "run_backup_s3", "s3_client"]
 
@@ -185,17 +184,7 @@ def run_backup_s3(
     stored = S3Object(client, location.bucket, key)
     if options.verify:
         try:
-            await_scratch(options, scrub)
-            report = verify_backup(
-                stored,
-                options.key,
-                scrub,
-                deadline,
-                manifest=manifest,
-                restore_connection=options.restore_target(),
-                scratch_server=options.scratch is not None,
-            )
-            manifest = replace(manifest, rows=report.rows)  # each table's rows, for later restore tests
+            manifest = verify_new(stored, manifest, options, scrub, deadline)
         except RunnerError:
             _delete_backup(client, location, name.file)
             log.error("the new backup failed verification and was deleted", object=location.url(name.file))

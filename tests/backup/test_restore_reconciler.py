@@ -44,6 +44,15 @@ async def restorer(api: client.ApiClient, namespace: str, pg: PostgresServer, ro
         await executor.close()
 
 
+@contextlib.asynccontextmanager
+async def _dropped(server: PostgresServer, database: str) -> AsyncIterator[None]:
+    """`database` gone from `server` afterwards: the empty server is shared by the session, and must stay empty."""
+    try:
+        yield
+    finally:
+        server.sql(f"DROP DATABASE IF EXISTS {database}")
+
+
 async def create_restore(api: client.ApiClient, namespace: str, name: str, **spec: Any) -> None:
     obj = {
         "apiVersion": API_VERSION,
@@ -146,7 +155,7 @@ async def test_a_databaserestore_into_an_external_server_uses_its_host_and_its_s
     root = tmp_path / "backups"
     pg_empty.sql("DROP DATABASE IF EXISTS shop")
     api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
-    async with api:
+    async with api, _dropped(pg_empty, "shop"):
         await setup(api, namespace, pg)
         secret = {
             "metadata": {"name": "rebuilt-credentials"},
