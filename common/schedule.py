@@ -12,10 +12,18 @@ Where we deliberately differ from a CronJob, each for a reason:
   suits no backup policy, and the API contract lists only the descriptors above.
 - `*-5` (robfig silently reads it as `*`) is refused: the user meant something else.
 - Schedules that can never fire (`0 0 31 2 *`) are refused; a CronJob accepts them and never runs.
-- Across DST changes a schedule fires exactly once per nominal (wall-clock) slot. A CronJob fires twice in the
-  repeated hour when the clocks go back and skips the missing hour when they go forward. Here a slot in the
-  repeated hour fires at its first occurrence only, and a slot that does not exist fires at the moment the
-  clocks jump (several such slots collapse into that one firing).
+- Across DST changes we follow Vixie/ISC cron's long-standing rule, by the hour field:
+  - A schedule whose hour is `*` or a step (`0 * * * *`, `*/5 * * * *`, `0 */2 * * *`, `@hourly`) repeats within a
+    day and follows the clock: it fires whenever the wall clock shows one of its times. When the clocks go back it
+    fires in the repeated hour again (hourly backups stay an hour apart in real time, with no hour left without a
+    backup); when they go forward, the wall times that do not exist do not fire, so nothing bunches up at the jump.
+  - Any other schedule (a fixed hour or list of hours: `30 2 * * *`, `0 1,13 * * *`) fires exactly once per
+    nominal (wall-clock) slot: a slot in the repeated hour at its first occurrence only, and a slot that does not
+    exist at the moment the clocks jump (several such slots collapse into that one firing). A daily backup at 02:30
+    neither runs twice on the night the clocks go back nor is skipped on the night they go forward.
+  A CronJob (robfig/cron in Go's time package) does neither: it fires twice in the repeated hour for fixed-hour
+  schedules and skips the missing hour's slots, while `0 * * * *` goes two hours without a run when the clocks go
+  back.
 
 croniter does the calendar walk, over naive wall-clock times: we hand it a canonical expression (explicit lists,
 and `*` exactly where robfig has its star bit) because croniter alone differs from robfig (it accepts `L W # H`,
@@ -109,10 +117,13 @@ class Schedule:
     day_of_month_star: bool
     day_of_week_star: bool
     _cron: str
+    follows_clock: bool = False  # the hour is `*` or a step: fires whenever the wall clock shows a slot
 
     def next_after(self, moment: datetime) -> datetime:
         """The first firing strictly after `moment` (an aware datetime), as a UTC datetime."""
         now = _aware(moment).astimezone(UTC)
+        if self.follows_clock:
+            return self._next_on_the_clock(now)
         walk = croniter(self._cron, _wall(now.astimezone(self.time_zone)))
         while True:
             instant = self._instant(walk.get_next(datetime))
@@ -124,6 +135,8 @@ class Schedule:
     def latest_at_or_before(self, moment: datetime) -> datetime:
         """The last firing at or before `moment` (an aware datetime), as a UTC datetime."""
         now = _aware(moment).astimezone(UTC)
+        if self.follows_clock:
+            return self._latest_on_the_clock(now)
         local = now.astimezone(self.time_zone)
         # Slots are whole minutes, and croniter's get_prev is strictly before its start: start a minute on.
         start = _wall(local).replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -143,6 +156,54 @@ class Schedule:
             yield current
             current = self.next_after(current)
 
+    def _next_on_the_clock(self, now: datetime) -> datetime:
+        """follows_clock: the first instant after `now` whose wall-clock reading is a slot. Wall times repeat only
+        when the clocks go back; walking the wall clock forward from `now` finds everything but the repetition of
+        times already passed, which a fall-back in the next hours brings back: walk those too."""
+        local = now.astimezone(self.time_zone)
+        best: datetime | None = None
+        back = _coming_repetition(now, self.time_zone)
+        if back:
+            walk = croniter(self._cron, _wall(local) - back - timedelta(minutes=1))
+            while (wall := walk.get_next(datetime)) <= _wall(local):
+                best = _earliest([best, *(i for i in self._occurrences(wall) if i > now)])
+        walk = croniter(self._cron, _wall(local))
+        while True:
+            later = [i for i in self._occurrences(walk.get_next(datetime)) if i > now]
+            if later:
+                found = _earliest([best, *later])
+                assert found is not None
+                return found
+
+    def _latest_on_the_clock(self, now: datetime) -> datetime:
+        """follows_clock: the last instant at or before `now` whose wall-clock reading is a slot. In the second
+        pass of a repeated hour, times after the current wall time passed in the first: walk those too."""
+        local = now.astimezone(self.time_zone)
+        best: datetime | None = None
+        span = _repeated_span(local)
+        start = _wall(local).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        if span:
+            walk = croniter(self._cron, start + span)
+            while (wall := walk.get_prev(datetime)) >= start:
+                best = _latest([best, *(i for i in self._occurrences(wall) if i <= now)])
+        walk = croniter(self._cron, start)
+        while True:
+            earlier = [i for i in self._occurrences(walk.get_prev(datetime)) if i <= now]
+            if earlier:
+                found = _latest([best, *earlier])
+                assert found is not None
+                return found
+
+    def _occurrences(self, wall: datetime) -> list[datetime]:
+        """The instants (UTC) whose wall-clock reading is `wall`: none in a spring-forward gap, two in a repeated
+        hour, else one."""
+        found = []
+        for fold in (0, 1):
+            instant = wall.replace(tzinfo=self.time_zone, fold=fold).astimezone(UTC)
+            if _wall(instant.astimezone(self.time_zone)) == wall and instant not in found:
+                found.append(instant)
+        return found
+
     def _instant(self, wall: datetime) -> datetime:
         """The instant (UTC) a wall-clock slot fires: its first occurrence when the clocks go back, the moment the
         clocks jump when they go forward past it.
@@ -157,10 +218,14 @@ class Schedule:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Schedule):
             return NotImplemented
-        return (self._cron, self.time_zone.key) == (other._cron, other.time_zone.key)
+        return (self._cron, self.time_zone.key, self.follows_clock) == (
+            other._cron,
+            other.time_zone.key,
+            other.follows_clock,
+        )
 
     def __hash__(self) -> int:
-        return hash((self._cron, self.time_zone.key))
+        return hash((self._cron, self.time_zone.key, self.follows_clock))
 
     def __repr__(self) -> str:
         return f"Schedule({self.expression!r}, time_zone={self.time_zone.key!r})"
@@ -201,6 +266,8 @@ def parse_schedule(expression: str, time_zone: str = "Etc/UTC") -> Schedule:
         )
     minute, hour, dom, month, dow = (_parse_field(p, f, shown) for p, f in zip(parts, _FIELDS, strict=True))
     _check_fires(dom, month, dow, shown)
+    # Vixie cron's test, on the hour field as written: a star or a step repeats within the day.
+    follows_clock = hour.star or "/" in parts[1] or parts[1] in ("*", "?")
     return Schedule(
         expression=expression,
         time_zone=zone,
@@ -220,6 +287,7 @@ def parse_schedule(expression: str, time_zone: str = "Etc/UTC") -> Schedule:
                 _canonical(dow.values, star=dow.star),
             ]
         ),
+        follows_clock=follows_clock,
     )
 
 
@@ -348,6 +416,26 @@ def _repeated_span(local: datetime) -> timedelta:
     if first is None or second is None:
         return timedelta(0)
     return max(first - second, timedelta(0))
+
+
+def _coming_repetition(now: datetime, zone: ZoneInfo) -> timedelta:
+    """How much wall-clock time the clocks will repeat if they go back within the next three hours (Vixie cron's
+    bound on a DST change), else zero."""
+    ahead = (now + timedelta(hours=3)).astimezone(zone).utcoffset()
+    current = now.astimezone(zone).utcoffset()
+    if ahead is None or current is None:
+        return timedelta(0)
+    return max(current - ahead, timedelta(0))
+
+
+def _earliest(instants: list[datetime | None]) -> datetime | None:
+    present = [i for i in instants if i is not None]
+    return min(present) if present else None
+
+
+def _latest(instants: list[datetime | None]) -> datetime | None:
+    present = [i for i in instants if i is not None]
+    return max(present) if present else None
 
 
 def _transition(before: datetime, after: datetime) -> datetime:

@@ -192,9 +192,6 @@ def test_firings_are_utc_instants_of_wall_clock_slots_in_the_zone() -> None:
         pytest.param("30 1 * * *", NEW_YORK, "2026-11-01T04:00", "2026-11-01T05:30", id="repeated slot fires first"),
         pytest.param("30 1 * * *", NEW_YORK, "2026-11-01T05:30", "2026-11-02T06:30", id="and not again"),
         pytest.param("30 1 * * *", NEW_YORK, "2026-11-01T06:10", "2026-11-02T06:30", id="from the second pass"),
-        pytest.param(
-            "0 * * * *", NEW_YORK, "2026-11-01T05:00", "2026-11-01T07:00", id="hourly: 01:00 once, then 02:00"
-        ),
         # Lord Howe goes back half an hour: 02:00 (+11:00) -> 01:30 (+10:30) on 2026-04-05 local.
         pytest.param("45 1 * * *", "Australia/Lord_Howe", "2026-04-04T13:00", "2026-04-04T14:45", id="half-hour DST"),
         pytest.param("45 1 * * *", "Australia/Lord_Howe", "2026-04-04T14:45", "2026-04-05T15:15", id="half-hour, once"),
@@ -205,10 +202,57 @@ def test_across_dst_it_fires_once_per_slot(expression: str, zone: str, after: st
 
 
 def test_slots_inside_a_spring_forward_gap_collapse_into_one_firing() -> None:
-    schedule = parse_schedule("*/15 * * * *", NEW_YORK)
-    fired = list(schedule.firings(utc("2026-03-08T06:40"), utc("2026-03-08T07:20")))
-    # 01:45 EST, then 02:00..02:45 (missing) and 03:00 all at the jump, then 03:15 EDT.
-    assert fired == [utc("2026-03-08T06:45"), utc("2026-03-08T07:00"), utc("2026-03-08T07:15")]
+    schedule = parse_schedule("*/15 2 * * *", NEW_YORK)  # a fixed hour: once per wall-clock slot
+    fired = list(schedule.firings(utc("2026-03-08T06:40"), utc("2026-03-09T08:00")))
+    # 02:00..02:45 do not exist on the 8th: one firing when the clocks jump; the next day, each slot.
+    assert fired == [utc("2026-03-08T07:00"), *(utc(f"2026-03-09T06:{m:02}") for m in (0, 15, 30, 45))]
+
+
+# Vixie/ISC cron's rule: a schedule whose hour is `*` or a step follows the clock, in the repeated hour too, and
+# skips the wall times that do not exist; a fixed-hour schedule fires once per wall-clock slot. Fall-back and
+# spring-forward in three zones, one of them with a 30-minute change (Lord Howe: +11 -> +10:30 at 02:00 on
+# 2026-04-05, +10:30 -> +11 at 02:00 on 2026-10-04; Berlin: 2026-03-29 and 2026-10-25 at 01:00 UTC).
+@pytest.mark.parametrize(
+    ("expression", "zone", "start", "end", "expected"),
+    [
+        pytest.param(
+            "0 * * * *", NEW_YORK, "2026-11-01T03:30", "2026-11-01T07:30",
+            ["04:00", "05:00", "06:00", "07:00"], id="New York back: 01:00 EDT and 01:00 EST, an hour apart",
+        ),
+        pytest.param(
+            "0 * * * *", NEW_YORK, "2026-03-08T04:30", "2026-03-08T08:30",
+            ["05:00", "06:00", "07:00", "08:00"], id="New York forward: 01:00 EST, 03:00 EDT, an hour apart",
+        ),
+        pytest.param(
+            "30 */2 * * *", "Europe/Berlin", "2026-10-24T22:00", "2026-10-25T03:00",
+            ["22:30", "00:30", "01:30"], id="Berlin back: 02:30 CEST and 02:30 CET",
+        ),
+        pytest.param(
+            "30 */2 * * *", "Europe/Berlin", "2026-03-28T22:00", "2026-03-29T03:00",
+            ["23:30", "02:30"], id="Berlin forward: 00:30 CET, 02:30 does not exist, 04:30 CEST",
+        ),
+        pytest.param(
+            "*/5 * * * *", "Australia/Lord_Howe", "2026-04-04T14:50", "2026-04-04T15:35",
+            ["14:55", "15:00", "15:05", "15:10", "15:15", "15:20", "15:25", "15:30", "15:35"],
+            id="Lord Howe back half an hour: every 5 minutes of real time, 01:30-01:55 twice",
+        ),
+        pytest.param(
+            "*/5 * * * *", "Australia/Lord_Howe", "2026-10-03T15:15", "2026-10-03T15:40",
+            ["15:20", "15:25", "15:30", "15:35", "15:40"], id="Lord Howe forward half an hour: 01:55 then 02:30",
+        ),
+        pytest.param(
+            "30 1 * * *", "Australia/Lord_Howe", "2026-04-04T14:00", "2026-04-05T16:00",
+            ["14:30", "15:00"], id="Lord Howe, a fixed hour: 01:30 once (the first), then the next day's",
+        ),
+    ],
+)  # fmt: skip
+def test_a_schedule_that_repeats_within_a_day_follows_the_clock_across_dst(
+    expression: str, zone: str, start: str, end: str, expected: list[str]
+) -> None:
+    schedule = parse_schedule(expression, zone)
+    assert schedule.follows_clock is (expression != "30 1 * * *")
+    fired = [f.strftime("%H:%M") for f in schedule.firings(utc(start), utc(end))]
+    assert fired == expected
 
 
 def test_latest_at_or_before_counts_a_slot_that_fires_exactly_now() -> None:
@@ -235,6 +279,8 @@ def test_schedules_compare_by_meaning() -> None:
     assert parse_schedule("0 0 * * 0") == parse_schedule("0 0 ? * SUN")
     assert parse_schedule("0 0 */1 * 1") != parse_schedule("0 0 1-31 * 1")
     assert parse_schedule("@daily") != parse_schedule("@daily", "Europe/Berlin")
+    # The same times of day, but one follows the clock across DST and the other fires once per slot.
+    assert parse_schedule("0 */12 * * *") != parse_schedule("0 0,12 * * *")
 
 
 # --- against an independent oracle ------------------------------------------------------------------------------
@@ -249,14 +295,18 @@ def _robfig_matches(schedule: Schedule, wall: datetime) -> bool:
 
 
 def _oracle_firings(schedule: Schedule, start: datetime, minutes: int) -> list[datetime]:
-    """Walk real minutes: fire on a matching wall time at its first occurrence, and at a forward jump when any
-    skipped wall time matched."""
+    """Walk real minutes. A schedule that follows the clock fires whenever the wall time matches; any other fires
+    on a matching wall time at its first occurrence, and at a forward jump when any skipped wall time matched."""
     zone = schedule.time_zone
     fired: list[datetime] = []
     previous_wall: datetime | None = None
     for step in range(1, minutes + 1):
         moment = (start + step * MINUTE).astimezone(zone)
         wall = moment.replace(tzinfo=None, fold=0)
+        if schedule.follows_clock:
+            if _robfig_matches(schedule, wall):
+                fired.append(moment.astimezone(UTC))
+            continue
         second_pass = moment.fold == 1 and moment.replace(fold=0).utcoffset() != moment.utcoffset()
         fire = not second_pass and _robfig_matches(schedule, wall)
         if previous_wall is not None and wall - previous_wall > MINUTE:
@@ -282,6 +332,9 @@ def _oracle_firings(schedule: Schedule, start: datetime, minutes: int) -> list[d
         ("*/10 2 * * *", "Europe/Berlin", "2026-10-24T00:00", 3),
         ("*/20 * * * *", "Australia/Lord_Howe", "2026-04-04T12:00", 1),
         ("*/20 * * * *", "Australia/Lord_Howe", "2026-10-03T12:00", 1),
+        ("10,50 */3 * * *", "Australia/Lord_Howe", "2026-04-04T00:00", 2),
+        ("*/13 * * * *", "Europe/Berlin", "2026-10-24T12:00", 2),
+        ("0 0-23/2 * * *", "Europe/Berlin", "2026-03-28T12:00", 2),
         ("0 0 13 * 5", "Etc/UTC", "2026-01-01T00:00", 120),
         ("0 12 */1 * 1-5", "Asia/Kolkata", "2026-01-01T00:00", 30),
         ("0 0 1,15 FEB-APR *", "Etc/UTC", "2026-01-01T00:00", 120),
@@ -298,7 +351,8 @@ def test_firings_agree_with_a_minute_by_minute_oracle(expression: str, zone: str
 @pytest.mark.parametrize("zone", ["Etc/UTC", NEW_YORK, "Europe/Berlin", "Australia/Lord_Howe"])
 def test_latest_at_or_before_and_next_after_bracket_every_moment(zone: str) -> None:
     rng = random.Random(zone)
-    schedules = [parse_schedule(e, zone) for e in ("*/7 * * * *", "30 1,2 * * *", "0 0 * * 0", "45 2 1 * *")]
+    expressions = ("*/7 * * * *", "30 1,2 * * *", "0 0 * * 0", "45 2 1 * *", "30 * * * *", "15 */2 * * *")
+    schedules = [parse_schedule(e, zone) for e in expressions]
     for _ in range(300):
         moment = utc("2026-01-01T00:00") + timedelta(seconds=rng.randrange(365 * 86400))
         # Probe the DST days densely too.
