@@ -5,12 +5,17 @@
 - adding a key that is being handled makes it run once more afterwards (nothing is lost);
 - `add_after` keeps only the earliest pending time per key;
 - a handler that raises is retried with exponential backoff per key (0.5 s doubling up to 5 min), reset by a
-  success; a handler that returns a delay is requeued after it (the next slot plus padding).
+  success; a handler that returns a delay is requeued after it (the next slot plus padding);
+- a key whose time came (`add_after`: a slot is due) goes ahead of keys added by watch events, and a waiting key
+  whose time comes moves ahead. When a thousand slots fall due in the same second, their Jobs are created first,
+  and the status writes and Events those runs cause (which re-add the same keys, from the watches) wait behind
+  them instead of taking turns with them: the slot's last Job is not held up by the first ones' paperwork.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
 from typing import Generic, TypeVar
@@ -26,7 +31,12 @@ K = TypeVar("K", bound=Hashable)
 
 class WorkQueue(Generic[K]):
     def __init__(self, *, base_delay: float = 0.5, max_delay: float = 300.0) -> None:
-        self._ready: asyncio.Queue[K] = asyncio.Queue()
+        # Two lines, the due ones first; one token per entry. A key moved ahead leaves a stale entry behind, which
+        # a worker skips (the key is no longer waiting, or is handled once either way).
+        self._due: deque[K] = deque()
+        self._other: deque[K] = deque()
+        self._entries = asyncio.Semaphore(0)
+        self._due_keys: set[K] = set()
         self._waiting: set[K] = set()
         self._processing: set[K] = set()
         self._again: set[K] = set()
@@ -38,12 +48,34 @@ class WorkQueue(Generic[K]):
         """Keys waiting to be handled now (not those scheduled for later)."""
         return len(self._waiting)
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, *, due: bool = False) -> None:
+        """`due`: its time came (a slot): ahead of the keys the watches added."""
         if key in self._processing:
             self._again.add(key)
+            if due:
+                self._due_keys.add(key)
         elif key not in self._waiting:
             self._waiting.add(key)
-            self._ready.put_nowait(key)
+            self._enter(key, due)
+        elif due and key not in self._due_keys:
+            self._enter(key, due)  # moves ahead; its other entry is skipped
+
+    def _enter(self, key: K, due: bool) -> None:
+        if due:
+            self._due_keys.add(key)
+            self._due.append(key)
+        else:
+            self._other.append(key)
+        self._entries.release()
+
+    async def _next(self) -> K:
+        while True:
+            await self._entries.acquire()
+            key = self._due.popleft() if self._due else self._other.popleft()
+            if key in self._waiting:
+                self._waiting.discard(key)
+                self._due_keys.discard(key)
+                return key
 
     def add_after(self, key: K, delay: timedelta | float) -> None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
@@ -61,7 +93,7 @@ class WorkQueue(Generic[K]):
 
     def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
-        self.add(key)
+        self.add(key, due=True)
 
     def retry(self, key: K) -> float:
         failures = self._failures.get(key, 0)
@@ -88,8 +120,7 @@ class WorkQueue(Generic[K]):
 
     async def _work(self, handle: Callable[[K], Awaitable[timedelta | None]]) -> None:
         while True:
-            key = await self._ready.get()
-            self._waiting.discard(key)
+            key = await self._next()
             self._processing.add(key)
             try:
                 requeue = await handle(key)
@@ -112,4 +143,4 @@ class WorkQueue(Generic[K]):
                 self._processing.discard(key)
                 if key in self._again:
                     self._again.discard(key)
-                    self.add(key)
+                    self.add(key, due=key in self._due_keys)

@@ -123,3 +123,50 @@ async def test_add_after_keeps_the_earliest_time() -> None:
         await asyncio.sleep(0.7)
     assert len(seen) == 1
     assert seen[0] - start < 0.2
+
+
+async def test_keys_whose_time_came_go_ahead_of_the_watches_and_each_runs_once() -> None:
+    """A slot's keys are handled before the status passes and watch events queued before them: the Jobs first."""
+    queue: WorkQueue[str] = WorkQueue()
+    runs: list[str] = []
+    done = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        runs.append(key)
+        if len(runs) == 6:
+            done.set()
+
+    for key in ("watch-1", "watch-2", "watch-3", "watch-4"):
+        queue.add(key)
+    queue.add("slot-1", due=True)
+    queue.add("watch-3", due=True)  # waiting already: its time came, so it moves ahead, and runs once
+    queue.add("slot-2", due=True)
+    assert len(queue) == 6
+    async with working(queue, handle, workers=1):
+        await asyncio.wait_for(done.wait(), timeout=10)
+    assert runs == ["slot-1", "watch-3", "slot-2", "watch-1", "watch-2", "watch-4"]
+    assert len(queue) == 0
+
+
+async def test_a_timer_makes_a_key_due() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    runs: list[str] = []
+    done = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        if key == "busy":
+            await gate.wait()  # holds the only worker while the others queue up
+        runs.append(key)
+        if len(runs) == 3:
+            done.set()
+
+    queue.add("busy")
+    async with working(queue, handle, workers=1):
+        queue.add("watch")
+        queue.add_after("slot", 0.01)
+        while "slot" not in queue._due_keys:  # noqa: ASYNC110 - the queue has no event for a timer firing
+            await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.wait_for(done.wait(), timeout=10)
+    assert runs == ["busy", "slot", "watch"]
