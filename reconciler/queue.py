@@ -9,7 +9,9 @@
 - a key whose time came (`add_after`: a slot is due) goes ahead of keys added by watch events, and a waiting key
   whose time comes moves ahead. When a thousand slots fall due in the same second, their Jobs are created first,
   and the status writes and Events those runs cause (which re-add the same keys, from the watches) wait behind
-  them instead of taking turns with them: the slot's last Job is not held up by the first ones' paperwork.
+  them instead of taking turns with them: the slot's last Job is not held up by the first ones' paperwork. Never
+  for long: after DUE_STREAK due keys in a row, one other key goes, so that a controller that cannot keep up
+  with its slots still writes status.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = ["WorkQueue"]
 log = structlog.get_logger("reconciler.queue")
 
 K = TypeVar("K", bound=Hashable)
+DUE_STREAK = 8
 
 
 class WorkQueue(Generic[K]):
@@ -37,6 +40,7 @@ class WorkQueue(Generic[K]):
         self._other: deque[K] = deque()
         self._entries = asyncio.Semaphore(0)
         self._due_keys: set[K] = set()
+        self._streak = 0  # due keys taken in a row
         self._waiting: set[K] = set()
         self._processing: set[K] = set()
         self._again: set[K] = set()
@@ -71,7 +75,10 @@ class WorkQueue(Generic[K]):
     async def _next(self) -> K:
         while True:
             await self._entries.acquire()
-            key = self._due.popleft() if self._due else self._other.popleft()
+            if self._due and (self._streak < DUE_STREAK or not self._other):
+                key, self._streak = self._due.popleft(), self._streak + 1
+            else:
+                key, self._streak = self._other.popleft(), 0
             if key in self._waiting:
                 self._waiting.discard(key)
                 self._due_keys.discard(key)

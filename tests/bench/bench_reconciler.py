@@ -51,7 +51,7 @@ from tests.bench.results import table
 from tests.controlplane import ControlPlane, free_port
 from tests.fixtures import databasebackup, statefulset
 
-SIZES = tuple(int(s) for s in os.environ.get("BENCH_SIZES", "1000,5000,10000").split(","))
+SIZES = tuple(int(s) for s in os.environ.get("BENCH_SIZES", "1000,5000,10000").split(","))  # BENCH_SIZES=1000,5000
 CONCURRENCY = 16  # the reconciler's workers and the baseline's requests in flight
 SLOT_WINDOW = 110.0  # how long after its slot a slot's Jobs are counted (the next slot's come at 60 s)
 TUNED = ("--kube-api-qps=1000", "--kube-api-burst=2000", "--concurrent-cron-job-syncs=16")
@@ -292,7 +292,7 @@ async def _reconciler(plane: ControlPlane, api: client.ApiClient, size: int) -> 
         ],
     )
     try:
-        await _until(lambda: _all_have_status(api, "dbb", size), seconds=900)
+        await _until(lambda: _all_have_status(api, "dbb", size), seconds=900, every=2.0)
         slot = _next_minute(datetime.now(UTC) + timedelta(seconds=5))
         # Writes from the slot on: wait for it first (the runs of earlier slots may still be going).
         await asyncio.sleep(max((slot - datetime.now(UTC)).total_seconds() - 1, 0))
@@ -561,12 +561,12 @@ async def _all_have_status(api: client.ApiClient, namespace: str, size: int) -> 
     return sum(1 for item in listed["items"] if (item.get("status") or {}).get("phase")) >= size
 
 
-async def _until(check: Callable[[], Awaitable[bool]], seconds: float) -> None:
+async def _until(check: Callable[[], Awaitable[bool]], seconds: float, every: float = 0.25) -> None:
     deadline = time.monotonic() + seconds
     while not await check():
         if time.monotonic() > deadline:
             raise TimeoutError("benchmark condition not met in time")
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(every)
 
 
 def _metric(port: int, prefix: str) -> float:

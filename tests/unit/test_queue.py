@@ -170,3 +170,27 @@ async def test_a_timer_makes_a_key_due() -> None:
         gate.set()
         await asyncio.wait_for(done.wait(), timeout=10)
     assert runs == ["busy", "slot", "watch"]
+
+
+async def test_due_keys_never_starve_the_others() -> None:
+    """A controller that cannot keep up with its slots still writes status: one other key after every streak."""
+    from reconciler.queue import DUE_STREAK
+
+    queue: WorkQueue[str] = WorkQueue()
+    runs: list[str] = []
+    done = asyncio.Event()
+    total = 2 * DUE_STREAK + 2
+
+    async def handle(key: str) -> None:
+        runs.append(key)
+        if len(runs) == total:
+            done.set()
+
+    queue.add("status-1")
+    queue.add("status-2")
+    for index in range(2 * DUE_STREAK):
+        queue.add(f"slot-{index}", due=True)
+    async with working(queue, handle, workers=1):
+        await asyncio.wait_for(done.wait(), timeout=10)
+    assert runs.index("status-1") == DUE_STREAK
+    assert runs.index("status-2") == 2 * DUE_STREAK + 1
