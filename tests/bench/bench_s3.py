@@ -93,7 +93,7 @@ class Bench:
     def baseline(self) -> tuple[Measure, Measure]:
         """The dump to a file, then its upload: each measured."""
         file = self.work / "bench.dump"
-        dump = raw_pg(self.pg, file)
+        dump = raw_pg(self.pg, file, "gzip")
         key = f"baseline-{uuid.uuid4().hex[:8]}/bench.dump"
         argv = [sys.executable, "-c", UPLOAD, str(file), self.store.bucket, key, str(PART_SIZE), str(IN_FLIGHT)]
         upload = run_pipeline([argv], os.environ | self.store.env, None, errors=self.errors)
