@@ -25,7 +25,7 @@ from common.statefulset import facts
 from reconciler.jobs import RunnerSettings, outcome, restore_job, rfc3339
 from reconciler.world import Event
 
-__all__ = ["FINAL", "RestorePlan", "RestoreWorld", "decide_restore", "target_of"]
+__all__ = ["FINAL", "RestorePlan", "RestoreWorld", "decide_restore"]
 
 FINAL = ("Succeeded", "Failed")
 
@@ -111,12 +111,12 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
         "file": file,
         "observedGeneration": generation,
     }
-    status["target"] = target = target_of(spec, source.database_name)
+    status["target"] = target = _target_of(spec, source.database_name)
     event = Event("Normal", "RestoreStarted", f"Job {job['metadata']['name']} restores {file} into {target}")
     return RestorePlan(create=job, status=status, events=(event,))
 
 
-def target_of(spec: DatabaseRestoreSpec, source_database: str) -> str:
+def _target_of(spec: DatabaseRestoreSpec, source_database: str) -> str:
     """What status.target (the TARGET column) shows: the StatefulSet, or the external server as host[:port]."""
     return str(spec.external) if spec.external is not None else spec.target_database_name or source_database
 
@@ -208,7 +208,7 @@ def _from_job(world: RestoreWorld, previous: dict[str, Any], generation: Any) ->
     message = seen.message or str(result.get("message") or "the restore Job failed")
     if seen.state == "Succeeded":  # exit 0 without our result line: not a restore we can vouch for
         reason, message = "NoResult", "the restore Job ended without reporting what it restored"
-    elif _MISSING_ROLE.search(message) and not _spec_of(world).no_owner:
+    elif _MISSING_ROLE.search(message) and (world.obj.get("spec") or {}).get("noOwner") is not True:
         message += (
             " (the target server lacks a role that the backup names as an owner or in a grant, and the restore, one "
             "transaction, changed nothing: create the role, or set spec.noOwner: true to restore without ownership "
@@ -218,11 +218,6 @@ def _from_job(world: RestoreWorld, previous: dict[str, Any], generation: Any) ->
 
 
 _MISSING_ROLE = re.compile(r'role "[^"]*" does not exist')
-
-
-def _spec_of(world: RestoreWorld) -> DatabaseRestoreSpec:
-    spec, _ = parse_restore_spec(world.obj.get("spec"))
-    return spec if spec is not None else DatabaseRestoreSpec(database_backup="")
 
 
 def _finish(

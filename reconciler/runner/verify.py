@@ -42,10 +42,10 @@ from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.feeds import Consumer, LineScanner, RowCounter, SqlRenamer, ToolFeed, feed_all
 from reconciler.runner.layout import CUSTOM, SET, TAR, Layout, Stored, members, open_payload, parse_layout, stored
-from reconciler.runner.manifest import SHOWN_RESULT, Manifest, read_manifest, set_digest
+from reconciler.runner.manifest import Manifest, QueryResult, read_manifest, set_digest
 from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
-from reconciler.runner.queries import run_query
+from reconciler.runner.queries import Query, record, run_query
 
 __all__ = ["VerifyReport", "check_decoding", "count_toc_tables", "verify_backup"]
 
@@ -367,13 +367,12 @@ class _Checker:
                 raise RunnerError(
                     "VerifyFailed", f"restore test of {database!r}: query {recorded.name!r} failed: {error.message}"
                 ) from None
-            if _sha256(printed) != recorded.sha256:
-                now = _shown(printed) if len(printed) <= SHOWN_RESULT else f"sha256 {_sha256(printed)[:12]}…"
-                then = _shown(recorded.result) if recorded.result is not None else f"sha256 {recorded.sha256[:12]}…"
+            again = record(Query(recorded.name, recorded.database, recorded.sql), printed)
+            if again.sha256 != recorded.sha256:
                 raise RunnerError(
                     "VerifyFailed",
-                    f"restore test of {database!r}: query {recorded.name!r} gives {now} after the restore; the "
-                    f"backup recorded {then}",
+                    f"restore test of {database!r}: query {recorded.name!r} gives {_described(again)} after the "
+                    f"restore; the backup recorded {_described(recorded)}",
                 )
             self.queries += 1
             log.info("restore test query matches", database=database, query=recorded.name)
@@ -389,8 +388,9 @@ class _Checker:
             admin.drop_database(engine, self.connection, name, self.scrub)
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _described(result: QueryResult) -> str:
+    """What a query printed, for an error message: the text when the manifest keeps it, else its digest."""
+    return _shown(result.result) if result.result is not None else f"sha256 {result.sha256[:12]}…"
 
 
 def _shown(printed: str, limit: int = 120) -> str:
