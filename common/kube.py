@@ -3,6 +3,10 @@
 - A dict body makes PATCH default to JSON Patch; custom objects and their status want a merge patch. The generated
   stubs omit `_content_type`, so it travels as `**MERGE_PATCH`.
 - Since kubernetes-asyncio 32 no request has a timeout unless given one: pass `**timeout(...)` to every call.
+- Its aiohttp session trusts the environment, and with that aiohttp looks in ~/.netrc for credentials before every
+  request, in a thread: a fifth of the webhook's time under load (tests/bench/RESULTS.md). Our credentials are the
+  kubeconfig's or the service account's, never netrc's, and a proxy comes from the kubeconfig (`proxy-url`), so
+  `api_client` turns that off.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any, Final, cast
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["MERGE_PATCH", "ConfigError", "api_client", "body", "checked", "raw", "timeout"]
+__all__ = ["MERGE_PATCH", "ConfigError", "api_client", "body", "checked", "raw", "timeout", "untrusting"]
 
 MERGE_PATCH: Final[Mapping[str, Any]] = {"_content_type": "application/merge-patch+json"}
 
@@ -33,11 +37,22 @@ async def api_client(kubeconfig: Path | None) -> client.ApiClient:
     """A client from a kubeconfig file, else from the in-cluster service account."""
     try:
         if kubeconfig is not None:
-            return await config.new_client_from_config(config_file=str(kubeconfig))
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
+            api = await config.new_client_from_config(config_file=str(kubeconfig))
+        else:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api = client.ApiClient()
     except (config.ConfigException, OSError) as error:
         raise ConfigError(f"cannot load Kubernetes configuration: {error}") from None
+    return untrusting(api)
+
+
+def untrusting(api: client.ApiClient) -> client.ApiClient:
+    """`api` with its session no longer reading the environment (~/.netrc, *_PROXY) before each request."""
+    session = api.rest_client.pool_manager
+    if not hasattr(session, "_trust_env"):
+        raise RuntimeError("aiohttp.ClientSession has no _trust_env any more: see common/kube.py")
+    session._trust_env = False
+    return api
 
 
 async def raw(call: Awaitable[Any]) -> dict[str, Any]:
