@@ -11,15 +11,18 @@ API server is asked only when the cache cannot know:
 - before the first sync, or while the watch is down (reconnecting after an error, between a list and its watch),
   the cache may be behind by any amount: one live GET, inside the deadline.
 The Pods are read live, by the StatefulSet's selector: only a DatabaseBackup's create (or a changed claim) needs
-them, and a cache of every Pod in the cluster would be most of the webhook's memory.
+them, and a cache of every Pod in the cluster would be most of the webhook's memory. Live reads are shared: while
+one is on the way, admissions that need the same answer wait for it instead of asking again (a burst of creates for
+one StatefulSet costs one list of its Pods at a time, not one each). Nothing is kept once a read is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -40,6 +43,9 @@ WATCH_GRACE: Final = 1.0
 
 Read = Callable[[str, str], Awaitable[dict[str, Any] | None]]  # (namespace, name) -> object, None if not found
 ListPods = Callable[[str, str], Awaitable[list[dict[str, Any]]]]  # (namespace, label selector) -> Pods
+
+
+T = TypeVar("T")
 
 
 class Unanswered(Exception):
@@ -84,6 +90,7 @@ class StatefulSets:
         self._read, self._list_pods, self._metrics = read, list_pods, metrics
         self._read_service, self._read_namespace = read_service, read_namespace
         self._read_backup = read_backup
+        self._shared = _Shared()
         self.watch_grace = watch_grace
         self._changed = asyncio.Event()
 
@@ -148,9 +155,9 @@ class StatefulSets:
                     return Database(namespace, name, None)
             if found is not None:
                 return Database(namespace, name, found)
-        self._metrics.kube_requests.labels("cache-miss").inc()
         try:
-            return Database(namespace, name, await self._read(namespace, name))
+            found = await self._ask("cache-miss", (namespace, name), lambda: self._read(namespace, name))
+            return Database(namespace, name, found)
         except _FAILURES as error:
             return Database(namespace, name, None, _unanswered(error))
 
@@ -158,37 +165,45 @@ class StatefulSets:
         selector = label_selector(statefulset)
         if selector is None:
             raise Unanswered("its spec.selector has an operator this webhook does not know")
-        self._metrics.kube_requests.labels("pods").inc()
         try:
-            found = await self._list_pods(namespace, selector)
+            found = await self._ask("pods", (namespace, selector), lambda: self._list_pods(namespace, selector))
         except _FAILURES as error:
             raise Unanswered(_unanswered(error)) from None
         return {str(pod["metadata"]["name"]): pod_claims(pod) for pod in found if owned_by(pod, statefulset)}
 
     async def service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        assert self._read_service is not None
-        self._metrics.kube_requests.labels("service").inc()
+        read = self._read_service
+        assert read is not None
         try:
-            return await self._read_service(namespace, name)
+            return await self._ask("service", (namespace, name), lambda: read(namespace, name))
         except _FAILURES as error:
             raise Unanswered(_unanswered(error)) from None
 
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
-        assert self._read_namespace is not None
-        self._metrics.kube_requests.labels("namespace").inc()
+        read = self._read_namespace
+        assert read is not None
         try:
-            found = await self._read_namespace(namespace)
+            found = await self._ask("namespace", (namespace,), lambda: read(namespace))
         except _FAILURES as error:
             raise Unanswered(_unanswered(error)) from None
         return dict(((found or {}).get("metadata") or {}).get("labels") or {})
 
     async def databasebackup(self, namespace: str, name: str) -> dict[str, Any] | None:
-        assert self._read_backup is not None
-        self._metrics.kube_requests.labels("databasebackup").inc()
+        read = self._read_backup
+        assert read is not None
         try:
-            return await self._read_backup(namespace, name)
+            return await self._ask("databasebackup", (namespace, name), lambda: read(namespace, name))
         except _FAILURES as error:
             raise Unanswered(_unanswered(error)) from None
+
+    async def _ask(self, what: str, key: tuple[str, ...], read: Callable[[], Awaitable[T]]) -> T:
+        """One live read of `what`, shared with whoever asks for the same while it is on the way; counted once."""
+
+        async def counted() -> T:
+            self._metrics.kube_requests.labels(what).inc()
+            return await read()
+
+        return await self._shared.get((what, *key), counted)
 
     async def _arrival(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, if its watch event comes within `watch_grace`."""
@@ -205,6 +220,29 @@ class StatefulSets:
         # Wake every waiter; each looks for its own object and waits on the next Event if it is not there yet.
         self._changed.set()
         self._changed = asyncio.Event()
+
+
+class _Shared:
+    """At most one read in flight per key. A waiter's deadline cancels its own wait, never the read the others
+    wait for."""
+
+    def __init__(self) -> None:
+        self._flying: dict[tuple[str, ...], asyncio.Future[Any]] = {}
+
+    async def get(self, key: tuple[str, ...], read: Callable[[], Awaitable[T]]) -> T:
+        flying = self._flying.get(key)
+        if flying is None:
+            flying = asyncio.ensure_future(read())
+            self._flying[key] = flying
+            flying.add_done_callback(functools.partial(self._landed, key))
+        result: T = await asyncio.shield(flying)
+        return result
+
+    def _landed(self, key: tuple[str, ...], flying: asyncio.Future[Any]) -> None:
+        if self._flying.get(key) is flying:
+            del self._flying[key]
+        if not flying.cancelled():
+            flying.exception()  # retrieved: a read whose waiters all gave up must not warn when it fails
 
 
 _FAILURES: Final = (ApiException, aiohttp.ClientError, TimeoutError, OSError, ValueError)

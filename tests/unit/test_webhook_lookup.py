@@ -82,3 +82,55 @@ async def test_an_api_server_that_never_answers_gives_could_not_check_within_the
     assert found is not None
     assert found.error == "no answer from the API server within 0.1 s"
     assert api.reads == [("shop", "example-db")]
+
+
+class GatedAPI(FakeAPI):
+    """Reads that answer only when the test opens the gate; one failure can be queued."""
+
+    def __init__(self) -> None:
+        super().__init__(found=statefulset())
+        self.gate = asyncio.Event()
+        self.fail: Exception | None = None
+
+    async def read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append((namespace, name))
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return self.found
+
+
+async def test_admissions_that_need_the_same_read_while_it_is_on_the_way_share_it_and_it_is_counted_once() -> None:
+    api = GatedAPI()
+    statefulsets = finder(api, synced=False, watching=False)
+    lookups = [asyncio.create_task(statefulsets.find("shop", "example-db")) for _ in range(5)]
+    other = asyncio.create_task(statefulsets.find("shop", "other-db"))
+    await asyncio.sleep(0)
+    api.gate.set()
+    found = await asyncio.wait_for(asyncio.gather(*lookups, other), 30)
+    assert all(database.statefulset is api.found for database in found)
+    assert sorted(api.reads) == [("shop", "example-db"), ("shop", "other-db")]
+    counted = statefulsets._metrics.kube_requests.labels("cache-miss")._value.get()
+    assert counted == 2
+    # Nothing is kept once answered: the next admission reads again.
+    await statefulsets.find("shop", "example-db")
+    assert len(api.reads) == 3
+
+
+async def test_a_waiter_whose_deadline_passes_leaves_the_shared_read_to_the_others_and_failures_reach_each() -> None:
+    api = GatedAPI()
+    statefulsets = finder(api, synced=False, watching=False)
+    impatient = asyncio.create_task(statefulsets.find("shop", "example-db"))
+    patient = asyncio.create_task(statefulsets.find("shop", "example-db"))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    api.gate.set()
+    assert (await asyncio.wait_for(patient, 30)).statefulset is api.found
+    assert impatient.cancelled()
+    api.fail, api.gate = TimeoutError(), asyncio.Event()
+    failing = [asyncio.create_task(statefulsets.find("shop", "example-db")) for _ in range(2)]
+    await asyncio.sleep(0)
+    api.gate.set()
+    answers = await asyncio.wait_for(asyncio.gather(*failing), 30)
+    assert [a.error for a in answers] == ["no answer from the API server (TimeoutError)"] * 2
+    assert len(api.reads) == 2
