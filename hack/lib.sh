@@ -50,3 +50,32 @@ k8s_version_ldflags() {
   done
   echo "$flags"
 }
+
+# go_tool CACHE BINARY VERSION MODULE PACKAGE: print the path of BINARY, the Go command PACKAGE of MODULE@VERSION,
+# built once (under a lock, so parallel callers build it once) into ~/.cache/CACHE/VERSION/BINARY. Progress goes to
+# stderr, only the path to stdout.
+go_tool() {
+  local cache=$1 binary=$2 version=$3 module=$4 package=$5
+  local cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/$cache
+  local dest=$cache_root/$version/$binary
+  if [ -x "$dest" ]; then echo "$dest"; return 0; fi
+  command -v go >/dev/null || { echo "$binary: go is needed to build it; install Go 1.24+" >&2; return 1; }
+  mkdir -p "$cache_root"
+  (
+    flock 9
+    [ -x "$dest" ] && exit 0
+    export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    start=$(date +%s)
+    echo "$binary: building $module@$version from Go modules" >&2
+    cd "$work"
+    go mod init "dbb.local/$cache" >/dev/null 2>&1
+    go get "$module@$version" >&2
+    go build -trimpath -ldflags "-s -w" -o "$work/$binary" "$package" >&2
+    mkdir -p "$(dirname "$dest")"
+    mv "$work/$binary" "$dest.tmp" && mv "$dest.tmp" "$dest"
+    echo "$binary: built in $(($(date +%s) - start))s into $dest" >&2
+  ) 9>"$cache_root/.lock"
+  echo "$dest"
+}
