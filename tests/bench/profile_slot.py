@@ -22,7 +22,7 @@ from reconciler.controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
-from tests.bench.bench_reconciler import _all_have_status, _baseline, _bounded, _counter, _next_minute, _until
+from tests.bench.bench_reconciler import _baseline, _bounded, _counter, _next_minute, _settled, _until
 from tests.controlplane import ControlPlane
 from tests.fixtures import databasebackup, statefulset
 
@@ -49,7 +49,7 @@ async def profile(size: int) -> str:
             controller = Controller(api, JobExecutor(api), RunnerSettings(), metrics, namespace="dbb", workers=16)
             task = asyncio.create_task(controller.run())
             try:
-                await _until(lambda: _all_have_status(api, "dbb", size), seconds=600)
+                await _until(lambda: _settled(controller), seconds=600)
                 slot = _next_minute(datetime.now(UTC) + timedelta(seconds=2))
                 await asyncio.sleep((slot - datetime.now(UTC)).total_seconds() - 0.5)
                 before = _counter(metrics, "create", "jobs")
