@@ -10,10 +10,12 @@ API server is asked only when the cache cannot know:
   `kubectl apply -f` with both): we wait up to `watch_grace` for its event, then answer "not found" without a GET;
 - before the first sync, or while the watch is down (reconnecting after an error, between a list and its watch),
   the cache may be behind by any amount: one live GET, inside the deadline.
-The Pods are read live, by the StatefulSet's selector: only a DatabaseBackup's create (or a changed claim) needs
-them, and a cache of every Pod in the cluster would be most of the webhook's memory. Live reads are shared: while
-one is on the way, admissions that need the same answer wait for it instead of asking again (a burst of creates for
-one StatefulSet costs one list of its Pods at a time, not one each). Nothing is kept once a read is answered.
+The Pods (which claims they mount) come from a second cache that holds only what a StatefulSet creates: Pods with
+the `statefulset.kubernetes.io/pod-name` label, each cut down to its name, owners and claim names, so it stays small
+in a cluster of many Pods. Once it is synced and watching, its answer stands (a Pod created in the same millisecond
+as the admission mounts nothing yet); before that, the Pods are listed live by the StatefulSet's selector.
+Live reads are shared: while one is on the way, admissions that need the same answer wait for it instead of asking
+again (a burst of creates costs one read at a time, not one each). Nothing is kept once a read is answered.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ __all__ = ["WATCH_GRACE", "DatabaseFinder", "StatefulSets", "Unanswered"]
 # The longest a watch event for a just-created StatefulSet is waited for. Events arrive in milliseconds; a second is
 # generous, and half of the lookup budget (webhook.lookup.LOOKUP_BUDGET) leaves the other half for the Pods.
 WATCH_GRACE: Final = 1.0
+# Every Pod a StatefulSet creates carries it (with its own name as the value); other Pods are not cached.
+STATEFULSET_POD_LABEL: Final = "statefulset.kubernetes.io/pod-name"
 
 Read = Callable[[str, str], Awaitable[dict[str, Any] | None]]  # (namespace, name) -> object, None if not found
 ListPods = Callable[[str, str], Awaitable[list[dict[str, Any]]]]  # (namespace, label selector) -> Pods
@@ -84,8 +88,10 @@ class StatefulSets:
         read_service: Read | None = None,
         read_namespace: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
         read_backup: Read | None = None,
+        pods: Informer | None = None,
     ) -> None:
         self.informer = informer
+        self.pods_informer = pods
         self.informer.handler = self._arrived
         self._read, self._list_pods, self._metrics = read, list_pods, metrics
         self._read_service, self._read_namespace = read_service, read_namespace
@@ -132,6 +138,13 @@ class StatefulSets:
             list_call=apps.list_stateful_set_for_all_namespaces,
             on_restart=lambda reason: metrics.watch_restarts.labels(reason).inc(),
         )
+        pods = Informer(
+            name="pods",
+            list_call=core.list_pod_for_all_namespaces,
+            options={"label_selector": STATEFULSET_POD_LABEL},
+            transform=_claims_only,
+            on_restart=lambda reason: metrics.watch_restarts.labels(reason).inc(),
+        )
         return cls(
             informer,
             read,
@@ -140,6 +153,7 @@ class StatefulSets:
             read_service=read_service,
             read_namespace=read_namespace,
             read_backup=read_backup,
+            pods=pods,
         )
 
     @property
@@ -162,6 +176,13 @@ class StatefulSets:
             return Database(namespace, name, None, _unanswered(error))
 
     async def pods(self, namespace: str, statefulset: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        cache = self.pods_informer
+        if cache is not None and cache.synced.is_set() and cache.watching:
+            return {
+                str(pod["metadata"]["name"]): pod_claims(pod)
+                for (where, _), pod in cache.store.items()
+                if where == namespace and owned_by(pod, statefulset)
+            }
         selector = label_selector(statefulset)
         if selector is None:
             raise Unanswered("its spec.selector has an operator this webhook does not know")
@@ -220,6 +241,16 @@ class StatefulSets:
         # Wake every waiter; each looks for its own object and waits on the next Event if it is not there yet.
         self._changed.set()
         self._changed = asyncio.Event()
+
+
+def _claims_only(pod: dict[str, Any]) -> dict[str, Any]:
+    """What `pods` reads of a Pod: its name, owners and claims."""
+    metadata = pod.get("metadata") or {}
+    kept = ("name", "namespace", "resourceVersion", "ownerReferences")
+    return {
+        "metadata": {k: metadata[k] for k in kept if k in metadata},
+        "spec": {"volumes": [{"persistentVolumeClaim": {"claimName": claim}} for claim in pod_claims(pod)]},
+    }
 
 
 class _Shared:

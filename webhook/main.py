@@ -119,8 +119,11 @@ async def serve(args: argparse.Namespace) -> None:
         if not reloader.reload():
             raise StartupError(f"no usable tls.crt and tls.key in {args.cert_dir}")
         statefulsets = StatefulSets.connect(api, metrics)
-        # Until the StatefulSet cache has synced, lookups go to the API server and /readyz says not ready.
+        # Until the StatefulSet cache has synced, lookups go to the API server and /readyz says not ready; until the
+        # Pod cache has, the Pods are listed live.
         tasks = {"reloader": reloader.run, "informer": statefulsets.informer.run}
+        if statefulsets.pods_informer is not None:
+            tasks["pods informer"] = statefulsets.pods_informer.run
         if keeper is not None:
             tasks["keeper"] = keeper.run
         supervisor = Supervisor(tasks, on_restart=lambda task: metrics.task_restarts.labels(task).inc())

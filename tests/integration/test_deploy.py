@@ -369,6 +369,8 @@ WEBHOOK_MAY = [
     ("get", "statefulsets.apps", *SHOP),
     ("get", DBB, *SHOP),  # a DatabaseRestore's source
     ("list", "pods", *SHOP),
+    ("list", "pods", *ANY),  # the cache of StatefulSets' Pods
+    ("watch", "pods", *ANY),
     ("list", "statefulsets.apps", *ANY),
     ("watch", "statefulsets.apps", *ANY),
     ("get", f"{MUTATING}/dbb-webhook"),
@@ -404,7 +406,6 @@ WEBHOOK_MUST_NOT = [
     ("get", DBR, *SHOP),
     ("create", "jobs.batch", *SHOP),
     ("get", "pods", *SHOP),
-    ("watch", "pods", *SHOP),
 ]
 
 
@@ -636,7 +637,7 @@ def test_with_cert_manager_the_webhook_may_write_nothing(with_cert_manager: list
     rules = find(with_cert_manager, "ClusterRole", "dbb-webhook")["rules"]
     assert rules == [
         {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     ]
 
 

@@ -1,9 +1,11 @@
 """The webhook's StatefulSet cache on a real API server: once synced, a miss is answered without a live GET, and a
-StatefulSet created a moment ago is found through the watch; the Pods are read by the StatefulSet's selector."""
+StatefulSet created a moment ago is found through the watch; the Pods come from the cache of StatefulSets' Pods
+once it is synced, and are listed by the StatefulSet's selector before."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +30,17 @@ async def statefulsets(api_client: client.ApiClient, metrics: Metrics) -> AsyncI
     try:
         await asyncio.wait_for(found.informer.synced.wait(), 60)
         yield found
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def pods_cached(statefulsets: StatefulSets) -> AsyncIterator[None]:
+    assert statefulsets.pods_informer is not None
+    task = asyncio.create_task(statefulsets.pods_informer.run())
+    try:
+        yield
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -65,22 +78,44 @@ async def test_a_statefulset_created_a_moment_ago_is_found_through_the_watch(
     assert live_gets(metrics) == 0
 
 
-async def test_the_pods_are_those_the_statefulset_owns_with_their_claims(
-    api_client: client.ApiClient, statefulsets: StatefulSets, namespace: str
+async def test_the_pods_are_those_the_statefulset_owns_with_their_claims_listed_live_then_from_the_cache(
+    api_client: client.ApiClient, statefulsets: StatefulSets, metrics: Metrics, namespace: str
 ) -> None:
     sts = await created(api_client, namespace)
     core = client.CoreV1Api(api_client)
     owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "example-db", "uid": sts["metadata"]["uid"]}
     for name, owners in (("example-db-0", [owner]), ("lookalike", [])):
+        labels = {"app": "example-db", "statefulset.kubernetes.io/pod-name": name}
         pod = {
-            "metadata": {"name": name, "labels": {"app": "example-db"}, "ownerReferences": owners},
+            "metadata": {"name": name, "labels": labels, "ownerReferences": owners},
             "spec": {
                 "containers": [{"name": "db", "image": "postgres:16"}],
                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": f"data-{name}"}}],
             },
         }
         await core.create_namespaced_pod(namespace, body(pod))
-    assert await statefulsets.pods(namespace, sts) == {"example-db-0": ("data-example-db-0",)}
+    expected = {"example-db-0": ("data-example-db-0",)}
+    assert await statefulsets.pods(namespace, sts) == expected  # the Pod cache is not running: a live list
+    assert pod_lists(metrics) == 1
+    cache = statefulsets.pods_informer
+    assert cache is not None
+    async with pods_cached(statefulsets):
+        await asyncio.wait_for(until_cached(statefulsets), 60)
+        assert await statefulsets.pods(namespace, sts) == expected
+        assert pod_lists(metrics) == 1  # answered from the cache
+
+
+async def until_cached(statefulsets: StatefulSets) -> None:
+    cache = statefulsets.pods_informer
+    assert cache is not None
+    while True:
+        if cache.synced.is_set() and cache.watching:
+            return
+        await asyncio.sleep(0.05)
+
+
+def pod_lists(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("dbb_webhook_kube_requests_total", {"reason": "pods"}) or 0.0
 
 
 async def until_watching(statefulsets: StatefulSets) -> None:
