@@ -19,7 +19,7 @@ from typing import Any, Final, cast
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["MERGE_PATCH", "ConfigError", "api_client", "body", "checked", "raw", "timeout", "untrusting"]
+__all__ = ["MERGE_PATCH", "ConfigError", "api_client", "body", "checked", "raw", "sent", "timeout", "untrusting"]
 
 MERGE_PATCH: Final[Mapping[str, Any]] = {"_content_type": "application/merge-patch+json"}
 
@@ -61,6 +61,15 @@ async def raw(call: Awaitable[Any]) -> dict[str, Any]:
     async with response:
         body: dict[str, Any] = await response.json()
     return body
+
+
+async def sent(call: Awaitable[Any]) -> None:
+    """A call made with `_preload_content=False` whose answer is not needed: ApiException for a non-2xx status,
+    else nothing. The answer is read (so the connection is reused) but never decoded into kubernetes-asyncio's
+    models, which costs more than the request (a deleted Job comes back whole)."""
+    response = await checked(call)
+    async with response:
+        await response.read()
 
 
 async def checked(call: Awaitable[Any]) -> Any:

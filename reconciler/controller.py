@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from kubernetes_asyncio import client
@@ -32,7 +32,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from common.constants import GROUP, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
-from common.kube import timeout
+from common.kube import sent, timeout
 from reconciler.events import EventRecorder
 from reconciler.executor import Executor
 from reconciler.jobs import RunnerSettings, is_verification
@@ -74,6 +74,7 @@ class Controller:
             (GROUP, VERSION),
             (PLURAL,),
             handler=self._on_backup,
+            transform=_without_last_applied,
         )
         self.jobs = self._informer(
             "jobs",
@@ -302,7 +303,11 @@ class Controller:
 
     async def _delete(self, namespace: str, job_name: str) -> None:
         try:
-            await self._batch.delete_namespaced_job(job_name, namespace, propagation_policy="Background", **timeout())
+            await sent(
+                self._batch.delete_namespaced_job(
+                    job_name, namespace, propagation_policy="Background", _preload_content=False, **timeout()
+                )
+            )
             self.metrics.api_requests.labels("delete", "jobs").inc()
         except ApiException as error:
             if error.status != 404:
@@ -313,14 +318,33 @@ class Controller:
         await write_status(self._custom, PLURAL, self.backups, self.metrics, obj, status)
 
 
+LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
+
 # What the reconcile reads of each kind; the rest (pod templates, volume claims, most of a Pod) stays out of memory.
 
 
+def _without_last_applied(obj: dict[str, Any]) -> dict[str, Any]:
+    """`kubectl apply` keeps a JSON copy of the whole object in an annotation; nothing here reads it."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if LAST_APPLIED not in annotations:
+        return obj
+    kept = {key: value for key, value in annotations.items() if key != LAST_APPLIED}
+    return {**obj, "metadata": {**obj["metadata"], "annotations": kept}}
+
+
 def _job_essentials(job: dict[str, Any]) -> dict[str, Any]:
+    """A Job without its spec, and of its labels only ours (the API server adds four of its own to each Job)."""
+    metadata = dict(job.get("metadata") or {})
+    metadata.pop("generation", None)
+    metadata["labels"] = {
+        key: value
+        for key, value in (metadata.get("labels") or {}).items()
+        if key.startswith(f"{GROUP}/") or key == LABEL_MANAGED_BY
+    }
     return {
         "apiVersion": job.get("apiVersion"),
         "kind": job.get("kind"),
-        "metadata": job.get("metadata") or {},
+        "metadata": metadata,
         "status": job.get("status") or {},
     }
 

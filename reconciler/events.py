@@ -12,7 +12,7 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from common.kube import body, timeout
+from common.kube import body, sent, timeout
 from reconciler.metrics import Metrics
 from reconciler.world import Event
 
@@ -45,7 +45,11 @@ class EventRecorder:
             obj, pending, now = await self._pending.get()
             event = event_body(obj, pending, now, self._instance)
             try:
-                await self._core.create_namespaced_event(event["metadata"]["namespace"], body(event), **timeout())
+                await sent(
+                    self._core.create_namespaced_event(
+                        event["metadata"]["namespace"], body(event), _preload_content=False, **timeout()
+                    )
+                )
                 self._metrics.api_requests.labels("create", "events").inc()
             except (ApiException, OSError, TimeoutError) as error:
                 # e.g. the namespace is terminating: a log line, not a retry storm.

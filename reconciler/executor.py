@@ -31,7 +31,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from common.constants import BACKUP_ROOT
-from common.kube import MERGE_PATCH, body, raw, timeout
+from common.kube import MERGE_PATCH, body, raw, sent, timeout
 from reconciler.aliases import HostAlias, apply_aliases
 from reconciler.jobs import ANNOTATION_RESULT
 
@@ -66,7 +66,11 @@ class JobExecutor:
         # Foreground: the Job stays (with a deletionTimestamp) until the garbage collector has deleted its Pods,
         # and a Pod is gone only once its containers have stopped. So "the Job is gone" means "the run stopped".
         try:
-            await self._batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground", **timeout())
+            await sent(
+                self._batch.delete_namespaced_job(
+                    name, namespace, propagation_policy="Foreground", _preload_content=False, **timeout()
+                )
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -106,7 +110,11 @@ class LocalExecutor(JobExecutor):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         try:
-            await self._batch.delete_namespaced_job(name, namespace, propagation_policy="Background", **timeout())
+            await sent(
+                self._batch.delete_namespaced_job(
+                    name, namespace, propagation_policy="Background", _preload_content=False, **timeout()
+                )
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
