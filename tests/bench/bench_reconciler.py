@@ -152,6 +152,11 @@ def _report(results: list[tuple[float, list[Slot]]], idle: dict[str, dict[str, i
                 f"- API writes per run at {ours.size:,}: {ours.writes_per_run:.2f} (target ≤ 3: Job, status, Event): "
                 f"{_verdict(ours.writes_per_run <= 3)}"
             )
+        else:
+            verdicts.append(
+                f"- API writes per run at {ours.size:,}: not counted, the reconciler was not quiet for 5 s before the "
+                f"next slot: {_verdict(False)}"
+            )
     for name, hour in idle.items():
         ok = (
             hour["jobs_at_top"] == hour["size"]

@@ -1,8 +1,11 @@
-"""Where the reconciler's time goes while one slot's Jobs are created: `python -m tests.bench.profile_slot [N]`.
+"""Where the reconciler's time (or memory) goes while one slot's Jobs are created:
+`python -m tests.bench.profile_slot [N] [--memory]`.
 
 The controller in process (as `bench_reconciler`'s idle hour runs it) over N DatabaseBackups `* * * * *` on a real
 kube-apiserver; cProfile runs from the slot until the N-th Job exists. Prints the functions by own time and by
 cumulative time, and how the slot went (seconds to the last Job, against a plain creation loop of N such Jobs).
+With `--memory`, tracemalloc runs instead, from before the controller starts: the peak of traced memory, and the
+lines that held the most when the slot's Jobs were all created.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import pstats
 import sys
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 from kubernetes_asyncio import client, config
@@ -27,7 +31,7 @@ from tests.controlplane import ControlPlane
 from tests.fixtures import databasebackup, statefulset
 
 
-async def profile(size: int) -> str:
+async def profile(size: int, memory: bool = False) -> str:
     with ControlPlane.start() as plane:
         api = await config.new_client_from_config(config_file=str(plane.kubeconfig))
         async with api:
@@ -46,6 +50,8 @@ async def profile(size: int) -> str:
 
             await _bounded((create(i) for i in range(size)), limit=32)
             metrics = Metrics()
+            if memory:
+                tracemalloc.start()
             controller = Controller(api, JobExecutor(api), RunnerSettings(), metrics, namespace="dbb", workers=16)
             task = asyncio.create_task(controller.run())
             try:
@@ -54,7 +60,8 @@ async def profile(size: int) -> str:
                 await asyncio.sleep((slot - datetime.now(UTC)).total_seconds() - 0.5)
                 before = _counter(metrics, "create", "jobs")
                 profiler = cProfile.Profile()
-                profiler.enable()
+                if not memory:
+                    profiler.enable()
                 started = time.monotonic()
 
                 async def all_created() -> bool:
@@ -63,9 +70,22 @@ async def profile(size: int) -> str:
                 await _until(all_created, seconds=300)
                 took = time.monotonic() - started - 0.5
                 profiler.disable()
+                if memory:
+                    snapshot = tracemalloc.take_snapshot()
+                    _, peak = tracemalloc.get_traced_memory()
+                    tracemalloc.stop()
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+    if memory:
+        top = snapshot.statistics("traceback")[:15]
+        lines = [
+            f"traced peak {peak / 2**20:.0f} MiB; held at the last Job {sum(s.size for s in top) / 2**20:.0f} MiB in:"
+        ]
+        for stat in top:
+            lines.append(f"{stat.size / 2**20:7.1f} MiB {stat.count:>8} blocks")
+            lines.extend(f"        {line}" for line in stat.traceback.format(limit=4))
+        return f"slot → {size} Jobs: {took:.1f} s (plain creation loop: {floor:.1f} s)\n" + "\n".join(lines)
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("tottime").print_stats(25)
@@ -74,4 +94,5 @@ async def profile(size: int) -> str:
 
 
 if __name__ == "__main__":
-    print(asyncio.run(profile(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)))
+    numbers = [a for a in sys.argv[1:] if a.isdigit()]
+    print(asyncio.run(profile(int(numbers[0]) if numbers else 1000, memory="--memory" in sys.argv)))
