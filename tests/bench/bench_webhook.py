@@ -186,6 +186,7 @@ def _profile(pid: int, url: str, body: Path, work: Path) -> str:
     _wrk(url, body, work)
     spy.wait(DURATION + 60)
     own: dict[str, int] = {}
+    layers: dict[str, int] = {}
     total = 0
     for line in output.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -194,16 +195,39 @@ def _profile(pid: int, url: str, body: Path, work: Path) -> str:
         total += int(count)
         leaf = stack.rsplit(";", 1)[-1]
         own[_frame(leaf)] = own.get(_frame(leaf), 0) + int(count)
+        layers[_layer(stack)] = layers.get(_layer(stack), 0) + int(count)
     top = sorted(own.items(), key=lambda item: -item[1])[:12]
     lines = [[name, f"{count / max(total, 1):.1%}"] for name, count in top]
+    by_layer = [[name, f"{count / max(total, 1):.1%}"] for name, count in sorted(layers.items(), key=lambda i: -i[1])]
     return "\n".join(
         [
-            f"Where /validate's time goes under wrk: py-spy, 200 samples/s for {DURATION} s, {total:,} samples; the "
-            "functions with the most samples of their own (idle waiting included, as `select`/`poll`):",
+            f"Where /validate's time goes under wrk: py-spy, 200 samples/s for {DURATION} s, {total:,} samples of the "
+            "busy process. By layer (a sample counts for the first of these its stack passes through):",
+            "",
+            table(["layer", "share of samples"], by_layer),
+            "",
+            "The functions with the most samples of their own:",
             "",
             table(["function (file)", "share of samples"], lines),
         ]
     )
+
+
+LAYERS = (
+    ("JSON decoding and encoding (the standard library's json)", ("json/",)),
+    ("metrics (prometheus_client)", ("prometheus_client/",)),
+    ("the admission itself (webhook/, common/: parse, validate, default, patch)", ("webhook/", "common/")),
+)
+
+
+def _layer(stack: str) -> str:
+    """Which layer a py-spy stack (`frame;frame;...`, outermost first) belongs to: the first of LAYERS any of its
+    frames' files is in, else the HTTP server, TLS and event loop."""
+    files = [frame.rpartition(" (")[2] for frame in stack.split(";")]  # py-spy: paths from the import root
+    for name, markers in LAYERS:
+        if any(path.startswith(markers) for path in files):
+            return name
+    return "HTTP, TLS and the event loop (aiohttp, asyncio, ssl)"
 
 
 def _frame(leaf: str) -> str:

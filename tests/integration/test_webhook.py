@@ -214,7 +214,7 @@ def test_a_claim_a_pod_of_the_database_mounts_is_refused(control_plane: ControlP
         "kind": "Pod",
         "metadata": {
             "name": "example-db-0",
-            "labels": {"app": "example-db"},
+            "labels": {"app": "example-db", "statefulset.kubernetes.io/pod-name": "example-db-0"},
             "ownerReferences": [
                 {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "example-db", "uid": uid, "controller": True}
             ],
