@@ -177,19 +177,17 @@ class StatefulSets:
 
     async def pods(self, namespace: str, statefulset: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
         cache = self.pods_informer
+        found: list[dict[str, Any]]
         if cache is not None and cache.synced.is_set() and cache.watching:
-            return {
-                str(pod["metadata"]["name"]): pod_claims(pod)
-                for (where, _), pod in cache.store.items()
-                if where == namespace and owned_by(pod, statefulset)
-            }
-        selector = label_selector(statefulset)
-        if selector is None:
-            raise Unanswered("its spec.selector has an operator this webhook does not know")
-        try:
-            found = await self._ask("pods", (namespace, selector), lambda: self._list_pods(namespace, selector))
-        except _FAILURES as error:
-            raise Unanswered(_unanswered(error)) from None
+            found = [pod for (where, _), pod in cache.store.items() if where == namespace]
+        else:
+            selector = label_selector(statefulset)
+            if selector is None:
+                raise Unanswered("its spec.selector has an operator this webhook does not know")
+            try:
+                found = await self._ask("pods", (namespace, selector), lambda: self._list_pods(namespace, selector))
+            except _FAILURES as error:
+                raise Unanswered(_unanswered(error)) from None
         return {str(pod["metadata"]["name"]): pod_claims(pod) for pod in found if owned_by(pod, statefulset)}
 
     async def service(self, namespace: str, name: str) -> dict[str, Any] | None:
