@@ -46,17 +46,33 @@ class RunnerError(Exception):
 
 
 class Scrubber:
-    """Replaces each secret (and its URL-quoted form, which connection strings use) with [REDACTED]."""
+    """Replaces each secret (and its URL-quoted form, which connection strings use) with [REDACTED] where it stands
+    as a whole value, not inside a longer word.
+
+    A secret whose first (last) character is a letter or digit is replaced only where no letter or digit stands
+    before (after) it: a one-letter password `e` is scrubbed from `password=e`, `'e'` and `e`, and leaves
+    "expected" alone, which would otherwise read "[REDACTED]xp[REDACTED]cted" and say which letter it is. An edge
+    that is not a letter or digit needs no boundary: nothing around it can make it part of a word."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so that a secret that contains another is replaced whole. Very short secrets are still
         # scrubbed: a one-letter password in a message is a leaked password.
         variants = {v for s in secrets if s for v in (s, quote(s, safe=""))}
         ordered = sorted(variants, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+        self._pattern = re.compile("|".join(_whole(v) for v in ordered)) if ordered else None
 
     def __call__(self, text: str) -> str:
         return self._pattern.sub(REDACTED, text) if self._pattern else text
+
+
+_ALNUM: Final = r"[^\W_]"  # a letter or digit, in any script
+
+
+def _whole(secret: str) -> str:
+    """A pattern for `secret` that does not match inside a longer word (see Scrubber)."""
+    before = f"(?<!{_ALNUM})" if secret[0].isalnum() else ""
+    after = f"(?!{_ALNUM})" if secret[-1].isalnum() else ""
+    return before + re.escape(secret) + after
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
