@@ -18,8 +18,9 @@ same owner aborts those older than a day (`abort_stale_uploads`), and a bucket l
 (AbortIncompleteMultipartUpload) is the backstop an administrator can add.
 
 The client is boto3's: it reads the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
-AWS_ENDPOINT_URL, AWS_CA_BUNDLE), so workload identity can replace the keys without a change here. No error message
-carries a credential: botocore's messages name the operation, the code and the bucket, never the keys.
+AWS_ENDPOINT_URL, AWS_CA_BUNDLE), so workload identity can replace the keys without a change here; a store's CA
+may also come as PEM text in S3_CA_BUNDLE_PEM (`s3backup.ca_bundle_from_env`). No error message carries a
+credential: botocore's messages name the operation, the code and the bucket, never the keys.
 """
 
 from __future__ import annotations

@@ -24,12 +24,16 @@ streamed like a single backup, and its manifest `<set>.json` lists each member's
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, Final
 
 import boto3
@@ -66,12 +70,15 @@ from reconciler.runner.objectstore import (
 from reconciler.runner.process import Deadline
 from reconciler.runner.queries import snapshots
 
-__all__ = ["S3Object", "S3Settings", "run_backup_s3", "s3_client"]
+__all__ = ["CA_BUNDLE_VARIABLE", "S3Object", "S3Settings", "ca_bundle_from_env", "run_backup_s3", "s3_client"]
 
 log = structlog.get_logger("dbb-backup")
 
 # User metadata on every object a run writes (x-amz-meta-dbb-owner-uid): whose it is, before its manifest exists.
 OWNER_METADATA: Final = "dbb-owner-uid"
+# The approved object store's CA certificate, PEM text (public), as the Job's env carries it.
+CA_BUNDLE_VARIABLE: Final = "S3_CA_BUNDLE_PEM"
+_PEM_CERTIFICATE: Final = "-----BEGIN CERTIFICATE-----"
 
 
 @dataclass(frozen=True)
@@ -87,12 +94,44 @@ class S3Settings:
 
 
 def s3_client(settings: S3Settings = S3Settings()) -> Any:
-    """boto3's client from the standard AWS variables (keys, AWS_REGION, AWS_ENDPOINT_URL, AWS_CA_BUNDLE)."""
+    """boto3's client from the standard AWS variables (keys, AWS_REGION, AWS_ENDPOINT_URL, AWS_CA_BUNDLE), with the
+    CA of S3_CA_BUNDLE_PEM when it is set (`ca_bundle_from_env`)."""
+    ca_bundle_from_env()
     config = Config(s3={"addressing_style": "path"}) if settings.path_style else None
     try:
         return boto3.client("s3", config=config)
     except BotoCoreError as error:  # the settings themselves: an empty AWS_CA_BUNDLE, an unknown region format
         raise RunnerError("InvalidArguments", f"S3 client settings (AWS_* variables): {error}") from None
+
+
+def ca_bundle_from_env(environ: MutableMapping[str, str] | None = None) -> Path | None:
+    """S3_CA_BUNDLE_PEM, when set, written to a private file (0600, under TMPDIR or /tmp: an emptyDir in the Job)
+    that AWS_CA_BUNDLE then names, for boto3, which reads a CA bundle only from a file; removed when the runner
+    exits. It takes the place of an AWS_CA_BUNDLE already set: the reconciler passes the approved store's CA this
+    way. The file; None when unset."""
+    environ = os.environ if environ is None else environ
+    pem = environ.get(CA_BUNDLE_VARIABLE, "")
+    if not pem:
+        return None
+    if _PEM_CERTIFICATE not in pem:
+        raise RunnerError("InvalidArguments", f"{CA_BUNDLE_VARIABLE} holds no PEM certificate")
+    current = environ.get("AWS_CA_BUNDLE")
+    if current and Path(current).is_file() and Path(current).read_text(errors="replace") == pem:
+        return Path(current)  # written by an earlier client of this run
+    folder = environ.get("TMPDIR") or "/tmp"  # noqa: S108 - the Job's private emptyDir; mkstemp makes the file 0600
+    try:
+        descriptor, name = tempfile.mkstemp(prefix="dbb-s3-ca-", suffix=".pem", dir=folder)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(pem)
+    except OSError as error:
+        raise RunnerError("StorageError", f"cannot write {CA_BUNDLE_VARIABLE} to {folder}: {error.strerror}") from None
+    atexit.register(_remove, Path(name))
+    environ["AWS_CA_BUNDLE"] = name
+    return Path(name)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
