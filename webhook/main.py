@@ -7,21 +7,23 @@ import asyncio
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 import structlog
 from aiohttp import web
+from cryptography import x509
 
 from common.kube import ConfigError, api_client
 from common.logs import configure
 from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
+from common.tls import CertificateReloader, TLSListener
 from webhook.database import StatefulSets
 from webhook.incluster import POLL_INTERVAL, CertificateKeeper
 from webhook.metrics import Metrics
 from webhook.server import make_app
 from webhook.supervisor import Supervisor
-from webhook.tls import CertificateReloader, TLSListener
 
 log = structlog.get_logger("webhook")
 
@@ -95,7 +97,9 @@ async def serve(args: argparse.Namespace) -> None:
         if reloader.not_after is not None:
             metrics.certificate_expiry.set(reloader.not_after.timestamp())
 
-    reloader = CertificateReloader(args.cert_dir, interval=args.cert_reload_seconds, on_reload=reloaded)
+    reloader = CertificateReloader(
+        args.cert_dir, interval=args.cert_reload_seconds, on_reload=reloaded, expiry=_not_after
+    )
     try:
         api = await api_client(args.kubeconfig)
     except ConfigError as error:
@@ -156,3 +160,7 @@ async def serve(args: argparse.Namespace) -> None:
             await runner.cleanup()  # idle ones closed, requests in flight answered
             background.cancel()
             await asyncio.gather(background, return_exceptions=True)
+
+
+def _not_after(certificate: bytes) -> datetime:
+    return x509.load_pem_x509_certificate(certificate).not_valid_after_utc

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from certs.serving import ensure_serving_certificate
+from common.tls import CertificateReloader, TLSListener
 from tests.unit.test_webhook_http import FakeFinder
 from webhook.metrics import Metrics
-from webhook.tls import CertificateReloader, TLSListener
 
 HOSTS = ["127.0.0.1", "localhost"]
 

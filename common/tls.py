@@ -1,9 +1,11 @@
-"""TLS for the webhook: certificates re-read when they change, and a listener that tells TLS from plain HTTP.
+"""TLS for the operator's servers (the webhook, the reconciler's health port): certificates re-read when they
+change, and a listener that tells TLS from plain HTTP.
 
 Reloading. Certificates mounted from a Secret change without a filesystem event (kubelet swaps a symlink), so we
 poll: read tls.crt and tls.key, and when their bytes change build a *new* SSLContext, check it (the key matches the
 certificate, which `load_cert_chain` verifies), and only then swap it in. A failed load (a key and certificate read
-mid-rotation) keeps the old context serving; it never leaves a broken one live.
+mid-rotation) keeps the old context serving; it never leaves a broken one live. `common` does not import
+cryptography, so a caller that wants the certificate's expiry (for a metric) passes the function that reads it.
 
 Listening. Each accepted connection is peeked at before any TLS: a TLS ClientHello starts with byte 0x16. Anything
 else is answered with a plain-text `400 Bad Request` that says this port speaks HTTPS (as nginx does), instead of
@@ -24,11 +26,10 @@ from pathlib import Path
 from typing import Final
 
 import structlog
-from cryptography import x509
 
 __all__ = ["CertificateReloader", "TLSListener", "build_context"]
 
-log = structlog.get_logger("webhook.tls")
+log = structlog.get_logger("tls")
 
 _TLS_HANDSHAKE: Final = 0x16
 _FIRST_BYTE_TIMEOUT: Final = 10.0
@@ -51,6 +52,7 @@ class CertificateReloader:
     cert_dir: Path
     interval: float = 10.0
     on_reload: Callable[[str, datetime | None], None] | None = None  # (result, not_after)
+    expiry: Callable[[bytes], datetime] | None = None  # a certificate's PEM -> its notAfter (else not_after is None)
     context: ssl.SSLContext | None = None
     not_after: datetime | None = None
     certificate: bytes | None = None  # the PEM of the certificate live in `context`
@@ -76,14 +78,14 @@ class CertificateReloader:
             return False
         try:
             context = build_context(self.cert_file, self.key_file)
-            not_after = x509.load_pem_x509_certificate(cert).not_valid_after_utc
+            not_after = self.expiry(cert) if self.expiry is not None else None
         except (ssl.SSLError, OSError, ValueError) as error:
             # Most often a rotation caught half-way: keep serving the old pair and look again next time.
             self._report("error", f"certificate files unusable, keeping the previous ones: {error}")
             return False
         self.context, self.not_after, self.certificate, self._fingerprint = context, not_after, cert, fingerprint
         self._report("loaded", None)
-        log.info("certificate loaded", cert_dir=str(self.cert_dir), not_after=not_after.isoformat())
+        log.info("certificate loaded", cert_dir=str(self.cert_dir), not_after=not_after and not_after.isoformat())
         return True
 
     async def run(self) -> None:
