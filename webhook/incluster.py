@@ -17,14 +17,20 @@ at start and then every ~10 s:
    certificate, the next sync drops the previous CAs from the Secret (a guarded write, step 3), then the bundle.
 The order of 3-5 is what keeps admission working during a rotation: a replica serves a certificate only once the
 caBundle trusts its CA, and, by 6, the old CA stays trusted until every replica has moved on.
+
+A sync that fails raises KeeperFailure, naming the step (one of STEPS, a metric label) and what failed in words;
+`status` keeps the last success and the failure since, for `/readyz` (webhook.readiness: what a failing keeper
+means for availability) and the metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +46,7 @@ from certs.pki import write_private, write_public
 from certs.serving import CA_FILE, CERT_FILE, ensure_serving_certificate, service_hosts
 from common.kube import MERGE_PATCH, raw, timeout
 from common.kube import body as as_body
+from webhook.readiness import KeeperStatus
 from webhook.rotation import (
     FILES,
     PRIVATE_FILES,
@@ -55,7 +62,7 @@ from webhook.rotation import (
     settled,
 )
 
-__all__ = ["POLL_INTERVAL", "CertificateKeeper"]
+__all__ = ["POLL_INTERVAL", "STEPS", "CertificateKeeper", "KeeperFailure"]
 
 log = structlog.get_logger("webhook.certificates")
 
@@ -70,10 +77,34 @@ _SETTLE: Final = 2.0
 # Strategic merge patches webhooks by name, and takes the resourceVersion in the patch as a precondition.
 _STRATEGIC_MERGE_PATCH: Final[Mapping[str, Any]] = {"_content_type": "application/strategic-merge-patch+json"}
 _ATTEMPTS: Final = 5
+# What a sync does, each a label of the failures metric: "conflict" when other writers won every attempt, "crashed"
+# for an error nobody expected (the supervisor restarts the keeper).
+STEPS: Final = (
+    "read_configurations",
+    "read_secret",
+    "renew",
+    "read_endpoints",
+    "write_secret",
+    "publish_ca_bundle",
+    "write_files",
+    "record_serving",
+    "conflict",
+    "crashed",
+)
+# What a step may meet from the API server, the network and the disk; anything else is a bug.
+_EXPECTED: Final = (ApiException, aiohttp.ClientError, TimeoutError, OSError, ValueError)
 
 
 class _Conflict(Exception):
     """Someone else wrote first: start over from a fresh read."""
+
+
+class KeeperFailure(Exception):
+    """A sync failed at `step` (one of STEPS); the message says what could not be done and why."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass
@@ -92,12 +123,32 @@ class CertificateKeeper:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     settle: float = _SETTLE
     on_event: Callable[[str], None] | None = None  # "created", "rotated", "renewed", "settled", "stored", "adopted"
+    on_failure: Callable[[str], None] | None = None  # the step that failed (STEPS)
+    status: KeeperStatus = field(default_factory=KeeperStatus)
 
     @property
     def hosts(self) -> tuple[str, ...]:
         return service_hosts(self.service, self.namespace, self.extra_hosts)
 
     async def sync(self) -> None:
+        """One sync, recorded in `status`. Raises KeeperFailure, or whatever a bug raises (recorded as "crashed")."""
+        try:
+            await self._sync()
+        except KeeperFailure as failure:
+            self._failed(failure.step, str(failure))
+            raise
+        except Exception as error:
+            self._failed("crashed", f"crashed: {type(error).__name__}: {error}"[:300])
+            raise
+        self.status.succeeded(self.clock())
+
+    async def run(self, interval: float = POLL_INTERVAL) -> None:
+        while True:
+            await asyncio.sleep(interval * random.uniform(1 - _JITTER, 1 + _JITTER))  # noqa: S311
+            with contextlib.suppress(KeeperFailure):  # recorded and logged by sync; the next poll tries again
+                await self.sync()
+
+    async def _sync(self) -> None:
         for _ in range(_ATTEMPTS):
             try:
                 await self._sync_once()
@@ -105,41 +156,52 @@ class CertificateKeeper:
             except _Conflict:
                 log.debug("certificate sync conflict, starting over", secret=self.secret_name)
                 await asyncio.sleep(random.uniform(0.05, 0.3))  # noqa: S311
-        raise RuntimeError(f"Secret {self.namespace}/{self.secret_name} kept changing under us")
+        raise KeeperFailure("conflict", f"Secret {self._secret} kept changing under us in {_ATTEMPTS} attempts")
 
-    async def run(self, interval: float = POLL_INTERVAL) -> None:
-        while True:
-            await asyncio.sleep(interval * random.uniform(1 - _JITTER, 1 + _JITTER))  # noqa: S311
-            try:
-                await self.sync()
-            except (ApiException, aiohttp.ClientError, OSError, RuntimeError, ValueError) as error:
-                log.warning("certificate sync failed", error=str(error)[:300])
+    def _failed(self, step: str, message: str) -> None:
+        self.status.failed(message)
+        log.warning("certificate sync failed", step=step, error=message)
+        if self.on_failure is not None:
+            self.on_failure(step)
+
+    @property
+    def _secret(self) -> str:
+        return f"{self.namespace}/{self.secret_name}"
 
     async def _sync_once(self) -> None:
         now = self.clock()
         core = client.CoreV1Api(self.api)
         # Configurations before the Secret: if another replica rotated in between, we see its Secret too, and
         # never publish a bundle from an older Secret over its newer one.
-        configurations = await self._read_configurations()
-        secret = await self._read_secret(core)
-        stored = Material.from_secret(secret) if secret is not None else None
+        names = ", ".join(self.configurations)
+        with _step("read_configurations", f"read the webhook configurations {names}"):
+            configurations = await self._read_configurations()
+        with _step("read_secret", f"read Secret {self._secret}"):
+            secret = await self._read_secret(core)
+            stored = Material.from_secret(secret) if secret is not None else None
         published = published_cas(c for _, c in configurations)
         served = self._served()
-        candidate = hand_over(self._renewed(stored, now), stored, published, served, now)
+        with _step("renew", "make or renew the certificate"):
+            candidate = hand_over(self._renewed(stored, now), stored, published, served, now)
         served_by = reports(secret) if secret is not None else {}
         if candidate.previous and candidate == stored:
-            routed = await self._routed_pods()
+            with _step("read_endpoints", f"list the endpoints of Service {self.namespace}/{self.service}"):
+                routed = await self._routed_pods()
             if routed is not None and settled(candidate, served_by, routed):
                 candidate = candidate.settle()
         wrote = candidate != stored
         if wrote:
-            await self._store(core, secret, candidate)
+            with _step("write_secret", f"{'create' if secret is None else 'update'} Secret {self._secret}"):
+                await self._store(core, secret, candidate)
             self._report_stored(stored, candidate)
-        added = await self._publish(configurations, candidate.bundle())
+        with _step("publish_ca_bundle", f"write the caBundle of {names}"):
+            added = await self._publish(configurations, candidate.bundle())
         if added and served and set(served) != set(candidate.cas):
             await asyncio.sleep(self.settle)
-        await self._serve(candidate, adopted=not wrote)
-        await self._report(core, served_by)
+        with _step("write_files", f"write the certificate into {self.cert_dir}"):
+            await self._serve(candidate, adopted=not wrote)
+        with _step("record_serving", f"record the served certificate on Secret {self._secret}"):
+            await self._report(core, served_by)
 
     async def _report(self, core: client.CoreV1Api, served_by: Mapping[str, str]) -> None:
         """Record the certificate this replica serves, and forget replicas the Service no longer routes to."""
@@ -319,6 +381,28 @@ class CertificateKeeper:
             added = added or not wanted <= set(before)
             log.info("caBundle written", configuration=name, kind=configuration.get("kind"), cas=len(wanted))
         return added
+
+
+@contextlib.contextmanager
+def _step(step: str, action: str) -> Iterator[None]:
+    """Turns an expected error of one step into a KeeperFailure that says what could not be done."""
+    try:
+        yield
+    except _EXPECTED as error:
+        raise KeeperFailure(step, f"cannot {action}: {_describe(error)}"[:500]) from error
+
+
+def _describe(error: BaseException) -> str:
+    """An error in one line: for the API server's, its status and its own message (which names the verb, resource
+    and user RBAC refused)."""
+    if isinstance(error, ApiException):
+        try:
+            message = str(json.loads(error.body or "{}").get("message") or "")
+        except (ValueError, AttributeError):
+            message = ""
+        return f"{error.status} {error.reason}" + (f": {message}" if message else "")
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _write(folder: Path, files: Mapping[str, bytes]) -> None:

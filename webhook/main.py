@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import signal
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -20,8 +21,9 @@ from common.logs import configure
 from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
 from common.tls import CertificateReloader, TLSListener
 from webhook.database import StatefulSets
-from webhook.incluster import POLL_INTERVAL, CertificateKeeper
+from webhook.incluster import POLL_INTERVAL, STEPS, CertificateKeeper, KeeperFailure
 from webhook.metrics import Metrics
+from webhook.readiness import TOLERANCE, Report, keeper_report, report
 from webhook.server import make_app
 from webhook.supervisor import Supervisor
 
@@ -59,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
         "--webhook-configuration", action="append", default=[], help="webhook configuration to keep caBundle of"
     )
     managed.add_argument("--extra-host", action="append", default=[], help="another DNS name or IP for the cert")
+    managed.add_argument(
+        "--cert-failure-tolerance",
+        type=float,
+        default=TOLERANCE.total_seconds(),
+        help="seconds the keeper may go without a successful sync before /readyz fails; until then a failure only "
+        "shows in /readyz's body, the log and dbb_webhook_certificate_keeper_failures_total (default: %(default)s)",
+    )
     managed.add_argument(
         "--pod-name", default=os.environ.get("POD_NAME"), help="this replica's Pod, as the Service's endpoints name it"
     )
@@ -118,8 +127,15 @@ async def serve(args: argparse.Namespace) -> None:
                 pod=args.pod_name,
                 serving=lambda: reloader.certificate,
                 on_event=lambda event: metrics.certificate_reloads.labels(event).inc(),
+                on_failure=lambda step: metrics.certificate_keeper_failures.labels(step).inc(),
             )
-            await keeper.sync()
+            for step in STEPS:  # every series exists from the start, so that increase() sees the first failure
+                metrics.certificate_keeper_failures.labels(step)
+            metrics.certificate_keeper_last_success.set_function(functools.partial(_last_success, keeper))
+            try:
+                await keeper.sync()
+            except KeeperFailure as failure:
+                raise StartupError(f"certificate keeper: {failure}") from None
         if not reloader.reload():
             raise StartupError(f"no usable tls.crt and tls.key in {args.cert_dir}")
         statefulsets = StatefulSets.connect(api, metrics)
@@ -132,11 +148,16 @@ async def serve(args: argparse.Namespace) -> None:
             tasks["keeper"] = keeper.run
         supervisor = Supervisor(tasks, on_restart=lambda task: metrics.task_restarts.labels(task).inc())
         stop, draining = asyncio.Event(), asyncio.Event()
+        tolerance = timedelta(seconds=args.cert_failure_tolerance)
         app = make_app(
             statefulsets,
             metrics,
-            ready=lambda: (
-                not draining.is_set() and reloader.context is not None and statefulsets.synced and supervisor.healthy
+            ready=lambda: report(
+                draining=draining.is_set(),
+                certificate_loaded=reloader.context is not None,
+                cache_synced=statefulsets.synced,
+                tasks_down=supervisor.down - {"keeper"},
+                keeper=_keeper_report(keeper, reloader, tolerance),
             ),
             metrics_auth=MetricsAuth(api) if args.metrics_auth else None,
         )
@@ -164,3 +185,16 @@ async def serve(args: argparse.Namespace) -> None:
 
 def _not_after(certificate: bytes) -> datetime:
     return x509.load_pem_x509_certificate(certificate).not_valid_after_utc
+
+
+def _last_success(keeper: CertificateKeeper) -> float:
+    success = keeper.status.last_success
+    return success.timestamp() if success is not None else 0.0
+
+
+def _keeper_report(
+    keeper: CertificateKeeper | None, reloader: CertificateReloader, tolerance: timedelta
+) -> Report | None:
+    if keeper is None:  # certificates from files someone else keeps (cert-manager): nothing of ours to judge
+        return None
+    return keeper_report(keeper.status, reloader.not_after, datetime.now(UTC), tolerance=tolerance)

@@ -48,3 +48,15 @@ class Metrics:
         self.certificate_expiry = Gauge(
             "dbb_webhook_certificate_expiry_timestamp_seconds", "When the serving certificate expires", registry=r
         )
+        # For alerts: a keeper that fails keeps serving (webhook.readiness), so these are how anyone finds out.
+        self.certificate_keeper_failures = Counter(
+            "dbb_webhook_certificate_keeper_failures",
+            "Certificate keeper syncs (--cert-secret) that failed, by the step that failed",
+            ["step"],
+            registry=r,
+        )
+        self.certificate_keeper_last_success = Gauge(
+            "dbb_webhook_certificate_keeper_last_success_timestamp_seconds",
+            "When the certificate keeper (--cert-secret) last completed a sync",
+            registry=r,
+        )

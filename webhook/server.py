@@ -23,6 +23,7 @@ from webhook.admission import BadReview, host_to_check, mutate, parse_review, re
 from webhook.database import DatabaseFinder
 from webhook.lookup import LOOKUP_BUDGET, Lookup
 from webhook.metrics import Metrics
+from webhook.readiness import Report
 from webhook.restores import mutate_restore, validate_restore
 from webhook.reviews import AdmissionRequest, AdmissionResponse
 
@@ -38,13 +39,14 @@ MAX_BODY: Final = 4 * 1024 * 1024
 def make_app(
     finder: DatabaseFinder,
     metrics: Metrics,
-    ready: Callable[[], bool],
+    ready: Callable[[], bool | Report],
     metrics_auth: MetricsAuth | None = None,
     *,
     budget: float = LOOKUP_BUDGET,
 ) -> web.Application:
-    """`metrics_auth`: who may read /metrics (see common.metrics_auth); None serves it to anyone. `budget`: seconds
-    for all the lookups of one admission request (webhook.lookup)."""
+    """`ready`: what /readyz says, a Report with its reasons (webhook.readiness) or a bare bool. `metrics_auth`: who
+    may read /metrics (see common.metrics_auth); None serves it to anyone. `budget`: seconds for all the lookups of
+    one admission request (webhook.lookup)."""
     app = web.Application(client_max_size=MAX_BODY)
     handlers = _Handlers(Lookup(finder, budget), metrics, ready, metrics_auth)
     app.router.add_post("/validate", handlers.validate)
@@ -58,7 +60,9 @@ def make_app(
 
 
 class _Handlers:
-    def __init__(self, lookup: Lookup, metrics: Metrics, ready: Callable[[], bool], auth: MetricsAuth | None) -> None:
+    def __init__(
+        self, lookup: Lookup, metrics: Metrics, ready: Callable[[], bool | Report], auth: MetricsAuth | None
+    ) -> None:
         self._lookup, self._metrics, self._ready, self._auth = lookup, metrics, ready, auth
         # prometheus_client's labels() takes a lock and builds a key on every call: a tenth of a request's time.
         self._count = functools.cache(metrics.requests.labels)
@@ -80,13 +84,10 @@ class _Handlers:
         return web.Response(text="ok")
 
     async def readyz(self, request: web.Request) -> web.StreamResponse:
-        if self._ready():
-            return web.Response(text="ok")
-        return web.Response(
-            status=503,
-            text="not ready: no certificate loaded, the StatefulSet cache not synced, a background task down, "
-            "or shutting down",
-        )
+        state = self._ready()
+        if isinstance(state, bool):
+            state = Report() if state else Report(("see the webhook's log",))
+        return web.Response(status=200 if state.ready else 503, text=state.text())
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         if self._auth is not None:

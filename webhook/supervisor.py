@@ -3,9 +3,10 @@
 Each of them loops for ever and handles the failures it expects. One it does not expect (a bug, or an error type
 nobody listed: `aiohttp.ServerDisconnectedError` is not an `OSError`) would otherwise end its task silently: the
 webhook would go on serving with a certificate nobody renews or a cache nobody updates. So a task that ends, for
-whatever reason, is logged with its error, counts as down (`healthy` is False, and /readyz with it, so the Service
-sends requests to a replica that is whole), and is started again after a backoff that doubles up to `max_backoff`
-and starts over once a run has lasted `stable` seconds.
+whatever reason, is logged with its error, counts as down (in `down`, and /readyz fails while it is, so the Service
+sends requests to a replica that is whole; the certificate keeper excepted, whose own status says when its failures
+matter: webhook.readiness), and is started again after a backoff that doubles up to `max_backoff` and starts over
+once a run has lasted `stable` seconds.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,15 +14,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from kubernetes_asyncio import client, config
 
+from certs.pki import KeyPair, issue
 from certs.serving import ensure_serving_certificate, service_hosts
 from common.kube import body, raw
-from tests.controlplane import ControlPlane
+from tests.controlplane import ROOT, ControlPlane, free_port
 from webhook.incluster import CertificateKeeper
 from webhook.rotation import SERVING, Material
 
@@ -457,3 +462,191 @@ async def eventually(what: str, condition: Callable[[], Awaitable[bool]], *, sec
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {seconds} s: {what}")
         await asyncio.sleep(0.2)
+
+
+# ---- a keeper that fails: /readyz says what failed, the metrics count it, and it is out of service only after long
+
+WEBHOOK_RBAC = ROOT / "deploy" / "webhook" / "rbac.yaml"
+
+
+def keeper_rbac(namespace: str, configuration: str, *, update: bool) -> list[dict[str, Any]]:
+    """The webhook's own rules (deploy/webhook/rbac.yaml), for a ServiceAccount `webhook` in `namespace` and these
+    configurations; without `update` on its Secret unless `update`."""
+    documents = [d for d in yaml.safe_load_all(WEBHOOK_RBAC.read_text()) if d["kind"] in ("ClusterRole", "Role")]
+    objects: list[dict[str, Any]] = []
+    for role in documents:
+        name = f"keeper-{namespace}"
+        for rule in role["rules"]:
+            if "secrets" in rule["resources"] and "resourceNames" in rule and not update:
+                rule["verbs"] = [verb for verb in rule["verbs"] if verb != "update"]
+            if rule.get("apiGroups") == ["admissionregistration.k8s.io"]:
+                rule["resourceNames"] = [configuration]
+        metadata: dict[str, Any] = {"name": name}
+        if role["kind"] == "Role":
+            metadata["namespace"] = namespace
+        binding = "ClusterRoleBinding" if role["kind"] == "ClusterRole" else "RoleBinding"
+        objects += [
+            {"apiVersion": role["apiVersion"], "kind": role["kind"], "metadata": metadata, "rules": role["rules"]},
+            {
+                "apiVersion": role["apiVersion"],
+                "kind": binding,
+                "metadata": metadata,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role["kind"], "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": "webhook", "namespace": namespace}],
+            },
+        ]
+    return objects
+
+
+def grant(control_plane: ControlPlane, objects: list[dict[str, Any]]) -> None:
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+
+
+@dataclass
+class KeepingWebhook:
+    """A dbb-webhook process that keeps its certificate with a ServiceAccount's token."""
+
+    url: str
+    session: aiohttp.ClientSession
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    async def get(self, path: str) -> tuple[int, str]:
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
+        async with self.session.get(self.url + path, timeout=aiohttp.ClientTimeout(total=10)) as response:
+            return response.status, await response.text()
+
+    async def failures(self, step: str) -> float:
+        _, text = await self.get("/metrics")
+        return sample(text, f'dbb_webhook_certificate_keeper_failures_total{{step="{step}"}}')
+
+
+def sample(metrics: str, series: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {series} in /metrics")
+
+
+@pytest.fixture
+async def keeping_webhook(
+    control_plane: ControlPlane, namespace: str, configurations: str, tmp_path: Path
+) -> AsyncIterator[KeepingWebhook]:
+    control_plane.kubectl("create", "serviceaccount", "webhook", "-n", namespace)
+    grant(control_plane, keeper_rbac(namespace, configurations, update=True))
+    token = control_plane.kubectl("create", "token", "webhook", "-n", namespace).stdout.strip()
+    document = yaml.safe_load(control_plane.kubeconfig.read_text())
+    document["users"] = [{"name": "webhook", "user": {"token": token}}]
+    document["contexts"][0]["context"]["user"] = "webhook"
+    kubeconfig = tmp_path / "webhook-kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(document))
+    port, log = free_port(), tmp_path / "webhook.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: ASYNC220 - started once, before the test; not on a hot path
+            [
+                str(Path(sys.executable).parent / "dbb-webhook"),
+                f"--kubeconfig={kubeconfig}",
+                f"--cert-dir={tmp_path / 'tls'}",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--namespace={namespace}",
+                "--cert-secret=dbb-webhook-tls",
+                "--service=dbb-webhook",
+                f"--webhook-configuration={configurations}",
+                "--no-metrics-auth",
+                # Long enough to see the failure reported while the replica stays ready (the keeper polls every
+                # ~10 s), short enough for a test.
+                "--cert-failure-tolerance=25",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # Not verified: the test is about what the webhook says, and a rotation changes the CA under the client.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
+            yield KeepingWebhook(f"https://127.0.0.1:{port}", session, process, log)
+    finally:
+        process.terminate()
+        process.wait(15)
+        for kind in ("clusterrole", "clusterrolebinding"):
+            control_plane.kubectl("delete", kind, f"keeper-{namespace}", "--ignore-not-found")
+
+
+async def test_a_keeper_that_may_not_update_its_secret_fails_readyz_naming_it_and_counts_each_failure(
+    api: client.ApiClient,
+    control_plane: ControlPlane,
+    namespace: str,
+    configurations: str,
+    keeping_webhook: KeepingWebhook,
+) -> None:
+    hook = keeping_webhook
+
+    async def says(status: int, *texts: str) -> bool:
+        try:
+            got, body = await hook.get("/readyz")
+        except aiohttp.ClientError:
+            return False
+        return got == status and all(text in body for text in texts)
+
+    await eventually("the webhook is ready", lambda: says(200, "ok"), seconds=60)
+    assert await hook.get("/readyz") == (200, "ok")
+    _, metrics = await hook.get("/metrics")
+    assert sample(metrics, 'dbb_webhook_certificate_keeper_failures_total{step="write_secret"}') == 0
+    assert sample(metrics, "dbb_webhook_certificate_keeper_last_success_timestamp_seconds") > time.time() - 60
+    year = timedelta(days=300).total_seconds()
+    assert sample(metrics, "dbb_webhook_certificate_expiry_timestamp_seconds") > time.time() + year
+
+    # The keeper loses `update` on its Secret, and the certificate in it is 20 days from expiry: it must renew.
+    grant(control_plane, keeper_rbac(namespace, configurations, update=False))
+    stored = await secret(api, namespace)
+    ca = KeyPair.load(*(base64.b64decode(stored["data"][name]) for name in ("ca.crt", "ca.key")))
+    aging = issue(ca, f"dbb-webhook.{namespace}.svc", hosts=service_hosts("dbb-webhook", namespace), days=20)
+    stored["data"]["tls.crt"] = base64.b64encode(aging.cert_pem).decode()
+    stored["data"]["tls.key"] = base64.b64encode(aging.key_pem).decode()
+    await client.CoreV1Api(api).replace_namespaced_secret("dbb-webhook-tls", namespace, body(stored))
+
+    # Reported at once, while the certificate it serves (valid for a year) keeps the replica in service.
+    refused = f"cannot update Secret {namespace}/dbb-webhook-tls: 403 Forbidden"
+    await eventually(
+        "/readyz names the failure", lambda: says(200, "warning: certificate keeper failing", refused), seconds=30
+    )
+    assert await hook.failures("write_secret") >= 1
+    # Past the tolerance (25 s without a successful sync), out of service, still saying why.
+    await eventually("/readyz fails", lambda: says(503, "not ready: certificate keeper failing", refused), seconds=60)
+
+    async def counted_again() -> bool:
+        return await hook.failures("write_secret") >= 2
+
+    await eventually("each failure is counted", counted_again, seconds=30)
+
+    # Granted again: the next sync renews the certificate and the replica is ready with nothing to report.
+    grant(control_plane, keeper_rbac(namespace, configurations, update=True))
+
+    async def recovered() -> bool:
+        return await hook.get("/readyz") == (200, "ok")
+
+    await eventually("the keeper recovers", recovered, seconds=60)
+    renewed = x509.load_pem_x509_certificate(base64.b64decode((await secret(api, namespace))["data"]["tls.crt"]))
+    assert renewed.not_valid_after_utc > datetime.now(UTC) + timedelta(days=300)
+
+
+@dataclass
+class Broken(CertificateKeeper):
+    """A keeper that meets an error nobody expected (a bug) when it reads its Secret."""
+
+    async def _read_secret(self, core: client.CoreV1Api) -> dict[str, Any] | None:
+        raise KeyError("metadata")
+
+
+async def test_a_keeper_that_crashes_records_it_and_leaves_the_restart_to_its_supervisor(
+    api: client.ApiClient, namespace: str, configurations: str, tmp_path: Path
+) -> None:
+    steps: list[str] = []
+    broken = Broken(
+        api, namespace, "dbb-webhook-tls", "dbb-webhook", [configurations], tmp_path, on_failure=steps.append
+    )
+    with pytest.raises(KeyError):
+        await broken.run(interval=0.01)
+    assert steps == ["crashed"]
+    assert broken.status.failure == "crashed: KeyError: 'metadata'"
+    assert broken.status.last_success is None
