@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -248,16 +249,23 @@ class MultipartUpload:
         return getattr(meta, "endpoint_url", None)
 
 
-def abort_stale_uploads(client: Any, bucket: str, prefix: str, older_than: timedelta = timedelta(days=1)) -> list[str]:
-    """Aborts the incomplete uploads under `prefix` started more than `older_than` ago (runs that were killed).
-    Younger ones may belong to a run still going (concurrencyPolicy Allow). Returns their keys."""
+def abort_stale_uploads(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    ours: Callable[[str], bool],
+    older_than: timedelta = timedelta(days=1),
+) -> list[str]:
+    """Aborts the incomplete uploads under `prefix` whose key is `ours` and that started more than `older_than` ago
+    (runs that were killed). Younger ones may belong to a run still going (concurrencyPolicy Allow). A key prefix
+    alone does not make an upload ours: `app-` is also the start of `app-2-…`, another owner's. Returns their keys."""
     now, aborted = datetime.now(UTC), []
     try:
         listed = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
     except Exception as error:
         raise storage_error(error, f"s3://{bucket}/{prefix}") from None
     for upload in listed.get("Uploads") or []:
-        if now - upload["Initiated"] < older_than:
+        if not ours(str(upload["Key"])) or now - upload["Initiated"] < older_than:
             continue
         try:
             client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])

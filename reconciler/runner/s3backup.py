@@ -2,8 +2,9 @@
 
 The steps, and how they differ from a folder's (backup.py):
 1. The bucket is checked (it exists, the credentials reach it). Then what killed runs left: this name's incomplete
-   uploads older than a day are aborted, and this owner's backups without a manifest older than a day (a run that
-   died after an upload completed) are deleted; `--stale-upload-age 0` takes all of them, for an owner whose runs
+   uploads older than a day are aborted (a key is this name's by the whole backup name, `own_key`: `app-2-…` is
+   not `app`'s), and this owner's backups without a manifest older than a day (a run that died after an upload
+   completed) are deleted; `--stale-upload-age 0` takes all of them, for an owner whose runs
    never overlap (concurrencyPolicy Forbid or Replace), so that a killed run's leftovers go with the next run.
 2. The server: as for a folder (the connection and password check, then `all` resolved).
 3. The dump streams into one multipart upload (objectstore.MultipartUpload): nothing is written to local disk, and
@@ -189,7 +190,8 @@ def run_backup_s3(
     started, clock = datetime.now(UTC), time.monotonic()
     check_bucket(client, location.bucket)
     stale = timedelta(seconds=options.stale_upload_age)
-    abort_stale_uploads(client, location.bucket, location.key(f"{options.name}-"), older_than=stale)
+    ours = partial(own_key, location, options.name)
+    abort_stale_uploads(client, location.bucket, location.key(f"{options.name}-"), ours, older_than=stale)
     remove_orphans_s3(client, location, options.name, options.owner, older_than=stale)
     target = resolve_target(options, scrub)
     kind = SET if kind_of(options.engine, target) == TAR else kind_of(options.engine, target)
@@ -342,6 +344,13 @@ def remove_orphans_s3(
         removed.append(name)
         log.info("removed a backup whose run died before its manifest", object=location.url(name))
     return removed
+
+
+def own_key(location: S3Location, prefix: str, key: str) -> bool:
+    """`key` is a backup of `prefix` (the owner's name), or a member of one of its sets, by the whole name: not
+    another owner's whose name merely starts the same (`app-2-…` for `app`)."""
+    base = location.key("")
+    return key.startswith(base) and parse_backup_name(prefix, key.removeprefix(base).split("/", 1)[0]) is not None
 
 
 def _backups(client: Any, location: S3Location, prefix: str) -> dict[str, list[str]]:

@@ -103,15 +103,20 @@ def test_a_missing_bucket_is_a_clear_error_before_anything_is_sent(seaweedfs: Se
     check_bucket(seaweedfs.client(), seaweedfs.bucket)
 
 
-def test_stale_uploads_under_the_prefix_are_aborted_and_no_others(seaweedfs: SeaweedFS) -> None:
+def test_stale_uploads_under_the_prefix_that_are_ours_are_aborted_and_no_others(seaweedfs: SeaweedFS) -> None:
     client = seaweedfs.client()
-    ours, theirs = f"stale-{uuid.uuid4().hex}/a.dump", f"other-{uuid.uuid4().hex}/b.dump"
-    for name in (ours, theirs):
+    folder = f"stale-{uuid.uuid4().hex}"
+    ours, beside, theirs = f"{folder}/a.dump", f"{folder}/b.dump", f"other-{uuid.uuid4().hex}/a.dump"
+    for name in (ours, beside, theirs):
         client.create_multipart_upload(Bucket=seaweedfs.bucket, Key=name)
-    prefix = ours.split("/")[0] + "/"
-    assert abort_stale_uploads(client, seaweedfs.bucket, prefix, older_than=timedelta(days=1)) == []
-    assert abort_stale_uploads(client, seaweedfs.bucket, prefix, older_than=timedelta(0)) == [ours]
-    assert seaweedfs.uploads(prefix) == []
+    prefix = folder + "/"
+
+    def mine(found: str) -> bool:
+        return found == ours
+
+    assert abort_stale_uploads(client, seaweedfs.bucket, prefix, mine, older_than=timedelta(days=1)) == []
+    assert abort_stale_uploads(client, seaweedfs.bucket, prefix, mine, older_than=timedelta(0)) == [ours]
+    assert seaweedfs.uploads(prefix) == [beside]
     assert seaweedfs.uploads(theirs) == [theirs]
 
 

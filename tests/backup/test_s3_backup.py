@@ -224,6 +224,30 @@ def test_retention_and_orphans_in_a_bucket_count_sets_as_backups(pg: PostgresSer
     assert seaweedfs.keys(prefix) == sorted([*members, f"{newest}.json", theirs])
 
 
+def test_a_run_of_app_leaves_the_uploads_and_orphans_of_app_2_alone(pg: PostgresServer, seaweedfs: SeaweedFS) -> None:
+    """Two DatabaseBackups `app` and `app-2` share a prefix: `app-` starts the names of both. What a killed run of
+    `app` left goes with `app`'s next run; `app-2`'s upload (perhaps still running) and orphan stay."""
+    prefix = f"names-{uuid.uuid4().hex[:8]}"
+    client = seaweedfs.client()
+    uploads = {
+        "app": [f"{prefix}/app-20200101T000000Z.dump", f"{prefix}/app-20200101T000000Z.set/databases/shop.dump"],
+        "app-2": [f"{prefix}/app-2-20200101T000000Z.dump", f"{prefix}/app-2-20200101T000000Z.set/globals.sql"],
+    }
+    for key in uploads["app"] + uploads["app-2"]:
+        client.create_multipart_upload(Bucket=seaweedfs.bucket, Key=key)
+    # Orphans (a backup whose run died before its manifest), both carrying the uid of `app`: only the name tells.
+    same_uid = {"Metadata": {"dbb-owner-uid": "uid-app"}}
+    ours, theirs = f"{prefix}/app-20200102T000000Z.dump", f"{prefix}/app-2-20200102T000000Z.dump"
+    for key in (ours, theirs):
+        client.put_object(Bucket=seaweedfs.bucket, Key=key, Body=b"x", **same_uid)
+    owner = ["--name", "app", "--owner", "shop/app", "--owner-uid", "uid-app", "--stale-upload-age", "0"]
+    outcome = run_to_s3(pg, seaweedfs, f"s3://{seaweedfs.bucket}/{prefix}", *owner)
+    assert outcome.code == 0, outcome.stderr
+    assert seaweedfs.uploads(prefix) == sorted(uploads["app-2"])
+    new = outcome.result["file"].removeprefix(f"s3://{seaweedfs.bucket}/")
+    assert seaweedfs.keys(prefix) == sorted([theirs, new, new + ".json"])
+
+
 @pytest.fixture(scope="module")
 def locked_database(pg: PostgresServer) -> str:
     """`s3slow`: a table the test locks, so that a run waits in the middle of its upload."""
