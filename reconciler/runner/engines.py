@@ -15,8 +15,10 @@ PostgreSQL
 - `-w`: never prompt for a password (a Job has no terminal; a missing password must fail at once).
 - `--lock-wait-timeout`: pg_dump takes ACCESS SHARE locks on every table; behind a pending ACCESS EXCLUSIVE lock
   (a long ALTER TABLE) it would otherwise wait without limit. Failing after 5 minutes reports the problem.
-- The database name goes in as a conninfo string `dbname='...'` (quoted): a bare name containing `=` or starting
-  with `postgresql://` would otherwise be read as connection parameters.
+- The database name goes in as a conninfo string `dbname='...'` (quoted), the value of `-d`: a bare name containing
+  `=` or starting with `postgresql://` would otherwise be read as connection parameters, and a name that looks like
+  an option (`--command=...`) is never a word of its own on a command line (for MySQL likewise: `--database=NAME`,
+  or after `--` for the dump tool). Database names are at most 64 bytes and hold no NUL (`naming.database_problem`).
 - `all` = every database that accepts connections except template0 (what pg_dumpall covers), plus
   `pg_dumpall --globals-only`: roles (with their password hashes: encrypt backups that hold them) and tablespaces,
   which no single database's dump contains. pg_dump is not consistent *across* databases (no tool is: each database
@@ -325,7 +327,9 @@ def mysql_client_argv(connection: Connection, database: str | None = None) -> li
     # The client has a connect timeout (the dump tools have none; our preflight query runs first, with it).
     timeout = f"--connect-timeout={CONNECT_TIMEOUT_SECONDS}"
     argv = [mysql_client(), *_mysql_target(connection), timeout, "--batch", "--skip-column-names", "--raw"]
-    return [*argv, database] if database else argv
+    # The database as the value of its own option, never a word of its own: a positional `--init-command=...` would
+    # be read as that option, and run its SQL.
+    return [*argv, f"--database={database}"] if database else argv
 
 
 # --- what a failure means ----------------------------------------------------------------------------------------

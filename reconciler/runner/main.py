@@ -36,7 +36,7 @@ from reconciler.runner.layout import parse_layout
 from reconciler.runner.listing import list_folder, list_s3
 from reconciler.runner.logs import configure_logging
 from reconciler.runner.manifest import Manifest, Owner, manifest_path, read_manifest
-from reconciler.runner.naming import MANIFEST_SUFFIX, validate_prefix
+from reconciler.runner.naming import MANIFEST_SUFFIX, database_problem, validate_prefix
 from reconciler.runner.objectstore import S3Location
 from reconciler.runner.process import Deadline
 from reconciler.runner.queries import parse_queries
@@ -338,6 +338,9 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         raise RunnerError("InvalidArguments", f"--name {name!r} {problem}")
     if args.restore_test and not args.verify:
         raise RunnerError("InvalidArguments", "--restore-test is part of --verify: give both")
+    for database in args.database:
+        if problem := database_problem(database):
+            raise RunnerError("InvalidArguments", f"--database: the name {database!r} {problem}")
     owner = _owner(args.owner, args.owner_uid)
     location = S3Location.parse(args.output_url) if args.output_url else None
     if location is None:

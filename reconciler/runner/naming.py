@@ -32,6 +32,7 @@ from typing import Final
 __all__ = [
     "EXTENSIONS",
     "BackupName",
+    "database_problem",
     "orphan_manifests",
     "parse_backup_name",
     "retention_plan",
@@ -48,6 +49,8 @@ EXTENSIONS: Final = (".dump", ".dump.zst", ".tar", ".set", ".sql", ".sql.gz", ".
 _EXT_PATTERN: Final = r"(?:\.dump(?:\.zst)?|\.tar|\.set|\.sql(?:\.gz|\.zst)?)(?:\.enc)?"
 _TIMESTAMP_PATTERN: Final = r"[0-9]{8}T[0-9]{6}Z"
 MAX_PREFIX: Final = 180  # leaves room for the timestamp, extensions and `.partial` within a 255-byte file name
+# PostgreSQL keeps 63 bytes of a name (NAMEDATALEN - 1), MySQL 64 characters: a longer name is never a database's.
+MAX_DATABASE_NAME: Final = 64
 
 
 @dataclass(frozen=True, order=True)
@@ -83,6 +86,18 @@ def validate_prefix(prefix: str) -> str | None:
         return "must not start with '.' (temporary files do)"
     if len(prefix.encode()) > MAX_PREFIX:
         return f"must be at most {MAX_PREFIX} bytes"
+    return None
+
+
+def database_problem(name: str) -> str | None:
+    """Why `name` cannot be a database's name, or None. What a name may hold beyond this is each server's to say;
+    every tool gets it as an option's value (see `engines`), never as a word of its own."""
+    if not name:
+        return "is empty"
+    if "\0" in name:
+        return "holds a NUL byte"
+    if len(name.encode("utf-8", errors="surrogateescape")) > MAX_DATABASE_NAME:
+        return f"is longer than {MAX_DATABASE_NAME} bytes"
     return None
 
 

@@ -28,6 +28,7 @@ from reconciler.runner import engines
 from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber, one_line
 from reconciler.runner.manifest import SHOWN_RESULT, QueryResult
+from reconciler.runner.naming import database_problem
 from reconciler.runner.process import run_capture
 
 __all__ = ["Query", "Snapshots", "parse_queries", "record", "run_query", "snapshots"]
@@ -66,6 +67,8 @@ def parse_queries(text: str) -> list[Query]:
         database = item.get("database")
         if not isinstance(database, str) or not database:
             raise RunnerError("InvalidArguments", f"--queries[{index}] ({item['name']}): database is missing")
+        if problem := database_problem(database):
+            raise RunnerError("InvalidArguments", f"--queries[{index}] ({item['name']}): database {problem}")
         queries.append(Query(item["name"], database, item["sql"]))
     names = [q.name for q in queries]
     if len(set(names)) != len(names):

@@ -54,7 +54,7 @@ from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.feeds import SqlRenamer, ToolFeed, feed_all
 from reconciler.runner.layout import CUSTOM, SET, TAR, Layout, Part, Stored, members, open_payload, parse_layout, stored
 from reconciler.runner.manifest import Manifest, manifest_path, read_manifest
-from reconciler.runner.naming import MANIFEST_SUFFIX
+from reconciler.runner.naming import MANIFEST_SUFFIX, database_problem
 from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
 from reconciler.runner.verify import check_decoding, verify_backup
@@ -86,6 +86,9 @@ def parse_targets(targets: tuple[str, ...]) -> tuple[str | None, dict[str, str]]
         raise RunnerError("InvalidArguments", "--database: give one TARGET, or SOURCE=TARGET pairs")
     if any(not s or not t for s, t in pairs.items()):
         raise RunnerError("InvalidArguments", "--database SOURCE=TARGET: both names are needed")
+    for name in [*plain, *pairs, *pairs.values()]:
+        if problem := database_problem(name):
+            raise RunnerError("InvalidArguments", f"--database: the name {name!r} {problem}")
     return (plain[0] if plain else None), pairs
 
 

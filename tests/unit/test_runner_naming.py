@@ -6,8 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from reconciler.runner.engines import Connection, mysql_client_argv
+from reconciler.runner.errors import RunnerError
 from reconciler.runner.naming import (
     BackupName,
+    database_problem,
     orphan_manifests,
     parse_backup_name,
     retention_plan,
@@ -15,6 +18,7 @@ from reconciler.runner.naming import (
     temporary_name,
     validate_prefix,
 )
+from reconciler.runner.restore import parse_targets
 
 
 def test_a_name_is_the_prefix_the_utc_start_and_the_extension() -> None:
@@ -146,3 +150,32 @@ def test_stale_temporaries_are_ours_for_this_prefix_only() -> None:
 )
 def test_a_prefix_must_be_a_plain_file_name(prefix: str, ok: bool) -> None:
     assert (validate_prefix(prefix) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("shop", None),
+        ("--init-command=CREATE DATABASE x", None),  # a name the tools get as a value: harmless
+        ("a" * 64, None),
+        ("a" * 65, "is longer than 64 bytes"),
+        ("é" * 33, "is longer than 64 bytes"),
+        ("a\0b", "holds a NUL byte"),
+        ("", "is empty"),
+    ],
+)
+def test_a_database_name_is_at_most_64_bytes_without_nul(name: str, problem: str | None) -> None:
+    assert database_problem(name) == problem
+
+
+@pytest.mark.parametrize("targets", [("a\0b",), ("shop=a\0b",), ("a\0b=shop",), ("shop=" + "x" * 65,)])
+def test_restore_targets_no_server_takes_are_refused(targets: tuple[str, ...]) -> None:
+    with pytest.raises(RunnerError) as raised:
+        parse_targets(targets)
+    assert raised.value.reason == "InvalidArguments"
+
+
+def test_the_mysql_client_gets_the_database_as_the_value_of_its_option() -> None:
+    argv = mysql_client_argv(Connection("db", 3306, "backup"), "--init-command=CREATE DATABASE pwned")
+    assert argv[-1] == "--database=--init-command=CREATE DATABASE pwned"
+    assert "--init-command=CREATE DATABASE pwned" not in argv
