@@ -21,6 +21,7 @@ Every failure the runner can explain is a `RunnerError` with a `reason` (a Camel
 | `BackupMissing` | `check`: a backup's manifest is there, its file (or a member of its set) is gone |
 | `DecryptFailed` | wrong key, or an encrypted file that was altered or cut short |
 | `TargetExists` | a restore's target database exists, and `--replace` was not given; nothing was changed |
+| `ForeignBackup` | `restore --owner`: the backup's manifest names another owner (or none); nothing was touched |
 | `RestoreFailed` | the restore tool failed |
 """
 

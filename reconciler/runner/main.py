@@ -195,6 +195,11 @@ def parser() -> argparse.ArgumentParser:
     restore.add_argument("--key-file", type=Path, help="the key, for an encrypted backup")
     restore.add_argument("--no-owner", action="store_true", help="postgresql: skip ownership and grants")
     restore.add_argument(
+        "--owner",
+        metavar="NAMESPACE/NAME",
+        help="restore only a backup whose manifest names this DatabaseBackup as its owner (else ForeignBackup)",
+    )
+    restore.add_argument(
         "--replace", action="store_true", help="restore into databases that exist (default: refuse them)"
     )
     restore.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
@@ -435,12 +440,19 @@ def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dic
 def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     source, manifest = _stored(args.file, args.s3_path_style)
     engine = parse_layout(Path(source.name)).engine
+    owner = None
+    if args.owner is not None:
+        namespace, _, name = args.owner.partition("/")
+        if not namespace or not name:
+            raise RunnerError("InvalidArguments", f"--owner {args.owner!r}: give NAMESPACE/NAME")
+        owner = (namespace, name)
     options = RestoreOptions(
         _connection(args, engine, scrub),
         tuple(args.database),
         no_owner=args.no_owner,
         replace=args.replace,
         without_manifest=args.without_manifest,
+        owner=owner,
     )
     restored = restore_backup(source, _key(args.key_file), options, scrub, deadline, stored_manifest=manifest)
     if isinstance(source, Path) and manifest_path(source).exists():

@@ -8,6 +8,9 @@ Which database goes where (`--database`, repeatable):
   databases named this way; a MySQL script of several databases is one stream, so it restores all of them, the
   named ones renamed (the `CREATE DATABASE`/`USE` lines are rewritten, see `feeds.SqlRenamer`).
 
+With `--owner NAMESPACE/NAME` (a DatabaseRestore's source DatabaseBackup) a backup whose manifest names another
+owner, or none, is refused (`ForeignBackup`) before anything else is read or touched.
+
 Nothing on the server is touched before the whole file has been checked: its size and sha256 against the manifest,
 every chunk's GCM tag if it is encrypted, and its structure (as `dbb-backup verify` checks it). A file without its
 manifest is refused, unless `--without-manifest` is given; then only what the file itself can prove is checked
@@ -76,6 +79,9 @@ class RestoreOptions:
     no_owner: bool = False
     replace: bool = False  # restore into databases that exist
     without_manifest: bool = False  # restore a file whose manifest is lost, checking only what the file proves
+    # (namespace, name) of the DatabaseBackup whose backups alone may be restored (`--owner`): a DatabaseRestore's
+    # source. None: any backup.
+    owner: tuple[str, str] | None = None
 
 
 def parse_targets(targets: tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
@@ -135,6 +141,7 @@ def check_whole(
     if manifest is None and isinstance(path, Path) and manifest_path(path).exists():
         manifest = read_manifest(path)
     name = stored(path).name
+    refuse_foreign(name, manifest, options.owner)
     if manifest is not None:
         if manifest.file != name:
             raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {name}")
@@ -154,6 +161,23 @@ def check_whole(
     check_decoding(path, layout, key, deadline)
     log.warning("restoring without a manifest: only decryption and compression were checked", file=name)
     return None
+
+
+def refuse_foreign(name: str, manifest: Manifest | None, owner: tuple[str, str] | None) -> None:
+    """`--owner`: a backup whose manifest names another owner (or none, or that has no manifest at all) is not the
+    source's to restore: a DatabaseRestore restores its own DatabaseBackup's backups, whatever file it names."""
+    if owner is None:
+        return
+    wanted = "/".join(owner)
+    if manifest is None:
+        raise RunnerError("ForeignBackup", f"{name} has no manifest: nothing shows it is a backup of {wanted}")
+    found = manifest.owner
+    if found is None:
+        raise RunnerError("ForeignBackup", f"{name} names no owner in its manifest; the restore is for {wanted}'s")
+    if (found.namespace, found.name) != owner:
+        raise RunnerError(
+            "ForeignBackup", f"{name} is a backup of {found.namespace}/{found.name}, not of {wanted}: not restored"
+        )
 
 
 class _Restore:
