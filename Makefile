@@ -65,7 +65,9 @@ run: $(STAMP) ## The reconciler against KUBECONFIG if a cluster answers, else th
 	@if [ -n "$$KUBECONFIG" ] && kubectl version --request-timeout=3s >/dev/null 2>&1; then \
 	  echo "Cluster at \$$KUBECONFIG: installing the CRD and running the reconciler here (Ctrl-C stops)."; \
 	  echo "The webhook is not run: a cluster's API server cannot reach it here. Deploy it with make deploy."; \
-	  kubectl apply --server-side -f deploy/crd/ && exec $(BIN)/dbb-reconciler --kubeconfig "$$KUBECONFIG"; \
+	  $(BIN)/dbb-certs --service dbb-reconciler --host 127.0.0.1 --out .dev/reconciler-tls >/dev/null && \
+	  kubectl apply --server-side -f deploy/crd/ && \
+	  exec $(BIN)/dbb-reconciler --kubeconfig "$$KUBECONFIG" --cert-dir .dev/reconciler-tls; \
 	else \
 	  bash hack/databases.sh && exec $(SANDBOX) run; \
 	fi

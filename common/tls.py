@@ -15,6 +15,7 @@ is current at that moment, so a swapped-in certificate applies to every new conn
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import socket
@@ -27,7 +28,7 @@ from typing import Final
 
 import structlog
 
-__all__ = ["CertificateReloader", "TLSListener", "build_context"]
+__all__ = ["CertificateReloader", "TLSListener", "add_cert_flags", "build_context"]
 
 log = structlog.get_logger("tls")
 
@@ -37,6 +38,19 @@ _PLAIN_HTTP_ANSWER: Final = (
     b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
     b"Content-Length: 58\r\n\r\nthis port speaks HTTPS only: the request was plain HTTP.\r\n"
 )
+
+
+def add_cert_flags(parser: argparse.ArgumentParser) -> None:
+    """`--cert-dir` and `--cert-reload-seconds`, the same on every command that serves TLS."""
+    parser.add_argument(
+        "--cert-dir",
+        type=Path,
+        default=Path("/tls"),
+        help="folder with tls.crt and tls.key, re-read when they change (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cert-reload-seconds", type=float, default=10.0, help="how often to look for new certs (default: %(default)s)"
+    )
 
 
 def build_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:

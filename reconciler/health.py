@@ -11,6 +11,11 @@ only retries), and a leader that cannot renew keeps its Lease until the renew de
 the replica can still work, so a small probe asks the API server's `/version` every few seconds.
 
 `/metrics` goes through `common.metrics_auth` unless that is turned off (`--no-metrics-auth`).
+
+The port speaks only HTTPS, as the webhook's does (common.tls): a plain-HTTP request is answered `400` before anything
+is read from it, so a scrape works only with its bearer token encrypted. The certificate is the pair in
+`--cert-dir`, re-read when it changes. The kubelet's probes (`scheme: HTTPS`) do not verify it and send no token,
+so `/healthz` and `/readyz` ask for none.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from common.kube import checked, timeout
 from common.metrics_auth import MetricsAuth
+from common.tls import CertificateReloader, TLSListener
 from reconciler.leader import LeaderElection
 
-__all__ = ["ApiContact", "Readiness", "health_app", "serve_health"]
+__all__ = ["ApiContact", "HealthServer", "NoCertificate", "Readiness", "health_app", "serve_health"]
 
 log = structlog.get_logger("reconciler.health")
 
@@ -123,8 +129,44 @@ def health_app(readiness: Readiness, registry: CollectorRegistry, auth: MetricsA
     return app
 
 
-async def serve_health(app: web.Application, host: str, port: int) -> web.AppRunner:
+class NoCertificate(Exception):
+    """The health port has no certificate to serve."""
+
+
+@dataclass
+class HealthServer:
+    runner: web.AppRunner
+    listener: TLSListener
+    reloading: asyncio.Task[None]
+    port: int
+
+    async def close(self) -> None:
+        self.reloading.cancel()
+        await asyncio.gather(self.reloading, return_exceptions=True)
+        await self.listener.close()
+        await self.runner.cleanup()
+
+
+async def serve_health(app: web.Application, host: str, port: int, reloader: CertificateReloader) -> HealthServer:
+    """Serve `app` over TLS on host:port with the reloader's certificate, re-read while it runs."""
+    if reloader.context is None and not reloader.reload():
+        raise NoCertificate(f"no usable tls.crt and tls.key in {reloader.cert_dir} (--cert-dir) for the health port")
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    server = runner.server
+    assert server is not None  # set up above
+    listener = TLSListener(server, lambda: reloader.context)
+    try:
+        bound = await listener.start(host, port)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    # reload() catches every error it expects; anything else ends the task, logged, and the loaded pair serves on.
+    reloading = asyncio.create_task(reloader.run(), name="certificate reloader")
+    reloading.add_done_callback(_reloader_ended)
+    return HealthServer(runner, listener, reloading, bound)
+
+
+def _reloader_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("certificate reloader stopped", exc_info=task.exception())

@@ -17,10 +17,11 @@ import structlog
 from common.kube import ConfigError, api_client
 from common.logs import configure
 from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
+from common.tls import CertificateReloader, add_cert_flags
 from reconciler.aliases import EXAMPLE, HostAlias, alias_table, parse_alias
 from reconciler.controller import Controller
 from reconciler.executor import Executor, JobExecutor, LocalExecutor
-from reconciler.health import ApiContact, Readiness, health_app, serve_health
+from reconciler.health import ApiContact, NoCertificate, Readiness, health_app, serve_health
 from reconciler.jobs import RunnerSettings
 from reconciler.leader import LeaderElection, LeadershipLost
 from reconciler.metrics import Metrics
@@ -92,9 +93,10 @@ def parser() -> argparse.ArgumentParser:
         "--health-port",
         type=int,
         default=8081,
-        help="port for /healthz, /readyz and /metrics (default: %(default)s; 0 disables)",
+        help="HTTPS port for /healthz, /readyz and /metrics (default: %(default)s; 0 disables)",
     )
     parser.add_argument("--health-host", default="0.0.0.0", help="address for the health port")  # noqa: S104
+    add_cert_flags(parser)
     add_metrics_auth_flag(parser)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(args.log_level)
     try:
         return asyncio.run(serve(args))
-    except ConfigError as error:
+    except (ConfigError, NoCertificate) as error:
         print(f"dbb-reconciler: {error}", file=sys.stderr)
         return 1
 
@@ -139,6 +141,7 @@ def _host_alias(text: str) -> HostAlias:
 async def serve(args: argparse.Namespace) -> int:
     identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     metrics = Metrics()
+    reloader = CertificateReloader(args.cert_dir, interval=args.cert_reload_seconds)
     api = await api_client(args.kubeconfig)
     async with api:
         executor: Executor = (
@@ -171,7 +174,9 @@ async def serve(args: argparse.Namespace) -> int:
         readiness = Readiness(contact, lambda: all(c.synced for c in controllers), election)
         auth = MetricsAuth(api) if args.metrics_auth else None
         health = (
-            await serve_health(health_app(readiness, metrics.registry, auth), args.health_host, args.health_port)
+            await serve_health(
+                health_app(readiness, metrics.registry, auth), args.health_host, args.health_port, reloader
+            )
             if args.health_port
             else None
         )
@@ -186,7 +191,7 @@ async def serve(args: argparse.Namespace) -> int:
             probing.cancel()
             await asyncio.gather(probing, return_exceptions=True)
             if health is not None:
-                await health.cleanup()
+                await health.close()
 
 
 async def _run(

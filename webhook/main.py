@@ -19,7 +19,7 @@ from cryptography import x509
 from common.kube import ConfigError, api_client
 from common.logs import configure
 from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
-from common.tls import CertificateReloader, TLSListener
+from common.tls import CertificateReloader, TLSListener, add_cert_flags
 from webhook.database import StatefulSets
 from webhook.incluster import POLL_INTERVAL, STEPS, CertificateKeeper, KeeperFailure
 from webhook.metrics import Metrics
@@ -40,11 +40,8 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbb-webhook", description="Serve the DatabaseBackup admission webhook.")
     parser.add_argument("--port", type=int, default=8443, help="HTTPS port (default: %(default)s)")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")  # noqa: S104
-    parser.add_argument(
-        "--cert-dir", type=Path, default=Path("/tls"), help="folder with tls.crt and tls.key, re-read when they change"
-    )
+    add_cert_flags(parser)
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster config)")
-    parser.add_argument("--cert-reload-seconds", type=float, default=10.0, help="how often to look for new certs")
     managed = parser.add_argument_group(
         "certificates in the cluster (without cert-manager)",
         "With --cert-secret the webhook keeps its CA and certificate in that Secret, writes them into --cert-dir, "

@@ -53,6 +53,11 @@ class DevDir:
         return self.root / "webhook-tls"
 
     @property
+    def reconciler_tls(self) -> Path:
+        """The certificate of the reconciler's health port."""
+        return self.root / "reconciler-tls"
+
+    @property
     def records(self) -> Path:
         """One pid record per running process."""
         return self.root / "run"

@@ -251,16 +251,19 @@ class Supervisor:
 
     def _start_reconciler(self) -> str:
         port, server = free_port(), self._postgres()
+        tls = self.dev.reconciler_tls
+        ensure_serving_certificate(tls, ["127.0.0.1", "localhost"])
         # What cluster DNS would do for a backup Job: the sample Service's name reaches the local PostgreSQL.
         alias = f"{SERVICE_HOST}={server.host}:{server.port}"
         argv = [
             str(VENV_BIN / "dbb-reconciler"),
             *("--kubeconfig", str(self._plane().kubeconfig)),
             *("--executor", "local", "--local-backup-root", str(self.dev.backups), "--local-host-alias", alias),
-            *("--health-host", "127.0.0.1", "--health-port", str(port)),
+            *("--health-host", "127.0.0.1", "--health-port", str(port), "--cert-dir", str(tls)),
         ]
         self._child("reconciler", argv, [port])
-        _wait_http(f"http://127.0.0.1:{port}/readyz", None, *self.children["reconciler"])
+        trusting = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+        _wait_http(f"https://127.0.0.1:{port}/readyz", trusting, *self.children["reconciler"])
         return f"local executor, backups in {shown(self.dev.backups)}/, {SERVICE_HOST} is {server.host}:{server.port}"
 
     def _apply_samples(self) -> str:

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
+from certs.serving import ensure_serving_certificate
 from common.constants import ANNOTATION_SCHEDULED_TIME, GROUP, PLURAL, VERSION
 from common.defaults import default_spec
 from common.kube import body, raw
@@ -295,7 +297,9 @@ async def _reconciler(plane: ControlPlane, api: client.ApiClient, size: int) -> 
 
     await _minute_start()
     await _bounded((create(i) for i in range(size)), limit=32)
-    port = free_port()
+    port, cert_dir = free_port(), plane.workdir / "reconciler-tls"
+    ensure_serving_certificate(cert_dir, ["127.0.0.1"])
+    scrape = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
     process = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on in the loop
         [
             str(Path(sys.executable).parent / "dbb-reconciler"),
@@ -304,6 +308,7 @@ async def _reconciler(plane: ControlPlane, api: client.ApiClient, size: int) -> 
             f"--workers={CONCURRENCY}",
             "--health-host=127.0.0.1",
             f"--health-port={port}",
+            f"--cert-dir={cert_dir}",
             "--no-metrics-auth",
             "--log-level=warning",
         ],
@@ -314,9 +319,9 @@ async def _reconciler(plane: ControlPlane, api: client.ApiClient, size: int) -> 
         # still going at the slot).
         watching = asyncio.create_task(_watch_slot(api, "dbb", size, slot, _our_slot, "dbb-reconciler"))
         await _until(lambda: _at(slot), seconds=120, every=0.05)
-        writes_before = _metric(port, "dbb_api_requests_total")
+        writes_before = _metric(port, scrape, "dbb_api_requests_total")
         measured = await watching
-        quiet = await _quiet(port, seconds=5, until=slot + timedelta(seconds=58))
+        quiet = await _quiet(port, scrape, seconds=5, until=slot + timedelta(seconds=58))
         if quiet is not None:
             measured.writes_per_run = (quiet - writes_before) / max(measured.created, 1)
         measured.rss_mb = _peak_rss_mb(process.pid)
@@ -409,12 +414,12 @@ async def _watch_lines(
         response.release()
 
 
-async def _quiet(port: int, *, seconds: float, until: datetime) -> float | None:
+async def _quiet(port: int, scrape: ssl.SSLContext, *, seconds: float, until: datetime) -> float | None:
     """The reconciler's write count once it made no write for `seconds`; None if it was not quiet by `until`."""
-    last, since = _metric(port, "dbb_api_requests_total"), time.monotonic()
+    last, since = _metric(port, scrape, "dbb_api_requests_total"), time.monotonic()
     while datetime.now(UTC) < until:
         await asyncio.sleep(0.25)
-        now = _metric(port, "dbb_api_requests_total")
+        now = _metric(port, scrape, "dbb_api_requests_total")
         if now != last:
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= seconds:
@@ -597,8 +602,8 @@ async def _until(check: Callable[[], Awaitable[bool]], seconds: float, every: fl
         await asyncio.sleep(every)
 
 
-def _metric(port: int, prefix: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+def _metric(port: int, scrape: ssl.SSLContext, prefix: str) -> float:
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", timeout=5, context=scrape) as response:
         text = response.read().decode()
     return sum(
         float(line.rsplit(" ", 1)[1])

@@ -28,6 +28,17 @@ def test_both_deployments_become_available(kube: Kube, deployed: str) -> None:
         assert deployment["status"].get("readyReplicas") == deployment["spec"]["replicas"]
 
 
+def test_the_reconcilers_health_port_speaks_only_https(kube: Kube, deployed: str) -> None:
+    """Its probes pass over HTTPS (the Deployment is available); through the API server's proxy to a reconciler Pod,
+    HTTPS answers and plain HTTP is refused."""
+    pods = kube.items("pods", SYSTEM, "app.kubernetes.io/name=dbb-reconciler")
+    proxy = f"/api/v1/namespaces/{SYSTEM}/pods/{{scheme}}:{pods[0]['metadata']['name']}:8081/proxy"
+    assert kube("get", "--raw", proxy.format(scheme="https") + "/healthz") == "ok"
+    assert kube.run("get", "--raw", proxy.format(scheme="http") + "/healthz", check=False).returncode != 0
+    # The API server drops the caller's credentials before it proxies: /metrics sees no token and refuses.
+    assert kube.run("get", "--raw", proxy.format(scheme="https") + "/metrics", check=False).returncode != 0
+
+
 def test_a_bad_databasebackup_is_refused_with_a_message_naming_the_field(
     kube: Kube, postgres: databases.Database
 ) -> None:

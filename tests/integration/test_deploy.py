@@ -133,6 +133,7 @@ def test_the_base_installs_the_whole_operator_and_nothing_else(base: list[Object
         ("Namespace", SYSTEM),
         ("CustomResourceDefinition", "databasebackups.databases.test.io"),
         ("CustomResourceDefinition", "databaserestores.databases.test.io"),
+        ("CustomResourceDefinition", "backupstores.databases.test.io"),
         ("ServiceAccount", "dbb-reconciler"),
         ("ServiceAccount", "dbb-webhook"),
         ("ClusterRole", "dbb-reconciler"),
@@ -208,6 +209,7 @@ def test_the_image_is_spelled_once_for_each_use(base: list[Object]) -> None:
     assert sorted(found) == [
         "Deployment/dbb-reconciler.spec.template.spec.containers[reconciler].env[DBB_RUNNER_IMAGE].value",
         "Deployment/dbb-reconciler.spec.template.spec.containers[reconciler].image",
+        "Deployment/dbb-reconciler.spec.template.spec.initContainers[certificate].image",
         "Deployment/dbb-webhook.spec.template.spec.containers[webhook].image",
     ]
 
@@ -258,6 +260,7 @@ def test_the_reconciler_elects_a_leader_and_is_probed_on_its_health_port(base: l
     assert args.health_port == 8081
     for probe in ("livenessProbe", "readinessProbe"):
         assert port_number(box, box[probe]["httpGet"]["port"]) == 8081
+        assert box[probe]["httpGet"]["scheme"] == "HTTPS"  # the port answers plain HTTP with a 400
     # Ready: synced and leading, or standing by, with the API server answering. Alive: the process answers.
     assert box["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert box["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -267,6 +270,20 @@ def test_the_reconciler_elects_a_leader_and_is_probed_on_its_health_port(base: l
     assert env["DBB_RUNNER_IMAGE"]["value"] == box["image"]  # backup Jobs run the image that has dbb-backup
     lease = find(base, "Role", "dbb-reconciler")["rules"][0]
     assert lease["resourceNames"] == [args.lease_name]
+
+
+def test_the_reconciler_serves_a_certificate_its_init_container_makes_in_memory(base: list[Object]) -> None:
+    deployment = find(base, "Deployment", "dbb-reconciler")
+    pod = deployment["spec"]["template"]["spec"]
+    args = reconciler_main.parser().parse_args(container(deployment)["args"][1:])
+    (init,) = pod["initContainers"]
+    assert init["args"][0] == "dbb-certs"
+    assert f"--out={args.cert_dir}" in init["args"]
+    (volume,) = pod["volumes"]
+    assert volume["emptyDir"]["medium"] == "Memory"  # the key never touches a disk
+    mounts = {box["name"]: box["volumeMounts"] for box in (init, pod["containers"][0])}
+    assert mounts["certificate"] == [{"name": volume["name"], "mountPath": str(args.cert_dir)}]
+    assert mounts["reconciler"] == [{"name": volume["name"], "mountPath": str(args.cert_dir), "readOnly": True}]
 
 
 def test_the_webhook_flags_name_its_own_secret_service_and_configurations(base: list[Object]) -> None:

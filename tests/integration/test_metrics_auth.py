@@ -1,7 +1,7 @@
 """/metrics on a real API server: both components serve it only to a ServiceAccount token that TokenReview
 authenticates and SubjectAccessReview authorizes through the ClusterRole deploy/metrics/ ships; 401 without a token
-or with a bad one, 403 for a user without the role, 200 with it. Decisions are cached only for their TTL, and no
-token reaches a log."""
+or with a bad one, 403 for a user without the role, 200 with it, and only over HTTPS. Decisions are cached only for
+their TTL, and no token reaches a log."""
 
 from __future__ import annotations
 
@@ -81,6 +81,21 @@ async def test_the_reconciler_serves_metrics_only_to_an_authorized_token(
     output = capfd.readouterr()
     assert tokens.reader not in output.out + output.err
     assert tokens.stranger not in output.out + output.err
+
+
+async def test_the_reconciler_refuses_a_plain_http_scrape_and_serves_an_https_one_with_the_token(
+    kubeconfig: Path, namespace: str, tokens: Tokens
+) -> None:
+    async with reconciler(f"--kubeconfig={kubeconfig}", f"--namespace={namespace}") as health:
+        status, text, _ = await health.get("/metrics", tokens.reader, scheme="http")
+        assert status == 400
+        assert "this port speaks HTTPS only" in text
+        status, text, _ = await health.get("/metrics", tokens.reader)
+        assert status == 200
+        assert "# TYPE dbb_" in text
+        # The kubelet's probes: HTTPS too, without a token.
+        assert (await health.get("/readyz", scheme="http"))[0] == 400
+        assert await health.status("/healthz") == 200
 
 
 async def test_no_metrics_auth_serves_metrics_to_anyone(kubeconfig: Path, namespace: str) -> None:

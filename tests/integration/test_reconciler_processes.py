@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from certs.serving import ensure_serving_certificate
 from tests.controlplane import ControlPlane, free_port
 from tests.fixtures import databasebackup, statefulset
 
@@ -21,6 +23,9 @@ class Replica:
     def __init__(self, plane: ControlPlane, namespace: str, log: Path) -> None:
         self.port = free_port()
         self.log = log
+        cert_dir = log.with_suffix(".tls")
+        ensure_serving_certificate(cert_dir, ["127.0.0.1"])
+        self.scrape = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [
@@ -34,6 +39,7 @@ class Replica:
                     "--retry-period=0.3",
                     "--health-host=127.0.0.1",
                     f"--health-port={self.port}",
+                    f"--cert-dir={cert_dir}",
                     "--no-metrics-auth",  # the tests read dbb_leader
                 ],
                 stdout=out,
@@ -42,7 +48,8 @@ class Replica:
 
     def metric(self, name: str) -> float:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as response:
+            url = f"https://127.0.0.1:{self.port}/metrics"
+            with urllib.request.urlopen(url, timeout=2, context=self.scrape) as response:
                 text = response.read().decode()
         except OSError:
             return -1.0
