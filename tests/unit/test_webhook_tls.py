@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography import x509
 
 from certs.serving import ensure_serving_certificate
 from common.tls import CertificateReloader, TLSListener
@@ -36,15 +37,18 @@ class Server:
             return response.status, await response.text()
 
     async def peer_serial(self, ca: Path) -> int:
-        _, writer = await asyncio.open_connection("127.0.0.1", self.port, ssl=self.client_context(ca))
-        try:
-            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-            from cryptography import x509
+        return await peer_serial(self.port, ca)
 
-            return x509.load_der_x509_certificate(der).serial_number
-        finally:
-            writer.close()
-            await writer.wait_closed()
+
+async def peer_serial(port: int, ca: Path) -> int:
+    """The serial number of the certificate served on 127.0.0.1:port, to a client that trusts only `ca`."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl.create_default_context(cafile=str(ca)))
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der).serial_number
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 @pytest.fixture
