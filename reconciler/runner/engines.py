@@ -91,6 +91,7 @@ __all__ = [
     "mysql_client_argv",
     "mysql_dump_argv",
     "mysql_dump_tool",
+    "mysql_script_argv",
     "password_from_env",
     "pg_conninfo",
     "pg_dump_argv",
@@ -330,6 +331,14 @@ def mysql_client_argv(connection: Connection, database: str | None = None) -> li
     # The database as the value of its own option, never a word of its own: a positional `--init-command=...` would
     # be read as that option, and run its SQL.
     return [*argv, f"--database={database}"] if database else argv
+
+
+def mysql_script_argv(connection: Connection, database: str | None = None) -> list[str]:
+    """The client running a backup's script: `--sandbox` refuses the client's own commands that reach a file or a
+    shell (`\\!`, `\\.`, `tee`; MariaDB 10.5.25, 10.6.18, 10.11.8 and later), so a script holds SQL for the server
+    and nothing the runner's container would run. mariadb-dump of those versions asks for the same in its first
+    line, which a script altered in storage need not keep. A row must fit one packet."""
+    return [*mysql_client_argv(connection, database), "--sandbox", "--max-allowed-packet=1G"]
 
 
 # --- what a failure means ----------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ All or nothing:
 - pg_restore writes the script as one BEGIN ... COMMIT (see `engines.pg_restore_script_argv`); psql stops at the
   first error and the server rolls the transaction back.
 - The script's last HELD_BACK bytes, which hold its COMMIT, reach psql only in `finish`: after the whole archive was
-  read, decrypted and decompressed without an error, and pg_restore succeeded.
+  read, decrypted and decompressed without an error, pg_restore succeeded, and the bytes read were found to be the
+  bytes that were checked (`before_commit`, see `checked`).
   Whatever stops a restore earlier (a damaged file, `--timeout`, SIGTERM, even a killed runner, whose psql then
   reads the end of its input without a COMMIT) leaves the transaction uncommitted, and the server rolls it back.
 - Not psql's own `--single-transaction`: psql commits when its input ends, whatever the input was.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from typing import Final, Self
@@ -132,8 +134,12 @@ class ScriptRestore:
         *,
         no_owner: bool = False,
         failure: str = "RestoreFailed",
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
+        """`before_commit`: the last word on the COMMIT, asked after the whole archive went through; if it raises,
+        the COMMIT is never sent and the transaction rolls back (`checked`: the bytes read were those checked)."""
         self.filter = PreambleFilter(unknown_settings(server_version))
+        self._before_commit = before_commit
         self._connection = connection
         self._database = database
         self._server_version = server_version
@@ -207,6 +213,8 @@ class ScriptRestore:
         if self._psql_stopped:
             self._psql.finish()
         self._pg_restore.finish()
+        if self._before_commit is not None:
+            self._before_commit()
         self._psql.write(self._held)  # the COMMIT: the archive was whole, and pg_restore got through it
         self._psql.finish()
         if self.filter.dropped:

@@ -41,16 +41,17 @@ from __future__ import annotations
 import io
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Final
 
 import structlog
 
 from reconciler.runner import admin, engines
+from reconciler.runner.checked import Checked, Digest, Hashing, Measured, expect
 from reconciler.runner.compression import Source
 from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
@@ -111,16 +112,20 @@ def restore_backup(
     object in a bucket (s3backup.S3Object) whose manifest `stored_manifest` the caller read (None: it has none)."""
     layout = parse_layout(Path(stored(path).name))
     plain, pairs = parse_targets(options.targets)
-    manifest = check_whole(path, layout, key, options, scrub, deadline, stored_manifest=stored_manifest)
-    run = _Restore(layout, manifest, options, scrub, deadline)
+    manifest, checked = check_whole(path, layout, key, options, scrub, deadline, stored_manifest=stored_manifest)
+    # Read again to restore: every part held to what the check found before it is committed (see `checked`).
+    source = Measured(stored(path))
+    run = _Restore(layout, manifest, checked, source, options, scrub, deadline)
     if layout.kind in (TAR, SET):
         if plain is not None:
             raise RunnerError("InvalidArguments", "this backup holds several databases: use SOURCE=TARGET")
         listed = manifest.members if manifest is not None else None
-        with closing(members(path, layout, key, listed, "RestoreFailed")) as parts:
+        with closing(members(source, layout, key, listed, "RestoreFailed")) as parts:
             restored = run.several(parts, pairs)
+        if checked.whole is not None:  # a tar, whose members were each held to their own digest on the way
+            expect(source.name, source.digest(), checked.whole)
     else:
-        with open_payload(path, layout, key) as payload:
+        with open_payload(source, layout, key) as payload:
             restored = run.custom(payload, plain, pairs) if layout.kind == CUSTOM else run.sql(payload, plain, pairs)
     log.info("restore finished", file=stored(path).name, databases=restored)
     return restored
@@ -135,8 +140,9 @@ def check_whole(
     deadline: Deadline,
     *,
     stored_manifest: Manifest | None = None,
-) -> Manifest | None:
-    """The whole file, checked before anything on the server changes; its manifest, if it has one."""
+) -> tuple[Manifest | None, Checked]:
+    """The whole file, checked before anything on the server changes: its manifest, if it has one, and what the
+    check read, which the restore's own read must find again."""
     manifest = stored_manifest
     if manifest is None and isinstance(path, Path) and manifest_path(path).exists():
         manifest = read_manifest(path)
@@ -145,8 +151,9 @@ def check_whole(
     if manifest is not None:
         if manifest.file != name:
             raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {name}")
-        verify_backup(path, key, scrub, deadline, manifest=manifest)
-        return manifest
+        report = verify_backup(path, key, scrub, deadline, manifest=manifest)
+        assert report.checked is not None, "a verified backup has its digests"
+        return manifest, report.checked
     if layout.kind == SET:
         raise RunnerError(
             "InvalidArguments", f"no manifest {name}{MANIFEST_SUFFIX}: a set is read through it, it lists the members"
@@ -158,9 +165,9 @@ def check_whole(
             "restore: put it back, or give --without-manifest to restore after checking only its decryption and "
             "compression",
         )
-    check_decoding(path, layout, key, deadline)
+    checked = check_decoding(path, layout, key, deadline)
     log.warning("restoring without a manifest: only decryption and compression were checked", file=name)
-    return None
+    return None, checked
 
 
 def refuse_foreign(name: str, manifest: Manifest | None, owner: tuple[str, str] | None) -> None:
@@ -182,10 +189,19 @@ def refuse_foreign(name: str, manifest: Manifest | None, owner: tuple[str, str] 
 
 class _Restore:
     def __init__(
-        self, layout: Layout, manifest: Manifest | None, options: RestoreOptions, scrub: Scrubber, deadline: Deadline
+        self,
+        layout: Layout,
+        manifest: Manifest | None,
+        checked: Checked,
+        source: Measured,
+        options: RestoreOptions,
+        scrub: Scrubber,
+        deadline: Deadline,
     ) -> None:
         self.layout = layout
         self.manifest = manifest
+        self.checked = checked
+        self.source = source  # what this restore reads, hashed on the way
         self.options = options
         self.connection = options.connection
         self.scrub = scrub
@@ -199,8 +215,22 @@ class _Restore:
         target = plain or (pairs.get(source) if source else None) or source
         if target is None:
             raise RunnerError("InvalidArguments", "no manifest names the database: give --database TARGET")
-        self.pg_archive(payload, target)
+        self.pg_archive(payload, target, self.check_whole_read)
         return {source or "?": target}
+
+    def check_whole_read(self) -> None:
+        """The file's bytes as this restore read them (to their end) are those the check read."""
+        expect(self.source.name, self.source.digest(), self.checked.whole)
+
+    def held(self, part: Part) -> tuple[Source, Callable[[], None]]:
+        """A member's stream, and the check it must pass before what it holds is committed: a set's member's stored
+        bytes against the manifest's, a tar's member's decoded bytes against those the check read."""
+        what = f"{self.source.name}/{part.name}"
+        checked = self.checked.members.get(part.name)
+        if self.layout.kind == SET:
+            return part.stream, partial(_expect_member, what, self.source, part.name, checked)
+        stream = Hashing(part.stream)
+        return stream, partial(_expect_read, what, stream, checked)
 
     def several(self, parts: Iterator[Part], pairs: dict[str, str]) -> dict[str, str]:
         """A tar's or a set's databases (and globals), in the order stored."""
@@ -209,14 +239,15 @@ class _Restore:
             chosen = [d for d in self.manifest.databases if not pairs or d in pairs]
             self.refuse_existing(Engine.POSTGRESQL, [pairs.get(d, d) for d in chosen])
         for part in parts:
+            stream, check = self.held(part)
             if part.database is None:
                 if not pairs:
-                    self.pg_globals(part.stream)
+                    self.pg_globals(stream, check)
                 continue
             if pairs and part.database not in pairs:
                 continue
             target = pairs.get(part.database, part.database)
-            self.pg_archive(part.stream, target)
+            self.pg_archive(stream, target, check)
             restored[part.database] = target
         unknown = sorted(set(pairs) - set(restored))
         if unknown:
@@ -242,7 +273,8 @@ class _Restore:
             )
         return existing, full
 
-    def pg_archive(self, stream: Source, target: str) -> None:
+    def pg_archive(self, stream: Source, target: str, check: Callable[[], None]) -> None:
+        """One database, all or nothing; `check` decides last whether its COMMIT is sent."""
         server_version = self.pg_server_version  # asked once, before anything is created
         existing, full = self.refuse_existing(Engine.POSTGRESQL, [target])
         replacing = bool(full)
@@ -260,6 +292,7 @@ class _Restore:
                 self.scrub,
                 self.deadline,
                 no_owner=self.options.no_owner,
+                before_commit=check,
             ) as script:
                 feed_all(stream, [script], self.deadline)
             if replacing:
@@ -271,12 +304,15 @@ class _Restore:
                 admin.drop_database(Engine.POSTGRESQL, self.connection, into, self.scrub)
         log.info("database restored", database=target, replaced=replacing)
 
-    def pg_globals(self, stream: Source) -> None:
+    def pg_globals(self, stream: Source, check: Callable[[], None]) -> None:
         # No ON_ERROR_STOP: on a server that has some of the roles, their CREATE ROLE fails and the ALTER ROLE
-        # that follows still applies the backed-up attributes.
+        # that follows still applies the backed-up attributes. Not one transaction either: so the script is read
+        # whole, and checked, before psql gets a byte of it.
         argv = engines.psql_argv(self.connection, "postgres", script=True)
         env = engines.child_env(Engine.POSTGRESQL, self.connection)
-        script, kept = keep_own_role(_read_small(stream, GLOBALS_LIMIT), self.connection.user)
+        whole = _read_small(stream, GLOBALS_LIMIT)
+        check()
+        script, kept = keep_own_role(whole, self.connection.user)
         if kept:
             log.info("kept the restoring role (the user this restore connects as) as it is")
         with Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="RestoreFailed") as tool:
@@ -296,18 +332,36 @@ class _Restore:
             existing, _ = self.refuse_existing(Engine.MYSQL, list(mapping.values()))
             # The script creates its databases itself (CREATE DATABASE IF NOT EXISTS).
             with self._dropped_on_failure(set(mapping.values()) - existing):
-                self._mysql(engines.mysql_client_argv(self.connection), peeked, SqlRenamer(pairs))
+                self._mysql(engines.mysql_script_argv(self.connection), peeked, SqlRenamer(pairs))
+                self._mysql_checked(existing)
             return mapping
         source = self.source_name()
         target = plain or (pairs.get(source) if source else None) or source
         if target is None:
             raise RunnerError("InvalidArguments", "no manifest names the database: give --database TARGET")
-        created = set() if self.refuse_existing(Engine.MYSQL, [target])[0] else {target}
+        existing = self.refuse_existing(Engine.MYSQL, [target])[0]
+        created = set() if existing else {target}
         with self._dropped_on_failure(created):
             if created:
                 admin.create_database(Engine.MYSQL, self.connection, target, self.scrub)
-            self._mysql(engines.mysql_client_argv(self.connection, target), peeked)
+            self._mysql(engines.mysql_script_argv(self.connection, target), peeked)
+            self._mysql_checked(existing)
         return {source or "?": target}
+
+    def _mysql_checked(self, existed: set[str]) -> None:
+        """After the script ran (MySQL commits as it goes): were its bytes those checked? If not, the databases the
+        restore created are dropped by the caller; those that existed keep what it wrote, which the failure says."""
+        try:
+            self.check_whole_read()
+        except RunnerError as error:
+            if not existed:
+                raise
+            names = ", ".join(repr(n) for n in sorted(existed))
+            raise RunnerError(
+                error.reason,
+                f"{error.message}; a MySQL restore cannot be undone: what it wrote into {names}, which existed "
+                "before, stays (restore a good backup there again)",
+            ) from None
 
     @contextmanager
     def _dropped_on_failure(self, created: set[str]) -> Iterator[None]:
@@ -321,9 +375,16 @@ class _Restore:
 
     def _mysql(self, argv: list[str], stream: Source, renamer: SqlRenamer | None = None) -> None:
         env = engines.child_env(Engine.MYSQL, self.connection)
-        argv = [*argv, "--max-allowed-packet=1G"]
         with Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="RestoreFailed") as tool:
             feed_all(stream, [ToolFeed(tool, needs_all=True, renamer=renamer)], self.deadline)
+
+
+def _expect_member(what: str, source: Measured, name: str, checked: Digest | None) -> None:
+    expect(what, source.member_digest(name), checked)
+
+
+def _expect_read(what: str, stream: Hashing, checked: Digest | None) -> None:
+    expect(what, stream.finish(), checked)
 
 
 class _Peek:

@@ -31,7 +31,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -137,18 +137,25 @@ def _remove(path: Path) -> None:
 
 @dataclass(frozen=True)
 class S3Object:
-    """A stored backup in a bucket (layout.Stored)."""
+    """A stored backup in a bucket (layout.Stored).
+
+    Every read of an object after its first is pinned to what the first one read: its ETag (sent as If-Match) and,
+    in a bucket that keeps versions, its VersionId. A verify and a restore read an object several times (its
+    checksum, its structure, the restore itself); an object replaced in between then fails the later read
+    (`VerifyFailed`), or, pinned to its version, is read as it was checked."""
 
     client: Any
     bucket: str
     key: str
+    # Per key (the object's and its members'): the GetObject arguments that pin later reads.
+    pins: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
 
     def member(self, name: str) -> S3Object:
-        return S3Object(self.client, self.bucket, f"{self.key}/{name}")
+        return S3Object(self.client, self.bucket, f"{self.key}/{name}", self.pins)
 
     def manifest(self) -> Manifest | None:
         """Its manifest (`<key>.json`), None if it has none; a manifest that cannot be read fails verification."""
@@ -167,14 +174,29 @@ class S3Object:
 
     @contextlib.contextmanager
     def open(self) -> Iterator[Source]:
+        where = f"s3://{self.bucket}/{self.key}"
+        pinned = self.pins.get(self.key)
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"]
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.key, **(pinned or {}))
         except Exception as error:
-            raise storage_error(error, f"s3://{self.bucket}/{self.key}") from None
+            if pinned is not None and error_code(error) in ("PreconditionFailed", "412"):
+                raise RunnerError("VerifyFailed", f"{where} was replaced after it was checked") from None
+            raise storage_error(error, where) from None
+        if pinned is None:
+            self.pins[self.key] = pin(answer)
+        body = answer["Body"]
         try:
             yield body
         finally:
             body.close()
+
+
+def pin(answer: dict[str, Any]) -> dict[str, str]:
+    """GetObject arguments that read again exactly what `answer` (a GetObject's) returned: If-Match its ETag, and its
+    VersionId where the bucket keeps versions ("null" is the version of an unversioned object: not one to ask for)."""
+    found = {"IfMatch": str(answer["ETag"])} if answer.get("ETag") else {}
+    version = answer.get("VersionId")
+    return found | ({"VersionId": str(version)} if version and version != "null" else {})
 
 
 def run_backup_s3(

@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import threading
@@ -37,6 +36,7 @@ from typing import Final
 import structlog
 
 from reconciler.runner import admin, engines
+from reconciler.runner.checked import Checked, Digest, Hashing, Measured, expect
 from reconciler.runner.compression import Source
 from reconciler.runner.engines import Connection, Engine
 from reconciler.runner.errors import RunnerError, Scrubber
@@ -65,6 +65,9 @@ class VerifyReport:
     restore_tested: bool = False
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # per database and table, as the dump has them
     queries: int = 0  # the manifest's queries that a restore test ran again and found the same
+    # What the structure's read found, in a read whose stored bytes matched the manifest: what a restore's own read
+    # must find again (see `checked`).
+    checked: Checked | None = None
 
 
 def verify_backup(
@@ -92,19 +95,35 @@ def verify_backup(
     report.restore_tested = restore_connection is not None
     report.rows = checker.rows
     report.queries = checker.queries
+    report.checked = checker.checked
     log.info("backup verified", file=manifest.file, tables=report.tables, restore_tested=report.restore_tested)
     return report
 
 
-def check_decoding(path: Path | Stored, layout: Layout, key: bytes | None, deadline: Deadline) -> None:
+def check_decoding(path: Path | Stored, layout: Layout, key: bytes | None, deadline: Deadline) -> Checked:
     """What a file proves without its manifest: read to the end, every encrypted chunk's tag checks and the
     compression's own end and checksum are there (a `.dump` or `.tar` that is not compressed proves nothing here).
-    A set has nothing to read without its manifest, which lists its members."""
+    A set has nothing to read without its manifest, which lists its members. What was read, for a restore to hold
+    its own read to: the stored bytes, and each tar member's decoded bytes."""
     if layout.kind == SET:
         raise RunnerError("VerifyFailed", f"{stored(path).name}: a set cannot be checked without its manifest")
-    with open_payload(path, layout, key) as payload:
-        while payload.read(READ_SIZE):
-            deadline.check()
+    measured = Measured(stored(path))
+    found: dict[str, Digest] = {}
+    if layout.kind == TAR:
+        with closing(members(measured, layout, key, None, "VerifyFailed")) as parts:
+            for part in parts:
+                stream = Hashing(part.stream)
+                _read_through(stream, deadline)
+                found[part.name] = stream.finish()
+    else:
+        with open_payload(measured, layout, key) as payload:
+            _read_through(payload, deadline)
+    return Checked(measured.digest(), found)
+
+
+def _read_through(source: Source, deadline: Deadline) -> None:
+    while source.read(READ_SIZE):
+        deadline.check()
 
 
 def check_checksum(path: Path | Stored, manifest: Manifest) -> VerifyReport:
@@ -139,15 +158,12 @@ def _check_set_checksums(backup: Stored, manifest: Manifest) -> VerifyReport:
 
 def _measure(backup: Stored) -> tuple[int, str]:
     """(size, sha256) of a stored backup, read once."""
-    digest, size = hashlib.sha256(), 0
     try:
         with backup.open() as source:
-            while data := source.read(READ_SIZE):
-                digest.update(data)
-                size += len(data)
+            digest = Hashing(source).finish()
     except OSError as error:
         raise RunnerError("VerifyFailed", f"cannot read {backup.name}: {error.strerror}") from None
-    return size, digest.hexdigest()
+    return digest.size, digest.sha256
 
 
 def count_toc_tables(listing: str) -> int:
@@ -215,24 +231,43 @@ class _Checker:
         self.token = secrets.token_hex(4)
         self.rows: dict[str, dict[str, int]] = {}  # counted in the stream, or in a restored copy
         self.queries = 0  # compared in a restored copy
+        self.tar_members: dict[str, Digest] = {}  # each tar member's decoded bytes, as this read found them
+        self.checked: Checked | None = None
 
     def run(self, path: Path | Stored, key: bytes | None) -> dict[str, int]:
+        """The structure, in a read that is itself held to the manifest: the digests it records for a restore are
+        worth only as much as the bytes they were taken from (the checksum's own read came before)."""
+        measured = Measured(stored(path))
         if self.layout.kind in (TAR, SET):
-            return self.check_members(path, key)
-        with open_payload(path, self.layout, key) as payload:
-            if self.layout.kind == CUSTOM:
-                return {self.manifest.databases[0]: self.check_archive(payload, self.manifest.databases[0], 0)}
-            return self.check_sql(payload)
+            tables = self.check_members(measured, key)
+        else:
+            with open_payload(measured, self.layout, key) as payload:
+                if self.layout.kind == CUSTOM:
+                    database = self.manifest.databases[0]
+                    tables = {database: self.check_archive(payload, database, 0)}
+                else:
+                    tables = self.check_sql(payload)
+        self.checked = Checked.of(self.manifest, self.tar_members)
+        if self.checked.whole is not None:
+            expect(self.manifest.file, measured.digest(), self.checked.whole)
+        for name, checked in self.checked.members.items() if self.layout.kind == SET else ():
+            expect(f"{self.manifest.file}/{name}", measured.member_digest(name), checked)
+        return tables
 
-    def check_members(self, path: Path | Stored, key: bytes | None) -> dict[str, int]:
+    def check_members(self, path: Measured, key: bytes | None) -> dict[str, int]:
         tables: dict[str, int] = {}
         seen: list[str] = []
         with closing(members(path, self.layout, key, self.manifest.members, "VerifyFailed")) as parts:
             for index, part in enumerate(parts):
+                # A tar's member is committed by a restore before the tar's end is read: its own digest is what
+                # that restore is held to. A set's members are held to the manifest's.
+                stream = Hashing(part.stream)
                 if part.database is None:
-                    self.check_globals(part.stream)
+                    self.check_globals(stream)
                 else:
-                    tables[part.database] = self.check_archive(part.stream, part.database, index)
+                    tables[part.database] = self.check_archive(stream, part.database, index)
+                if self.layout.kind == TAR:
+                    self.tar_members[part.name] = stream.finish()
                 seen.append(part.name)
         expected = [m.name for m in self.manifest.members]
         if sorted(seen) != sorted(expected):
@@ -301,11 +336,11 @@ class _Checker:
             if self.connection is not None:
                 for index, database in enumerate(databases):
                     scratches[database] = stack.enter_context(self.scratch_database(Engine.MYSQL, index))
-                argv = engines.mysql_client_argv(self.connection, None if several else scratches[databases[0]])
+                argv = engines.mysql_script_argv(self.connection, None if several else scratches[databases[0]])
                 env = engines.child_env(Engine.MYSQL, self.connection)
                 client = stack.enter_context(
                     Tool(
-                        [*argv, "--max-allowed-packet=1G"],
+                        argv,
                         env,
                         self.scrub,
                         stdin="pipe",
