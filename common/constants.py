@@ -35,3 +35,8 @@ RESTORE_SHORT_NAME: Final = "dbr"
 RESTORE_CRD_NAME: Final = f"{RESTORE_PLURAL}.{GROUP}"
 LABEL_RESTORE_NAME: Final = f"{GROUP}/databaserestore"
 RUN_RESTORE: Final = "restore"
+
+# The BackupStore kind: object storage the cluster administrators approve (cluster-scoped; common.stores).
+STORE_KIND: Final = "BackupStore"
+STORE_PLURAL: Final = "backupstores"
+STORE_CRD_NAME: Final = f"{STORE_PLURAL}.{GROUP}"

@@ -30,9 +30,10 @@ def default_spec(spec: Mapping[str, Any], *, namespace: str, statefulset: Mappin
     storage = result.get("storage")
     s3 = storage.get("s3") if isinstance(storage, Mapping) else None
     if isinstance(s3, Mapping):
-        # To a bucket: the objects go under <namespace>/<databaseName>/ unless a prefix is given; no volume.
+        # To a bucket: under <databaseName>/ in the namespace's own part of its BackupStore, unless a prefix is
+        # given; no volume.
         if s3.get("prefix") is None:
-            result["storage"]["s3"]["prefix"] = f"{namespace}/{database}"
+            result["storage"]["s3"]["prefix"] = database
     else:
         path = result.get("backupPath")
         if path is None:

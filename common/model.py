@@ -35,6 +35,7 @@ __all__ = [
     "LastVerification",
     "Phase",
     "SecretKeyRef",
+    "StoreReference",
     "Tls",
     "TlsMode",
     "parse_spec",
@@ -127,19 +128,31 @@ class S3Credentials:
 
 
 @dataclass(frozen=True)
+class StoreReference:
+    """`spec.storage.s3`: the BackupStore (cluster-scoped, the administrators') that backups go to, and a prefix
+    below the namespace's own part of it (common.stores)."""
+
+    store: str
+    prefix: str | None = None  # defaulted to <databaseName>
+
+
+@dataclass(frozen=True)
 class S3Storage:
-    """`storage.s3`: backups streamed to a bucket (the runner's --output-url s3://bucket/prefix)."""
+    """Where a DatabaseBackup's Jobs stream backups: its store's settings with the whole prefix
+    (`<store prefix>/<namespace>/<own prefix>`), as common.stores.resolve_store makes it. Never read from a
+    DatabaseBackup's spec: its author names only the store and a prefix below the namespace's part."""
 
     bucket: str
-    prefix: str | None = None  # defaulted to <namespace>/<databaseName>
+    prefix: str | None = None
     endpoint: str | None = None  # None: AWS
     region: str | None = None
     force_path_style: bool = False
     allow_insecure: bool = False  # an http:// endpoint
     credentials_secret: S3Credentials | None = None
-    ca_bundle: SecretKeyRef | ConfigMapKeyRef | None = None
+    ca_bundle: str | None = None  # PEM
     server_side_encryption: ServerSideEncryption | None = None
     kms_key_id: str | None = None
+    store: str | None = None  # the BackupStore it came from
 
 
 @dataclass(frozen=True)
@@ -220,7 +233,8 @@ class DatabaseBackupSpec:
     engine: Engine | None = None
     connection: Connection = field(default_factory=Connection)
     claim_name: str | None = None
-    s3: S3Storage | None = None
+    s3_store: StoreReference | None = None  # storage.s3 as written
+    s3: S3Storage | None = None  # storage.s3 resolved through its BackupStore, by the reconciler (never parsed)
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
     starting_deadline_seconds: int | None = None
     backoff_limit: int = 1
@@ -237,6 +251,8 @@ class DatabaseBackupSpec:
     verify_backups: int = 1
     verify_image: str | None = None  # the scratch server's image for restore tests; default the StatefulSet's
     verify_queries: tuple[VerifyQuery, ...] = ()
+    # The role verify.queries run as on the database's own server: one that can only read (docs/security.md).
+    verify_query_credentials: CredentialsSecret | None = None
 
 
 # --- status ---------------------------------------------------------------------------------------------------
@@ -475,7 +491,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
     credentials = connection.mapping("credentialsSecret") if connection else None
     storage = spec.mapping("storage")
     claim = storage.mapping("persistentVolumeClaim") if storage else None
-    s3 = _s3(storage.mapping("s3")) if storage else None
+    s3 = _store_reference(storage.mapping("s3")) if storage else None
     if storage and claim and s3:
         errors.append(FieldError(storage.path, "give one of persistentVolumeClaim or s3, not both"))
     retention = spec.mapping("retention")
@@ -484,15 +500,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
     verify = spec.mapping("verify")
     defaults = DatabaseBackupSpec(database_name="", schedule="")
 
-    credentials_secret = None
-    if credentials:
-        name = credentials.string("name", required=True)
-        if name is not None:
-            credentials_secret = CredentialsSecret(
-                name=name,
-                username_key=credentials.string("usernameKey") or "username",
-                password_key=credentials.string("passwordKey") or "password",
-            )
+    credentials_secret = _credentials(credentials)
     encryption_key = None
     if key_secret:
         name = key_secret.string("name", required=True)
@@ -515,7 +523,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
             tls=_tls(connection.mapping("tls")) if connection else None,
         ),
         claim_name=claim.string("claimName", required=True) if claim else None,
-        s3=s3,
+        s3_store=s3,
         concurrency_policy=_or(spec.enum("concurrencyPolicy", ConcurrencyPolicy), defaults.concurrency_policy),
         starting_deadline_seconds=spec.integer("startingDeadlineSeconds", minimum=0),
         backoff_limit=_or(spec.integer("backoffLimit", minimum=0), defaults.backoff_limit),
@@ -538,6 +546,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
             defaults.verify_backups,
         ),
         verify_queries=_queries(verify) if verify else (),
+        verify_query_credentials=_credentials(verify.mapping("queryCredentialsSecret")) if verify else None,
     )
     if database_name is None or schedule is None:
         return None, errors
@@ -593,33 +602,32 @@ def _key_ref(ref: _Reader | None) -> SecretKeyRef | ConfigMapKeyRef | None:
     return SecretKeyRef(name, item) if kind == "secretKeyRef" else ConfigMapKeyRef(name, item)
 
 
-def _s3(s3: _Reader | None) -> S3Storage | None:
+def _store_reference(s3: _Reader | None) -> StoreReference | None:
     if s3 is None:
         return None
-    bucket = s3.string("bucket", required=True)
-    credentials = s3.mapping("credentialsSecret")
-    secret = None
-    if credentials:
-        name = credentials.string("name", required=True)
-        if name is not None:
-            secret = S3Credentials(
-                name,
-                credentials.string("accessKeyIdKey") or S3Credentials.access_key_id_key,
-                credentials.string("secretAccessKeyKey") or S3Credentials.secret_access_key_key,
+    for key in sorted(set(s3.raw) - {"store", "prefix"}):
+        s3.errors.append(
+            FieldError(
+                f"{s3.path}.{key}",
+                "is not a field of storage.s3: the endpoint, bucket and keys are the BackupStore's, which the cluster "
+                "administrators make; name it in storage.s3.store",
             )
-    if bucket is None:
+        )
+    store = s3.string("store", required=True)
+    return StoreReference(store, s3.string("prefix")) if store is not None else None
+
+
+def _credentials(secret: _Reader | None) -> CredentialsSecret | None:
+    """A `{name, usernameKey, passwordKey}` Secret reference."""
+    if secret is None:
         return None
-    return S3Storage(
-        bucket=bucket,
-        prefix=s3.string("prefix"),
-        endpoint=s3.string("endpoint") or None,
-        region=s3.string("region") or None,
-        force_path_style=_or(s3.boolean("forcePathStyle"), False),
-        allow_insecure=_or(s3.boolean("allowInsecure"), False),
-        credentials_secret=secret,
-        ca_bundle=_key_ref(s3.mapping("caBundle")),
-        server_side_encryption=s3.enum("serverSideEncryption", ServerSideEncryption),
-        kms_key_id=s3.string("kmsKeyId"),
+    name = secret.string("name", required=True)
+    if name is None:
+        return None
+    return CredentialsSecret(
+        name=name,
+        username_key=secret.string("usernameKey") or "username",
+        password_key=secret.string("passwordKey") or "password",
     )
 
 

@@ -25,8 +25,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from common.constants import BACKUP_ROOT
-from common.model import CredentialsSecret, Engine, FieldError, Tls, _Reader, _show, _tls, parse_spec
-from common.validation import is_host, tls_problems
+from common.model import CredentialsSecret, Engine, FieldError, S3Storage, Tls, _Reader, _show, _tls, parse_spec
+from common.validation import database_name_problems, is_host, tls_problems
 
 __all__ = [
     "DatabaseRestoreSpec",
@@ -98,6 +98,9 @@ def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestore
             continue
         pair = _Reader(item, where, errors)
         source_name, target_name = pair.string("from", required=True), pair.string("to", required=True)
+        for key, name in (("from", source_name), ("to", target_name)):
+            if name:
+                errors.extend(database_name_problems(f"{where}.{key}", name))
         if source_name and target_name:
             mapping.append(NameMapping(source_name, target_name))
     seen: dict[str, str] = {}
@@ -150,15 +153,13 @@ def _external(target: _Reader, credentials: CredentialsSecret | None, path: str)
     return ExternalTarget(host, port, tls) if host else None
 
 
-def source_location(source: Mapping[str, Any]) -> str | None:
-    """Where the source DatabaseBackup's runs write: its backupPath, or s3://bucket/prefix (both defaulted by its own
-    admission)."""
+def source_location(source: Mapping[str, Any], s3: S3Storage | None = None) -> str | None:
+    """Where the source DatabaseBackup's runs write: its backupPath, or, for a bucket, `s3://bucket/prefix` of its
+    storage resolved through its BackupStore (`s3`; None when it could not be: then no location is known)."""
     spec = source.get("spec") or {}
     storage = spec.get("storage") or {}
-    s3 = storage.get("s3") if isinstance(storage, Mapping) else None
-    if isinstance(s3, Mapping):
-        prefix = str(s3.get("prefix") or "").strip("/")
-        return f"s3://{s3.get('bucket')}/{prefix}" if prefix else f"s3://{s3.get('bucket')}"
+    if isinstance(storage, Mapping) and "s3" in storage:
+        return f"s3://{s3.bucket}/{s3.prefix}" if s3 is not None and s3.prefix else None
     path = spec.get("backupPath")
     return str(path).rstrip("/") if isinstance(path, str) and path else None
 
@@ -197,9 +198,12 @@ def judge(
     namespace: str,
     source: Mapping[str, Any] | None,
     target_found: bool | None,
+    s3: S3Storage | None = None,
 ) -> list[FieldError]:
     """Every reason to refuse this restore now. `source`: the DatabaseBackup (None: not found). `target_found`:
-    whether the target StatefulSet exists (None: it could not be looked up, which is not a refusal)."""
+    whether the target StatefulSet exists (None: it could not be looked up, which is not a refusal). `s3`: the
+    source's bucket storage, resolved through its BackupStore (the caller refuses a source whose store it cannot
+    resolve)."""
     if source is None:
         return [
             FieldError(
@@ -219,7 +223,7 @@ def judge(
             )
         )
     else:
-        location = source_location(source)
+        location = source_location(source, s3)
         if location is not None and not _inside(file, location):
             errors.append(
                 FieldError(
@@ -277,10 +281,12 @@ def judge(
 
 
 def _inside(file: str, location: str) -> bool:
-    """Whether `file` is in the source's folder or under its prefix. A folder is judged by its path below the backup
-    volume's mount point: the local sandbox reports `/backups/db/x` where it really is (`<dev>/backups/db/x`)."""
+    """Whether `file` is directly in the source's folder or under its prefix (not below it: a deeper prefix is
+    another DatabaseBackup's). A folder is judged by its path below the backup volume's mount point: the local
+    sandbox reports `/backups/db/x` where it really is (`<dev>/backups/db/x`)."""
     if location.startswith("s3://") or not location.startswith(BACKUP_ROOT + "/"):
-        return file.startswith(location + "/")
+        name = file.removeprefix(location + "/")
+        return file.startswith(location + "/") and "/" not in name and name not in ("", ".", "..")
     below = PurePosixPath(location).relative_to(BACKUP_ROOT).parts
     parent = PurePosixPath(file).parent.parts
     return len(parent) > len(below) and parent[-len(below) :] == below

@@ -8,7 +8,6 @@ import ipaddress
 import re
 from collections.abc import Iterator
 from typing import Final
-from urllib.parse import urlsplit
 
 from common.constants import BACKUP_ROOT, DEFAULT_TIME_ZONE
 from common.model import (
@@ -20,9 +19,7 @@ from common.model import (
     Engine,
     FieldError,
     Resources,
-    S3Storage,
     SecretKeyRef,
-    ServerSideEncryption,
     Tls,
     TlsMode,
     quantity,
@@ -30,7 +27,16 @@ from common.model import (
 from common.names import MAX_NAME_LENGTH
 from common.schedule import ScheduleError, parse_schedule, parse_time_zone
 
-__all__ = ["default_backup_path", "is_host", "normalize_backup_path", "tls_problems", "validate", "validate_name"]
+__all__ = [
+    "database_name_problems",
+    "default_backup_path",
+    "is_host",
+    "normalize_backup_path",
+    "prefix_problems",
+    "tls_problems",
+    "validate",
+    "validate_name",
+]
 
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _SECRET_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")
@@ -90,8 +96,7 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
     if connection.username is not None:
         yield from _username(connection.username)
     for index, database in enumerate(connection.databases):
-        if len(database) > 63 or "\x00" in database:
-            yield FieldError(f"spec.connection.databases[{index}]", f'"{database}" is not a database name')
+        yield from database_name_problems(f"spec.connection.databases[{index}]", database)
     if connection.credentials_secret:
         secret = connection.credentials_secret
         yield from _dns_subdomain("spec.connection.credentialsSecret.name", secret.name)
@@ -105,62 +110,12 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
         yield from _dns_subdomain("spec.encryption.keySecret.name", spec.encryption_key.name)
         yield from _secret_key("spec.encryption.keySecret.key", spec.encryption_key.key)
     yield from _resources(spec.resources)
-    if spec.s3 is not None:
-        yield from _s3(spec.s3)
-
-
-_BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-
-
-def _s3(s3: S3Storage) -> Iterator[FieldError]:
-    where = "spec.storage.s3"
-    if not _BUCKET.fullmatch(s3.bucket) or ".." in s3.bucket or _is_ip(s3.bucket) or s3.bucket.startswith("xn--"):
-        yield FieldError(
-            f"{where}.bucket",
-            f'"{s3.bucket}" is not an S3 bucket name (3 to 63 lower-case letters, digits, "." and "-", starting and '
-            "ending with a letter or digit, not an IP address)",
-        )
-    if s3.prefix is not None:
-        if ".." in s3.prefix.split("/"):
-            yield FieldError(f"{where}.prefix", f'"{s3.prefix}" must not contain ".."')
-        elif any(ord(c) < 32 or ord(c) == 127 for c in s3.prefix):
-            yield FieldError(f"{where}.prefix", f"{s3.prefix!r} must not contain control characters")
-    if s3.endpoint is not None:
-        yield from _endpoint(f"{where}.endpoint", s3.endpoint, allow_insecure=s3.allow_insecure)
-    if s3.credentials_secret is None:
-        yield FieldError(f"{where}.credentialsSecret", "is required: the Secret with the access key pair")
-    else:
-        yield from _dns_subdomain(f"{where}.credentialsSecret.name", s3.credentials_secret.name)
-        yield from _secret_key(f"{where}.credentialsSecret.accessKeyIdKey", s3.credentials_secret.access_key_id_key)
-        yield from _secret_key(
-            f"{where}.credentialsSecret.secretAccessKeyKey", s3.credentials_secret.secret_access_key_key
-        )
-    if s3.ca_bundle is not None:
-        yield from _key_ref(f"{where}.caBundle", s3.ca_bundle)
-    if s3.server_side_encryption is ServerSideEncryption.KMS and not s3.kms_key_id:
-        yield FieldError(f"{where}.kmsKeyId", "is required with serverSideEncryption aws:kms")
-    if s3.kms_key_id and s3.server_side_encryption is not ServerSideEncryption.KMS:
-        yield FieldError(f"{where}.kmsKeyId", "goes with serverSideEncryption aws:kms only")
-
-
-def _endpoint(where: str, endpoint: str, *, allow_insecure: bool) -> Iterator[FieldError]:
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        yield FieldError(where, f'"{endpoint}" is not an https:// URL')
-    elif parts.scheme == "http" and not allow_insecure:
-        yield FieldError(
-            where,
-            f'"{endpoint}" is plain http: the access keys and every backup would cross the network unencrypted; '
-            "use https://, or set allowInsecure: true",
-        )
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
+    if spec.s3_store is not None:
+        yield from _dns_subdomain("spec.storage.s3.store", spec.s3_store.store)
+        if spec.s3_store.prefix is not None:
+            yield from prefix_problems("spec.storage.s3.prefix", spec.s3_store.prefix)
+    if spec.verify_image is not None and (not spec.verify_image or _unprintable(spec.verify_image)):
+        yield FieldError("spec.verify.image", f"{spec.verify_image!r} is not an image reference")
 
 
 def tls_problems(tls: Tls, engine: Engine | None, where: str) -> Iterator[FieldError]:
@@ -219,6 +174,20 @@ def _backup_path(path: str) -> Iterator[FieldError]:
         yield FieldError(where, f'"{path}" is outside {BACKUP_ROOT}, where the backup volume is mounted')
 
 
+def prefix_problems(where: str, prefix: str) -> Iterator[FieldError]:
+    """A prefix is a path of object key segments: no `..` or `.` (it would name another part of the bucket), no
+    empty segment, no control characters."""
+    if not prefix:
+        return
+    segments = prefix.strip("/").split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        yield FieldError(where, f'"{prefix}" must be segments separated by single "/", none of them "." or ".."')
+    elif any(ord(c) < 32 or ord(c) == 127 for c in prefix):
+        yield FieldError(where, f"{prefix!r} must not contain control characters")
+    elif len(prefix) > 512:
+        yield FieldError(where, f"is {len(prefix)} characters; at most 512")
+
+
 def _username(user: str) -> Iterator[FieldError]:
     where = "spec.connection.username"
     if not user:
@@ -243,6 +212,17 @@ def _queries(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
             "are for PostgreSQL only; the engine is MySQL, whose dump snapshot (mysqldump --single-transaction) "
             "cannot be shared, so a result recorded beside the dump could differ from the dump",
         )
+    if spec.verify_query_credentials is None:
+        yield FieldError(
+            "spec.verify.queryCredentialsSecret",
+            "is required with queries: the Secret of a role that can only read (not a superuser: see "
+            "docs/security.md), which the queries run as; they never run with the backup's own credentials",
+        )
+    else:
+        secret = spec.verify_query_credentials
+        yield from _dns_subdomain("spec.verify.queryCredentialsSecret.name", secret.name)
+        yield from _secret_key("spec.verify.queryCredentialsSecret.usernameKey", secret.username_key)
+        yield from _secret_key("spec.verify.queryCredentialsSecret.passwordKey", secret.password_key)
     if len(queries) > MAX_VERIFY_QUERIES:
         yield FieldError(where, f"{len(queries)} queries; at most {MAX_VERIFY_QUERIES}")
     databases = spec.connection.databases
@@ -259,6 +239,8 @@ def _queries(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
             yield FieldError(f"{at}.sql", "must not be empty")
         elif len(query.sql) > MAX_QUERY_LENGTH:
             yield FieldError(f"{at}.sql", f"{len(query.sql)} characters; at most {MAX_QUERY_LENGTH}")
+        if query.database is not None:
+            yield from database_name_problems(f"{at}.database", query.database)
         if query.database is None and one is None:
             yield FieldError(f"{at}.database", "is required: the backup covers several databases, or all")
         elif query.database is not None and listed and "all" not in databases and query.database not in listed:
@@ -266,6 +248,30 @@ def _queries(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
             yield FieldError(
                 f"{at}.database", f'"{query.database}" is not backed up (spec.connection.databases: {shown})'
             )
+
+
+# Database names reach the clients (pg_dump, psql, mariadb, mariadb-dump) as values: the runner passes them after `--`
+# or quoted, and they are held to identifiers here as well, so that none can be read as an option
+# (`--init-command=...`) or a connection string (`host=... dbname=...`) by any tool, now or later.
+_DATABASE_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}")
+
+
+def database_name_problems(where: str, name: str) -> Iterator[FieldError]:
+    if not _DATABASE_NAME.fullmatch(name):
+        yield FieldError(
+            where,
+            f"{_quoted(name)} is not a database name this operator takes: 1 to 63 letters, digits, "
+            '"_", "$" and "-", not starting with "-" or "$"',
+        )
+
+
+def _quoted(text: str) -> str:
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    return f'"{shown}"' if shown.isprintable() else repr(shown)
+
+
+def _unprintable(text: str) -> bool:
+    return any(c.isspace() or not c.isprintable() for c in text)
 
 
 def _dns_label(where: str, value: str, what: str) -> Iterator[FieldError]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -29,16 +29,19 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from common.constants import GROUP, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
+from common.constants import GROUP, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, STORE_PLURAL, VERSION
+from common.hosts import DEFAULT_CLUSTER_DOMAIN
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import sent, timeout
+from common.volumes import pod_claims
 from reconciler.events import EventRecorder
 from reconciler.executor import Executor
 from reconciler.jobs import RunnerSettings, is_verification
 from reconciler.metrics import Metrics
 from reconciler.plan import Plan, World, decide
 from reconciler.queue import WorkQueue
+from reconciler.trust import NamespaceFacts
 from reconciler.watches import remember, watch, write_status
 
 __all__ = ["Controller"]
@@ -58,9 +61,11 @@ class Controller:
         workers: int = 16,
         identity: str = "dbb-reconciler",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
     ) -> None:
         self.api, self.executor, self.runner, self.metrics = api, executor, runner, metrics
         self.namespace, self.workers, self.identity, self.clock = namespace, workers, identity, clock
+        self.cluster_domain = cluster_domain
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventRecorder(api, metrics, identity)
         self._custom = client.CustomObjectsApi(api)
@@ -106,11 +111,38 @@ class Controller:
             handler=self._on_statefulset,
             transform=_statefulset_essentials,
         )
+        # What the trust rules read before every Job (reconciler.trust): Services, the namespace's labels and
+        # annotations, and the BackupStores. Changes to them need no reconcile of their own: a refused object is
+        # looked at again every minute, and every Job is judged when it is due.
+        self.services = self._informer(
+            "services",
+            self._core.list_service_for_all_namespaces,
+            self._core.list_namespaced_service,
+            (),
+            (),
+            transform=_service_essentials,
+        )
+        on_restart = self._restarts("namespaces")
+        self.namespaces = Informer(
+            name="namespaces",
+            list_call=self._core.list_namespace,
+            options={"field_selector": f"metadata.name={namespace}"} if namespace is not None else {},
+            transform=_namespace_essentials,
+            on_restart=on_restart,
+        )
+        self.stores = Informer(
+            name="backupstores",
+            list_call=self._custom.list_cluster_custom_object,
+            arguments=(GROUP, VERSION, STORE_PLURAL),
+            handler=self._on_store,
+            on_restart=self._restarts("backupstores"),
+        )
         # Indexes from the objects we watch to the DatabaseBackups they concern.
         self._jobs_of: dict[Key, set[str]] = defaultdict(set)
         self._pods_of_job: dict[Key, set[str]] = defaultdict(set)
         self._database_of: dict[Key, str] = {}
         self._backups_of_database: dict[Key, set[str]] = defaultdict(set)
+        self._statefulsets_in: dict[str, set[str]] = defaultdict(set)
 
     def _informer(
         self,
@@ -120,7 +152,7 @@ class Controller:
         before: tuple[Any, ...],
         after: tuple[Any, ...],
         *,
-        handler: Callable[[WatchEvent], None],
+        handler: Callable[[WatchEvent], None] | None = None,
         label_selector: str | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> Informer:
@@ -134,9 +166,12 @@ class Controller:
             transform=transform,
         )
 
+    def _restarts(self, name: str) -> Callable[[str], None]:
+        return lambda reason: self.metrics.watch_restarts.labels(name, reason).inc()
+
     @property
     def informers(self) -> tuple[Informer, ...]:
-        return (self.backups, self.jobs, self.pods, self.statefulsets)
+        return (self.backups, self.jobs, self.pods, self.statefulsets, self.services, self.namespaces, self.stores)
 
     @property
     def synced(self) -> bool:
@@ -199,8 +234,20 @@ class Controller:
 
     def _on_statefulset(self, event: WatchEvent) -> None:
         namespace, database = event.key
+        if event.type == "DELETED":
+            self._statefulsets_in[namespace].discard(database)
+        else:
+            self._statefulsets_in[namespace].add(database)
         for name in list(self._backups_of_database.get((namespace, database), ())):
             self._enqueue((namespace, name))
+
+    def _on_store(self, event: WatchEvent) -> None:
+        # Rare (an administrator's change): every DatabaseBackup that names the store is judged again.
+        store = event.key[1]
+        for key, obj in list(self.backups.store.items()):
+            storage = (obj.get("spec") or {}).get("storage") or {}
+            if isinstance(storage, dict) and (storage.get("s3") or {}).get("store") == store:
+                self._enqueue(key)
 
     def _enqueue(self, key: Key) -> None:
         self.queue.add(key)
@@ -242,6 +289,24 @@ class Controller:
             now=self.clock(),
             statefulset=statefulset,
             termination_messages=self._termination_messages(namespace, {j["metadata"]["name"] for j in jobs}),
+            facts=self._facts(namespace),
+        )
+
+    def _facts(self, namespace: str) -> NamespaceFacts:
+        metadata = (self.namespaces.get("", namespace) or {}).get("metadata") or {}
+        statefulsets = self.statefulsets.store
+        return NamespaceFacts(
+            namespace,
+            labels=metadata.get("labels") or {},
+            annotations=metadata.get("annotations") or {},
+            services=_InNamespace(self.services.store, namespace),
+            statefulsets=[
+                found
+                for name in sorted(self._statefulsets_in.get(namespace, ()))
+                if (found := statefulsets.get((namespace, name))) is not None
+            ],
+            stores=_InNamespace(self.stores.store, ""),
+            cluster_domain=self.cluster_domain,
         )
 
     def _termination_messages(self, namespace: str, job_names: set[str]) -> dict[str, str]:
@@ -360,23 +425,64 @@ def _pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
 
 def _statefulset_essentials(statefulset: dict[str, Any]) -> dict[str, Any]:
     spec = statefulset.get("spec") or {}
-    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    template = spec.get("template") or {}
+    pod = template.get("spec") or {}
     return {
         "metadata": statefulset.get("metadata") or {},
         "spec": {
             "serviceName": spec.get("serviceName"),
+            # The data volumes a backup claim must not be (common.volumes).
+            "volumeClaimTemplates": [
+                {"metadata": {"name": (t.get("metadata") or {}).get("name")}}
+                for t in spec.get("volumeClaimTemplates") or []
+            ],
             "template": {
                 "spec": {
-                    "securityContext": ((spec.get("template") or {}).get("spec") or {}).get("securityContext"),
+                    "securityContext": pod.get("securityContext"),
                     "containers": [
                         {k: c.get(k) for k in ("name", "image", "env", "envFrom", "ports", "securityContext") if k in c}
-                        for c in containers
+                        for c in pod.get("containers") or []
                     ],
+                    # Their images may run as a restore test's scratch server (common.images).
+                    "initContainers": [{"image": c.get("image")} for c in pod.get("initContainers") or []],
+                    "volumes": [{"persistentVolumeClaim": {"claimName": c}} for c in pod_claims(template)],
                 }
             },
         },
         "status": {"readyReplicas": (statefulset.get("status") or {}).get("readyReplicas")},
     }
+
+
+def _service_essentials(service: dict[str, Any]) -> dict[str, Any]:
+    """What the host rule reads of a Service: is it an ExternalName, and to where."""
+    spec = service.get("spec") or {}
+    metadata = service.get("metadata") or {}
+    kept = {k: metadata[k] for k in ("name", "namespace", "resourceVersion") if k in metadata}
+    return {"metadata": kept, "spec": {k: spec[k] for k in ("type", "externalName") if k in spec}}
+
+
+def _namespace_essentials(namespace: dict[str, Any]) -> dict[str, Any]:
+    metadata = namespace.get("metadata") or {}
+    kept = ("name", "resourceVersion", "labels", "annotations")
+    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != LAST_APPLIED}
+    return {"metadata": {k: metadata[k] for k in kept if k in metadata} | {"annotations": annotations}}
+
+
+class _InNamespace(Mapping[str, Mapping[str, Any]]):
+    """A cache's objects of one namespace, by name, read in place ("" for cluster-scoped objects). Lookups are what
+    the rules do; iterating walks the whole cache and is there only to be a Mapping."""
+
+    def __init__(self, store: Mapping[Key, dict[str, Any]], namespace: str) -> None:
+        self._store, self._namespace = store, namespace
+
+    def __getitem__(self, name: str) -> Mapping[str, Any]:
+        return self._store[(self._namespace, name)]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for namespace, name in list(self._store) if namespace == self._namespace)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _owner(obj: dict[str, Any]) -> Key | None:

@@ -149,7 +149,9 @@ class LocalExecutor(JobExecutor):
         container = pod["containers"][0]
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(scratch), "TMPDIR": str(scratch)}
         for variable in container.get("env") or []:
-            env[variable["name"]] = await self._env_value(namespace, variable)
+            value = await self._env_value(namespace, variable)
+            # The kubelet expands `$(VAR)` and `$$` in literal values too, from the variables defined before.
+            env[variable["name"]] = _expand(value, env) if "value" in variable else value
         mounts = await self._project_volumes(namespace, pod, container, scratch)
         if any(m["mountPath"] == BACKUP_ROOT for m in container.get("volumeMounts") or []):
             mounts[BACKUP_ROOT] = self._root  # the backup volume: a local folder (read-only or not, as mounted)

@@ -69,7 +69,9 @@ __all__ = [
 KEY_MOUNT: Final = "/var/run/secrets/databases.test.io/encryption"
 SCRATCH_PASSWORD_VARIABLE: Final = "SCRATCH_PASSWORD"  # noqa: S105 - a variable name, which a run reads
 TLS_CA_MOUNT: Final = "/var/run/secrets/databases.test.io/tls-ca"
-S3_CA_MOUNT: Final = "/var/run/secrets/databases.test.io/s3-ca"
+S3_CA_VARIABLE: Final = "S3_CA_BUNDLE_PEM"
+QUERY_USER_VARIABLE: Final = "QUERY_USER"
+QUERY_PASSWORD_VARIABLE: Final = "QUERY_PASSWORD"  # noqa: S105 - a variable name, which a run reads
 TLS_MODE_ARGUMENT: Final = {TlsMode.DISABLE: "disable", TlsMode.REQUIRE: "require", TlsMode.VERIFY_FULL: "verify-full"}
 TERMINATION_LOG: Final = "/dev/termination-log"
 ANNOTATION_RESULT: Final = "databases.test.io/result"  # the local executor records the runner's result here
@@ -158,11 +160,14 @@ def restore_job(
     replace: bool,
     runner: RunnerSettings,
     no_owner: bool = False,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """The one Job of a DatabaseRestore: `dbb-backup restore FILE` with the source's storage (the volume read-only,
     or the S3 variables) and key, and the target's connection, which `spec.connection` holds (the source's own
     spec, its connection swapped for the target's). `targets`: SOURCE=TARGET pairs (empty: every database under
-    its own name). Never retried (`backoffLimit: 0`): a restore is run once, and what it did is its status."""
+    its own name). `source`: the DatabaseBackup whose backup it is (`--owner`: the runner refuses a backup whose
+    manifest names another owner). Never retried (`backoffLimit: 0`): a restore is run once, and what it did is its
+    status."""
     metadata = restore["metadata"]
     connection = spec.connection
     arguments = [
@@ -170,9 +175,11 @@ def restore_job(
         "restore",
         file,
         f"--host={connection.host}",
-        *(f"--database={source}={target}" for source, target in targets.items()),
+        *(f"--database={name}={target}" for name, target in targets.items()),
         f"--termination-log={TERMINATION_LOG}",
     ]
+    if source is not None:
+        arguments.append(f"--owner={metadata['namespace']}/{source}")
     if connection.username is not None:
         arguments.append(f"--user={connection.username}")
     if connection.port is not None:
@@ -244,9 +251,9 @@ def _with_scratch_server(
     scratch password to the runner as `password_variable` (SCRATCH_PASSWORD), beside the database's own."""
     port, user, server_variable, arguments, folders = _SCRATCH[scratch.engine]
     password = hashlib.sha256(f"dbb-scratch/{seed}".encode()).hexdigest()[:24]
-    env = [{"name": server_variable, "value": password}]
+    env = [_literal_env(server_variable, password)]
     if scratch.engine is Engine.POSTGRESQL:
-        env.append({"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"})
+        env.append(_literal_env("PGDATA", "/var/lib/postgresql/data/pgdata"))
     security: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -276,7 +283,7 @@ def _with_scratch_server(
     if "--restore-test" not in container["args"]:
         container["args"].append("--restore-test")
     container["args"] += [f"--scratch-port={port}", f"--scratch-user={user}"]
-    container["env"].append({"name": password_variable, "value": password})
+    container["env"].append(_literal_env(password_variable, password))
 
 
 def verification_job_name(name: str, scheduled: datetime) -> str:
@@ -436,19 +443,26 @@ def _output_arguments(spec: DatabaseBackupSpec, namespace: str) -> list[str]:
 
 
 def _s3_env(s3: S3Storage) -> list[dict[str, Any]]:
-    """The standard AWS variables: the keys by secretKeyRef (the reconciler reads no Secret), the rest literal."""
+    """The standard AWS variables: the keys by secretKeyRef (the reconciler reads no Secret), the rest literal, from
+    the BackupStore. The store's CA is public PEM text: the runner writes it to a file for AWS_CA_BUNDLE."""
     env: list[dict[str, Any]] = []
     if s3.credentials_secret is not None:
         secret = s3.credentials_secret
         env.append(_secret_env("AWS_ACCESS_KEY_ID", secret.name, secret.access_key_id_key))
         env.append(_secret_env("AWS_SECRET_ACCESS_KEY", secret.name, secret.secret_access_key_key))
     if s3.region:
-        env.append({"name": "AWS_REGION", "value": s3.region})
+        env.append(_literal_env("AWS_REGION", s3.region))
     if s3.endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint})
+        env.append(_literal_env("AWS_ENDPOINT_URL", s3.endpoint))
     if s3.ca_bundle is not None:
-        env.append({"name": "AWS_CA_BUNDLE", "value": f"{S3_CA_MOUNT}/ca.crt"})
+        env.append(_literal_env(S3_CA_VARIABLE, s3.ca_bundle))
     return env
+
+
+def _literal_env(name: str, value: str) -> dict[str, Any]:
+    """A variable with a literal value, escaped like every argument: the kubelet expands `$(NAME)` in env values
+    too, so an unescaped `$(DB_PASSWORD)` in a value would put the password there."""
+    return {"name": name, "value": escape_expansion(value)}
 
 
 def _ca_volume(name: str, ca: SecretKeyRef | ConfigMapKeyRef) -> dict[str, Any]:
@@ -496,6 +510,11 @@ def _pod_spec(
         env.append(_secret_env("DB_PASSWORD", credentials.name, credentials.password_key))
         if spec.connection.username is None:
             env.append(_secret_env("DB_USER", credentials.name, credentials.username_key))
+    queries = spec.verify_query_credentials
+    if not verification and not restore and spec.verify_queries and queries is not None:
+        # verify.queries run as this role, never with the backup's own credentials (docs/security.md).
+        env.append(_secret_env(QUERY_USER_VARIABLE, queries.name, queries.username_key))
+        env.append(_secret_env(QUERY_PASSWORD_VARIABLE, queries.name, queries.password_key))
     volumes: list[dict[str, Any]] = [
         # The root filesystem is read-only; tools want somewhere to write temporary files.
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
@@ -510,9 +529,6 @@ def _pod_spec(
         mounts.insert(0, {"name": "backups", "mountPath": BACKUP_ROOT, **read_only})
     else:
         env += _s3_env(spec.s3)
-        if spec.s3.ca_bundle is not None:
-            volumes.append(_ca_volume("s3-ca", spec.s3.ca_bundle))
-            mounts.append({"name": "s3-ca", "mountPath": S3_CA_MOUNT, "readOnly": True})
     if spec.encryption_key is not None:
         volumes.append(
             {

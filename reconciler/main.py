@@ -14,6 +14,7 @@ from pathlib import Path
 
 import structlog
 
+from common.hosts import add_cluster_domain_flag
 from common.kube import ConfigError, api_client
 from common.logs import configure
 from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
@@ -98,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--health-host", default="0.0.0.0", help="address for the health port")  # noqa: S104
     add_cert_flags(parser)
     add_metrics_auth_flag(parser)
+    add_cluster_domain_flag(parser)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -155,9 +157,26 @@ async def serve(args: argparse.Namespace) -> int:
         for namespace in args.namespace or [None]:
             runner = RunnerSettings(image=args.runner_image)
             controllers.append(
-                Controller(api, executor, runner, metrics, namespace=namespace, workers=args.workers, identity=identity)
+                Controller(
+                    api,
+                    executor,
+                    runner,
+                    metrics,
+                    namespace=namespace,
+                    workers=args.workers,
+                    identity=identity,
+                    cluster_domain=args.cluster_domain,
+                )
             )
-            restores = RestoreController(api, executor, runner, metrics, namespace=namespace, identity=identity)
+            restores = RestoreController(
+                api,
+                executor,
+                runner,
+                metrics,
+                namespace=namespace,
+                identity=identity,
+                cluster_domain=args.cluster_domain,
+            )
             controllers.append(restores)
         election = (
             LeaderElection(

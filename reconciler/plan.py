@@ -39,6 +39,7 @@ from common.model import (
 from common.schedule import Schedule, parse_schedule
 from common.validation import validate
 from reconciler.jobs import JobOutcome, RunnerSettings, backup_job, is_verification, outcome, rfc3339
+from reconciler.trust import backup_refusals
 from reconciler.verification import decide_verification, remembered, scratch_server
 from reconciler.world import Event, World, due_request, over_limit, parse_time
 
@@ -46,7 +47,8 @@ __all__ = ["Event", "Plan", "World", "decide"]
 
 # Requeue a moment after the slot: a clock a little behind the API server's must not see the slot as not yet due.
 PADDING: Final = timedelta(milliseconds=100)
-# Look again this often while the database is missing (its creation also triggers a reconcile).
+# Look again this often while the database is missing (its creation also triggers a reconcile), or while a trust
+# rule refuses (a Service, a namespace label or a BackupStore put right is seen within this time).
 MISSING_DATABASE_RETRY: Final = timedelta(minutes=1)
 TOO_MANY_MISSED: Final = 100
 
@@ -94,6 +96,12 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
     missing = _unrunnable(spec)
     if missing:
         return _blocked(world, previous, history, events, Phase.INVALID, "InvalidSpec", missing, checks)
+
+    # The trust rules, as they stand now (reconciler.trust): where the password goes, which claim is written to,
+    # which image runs beside the decrypted data, which store the backups go to (resolved here for the Jobs).
+    spec, refusals = backup_refusals(spec, world.statefulset, world.facts)
+    if refusals:
+        return _blocked(world, previous, history, events, Phase.INVALID, "Refused", refusals, checks)
 
     # 3. What is due: the most recent scheduled slot, and an on-demand request.
     schedule = parse_schedule(spec.schedule, spec.time_zone or DEFAULT_TIME_ZONE)
@@ -346,7 +354,7 @@ def _blocked(
     old_ready = next((c for c in previous.conditions if c.type == "Ready"), None)
     if old_ready is None or (old_ready.reason, old_ready.message) != (reason, message):
         events.append(Event("Warning", reason, message))
-    retry = MISSING_DATABASE_RETRY if phase is Phase.PENDING else None
+    retry = MISSING_DATABASE_RETRY if phase is Phase.PENDING or reason == "Refused" else None
     return Plan(status=_if_changed(status, previous), events=tuple(events), requeue_after=retry)
 
 

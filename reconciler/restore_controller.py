@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,8 +27,10 @@ from common.constants import (
     PLURAL,
     RESTORE_PLURAL,
     RUN_RESTORE,
+    STORE_PLURAL,
     VERSION,
 )
+from common.hosts import DEFAULT_CLUSTER_DOMAIN, own_service
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import raw, timeout
@@ -37,7 +40,8 @@ from reconciler.executor import Executor
 from reconciler.jobs import RunnerSettings, restore_job_name
 from reconciler.metrics import Metrics
 from reconciler.queue import WorkQueue
-from reconciler.restores import RestorePlan, RestoreWorld, decide_restore, needs_lookups
+from reconciler.restores import RestorePlan, RestoreWorld, decide_restore, lookups, needs_lookups
+from reconciler.trust import NamespaceFacts
 from reconciler.watches import remember, watch, write_status
 
 __all__ = ["RestoreController"]
@@ -57,9 +61,11 @@ class RestoreController:
         workers: int = 4,
         identity: str = "dbb-reconciler",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
     ) -> None:
         self.api, self.executor, self.runner, self.metrics = api, executor, runner, metrics
         self.namespace, self.workers, self.clock = namespace, workers, clock
+        self.cluster_domain = cluster_domain
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventRecorder(api, metrics, identity)
         self._custom = client.CustomObjectsApi(api)
@@ -165,12 +171,44 @@ class RestoreController:
             if isinstance(target, str)
             else None
         )
-        return RestoreWorld(
+        found = RestoreWorld(
             obj=world.obj,
             now=world.now,
             source=source,
             source_statefulset=source_statefulset,
             target_statefulset=target_statefulset,
+        )
+        return replace(found, facts=await self._facts(found, namespace))
+
+    async def _facts(self, world: RestoreWorld, namespace: str) -> NamespaceFacts:
+        """What the trust rules read before a restore's Job: the namespace's labels, the Service its target host
+        names, the source's BackupStore. Read live: a restore starts once."""
+        host, store = lookups(world)
+        service = own_service(host, namespace, self.cluster_domain) if host is not None else None
+        core = client.CoreV1Api(self.api)
+        meta = await self._get(core.read_namespace(namespace, _preload_content=False, **timeout()))
+        found_service = (
+            await self._get(core.read_namespaced_service(service, namespace, _preload_content=False, **timeout()))
+            if service is not None
+            else None
+        )
+        found_store = (
+            await self._get(
+                self._custom.get_cluster_custom_object(
+                    GROUP, VERSION, STORE_PLURAL, store, _preload_content=False, **timeout()
+                )
+            )
+            if store is not None
+            else None
+        )
+        metadata = (meta or {}).get("metadata") or {}
+        return NamespaceFacts(
+            namespace,
+            labels=metadata.get("labels") or {},
+            annotations=metadata.get("annotations") or {},
+            services={service: found_service} if service is not None and found_service is not None else {},
+            stores={store: found_store} if store is not None and found_store is not None else {},
+            cluster_domain=self.cluster_domain,
         )
 
     async def _statefulset(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from common.defaults import default_spec
-from common.model import Connection, CredentialsSecret, DatabaseBackupSpec, join_errors, parse_spec
+from common.model import Connection, CredentialsSecret, DatabaseBackupSpec, FieldError, join_errors, parse_spec
 from common.restores import DatabaseRestoreSpec, judge, newest_backup, parse_restore_spec, targets
 from common.statefulset import facts
 from reconciler.jobs import RunnerSettings, outcome, restore_job, rfc3339
+from reconciler.trust import NamespaceFacts, host_refusals, storage_refusals
 from reconciler.world import Event
 
-__all__ = ["FINAL", "RestorePlan", "RestoreWorld", "decide_restore"]
+__all__ = ["FINAL", "RestorePlan", "RestoreWorld", "decide_restore", "lookups"]
 
 FINAL = ("Succeeded", "Failed")
 
@@ -40,6 +41,8 @@ class RestoreWorld:
     source: Mapping[str, Any] | None = None
     source_statefulset: Mapping[str, Any] | None = None
     target_statefulset: Mapping[str, Any] | None = None
+    # The namespace as the trust rules read it: its labels, the Service the target host names, the source's store.
+    facts: NamespaceFacts = field(default_factory=lambda: NamespaceFacts(""))
 
 
 @dataclass(frozen=True)
@@ -81,28 +84,35 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
     spec, errors = parse_restore_spec(obj.get("spec"))
     if spec is None or errors:
         return _finish(previous, "Failed", world.now, "InvalidSpec", join_errors(errors))
-    refusals = judge(spec, namespace, world.source, world.target_statefulset is not None)
-    if refusals:
-        reason = "SourceNotFound" if world.source is None else "Refused"
-        return _finish(previous, "Failed", world.now, reason, join_errors(refusals))
-    assert world.source is not None
+    if world.source is None:
+        refusals = judge(spec, namespace, None, world.target_statefulset is not None)
+        return _finish(previous, "Failed", world.now, "SourceNotFound", join_errors(refusals))
     source, problems = _source_spec(world.source, world.source_statefulset, namespace)
     if source is None:
         message = f"DatabaseBackup {spec.database_backup!r} is invalid: {problems}"
         return _finish(previous, "Failed", world.now, "InvalidSource", message)
+    s3, refusals = storage_refusals(source.s3_store, source.database_name, world.facts, SOURCE_FIELD)
+    refusals = [FieldError(e.path, f"its storage: {e.message}") for e in refusals]
+    refusals += judge(spec, namespace, world.source, world.target_statefulset is not None, s3)
+    if refusals:
+        return _finish(previous, "Failed", world.now, "Refused", join_errors(refusals))
     connection, problem = _target_connection(spec, source, world.target_statefulset, namespace)
     if connection is None:
         return _finish(previous, "Failed", world.now, "TargetUnusable", problem or "")
+    refusals = host_refusals(connection.host, _host_field(spec, source), world.facts)
+    if refusals:
+        return _finish(previous, "Failed", world.now, "Refused", join_errors(refusals))
     file = spec.file or newest_backup(world.source)
     assert file is not None  # judged above
     job = restore_job(
         dict(obj),
-        replace(source, connection=connection),
+        replace(source, connection=connection, s3=s3),
         file=file,
         targets=targets(spec, source.connection.databases) if spec.databases else {},
         replace=spec.replace,
         runner=runner,
         no_owner=spec.no_owner,
+        source=spec.database_backup,
     )
     status = {
         **previous,
@@ -114,6 +124,33 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
     status["target"] = target = _target_of(spec, source.database_name)
     event = Event("Normal", "RestoreStarted", f"Job {job['metadata']['name']} restores {file} into {target}")
     return RestorePlan(create=job, status=status, events=(event,))
+
+
+SOURCE_FIELD = "spec.source.databaseBackup"
+
+
+def _host_field(spec: DatabaseRestoreSpec, source: DatabaseBackupSpec) -> str:
+    """Which field put the host there: the external target, the target StatefulSet, or the source's own connection."""
+    if spec.external is not None:
+        return "spec.target.external.host"
+    if (spec.target_database_name or source.database_name) != source.database_name:
+        return "spec.target.databaseName"
+    return f"{SOURCE_FIELD} (its spec.connection.host)"
+
+
+def lookups(world: RestoreWorld) -> tuple[str | None, str | None]:
+    """(the host the restore Job would connect to, the BackupStore its source names): what the controller reads for
+    the trust rules, decided the way `decide_restore` decides them."""
+    namespace = str((world.obj.get("metadata") or {}).get("namespace") or "")
+    spec, errors = parse_restore_spec(world.obj.get("spec"))
+    if spec is None or errors or world.source is None:
+        return None, None
+    source, _ = _source_spec(world.source, world.source_statefulset, namespace)
+    if source is None:
+        return None, None
+    connection, _ = _target_connection(spec, source, world.target_statefulset, namespace)
+    store = source.s3_store.store if source.s3_store is not None else None
+    return (connection.host if connection is not None else None), store
 
 
 def _target_of(spec: DatabaseRestoreSpec, source_database: str) -> str:

@@ -23,7 +23,7 @@ def watch(
     metrics: Metrics,
     calls: tuple[Any, Any, tuple[Any, ...], tuple[Any, ...]],
     *,
-    handler: Callable[[Event], None],
+    handler: Callable[[Event], None] | None = None,
     label_selector: str | None = None,
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Informer:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from reconciler.trust import NamespaceFacts
+
 if TYPE_CHECKING:
     from reconciler.jobs import JobOutcome
 
@@ -28,6 +30,8 @@ class World:
     now: datetime
     statefulset: Mapping[str, Any] | None = None  # None: not found (the controller asks only once synced)
     termination_messages: Mapping[str, str] = field(default_factory=dict)  # Job name -> its Pod's message
+    # The namespace as the trust rules read it; the default knows nothing, so every rule that needs a fact refuses.
+    facts: NamespaceFacts = field(default_factory=lambda: NamespaceFacts(""))
 
 
 def parse_time(text: object) -> datetime | None:

@@ -33,11 +33,12 @@ from typing import Any, Self
 import yaml
 
 from certs.pki import KeyPair, issue, new_ca, new_key, write_private, write_public
-from common.constants import CRD_NAME, RESTORE_CRD_NAME
+from common.constants import CRD_NAME, RESTORE_CRD_NAME, STORE_CRD_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_databasebackups.yaml"
 RESTORE_CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_databaserestores.yaml"
+STORE_CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_backupstores.yaml"
 WEBHOOKS = ROOT / "deploy" / "webhook" / "webhooks.yaml"
 ADMIN_USER = "envtest-admin"
 START_TIMEOUT = 90.0
@@ -262,12 +263,12 @@ class ControlPlane:
         write_private(path, yaml.safe_dump(config).encode())
 
     def install_crd(self, path: Path = CRD_FILE) -> None:
-        """The DatabaseBackup CRD (`path`), and with the default the DatabaseRestore CRD too."""
+        """The DatabaseBackup CRD (`path`), and with the default the DatabaseRestore and BackupStore CRDs too."""
         self.kubectl("apply", "--server-side", "-f", str(path))
         names = [CRD_NAME]
         if path == CRD_FILE:
-            self.kubectl("apply", "--server-side", "-f", str(RESTORE_CRD_FILE))
-            names.append(RESTORE_CRD_NAME)
+            self.kubectl("apply", "--server-side", "-f", str(RESTORE_CRD_FILE), "-f", str(STORE_CRD_FILE))
+            names += [RESTORE_CRD_NAME, STORE_CRD_NAME]
         for name in names:
             self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
         self._wait_served()

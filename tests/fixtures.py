@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from common.constants import API_VERSION, GROUP, KIND
+from reconciler.trust import NamespaceFacts
 
 
 def databasebackup(name: str = "nightly", namespace: str = "shop", **spec: Any) -> dict[str, Any]:
@@ -91,3 +92,48 @@ def admission_review(
             "oldObject": copy.deepcopy(old),
         },
     }
+
+
+def namespace_facts(
+    namespace: str = "shop",
+    statefulsets: tuple[dict[str, Any], ...] | None = None,
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    services: dict[str, dict[str, Any]] | None = None,
+    stores: dict[str, dict[str, Any]] | None = None,
+) -> NamespaceFacts:
+    """The namespace as the reconciler's trust rules see it: by default its database StatefulSet and that one's
+    governing Service exist, as in a cluster."""
+    found = statefulsets if statefulsets is not None else (statefulset(namespace=namespace),)
+    governing = {sts["spec"]["serviceName"]: governing_service(sts) for sts in found}
+    return NamespaceFacts(
+        namespace,
+        labels=labels or {},
+        annotations=annotations or {},
+        services=governing if services is None else services,
+        statefulsets=found,
+        stores=stores or {},
+    )
+
+
+def backup_store(
+    name: str = "shared",
+    *,
+    bucket: str = "backups",
+    endpoint: str | None = "https://s3.storage.svc:8333",
+    prefix: str | None = None,
+    selector: dict[str, Any] | None = None,
+    **s3: Any,
+) -> dict[str, Any]:
+    """A BackupStore as the cluster administrators would apply it."""
+    spec: dict[str, Any] = {
+        "s3": {"bucket": bucket, "credentialsSecret": {"name": "s3-keys"}, **s3},
+    }
+    if endpoint is not None:
+        spec["s3"]["endpoint"] = endpoint
+    if prefix is not None:
+        spec["prefix"] = prefix
+    if selector is not None:
+        spec["namespaceSelector"] = selector
+    return {"apiVersion": "databases.test.io/v1", "kind": "BackupStore", "metadata": {"name": name}, "spec": spec}

@@ -16,10 +16,13 @@ from typing import Any, cast
 
 from common.constants import ANNOTATION_SKIP_DATABASE_CHECK, KIND
 from common.defaults import default_claim_name, default_spec
-from common.model import FieldError, join_errors, parse_spec
+from common.hosts import HostFacts, host_refusal
+from common.images import image_refusal
+from common.model import FieldError, StoreReference, join_errors, parse_spec
 from common.statefulset import facts, ready_replicas
+from common.stores import STORE_FIELD, resolve_store
 from common.validation import validate
-from webhook.hosts import HOST_FIELD, HostFacts, host_problem
+from common.volumes import claim_refusal
 from webhook.patch import patched_spec
 from webhook.reviews import (
     API_VERSION,
@@ -30,22 +33,28 @@ from webhook.reviews import (
     unjudgeable,
 )
 from webhook.reviews import KIND as REVIEW_KIND
-from webhook.volumes import data_claim_reason, mounting_pod
 
 __all__ = [
     "CLAIM_FIELD",
     "BadReview",
     "Database",
+    "ImageFacts",
+    "StoreFacts",
     "backup_claim",
     "database_to_check",
     "host_to_check",
+    "image_to_check",
     "mutate",
     "parse_review",
     "review",
+    "store_of",
+    "store_to_check",
     "validate_request",
 ]
 
 CLAIM_FIELD = "spec.storage.persistentVolumeClaim.claimName"
+HOST_FIELD = "spec.connection.host"
+IMAGE_FIELD = "spec.verify.image"
 
 WARNING_LIMIT = 120  # the API server passes warnings on to kubectl; long ones are truncated there
 
@@ -56,14 +65,36 @@ class BadReview(ValueError):
 
 @dataclass(frozen=True)
 class Database:
-    """What the caller found about the StatefulSet named by spec.databaseName."""
+    """What the caller found about the StatefulSet named by spec.databaseName, and about every StatefulSet of the
+    namespace and their Pods (whose data volumes a backup claim must not be)."""
 
     namespace: str
     name: str
     statefulset: Mapping[str, Any] | None  # None: not found
     error: str | None = None  # the lookup itself failed (e.g. the API server did not answer)
-    pods: Mapping[str, tuple[str, ...]] | None = None  # the claims each Pod of the StatefulSet mounts; None: unread
-    pods_error: str | None = None  # reading the Pods failed
+    statefulsets: tuple[Mapping[str, Any], ...] | None = None  # every StatefulSet of the namespace; None: unread
+    pods: Mapping[str, tuple[str, ...]] | None = None  # the claims each StatefulSet Pod mounts, by Pod; None: unread
+    volumes_error: str | None = None  # reading the StatefulSets or Pods of the namespace failed
+
+
+@dataclass(frozen=True)
+class StoreFacts:
+    """The BackupStore that `spec.storage.s3.store` names, and the labels of the namespace (its selector's input)."""
+
+    name: str
+    found: Mapping[str, Any] | None = None  # None: it does not exist
+    labels: Mapping[str, str] | None = None
+    error: str | None = None  # a lookup failed
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """`spec.verify.image`, the database StatefulSet's images and the namespace's approved ones (common.images)."""
+
+    image: str
+    statefulset: Mapping[str, Any] | None = None
+    annotations: Mapping[str, str] | None = None
+    error: str | None = None  # a lookup failed
 
 
 def parse_review(body: object) -> AdmissionRequest:
@@ -127,9 +158,51 @@ def backup_claim(spec: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
+def store_to_check(request: AdmissionRequest) -> str | None:
+    """The BackupStore named by `spec.storage.s3.store`, on create and on an update that changes it."""
+    if request.get("operation") not in ("CREATE", "UPDATE") or _problem(request) is not None:
+        return None
+    store = store_of(_spec_of(request.get("object") or {}))
+    return store if store is not None and _changed(request, store_of) else None
+
+
+def image_to_check(request: AdmissionRequest) -> tuple[str, str] | None:
+    """(`spec.verify.image`, the database StatefulSet) on create and on an update that changes either."""
+    if request.get("operation") not in ("CREATE", "UPDATE") or _problem(request) is not None:
+        return None
+    spec = _spec_of(request.get("object") or {})
+    image, database = _image(spec), spec.get("databaseName")
+    if image is None or not isinstance(database, str) or not database:
+        return None
+    if not (_changed(request, _image) or _renamed(request)):
+        return None
+    return image, database
+
+
+def store_of(spec: Mapping[str, Any]) -> str | None:
+    storage = spec.get("storage")
+    s3 = storage.get("s3") if isinstance(storage, Mapping) else None
+    store = s3.get("store") if isinstance(s3, Mapping) else None
+    return store if isinstance(store, str) and store else None
+
+
+def _image(spec: Mapping[str, Any]) -> str | None:
+    verify = spec.get("verify")
+    image = verify.get("image") if isinstance(verify, Mapping) else None
+    return image if isinstance(image, str) and image else None
+
+
 def validate_request(
-    request: AdmissionRequest, database: Database | None, host: HostFacts | None = None
+    request: AdmissionRequest,
+    database: Database | None,
+    host: HostFacts | None = None,
+    *,
+    store: StoreFacts | None = None,
+    image: ImageFacts | None = None,
 ) -> AdmissionResponse:
+    """Judge a DatabaseBackup with what the caller looked up; each lookup is given only when that part needs judging
+    (database_to_check, host_to_check, store_to_check, image_to_check). A lookup that failed refuses: these are the
+    rules that keep credentials and data where they belong, and the user can simply apply again."""
     uid = request["uid"]
     problem = _problem(request)
     if problem is not None:
@@ -146,12 +219,12 @@ def validate_request(
         _check_database(
             obj, database, errors, warnings, existence=request.get("operation") == "CREATE" or _renamed(request)
         )
-    if host is not None:
-        refused, warning = host_problem(host, skip_database_check=_skips_database_check(obj))
-        if refused is not None:
-            errors.append(FieldError(HOST_FIELD, refused))
-        if warning is not None:
-            warnings.append(_short(warning))
+    if host is not None and (refused := host_refusal(host)) is not None:
+        errors.append(FieldError(HOST_FIELD, refused))
+    if store is not None and spec is not None and spec.s3_store is not None:
+        errors += _store_refusals(spec.s3_store, _namespace(request), spec.database_name, store)
+    if image is not None and (refused := _image_refusal(image)) is not None:
+        errors.append(FieldError(IMAGE_FIELD, refused))
     if errors:
         return denied(uid, join_errors(errors))
     if spec is not None:
@@ -184,10 +257,11 @@ def _check_database(
 ) -> None:
     where = f'StatefulSet "{database.name}"'
     if database.error is not None:
-        warnings.append(_short(f"spec.databaseName: could not check {where}: {database.error}"))
+        errors.append(FieldError("spec.databaseName", _retry(f"could not check {where}: {database.error}")))
         return
+    _check_claim(obj, database, errors)
     if database.statefulset is None and not existence:
-        return  # only the claim changed, and there is no database whose data it could be
+        return  # only the claim changed, and there is no database to read defaults from
     if database.statefulset is None:
         message = f'{where} not found in namespace "{database.namespace}"'
         if _skips_database_check(obj):
@@ -196,7 +270,6 @@ def _check_database(
             errors.append(FieldError("spec.databaseName", message))
         return
     statefulset = database.statefulset
-    _check_claim(obj, database, statefulset, errors, warnings)
     if ready_replicas(statefulset) == 0:
         warnings.append(_short(f"spec.databaseName: {where} has no ready replica; backups fail until it has one"))
     found = facts(statefulset, database.namespace)
@@ -211,27 +284,47 @@ def _check_database(
         warnings.append(_short(f"spec.connection.credentialsSecret: {found.credentials_note}"))
 
 
-def _check_claim(
-    obj: Mapping[str, Any],
-    database: Database,
-    statefulset: Mapping[str, Any],
-    errors: list[FieldError],
-    warnings: list[str],
-) -> None:
-    """The backup claim must not be the database's own data: a backup Job mounts it read-write (webhook.volumes)."""
+def _check_claim(obj: Mapping[str, Any], database: Database, errors: list[FieldError]) -> None:
+    """The backup claim must not be the data of any StatefulSet of the namespace: a backup Job mounts it read-write
+    (common.volumes)."""
     claim = backup_claim(_spec_of(obj))
     if claim is None:
         return
-    reason = data_claim_reason(statefulset, claim)
-    pod = mounting_pod(database.pods, claim) if database.pods is not None and reason is None else None
-    if pod is not None:
-        reason = f'mounted by Pod "{pod}" of StatefulSet "{database.name}"'
-    if reason is not None:
-        errors.append(FieldError(CLAIM_FIELD, f'"{claim}" is {reason}; backups need a claim of their own'))
-    elif database.pods_error is not None:
-        warnings.append(
-            _short(f'{CLAIM_FIELD}: could not read the Pods of StatefulSet "{database.name}": {database.pods_error}')
+    if database.volumes_error is not None:
+        message = (
+            f'could not read the StatefulSets and Pods of namespace "{database.namespace}": {database.volumes_error}'
         )
+        errors.append(FieldError(CLAIM_FIELD, _retry(message)))
+        return
+    statefulsets = list(database.statefulsets or ())
+    if database.statefulset is not None and database.statefulset not in statefulsets:
+        statefulsets.append(database.statefulset)
+    reason = claim_refusal(claim, statefulsets, database.pods)
+    if reason is not None:
+        errors.append(FieldError(CLAIM_FIELD, reason))
+
+
+def _store_refusals(reference: StoreReference, namespace: str, database: str, store: StoreFacts) -> list[FieldError]:
+    if store.error is not None:
+        return [FieldError(STORE_FIELD, _retry(f'could not read BackupStore "{store.name}": {store.error}'))]
+    _, refusals = resolve_store(
+        reference,
+        namespace=namespace,
+        namespace_labels=store.labels or {},
+        database_name=database,
+        store=store.found,
+    )
+    return refusals
+
+
+def _image_refusal(image: ImageFacts) -> str | None:
+    if image.error is not None:
+        return _retry(f'could not check "{image.image}": {image.error}')
+    return image_refusal(image.image, image.statefulset, image.annotations or {})
+
+
+def _retry(message: str) -> str:
+    return f"{message}; nothing was changed: try again"
 
 
 def _renamed(request: AdmissionRequest) -> bool:

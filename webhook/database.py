@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, TypeVar
 
 import aiohttp
@@ -33,9 +33,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from common.constants import GROUP, PLURAL, VERSION
 from common.informer import Event, Informer
 from common.kube import raw, timeout
+from common.stores import STORE_PLURAL
+from common.volumes import pod_claims
 from webhook.admission import Database
 from webhook.metrics import Metrics
-from webhook.volumes import label_selector, owned_by, pod_claims
 
 __all__ = ["WATCH_GRACE", "DatabaseFinder", "StatefulSets", "Unanswered"]
 
@@ -46,7 +47,7 @@ WATCH_GRACE: Final = 1.0
 STATEFULSET_POD_LABEL: Final = "statefulset.kubernetes.io/pod-name"
 
 Read = Callable[[str, str], Awaitable[dict[str, Any] | None]]  # (namespace, name) -> object, None if not found
-ListPods = Callable[[str, str], Awaitable[list[dict[str, Any]]]]  # (namespace, label selector) -> Pods
+ListIn = Callable[[str], Awaitable[list[dict[str, Any]]]]  # namespace -> its objects of one kind
 
 
 T = TypeVar("T")
@@ -59,16 +60,24 @@ class Unanswered(Exception):
 class DatabaseFinder(Protocol):
     async def find(self, namespace: str, name: str) -> Database: ...
 
-    async def pods(self, namespace: str, statefulset: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
-        """The claims each Pod of the StatefulSet mounts, by Pod name. Raises Unanswered."""
+    async def statefulsets(self, namespace: str) -> list[dict[str, Any]]:
+        """Every StatefulSet of the namespace. Raises Unanswered."""
+        ...
+
+    async def pods(self, namespace: str) -> dict[str, tuple[str, ...]]:
+        """The claims each Pod that a StatefulSet of the namespace made mounts, by Pod name. Raises Unanswered."""
         ...
 
     async def service(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Service, None if it does not exist. Raises Unanswered."""
         ...
 
-    async def namespace_labels(self, namespace: str) -> dict[str, str]:
-        """The Namespace's labels. Raises Unanswered."""
+    async def namespace(self, namespace: str) -> dict[str, Any]:
+        """The Namespace's metadata ({} if it does not exist). Raises Unanswered."""
+        ...
+
+    async def backupstore(self, name: str) -> dict[str, Any] | None:
+        """The BackupStore, None if it does not exist. Raises Unanswered."""
         ...
 
     async def databasebackup(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -81,13 +90,15 @@ class StatefulSets:
         self,
         informer: Informer,
         read: Read,
-        list_pods: ListPods,
+        list_pods: ListIn,
         metrics: Metrics,
         *,
         watch_grace: float = WATCH_GRACE,
         read_service: Read | None = None,
         read_namespace: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
         read_backup: Read | None = None,
+        read_store: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
+        list_statefulsets: ListIn | None = None,
         pods: Informer | None = None,
     ) -> None:
         self.informer = informer
@@ -95,7 +106,8 @@ class StatefulSets:
         self.informer.handler = self._arrived
         self._read, self._list_pods, self._metrics = read, list_pods, metrics
         self._read_service, self._read_namespace = read_service, read_namespace
-        self._read_backup = read_backup
+        self._read_backup, self._read_store = read_backup, read_store
+        self._list_statefulsets = list_statefulsets
         self._shared = _Shared()
         self.watch_grace = watch_grace
         self._changed = asyncio.Event()
@@ -110,10 +122,16 @@ class StatefulSets:
                 apps.read_namespaced_stateful_set(name, namespace, _preload_content=False, **timeout())
             )
 
-        async def list_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
+        async def list_pods(namespace: str) -> list[dict[str, Any]]:
             found = await raw(
-                core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False, **timeout())
+                core.list_namespaced_pod(
+                    namespace, label_selector=STATEFULSET_POD_LABEL, _preload_content=False, **timeout()
+                )
             )
+            return list(found.get("items") or [])
+
+        async def list_statefulsets(namespace: str) -> list[dict[str, Any]]:
+            found = await raw(apps.list_namespaced_stateful_set(namespace, _preload_content=False, **timeout()))
             return list(found.get("items") or [])
 
         async def read_service(namespace: str, name: str) -> dict[str, Any] | None:
@@ -130,6 +148,13 @@ class StatefulSets:
             return await _absent_on_404(
                 custom.get_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURAL, name, _preload_content=False, **timeout()
+                )
+            )
+
+        async def read_store(name: str) -> dict[str, Any] | None:
+            return await _absent_on_404(
+                custom.get_cluster_custom_object(
+                    GROUP, VERSION, STORE_PLURAL, name, _preload_content=False, **timeout()
                 )
             )
 
@@ -153,6 +178,8 @@ class StatefulSets:
             read_service=read_service,
             read_namespace=read_namespace,
             read_backup=read_backup,
+            read_store=read_store,
+            list_statefulsets=list_statefulsets,
             pods=pods,
         )
 
@@ -175,20 +202,27 @@ class StatefulSets:
         except _FAILURES as error:
             return Database(namespace, name, None, _unanswered(error))
 
-    async def pods(self, namespace: str, statefulset: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    async def statefulsets(self, namespace: str) -> list[dict[str, Any]]:
+        if self.synced and self.informer.watching:
+            return [sts for (where, _), sts in list(self.informer.store.items()) if where == namespace]
+        read = self._list_statefulsets
+        assert read is not None
+        try:
+            return await self._ask("statefulsets", (namespace,), lambda: read(namespace))
+        except _FAILURES as error:
+            raise Unanswered(_unanswered(error)) from None
+
+    async def pods(self, namespace: str) -> dict[str, tuple[str, ...]]:
         cache = self.pods_informer
         found: list[dict[str, Any]]
         if cache is not None and cache.synced.is_set() and cache.watching:
-            found = [pod for (where, _), pod in cache.store.items() if where == namespace]
+            found = [pod for (where, _), pod in list(cache.store.items()) if where == namespace]
         else:
-            selector = label_selector(statefulset)
-            if selector is None:
-                raise Unanswered("its spec.selector has an operator this webhook does not know")
             try:
-                found = await self._ask("pods", (namespace, selector), lambda: self._list_pods(namespace, selector))
+                found = await self._ask("pods", (namespace,), lambda: self._list_pods(namespace))
             except _FAILURES as error:
                 raise Unanswered(_unanswered(error)) from None
-        return {str(pod["metadata"]["name"]): pod_claims(pod) for pod in found if owned_by(pod, statefulset)}
+        return {str(pod["metadata"]["name"]): pod_claims(pod) for pod in found}
 
     async def service(self, namespace: str, name: str) -> dict[str, Any] | None:
         read = self._read_service
@@ -198,14 +232,22 @@ class StatefulSets:
         except _FAILURES as error:
             raise Unanswered(_unanswered(error)) from None
 
-    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+    async def namespace(self, namespace: str) -> dict[str, Any]:
         read = self._read_namespace
         assert read is not None
         try:
             found = await self._ask("namespace", (namespace,), lambda: read(namespace))
         except _FAILURES as error:
             raise Unanswered(_unanswered(error)) from None
-        return dict(((found or {}).get("metadata") or {}).get("labels") or {})
+        return dict((found or {}).get("metadata") or {})
+
+    async def backupstore(self, name: str) -> dict[str, Any] | None:
+        read = self._read_store
+        assert read is not None
+        try:
+            return await self._ask("backupstore", (name,), lambda: read(name))
+        except _FAILURES as error:
+            raise Unanswered(_unanswered(error)) from None
 
     async def databasebackup(self, namespace: str, name: str) -> dict[str, Any] | None:
         read = self._read_backup

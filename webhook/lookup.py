@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Any, Final
 
-from webhook.admission import Database, backup_claim, database_to_check, host_to_check
+from common.hosts import ALLOW_EXTERNAL_HOSTS, DEFAULT_CLUSTER_DOMAIN, HostFacts, host_refusal, own_service
+from webhook.admission import (
+    Database,
+    ImageFacts,
+    StoreFacts,
+    backup_claim,
+    database_to_check,
+    host_to_check,
+    image_to_check,
+    store_of,
+    store_to_check,
+)
 from webhook.database import DatabaseFinder, Unanswered
-from webhook.hosts import ALLOW_EXTERNAL_HOSTS, HostFacts, host_problem, own_service
-from webhook.restores import EXTERNAL, Sources, source_to_check
+from webhook.restores import EXTERNAL, Sources, external_host, source_to_check
 from webhook.reviews import AdmissionRequest
 
 __all__ = ["LOOKUP_BUDGET", "Lookup"]
@@ -29,40 +39,100 @@ LOOKUP_BUDGET: Final = 2.0
 class Lookup:
     finder: DatabaseFinder
     budget: float = LOOKUP_BUDGET
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
     async def for_validation(self, admission: AdmissionRequest) -> Database | None:
-        """The StatefulSet when validation needs it (see database_to_check), with the claims its Pods mount."""
+        """The StatefulSet when validation needs it (see database_to_check) and, when the backup goes to a claim,
+        every StatefulSet of the namespace and the claims their Pods mount."""
         target = database_to_check(admission)
         if target is None:
             return None
+        namespace = target[0]
         deadline = asyncio.get_running_loop().time() + self.budget
-        database = await self._find(*target, deadline)
         spec = (admission.get("object") or {}).get("spec")
-        if database.statefulset is None or not isinstance(spec, dict) or backup_claim(spec) is None:
-            return database
+        if not isinstance(spec, dict) or backup_claim(spec) is None:
+            return await self._find(*target, deadline)
+        found, (volumes, problem) = await asyncio.gather(
+            self._find(*target, deadline), self._volumes(namespace, deadline)
+        )
+        database: Database = found
+        if volumes is None:
+            return replace(database, volumes_error=problem)
+        statefulsets, pods = volumes
+        return replace(database, statefulsets=tuple(statefulsets), pods=pods)
+
+    async def _volumes(
+        self, namespace: str, deadline: float
+    ) -> tuple[tuple[list[dict[str, Any]], dict[str, tuple[str, ...]]] | None, str | None]:
+        """Every StatefulSet of the namespace and the claims of their Pods, or why they could not be read."""
         try:
             async with asyncio.timeout_at(deadline):
-                return replace(database, pods=await self.finder.pods(target[0], database.statefulset))
+                statefulsets, pods = await asyncio.gather(
+                    self.finder.statefulsets(namespace), self.finder.pods(namespace)
+                )
         except TimeoutError:
-            return replace(database, pods_error=self._late())
+            return None, self._late()
         except Unanswered as error:
-            return replace(database, pods_error=str(error))
+            return None, str(error)
+        return (statefulsets, pods), None
+
+    async def for_store(self, admission: AdmissionRequest) -> StoreFacts | None:
+        """The BackupStore that `spec.storage.s3.store` names, and the namespace's labels its selector reads."""
+        name = store_to_check(admission)
+        if name is None:
+            return None
+        return await self.store(str(admission.get("namespace") or ""), name)
+
+    async def store(self, namespace: str, name: str) -> StoreFacts:
+        try:
+            async with asyncio.timeout(self.budget):
+                found, meta = await asyncio.gather(self.finder.backupstore(name), self.finder.namespace(namespace))
+        except TimeoutError:
+            return StoreFacts(name, error=self._late())
+        except Unanswered as error:
+            return StoreFacts(name, error=str(error))
+        return StoreFacts(name, found, dict(meta.get("labels") or {}))
+
+    async def for_image(self, admission: AdmissionRequest) -> ImageFacts | None:
+        """`spec.verify.image` with the database StatefulSet's images and the namespace's approved ones."""
+        wanted = image_to_check(admission)
+        if wanted is None:
+            return None
+        image, database = wanted
+        namespace = str(admission.get("namespace") or "")
+        deadline = asyncio.get_running_loop().time() + self.budget
+        try:
+            async with asyncio.timeout_at(deadline):
+                found, meta = await asyncio.gather(
+                    self._find(namespace, database, deadline), self.finder.namespace(namespace)
+                )
+        except TimeoutError:
+            return ImageFacts(image, error=self._late())
+        except Unanswered as error:
+            return ImageFacts(image, error=str(error))
+        if found.error is not None:
+            return ImageFacts(image, error=found.error)
+        return ImageFacts(image, found.statefulset, dict(meta.get("annotations") or {}))
 
     async def for_host(self, admission: AdmissionRequest) -> HostFacts | None:
-        """What decides whether `spec.connection.host` may get the password (webhook.hosts), when a create or an
-        update sets it: its Service in the namespace, else the namespace's label."""
+        """What decides whether `spec.connection.host` may get the password (common.hosts), when a create or an
+        update sets it."""
         host = host_to_check(admission)
         if host is None:
             return None
-        namespace = str(admission.get("namespace") or "")
-        facts = HostFacts(host, namespace, own_service(host, namespace))
+        return await self.host(str(admission.get("namespace") or ""), host)
+
+    async def host(self, namespace: str, host: str) -> HostFacts:
+        """The Service of the namespace that `host` names, else the namespace's label; within the budget. A lookup
+        that is not answered is an `error`, which refuses."""
+        facts = HostFacts(host, namespace, own_service(host, namespace, self.cluster_domain))
         try:
             async with asyncio.timeout(self.budget):
                 if facts.service is not None:
                     facts = replace(facts, found=await self.finder.service(namespace, facts.service))
-                    if facts.found is not None and host_problem(facts, skip_database_check=False) == (None, None):
+                    if facts.found is not None and host_refusal(facts) is None:
                         return facts  # the usual case: one read
-                labels = await self.finder.namespace_labels(namespace)
+                labels = (await self.finder.namespace(namespace)).get("labels") or {}
                 return replace(facts, allowed=labels.get(ALLOW_EXTERNAL_HOSTS) == "true")
         except TimeoutError:
             return replace(facts, error=self._late())
@@ -96,15 +166,23 @@ class Lookup:
             return Sources(None, error=str(error))
         if source is None:
             return Sources(None)
-        if target == EXTERNAL:
-            return Sources(source)  # a server outside the namespace's StatefulSets: the restore itself connects
+        # The source's store (for where its backups are), the external target's host, and the target StatefulSet,
+        # side by side in the same budget.
+        store_name = store_of(source.get("spec") or {})
+        external = external_host(admission)
         database = target or (source.get("spec") or {}).get("databaseName")
-        if not isinstance(database, str) or not database:
-            return Sources(source)
-        found = await self._find(namespace, database, deadline)
+        looked_up = target != EXTERNAL and isinstance(database, str) and bool(database)
+        store, host, found = await asyncio.gather(
+            self.store(namespace, store_name) if store_name is not None else _none(),
+            self.host(namespace, external) if external is not None else _none(),
+            self._find(namespace, str(database), deadline) if looked_up else _none(),
+        )
+        if found is None:
+            # No StatefulSet to look up: a server outside the namespace's StatefulSets (the restore connects to it).
+            return Sources(source, store=store, host=host)
         if found.error is not None:
-            return Sources(source, error=found.error)
-        return Sources(source, target_found=found.statefulset is not None)
+            return Sources(source, error=found.error, store=store, host=host)
+        return Sources(source, target_found=found.statefulset is not None, store=store, host=host)
 
     async def _find(self, namespace: str, name: str, deadline: float) -> Database:
         try:
@@ -115,3 +193,7 @@ class Lookup:
 
     def _late(self) -> str:
         return f"no answer from the API server within {self.budget:g} s"
+
+
+async def _none() -> None:
+    return None

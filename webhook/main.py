@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 from cryptography import x509
 
+from common.hosts import add_cluster_domain_flag
 from common.kube import ConfigError, api_client
 from common.logs import configure
 from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
@@ -69,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
         "--pod-name", default=os.environ.get("POD_NAME"), help="this replica's Pod, as the Service's endpoints name it"
     )
     add_metrics_auth_flag(parser)
+    add_cluster_domain_flag(parser)
     parser.add_argument(
         "--shutdown-delay",
         type=float,
@@ -157,6 +159,7 @@ async def serve(args: argparse.Namespace) -> None:
                 keeper=_keeper_report(keeper, reloader, tolerance),
             ),
             metrics_auth=MetricsAuth(api) if args.metrics_auth else None,
+            cluster_domain=args.cluster_domain,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=_FINISH)
         await runner.setup()

@@ -15,23 +15,40 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.constants import RESTORE_KIND
-from common.model import join_errors
+from common.hosts import HostFacts, host_refusal
+from common.model import FieldError, S3Storage, join_errors, parse_spec
 from common.restores import judge, parse_restore_spec, restore_defaults
+from common.stores import resolve_store
+from webhook.admission import StoreFacts
 from webhook.patch import patched_spec
 from webhook.reviews import AdmissionRequest, AdmissionResponse, denied, unjudgeable
 
-__all__ = ["EXTERNAL", "Sources", "mutate_restore", "source_to_check", "validate_restore"]
+__all__ = ["EXTERNAL", "Sources", "external_host", "mutate_restore", "source_to_check", "validate_restore"]
 
 EXTERNAL = ""  # source_to_check's target for `target.external`: no StatefulSet to look up
 
 
 @dataclass(frozen=True)
 class Sources:
-    """What the caller found: the source DatabaseBackup and whether the target StatefulSet exists."""
+    """What the caller found: the source DatabaseBackup, whether the target StatefulSet exists, the source's
+    BackupStore (when it backs up to a bucket) and the external target's host (common.hosts)."""
 
     source: Mapping[str, Any] | None  # None: not found
     target_found: bool | None = None  # None: not looked up, or not answered
     error: str | None = None  # a lookup was not answered
+    store: StoreFacts | None = None
+    host: HostFacts | None = None
+
+
+def external_host(request: AdmissionRequest) -> str | None:
+    """`spec.target.external.host`, on a create."""
+    if request.get("operation") != "CREATE":
+        return None
+    spec = (request.get("object") or {}).get("spec")
+    target = spec.get("target") if isinstance(spec, Mapping) else None
+    external = target.get("external") if isinstance(target, Mapping) else None
+    host = external.get("host") if isinstance(external, Mapping) else None
+    return host if isinstance(host, str) and host else None
 
 
 def source_to_check(request: AdmissionRequest) -> tuple[str, str, str | None] | None:
@@ -76,14 +93,41 @@ def validate_restore(request: AdmissionRequest, found: Sources | None) -> Admiss
         return denied(uid, problem)
     if request.get("operation") != "CREATE":
         return {"uid": uid, "allowed": True}
+    namespace = str(request.get("namespace") or "")
     spec, errors = parse_restore_spec((request.get("object") or {}).get("spec"))
+    if found is not None and found.host is not None and (refused := host_refusal(found.host)) is not None:
+        errors.append(FieldError("spec.target.external.host", refused))
     if spec is not None and found is not None and found.error is None:
-        errors += judge(spec, str(request.get("namespace") or ""), found.source, found.target_found)
+        s3, refusals = _source_storage(found, namespace)
+        errors += refusals or judge(spec, namespace, found.source, found.target_found, s3)
     if errors:
         return denied(uid, join_errors(errors))
     if found is not None and found.error is not None:
         return {"uid": uid, "allowed": True, "warnings": [f"could not check the source or target: {found.error}"]}
     return {"uid": uid, "allowed": True}
+
+
+def _source_storage(found: Sources, namespace: str) -> tuple[S3Storage | None, list[FieldError]]:
+    """The source's bucket storage through its BackupStore (None for a volume), or why it cannot be used."""
+    source = found.source or {}
+    spec, _ = parse_spec(source.get("spec"))
+    if spec is None or spec.s3_store is None or found.store is None:
+        return None, []
+    where = "spec.source.databaseBackup"
+    if found.store.error is not None:
+        message = (
+            f'could not read BackupStore "{found.store.name}": {found.store.error}; nothing was changed: try again'
+        )
+        return None, [FieldError(where, message)]
+    s3, errors = resolve_store(
+        spec.s3_store,
+        namespace=namespace,
+        namespace_labels=found.store.labels or {},
+        database_name=spec.database_name,
+        store=found.store.found,
+        where=where,
+    )
+    return s3, [FieldError(e.path, f"its storage: {e.message}") for e in errors]
 
 
 def _problem(request: AdmissionRequest) -> str | None:

@@ -18,14 +18,25 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from common.hosts import DEFAULT_CLUSTER_DOMAIN
 from common.metrics_auth import MetricsAuth
-from webhook.admission import BadReview, host_to_check, mutate, parse_review, review, validate_request
+from webhook.admission import (
+    BadReview,
+    host_to_check,
+    image_to_check,
+    mutate,
+    parse_review,
+    review,
+    store_to_check,
+    validate_request,
+)
 from webhook.database import DatabaseFinder
 from webhook.lookup import LOOKUP_BUDGET, Lookup
 from webhook.metrics import Metrics
 from webhook.readiness import Report
 from webhook.restores import mutate_restore, validate_restore
 from webhook.reviews import AdmissionRequest, AdmissionResponse
+from webhook.stores import validate_store
 
 __all__ = ["MAX_BODY", "make_app"]
 
@@ -43,16 +54,18 @@ def make_app(
     metrics_auth: MetricsAuth | None = None,
     *,
     budget: float = LOOKUP_BUDGET,
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
 ) -> web.Application:
     """`ready`: what /readyz says, a Report with its reasons (webhook.readiness) or a bare bool. `metrics_auth`: who
     may read /metrics (see common.metrics_auth); None serves it to anyone. `budget`: seconds for all the lookups of
     one admission request (webhook.lookup)."""
     app = web.Application(client_max_size=MAX_BODY)
-    handlers = _Handlers(Lookup(finder, budget), metrics, ready, metrics_auth)
+    handlers = _Handlers(Lookup(finder, budget, cluster_domain), metrics, ready, metrics_auth)
     app.router.add_post("/validate", handlers.validate)
     app.router.add_post("/mutate", handlers.mutate)
     app.router.add_post("/validate-restore", handlers.validate_restore)
     app.router.add_post("/mutate-restore", handlers.mutate_restore)
+    app.router.add_post("/validate-store", handlers.validate_store)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
@@ -80,6 +93,9 @@ class _Handlers:
     async def mutate_restore(self, request: web.Request) -> web.StreamResponse:
         return await self._admit(request, "mutate-restore", self._mutate_restore)
 
+    async def validate_store(self, request: web.Request) -> web.StreamResponse:
+        return await self._admit(request, "validate-store", _judged_store)
+
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text="ok")
 
@@ -97,11 +113,18 @@ class _Handlers:
         return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _validate(self, admission: AdmissionRequest) -> AdmissionResponse:
-        if host_to_check(admission) is None:  # the usual request: no second lookup, no tasks to run it beside
-            return validate_request(admission, await self._lookup.for_validation(admission), None)
-        # Both lookups at once, each within the budget: the request is answered within one budget.
-        database, host = await asyncio.gather(self._lookup.for_validation(admission), self._lookup.for_host(admission))
-        return validate_request(admission, database, host)
+        lookup = self._lookup
+        if host_to_check(admission) is None and store_to_check(admission) is None and image_to_check(admission) is None:
+            # The usual update: at most the database lookup, and no tasks to run others beside it.
+            return validate_request(admission, await lookup.for_validation(admission))
+        # Every lookup at once, each within the budget: the request is answered within one budget.
+        database, host, store, image = await asyncio.gather(
+            lookup.for_validation(admission),
+            lookup.for_host(admission),
+            lookup.for_store(admission),
+            lookup.for_image(admission),
+        )
+        return validate_request(admission, database, host, store=store, image=image)
 
     async def _mutate(self, admission: AdmissionRequest) -> AdmissionResponse:
         database = await self._lookup.for_defaults(admission)
@@ -149,6 +172,10 @@ class _Handlers:
         finally:
             self._count(endpoint, result).inc()
             self._time(endpoint).observe(time.perf_counter() - started)
+
+
+async def _judged_store(admission: AdmissionRequest) -> AdmissionResponse:
+    return validate_store(admission)
 
 
 def _refuse(status: int, message: str) -> web.Response:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Final
 
-from common.constants import ANNOTATION_BACKUP_NOW, API_VERSION, KIND
+from common.constants import ANNOTATION_BACKUP_NOW, API_VERSION, KIND, STORE_KIND
 from tests.controlplane import webhook_registration
 
 __all__ = [
@@ -43,6 +43,7 @@ SERVICE_HOST: Final = f"{DATABASE}.{NAMESPACE}.svc"
 BACKUP_NOW: Final = "sandbox-start"
 S3_BACKUP: Final = "databasebackup-s3"
 S3_CREDENTIALS: Final = "s3-credentials"
+S3_STORE: Final = "sandbox-store"
 NOTE: Final = "sandbox.databases.test.io/note"
 
 
@@ -125,21 +126,29 @@ def sample_backup() -> dict[str, Any]:
 
 
 def s3_backup(endpoint: str, bucket: str, keys: dict[str, str]) -> list[dict[str, Any]]:
-    """The same database to the sandbox's object store: the S3 keys in a Secret, and a DatabaseBackup whose
-    storage is the bucket (every database, `all`, so one object per database), backed up at start too."""
+    """The same database to the sandbox's object store: a BackupStore for it (what a cluster administrator
+    approves), the S3 keys in a Secret of the namespace (the store names it), and a DatabaseBackup whose storage is
+    that store (every database, `all`, so one object per database), backed up at start too."""
+    store = {
+        "apiVersion": API_VERSION,
+        "kind": STORE_KIND,
+        "metadata": {"name": S3_STORE},
+        "spec": {
+            "s3": {
+                "bucket": bucket,
+                "endpoint": endpoint,
+                "allowInsecure": True,  # plain HTTP on loopback; a real store is https://
+                "forcePathStyle": True,
+                "region": "us-east-1",
+                "credentialsSecret": {"name": S3_CREDENTIALS},
+            }
+        },
+    }
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": S3_CREDENTIALS, "namespace": NAMESPACE},
         "stringData": keys,
-    }
-    s3 = {
-        "bucket": bucket,
-        "endpoint": endpoint,
-        "allowInsecure": True,  # plain HTTP on loopback; a real store is https://
-        "forcePathStyle": True,
-        "region": "us-east-1",
-        "credentialsSecret": {"name": S3_CREDENTIALS},
     }
     backup = {
         "apiVersion": API_VERSION,
@@ -149,11 +158,11 @@ def s3_backup(endpoint: str, bucket: str, keys: dict[str, str]) -> list[dict[str
             "databaseName": DATABASE,
             "schedule": "0 * * * *",
             "connection": {"databases": ["all"]},
-            "storage": {"s3": s3},
+            "storage": {"s3": {"store": S3_STORE}},
             "retention": {"keepLast": 24},
         },
     }
-    return [secret, backup]
+    return [store, secret, backup]
 
 
 def as_list(items: Iterable[dict[str, Any]]) -> str:

@@ -173,6 +173,14 @@ async def test_a_databaserestore_into_an_external_server_uses_its_host_and_its_s
                 "external": {"host": pg_empty.host, "port": pg_empty.port},
                 "credentialsSecret": {"name": "rebuilt-credentials"},
             }
+            # An address outside the namespace's Services gets the password only where the administrators allow
+            # it: the reconciler refuses before any Job, as the webhook would have.
+            await create_restore(api, namespace, "unlabelled", target=target)
+            unlabelled = await finished(api, namespace, "unlabelled")
+            assert (unlabelled["phase"], unlabelled["reason"]) == ("Failed", "Refused"), unlabelled
+            assert unlabelled["message"].startswith(f'spec.target.external.host: "{pg_empty.host}" is not a Service')
+            assert "job" not in unlabelled
+            control_plane.kubectl("label", "namespace", namespace, "databases.test.io/allow-external-hosts=true")
             # The rebuilt server lacks the roles that own the source's tables: the restore changes nothing, and
             # says what to do.
             await create_restore(api, namespace, "with-owners", target=target)

@@ -76,7 +76,8 @@ async def create(
         ("s3-keys", {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}),
     ):
         await core.create_namespaced_secret(namespace, body({"metadata": {"name": name}, "stringData": data}))
-    s3 = {
+    # The cluster administrators' BackupStore (cluster-scoped: one per test, named after its namespace).
+    s3: dict[str, Any] = {
         "bucket": store.bucket,
         "endpoint": store.endpoint,
         "allowInsecure": store.ca is None,
@@ -84,11 +85,16 @@ async def create(
         "credentialsSecret": {"name": "s3-keys"},
     }
     if store.ca is not None:
-        ca = {"metadata": {"name": "s3-ca"}, "data": {"ca.crt": store.ca.read_bytes().decode()}}
-        await core.create_namespaced_config_map(namespace, body(ca))
-        s3["caBundle"] = {"configMapKeyRef": {"name": "s3-ca", "key": "ca.crt"}}
+        s3["caBundle"] = store.ca.read_bytes().decode()
+    approved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BackupStore", "metadata": {"name": namespace}}
+    custom = client.CustomObjectsApi(api)
+    await custom.create_cluster_custom_object(GROUP, VERSION, "backupstores", body({**approved, "spec": {"s3": s3}}))
     obj = databasebackup(
-        namespace=namespace, schedule="@yearly", storage={"s3": s3}, connection={"databases": [database]}, **spec
+        namespace=namespace,
+        schedule="@yearly",
+        storage={"s3": {"store": namespace}},
+        connection={"databases": [database]},
+        **spec,
     )
     obj["metadata"]["annotations"] = {ANNOTATION_BACKUP_NOW: "first"}
     await client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body(obj))

@@ -13,6 +13,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from common.constants import CRD_NAME, GROUP, PLURAL, VERSION
 from common.kube import MERGE_PATCH
 from tests.controlplane import ControlPlane
+from tests.fixtures import backup_store
 
 
 def manifest(name: str = "nightly", **spec: Any) -> str:
@@ -170,14 +171,11 @@ async def test_status_is_a_separate_subresource(
             "spec.connection.tls.ca: Too many: 2: must have at most 1 item",
         ),
         (
-            {"storage": {"persistentVolumeClaim": {"claimName": "c"}, "s3": {"bucket": "b", "credentialsSecret": {}}}},
+            {"storage": {"persistentVolumeClaim": {"claimName": "c"}, "s3": {"store": "b"}}},
             "spec.storage: Too many: 2: must have at most 1 item",
         ),
-        ({"storage": {"s3": {"bucket": "b"}}}, "spec.storage.s3.credentialsSecret: Required value"),
-        (
-            {"storage": {"s3": {"bucket": "b", "credentialsSecret": {"name": "k"}, "serverSideEncryption": "DES"}}},
-            'spec.storage.s3.serverSideEncryption: Unsupported value: "DES"',
-        ),
+        ({"storage": {"s3": {"prefix": "b"}}}, "spec.storage.s3.store: Required value"),
+        ({"connection": {"databases": ["--init-command=x"]}}, "spec.connection.databases[0]: Invalid value"),
     ],
 )
 def test_the_schema_refuses_wrong_types_naming_the_field(
@@ -236,24 +234,31 @@ async def test_kubernetes_asyncio_lists_databasebackups(
     assert caught.value.status == 404
 
 
-def test_a_backup_to_s3_round_trips_and_kubectl_explain_describes_it(
-    control_plane: ControlPlane, namespace: str
-) -> None:
-    s3 = {
-        "bucket": "backups",
-        "prefix": "shop/nightly",
-        "endpoint": "https://s3.example.com",
-        "region": "eu-west-1",
-        "forcePathStyle": True,
-        "allowInsecure": False,
-        "credentialsSecret": {"name": "s3-keys", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret"},
-        "caBundle": {"secretKeyRef": {"name": "store-ca", "key": "ca.crt"}},
-        "serverSideEncryption": "aws:kms",
-        "kmsKeyId": "arn:aws:kms:eu-west-1:1:key/k",
-    }
+def test_a_backup_to_s3_names_a_store_and_only_a_store(control_plane: ControlPlane, namespace: str) -> None:
+    s3 = {"store": "shared", "prefix": "ledger"}
     control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=manifest(storage={"s3": s3}))
     stored = json.loads(control_plane.kubectl("get", "dbb", "nightly", "-n", namespace, "-o", "json").stdout)
     assert stored["spec"]["storage"] == {"s3": s3}
     explained = control_plane.kubectl("explain", "databasebackups.spec.storage.s3").stdout
-    for field in s3:
-        assert field in explained
+    assert "BackupStore" in explained
+    # The endpoint, bucket and keys are the store's: a DatabaseBackup cannot name them at all.
+    attack = {"store": "shared", "endpoint": "https://collector.attacker.example"}
+    result = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=manifest(storage={"s3": attack}), check=False
+    )
+    assert result.returncode != 0
+    assert 'unknown field "spec.storage.s3.endpoint"' in result.stderr
+
+
+def test_a_backup_store_is_cluster_scoped_and_kubectl_explain_describes_it(control_plane: ControlPlane) -> None:
+    store = backup_store("crd-round-trip", caBundle="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(store))
+    try:
+        stored = json.loads(control_plane.kubectl("get", "backupstore", "crd-round-trip", "-o", "json").stdout)
+        assert stored["spec"] == store["spec"]
+        assert "namespace" not in stored["metadata"]
+        explained = control_plane.kubectl("explain", "backupstores.spec").stdout
+        for field in ("s3", "prefix", "namespaceSelector"):
+            assert field in explained
+    finally:
+        control_plane.kubectl("delete", "backupstore", "crd-round-trip")

@@ -20,14 +20,17 @@ import yaml
 
 from reconciler import main as reconciler_main
 from tests.controlplane import ROOT, ControlPlane
-from tests.fixtures import databasebackup, statefulset
+from tests.fixtures import databasebackup, governing_service, statefulset
 from tests.integration.inprocess import reconciler, until
 
 OVERLAY = ROOT / "overlays" / "namespaced"
 SYSTEM = "dbb-system"
 ACCOUNT = "dbb-reconciler"
-# Cluster-scoped by nature: the /metrics reviews. Everything else the reconciler does is in a namespace.
+# Cluster-scoped by nature: the /metrics reviews, and what the trust rules read (Namespaces' labels and annotations,
+# the administrators' BackupStores), read only. Everything else the reconciler does is in a namespace.
 REVIEWS = {"tokenreviews", "subjectaccessreviews"}
+CLUSTER_READS = {"namespaces", "backupstores"}
+READ = {"get", "list", "watch"}
 
 Object = dict[str, Any]
 
@@ -70,10 +73,11 @@ def test_the_overlay_gives_the_reconciler_no_cluster_role_over_namespaced_object
         and b["roleRef"]["kind"] == "ClusterRole"
         and binds_reconciler(b)
     ]
-    assert [role["metadata"]["name"] for role in bound] == ["dbb-metrics-auth"]
+    assert sorted(role["metadata"]["name"] for role in bound) == ["dbb-metrics-auth", "dbb-reconciler-cluster-reads"]
     for role in bound:
         for rule in role["rules"]:
-            assert set(rule.get("resources", ())) <= REVIEWS, rule
+            resources = set(rule.get("resources", ()))
+            assert resources <= REVIEWS or (resources <= CLUSTER_READS and set(rule["verbs"]) <= READ), rule
             assert not rule.get("nonResourceURLs"), rule
 
 
@@ -84,10 +88,25 @@ def test_the_overlay_watches_exactly_the_namespaces_it_has_roles_in(overlay: lis
     assert args.namespace
     assert set(roles) == {*args.namespace, SYSTEM}  # dbb-system: only its Lease
     assert roles[SYSTEM] == reconciler_roles(base)[SYSTEM]
-    # Each watched namespace's Role grants what the base's ClusterRole grants everywhere, no more and no less.
+    # Each watched namespace's Role, with the cluster-scoped reads, grants what the base's ClusterRole grants
+    # everywhere, no more and no less.
     cluster_role = next(o for o in base if o["kind"] == "ClusterRole" and o["metadata"]["name"] == ACCOUNT)
+    reads = next(
+        o for o in overlay if o["kind"] == "ClusterRole" and o["metadata"]["name"] == f"{ACCOUNT}-cluster-reads"
+    )
     for namespace in args.namespace:
-        assert roles[namespace]["rules"] == cluster_role["rules"]
+        assert grants(roles[namespace]["rules"]) | grants(reads["rules"]) == grants(cluster_role["rules"])
+
+
+def grants(rules: list[Object]) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) for every rule, however the rules group them."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", ())
+        for resource in rule.get("resources", ())
+        for verb in rule["verbs"]
+    }
 
 
 # --- the reconciler with only the overlay's Role, on the real API server -----------------------------------------
@@ -122,6 +141,18 @@ def install(control_plane: ControlPlane, overlay: list[Object], namespace: str, 
     targets = {SYSTEM: (system,), watched: (namespace, second)}
     rbac = [moved(o, target, system) for o in ours for target in targets[o["metadata"]["namespace"]]]
     assert len(rbac) == 6
+    # The cluster-scoped reads, bound to this test's ServiceAccount (cluster-scoped: one name per test).
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        found = json.loads(
+            json.dumps(
+                next(o for o in overlay if o["kind"] == kind and o["metadata"]["name"] == f"{ACCOUNT}-cluster-reads")
+            )
+        )
+        found["metadata"]["name"] = f"{ACCOUNT}-reads-{system}"
+        if kind == "ClusterRoleBinding":
+            found["roleRef"]["name"] = f"{ACCOUNT}-reads-{system}"
+            found["subjects"] = [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": system}]
+        rbac.append(found)
     control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac}))
     token = control_plane.kubectl("create", "token", ACCOUNT, "-n", system).stdout.strip()
     document = yaml.safe_load(control_plane.kubeconfig.read_text())
@@ -139,7 +170,8 @@ def a_database_with_a_backup_due_now(control_plane: ControlPlane, namespace: str
     del sts["status"]
     backup = databasebackup(namespace=namespace, schedule="@yearly")
     backup["metadata"]["annotations"] = {"databases.test.io/backup-now": "first"}
-    control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [sts]}))
+    items = [sts, governing_service(sts)]
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(backup))
 
 

@@ -25,7 +25,7 @@ from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from tests.controlplane import ControlPlane
-from tests.fixtures import databasebackup, statefulset
+from tests.fixtures import databasebackup, governing_service, statefulset
 
 PASSWORD = "s3cret-Pa55word-never-shown"
 
@@ -87,6 +87,7 @@ class Cluster:
         sts = statefulset(name=name, namespace=self.namespace)
         del sts["status"]
         await client.AppsV1Api(self.api).create_namespaced_stateful_set(self.namespace, body(sts))
+        await self.core.create_namespaced_service(self.namespace, body(governing_service(sts)))
         await self.core.create_namespaced_secret(
             self.namespace, body({"metadata": {"name": f"{name}-credentials"}, "stringData": {"password": PASSWORD}})
         )
@@ -247,7 +248,7 @@ async def test_the_caches_keep_only_what_the_reconcile_reads(cluster: Cluster) -
     assert set(cached) == {"apiVersion", "kind", "metadata", "status"}  # no pod template
     assert "managedFields" not in cached["metadata"]
     assert statefulset is not None
-    assert set(statefulset["spec"]) == {"serviceName", "template"}
+    assert set(statefulset["spec"]) == {"serviceName", "volumeClaimTemplates", "template"}
 
 
 async def _cached(controller: Controller, namespace: str, name: str) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ import pytest
 
 from certs.serving import ensure_serving_certificate
 from tests.controlplane import ControlPlane, free_port
-from tests.fixtures import databasebackup, statefulset
+from tests.fixtures import databasebackup, governing_service, statefulset
 
 
 class Replica:
@@ -75,6 +75,7 @@ def replicas(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Ite
     sts = statefulset(namespace=namespace)
     del sts["status"]
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(sts))
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(governing_service(sts)))
     # Allow: the first on-demand Job never finishes here (no kubelet), and the second must not wait for it.
     backup = databasebackup(namespace=namespace, schedule="@yearly", concurrencyPolicy="Allow")
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(backup))

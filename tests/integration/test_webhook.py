@@ -226,7 +226,7 @@ def test_a_claim_a_pod_of_the_database_mounts_is_refused(control_plane: ControlP
     }
     apply(control_plane, pod, webhook_namespace, check=True)
     assert (
-        DENIED + f'{CLAIM}: "old-data" is mounted by Pod "example-db-0" of StatefulSet "example-db"; backups need a '
+        DENIED + f'{CLAIM}: "old-data" is mounted by Pod "example-db-0" of a StatefulSet; backups need a '
         "claim of their own"
     ) in refused_with_claim(control_plane, webhook_namespace, "old-data")
     # The Pod's other claims are not the backup's: a claim of its own passes.
@@ -243,7 +243,7 @@ def test_a_host_outside_the_namespace_needs_the_namespace_label(
     assert result.returncode == 1
     assert (
         DENIED + 'spec.connection.host: "collector.attacker.example" is not a Service of namespace '
-        f'"{webhook_namespace}", and backups send the password there: label the namespace '
+        f'"{webhook_namespace}", and the password is sent there: label the namespace '
         'databases.test.io/allow-external-hosts="true" (cluster administrators can) to allow it'
     ) in result.stderr
     # An ExternalName Service of the namespace is a CNAME to anywhere: no better.
@@ -315,12 +315,22 @@ def test_a_restore_onto_the_protected_database_without_replace_is_refused_at_app
     assert "spec is immutable" in result.stderr
     control_plane.kubectl("delete", "dbr", "--all", "-n", webhook_namespace)
 
-    # Into a server that is no StatefulSet: its Secret is required, and no StatefulSet is pinned.
-    external = {"external": {"host": "rebuilt.db.example.net", "port": 6432}}
+    # Into a server that is no StatefulSet: its Secret is required, the host rule applies as to any host (the
+    # password and the decrypted backup go there), and no StatefulSet is pinned.
+    external: dict[str, Any] = {"external": {"host": "rebuilt.db.example.net", "port": 6432}}
     result = apply(control_plane, restore_of(webhook_namespace, target=external), webhook_namespace)
     assert result.returncode == 1
-    assert denied + "spec.target.credentialsSecret: is required with external" in result.stderr
+    assert "spec.target.credentialsSecret: is required with external" in result.stderr
     external["credentialsSecret"] = {"name": "rebuilt-credentials"}
+    result = apply(control_plane, restore_of(webhook_namespace, target=external), webhook_namespace)
+    assert result.returncode == 1
+    assert (
+        denied + 'spec.target.external.host: "rebuilt.db.example.net" is not a Service of namespace '
+        f'"{webhook_namespace}", and the password is sent there'
+    ) in result.stderr
+    control_plane.kubectl(
+        "label", "namespace", webhook_namespace, "databases.test.io/allow-external-hosts=true", check=True
+    )
     apply(control_plane, restore_of(webhook_namespace, target=external, noOwner=True), webhook_namespace, check=True)
     stored = json.loads(
         control_plane.kubectl("get", "dbr", "back-to-tuesday", "-n", webhook_namespace, "-o", "json").stdout

@@ -78,14 +78,14 @@ async def test_a_statefulset_created_a_moment_ago_is_found_through_the_watch(
     assert live_gets(metrics) == 0
 
 
-async def test_the_pods_are_those_the_statefulset_owns_with_their_claims_listed_live_then_from_the_cache(
+async def test_the_pods_of_every_statefulset_of_the_namespace_with_their_claims_listed_live_then_from_the_cache(
     api_client: client.ApiClient, statefulsets: StatefulSets, metrics: Metrics, namespace: str
 ) -> None:
     sts = await created(api_client, namespace)
     core = client.CoreV1Api(api_client)
     owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "example-db", "uid": sts["metadata"]["uid"]}
-    for name, owners in (("example-db-0", [owner]), ("lookalike", [])):
-        labels = {"app": "example-db", "statefulset.kubernetes.io/pod-name": name}
+    for name, owners, labelled in (("example-db-0", [owner], True), ("ledger-db-0", [], True), ("web", [], False)):
+        labels = {"app": name, **({"statefulset.kubernetes.io/pod-name": name} if labelled else {})}
         pod = {
             "metadata": {"name": name, "labels": labels, "ownerReferences": owners},
             "spec": {
@@ -94,15 +94,17 @@ async def test_the_pods_are_those_the_statefulset_owns_with_their_claims_listed_
             },
         }
         await core.create_namespaced_pod(namespace, body(pod))
-    expected = {"example-db-0": ("data-example-db-0",)}
-    assert await statefulsets.pods(namespace, sts) == expected  # the Pod cache is not running: a live list
+    # Every Pod a StatefulSet made (its pod-name label), whichever StatefulSet: another database's data counts too.
+    expected = {"example-db-0": ("data-example-db-0",), "ledger-db-0": ("data-ledger-db-0",)}
+    assert await statefulsets.pods(namespace) == expected  # the Pod cache is not running: a live list
     assert pod_lists(metrics) == 1
     cache = statefulsets.pods_informer
     assert cache is not None
     async with pods_cached(statefulsets):
         await asyncio.wait_for(until_cached(statefulsets), 60)
-        assert await statefulsets.pods(namespace, sts) == expected
+        assert await statefulsets.pods(namespace) == expected
         assert pod_lists(metrics) == 1  # answered from the cache
+    assert [s["metadata"]["name"] for s in await statefulsets.statefulsets(namespace)] == ["example-db"]
 
 
 async def until_cached(statefulsets: StatefulSets) -> None:

@@ -142,10 +142,12 @@ def test_the_annotation_turns_a_missing_database_into_a_warning() -> None:
     assert response["warnings"][0].startswith('spec.databaseName: StatefulSet "example-db" not found in namespace')
 
 
-def test_a_database_lookup_that_failed_allows_with_a_warning() -> None:
+def test_a_database_lookup_that_failed_refuses_and_says_to_try_again() -> None:
     response = admit(databasebackup(), Database(NS, "example-db", None, "timed out"))
-    assert response["allowed"] is True
-    assert response["warnings"][0] == 'spec.databaseName: could not check StatefulSet "example-db": timed out'
+    assert response["allowed"] is False
+    assert response["status"]["message"] == (
+        'spec.databaseName: could not check StatefulSet "example-db": timed out; nothing was changed: try again'
+    )
 
 
 @pytest.mark.parametrize(

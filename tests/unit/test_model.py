@@ -237,14 +237,21 @@ def test_connection_tls_is_read_with_verify_full_as_its_default_mode(raw: Any, t
     assert spec.connection.tls == tls
 
 
-def test_a_backup_to_s3_is_defaulted_to_a_prefix_of_its_namespace_and_database_and_no_volume() -> None:
-    spec = {"databaseName": "example-db", "schedule": "@daily", "storage": {"s3": {"bucket": "backups"}}}
+def test_a_backup_to_s3_is_defaulted_to_a_prefix_of_its_database_and_no_volume() -> None:
+    spec = {"databaseName": "example-db", "schedule": "@daily", "storage": {"s3": {"store": "shared"}}}
     defaulted = default_spec(spec, namespace="shop", statefulset=None)
-    assert defaulted["storage"] == {"s3": {"bucket": "backups", "prefix": "shop/example-db"}}
+    assert defaulted["storage"] == {"s3": {"store": "shared", "prefix": "example-db"}}
     assert "backupPath" not in defaulted
 
 
+def test_a_bucket_is_named_only_through_a_store() -> None:
+    storage = {"s3": {"bucket": "b", "endpoint": "https://attacker.example"}}
+    _, errors = parse_spec({"databaseName": "db", "schedule": "@daily", "storage": storage})
+    assert [e.path for e in errors] == ["spec.storage.s3.bucket", "spec.storage.s3.endpoint", "spec.storage.s3.store"]
+    assert errors[0].message.startswith("is not a field of storage.s3: the endpoint, bucket and keys are the")
+
+
 def test_storage_is_a_volume_or_a_bucket_not_both() -> None:
-    storage = {"persistentVolumeClaim": {"claimName": "c"}, "s3": {"bucket": "b"}}
+    storage = {"persistentVolumeClaim": {"claimName": "c"}, "s3": {"store": "b"}}
     _, errors = parse_spec({"databaseName": "db", "schedule": "@daily", "storage": storage})
     assert [str(e) for e in errors] == ["spec.storage: give one of persistentVolumeClaim or s3, not both"]

@@ -12,7 +12,7 @@ import pytest
 from common.names import job_name
 from reconciler.jobs import RunnerSettings, backup_job, on_demand_job_name
 from reconciler.plan import Plan, World, decide
-from tests.fixtures import databasebackup, statefulset
+from tests.fixtures import backup_store, databasebackup, namespace_facts, statefulset
 
 RUNNER = RunnerSettings(image="registry.example/dbb:1.0")
 NS = "shop"
@@ -88,6 +88,7 @@ def _spec(obj: dict[str, Any]) -> Any:
 
 def decide_at(obj: dict[str, Any], now: datetime, jobs: list[dict[str, Any]] | None = None, **world: Any) -> Plan:
     world.setdefault("statefulset", statefulset(namespace=NS))
+    world.setdefault("facts", namespace_facts(NS))
     return decide(World(obj=obj, jobs=jobs or [], now=now, **world), RUNNER)
 
 
@@ -469,10 +470,10 @@ def test_no_secret_value_can_reach_the_jobs_arguments() -> None:
     # The user name from the Secret travels as env only; a `$(VAR)` anywhere in the spec is escaped, so that the
     # kubelet cannot expand the password (or anything else from the env) into argv, and so into a message.
     credentials = {"name": "app-secrets", "usernameKey": "api-token", "passwordKey": "password"}
-    obj = backup(connection={"databases": ["$(DB_PASSWORD)"], "credentialsSecret": credentials})
+    obj = backup(backupPath="/backups/$(DB_PASSWORD)", connection={"credentialsSecret": credentials})
     container = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]["containers"][0]
     assert not any(a.startswith("--user") for a in container["args"])
-    assert "--database=$$(DB_PASSWORD)" in container["args"]
+    assert "--output-dir=/backups/$$(DB_PASSWORD)" in container["args"]
     assert not any("$(" in a.replace("$$(", "") for a in container["args"])
     assert {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": "app-secrets", "key": "api-token"}}} in container[
         "env"
@@ -533,24 +534,28 @@ def test_without_tls_the_runner_gets_no_tls_flags() -> None:
     assert not any(a.startswith(("--tls", "--require-scram")) for a in args)
 
 
-S3_SPEC = {
-    "bucket": "backups",
-    "prefix": "shop/nightly",
-    "endpoint": "https://s3.example.com",
-    "region": "eu-west-1",
-    "forcePathStyle": True,
-    "credentialsSecret": {"name": "s3-keys"},
-    "caBundle": {"configMapKeyRef": {"name": "store-ca", "key": "ca.crt"}},
-    "serverSideEncryption": "AES256",
-}
+CA = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
+STORE = backup_store(
+    endpoint="https://s3.example.com",
+    region="eu-west-1",
+    forcePathStyle=True,
+    caBundle=CA,
+    serverSideEncryption="AES256",
+    prefix="prod",
+)
 
 
-def test_a_backup_to_s3_streams_there_with_the_keys_from_the_secret_and_no_volume() -> None:
-    obj = backup(storage={"s3": S3_SPEC})
-    pod = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]
+def decide_with_store(obj: dict[str, Any], store: dict[str, Any] = STORE, **facts: Any) -> Plan:
+    return decide_at(obj, just_after_ten(), facts=namespace_facts(NS, stores={"shared": store}, **facts))
+
+
+def test_a_backup_to_s3_streams_to_its_store_with_the_keys_from_the_secret_and_no_volume() -> None:
+    obj = backup(storage={"s3": {"store": "shared"}})
+    pod = decide_with_store(obj).create[0]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     args = container["args"]
-    assert "--output-url=s3://backups/shop/nightly" in args
+    # Below the store's prefix, the namespace's own part, then the DatabaseBackup's (its database by default).
+    assert "--output-url=s3://backups/prod/shop/example-db" in args
     assert not any(a.startswith("--output-dir") for a in args)
     assert {"--s3-path-style", "--s3-sse=AES256", "--stale-upload-age=0"} <= set(args)
     env = {e["name"]: e for e in container["env"]}
@@ -560,13 +565,64 @@ def test_a_backup_to_s3_streams_there_with_the_keys_from_the_secret_and_no_volum
     }
     assert env["AWS_ENDPOINT_URL"]["value"] == "https://s3.example.com"
     assert env["AWS_REGION"]["value"] == "eu-west-1"
-    assert env["AWS_CA_BUNDLE"]["value"] == "/var/run/secrets/databases.test.io/s3-ca/ca.crt"
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    assert "backups" not in volumes
-    assert volumes["s3-ca"]["configMap"]["name"] == "store-ca"
+    assert env["S3_CA_BUNDLE_PEM"]["value"] == CA
+    assert "backups" not in {v["name"] for v in pod["volumes"]}
+
+
+def test_a_prefix_of_the_backups_own_stays_below_its_namespaces_part() -> None:
+    obj = backup(storage={"s3": {"store": "shared", "prefix": "ledger/2026"}})
+    args = decide_with_store(obj).create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--output-url=s3://backups/prod/shop/ledger/2026" in args
+
+
+@pytest.mark.parametrize(
+    ("store", "facts", "message"),
+    [
+        (None, {}, 'spec.storage.s3.store: BackupStore "shared" not found'),
+        (
+            backup_store(selector={"matchLabels": {"backups": "allowed"}}),
+            {},
+            'spec.storage.s3.store: BackupStore "shared" is not open to namespace "shop" (its namespaceSelector)',
+        ),
+        (
+            backup_store(endpoint="http://s3.storage.svc"),
+            {},
+            'spec.storage.s3.store: BackupStore "shared" is invalid (spec.s3.endpoint: "http://s3.storage.svc" is '
+            "plain http",
+        ),
+    ],
+)
+def test_a_store_that_is_missing_closed_or_invalid_starts_no_job_and_says_why(
+    store: dict[str, Any] | None, facts: dict[str, Any], message: str
+) -> None:
+    obj = backup(storage={"s3": {"store": "shared"}})
+    plan = decide_at(
+        obj, just_after_ten(), facts=namespace_facts(NS, stores={"shared": store} if store else {}, **facts)
+    )
+    assert plan.create == ()
+    assert plan.status is not None
+    assert plan.status["phase"] == "Invalid"
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Refused"
+    assert ready["message"].startswith(message)
+    assert plan.requeue_after == timedelta(minutes=1)
+
+
+def test_a_store_opened_to_the_namespace_by_its_labels_is_used() -> None:
+    store = backup_store(selector={"matchExpressions": [{"key": "team", "operator": "In", "values": ["shop"]}]})
+    plan = decide_with_store(backup(storage={"s3": {"store": "shared"}}), store, labels={"team": "shop"})
+    assert len(plan.create) == 1
+
+
+def test_env_values_from_a_store_are_escaped_for_the_kubelet() -> None:
+    store = backup_store(region="$(DB_PASSWORD)")
+    container = decide_with_store(backup(storage={"s3": {"store": "shared"}}), store).create[0]["spec"]["template"][
+        "spec"
+    ]["containers"][0]
+    assert {"name": "AWS_REGION", "value": "$$(DB_PASSWORD)"} in container["env"]
 
 
 def test_runs_that_may_overlap_leave_each_others_uploads_alone() -> None:
-    obj = backup(storage={"s3": S3_SPEC}, concurrencyPolicy="Allow")
-    args = decide_at(obj, just_after_ten()).create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    obj = backup(storage={"s3": {"store": "shared"}}, concurrencyPolicy="Allow")
+    args = decide_with_store(obj).create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(a.startswith("--stale-upload-age") for a in args)

@@ -10,7 +10,7 @@ from common.constants import API_VERSION, RESTORE_KIND
 from common.restores import judge, parse_restore_spec, restore_defaults
 from reconciler.jobs import RunnerSettings, restore_job_name
 from reconciler.restores import RestoreWorld, decide_restore
-from tests.fixtures import databasebackup, statefulset
+from tests.fixtures import backup_store, databasebackup, namespace_facts, statefulset
 
 NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
 FILE = "/backups/example-db/nightly-20261201T020000Z.dump.gz"
@@ -96,6 +96,8 @@ def test_admission_pins_the_newest_backup_and_the_source_database() -> None:
 
 def start(obj: dict[str, Any], **world: Any) -> Any:
     found = {"source": source(), "source_statefulset": statefulset(), "target_statefulset": statefulset(), **world}
+    statefulsets = tuple(s for s in (found["source_statefulset"], found["target_statefulset"]) if s is not None)
+    found.setdefault("facts", namespace_facts("shop", statefulsets))
     return decide_restore(RestoreWorld(obj=obj, now=NOW, **found), RunnerSettings(image="dbb:test"))
 
 
@@ -110,6 +112,7 @@ def test_a_restore_runs_as_one_job_never_retried_with_the_volume_read_only_and_n
     [container] = pod["containers"]
     assert container["args"][:3] == ["dbb-backup", "restore", FILE]
     assert "--database=shop=shop_copy" in container["args"]
+    assert "--owner=shop/nightly" in container["args"]  # the runner refuses a backup of another owner
     assert "--replace" not in container["args"]
     assert "--host=example-db.shop.svc" in container["args"]
     env = {e["name"]: e for e in container["env"]}
@@ -198,18 +201,12 @@ def test_from_a_backup_of_all_only_postgresql_with_a_mapping_may_restore_beside_
 def test_a_restore_from_a_bucket_gets_the_keys_by_secret_reference_and_mounts_no_volume() -> None:
     url = "s3://backups/shop/example-db/nightly-20261201T020000Z.dump.enc"
     bucket = source()
-    bucket["spec"]["storage"] = {
-        "s3": {
-            "bucket": "backups",
-            "prefix": "shop/example-db",
-            "endpoint": "https://s3.internal:8333",
-            "forcePathStyle": True,
-            "credentialsSecret": {"name": "s3-keys"},
-        }
-    }
+    bucket["spec"]["storage"] = {"s3": {"store": "shared", "prefix": "example-db"}}
     bucket["spec"]["encryption"] = {"keySecret": {"name": "backup-key"}}
     bucket["status"] = {"lastBackup": {"file": url, "url": url}}
-    plan = start(restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]}), source=bucket)
+    store = backup_store(endpoint="https://s3.internal:8333", forcePathStyle=True)
+    facts = namespace_facts("shop", stores={"shared": store})
+    plan = start(restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]}), source=bucket, facts=facts)
     assert plan.create is not None, plan.status
     pod = plan.create["spec"]["template"]["spec"]
     [container] = pod["containers"]
@@ -223,6 +220,28 @@ def test_a_restore_from_a_bucket_gets_the_keys_by_secret_reference_and_mounts_no
     assert "backups" not in volumes
     assert volumes["encryption-key"]["secret"]["secretName"] == "backup-key"
     assert not [a for a in container["args"] if "s3-keys" in a or "backup-key" in a]
+
+
+def test_a_restore_from_a_store_no_longer_open_to_the_namespace_or_of_another_prefix_is_refused() -> None:
+    url = "s3://backups/shop/example-db/nightly-20261201T020000Z.dump.enc"
+    bucket = source()
+    bucket["spec"]["storage"] = {"s3": {"store": "shared", "prefix": "example-db"}}
+    bucket["status"] = {"lastBackup": {"file": url, "url": url}}
+    obj = restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]})
+    closed = backup_store(selector={"matchLabels": {"backups": "on"}})
+    plan = start(obj, source=bucket, facts=namespace_facts("shop", stores={"shared": closed}))
+    assert plan.create is None
+    assert (plan.status["phase"], plan.status["reason"]) == ("Failed", "Refused")
+    assert plan.status["message"] == (
+        'spec.source.databaseBackup: its storage: BackupStore "shared" is not open to namespace "shop" (its '
+        "namespaceSelector)"
+    )
+    # A file of another namespace's part of the bucket (or below the source's prefix: another owner's) is refused.
+    for other in ("s3://backups/crm/example-db/x.dump", "s3://backups/shop/example-db/deeper/x.dump"):
+        obj["spec"]["source"]["file"] = other
+        plan = start(obj, source=bucket, facts=namespace_facts("shop", stores={"shared": backup_store()}))
+        assert plan.create is None
+        assert plan.status["message"].startswith(f"spec.source.file: '{other}' is not a backup of DatabaseBackup")
 
 
 EXTERNAL = {
@@ -240,7 +259,15 @@ def test_an_external_server_is_reached_at_its_host_with_its_secret_and_its_ca() 
     assert restore_defaults(obj["spec"], source()) == {"source": {"file": FILE}}  # no StatefulSet pinned
     # No StatefulSet to find, and no replace needed: only the server knows its databases; the restore asks it.
     assert refusals(obj, source(), target_found=None) == []
-    plan = start(obj, target_statefulset=None)
+    refused = start(obj, target_statefulset=None)
+    assert refused.create is None
+    assert refused.status["message"] == (
+        'spec.target.external.host: "rebuilt.db.example.net" is not a Service of namespace "shop", and the password '
+        'is sent there: label the namespace databases.test.io/allow-external-hosts="true" (cluster administrators '
+        "can) to allow it"
+    )
+    allowed = namespace_facts("shop", labels={"databases.test.io/allow-external-hosts": "true"})
+    plan = start(obj, target_statefulset=None, facts=allowed)
     pod = plan.create["spec"]["template"]["spec"]
     [container] = pod["containers"]
     args = container["args"]

@@ -15,10 +15,8 @@ from common.model import (
     DatabaseBackupSpec,
     Engine,
     Resources,
-    S3Credentials,
-    S3Storage,
     SecretKeyRef,
-    ServerSideEncryption,
+    StoreReference,
     Tls,
     TlsMode,
 )
@@ -162,42 +160,37 @@ def test_tls_settings_that_can_work_are_valid(tls: Tls) -> None:
     assert messages("nightly", spec) == []
 
 
-def s3(**fields: Any) -> DatabaseBackupSpec:
-    storage = replace(S3Storage("backups", credentials_secret=S3Credentials("s3-keys")), **fields)
-    return replace(GOOD, s3=storage)
+def stored(store: str = "shared", prefix: str | None = None) -> DatabaseBackupSpec:
+    return replace(GOOD, s3_store=StoreReference(store, prefix))
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        (s3(bucket="Backups"), 'spec.storage.s3.bucket: "Backups" is not an S3 bucket name'),
-        (s3(bucket="ab"), 'spec.storage.s3.bucket: "ab" is not an S3 bucket name'),
-        (s3(bucket="10.0.0.1"), 'spec.storage.s3.bucket: "10.0.0.1" is not an S3 bucket name'),
-        (s3(bucket="a..b"), 'spec.storage.s3.bucket: "a..b" is not an S3 bucket name'),
-        (s3(prefix="shop/../other"), 'spec.storage.s3.prefix: "shop/../other" must not contain ".."'),
-        (s3(endpoint="ftp://store"), 'spec.storage.s3.endpoint: "ftp://store" is not an https:// URL'),
-        (s3(endpoint="http://store:8333"), 'spec.storage.s3.endpoint: "http://store:8333" is plain http'),
-        (s3(credentials_secret=None), "spec.storage.s3.credentialsSecret: is required"),
-        (
-            s3(server_side_encryption=ServerSideEncryption.KMS),
-            "spec.storage.s3.kmsKeyId: is required with serverSideEncryption aws:kms",
-        ),
-        (s3(kms_key_id="k"), "spec.storage.s3.kmsKeyId: goes with serverSideEncryption aws:kms only"),
-        (
-            s3(ca_bundle=ConfigMapKeyRef("Store CA", "ca.crt")),
-            'spec.storage.s3.caBundle.configMapKeyRef.name: "Store CA" is not a valid object name',
-        ),
-        (
-            s3(ca_bundle=SecretKeyRef("store-ca", "ca/crt")),
-            'spec.storage.s3.caBundle.secretKeyRef.key: "ca/crt" is not a valid Secret key',
-        ),
+        (stored("Shared Store"), 'spec.storage.s3.store: "Shared Store" is not a valid object name'),
+        (stored(prefix="shop/../other"), 'spec.storage.s3.prefix: "shop/../other" must be segments separated by'),
+        (stored(prefix="a//b"), 'spec.storage.s3.prefix: "a//b" must be segments separated by single "/"'),
+        (stored(prefix="db\n"), "spec.storage.s3.prefix: 'db\\n' must not contain control characters"),
     ],
 )
-def test_a_bad_s3_location_is_refused_naming_field_and_value(spec: DatabaseBackupSpec, message: str) -> None:
+def test_a_bad_store_reference_is_refused_naming_field_and_value(spec: DatabaseBackupSpec, message: str) -> None:
     found = messages("nightly", spec)
     assert any(m.startswith(message) for m in found), found
 
 
-def test_a_good_s3_location_passes_and_http_only_when_allowed() -> None:
-    assert messages("nightly", s3(endpoint="https://s3.example.com", prefix="shop/nightly")) == []
-    assert messages("nightly", s3(endpoint="http://seaweedfs.storage.svc:8333", allow_insecure=True)) == []
+def test_a_good_store_reference_passes() -> None:
+    assert messages("nightly", stored(prefix="ledger/2026")) == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["--init-command=CREATE DATABASE x", "$(DB_PASSWORD)", "shop db", "dbname=x host=attacker", "-x", "a" * 64, ""],
+)
+def test_a_database_name_that_a_client_could_read_as_anything_else_is_refused(name: str) -> None:
+    spec = replace(GOOD, connection=Connection(databases=(name,)))
+    assert [m.split(":")[0] for m in messages("nightly", spec)] == ["spec.connection.databases[0]"]
+
+
+@pytest.mark.parametrize("name", ["shop", "all", "Ledger_2026", "a$b", "app-db", "_x"])
+def test_database_names_as_identifiers_pass(name: str) -> None:
+    assert messages("nightly", replace(GOOD, connection=Connection(databases=(name,)))) == []

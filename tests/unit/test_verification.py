@@ -11,7 +11,7 @@ from typing import Any
 from common.model import parse_spec
 from common.validation import validate
 from reconciler.plan import Plan
-from tests.fixtures import statefulset
+from tests.fixtures import namespace_facts, statefulset
 from tests.unit.test_plan import at, backup, decide_at, job, reasons, with_status
 
 VERIFY = {"schedule": "30 10 * * *", "backups": 3}
@@ -201,6 +201,13 @@ def test_a_restore_test_gets_a_scratch_server_beside_it_on_loopback_as_the_datab
 
     mariadb = verifying(verify={**VERIFY, "restoreTest": True, "image": "registry.example/mariadb:11.8"})
     plan = decide_at(mariadb, at("2026-11-27T10:30:04"))
+    assert plan.create == ()  # not an image of the StatefulSet, and not one the administrators approved
+    assert plan.status is not None
+    assert plan.status["conditions"][0]["message"].startswith(
+        'spec.verify.image: "registry.example/mariadb:11.8" is neither an image of the database StatefulSet nor one'
+    )
+    approved = namespace_facts("shop", annotations={"databases.test.io/verify-images": "registry.example/mariadb:11.8"})
+    plan = decide_at(mariadb, at("2026-11-27T10:30:04"), facts=approved)
     [check] = plan.create
     [scratch] = check["spec"]["template"]["spec"]["initContainers"]
     assert scratch["image"] == "registry.example/mariadb:11.8"

@@ -14,16 +14,24 @@ from reconciler.jobs import runner_arguments
 OWNER = {"metadata": {"name": "nightly", "namespace": "demo", "uid": "uid-1"}}
 
 
-def spec_with(queries: Any, *, engine: str = "PostgreSQL", databases: list[str] | None = None) -> dict[str, Any]:
+READER = {"name": "ledger-reader"}
+
+
+def spec_with(
+    queries: Any, *, engine: str = "PostgreSQL", databases: list[str] | None = None, reader: Any = READER
+) -> dict[str, Any]:
     connection: dict[str, Any] = {"host": "example-db"}
     if databases is not None:
         connection["databases"] = databases
+    verify: dict[str, Any] = {"queries": queries}
+    if reader is not None:
+        verify["queryCredentialsSecret"] = reader
     return {
         "databaseName": "example-db",
         "schedule": "@daily",
         "engine": engine,
         "connection": connection,
-        "verify": {"queries": queries},
+        "verify": verify,
     }
 
 
@@ -50,6 +58,14 @@ def test_the_run_gets_each_query_with_its_database() -> None:
     assert json.loads(argument.removeprefix("--queries=").replace("$$(", "$(")) == [
         {"name": "totals", "database": "shop", "sql": totals},
         {"name": "one", "database": "shop", "sql": "SELECT 1"},
+    ]
+
+
+def test_queries_run_as_their_own_role_never_with_the_backups_credentials() -> None:
+    raw = spec_with([{"name": "one", "sql": "SELECT 1"}], databases=["shop"], reader=None)
+    assert problems(raw) == [
+        "spec.verify.queryCredentialsSecret: is required with queries: the Secret of a role that can only read (not a "
+        "superuser: see docs/security.md), which the queries run as; they never run with the backup's own credentials"
     ]
 
 

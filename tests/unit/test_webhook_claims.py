@@ -1,4 +1,5 @@
-"""The backup volume is never the database's own data: a claim of its volumeClaimTemplates, or one its Pods mount."""
+"""The backup volume is never a database's own data: a claim of the volumeClaimTemplates of any StatefulSet of the
+namespace, or one their Pods mount; and a lookup that fails refuses."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from common.volumes import claim_refusal, data_claim_reason
 from tests.fixtures import admission_review, databasebackup, statefulset
 from webhook.admission import Database, backup_claim, database_to_check, parse_review, validate_request
-from webhook.volumes import data_claim_reason, label_selector, owned_by
 
 FIELD = "spec.storage.persistentVolumeClaim.claimName"
 
@@ -27,6 +28,7 @@ def database_with_volumes(**spec: Any) -> dict[str, Any]:
 
 def judged(claim: str, pods: dict[str, tuple[str, ...]] | None = None, **options: Any) -> dict[str, Any]:
     obj = databasebackup(storage={"persistentVolumeClaim": {"claimName": claim}})
+    options.setdefault("statefulsets", (database_with_volumes(),))
     database = Database("shop", "example-db", database_with_volumes(), pods=pods, **options)
     return dict(validate_request(parse_review(admission_review(obj)), database))
 
@@ -58,16 +60,28 @@ def test_other_claims_pass(claim: str) -> None:
 def test_a_claim_an_older_pod_still_mounts_is_refused() -> None:
     response = judged("old-data", pods={"example-db-1": ("old-data",), "example-db-0": ("data-example-db-0",)})
     assert response["status"]["message"] == (
-        f'{FIELD}: "old-data" is mounted by Pod "example-db-1" of StatefulSet "example-db"; backups need a claim of '
-        "their own"
+        f'{FIELD}: "old-data" is mounted by Pod "example-db-1" of a StatefulSet; backups need a claim of their own'
     )
 
 
-def test_unread_pods_are_a_warning_and_the_template_rule_still_applies() -> None:
-    response = judged("example-db-backups", pods_error="no answer from the API server within 2 s")
-    assert response["allowed"] is True
-    assert response["warnings"][0].startswith(f'{FIELD}: could not read the Pods of StatefulSet "example-db"')
-    assert judged("data-example-db-0", pods_error="no answer")["allowed"] is False
+def test_the_data_of_another_statefulset_of_the_namespace_is_refused_too() -> None:
+    other = database_with_volumes()
+    other["metadata"]["name"] = "ledger-db"
+    response = judged("data-ledger-db-0", statefulsets=(database_with_volumes(), other))
+    assert response["status"]["message"] == (
+        f'{FIELD}: "data-ledger-db-0" is a data volume of StatefulSet "ledger-db" (its volumeClaimTemplate "data"); '
+        "backups need a claim of their own"
+    )
+    assert claim_refusal("data-ledger-db-0", [database_with_volumes()]) is None
+
+
+def test_statefulsets_and_pods_that_cannot_be_read_refuse_and_say_to_try_again() -> None:
+    response = judged("example-db-backups", volumes_error="no answer from the API server within 2 s")
+    assert response["allowed"] is False
+    assert response["status"]["message"] == (
+        f'{FIELD}: could not read the StatefulSets and Pods of namespace "shop": no answer from the API server within '
+        "2 s; nothing was changed: try again"
+    )
 
 
 def test_the_default_claim_is_the_one_checked_when_storage_is_left_out() -> None:
@@ -85,24 +99,3 @@ def test_an_update_that_changes_only_the_claim_is_checked_but_never_refused_for_
     assert validate_request(changed, Database("shop", "example-db", None))["allowed"] is True
     unchanged = parse_review(admission_review(new, operation="UPDATE", old=new))
     assert database_to_check(unchanged) is None
-
-
-def test_the_selector_is_written_for_the_list_api() -> None:
-    selector = {
-        "matchLabels": {"app": "db", "tier": "data"},
-        "matchExpressions": [
-            {"key": "zone", "operator": "In", "values": ["a", "b"]},
-            {"key": "canary", "operator": "DoesNotExist"},
-        ],
-    }
-    assert label_selector(database_with_volumes(selector=selector)) == "app=db,tier=data,zone in (a,b),!canary"
-    assert label_selector(database_with_volumes(selector={})) is None
-
-
-def test_only_pods_the_statefulset_owns_count() -> None:
-    sts = database_with_volumes()
-    ours = {"metadata": {"ownerReferences": [{"kind": "StatefulSet", "name": "example-db", "uid": "sts-uid"}]}}
-    earlier = {"metadata": {"ownerReferences": [{"kind": "StatefulSet", "name": "example-db", "uid": "gone-uid"}]}}
-    assert owned_by(ours, sts)
-    assert not owned_by(earlier, sts)
-    assert not owned_by({"metadata": {"labels": {"app": "example-db"}}}, sts)

@@ -28,8 +28,11 @@ class FakeAPI:
             await asyncio.Event().wait()
         return self.found
 
-    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        raise AssertionError("not used here")
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        return []
+
+    async def list_statefulsets(self, namespace: str) -> list[dict[str, Any]]:
+        return []
 
 
 async def unused(*args: Any, **kwargs: Any) -> Any:
@@ -41,7 +44,9 @@ def finder(api: FakeAPI, *, synced: bool, watching: bool, grace: float = 5.0) ->
     if synced:
         informer.synced.set()
     informer.watching = watching
-    return StatefulSets(informer, api.read, api.list_pods, Metrics(), watch_grace=grace)
+    return StatefulSets(
+        informer, api.read, api.list_pods, Metrics(), watch_grace=grace, list_statefulsets=api.list_statefulsets
+    )
 
 
 async def test_a_miss_in_a_synced_cache_whose_watch_is_open_is_not_found_without_asking_the_api_server() -> None:
