@@ -81,8 +81,13 @@ class SeaweedFS:
         """The Secret a DatabaseBackup names: the key pair under the AWS variables' names (its default keys)."""
         return f"{self.name}-credentials"
 
-    def storage(self, **overrides: Any) -> dict[str, Any]:
-        """`spec.storage` of a DatabaseBackup that backs up to this store's bucket."""
+    @property
+    def store_name(self) -> str:
+        """The BackupStore (cluster-scoped) through which DatabaseBackups reach this bucket."""
+        return f"{self.name}-{self.namespace}"
+
+    def backup_store(self) -> dict[str, Any]:
+        """The BackupStore a cluster administrator applies for this bucket, open to this namespace only."""
         s3 = {
             "bucket": self.bucket,
             "endpoint": self.endpoint,
@@ -91,7 +96,17 @@ class SeaweedFS:
             "forcePathStyle": True,
             "credentialsSecret": {"name": self.credentials_secret},
         }
-        return {"s3": s3 | overrides}
+        selector = {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}}
+        return {
+            "apiVersion": "databases.test.io/v1",
+            "kind": "BackupStore",
+            "metadata": {"name": self.store_name},
+            "spec": {"s3": s3, "namespaceSelector": selector},
+        }
+
+    def storage(self, **overrides: Any) -> dict[str, Any]:
+        """`spec.storage` of a DatabaseBackup that backs up to this store's bucket."""
+        return {"s3": {"store": self.store_name, **overrides}}
 
     def env(self) -> list[dict[str, Any]]:
         """The AWS variables for a client Pod, the keys by secretKeyRef as the backup Job takes them."""
@@ -189,7 +204,12 @@ def manifests(store: SeaweedFS) -> list[dict[str, Any]]:
 
 
 def deploy(kube: Kube, store: SeaweedFS) -> None:
-    kube.apply(*manifests(store))
+    kube.apply(*manifests(store), store.backup_store())
+
+
+def remove(kube: Kube, store: SeaweedFS) -> None:
+    """The BackupStore: cluster-scoped, it outlives the namespace."""
+    kube.run("delete", "backupstore", store.store_name, "--ignore-not-found")
 
 
 def wait_ready(kube: Kube, store: SeaweedFS, timeout: float = 300) -> None:

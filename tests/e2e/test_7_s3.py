@@ -37,7 +37,10 @@ def world(kube: Kube, deployed: str) -> Iterator[tuple[objectstore.SeaweedFS, di
         for db in servers.values():
             databases.wait_ready(kube, db)
             databases.seed(kube, db, rows=200, orders=500)
-        yield store, servers
+        try:
+            yield store, servers
+        finally:
+            objectstore.remove(kube, store)
 
 
 def backup_now(

@@ -39,13 +39,28 @@ def servers(kube: Kube, deployed: str) -> Iterator[dict[str, databases.Database]
         for db in found.values():
             databases.wait_ready(kube, db)
             databases.seed(kube, db, rows=200, orders=500)
+        # verify.queries run as a role that can only read, never as the backup's superuser (docs/security.md).
+        reader = found["postgresql"]
+        databases.sql(
+            kube, reader, f"CREATE ROLE reader LOGIN PASSWORD '{READER_PASSWORD}'; GRANT pg_read_all_data TO reader"
+        )
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "reader-credentials", "namespace": NAMESPACE},
+                "stringData": {"username": "reader", "password": READER_PASSWORD},
+            }
+        )
         yield found
 
 
-# verify.queries, PostgreSQL only (refused for MySQL: its dump snapshot cannot be shared).
+# verify.queries, PostgreSQL only (refused for MySQL: its dump snapshot cannot be shared), as a read-only role.
+READER_PASSWORD = "e2e-reader-password"
 QUERIES: dict[str, dict[str, Any]] = {
     "postgresql": {
-        "queries": [{"name": "orders", "database": "app", "sql": "SELECT count(*), sum(amount) FROM orders"}]
+        "queries": [{"name": "orders", "database": "app", "sql": "SELECT count(*), sum(amount) FROM orders"}],
+        "queryCredentialsSecret": {"name": "reader-credentials"},
     },
 }
 
