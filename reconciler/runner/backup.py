@@ -29,6 +29,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +46,7 @@ from reconciler.runner.layout import CUSTOM, SQL, TAR, Stored, extension, member
 from reconciler.runner.manifest import ENCRYPTION_AES, ENCRYPTION_NONE, Manifest, Member, Owner
 from reconciler.runner.naming import BackupName, orphan_manifests, parse_backup_name, retention_plan
 from reconciler.runner.process import Deadline, Tool, run_capture
-from reconciler.runner.queries import Query, snapshots
+from reconciler.runner.queries import Credential, Query, Snapshots, snapshots
 from reconciler.runner.stream import OutputFile, remove_stale_temporaries, storage_error, write_all, write_atomically
 from reconciler.runner.verify import verify_backup
 
@@ -73,6 +74,7 @@ class RunOptions:
     owner: Owner | None = None  # the DatabaseBackup that runs us: recorded, and the only one retention serves
     stale_upload_age: float = 86400.0  # s3: abort this name's incomplete uploads older than this (killed runs)
     queries: Sequence[Query] = ()  # verify.queries: recorded in the dump's own snapshot (PostgreSQL)
+    query_role: Credential | None = None  # who runs them (QUERY_USER): a role that can only read, checked first
     scratch: Connection | None = None  # restore_test there (a server beside us), not on `connection`'s server
     scratch_wait: float = 180.0
 
@@ -112,7 +114,7 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
     with OutputFile(options.output_dir, name.file) as out:
         encryptor = Encryptor(options.key, out) if options.key is not None else None
         head: Sink = encryptor if encryptor is not None else out
-        with snapshots(options.engine, options.connection, options.queries, target.databases, scrub) as recorded:
+        with record_queries(options, target, scrub, deadline) as recorded:
             target = replace(target, snapshots=recorded.ids)
             if kind == TAR:
                 members = dump_tar(options, target, head, scrub, deadline)
@@ -137,6 +139,21 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
     if options.keep_last:
         prune(options.output_dir, options.name, options.keep_last, options.owner, protect=name.file)
     return options.output_dir / name.file, manifest
+
+
+def record_queries(
+    options: RunOptions, target: Target, scrub: Scrubber, deadline: Deadline
+) -> AbstractContextManager[Snapshots]:
+    """`queries.snapshots` for this run: its queries, as its query role, in the databases it dumps."""
+    return snapshots(
+        options.engine,
+        options.connection,
+        options.query_role,
+        options.queries,
+        target.databases,
+        scrub,
+        deadline,
+    )
 
 
 def describe(
@@ -280,6 +297,7 @@ def verify_new(
         manifest=manifest,
         restore_connection=options.restore_target(),
         scratch_server=options.scratch is not None,
+        query_role=options.query_role,
     )
     return replace(manifest, rows=report.rows)
 

@@ -97,6 +97,7 @@ __all__ = [
     "pg_dump_argv",
     "pg_globals_argv",
     "pg_restore_script_argv",
+    "pg_tls_params",
     "psql_argv",
     "psql_restore_argv",
 ]
@@ -157,15 +158,24 @@ def child_env(engine: Engine, connection: Connection, environ: Mapping[str, str]
     return env
 
 
-def _pg_tls_env(tls: Tls) -> dict[str, str]:
-    env: dict[str, str] = {}
+def pg_tls_params(tls: Tls) -> dict[str, str]:
+    """The TLS demands as libpq's connection parameters (for the runner's own sessions, see `querysession`)."""
+    params: dict[str, str] = {}
     if tls.mode is not None:
-        env["PGSSLMODE"] = tls.mode.value
+        params["sslmode"] = tls.mode.value
     if tls.ca_file is not None:
-        env["PGSSLROOTCERT"] = tls.ca_file
+        params["sslrootcert"] = tls.ca_file
     if tls.require_scram:
-        env["PGREQUIREAUTH"] = "scram-sha-256"
-    return env
+        params["require_auth"] = "scram-sha-256"
+    return params
+
+
+_PG_TLS_VARIABLES: Final = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "require_auth": "PGREQUIREAUTH"}
+
+
+def _pg_tls_env(tls: Tls) -> dict[str, str]:
+    """The same, as the environment variables libpq reads them from in the tools."""
+    return {_PG_TLS_VARIABLES[name]: value for name, value in pg_tls_params(tls).items()}
 
 
 LIBPQ_REQUIRE_AUTH: Final = 160000  # PQlibVersion() of the first libpq that knows require_auth

@@ -23,6 +23,8 @@ Every failure the runner can explain is a `RunnerError` with a `reason` (a Camel
 | `TargetExists` | a restore's target database exists, and `--replace` was not given; nothing was changed |
 | `ForeignBackup` | `restore --owner`: the backup's manifest names another owner (or none); nothing was touched |
 | `RestoreFailed` | the restore tool failed |
+| `QueryFailed` | a `verify.queries` query failed: its name, SQLSTATE and condition, never the server's message |
+| `UnsafeQueryRole` | the queries' role (QUERY_USER) can do more than read; the message says what; nothing was dumped |
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The password comes only from the environment (`DB_PASSWORD`, else `PGPASSWORD` o
 The user name comes from `--user`, else from `DB_USER` in the environment, which is where the Job puts a user name
 that is stored in a Secret. Such a user name is scrubbed like the password from every message, because the servers
 repeat it ("password authentication failed for user …", "Access denied for user …") and anyone who may create a
-DatabaseBackup could otherwise read any Secret key by naming it as the user name key.
+DatabaseBackup could otherwise read any Secret key by naming it as the user name key. `--queries` run as a role of
+their own that can only read, `QUERY_USER` and `QUERY_PASSWORD` (see `queries.py`), both scrubbed the same way.
 Every command prints one JSON line on stdout; on failure it exits 1 and its last stderr line is
 `dbb-backup: <Reason>: <message>` (see `errors.py` for the reasons), with every secret scrubbed. `run` also writes
 its JSON line to `--termination-log` for the reconciler. Usage errors exit 2.
@@ -39,7 +40,13 @@ from reconciler.runner.manifest import Manifest, Owner, manifest_path, read_mani
 from reconciler.runner.naming import MANIFEST_SUFFIX, database_problem, validate_prefix
 from reconciler.runner.objectstore import S3Location
 from reconciler.runner.process import Deadline
-from reconciler.runner.queries import parse_queries
+from reconciler.runner.queries import (
+    QUERY_PASSWORD_VARIABLE,
+    QUERY_USER_VARIABLE,
+    credential_from_env,
+    parse_queries,
+    require_credential,
+)
 from reconciler.runner.report import failure_result, render, success_result, write_termination_log
 from reconciler.runner.restore import RestoreOptions, restore_backup
 from reconciler.runner.s3backup import S3Object, S3Settings, run_backup_s3, s3_client
@@ -76,8 +83,11 @@ SECRET_VARIABLES = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_ACCESS_KEY_ID",
     "AWS_SESSION_TOKEN",
+    QUERY_PASSWORD_VARIABLE,
 )
 USER_VARIABLE = "DB_USER"
+# User names that came from a Secret, scrubbed like the passwords from every failure (see above).
+SECRET_USER_VARIABLES = (USER_VARIABLE, QUERY_USER_VARIABLE)
 
 
 def _connection_flags(command: argparse.ArgumentParser, *, required: bool) -> None:
@@ -227,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     # Everything from a Secret: the tools' messages and every failure are scrubbed of it. Our own log lines and the
     # success line never name the user; they are scrubbed of the passwords only, so that a user name from a Secret
     # that is also a database or folder name ("app") does not blank out the paths they report.
-    scrub = Scrubber([*passwords, os.environ.get(USER_VARIABLE, "")])
+    scrub = Scrubber([*passwords, *(os.environ.get(v, "") for v in SECRET_USER_VARIABLES)])
     configure_logging(Scrubber(passwords))
     handler: Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]] = COMMANDS[args.command]
     started, clock = datetime.now(UTC), time.monotonic()
@@ -347,6 +357,10 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         if problem := database_problem(database):
             raise RunnerError("InvalidArguments", f"--database: the name {database!r} {problem}")
     owner = _owner(args.owner, args.owner_uid)
+    queries = parse_queries(args.queries) if args.queries else []
+    query_role = credential_from_env(os.environ)
+    if queries and engine is Engine.POSTGRESQL:
+        require_credential(query_role, "--queries")  # before anything is contacted
     location = S3Location.parse(args.output_url) if args.output_url else None
     if location is None:
         _ensure_folder(args.output_dir)
@@ -364,7 +378,8 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         user_is_secret=not args.user,
         owner=owner,
         stale_upload_age=args.stale_upload_age,
-        queries=parse_queries(args.queries) if args.queries else (),
+        queries=queries,
+        query_role=query_role,
         scratch=_run_scratch(args),
         scratch_wait=args.scratch_wait,
     )
@@ -399,7 +414,13 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
         defaults = {"host": manifest.host, "port": manifest.port, "user": manifest.user}
         connection = _connection(args, engine, scrub, defaults)
     report = verify_backup(
-        source, _key(args.key_file), scrub, deadline, restore_connection=connection, manifest=manifest
+        source,
+        _key(args.key_file),
+        scrub,
+        deadline,
+        restore_connection=connection,
+        manifest=manifest,
+        query_role=credential_from_env(os.environ),
     )
     return {
         "status": "Verified",

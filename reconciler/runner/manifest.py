@@ -18,10 +18,10 @@ where the backup came from (and where `verify --restore-test` goes by default).
 table as `schema.table`, quoted as pg_dump quotes it; a MySQL table by its name); a restore test compares the
 restored tables with them.
 
-`queries` (only with `verify.queries`, PostgreSQL): each query as `{"name", "database", "sql", "sha256", "result"}`,
-what it printed (psql, unaligned, tuples only, fixed settings; see `queries.py`) in the very snapshot pg_dump took;
-`result` is the text itself when it is at most 512 characters. A restore test runs each again on the restored copy
-and compares.
+`queries` (only with `verify.queries`, PostgreSQL): each query as `{"name", "database", "sql", "sha256", "result",
+"lines"}`, what it printed (as `psql -At` prints: text values, `|` between columns; fixed settings; see
+`queries.py`) in the very snapshot pg_dump took; `result` is the text itself when it is at most 512 characters,
+`lines` how many rows it printed. A restore test runs each again on the restored copy and compares.
 
 `owner` is the DatabaseBackup that made the backup (null for a run by hand without `--owner`); retention deletes
 only backups whose manifest names its own owner's uid. Manifests written before `owner` and `verified` existed read
@@ -86,10 +86,12 @@ class QueryResult:
     sql: str
     sha256: str
     result: str | None = None
+    lines: int | None = None  # rows printed; absent in manifests written before it was recorded
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"name": self.name, "database": self.database, "sql": self.sql, "sha256": self.sha256}
-        return data if self.result is None else {**data, "result": self.result}
+        data: dict[str, Any] = {"name": self.name, "database": self.database, "sql": self.sql, "sha256": self.sha256}
+        data |= {"result": self.result} if self.result is not None else {}
+        return data | ({"lines": self.lines} if self.lines is not None else {})
 
     @classmethod
     def from_dict(cls, raw: object) -> QueryResult:
@@ -97,8 +99,15 @@ class QueryResult:
             isinstance(raw.get(k), str) for k in ("name", "database", "sql", "sha256")
         ):
             raise ValueError("queries is not a list of {name, database, sql, sha256}")
-        result = raw.get("result")
-        return cls(raw["name"], raw["database"], raw["sql"], raw["sha256"], result if isinstance(result, str) else None)
+        result, lines = raw.get("result"), raw.get("lines")
+        return cls(
+            raw["name"],
+            raw["database"],
+            raw["sql"],
+            raw["sha256"],
+            result if isinstance(result, str) else None,
+            lines if isinstance(lines, int) and not isinstance(lines, bool) else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,21 @@ import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Final, Self
+from typing import IO, Final, Protocol, Self
 
 from reconciler.runner.engines import classify_failure
 from reconciler.runner.errors import RunnerError, Scrubber, one_line
 
-__all__ = ["Deadline", "Tool", "run_capture"]
+__all__ = ["Deadline", "Stoppable", "Tool", "run_capture"]
 
 PIPE_SIZE: Final = 1 << 20  # fewer wake-ups per byte than the 64 KiB default; Linux caps it at pipe-max-size
 STDERR_TAIL: Final = 64 << 10
+
+
+class Stoppable(Protocol):
+    """What the deadline stops when it fires: a tool (killed), a query session (its statement cancelled)."""
+
+    def kill(self) -> None: ...
 
 
 class Deadline:
@@ -35,7 +41,7 @@ class Deadline:
         self.seconds = seconds
         self.expired = False
         self._lock = threading.Lock()
-        self._tools: set[Tool] = set()
+        self._tools: set[Stoppable] = set()
         self._timer = threading.Timer(seconds, self._expire) if seconds else None
         if self._timer:
             self._timer.daemon = True
@@ -48,13 +54,13 @@ class Deadline:
         for tool in tools:
             tool.kill()
 
-    def register(self, tool: Tool) -> None:
+    def register(self, tool: Stoppable) -> None:
         with self._lock:
             if self.expired:
                 tool.kill()
             self._tools.add(tool)
 
-    def unregister(self, tool: Tool) -> None:
+    def unregister(self, tool: Stoppable) -> None:
         with self._lock:
             self._tools.discard(tool)
 

@@ -7,42 +7,119 @@ the dump has ended. MySQL and MariaDB cannot: mysqldump's consistent snapshot is
 result recorded beside it could differ from the dump whenever anything writes meanwhile. Queries are refused there
 (`InvalidArguments`; the webhook refuses them at apply time).
 
-Every query runs read-only (`READ ONLY` transaction), with the session settings that decide how values print fixed
-(UTC, ISO dates, shortest exact floats), through psql in unaligned, tuples-only form; its printed result is what is
-compared, by sha256, and kept verbatim in the manifest when it is short (so that a mismatch can show both).
+The SQL is written by whoever may create a DatabaseBackup, who cannot read the database's Secrets: a query can only
+read, and cannot run anything else.
+- It runs as a role of its own, never as the backup's credential (often the superuser): `QUERY_USER` and
+  `QUERY_PASSWORD` (from `spec.verify.queryCredentialsSecret`). Before any query runs (and before anything is
+  dumped) that role is checked in each database the queries use (`role_problems`): it must not be a superuser or
+  able to become one, nor have, itself or through a role it may become, CREATEROLE, REPLICATION or BYPASSRLS, nor
+  be a member of the roles that reach the server's files and programs, other sessions or their statistics
+  (`UNSAFE_ROLES`), nor be able to execute a function of `dblink` or `postgres_fdw` (which reach other hosts). A
+  role that fails fails the run with `UnsafeQueryRole`.
+- It is one statement, enforced by the server: the text goes through the extended query protocol (Parse, Bind,
+  Execute), which refuses more than one statement (`cannot insert multiple commands into a prepared statement`).
+  Nothing here reads the SQL. It goes through libpq (psycopg), not psql, so there are no meta-commands (`\\!`,
+  `\\getenv`, `\\set x \\`cmd\\``) to run.
+- It runs in a transaction of its own, `REPEATABLE READ, READ ONLY`, whose snapshot is taken before the query (in
+  the dump's snapshot at backup time), so that `SET transaction_read_only = off` comes too late; with the settings
+  that decide how values print fixed (UTC, ISO dates, shortest exact floats, hex bytea), a `statement_timeout` and a
+  `lock_timeout`. The transaction is always rolled back, never committed, and `DISCARD ALL` follows, so that
+  nothing a query did to its session (a setting, a lock, a prepared statement) outlives it.
+- A failing query is reported by its name, SQLSTATE and condition name (`22012 division_by_zero`), never with the
+  server's message, which can carry data (`invalid input syntax for type integer: "<value>"`).
+
+On a restored copy the queries run again (`verify`'s restore test): in a scratch server beside the runner, as a
+throwaway login role with a random password made there for the purpose (`scratch_role`: a member of
+`pg_read_all_data` on PostgreSQL 14+, else granted USAGE and SELECT on every schema, table and sequence of the
+restored database), never as the scratch server's superuser; in a scratch database on the database's own server,
+as `QUERY_USER`, checked as at backup time.
+
+What a query prints is what `psql -At` printed, which older runners recorded: each row's values in text format, `|`
+between columns, NULL as nothing, each row ending in a newline. It is compared by sha256 and kept verbatim in the
+manifest when it is short (the manifest lives in the storage, never in a status); a mismatch names the query and
+both results' digests and line counts, never a value.
+
+The sessions themselves (libpq through psycopg) are in `querysession`, imported only by runs that have queries.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from typing import Final
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
 
 import structlog
 
-from reconciler.runner import engines
-from reconciler.runner.engines import Connection, Engine
-from reconciler.runner.errors import RunnerError, Scrubber, one_line
+from reconciler.runner.engines import PG_LOCK_WAIT_TIMEOUT, Connection, Engine
+from reconciler.runner.errors import RunnerError, Scrubber
 from reconciler.runner.manifest import SHOWN_RESULT, QueryResult
 from reconciler.runner.naming import database_problem
-from reconciler.runner.process import run_capture
+from reconciler.runner.process import Deadline
 
-__all__ = ["Query", "Snapshots", "parse_queries", "record", "run_query", "snapshots"]
+__all__ = [
+    "QUERY_PASSWORD_VARIABLE",
+    "QUERY_USER_VARIABLE",
+    "UNSAFE_ROLES",
+    "Credential",
+    "Query",
+    "Snapshots",
+    "credential_from_env",
+    "parse_queries",
+    "printed",
+    "record",
+    "require_credential",
+    "role_problems",
+    "snapshots",
+]
 
 log = structlog.get_logger("dbb-backup")
 
-QUERY_TIMEOUT: Final = 600.0
-_SETTINGS: Final = (
-    "SET LOCAL TimeZone = 'UTC';\n"
-    "SET LOCAL DateStyle = 'ISO, YMD';\n"
-    "SET LOCAL IntervalStyle = 'postgres';\n"
-    "SET LOCAL extra_float_digits = 1;\n"
-    "SET LOCAL bytea_output = 'hex';\n"
+QUERY_USER_VARIABLE: Final = "QUERY_USER"
+QUERY_PASSWORD_VARIABLE: Final = "QUERY_PASSWORD"  # noqa: S105 - a variable's name
+STATEMENT_TIMEOUT: Final = "10min"
+# Predefined roles that reach beyond reading the database: the server's files and programs, other sessions, every
+# session's statistics and queries (pg_monitor holds pg_read_all_stats), writing every table.
+UNSAFE_ROLES: Final = (
+    "pg_execute_server_program",
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_write_all_data",
+    "pg_signal_backend",
+    "pg_read_all_stats",
+    "pg_monitor",
 )
+
+_SETTINGS: Final = (
+    ("TimeZone", "UTC"),
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "1"),
+    ("bytea_output", "hex"),
+    ("statement_timeout", STATEMENT_TIMEOUT),
+    ("lock_timeout", PG_LOCK_WAIT_TIMEOUT),
+)
+# A query's transaction. The SELECT that fixes its settings is its first query, so its snapshot is taken before the
+# user's statement, which then can no longer make it read-write.
+BEGIN: Final = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+FIX_SETTINGS: Final = "SELECT " + ", ".join(f"pg_catalog.set_config('{k}', '{v}', true)" for k, v in _SETTINGS)
+END: Final = "ROLLBACK"
+# The role itself and every role it is a member of (so may become), with what each may do; then the remote
+# extensions whose functions any of them may execute in this database (dblink, postgres_fdw: they open connections
+# to other hosts, where a query could send what it reads).
+ROLE_CHECK: Final = """
+SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolreplication, r.rolbypassrls, r.rolname = current_user
+FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') ORDER BY r.rolname;
+SELECT DISTINCT e.extname FROM pg_catalog.pg_extension e
+JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.refobjid = e.oid
+  AND d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.deptype = 'e'
+WHERE e.extname IN ('dblink', 'postgres_fdw') AND EXISTS (
+  SELECT 1 FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER')
+  AND pg_catalog.has_function_privilege(r.oid, d.objid, 'EXECUTE'))
+ORDER BY 1
+"""
 
 
 @dataclass(frozen=True)
@@ -50,6 +127,32 @@ class Query:
     name: str
     database: str
     sql: str
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A login to run queries as: QUERY_USER/QUERY_PASSWORD, or a scratch server's throwaway role."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def on(self, connection: Connection) -> Connection:
+        """`connection`'s server (host, port, TLS), logged in as this role."""
+        return replace(connection, user=self.user, password=self.password)
+
+
+def credential_from_env(environ: Mapping[str, str]) -> Credential | None:
+    user = environ.get(QUERY_USER_VARIABLE, "")
+    return Credential(user, environ.get(QUERY_PASSWORD_VARIABLE, "")) if user else None
+
+
+def require_credential(credential: Credential | None, what: str) -> Credential:
+    if credential is None:
+        raise RunnerError(
+            "InvalidArguments",
+            f"{what} need a read-only role of their own: give {QUERY_USER_VARIABLE} and {QUERY_PASSWORD_VARIABLE}",
+        )
+    return credential
 
 
 def parse_queries(text: str) -> list[Query]:
@@ -76,25 +179,37 @@ def parse_queries(text: str) -> list[Query]:
     return queries
 
 
-def record(query: Query, printed: str) -> QueryResult:
-    digest = hashlib.sha256(printed.encode()).hexdigest()
-    shown = printed if len(printed) <= SHOWN_RESULT else None
-    return QueryResult(query.name, query.database, query.sql, digest, shown)
+def record(query: Query, text: str) -> QueryResult:
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    shown = text if len(text) <= SHOWN_RESULT else None
+    return QueryResult(query.name, query.database, query.sql, digest, shown, text.count("\n"))
 
 
-def run_query(connection: Connection, database: str, sql: str, scrub: Scrubber, *, snapshot: str | None = None) -> str:
-    """What `sql` prints in `database`, read-only, with the fixed settings; in `snapshot` when given."""
-    imported = f"SET TRANSACTION SNAPSHOT '{snapshot}';\n" if snapshot is not None else ""
-    body = sql.rstrip().rstrip(";")
-    script = f"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n{imported}{_SETTINGS}{body}\n;\nCOMMIT;\n"
-    return run_capture(
-        engines.psql_argv(connection, database),
-        engines.child_env(Engine.POSTGRESQL, connection),
-        scrub,
-        stdin=script.encode(),
-        timeout=QUERY_TIMEOUT,
-        failure="QueryFailed",
+def printed(rows: Sequence[Sequence[bytes | None]]) -> str:
+    """Rows as `psql -At` prints them: text values, `|` between columns, NULL as nothing, a newline after each; rows
+    without columns (`SELECT FROM t`) print nothing at all."""
+    return "".join(
+        "|".join("" if v is None else v.decode("utf-8", "replace") for v in row) + "\n" for row in rows if row
     )
+
+
+def role_problems(roles: Sequence[Sequence[Any]], extensions: Sequence[str], database: str) -> list[str]:
+    """What makes the queries' role more than a reader, from ROLE_CHECK's answers: `roles` are the role itself and
+    every role it is a member of, as (name, superuser, createrole, replication, bypassrls, is itself); `extensions`
+    the remote ones whose functions it may execute in `database`. Phrases that follow "it"; none for a reader."""
+    if any(superuser and itself for _, superuser, *_, itself in roles):
+        return ["is a superuser"]  # a member of every role, and all the rest: the rest says nothing more
+    problems = []
+    for name, superuser, createrole, replication, bypassrls, itself in roles:
+        via = "" if itself else f" through role {name}, which it can become"
+        if superuser:
+            problems.append("is a superuser" if itself else f"can become the superuser {name}")
+        held = (("CREATEROLE", createrole), ("REPLICATION", replication), ("BYPASSRLS", bypassrls))
+        problems += [f"has {attribute}{via}" for attribute, has in held if has]
+        if name in UNSAFE_ROLES:
+            problems.append(f"is a member of {name}")
+    problems += [f"can execute functions of {e} in database {database!r}, which reach other hosts" for e in extensions]
+    return problems
 
 
 @dataclass
@@ -107,10 +222,17 @@ class Snapshots:
 
 @contextmanager
 def snapshots(
-    engine: Engine, connection: Connection, queries: Sequence[Query], databases: Sequence[str], scrub: Scrubber
+    engine: Engine,
+    connection: Connection,
+    credential: Credential | None,
+    queries: Sequence[Query],
+    databases: Sequence[str],
+    scrub: Scrubber,
+    deadline: Deadline,
 ) -> Iterator[Snapshots]:
-    """For each database that has queries: a session that exports its snapshot and holds it open while the block
-    runs (the dumps), and the queries' results in that snapshot, recorded before the block starts."""
+    """For each database that has queries: a session of the queries' role that exports its snapshot and holds it
+    open while the block runs (the dumps), and the queries' results in that snapshot, recorded before the block
+    starts. The role is checked in every one of those databases before the first query runs."""
     found = Snapshots()
     if not queries:
         yield found
@@ -124,48 +246,19 @@ def snapshots(
     unknown = sorted({q.database for q in queries} - set(databases))
     if unknown:
         raise RunnerError("InvalidArguments", f"--queries name databases this run does not back up: {unknown}")
+    role = require_credential(credential, "--queries").on(connection)
+    from reconciler.runner.querysession import Session  # psycopg: only for runs with queries
+
     with ExitStack() as stack:
+        sessions: dict[str, Session] = {}
         for database in dict.fromkeys(q.database for q in queries):
-            found.ids[database] = stack.enter_context(_exported(connection, database, scrub))
+            sessions[database] = stack.enter_context(Session(role, database, scrub, deadline))
+            sessions[database].check_role()
+        for database in sessions:
+            exporter = stack.enter_context(Session(role, database, scrub, deadline))
+            found.ids[database] = exporter.export_snapshot()
         for query in queries:
-            printed = run_query(connection, query.database, query.sql, scrub, snapshot=found.ids[query.database])
-            found.results.append(record(query, printed))
-            log.info("query recorded", query=query.name, database=query.database, lines=printed.count("\n"))
+            text = sessions[query.database].query(query, snapshot=found.ids[query.database])
+            found.results.append(record(query, text))
+            log.info("query recorded", query=query.name, database=query.database, lines=text.count("\n"))
         yield found
-
-
-@contextmanager
-def _exported(connection: Connection, database: str, scrub: Scrubber) -> Iterator[str]:
-    """A psql session in a repeatable-read transaction whose snapshot it exported; its id, while it stays open."""
-    session = subprocess.Popen(
-        engines.psql_argv(connection, database),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=engines.child_env(Engine.POSTGRESQL, connection),
-    )
-    assert session.stdin is not None
-    assert session.stdout is not None
-    assert session.stderr is not None
-    try:
-        session.stdin.write(b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();\n")
-        session.stdin.flush()
-        snapshot = session.stdout.readline().decode().strip()  # psql flushes after each result
-        if not snapshot:
-            session.stdin.close()
-            session.wait(timeout=30)
-            stderr = one_line(scrub(session.stderr.read().decode("utf-8", errors="replace")))
-            raise RunnerError("QueryFailed", f"exporting a snapshot of {database!r} failed: {stderr or 'no answer'}")
-        yield snapshot
-    finally:
-        if not session.stdin.closed:
-            try:
-                session.stdin.write(b"COMMIT;\n")
-                session.stdin.close()
-            except BrokenPipeError:
-                pass
-        try:
-            session.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            session.kill()
-            session.wait()

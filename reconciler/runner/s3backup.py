@@ -49,6 +49,7 @@ from reconciler.runner.backup import (
     dump_stream,
     kind_of,
     member_dumps,
+    record_queries,
     resolve_target,
     same_owner,
     verify_new,
@@ -69,7 +70,6 @@ from reconciler.runner.objectstore import (
     storage_error,
 )
 from reconciler.runner.process import Deadline
-from reconciler.runner.queries import snapshots
 
 __all__ = ["CA_BUNDLE_VARIABLE", "S3Object", "S3Settings", "ca_bundle_from_env", "run_backup_s3", "s3_client"]
 
@@ -226,7 +226,7 @@ def run_backup_s3(
     extra: dict[str, Any] = settings.object_arguments()
     if options.owner is not None:
         extra["Metadata"] = {OWNER_METADATA: options.owner.uid}
-    with snapshots(options.engine, options.connection, options.queries, target.databases, scrub) as recorded:
+    with record_queries(options, target, scrub, deadline) as recorded:
         target = replace(target, snapshots=recorded.ids)
         if kind == SET:
             members = _upload_set(options, target, client, location.bucket, key, extra, scrub, deadline)

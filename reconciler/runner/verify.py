@@ -31,7 +31,7 @@ from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -45,9 +45,12 @@ from reconciler.runner.layout import CUSTOM, SET, TAR, Layout, Stored, members, 
 from reconciler.runner.manifest import Manifest, QueryResult, read_manifest, set_digest
 from reconciler.runner.pgscript import ScriptRestore
 from reconciler.runner.process import Deadline, Tool
-from reconciler.runner.queries import Query, record, run_query
+from reconciler.runner.queries import Credential, Query, record, require_credential
 
 __all__ = ["VerifyReport", "check_decoding", "count_toc_tables", "verify_backup"]
+
+if TYPE_CHECKING:
+    from reconciler.runner.querysession import Session
 
 log = structlog.get_logger("dbb-backup")
 
@@ -79,18 +82,24 @@ def verify_backup(
     restore_connection: Connection | None = None,
     manifest: Manifest | None = None,
     scratch_server: bool = False,
+    query_role: Credential | None = None,
 ) -> VerifyReport:
     """Checks a backup against its manifest: the one beside a file, or `manifest` for a file that is still under its
-    temporary name (a run verifies its backup before publishing it) or an object in a bucket."""
+    temporary name (a run verifies its backup before publishing it) or an object in a bucket. `query_role`: who runs
+    the manifest's queries in a scratch database on the database's own server (QUERY_USER)."""
     if manifest is None:
         if not isinstance(path, Path):
             raise ValueError("a stored object is verified against the manifest its caller read")
         manifest = read_manifest(path)
         if manifest.file != path.name:
             raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {path.name}")
+    if restore_connection is not None and not scratch_server and manifest.queries:
+        require_credential(query_role, "the manifest's queries, run again on the restored copy,")
     layout = parse_layout(Path(manifest.file))
     report = check_checksum(path, manifest)
-    checker = _Checker(layout, manifest, scrub, deadline, restore_connection, scratch_server=scratch_server)
+    checker = _Checker(
+        layout, manifest, scrub, deadline, restore_connection, scratch_server=scratch_server, query_role=query_role
+    )
     report.tables = checker.run(path, key)
     report.restore_tested = restore_connection is not None
     report.rows = checker.rows
@@ -219,10 +228,13 @@ class _Checker:
         connection: Connection | None,
         *,
         scratch_server: bool = False,
+        query_role: Credential | None = None,
     ) -> None:
         """`scratch_server`: `connection` is a throwaway server, not the backup's own: it has none of the roles the
-        dump names as owners, so PostgreSQL restores without ownership and grants there."""
+        dump names as owners, so PostgreSQL restores without ownership and grants there, and its queries run as a
+        throwaway role made there. Else they run as `query_role`."""
         self.scratch_server = scratch_server
+        self.query_role = query_role
         self.layout = layout
         self.manifest = manifest
         self.scrub = scrub
@@ -393,24 +405,41 @@ class _Checker:
         log.info("restore test rows match", database=database, tables=len(expected), rows=sum(expected.values()))
 
     def compare_queries(self, database: str, scratch: str) -> None:
-        """Each of the manifest's queries on `database`, run again on its restored copy: it must print the same."""
+        """Each of the manifest's queries on `database`, run again on its restored copy, as a role that can only
+        read (see `queries`): it must print the same."""
         assert self.connection is not None
-        for recorded in (q for q in self.manifest.queries if q.database == database):
-            try:
-                printed = run_query(self.connection, scratch, recorded.sql, self.scrub)
-            except RunnerError as error:
-                raise RunnerError(
-                    "VerifyFailed", f"restore test of {database!r}: query {recorded.name!r} failed: {error.message}"
-                ) from None
-            again = record(Query(recorded.name, recorded.database, recorded.sql), printed)
-            if again.sha256 != recorded.sha256:
-                raise RunnerError(
-                    "VerifyFailed",
-                    f"restore test of {database!r}: query {recorded.name!r} gives {_described(again)} after the "
-                    f"restore; the backup recorded {_described(recorded)}",
-                )
-            self.queries += 1
-            log.info("restore test query matches", database=database, query=recorded.name)
+        queries = [q for q in self.manifest.queries if q.database == database]
+        if not queries:
+            return
+        from reconciler.runner.querysession import Session, scratch_role  # psycopg: only for runs with queries
+
+        with ExitStack() as stack:
+            if self.scratch_server:
+                version = self.pg_server_version
+                role = stack.enter_context(scratch_role(self.connection, scratch, version, self.scrub, self.deadline))
+            else:
+                role = require_credential(self.query_role, "the manifest's queries")
+            session = stack.enter_context(Session(role.on(self.connection), scratch, self.scrub, self.deadline))
+            session.check_role()
+            for recorded in queries:
+                self.compare_query(session, database, recorded)
+
+    def compare_query(self, session: Session, database: str, recorded: QueryResult) -> None:
+        try:
+            printed = session.query(Query(recorded.name, recorded.database, recorded.sql))
+        except RunnerError as error:
+            if error.reason != "QueryFailed":
+                raise
+            raise RunnerError("VerifyFailed", f"restore test of {database!r}: {error.message}") from None
+        again = record(Query(recorded.name, recorded.database, recorded.sql), printed)
+        if again.sha256 != recorded.sha256:
+            raise RunnerError(
+                "VerifyFailed",
+                f"restore test of {database!r}: query {recorded.name!r} gives {_described(again)} after the "
+                f"restore; the backup recorded {_described(recorded)}",
+            )
+        self.queries += 1
+        log.info("restore test query matches", database=database, query=recorded.name)
 
     @contextmanager
     def scratch_database(self, engine: Engine, index: int) -> Iterator[str]:
@@ -424,11 +453,10 @@ class _Checker:
 
 
 def _described(result: QueryResult) -> str:
-    """What a query printed, for an error message: the text when the manifest keeps it, else its digest."""
-    return _shown(result.result) if result.result is not None else f"sha256 {result.sha256[:12]}…"
-
-
-def _shown(printed: str, limit: int = 120) -> str:
-    """A query's printed result in an error message: one line, quoted, cut."""
-    text = printed.rstrip("\n").replace("\n", " ⏎ ")
-    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+    """What a query printed, for a failure message, which a status shows: how many lines and its digest, never a
+    value (the text the manifest may keep stays in the storage)."""
+    lines = result.lines
+    if lines is None and result.result is not None:
+        lines = result.result.count("\n")  # a manifest from before `lines`
+    count = "" if lines is None else f"{lines} line{'' if lines == 1 else 's'}, "
+    return f"{count}sha256 {result.sha256[:12]}…"

@@ -67,6 +67,11 @@ def run_args(server: Server, folder: Path, *databases: str, **flags: str | None)
     return args
 
 
+def queries(*items: tuple[str, str, str]) -> str:
+    """`--queries`: (name, database, sql) each, as the reconciler passes spec.verify.queries."""
+    return json.dumps([{"name": n, "database": d, "sql": s} for n, d, s in items])
+
+
 def dbb(*args: str, env: Mapping[str, str], timeout: float = 120) -> Outcome:
     result = subprocess.run(
         [command(), *args], capture_output=True, text=True, env=dict(env), timeout=timeout, check=False

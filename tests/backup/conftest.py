@@ -67,3 +67,33 @@ def other_key_file(tmp_path: Path) -> Path:
     path = tmp_path / "other.key"
     path.write_bytes(bytes(range(32)))
     return path
+
+
+READER, READER_PASSWORD = "ledger_reader", "reader-Pässword-7"
+
+
+@pytest.fixture(scope="session")
+def reader(pg: PostgresServer) -> Iterator[dict[str, str]]:
+    """verify.queries' own role, which can only read (pg_read_all_data): its login as the Job passes it."""
+    pg.sql(f"CREATE ROLE {READER} LOGIN PASSWORD '{READER_PASSWORD}'; GRANT pg_read_all_data TO {READER}")
+    try:
+        yield {"QUERY_USER": READER, "QUERY_PASSWORD": READER_PASSWORD}
+    finally:
+        pg.sql(f"DROP ROLE {READER}")
+
+
+@pytest.fixture
+def ledger(pg: PostgresServer) -> Iterator[str]:
+    """A database of the test's own for queries (the session's sample databases stay as other tests count them)."""
+    pg.sql("CREATE DATABASE ledger")
+    pg.sql(
+        "CREATE TABLE entries (id int PRIMARY KEY, amount numeric(12,2), at timestamptz);"
+        "INSERT INTO entries SELECT i, i * 1.25, timestamptz '2026-01-01 00:00:00+00' + i * interval '1 hour'"
+        "  FROM generate_series(1, 500) i;"
+        "CREATE TABLE gate (id int);",
+        "ledger",
+    )
+    try:
+        yield "ledger"
+    finally:
+        pg.drop_database("ledger")

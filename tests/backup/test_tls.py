@@ -22,7 +22,11 @@ from pathlib import Path
 import pytest
 
 from certs.pki import KeyPair, issue, new_ca
-from tests.backup.cli import Outcome, Server, dbb, password_env, run_args
+from reconciler.runner.engines import Connection, Tls, TlsMode
+from reconciler.runner.errors import RunnerError, Scrubber
+from reconciler.runner.process import Deadline
+from reconciler.runner.querysession import Session
+from tests.backup.cli import Outcome, Server, dbb, password_env, queries, run_args
 from tests.backup.servers import MariaDBServer, PostgresServer
 
 CLEARTEXT_USER = "cleartext_login"
@@ -145,6 +149,29 @@ def test_postgresql_verify_full_refuses_a_certificate_not_from_the_ca_or_not_for
     assert says in failed(outcome, "TlsFailed", backups)
     # The client stops in the handshake: the server never got as far as authenticating anyone.
     assert len(authorized(pg_tls, "postgres")) == before
+
+
+def test_postgresql_queries_take_the_same_tls_demands(pg_tls: PostgresServer, pki: Pki, backups: Path) -> None:
+    """verify.queries run in the runner through libpq, not through a tool: the same flags bind them."""
+    pg_tls.sql("CREATE ROLE tls_reader LOGIN PASSWORD 'tls-Reader-1'; GRANT pg_read_all_data TO tls_reader")
+    env = password_env(pg_tls) | {"QUERY_USER": "tls_reader", "QUERY_PASSWORD": "tls-Reader-1"}
+    flags = ["--queries", queries(("count", "tlsdb", "SELECT count(*) FROM items"))]
+    try:
+        outcome = tls_run(pg_tls, backups, *verify_full(pki.ca), *flags, env=env)
+        assert outcome.code == 0, outcome.stderr
+        sessions = [line for line in authorized(pg_tls, "tls_reader") if "dbb-backup queries" in line]
+        assert sessions, "the queries never connected"
+        assert all("SSL enabled" in line for line in sessions), sessions
+        # A CA that did not sign the server's certificate: the queries' session refuses it in the handshake.
+        other = Connection(
+            pg_tls.host, pg_tls.port, "tls_reader", "tls-Reader-1", Tls(TlsMode.VERIFY_FULL, str(pki.other_ca))
+        )
+        with pytest.raises(RunnerError) as raised, Session(other, "tlsdb", Scrubber(), Deadline(30)):
+            pass
+        assert raised.value.reason == "TlsFailed"
+        assert "certificate verify failed" in raised.value.message
+    finally:
+        pg_tls.sql("DROP ROLE tls_reader")
 
 
 def test_postgresql_disable_never_encrypts(pg_tls: PostgresServer, backups: Path) -> None:
