@@ -17,9 +17,11 @@ import os
 
 os.environ.setdefault("PSYCOPG_IMPL", "python")
 
+import contextlib
 import re
 import secrets
 import select
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final, Self
@@ -66,6 +68,7 @@ class Session:
         self._scrub = scrub
         self._deadline = deadline
         self._pgconn: pq.abc.PGconn | None = None
+        self._lock = threading.Lock()  # the deadline's thread cancels while this one may be closing
 
     def __enter__(self) -> Self:
         pgconn = pq.PGconn.connect(conninfo(self.connection, self.database).encode())
@@ -86,16 +89,18 @@ class Session:
 
     def close(self) -> None:
         self._deadline.unregister(self)
-        if self._pgconn is not None:
-            if self._pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-                self.kill()  # left while a statement runs (SIGTERM, a failure): the server stops it too
-            self._pgconn.finish()
-            self._pgconn = None
+        with self._lock:
+            if self._pgconn is not None:
+                if self._pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+                    _cancel(self._pgconn)  # left while a statement runs (SIGTERM, a failure): the server stops it
+                self._pgconn.finish()
+                self._pgconn = None
 
     def kill(self) -> None:
         """Cancels the statement that runs, if any: from the deadline's thread too (PQcancel is safe there)."""
-        if self._pgconn is not None:
-            self._pgconn.get_cancel().cancel()
+        with self._lock:
+            if self._pgconn is not None:
+                _cancel(self._pgconn)
 
     def execute(self, sql: str, what: str) -> list[Rows]:
         """Our own statements (the simple protocol: several at once): each one's rows."""
@@ -173,6 +178,12 @@ class Session:
                 raise RunnerError("QueryFailed", f"{what} failed: a COPY is not a query whose result is kept")
             raise RunnerError("QueryFailed", f"{what} failed: {condition(result)}")
         return results
+
+
+def _cancel(pgconn: pq.abc.PGconn) -> None:
+    """Best effort: a server that cannot be reached to cancel ends the statement by its own timeout."""
+    with contextlib.suppress(psycopg.OperationalError):
+        pgconn.get_cancel().cancel()
 
 
 def condition(result: pq.abc.PGresult) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from reconciler.runner.errors import Scrubber
 from reconciler.runner.process import Deadline
 from reconciler.runner.queries import Query, record
 from reconciler.runner.querysession import Session, scratch_role
-from tests.backup.cli import Outcome, connection_args, dbb, password_env, queries, run_args
+from tests.backup.cli import Outcome, connection_args, dbb, password_env, queries, run_args, wait_for
 from tests.backup.conftest import READER
 from tests.backup.servers import PostgresServer
 
@@ -288,3 +289,15 @@ def test_the_queries_role_is_scrubbed_from_a_failed_login(pg: PostgresServer, ba
     assert (outcome.code, outcome.result["reason"]) == (1, "AuthenticationFailed")
     for secret in (READER, "not-the-Readers-password"):
         assert secret not in outcome.stdout + outcome.stderr
+
+
+def test_the_runs_timeout_stops_a_query_on_the_server_too(
+    pg: PostgresServer, backups: Path, ledger: str, reader: dict[str, str]
+) -> None:
+    started = time.monotonic()
+    outcome = run(pg, backups, reader, "select pg_sleep(60)", "--timeout", "3")
+    assert (outcome.code, outcome.result["reason"]) == (1, "Timeout")
+    assert time.monotonic() - started < 30
+    sleeping = f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{READER}' AND query LIKE '%pg_sleep%'"
+    wait_for(lambda: pg.sql(sleeping) == "0", "the query to end on the server")
+    assert list(backups.iterdir()) == []
