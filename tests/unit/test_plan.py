@@ -626,3 +626,57 @@ def test_runs_that_may_overlap_leave_each_others_uploads_alone() -> None:
     obj = backup(storage={"s3": {"store": "shared"}}, concurrencyPolicy="Allow")
     args = decide_with_store(obj).create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(a.startswith("--stale-upload-age") for a in args)
+
+
+# --- the trust rules, again before every Job (reconciler.trust) ----------------------------------------------------
+
+
+def refusal(plan: Plan) -> str:
+    assert plan.create == ()
+    assert plan.status is not None
+    assert plan.status["phase"] == "Invalid"
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Refused"
+    assert plan.requeue_after == timedelta(minutes=1)  # a Service, label or store put right is seen within a minute
+    return str(ready["message"])
+
+
+def test_a_host_service_that_became_an_external_name_starts_no_job() -> None:
+    external = {"example-db": {"spec": {"type": "ExternalName", "externalName": "collector.attacker.example"}}}
+    plan = decide_at(backup(), just_after_ten(), facts=namespace_facts(NS, services=external))
+    assert refusal(plan) == (
+        'spec.connection.host: "example-db.shop.svc": Service "example-db" is an ExternalName (to '
+        '"collector.attacker.example"): label the namespace databases.test.io/allow-external-hosts="true" (cluster '
+        "administrators can) to allow it"
+    )
+    assert [e.reason for e in plan.events] == ["Refused"]
+
+
+def test_an_outside_host_runs_only_while_the_namespace_carries_the_label() -> None:
+    obj = backup(connection={"host": "db.example.net"})
+    allowed = namespace_facts(NS, labels={"databases.test.io/allow-external-hosts": "true"})
+    assert len(decide_at(obj, just_after_ten(), facts=allowed).create) == 1
+    assert refusal(decide_at(obj, just_after_ten(), facts=namespace_facts(NS))).startswith(
+        'spec.connection.host: "db.example.net" is not a Service of namespace "shop"'
+    )
+
+
+def test_a_statefulset_created_later_whose_data_is_the_backup_claim_starts_no_job() -> None:
+    ledger = statefulset("ledger-db", NS)
+    ledger["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": "data"}}]
+    obj = backup(storage={"persistentVolumeClaim": {"claimName": "data-ledger-db-3"}})
+    facts = namespace_facts(NS, (statefulset(namespace=NS), ledger))
+    assert refusal(decide_at(obj, just_after_ten(), facts=facts)) == (
+        'spec.storage.persistentVolumeClaim.claimName: "data-ledger-db-3" is a data volume of StatefulSet "ledger-db" '
+        '(its volumeClaimTemplate "data"); backups need a claim of their own'
+    )
+
+
+def test_a_verify_image_the_database_no_longer_runs_starts_no_job() -> None:
+    obj = backup(verify={"restoreTest": True, "image": "postgres:16"})
+    assert len(decide_at(obj, just_after_ten()).create) == 1
+    upgraded = statefulset(namespace=NS, image="postgres:17")
+    facts = namespace_facts(NS, (upgraded,))
+    assert refusal(decide_at(obj, just_after_ten(), statefulset=upgraded, facts=facts)).startswith(
+        'spec.verify.image: "postgres:16" is neither an image of the database StatefulSet'
+    )
