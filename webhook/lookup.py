@@ -48,7 +48,7 @@ class Lookup:
         if target is None:
             return None
         namespace = target[0]
-        deadline = asyncio.get_running_loop().time() + self.budget
+        deadline = self._deadline()
         spec = (admission.get("object") or {}).get("spec")
         if not isinstance(spec, dict) or backup_claim(spec) is None:
             return await self._find(*target, deadline)
@@ -83,9 +83,10 @@ class Lookup:
             return None
         return await self.store(str(admission.get("namespace") or ""), name)
 
-    async def store(self, namespace: str, name: str) -> StoreFacts:
+    async def store(self, namespace: str, name: str, deadline: float | None = None) -> StoreFacts:
+        """The BackupStore and the namespace's labels, by `deadline` (default: one budget from now)."""
         try:
-            async with asyncio.timeout(self.budget):
+            async with asyncio.timeout_at(deadline or self._deadline()):
                 found, meta = await asyncio.gather(self.finder.backupstore(name), self.finder.namespace(namespace))
         except TimeoutError:
             return StoreFacts(name, error=self._late())
@@ -100,7 +101,7 @@ class Lookup:
             return None
         image, database = wanted
         namespace = str(admission.get("namespace") or "")
-        deadline = asyncio.get_running_loop().time() + self.budget
+        deadline = self._deadline()
         try:
             async with asyncio.timeout_at(deadline):
                 found, meta = await asyncio.gather(
@@ -122,12 +123,12 @@ class Lookup:
             return None
         return await self.host(str(admission.get("namespace") or ""), host)
 
-    async def host(self, namespace: str, host: str) -> HostFacts:
-        """The Service of the namespace that `host` names, else the namespace's label; within the budget. A lookup
-        that is not answered is an `error`, which refuses."""
+    async def host(self, namespace: str, host: str, deadline: float | None = None) -> HostFacts:
+        """The Service of the namespace that `host` names, else the namespace's label; by `deadline` (default: one
+        budget from now). A lookup that is not answered is an `error`, which refuses."""
         facts = HostFacts(host, namespace, own_service(host, namespace, self.cluster_domain))
         try:
-            async with asyncio.timeout(self.budget):
+            async with asyncio.timeout_at(deadline or self._deadline()):
                 if facts.service is not None:
                     facts = replace(facts, found=await self.finder.service(namespace, facts.service))
                     if facts.found is not None and host_refusal(facts) is None:
@@ -146,7 +147,7 @@ class Lookup:
         name = spec.get("databaseName") if isinstance(spec, dict) else None
         if admission.get("operation") not in ("CREATE", "UPDATE") or not isinstance(name, str) or not name:
             return None
-        deadline = asyncio.get_running_loop().time() + self.budget
+        deadline = self._deadline()
         return await self._find(str(admission.get("namespace") or ""), name, deadline)
 
     async def for_restore(self, admission: AdmissionRequest) -> Sources | None:
@@ -156,7 +157,7 @@ class Lookup:
         if wanted is None:
             return None
         namespace, name, target = wanted
-        deadline = asyncio.get_running_loop().time() + self.budget
+        deadline = self._deadline()
         try:
             async with asyncio.timeout_at(deadline):
                 source = await self.finder.databasebackup(namespace, name)
@@ -173,8 +174,8 @@ class Lookup:
         database = target or (source.get("spec") or {}).get("databaseName")
         looked_up = target != EXTERNAL and isinstance(database, str) and bool(database)
         store, host, found = await asyncio.gather(
-            self.store(namespace, store_name) if store_name is not None else _none(),
-            self.host(namespace, external) if external is not None else _none(),
+            self.store(namespace, store_name, deadline) if store_name is not None else _none(),
+            self.host(namespace, external, deadline) if external is not None else _none(),
             self._find(namespace, str(database), deadline) if looked_up else _none(),
         )
         if found is None:
@@ -190,6 +191,9 @@ class Lookup:
                 return await self.finder.find(namespace, name)
         except TimeoutError:
             return Database(namespace, name, None, self._late())
+
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.budget
 
     def _late(self) -> str:
         return f"no answer from the API server within {self.budget:g} s"
