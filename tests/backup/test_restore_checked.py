@@ -58,10 +58,10 @@ GROW = "INSERT INTO entries SELECT max(id) + 1 FROM entries"
 
 
 def two_backups(server: Server, tmp_path: Path, *databases: str, change: str) -> tuple[Path, bytes]:
-    """A backup of `databases`, then `change` is made on the first of them, and the bytes of a second backup: a
-    valid backup that differs from the first (as a swapped file would be)."""
+    """A backup of `databases`, then `change` is made on the last of them, and the bytes of a second backup: a
+    valid backup that differs from the first (as a swapped file would be) in what that database holds."""
     first = backup(server, tmp_path / "first", *databases)
-    server.sql(change, databases[0])
+    server.sql(change, databases[-1])
     second = backup(server, tmp_path / "second", *databases)
     return first, second.read_bytes()
 
@@ -113,7 +113,8 @@ def test_a_tar_member_that_changed_is_not_committed_and_those_before_it_were_che
 ) -> None:
     rows = pg.sql("SELECT count(*) FROM entries", ledgers[0])
     file, other = two_backups(pg, tmp_path, *ledgers, change=GROW)
-    # The tar with its first member as it was, and the other tar's second member: a valid tar.
+    # The tar with its first member as it was, and the other tar's second member (whose database changed): a
+    # valid tar.
     swapped = _tar_with(file.read_bytes(), replaced_by=other, keep=f"databases/{ledgers[0]}.dump")
     between_reads(lambda: file.write_bytes(swapped))
     targets = (f"{ledgers[0]}=tar_first", f"{ledgers[1]}=tar_second")
