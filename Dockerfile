@@ -83,10 +83,13 @@ ENV PATH="/opt/venv/bin:/usr/lib/postgresql/current/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
-# Fail the build, not the first backup, if an entry point or a tool the runner calls is missing.
+# Fail the build, not the first backup, if an entry point or a tool the runner calls is missing: verify.queries load
+# the system libpq through psycopg's pure-Python build, and MySQL restores run the mariadb client with --sandbox.
 RUN set -eux; \
     for command in dbb-webhook dbb-reconciler dbb-backup dbb-certs; do "$command" --help > /dev/null; done; \
-    for tool in pg_dump pg_dumpall pg_restore psql mariadb-dump mariadb; do "$tool" --version; done
+    for tool in pg_dump pg_dumpall pg_restore psql mariadb-dump mariadb; do "$tool" --version; done; \
+    PSYCOPG_IMPL=python python -c "import psycopg; print('psycopg', psycopg.__version__, 'libpq', psycopg.pq.version())"; \
+    mariadb --sandbox --help > /dev/null
 
 USER 65532:65532
 WORKDIR /home/nonroot

@@ -24,12 +24,13 @@ AUTHOR = "app-developer"
 PASSWORD = "e2e-trust-password-sentinel-5c2e91"  # the database's own, looked for in every status, Event and log
 LISTENER = "collector"
 PORTS = (5432, 3306, 8333, 8443)
+HEALTH_PORT = 9000  # the kubelet's readiness probe connects here, and only here: not logged
 # Logs one line per connection on any of PORTS, and what arrived on it (nothing should).
 LISTEN = """
 import selectors, socket, sys
-ports = [int(p) for p in sys.argv[1:]]
+health, *ports = [int(p) for p in sys.argv[1:]]
 selector = selectors.DefaultSelector()
-for port in ports:
+for port in [health, *ports]:
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("0.0.0.0", port))
@@ -39,6 +40,9 @@ print("listening", ports, flush=True)
 while True:
     for key, _ in selector.select():
         connection, peer = key.fileobj.accept()
+        if key.data == health:
+            connection.close()
+            continue
         connection.settimeout(2)
         try:
             data = connection.recv(4096)
@@ -55,9 +59,9 @@ def listener() -> list[dict[str, Any]]:
         "name": "listen",
         "image": os.environ["E2E_IMG"],
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python3", "-c", LISTEN, *map(str, PORTS)],
+        "command": ["python3", "-c", LISTEN, str(HEALTH_PORT), *map(str, PORTS)],
         "ports": [{"containerPort": port} for port in PORTS],
-        "readinessProbe": {"tcpSocket": {"port": PORTS[0]}, "periodSeconds": 2},
+        "readinessProbe": {"tcpSocket": {"port": HEALTH_PORT}, "periodSeconds": 2},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
