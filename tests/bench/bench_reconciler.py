@@ -55,7 +55,7 @@ from reconciler.jobs import RunnerSettings, backup_job
 from reconciler.metrics import Metrics
 from tests.bench.results import table
 from tests.controlplane import ControlPlane, free_port
-from tests.fixtures import databasebackup, statefulset
+from tests.fixtures import databasebackup, governing_service, statefulset
 
 SIZES = tuple(int(s) for s in os.environ.get("BENCH_SIZES", "1000,5000,10000").split(","))  # BENCH_SIZES=1000,5000
 CONCURRENCY = 16  # the reconciler's workers and the baseline's requests in flight
@@ -199,6 +199,7 @@ async def _measure(size: int, kcm: Path) -> tuple[float, list[Slot]]:
             sts = statefulset(namespace="dbb")
             del sts["status"]
             plane.kubectl("apply", "-f", "-", input=json.dumps(sts))
+            plane.kubectl("apply", "-f", "-", input=json.dumps(governing_service(sts)))  # the host rule's Service
             baseline = await _baseline(api, size)
             print(f"  N={size}: plain loop {size / baseline:.1f} s", flush=True)
             slots: list[Slot] = []
@@ -463,6 +464,7 @@ async def _idle_hours(size: int) -> dict[str, dict[str, int]]:
                 sts = statefulset(namespace=namespace)
                 del sts["status"]
                 plane.kubectl("apply", "-f", "-", input=json.dumps(sts))
+                plane.kubectl("apply", "-f", "-", input=json.dumps(governing_service(sts)))  # the host rule's Service
                 found[name] = await _idle_hour(api, namespace, size, restart=restart)
                 print(f"  idle hour ({name}): {found[name]}", flush=True)
     return found

@@ -28,7 +28,7 @@ from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from tests.bench.bench_reconciler import _baseline, _bounded, _counter, _next_minute, _settled, _until
 from tests.controlplane import ControlPlane
-from tests.fixtures import databasebackup, statefulset
+from tests.fixtures import databasebackup, governing_service, statefulset
 
 
 async def profile(size: int, memory: bool = False) -> str:
@@ -40,6 +40,7 @@ async def profile(size: int, memory: bool = False) -> str:
             sts = statefulset(namespace="dbb")
             del sts["status"]
             plane.kubectl("apply", "-f", "-", input=json.dumps(sts))
+            plane.kubectl("apply", "-f", "-", input=json.dumps(governing_service(sts)))  # the host rule's Service
             floor = size / await _baseline(api, size)
             custom = client.CustomObjectsApi(api)
 
