@@ -6,8 +6,10 @@ whatever resyncs or restarts come. Phases: Pending (accepted, no Job yet, or its
 Succeeded, Failed.
 
 Before the Job, the admission rules are applied again (`common.restores.judge`; a webhook may have been bypassed),
-then what only the reconciler can tell: the target's engine is the source's, and the target's credentials are
-known. A refusal is phase Failed with its reason, and a Warning Event; nothing was started.
+with the trust rules (reconciler.trust): the source's BackupStore is still open to the namespace, and the host the Job
+would send the password to (an external target, the target StatefulSet's Service, or the source's own connection)
+passes the host rule. Then what only the reconciler can tell: the target's engine is the source's, and the target's
+credentials are known. A refusal is phase Failed with its reason, and a Warning Event; nothing was started.
 """
 
 from __future__ import annotations
