@@ -137,3 +137,30 @@ def backup_store(
     if selector is not None:
         spec["namespaceSelector"] = selector
     return {"apiVersion": "databases.test.io/v1", "kind": "BackupStore", "metadata": {"name": name}, "spec": spec}
+
+
+def backup_author_rbac(namespace: str, user: str) -> list[dict[str, Any]]:
+    """A Role and RoleBinding for `user`, an author as docs/security.md has them: DatabaseBackups and
+    DatabaseRestores, and reading StatefulSets, Services, Pods and Events of the namespace; no Secrets."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "backup-author", "namespace": namespace},
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": ["databasebackups", "databaserestores"],
+                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+            },
+            {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["services", "pods", "events"], "verbs": ["get", "list"]},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "backup-author", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "backup-author"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+    return [role, binding]

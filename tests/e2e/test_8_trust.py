@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e import databases
 from tests.e2e.kube import Kube, wait_for
+from tests.fixtures import backup_author_rbac
 
 NAMESPACE = "e2e-trust"
 ATTACKER = "e2e-attacker"
@@ -97,38 +98,13 @@ def listener() -> list[dict[str, Any]]:
     return [deployment, service]
 
 
-def author_role() -> list[dict[str, Any]]:
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": "backup-author", "namespace": NAMESPACE},
-        "rules": [
-            {
-                "apiGroups": ["databases.test.io"],
-                "resources": ["databasebackups", "databaserestores"],
-                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
-            },
-            {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list"]},
-            {"apiGroups": [""], "resources": ["services", "pods", "events"], "verbs": ["get", "list"]},
-        ],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "backup-author", "namespace": NAMESPACE},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "backup-author"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": AUTHOR}],
-    }
-    return [role, binding]
-
-
 @pytest.fixture(scope="module")
 def world(kube: Kube, deployed: str) -> Iterator[databases.Database]:
     with databases.namespace(kube, ATTACKER), databases.namespace(kube, NAMESPACE):
         kube.apply(*listener())
         db = databases.Database("postgresql", "17", "trust-db", NAMESPACE, PASSWORD)
         databases.deploy(kube, db)
-        kube.apply(*author_role())
+        kube.apply(*backup_author_rbac(NAMESPACE, AUTHOR))
         kube.wait_rollout(ATTACKER, f"deployment/{LISTENER}")
         databases.wait_ready(kube, db)
         yield db

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.controlplane import ControlPlane
-from tests.fixtures import backup_store, databasebackup, governing_service, statefulset
+from tests.fixtures import backup_author_rbac, backup_store, databasebackup, governing_service, statefulset
 from tests.integration.conftest import Webhook
 from tests.integration.test_webhook import create_database
 
@@ -26,28 +26,7 @@ def team(control_plane: ControlPlane, webhook_namespace: str) -> str:
     StatefulSets and Services; no Secrets."""
     namespace = webhook_namespace
     create_database(control_plane, namespace)
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": "backup-author", "namespace": namespace},
-        "rules": [
-            {
-                "apiGroups": ["databases.test.io"],
-                "resources": ["databasebackups", "databaserestores"],
-                "verbs": ["get", "list", "create", "update", "patch", "delete"],
-            },
-            {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list"]},
-            {"apiGroups": [""], "resources": ["services", "pods"], "verbs": ["get", "list"]},
-        ],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "backup-author", "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "backup-author"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": AUTHOR}],
-    }
-    for obj in (role, binding):
+    for obj in backup_author_rbac(namespace, AUTHOR):
         control_plane.kubectl("apply", "-f", "-", input=json.dumps(obj))
     return namespace
 
