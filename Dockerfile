@@ -16,11 +16,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Only what `pip install .` reads: pyproject.toml names README.md as the readme, and these four packages.
+# Only what `pip install .` reads: pyproject.toml names README.md as the readme, and these five packages.
 COPY pyproject.toml README.md ./
 COPY common/ common/
 COPY webhook/ webhook/
 COPY reconciler/ reconciler/
+COPY runner/ runner/
 COPY certs/ certs/
 # A non-editable install: the venv holds the code and the console scripts, /src is not needed afterwards.
 RUN /opt/venv/bin/pip install .

@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import pytest
 
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.objectstore import (
+from runner.errors import RunnerError
+from runner.objectstore import (
     IN_FLIGHT,
     PART_SIZE,
     MultipartUpload,

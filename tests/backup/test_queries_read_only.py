@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.runner.engines import Connection
-from reconciler.runner.errors import Scrubber
-from reconciler.runner.process import Deadline
-from reconciler.runner.queries import Query, record
-from reconciler.runner.querysession import Session, scratch_role
+from runner.engines import Connection
+from runner.errors import Scrubber
+from runner.process import Deadline
+from runner.queries import Query, record
+from runner.querysession import Session, scratch_role
 from tests.backup.cli import Outcome, connection_args, dbb, password_env, queries, run_args, wait_for
 from tests.backup.conftest import READER
 from tests.backup.servers import PostgresServer

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from reconciler.runner import restore as restore_module
-from reconciler.runner.engines import Connection
-from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.layout import Stored
-from reconciler.runner.process import Deadline
-from reconciler.runner.restore import RestoreOptions, restore_backup
-from reconciler.runner.s3backup import S3Object
+from runner import restore as restore_module
+from runner.engines import Connection
+from runner.errors import RunnerError, Scrubber
+from runner.layout import Stored
+from runner.process import Deadline
+from runner.restore import RestoreOptions, restore_backup
+from runner.s3backup import S3Object
 from tests.backup.cli import Server, backup, connection_args, dbb, password_env
 from tests.backup.servers import MariaDBServer, PostgresServer
 from tests.objectstore import SeaweedFS

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from reconciler.runner import backup as backup_module
-from reconciler.runner.backup import RunOptions, run_backup
-from reconciler.runner.compression import Compression
-from reconciler.runner.engines import Connection, Engine
-from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.manifest import Manifest, Owner
-from reconciler.runner.process import Deadline
-from reconciler.runner.verify import verify_backup
+from runner import backup as backup_module
+from runner.backup import RunOptions, run_backup
+from runner.compression import Compression
+from runner.engines import Connection, Engine
+from runner.errors import RunnerError, Scrubber
+from runner.manifest import Manifest, Owner
+from runner.process import Deadline
+from runner.verify import verify_backup
 from tests.backup.cli import backup, connection_args, dbb, password_env, run_args, wait_for
 from tests.backup.servers import MariaDBServer, PostgresServer
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from certs.pki import KeyPair, issue, new_ca
-from reconciler.runner.engines import Connection, Tls, TlsMode
-from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.process import Deadline
-from reconciler.runner.querysession import Session
+from runner.engines import Connection, Tls, TlsMode
+from runner.errors import RunnerError, Scrubber
+from runner.process import Deadline
+from runner.querysession import Session
 from tests.backup.cli import Outcome, Server, dbb, password_env, queries, run_args
 from tests.backup.servers import MariaDBServer, PostgresServer
 

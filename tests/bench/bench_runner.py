@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.runner.compression import ZSTD_LEVEL, zstd_threads
+from runner.compression import ZSTD_LEVEL, zstd_threads
 from tests.backup.cli import command, password_env
 from tests.backup.servers import MariaDBServer, PostgresServer
 from tests.bench.results import table
@@ -39,7 +39,7 @@ from tests.bench.results import table
 ROWS = int(os.environ.get("BENCH_ROWS", "7000000"))
 ROUNDS = 3
 MB = 1 << 20
-# The raw side's compressors: the runner's libraries and levels (reconciler/runner/compression.py), stdin to stdout.
+# The raw side's compressors: the runner's libraries and levels (runner/compression.py), stdin to stdout.
 ZLIB6 = (
     "import sys, zlib\n"
     "c = zlib.compressobj(6, zlib.DEFLATED, 31)\n"
@@ -137,7 +137,7 @@ def raw_pg(server: PostgresServer, file: Path, compression: str) -> Measure:
 
 
 def raw_mariadb(server: MariaDBServer, file: Path, compression: str) -> Measure:
-    from reconciler.runner.engines import Connection, mysql_dump_argv
+    from runner.engines import Connection, mysql_dump_argv
 
     dump = mysql_dump_argv(Connection(server.host, server.port, server.user), ["bench"], several=False)
     measure = run_pipeline([dump, _python(ZLIB6 if compression == "gzip" else ZSTD3)], server.env, file)
@@ -196,7 +196,7 @@ def dump_size(server: PostgresServer | MariaDBServer) -> int:
     if isinstance(server, PostgresServer):
         argv = ["pg_dump", "-Fc", "-Z0", "-h", server.host, "-p", str(server.port), "-U", server.user, "bench"]
     else:
-        from reconciler.runner.engines import Connection, mysql_dump_argv
+        from runner.engines import Connection, mysql_dump_argv
 
         argv = mysql_dump_argv(Connection(server.host, server.port, server.user), ["bench"], several=False)
     total = 0

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reconciler.runner.objectstore import IN_FLIGHT, PART_SIZE
+from runner.objectstore import IN_FLIGHT, PART_SIZE
 from tests.backup.cli import command, password_env
 from tests.backup.servers import PostgresServer
 from tests.bench.bench_runner import MB, Measure, best, raw_pg, run_pipeline

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.runner import engines
-from reconciler.runner.compression import Compression
+from runner import engines
+from runner.compression import Compression
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -180,7 +180,7 @@ def test_the_build_stage_copies_everything_pip_install_reads(build: Stage) -> No
     packages = {
         pattern.rstrip("*").rstrip(".") for pattern in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     }
-    assert packages == {"common", "webhook", "reconciler", "certs"}
+    assert packages == {"common", "webhook", "reconciler", "runner", "certs"}
     readme = PYPROJECT["project"]["readme"]
     assert {"pyproject.toml", readme} | packages <= copied
 
@@ -380,7 +380,7 @@ def ignored(path: str) -> bool:
 
 @pytest.mark.parametrize(
     "path",
-    ["pyproject.toml", "README.md", "common/model.py", "webhook/main.py", "reconciler/runner/main.py", "certs/pki.py"],
+    ["pyproject.toml", "README.md", "common/model.py", "webhook/main.py", "runner/main.py", "certs/pki.py"],
 )
 def test_the_build_context_holds_what_the_build_copies(path: str) -> None:
     assert (ROOT / path).exists()

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from reconciler.runner.backup import check_client_version
-from reconciler.runner.compression import Compression
-from reconciler.runner.engines import (
+from runner.backup import check_client_version
+from runner.compression import Compression
+from runner.engines import (
     Connection,
     Engine,
     Tls,
@@ -27,8 +27,8 @@ from reconciler.runner.engines import (
     psql_argv,
     psql_restore_argv,
 )
-from reconciler.runner.errors import REDACTED, RunnerError, Scrubber, one_line
-from reconciler.runner.report import MAX_BYTES, failure_result, render
+from runner.errors import REDACTED, RunnerError, Scrubber, one_line
+from runner.report import MAX_BYTES, failure_result, render
 
 PASSWORD = "p@ss w'rd/€"
 CONNECTION = Connection("db.default.svc", 5432, "backup", PASSWORD)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.runner.crypto import HEADER_SIZE, MIN_CHUNK_SIZE, TAG_SIZE, Decryptor, Encryptor, load_key
-from reconciler.runner.errors import RunnerError
+from runner.crypto import HEADER_SIZE, MIN_CHUNK_SIZE, TAG_SIZE, Decryptor, Encryptor, load_key
+from runner.errors import RunnerError
 
 KEY = bytes(range(32))
 CHUNK = MIN_CHUNK_SIZE

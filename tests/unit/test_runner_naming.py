@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from reconciler.runner.engines import Connection, mysql_client_argv
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.naming import (
+from runner.engines import Connection, mysql_client_argv
+from runner.errors import RunnerError
+from runner.naming import (
     BackupName,
     database_problem,
     orphan_manifests,
@@ -18,7 +18,7 @@ from reconciler.runner.naming import (
     temporary_name,
     validate_prefix,
 )
-from reconciler.runner.restore import parse_targets
+from runner.restore import parse_targets
 
 
 def test_a_name_is_the_prefix_the_utc_start_and_the_extension() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.runner.pgscript import LINE_LIMIT, PreambleFilter, unknown_settings
+from runner.pgscript import LINE_LIMIT, PreambleFilter, unknown_settings
 
 NEW_SET = b"SET transaction_timeout = 0;\n"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.queries import Credential, credential_from_env, printed, require_credential, role_problems
+from runner.errors import RunnerError
+from runner.queries import Credential, credential_from_env, printed, require_credential, role_problems
 
 READER = ("reader", False, False, False, False, True)
 

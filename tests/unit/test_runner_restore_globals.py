@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.runner.restore import keep_own_role
+from runner.restore import keep_own_role
 
 GLOBALS = (
     b"CREATE ROLE postgres;\n"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from certs.pki import new_ca
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.s3backup import ca_bundle_from_env
+from runner.errors import RunnerError
+from runner.s3backup import ca_bundle_from_env
 
 PEM = new_ca("dbb-test-store-ca").cert_pem.decode()
 

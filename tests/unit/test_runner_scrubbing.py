@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from reconciler.runner.errors import REDACTED, Scrubber
-from reconciler.runner.logs import configure_logging
+from runner.errors import REDACTED, Scrubber
+from runner.logs import configure_logging
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.runner.compression import Compression, compressor, decompressor
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.feeds import LineScanner, RowCounter, SqlRenamer
-from reconciler.runner.stream import OutputFile, remove_stale_temporaries
+from runner.compression import Compression, compressor, decompressor
+from runner.errors import RunnerError
+from runner.feeds import LineScanner, RowCounter, SqlRenamer
+from runner.stream import OutputFile, remove_stale_temporaries
 
 DATA = b"".join(b"INSERT INTO t VALUES (%d, 'row %d');\n" % (i, i) for i in range(20000)) + os.urandom(50000)
 

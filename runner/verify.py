@@ -35,22 +35,22 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from reconciler.runner import admin, engines
-from reconciler.runner.checked import Checked, Digest, Hashing, Measured, expect
-from reconciler.runner.compression import Source
-from reconciler.runner.engines import Connection, Engine
-from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.feeds import Consumer, LineScanner, RowCounter, SqlRenamer, ToolFeed, feed_all
-from reconciler.runner.layout import CUSTOM, SET, TAR, Layout, Stored, members, open_payload, parse_layout, stored
-from reconciler.runner.manifest import Manifest, QueryResult, read_manifest, set_digest
-from reconciler.runner.pgscript import ScriptRestore
-from reconciler.runner.process import Deadline, Tool
-from reconciler.runner.queries import Credential, Query, record, require_credential
+from runner import admin, engines
+from runner.checked import Checked, Digest, Hashing, Measured, expect
+from runner.compression import Source
+from runner.engines import Connection, Engine
+from runner.errors import RunnerError, Scrubber
+from runner.feeds import Consumer, LineScanner, RowCounter, SqlRenamer, ToolFeed, feed_all
+from runner.layout import CUSTOM, SET, TAR, Layout, Stored, members, open_payload, parse_layout, stored
+from runner.manifest import Manifest, QueryResult, read_manifest, set_digest
+from runner.pgscript import ScriptRestore
+from runner.process import Deadline, Tool
+from runner.queries import Credential, Query, record, require_credential
 
 __all__ = ["VerifyReport", "check_decoding", "count_toc_tables", "verify_backup"]
 
 if TYPE_CHECKING:
-    from reconciler.runner.querysession import Session
+    from runner.querysession import Session
 
 log = structlog.get_logger("dbb-backup")
 
@@ -411,7 +411,7 @@ class _Checker:
         queries = [q for q in self.manifest.queries if q.database == database]
         if not queries:
             return
-        from reconciler.runner.querysession import Session, scratch_role  # psycopg: only for runs with queries
+        from runner.querysession import Session, scratch_role  # psycopg: only for runs with queries
 
         with ExitStack() as stack:
             if self.scratch_server:

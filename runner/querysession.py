@@ -31,10 +31,10 @@ import structlog
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
-from reconciler.runner.engines import CONNECT_TIMEOUT_SECONDS, Connection, classify_failure, pg_tls_params
-from reconciler.runner.errors import RunnerError, Scrubber, one_line
-from reconciler.runner.process import Deadline
-from reconciler.runner.queries import (
+from runner.engines import CONNECT_TIMEOUT_SECONDS, Connection, classify_failure, pg_tls_params
+from runner.errors import RunnerError, Scrubber, one_line
+from runner.process import Deadline
+from runner.queries import (
     BEGIN,
     END,
     FIX_SETTINGS,

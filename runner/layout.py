@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import BinaryIO, Final, Protocol
 from urllib.parse import quote, unquote
 
-from reconciler.runner.compression import Compression, Source, decompressor
-from reconciler.runner.crypto import Decryptor
-from reconciler.runner.engines import Engine
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.manifest import Member
-from reconciler.runner.naming import ENCRYPTED_SUFFIX
+from runner.compression import Compression, Source, decompressor
+from runner.crypto import Decryptor
+from runner.engines import Engine
+from runner.errors import RunnerError
+from runner.manifest import Member
+from runner.naming import ENCRYPTED_SUFFIX
 
 __all__ = [
     "Layout",

@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any, Final
 
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.manifest import Manifest
+from runner.errors import RunnerError
+from runner.manifest import Manifest
 
 __all__ = ["MAX_BYTES", "failure_result", "render", "success_result", "write_termination_log"]
 

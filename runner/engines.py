@@ -1,5 +1,5 @@
 """What each database engine's own tools are asked to do, and why with these flags. Command lines only; the
-processes are run by `reconciler.runner.process`.
+processes are run by `runner.process`.
 
 The password never appears on a command line (any user on the node can read argv in /proc): it goes to the tools
 through their environment, `PGPASSWORD` or `MYSQL_PWD`, which only the same user (and root) can read. Our own
@@ -75,8 +75,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
-from reconciler.runner.compression import Compression
-from reconciler.runner.errors import RunnerError
+from runner.compression import Compression
+from runner.errors import RunnerError
 
 __all__ = [
     "MYSQL_SYSTEM_SCHEMAS",

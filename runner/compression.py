@@ -20,7 +20,7 @@ from typing import Final, Protocol
 
 import zstandard
 
-from reconciler.runner.errors import RunnerError
+from runner.errors import RunnerError
 
 __all__ = ["Compression", "compressor", "decompressor"]
 

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from reconciler.runner.errors import RunnerError
+from runner.errors import RunnerError
 
 __all__ = ["HEADER_SIZE", "MAGIC", "Decryptor", "Encryptor", "is_encrypted", "load_key"]
 

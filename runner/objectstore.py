@@ -36,7 +36,7 @@ from typing import Any, Final, Self
 import structlog
 from botocore.exceptions import SSLError
 
-from reconciler.runner.errors import RunnerError
+from runner.errors import RunnerError
 
 __all__ = [
     "IN_FLIGHT",

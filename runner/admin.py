@@ -12,10 +12,10 @@ from typing import Final
 
 import structlog
 
-from reconciler.runner import engines
-from reconciler.runner.engines import Connection, Engine, TlsMode
-from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.process import run_capture
+from runner import engines
+from runner.engines import Connection, Engine, TlsMode
+from runner.errors import RunnerError, Scrubber
+from runner.process import run_capture
 
 __all__ = [
     "await_server",

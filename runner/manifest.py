@@ -41,8 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.naming import MANIFEST_SUFFIX
+from runner.errors import RunnerError
+from runner.naming import MANIFEST_SUFFIX
 
 __all__ = [
     "FORMAT_VERSION",

@@ -12,10 +12,10 @@ from typing import Any
 
 import structlog
 
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.manifest import Manifest
-from reconciler.runner.naming import MANIFEST_SUFFIX
-from reconciler.runner.objectstore import S3Location, list_keys
+from runner.errors import RunnerError
+from runner.manifest import Manifest
+from runner.naming import MANIFEST_SUFFIX
+from runner.objectstore import S3Location, list_keys
 
 __all__ = ["Found", "entry", "list_folder", "list_s3", "manifests_in_folder", "manifests_in_s3"]
 

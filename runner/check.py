@@ -29,16 +29,16 @@ from typing import Any, Final
 
 import structlog
 
-from reconciler.runner import admin
-from reconciler.runner.backup import utc_iso
-from reconciler.runner.engines import Connection, Engine
-from reconciler.runner.errors import RunnerError, Scrubber, one_line
-from reconciler.runner.layout import Stored
-from reconciler.runner.listing import Found, manifests_in_folder, manifests_in_s3
-from reconciler.runner.objectstore import S3Location
-from reconciler.runner.process import Deadline
-from reconciler.runner.s3backup import S3Object
-from reconciler.runner.verify import verify_backup
+from runner import admin
+from runner.backup import utc_iso
+from runner.engines import Connection, Engine
+from runner.errors import RunnerError, Scrubber, one_line
+from runner.layout import Stored
+from runner.listing import Found, manifests_in_folder, manifests_in_s3
+from runner.objectstore import S3Location
+from runner.process import Deadline
+from runner.s3backup import S3Object
+from runner.verify import verify_backup
 
 __all__ = ["MAX_BACKUPS", "CheckOptions", "check_stored"]
 

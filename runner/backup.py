@@ -37,18 +37,18 @@ from typing import IO, Final
 
 import structlog
 
-from reconciler.runner import admin, engines
-from reconciler.runner.compression import Compression, Sink, Stage, compressor
-from reconciler.runner.crypto import Encryptor
-from reconciler.runner.engines import Connection, Engine
-from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.layout import CUSTOM, SQL, TAR, Stored, extension, member_name
-from reconciler.runner.manifest import ENCRYPTION_AES, ENCRYPTION_NONE, Manifest, Member, Owner
-from reconciler.runner.naming import BackupName, orphan_manifests, parse_backup_name, retention_plan
-from reconciler.runner.process import Deadline, Tool, run_capture
-from reconciler.runner.queries import Credential, Query, Snapshots, snapshots
-from reconciler.runner.stream import OutputFile, remove_stale_temporaries, storage_error, write_all, write_atomically
-from reconciler.runner.verify import verify_backup
+from runner import admin, engines
+from runner.compression import Compression, Sink, Stage, compressor
+from runner.crypto import Encryptor
+from runner.engines import Connection, Engine
+from runner.errors import RunnerError, Scrubber
+from runner.layout import CUSTOM, SQL, TAR, Stored, extension, member_name
+from runner.manifest import ENCRYPTION_AES, ENCRYPTION_NONE, Manifest, Member, Owner
+from runner.naming import BackupName, orphan_manifests, parse_backup_name, retention_plan
+from runner.process import Deadline, Tool, run_capture
+from runner.queries import Credential, Query, Snapshots, snapshots
+from runner.stream import OutputFile, remove_stale_temporaries, storage_error, write_all, write_atomically
+from runner.verify import verify_backup
 
 __all__ = ["RunOptions", "run_backup"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from typing import Final, Protocol
 
-from reconciler.runner.compression import Source
-from reconciler.runner.process import Deadline, Tool
+from runner.compression import Source
+from runner.process import Deadline, Tool
 
 __all__ = ["Consumer", "LineScanner", "RowCounter", "SqlRenamer", "ToolFeed", "feed_all"]
 

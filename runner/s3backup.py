@@ -42,7 +42,7 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
-from reconciler.runner.backup import (
+from runner.backup import (
     RunOptions,
     Target,
     describe,
@@ -54,13 +54,13 @@ from reconciler.runner.backup import (
     same_owner,
     verify_new,
 )
-from reconciler.runner.compression import Sink, Source
-from reconciler.runner.crypto import Encryptor
-from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.layout import SET, TAR, extension
-from reconciler.runner.manifest import Manifest, Member, Owner, set_digest
-from reconciler.runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, BackupName, parse_backup_name, retention_plan
-from reconciler.runner.objectstore import (
+from runner.compression import Sink, Source
+from runner.crypto import Encryptor
+from runner.errors import RunnerError, Scrubber
+from runner.layout import SET, TAR, extension
+from runner.manifest import Manifest, Member, Owner, set_digest
+from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, BackupName, parse_backup_name, retention_plan
+from runner.objectstore import (
     MultipartUpload,
     S3Location,
     abort_stale_uploads,
@@ -69,7 +69,7 @@ from reconciler.runner.objectstore import (
     list_keys,
     storage_error,
 )
-from reconciler.runner.process import Deadline
+from runner.process import Deadline
 
 __all__ = ["CA_BUNDLE_VARIABLE", "S3Object", "S3Settings", "ca_bundle_from_env", "run_backup_s3", "s3_client"]
 

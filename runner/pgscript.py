@@ -36,10 +36,10 @@ from typing import Final, Self
 
 import structlog
 
-from reconciler.runner import engines
-from reconciler.runner.engines import Connection, Engine
-from reconciler.runner.errors import Scrubber
-from reconciler.runner.process import Deadline, Tool
+from runner import engines
+from runner.engines import Connection, Engine
+from runner.errors import Scrubber
+from runner.process import Deadline, Tool
 
 __all__ = ["NEW_SETTINGS", "PreambleFilter", "ScriptRestore", "unknown_settings"]
 

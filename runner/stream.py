@@ -33,8 +33,8 @@ from typing import Final, Self
 
 import structlog
 
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.naming import stale_temporaries, temporary_name
+from runner.errors import RunnerError
+from runner.naming import stale_temporaries, temporary_name
 
 __all__ = ["OutputFile", "fsync_folder", "remove_stale_temporaries", "write_all", "write_atomically"]
 

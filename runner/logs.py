@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from reconciler.runner.errors import Scrubber
+from runner.errors import Scrubber
 
 __all__ = ["configure_logging", "scrubbed"]
 

@@ -29,10 +29,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from reconciler.runner.compression import Source
-from reconciler.runner.errors import RunnerError
-from reconciler.runner.layout import SET, Stored
-from reconciler.runner.manifest import Manifest
+from runner.compression import Source
+from runner.errors import RunnerError
+from runner.layout import SET, Stored
+from runner.manifest import Manifest
 
 __all__ = ["Checked", "Digest", "Hashing", "Measured", "expect"]
 

@@ -53,11 +53,11 @@ from typing import Any, Final
 
 import structlog
 
-from reconciler.runner.engines import PG_LOCK_WAIT_TIMEOUT, Connection, Engine
-from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.manifest import SHOWN_RESULT, QueryResult
-from reconciler.runner.naming import database_problem
-from reconciler.runner.process import Deadline
+from runner.engines import PG_LOCK_WAIT_TIMEOUT, Connection, Engine
+from runner.errors import RunnerError, Scrubber
+from runner.manifest import SHOWN_RESULT, QueryResult
+from runner.naming import database_problem
+from runner.process import Deadline
 
 __all__ = [
     "QUERY_PASSWORD_VARIABLE",
@@ -247,7 +247,7 @@ def snapshots(
     if unknown:
         raise RunnerError("InvalidArguments", f"--queries name databases this run does not back up: {unknown}")
     role = require_credential(credential, "--queries").on(connection)
-    from reconciler.runner.querysession import Session  # psycopg: only for runs with queries
+    from runner.querysession import Session  # psycopg: only for runs with queries
 
     with ExitStack() as stack:
         sessions: dict[str, Session] = {}

@@ -50,18 +50,18 @@ from typing import Final
 
 import structlog
 
-from reconciler.runner import admin, engines
-from reconciler.runner.checked import Checked, Digest, Hashing, Measured, expect
-from reconciler.runner.compression import Source
-from reconciler.runner.engines import Connection, Engine
-from reconciler.runner.errors import RunnerError, Scrubber
-from reconciler.runner.feeds import SqlRenamer, ToolFeed, feed_all
-from reconciler.runner.layout import CUSTOM, SET, TAR, Layout, Part, Stored, members, open_payload, parse_layout, stored
-from reconciler.runner.manifest import Manifest, manifest_path, read_manifest
-from reconciler.runner.naming import MANIFEST_SUFFIX, database_problem
-from reconciler.runner.pgscript import ScriptRestore
-from reconciler.runner.process import Deadline, Tool
-from reconciler.runner.verify import check_decoding, verify_backup
+from runner import admin, engines
+from runner.checked import Checked, Digest, Hashing, Measured, expect
+from runner.compression import Source
+from runner.engines import Connection, Engine
+from runner.errors import RunnerError, Scrubber
+from runner.feeds import SqlRenamer, ToolFeed, feed_all
+from runner.layout import CUSTOM, SET, TAR, Layout, Part, Stored, members, open_payload, parse_layout, stored
+from runner.manifest import Manifest, manifest_path, read_manifest
+from runner.naming import MANIFEST_SUFFIX, database_problem
+from runner.pgscript import ScriptRestore
+from runner.process import Deadline, Tool
+from runner.verify import check_decoding, verify_backup
 
 __all__ = ["RestoreOptions", "restore_backup"]
 

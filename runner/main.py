@@ -26,32 +26,32 @@ from typing import Any, NoReturn
 
 import structlog
 
-from reconciler.runner import admin
-from reconciler.runner.backup import ALL, RunOptions, run_backup, utc_iso
-from reconciler.runner.check import MAX_BACKUPS, CheckOptions, check_stored
-from reconciler.runner.compression import Compression
-from reconciler.runner.crypto import Decryptor, load_key
-from reconciler.runner.engines import Connection, Engine, Tls, TlsMode, check_client_support, password_from_env
-from reconciler.runner.errors import RunnerError, Scrubber, one_line
-from reconciler.runner.layout import parse_layout
-from reconciler.runner.listing import list_folder, list_s3
-from reconciler.runner.logs import configure_logging
-from reconciler.runner.manifest import Manifest, Owner, manifest_path, read_manifest
-from reconciler.runner.naming import MANIFEST_SUFFIX, database_problem, validate_prefix
-from reconciler.runner.objectstore import S3Location
-from reconciler.runner.process import Deadline
-from reconciler.runner.queries import (
+from runner import admin
+from runner.backup import ALL, RunOptions, run_backup, utc_iso
+from runner.check import MAX_BACKUPS, CheckOptions, check_stored
+from runner.compression import Compression
+from runner.crypto import Decryptor, load_key
+from runner.engines import Connection, Engine, Tls, TlsMode, check_client_support, password_from_env
+from runner.errors import RunnerError, Scrubber, one_line
+from runner.layout import parse_layout
+from runner.listing import list_folder, list_s3
+from runner.logs import configure_logging
+from runner.manifest import Manifest, Owner, manifest_path, read_manifest
+from runner.naming import MANIFEST_SUFFIX, database_problem, validate_prefix
+from runner.objectstore import S3Location
+from runner.process import Deadline
+from runner.queries import (
     QUERY_PASSWORD_VARIABLE,
     QUERY_USER_VARIABLE,
     credential_from_env,
     parse_queries,
     require_credential,
 )
-from reconciler.runner.report import failure_result, render, success_result, write_termination_log
-from reconciler.runner.restore import RestoreOptions, restore_backup
-from reconciler.runner.s3backup import S3Object, S3Settings, run_backup_s3, s3_client
-from reconciler.runner.stream import OutputFile
-from reconciler.runner.verify import verify_backup
+from runner.report import failure_result, render, success_result, write_termination_log
+from runner.restore import RestoreOptions, restore_backup
+from runner.s3backup import S3Object, S3Settings, run_backup_s3, s3_client
+from runner.stream import OutputFile
+from runner.verify import verify_backup
 
 __all__ = ["main", "parser"]
 

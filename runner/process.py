@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Final, Protocol, Self
 
-from reconciler.runner.engines import classify_failure
-from reconciler.runner.errors import RunnerError, Scrubber, one_line
+from runner.engines import classify_failure
+from runner.errors import RunnerError, Scrubber, one_line
 
 __all__ = ["Deadline", "Stoppable", "Tool", "run_capture"]
 
