@@ -1,0 +1,100 @@
+"""The contract across the process boundary: every command line the reconciler builds for a Job is one the runner's
+own parser accepts, meaning what the reconciler meant. The reconciler writes the arguments (reconciler.jobs), the
+kubelet expands them (`$$` to `$`), the runner parses them (runner.main.parser): a flag renamed on one side only, or
+a value the parser reads otherwise, fails here."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from runner.main import parser
+from tests.fixtures import backup_store, namespace_facts, statefulset
+from tests.unit.test_plan import NS, backup, decide_at, just_after_ten
+from tests.unit.test_restores import restore, start
+from tests.unit.test_restores import source as restore_source
+
+CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+STORE = backup_store(forcePathStyle=True, serverSideEncryption="aws:kms", kmsKeyId="arn:aws:kms:k", caBundle=CA)
+TLS = {"mode": "VerifyFull", "ca": {"secretKeyRef": {"name": "db-tls", "key": "ca.crt"}}, "requireScram": True}
+QUERIES = {
+    "queries": [{"name": "totals", "sql": "SELECT count(*) FROM orders WHERE note <> '$(HOME)'"}],
+    "queryCredentialsSecret": {"name": "reader"},
+}
+
+SPECS: dict[str, dict[str, Any]] = {
+    "the defaults": {},
+    "a user name, a port, two databases": {"connection": {"username": "backup", "port": 6432, "databases": ["a", "b"]}},
+    "every database, zstd, encrypted": {
+        "connection": {"databases": ["all"]},
+        "compression": "Zstd",
+        "encryption": {"keySecret": {"name": "backup-key"}},
+    },
+    "TLS verified, SCRAM only": {"connection": {"tls": TLS}},
+    "a restore test in a scratch server": {"verify": {"restoreTest": True}},
+    "queries with a $(VAR) in their SQL": {"connection": {"databases": ["shop"]}, "verify": QUERIES},
+    "to a store, overlapping runs": {"storage": {"s3": {"store": "shared"}}, "concurrencyPolicy": "Allow"},
+    "to a store, a backup path with $": {"storage": {"s3": {"store": "shared", "prefix": "a$b"}}},
+    "scheduled checks with a restore test": {
+        "schedule": "0 0 1 1 *",
+        "verify": {"schedule": "* * * * *", "restoreTest": True, "backups": 3},
+        "encryption": {"keySecret": {"name": "backup-key"}},
+    },
+}
+
+
+def kubelet(argument: str) -> str:
+    """What the kubelet passes on for an argument with no `$(VAR)` it knows: `$$` becomes `$`."""
+    return re.sub(r"\$\$", "$", argument)
+
+
+def runner_argv(job: dict[str, Any]) -> list[str]:
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    args = [kubelet(a) for a in container["args"]]
+    assert args[0] == "dbb-backup"
+    return args[1:]
+
+
+@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
+def test_every_backup_and_check_job_parses_as_the_runner_reads_it(spec: dict[str, Any]) -> None:
+    facts = namespace_facts(NS, stores={"shared": STORE})
+    plan = decide_at(backup(**spec), just_after_ten(), facts=facts)
+    assert plan.create, plan.status
+    for job in plan.create:
+        argv = runner_argv(job)
+        parsed = parser().parse_args(argv)
+        assert parsed.command in ("run", "check")
+        if parsed.command == "run":
+            assert parsed.name == "nightly"
+            assert parsed.owner == f"{NS}/nightly"
+            assert parsed.verify is True
+        if parsed.command == "run" and "queries" in (spec.get("verify") or {}):
+            assert "$(HOME)" in parsed.queries  # the kubelet gives the runner the SQL as written
+        if parsed.command == "run" and "storage" in spec:
+            assert parsed.output_url.startswith(f"s3://backups/{NS}/")
+            assert parsed.s3_path_style is True
+            assert (parsed.s3_sse, parsed.s3_sse_kms_key_id) == ("aws:kms", "arn:aws:kms:k")
+
+
+def test_every_restore_job_parses_as_the_runner_reads_it() -> None:
+    external = {
+        "external": {"host": "db.shop.svc", "port": 6432, "tls": {"mode": "Require"}},
+        "credentialsSecret": {"name": "other"},
+    }
+    cases = [
+        restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]}, noOwner=True),
+        restore(target={"databaseName": "staging-db"}, replace=True),
+        restore(target=external),
+    ]
+    other = statefulset("staging-db")
+    services = {name: {"spec": {"clusterIP": "None"}} for name in ("example-db", "staging-db", "db")}
+    facts = namespace_facts("shop", (statefulset(), other), services=services)
+    for obj in cases:
+        plan = start(obj, target_statefulset=other if "staging-db" in str(obj) else statefulset(), facts=facts)
+        assert plan.create is not None, plan.status
+        parsed = parser().parse_args(runner_argv(plan.create))
+        assert parsed.command == "restore"
+        assert parsed.file == restore_source()["status"]["lastBackup"]["file"]
+        assert parsed.owner == "shop/nightly"
