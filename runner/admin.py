@@ -14,7 +14,7 @@ import structlog
 
 from runner import engines
 from runner.engines import Connection, Engine, TlsMode
-from runner.errors import RunnerError, Scrubber
+from runner.errors import Reason, RunnerError, Scrubber
 from runner.process import run_capture
 
 __all__ = [
@@ -48,7 +48,7 @@ def query(engine: Engine, connection: Connection, sql: str, scrub: Scrubber, dat
         argv = [*engines.psql_argv(connection, database or "postgres"), "-c", sql]
     else:
         argv = [*engines.mysql_client_argv(connection, database), "-e", sql]
-    return run_capture(argv, env, scrub, failure="RestoreFailed")
+    return run_capture(argv, env, scrub, failure=Reason.RESTORE_FAILED)
 
 
 def await_server(engine: Engine, connection: Connection, scrub: Scrubber, seconds: float) -> None:
@@ -62,7 +62,7 @@ def await_server(engine: Engine, connection: Connection, scrub: Scrubber, second
         except RunnerError as error:
             if time.monotonic() > deadline:
                 raise RunnerError(
-                    "Unreachable",
+                    Reason.UNREACHABLE,
                     f"the scratch server at {connection.host}:{connection.port} did not answer within "
                     f"{seconds:g}s: {error.message}",
                 ) from None
@@ -77,7 +77,7 @@ def ensure_encrypted(engine: Engine, connection: Connection, scrub: Scrubber) ->
     argv = [*engines.mysql_client_argv(connection), "-e", engines.MYSQL_TLS_QUERY]
     if not engines.mysql_session_encrypted(run_capture(argv, engines.child_env(engine, connection), scrub)):
         raise RunnerError(
-            "TlsFailed", f"tls mode require: the server at {connection.host}:{connection.port} offers no TLS"
+            Reason.TLS_FAILED, f"tls mode require: the server at {connection.host}:{connection.port} offers no TLS"
         )
 
 

@@ -41,7 +41,7 @@ from runner import admin, engines
 from runner.compression import Compression, Sink, Stage, compressor
 from runner.crypto import Encryptor
 from runner.engines import Connection, Engine
-from runner.errors import RunnerError, Scrubber
+from runner.errors import Reason, RunnerError, Scrubber
 from runner.layout import CUSTOM, SQL, TAR, Stored, extension, member_name
 from runner.manifest import ENCRYPTION_AES, ENCRYPTION_NONE, Manifest, Member, Owner
 from runner.naming import BackupName, orphan_manifests, parse_backup_name, retention_plan
@@ -204,7 +204,7 @@ def kind_of(engine: Engine, target: Target) -> str:
 def resolve_target(options: RunOptions, scrub: Scrubber) -> Target:
     want_all = ALL in options.databases
     if want_all and len(options.databases) > 1:
-        raise RunnerError("InvalidArguments", "--database all backs up every database: give it alone")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--database all backs up every database: give it alone")
     env = engines.child_env(options.engine, options.connection)
     # One query round trip per engine (the version and the databases together), the dump tool's --version
     # meanwhile: this is fixed overhead on every run.
@@ -224,13 +224,13 @@ def resolve_target(options: RunOptions, scrub: Scrubber) -> Target:
             present = sorted(n for n in names if n not in engines.MYSQL_SYSTEM_SCHEMAS) if want_all else names
     if want_all:
         if not present:
-            raise RunnerError("DatabaseNotFound", "--database all: the server has no database to back up")
+            raise RunnerError(Reason.DATABASE_NOT_FOUND, "--database all: the server has no database to back up")
         databases = present
     else:
         databases = list(dict.fromkeys(options.databases))  # repeated names once, order kept
         missing = [d for d in databases if d not in present]
         if missing:
-            raise RunnerError("DatabaseNotFound", f"no database {', '.join(map(repr, missing))} on the server")
+            raise RunnerError(Reason.DATABASE_NOT_FOUND, f"no database {', '.join(map(repr, missing))} on the server")
     globals_ = want_all and options.engine is Engine.POSTGRESQL
     if options.engine is Engine.POSTGRESQL:
         check_client_version(version.strip(), tool_version.text)
@@ -250,7 +250,7 @@ def check_client_version(server: str, tool: str) -> None:
     ours, theirs = int(tool_major.group(1)), int(server_major.group(1))
     if theirs > ours:
         raise RunnerError(
-            "ClientTooOld",
+            Reason.CLIENT_TOO_OLD,
             f"server {theirs} is newer than pg_dump {ours}; use an image with PostgreSQL {theirs}+ clients "
             f"(server version: {server}; pg_dump version: {tool.removeprefix('pg_dump (PostgreSQL) ')})",
         )
@@ -268,7 +268,7 @@ class _ToolVersion:
         try:
             self._process = subprocess.Popen([self._tool, "--version"], stdout=subprocess.PIPE, text=True)
         except OSError as error:
-            raise RunnerError("DumpFailed", f"cannot run {self._tool}: {error.strerror}") from None
+            raise RunnerError(Reason.DUMP_FAILED, f"cannot run {self._tool}: {error.strerror}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -437,7 +437,7 @@ def _delete(folder: Path, plan: list[str], event: str, **context: object) -> Non
         except FileNotFoundError:
             continue  # another run pruned it first
         except OSError as error:
-            raise RunnerError("StorageError", f"retention could not delete {name}: {error.strerror}") from None
+            raise RunnerError(Reason.STORAGE_ERROR, f"retention could not delete {name}: {error.strerror}") from None
         log.info(event, file=name, **context)
 
 

@@ -13,7 +13,7 @@ the prefix, and checks each again as it is stored now:
 It only reads: it deletes and writes nothing, whatever it finds, so a Job that runs it can mount the backups
 read-only.
 
-The result is one JSON line: {"status": "Verified" | "VerifyFailed", "location", "checked": [{"file", "time",
+The result is one JSON line: {"status": "Verified" | Reason.VERIFY_FAILED, "location", "checked": [{"file", "time",
 "result": "Passed" | "Failed", "reason", "message", "sha256"}], "start", "end", "duration"}, newest first. A failed
 check exits 1 with that same line, so the reconciler reads the reason per backup from the termination message.
 No backup of this owner yet is no failure: "checked" is empty.
@@ -32,7 +32,7 @@ import structlog
 from runner import admin
 from runner.backup import utc_iso
 from runner.engines import Connection, Engine
-from runner.errors import RunnerError, Scrubber, one_line
+from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.layout import Stored
 from runner.listing import Found, manifests_in_folder, manifests_in_s3
 from runner.objectstore import S3Location
@@ -81,7 +81,7 @@ def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: 
     ended = datetime.now(UTC)
     log.info("check done", location=options.location, checked=len(checked), failed=len(failed))
     return {
-        "status": "VerifyFailed" if failed else "Verified",
+        "status": Reason.VERIFY_FAILED if failed else "Verified",
         "location": options.location,
         "checked": checked,
         "start": utc_iso(started),
@@ -101,7 +101,7 @@ def _check_one(
     manifest = found.manifest
     report: dict[str, Any] = {"file": found.where, "time": manifest.start}
     if not found.present:
-        reason, message = "BackupMissing", f"{found.where} is gone; its manifest remains"
+        reason, message = Reason.BACKUP_MISSING, f"{found.where} is gone; its manifest remains"
         log.warning("backup missing", file=found.where)
         return {**report, "result": "Failed", "reason": reason, "message": message}
     source: Path | Stored
@@ -120,7 +120,7 @@ def _check_one(
             scratch_server=True,
         )
     except RunnerError as error:
-        if error.reason in ("Interrupted", "Timeout"):
+        if error.reason in (Reason.INTERRUPTED, Reason.TIMEOUT):
             raise  # the check did not finish: no verdict on this backup
         log.warning("backup check failed", file=found.where, reason=error.reason)
         message = one_line(scrub(error.message), MAX_REASON_MESSAGE)

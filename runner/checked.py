@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from runner.compression import Source
-from runner.errors import RunnerError
+from runner.errors import Reason, RunnerError
 from runner.layout import SET, Stored
 from runner.manifest import Manifest
 
@@ -125,6 +125,6 @@ class Checked:
 def expect(what: str, found: Digest, checked: Digest | None) -> None:
     """VerifyFailed, naming `what`, when the bytes read are not the bytes that were checked."""
     if checked is None:
-        raise RunnerError("VerifyFailed", f"{what} was not part of the backup as it was checked")
+        raise RunnerError(Reason.VERIFY_FAILED, f"{what} was not part of the backup as it was checked")
     if found != checked:
-        raise RunnerError("VerifyFailed", f"{what} changed after it was checked: read {found}, checked {checked}")
+        raise RunnerError(Reason.VERIFY_FAILED, f"{what} changed after it was checked: read {found}, checked {checked}")

@@ -20,7 +20,7 @@ from typing import Final, Protocol
 
 import zstandard
 
-from runner.errors import RunnerError
+from runner.errors import Reason, RunnerError
 
 __all__ = ["Compression", "compressor", "decompressor"]
 
@@ -120,16 +120,16 @@ class _ZstdReader:
         if not data:
             self._eof = True
             if not self._engine.eof:
-                raise RunnerError("VerifyFailed", "the zstd stream is cut short (no end of frame)")
+                raise RunnerError(Reason.VERIFY_FAILED, "the zstd stream is cut short (no end of frame)")
             return b""
         if self._engine.eof:
-            raise RunnerError("VerifyFailed", "unexpected data after the end of the zstd stream")
+            raise RunnerError(Reason.VERIFY_FAILED, "unexpected data after the end of the zstd stream")
         try:
             out = bytes(self._engine.decompress(data))
         except zstandard.ZstdError as error:
-            raise RunnerError("VerifyFailed", f"the zstd stream is corrupt: {error}") from None
+            raise RunnerError(Reason.VERIFY_FAILED, f"the zstd stream is corrupt: {error}") from None
         if self._engine.eof and self._engine.unused_data:
-            raise RunnerError("VerifyFailed", "unexpected data after the end of the zstd stream")
+            raise RunnerError(Reason.VERIFY_FAILED, "unexpected data after the end of the zstd stream")
         return out
 
 
@@ -142,9 +142,9 @@ class _GzipReader:
             data: bytes = self._file.read(size)
             return data
         except EOFError:
-            raise RunnerError("VerifyFailed", "the gzip stream is cut short (no trailer)") from None
+            raise RunnerError(Reason.VERIFY_FAILED, "the gzip stream is cut short (no trailer)") from None
         except (OSError, zlib.error) as error:
-            raise RunnerError("VerifyFailed", f"the gzip stream is corrupt: {error}") from None
+            raise RunnerError(Reason.VERIFY_FAILED, f"the gzip stream is corrupt: {error}") from None
 
 
 def decompressor(compression: Compression, source: Source) -> Source:

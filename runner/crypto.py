@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from runner.errors import RunnerError
+from runner.errors import Reason, RunnerError
 
 __all__ = ["HEADER_SIZE", "MAGIC", "Decryptor", "Encryptor", "is_encrypted", "load_key"]
 
@@ -78,7 +78,7 @@ def load_key(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise RunnerError("InvalidArguments", f"cannot read the key file {path}: {error.strerror}") from None
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"cannot read the key file {path}: {error.strerror}") from None
     if len(data) == KEY_SIZE:
         return data
     text = data.strip()
@@ -94,7 +94,7 @@ def load_key(path: Path) -> bytes:
     if len(decoded) == KEY_SIZE:
         return decoded
     raise RunnerError(
-        "InvalidArguments",
+        Reason.INVALID_ARGUMENTS,
         f"the key file {path} must hold a 32-byte key: 32 raw bytes, 64 hex digits or base64 "
         f"(it holds {len(data)} bytes)",
     )
@@ -161,14 +161,16 @@ class Decryptor:
         self._source = source
         header = _read_exactly(source, HEADER_SIZE)
         if len(header) < HEADER_SIZE or not header.startswith(MAGIC):
-            raise RunnerError("DecryptFailed", "not an encrypted backup (no DBBENC header)")
+            raise RunnerError(Reason.DECRYPT_FAILED, "not an encrypted backup (no DBBENC header)")
         _magic, version, algorithm, chunk_size, salt, check = _HEADER.unpack(header)
         if version != VERSION or algorithm != ALGORITHM:
-            raise RunnerError("DecryptFailed", f"unsupported encryption format {version}.{algorithm} (this is 1.1)")
+            raise RunnerError(
+                Reason.DECRYPT_FAILED, f"unsupported encryption format {version}.{algorithm} (this is 1.1)"
+            )
         if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
-            raise RunnerError("DecryptFailed", f"corrupt encryption header (chunk size {chunk_size})")
+            raise RunnerError(Reason.DECRYPT_FAILED, f"corrupt encryption header (chunk size {chunk_size})")
         if len(key) != KEY_SIZE or not hmac.compare_digest(check, _key_check(key, salt)):
-            raise RunnerError("DecryptFailed", "wrong key: this backup was encrypted with a different key")
+            raise RunnerError(Reason.DECRYPT_FAILED, "wrong key: this backup was encrypted with a different key")
         self._header = header
         self._aead = AESGCM(_derive(key, salt, b"dbb-backup v1 chunk key"))
         self._record = chunk_size + TAG_SIZE
@@ -196,13 +198,13 @@ class Decryptor:
         last = len(data) <= self._record
         record, self._ahead = (data, b"") if last else (data[: self._record], data[self._record :])
         if len(record) < TAG_SIZE:
-            raise RunnerError("DecryptFailed", "the encrypted file is cut short")
+            raise RunnerError(Reason.DECRYPT_FAILED, "the encrypted file is cut short")
         try:
             plain = self._aead.decrypt(_nonce(self._index, last), record, self._header)
         except InvalidTag:
             problem = "is cut short or was altered" if last else "was altered"
             raise RunnerError(
-                "DecryptFailed", f"chunk {self._index} failed authentication: the file {problem}"
+                Reason.DECRYPT_FAILED, f"chunk {self._index} failed authentication: the file {problem}"
             ) from None
         self._index += 1
         self._done = last

@@ -76,7 +76,7 @@ from enum import StrEnum
 from typing import Final
 
 from runner.compression import Compression
-from runner.errors import RunnerError
+from runner.errors import Reason, RunnerError
 
 __all__ = [
     "MYSQL_SYSTEM_SCHEMAS",
@@ -199,7 +199,7 @@ def check_client_support(engine: Engine, tls: Tls, version: int | None = None) -
     if version is None or version < LIBPQ_REQUIRE_AUTH:
         found = "none found" if version is None else f"this one is {version // 10000}.{version % 10000}"
         raise RunnerError(
-            "ClientTooOld",
+            Reason.CLIENT_TOO_OLD,
             f"--require-scram needs libpq 16 or newer, the first to know require_auth; {found}",
         )
 
@@ -384,22 +384,24 @@ _TLS = re.compile(
 )
 
 
-def classify_failure(stderr: str) -> str:
+def classify_failure(stderr: str) -> Reason:
     """The reason for a tool's failure, read from its stderr (both engines' client messages are stable)."""
     if _SCRAM_REQUIRED.search(stderr):
-        return "ScramRequired"
+        return Reason.SCRAM_REQUIRED
     if _TLS.search(stderr):
-        return "TlsFailed"
+        return Reason.TLS_FAILED
     if _AUTH.search(stderr):
-        return "AuthenticationFailed"
+        return Reason.AUTHENTICATION_FAILED
     if _UNREACHABLE.search(stderr):
-        return "Unreachable"
+        return Reason.UNREACHABLE
     if _NO_DATABASE.search(stderr):
-        return "DatabaseNotFound"
+        return Reason.DATABASE_NOT_FOUND
     if _CLIENT_TOO_OLD.search(stderr):
-        return "ClientTooOld"
-    return "DumpFailed"
+        return Reason.CLIENT_TOO_OLD
+    return Reason.DUMP_FAILED
 
 
 def unknown_engine(value: str) -> RunnerError:
-    return RunnerError("InvalidArguments", f"unknown engine {value!r}: use postgresql or mysql (MariaDB is mysql)")
+    return RunnerError(
+        Reason.INVALID_ARGUMENTS, f"unknown engine {value!r}: use postgresql or mysql (MariaDB is mysql)"
+    )

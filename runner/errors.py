@@ -1,7 +1,8 @@
 """Why a run failed, as the reconciler reports it, and the scrubbing that keeps secrets out of every message.
 
-Every failure the runner can explain is a `RunnerError` with a `reason` (a CamelCase word the reconciler copies to
-`status.lastFailure.reason`) and a one-line `message`. Reasons:
+Every failure the runner can explain is a `RunnerError` with a `reason` (a `Reason`: the CamelCase word the reconciler
+copies to `status.lastFailure.reason`) and a one-line `message`. Reasons (tests/unit/test_runner_reasons.py holds this
+table and the enum together):
 
 | reason | when |
 |---|---|
@@ -25,24 +26,52 @@ Every failure the runner can explain is a `RunnerError` with a `reason` (a Camel
 | `RestoreFailed` | the restore tool failed |
 | `QueryFailed` | a `verify.queries` query failed: its name, SQLSTATE and condition, never the server's message |
 | `UnsafeQueryRole` | the queries' role (QUERY_USER) can do more than read; the message says what; nothing was dumped |
+| `InternalError` | a bug: an exception the runner did not expect; its type and message, scrubbed |
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Final
 from urllib.parse import quote
 
-__all__ = ["RunnerError", "Scrubber", "one_line"]
+__all__ = ["Reason", "RunnerError", "Scrubber", "one_line"]
 
 REDACTED: Final = "[REDACTED]"
 # Tool stderr can be long (a failing pg_restore lists every error); the termination message has 4096 bytes in all.
 MAX_MESSAGE: Final = 1500
 
 
+class Reason(StrEnum):
+    """Why a run failed: the table above, one member each."""
+
+    INVALID_ARGUMENTS = "InvalidArguments"
+    AUTHENTICATION_FAILED = "AuthenticationFailed"
+    TLS_FAILED = "TlsFailed"
+    SCRAM_REQUIRED = "ScramRequired"
+    UNREACHABLE = "Unreachable"
+    DATABASE_NOT_FOUND = "DatabaseNotFound"
+    CLIENT_TOO_OLD = "ClientTooOld"
+    DUMP_FAILED = "DumpFailed"
+    TIMEOUT = "Timeout"
+    DISK_FULL = "DiskFull"
+    STORAGE_ERROR = "StorageError"
+    INTERRUPTED = "Interrupted"
+    VERIFY_FAILED = "VerifyFailed"
+    BACKUP_MISSING = "BackupMissing"
+    DECRYPT_FAILED = "DecryptFailed"
+    TARGET_EXISTS = "TargetExists"
+    FOREIGN_BACKUP = "ForeignBackup"
+    RESTORE_FAILED = "RestoreFailed"
+    QUERY_FAILED = "QueryFailed"
+    UNSAFE_QUERY_ROLE = "UnsafeQueryRole"
+    INTERNAL_ERROR = "InternalError"
+
+
 class RunnerError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message

@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote
 from runner.compression import Compression, Source, decompressor
 from runner.crypto import Decryptor
 from runner.engines import Engine
-from runner.errors import RunnerError
+from runner.errors import Reason, RunnerError
 from runner.manifest import Member
 from runner.naming import ENCRYPTED_SUFFIX
 
@@ -86,7 +86,7 @@ def parse_layout(path: Path) -> Layout:
             found = _BY_EXTENSION[ext]
             return Layout(found.engine, found.kind, found.outer, encrypted)
     known = ", ".join(_BY_EXTENSION)
-    raise RunnerError("InvalidArguments", f"{name}: not a backup file name (expected one of {known}, then .enc)")
+    raise RunnerError(Reason.INVALID_ARGUMENTS, f"{name}: not a backup file name (expected one of {known}, then .enc)")
 
 
 def member_name(database: str | None, compression: Compression, *, sql: bool = False) -> str:
@@ -111,7 +111,7 @@ def parse_member(name: str) -> tuple[str | None, Compression]:
             return unquote(base.removesuffix(".dump.zst")), Compression.ZSTD
         if base.endswith(".dump"):
             return unquote(base.removesuffix(".dump")), Compression.NONE
-    raise RunnerError("VerifyFailed", f"unexpected member {name!r} in the tar")
+    raise RunnerError(Reason.VERIFY_FAILED, f"unexpected member {name!r} in the tar")
 
 
 class Stored(Protocol):
@@ -152,7 +152,7 @@ class LocalFile:
         try:
             file = self.path.open("rb")
         except OSError as error:
-            raise RunnerError("InvalidArguments", f"cannot open {self.path}: {error.strerror}") from None
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"cannot open {self.path}: {error.strerror}") from None
         with file:
             yield _FileSource(file)
 
@@ -169,7 +169,7 @@ def open_payload(where: Path | Stored, layout: Layout, key: bytes | None) -> Ite
     """The decoded payload of a backup as a stream: decrypted and decompressed on the fly."""
     backup = stored(where)
     if layout.encrypted and key is None:
-        raise RunnerError("InvalidArguments", f"{backup.name} is encrypted: give the key file (--key-file)")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"{backup.name} is encrypted: give the key file (--key-file)")
     with backup.open() as source:
         if layout.encrypted:
             assert key is not None
@@ -187,7 +187,7 @@ class Part:
 
 
 def members(
-    where: Path | Stored, layout: Layout, key: bytes | None, listed: list[Member] | None, failure: str
+    where: Path | Stored, layout: Layout, key: bytes | None, listed: list[Member] | None, failure: Reason
 ) -> Generator[Part]:
     """Each member of a tar or a set, decoded, in the order stored: a tar as one stream, a set member by member in
     the order its manifest lists them (`listed`; a set without its manifest has no members anyone can name). A
@@ -206,7 +206,7 @@ def members(
             yield Part(member.name, database, stream)
 
 
-def _tar_members(where: Path | Stored, layout: Layout, key: bytes | None, failure: str) -> Generator[Part]:
+def _tar_members(where: Path | Stored, layout: Layout, key: bytes | None, failure: Reason) -> Generator[Part]:
     with open_payload(where, layout, key) as payload:
         try:
             with tarfile.open(fileobj=payload, mode="r|") as tar:  # type: ignore[call-overload]
@@ -223,7 +223,7 @@ def _tar_members(where: Path | Stored, layout: Layout, key: bytes | None, failur
 class _TarGuard:
     """A tar member's stream whose damage (a tar cut short) reads as RunnerError, like the tar's own."""
 
-    def __init__(self, stream: BinaryIO, failure: str) -> None:
+    def __init__(self, stream: BinaryIO, failure: Reason) -> None:
         self._stream, self._failure = stream, failure
 
     def read(self, size: int = -1) -> bytes:

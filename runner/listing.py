@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from runner.errors import RunnerError
+from runner.errors import Reason, RunnerError
 from runner.manifest import Manifest
 from runner.naming import MANIFEST_SUFFIX
 from runner.objectstore import S3Location, list_keys
@@ -58,7 +58,7 @@ def manifests_in_folder(folder: Path) -> list[Found]:
     try:
         names = {p.name for p in folder.iterdir()}
     except OSError as error:
-        raise RunnerError("InvalidArguments", f"cannot list {folder}: {error.strerror}") from None
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"cannot list {folder}: {error.strerror}") from None
     found = []
     for name in sorted(names):
         if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):

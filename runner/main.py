@@ -32,7 +32,7 @@ from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
 from runner.crypto import Decryptor, load_key
 from runner.engines import Connection, Engine, Tls, TlsMode, check_client_support, password_from_env
-from runner.errors import RunnerError, Scrubber, one_line
+from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.layout import parse_layout
 from runner.listing import list_folder, list_s3
 from runner.logs import configure_logging
@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(error, args, scrub, started, clock)
     except Exception as error:  # a bug: still one scrubbed line and a failure the reconciler can show
         log.exception("unexpected error")
-        return _fail(RunnerError("InternalError", f"{type(error).__name__}: {error}"), args, scrub, started, clock)
+        return _fail(
+            RunnerError(Reason.INTERNAL_ERROR, f"{type(error).__name__}: {error}"), args, scrub, started, clock
+        )
     finally:
         deadline.cancel()
         for sig, old in previous.items():
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(line)
     sys.stdout.flush()
     write_termination_log(getattr(args, "termination_log", None), line)
-    if result.get("status") == "VerifyFailed":  # a check that found damage: the line above says where
+    if result.get("status") == Reason.VERIFY_FAILED:  # a check that found damage: the line above says where
         print(f"dbb-backup: VerifyFailed: {_failed_files(result)}", file=sys.stderr)
         return 1
     return 0
@@ -275,7 +277,7 @@ def _failed_files(result: dict[str, Any]) -> str:
 def _interrupted(signum: int, _frame: FrameType | None) -> NoReturn:
     # Raised in the main thread wherever it is; every `with` on the way out kills our tools and removes the
     # temporary file, so a Job stopped by its deadline (SIGTERM) leaves nothing half-written.
-    raise RunnerError("Interrupted", f"stopped by {signal.Signals(signum).name}")
+    raise RunnerError(Reason.INTERRUPTED, f"stopped by {signal.Signals(signum).name}")
 
 
 def _fail(error: RunnerError, args: argparse.Namespace, scrub: Scrubber, started: datetime, clock: float) -> int:
@@ -296,7 +298,7 @@ def _connection(
     host = args.host or defaults.get("host")
     user = args.user or os.environ.get(USER_VARIABLE) or defaults.get("user")
     if not host or not user:
-        raise RunnerError("InvalidArguments", f"--host and --user (or {USER_VARIABLE}) are needed")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--host and --user (or {USER_VARIABLE}) are needed")
     port = args.port or defaults.get("port") or DEFAULT_PORTS[engine]
     tls = _tls(args, engine)
     connection = Connection(host, int(port), user, password_from_env(os.environ, engine), tls)
@@ -310,11 +312,11 @@ def _tls(args: argparse.Namespace, engine: Engine) -> Tls:
     mode = TlsMode(args.tls_mode) if args.tls_mode else None
     ca: Path | None = args.tls_ca_file
     if (mode is TlsMode.VERIFY_FULL) != (ca is not None):
-        raise RunnerError("InvalidArguments", "--tls-mode verify-full and --tls-ca-file go together")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--tls-mode verify-full and --tls-ca-file go together")
     if ca is not None and not os.access(ca, os.R_OK):
-        raise RunnerError("InvalidArguments", f"--tls-ca-file {ca} cannot be read")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--tls-ca-file {ca} cannot be read")
     if args.require_scram and engine is not Engine.POSTGRESQL:
-        raise RunnerError("InvalidArguments", "--require-scram is for postgresql only")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--require-scram is for postgresql only")
     tls = Tls(mode, str(ca) if ca is not None else None, args.require_scram)
     check_client_support(engine, tls)
     return tls
@@ -325,7 +327,7 @@ def _owner(owner: str | None, uid: str | None) -> Owner | None:
         return None
     namespace, _, name = (owner or "").partition("/")
     if not namespace or not name or not uid:
-        raise RunnerError("InvalidArguments", "--owner NAMESPACE/NAME and --owner-uid go together")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--owner NAMESPACE/NAME and --owner-uid go together")
     return Owner(namespace, name, uid)
 
 
@@ -339,23 +341,23 @@ def _ensure_folder(folder: Path) -> None:
     try:
         folder.mkdir(mode=0o750, parents=True, exist_ok=True)
     except FileExistsError:
-        raise RunnerError("StorageError", f"--output-dir {folder} exists and is not a folder") from None
+        raise RunnerError(Reason.STORAGE_ERROR, f"--output-dir {folder} exists and is not a folder") from None
     except OSError as error:
-        raise RunnerError("StorageError", f"--output-dir {folder} cannot be created: {error.strerror}") from None
+        raise RunnerError(Reason.STORAGE_ERROR, f"--output-dir {folder} cannot be created: {error.strerror}") from None
 
 
 def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     engine = Engine(args.engine)
     name = args.name or args.database[0]
     if name == ALL and not args.name:
-        raise RunnerError("InvalidArguments", "--database all needs --name for the file prefix")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--database all needs --name for the file prefix")
     if problem := validate_prefix(name):
-        raise RunnerError("InvalidArguments", f"--name {name!r} {problem}")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {name!r} {problem}")
     if args.restore_test and not args.verify:
-        raise RunnerError("InvalidArguments", "--restore-test is part of --verify: give both")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--restore-test is part of --verify: give both")
     for database in args.database:
         if problem := database_problem(database):
-            raise RunnerError("InvalidArguments", f"--database: the name {database!r} {problem}")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"--database: the name {database!r} {problem}")
     owner = _owner(args.owner, args.owner_uid)
     queries = parse_queries(args.queries) if args.queries else []
     query_role = credential_from_env(os.environ)
@@ -405,9 +407,9 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
     if isinstance(source, Path):
         manifest = read_manifest(source)
         if manifest.file != source.name:
-            raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {source.name}")
+            raise RunnerError(Reason.VERIFY_FAILED, f"the manifest describes {manifest.file}, not {source.name}")
     elif manifest is None:
-        raise RunnerError("VerifyFailed", f"no manifest {args.file}{MANIFEST_SUFFIX} beside the backup")
+        raise RunnerError(Reason.VERIFY_FAILED, f"no manifest {args.file}{MANIFEST_SUFFIX} beside the backup")
     connection = None
     if args.restore_test:
         engine = Engine(manifest.engine)
@@ -439,19 +441,19 @@ def _run_scratch(args: argparse.Namespace) -> Connection | None:
     if args.scratch_port is None:
         return None
     if not args.restore_test or not args.scratch_user:
-        raise RunnerError("InvalidArguments", "--scratch-port is for --restore-test, and needs --scratch-user")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--scratch-port is for --restore-test, and needs --scratch-user")
     password = os.environ.get("SCRATCH_PASSWORD", "")
     return Connection(args.scratch_host, args.scratch_port, args.scratch_user, password, Tls(TlsMode.DISABLE))
 
 
 def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if args.backups > MAX_BACKUPS:
-        raise RunnerError("InvalidArguments", f"--backups {args.backups}: at most {MAX_BACKUPS}")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--backups {args.backups}: at most {MAX_BACKUPS}")
     client = s3_client(S3Settings(path_style=args.s3_path_style)) if args.location.startswith("s3://") else None
     scratch = None
     if args.restore_test:
         if not args.scratch_port or not args.scratch_user:
-            raise RunnerError("InvalidArguments", "--restore-test needs --scratch-port and --scratch-user")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, "--restore-test needs --scratch-port and --scratch-user")
         password = os.environ.get("DB_PASSWORD", "")  # the scratch server's own, set by the Job
         scratch = Connection(args.scratch_host, args.scratch_port, args.scratch_user, password, Tls(TlsMode.DISABLE))
     options = CheckOptions(args.location, args.owner_uid, args.backups, _key(args.key_file), scratch, args.scratch_wait)
@@ -465,7 +467,7 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
     if args.owner is not None:
         namespace, _, name = args.owner.partition("/")
         if not namespace or not name:
-            raise RunnerError("InvalidArguments", f"--owner {args.owner!r}: give NAMESPACE/NAME")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"--owner {args.owner!r}: give NAMESPACE/NAME")
         owner = (namespace, name)
     options = RestoreOptions(
         _connection(args, engine, scrub),
@@ -488,7 +490,7 @@ def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
     try:
         source = args.file.open("rb")
     except OSError as error:
-        raise RunnerError("InvalidArguments", f"cannot open {args.file}: {error.strerror}") from None
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"cannot open {args.file}: {error.strerror}") from None
     with source:
         decryptor = Decryptor(key, source)
         target = args.output.resolve()

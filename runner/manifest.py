@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from runner.errors import RunnerError
+from runner.errors import Reason, RunnerError
 from runner.naming import MANIFEST_SUFFIX
 
 __all__ = [
@@ -247,6 +247,6 @@ def read_manifest(backup: Path) -> Manifest:
     try:
         return Manifest.from_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RunnerError("VerifyFailed", f"no manifest {path.name} beside the backup") from None
+        raise RunnerError(Reason.VERIFY_FAILED, f"no manifest {path.name} beside the backup") from None
     except (OSError, ValueError) as error:
-        raise RunnerError("VerifyFailed", f"unreadable manifest {path.name}: {error}") from None
+        raise RunnerError(Reason.VERIFY_FAILED, f"unreadable manifest {path.name}: {error}") from None

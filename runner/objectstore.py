@@ -36,7 +36,7 @@ from typing import Any, Final, Self
 import structlog
 from botocore.exceptions import SSLError
 
-from runner.errors import RunnerError
+from runner.errors import Reason, RunnerError
 
 __all__ = [
     "IN_FLIGHT",
@@ -68,13 +68,13 @@ class S3Location:
     @classmethod
     def parse(cls, url: str) -> S3Location:
         if not url.startswith("s3://"):
-            raise RunnerError("InvalidArguments", f"{url!r} is not an s3://bucket/prefix URL")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"{url!r} is not an s3://bucket/prefix URL")
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
-            raise RunnerError("InvalidArguments", f"{url!r} names no bucket")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"{url!r} names no bucket")
         prefix = prefix.strip("/")
         if ".." in prefix.split("/"):
-            raise RunnerError("InvalidArguments", f"{url!r}: the prefix must not contain '..'")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"{url!r}: the prefix must not contain '..'")
         return cls(bucket, prefix)
 
     def key(self, name: str) -> str:
@@ -94,9 +94,11 @@ def check_bucket(client: Any, bucket: str) -> None:
         code = error_code(error)
         endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
         if code in ("404", "NoSuchBucket"):
-            raise RunnerError("StorageError", f"s3://{bucket} at {endpoint}: NoSuchBucket: no such bucket") from None
+            raise RunnerError(
+                Reason.STORAGE_ERROR, f"s3://{bucket} at {endpoint}: NoSuchBucket: no such bucket"
+            ) from None
         if code in ("403", "AccessDenied"):
-            raise RunnerError("AuthenticationFailed", f"s3://{bucket} at {endpoint}: access denied") from None
+            raise RunnerError(Reason.AUTHENTICATION_FAILED, f"s3://{bucket} at {endpoint}: access denied") from None
         raise storage_error(error, f"s3://{bucket}", endpoint) from None
 
 
@@ -124,10 +126,10 @@ def storage_error(error: Exception, where: str, endpoint: str | None = None) -> 
     if isinstance(response, dict):
         details = response.get("Error") or {}
         code, message = details.get("Code", "?"), details.get("Message", "")
-        reason = "AuthenticationFailed" if code in _AUTH_CODES else "StorageError"
+        reason = Reason.AUTHENTICATION_FAILED if code in _AUTH_CODES else Reason.STORAGE_ERROR
         return RunnerError(reason, f"{where}{at}: {code}{': ' + message if message else ''}")
     # A certificate that AWS_CA_BUNDLE (or the system's CAs) does not vouch for: as for a database, TlsFailed.
-    reason = "TlsFailed" if isinstance(error, SSLError) else "StorageError"
+    reason = Reason.TLS_FAILED if isinstance(error, SSLError) else Reason.STORAGE_ERROR
     return RunnerError(reason, f"{where}{at}: {type(error).__name__}: {error}")
 
 
@@ -215,7 +217,7 @@ class MultipartUpload:
     def _send(self, data: bytes) -> None:
         number = len(self._parts) + len(self._pending) + 1
         if number > MAX_PARTS:
-            raise RunnerError("StorageError", f"{self.where}: more than {MAX_PARTS} parts; raise the part size")
+            raise RunnerError(Reason.STORAGE_ERROR, f"{self.where}: more than {MAX_PARTS} parts; raise the part size")
         while len(self._pending) >= self._in_flight:
             self._collect(wait_for_all=False)
         self._pending.add(self._pool.submit(self._upload_part, number, data))

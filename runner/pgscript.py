@@ -38,7 +38,7 @@ import structlog
 
 from runner import engines
 from runner.engines import Connection, Engine
-from runner.errors import Scrubber
+from runner.errors import Reason, Scrubber
 from runner.process import Deadline, Tool
 
 __all__ = ["NEW_SETTINGS", "PreambleFilter", "ScriptRestore", "unknown_settings"]
@@ -133,7 +133,7 @@ class ScriptRestore:
         deadline: Deadline,
         *,
         no_owner: bool = False,
-        failure: str = "RestoreFailed",
+        failure: Reason = Reason.RESTORE_FAILED,
         before_commit: Callable[[], None] | None = None,
     ) -> None:
         """`before_commit`: the last word on the COMMIT, asked after the whole archive went through; if it raises,

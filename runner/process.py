@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Final, Protocol, Self
 
 from runner.engines import classify_failure
-from runner.errors import RunnerError, Scrubber, one_line
+from runner.errors import Reason, RunnerError, Scrubber, one_line
 
 __all__ = ["Deadline", "Stoppable", "Tool", "run_capture"]
 
@@ -69,7 +69,7 @@ class Deadline:
             raise self.error()
 
     def error(self) -> RunnerError:
-        return RunnerError("Timeout", f"the run did not finish within --timeout {self.seconds:g}s and was stopped")
+        return RunnerError(Reason.TIMEOUT, f"the run did not finish within --timeout {self.seconds:g}s and was stopped")
 
     def cancel(self) -> None:
         if self._timer:
@@ -91,7 +91,7 @@ class Tool:
         stdin: str | IO[bytes] | None = None,
         stdout: str | IO[bytes] | None = "pipe",
         deadline: Deadline | None = None,
-        failure: str = "DumpFailed",
+        failure: Reason = Reason.DUMP_FAILED,
     ) -> None:
         self.name = Path(argv[0]).name
         self._argv = list(argv)
@@ -183,7 +183,7 @@ class Tool:
         stderr = self.stderr()
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
         reason = classify_failure(stderr)
-        reason = self._failure if reason == "DumpFailed" else reason
+        reason = self._failure if reason == Reason.DUMP_FAILED else reason
         raise RunnerError(reason, f"{self.name} {how}" + (f": {stderr}" if stderr else ""))
 
     def stderr(self) -> str:
@@ -223,7 +223,7 @@ def run_capture(
     *,
     stdin: bytes = b"",
     timeout: float = 60.0,
-    failure: str = "DumpFailed",
+    failure: Reason = Reason.DUMP_FAILED,
 ) -> str:
     """Runs a short command (a query) and returns its stdout; failures become a RunnerError as for a Tool."""
     name = Path(argv[0]).name
@@ -232,12 +232,12 @@ def run_capture(
             list(argv), input=stdin, capture_output=True, env=dict(env), timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        raise RunnerError("Timeout", f"{name} did not answer within {timeout:g}s") from None
+        raise RunnerError(Reason.TIMEOUT, f"{name} did not answer within {timeout:g}s") from None
     except OSError as error:
         raise RunnerError(failure, f"cannot run {name}: {error.strerror}") from None
     if result.returncode != 0:
         stderr = one_line(scrub(result.stderr.decode("utf-8", errors="replace")))
         reason = classify_failure(stderr)
-        reason = failure if reason == "DumpFailed" else reason
+        reason = failure if reason == Reason.DUMP_FAILED else reason
         raise RunnerError(reason, f"{name} exited with {result.returncode}" + (f": {stderr}" if stderr else ""))
     return result.stdout.decode("utf-8", errors="replace")

@@ -54,7 +54,7 @@ from typing import Any, Final
 import structlog
 
 from runner.engines import PG_LOCK_WAIT_TIMEOUT, Connection, Engine
-from runner.errors import RunnerError, Scrubber
+from runner.errors import Reason, RunnerError, Scrubber
 from runner.manifest import SHOWN_RESULT, QueryResult
 from runner.naming import database_problem
 from runner.process import Deadline
@@ -149,7 +149,7 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential | None:
 def require_credential(credential: Credential | None, what: str) -> Credential:
     if credential is None:
         raise RunnerError(
-            "InvalidArguments",
+            Reason.INVALID_ARGUMENTS,
             f"{what} need a read-only role of their own: give {QUERY_USER_VARIABLE} and {QUERY_PASSWORD_VARIABLE}",
         )
     return credential
@@ -160,22 +160,22 @@ def parse_queries(text: str) -> list[Query]:
     try:
         raw = json.loads(text)
     except ValueError as error:
-        raise RunnerError("InvalidArguments", f"--queries is not JSON: {error}") from None
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--queries is not JSON: {error}") from None
     if not isinstance(raw, list):
-        raise RunnerError("InvalidArguments", "--queries must be a JSON list of {name, database, sql}")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--queries must be a JSON list of {name, database, sql}")
     queries = []
     for index, item in enumerate(raw):
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item[k] for k in ("name", "sql")):
-            raise RunnerError("InvalidArguments", f"--queries[{index}] needs a name and an sql (strings)")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"--queries[{index}] needs a name and an sql (strings)")
         database = item.get("database")
         if not isinstance(database, str) or not database:
-            raise RunnerError("InvalidArguments", f"--queries[{index}] ({item['name']}): database is missing")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"--queries[{index}] ({item['name']}): database is missing")
         if problem := database_problem(database):
-            raise RunnerError("InvalidArguments", f"--queries[{index}] ({item['name']}): database {problem}")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"--queries[{index}] ({item['name']}): database {problem}")
         queries.append(Query(item["name"], database, item["sql"]))
     names = [q.name for q in queries]
     if len(set(names)) != len(names):
-        raise RunnerError("InvalidArguments", f"--queries: names repeat: {names}")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--queries: names repeat: {names}")
     return queries
 
 
@@ -239,13 +239,13 @@ def snapshots(
         return
     if engine is not Engine.POSTGRESQL:
         raise RunnerError(
-            "InvalidArguments",
+            Reason.INVALID_ARGUMENTS,
             "--queries needs PostgreSQL: mysqldump's snapshot cannot be shared, so a result recorded beside it "
             "could differ from the dump",
         )
     unknown = sorted({q.database for q in queries} - set(databases))
     if unknown:
-        raise RunnerError("InvalidArguments", f"--queries name databases this run does not back up: {unknown}")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--queries name databases this run does not back up: {unknown}")
     role = require_credential(credential, "--queries").on(connection)
     from runner.querysession import Session  # psycopg: only for runs with queries
 

@@ -32,7 +32,7 @@ from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
 from runner.engines import CONNECT_TIMEOUT_SECONDS, Connection, classify_failure, pg_tls_params
-from runner.errors import RunnerError, Scrubber, one_line
+from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.process import Deadline
 from runner.queries import (
     BEGIN,
@@ -77,7 +77,7 @@ class Session:
             pgconn.finish()
             reason = classify_failure(message)
             raise RunnerError(
-                "QueryFailed" if reason == "DumpFailed" else reason,
+                Reason.QUERY_FAILED if reason == Reason.DUMP_FAILED else reason,
                 f"the queries' role cannot connect to {self.database!r}: {message}",
             )
         self._pgconn = pgconn
@@ -114,7 +114,7 @@ class Session:
         remote = [(e[0] or b"").decode() for e in extensions]
         if found := role_problems(members, remote, self.database):
             raise RunnerError(
-                "UnsafeQueryRole",
+                Reason.UNSAFE_QUERY_ROLE,
                 f"the queries' role ({self.connection.user}) must only read, and it " + "; it ".join(found),
             )
 
@@ -124,7 +124,7 @@ class Session:
         rows = self.execute(f"{BEGIN}; SELECT pg_catalog.pg_export_snapshot()", "exporting a snapshot")[-1]
         snapshot = (rows[0][0] or b"").decode() if rows else ""
         if not _SNAPSHOT_ID.fullmatch(snapshot):
-            raise RunnerError("QueryFailed", f"exporting a snapshot of {self.database!r} gave no snapshot id")
+            raise RunnerError(Reason.QUERY_FAILED, f"exporting a snapshot of {self.database!r} gave no snapshot id")
         return snapshot
 
     def query(self, query: Query, *, snapshot: str | None = None) -> str:
@@ -169,14 +169,14 @@ class Session:
                 results.append(result)
         except psycopg.OperationalError:
             self._deadline.check()
-            raise RunnerError("QueryFailed", f"{what}: the session to {self.database!r} was lost") from None
+            raise RunnerError(Reason.QUERY_FAILED, f"{what}: the session to {self.database!r} was lost") from None
         for result in results:
             if result.status in _DONE:
                 continue
             self._deadline.check()  # a statement the deadline cancelled: Timeout, not its 57014
             if result.status in _COPY:
-                raise RunnerError("QueryFailed", f"{what} failed: a COPY is not a query whose result is kept")
-            raise RunnerError("QueryFailed", f"{what} failed: {condition(result)}")
+                raise RunnerError(Reason.QUERY_FAILED, f"{what} failed: a COPY is not a query whose result is kept")
+            raise RunnerError(Reason.QUERY_FAILED, f"{what} failed: {condition(result)}")
         return results
 
 

@@ -54,7 +54,7 @@ from runner import admin, engines
 from runner.checked import Checked, Digest, Hashing, Measured, expect
 from runner.compression import Source
 from runner.engines import Connection, Engine
-from runner.errors import RunnerError, Scrubber
+from runner.errors import Reason, RunnerError, Scrubber
 from runner.feeds import SqlRenamer, ToolFeed, feed_all
 from runner.layout import CUSTOM, SET, TAR, Layout, Part, Stored, members, open_payload, parse_layout, stored
 from runner.manifest import Manifest, manifest_path, read_manifest
@@ -90,12 +90,12 @@ def parse_targets(targets: tuple[str, ...]) -> tuple[str | None, dict[str, str]]
     plain = [t for t in targets if "=" not in t]
     pairs = dict(t.split("=", 1) for t in targets if "=" in t)
     if len(plain) > 1 or (plain and pairs):
-        raise RunnerError("InvalidArguments", "--database: give one TARGET, or SOURCE=TARGET pairs")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--database: give one TARGET, or SOURCE=TARGET pairs")
     if any(not s or not t for s, t in pairs.items()):
-        raise RunnerError("InvalidArguments", "--database SOURCE=TARGET: both names are needed")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--database SOURCE=TARGET: both names are needed")
     for name in [*plain, *pairs, *pairs.values()]:
         if problem := database_problem(name):
-            raise RunnerError("InvalidArguments", f"--database: the name {name!r} {problem}")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"--database: the name {name!r} {problem}")
     return (plain[0] if plain else None), pairs
 
 
@@ -118,9 +118,9 @@ def restore_backup(
     run = _Restore(layout, manifest, checked, source, options, scrub, deadline)
     if layout.kind in (TAR, SET):
         if plain is not None:
-            raise RunnerError("InvalidArguments", "this backup holds several databases: use SOURCE=TARGET")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, "this backup holds several databases: use SOURCE=TARGET")
         listed = manifest.members if manifest is not None else None
-        with closing(members(source, layout, key, listed, "RestoreFailed")) as parts:
+        with closing(members(source, layout, key, listed, Reason.RESTORE_FAILED)) as parts:
             restored = run.several(parts, pairs)
         if checked.whole is not None:  # a tar, whose members were each held to their own digest on the way
             expect(source.name, source.digest(), checked.whole)
@@ -150,17 +150,18 @@ def check_whole(
     refuse_foreign(name, manifest, options.owner)
     if manifest is not None:
         if manifest.file != name:
-            raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {name}")
+            raise RunnerError(Reason.VERIFY_FAILED, f"the manifest describes {manifest.file}, not {name}")
         report = verify_backup(path, key, scrub, deadline, manifest=manifest)
         assert report.checked is not None, "a verified backup has its digests"
         return manifest, report.checked
     if layout.kind == SET:
         raise RunnerError(
-            "InvalidArguments", f"no manifest {name}{MANIFEST_SUFFIX}: a set is read through it, it lists the members"
+            Reason.INVALID_ARGUMENTS,
+            f"no manifest {name}{MANIFEST_SUFFIX}: a set is read through it, it lists the members",
         )
     if not options.without_manifest:
         raise RunnerError(
-            "InvalidArguments",
+            Reason.INVALID_ARGUMENTS,
             f"no manifest {name}{MANIFEST_SUFFIX} beside {name}, so the backup cannot be checked whole before the "
             "restore: put it back, or give --without-manifest to restore after checking only its decryption and "
             "compression",
@@ -177,13 +178,16 @@ def refuse_foreign(name: str, manifest: Manifest | None, owner: tuple[str, str] 
         return
     wanted = "/".join(owner)
     if manifest is None:
-        raise RunnerError("ForeignBackup", f"{name} has no manifest: nothing shows it is a backup of {wanted}")
+        raise RunnerError(Reason.FOREIGN_BACKUP, f"{name} has no manifest: nothing shows it is a backup of {wanted}")
     found = manifest.owner
     if found is None:
-        raise RunnerError("ForeignBackup", f"{name} names no owner in its manifest; the restore is for {wanted}'s")
+        raise RunnerError(
+            Reason.FOREIGN_BACKUP, f"{name} names no owner in its manifest; the restore is for {wanted}'s"
+        )
     if (found.namespace, found.name) != owner:
         raise RunnerError(
-            "ForeignBackup", f"{name} is a backup of {found.namespace}/{found.name}, not of {wanted}: not restored"
+            Reason.FOREIGN_BACKUP,
+            f"{name} is a backup of {found.namespace}/{found.name}, not of {wanted}: not restored",
         )
 
 
@@ -214,7 +218,7 @@ class _Restore:
         source = self.source_name()
         target = plain or (pairs.get(source) if source else None) or source
         if target is None:
-            raise RunnerError("InvalidArguments", "no manifest names the database: give --database TARGET")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, "no manifest names the database: give --database TARGET")
         self.pg_archive(payload, target, self.check_whole_read)
         return {source or "?": target}
 
@@ -251,7 +255,7 @@ class _Restore:
             restored[part.database] = target
         unknown = sorted(set(pairs) - set(restored))
         if unknown:
-            raise RunnerError("InvalidArguments", f"the backup has no database {unknown}")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"the backup has no database {unknown}")
         return restored
 
     @cached_property
@@ -267,7 +271,7 @@ class _Restore:
         if full and not self.options.replace:
             names = ", ".join(repr(t) for t in sorted(full))
             raise RunnerError(
-                "TargetExists",
+                Reason.TARGET_EXISTS,
                 f"database {names} exists on the server and is not empty: restore into a new database "
                 "(--database SOURCE=NEW), or give --replace",
             )
@@ -315,7 +319,7 @@ class _Restore:
         script, kept = keep_own_role(whole, self.connection.user)
         if kept:
             log.info("kept the restoring role (the user this restore connects as) as it is")
-        with Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="RestoreFailed") as tool:
+        with Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure=Reason.RESTORE_FAILED) as tool:
             feed_all(io.BytesIO(script), [ToolFeed(tool, needs_all=True)], self.deadline)
             if tool.stderr():
                 log.warning("globals restored with messages", messages=tool.stderr())
@@ -326,7 +330,7 @@ class _Restore:
         several = len(self.manifest.databases) > 1 if self.manifest else _SECTION in peeked.head
         if several:
             if plain is not None:
-                raise RunnerError("InvalidArguments", "this backup holds several databases: use SOURCE=TARGET")
+                raise RunnerError(Reason.INVALID_ARGUMENTS, "this backup holds several databases: use SOURCE=TARGET")
             names = self.manifest.databases if self.manifest else sorted(pairs)
             mapping = {name: pairs.get(name, name) for name in names}
             existing, _ = self.refuse_existing(Engine.MYSQL, list(mapping.values()))
@@ -338,7 +342,7 @@ class _Restore:
         source = self.source_name()
         target = plain or (pairs.get(source) if source else None) or source
         if target is None:
-            raise RunnerError("InvalidArguments", "no manifest names the database: give --database TARGET")
+            raise RunnerError(Reason.INVALID_ARGUMENTS, "no manifest names the database: give --database TARGET")
         existing = self.refuse_existing(Engine.MYSQL, [target])[0]
         created = set() if existing else {target}
         with self._dropped_on_failure(created):
@@ -375,7 +379,7 @@ class _Restore:
 
     def _mysql(self, argv: list[str], stream: Source, renamer: SqlRenamer | None = None) -> None:
         env = engines.child_env(Engine.MYSQL, self.connection)
-        with Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure="RestoreFailed") as tool:
+        with Tool(argv, env, self.scrub, stdin="pipe", stdout=None, failure=Reason.RESTORE_FAILED) as tool:
             feed_all(stream, [ToolFeed(tool, needs_all=True, renamer=renamer)], self.deadline)
 
 
@@ -411,7 +415,9 @@ def _read_small(stream: Source, limit: int) -> bytes:
     while chunk := stream.read(1 << 20):
         data += chunk
         if len(data) > limit:
-            raise RunnerError("RestoreFailed", f"globals.sql is larger than {limit >> 20} MiB: not a globals script")
+            raise RunnerError(
+                Reason.RESTORE_FAILED, f"globals.sql is larger than {limit >> 20} MiB: not a globals script"
+            )
     return bytes(data)
 
 

@@ -56,7 +56,7 @@ from runner.backup import (
 )
 from runner.compression import Sink, Source
 from runner.crypto import Encryptor
-from runner.errors import RunnerError, Scrubber
+from runner.errors import Reason, RunnerError, Scrubber
 from runner.layout import SET, TAR, extension
 from runner.manifest import Manifest, Member, Owner, set_digest
 from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, BackupName, parse_backup_name, retention_plan
@@ -102,7 +102,7 @@ def s3_client(settings: S3Settings = S3Settings()) -> Any:
     try:
         return boto3.client("s3", config=config)
     except BotoCoreError as error:  # the settings themselves: an empty AWS_CA_BUNDLE, an unknown region format
-        raise RunnerError("InvalidArguments", f"S3 client settings (AWS_* variables): {error}") from None
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"S3 client settings (AWS_* variables): {error}") from None
 
 
 def ca_bundle_from_env(environ: MutableMapping[str, str] | None = None) -> Path | None:
@@ -115,7 +115,7 @@ def ca_bundle_from_env(environ: MutableMapping[str, str] | None = None) -> Path 
     if not pem:
         return None
     if _PEM_CERTIFICATE not in pem:
-        raise RunnerError("InvalidArguments", f"{CA_BUNDLE_VARIABLE} holds no PEM certificate")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"{CA_BUNDLE_VARIABLE} holds no PEM certificate")
     current = environ.get("AWS_CA_BUNDLE")
     if current and Path(current).is_file() and Path(current).read_text(errors="replace") == pem:
         return Path(current)  # written by an earlier client of this run
@@ -125,7 +125,9 @@ def ca_bundle_from_env(environ: MutableMapping[str, str] | None = None) -> Path 
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(pem)
     except OSError as error:
-        raise RunnerError("StorageError", f"cannot write {CA_BUNDLE_VARIABLE} to {folder}: {error.strerror}") from None
+        raise RunnerError(
+            Reason.STORAGE_ERROR, f"cannot write {CA_BUNDLE_VARIABLE} to {folder}: {error.strerror}"
+        ) from None
     atexit.register(_remove, Path(name))
     environ["AWS_CA_BUNDLE"] = name
     return Path(name)
@@ -169,7 +171,7 @@ class S3Object:
             return Manifest.from_json(body.read().decode("utf-8"))
         except ValueError as error:
             raise RunnerError(
-                "VerifyFailed", f"unreadable manifest of s3://{self.bucket}/{self.key}: {error}"
+                Reason.VERIFY_FAILED, f"unreadable manifest of s3://{self.bucket}/{self.key}: {error}"
             ) from None
 
     @contextlib.contextmanager
@@ -180,7 +182,7 @@ class S3Object:
             answer = self.client.get_object(Bucket=self.bucket, Key=self.key, **(pinned or {}))
         except Exception as error:
             if pinned is not None and error_code(error) in ("PreconditionFailed", "412"):
-                raise RunnerError("VerifyFailed", f"{where} was replaced after it was checked") from None
+                raise RunnerError(Reason.VERIFY_FAILED, f"{where} was replaced after it was checked") from None
             raise storage_error(error, where) from None
         if pinned is None:
             self.pins[self.key] = pin(answer)

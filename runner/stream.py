@@ -33,7 +33,7 @@ from typing import Final, Self
 
 import structlog
 
-from runner.errors import RunnerError
+from runner.errors import Reason, RunnerError
 from runner.naming import stale_temporaries, temporary_name
 
 __all__ = ["OutputFile", "fsync_folder", "remove_stale_temporaries", "write_all", "write_atomically"]
@@ -54,8 +54,8 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 
 def storage_error(error: OSError, path: Path) -> RunnerError:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return RunnerError("DiskFull", f"no space left writing {path}: {error.strerror}")
-    return RunnerError("StorageError", f"cannot write {path}: {error.strerror}")
+        return RunnerError(Reason.DISK_FULL, f"no space left writing {path}: {error.strerror}")
+    return RunnerError(Reason.STORAGE_ERROR, f"cannot write {path}: {error.strerror}")
 
 
 def fsync_folder(folder: Path) -> None:
@@ -112,7 +112,7 @@ class OutputFile:
         try:
             self._fd = os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         except FileExistsError:
-            raise RunnerError("StorageError", f"{self.temporary} exists: another run is writing it") from None
+            raise RunnerError(Reason.STORAGE_ERROR, f"{self.temporary} exists: another run is writing it") from None
         except OSError as error:
             raise storage_error(error, self.temporary) from None
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -169,7 +169,7 @@ class OutputFile:
         try:
             os.link(self.temporary, self.final, follow_symlinks=False)
         except FileExistsError:
-            raise RunnerError("StorageError", f"{self.final} already exists") from None
+            raise RunnerError(Reason.STORAGE_ERROR, f"{self.final} already exists") from None
         except OSError as error:
             raise storage_error(error, self.final) from None
         self.published = True

@@ -39,7 +39,7 @@ from runner import admin, engines
 from runner.checked import Checked, Digest, Hashing, Measured, expect
 from runner.compression import Source
 from runner.engines import Connection, Engine
-from runner.errors import RunnerError, Scrubber
+from runner.errors import Reason, RunnerError, Scrubber
 from runner.feeds import Consumer, LineScanner, RowCounter, SqlRenamer, ToolFeed, feed_all
 from runner.layout import CUSTOM, SET, TAR, Layout, Stored, members, open_payload, parse_layout, stored
 from runner.manifest import Manifest, QueryResult, read_manifest, set_digest
@@ -92,7 +92,7 @@ def verify_backup(
             raise ValueError("a stored object is verified against the manifest its caller read")
         manifest = read_manifest(path)
         if manifest.file != path.name:
-            raise RunnerError("VerifyFailed", f"the manifest describes {manifest.file}, not {path.name}")
+            raise RunnerError(Reason.VERIFY_FAILED, f"the manifest describes {manifest.file}, not {path.name}")
     if restore_connection is not None and not scratch_server and manifest.queries:
         require_credential(query_role, "the manifest's queries, run again on the restored copy,")
     layout = parse_layout(Path(manifest.file))
@@ -115,11 +115,11 @@ def check_decoding(path: Path | Stored, layout: Layout, key: bytes | None, deadl
     A set has nothing to read without its manifest, which lists its members. What was read, for a restore to hold
     its own read to: the stored bytes, and each tar member's decoded bytes."""
     if layout.kind == SET:
-        raise RunnerError("VerifyFailed", f"{stored(path).name}: a set cannot be checked without its manifest")
+        raise RunnerError(Reason.VERIFY_FAILED, f"{stored(path).name}: a set cannot be checked without its manifest")
     measured = Measured(stored(path))
     found: dict[str, Digest] = {}
     if layout.kind == TAR:
-        with closing(members(measured, layout, key, None, "VerifyFailed")) as parts:
+        with closing(members(measured, layout, key, None, Reason.VERIFY_FAILED)) as parts:
             for part in parts:
                 stream = Hashing(part.stream)
                 _read_through(stream, deadline)
@@ -140,9 +140,9 @@ def check_checksum(path: Path | Stored, manifest: Manifest) -> VerifyReport:
         return _check_set_checksums(stored(path), manifest)
     size, sha256 = _measure(stored(path))
     if size != manifest.size:
-        raise RunnerError("VerifyFailed", f"{manifest.file} has {size} bytes, its manifest says {manifest.size}")
+        raise RunnerError(Reason.VERIFY_FAILED, f"{manifest.file} has {size} bytes, its manifest says {manifest.size}")
     if sha256 != manifest.sha256:
-        raise RunnerError("VerifyFailed", f"{manifest.file}: its sha256 {sha256} is not the manifest's")
+        raise RunnerError(Reason.VERIFY_FAILED, f"{manifest.file}: its sha256 {sha256} is not the manifest's")
     return VerifyReport(manifest.file, manifest.sha256, size)
 
 
@@ -150,17 +150,17 @@ def _check_set_checksums(backup: Stored, manifest: Manifest) -> VerifyReport:
     """Each member's size and sha256 against the manifest, and the set's own sha256 against its members'."""
     if set_digest(manifest.members) != manifest.sha256 or sum(m.size or 0 for m in manifest.members) != manifest.size:
         raise RunnerError(
-            "VerifyFailed", f"{manifest.file}: its manifest's members do not add up to its sha256 and size"
+            Reason.VERIFY_FAILED, f"{manifest.file}: its manifest's members do not add up to its sha256 and size"
         )
     for member in manifest.members:
         size, sha256 = _measure(backup.member(member.name))
         if size != member.size:
             raise RunnerError(
-                "VerifyFailed", f"{manifest.file}/{member.name} has {size} bytes, its manifest says {member.size}"
+                Reason.VERIFY_FAILED, f"{manifest.file}/{member.name} has {size} bytes, its manifest says {member.size}"
             )
         if sha256 != member.sha256:
             raise RunnerError(
-                "VerifyFailed", f"{manifest.file}/{member.name}: its sha256 {sha256} is not the manifest's"
+                Reason.VERIFY_FAILED, f"{manifest.file}/{member.name}: its sha256 {sha256} is not the manifest's"
             )
     return VerifyReport(manifest.file, manifest.sha256, manifest.size)
 
@@ -171,7 +171,7 @@ def _measure(backup: Stored) -> tuple[int, str]:
         with backup.open() as source:
             digest = Hashing(source).finish()
     except OSError as error:
-        raise RunnerError("VerifyFailed", f"cannot read {backup.name}: {error.strerror}") from None
+        raise RunnerError(Reason.VERIFY_FAILED, f"cannot read {backup.name}: {error.strerror}") from None
     return digest.size, digest.sha256
 
 
@@ -214,7 +214,7 @@ class _Counting:
     def result(self) -> RowCounter:
         self._thread.join()
         if self._error is not None:
-            raise RunnerError("VerifyFailed", f"reading {self._tool.name}'s script failed: {self._error}")
+            raise RunnerError(Reason.VERIFY_FAILED, f"reading {self._tool.name}'s script failed: {self._error}")
         return self.counter
 
 
@@ -269,7 +269,7 @@ class _Checker:
     def check_members(self, path: Measured, key: bytes | None) -> dict[str, int]:
         tables: dict[str, int] = {}
         seen: list[str] = []
-        with closing(members(path, self.layout, key, self.manifest.members, "VerifyFailed")) as parts:
+        with closing(members(path, self.layout, key, self.manifest.members, Reason.VERIFY_FAILED)) as parts:
             for index, part in enumerate(parts):
                 # A tar's member is committed by a restore before the tar's end is read: its own digest is what
                 # that restore is held to. A set's members are held to the manifest's.
@@ -283,7 +283,9 @@ class _Checker:
                 seen.append(part.name)
         expected = [m.name for m in self.manifest.members]
         if sorted(seen) != sorted(expected):
-            raise RunnerError("VerifyFailed", f"the {self.layout.kind} holds {seen}, its manifest lists {expected}")
+            raise RunnerError(
+                Reason.VERIFY_FAILED, f"the {self.layout.kind} holds {seen}, its manifest lists {expected}"
+            )
         return tables
 
     def check_archive(self, stream: Source, database: str, index: int) -> int:
@@ -292,7 +294,14 @@ class _Checker:
             # In memory (a table of contents is small): a restore Pod may have no writable /tmp at all.
             listing = stack.enter_context(os.fdopen(os.memfd_create("pg_restore-list", os.MFD_CLOEXEC), "w+b"))
             lister = stack.enter_context(
-                Tool(["pg_restore", "--list"], env, self.scrub, stdin="pipe", stdout=listing, failure="VerifyFailed")
+                Tool(
+                    ["pg_restore", "--list"],
+                    env,
+                    self.scrub,
+                    stdin="pipe",
+                    stdout=listing,
+                    failure=Reason.VERIFY_FAILED,
+                )
             )
             scratch = None
             reader: Consumer
@@ -306,14 +315,14 @@ class _Checker:
                         self.pg_server_version,
                         self.scrub,
                         self.deadline,
-                        failure="VerifyFailed",
+                        failure=Reason.VERIFY_FAILED,
                         no_owner=self.scratch_server,
                     )
                 )
             else:
                 # The script pg_restore would run, read to the end: every data block, and each table's rows.
                 argv = ["pg_restore", "-f", "-"]
-                tool = stack.enter_context(Tool(argv, env, self.scrub, stdin="pipe", failure="VerifyFailed"))
+                tool = stack.enter_context(Tool(argv, env, self.scrub, stdin="pipe", failure=Reason.VERIFY_FAILED))
                 reader = ToolFeed(tool, needs_all=True)
                 counting = stack.enter_context(_Counting(tool))
             feed_all(stream, [ToolFeed(lister, needs_all=False), reader], self.deadline)
@@ -336,7 +345,9 @@ class _Checker:
         scanner = LineScanner()
         feed_all(stream, [scanner], self.deadline)
         if not scanner.last_line.startswith(PG_GLOBALS_MARKER):
-            raise RunnerError("VerifyFailed", "globals.sql is cut short (no pg_dumpall completion line at its end)")
+            raise RunnerError(
+                Reason.VERIFY_FAILED, "globals.sql is cut short (no pg_dumpall completion line at its end)"
+            )
 
     def check_sql(self, payload: Source) -> dict[str, int]:
         databases = self.manifest.databases
@@ -357,13 +368,15 @@ class _Checker:
                         self.scrub,
                         stdin="pipe",
                         stdout=None,
-                        failure="VerifyFailed",
+                        failure=Reason.VERIFY_FAILED,
                     )
                 )
                 consumers.append(ToolFeed(client, needs_all=True, renamer=SqlRenamer(scratches) if several else None))
             feed_all(payload, consumers, self.deadline)
             if not scanner.last_line.startswith(MYSQL_MARKER):
-                raise RunnerError("VerifyFailed", "the SQL dump is cut short (no '-- Dump completed' line at its end)")
+                raise RunnerError(
+                    Reason.VERIFY_FAILED, "the SQL dump is cut short (no '-- Dump completed' line at its end)"
+                )
             tables = {databases[0] if db is None else db: n for db, n in scanner.tables.items() if db or not several}
             for database in databases:
                 tables.setdefault(database, 0)
@@ -379,7 +392,7 @@ class _Checker:
         actual = admin.count_tables(engine, self.connection, scratch, self.scrub)
         if actual != expected:
             raise RunnerError(
-                "VerifyFailed", f"restore test of {database!r}: {actual} tables restored, the dump has {expected}"
+                Reason.VERIFY_FAILED, f"restore test of {database!r}: {actual} tables restored, the dump has {expected}"
             )
         log.info("restore test passed", database=database, tables=actual)
 
@@ -397,7 +410,7 @@ class _Checker:
             if actual.get(table) != rows:
                 found = "missing" if table not in actual else f"{actual[table]} rows"
                 raise RunnerError(
-                    "VerifyFailed",
+                    Reason.VERIFY_FAILED,
                     f"restore test of {database!r}: table {table} is {found} after the restore; the backup holds "
                     f"{rows} rows",
                 )
@@ -428,13 +441,13 @@ class _Checker:
         try:
             printed = session.query(Query(recorded.name, recorded.database, recorded.sql))
         except RunnerError as error:
-            if error.reason != "QueryFailed":
+            if error.reason != Reason.QUERY_FAILED:
                 raise
-            raise RunnerError("VerifyFailed", f"restore test of {database!r}: {error.message}") from None
+            raise RunnerError(Reason.VERIFY_FAILED, f"restore test of {database!r}: {error.message}") from None
         again = record(Query(recorded.name, recorded.database, recorded.sql), printed)
         if again.sha256 != recorded.sha256:
             raise RunnerError(
-                "VerifyFailed",
+                Reason.VERIFY_FAILED,
                 f"restore test of {database!r}: query {recorded.name!r} gives {_described(again)} after the "
                 f"restore; the backup recorded {_described(recorded)}",
             )

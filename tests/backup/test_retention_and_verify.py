@@ -16,7 +16,7 @@ from runner import backup as backup_module
 from runner.backup import RunOptions, run_backup
 from runner.compression import Compression
 from runner.engines import Connection, Engine
-from runner.errors import RunnerError, Scrubber
+from runner.errors import Reason, RunnerError, Scrubber
 from runner.manifest import Manifest, Owner
 from runner.process import Deadline
 from runner.verify import verify_backup
@@ -271,7 +271,7 @@ def test_a_backup_has_no_final_name_and_no_manifest_until_it_verified(
     def verify_and_look(path: Path, *args: Any, **kwargs: Any) -> Any:
         seen.extend(sorted(p.name for p in backups.iterdir()))
         if not passes:
-            raise RunnerError("VerifyFailed", "as if the check had found a damaged file")
+            raise RunnerError(Reason.VERIFY_FAILED, "as if the check had found a damaged file")
         return verify_backup(path, *args, **kwargs)
 
     monkeypatch.setattr(backup_module, "verify_backup", verify_and_look)

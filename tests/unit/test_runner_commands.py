@@ -27,7 +27,7 @@ from runner.engines import (
     psql_argv,
     psql_restore_argv,
 )
-from runner.errors import REDACTED, RunnerError, Scrubber, one_line
+from runner.errors import REDACTED, Reason, RunnerError, Scrubber, one_line
 from runner.report import MAX_BYTES, failure_result, render
 
 PASSWORD = "p@ss w'rd/€"
@@ -174,7 +174,7 @@ def test_the_result_line_fits_the_termination_message_whatever_the_lists_and_mes
     assert len(line.encode()) <= MAX_BYTES
     parsed = json.loads(line)
     assert parsed["databasesOmitted"] == 3000 - len(parsed["databases"])
-    failure = failure_result(RunnerError("DumpFailed", "start " + "é" * 6000 + " end"), "s", "e", 1.0)
+    failure = failure_result(RunnerError(Reason.DUMP_FAILED, "start " + "é" * 6000 + " end"), "s", "e", 1.0)
     line = render(failure)
     assert len(line.encode()) <= MAX_BYTES
     message = json.loads(line)["message"]
