@@ -37,8 +37,9 @@ from common.kube import sent, timeout
 from common.volumes import pod_claims
 from reconciler.events import EventRecorder
 from reconciler.executor import Executor
-from reconciler.jobs import RunnerSettings, is_verification
+from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
+from reconciler.outcomes import is_verification
 from reconciler.plan import Plan, World, decide
 from reconciler.queue import WorkQueue
 from reconciler.trust import NamespaceFacts

@@ -33,7 +33,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from common.constants import BACKUP_ROOT
 from common.kube import MERGE_PATCH, body, raw, sent, timeout
 from reconciler.aliases import HostAlias, apply_aliases
-from reconciler.jobs import ANNOTATION_RESULT
+from reconciler.outcomes import ANNOTATION_RESULT
 
 __all__ = ["Executor", "JobExecutor", "LocalExecutor"]
 

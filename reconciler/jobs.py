@@ -1,4 +1,6 @@
-"""Backup Jobs: the manifest for one run (pure), and what a Job (and its Pod's termination message) says happened.
+"""The Jobs the reconciler runs (pure): a backup run's, a scheduled check's and a restore's, with their Pods, the
+runner's env and volumes, and the scratch server a restore test runs beside it. Their command lines are
+reconciler.arguments'; what a Job says happened is reconciler.outcomes'.
 
 The Job's name is the lock against running one slot twice: `<name>-<scheduled unix minute>` for a scheduled run,
 `<name>-now-<hash of the request>` for an on-demand one. Creating it a second time (after a crash, a restart, or by
@@ -7,18 +9,16 @@ a second reconciler) fails with AlreadyExists, which means "already done".
 Secrets never pass through the reconciler, and no value from a Secret is ever in the Job's arguments: the password
 (and the user name, when it comes from the Secret) reach the container as env `valueFrom.secretKeyRef`, which the
 runner reads and scrubs from everything it reports; the encryption key comes as a Secret volume, and
-`connection.tls.ca` as a Secret or ConfigMap volume. Every argument is
-escaped for the kubelet's `$(VAR)` expansion (`$` is written `$$`), so that no spec value can pull an env value,
-such as the password, into argv or into a message.
+`connection.tls.ca` as a Secret or ConfigMap volume. Every literal env value is escaped for the kubelet's `$(VAR)`
+expansion as the arguments are.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from common.constants import (
@@ -40,41 +40,39 @@ from common.constants import (
 )
 from common.defaults import default_claim_name
 from common.model import (
-    ConcurrencyPolicy,
     ConfigMapKeyRef,
     DatabaseBackupSpec,
     Engine,
     S3Storage,
     SecretKeyRef,
     Tls,
-    TlsMode,
 )
 from common.names import job_name, scheduled_minutes
-from common.validation import default_backup_path
+from reconciler.arguments import (
+    KEY_MOUNT,
+    TERMINATION_LOG,
+    TLS_CA_MOUNT,
+    check_arguments,
+    escape_expansion,
+    restore_arguments,
+    runner_arguments,
+)
+from reconciler.world import rfc3339
 
 __all__ = [
-    "JobOutcome",
     "RunnerSettings",
     "ScratchServer",
     "backup_job",
-    "is_verification",
     "on_demand_job_name",
-    "outcome",
     "restore_job",
     "restore_job_name",
-    "rfc3339",
     "verification_job",
 ]
 
-KEY_MOUNT: Final = "/var/run/secrets/databases.test.io/encryption"
 SCRATCH_PASSWORD_VARIABLE: Final = "SCRATCH_PASSWORD"  # noqa: S105 - a variable name, which a run reads
-TLS_CA_MOUNT: Final = "/var/run/secrets/databases.test.io/tls-ca"
 S3_CA_VARIABLE: Final = "S3_CA_BUNDLE_PEM"
 QUERY_USER_VARIABLE: Final = "QUERY_USER"
 QUERY_PASSWORD_VARIABLE: Final = "QUERY_PASSWORD"  # noqa: S105 - a variable name, which a run reads
-TLS_MODE_ARGUMENT: Final = {TlsMode.DISABLE: "disable", TlsMode.REQUIRE: "require", TlsMode.VERIFY_FULL: "verify-full"}
-TERMINATION_LOG: Final = "/dev/termination-log"
-ANNOTATION_RESULT: Final = "databases.test.io/result"  # the local executor records the runner's result here
 
 
 @dataclass(frozen=True)
@@ -82,10 +80,6 @@ class RunnerSettings:
     image: str = "databasebackup-operator:latest"
     image_pull_policy: str = "IfNotPresent"
     service_account: str | None = None
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def on_demand_job_name(name: str, request: str) -> str:
@@ -169,32 +163,9 @@ def restore_job(
     manifest names another owner). Never retried (`backoffLimit: 0`): a restore is run once, and what it did is its
     status."""
     metadata = restore["metadata"]
-    connection = spec.connection
-    arguments = [
-        "dbb-backup",
-        "restore",
-        file,
-        f"--host={connection.host}",
-        *(f"--database={name}={target}" for name, target in targets.items()),
-        f"--termination-log={TERMINATION_LOG}",
-    ]
-    if source is not None:
-        arguments.append(f"--owner={metadata['namespace']}/{source}")
-    if connection.username is not None:
-        arguments.append(f"--user={connection.username}")
-    if connection.port is not None:
-        arguments.append(f"--port={connection.port}")
-    if replace:
-        arguments.append("--replace")
-    if no_owner:
-        arguments.append("--no-owner")
-    if spec.s3 is not None and spec.s3.force_path_style:
-        arguments.append("--s3-path-style")
-    if spec.encryption_key is not None:
-        arguments.append(f"--key-file={KEY_MOUNT}/key")
-    if connection.tls is not None:
-        arguments += _tls_arguments(connection.tls)
-    pod = _pod_spec(restore, spec, runner, [escape_expansion(a) for a in arguments], restore=True)
+    owner = f"{metadata['namespace']}/{source}" if source is not None else None
+    arguments = restore_arguments(spec, file=file, targets=targets, replace=replace, no_owner=no_owner, owner=owner)
+    pod = _pod_spec(restore, spec, runner, arguments, restore=True)
     labels = {
         LABEL_RESTORE_NAME: metadata["name"],
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -355,93 +326,6 @@ def _job_object(
     }
 
 
-def check_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str]:
-    """`dbb-backup check <where the runs write> ...` for this spec, escaped like `runner_arguments`."""
-    namespace, uid = owner["metadata"]["namespace"], owner["metadata"]["uid"]
-    arguments = [
-        "dbb-backup",
-        "check",
-        _location(spec, namespace),
-        f"--owner-uid={uid}",
-        f"--backups={spec.verify_backups}",
-        f"--termination-log={TERMINATION_LOG}",
-    ]
-    if spec.s3 is not None and spec.s3.force_path_style:
-        arguments.append("--s3-path-style")
-    if spec.encryption_key is not None:
-        arguments.append(f"--key-file={KEY_MOUNT}/key")
-    return [escape_expansion(a) for a in arguments]
-
-
-def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str]:
-    """`dbb-backup run ...` for this spec, escaped for the kubelet's `$(VAR)` expansion. Without
-    `connection.username` the runner reads the user name from its env (`DB_USER`, from the Secret)."""
-    assert spec.engine is not None
-    connection = spec.connection
-    name, namespace, uid = (owner["metadata"][k] for k in ("name", "namespace", "uid"))
-    arguments = [
-        "dbb-backup",
-        "run",
-        f"--engine={'postgresql' if spec.engine is Engine.POSTGRESQL else 'mysql'}",
-        f"--host={connection.host}",
-        *_output_arguments(spec, namespace),
-        f"--name={name}",
-        f"--owner={namespace}/{name}",
-        f"--owner-uid={uid}",
-        f"--compression={spec.compression.value.lower()}",
-        f"--keep-last={spec.keep_last}",
-        "--verify",
-        f"--termination-log={TERMINATION_LOG}",
-    ]
-    if connection.username is not None:
-        arguments.append(f"--user={connection.username}")
-    if connection.port is not None:
-        arguments.append(f"--port={connection.port}")
-    arguments += [f"--database={d}" for d in connection.databases or ("all",)]
-    if spec.encryption_key is not None:
-        arguments.append(f"--encryption-key-file={KEY_MOUNT}/key")
-    if spec.restore_test:
-        arguments.append("--restore-test")
-    if spec.verify_queries:
-        arguments.append(f"--queries={_queries_json(spec)}")
-    if connection.tls is not None:
-        arguments += _tls_arguments(connection.tls)
-    return [escape_expansion(a) for a in arguments]
-
-
-def _queries_json(spec: DatabaseBackupSpec) -> str:
-    """verify.queries for the runner, each with its database (the one backed up, when the spec leaves it out)."""
-    default = spec.connection.databases[0] if spec.connection.databases else ""
-    items = [{"name": q.name, "database": q.database or default, "sql": q.sql} for q in spec.verify_queries]
-    return json.dumps(items, separators=(",", ":"), ensure_ascii=False)
-
-
-def _location(spec: DatabaseBackupSpec, namespace: str) -> str:
-    """Where the runs write: the folder in the backup volume, or s3://bucket/prefix."""
-    s3 = spec.s3
-    if s3 is None:
-        return spec.backup_path or default_backup_path(spec.database_name)
-    prefix = s3.prefix if s3.prefix is not None else f"{namespace}/{spec.database_name}"
-    return f"s3://{s3.bucket}/{prefix.strip('/')}"
-
-
-def _output_arguments(spec: DatabaseBackupSpec, namespace: str) -> list[str]:
-    s3 = spec.s3
-    if s3 is None:
-        return [f"--output-dir={_location(spec, namespace)}"]
-    arguments = [f"--output-url={_location(spec, namespace)}"]
-    if s3.force_path_style:
-        arguments.append("--s3-path-style")
-    if s3.server_side_encryption is not None:
-        arguments.append(f"--s3-sse={s3.server_side_encryption.value}")
-    if s3.kms_key_id:
-        arguments.append(f"--s3-sse-kms-key-id={s3.kms_key_id}")
-    if spec.concurrency_policy is not ConcurrencyPolicy.ALLOW:
-        # Runs never overlap: any incomplete upload under this name is a killed run's, whatever its age.
-        arguments.append("--stale-upload-age=0")
-    return arguments
-
-
 def _s3_env(s3: S3Storage) -> list[dict[str, Any]]:
     """The standard AWS variables: the keys by secretKeyRef (the reconciler reads no Secret), the rest literal, from
     the BackupStore. The store's CA is public PEM text: the runner writes it to a file for AWS_CA_BUNDLE."""
@@ -474,22 +358,8 @@ def _ca_volume(name: str, ca: SecretKeyRef | ConfigMapKeyRef) -> dict[str, Any]:
     return {"name": name, "secret": {"secretName": ca.name, "items": items, "defaultMode": 0o444}}
 
 
-def _tls_arguments(tls: Tls) -> list[str]:
-    arguments = [f"--tls-mode={TLS_MODE_ARGUMENT[tls.mode]}"]
-    if tls.ca is not None:
-        arguments.append(f"--tls-ca-file={TLS_CA_MOUNT}/ca.crt")
-    if tls.require_scram:
-        arguments.append("--require-scram")
-    return arguments
-
-
 def _tls_ca_volume(tls: Tls | None) -> dict[str, Any] | None:
     return None if tls is None or tls.ca is None else _ca_volume("tls-ca", tls.ca)
-
-
-def escape_expansion(argument: str) -> str:
-    """`argument` as the kubelet must pass it on: it turns `$$` into `$` and `$(NAME)` into NAME's env value."""
-    return argument.replace("$", "$$")
 
 
 def _pod_spec(
@@ -586,68 +456,3 @@ def _pod_spec(
 
 def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
-
-# --- what happened ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    name: str
-    state: str  # Active | Succeeded | Failed
-    scheduled: str | None  # the slot (RFC 3339), from our annotation
-    finished: str | None  # completionTime, or the Failed condition's time
-    started: str | None
-    reason: str | None = None
-    message: str | None = None
-    result: dict[str, Any] | None = None  # the runner's JSON result line
-    request: str | None = None  # the backup-now value, for on-demand runs
-    deleting: bool = False  # deletion requested (a Replace): still running until its Pods have stopped
-
-
-def is_verification(job: Mapping[str, Any]) -> bool:
-    return ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN) == RUN_VERIFY
-
-
-def outcome(job: dict[str, Any], termination_message: str | None) -> JobOutcome:
-    """Read a Job the way the Job controller reports it: a Complete or Failed condition (with SuccessCriteriaMet /
-    FailureTarget on recent versions) ends it; until then it is active."""
-    metadata = job.get("metadata") or {}
-    status = job.get("status") or {}
-    annotations = metadata.get("annotations") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    result = _result(termination_message or annotations.get(ANNOTATION_RESULT))
-    active = JobOutcome(
-        name=str(metadata.get("name", "")),
-        state="Active",
-        scheduled=annotations.get(ANNOTATION_SCHEDULED_TIME),
-        finished=None,
-        started=status.get("startTime"),
-        result=result,
-        request=annotations.get(ANNOTATION_BACKUP_NOW),
-        deleting=bool(metadata.get("deletionTimestamp")),
-    )
-    if "Complete" in conditions:
-        finished = status.get("completionTime") or conditions["Complete"].get("lastTransitionTime")
-        return replace(active, state="Succeeded", finished=finished)
-    if "Failed" in conditions:
-        failed = conditions["Failed"]
-        return replace(
-            active,
-            state="Failed",
-            finished=failed.get("lastTransitionTime"),
-            reason=str((result or {}).get("reason") or failed.get("reason") or "JobFailed"),
-            message=str((result or {}).get("message") or failed.get("message") or "the backup Job failed"),
-        )
-    return active
-
-
-def _result(text: str | None) -> dict[str, Any] | None:
-    """The runner's JSON line; a termination message from FallbackToLogsOnError (log text) is kept as a message."""
-    if not text:
-        return None
-    try:
-        value = json.loads(text.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {"message": text.strip()[-500:]}
-    return value if isinstance(value, dict) else None

@@ -38,10 +38,11 @@ from common.model import (
 )
 from common.schedule import Schedule, parse_schedule
 from common.validation import validate
-from reconciler.jobs import JobOutcome, RunnerSettings, backup_job, is_verification, outcome, rfc3339
+from reconciler.jobs import RunnerSettings, backup_job
+from reconciler.outcomes import JobOutcome, is_verification, outcome
 from reconciler.trust import backup_refusals
 from reconciler.verification import decide_verification, remembered, scratch_server
-from reconciler.world import Event, World, due_request, over_limit, parse_time
+from reconciler.world import Event, World, due_request, over_limit, parse_time, rfc3339
 
 __all__ = ["Event", "Plan", "World", "decide"]
 

@@ -24,9 +24,10 @@ from common.defaults import default_spec
 from common.model import Connection, CredentialsSecret, DatabaseBackupSpec, FieldError, join_errors, parse_spec
 from common.restores import DatabaseRestoreSpec, judge, newest_backup, parse_restore_spec, targets
 from common.statefulset import facts
-from reconciler.jobs import RunnerSettings, outcome, restore_job, rfc3339
+from reconciler.jobs import RunnerSettings, restore_job
+from reconciler.outcomes import outcome
 from reconciler.trust import NamespaceFacts, host_refusals, storage_refusals
-from reconciler.world import Event
+from reconciler.world import Event, rfc3339
 
 __all__ = ["FINAL", "RestorePlan", "RestoreWorld", "decide_restore", "lookups"]
 

@@ -24,8 +24,9 @@ from common.constants import ANNOTATION_VERIFY_NOW, DEFAULT_TIME_ZONE
 from common.model import CheckedBackup, Condition, DatabaseBackupSpec, DatabaseBackupStatus, LastVerification
 from common.schedule import parse_schedule
 from common.statefulset import facts
-from reconciler.jobs import JobOutcome, RunnerSettings, ScratchServer, rfc3339, verification_job
-from reconciler.world import Event, World, due_request, over_limit, parse_time
+from reconciler.jobs import RunnerSettings, ScratchServer, verification_job
+from reconciler.outcomes import JobOutcome
+from reconciler.world import Event, World, due_request, over_limit, parse_time, rfc3339
 
 __all__ = ["VerificationPlan", "decide_verification", "remembered", "scratch_server"]
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 from reconciler.trust import NamespaceFacts
 
 if TYPE_CHECKING:
-    from reconciler.jobs import JobOutcome
+    from reconciler.outcomes import JobOutcome
 
-__all__ = ["Event", "World", "due_request", "over_limit", "parse_time"]
+__all__ = ["Event", "World", "due_request", "over_limit", "parse_time", "rfc3339"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class World:
     termination_messages: Mapping[str, str] = field(default_factory=dict)  # Job name -> its Pod's message
     # The namespace as the trust rules read it; the default knows nothing, so every rule that needs a fact refuses.
     facts: NamespaceFacts = field(default_factory=lambda: NamespaceFacts(""))
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: object) -> datetime | None:

@@ -9,8 +9,8 @@ import pytest
 
 from common.model import parse_spec
 from reconciler.aliases import HostAlias, alias_table, apply_aliases, parse_alias
+from reconciler.arguments import runner_arguments
 from reconciler.executor import _expand
-from reconciler.jobs import runner_arguments
 from reconciler.main import parse
 
 SANDBOX = "example-db.demo.svc=127.0.0.1:54321"

@@ -1,5 +1,5 @@
 """The contract across the process boundary: every command line the reconciler builds for a Job is one the runner's
-own parser accepts, meaning what the reconciler meant. The reconciler writes the arguments (reconciler.jobs), the
+own parser accepts, meaning what the reconciler meant. The reconciler writes the arguments (reconciler.arguments), the
 kubelet expands them (`$$` to `$`), the runner parses them (runner.main.parser): a flag renamed on one side only, or
 a value the parser reads otherwise, fails here."""
 

@@ -9,7 +9,7 @@ import pytest
 
 from common.model import parse_spec
 from common.validation import validate
-from reconciler.jobs import runner_arguments
+from reconciler.arguments import runner_arguments
 
 OWNER = {"metadata": {"name": "nightly", "namespace": "demo", "uid": "uid-1"}}
 
