@@ -68,7 +68,7 @@ def assert_nowhere(kube: Kube, sentinel: str, db: databases.Database) -> None:
     """Nowhere the operator writes: the DatabaseBackups and their status, Events, Jobs and their Pods (specs
     included: argv is where the kubelet would have expanded it), and the logs of every Pod but the database's own.
     The database server logs a refused login with its user name ("password authentication failed for user …"):
-    that is the server's log, which the README's security section names."""
+    that is the server's log, which docs/security.md names under what is not prevented."""
     assert sentinel not in json.dumps(kube.items("databasebackups", NAMESPACE))
     assert sentinel not in json.dumps(kube.items("events", NAMESPACE))
     assert sentinel not in json.dumps(kube.items("jobs", NAMESPACE))

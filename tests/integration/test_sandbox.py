@@ -102,12 +102,12 @@ def test_dev_up_backs_up_the_sample_within_seconds_and_the_backup_restores(sandb
     assert _column(table, BACKUP, "PHASE") == "Succeeded", table
 
     server = sandbox.postgres()
-    restored = cli.restore(server, backups[0], "shop=restored")  # dbb-backup restore, as the README tells users
+    restored = cli.restore(server, backups[0], "shop=restored")  # dbb-backup restore, as docs/sandbox.md tells users
     assert restored.code == 0, restored.stderr
     assert server.sql("SELECT count(*) FROM sales.orders", "restored") == "3000"
     assert content.pg_fingerprint(server, "restored") == content.pg_fingerprint(server, "shop")
 
-    # The sample to S3: every database as a set of objects in the sandbox's SeaweedFS, listed as the README shows.
+    # The sample to S3: every database as a set of objects in the sandbox's SeaweedFS, listed as docs/sandbox.md shows.
     assert "✓ first to S3" in output, output
     url = _column(sandbox.kubectl("get", "dbb", "-A", "-o", "wide"), S3_BACKUP, "LAST FILE")
     assert url.startswith(f"s3://backups/{NAMESPACE}/{DATABASE}/{S3_BACKUP}-"), url
