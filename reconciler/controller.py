@@ -34,6 +34,7 @@ from common.hosts import DEFAULT_CLUSTER_DOMAIN
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import sent, timeout
+from common.model import Phase
 from common.volumes import pod_claims
 from reconciler.events import EventRecorder
 from reconciler.executor import Executor
@@ -113,23 +114,25 @@ class Controller:
             transform=_statefulset_essentials,
         )
         # What the trust rules read before every Job (reconciler.trust): Services, the namespace's labels and
-        # annotations, and the BackupStores. Changes to them need no reconcile of their own: a refused object is
-        # looked at again every minute, and every Job is judged when it is due.
+        # annotations, and the BackupStores. Every Job is judged when it is due; a change to one of them brings back
+        # only the objects it refused (their phase Invalid), so that a Service created a moment after its
+        # StatefulSet is seen at once, not at the next minute's look.
         self.services = self._informer(
             "services",
             self._core.list_service_for_all_namespaces,
             self._core.list_namespaced_service,
             (),
             (),
+            handler=lambda event: self._recheck_refused(event.key[0]),
             transform=_service_essentials,
         )
-        on_restart = self._restarts("namespaces")
         self.namespaces = Informer(
             name="namespaces",
             list_call=self._core.list_namespace,
             options={"field_selector": f"metadata.name={namespace}"} if namespace is not None else {},
+            handler=lambda event: self._recheck_refused(event.key[1]),
             transform=_namespace_essentials,
-            on_restart=on_restart,
+            on_restart=self._restarts("namespaces"),
         )
         self.stores = Informer(
             name="backupstores",
@@ -144,6 +147,7 @@ class Controller:
         self._database_of: dict[Key, str] = {}
         self._backups_of_database: dict[Key, set[str]] = defaultdict(set)
         self._statefulsets_in: dict[str, set[str]] = defaultdict(set)
+        self._backups_in: dict[str, set[str]] = defaultdict(set)
 
     def _informer(
         self,
@@ -205,7 +209,10 @@ class Controller:
             self._backups_of_database[(namespace, previous)].discard(name)
         if event.type == "DELETED":
             self._jobs_of.pop(event.key, None)
-        elif isinstance(database, str):
+            self._backups_in[namespace].discard(name)
+        else:
+            self._backups_in[namespace].add(name)
+        if event.type != "DELETED" and isinstance(database, str):
             self._database_of[event.key] = database
             self._backups_of_database[(namespace, database)].add(name)
         self._enqueue(event.key)
@@ -249,6 +256,15 @@ class Controller:
             storage = (obj.get("spec") or {}).get("storage") or {}
             if isinstance(storage, dict) and (storage.get("s3") or {}).get("store") == store:
                 self._enqueue(key)
+
+    def _recheck_refused(self, namespace: str) -> None:
+        # Before the first sync every object is queued anyway; after it, only those a trust rule refused.
+        if not self.synced:
+            return
+        for name in list(self._backups_in.get(namespace, ())):
+            obj = self.backups.get(namespace, name)
+            if obj is not None and (obj.get("status") or {}).get("phase") == Phase.INVALID:
+                self._enqueue((namespace, name))
 
     def _enqueue(self, key: Key) -> None:
         self.queue.add(key)

@@ -83,11 +83,12 @@ class Cluster:
         )
         return [f"{e['type']} {e['reason']}: {e['message']}" for e in listed["items"]]
 
-    async def create_database(self, name: str = "example-db") -> None:
+    async def create_database(self, name: str = "example-db", *, service: bool = True) -> None:
         sts = statefulset(name=name, namespace=self.namespace)
         del sts["status"]
         await client.AppsV1Api(self.api).create_namespaced_stateful_set(self.namespace, body(sts))
-        await self.core.create_namespaced_service(self.namespace, body(governing_service(sts)))
+        if service:
+            await self.core.create_namespaced_service(self.namespace, body(governing_service(sts)))
         await self.core.create_namespaced_secret(
             self.namespace, body({"metadata": {"name": f"{name}-credentials"}, "stringData": {"password": PASSWORD}})
         )
@@ -363,6 +364,21 @@ async def test_a_missing_database_waits_and_resumes_when_it_appears(cluster: Clu
         await cluster.create_database()
         status = await until(lambda: _status_field(cluster, "phase", "Scheduled"))
     assert status["nextBackupTime"]
+
+
+async def test_a_backup_refused_for_a_missing_service_runs_as_soon_as_the_service_appears(cluster: Cluster) -> None:
+    # The host rule refuses while the Service is missing; its creation brings the object back at once, well before
+    # the minute after which a refused object is looked at again anyway.
+    await cluster.create_database(service=False)
+    await cluster.create_backup()
+    async with running(cluster, Clock()):
+        refused = await until(lambda: _status_field(cluster, "phase", "Invalid"))
+        ready = next(c for c in refused["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "Refused"
+        assert f'no Service "example-db" in namespace "{cluster.namespace}"' in ready["message"]
+        sts = statefulset(namespace=cluster.namespace)
+        await cluster.core.create_namespaced_service(cluster.namespace, body(governing_service(sts)))
+        await until(lambda: _status_field(cluster, "phase", "Scheduled"), seconds=30)
 
 
 async def test_backup_now_starts_one_run_at_once(cluster: Cluster) -> None:
