@@ -74,7 +74,7 @@ def backup_refusals(
         refused = claim_refusal(claim, facts.statefulsets)
         if refused is not None:
             errors.append(FieldError("spec.storage.persistentVolumeClaim.claimName", refused))
-    if spec.restore_test and spec.verify_image is not None:
+    if spec.verify_image is not None:  # judged whether or not a restore test uses it now, as the webhook does
         refused = image_refusal(spec.verify_image, statefulset, facts.annotations)
         if refused is not None:
             errors.append(FieldError("spec.verify.image", refused))
