@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
+from common import kube
 from tests.controlplane import ControlPlane
 from tests.objectstore import SeaweedFS
 
@@ -39,7 +40,7 @@ def kubeconfig(control_plane: ControlPlane) -> Path:
 
 @pytest.fixture
 async def api_client(control_plane: ControlPlane) -> AsyncIterator[client.ApiClient]:
-    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = await kube.api_client(control_plane.kubeconfig)
     async with api:
         yield api
 

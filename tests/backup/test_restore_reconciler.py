@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from common.constants import API_VERSION, GROUP, RESTORE_KIND, RESTORE_PLURAL, VERSION
-from common.kube import body, raw
+from common.kube import api_client, body, raw
 from reconciler.aliases import HostAlias, alias_table
 from reconciler.executor import LocalExecutor
 from reconciler.jobs import RunnerSettings
@@ -84,7 +84,7 @@ async def test_a_databaserestore_restores_into_a_second_database_identical_to_th
 ) -> None:
     root = tmp_path / "backups"
     pg.sql("DROP DATABASE IF EXISTS shop_restored")
-    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = await api_client(control_plane.kubeconfig)
     async with api:
         await setup(api, namespace, pg)
         async with reconciler(api, namespace, pg, root), restorer(api, namespace, pg, root):
@@ -154,7 +154,7 @@ async def test_a_databaserestore_into_an_external_server_uses_its_host_and_its_s
     target.credentialsSecret (the empty server's own, not the source's)."""
     root = tmp_path / "backups"
     pg_empty.sql("DROP DATABASE IF EXISTS shop")
-    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = await api_client(control_plane.kubeconfig)
     async with api, _dropped(pg_empty, "shop"):
         await setup(api, namespace, pg)
         secret = {

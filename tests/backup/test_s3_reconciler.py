@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from certs.pki import issue, new_ca
 from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
-from common.kube import MERGE_PATCH, body, raw
+from common.kube import MERGE_PATCH, api_client, body, raw
 from reconciler.aliases import HostAlias, alias_table
 from reconciler.controller import Controller
 from reconciler.executor import LocalExecutor
@@ -124,7 +124,7 @@ async def succeeded(api: client.ApiClient, namespace: str) -> dict[str, Any]:
 async def test_a_databasebackup_to_s3_streams_there_and_status_shows_the_url(
     control_plane: ControlPlane, namespace: str, pg: PostgresServer, seaweedfs: SeaweedFS, tmp_path: Path
 ) -> None:
-    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = await api_client(control_plane.kubeconfig)
     async with api:
         await create(api, namespace, pg, seaweedfs, "shop")
 
@@ -161,7 +161,7 @@ async def test_the_store_stopped_mid_upload_fails_the_run_clearly_and_the_next_o
         "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g; CREATE TABLE zz_locked (id int);", "s3stop"
     )
     prefix = f"{namespace}/example-db/"
-    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = await api_client(control_plane.kubeconfig)
     with SeaweedFS.start(tmp_path / "store") as store, contextlib.ExitStack() as lock:
         async with api, reconciler(api, namespace, pg, tmp_path / "backups"):
             # The dump waits on a locked table, its upload open: then the store goes away.
@@ -207,7 +207,7 @@ async def test_an_https_store_with_a_private_ca_and_an_encrypted_backup(
     """The CA (a ConfigMap) and the encryption key (a Secret) reach the run as volumes, as the kubelet mounts them."""
     ca = new_ca("dbb-test-s3-ca")
     server = issue(ca, "s3", hosts=["127.0.0.1"])
-    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = await api_client(control_plane.kubeconfig)
     tls = (server.cert_pem, server.key_pem, ca.cert_pem)
     secret = {"metadata": {"name": "backup-key"}, "stringData": {"key": KEY}}
     with SeaweedFS.start(tmp_path / "store", tls=tls) as store:

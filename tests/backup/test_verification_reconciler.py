@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
-from common.kube import MERGE_PATCH, body, raw
+from common.kube import MERGE_PATCH, api_client, body, raw
 from tests.backup.servers import PostgresServer
 from tests.backup.test_s3_reconciler import reconciler, status_of, until
 from tests.controlplane import ControlPlane
@@ -86,7 +86,7 @@ async def test_a_scheduled_verification_finds_a_changed_backup_then_a_deleted_on
 ) -> None:
     root = tmp_path / "backups"
     clock = Clock()
-    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = await api_client(control_plane.kubeconfig)
     async with api:
         await setup(api, namespace, pg)
         async with reconciler(api, namespace, pg, root, clock):

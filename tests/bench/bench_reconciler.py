@@ -42,12 +42,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from certs.serving import ensure_serving_certificate
 from common.constants import ANNOTATION_SCHEDULED_TIME, GROUP, PLURAL, VERSION
 from common.defaults import default_spec
-from common.kube import body, raw
+from common.kube import api_client, body, raw
 from common.model import parse_spec
 from reconciler.controller import Controller
 from reconciler.executor import JobExecutor
@@ -192,7 +192,7 @@ def _controller_manager() -> Path:
 
 async def _measure(size: int, kcm: Path) -> tuple[float, list[Slot]]:
     with ControlPlane.start() as plane:
-        api = await config.new_client_from_config(config_file=str(plane.kubeconfig))
+        api = await api_client(plane.kubeconfig)
         async with api:
             for namespace in ("baseline", "cron-defaults", "cron-tuned", "dbb"):
                 plane.kubectl("create", "namespace", namespace)
@@ -455,7 +455,7 @@ async def _delete_jobs(batch: client.BatchV1Api, namespace: str) -> None:
 
 async def _idle_hours(size: int) -> dict[str, dict[str, int]]:
     with ControlPlane.start() as plane:
-        api = await config.new_client_from_config(config_file=str(plane.kubeconfig))
+        api = await api_client(plane.kubeconfig)
         async with api:
             found = {}
             for name, restart in (("straight through", False), ("restarted at minute 30", True)):

@@ -20,8 +20,9 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
+from common.kube import api_client
 from reconciler.controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
@@ -33,7 +34,7 @@ from tests.fixtures import databasebackup, governing_service, statefulset
 
 async def profile(size: int, memory: bool = False) -> str:
     with ControlPlane.start() as plane:
-        api = await config.new_client_from_config(config_file=str(plane.kubeconfig))
+        api = await api_client(plane.kubeconfig)
         async with api:
             for namespace in ("baseline", "dbb"):
                 plane.kubectl("create", "namespace", namespace)

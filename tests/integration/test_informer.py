@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from common.informer import Event, Informer, running
-from common.kube import body
+from common.kube import api_client, body
 from tests.controlplane import ControlPlane
 
 
@@ -27,7 +27,7 @@ def config_map(name: str) -> Any:
 
 
 async def test_the_cache_follows_creates_updates_and_deletes(control_plane: ControlPlane, namespace: str) -> None:
-    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = await api_client(control_plane.kubeconfig)
     async with api:
         core = client.CoreV1Api(api)
         await core.create_namespaced_config_map(namespace, config_map("before"))
@@ -63,7 +63,7 @@ def compacting_control_plane() -> Iterator[ControlPlane]:
 
 @pytest.fixture
 async def core(compacting_control_plane: ControlPlane) -> AsyncIterator[client.CoreV1Api]:
-    api = await config.new_client_from_config(config_file=str(compacting_control_plane.kubeconfig))
+    api = await api_client(compacting_control_plane.kubeconfig)
     async with api:
         yield client.CoreV1Api(api)
 

@@ -23,7 +23,7 @@ import yaml
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from common.kube import body, raw, timeout
+from common.kube import body, closing_at_once, raw, timeout, untrusting
 from reconciler.leader import LeaderElection, LeadershipLost, parse_micro_time
 from tests.controlplane import ControlPlane
 
@@ -184,7 +184,7 @@ async def partitionable(control_plane: ControlPlane) -> AsyncIterator[tuple[Part
         document = yaml.safe_load(control_plane.kubeconfig.read_text())
         # The serving certificate names 127.0.0.1, so TLS verifies through the relay as it does directly.
         document["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{partition.port}"
-        api = await config.new_client_from_config_dict(document)
+        api = closing_at_once(untrusting(await config.new_client_from_config_dict(document)))
         async with api:
             yield partition, api
     finally:

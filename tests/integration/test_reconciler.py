@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from common.constants import GROUP, PLURAL, VERSION
-from common.kube import MERGE_PATCH, body, raw
+from common.kube import MERGE_PATCH, api_client, body, raw
 from common.names import job_name
 from reconciler.controller import Controller
 from reconciler.executor import JobExecutor
@@ -173,7 +173,7 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(control_plane: ControlPlane, namespace: str) -> AsyncIterator[Cluster]:
-    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = await api_client(control_plane.kubeconfig)
     async with api:
         yield Cluster(api, namespace, control_plane)
 

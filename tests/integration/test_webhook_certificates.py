@@ -20,11 +20,11 @@ import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from certs.pki import KeyPair, issue
 from certs.serving import ensure_serving_certificate, service_hosts
-from common.kube import body, raw
+from common.kube import api_client, body, raw
 from tests.controlplane import ROOT, ControlPlane, free_port
 from webhook.incluster import CertificateKeeper
 from webhook.rotation import SERVING, Material
@@ -66,7 +66,7 @@ def configurations(control_plane: ControlPlane, namespace: str) -> Iterator[str]
 
 @pytest.fixture
 async def api(control_plane: ControlPlane) -> AsyncIterator[client.ApiClient]:
-    api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = await api_client(control_plane.kubeconfig)
     async with api:
         yield api
 
