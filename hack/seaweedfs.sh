@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure SeaweedFS's `weed` exists and prints its path: the S3-compatible object store the tests start on
-# loopback (tests/objectstore.py). Built from Go modules, as hack/envtest.sh builds the control plane, and cached
+# loopback (hack/harness/objectstore.py). Built from Go modules, as hack/envtest.sh builds the control plane, and cached
 # under ~/.cache keyed by version: a second run costs nothing.
 #
 # Order: $WEED if it is an executable; else the cache; else build github.com/seaweedfs/seaweedfs/weed at

@@ -14,8 +14,8 @@ import pytest
 from kubernetes_asyncio import client
 
 from common import kube
-from tests.controlplane import ControlPlane
-from tests.objectstore import SeaweedFS
+from hack.harness.controlplane import ControlPlane
+from hack.harness.objectstore import SeaweedFS
 
 
 @pytest.fixture(scope="session")

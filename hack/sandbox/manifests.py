@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from common.constants import ANNOTATION_BACKUP_NOW, API_VERSION, KIND, STORE_KIND
-from tests.controlplane import webhook_registration
+from hack.harness.controlplane import webhook_registration
 
 __all__ = [
     "BACKUP",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.controlplane import terminate as stop_process_group
+from hack.harness.controlplane import terminate as stop_process_group
 
 __all__ = ["Record", "alive", "load_records", "port_free", "record", "spawn", "stop_record", "terminate"]
 

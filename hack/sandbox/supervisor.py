@@ -31,14 +31,14 @@ import yaml
 from certs.pki import write_private
 from certs.serving import ensure_serving_certificate
 from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
+from hack.harness.content import fill_postgres
+from hack.harness.controlplane import ControlPlane, free_port
+from hack.harness.databases import PG_BIN, PostgresServer
+from hack.harness.objectstore import SeaweedFS
 from hack.sandbox import manifests
 from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, S3_BACKUP, SERVICE_HOST
 from hack.sandbox.paths import ROOT, DevDir, shown
 from hack.sandbox.processes import Record, alive, load_records, record, spawn, terminate
-from tests.backup.content import fill_postgres
-from tests.backup.servers import PG_BIN, PostgresServer
-from tests.controlplane import ControlPlane, free_port
-from tests.objectstore import SeaweedFS
 
 __all__ = ["Console", "Supervisor", "instructions"]
 
@@ -222,7 +222,7 @@ class Supervisor:
         return f"127.0.0.1:{server.port}, sample databases shop and crm"
 
     def _start_object_store(self) -> str:
-        os.environ["WEED"] = _weed()  # tests.objectstore starts this binary
+        os.environ["WEED"] = _weed()  # hack.harness.objectstore starts this binary
         self.store = store = self.stack.enter_context(SeaweedFS.start(self.dev.object_store))
         port = int(store.endpoint.rsplit(":", 1)[1])
         self._remember(record("seaweedfs", store.process.pid, group=True, ports=[port]))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.backup.servers import MariaDBServer, PostgresServer
+from hack.harness.databases import MariaDBServer, PostgresServer
 
 Server = PostgresServer | MariaDBServer
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.backup import content
-from tests.backup.servers import PG_BIN, MariaDBServer, PostgresServer
+from hack.harness import content
+from hack.harness.databases import PG_BIN, MariaDBServer, PostgresServer
 
 KEY = "q83vEi3SbnGU+0v9GXLhpIUzUoAr6MdUSn8Fo0G/wGs="  # key_file's: base64 of 32 bytes, as a Secret holds it
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from hack.harness.databases import MariaDBServer, PostgresServer
+from hack.harness.objectstore import SeaweedFS
 from tests.backup.cli import Outcome, backup, dbb, password_env, run_args
-from tests.backup.servers import MariaDBServer, PostgresServer
 from tests.backup.test_retention_and_verify import next_second
 from tests.backup.test_s3_backup import run_to_s3
-from tests.objectstore import SeaweedFS
 
 Server = PostgresServer | MariaDBServer
 UID = "0b5e7c1e-0000-4000-8000-000000000001"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from hack.harness.databases import MariaDBServer, PostgresServer, free_port
 from tests.backup.cli import Outcome, children, dbb, gone, password_env, run_args, spawn, wait_for
-from tests.backup.servers import MariaDBServer, PostgresServer, free_port
 
 Server = PostgresServer | MariaDBServer
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from hack.harness.databases import MariaDBServer, PostgresServer
 from tests.backup.cli import Server, backup, connection_args, dbb, password_env, restore, run_args
-from tests.backup.servers import MariaDBServer, PostgresServer
 
 # Each would run `CREATE DATABASE pwned` if a client took it for an option: as SOURCE=TARGET, and as a plain TARGET
 # (which holds no `=`, or it would read as a pair).

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 
+from hack.harness.objectstore import SECRET_KEY, SeaweedFS
 from runner.errors import RunnerError
 from runner.objectstore import (
     IN_FLIGHT,
@@ -20,7 +21,6 @@ from runner.objectstore import (
     abort_stale_uploads,
     check_bucket,
 )
-from tests.objectstore import SECRET_KEY, SeaweedFS
 
 
 def pieces(total: int, seed: bytes) -> list[bytes]:

@@ -7,8 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from hack.harness.databases import MariaDBServer, PostgresServer
 from tests.backup.cli import command, connection_args, dbb, password_env, queries, run_args, wait_for
-from tests.backup.servers import MariaDBServer, PostgresServer
 
 
 def run_with_queries(pg: PostgresServer, env: dict[str, str], folder: Path, *args: str, **flags: str | None) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hack.harness.databases import PostgresServer
 from runner.engines import Connection
 from runner.errors import Scrubber
 from runner.process import Deadline
@@ -19,7 +20,6 @@ from runner.queries import Query, record
 from runner.querysession import Session, scratch_role
 from tests.backup.cli import Outcome, connection_args, dbb, password_env, queries, run_args, wait_for
 from tests.backup.conftest import READER
-from tests.backup.servers import PostgresServer
 
 
 def run(

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from hack.harness.content import pg_fingerprint
+from hack.harness.databases import PostgresServer
 from tests.backup.cli import (
     Outcome,
     backup,
@@ -32,8 +34,6 @@ from tests.backup.cli import (
     restore,
     wait_for,
 )
-from tests.backup.content import pg_fingerprint
-from tests.backup.servers import PostgresServer
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from hack.harness.databases import MariaDBServer, PostgresServer
+from hack.harness.objectstore import SeaweedFS
 from runner import restore as restore_module
 from runner.engines import Connection
 from runner.errors import RunnerError, Scrubber
@@ -26,8 +28,6 @@ from runner.process import Deadline
 from runner.restore import RestoreOptions, restore_backup
 from runner.s3backup import S3Object
 from tests.backup.cli import Server, backup, connection_args, dbb, password_env
-from tests.backup.servers import MariaDBServer, PostgresServer
-from tests.objectstore import SeaweedFS
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from hack.harness.content import pg_fingerprint
+from hack.harness.databases import PostgresServer
 from tests.backup.cli import backup, connection_args, dbb, password_env
-from tests.backup.content import pg_fingerprint
-from tests.backup.servers import PostgresServer
 
 
 def restore_as(pg: PostgresServer, file: Path, owner: str, target: str) -> dict[str, object]:

@@ -16,16 +16,16 @@ from kubernetes_asyncio import client
 
 from common.constants import API_VERSION, GROUP, RESTORE_KIND, RESTORE_PLURAL, VERSION
 from common.kube import api_client, body, raw
+from hack.harness.content import pg_fingerprint
+from hack.harness.controlplane import ControlPlane
+from hack.harness.databases import PostgresServer
 from reconciler.aliases import HostAlias, alias_table
 from reconciler.executor import LocalExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from reconciler.restore_controller import RestoreController
-from tests.backup.content import pg_fingerprint
-from tests.backup.servers import PostgresServer
 from tests.backup.test_s3_reconciler import reconciler, status_of, until
 from tests.backup.test_verification_reconciler import setup
-from tests.controlplane import ControlPlane
 
 
 @contextlib.asynccontextmanager

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from hack.harness.databases import MariaDBServer, PostgresServer
 from runner import backup as backup_module
 from runner.backup import RunOptions, run_backup
 from runner.compression import Compression
@@ -21,7 +22,6 @@ from runner.manifest import Manifest, Owner
 from runner.process import Deadline
 from runner.verify import verify_backup
 from tests.backup.cli import backup, connection_args, dbb, password_env, run_args, wait_for
-from tests.backup.servers import MariaDBServer, PostgresServer
 
 Server = PostgresServer | MariaDBServer
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from hack.harness.content import PG_ROLE, mariadb_fingerprint, pg_fingerprint
+from hack.harness.databases import MariaDBServer, PostgresServer
 from tests.backup.cli import backup, connection_args, dbb, password_env, restore
-from tests.backup.content import PG_ROLE, mariadb_fingerprint, pg_fingerprint
-from tests.backup.servers import MariaDBServer, PostgresServer
 
 COMPRESSIONS = ["gzip", "zstd", "none"]
 

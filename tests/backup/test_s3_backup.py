@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from hack.harness.content import mariadb_fingerprint, pg_fingerprint
+from hack.harness.databases import MariaDBServer, PostgresServer
+from hack.harness.objectstore import SECRET_KEY, SeaweedFS
 from tests.backup.cli import Outcome, command, connection_args, dbb, engine_of, password_env, restore, wait_for
-from tests.backup.content import mariadb_fingerprint, pg_fingerprint
-from tests.backup.servers import MariaDBServer, PostgresServer
 from tests.backup.test_failures import dump_is_waiting, table_locked
-from tests.objectstore import SECRET_KEY, SeaweedFS
 
 Server = PostgresServer | MariaDBServer
 

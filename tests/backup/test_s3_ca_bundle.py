@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from certs.pki import issue, new_ca
+from hack.harness.objectstore import SeaweedFS
 from tests.backup.cli import dbb
-from tests.objectstore import SeaweedFS
 
 
 @pytest.fixture(scope="module")

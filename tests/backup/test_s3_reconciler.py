@@ -17,6 +17,9 @@ from kubernetes_asyncio import client
 from certs.pki import issue, new_ca
 from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
 from common.kube import MERGE_PATCH, api_client, body, raw
+from hack.harness.controlplane import ControlPlane
+from hack.harness.databases import PostgresServer
+from hack.harness.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedFS
 from reconciler.aliases import HostAlias, alias_table
 from reconciler.controller import Controller
 from reconciler.executor import LocalExecutor
@@ -24,11 +27,8 @@ from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from tests.backup.cli import dbb, wait_for
 from tests.backup.conftest import KEY
-from tests.backup.servers import PostgresServer
 from tests.backup.test_failures import dump_is_waiting, table_locked
-from tests.controlplane import ControlPlane
 from tests.fixtures import databasebackup, governing_service, statefulset
-from tests.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
 
 async def until(check: Any, seconds: float = 120.0) -> Any:

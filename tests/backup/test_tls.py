@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from certs.pki import KeyPair, issue, new_ca
+from hack.harness.databases import MariaDBServer, PostgresServer
 from runner.engines import Connection, Tls, TlsMode
 from runner.errors import RunnerError, Scrubber
 from runner.process import Deadline
 from runner.querysession import Session
 from tests.backup.cli import Outcome, Server, dbb, password_env, queries, run_args
-from tests.backup.servers import MariaDBServer, PostgresServer
 
 CLEARTEXT_USER = "cleartext_login"
 CLEARTEXT_PASSWORD = "a-password-only-for-clear-text"

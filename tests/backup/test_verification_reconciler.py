@@ -14,9 +14,9 @@ from kubernetes_asyncio import client
 
 from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
 from common.kube import MERGE_PATCH, api_client, body, raw
-from tests.backup.servers import PostgresServer
+from hack.harness.controlplane import ControlPlane
+from hack.harness.databases import PostgresServer
 from tests.backup.test_s3_reconciler import reconciler, status_of, until
-from tests.controlplane import ControlPlane
 from tests.fixtures import databasebackup, governing_service, statefulset
 
 

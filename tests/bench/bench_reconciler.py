@@ -49,12 +49,12 @@ from common.constants import ANNOTATION_SCHEDULED_TIME, GROUP, PLURAL, VERSION
 from common.defaults import default_spec
 from common.kube import api_client, body, raw
 from common.model import parse_spec
+from hack.harness.controlplane import ControlPlane, free_port
 from reconciler.controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings, backup_job
 from reconciler.metrics import Metrics
 from tests.bench.results import table
-from tests.controlplane import ControlPlane, free_port
 from tests.fixtures import databasebackup, governing_service, statefulset
 
 SIZES = tuple(int(s) for s in os.environ.get("BENCH_SIZES", "1000,5000,10000").split(","))  # BENCH_SIZES=1000,5000

@@ -31,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hack.harness.databases import MariaDBServer, PostgresServer
 from runner.compression import ZSTD_LEVEL, zstd_threads
 from tests.backup.cli import command, password_env
-from tests.backup.servers import MariaDBServer, PostgresServer
 from tests.bench.results import table
 
 ROWS = int(os.environ.get("BENCH_ROWS", "7000000"))

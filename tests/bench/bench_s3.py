@@ -32,12 +32,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from hack.harness.databases import PostgresServer
+from hack.harness.objectstore import SeaweedFS
 from runner.objectstore import IN_FLIGHT, PART_SIZE
 from tests.backup.cli import command, password_env
-from tests.backup.servers import PostgresServer
 from tests.bench.bench_runner import MB, Measure, best, raw_pg, run_pipeline
 from tests.bench.results import table
-from tests.objectstore import SeaweedFS
 
 ROWS = 6_100_000
 FILL_STEP = 762_500

@@ -20,8 +20,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from hack.harness.databases import PostgresServer
 from tests.backup.cli import command, password_env
-from tests.backup.servers import PostgresServer
 from tests.bench.bench_runner import MB, Measure, best, run_pipeline
 from tests.bench.bench_s3 import ROWS, fill
 from tests.bench.results import table

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from certs.serving import ensure_serving_certificate
+from hack.harness.controlplane import ROOT, ControlPlane, free_port
 from tests.bench.results import table
-from tests.controlplane import ROOT, ControlPlane, free_port
 from tests.fixtures import admission_review, databasebackup, statefulset
 
 DURATION = 10

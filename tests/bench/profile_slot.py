@@ -23,12 +23,12 @@ from datetime import UTC, datetime, timedelta
 from kubernetes_asyncio import client
 
 from common.kube import api_client
+from hack.harness.controlplane import ControlPlane
 from reconciler.controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from tests.bench.bench_reconciler import _baseline, _bounded, _counter, _next_minute, _settled, _until
-from tests.controlplane import ControlPlane
 from tests.fixtures import databasebackup, governing_service, statefulset
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from certs.serving import ensure_serving_certificate
-from tests.controlplane import ControlPlane, free_port, webhook_registration
+from hack.harness.controlplane import ControlPlane, free_port, webhook_registration
 
 # The webhook judges only namespaces with this label, so other tests' DatabaseBackups (whose databases do not
 # exist) are not refused. Production configurations have no selector.

@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 
 from certs.serving import ensure_serving_certificate
+from hack.harness.controlplane import free_port
 from reconciler import main as reconciler_main
-from tests.controlplane import free_port
 
 
 @dataclass

@@ -10,11 +10,11 @@ import random
 import warnings
 
 from common.kube import api_client
+from hack.harness.controlplane import ControlPlane
 from reconciler.controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
-from tests.controlplane import ControlPlane
 
 CYCLES = 40
 

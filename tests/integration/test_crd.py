@@ -12,7 +12,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from common.constants import CRD_NAME, GROUP, PLURAL, VERSION
 from common.kube import MERGE_PATCH
-from tests.controlplane import ControlPlane
+from hack.harness.controlplane import ControlPlane
 from tests.fixtures import backup_store
 
 

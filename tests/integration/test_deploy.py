@@ -28,9 +28,9 @@ import yaml
 
 from common.defaults import default_spec
 from common.model import DatabaseBackupSpec, parse_spec
+from hack.harness.controlplane import ROOT, ControlPlane
 from reconciler import main as reconciler_main
 from reconciler.jobs import RunnerSettings, backup_job
-from tests.controlplane import ROOT, ControlPlane
 from webhook import main as webhook_main
 
 DEPLOY = ROOT / "deploy"

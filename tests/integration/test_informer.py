@@ -13,7 +13,7 @@ from kubernetes_asyncio import client
 
 from common.informer import Event, Informer, running
 from common.kube import api_client, body
-from tests.controlplane import ControlPlane
+from hack.harness.controlplane import ControlPlane
 
 
 async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:

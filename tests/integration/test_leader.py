@@ -24,8 +24,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from common.kube import body, closing_at_once, raw, timeout, untrusting
+from hack.harness.controlplane import ControlPlane
 from reconciler.leader import LeaderElection, LeadershipLost, parse_micro_time
-from tests.controlplane import ControlPlane
 
 LEASE = "dbb-reconciler"
 log = structlog.get_logger("tests.leader")

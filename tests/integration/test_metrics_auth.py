@@ -21,7 +21,7 @@ from kubernetes_asyncio import client
 
 from certs.serving import ensure_serving_certificate
 from common.metrics_auth import READER_ROLE, MetricsAuth
-from tests.controlplane import ROOT, ControlPlane, free_port
+from hack.harness.controlplane import ROOT, ControlPlane, free_port
 from tests.integration.inprocess import reconciler, until
 
 METRICS_RBAC = ROOT / "deploy" / "metrics" / "rbac.yaml"

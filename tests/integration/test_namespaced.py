@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from hack.harness.controlplane import ROOT, ControlPlane
 from reconciler import main as reconciler_main
-from tests.controlplane import ROOT, ControlPlane
 from tests.fixtures import databasebackup, governing_service, statefulset
 from tests.integration.inprocess import reconciler, until
 

@@ -20,11 +20,11 @@ from kubernetes_asyncio import client
 from common.constants import GROUP, PLURAL, VERSION
 from common.kube import MERGE_PATCH, api_client, body, raw
 from common.names import job_name
+from hack.harness.controlplane import ControlPlane
 from reconciler.controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
-from tests.controlplane import ControlPlane
 from tests.fixtures import databasebackup, governing_service, statefulset
 
 PASSWORD = "s3cret-Pa55word-never-shown"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from certs.serving import ensure_serving_certificate
-from tests.controlplane import ControlPlane, free_port
+from hack.harness.controlplane import ControlPlane, free_port
 from tests.fixtures import databasebackup, governing_service, statefulset
 
 

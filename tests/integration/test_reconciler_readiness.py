@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from hack.harness.controlplane import ControlPlane
 from reconciler.leader import format_micro_time
-from tests.controlplane import ControlPlane
 from tests.integration.inprocess import Health, reconciler, until
 from tests.integration.test_leader import Partition
 

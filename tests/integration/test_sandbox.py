@@ -25,12 +25,13 @@ from typing import Any
 import pytest
 
 from common.constants import ANNOTATION_BACKUP_NOW
+from hack.harness import content
+from hack.harness.controlplane import find_assets
+from hack.harness.databases import PostgresServer
 from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, S3_BACKUP, SERVICE_HOST
 from hack.sandbox.paths import ENV_VAR, ROOT, DevDir
 from hack.sandbox.processes import Record, alive, load_records, port_free
-from tests.backup import cli, content
-from tests.backup.servers import PostgresServer
-from tests.controlplane import find_assets
+from tests.backup import cli
 from tests.fixtures import databasebackup
 
 PARTS = {"sandbox", "etcd", "kube-apiserver", "postgres", "seaweedfs", "webhook", "reconciler"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.controlplane import ControlPlane
+from hack.harness.controlplane import ControlPlane
 from tests.fixtures import backup_author_rbac, backup_store, databasebackup, governing_service, statefulset
 from tests.integration.conftest import Webhook
 from tests.integration.test_webhook import create_database

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.controlplane import ControlPlane
+from hack.harness.controlplane import ControlPlane
 from tests.fixtures import databasebackup, governing_service, statefulset
 from tests.integration.conftest import Webhook
 

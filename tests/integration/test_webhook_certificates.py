@@ -25,7 +25,7 @@ from kubernetes_asyncio import client
 from certs.pki import KeyPair, issue
 from certs.serving import ensure_serving_certificate, service_hosts
 from common.kube import api_client, body, raw
-from tests.controlplane import ROOT, ControlPlane, free_port
+from hack.harness.controlplane import ROOT, ControlPlane, free_port
 from webhook.incluster import CertificateKeeper
 from webhook.rotation import SERVING, Material
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from certs.serving import ensure_serving_certificate
-from tests.controlplane import ControlPlane, free_port
+from hack.harness.controlplane import ControlPlane, free_port
 from tests.fixtures import admission_review, databasebackup
 from tests.integration.conftest import Webhook, _wait_ready
 from webhook.main import SHUTDOWN_DELAY, parser

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from common.constants import GROUP, KIND, PLURAL, SHORT_NAME
-from tests.controlplane import CRD_FILE
+from hack.harness.controlplane import CRD_FILE
 
 
 def crd() -> dict[str, Any]:

@@ -12,7 +12,7 @@ equal fingerprints hold the same data and objects.
 
 from __future__ import annotations
 
-from tests.backup.servers import MariaDBServer, PostgresServer
+from hack.harness.databases import MariaDBServer, PostgresServer
 
 PG_ROLE = "app_reader"
 PG_ROLE_PASSWORD = "reader-Secret-42"

@@ -23,9 +23,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tests.backup.servers import free_port
+from hack.harness.databases import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ACCESS_KEY = "AKIDTESTSEAWEED"
 SECRET_KEY = "s3cret-Key-for-tests-never-shown"  # the test store's own key
 

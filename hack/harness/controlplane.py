@@ -35,7 +35,7 @@ import yaml
 from certs.pki import KeyPair, issue, new_ca, new_key, write_private, write_public
 from common.constants import CRD_NAME, RESTORE_CRD_NAME, STORE_CRD_NAME
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_databasebackups.yaml"
 RESTORE_CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_databaserestores.yaml"
 STORE_CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_backupstores.yaml"
