@@ -10,7 +10,9 @@ import signal
 import socket
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -19,14 +21,16 @@ from common.kube import ConfigError, api_client
 from common.logs import configure
 from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
 from common.tls import CertificateReloader, add_cert_flags
-from reconciler.aliases import EXAMPLE, HostAlias, alias_table, parse_alias
 from reconciler.controller import Controller
-from reconciler.executor import Executor, JobExecutor, LocalExecutor
+from reconciler.executor import Executor, JobExecutor
 from reconciler.health import ApiContact, NoCertificate, Readiness, health_app, serve_health
 from reconciler.jobs import RunnerSettings
 from reconciler.leader import LeaderElection, LeadershipLost
 from reconciler.metrics import Metrics
 from reconciler.restore_controller import RestoreController
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
 
 log = structlog.get_logger("reconciler")
 
@@ -40,27 +44,6 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="watch only this namespace; repeatable (default: all). Every list and watch is then namespaced, so a "
         "Role in each of them is all the RBAC it needs (overlays/namespaced/)",
-    )
-    parser.add_argument(
-        "--executor",
-        choices=["job", "local"],
-        default="job",
-        help="job: run backups as Jobs (default); local: run dbb-backup here (the sandbox)",
-    )
-    parser.add_argument(
-        "--local-backup-root",
-        type=Path,
-        default=Path(".dev/backups"),
-        help="with --executor local: the folder that stands for /backups (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--local-host-alias",
-        action="append",
-        type=_host_alias,
-        default=[],
-        metavar="NAME=HOST:PORT",
-        help="with --executor local: run backups of a database named NAME (a Service's DNS name, as a Job's "
-        f"--host) against HOST:PORT, as cluster DNS would; repeatable (e.g. {EXAMPLE})",
     )
     parser.add_argument(
         "--runner-image",
@@ -105,52 +88,38 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+    return run(parse(argv))
+
+
+def run(args: argparse.Namespace, executor: Callable[[ApiClient], Executor] = JobExecutor) -> int:
     configure(args.log_level)
     try:
-        return asyncio.run(serve(args))
+        return asyncio.run(serve(args, executor))
     except (ConfigError, NoCertificate) as error:
         print(f"dbb-reconciler: {error}", file=sys.stderr)
         return 1
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    """The arguments, with the checks argparse cannot make alone (exit 2 with a message, as argparse does)."""
-    options = parser()
+def parse(argv: list[str] | None = None, options: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The arguments, with the checks argparse cannot make alone (exit 2 with a message, as argparse does).
+    `options`: a parser built on `parser()` with more flags (the sandbox's)."""
+    options = options or parser()
     args = options.parse_args(argv)
-    if args.local_host_alias and args.executor != "local":
-        options.error(
-            "argument --local-host-alias: only with --executor local (in a cluster, the Job's Pod resolves the "
-            "name through cluster DNS)"
-        )
-    try:
-        args.host_aliases = alias_table(args.local_host_alias)
-    except ValueError as error:
-        options.error(f"argument --local-host-alias: {error}")
     if any(not namespace for namespace in args.namespace):
         options.error("argument --namespace: must not be empty")
     args.namespace = sorted(set(args.namespace))
     return args
 
 
-def _host_alias(text: str) -> HostAlias:
-    try:
-        return parse_alias(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-async def serve(args: argparse.Namespace) -> int:
+async def serve(args: argparse.Namespace, executor: Callable[[ApiClient], Executor] = JobExecutor) -> int:
+    """Run until SIGTERM or a lost Lease. `executor` makes what runs each Job: the cluster's Job controller and
+    kubelet (`JobExecutor`), or the sandbox's stand-in for them."""
     identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     metrics = Metrics()
     reloader = CertificateReloader(args.cert_dir, interval=args.cert_reload_seconds)
     api = await api_client(args.kubeconfig)
     async with api:
-        executor: Executor = (
-            LocalExecutor(api, args.local_backup_root.resolve(), host_aliases=args.host_aliases)
-            if args.executor == "local"
-            else JobExecutor(api)
-        )
+        runs = executor(api)
         # One controller per watched namespace (or one for all): each lists and watches only its namespace, which is
         # what lets a Role per namespace replace the ClusterRole.
         controllers: list[Controller | RestoreController] = []
@@ -159,7 +128,7 @@ async def serve(args: argparse.Namespace) -> int:
             controllers.append(
                 Controller(
                     api,
-                    executor,
+                    runs,
                     runner,
                     metrics,
                     namespace=namespace,
@@ -170,7 +139,7 @@ async def serve(args: argparse.Namespace) -> int:
             )
             restores = RestoreController(
                 api,
-                executor,
+                runs,
                 runner,
                 metrics,
                 namespace=namespace,

@@ -7,10 +7,10 @@
 
 One supervisor process starts, in order: the control plane of the test harness (etcd + kube-apiserver, the CRD),
 a local PostgreSQL 15 with the sample databases, the real `dbb-webhook` over TLS registered with the API server,
-the real `dbb-reconciler` with `--executor local` (it runs `dbb-backup` itself, as no kubelet runs here), and the
-sample objects. It stops them in the reverse order. `up` is that same supervisor started in a session of its own;
-`run` is the supervisor in the foreground. Either way every process is recorded in `<dev>/run/` (pid and start
-time), so `down` can stop what a supervisor killed with SIGKILL left behind.
+the real reconciler with the sandbox's executor (`hack.sandbox.reconciler`: it runs `dbb-backup` itself, as no
+kubelet runs here), and the sample objects. It stops them in the reverse order. `up` is that same supervisor
+started in a session of its own; `run` is the supervisor in the foreground. Either way every process is recorded
+in `<dev>/run/` (pid and start time), so `down` can stop what a supervisor killed with SIGKILL left behind.
 
 State lives in one folder: `.dev/` in the repository, or `$DBB_DEV_DIR` (the tests use a temporary one).
 """

@@ -256,9 +256,9 @@ class Supervisor:
         # What cluster DNS would do for a backup Job: the sample Service's name reaches the local PostgreSQL.
         alias = f"{SERVICE_HOST}={server.host}:{server.port}"
         argv = [
-            str(VENV_BIN / "dbb-reconciler"),
+            *(sys.executable, "-m", "hack.sandbox.reconciler"),
             *("--kubeconfig", str(self._plane().kubeconfig)),
-            *("--executor", "local", "--local-backup-root", str(self.dev.backups), "--local-host-alias", alias),
+            *("--local-backup-root", str(self.dev.backups), "--local-host-alias", alias),
             *("--health-host", "127.0.0.1", "--health-port", str(port), "--cert-dir", str(tls)),
         ]
         self._child("reconciler", argv, [port])

@@ -19,8 +19,8 @@ from common.kube import api_client, body, raw
 from hack.harness.content import pg_fingerprint
 from hack.harness.controlplane import ControlPlane
 from hack.harness.databases import PostgresServer
-from reconciler.aliases import HostAlias, alias_table
-from reconciler.executor import LocalExecutor
+from hack.sandbox.aliases import HostAlias, alias_table
+from hack.sandbox.executor import LocalExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from reconciler.restore_controller import RestoreController

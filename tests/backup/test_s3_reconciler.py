@@ -20,9 +20,9 @@ from common.kube import MERGE_PATCH, api_client, body, raw
 from hack.harness.controlplane import ControlPlane
 from hack.harness.databases import PostgresServer
 from hack.harness.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedFS
-from reconciler.aliases import HostAlias, alias_table
+from hack.sandbox.aliases import HostAlias, alias_table
+from hack.sandbox.executor import LocalExecutor
 from reconciler.controller import Controller
-from reconciler.executor import LocalExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from tests.backup.cli import dbb, wait_for

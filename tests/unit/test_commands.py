@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
     ("command", "mentions"),
     [
         ("dbb-webhook", "--cert-dir"),
-        ("dbb-reconciler", "--executor"),
+        ("dbb-reconciler", "--runner-image"),
         ("dbb-backup", "restore"),
         ("dbb-certs", "--service"),
     ],

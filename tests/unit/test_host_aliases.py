@@ -1,5 +1,5 @@
-"""Host aliases of the local executor: `--local-host-alias NAME=HOST:PORT` as dbb-reconciler reads it, and the
-runner's argv of a real backup Job pointed at the alias, as cluster DNS would point the Job's Pod."""
+"""Host aliases of the local executor: `--local-host-alias NAME=HOST:PORT` as the sandbox reconciler reads it, and
+the runner's argv of a real backup Job pointed at the alias, as cluster DNS would point the Job's Pod."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from common.model import parse_spec
-from reconciler.aliases import HostAlias, alias_table, apply_aliases, parse_alias
+from hack.sandbox.aliases import HostAlias, alias_table, apply_aliases, parse_alias
+from hack.sandbox.executor import _expand
+from hack.sandbox.reconciler import parse
+from reconciler import main as production
 from reconciler.arguments import runner_arguments
-from reconciler.executor import _expand
-from reconciler.main import parse
 
 SANDBOX = "example-db.demo.svc=127.0.0.1:54321"
 
@@ -115,18 +116,29 @@ def test_a_job_naming_no_aliased_service_runs_unchanged(host: str, aliases: list
 
 
 @pytest.mark.parametrize(
-    ("argv", "says"),
+    "argv",
     [
-        (["--local-host-alias", SANDBOX], "only with --executor local"),
-        (["--executor", "job", "--local-host-alias", SANDBOX], "only with --executor local"),
-        (["--executor", "local", "--local-host-alias", "example-db.demo.svc"], "is not NAME=HOST:PORT"),
-        (
-            ["--executor", "local", "--local-host-alias", SANDBOX, "--local-host-alias", "example-db.demo.svc=h:1"],
-            "given twice",
-        ),
+        ["--local-host-alias", SANDBOX],
+        ["--local-backup-root", "/tmp/backups"],
+        ["--executor", "local"],
     ],
 )
-def test_dbb_reconciler_refuses_an_alias_it_cannot_use_naming_the_option(
+def test_the_production_reconciler_has_no_sandbox_flags(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        production.parse(argv)
+
+    assert exited.value.code == 2
+    assert "unrecognized arguments: " + " ".join(argv) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--local-host-alias", "example-db.demo.svc"], "is not NAME=HOST:PORT"),
+        (["--local-host-alias", SANDBOX, "--local-host-alias", "example-db.demo.svc=h:1"], "given twice"),
+    ],
+)
+def test_the_sandbox_reconciler_refuses_an_alias_it_cannot_use_naming_the_option(
     argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
@@ -134,17 +146,18 @@ def test_dbb_reconciler_refuses_an_alias_it_cannot_use_naming_the_option(
 
     assert exited.value.code == 2
     error = capsys.readouterr().err.splitlines()[-1]
-    assert error.startswith("dbb-reconciler: error: argument --local-host-alias: "), error
+    assert error.startswith("python -m hack.sandbox.reconciler: error: argument --local-host-alias: "), error
     assert says in error
 
 
-def test_dbb_reconciler_takes_repeated_aliases_for_the_local_executor() -> None:
-    args = parse(["--executor", "local", "--local-host-alias", SANDBOX, "--local-host-alias", "db.shop.svc=h:1"])
+def test_the_sandbox_reconciler_takes_repeated_aliases_and_every_production_flag() -> None:
+    args = parse(["--local-host-alias", SANDBOX, "--local-host-alias", "db.shop.svc=h:1", "--namespace", "shop"])
 
     assert args.host_aliases == {
         "example-db.demo.svc": HostAlias("example-db.demo.svc", "127.0.0.1", 54321),
         "db.shop.svc": HostAlias("db.shop.svc", "h", 1),
     }
+    assert args.namespace == ["shop"]
     assert parse([]).host_aliases == {}
 
 

@@ -1,0 +1,269 @@
+"""The sandbox's executor, where no kubelet runs (`make run`).
+
+It creates the same Job as the cluster executor, so the name still locks the slot and the Job still records the
+run; then it plays kubelet and Job controller: it runs `dbb-backup` as a subprocess with the Job's own arguments and
+environment (Secrets resolved, `/backups` mapped to a local folder), and writes the outcome onto the Job (the
+runner's result as an annotation, Complete or Failed in its status). The reconciler then reads it exactly as it
+reads a real Job. This executor reads Secrets, as a kubelet does; the cluster executor never does, which is why it
+lives here and not in the operator. No cluster DNS resolves the database's Service name here: host aliases
+(`hack.sandbox.aliases`) stand in for it, in the subprocess's argv only; the Job keeps the in-cluster name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from common.constants import BACKUP_ROOT
+from common.kube import MERGE_PATCH, body, raw, sent, timeout
+from hack.sandbox.aliases import HostAlias, apply_aliases
+from reconciler.executor import JobExecutor
+from reconciler.outcomes import ANNOTATION_RESULT
+
+__all__ = ["LocalExecutor"]
+
+log = structlog.get_logger("sandbox.executor")
+
+TERMINATION_GRACE_SECONDS = 30  # the Pod default
+
+
+class LocalExecutor(JobExecutor):
+    def __init__(
+        self,
+        api: client.ApiClient,
+        backup_root: Path,
+        runner: str | None = None,
+        host_aliases: Mapping[str, HostAlias] | None = None,
+    ) -> None:
+        """`host_aliases`: by canonical name (`hack.sandbox.aliases.alias_table`)."""
+        super().__init__(api)
+        self._core = client.CoreV1Api(api)
+        self._root = backup_root
+        self._runner = runner or str(Path(sys.executable).parent / "dbb-backup")
+        self._aliases = dict(host_aliases or {})
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    async def start(self, job: dict[str, Any]) -> dict[str, Any]:
+        created = await super().start(job)
+        key = (created["metadata"]["namespace"], created["metadata"]["name"])
+        task = asyncio.create_task(self._run(created), name=f"local:{key[1]}")
+        self._running[key] = task
+        task.add_done_callback(lambda _: self._running.pop(key, None))
+        return created
+
+    async def stop(self, namespace: str, name: str) -> None:
+        # Playing kubelet and garbage collector: the run is killed and awaited, then the Job deleted.
+        task = self._running.get((namespace, name))
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        try:
+            await sent(
+                self._batch.delete_namespaced_job(
+                    name, namespace, propagation_policy="Background", _preload_content=False, **timeout()
+                )
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def close(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, job: dict[str, Any]) -> None:
+        name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
+        started = datetime.now(UTC)
+        sidecars = [c["name"] for c in job["spec"]["template"]["spec"].get("initContainers") or []]
+        with tempfile.TemporaryDirectory(prefix="dbb-local-") as scratch:
+            try:
+                if sidecars:
+                    # A restore test's scratch server is a container of the Pod; only a kubelet runs one.
+                    raise _Unsupported(f"the local executor runs no sidecar ({', '.join(sidecars)}): use a cluster")
+                argv, env = await self._command(job, Path(scratch))
+                code, result = await self._execute(argv, env, job, Path(scratch))
+            except _Unsupported as error:
+                code, result = 1, json.dumps({"status": "Failed", "reason": "LocalRunFailed", "message": str(error)})
+            except Exception as error:  # anything at all: the Job must end, or it would stay active for ever
+                log.exception("local run could not start", job=name)
+                code, result = 1, f'{{"status":"Failed","reason":"LocalRunFailed","message":"{type(error).__name__}"}}'
+        await self._finish(namespace, name, started, code, result)
+
+    async def _command(self, job: dict[str, Any], scratch: Path) -> tuple[list[str], dict[str, str]]:
+        namespace = job["metadata"]["namespace"]
+        pod = job["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(scratch), "TMPDIR": str(scratch)}
+        for variable in container.get("env") or []:
+            value = await self._env_value(namespace, variable)
+            # The kubelet expands `$(VAR)` and `$$` in literal values too, from the variables defined before.
+            env[variable["name"]] = _expand(value, env) if "value" in variable else value
+        mounts = await self._project_volumes(namespace, pod, container, scratch)
+        if any(m["mountPath"] == BACKUP_ROOT for m in container.get("volumeMounts") or []):
+            mounts[BACKUP_ROOT] = self._root  # the backup volume: a local folder (read-only or not, as mounted)
+        env = {name: _localize(value, mounts) for name, value in env.items()}
+        argv = [self._runner if container["args"][0] == "dbb-backup" else container["args"][0]]
+        for argument in container["args"][1:]:
+            argument = _expand(argument, env)
+            if argument.startswith("--termination-log="):
+                argument = f"--termination-log={scratch / 'termination-log'}"
+            else:
+                argument = _localize(argument, mounts)
+            argv.append(argument)
+        argv, alias = apply_aliases(argv, self._aliases)
+        if alias is not None:
+            log.info("local host alias used", job=job["metadata"]["name"], host=alias.name, target=alias.target)
+        return argv, env
+
+    async def _execute(
+        self, argv: list[str], env: dict[str, str], job: dict[str, Any], scratch: Path
+    ) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        deadline = job["spec"].get("activeDeadlineSeconds")
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=deadline)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return 1, '{"status":"Failed","reason":"DeadlineExceeded","message":"activeDeadlineSeconds passed"}'
+        except asyncio.CancelledError:
+            # Stopped (Replace, shutdown): SIGTERM as the kubelet sends it, SIGKILL after the grace period.
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=TERMINATION_GRACE_SECONDS)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            raise
+        termination = scratch / "termination-log"
+        text = termination.read_text() if termination.exists() else ""
+        # As terminationMessagePolicy FallbackToLogsOnError: no result written, the log's tail stands in.
+        return process.returncode or 0, text or (stderr or stdout).decode(errors="replace")[-2000:]
+
+    async def _finish(self, namespace: str, name: str, started: datetime, code: int, result: str) -> None:
+        batch = self._batch
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        await batch.patch_namespaced_job(
+            name,
+            namespace,
+            body({"metadata": {"annotations": {ANNOTATION_RESULT: result[-4000:]}}}),
+            **MERGE_PATCH,
+            **timeout(),
+        )
+        begun = started.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if code == 0:
+            conditions = [
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": stamp},
+                {"type": "Complete", "status": "True", "lastTransitionTime": stamp},
+            ]
+            status: dict[str, Any] = {"startTime": begun, "completionTime": stamp, "succeeded": 1}
+        else:
+            conditions = [
+                {
+                    "type": "FailureTarget",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "the backup run failed",
+                    "lastTransitionTime": stamp,
+                },
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "the backup run failed",
+                    "lastTransitionTime": stamp,
+                },
+            ]
+            status = {"startTime": begun, "failed": 1}
+        status["conditions"] = conditions
+        await batch.patch_namespaced_job_status(name, namespace, body({"status": status}), **MERGE_PATCH, **timeout())
+        log.info("local run finished", job=name, exit_code=code, seconds=round((now - started).total_seconds(), 1))
+
+    async def _env_value(self, namespace: str, variable: Mapping[str, Any]) -> str:
+        if "value" in variable:
+            return str(variable["value"])
+        reference = (variable.get("valueFrom") or {}).get("secretKeyRef") or {}
+        return await self._secret_value(namespace, reference["name"], reference["key"])
+
+    async def _secret_value(self, namespace: str, name: str, key: str) -> str:
+        secret = await raw(self._core.read_namespaced_secret(name, namespace, _preload_content=False, **timeout()))
+        return base64.b64decode((secret.get("data") or {})[key]).decode()
+
+    async def _project_volumes(
+        self, namespace: str, pod: Mapping[str, Any], container: Mapping[str, Any], scratch: Path
+    ) -> dict[str, Path]:
+        """Each Secret or ConfigMap volume the container mounts, written into the scratch folder as the kubelet
+        projects it (the listed items at their paths, or every key; files 0600): {mount path: local folder}."""
+        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        found: dict[str, Path] = {}
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"]) or {}
+            if "secret" in volume:
+                source = volume["secret"]
+                data = await self._secret_data(namespace, source["secretName"])
+            elif "configMap" in volume:
+                source = volume["configMap"]
+                data = await self._config_map_data(namespace, source["name"])
+            else:
+                continue
+            folder = scratch / "volumes" / mount["name"]
+            folder.mkdir(parents=True)
+            for item in source.get("items") or [{"key": key, "path": key} for key in data]:
+                descriptor = os.open(folder / item["path"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(data[item["key"]])
+            found[mount["mountPath"]] = folder
+        return found
+
+    async def _secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
+        secret = await raw(self._core.read_namespaced_secret(name, namespace, _preload_content=False, **timeout()))
+        return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
+
+    async def _config_map_data(self, namespace: str, name: str) -> dict[str, bytes]:
+        found = await raw(self._core.read_namespaced_config_map(name, namespace, _preload_content=False, **timeout()))
+        return {key: value.encode() for key, value in (found.get("data") or {}).items()}
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _localize(value: str, mounts: Mapping[str, Path]) -> str:
+    """A path under a mounted volume (`/var/run/.../s3-ca/ca.crt`, also as `--flag=path`), as the local copy's."""
+    for mount, folder in mounts.items():
+        head, sep, path = value.partition("=") if value.startswith("--") else ("", "", value)
+        if path == mount or path.startswith(mount + "/"):
+            return f"{head}{sep}{folder}{path.removeprefix(mount)}"
+    return value
+
+
+def _expand(argument: str, env: Mapping[str, str]) -> str:
+    """The kubelet's expansion of container args: `$$` is `$`, `$(VAR)` is VAR's value (left as is if unset)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return "$" if name is None else env.get(name, match.group(0))
+
+    return re.sub(r"\$(?:\$|\(([A-Za-z_][A-Za-z0-9_]*)\))", one, argument)
