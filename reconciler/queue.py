@@ -52,6 +52,17 @@ class WorkQueue(Generic[K]):
         """Keys waiting to be handled now (not those scheduled for later)."""
         return len(self._waiting)
 
+    @property
+    def idle(self) -> bool:
+        """No key waiting, being handled, to run again or backing off after a failure: no handler runs until a key
+        is added or a requeue's time comes. The sign, for whoever watches, that the handlers have settled."""
+        return not (self._waiting or self._processing or self._again or self._failures)
+
+    def booked(self, key: K) -> float | None:
+        """Seconds until `key`'s requeue or retry (add_after) fires; None when none is booked."""
+        pending = self._timers.get(key)
+        return None if pending is None else max(0.0, pending[0] - asyncio.get_running_loop().time())
+
     def add(self, key: K, *, due: bool = False) -> None:
         """`due`: its time came (a slot): ahead of the keys the watches added."""
         if key in self._processing:

@@ -18,6 +18,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from common.constants import GROUP, PLURAL, VERSION
+from common.informer import Informer
 from common.kube import MERGE_PATCH, api_client, body, raw
 from common.names import job_name
 from hack.harness.controlplane import ControlPlane
@@ -326,9 +327,9 @@ async def test_a_restart_mid_run_creates_no_second_job_for_the_slot(cluster: Clu
         body({"status": {"lastScheduleTime": None}}),
         **MERGE_PATCH,
     )
-    async with running(cluster, clock):
+    async with running(cluster, clock) as controller:
         status = await until(lambda: _status_field(cluster, "lastScheduleTime"))
-        await asyncio.sleep(1.0)
+        await until(lambda: _settled(cluster, controller))
         jobs = await cluster.jobs()
     assert len(jobs) == 1
     assert status["active"] == [{"name": jobs[0]["metadata"]["name"]}]
@@ -339,12 +340,14 @@ async def test_an_invalid_object_gets_a_condition_and_an_event_not_a_retry_loop(
     await cluster.create_database()
     await cluster.create_backup(schedule="0 0 31 2 *")
     metrics = Metrics()
-    async with running(cluster, Clock(), metrics):
+    async with running(cluster, Clock(), metrics) as controller:
         status = await until(lambda: _status_field(cluster, "phase", "Invalid"))
         events = await until(lambda: _with_reason(cluster, "InvalidSpec"))
-        settled = _count(metrics, "dbb_reconciles_total")
-        await asyncio.sleep(2.0)
-        assert _count(metrics, "dbb_reconciles_total") == settled
+        await until(lambda: _settled(cluster, controller))
+        # Settled with no failure backing off and no requeue booked: nothing makes it look again until the object
+        # changes.
+        assert controller.queue.booked((cluster.namespace, "nightly")) is None
+    assert _count(metrics, "dbb_reconciles_total", result="error") == 0
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert "never fires" in ready["message"]
@@ -384,14 +387,14 @@ async def test_a_backup_refused_for_a_missing_service_runs_as_soon_as_the_servic
 async def test_backup_now_starts_one_run_at_once(cluster: Cluster) -> None:
     await cluster.create_database()
     await cluster.create_backup(schedule="@yearly")
-    async with running(cluster, Clock()):
+    async with running(cluster, Clock()) as controller:
         await until(lambda: _status_field(cluster, "phase", "Scheduled"))
         cluster.plane.kubectl(
             "annotate", "dbb", "nightly", "-n", cluster.namespace, "databases.test.io/backup-now=first"
         )
         jobs = await until(cluster.jobs)
         status = await until(lambda: _status_field(cluster, "lastBackupNowRequest", "first"))
-        await asyncio.sleep(1.0)
+        await until(lambda: _settled(cluster, controller))
         assert len(await cluster.jobs()) == 1
     assert jobs[0]["metadata"]["name"].startswith("nightly-now-")
     assert status["phase"] == "Running"
@@ -406,7 +409,7 @@ async def test_replace_starts_the_new_run_only_once_the_old_job_is_gone(cluster:
     clock = Clock()
     first = clock.just_past_next_minute()
     metrics = Metrics()
-    async with running(cluster, clock, metrics):
+    async with running(cluster, clock, metrics) as controller:
         [old] = await until(cluster.jobs)
         old_name = old["metadata"]["name"]
         clock.offset += timedelta(minutes=1)
@@ -418,7 +421,8 @@ async def test_replace_starts_the_new_run_only_once_the_old_job_is_gone(cluster:
         # More passes while the old run stops: none starts the new run.
         done = _count(metrics, "dbb_reconciles_total")
         await _poke(cluster, "while-stopping")
-        await until(lambda: _settled(metrics, done + 1))
+        await until(lambda: _settled(cluster, controller))
+        assert _count(metrics, "dbb_reconciles_total") > done
         assert [j["metadata"]["name"] for j in await cluster.jobs()] == [old_name]
         await cluster.batch.patch_namespaced_job(
             old_name, cluster.namespace, body({"metadata": {"finalizers": None}}), **MERGE_PATCH
@@ -437,8 +441,33 @@ async def _poke(cluster: Cluster, value: str) -> None:
     )
 
 
-async def _settled(metrics: Metrics, at_least: float) -> bool:
-    return _count(metrics, "dbb_reconciles_total") >= at_least
+async def _settled(cluster: Cluster, controller: Controller) -> bool:
+    """The positive sign that nothing more happens: the controller's watches have delivered the current version of
+    the DatabaseBackup and of each of its Jobs, its queue is idle (what those events queued has been handled, and
+    no failure is backing off), and nothing was written meanwhile. From here it acts only when something changes or
+    a requeue it booked comes due (`queue.booked`)."""
+    backup, jobs = await cluster.backup(), await cluster.jobs()
+    cached = {name for namespace, name in controller.jobs.store if namespace == cluster.namespace}
+    caught_up = (
+        _delivered(controller.backups, [backup])
+        and _delivered(controller.jobs, jobs)
+        and cached == {j["metadata"]["name"] for j in jobs}  # a deletion seen too
+    )
+    if not (caught_up and controller.queue.idle):
+        return False
+    return _versions(await cluster.backup(), await cluster.jobs()) == _versions(backup, jobs)
+
+
+def _delivered(informer: Informer, objects: list[dict[str, Any]]) -> bool:
+    """Whether the informer's list or watch has reached these objects' versions: its handler has run for them. The
+    API server's resourceVersions are etcd revisions, so they compare as numbers."""
+    reached = int(informer.resource_version or 0)
+    return all(int(o["metadata"]["resourceVersion"]) <= reached for o in objects)
+
+
+def _versions(backup: dict[str, Any], jobs: list[dict[str, Any]]) -> tuple[str, set[tuple[str, str]]]:
+    version = backup["metadata"]["resourceVersion"]
+    return version, {(j["metadata"]["name"], j["metadata"]["resourceVersion"]) for j in jobs}
 
 
 async def _jobs_other_than(cluster: Cluster, name: str) -> list[dict[str, Any]]:
@@ -458,5 +487,10 @@ async def _with_reason(cluster: Cluster, reason: str) -> list[str]:
     return events if any(f" {reason}:" in e for e in events) else []
 
 
-def _count(metrics: Metrics, name: str) -> float:
-    return sum(s.value for m in metrics.registry.collect() for s in m.samples if s.name == name)
+def _count(metrics: Metrics, name: str, **labels: str) -> float:
+    return sum(
+        s.value
+        for m in metrics.registry.collect()
+        for s in m.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )

@@ -104,6 +104,41 @@ async def test_a_handler_error_is_retried_not_fatal() -> None:
     assert attempts == 3
 
 
+async def test_the_queue_is_idle_only_when_nothing_is_waiting_running_or_backing_off() -> None:
+    queue: WorkQueue[str] = WorkQueue(base_delay=60.0)
+    release = asyncio.Event()
+    failed = asyncio.Event()
+
+    async def handle(key: str) -> timedelta | None:
+        if key == "slow":
+            await release.wait()
+        if key == "failing":
+            failed.set()
+            raise OSError("API server unreachable")
+        return timedelta(minutes=5) if key == "requeued" else None
+
+    assert queue.idle
+    queue.add("slow")
+    assert not queue.idle  # waiting
+    async with working(queue, handle):
+        await until(lambda: "slow" in queue._processing)
+        assert not queue.idle  # being handled
+        release.set()
+        queue.add("requeued")
+        await until(lambda: queue.idle)
+        booked = queue.booked("requeued")
+        assert booked is not None  # a requeue booked later does not keep it busy
+        assert 299 < booked <= 300
+        assert queue.booked("slow") is None
+        queue.add("failing")
+        await failed.wait()
+        await until(lambda: "failing" not in queue._processing)
+        assert not queue.idle  # backing off: it runs again by itself
+        failing = queue.booked("failing")
+        assert failing is not None
+        assert 59 < failing <= 60
+
+
 async def test_a_requested_requeue_happens_after_the_delay() -> None:
     queue: WorkQueue[str] = WorkQueue()
     times: list[float] = []
