@@ -236,6 +236,10 @@ class LeaderElection:
     retry_period: float = 2.0  # how often candidates try / the leader renews
     clock: Callable[[], datetime] = _utc_now  # injected for tests
     on_change: Callable[[bool], None] | None = None  # called with True on acquire, False on loss/release
+    # What this candidate has done, for whoever watches it (tests wait for these, never for time): the Lease read and
+    # judged by acquire(), taken or not, and renewals written.
+    attempts: int = field(default=0, init=False)
+    renewals: int = field(default=0, init=False)
     # The Lease as our last successful write returned it: renewals write on top of its resourceVersion without
     # reading first; a 409 then says someone else wrote, and only then do we read.
     _lease: dict[str, Any] | None = field(default=None, init=False, repr=False)
@@ -323,6 +327,7 @@ class LeaderElection:
             record = Record.of(lease) if lease is not None else None
             now = self.clock()
             spec = claim(record, self.identity, now, self._seconds)
+            self.attempts += 1
             if spec is None:
                 assert record is not None  # only an existing Lease can be someone else's
                 log.debug("lease held", lease=self._key, holder=record.holder, renewed=_iso(record.renewed))
@@ -370,6 +375,7 @@ class LeaderElection:
                 raise LeadershipLost(f"the Lease is held by {record.holder}" if record.holder else "released")
             try:
                 self._lease = await self._replace(lease, spec)
+                self.renewals += 1
                 # A release() that ran while this write was on its way has the last word: no comeback.
                 if self._renewed is not None:
                     self._renewed = now

@@ -231,7 +231,7 @@ async def test_a_candidate_acquires_and_renews_with_true_utc_times(
         assert abs(parse_micro_time(spec[name]) - datetime.now(UTC)) < timedelta(seconds=5), spec[name]
 
     async with background(solo.election.hold()):
-        await asyncio.sleep(4 * FAST["retry_period"])
+        await until(lambda: solo.election.renewals >= 3)
         renewed = (await read_lease(api_client, namespace))["spec"]
         assert solo.leading
     assert parse_micro_time(renewed["renewTime"]) > parse_micro_time(spec["renewTime"])
@@ -290,7 +290,9 @@ async def test_one_leader_at_a_time_and_a_take_over_once_the_lease_expires(
     async with sampling(first, second) as samples, background(first.campaign()) as (first_task,):
         await until(lambda: first.leading)
         async with background(second.campaign()):
-            await asyncio.sleep(5 * FAST["retry_period"])  # the second keeps trying, the first keeps renewing
+            # The second keeps trying, the first keeps renewing: five of each, counted, not waited for.
+            renewals = first.election.renewals
+            await until(lambda: second.election.attempts >= 5 and first.election.renewals >= renewals + 5)
             assert first.leading
             assert second.changes == []
 
@@ -321,7 +323,8 @@ async def test_after_a_release_the_other_candidate_takes_over_at_once(
     async with sampling(first, second) as samples, background(first.campaign()) as (first_task,):
         await until(lambda: first.leading)
         async with background(second.campaign()):
-            await asyncio.sleep(3 * LONG_LEASE["retry_period"])
+            await until(lambda: second.election.attempts >= 3)  # three looks at a Lease that is held
+            assert first.leading
             assert second.changes == []
 
             first_task.cancel()  # graceful shutdown: stop the work, then release
@@ -366,7 +369,7 @@ async def test_a_leader_whose_lease_is_overwritten_stops_promptly(api_client: cl
     async with asyncio.timeout(10):
         await leader.election.acquire()
     async with background(leader.election.hold()) as (holding,):
-        await asyncio.sleep(2 * FAST["retry_period"])
+        await until(lambda: leader.election.renewals >= 2)
         await overwrite_holder(api_client, namespace, "intruder")
         overwritten = time.monotonic()
         with pytest.raises(LeadershipLost, match="intruder"):
@@ -391,7 +394,9 @@ async def test_a_leader_cut_off_from_the_api_server_stops_before_another_takes_o
         async with sampling(far, near) as samples, background(far.campaign()) as (far_task,):
             await until(lambda: far.leading)
             async with background(near.campaign()):
-                await asyncio.sleep(3 * WIDE_GAP["retry_period"])
+                # Both at work through the relay and beside it: the far one renews, the near one finds it held.
+                renewals = far.election.renewals
+                await until(lambda: near.election.attempts >= 3 and far.election.renewals >= renewals + 3)
                 assert far.leading
 
                 partition.silent = True
