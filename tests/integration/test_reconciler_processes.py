@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,19 @@ def jobs(plane: ControlPlane, namespace: str) -> list[str]:
     return plane.kubectl("get", "jobs", "-n", namespace, "-o", "name").stdout.split()
 
 
+def status(plane: ControlPlane, namespace: str) -> dict[str, Any]:
+    found = json.loads(plane.kubectl("get", "dbb", "nightly", "-n", namespace, "-o", "json").stdout)
+    return dict(found.get("status") or {})
+
+
+def changed_spec(plane: ControlPlane, namespace: str) -> int:
+    """A spec change that starts nothing (how many backups to keep); the object's new generation."""
+    patch = json.dumps({"spec": {"retention": {"keepLast": 8}}})
+    changed = plane.kubectl("patch", "dbb", "nightly", "-n", namespace, "--type=merge", "-p", patch, "-o", "json")
+    generation: int = json.loads(changed.stdout)["metadata"]["generation"]
+    return generation
+
+
 def test_two_replicas_never_both_act_and_a_graceful_stop_hands_over(
     control_plane: ControlPlane, namespace: str, replicas: list[Replica]
 ) -> None:
@@ -96,7 +110,12 @@ def test_two_replicas_never_both_act_and_a_graceful_stop_hands_over(
     leader, follower = sorted(replicas, key=lambda r: -r.metric("dbb_leader"))
     control_plane.kubectl("annotate", "dbb", "nightly", "-n", namespace, "databases.test.io/backup-now=one")
     wait_for(lambda: len(jobs(control_plane, namespace)) == 1)
-    time.sleep(1.0)
+    wait_for(lambda: status(control_plane, namespace).get("lastBackupNowRequest") == "one")
+    # The positive sign that the leader is done with the request: a change made after its Job and status (a spec
+    # change: generation + 1) shows in status.observedGeneration. The pass that wrote it saw the request, its Job
+    # and its status, and started nothing; the passes before it are over (one at a time per object).
+    generation = changed_spec(control_plane, namespace)
+    wait_for(lambda: status(control_plane, namespace).get("observedGeneration") == generation)
     assert len(jobs(control_plane, namespace)) == 1
     assert follower.metric("dbb_api_requests_total") == 0  # the follower wrote nothing at all
     assert leader.metric("dbb_api_requests_total") > 0
