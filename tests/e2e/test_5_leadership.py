@@ -3,6 +3,7 @@ backup leads to no second Job for that slot, and a deleted leader hands over wit
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -43,9 +44,36 @@ def jobs(kube: Kube) -> list[dict[str, Any]]:
     return kube.items("jobs", NAMESPACE, f"{LABEL_BACKUP_NAME}=every-minute")
 
 
-def scheduled_times(kube: Kube) -> Counter[str]:
-    return Counter(
-        j["metadata"]["annotations"].get(ANNOTATION_SCHEDULED_TIME, j["metadata"]["name"]) for j in jobs(kube)
+def runs(kube: Kube) -> Counter[tuple[str, str]]:
+    """Jobs per run: the owner (the controller ownerReference's uid) and the slot (the scheduled-time annotation).
+    Every Job of the namespace counts, whatever its name or labels: two Jobs for one slot of one owner count twice,
+    as a Job with neither owner nor slot counts against ("", "")."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for job in kube.items("jobs", NAMESPACE):
+        metadata = job["metadata"]
+        owners = [r["uid"] for r in metadata.get("ownerReferences") or [] if r.get("controller")]
+        slot = (metadata.get("annotations") or {}).get(ANNOTATION_SCHEDULED_TIME, "")
+        counts[(owners[0] if owners else "", slot)] += 1
+    return counts
+
+
+def assert_one_job_per_run(counts: Counter[tuple[str, str]]) -> None:
+    assert counts, "no Jobs"
+    assert all(owner and slot for owner, slot in counts), counts
+    assert max(counts.values()) == 1, counts
+
+
+def resynced(kube: Kube) -> None:
+    """Make the leader reconcile the DatabaseBackup again, and wait until it has: a spec change that starts nothing
+    (one more backup kept) must show in status.observedGeneration."""
+    keep = kube.get("dbb", "every-minute", NAMESPACE)["spec"].get("retention", {}).get("keepLast", 7)
+    patch = json.dumps({"spec": {"retention": {"keepLast": keep + 1}}})
+    changed = kube.json("patch", "dbb", "every-minute", "-n", NAMESPACE, "--type=merge", "-p", patch)
+    generation = changed["metadata"]["generation"]
+    wait_for(
+        "the leader to reconcile the change",
+        lambda: kube.get("dbb", "every-minute", NAMESPACE).get("status", {}).get("observedGeneration") == generation,
+        120,
     )
 
 
@@ -68,10 +96,11 @@ def test_a_reconciler_force_deleted_during_a_run_creates_no_second_job(kube: Kub
         return bool(status.get("lastBackup", {}).get("file")) and leader_pod(kube) not in ("", old)
 
     wait_for("the new leader to record the backup", recorded, 180)
-    counts = scheduled_times(kube)
-    assert counts, "no Jobs"
-    assert max(counts.values()) == 1, counts
-    assert sum(1 for j in jobs(kube) if j["metadata"]["name"] == job) == 1
+    counts = runs(kube)
+    assert_one_job_per_run(counts)
+    [running] = [j for j in jobs(kube) if j["metadata"]["name"] == job]
+    owner = next(r["uid"] for r in running["metadata"]["ownerReferences"] if r.get("controller"))
+    assert counts[(owner, running["metadata"]["annotations"][ANNOTATION_SCHEDULED_TIME])] == 1
 
 
 def test_deleting_the_leader_hands_over_within_the_lease_duration(kube: Kube, db: databases.Database) -> None:
@@ -93,7 +122,9 @@ def test_deleting_the_leader_hands_over_within_the_lease_duration(kube: Kube, db
     assert handover <= LEASE_SECONDS, f"handover took {handover:.1f}s"
     assert new in reconciler_pods(kube)
 
-    # The next slot runs once, under the new leader.
-    before = set(scheduled_times(kube))
-    wait_for("a slot under the new leader", lambda: set(scheduled_times(kube)) - before, 150)
-    assert max(scheduled_times(kube).values()) == 1
+    # The next slot runs once, under the new leader: once still after the leader has looked at the object again
+    # with that slot's Job in place.
+    before = set(runs(kube))
+    wait_for("a slot under the new leader", lambda: set(runs(kube)) - before, 150)
+    resynced(kube)
+    assert_one_job_per_run(runs(kube))
