@@ -39,7 +39,8 @@ between columns, NULL as nothing, each row ending in a newline. It is compared b
 manifest when it is short (the manifest lives in the storage, never in a status); a mismatch names the query and
 both results' digests and line counts, never a value.
 
-The sessions themselves (libpq through psycopg) are in `querysession`, imported only by runs that have queries.
+The sessions themselves (libpq through psycopg) are in `querysession`, imported only by runs that have queries;
+the rules both follow (the transaction, the role check, the printed form) are in `queryrules`.
 """
 
 from __future__ import annotations
@@ -48,16 +49,17 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Final
 
 import structlog
 
-from runner.engines import PG_LOCK_WAIT_TIMEOUT, Connection, Engine
+from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.manifest import SHOWN_RESULT, QueryResult
 from runner.naming import database_problem
 from runner.process import Deadline
+from runner.queryrules import UNSAFE_ROLES, Credential, Query, printed, role_problems
 
 __all__ = [
     "QUERY_PASSWORD_VARIABLE",
@@ -79,66 +81,6 @@ log = structlog.get_logger("dbb-backup")
 
 QUERY_USER_VARIABLE: Final = "QUERY_USER"
 QUERY_PASSWORD_VARIABLE: Final = "QUERY_PASSWORD"  # noqa: S105 - a variable's name
-STATEMENT_TIMEOUT: Final = "10min"
-# Predefined roles that reach beyond reading the database: the server's files and programs, other sessions, every
-# session's statistics and queries (pg_monitor holds pg_read_all_stats), writing every table.
-UNSAFE_ROLES: Final = (
-    "pg_execute_server_program",
-    "pg_read_server_files",
-    "pg_write_server_files",
-    "pg_write_all_data",
-    "pg_signal_backend",
-    "pg_read_all_stats",
-    "pg_monitor",
-)
-
-_SETTINGS: Final = (
-    ("TimeZone", "UTC"),
-    ("DateStyle", "ISO, YMD"),
-    ("IntervalStyle", "postgres"),
-    ("extra_float_digits", "1"),
-    ("bytea_output", "hex"),
-    ("statement_timeout", STATEMENT_TIMEOUT),
-    ("lock_timeout", PG_LOCK_WAIT_TIMEOUT),
-)
-# A query's transaction. The SELECT that fixes its settings is its first query, so its snapshot is taken before the
-# user's statement, which then can no longer make it read-write.
-BEGIN: Final = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-FIX_SETTINGS: Final = "SELECT " + ", ".join(f"pg_catalog.set_config('{k}', '{v}', true)" for k, v in _SETTINGS)
-END: Final = "ROLLBACK"
-# The role itself and every role it is a member of (so may become), with what each may do; then the remote
-# extensions whose functions any of them may execute in this database (dblink, postgres_fdw: they open connections
-# to other hosts, where a query could send what it reads).
-ROLE_CHECK: Final = """
-SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolreplication, r.rolbypassrls, r.rolname = current_user
-FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') ORDER BY r.rolname;
-SELECT DISTINCT e.extname FROM pg_catalog.pg_extension e
-JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.refobjid = e.oid
-  AND d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.deptype = 'e'
-WHERE e.extname IN ('dblink', 'postgres_fdw') AND EXISTS (
-  SELECT 1 FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER')
-  AND pg_catalog.has_function_privilege(r.oid, d.objid, 'EXECUTE'))
-ORDER BY 1
-"""
-
-
-@dataclass(frozen=True)
-class Query:
-    name: str
-    database: str
-    sql: str
-
-
-@dataclass(frozen=True)
-class Credential:
-    """A login to run queries as: QUERY_USER/QUERY_PASSWORD, or a scratch server's throwaway role."""
-
-    user: str
-    password: str = field(repr=False)
-
-    def on(self, connection: Connection) -> Connection:
-        """`connection`'s server (host, port, TLS), logged in as this role."""
-        return replace(connection, user=self.user, password=self.password)
 
 
 def credential_from_env(environ: Mapping[str, str]) -> Credential | None:
@@ -183,33 +125,6 @@ def record(query: Query, text: str) -> QueryResult:
     digest = hashlib.sha256(text.encode()).hexdigest()
     shown = text if len(text) <= SHOWN_RESULT else None
     return QueryResult(query.name, query.database, query.sql, digest, shown, text.count("\n"))
-
-
-def printed(rows: Sequence[Sequence[bytes | None]]) -> str:
-    """Rows as `psql -At` prints them: text values, `|` between columns, NULL as nothing, a newline after each; rows
-    without columns (`SELECT FROM t`) print nothing at all."""
-    return "".join(
-        "|".join("" if v is None else v.decode("utf-8", "replace") for v in row) + "\n" for row in rows if row
-    )
-
-
-def role_problems(roles: Sequence[Sequence[Any]], extensions: Sequence[str], database: str) -> list[str]:
-    """What makes the queries' role more than a reader, from ROLE_CHECK's answers: `roles` are the role itself and
-    every role it is a member of, as (name, superuser, createrole, replication, bypassrls, is itself); `extensions`
-    the remote ones whose functions it may execute in `database`. Phrases that follow "it"; none for a reader."""
-    if any(superuser and itself for _, superuser, *_, itself in roles):
-        return ["is a superuser"]  # a member of every role, and all the rest: the rest says nothing more
-    problems = []
-    for name, superuser, createrole, replication, bypassrls, itself in roles:
-        via = "" if itself else f" through role {name}, which it can become"
-        if superuser:
-            problems.append("is a superuser" if itself else f"can become the superuser {name}")
-        held = (("CREATEROLE", createrole), ("REPLICATION", replication), ("BYPASSRLS", bypassrls))
-        problems += [f"has {attribute}{via}" for attribute, has in held if has]
-        if name in UNSAFE_ROLES:
-            problems.append(f"is a member of {name}")
-    problems += [f"can execute functions of {e} in database {database!r}, which reach other hosts" for e in extensions]
-    return problems
 
 
 @dataclass

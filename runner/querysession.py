@@ -34,7 +34,7 @@ from psycopg.conninfo import make_conninfo
 from runner.engines import CONNECT_TIMEOUT_SECONDS, Connection, classify_failure, pg_tls_params
 from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.process import Deadline
-from runner.queries import (
+from runner.queryrules import (
     BEGIN,
     END,
     FIX_SETTINGS,
