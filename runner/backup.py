@@ -28,7 +28,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -441,10 +441,24 @@ def _delete(folder: Path, plan: list[str], event: str, **context: object) -> Non
         log.info(event, file=name, **context)
 
 
-def make_room(folder: Path, prefix: str, keep_last: int, owner: Owner | None) -> list[str]:
+def available_bytes(folder: Path) -> int:
+    """What a writer who is not root may still write on the filesystem that holds `folder`."""
+    usage = os.statvfs(folder)
+    return usage.f_bavail * usage.f_frsize
+
+
+def make_room(
+    folder: Path,
+    prefix: str,
+    keep_last: int,
+    owner: Owner | None,
+    *,
+    free_bytes: Callable[[Path], int] = available_bytes,
+) -> list[str]:
     """Before the dump, on a volume too full for another backup the size of this owner's newest verified one:
     retention one backup early (keep_last - 1 verified), so that the run can succeed. The newest verified backup
-    is never deleted (keep_last is at least 2 here); if the new backup then fails, keep_last - 1 remain."""
+    is never deleted (keep_last is at least 2 here); if the new backup then fails, keep_last - 1 remain.
+    `free_bytes` measures the volume: a full one is made only by mounting a small filesystem, which needs root."""
     names = [p.name for p in folder.iterdir()]
     owned = owned_backups(folder, prefix, owner, names)
     verified = sorted(b for n, ok in owned.items() if ok and (b := parse_backup_name(prefix, n)) is not None)
@@ -452,10 +466,9 @@ def make_room(folder: Path, prefix: str, keep_last: int, owner: Owner | None) ->
         return []
     try:
         needed = (folder / verified[-1].file).stat().st_size
-        usage = os.statvfs(folder)
+        free = free_bytes(folder)
     except OSError:
         return []
-    free = usage.f_bavail * usage.f_frsize
     if free >= needed:
         return []
     plan = retention_plan(names, prefix, keep_last - 1, owned)

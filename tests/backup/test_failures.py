@@ -245,7 +245,7 @@ def test_sigterm_stops_the_run_and_removes_its_temporary_file(server: Server, ba
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs: a real ENOSPC. Needs root (CI runs as root); elsewhere the test is skipped and the unit test
-    of our write seam (tests/unit/test_runner_stream.py) covers the same path."""
+    of our write seam (tests/unit/test_runner_streams.py) covers the same path."""
     folder = tmp_path / "small"
     folder.mkdir()
     mounted = subprocess.run(
@@ -265,52 +265,3 @@ def test_a_full_disk_fails_the_run_without_a_final_file(server: Server, small_di
     outcome = dbb(*run_args(server, small_disk, "shop", compression="none", termination_log=str(log)),
                   env=password_env(server))  # fmt: skip
     assert_failed_cleanly(outcome, small_disk, "DiskFull", log, server.password)
-
-
-@pytest.fixture
-def tiny(pg: PostgresServer) -> str:
-    name = f"tiny_{time.monotonic_ns()}"
-    pg.sql(f"CREATE DATABASE {name}")
-    pg.sql("CREATE TABLE t AS SELECT 1 AS id", name)
-    return name
-
-
-def place_owned(folder: Path, day: int, size: int) -> str:
-    """A verified backup of the owner `uid-nightly`, `size` bytes, as an earlier run would have left it."""
-    name = f"nightly-202001{day:02d}T000000Z.dump"
-    (folder / name).write_bytes(b"\0" * size)
-    manifest = {
-        "formatVersion": 1, "file": name, "engine": "postgresql", "serverVersion": "17", "databases": ["x"],
-        "globals": False, "layout": "custom", "size": size, "sha256": "0" * 64, "compression": "gzip",
-        "encryption": "none", "tool": "pg_dump", "host": "db", "port": 5432, "user": "postgres",
-        "start": "2020-01-01T00:00:00Z", "end": "2020-01-01T00:00:01Z", "duration": 1.0, "verified": True,
-        "owner": {"kind": "DatabaseBackup", "namespace": "shop", "name": "nightly", "uid": "uid-nightly"},
-    }  # fmt: skip
-    (folder / (name + ".json")).write_text(json.dumps(manifest))
-    return name
-
-
-OWNED = {"name": "nightly", "owner": "shop/nightly", "owner_uid": "uid-nightly", "verify": None}
-
-
-def test_a_volume_too_full_for_another_backup_makes_room_first_but_keeps_the_newest(
-    pg: PostgresServer, small_disk: Path, tiny: str
-) -> None:
-    # 1 MiB: three 300 KiB backups leave less free than the newest one's size. keepLast 3: the oldest goes before
-    # the dump instead of after it, and the run succeeds.
-    old = [place_owned(small_disk, day, 300 << 10) for day in (1, 2, 3)]
-    outcome = dbb(*run_args(pg, small_disk, tiny, keep_last="3", **OWNED), env=password_env(pg))
-    assert outcome.code == 0, outcome.stderr
-    assert "old backup deleted to make room before the dump" in outcome.stderr
-    new = Path(outcome.result["file"]).name
-    assert final_files(small_disk) == sorted(n for f in [*old[1:], new] for n in (f, f + ".json"))
-
-
-def test_making_room_never_deletes_the_newest_verified_backup(pg: PostgresServer, small_disk: Path) -> None:
-    # `shop` (several MB, uncompressed) cannot fit: making room finds only the newest backup, which stays.
-    newest = place_owned(small_disk, 1, 600 << 10)
-    args = run_args(pg, small_disk, "shop", keep_last="2", compression="none", **OWNED)
-    outcome = dbb(*args, env=password_env(pg))
-    assert outcome.code == 1
-    assert outcome.result["reason"] == "DiskFull"
-    assert final_files(small_disk) == [newest, newest + ".json"]
