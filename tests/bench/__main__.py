@@ -8,7 +8,7 @@ import sys
 import time
 
 import tests.bench
-from tests.bench.results import RESULTS, write_section
+from tests.bench.results import RESULTS, revision, write_section
 
 
 def main(argv: list[str]) -> int:
@@ -20,9 +20,10 @@ def main(argv: list[str]) -> int:
         return 2
     for name in wanted:
         started = time.monotonic()
-        print(f"== {name}", flush=True)
+        measured = revision()
+        print(f"== {name} ({measured})", flush=True)
         body = importlib.import_module(f"tests.bench.{name}").main()
-        write_section(name.removeprefix("bench_"), body)
+        write_section(name.removeprefix("bench_"), body, measured=measured)
         print(body, f"\n({time.monotonic() - started:.0f}s)", flush=True)
     print(f"wrote {RESULTS}")
     return 0
