@@ -18,7 +18,6 @@ a Job that the next reconcile finds by name.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -44,14 +43,16 @@ from reconciler.outcomes import is_verification
 from reconciler.plan import Plan, World, decide
 from reconciler.queue import WorkQueue
 from reconciler.trust import NamespaceFacts
-from reconciler.watches import remember, watch, write_status
+from reconciler.watches import Loop, remember, watch, write_status
 
 __all__ = ["Controller"]
 
 log = structlog.get_logger("reconciler")
 
 
-class Controller:
+class Controller(Loop):
+    kind = PLURAL
+
     def __init__(
         self,
         api: client.ApiClient,
@@ -74,42 +75,43 @@ class Controller:
         self._batch = client.BatchV1Api(api)
         self._core = client.CoreV1Api(api)
         ours = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        self.backups = self._informer(
+        self.backups = watch(
             "databasebackups",
-            self._custom.list_cluster_custom_object,
-            self._custom.list_namespaced_custom_object,
-            (GROUP, VERSION),
-            (PLURAL,),
+            namespace,
+            metrics,
+            (
+                self._custom.list_cluster_custom_object,
+                self._custom.list_namespaced_custom_object,
+                (GROUP, VERSION),
+                (PLURAL,),
+            ),
             handler=self._on_backup,
             transform=_without_last_applied,
         )
-        self.jobs = self._informer(
+        self.jobs = watch(
             "jobs",
-            self._batch.list_job_for_all_namespaces,
-            self._batch.list_namespaced_job,
-            (),
-            (),
+            namespace,
+            metrics,
+            (self._batch.list_job_for_all_namespaces, self._batch.list_namespaced_job, (), ()),
             handler=self._on_job,
             label_selector=ours,
             transform=_job_essentials,
         )
-        self.pods = self._informer(
+        self.pods = watch(
             "pods",
-            self._core.list_pod_for_all_namespaces,
-            self._core.list_namespaced_pod,
-            (),
-            (),
+            namespace,
+            metrics,
+            (self._core.list_pod_for_all_namespaces, self._core.list_namespaced_pod, (), ()),
             handler=self._on_pod,
             label_selector=ours,
             transform=_pod_essentials,
         )
         apps = client.AppsV1Api(api)
-        self.statefulsets = self._informer(
+        self.statefulsets = watch(
             "statefulsets",
-            apps.list_stateful_set_for_all_namespaces,
-            apps.list_namespaced_stateful_set,
-            (),
-            (),
+            namespace,
+            metrics,
+            (apps.list_stateful_set_for_all_namespaces, apps.list_namespaced_stateful_set, (), ()),
             handler=self._on_statefulset,
             transform=_statefulset_essentials,
         )
@@ -117,12 +119,11 @@ class Controller:
         # annotations, and the BackupStores. Every Job is judged when it is due; a change to one of them brings back
         # only the objects it refused (their phase Invalid), so that a Service created a moment after its
         # StatefulSet is seen at once, not at the next minute's look.
-        self.services = self._informer(
+        self.services = watch(
             "services",
-            self._core.list_service_for_all_namespaces,
-            self._core.list_namespaced_service,
-            (),
-            (),
+            namespace,
+            metrics,
+            (self._core.list_service_for_all_namespaces, self._core.list_namespaced_service, (), ()),
             handler=lambda event: self._recheck_refused(event.key[0]),
             transform=_service_essentials,
         )
@@ -149,28 +150,6 @@ class Controller:
         self._statefulsets_in: dict[str, set[str]] = defaultdict(set)
         self._backups_in: dict[str, set[str]] = defaultdict(set)
 
-    def _informer(
-        self,
-        name: str,
-        cluster_call: Any,
-        namespaced_call: Any,
-        before: tuple[Any, ...],
-        after: tuple[Any, ...],
-        *,
-        handler: Callable[[WatchEvent], None] | None = None,
-        label_selector: str | None = None,
-        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> Informer:
-        return watch(
-            name,
-            self.namespace,
-            self.metrics,
-            (cluster_call, namespaced_call, before, after),
-            handler=handler,
-            label_selector=label_selector,
-            transform=transform,
-        )
-
     def _restarts(self, name: str) -> Callable[[str], None]:
         return lambda reason: self.metrics.watch_restarts.labels(name, reason).inc()
 
@@ -178,26 +157,8 @@ class Controller:
     def informers(self) -> tuple[Informer, ...]:
         return (self.backups, self.jobs, self.pods, self.statefulsets, self.services, self.namespaces, self.stores)
 
-    @property
-    def synced(self) -> bool:
-        return all(i.synced.is_set() for i in self.informers)
-
-    async def run(self) -> None:
-        """Watch, and once every cache has synced, reconcile until cancelled."""
-        tasks = [asyncio.create_task(i.run(), name=f"informer:{i.name}") for i in self.informers]
-        try:
-            await asyncio.gather(*(i.synced.wait() for i in self.informers))
-            log.info("caches synced", backups=len(self.backups.store), jobs=len(self.jobs.store))
-            for key in list(self.backups.store):
-                self.queue.add(key)
-            tasks.append(asyncio.create_task(self.queue.run(self.workers, self.reconcile), name="workers"))
-            tasks.append(asyncio.create_task(self.events.run(), name="events"))
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.executor.close()
+    async def stopped(self) -> None:
+        await self.executor.close()
 
     # --- watch handlers: map each change to the DatabaseBackup it concerns ------------------------------------
 

@@ -1,17 +1,17 @@
 """The DatabaseRestore controller: a cache of DatabaseRestores and of their Jobs and Pods, a work queue, and a
 reconcile that asks `restores.decide_restore` and applies the plan.
 
-Beside the DatabaseBackup controller, not inside it: the two kinds share nothing but the executor, the Event
-recorder's shape and the API client. A restore is rare and runs once, so what deciding needs only before its Job
-exists (the source DatabaseBackup, the source and target StatefulSets) is read with a GET then, not watched.
+Beside the DatabaseBackup controller, not inside it: the two kinds share the run loop and the informer wiring
+(`watches`), the executor, the Event recorder and the API client, and nothing of their decisions. A restore is
+rare and runs once, so what deciding needs only before its Job exists (the source DatabaseBackup, the source and
+target StatefulSets) is read with a GET then, not watched.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -42,14 +42,16 @@ from reconciler.metrics import Metrics
 from reconciler.queue import WorkQueue
 from reconciler.restores import RestorePlan, RestoreWorld, decide_restore, lookups, needs_lookups
 from reconciler.trust import NamespaceFacts
-from reconciler.watches import remember, watch, write_status
+from reconciler.watches import Loop, remember, watch, write_status
 
 __all__ = ["RestoreController"]
 
 log = structlog.get_logger("reconciler.restores")
 
 
-class RestoreController:
+class RestoreController(Loop):
+    kind = RESTORE_PLURAL
+
     def __init__(
         self,
         api: client.ApiClient,
@@ -102,35 +104,16 @@ class RestoreController:
     def informers(self) -> tuple[Informer, ...]:
         return (self.restores, self.jobs, self.pods)
 
-    @property
-    def synced(self) -> bool:
-        return all(i.synced.is_set() for i in self.informers)
-
-    async def run(self) -> None:
-        tasks = [asyncio.create_task(i.run(), name=f"informer:{i.name}") for i in self.informers]
-        try:
-            await asyncio.gather(*(i.synced.wait() for i in self.informers))
-            log.info("caches synced", restores=len(self.restores.store))
-            for key in list(self.restores.store):
-                self.queue.add(key)
-            tasks.append(asyncio.create_task(self.queue.run(self.workers, self.reconcile), name="restore-workers"))
-            tasks.append(asyncio.create_task(self.events.run(), name="restore-events"))
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
     def _on_owned(self, event: WatchEvent) -> None:
         metadata = event.object.get("metadata") or {}
         name = (metadata.get("labels") or {}).get(LABEL_RESTORE_NAME)
         if name:
             self.queue.add((event.key[0], str(name)))
 
-    async def reconcile(self, key: Key) -> None:
+    async def reconcile(self, key: Key) -> timedelta | None:
         obj = self.restores.get(*key)
         if obj is None:
-            return  # deleted: its Job carries an ownerReference and goes with it
+            return None  # deleted: its Job carries an ownerReference and goes with it
         namespace, name = key
         job = self.jobs.get(namespace, restore_job_name(name, str(obj["metadata"].get("uid"))))
         world = RestoreWorld(obj=obj, now=self.clock(), job=job, termination_message=self._message(namespace, job))
@@ -138,6 +121,7 @@ class RestoreController:
             world = await self._look_up(world, namespace)
         plan = decide_restore(world, self.runner)
         await self._apply(obj, plan, world.now)
+        return None
 
     def _message(self, namespace: str, job: dict[str, Any] | None) -> str | None:
         if job is None:

@@ -1,20 +1,70 @@
-"""What each controller (DatabaseBackups, DatabaseRestores) does the same way: one informer over all namespaces or
-one, and the status write through to its own cache."""
+"""What each controller (DatabaseBackups, DatabaseRestores) does the same way: its informers over all namespaces or
+one, its run loop, and the status write through to its own cache."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from common.constants import GROUP, VERSION
-from common.informer import Event, Informer, key_of
+from common.informer import Event, Informer, Key, key_of
 from common.kube import MERGE_PATCH, body, raw, timeout
+from reconciler.events import EventRecorder
 from reconciler.metrics import Metrics
+from reconciler.queue import WorkQueue
 
-__all__ = ["remember", "watch", "write_status"]
+__all__ = ["Loop", "remember", "watch", "write_status"]
+
+log = structlog.get_logger("reconciler")
+
+
+class Loop:
+    """A controller's run loop: its informers keep the caches; once every one has synced, every object of its kind
+    (the first informer's) is queued, and workers reconcile one key at a time while the Event recorder sends."""
+
+    kind: str  # the plural it reconciles, for logs and task names
+    queue: WorkQueue[Key]
+    events: EventRecorder
+    workers: int
+
+    @property
+    def informers(self) -> tuple[Informer, ...]:
+        raise NotImplementedError
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers)
+
+    async def reconcile(self, key: Key) -> timedelta | None:
+        """Bring one object to its desired state; the time after which to look at it again, if any."""
+        raise NotImplementedError
+
+    async def stopped(self) -> None:
+        """After every task of the loop has ended: release what this controller alone holds."""
+
+    async def run(self) -> None:
+        """Watch, and once every cache has synced, reconcile until cancelled."""
+        informers = self.informers
+        tasks = [asyncio.create_task(i.run(), name=f"informer:{i.name}") for i in informers]
+        try:
+            await asyncio.gather(*(i.synced.wait() for i in informers))
+            log.info("caches synced", kind=self.kind, **{i.name: len(i.store) for i in informers})
+            for key in list(informers[0].store):
+                self.queue.add(key)
+            tasks.append(asyncio.create_task(self.queue.run(self.workers, self.reconcile), name=f"{self.kind}:workers"))
+            tasks.append(asyncio.create_task(self.events.run(), name=f"{self.kind}:events"))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.stopped()
 
 
 def watch(
