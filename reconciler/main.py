@@ -21,7 +21,7 @@ from common.kube import ConfigError, api_client
 from common.logs import configure
 from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
 from common.tls import CertificateReloader, add_cert_flags
-from reconciler.controller import Controller
+from reconciler.backup_controller import Controller
 from reconciler.executor import Executor, JobExecutor
 from reconciler.health import ApiContact, NoCertificate, Readiness, health_app, serve_health
 from reconciler.jobs import RunnerSettings

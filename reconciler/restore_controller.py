@@ -40,13 +40,13 @@ from reconciler.executor import Executor
 from reconciler.jobs import RunnerSettings, restore_job_name
 from reconciler.metrics import Metrics
 from reconciler.queue import WorkQueue
-from reconciler.restores import RestorePlan, RestoreWorld, decide_restore, lookups, needs_lookups
+from reconciler.restore_plan import RestorePlan, RestoreWorld, decide_restore, lookups, needs_lookups
 from reconciler.trust import NamespaceFacts
 from reconciler.watches import Loop, remember, watch, write_status
 
 __all__ = ["RestoreController"]
 
-log = structlog.get_logger("reconciler.restores")
+log = structlog.get_logger("reconciler.restore_plan")
 
 
 class RestoreController(Loop):

@@ -35,7 +35,7 @@ from common.informer import Event, Informer
 from common.kube import raw, timeout
 from common.stores import STORE_PLURAL
 from common.volumes import pod_claims
-from webhook.admission import Database
+from webhook.backups import Database
 from webhook.metrics import Metrics
 
 __all__ = ["WATCH_GRACE", "DatabaseFinder", "StatefulSets", "Unanswered"]

@@ -15,10 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from common.hosts import ALLOW_EXTERNAL_HOSTS, DEFAULT_CLUSTER_DOMAIN, HostFacts, host_refusal, own_service
-from webhook.admission import (
+from webhook.backups import (
     Database,
     ImageFacts,
-    StoreFacts,
     backup_claim,
     database_to_check,
     host_to_check,
@@ -28,7 +27,7 @@ from webhook.admission import (
 )
 from webhook.database import DatabaseFinder, Unanswered
 from webhook.restores import EXTERNAL, Sources, external_host, source_to_check
-from webhook.reviews import AdmissionRequest
+from webhook.reviews import AdmissionRequest, StoreFacts
 
 __all__ = ["LOOKUP_BUDGET", "Lookup"]
 

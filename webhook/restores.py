@@ -1,4 +1,4 @@
-"""Admission for DatabaseRestores, pure like `webhook.admission`: the caller looks up the source DatabaseBackup and
+"""Admission for DatabaseRestores, pure like `webhook.backups`: the caller looks up the source DatabaseBackup and
 the target StatefulSet first (`Sources`), these functions judge (`common.restores.judge`) and default.
 
 Mutating fills in `spec.source.file` (the source's newest backup, so that the restore is pinned at apply time) and
@@ -19,9 +19,8 @@ from common.hosts import HostFacts, host_refusal
 from common.model import FieldError, S3Storage, join_errors, parse_spec
 from common.restores import judge, parse_restore_spec, restore_defaults
 from common.stores import resolve_store
-from webhook.admission import StoreFacts
 from webhook.patch import patched_spec
-from webhook.reviews import AdmissionRequest, AdmissionResponse, denied, unjudgeable
+from webhook.reviews import AdmissionRequest, AdmissionResponse, StoreFacts, denied, unjudgeable
 
 __all__ = ["EXTERNAL", "Sources", "external_host", "mutate_restore", "source_to_check", "validate_restore"]
 

@@ -20,22 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.hosts import DEFAULT_CLUSTER_DOMAIN
 from common.metrics_auth import MetricsAuth
-from webhook.admission import (
-    BadReview,
-    host_to_check,
-    image_to_check,
-    mutate,
-    parse_review,
-    review,
-    store_to_check,
-    validate_request,
-)
+from webhook.backups import host_to_check, image_to_check, mutate, store_to_check, validate_request
 from webhook.database import DatabaseFinder
 from webhook.lookup import LOOKUP_BUDGET, Lookup
 from webhook.metrics import Metrics
 from webhook.readiness import Report
 from webhook.restores import mutate_restore, validate_restore
-from webhook.reviews import AdmissionRequest, AdmissionResponse
+from webhook.reviews import AdmissionRequest, AdmissionResponse, BadReview, parse_review, review
 from webhook.stores import validate_store
 
 __all__ = ["MAX_BODY", "make_app"]

@@ -1,5 +1,5 @@
 """Admission for BackupStores (the cluster administrators' approved object storage, common.stores): pure, like
-`webhook.admission`. A store that could never be used is refused at apply time, naming the field and the value,
+`webhook.backups`. A store that could never be used is refused at apply time, naming the field and the value,
 rather than failing every DatabaseBackup that names it."""
 
 from __future__ import annotations

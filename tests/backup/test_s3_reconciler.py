@@ -22,7 +22,7 @@ from hack.harness.databases import PostgresServer
 from hack.harness.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedFS
 from hack.sandbox.aliases import HostAlias, alias_table
 from hack.sandbox.executor import LocalExecutor
-from reconciler.controller import Controller
+from reconciler.backup_controller import Controller
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from tests.backup.cli import dbb, wait_for

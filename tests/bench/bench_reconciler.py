@@ -50,7 +50,7 @@ from common.defaults import default_spec
 from common.kube import api_client, body, raw
 from common.model import parse_spec
 from hack.harness.controlplane import ControlPlane, free_port
-from reconciler.controller import Controller
+from reconciler.backup_controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings, backup_job
 from reconciler.metrics import Metrics

@@ -28,7 +28,7 @@ from kubernetes_asyncio import client
 from common.kube import api_client
 from common.logs import configure
 from hack.harness.controlplane import ControlPlane
-from reconciler.controller import Controller
+from reconciler.backup_controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics

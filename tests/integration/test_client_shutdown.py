@@ -11,7 +11,7 @@ import warnings
 
 from common.kube import api_client
 from hack.harness.controlplane import ControlPlane
-from reconciler.controller import Controller
+from reconciler.backup_controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics

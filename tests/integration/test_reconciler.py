@@ -22,7 +22,7 @@ from common.informer import Informer
 from common.kube import MERGE_PATCH, api_client, body, raw
 from common.names import job_name
 from hack.harness.controlplane import ControlPlane
-from reconciler.controller import Controller
+from reconciler.backup_controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics

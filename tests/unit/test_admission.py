@@ -10,17 +10,9 @@ from typing import Any
 import pytest
 
 from tests.fixtures import admission_review, databasebackup, statefulset
-from webhook.admission import (
-    BadReview,
-    Database,
-    database_to_check,
-    mutate,
-    parse_review,
-    review,
-    validate_request,
-)
+from webhook.backups import Database, database_to_check, mutate, validate_request
 from webhook.patch import json_patch
-from webhook.reviews import AdmissionRequest
+from webhook.reviews import AdmissionRequest, BadReview, parse_review, review
 
 NS = "shop"
 DB = statefulset()

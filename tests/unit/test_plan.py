@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from common.names import job_name
+from reconciler.backup_plan import Plan, World, decide
 from reconciler.jobs import RunnerSettings, backup_job, on_demand_job_name
-from reconciler.plan import Plan, World, decide
 from tests.fixtures import backup_store, databasebackup, namespace_facts, statefulset
 
 RUNNER = RunnerSettings(image="registry.example/dbb:1.0")

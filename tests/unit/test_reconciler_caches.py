@@ -1,4 +1,4 @@
-"""What the reconciler's caches keep of each object (reconciler/controller.py): all the reconcile reads, and not
+"""What the reconciler's caches keep of each object (reconciler/backup_controller.py): all the reconcile reads, and not
 the rest, which at 5,000 schedules is most of the process's memory (tests/bench/RESULTS.md)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from common.constants import ANNOTATION_SCHEDULED_TIME, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, LABEL_RUN
 from common.defaults import default_spec
 from common.model import parse_spec
-from reconciler.controller import LAST_APPLIED, _job_essentials, _owner, _owner_uid, _without_last_applied
+from reconciler.backup_controller import LAST_APPLIED, _job_essentials, _owner, _owner_uid, _without_last_applied
 from reconciler.jobs import RunnerSettings, backup_job
 from tests.fixtures import databasebackup, statefulset
 

@@ -9,7 +9,7 @@ from typing import Any
 from common.constants import API_VERSION, RESTORE_KIND
 from common.restores import judge, parse_restore_spec, restore_defaults
 from reconciler.jobs import RunnerSettings, restore_job_name
-from reconciler.restores import RestoreWorld, decide_restore
+from reconciler.restore_plan import RestoreWorld, decide_restore
 from tests.fixtures import backup_store, databasebackup, namespace_facts, statefulset
 
 NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from typing import Any
 
 from common.model import parse_spec
 from common.validation import validate
-from reconciler.plan import Plan
+from reconciler.backup_plan import Plan
 from tests.fixtures import namespace_facts, statefulset
 from tests.unit.test_plan import at, backup, decide_at, job, reasons, with_status
 

@@ -9,7 +9,8 @@ import pytest
 
 from common.volumes import claim_refusal, data_claim_reason
 from tests.fixtures import admission_review, databasebackup, statefulset
-from webhook.admission import Database, backup_claim, database_to_check, parse_review, validate_request
+from webhook.backups import Database, backup_claim, database_to_check, validate_request
+from webhook.reviews import parse_review
 
 FIELD = "spec.storage.persistentVolumeClaim.claimName"
 

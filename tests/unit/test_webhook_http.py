@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.fixtures import admission_review, databasebackup, statefulset
 from tests.unit.test_restores import FILE, restore, source
-from webhook.admission import Database
+from webhook.backups import Database
 from webhook.metrics import Metrics
 from webhook.server import MAX_BODY, make_app
 

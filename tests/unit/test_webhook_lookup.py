@@ -9,10 +9,10 @@ from typing import Any
 
 from common.informer import Event, Informer
 from tests.fixtures import admission_review, databasebackup, statefulset
-from webhook.admission import parse_review
 from webhook.database import StatefulSets
 from webhook.lookup import Lookup
 from webhook.metrics import Metrics
+from webhook.reviews import parse_review
 
 
 class FakeAPI:

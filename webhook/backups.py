@@ -2,14 +2,12 @@
 the database StatefulSet) in, an AdmissionResponse dict out. No HTTP here (the server decodes, calls, encodes) and
 no API calls (the caller looks the StatefulSet up first, so these stay pure and testable).
 
-Errors, once: `BadReview` means the body is not an AdmissionReview we can answer (no uid to answer to): the server
-turns it into a 400. Everything else, including a malformed DatabaseBackup, is an answer: a denial that names each
-field and value, or an admission with warnings and a patch.
+A malformed DatabaseBackup is an answer too: a denial that names each field and value; otherwise an admission with
+warnings and a patch. (A body that is no AdmissionReview at all is `reviews.BadReview`, a 400.)
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -24,29 +22,17 @@ from common.stores import STORE_FIELD, resolve_store
 from common.validation import validate
 from common.volumes import claim_refusal
 from webhook.patch import patched_spec
-from webhook.reviews import (
-    API_VERSION,
-    AdmissionRequest,
-    AdmissionResponse,
-    AdmissionReviewResponse,
-    denied,
-    unjudgeable,
-)
-from webhook.reviews import KIND as REVIEW_KIND
+from webhook.reviews import AdmissionRequest, AdmissionResponse, StoreFacts, denied, unjudgeable
 
 __all__ = [
     "CLAIM_FIELD",
-    "BadReview",
     "Database",
     "ImageFacts",
-    "StoreFacts",
     "backup_claim",
     "database_to_check",
     "host_to_check",
     "image_to_check",
     "mutate",
-    "parse_review",
-    "review",
     "store_of",
     "store_to_check",
     "validate_request",
@@ -57,10 +43,6 @@ HOST_FIELD = "spec.connection.host"
 IMAGE_FIELD = "spec.verify.image"
 
 WARNING_LIMIT = 120  # the API server passes warnings on to kubectl; long ones are truncated there
-
-
-class BadReview(ValueError):
-    """The body is not an AdmissionReview v1 request we can answer."""
 
 
 @dataclass(frozen=True)
@@ -78,16 +60,6 @@ class Database:
 
 
 @dataclass(frozen=True)
-class StoreFacts:
-    """The BackupStore that `spec.storage.s3.store` names, and the labels of the namespace (its selector's input)."""
-
-    name: str
-    found: Mapping[str, Any] | None = None  # None: it does not exist
-    labels: Mapping[str, str] | None = None
-    error: str | None = None  # a lookup failed
-
-
-@dataclass(frozen=True)
 class ImageFacts:
     """`spec.verify.image`, the database StatefulSet's images and the namespace's approved ones (common.images)."""
 
@@ -95,26 +67,6 @@ class ImageFacts:
     statefulset: Mapping[str, Any] | None = None
     annotations: Mapping[str, str] | None = None
     error: str | None = None  # a lookup failed
-
-
-def parse_review(body: object) -> AdmissionRequest:
-    if not isinstance(body, Mapping):
-        raise BadReview(f"the body must be a JSON object (an AdmissionReview), not {type(body).__name__}")
-    if body.get("kind") != REVIEW_KIND:
-        raise BadReview(f'kind must be "{REVIEW_KIND}", not {json.dumps(body.get("kind"))}')
-    if body.get("apiVersion") != API_VERSION:
-        raise BadReview(f'apiVersion must be "{API_VERSION}", not {json.dumps(body.get("apiVersion"))}')
-    request = body.get("request")
-    if not isinstance(request, Mapping):
-        raise BadReview("request must be an object")
-    uid = request.get("uid")
-    if not isinstance(uid, str) or not uid:
-        raise BadReview("request.uid must be a non-empty string")
-    return cast(AdmissionRequest, dict(request))
-
-
-def review(response: AdmissionResponse) -> AdmissionReviewResponse:
-    return {"apiVersion": API_VERSION, "kind": REVIEW_KIND, "response": response}
 
 
 def database_to_check(request: AdmissionRequest) -> tuple[str, str] | None:

@@ -35,12 +35,12 @@ from common.informer import Informer, Key, key_of
 from common.kube import sent, timeout
 from common.model import Phase
 from common.volumes import pod_claims
+from reconciler.backup_plan import Plan, World, decide
 from reconciler.events import EventRecorder
 from reconciler.executor import Executor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from reconciler.outcomes import is_verification
-from reconciler.plan import Plan, World, decide
 from reconciler.queue import WorkQueue
 from reconciler.trust import NamespaceFacts
 from reconciler.watches import Loop, remember, watch, write_status
