@@ -8,11 +8,14 @@ Compared, each the best of three rounds whose order is reversed every other roun
 - the same with `--restore-test`: also restored, in one transaction, into a scratch PostgreSQL server (a second
   server on this machine here; in a cluster, the sidecar in the check's own Pod) and its tables counted.
 
-Everything shares the machine's 2 CPUs: the source server, the scratch server and the runner.
+Everything shares the machine's 2 CPUs: the source server, the scratch server and the runner. Each check's JSON
+line must report the one backup as passed (a check that finds no backup exits 0 too), once untimed before the
+rounds and after every timed run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -35,6 +38,7 @@ def main() -> str:
     measures: dict[str, list[Measure]] = {k: [] for k in ("backup", "check", "restore")}
     loads: list[float] = []
     errors = work / "stderr.log"
+    answer = work / "check.json"
     folder = work / "backups"
     settings = {"shared_buffers": "256MB", "max_wal_size": "4GB"}
     try:
@@ -59,7 +63,8 @@ def main() -> str:
                     if restore:
                         argv += ["--restore-test", f"--scratch-port={scratch.port}", f"--scratch-user={scratch.user}"]
                         env |= password_env(scratch)
-                    measure = run_pipeline([argv], env, None, watch_first=True, errors=errors)
+                    measure = run_pipeline([argv], env, answer, watch_first=True, errors=errors)
+                    checked(answer, restore=restore)
                     measure.size = stored_size(folder)
                     measures["restore" if restore else "check"].append(measure)
 
@@ -68,6 +73,10 @@ def main() -> str:
             steps: list[Callable[[], None]] = [backup, check(False), check(True)]
             backup()  # the first check needs a backup to find
             measures["backup"].clear()
+            for step in steps[1:]:  # once untimed: a check that finds nothing also exits 0
+                step()
+            measures["check"].clear()
+            measures["restore"].clear()
             for round_ in range(ROUNDS):
                 loads.append(os.getloadavg()[0])
                 for step in steps if round_ % 2 == 0 else reversed(steps):
@@ -76,6 +85,15 @@ def main() -> str:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report(db_size, {k: best(v) for k, v in measures.items()}, loads)
+
+
+def checked(answer: Path, *, restore: bool) -> None:
+    """A check's JSON line must report the one backup, passed: `check` exits 0 when it finds no backup at all."""
+    result = json.loads(answer.read_text().strip().splitlines()[-1])
+    found = result.get("checked") or []
+    if result.get("status") != "Verified" or len(found) != 1 or found[0].get("result") != "Passed":
+        what = "check --restore-test" if restore else "check"
+        raise RuntimeError(f"{what} did not verify the one backup: {json.dumps(result)[:600]}")
 
 
 def stored_size(folder: Path) -> int:

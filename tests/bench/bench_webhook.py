@@ -10,6 +10,8 @@
 - Kubernetes API requests per admission once the StatefulSet cache is warm (target 0), from the webhook's own
   counter of API calls made while answering.
 The webhook runs as the real `dbb-webhook` process against a real kube-apiserver, answering from its watch cache.
+Before anything is timed, one answer from each target is checked: `allowed` (a denial is an HTTP 200 too) and the
+request's uid.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from certs.serving import ensure_serving_certificate
 from hack.harness.controlplane import ROOT, ControlPlane, free_port
@@ -73,6 +76,10 @@ def main() -> str:
                 "dbb-webhook /validate": f"https://127.0.0.1:{webhook_port}/validate",
                 "dbb-webhook /mutate": f"https://127.0.0.1:{webhook_port}/mutate",
             }
+            review = json.loads(body.read_text())
+            for label, url in targets.items():
+                # The baseline answers every request with the same fixed uid.
+                _expect_allowed(url, review, context, same_uid="dbb-webhook" in label)
             answered = 0
             for label, url in targets.items():
                 throughput, requests = _wrk(url, body, work)
@@ -248,6 +255,22 @@ def _api_requests(port: int, context: ssl.SSLContext) -> float:
         for line in text.splitlines()
         if line.startswith("dbb_webhook_kube_requests_total")
     )
+
+
+def _expect_allowed(url: str, review: dict[str, Any], context: ssl.SSLContext, *, same_uid: bool) -> None:
+    """One answer checked before timing: a denial is also a 200, and a benchmark of denials measures nothing."""
+    import urllib.request
+
+    request = urllib.request.Request(  # noqa: S310 - https to our own loopback server
+        url, data=json.dumps(review).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, context=context, timeout=5) as answer:  # noqa: S310
+        response = json.loads(answer.read()).get("response") or {}
+    expected_uid = review["request"]["uid"]
+    if response.get("allowed") is not True:
+        raise RuntimeError(f"{url} does not allow the benchmark's DatabaseBackup: {response.get('status')}")
+    if same_uid and response.get("uid") != expected_uid:
+        raise RuntimeError(f"{url} answered for uid {response.get('uid')!r}, not {expected_uid!r}")
 
 
 def _wait_ready(url: str, context: ssl.SSLContext, method: str = "GET") -> None:
