@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import structlog
@@ -29,19 +29,13 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from common.constants import GROUP, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, STORE_PLURAL, VERSION
-from common.hosts import DEFAULT_CLUSTER_DOMAIN
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import sent, timeout
 from common.model import Phase
 from common.volumes import pod_claims
 from reconciler.backup_plan import Plan, World, decide
-from reconciler.events import EventRecorder
-from reconciler.executor import Executor
-from reconciler.jobs import RunnerSettings
-from reconciler.metrics import Metrics
 from reconciler.outcomes import is_verification
-from reconciler.queue import WorkQueue
 from reconciler.trust import NamespaceFacts
 from reconciler.watches import Loop, remember, watch, write_status
 
@@ -52,25 +46,10 @@ log = structlog.get_logger("reconciler")
 
 class Controller(Loop):
     kind = PLURAL
+    workers = 16
 
-    def __init__(
-        self,
-        api: client.ApiClient,
-        executor: Executor,
-        runner: RunnerSettings,
-        metrics: Metrics,
-        *,
-        namespace: str | None = None,
-        workers: int = 16,
-        identity: str = "dbb-reconciler",
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
-    ) -> None:
-        self.api, self.executor, self.runner, self.metrics = api, executor, runner, metrics
-        self.namespace, self.workers, self.identity, self.clock = namespace, workers, identity, clock
-        self.cluster_domain = cluster_domain
-        self.queue: WorkQueue[Key] = WorkQueue()
-        self.events = EventRecorder(api, metrics, identity)
+    def watches(self) -> None:
+        api, metrics, namespace = self.api, self.metrics, self.namespace
         self._custom = client.CustomObjectsApi(api)
         self._batch = client.BatchV1Api(api)
         self._core = client.CoreV1Api(api)

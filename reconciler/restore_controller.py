@@ -9,9 +9,8 @@ target StatefulSets) is read with a GET then, not watched.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -30,46 +29,27 @@ from common.constants import (
     STORE_PLURAL,
     VERSION,
 )
-from common.hosts import DEFAULT_CLUSTER_DOMAIN, own_service
+from common.hosts import own_service
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import raw, timeout
 from common.restores import parse_restore_spec
-from reconciler.events import EventRecorder
-from reconciler.executor import Executor
-from reconciler.jobs import RunnerSettings, restore_job_name
-from reconciler.metrics import Metrics
-from reconciler.queue import WorkQueue
+from reconciler.jobs import restore_job_name
 from reconciler.restore_plan import RestorePlan, RestoreWorld, decide_restore, lookups, needs_lookups
 from reconciler.trust import NamespaceFacts
 from reconciler.watches import Loop, remember, watch, write_status
 
 __all__ = ["RestoreController"]
 
-log = structlog.get_logger("reconciler.restore_plan")
+log = structlog.get_logger("reconciler.restores")
 
 
 class RestoreController(Loop):
     kind = RESTORE_PLURAL
+    workers = 4
 
-    def __init__(
-        self,
-        api: client.ApiClient,
-        executor: Executor,
-        runner: RunnerSettings,
-        metrics: Metrics,
-        *,
-        namespace: str | None = None,
-        workers: int = 4,
-        identity: str = "dbb-reconciler",
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
-    ) -> None:
-        self.api, self.executor, self.runner, self.metrics = api, executor, runner, metrics
-        self.namespace, self.workers, self.clock = namespace, workers, clock
-        self.cluster_domain = cluster_domain
-        self.queue: WorkQueue[Key] = WorkQueue()
-        self.events = EventRecorder(api, metrics, identity)
+    def watches(self) -> None:
+        api, metrics, namespace = self.api, self.metrics, self.namespace
         self._custom = client.CustomObjectsApi(api)
         self._apps = client.AppsV1Api(api)
         batch, core = client.BatchV1Api(api), client.CoreV1Api(api)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -13,9 +13,12 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from common.constants import GROUP, VERSION
+from common.hosts import DEFAULT_CLUSTER_DOMAIN
 from common.informer import Event, Informer, Key, key_of
 from common.kube import MERGE_PATCH, body, raw, timeout
 from reconciler.events import EventRecorder
+from reconciler.executor import Executor
+from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from reconciler.queue import WorkQueue
 
@@ -29,9 +32,32 @@ class Loop:
     (the first informer's) is queued, and workers reconcile one key at a time while the Event recorder sends."""
 
     kind: str  # the plural it reconciles, for logs and task names
-    queue: WorkQueue[Key]
-    events: EventRecorder
-    workers: int
+    workers: int  # concurrent reconciles, unless given
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        executor: Executor,
+        runner: RunnerSettings,
+        metrics: Metrics,
+        *,
+        namespace: str | None = None,
+        workers: int | None = None,
+        identity: str = "dbb-reconciler",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
+    ) -> None:
+        self.api, self.executor, self.runner, self.metrics = api, executor, runner, metrics
+        self.namespace, self.identity, self.clock = namespace, identity, clock
+        self.workers = workers if workers is not None else type(self).workers
+        self.cluster_domain = cluster_domain
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.events = EventRecorder(api, metrics, identity)
+        self.watches()
+
+    def watches(self) -> None:
+        """Make this controller's informers (the first: the objects of its kind) and its API handles."""
+        raise NotImplementedError
 
     @property
     def informers(self) -> tuple[Informer, ...]:
