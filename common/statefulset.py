@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.model import Engine
+from common.values import Engine
 
 __all__ = ["Credentials", "DatabaseFacts", "facts", "image_engine", "ready_replicas"]
 

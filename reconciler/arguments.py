@@ -13,8 +13,9 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from common.model import ConcurrencyPolicy, DatabaseBackupSpec, Engine, Tls, TlsMode
-from common.validation import default_backup_path
+from common.backups.model import ConcurrencyPolicy, DatabaseBackupSpec
+from common.backups.validation import default_backup_path
+from common.values import Engine, Tls, TlsMode
 
 __all__ = [
     "KEY_MOUNT",

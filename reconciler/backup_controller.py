@@ -28,11 +28,11 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from common.backups.model import Phase
 from common.constants import GROUP, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, STORE_PLURAL, VERSION
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import sent, timeout
-from common.model import Phase
 from common.volumes import pod_claims
 from reconciler.backup_plan import Plan, World, decide
 from reconciler.outcomes import is_verification

@@ -22,22 +22,21 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from common.constants import ANNOTATION_BACKUP_NOW, DEFAULT_TIME_ZONE
-from common.defaults import default_spec
-from common.model import (
+from common.backups.defaults import default_spec
+from common.backups.model import (
     ConcurrencyPolicy,
     Condition,
     DatabaseBackupSpec,
     DatabaseBackupStatus,
-    FieldError,
     LastBackup,
     LastFailure,
     Phase,
-    join_errors,
     parse_spec,
 )
+from common.backups.validation import validate
+from common.constants import ANNOTATION_BACKUP_NOW, DEFAULT_TIME_ZONE
+from common.fields import FieldError, join_errors
 from common.schedule import Schedule, parse_schedule
-from common.validation import validate
 from reconciler.jobs import RunnerSettings, backup_job
 from reconciler.outcomes import JobOutcome, is_verification, outcome
 from reconciler.trust import backup_refusals

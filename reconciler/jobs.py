@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from common.backups.defaults import default_claim_name
+from common.backups.model import DatabaseBackupSpec
 from common.constants import (
     ANNOTATION_BACKUP_NOW,
     ANNOTATION_SCHEDULED_TIME,
@@ -38,16 +40,8 @@ from common.constants import (
     RUN_RESTORE,
     RUN_VERIFY,
 )
-from common.defaults import default_claim_name
-from common.model import (
-    ConfigMapKeyRef,
-    DatabaseBackupSpec,
-    Engine,
-    S3Storage,
-    SecretKeyRef,
-    Tls,
-)
 from common.names import job_name, scheduled_minutes
+from common.values import ConfigMapKeyRef, Engine, S3Storage, SecretKeyRef, Tls
 from reconciler.arguments import (
     KEY_MOUNT,
     TERMINATION_LOG,

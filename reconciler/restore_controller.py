@@ -33,7 +33,7 @@ from common.hosts import own_service
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import raw, timeout
-from common.restores import parse_restore_spec
+from common.restores.model import parse_restore_spec
 from reconciler.jobs import restore_job_name
 from reconciler.restore_plan import RestorePlan, RestoreWorld, decide_restore, lookups, needs_lookups
 from reconciler.trust import NamespaceFacts

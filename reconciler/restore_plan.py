@@ -5,7 +5,8 @@ create (a restart, a second replica) is AlreadyExists; once its phase is Succeed
 whatever resyncs or restarts come. Phases: Pending (accepted, no Job yet, or its Pod not started), Running,
 Succeeded, Failed.
 
-Before the Job, the admission rules are applied again (`common.restores.judge`; a webhook may have been bypassed),
+Before the Job, the admission rules are applied again (`common.restores.validation.judge`; a webhook may have
+been bypassed),
 with the trust rules (reconciler.trust): the source's BackupStore is still open to the namespace, and the host the Job
 would send the password to (an external target, the target StatefulSet's Service, or the source's own connection)
 passes the host rule. Then what only the reconciler can tell: the target's engine is the source's, and the target's
@@ -20,10 +21,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from common.defaults import default_spec
-from common.model import Connection, CredentialsSecret, DatabaseBackupSpec, FieldError, join_errors, parse_spec
-from common.restores import DatabaseRestoreSpec, judge, newest_backup, parse_restore_spec, targets
+from common.backups.defaults import default_spec
+from common.backups.model import Connection, DatabaseBackupSpec, parse_spec
+from common.fields import FieldError, join_errors
+from common.restores.model import DatabaseRestoreSpec, newest_backup, parse_restore_spec, targets
+from common.restores.validation import judge
 from common.statefulset import facts
+from common.values import CredentialsSecret
 from reconciler.jobs import RunnerSettings, restore_job
 from reconciler.outcomes import outcome
 from reconciler.trust import NamespaceFacts, host_refusals, storage_refusals

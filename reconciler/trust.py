@@ -13,11 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from common.defaults import default_claim_name
+from common.backups.defaults import default_claim_name
+from common.backups.model import DatabaseBackupSpec
+from common.fields import FieldError
 from common.hosts import ALLOW_EXTERNAL_HOSTS, DEFAULT_CLUSTER_DOMAIN, HostFacts, host_refusal, own_service
 from common.images import image_refusal
-from common.model import DatabaseBackupSpec, FieldError, S3Storage, StoreReference
-from common.stores import resolve_store
+from common.stores.access import resolve_store
+from common.values import S3Storage, StoreReference
 from common.volumes import claim_refusal
 
 __all__ = ["NamespaceFacts", "backup_refusals", "host_refusals", "storage_refusals"]

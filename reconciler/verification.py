@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from common.backups.model import CheckedBackup, Condition, DatabaseBackupSpec, DatabaseBackupStatus, LastVerification
 from common.constants import ANNOTATION_VERIFY_NOW, DEFAULT_TIME_ZONE
-from common.model import CheckedBackup, Condition, DatabaseBackupSpec, DatabaseBackupStatus, LastVerification
 from common.schedule import parse_schedule
 from common.statefulset import facts
 from reconciler.jobs import RunnerSettings, ScratchServer, verification_job

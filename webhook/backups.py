@@ -12,14 +12,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from common.backups.defaults import default_claim_name, default_spec
+from common.backups.model import parse_spec
+from common.backups.validation import validate
 from common.constants import ANNOTATION_SKIP_DATABASE_CHECK, KIND
-from common.defaults import default_claim_name, default_spec
+from common.fields import FieldError, join_errors
 from common.hosts import HostFacts, host_refusal
 from common.images import image_refusal
-from common.model import FieldError, StoreReference, join_errors, parse_spec
 from common.statefulset import facts, ready_replicas
-from common.stores import STORE_FIELD, resolve_store
-from common.validation import validate
+from common.stores.access import resolve_store
+from common.stores.model import STORE_FIELD
+from common.values import StoreReference
 from common.volumes import claim_refusal
 from webhook.patch import patched_spec
 from webhook.reviews import AdmissionRequest, AdmissionResponse, StoreFacts, denied, unjudgeable
@@ -185,8 +188,8 @@ def validate_request(
 
 
 def mutate(request: AdmissionRequest, statefulset: Mapping[str, Any] | None) -> AdmissionResponse:
-    """Fill in the defaults the operator decides (see common.defaults) as a JSONPatch. Idempotent: run on its own
-    output it patches nothing. A malformed object passes unchanged; validation denies it with the reasons."""
+    """Fill in the defaults the operator decides (see common.backups.defaults) as a JSONPatch. Idempotent: run on
+    its own output it patches nothing. A malformed object passes unchanged; validation denies it with the reasons."""
     uid = request["uid"]
     if _problem(request) is not None or request.get("operation") not in ("CREATE", "UPDATE"):
         return {"uid": uid, "allowed": True}

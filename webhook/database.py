@@ -33,7 +33,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from common.constants import GROUP, PLURAL, VERSION
 from common.informer import Event, Informer
 from common.kube import raw, timeout
-from common.stores import STORE_PLURAL
+from common.stores.model import STORE_PLURAL
 from common.volumes import pod_claims
 from webhook.backups import Database
 from webhook.metrics import Metrics

@@ -1,5 +1,5 @@
 """Admission for DatabaseRestores, pure like `webhook.backups`: the caller looks up the source DatabaseBackup and
-the target StatefulSet first (`Sources`), these functions judge (`common.restores.judge`) and default.
+the target StatefulSet first (`Sources`), these functions judge (`common.restores.validation.judge`) and default.
 
 Mutating fills in `spec.source.file` (the source's newest backup, so that the restore is pinned at apply time) and
 `spec.target.databaseName` (the source's StatefulSet). Validating refuses, naming the field and the value, what
@@ -14,11 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from common.backups.model import parse_spec
 from common.constants import RESTORE_KIND
+from common.fields import FieldError, join_errors
 from common.hosts import HostFacts, host_refusal
-from common.model import FieldError, S3Storage, join_errors, parse_spec
-from common.restores import judge, parse_restore_spec, restore_defaults
-from common.stores import resolve_store
+from common.restores.defaults import restore_defaults
+from common.restores.model import parse_restore_spec
+from common.restores.validation import judge
+from common.stores.access import resolve_store
+from common.values import S3Storage
 from webhook.patch import patched_spec
 from webhook.reviews import AdmissionRequest, AdmissionResponse, StoreFacts, denied, unjudgeable
 

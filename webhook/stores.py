@@ -4,8 +4,9 @@ rather than failing every DatabaseBackup that names it."""
 
 from __future__ import annotations
 
-from common.model import join_errors
-from common.stores import STORE_KIND, parse_store_spec, store_problems
+from common.fields import join_errors
+from common.stores.model import STORE_KIND, parse_store_spec
+from common.stores.validation import store_problems
 from webhook.reviews import AdmissionRequest, AdmissionResponse, denied, unjudgeable
 
 __all__ = ["validate_store"]

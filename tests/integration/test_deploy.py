@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from common.defaults import default_spec
-from common.model import DatabaseBackupSpec, parse_spec
+from common.backups.defaults import default_spec
+from common.backups.model import DatabaseBackupSpec, parse_spec
 from hack.harness.controlplane import ROOT, ControlPlane
 from reconciler import main as reconciler_main
 from reconciler.jobs import RunnerSettings, backup_job

@@ -380,7 +380,7 @@ def ignored(path: str) -> bool:
 
 @pytest.mark.parametrize(
     "path",
-    ["pyproject.toml", "README.md", "common/model.py", "webhook/main.py", "runner/main.py", "certs/pki.py"],
+    ["pyproject.toml", "README.md", "common/backups/model.py", "webhook/main.py", "runner/main.py", "certs/pki.py"],
 )
 def test_the_build_context_holds_what_the_build_copies(path: str) -> None:
     assert (ROOT / path).exists()

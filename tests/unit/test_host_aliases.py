@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from common.model import parse_spec
+from common.backups.model import parse_spec
 from hack.sandbox.aliases import HostAlias, alias_table, apply_aliases, parse_alias
 from hack.sandbox.executor import _expand
 from hack.sandbox.reconciler import parse

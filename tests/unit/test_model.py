@@ -6,25 +6,20 @@ from typing import Any
 
 import pytest
 
-from common.defaults import default_spec
-from common.model import (
+from common.backups.defaults import default_spec
+from common.backups.model import (
     Compression,
     ConcurrencyPolicy,
     Condition,
-    ConfigMapKeyRef,
-    CredentialsSecret,
     DatabaseBackupSpec,
     DatabaseBackupStatus,
-    Engine,
     LastBackup,
     LastFailure,
     Phase,
-    SecretKeyRef,
-    Tls,
-    TlsMode,
-    join_errors,
     parse_spec,
 )
+from common.fields import join_errors
+from common.values import ConfigMapKeyRef, CredentialsSecret, Engine, SecretKeyRef, Tls, TlsMode
 
 SEED = {"databaseName": "example-db", "schedule": "*/5 * * * *", "backupPath": "/backups/example-db"}
 

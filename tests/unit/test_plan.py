@@ -79,8 +79,8 @@ def job(obj: dict[str, Any], slot: str, state: str = "Active", *, finished: str 
 
 
 def _spec(obj: dict[str, Any]) -> Any:
-    from common.defaults import default_spec
-    from common.model import parse_spec
+    from common.backups.defaults import default_spec
+    from common.backups.model import parse_spec
 
     spec, _ = parse_spec(default_spec(obj["spec"], namespace=NS, statefulset=statefulset(namespace=NS)))
     return spec

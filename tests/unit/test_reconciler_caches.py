@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from common.backups.defaults import default_spec
+from common.backups.model import parse_spec
 from common.constants import ANNOTATION_SCHEDULED_TIME, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, LABEL_RUN
-from common.defaults import default_spec
-from common.model import parse_spec
 from reconciler.backup_controller import LAST_APPLIED, _job_essentials, _owner, _owner_uid, _without_last_applied
 from reconciler.jobs import RunnerSettings, backup_job
 from tests.fixtures import databasebackup, statefulset

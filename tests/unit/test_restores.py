@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.constants import API_VERSION, RESTORE_KIND
-from common.restores import judge, parse_restore_spec, restore_defaults
+from common.restores.defaults import restore_defaults
+from common.restores.model import parse_restore_spec
+from common.restores.validation import judge
 from reconciler.jobs import RunnerSettings, restore_job_name
 from reconciler.restore_plan import RestoreWorld, decide_restore
 from tests.fixtures import backup_store, databasebackup, namespace_facts, statefulset

@@ -10,8 +10,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from common.model import FieldError, StoreReference
-from common.stores import parse_store_spec, resolve_store, selector_matches, store_problems
+from common.fields import FieldError
+from common.stores.access import resolve_store, selector_matches
+from common.stores.model import parse_store_spec
+from common.stores.validation import store_problems
+from common.values import StoreReference
 from tests.fixtures import admission_review, backup_store
 from tests.unit.test_webhook_http import ClientMaker, FakeFinder, post
 from webhook.metrics import Metrics

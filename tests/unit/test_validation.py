@@ -8,20 +8,10 @@ from typing import Any
 
 import pytest
 
-from common.model import (
-    ConfigMapKeyRef,
-    Connection,
-    CredentialsSecret,
-    DatabaseBackupSpec,
-    Engine,
-    Resources,
-    SecretKeyRef,
-    StoreReference,
-    Tls,
-    TlsMode,
-)
+from common.backups.model import Connection, DatabaseBackupSpec, Resources
+from common.backups.validation import default_backup_path, normalize_backup_path, validate
 from common.names import MAX_NAME_LENGTH, job_name
-from common.validation import default_backup_path, normalize_backup_path, validate
+from common.values import ConfigMapKeyRef, CredentialsSecret, Engine, SecretKeyRef, StoreReference, Tls, TlsMode
 
 GOOD = DatabaseBackupSpec(database_name="example-db", schedule="*/5 * * * *", backup_path="/backups/example-db")
 

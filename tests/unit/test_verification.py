@@ -8,8 +8,8 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from common.model import parse_spec
-from common.validation import validate
+from common.backups.model import parse_spec
+from common.backups.validation import validate
 from reconciler.backup_plan import Plan
 from tests.fixtures import namespace_facts, statefulset
 from tests.unit.test_plan import at, backup, decide_at, job, reasons, with_status

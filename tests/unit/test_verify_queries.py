@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from common.model import parse_spec
-from common.validation import validate
+from common.backups.model import parse_spec
+from common.backups.validation import validate
 from reconciler.arguments import runner_arguments
 
 OWNER = {"metadata": {"name": "nightly", "namespace": "demo", "uid": "uid-1"}}

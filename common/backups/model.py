@@ -2,18 +2,29 @@
 
 `parse_spec` reads the wire format (camelCase dicts) into a frozen `DatabaseBackupSpec`, collecting every problem as
 a `FieldError` (`spec.suspend: must be a boolean, not "yes"`) instead of stopping at the first, so a user sees all
-of them in one `kubectl apply`. It checks shapes and types only; what the values mean is `common.validation`'s job.
+of them in one `kubectl apply`. It checks shapes and types only; what the values mean is `validation`'s job.
 `None` in the spec means "not given": defaulting decides what it becomes.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final, TypeVar
+from typing import Any, Final
+
+from common.fields import FieldError, Reader, or_default, show
+from common.values import (
+    CredentialsSecret,
+    Engine,
+    S3Storage,
+    SecretKeyRef,
+    StoreReference,
+    Tls,
+    read_credentials,
+    read_tls,
+)
 
 __all__ = [
     "MAX_QUERY_LENGTH",
@@ -23,28 +34,15 @@ __all__ = [
     "Compression",
     "ConcurrencyPolicy",
     "Condition",
-    "ConfigMapKeyRef",
     "Connection",
-    "CredentialsSecret",
     "DatabaseBackupSpec",
     "DatabaseBackupStatus",
-    "Engine",
-    "FieldError",
     "LastBackup",
     "LastFailure",
     "LastVerification",
     "Phase",
-    "SecretKeyRef",
-    "StoreReference",
-    "Tls",
-    "TlsMode",
     "parse_spec",
 ]
-
-
-class Engine(StrEnum):
-    POSTGRESQL = "PostgreSQL"
-    MYSQL = "MySQL"  # MariaDB too
 
 
 class Compression(StrEnum):
@@ -59,12 +57,6 @@ class ConcurrencyPolicy(StrEnum):
     ALLOW = "Allow"
 
 
-class TlsMode(StrEnum):
-    DISABLE = "Disable"
-    REQUIRE = "Require"  # encrypted, the certificate not checked
-    VERIFY_FULL = "VerifyFull"  # encrypted, the certificate signed by `ca` and naming the host
-
-
 class Phase(StrEnum):
     PENDING = "Pending"
     SCHEDULED = "Scheduled"
@@ -73,86 +65,6 @@ class Phase(StrEnum):
     FAILED = "Failed"
     SUSPENDED = "Suspended"
     INVALID = "Invalid"
-
-
-@dataclass(frozen=True)
-class FieldError:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-@dataclass(frozen=True)
-class SecretKeyRef:
-    name: str
-    key: str
-
-
-@dataclass(frozen=True)
-class CredentialsSecret:
-    name: str
-    username_key: str = "username"
-    password_key: str = "password"  # noqa: S105 - the name of a key in the Secret, not a password
-
-
-@dataclass(frozen=True)
-class ConfigMapKeyRef:
-    name: str
-    key: str
-
-
-@dataclass(frozen=True)
-class Tls:
-    """`connection.tls`. Absent (None on Connection), the clients keep their own defaults; given, `mode` defaults
-    to VerifyFull, the only mode that keeps the password from a server that is not the database."""
-
-    mode: TlsMode = TlsMode.VERIFY_FULL
-    ca: SecretKeyRef | ConfigMapKeyRef | None = None
-    require_scram: bool = False
-
-
-class ServerSideEncryption(StrEnum):
-    AES256 = "AES256"
-    KMS = "aws:kms"
-
-
-@dataclass(frozen=True)
-class S3Credentials:
-    """The Secret holding the access key pair; its keys default to the AWS variables' names."""
-
-    name: str
-    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
-    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - the name of a key, not a secret
-
-
-@dataclass(frozen=True)
-class StoreReference:
-    """`spec.storage.s3`: the BackupStore (cluster-scoped, the administrators') that backups go to, and a prefix
-    below the namespace's own part of it (common.stores)."""
-
-    store: str
-    prefix: str | None = None  # defaulted to <databaseName>
-
-
-@dataclass(frozen=True)
-class S3Storage:
-    """Where a DatabaseBackup's Jobs stream backups: its store's settings with the whole prefix
-    (`<store prefix>/<namespace>/<own prefix>`), as common.stores.resolve_store makes it. Never read from a
-    DatabaseBackup's spec: its author names only the store and a prefix below the namespace's part."""
-
-    bucket: str
-    prefix: str | None = None
-    endpoint: str | None = None  # None: AWS
-    region: str | None = None
-    force_path_style: bool = False
-    allow_insecure: bool = False  # an http:// endpoint
-    credentials_secret: S3Credentials | None = None
-    ca_bundle: str | None = None  # PEM
-    server_side_encryption: ServerSideEncryption | None = None
-    kms_key_id: str | None = None
-    store: str | None = None  # the BackupStore it came from
 
 
 @dataclass(frozen=True)
@@ -476,15 +388,13 @@ class DatabaseBackupStatus:
 
 # --- parsing the spec -------------------------------------------------------------------------------------------
 
-E = TypeVar("E", bound=StrEnum)
-
 
 def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | None, list[FieldError]]:
     """Read a spec dict. Returns the spec (None if a required field is missing or unusable) and every error."""
     errors: list[FieldError] = []
     if not isinstance(raw, Mapping):
-        return None, [FieldError(path, f"must be an object, not {_show(raw)}")]
-    spec = _Reader(raw, path, errors)
+        return None, [FieldError(path, f"must be an object, not {show(raw)}")]
+    spec = Reader(raw, path, errors)
     database_name = spec.string("databaseName", required=True)
     schedule = spec.string("schedule", required=True)
     connection = spec.mapping("connection")
@@ -500,7 +410,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
     verify = spec.mapping("verify")
     defaults = DatabaseBackupSpec(database_name="", schedule="")
 
-    credentials_secret = _credentials(credentials)
+    credentials_secret = read_credentials(credentials)
     encryption_key = None
     if key_secret:
         name = key_secret.string("name", required=True)
@@ -512,51 +422,50 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
         schedule=schedule or "",
         backup_path=spec.string("backupPath"),
         time_zone=spec.string("timeZone"),
-        suspend=_or(spec.boolean("suspend"), defaults.suspend),
+        suspend=or_default(spec.boolean("suspend"), defaults.suspend),
         engine=spec.enum("engine", Engine),
         connection=Connection(
             host=connection.string("host") if connection else None,
             port=connection.integer("port", minimum=1, maximum=65535) if connection else None,
             username=connection.string("username") if connection else None,
-            databases=_or(connection.strings("databases"), ()) if connection else (),
+            databases=or_default(connection.strings("databases"), ()) if connection else (),
             credentials_secret=credentials_secret,
-            tls=_tls(connection.mapping("tls")) if connection else None,
+            tls=read_tls(connection.mapping("tls")) if connection else None,
         ),
         claim_name=claim.string("claimName", required=True) if claim else None,
         s3_store=s3,
-        concurrency_policy=_or(spec.enum("concurrencyPolicy", ConcurrencyPolicy), defaults.concurrency_policy),
+        concurrency_policy=or_default(spec.enum("concurrencyPolicy", ConcurrencyPolicy), defaults.concurrency_policy),
         starting_deadline_seconds=spec.integer("startingDeadlineSeconds", minimum=0),
-        backoff_limit=_or(spec.integer("backoffLimit", minimum=0), defaults.backoff_limit),
-        active_deadline_seconds=_or(spec.integer("activeDeadlineSeconds", minimum=1), defaults.active_deadline_seconds),
-        successful_jobs_history_limit=_or(
+        backoff_limit=or_default(spec.integer("backoffLimit", minimum=0), defaults.backoff_limit),
+        active_deadline_seconds=or_default(
+            spec.integer("activeDeadlineSeconds", minimum=1), defaults.active_deadline_seconds
+        ),
+        successful_jobs_history_limit=or_default(
             spec.integer("successfulJobsHistoryLimit", minimum=0), defaults.successful_jobs_history_limit
         ),
-        failed_jobs_history_limit=_or(
+        failed_jobs_history_limit=or_default(
             spec.integer("failedJobsHistoryLimit", minimum=0), defaults.failed_jobs_history_limit
         ),
-        keep_last=_or(retention.integer("keepLast", minimum=1) if retention else None, defaults.keep_last),
-        compression=_or(spec.enum("compression", Compression), defaults.compression),
+        keep_last=or_default(retention.integer("keepLast", minimum=1) if retention else None, defaults.keep_last),
+        compression=or_default(spec.enum("compression", Compression), defaults.compression),
         encryption_key=encryption_key,
-        restore_test=_or(verify.boolean("restoreTest") if verify else None, defaults.restore_test),
+        restore_test=or_default(verify.boolean("restoreTest") if verify else None, defaults.restore_test),
         resources=_resources(spec.mapping("resources")),
         verify_schedule=verify.string("schedule") if verify else None,
         verify_image=verify.string("image") if verify else None,
-        verify_backups=_or(
+        verify_backups=or_default(
             verify.integer("backups", minimum=1, maximum=MAX_VERIFIED_BACKUPS) if verify else None,
             defaults.verify_backups,
         ),
         verify_queries=_queries(verify) if verify else (),
-        verify_query_credentials=_credentials(verify.mapping("queryCredentialsSecret")) if verify else None,
+        verify_query_credentials=read_credentials(verify.mapping("queryCredentialsSecret")) if verify else None,
     )
     if database_name is None or schedule is None:
         return None, errors
     return result, errors
 
 
-T = TypeVar("T")
-
-
-def _resources(resources: _Reader | None) -> Resources:
+def _resources(resources: Reader | None) -> Resources:
     if resources is None:
         return Resources()
     found: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -576,33 +485,7 @@ def _resources(resources: _Reader | None) -> Resources:
     return Resources(requests=found["requests"], limits=found["limits"])
 
 
-def _tls(tls: _Reader | None) -> Tls | None:
-    if tls is None:
-        return None
-    return Tls(
-        mode=_or(tls.enum("mode", TlsMode), Tls.mode),
-        ca=_key_ref(tls.mapping("ca")),
-        require_scram=_or(tls.boolean("requireScram"), Tls.require_scram),
-    )
-
-
-def _key_ref(ref: _Reader | None) -> SecretKeyRef | ConfigMapKeyRef | None:
-    """`{secretKeyRef: {name, key}}` or `{configMapKeyRef: {name, key}}`: exactly one."""
-    if ref is None:
-        return None
-    refs = {key: ref.mapping(key) for key in ("secretKeyRef", "configMapKeyRef")}
-    given = {key: found for key, found in refs.items() if found is not None}
-    if len(given) != 1:
-        ref.errors.append(FieldError(ref.path, "must name exactly one of secretKeyRef or configMapKeyRef"))
-        return None
-    [(kind, found)] = given.items()
-    name, item = found.string("name", required=True), found.string("key", required=True)
-    if name is None or item is None:
-        return None
-    return SecretKeyRef(name, item) if kind == "secretKeyRef" else ConfigMapKeyRef(name, item)
-
-
-def _store_reference(s3: _Reader | None) -> StoreReference | None:
+def _store_reference(s3: Reader | None) -> StoreReference | None:
     if s3 is None:
         return None
     for key in sorted(set(s3.raw) - {"store", "prefix"}):
@@ -617,21 +500,7 @@ def _store_reference(s3: _Reader | None) -> StoreReference | None:
     return StoreReference(store, s3.string("prefix")) if store is not None else None
 
 
-def _credentials(secret: _Reader | None) -> CredentialsSecret | None:
-    """A `{name, usernameKey, passwordKey}` Secret reference."""
-    if secret is None:
-        return None
-    name = secret.string("name", required=True)
-    if name is None:
-        return None
-    return CredentialsSecret(
-        name=name,
-        username_key=secret.string("usernameKey") or "username",
-        password_key=secret.string("passwordKey") or "password",
-    )
-
-
-def _queries(verify: _Reader) -> tuple[VerifyQuery, ...]:
+def _queries(verify: Reader) -> tuple[VerifyQuery, ...]:
     items = verify.objects("queries")
     found = []
     for item in items:
@@ -639,122 +508,6 @@ def _queries(verify: _Reader) -> tuple[VerifyQuery, ...]:
         if name is not None and sql is not None:
             found.append(VerifyQuery(name=name, sql=sql, database=item.string("database")))
     return tuple(found)
-
-
-def _or(value: T | None, default: T) -> T:
-    return default if value is None else value
-
-
-class _Reader:
-    """Reads typed values out of one JSON object, recording a FieldError for each one of the wrong shape."""
-
-    def __init__(self, raw: Mapping[str, Any], path: str, errors: list[FieldError]) -> None:
-        self.raw, self.path, self.errors = raw, path, errors
-
-    def _get(self, key: str, required: bool) -> Any:
-        value = self.raw.get(key)
-        if value is None and required:
-            self.errors.append(FieldError(f"{self.path}.{key}", "is required"))
-        return value
-
-    def _wrong(self, key: str, kind: str, value: object) -> None:
-        self.errors.append(FieldError(f"{self.path}.{key}", f"must be {kind}, not {_show(value)}"))
-
-    def string(self, key: str, *, required: bool = False) -> str | None:
-        value = self._get(key, required)
-        if value is None or isinstance(value, str):
-            if required and value == "":
-                self.errors.append(FieldError(f"{self.path}.{key}", "must not be empty"))
-                return None
-            return value
-        self._wrong(key, "a string", value)
-        return None
-
-    def boolean(self, key: str) -> bool | None:
-        value = self._get(key, False)
-        if value is None or isinstance(value, bool):
-            return value
-        self._wrong(key, "a boolean (true or false)", value)
-        return None
-
-    def integer(self, key: str, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
-        value = self._get(key, False)
-        if value is None:
-            return None
-        # JSON has one number type; 3.0 is an integer, 3.5 and true are not.
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            self._wrong(key, "a whole number", value)
-            return None
-        number = int(value)
-        if minimum is not None and number < minimum:
-            self.errors.append(FieldError(f"{self.path}.{key}", f"{number} is below the minimum {minimum}"))
-            return None
-        if maximum is not None and number > maximum:
-            self.errors.append(FieldError(f"{self.path}.{key}", f"{number} is above the maximum {maximum}"))
-            return None
-        return number
-
-    def enum(self, key: str, kind: type[E]) -> E | None:
-        value = self._get(key, False)
-        if value is None:
-            return None
-        try:
-            return kind(value)
-        except ValueError:
-            allowed = ", ".join(member.value for member in kind)
-            self.errors.append(FieldError(f"{self.path}.{key}", f"{_show(value)} is not one of {allowed}"))
-            return None
-
-    def strings(self, key: str) -> tuple[str, ...] | None:
-        value = self._get(key, False)
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            self._wrong(key, "a list of strings", value)
-            return None
-        good = []
-        for index, item in enumerate(value):
-            if isinstance(item, str) and item:
-                good.append(item)
-            else:
-                self.errors.append(
-                    FieldError(f"{self.path}.{key}[{index}]", f"must be a non-empty string, not {_show(item)}")
-                )
-        return tuple(good)
-
-    def objects(self, key: str) -> list[_Reader]:
-        """A list of objects, each read on its own (`key[i]` in errors)."""
-        value = self._get(key, False)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self._wrong(key, "a list of objects", value)
-            return []
-        readers = []
-        for index, item in enumerate(value):
-            if isinstance(item, Mapping):
-                readers.append(_Reader(item, f"{self.path}.{key}[{index}]", self.errors))
-            else:
-                self.errors.append(FieldError(f"{self.path}.{key}[{index}]", f"must be an object, not {_show(item)}"))
-        return readers
-
-    def mapping(self, key: str, *, required: bool = False) -> _Reader | None:
-        value = self._get(key, required)
-        if value is None:
-            return None
-        if not isinstance(value, Mapping):
-            self._wrong(key, "an object", value)
-            return None
-        return _Reader(value, f"{self.path}.{key}", self.errors)
-
-
-def _show(value: object) -> str:
-    """A value as the user wrote it in YAML/JSON, shortened: `"yes"`, `5`, `[1, 2]`."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _str_or_none(value: object) -> str | None:
@@ -767,12 +520,3 @@ def _int_or_none(value: object) -> int | None:
 
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
-
-
-def join_errors(errors: Iterable[FieldError]) -> str:
-    """All problems in one message, as a denial or a condition shows them: one problem on its own, several as a
-    count and a line each (messages may contain "; " and ", " themselves)."""
-    lines = [str(e) for e in errors]
-    if len(lines) == 1:
-        return lines[0]
-    return f"{len(lines)} problems:\n" + "\n".join(f"- {line}" for line in lines)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from common.backups.validation import default_backup_path, normalize_backup_path
 from common.statefulset import facts
-from common.validation import default_backup_path, normalize_backup_path
 
 __all__ = ["default_claim_name", "default_spec"]
 

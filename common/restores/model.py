@@ -21,21 +21,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
-from common.constants import BACKUP_ROOT
-from common.model import CredentialsSecret, Engine, FieldError, S3Storage, Tls, _Reader, _show, _tls, parse_spec
-from common.validation import database_name_problems, is_host, tls_problems
+from common.fields import FieldError, Reader, show
+from common.values import (
+    CredentialsSecret,
+    S3Storage,
+    Tls,
+    database_name_problems,
+    is_host,
+    read_tls,
+    tls_problems,
+)
 
 __all__ = [
     "DatabaseRestoreSpec",
     "ExternalTarget",
     "NameMapping",
-    "judge",
     "newest_backup",
+    "object_or_empty",
     "parse_restore_spec",
-    "restore_defaults",
     "source_location",
     "targets",
 ]
@@ -75,8 +80,8 @@ class DatabaseRestoreSpec:
 def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestoreSpec | None, list[FieldError]]:
     errors: list[FieldError] = []
     if not isinstance(raw, Mapping):
-        return None, [FieldError(path, f"must be an object, not {_show(raw)}")]
-    spec = _Reader(raw, path, errors)
+        return None, [FieldError(path, f"must be an object, not {show(raw)}")]
+    spec = Reader(raw, path, errors)
     source = spec.mapping("source", required=True)
     target = spec.mapping("target")
     backup = source.string("databaseBackup", required=True) if source else None
@@ -90,13 +95,13 @@ def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestore
     mapping: list[NameMapping] = []
     listed = target.raw.get("databases") if target else None
     if listed is not None and not isinstance(listed, list):
-        errors.append(FieldError(f"{path}.target.databases", f"must be a list, not {_show(listed)}"))
+        errors.append(FieldError(f"{path}.target.databases", f"must be a list, not {show(listed)}"))
     for index, item in enumerate(listed if isinstance(listed, list) else []):
         where = f"{path}.target.databases[{index}]"
         if not isinstance(item, Mapping):
-            errors.append(FieldError(where, f"must be an object with from and to, not {_show(item)}"))
+            errors.append(FieldError(where, f"must be an object with from and to, not {show(item)}"))
             continue
-        pair = _Reader(item, where, errors)
+        pair = Reader(item, where, errors)
         source_name, target_name = pair.string("from", required=True), pair.string("to", required=True)
         for key, name in (("from", source_name), ("to", target_name)):
             if name:
@@ -129,7 +134,7 @@ def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestore
     )
 
 
-def _external(target: _Reader, credentials: CredentialsSecret | None, path: str) -> ExternalTarget | None:
+def _external(target: Reader, credentials: CredentialsSecret | None, path: str) -> ExternalTarget | None:
     given = target.mapping("external")
     if given is None:
         return None
@@ -147,7 +152,7 @@ def _external(target: _Reader, credentials: CredentialsSecret | None, path: str)
     if host is not None and not is_host(host):
         target.errors.append(FieldError(f"{where}.external.host", f"{host!r} is not a DNS name or an IP address"))
     port = given.integer("port", minimum=1, maximum=65535)
-    tls = _tls(given.mapping("tls"))
+    tls = read_tls(given.mapping("tls"))
     if tls is not None:
         target.errors.extend(tls_problems(tls, None, f"{where}.external.tls"))
     return ExternalTarget(host, port, tls) if host else None
@@ -178,128 +183,5 @@ def targets(spec: DatabaseRestoreSpec, source_databases: tuple[str, ...]) -> dic
     return {database: mapped.get(database, database) for database in source_databases} | mapped
 
 
-def restore_defaults(raw_spec: Mapping[str, Any], source: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The fields admission fills in: `source.file` (the newest backup) and `target.databaseName` (the source's)."""
-    defaults: dict[str, Any] = {}
-    if source is None:
-        return defaults
-    given_source, given_target = (_object(raw_spec.get(key)) for key in ("source", "target"))
-    if not given_source.get("file") and (newest := newest_backup(source)) is not None:
-        defaults["source"] = {"file": newest}
-    database = (source.get("spec") or {}).get("databaseName")
-    external = "external" in given_target
-    if not external and not given_target.get("databaseName") and isinstance(database, str) and database:
-        defaults["target"] = {"databaseName": database}
-    return defaults
-
-
-def judge(
-    spec: DatabaseRestoreSpec,
-    namespace: str,
-    source: Mapping[str, Any] | None,
-    target_found: bool | None,
-    s3: S3Storage | None = None,
-) -> list[FieldError]:
-    """Every reason to refuse this restore now. `source`: the DatabaseBackup (None: not found). `target_found`:
-    whether the target StatefulSet exists (None: it could not be looked up, which is not a refusal). `s3`: the
-    source's bucket storage, resolved through its BackupStore (the caller refuses a source whose store it cannot
-    resolve)."""
-    if source is None:
-        return [
-            FieldError(
-                "spec.source.databaseBackup",
-                f"DatabaseBackup {spec.database_backup!r} not found in namespace {namespace!r}",
-            )
-        ]
-    errors: list[FieldError] = []
-    source_spec, _ = parse_spec(source.get("spec"))
-    file = spec.file or newest_backup(source)
-    if file is None:
-        errors.append(
-            FieldError(
-                "spec.source.databaseBackup",
-                f"DatabaseBackup {spec.database_backup!r} has no backup yet (status.lastBackup is empty): "
-                "run one first (annotate it databases.test.io/backup-now)",
-            )
-        )
-    else:
-        location = source_location(source, s3)
-        if location is not None and not _inside(file, location):
-            errors.append(
-                FieldError(
-                    "spec.source.file",
-                    f"{file!r} is not a backup of DatabaseBackup {spec.database_backup!r}, which writes under "
-                    f"{location!r}",
-                )
-            )
-        damaged = _found_damaged(source, file)
-        if damaged is not None:
-            errors.append(
-                FieldError(
-                    "spec.source.file",
-                    f"{file!r} failed its last check ({damaged}): pick another backup with spec.source.file",
-                )
-            )
-    target = (
-        None if spec.external else spec.target_database_name or (source_spec.database_name if source_spec else None)
-    )
-    if target_found is False and target is not None:
-        errors.append(
-            FieldError(
-                "spec.target.databaseName",
-                f"StatefulSet {target!r} not found in namespace {namespace!r}",
-            )
-        )
-    named = source_spec.connection.databases if source_spec is not None else ()
-    protected = () if "all" in named else named  # `all` (or nothing): every database, names known to the backup only
-    for index, entry in enumerate(spec.databases):
-        if protected and entry.source not in protected:
-            errors.append(
-                FieldError(
-                    f"spec.target.databases[{index}].from",
-                    f"{entry.source!r} is not in the backup: DatabaseBackup {spec.database_backup!r} backs up "
-                    f"{', '.join(map(repr, protected))}",
-                )
-            )
-    if source_spec is not None and not spec.replace and target == source_spec.database_name:
-        if protected:
-            onto = ", ".join(repr(t) for t in sorted(set(targets(spec, protected).values()) & set(protected)))
-        elif spec.databases and source_spec.engine is Engine.POSTGRESQL:
-            onto = ""  # from a backup of all, PostgreSQL restores only the databases mapped: the restore judges them
-        else:
-            onto = "every database the backup holds (the source backs up all of them)"
-        if onto:
-            errors.append(
-                FieldError(
-                    "spec.replace",
-                    f"false, and the restore would overwrite {onto} on StatefulSet {target!r}, which "
-                    f"DatabaseBackup {spec.database_backup!r} backs up and which exists: set spec.replace: true, "
-                    "or restore under another name with spec.target.databases",
-                )
-            )
-    return errors
-
-
-def _inside(file: str, location: str) -> bool:
-    """Whether `file` is directly in the source's folder or under its prefix (not below it: a deeper prefix is
-    another DatabaseBackup's). A folder is judged by its path below the backup volume's mount point: the local
-    sandbox reports `/backups/db/x` where it really is (`<dev>/backups/db/x`)."""
-    if location.startswith("s3://") or not location.startswith(BACKUP_ROOT + "/"):
-        name = file.removeprefix(location + "/")
-        return file.startswith(location + "/") and "/" not in name and name not in ("", ".", "..")
-    below = PurePosixPath(location).relative_to(BACKUP_ROOT).parts
-    parent = PurePosixPath(file).parent.parts
-    return len(parent) > len(below) and parent[-len(below) :] == below
-
-
-def _object(value: object) -> Mapping[str, Any]:
+def object_or_empty(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _found_damaged(source: Mapping[str, Any], file: str) -> str | None:
-    """The reason the source's last scheduled check gave for `file`, if it found it damaged or missing."""
-    last = (source.get("status") or {}).get("lastVerification") or {}
-    for checked in last.get("backups") or []:
-        if isinstance(checked, Mapping) and checked.get("file") == file and checked.get("result") == "Failed":
-            return str(checked.get("reason") or "Failed")
-    return None

@@ -1,0 +1,25 @@
+"""What admission fills in on a DatabaseRestore, from its source DatabaseBackup."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from common.restores.model import newest_backup, object_or_empty
+
+__all__ = ["restore_defaults"]
+
+
+def restore_defaults(raw_spec: Mapping[str, Any], source: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fields admission fills in: `source.file` (the newest backup) and `target.databaseName` (the source's)."""
+    defaults: dict[str, Any] = {}
+    if source is None:
+        return defaults
+    given_source, given_target = (object_or_empty(raw_spec.get(key)) for key in ("source", "target"))
+    if not given_source.get("file") and (newest := newest_backup(source)) is not None:
+        defaults["source"] = {"file": newest}
+    database = (source.get("spec") or {}).get("databaseName")
+    external = "external" in given_target
+    if not external and not given_target.get("databaseName") and isinstance(database, str) and database:
+        defaults["target"] = {"databaseName": database}
+    return defaults
