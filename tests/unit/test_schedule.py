@@ -371,3 +371,31 @@ def test_latest_at_or_before_and_next_after_bracket_every_moment(zone: str) -> N
             following = schedule.next_after(latest)
             assert latest <= moment < following, (schedule, moment, latest, following)
             assert schedule.next_after(moment) == following
+
+
+def test_an_expression_is_parsed_once_however_often_its_schedules_walk() -> None:
+    from common import schedule as module
+
+    expression = "7,19 */3 * * 1-5"
+    schedule = parse_schedule(expression, "Europe/Berlin")
+    schedule.next_after(datetime(2026, 3, 1, tzinfo=UTC))
+    parsed = module._parsed.cache_info().misses
+
+    for day in range(1, 29):
+        schedule.next_after(datetime(2026, 3, day, tzinfo=UTC))
+        parse_schedule(expression, "Europe/Berlin").latest_at_or_before(datetime(2026, 3, day, tzinfo=UTC))
+
+    assert module._parsed.cache_info().misses == parsed
+
+
+def test_walks_that_share_a_parsed_expression_do_not_move_each_other() -> None:
+    from croniter import croniter
+
+    expression = "*/7 1-23/2 * * *"
+    starts = [datetime(2026, 1, 1) + timedelta(minutes=13 * n) for n in range(40)]
+    shared = [parse_schedule(expression) for _ in starts]
+
+    interleaved = [s.next_after(start.replace(tzinfo=UTC)) for s, start in zip(shared, starts, strict=True)]
+
+    alone = [croniter(expression, start).get_next(datetime).replace(tzinfo=UTC) for start in starts]
+    assert interleaved == alone
