@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -84,16 +85,21 @@ async def test_a_stale_resource_version_lists_again_and_reports_what_vanished(co
     async with running(informer):
         assert informer.get("default", "gone") is not None
     stale = informer.resource_version
-    # While the informer is away: a delete, then enough writes and time for etcd to compact past `stale`.
+    # While the informer is away: a delete, then writes until the API server no longer serves a watch from `stale`
+    # (410 Gone, which is what the informer must survive), asked of the server itself rather than waited for.
     await core.delete_namespaced_config_map("gone", "default")
-    for index in range(5):
-        await core.create_namespaced_config_map("default", config_map(f"churn-{index}"))
-        await asyncio.sleep(0.6)
+    churned = 0
+    async with asyncio.timeout(120):
+        while churned < 5 or not await _too_old(core, stale):
+            await core.create_namespaced_config_map("default", config_map(f"churn-{churned}"))
+            churned += 1
+            await asyncio.sleep(0.2)
+    last = f"churn-{churned - 1}"
     events.clear()
     informer.resource_version = stale
     task = asyncio.create_task(informer.run())
     try:
-        await until(lambda: informer.get("default", "gone") is None and "churn-4" in {e.key[1] for e in events})
+        await until(lambda: informer.get("default", "gone") is None and last in {e.key[1] for e in events})
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -101,3 +107,14 @@ async def test_a_stale_resource_version_lists_again_and_reports_what_vanished(co
     assert restarts[0] == "gone"
     assert ("DELETED", "gone") in [(e.type, e.key[1]) for e in events]
     assert informer.get("default", "kept") is not None
+
+
+async def _too_old(core: client.CoreV1Api, resource_version: str) -> bool:
+    """Whether a watch from `resource_version` is answered with 410 Gone (its first line an ERROR with code 410)."""
+    response = await core.list_namespaced_config_map(
+        "default", watch=True, resource_version=resource_version, timeout_seconds=1, _preload_content=False
+    )
+    async with response:
+        line = await response.content.readline()
+    event = json.loads(line) if line.strip() else {}
+    return bool(event.get("type") == "ERROR" and (event.get("object") or {}).get("code") == 410)
