@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -794,8 +795,12 @@ async def _bounded(calls: Iterable[Awaitable[None]], limit: int = CONCURRENCY) -
     gate = asyncio.Semaphore(limit)
 
     async def one(call: Awaitable[None]) -> None:
-        async with gate:
-            await call
+        try:
+            async with gate:
+                await call
+        finally:
+            if inspect.iscoroutine(call):
+                call.close()  # cancelled at the gate, it never ran: closed, not left unawaited
 
     await asyncio.gather(*(one(c) for c in calls))
 
