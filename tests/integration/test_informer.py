@@ -109,9 +109,9 @@ async def test_a_stale_resource_version_lists_again_and_reports_what_vanished(co
     assert informer.get("default", "kept") is not None
 
 
-async def _too_old(core: client.CoreV1Api, resource_version: str) -> bool:
+async def _too_old(core: client.CoreV1Api, resource_version: str | None) -> bool:
     """Whether a watch from `resource_version` is answered with 410 Gone (its first line an ERROR with code 410)."""
-    response = await core.list_namespaced_config_map(
+    response: Any = await core.list_namespaced_config_map(
         "default", watch=True, resource_version=resource_version, timeout_seconds=1, _preload_content=False
     )
     async with response:
