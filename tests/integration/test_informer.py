@@ -85,6 +85,7 @@ async def test_a_stale_resource_version_lists_again_and_reports_what_vanished(co
     async with running(informer):
         assert informer.get("default", "gone") is not None
     stale = informer.resource_version
+    assert stale is not None
     # While the informer is away: a delete, then writes until the API server no longer serves a watch from `stale`
     # (410 Gone, which is what the informer must survive), asked of the server itself rather than waited for.
     await core.delete_namespaced_config_map("gone", "default")
@@ -109,7 +110,7 @@ async def test_a_stale_resource_version_lists_again_and_reports_what_vanished(co
     assert informer.get("default", "kept") is not None
 
 
-async def _too_old(core: client.CoreV1Api, resource_version: str | None) -> bool:
+async def _too_old(core: client.CoreV1Api, resource_version: str) -> bool:
     """Whether a watch from `resource_version` is answered with 410 Gone (its first line an ERROR with code 410)."""
     response: Any = await core.list_namespaced_config_map(
         "default", watch=True, resource_version=resource_version, timeout_seconds=1, _preload_content=False
