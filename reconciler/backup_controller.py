@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -37,7 +37,7 @@ from common.volumes import pod_claims
 from reconciler.backup_plan import Plan, World, decide
 from reconciler.outcomes import is_verification
 from reconciler.trust import NamespaceFacts
-from reconciler.watches import Loop, remember, watch, write_status
+from reconciler.watches import Loop, remember, restarts, watch, write_status
 
 __all__ = ["Controller"]
 
@@ -112,14 +112,14 @@ class Controller(Loop):
             options={"field_selector": f"metadata.name={namespace}"} if namespace is not None else {},
             handler=lambda event: self._recheck_refused(event.key[1]),
             transform=_namespace_essentials,
-            on_restart=self._restarts("namespaces"),
+            on_restart=restarts(metrics, "namespaces"),
         )
         self.stores = Informer(
             name="backupstores",
             list_call=self._custom.list_cluster_custom_object,
             arguments=(GROUP, VERSION, STORE_PLURAL),
             handler=self._on_store,
-            on_restart=self._restarts("backupstores"),
+            on_restart=restarts(metrics, "backupstores"),
         )
         # Indexes from the objects we watch to the DatabaseBackups they concern.
         self._jobs_of: dict[Key, set[str]] = defaultdict(set)
@@ -128,9 +128,6 @@ class Controller(Loop):
         self._backups_of_database: dict[Key, set[str]] = defaultdict(set)
         self._statefulsets_in: dict[str, set[str]] = defaultdict(set)
         self._backups_in: dict[str, set[str]] = defaultdict(set)
-
-    def _restarts(self, name: str) -> Callable[[str], None]:
-        return lambda reason: self.metrics.watch_restarts.labels(name, reason).inc()
 
     @property
     def informers(self) -> tuple[Informer, ...]:

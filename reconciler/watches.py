@@ -22,7 +22,7 @@ from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
 from reconciler.queue import WorkQueue
 
-__all__ = ["Loop", "remember", "watch", "write_status"]
+__all__ = ["Loop", "remember", "restarts", "watch", "write_status"]
 
 log = structlog.get_logger("reconciler")
 
@@ -49,7 +49,8 @@ class Loop:
     ) -> None:
         self.api, self.executor, self.runner, self.metrics = api, executor, runner, metrics
         self.namespace, self.identity, self.clock = namespace, identity, clock
-        self.workers = workers if workers is not None else type(self).workers
+        if workers is not None:
+            self.workers = workers
         self.cluster_domain = cluster_domain
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventRecorder(api, metrics, identity)
@@ -117,8 +118,13 @@ def watch(
         options=options,
         handler=handler,
         transform=transform,
-        on_restart=lambda reason: metrics.watch_restarts.labels(name, reason).inc(),
+        on_restart=restarts(metrics, name),
     )
+
+
+def restarts(metrics: Metrics, name: str) -> Callable[[str], None]:
+    """What an informer calls when its watch restarts: counted by informer and reason."""
+    return lambda reason: metrics.watch_restarts.labels(name, reason).inc()
 
 
 async def write_status(
