@@ -58,6 +58,11 @@ class Unanswered(Exception):
 
 
 class DatabaseFinder(Protocol):
+    @property
+    def cached(self) -> bool:
+        """True when `find`, `statefulsets` and `pods` answer from watch caches, without asking the API server."""
+        ...
+
     async def find(self, namespace: str, name: str) -> Database: ...
 
     async def statefulsets(self, namespace: str) -> list[dict[str, Any]]:
@@ -186,6 +191,11 @@ class StatefulSets:
     @property
     def synced(self) -> bool:
         return self.informer.synced.is_set()
+
+    @property
+    def cached(self) -> bool:
+        pods = self.pods_informer
+        return self.synced and self.informer.watching and pods is not None and pods.synced.is_set() and pods.watching
 
     async def find(self, namespace: str, name: str) -> Database:
         if self.synced:

@@ -59,6 +59,11 @@ class FakeFinder:
         self.reads: list[str] = []
         self.backups: dict[tuple[str, str], dict[str, Any]] = {}
 
+    @property
+    def cached(self) -> bool:
+        # A finder that hangs or fails stands for an API server being asked; one that answers stands for the caches.
+        return not self.hang and not self.fail
+
     async def find(self, namespace: str, name: str) -> Database:
         self.calls.append((namespace, name))
         if self.fail:
