@@ -36,6 +36,7 @@ from common.kube import sent, timeout
 from common.volumes import pod_claims
 from reconciler.backup_plan import Plan, World, decide
 from reconciler.outcomes import is_verification
+from reconciler.stuck import GRACE
 from reconciler.trust import NamespaceFacts
 from reconciler.watches import Loop, remember, restarts, watch, write_status
 
@@ -217,6 +218,7 @@ class Controller(Loop):
             return None  # deleted: its Jobs carry ownerReferences and go with it
         try:
             world = self._world(obj)
+            recheck = await self.end_stuck(self.jobs, ((job, self._pods_of(job)) for job in world.jobs))
             plan = decide(world, self.runner)
             await self._apply(obj, plan, world.now)
         except Exception:
@@ -225,7 +227,17 @@ class Controller(Loop):
         finally:
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
         self.metrics.reconciles.labels("ok").inc()
+        if recheck is not None and (plan.requeue_after is None or recheck < plan.requeue_after):
+            return recheck
         return plan.requeue_after
+
+    def _pods_of(self, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+        namespace, name = key_of(dict(job))
+        return [
+            pod
+            for pod_name in self._pods_of_job.get((namespace, name), ())
+            if (pod := self.pods.get(namespace, pod_name))
+        ]
 
     def _world(self, obj: dict[str, Any]) -> World:
         namespace, name = key_of(obj)
@@ -369,12 +381,29 @@ def _job_essentials(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
+    """A Pod's termination messages (its Job's outcome), and what tells that it cannot start (reconciler.stuck)."""
+    status = pod.get("status") or {}
     statuses = [
         {"state": {"terminated": {"message": message}}}
-        for container in (pod.get("status") or {}).get("containerStatuses") or []
+        for container in status.get("containerStatuses") or []
         if (message := ((container.get("state") or {}).get("terminated") or {}).get("message"))
     ]
-    return {"metadata": pod.get("metadata") or {}, "status": {"containerStatuses": statuses}}
+    waiting = {
+        key: [
+            {"name": container.get("name"), "state": {"waiting": state}}
+            for container in status.get(key) or []
+            if (state := (container.get("state") or {}).get("waiting") or {}).get("reason") in GRACE
+        ]
+        for key in ("initContainerStatuses", "containerStatuses")
+    }
+    kept: dict[str, Any] = {
+        "phase": status.get("phase"),
+        "containerStatuses": statuses + waiting["containerStatuses"],
+        "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"],
+    }
+    if waiting["initContainerStatuses"]:
+        kept["initContainerStatuses"] = waiting["initContainerStatuses"]
+    return {"metadata": pod.get("metadata") or {}, "status": kept}
 
 
 def _statefulset_essentials(statefulset: dict[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,11 @@ from typing import Any, Final
 
 from common.constants import ANNOTATION_BACKUP_NOW, ANNOTATION_SCHEDULED_TIME, LABEL_RUN, RUN_VERIFY
 
-__all__ = ["ANNOTATION_RESULT", "JobOutcome", "is_verification", "outcome"]
+__all__ = ["ANNOTATION_CANNOT_START", "ANNOTATION_RESULT", "JobOutcome", "is_verification", "outcome"]
 
 ANNOTATION_RESULT: Final = "databases.test.io/result"  # the local executor records the runner's result here
+# Why the reconciler ended a Job whose Pod could not start (reconciler.stuck): {"reason": ..., "message": ...}.
+ANNOTATION_CANNOT_START: Final = "databases.test.io/cannot-start"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ def outcome(job: dict[str, Any], termination_message: str | None) -> JobOutcome:
         return replace(active, state="Succeeded", finished=finished)
     if "Failed" in conditions:
         failed = conditions["Failed"]
+        # Ended by us (its deadline cut to end it): our reason, not the Job controller's DeadlineExceeded.
+        result = result or _result(annotations.get(ANNOTATION_CANNOT_START))
         return replace(
             active,
             state="Failed",

@@ -96,25 +96,24 @@ class RestoreController(Loop):
             return None  # deleted: its Job carries an ownerReference and goes with it
         namespace, name = key
         job = self.jobs.get(namespace, restore_job_name(name, str(obj["metadata"].get("uid"))))
-        world = RestoreWorld(obj=obj, now=self.clock(), job=job, termination_message=self._message(namespace, job))
+        pods = self._pods(namespace, job)
+        world = RestoreWorld(obj=obj, now=self.clock(), job=job, termination_message=_message(pods))
+        recheck = await self.end_stuck(self.jobs, [(job, pods)]) if job is not None else None
         if needs_lookups(obj, job):
             world = await self._look_up(world, namespace)
         plan = decide_restore(world, self.runner)
         await self._apply(obj, plan, world.now)
-        return None
+        return recheck
 
-    def _message(self, namespace: str, job: dict[str, Any] | None) -> str | None:
+    def _pods(self, namespace: str, job: dict[str, Any] | None) -> list[dict[str, Any]]:
         if job is None:
-            return None
-        for (pod_namespace, _), pod in list(self.pods.store.items()):
-            labels = (pod.get("metadata") or {}).get("labels") or {}
-            if pod_namespace != namespace or labels.get("job-name") != job["metadata"]["name"]:
-                continue
-            for container in (pod.get("status") or {}).get("containerStatuses") or []:
-                message = ((container.get("state") or {}).get("terminated") or {}).get("message")
-                if message:
-                    return str(message)
-        return None
+            return []
+        return [
+            pod
+            for (pod_namespace, _), pod in list(self.pods.store.items())
+            if pod_namespace == namespace
+            and ((pod.get("metadata") or {}).get("labels") or {}).get("job-name") == job["metadata"]["name"]
+        ]
 
     async def _look_up(self, world: RestoreWorld, namespace: str) -> RestoreWorld:
         spec, _ = parse_restore_spec(world.obj.get("spec"))
@@ -216,3 +215,13 @@ class RestoreController(Loop):
 
     async def _write_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
         await write_status(self._custom, RESTORE_PLURAL, self.restores, self.metrics, obj, status)
+
+
+def _message(pods: list[dict[str, Any]]) -> str | None:
+    """The runner's termination message, from the first of the Job's Pods that has one."""
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+            if message:
+                return str(message)
+    return None

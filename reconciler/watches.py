@@ -4,7 +4,8 @@ one, its run loop, and the status write through to its own cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,9 +21,14 @@ from reconciler.events import EventRecorder
 from reconciler.executor import Executor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
+from reconciler.outcomes import ANNOTATION_CANNOT_START, outcome
 from reconciler.queue import WorkQueue
+from reconciler.stuck import diagnose
 
 __all__ = ["Loop", "remember", "restarts", "watch", "write_status"]
+
+# What a Job's deadline is cut to, to end a run whose Pod cannot start: anything below the time it has run.
+_ENDED_DEADLINE = 1
 
 log = structlog.get_logger("reconciler")
 
@@ -74,6 +80,46 @@ class Loop:
 
     async def stopped(self) -> None:
         """After every task of the loop has ended: release what this controller alone holds."""
+
+    async def end_stuck(
+        self, jobs: Informer, runs: Iterable[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]
+    ) -> timedelta | None:
+        """End each active run (a Job and its Pods) whose Pod cannot start (reconciler.stuck): its reason goes on
+        the Job, and its deadline is cut so that the Job controller fails it and deletes its Pods. Returns when
+        to look again for a Pod still within its grace."""
+        recheck: timedelta | None = None
+        now = self.clock()
+        for job, pods in runs:
+            annotations = (job.get("metadata") or {}).get("annotations") or {}
+            if not pods or ANNOTATION_CANNOT_START in annotations:
+                continue
+            seen = outcome(dict(job), None)
+            if seen.state != "Active" or seen.deleting:
+                continue
+            found = diagnose(pods, now)
+            if found.stuck is not None:
+                namespace, name = key_of(dict(job))
+                why = json.dumps({"reason": found.stuck.reason, "message": found.stuck.message})
+                patch = {
+                    "metadata": {"annotations": {ANNOTATION_CANNOT_START: why}},
+                    "spec": {"activeDeadlineSeconds": _ENDED_DEADLINE},
+                }
+                try:
+                    ended = await raw(
+                        client.BatchV1Api(self.api).patch_namespaced_job(
+                            name, namespace, body(patch), _preload_content=False, **MERGE_PATCH, **timeout()
+                        )
+                    )
+                except ApiException as error:
+                    if error.status == 404:
+                        continue
+                    raise
+                self.metrics.api_requests.labels("patch", "jobs").inc()
+                remember(jobs, ended)
+                log.warning("run cannot start", namespace=namespace, job=name, reason=found.stuck.reason)
+            elif found.recheck is not None:
+                recheck = found.recheck if recheck is None else min(recheck, found.recheck)
+        return recheck
 
     async def run(self) -> None:
         """Watch, and once every cache has synced, reconcile until cancelled."""

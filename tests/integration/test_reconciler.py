@@ -102,18 +102,28 @@ class Cluster:
             )
         )
 
+    async def pod(self, job: dict[str, Any], phase: str, state: dict[str, Any]) -> str:
+        """What the Job controller and kubelet would make: the Job's Pod, its container in `state`."""
+        name = job["metadata"]["name"]
+        labels = {**job["spec"]["template"]["metadata"]["labels"], "job-name": name}
+        pod = {
+            "metadata": {"name": f"{name}-abcde", "labels": labels},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "backup", "image": "x"}]},
+        }
+        await self.core.create_namespaced_pod(self.namespace, body(pod))
+        container = {"name": "backup", "image": "x", "imageID": "", "ready": False, "restartCount": 0, "state": state}
+        status = {"phase": phase, "containerStatuses": [container]}
+        await self.core.patch_namespaced_pod_status(
+            f"{name}-abcde", self.namespace, body({"status": status}), **MERGE_PATCH
+        )
+        return f"{name}-abcde"
+
     async def finish(self, job: dict[str, Any], *, succeeded: bool, message: str | None = None) -> None:
         """What the Job controller and kubelet would do: a Pod that ran (with the runner's termination message)
         and the Job's final status."""
         name = job["metadata"]["name"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if message is not None:
-            labels = {**job["spec"]["template"]["metadata"]["labels"], "job-name": name}
-            pod = {
-                "metadata": {"name": f"{name}-abcde", "labels": labels},
-                "spec": {"restartPolicy": "Never", "containers": [{"name": "backup", "image": "x"}]},
-            }
-            await self.core.create_namespaced_pod(self.namespace, body(pod))
             terminated = {
                 "exitCode": 0 if succeeded else 1,
                 "message": message,
@@ -121,22 +131,7 @@ class Cluster:
                 "startedAt": now,
                 "finishedAt": now,
             }
-            status = {
-                "phase": "Succeeded" if succeeded else "Failed",
-                "containerStatuses": [
-                    {
-                        "name": "backup",
-                        "image": "x",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {"terminated": terminated},
-                    }
-                ],
-            }
-            await self.core.patch_namespaced_pod_status(
-                f"{name}-abcde", self.namespace, body({"status": status}), **MERGE_PATCH
-            )
+            await self.pod(job, "Succeeded" if succeeded else "Failed", {"terminated": terminated})
         job_status: dict[str, Any]
         if succeeded:
             job_status = {
@@ -307,6 +302,49 @@ async def test_a_failed_run_is_reported_with_the_runner_reason(cluster: Cluster)
     assert status["consecutiveFailures"] == 1
     assert any("Warning BackupFailed" in e and "connection to server refused" in e for e in events)
     assert PASSWORD not in json.dumps(status) + json.dumps(events)
+
+
+async def test_a_run_whose_pod_cannot_start_fails_with_the_kubelets_words(cluster: Cluster) -> None:
+    await cluster.create_database()
+    await cluster.create_backup()
+    clock = Clock()
+    clock.just_past_next_minute()
+    kubelet = "couldn't find key username in Secret shop/example-db-credentials"
+    async with running(cluster, clock):
+        job = (await until(cluster.jobs))[0]
+        name = job["metadata"]["name"]
+        clock.offset += timedelta(seconds=40)  # past the 30 s grace of a config error
+        waiting = {"reason": "CreateContainerConfigError", "message": kubelet}
+        pod = await cluster.pod(job, "Pending", {"waiting": waiting})
+        ended = await until(lambda: _job_ended_by_us(cluster, name))
+        # What the Job controller does once the deadline is past.
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        failed = {
+            "status": "True",
+            "reason": "DeadlineExceeded",
+            "message": "Job was active longer than specified deadline",
+            "lastTransitionTime": now,
+        }
+        conditions = [{"type": "FailureTarget", **failed}, {"type": "Failed", **failed}]
+        await cluster.batch.patch_namespaced_job_status(
+            name,
+            cluster.namespace,
+            body({"status": {"startTime": now, "failed": 1, "conditions": conditions}}),
+            **MERGE_PATCH,
+        )
+        backup = await until(lambda: _status_field(cluster, "phase", "Failed"))
+        events = await until(lambda: _with_reason(cluster, "BackupFailed"))
+    assert ended["spec"]["activeDeadlineSeconds"] == 1  # the API server took the cut
+    assert backup["lastFailure"]["reason"] == "PodConfigError"
+    assert backup["lastFailure"]["message"] == (
+        f"Pod {pod} cannot start: container backup: CreateContainerConfigError: {kubelet}"
+    )
+    assert any("Warning BackupFailed" in e and "PodConfigError" in e for e in events)
+
+
+async def _job_ended_by_us(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    job = await raw(cluster.batch.read_namespaced_job(name, cluster.namespace, _preload_content=False))
+    return job if "databases.test.io/cannot-start" in (job["metadata"].get("annotations") or {}) else None
 
 
 async def test_a_restart_mid_run_creates_no_second_job_for_the_slot(cluster: Cluster) -> None:
