@@ -346,6 +346,7 @@ RECONCILER_MAY = [
     ("watch", "jobs.batch", *ANY),
     ("create", "jobs.batch", *SHOP),
     ("delete", "jobs.batch", *SHOP),
+    ("patch", "jobs.batch", *SHOP),  # ends a run whose Pod cannot start; no more than create already allows
     ("list", "pods", *ANY),
     ("watch", "pods", *ANY),
     ("list", "statefulsets.apps", *ANY),
@@ -375,7 +376,6 @@ RECONCILER_MUST_NOT = [
     ("delete", "statefulsets.apps", *SHOP),
     ("create", "pods", *SHOP),
     ("create", "pods", "--subresource=exec", *SHOP),
-    ("patch", "jobs.batch", *SHOP),
     # Only its own Lease, only in its own namespace.
     ("update", f"{LEASE}/some-other-lease", *OWN),
     ("delete", f"{LEASE}/dbb-reconciler", *OWN),
