@@ -26,7 +26,7 @@ from common.backups.model import Connection, DatabaseBackupSpec, parse_spec
 from common.fields import FieldError, join_errors
 from common.restores.model import DatabaseRestoreSpec, newest_backup, parse_restore_spec, targets
 from common.restores.validation import judge
-from common.statefulset import facts
+from common.statefulset import DatabaseFacts, facts
 from common.values import CredentialsSecret
 from reconciler.jobs import RunnerSettings, restore_job
 from reconciler.outcomes import outcome
@@ -191,14 +191,15 @@ def _target_connection(
         )
         return connection, None
     target = spec.target_database_name or source.database_name
+    found = facts(statefulset, namespace) if statefulset is not None else None
     if target == source.database_name:
         connection = source.connection
         if spec.credentials_secret is not None:
-            connection = replace(connection, credentials_secret=spec.credentials_secret, username=None)
+            secret, username = _named_credentials(spec, spec.credentials_secret, found)
+            connection = replace(connection, credentials_secret=secret, username=username)
         return connection, None
-    if statefulset is None:
+    if found is None:
         return None, f"StatefulSet {target!r} not found in namespace {namespace!r}"
-    found = facts(statefulset, namespace)
     if found.engine is not None and source.engine is not None and found.engine is not source.engine:
         return None, (
             f"StatefulSet {target!r} runs {found.engine}, the backup is {source.engine}: a restore needs the same "
@@ -206,7 +207,9 @@ def _target_connection(
         )
     credentials: CredentialsSecret | None = spec.credentials_secret
     username = None
-    if credentials is None and found.credentials is not None:
+    if credentials is not None:
+        credentials, username = _named_credentials(spec, credentials, found)
+    elif found.credentials is not None:
         credentials = CredentialsSecret(
             found.credentials.secret, found.credentials.username_key or "username", found.credentials.password_key
         )
@@ -220,6 +223,22 @@ def _target_connection(
     if found.host is None:
         return None, f"StatefulSet {target!r} has no Service to reach it by (spec.serviceName)"
     return Connection(host=found.host, port=found.port, username=username, credentials_secret=credentials), None
+
+
+def _named_credentials(
+    spec: DatabaseRestoreSpec, named: CredentialsSecret, found: DatabaseFacts | None
+) -> tuple[CredentialsSecret, str | None]:
+    """The target's Secret as the user named it, and the user to connect as: their `usernameKey`; else, when the
+    target StatefulSet's database container reads its password from that same Secret, the user that container runs
+    with, as a DatabaseBackup's defaults read it (its user key, or its plain user: `root` for MariaDB's root
+    password, `POSTGRES_USER` or `postgres`); else the key `username`. Another Secret's user is not guessed: the
+    StatefulSet's user belongs to the password it reads."""
+    known = found.credentials if found is not None else None
+    if spec.username_key_given or known is None or known.secret != named.name:
+        return named, None
+    if known.username_key is not None:
+        return replace(named, username_key=known.username_key), None
+    return named, known.username
 
 
 def _from_job(world: RestoreWorld, previous: dict[str, Any], generation: Any) -> RestorePlan:

@@ -72,6 +72,8 @@ class DatabaseRestoreSpec:
     target_database_name: str | None = None
     external: ExternalTarget | None = None
     credentials_secret: CredentialsSecret | None = None
+    # `usernameKey` was given: else a target StatefulSet may tell the user (see reconciler.restore_plan).
+    username_key_given: bool = False
     databases: tuple[NameMapping, ...] = ()
     replace: bool = False
     no_owner: bool = False  # PostgreSQL: without ownership and grants (a server that lacks the source's roles)
@@ -88,10 +90,9 @@ def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestore
     file = source.string("file") if source else None
     credentials = None
     secret = target.mapping("credentialsSecret") if target else None
+    username_key = secret.string("usernameKey") if secret is not None else None
     if secret is not None and (name := secret.string("name", required=True)) is not None:
-        credentials = CredentialsSecret(
-            name, secret.string("usernameKey") or "username", secret.string("passwordKey") or "password"
-        )
+        credentials = CredentialsSecret(name, username_key or "username", secret.string("passwordKey") or "password")
     mapping: list[NameMapping] = []
     listed = target.raw.get("databases") if target else None
     if listed is not None and not isinstance(listed, list):
@@ -126,6 +127,7 @@ def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestore
             target_database_name=(target.string("databaseName") if target else None) or None,
             external=external,
             credentials_secret=credentials,
+            username_key_given=username_key is not None,
             databases=tuple(mapping),
             replace=bool(replace),
             no_owner=bool(spec.boolean("noOwner")),

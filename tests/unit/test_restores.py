@@ -144,6 +144,51 @@ def test_another_statefulset_is_reached_through_its_own_service_and_secret() -> 
     assert refused.status["reason"] == "TargetUnusable"
 
 
+def _user(plan: Any) -> tuple[str | None, str | None]:
+    """(--user, the Secret key DB_USER reads) of the restore's Job."""
+    [container] = plan.create["spec"]["template"]["spec"]["containers"]
+    users = [a.removeprefix("--user=") for a in container["args"] if a.startswith("--user=")]
+    env = {e["name"]: e for e in container["env"]}
+    key = env["DB_USER"]["valueFrom"]["secretKeyRef"]["key"] if "DB_USER" in env else None
+    return (users[0] if users else None), key
+
+
+def test_a_secret_named_with_only_its_password_key_takes_the_user_its_statefulset_runs_with() -> None:
+    maria_env = [
+        {
+            "name": "MARIADB_ROOT_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "maria-credentials", "key": "root-password"}},
+        }
+    ]
+    maria = statefulset("maria", image="mariadb:11", env=maria_env)
+    named = {"name": "maria-credentials", "passwordKey": "root-password"}
+    target = {"databaseName": "maria", "credentialsSecret": named}
+    mysql = source()
+    mysql["spec"]["engine"] = "MySQL"
+    plan = start(restore(target=target, replace=True), source=mysql, target_statefulset=maria)
+    assert _user(plan) == ("root", None)
+    postgres_env = [
+        {"name": "POSTGRES_USER", "valueFrom": {"secretKeyRef": {"name": "pg-credentials", "key": "user"}}},
+        {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "pg-credentials", "key": "pw"}}},
+    ]
+    postgres = statefulset("pg", env=postgres_env)
+    target = {"databaseName": "pg", "credentialsSecret": {"name": "pg-credentials", "passwordKey": "pw"}}
+    assert _user(start(restore(target=target, replace=True), target_statefulset=postgres)) == (None, "user")
+    # Restoring onto the source's own StatefulSet: the same rule.
+    reads = {"secretKeyRef": {"name": "example-db-credentials", "key": "pw"}}
+    plain = statefulset(env=[{"name": "POSTGRES_PASSWORD", "valueFrom": reads}])
+    own = {"credentialsSecret": {"name": "example-db-credentials", "passwordKey": "pw"}}
+    found = start(restore(target=own, replace=True), source_statefulset=plain, target_statefulset=plain)
+    assert _user(found) == ("postgres", None)
+
+
+def test_a_username_key_given_or_another_secret_is_taken_as_written() -> None:
+    given = {"name": "example-db-credentials", "usernameKey": "login", "passwordKey": "password"}
+    assert _user(start(restore(target={"credentialsSecret": given}, replace=True))) == (None, "login")
+    other = {"name": "restore-admin", "passwordKey": "password"}
+    assert _user(start(restore(target={"credentialsSecret": other}, replace=True))) == (None, "username")
+
+
 def job_with(state: str, message: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
     condition = {"type": state, "status": "True", "lastTransitionTime": "2026-12-01T03:02:00Z"}
     status: dict[str, Any] = {"startTime": "2026-12-01T03:00:05Z", "conditions": [condition]}
