@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -164,3 +165,50 @@ def test_a_databaserestore_restores_into_another_statefulset_as_one_real_job(
     assert header.split() == ["NAME", "SOURCE", "TARGET", "PHASE", "AGE"]
     assert row.split()[:4] == [name, owner, target.name, "Succeeded"]
     assert target.password not in json.dumps(kube.items("jobs", NAMESPACE))
+
+
+def test_a_restore_whose_pod_cannot_start_fails_within_a_minute_with_the_kubelets_words(
+    kube: Kube, servers: dict[str, tuple[databases.Database, databases.Database]]
+) -> None:
+    """A target Secret key that does not exist leaves the restore's Pod in CreateContainerConfigError, which the
+    kubelet retries for as long as the Pod lives: the reconciler fails the restore instead, with the kubelet's
+    message."""
+    source, target = servers["postgresql-17"]
+    owner = f"{source.name}-app"
+    kube.apply(databases.databasebackup(owner, source, "0 0 1 1 *", backup_now="1", connection={"databases": ["app"]}))
+    wait_for(
+        "a backup to restore",
+        lambda: (kube.get("dbb", owner, NAMESPACE).get("status", {}).get("lastBackup") or {}).get("sha256"),
+        300,
+    )
+    name = f"{owner}-no-such-key"
+    started = time.monotonic()
+    kube.apply(
+        {
+            "apiVersion": "databases.test.io/v1",
+            "kind": "DatabaseRestore",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "source": {"databaseBackup": owner},
+                "target": {
+                    "databaseName": target.name,
+                    "databases": [{"from": "app", "to": "app_never"}],
+                    "credentialsSecret": {"name": f"{target.name}-credentials", "passwordKey": "no-such-key"},
+                },
+            },
+        }
+    )
+
+    def ended() -> dict[str, str] | None:
+        status: dict[str, str] = kube.get("dbr", name, NAMESPACE).get("status", {})
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    # Well inside the deadline that would otherwise end it: the Job's activeDeadlineSeconds, an hour.
+    status = wait_for(f"DatabaseRestore {name} to end", ended, 300)
+    took = time.monotonic() - started
+    print(f"restore with a missing Secret key: Failed after {took:.0f} s")
+    assert status["phase"] == "Failed", status
+    assert status["reason"] == "PodConfigError", status
+    assert "CreateContainerConfigError" in status["message"], status
+    assert "no-such-key" in status["message"], status
+    assert wait_for("its Pod gone", lambda: not kube.items("pods", NAMESPACE, f"job-name={status['job']}") or None)

@@ -4,6 +4,7 @@ ends in phase Failed with a Warning Event, publishes no file, and leaks no secre
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -148,3 +149,30 @@ def test_the_database_pod_deleted_mid_dump_fails_and_the_next_slot_succeeds(kube
     assert status["phase"] in ("Succeeded", "Running", "Scheduled")
     assert status["lastBackup"]["file"].startswith("/backups/interrupted/")
     kube("delete", "dbb", "interrupted", "-n", NAMESPACE)
+
+
+def test_a_secret_key_that_does_not_exist_fails_the_run_with_the_kubelets_words(
+    kube: Kube, db: databases.Database
+) -> None:
+    """The kubelet retries a container whose Secret key is missing for as long as the Pod lives; the reconciler
+    fails the run once the state has lasted its grace, well before the Job's hour."""
+    started = time.monotonic()
+    kube.apply(
+        databases.databasebackup(
+            "no-such-key",
+            db,
+            "0 0 1 1 *",
+            backup_now="1",
+            backupPath="/backups/no-such-key",
+            connection={"credentialsSecret": {"name": f"{db.name}-credentials", "passwordKey": "no-such-key"}},
+        ),
+    )
+    status = wait_for("phase Failed", lambda: (s := status_of(kube, "no-such-key")).get("phase") == "Failed" and s, 300)
+    print(f"backup with a missing Secret key: Failed after {time.monotonic() - started:.0f} s")
+    failure = status["lastFailure"]
+    assert failure["reason"] == "PodConfigError", failure
+    assert "CreateContainerConfigError" in failure["message"], failure
+    assert "no-such-key" in failure["message"], failure
+    assert status["inProgress"] is False
+    warnings = [e for e in kube.events(NAMESPACE, "no-such-key") if e["type"] == "Warning"]
+    assert any(e["reason"] == "BackupFailed" and "PodConfigError" in e["message"] for e in warnings), warnings
