@@ -122,6 +122,7 @@ class Controller(Loop):
             handler=self._on_store,
             on_restart=restarts(metrics, "backupstores"),
         )
+        self.metrics.backups.read_from(lambda: self.backups.store.values(), self.clock)
         # Indexes from the objects we watch to the DatabaseBackups they concern.
         self._jobs_of: dict[Key, set[str]] = defaultdict(set)
         self._pods_of_job: dict[Key, set[str]] = defaultdict(set)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from reconciler.backup_metrics import BackupMetrics
+
 _SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
 # Lateness is judged against a target of 2 s: buckets below it fine enough to tell 1.2 s from 2 s.
 _LATENESS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30, 60, 300)
@@ -40,3 +42,6 @@ class Metrics:
             "dbb_api_requests", "Kubernetes API writes made by the reconciler", ["verb", "resource"], registry=r
         )
         self.leader = Gauge("dbb_leader", "1 while this replica holds the leader Lease", registry=r)
+        # One series set per DatabaseBackup, read from the controller's cache at each scrape.
+        self.backups = BackupMetrics()
+        r.register(self.backups)

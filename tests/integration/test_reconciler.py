@@ -286,6 +286,36 @@ async def test_status_and_events_follow_a_successful_run(cluster: Cluster) -> No
     assert "condition met" in wait.stdout
 
 
+async def test_each_databasebackup_has_its_series_until_it_is_deleted(cluster: Cluster) -> None:
+    await cluster.create_database()
+    await cluster.create_backup()
+    clock = Clock()
+    clock.just_past_next_minute()
+    metrics = Metrics()
+    result = {"status": "Succeeded", "file": "/backups/example-db/x.dump.gz", "size": 4096, "sha256": "cd" * 32}
+    async with running(cluster, clock, metrics):
+        job = (await until(cluster.jobs))[0]
+        await cluster.finish(job, succeeded=True, message=json.dumps(result))
+        status = await until(lambda: _status_field(cluster, "phase", "Succeeded"))
+        assert status["lastBackupTime"]
+        assert _count(metrics, "dbb_backup_last_size_bytes", name="nightly") == 4096
+        success = _count(metrics, "dbb_backup_last_success_timestamp_seconds", name="nightly")
+        assert success == datetime.fromisoformat(status["lastBackupTime"]).timestamp()
+        # The controller's clock stands half a second past the slot after this run (the test's clock runs ahead).
+        assert 0 < _count(metrics, "dbb_backup_overdue_seconds", name="nightly") < 60
+        await cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL, "nightly")
+        await until(lambda: _no_series(metrics, "nightly"))
+
+
+async def _no_series(metrics: Metrics, name: str) -> bool:
+    return not any(
+        s.labels.get("name") == name
+        for m in metrics.registry.collect()
+        for s in m.samples
+        if s.name.startswith("dbb_backup")
+    )
+
+
 async def test_a_failed_run_is_reported_with_the_runner_reason(cluster: Cluster) -> None:
     await cluster.create_database()
     await cluster.create_backup()
@@ -525,10 +555,10 @@ async def _with_reason(cluster: Cluster, reason: str) -> list[str]:
     return events if any(f" {reason}:" in e for e in events) else []
 
 
-def _count(metrics: Metrics, name: str, **labels: str) -> float:
+def _count(metrics: Metrics, series: str, **labels: str) -> float:
     return sum(
         s.value
         for m in metrics.registry.collect()
         for s in m.samples
-        if s.name == name and labels.items() <= s.labels.items()
+        if s.name == series and labels.items() <= s.labels.items()
     )

@@ -1,0 +1,113 @@
+"""Per-DatabaseBackup series, read from the cache at scrape time (reconciler.backup_metrics)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from reconciler.backup_metrics import BackupMetrics
+
+
+def backup(
+    name: str = "nightly", *, schedule: str = "0 2 * * *", zone: str | None = None, **status: Any
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"databaseName": "db", "schedule": schedule, "engine": "PostgreSQL"}
+    if zone is not None:
+        spec["timeZone"] = zone
+    return {
+        "metadata": {
+            "namespace": "shop",
+            "name": name,
+            "uid": f"uid-{name}",
+            "creationTimestamp": "2026-11-01T00:00:00Z",
+        },
+        "spec": spec,
+        "status": status,
+    }
+
+
+def scrape(objects: list[dict[str, Any]], now: str) -> dict[tuple[str, str], float]:
+    """{(series name, name label): value} of one scrape at `now`."""
+    collector = BackupMetrics()
+    collector.read_from(lambda: objects, lambda: datetime.fromisoformat(now).astimezone(UTC))
+    return {
+        (sample.name, sample.labels["name"]): sample.value
+        for family in collector.collect()
+        for sample in family.samples
+    }
+
+
+def overdue(obj: dict[str, Any], now: str) -> float:
+    return scrape([obj], now)[("dbb_backup_overdue_seconds", obj["metadata"]["name"])]
+
+
+def test_a_weekly_schedule_is_not_late_on_day_three_and_late_by_the_second_after_its_slot() -> None:
+    weekly = backup(schedule="0 3 * * 0", lastBackupTime="2026-11-29T03:05:00Z")
+    assert overdue(weekly, "2026-12-02T12:00:00Z") == 0
+    assert overdue(weekly, "2026-12-06T02:59:59Z") == 0
+    assert overdue(weekly, "2026-12-06T04:00:00Z") == 3600
+
+
+def test_the_slot_is_read_in_the_objects_own_time_zone() -> None:
+    eastern = backup(zone="America/New_York", lastBackupTime="2026-12-05T07:10:00Z")  # 02:10 EST
+    assert overdue(eastern, "2026-12-06T06:59:00Z") == 0
+    assert overdue(eastern, "2026-12-06T07:30:00Z") == 1800  # 02:00 EST is 07:00 UTC
+
+
+def test_a_25_hour_night_raises_no_alarm_and_a_23_hour_one_is_caught_at_the_jump() -> None:
+    # Clocks go back on 2026-11-01: after the backup at 01:36 EDT, the next 01:30 is 25 hours later, not 24.
+    back = backup(schedule="30 1 * * *", zone="America/New_York", lastBackupTime="2026-11-01T05:36:00Z")
+    assert overdue(back, "2026-11-02T06:00:00Z") == 0  # 24 h 24 min after the last backup: not late
+    assert overdue(back, "2026-11-02T06:40:00Z") == 600  # 01:30 EST is 06:30 UTC
+    # Clocks go forward on 2026-03-08: 02:30 does not exist, and the slot fires at the jump, 07:00 UTC.
+    forward = backup(schedule="30 2 * * *", zone="America/New_York", lastBackupTime="2026-03-07T07:35:00Z")
+    assert overdue(forward, "2026-03-08T06:59:00Z") == 0
+    assert overdue(forward, "2026-03-08T07:20:00Z") == 1200
+
+
+def test_a_backup_that_never_succeeded_is_owed_from_its_creation_and_a_suspended_one_nothing() -> None:
+    never = backup()
+    assert overdue(never, "2026-11-01T02:00:30Z") == 30
+    never["spec"]["suspend"] = True
+    series = scrape([never], "2026-12-01T00:00:00Z")
+    assert series[("dbb_backup_overdue_seconds", "nightly")] == 0
+    assert series[("dbb_backup_suspended", "nightly")] == 1
+
+
+def test_each_status_field_becomes_its_series_and_a_deleted_object_takes_them_along() -> None:
+    status: dict[str, Any] = {
+        "lastBackupTime": "2026-12-06T02:01:05Z",
+        "lastBackup": {"file": "/backups/x.dump.gz", "size": 4096, "duration": "1m5s"},
+        "lastFailure": {"time": "2026-12-05T02:00:40Z", "reason": "DumpFailed", "message": "x"},
+        "consecutiveFailures": 0,
+        "nextBackupTime": "2026-12-07T02:00:00Z",
+        "lastVerification": {"time": "2026-12-06T04:00:00Z", "result": "Failed", "job": "j"},
+    }
+    series = scrape([backup(**status), backup("other")], "2026-12-06T12:00:00Z")
+    assert series[("dbb_backup_last_success_timestamp_seconds", "nightly")] == 1796522465
+    assert series[("dbb_backup_last_failure_timestamp_seconds", "nightly")] == 1796436040
+    assert series[("dbb_backup_next_timestamp_seconds", "nightly")] == 1796608800
+    assert series[("dbb_backup_last_size_bytes", "nightly")] == 4096
+    assert series[("dbb_backup_last_duration_seconds", "nightly")] == 65
+    assert series[("dbb_backup_consecutive_failures", "nightly")] == 0
+    assert series[("dbb_verification_last_passed", "nightly")] == 0
+    assert series[("dbb_backup_info", "nightly")] == 1
+    assert ("dbb_backup_last_success_timestamp_seconds", "other") not in series  # never succeeded: no series
+    assert {name for name, who in scrape([backup("other")], "2026-12-06T12:00:00Z") if who == "nightly"} == set()
+
+
+def test_the_exposition_carries_engine_and_storage_on_the_info_series_only() -> None:
+    registry = CollectorRegistry()
+    collector = BackupMetrics()
+    registry.register(collector)
+    lines = generate_latest(registry).decode().splitlines()
+    assert [line for line in lines if not line.startswith("#")] == []  # a standby replica: no cache, no series
+    collector.read_from(lambda: [backup()], lambda: datetime(2026, 12, 6, tzinfo=UTC))
+    text = generate_latest(registry).decode()
+    assert (
+        'dbb_backup_info{engine="PostgreSQL",name="nightly",namespace="shop",schedule="0 2 * * *",'
+        'storage="persistentVolumeClaim",time_zone="Etc/UTC"} 1.0'
+    ) in text
+    assert 'dbb_backup_overdue_seconds{name="nightly",namespace="shop"}' in text
