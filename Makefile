@@ -42,6 +42,7 @@ fmt: $(STAMP) ## Format and fix what ruff can
 .PHONY: test
 test: $(STAMP) ## Everything: install what is missing, lint, then the whole suite on a real control plane
 	bash hack/databases.sh
+	bash hack/prometheus.sh
 	@assets=$$(bash hack/envtest.sh) && echo "KUBEBUILDER_ASSETS=$$assets"
 	@weed=$$(bash hack/seaweedfs.sh) && echo "WEED=$$weed (SeaweedFS, the S3-compatible store the tests start)"
 	$(MAKE) --no-print-directory lint

@@ -8,15 +8,6 @@ set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-# Debian's postinst scripts try to start the packaged services; in a container without an init system that fails
-# noisily or hangs, and the tests never use them. policy-rc.d exit code 101 means "action not allowed".
-policy=/usr/sbin/policy-rc.d
-created_policy=""
-if [ ! -e "$policy" ] && [ "$(id -u)" -eq 0 ]; then
-  printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
-fi
-trap '[ -z "$created_policy" ] || rm -f "$policy"' EXIT
-
 apt_install postgresql-15 postgresql-client-15 postgresql-contrib mariadb-server mariadb-client
 
 missing=()
