@@ -96,6 +96,16 @@ def test_the_rules_are_valid_and_the_prometheusrule_holds_the_same_groups() -> N
     assert wrapped["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
 
 
+def test_each_alert_names_a_runbook_section_that_exists() -> None:
+    runbooks = (RULES.parents[2] / "docs" / "runbooks.md").read_text()
+    sections = {line.removeprefix("## ").strip().lower() for line in runbooks.splitlines() if line.startswith("## ")}
+    rules = [r for group in yaml.safe_load(RULES.read_text())["groups"] for r in group["rules"]]
+    assert len(rules) == 7
+    for rule in rules:
+        assert rule["annotations"]["runbook"] == f"docs/runbooks.md#{rule['alert'].lower()}"
+        assert rule["alert"].lower() in sections, rule["alert"]
+
+
 def test_backup_overdue_is_quiet_on_day_three_of_a_weekly_schedule_and_fires_an_hour_after_its_slot(
     tmp_path: Path,
 ) -> None:
