@@ -164,3 +164,21 @@ def backup_author_rbac(namespace: str, user: str) -> list[dict[str, Any]]:
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
     }
     return [role, binding]
+
+
+def cached_backup(
+    name: str,
+    schedule: str = "0 2 * * *",
+    *,
+    zone: str | None = None,
+    suspend: bool = False,
+    created: str = "2026-01-01T00:00:00Z",
+    **status: Any,
+) -> dict[str, Any]:
+    """A DatabaseBackup of namespace shop as the reconciler caches it, with `status` as its status: what the
+    per-DatabaseBackup metrics read."""
+    spec: dict[str, Any] = {"databaseName": "db", "schedule": schedule, "engine": "PostgreSQL", "suspend": suspend}
+    if zone is not None:
+        spec["timeZone"] = zone
+    metadata = {"namespace": "shop", "name": name, "uid": f"uid-{name}", "creationTimestamp": created}
+    return {"metadata": metadata, "spec": spec, "status": status}

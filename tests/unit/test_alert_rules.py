@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from reconciler.backup_metrics import BackupMetrics
+from tests.fixtures import cached_backup as backup
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "rules.yaml"
 OPERATOR = RULES.with_name("prometheusrule.yaml")
@@ -31,19 +32,6 @@ def promtool() -> str:
     found = shutil.which("promtool")
     assert found, "promtool is missing: make test installs it (hack/prometheus.sh)"
     return found
-
-
-def backup(name: str, schedule: str, *, zone: str = "Etc/UTC", suspend: bool = False, **status: Any) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "namespace": "shop",
-            "name": name,
-            "uid": f"uid-{name}",
-            "creationTimestamp": "2026-01-01T00:00:00Z",
-        },
-        "spec": {"databaseName": "db", "schedule": schedule, "timeZone": zone, "suspend": suspend},
-        "status": status,
-    }
 
 
 def series(objects: Objects, start: datetime, hours: float) -> list[dict[str, str]]:

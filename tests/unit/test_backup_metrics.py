@@ -8,24 +8,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from reconciler.backup_metrics import BackupMetrics
+from tests.fixtures import cached_backup
 
 
 def backup(
     name: str = "nightly", *, schedule: str = "0 2 * * *", zone: str | None = None, **status: Any
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {"databaseName": "db", "schedule": schedule, "engine": "PostgreSQL"}
-    if zone is not None:
-        spec["timeZone"] = zone
-    return {
-        "metadata": {
-            "namespace": "shop",
-            "name": name,
-            "uid": f"uid-{name}",
-            "creationTimestamp": "2026-11-01T00:00:00Z",
-        },
-        "spec": spec,
-        "status": status,
-    }
+    return cached_backup(name, schedule, zone=zone, created="2026-11-01T00:00:00Z", **status)
 
 
 def scrape(objects: list[dict[str, Any]], now: str) -> dict[tuple[str, str], float]:
