@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -30,7 +30,7 @@ import structlog
 from aiohttp import web
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from common.kube import checked, timeout
 from common.metrics_auth import MetricsAuth
@@ -105,7 +105,9 @@ class Readiness:
         return found
 
 
-def health_app(readiness: Readiness, registry: CollectorRegistry, auth: MetricsAuth | None) -> web.Application:
+def health_app(readiness: Readiness, page: Callable[[], Iterable[bytes]], auth: MetricsAuth | None) -> web.Application:
+    """`page`: the /metrics page, in pieces."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -115,12 +117,18 @@ def health_app(readiness: Readiness, registry: CollectorRegistry, auth: MetricsA
             return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n")
         return web.Response(text="ok")
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.StreamResponse:
         if auth is not None:
             verdict = await auth.check(request.headers.get("Authorization"))
             if not verdict.allowed:
                 return web.Response(status=verdict.status, text=verdict.message + "\n", headers=verdict.headers)
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        await response.prepare(request)
+        for piece in page():
+            await response.write(piece)
+            await asyncio.sleep(0)  # a page of 10,000 DatabaseBackups must not hold up reconciles
+        await response.write_eof()
+        return response
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

@@ -163,7 +163,7 @@ async def serve(args: argparse.Namespace, executor: Callable[[ApiClient], Execut
         auth = MetricsAuth(api) if args.metrics_auth else None
         health = (
             await serve_health(
-                health_app(readiness, metrics.registry, auth), args.health_host, args.health_port, reloader
+                health_app(readiness, metrics.exposition, auth), args.health_host, args.health_port, reloader
             )
             if args.health_port
             else None

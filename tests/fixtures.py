@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Iterable
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from common.constants import API_VERSION, GROUP, KIND
 from reconciler.trust import NamespaceFacts
@@ -182,3 +186,10 @@ def cached_backup(
         spec["timeZone"] = zone
     metadata = {"namespace": "shop", "name": name, "uid": f"uid-{name}", "creationTimestamp": created}
     return {"metadata": metadata, "spec": spec, "status": status}
+
+
+def page_samples(page: Iterable[bytes]) -> list[Sample]:
+    """Every sample of a /metrics page, read by prometheus_client's own parser of the text format (so a page it
+    cannot read fails the test)."""
+    text = b"".join(page).decode()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]

@@ -4,9 +4,11 @@ dashboard with data."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from hack.harness.controlplane import ROOT, ControlPlane
 from hack.harness.databases import free_port
@@ -83,7 +85,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     metrics.backups.read_from(lambda: [healthy, failing], lambda: datetime.now(UTC))
     metrics.runs.labels("Succeeded").inc()
     port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    server = serve(metrics, port)
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
     try:
         with Prometheus.start(tmp_path_factory.mktemp("prometheus"), [f"127.0.0.1:{port}"], rule_files=(RULES,)) as p:
             yield p
@@ -91,6 +95,24 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def serve(metrics: Metrics, port: int) -> http.server.ThreadingHTTPServer:
+    """The reconciler's /metrics page, without its TLS and token check (those have tests of their own)."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"".join(metrics.exposition())
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    return http.server.ThreadingHTTPServer(("127.0.0.1", port), Page)
 
 
 def until(what: str, check: Any, seconds: float = 60.0) -> Any:

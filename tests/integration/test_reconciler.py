@@ -26,7 +26,7 @@ from reconciler.backup_controller import Controller
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
-from tests.fixtures import databasebackup, governing_service, statefulset
+from tests.fixtures import databasebackup, governing_service, page_samples, statefulset
 
 PASSWORD = "s3cret-Pa55word-never-shown"
 
@@ -308,12 +308,7 @@ async def test_each_databasebackup_has_its_series_until_it_is_deleted(cluster: C
 
 
 async def _no_series(metrics: Metrics, name: str) -> bool:
-    return not any(
-        s.labels.get("name") == name
-        for m in metrics.registry.collect()
-        for s in m.samples
-        if s.name.startswith("dbb_backup")
-    )
+    return not any(s.labels.get("name") == name for s in page_samples(metrics.exposition()))
 
 
 async def test_a_failed_run_is_reported_with_the_runner_reason(cluster: Cluster) -> None:
@@ -557,8 +552,5 @@ async def _with_reason(cluster: Cluster, reason: str) -> list[str]:
 
 def _count(metrics: Metrics, series: str, **labels: str) -> float:
     return sum(
-        s.value
-        for m in metrics.registry.collect()
-        for s in m.samples
-        if s.name == series and labels.items() <= s.labels.items()
+        s.value for s in page_samples(metrics.exposition()) if s.name == series and labels.items() <= s.labels.items()
     )

@@ -20,6 +20,7 @@ import yaml
 
 from reconciler.backup_metrics import BackupMetrics
 from tests.fixtures import cached_backup as backup
+from tests.fixtures import page_samples
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "rules.yaml"
 OPERATOR = RULES.with_name("prometheusrule.yaml")
@@ -42,13 +43,12 @@ def series(objects: Objects, start: datetime, hours: float) -> list[dict[str, st
     for index in range(steps):
         now = start + index * STEP
         collector.read_from(lambda now=now: objects(now), lambda now=now: now)  # type: ignore[misc]
-        for family in collector.collect():
-            for sample in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                value = sample.value
-                if sample.name.endswith("_timestamp_seconds"):
-                    value -= start.timestamp()
-                values.setdefault(f"{sample.name}{{{labels}}}", ["_"] * index).append(repr(value))
+        for sample in page_samples(collector.exposition()):
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            value = sample.value
+            if sample.name.endswith("_timestamp_seconds"):
+                value -= start.timestamp()
+            values.setdefault(f"{sample.name}{{{labels}}}", ["_"] * index).append(repr(value))
         for samples in values.values():
             samples.extend(["_"] * (index + 1 - len(samples)))
     return [{"series": name, "values": " ".join(samples)} for name, samples in values.items()]

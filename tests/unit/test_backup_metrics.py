@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 
 from reconciler.backup_metrics import BackupMetrics
-from tests.fixtures import cached_backup
+from reconciler.metrics import Metrics
+from tests.fixtures import cached_backup, page_samples
 
 
 def backup(
@@ -21,11 +22,7 @@ def scrape(objects: list[dict[str, Any]], now: str) -> dict[tuple[str, str], flo
     """{(series name, name label): value} of one scrape at `now`."""
     collector = BackupMetrics()
     collector.read_from(lambda: objects, lambda: datetime.fromisoformat(now).astimezone(UTC))
-    return {
-        (sample.name, sample.labels["name"]): sample.value
-        for family in collector.collect()
-        for sample in family.samples
-    }
+    return {(sample.name, sample.labels["name"]): sample.value for sample in page_samples(collector.exposition())}
 
 
 def overdue(obj: dict[str, Any], now: str) -> float:
@@ -87,16 +84,28 @@ def test_each_status_field_becomes_its_series_and_a_deleted_object_takes_them_al
     assert {name for name, who in scrape([backup("other")], "2026-12-06T12:00:00Z") if who == "nightly"} == set()
 
 
-def test_the_exposition_carries_engine_and_storage_on_the_info_series_only() -> None:
-    registry = CollectorRegistry()
-    collector = BackupMetrics()
-    registry.register(collector)
-    lines = generate_latest(registry).decode().splitlines()
-    assert [line for line in lines if not line.startswith("#")] == []  # a standby replica: no cache, no series
-    collector.read_from(lambda: [backup()], lambda: datetime(2026, 12, 6, tzinfo=UTC))
-    text = generate_latest(registry).decode()
+def test_the_page_follows_the_registrys_and_carries_engine_and_storage_on_the_info_series_only() -> None:
+    metrics = Metrics()
+    pieces = list(metrics.exposition())
+    assert pieces[0] == generate_latest(metrics.registry)  # the operator-wide series first
+    assert not [s for s in page_samples(pieces) if "name" in s.labels]  # a standby: no cache, no series of one
+    metrics.backups.read_from(lambda: [backup()], lambda: datetime(2026, 12, 6, tzinfo=UTC))
+    text = b"".join(metrics.exposition()).decode()
     assert (
-        'dbb_backup_info{engine="PostgreSQL",name="nightly",namespace="shop",schedule="0 2 * * *",'
+        'dbb_backup_info{name="nightly",namespace="shop",engine="PostgreSQL",schedule="0 2 * * *",'
         'storage="persistentVolumeClaim",time_zone="Etc/UTC"} 1.0'
     ) in text
+    assert "# TYPE dbb_backup_overdue_seconds gauge" in text
     assert 'dbb_backup_overdue_seconds{name="nightly",namespace="shop"}' in text
+
+
+def test_label_values_are_escaped_and_a_large_page_comes_in_pieces() -> None:
+    odd = backup(schedule='0 2 * * *"\\\n')
+    collector = BackupMetrics()
+    collector.read_from(
+        lambda: [odd, *(backup(f"b{i}") for i in range(2500))], lambda: datetime(2026, 12, 6, tzinfo=UTC)
+    )
+    pieces = list(collector.exposition())
+    assert len(pieces) > 11  # more than one piece per family
+    [info] = [s for s in page_samples(pieces) if s.name == "dbb_backup_info" and s.labels["name"] == "nightly"]
+    assert info.labels["schedule"] == '0 2 * * *"\\\n'
