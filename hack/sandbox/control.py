@@ -176,6 +176,8 @@ def status(dev: DevDir) -> int:
         console.say(f"  {mark} {entry.name:<15}pid {entry.pid:<8} {where}{note}".rstrip())
     if state.get("ready"):
         console.say(f"  export KUBECONFIG={state['kubeconfig']}; kubectl describe dbb {BACKUP} -n {NAMESPACE}")
+        if state.get("reconciler_metrics"):
+            console.say(f"  metrics: {state['reconciler_metrics']}")
     healthy = held(dev) and all(alive(r) for r in records)
     return 0 if healthy else 1
 

@@ -260,11 +260,18 @@ class Supervisor:
             *("--kubeconfig", str(self._plane().kubeconfig)),
             *("--local-backup-root", str(self.dev.backups), "--local-host-alias", alias),
             *("--health-host", "127.0.0.1", "--health-port", str(port), "--cert-dir", str(tls)),
+            # Loopback only, in a sandbox: its metrics need no token (a cluster's do: docs/security.md).
+            "--no-metrics-auth",
         ]
         self._child("reconciler", argv, [port])
         trusting = ssl.create_default_context(cafile=str(tls / "ca.crt"))
         _wait_http(f"https://127.0.0.1:{port}/readyz", trusting, *self.children["reconciler"])
-        return f"local executor, backups in {shown(self.dev.backups)}/, {SERVICE_HOST} is {server.host}:{server.port}"
+        metrics = f"curl -s --cacert {shown(tls / 'ca.crt')} https://127.0.0.1:{port}/metrics | grep ^dbb_backup"
+        self.state["reconciler_metrics"] = metrics
+        return (
+            f"local executor, backups in {shown(self.dev.backups)}/, {SERVICE_HOST} is {server.host}:{server.port}\n"
+            f"    metrics (each DatabaseBackup's last success, how overdue it is, ...): {metrics}"
+        )
 
     def _apply_samples(self) -> str:
         plane, server = self._plane(), self._postgres()

@@ -102,6 +102,16 @@ def test_dev_up_backs_up_the_sample_within_seconds_and_the_backup_restores(sandb
     assert _column(table, BACKUP, "LAST BACKUP") not in ("", "<none>"), table
     assert _column(table, BACKUP, "PHASE") == "Succeeded", table
 
+    # The metrics command dev-up printed works as printed: the sample's series, its last success among them.
+    [command] = [
+        line.split("metrics (each DatabaseBackup's last success, how overdue it is, ...): ", 1)[1]
+        for line in output.splitlines()
+        if "metrics (each DatabaseBackup" in line
+    ]
+    assert command.startswith("curl -s --cacert "), command
+    series = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)  # noqa: S602
+    assert f'dbb_backup_last_success_timestamp_seconds{{name="{BACKUP}",namespace="{NAMESPACE}"}}' in series.stdout
+
     server = sandbox.postgres()
     restored = cli.restore(server, backups[0], "shop=restored")  # dbb-backup restore, as docs/sandbox.md tells users
     assert restored.code == 0, restored.stderr
