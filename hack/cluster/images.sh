@@ -226,12 +226,17 @@ build_operator() {
   done
   bud "$ref" "$repo/Dockerfile" "$repo" "${args[@]}" "${mounts[@]}"
 }
-# What the Dockerfile copies, as the build context sees it (.dockerignore leaves out bytecode caches).
+# What the Dockerfile copies, as the build context sees it (.dockerignore leaves out bytecode caches): every source
+# of its COPY lines from the context (not --from=), read from the Dockerfile itself so that a folder it starts
+# copying is never left out of the key.
 operator_inputs() {
   (
     cd "$repo"
-    for file in Dockerfile .dockerignore pyproject.toml README.md; do echo "$file $(sha256sum < "$file")"; done
-    find common webhook reconciler certs -type f ! -path '*/__pycache__/*' ! -name '*.py[cod]' -print0 |
+    local sources
+    mapfile -t sources < <(awk '$1 == "COPY" && $2 !~ /^--/ { for (i = 2; i < NF; i++) print $i }' Dockerfile)
+    [ ${#sources[@]} -gt 0 ] || { echo "images: no COPY in the Dockerfile" >&2; exit 1; }
+    for file in Dockerfile .dockerignore; do echo "$file $(sha256sum < "$file")"; done
+    find "${sources[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.py[cod]' -print0 |
       LC_ALL=C sort -z | xargs -0 sha256sum
   )
 }
