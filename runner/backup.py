@@ -44,9 +44,10 @@ from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.layout import CUSTOM, SQL, TAR, Stored, extension, member_name
 from runner.manifest import ENCRYPTION_AES, ENCRYPTION_NONE, Manifest, Member, Owner
-from runner.naming import BackupName, orphan_manifests, parse_backup_name, retention_plan
+from runner.naming import BackupName, orphan_manifests, parse_backup_name
 from runner.process import Deadline, Tool, run_capture
 from runner.queries import Credential, Query, Snapshots, snapshots
+from runner.retention import Plan, Policy, plan
 from runner.stream import OutputFile, remove_stale_temporaries, storage_error, write_all, write_atomically
 from runner.verify import verify_backup
 
@@ -66,7 +67,7 @@ class RunOptions:
     output_dir: Path | None  # None: the backup goes to a bucket (s3backup.py)
     compression: Compression
     name: str
-    keep_last: int | None = None
+    retention: Policy = field(default_factory=Policy)  # none of its rules: every backup stays
     key: bytes | None = None
     verify: bool = False
     restore_test: bool = False
@@ -98,14 +99,13 @@ def utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tuple[Path, Manifest]:
+def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tuple[Path, Manifest, Plan]:
     assert options.output_dir is not None
     started, clock = datetime.now(UTC), time.monotonic()
     removed = remove_stale_temporaries(options.output_dir, options.name)
     removed += remove_orphan_manifests(options.output_dir, options.name, options.owner)
     target = resolve_target(options, scrub)
-    if options.keep_last and options.keep_last > 1:
-        make_room(options.output_dir, options.name, options.keep_last, options.owner)
+    make_room(options.output_dir, options.name, options.retention, options.owner)
     log.info("backup started", engine=options.engine.value, databases=target.databases, server=target.server_version)
     kind = kind_of(options.engine, target)
     ext = extension(options.engine, kind, options.compression, encrypted=options.key is not None)
@@ -136,9 +136,8 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
         write_atomically(options.output_dir, name.manifest, manifest.to_json().encode())
         out.publish()
     log.info("backup written", file=name.file, size=out.size, sha256=manifest.sha256, stale_removed=removed)
-    if options.keep_last:
-        prune(options.output_dir, options.name, options.keep_last, options.owner, protect=name.file)
-    return options.output_dir / name.file, manifest
+    kept = prune(options.output_dir, options.name, options.retention, options.owner, protect=name.file)
+    return options.output_dir / name.file, manifest, kept
 
 
 def record_queries(
@@ -423,11 +422,14 @@ def owned_backups(folder: Path, prefix: str, owner: Owner | None, names: list[st
     return owned
 
 
-def prune(folder: Path, prefix: str, keep_last: int, owner: Owner | None, protect: str) -> list[str]:
+def prune(folder: Path, prefix: str, policy: Policy, owner: Owner | None, protect: str) -> Plan:
+    """Retention after a run (runner.retention): what it deletes, and why each kept backup stays."""
     names = [p.name for p in folder.iterdir()]
-    plan = retention_plan(names, prefix, keep_last, owned_backups(folder, prefix, owner, names), protect=protect)
-    _delete(folder, plan, "old backup deleted", keep_last=keep_last)
-    return plan
+    decided = plan(
+        names, prefix, policy, owned_backups(folder, prefix, owner, names), now=datetime.now(UTC), protect=protect
+    )
+    _delete(folder, list(decided.delete), "old backup deleted")
+    return decided
 
 
 def _delete(folder: Path, plan: list[str], event: str, **context: object) -> None:
@@ -450,15 +452,19 @@ def available_bytes(folder: Path) -> int:
 def make_room(
     folder: Path,
     prefix: str,
-    keep_last: int,
+    policy: Policy,
     owner: Owner | None,
     *,
     free_bytes: Callable[[Path], int] = available_bytes,
 ) -> list[str]:
     """Before the dump, on a volume too full for another backup the size of this owner's newest verified one:
-    retention one backup early (keep_last - 1 verified), so that the run can succeed. The newest verified backup
-    is never deleted (keep_last is at least 2 here); if the new backup then fails, keep_last - 1 remain.
-    `free_bytes` measures the volume: a full one is made only by mounting a small filesystem, which needs root."""
+    retention one backup early (`keep_last` - 1, every other rule as it is), so that the run can succeed. The
+    newest verified backup is never deleted (and `keep_last` is at least 2 here); if the new backup then fails,
+    `keep_last` - 1 remain. Without `keep_last` of 2 or more, nothing is made room for: the calendar rules keep the
+    backups they name whatever the volume says. `free_bytes` measures the volume: a full one is made only by
+    mounting a small filesystem, which needs root."""
+    if policy.keep_last is None or policy.keep_last < 2:
+        return []
     names = [p.name for p in folder.iterdir()]
     owned = owned_backups(folder, prefix, owner, names)
     verified = sorted(b for n, ok in owned.items() if ok and (b := parse_backup_name(prefix, n)) is not None)
@@ -471,9 +477,10 @@ def make_room(
         return []
     if free >= needed:
         return []
-    plan = retention_plan(names, prefix, keep_last - 1, owned)
-    _delete(folder, plan, "old backup deleted to make room before the dump", free=free, needed=needed)
-    return plan
+    early = replace(policy, keep_last=policy.keep_last - 1)
+    deleted = list(plan(names, prefix, early, owned, now=datetime.now(UTC)).delete)
+    _delete(folder, deleted, "old backup deleted to make room before the dump", free=free, needed=needed)
+    return deleted
 
 
 def remove_orphan_manifests(folder: Path, prefix: str, owner: Owner | None) -> list[str]:

@@ -7,6 +7,7 @@ file itself is there. A file without a manifest is an unfinished run and no back
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,17 @@ from runner.errors import Reason, RunnerError
 from runner.manifest import Manifest
 from runner.naming import MANIFEST_SUFFIX
 from runner.objectstore import S3Location, list_keys
+from runner.retention import Policy, plan
 
-__all__ = ["Found", "entry", "list_folder", "list_s3", "manifests_in_folder", "manifests_in_s3"]
+__all__ = ["Found", "entry", "kept_by", "list_folder", "list_s3", "manifests_in_folder", "manifests_in_s3"]
 
 log = structlog.get_logger("dbb-backup")
 
 
-def entry(manifest: Manifest, where: str, present: bool) -> dict[str, Any]:
+def entry(manifest: Manifest, where: str, present: bool, kept: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """`kept`: with a retention policy, the rules that keep it (empty: the next run deletes it)."""
     owner = manifest.owner
-    return {
+    listed = {
         "file": where,
         "time": manifest.start,
         "size": manifest.size,
@@ -34,6 +37,26 @@ def entry(manifest: Manifest, where: str, present: bool) -> dict[str, Any]:
         "verified": manifest.verified,
         "present": present,
     }
+    if kept is not None:
+        listed["keptBy"] = list(kept)
+    return listed
+
+
+def kept_by(found: list[Found], policy: Policy, owner_uid: str, now: datetime) -> dict[str, tuple[str, ...]]:
+    """{where: the rules of `policy` that keep it} for each backup of the owner `owner_uid`, as the owner's next
+    run would decide (runner.retention); other owners' backups are not marked."""
+    marks: dict[str, tuple[str, ...]] = {}
+    by_prefix: dict[str, list[Found]] = {}
+    for item in found:
+        owner = item.manifest.owner
+        if owner is not None and owner.uid == owner_uid and item.present and "-" in item.manifest.file:
+            by_prefix.setdefault(item.manifest.file.rsplit("-", 1)[0], []).append(item)
+    for prefix, items in by_prefix.items():
+        ours = {i.manifest.file: i.manifest.verified for i in items}
+        decided = plan(list(ours), prefix, policy, ours, now=now)
+        for item in items:
+            marks[item.where] = decided.kept.get(item.manifest.file, ())
+    return marks
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
@@ -34,7 +35,7 @@ from runner.crypto import Decryptor, load_key
 from runner.engines import Connection, Engine, Tls, TlsMode, check_client_support, password_from_env
 from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.layout import parse_layout
-from runner.listing import list_folder, list_s3
+from runner.listing import entry, kept_by, manifests_in_folder, manifests_in_s3
 from runner.logs import configure_logging
 from runner.manifest import Manifest, Owner, manifest_path, read_manifest
 from runner.naming import MANIFEST_SUFFIX, database_problem, validate_prefix
@@ -49,6 +50,7 @@ from runner.queries import (
 )
 from runner.report import failure_result, render, success_result, write_termination_log
 from runner.restore import RestoreOptions, restore_backup
+from runner.retention import Policy, parse_age
 from runner.s3backup import S3Object, S3Settings, run_backup_s3, s3_client
 from runner.stream import OutputFile
 from runner.verify import verify_backup
@@ -65,6 +67,49 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
     return value
+
+
+def _age(text: str) -> timedelta:
+    try:
+        return parse_age(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _zone(text: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(text)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IANA time zone (such as Europe/Berlin)") from None
+
+
+def _retention_arguments(command: argparse.ArgumentParser) -> None:
+    """Retention by calendar, beside --keep-last (runner.retention): any backup one of them keeps stays."""
+    for period in ("daily", "weekly", "monthly", "yearly"):
+        command.add_argument(
+            f"--keep-{period}",
+            type=_positive,
+            default=0,
+            help=f"keep the newest backup of each of the last N {period} periods",
+        )
+    command.add_argument(
+        "--max-age", type=_age, help="delete backups older than this (36h, 90d, 52w) whatever keeps them"
+    )
+    command.add_argument(
+        "--time-zone", type=_zone, default=ZoneInfo("Etc/UTC"), help="the zone days, weeks and months are counted in"
+    )
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    return Policy(
+        keep_last=args.keep_last,
+        keep_daily=args.keep_daily,
+        keep_weekly=args.keep_weekly,
+        keep_monthly=args.keep_monthly,
+        keep_yearly=args.keep_yearly,
+        max_age=args.max_age,
+        time_zone=args.time_zone,
+    )
 
 
 def _seconds(text: str) -> float:
@@ -148,6 +193,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--owner-uid", help="its uid: --keep-last deletes only backups whose manifest has this uid")
     run.add_argument("--compression", choices=[c.value for c in Compression], default="gzip")
     run.add_argument("--keep-last", type=_positive, help="keep this many newest backups of --name, delete older")
+    _retention_arguments(run)
     run.add_argument("--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): AES-256-GCM")
     run.add_argument("--verify", action="store_true", help="check the new backup (checksum and structure)")
     run.add_argument("--restore-test", action="store_true", help="with --verify: restore into a scratch database")
@@ -223,6 +269,9 @@ def parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="the backups in a folder or under an s3:// prefix")
     listing.add_argument("location", help="a folder, or s3://BUCKET/PREFIX (credentials from AWS_*)")
     listing.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
+    listing.add_argument("--owner-uid", help="with --keep-*: mark which rule keeps each backup of this owner")
+    listing.add_argument("--keep-last", type=_positive, help="as for run: which backups a run would keep")
+    _retention_arguments(listing)
 
     decrypt = commands.add_parser("decrypt", help="decrypt an encrypted backup file")
     decrypt.add_argument("file", type=Path)
@@ -373,7 +422,7 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         output_dir=args.output_dir,
         compression=Compression(args.compression),
         name=name,
-        keep_last=args.keep_last,
+        retention=_policy(args),
         key=_key(args.encryption_key_file),
         verify=args.verify,
         restore_test=args.restore_test,
@@ -387,10 +436,10 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
     )
     if location is not None:
         settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)
-        url, manifest = run_backup_s3(options, location, scrub, deadline, settings=settings)
-        return success_result(url, manifest, verified=args.verify)
-    path, manifest = run_backup(options, scrub, deadline)
-    return success_result(path, manifest, verified=args.verify)
+        url, manifest, kept = run_backup_s3(options, location, scrub, deadline, settings=settings)
+        return success_result(url, manifest, verified=args.verify, retention=kept)
+    path, manifest, kept = run_backup(options, scrub, deadline)
+    return success_result(path, manifest, verified=args.verify, retention=kept)
 
 
 def _stored(file: str, path_style: bool) -> tuple[Path | S3Object, Manifest | None]:
@@ -506,9 +555,14 @@ def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
 def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if args.location.startswith("s3://"):
         client = s3_client(S3Settings(path_style=args.s3_path_style))
-        backups = list_s3(client, S3Location.parse(args.location))
+        found = manifests_in_s3(client, S3Location.parse(args.location))
     else:
-        backups = list_folder(Path(args.location))
+        found = manifests_in_folder(Path(args.location))
+    policy = _policy(args)
+    if policy.any and not args.owner_uid:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--keep-* and --max-age mark one owner's backups: give --owner-uid")
+    marks = kept_by(found, policy, args.owner_uid, datetime.now(UTC)) if policy.any else {}
+    backups = [entry(f.manifest, f.where, f.present, marks.get(f.where)) for f in found]
     return {"status": "Listed", "location": args.location, "backups": backups}
 
 

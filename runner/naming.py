@@ -24,7 +24,7 @@ manifests; these functions stay pure).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -35,7 +35,6 @@ __all__ = [
     "database_problem",
     "orphan_manifests",
     "parse_backup_name",
-    "retention_plan",
     "stale_temporaries",
     "temporary_name",
     "validate_prefix",
@@ -113,34 +112,6 @@ def parse_backup_name(prefix: str, name: str) -> BackupName | None:
     """The backup `name` is, if it is a backup file (not a manifest) of ours for `prefix`."""
     match = _backup_pattern(prefix).fullmatch(name)
     return BackupName(match["timestamp"], prefix, match["extension"]) if match else None
-
-
-def retention_plan(
-    names: Iterable[str], prefix: str, keep_last: int, ours: Mapping[str, bool], protect: str | None = None
-) -> list[str]:
-    """The files to delete, oldest first, each backup followed by its manifest (if present), so that the newest
-    `keep_last` verified backups of this owner remain.
-
-    `ours` maps each backup file whose manifest names this run's owner to whether that manifest says it verified;
-    nothing else is ever returned. Only verified backups count towards `keep_last`, and nothing newer than the
-    oldest one kept is deleted (an unverified backup older than that goes with the rest). With fewer than
-    `keep_last` verified backups nothing is deleted at all. `keep_last` is at least 1, so the newest verified
-    backup always stays; `protect` (the backup just written) stays even if a skewed clock made it look older."""
-    if keep_last < 1:
-        raise ValueError("keep_last must be at least 1")
-    present = set(names)
-    backups = sorted(b for n in present if (b := parse_backup_name(prefix, n)) is not None and b.file in ours)
-    verified = [b for b in backups if ours[b.file]]
-    if len(verified) < keep_last:
-        return []
-    oldest_kept = verified[-keep_last]
-    plan: list[str] = []
-    for backup in backups:
-        if backup < oldest_kept and backup.file != protect:
-            plan.append(backup.file)
-            if backup.manifest in present:
-                plan.append(backup.manifest)
-    return plan
 
 
 def orphan_manifests(names: Iterable[str], prefix: str) -> list[str]:

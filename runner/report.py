@@ -19,15 +19,19 @@ from typing import Any, Final
 
 from runner.errors import RunnerError
 from runner.manifest import Manifest
+from runner.naming import MANIFEST_SUFFIX
+from runner.retention import Plan
 
 __all__ = ["MAX_BYTES", "failure_result", "render", "success_result", "write_termination_log"]
 
 MAX_BYTES: Final = 4096
 
 
-def success_result(path: Path | str, manifest: Manifest, *, verified: bool) -> dict[str, Any]:
-    """`path`: the file, or the object's s3:// URL."""
-    return {
+def success_result(
+    path: Path | str, manifest: Manifest, *, verified: bool, retention: Plan | None = None
+) -> dict[str, Any]:
+    """`path`: the file, or the object's s3:// URL; `retention`: what the run's retention kept and deleted."""
+    result = {
         "status": "Succeeded",
         "file": str(path),
         "size": manifest.size,
@@ -42,6 +46,10 @@ def success_result(path: Path | str, manifest: Manifest, *, verified: bool) -> d
         "duration": manifest.duration,
         "verified": verified,
     }
+    if retention is not None:
+        deleted = [name for name in retention.delete if not name.endswith(MANIFEST_SUFFIX)]
+        result["retention"] = {"kept": len(retention.kept), "deleted": len(deleted), "byRule": retention.counts()}
+    return result
 
 
 def failure_result(error: RunnerError, start: str, end: str, duration: float) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from runner.crypto import Encryptor
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.layout import SET, TAR, extension
 from runner.manifest import Manifest, Member, Owner, set_digest
-from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, BackupName, parse_backup_name, retention_plan
+from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, BackupName, parse_backup_name
 from runner.objectstore import (
     MultipartUpload,
     S3Location,
@@ -70,6 +70,7 @@ from runner.objectstore import (
     storage_error,
 )
 from runner.process import Deadline
+from runner.retention import Plan, Policy, plan
 
 __all__ = ["CA_BUNDLE_VARIABLE", "S3Object", "S3Settings", "ca_bundle_from_env", "run_backup_s3", "s3_client"]
 
@@ -209,7 +210,7 @@ def run_backup_s3(
     *,
     settings: S3Settings = S3Settings(),
     client: Any = None,
-) -> tuple[str, Manifest]:
+) -> tuple[str, Manifest, Plan]:
     client = client if client is not None else s3_client(settings)
     started, clock = datetime.now(UTC), time.monotonic()
     check_bucket(client, location.bucket)
@@ -265,9 +266,8 @@ def run_backup_s3(
     except Exception as error:
         raise storage_error(error, location.url(name.manifest)) from None
     log.info("backup written", object=location.url(name.file), size=size, sha256=manifest.sha256)
-    if options.keep_last:
-        prune_s3(client, location, options.name, options.keep_last, options.owner, protect=name.file)
-    return location.url(name.file), manifest
+    kept = prune_s3(client, location, options.name, options.retention, options.owner, protect=name.file)
+    return location.url(name.file), manifest, kept
 
 
 def _upload(
@@ -326,11 +326,11 @@ def _upload_set(
     return members
 
 
-def prune_s3(
-    client: Any, location: S3Location, prefix: str, keep_last: int, owner: Owner | None, protect: str
-) -> list[str]:
-    """Retention in a bucket: the folder's rules (naming.retention_plan), over the backups under the prefix."""
+def prune_s3(client: Any, location: S3Location, prefix: str, policy: Policy, owner: Owner | None, protect: str) -> Plan:
+    """Retention in a bucket: the folder's rules (runner.retention), over the backups under the prefix."""
     grouped = _backups(client, location, prefix)
+    if not policy.any:
+        return Plan()
     owned: dict[str, bool] = {}
     for name in grouped:
         if parse_backup_name(prefix, name) is None or name + MANIFEST_SUFFIX not in grouped:
@@ -338,11 +338,11 @@ def prune_s3(
         manifest = _manifest(client, location, name)
         if manifest is not None and same_owner(manifest.owner, owner):
             owned[name] = manifest.verified
-    plan = retention_plan(grouped, prefix, keep_last, owned, protect=protect)
-    for name in plan:
+    decided = plan(grouped, prefix, policy, owned, now=datetime.now(UTC), protect=protect)
+    for name in decided.delete:
         _delete_keys(client, location, grouped[name])
-        log.info("old backup deleted", object=location.url(name), keep_last=keep_last)
-    return plan
+        log.info("old backup deleted", object=location.url(name))
+    return decided
 
 
 def remove_orphans_s3(

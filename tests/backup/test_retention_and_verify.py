@@ -20,6 +20,7 @@ from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.manifest import Manifest, Owner
 from runner.process import Deadline
+from runner.retention import Policy
 from runner.verify import verify_backup
 from tests.backup.cli import backup, connection_args, dbb, password_env, run_args, wait_for
 
@@ -137,6 +138,41 @@ def test_two_owners_of_one_database_each_keep_their_newest(pg: PostgresServer, b
         newest[flags["name"]] = backup(pg, backups, "shop", keep_last="1", verify=None, **flags).name
     names = sorted(p.name for p in backups.iterdir())
     assert names == sorted(n for f in newest.values() for n in (f, f + ".json"))
+
+
+def test_calendar_retention_keeps_one_backup_a_day_reports_why_and_list_marks_it(
+    pg: PostgresServer, backups: Path
+) -> None:
+    # Three days of ours, two a day, and a stranger's: keep the newest of the last two days that have one.
+    for stamp in ("20200101T080000Z", "20200101T200000Z", "20200102T080000Z", "20200102T200000Z"):
+        place(backups, f"shop-{stamp}.dump")
+    place(backups, "shop-20200102T210000Z.dump", owner="uid-someone-else")
+    flags = run_args(pg, backups, "shop", keep_daily="2", time_zone="Europe/Berlin", **OWNER)
+    outcome = dbb(*flags, env=password_env(pg))
+    assert outcome.code == 0, outcome.stderr
+    new = Path(outcome.result["file"]).name
+    names = sorted(p.name for p in backups.iterdir() if not p.name.endswith(".json"))
+    # Today and 2020-01-02 (its 20:00 UTC is 21:00 in Berlin, still the 2nd): the 01-01s and the 2nd's 08:00 go.
+    assert names == ["shop-20200102T200000Z.dump", "shop-20200102T210000Z.dump", new]
+    assert outcome.result["retention"] == {
+        "kept": 2,
+        "deleted": 3,
+        "byRule": {"daily": 2, "newest": 1, "just written": 1},
+    }
+    listed = dbb(
+        "list", str(backups), "--owner-uid", "uid-nightly", "--keep-daily", "2", "--time-zone", "Europe/Berlin",
+        env=password_env(pg),
+    )  # fmt: skip
+    assert listed.code == 0, listed.stderr
+    marks = {Path(b["file"]).name: b.get("keptBy") for b in listed.result["backups"]}
+    assert marks == {
+        "shop-20200102T200000Z.dump": ["daily"],
+        "shop-20200102T210000Z.dump": None,  # another owner's: not ours to judge
+        new: ["daily", "newest"],
+    }
+    refused = dbb("list", str(backups), "--keep-daily", "2", env=password_env(pg))
+    assert refused.code != 0
+    assert "give --owner-uid" in refused.result["message"]
 
 
 def test_keep_last_one_keeps_the_backup_just_written(pg: PostgresServer, backups: Path) -> None:
@@ -282,11 +318,11 @@ def test_a_backup_has_no_final_name_and_no_manifest_until_it_verified(
         output_dir=backups,
         compression=Compression.GZIP,
         name="shop",
-        keep_last=1,
+        retention=Policy(keep_last=1),
         verify=True,
     )
     if passes:
-        path, manifest = run_backup(options, Scrubber(), Deadline(None))
+        path, manifest, _ = run_backup(options, Scrubber(), Deadline(None))
         assert manifest.verified
         assert sorted(p.name for p in backups.iterdir()) == [path.name, path.name + ".json"]
     else:

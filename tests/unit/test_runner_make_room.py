@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from runner.backup import make_room
 from runner.manifest import Owner
+from runner.retention import Policy
 
 OWNER = Owner(kind="DatabaseBackup", namespace="shop", name="nightly", uid="uid-nightly")
 MAKE_ROOM = "old backup deleted to make room before the dump"
@@ -59,7 +60,7 @@ def test_a_volume_too_full_for_another_backup_makes_room_first_but_keeps_the_new
     old = [place_owned(tmp_path, day, 300 << 10) for day in (1, 2, 3)]
     assert volume(tmp_path) < 300 << 10
     with capture_logs() as logs:
-        removed = make_room(tmp_path, "nightly", 3, OWNER, free_bytes=volume)
+        removed = make_room(tmp_path, "nightly", Policy(keep_last=3), OWNER, free_bytes=volume)
     assert removed == with_manifests(old[0])
     assert [e["file"] for e in logs if e["event"] == MAKE_ROOM] == removed
     assert files(tmp_path) == with_manifests(*old[1:])
@@ -71,7 +72,7 @@ def test_making_room_never_deletes_the_newest_verified_backup(tmp_path: Path) ->
     # with DiskFull, as tests/backup/test_failures.py shows for a full disk).
     newest = place_owned(tmp_path, 1, 600 << 10)
     with capture_logs() as logs:
-        removed = make_room(tmp_path, "nightly", 2, OWNER, free_bytes=Volume(1 << 20))
+        removed = make_room(tmp_path, "nightly", Policy(keep_last=2), OWNER, free_bytes=Volume(1 << 20))
     assert removed == []
     assert logs == []
     assert files(tmp_path) == with_manifests(newest)
@@ -93,5 +94,5 @@ def test_nothing_goes_with_room_enough_nothing_of_ours_or_no_measure(
     tmp_path: Path, free_bytes: Callable[[Path], int], uid: str
 ) -> None:
     placed = [place_owned(tmp_path, day, 300 << 10, uid=uid) for day in (1, 2, 3)]
-    assert make_room(tmp_path, "nightly", 3, OWNER, free_bytes=free_bytes) == []
+    assert make_room(tmp_path, "nightly", Policy(keep_last=3), OWNER, free_bytes=free_bytes) == []
     assert files(tmp_path) == with_manifests(*placed)

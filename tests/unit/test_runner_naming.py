@@ -13,12 +13,12 @@ from runner.naming import (
     database_problem,
     orphan_manifests,
     parse_backup_name,
-    retention_plan,
     stale_temporaries,
     temporary_name,
     validate_prefix,
 )
 from runner.restore import parse_targets
+from runner.retention import retention_plan
 
 
 def test_a_name_is_the_prefix_the_utc_start_and_the_extension() -> None:

@@ -1,0 +1,155 @@
+"""Which of an owner's backups retention keeps, and why (pure: names and manifests' verdicts in, a plan out).
+
+Rules, each optional and all at once ("a backup kept by any rule is kept"), over this owner's verified backups only:
+- `last N`: the N newest;
+- `daily N`, `weekly N`, `monthly N`, `yearly N`: the newest backup of each of the N most recent days (ISO weeks,
+  months, years) that have one, in the DatabaseBackup's own time zone, so that "the backup of Monday" is Monday
+  where its team lives;
+- `max age`: a cap, not a rule that keeps: a backup older than it is deleted whatever the counts say. Compliance
+  asks for "7 daily, 4 weekly, 12 monthly, and nothing older than a year"; a rule that keeps everything younger
+  than an age is what the counts already say.
+Whatever the rules say, the newest verified backup is never deleted (a schedule whose backups all aged out keeps the
+one that restores), nor the backup this run just wrote. An unverified backup (its read-back failed, or it was never
+checked) counts for nothing: it goes once it is older than the oldest verified backup kept, and only when the plan
+deletes a verified backup too, so that a short history is never thinned. Files of other owners never appear here:
+the caller passes only this owner's (see `runner.backup.owned_backups`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Final
+
+from runner.naming import TIMESTAMP_FORMAT, BackupName, parse_backup_name
+
+__all__ = ["RULES", "Plan", "Policy", "parse_age", "plan", "retention_plan"]
+
+# The reasons a backup is kept, in the order they are reported.
+RULES: Final = ("last", "daily", "weekly", "monthly", "yearly", "newest", "just written", "unverified")
+
+
+@dataclass(frozen=True)
+class Policy:
+    keep_last: int | None = None
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    max_age: timedelta | None = None
+    time_zone: tzinfo = UTC
+
+    @property
+    def any(self) -> bool:
+        """Whether retention deletes anything at all (without a rule, every backup stays)."""
+        counts = (self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_yearly)
+        return any(counts) or self.max_age is not None
+
+
+@dataclass(frozen=True)
+class Plan:
+    delete: tuple[str, ...] = ()  # files, oldest first, each backup followed by its manifest when present
+    kept: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # backup file -> the rules that keep it
+
+    def counts(self) -> dict[str, int]:
+        """How many backups each rule keeps (one backup may be kept by several)."""
+        found: dict[str, int] = {}
+        for reasons in self.kept.values():
+            for reason in reasons:
+                found[reason] = found.get(reason, 0) + 1
+        return {rule: found[rule] for rule in RULES if rule in found}
+
+
+_AGE: Final = re.compile(r"(?P<count>[1-9][0-9]{0,5})(?P<unit>[hdw])")
+_UNITS: Final = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def parse_age(text: str) -> timedelta:
+    """`maxAge`: a whole number of hours, days or weeks (`36h`, `90d`, `52w`). Raises ValueError."""
+    match = _AGE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a whole number of hours, days or weeks (such as 36h, 90d, 52w)")
+    return int(match["count"]) * _UNITS[match["unit"]]
+
+
+def moment(backup: BackupName) -> datetime:
+    return datetime.strptime(backup.timestamp, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+
+
+_BUCKETS: Final[tuple[tuple[str, Callable[[datetime], object]], ...]] = (
+    ("daily", lambda local: local.date()),
+    ("weekly", lambda local: local.isocalendar()[:2]),
+    ("monthly", lambda local: (local.year, local.month)),
+    ("yearly", lambda local: local.year),
+)
+
+
+def plan(
+    names: Iterable[str],
+    prefix: str,
+    policy: Policy,
+    ours: Mapping[str, bool],
+    *,
+    now: datetime | None = None,
+    protect: str | None = None,
+) -> Plan:
+    """What to delete of the backups of `prefix` in `names` that `ours` lists ({file: its manifest says verified}),
+    and why each kept one stays. `now` is needed for `max_age` only."""
+    if policy.keep_last is not None and policy.keep_last < 1:
+        raise ValueError("keep_last must be at least 1")
+    present = set(names)
+    backups = sorted(b for n in present if (b := parse_backup_name(prefix, n)) is not None and b.file in ours)
+    if not backups or not policy.any:
+        return Plan(kept={b.file: () for b in backups})
+    verified = [b for b in backups if ours[b.file]]
+    newest_first = verified[::-1]
+    reasons: dict[str, list[str]] = {b.file: [] for b in backups}
+    for backup in newest_first[: policy.keep_last or 0]:
+        reasons[backup.file].append("last")
+    counts = {"daily": policy.keep_daily, "weekly": policy.keep_weekly, "monthly": policy.keep_monthly}
+    counts["yearly"] = policy.keep_yearly
+    for rule, bucket in _BUCKETS:
+        seen: set[object] = set()
+        for backup in newest_first:
+            if len(seen) >= counts[rule]:
+                break
+            key = bucket(moment(backup).astimezone(policy.time_zone))
+            if key not in seen:
+                seen.add(key)
+                reasons[backup.file].append(rule)
+    if policy.max_age is not None and now is not None:
+        for backup in verified:
+            if moment(backup) < now - policy.max_age:
+                reasons[backup.file] = []
+    if verified:
+        reasons[verified[-1].file].append("newest")
+    if protect is not None and protect in reasons:
+        reasons[protect].append("just written")
+    kept_verified = [b for b in verified if reasons[b.file]]
+    dropped_verified = [b for b in verified if not reasons[b.file]]
+    if dropped_verified and kept_verified:
+        oldest_kept = kept_verified[0]
+        for backup in backups:
+            if not ours[backup.file] and backup > oldest_kept and not reasons[backup.file]:
+                reasons[backup.file].append("unverified")
+    elif not dropped_verified:
+        for backup in backups:
+            if not reasons[backup.file]:
+                reasons[backup.file].append("unverified")
+    delete: list[str] = []
+    for backup in backups:
+        if not reasons[backup.file]:
+            delete.append(backup.file)
+            if backup.manifest in present:
+                delete.append(backup.manifest)
+    kept = {b.file: tuple(r for r in RULES if r in reasons[b.file]) for b in backups if reasons[b.file]}
+    return Plan(tuple(delete), kept)
+
+
+def retention_plan(
+    names: Iterable[str], prefix: str, keep_last: int, ours: Mapping[str, bool], protect: str | None = None
+) -> list[str]:
+    """The files `plan` deletes with `last` as the only rule."""
+    return list(plan(names, prefix, Policy(keep_last=keep_last), ours, protect=protect).delete)
