@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from common.backups.model import ConcurrencyPolicy, DatabaseBackupSpec
 from common.backups.validation import default_backup_path
+from common.constants import DEFAULT_TIME_ZONE
 from common.values import Engine, Tls, TlsMode
 
 __all__ = [
@@ -71,6 +72,7 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
         "--verify",
         f"--termination-log={TERMINATION_LOG}",
     ]
+    arguments += _retention_arguments(spec)
     if connection.username is not None:
         arguments.append(f"--user={connection.username}")
     if connection.port is not None:
@@ -172,3 +174,15 @@ def _tls_arguments(tls: Tls) -> list[str]:
 def escape_expansion(argument: str) -> str:
     """`argument` as the kubelet must pass it on: it turns `$$` into `$` and `$(NAME)` into NAME's env value."""
     return argument.replace("$", "$$")
+
+
+def _retention_arguments(spec: DatabaseBackupSpec) -> list[str]:
+    """Retention by calendar, bucketed in the schedule's own time zone (the runner's default is UTC)."""
+    counts = {"daily": spec.keep_daily, "weekly": spec.keep_weekly, "monthly": spec.keep_monthly}
+    counts["yearly"] = spec.keep_yearly
+    arguments = [f"--keep-{period}={count}" for period, count in counts.items() if count]
+    if spec.max_age is not None:
+        arguments.append(f"--max-age={spec.max_age}")
+    if arguments:
+        arguments.append(f"--time-zone={spec.time_zone or DEFAULT_TIME_ZONE}")
+    return arguments

@@ -279,12 +279,18 @@ def _history(
 def _last_backup(run: JobOutcome) -> LastBackup:
     result = run.result or {}
     size = result.get("size")
+    found = result.get("retention")
+    retention: dict[str, Any] = found if isinstance(found, dict) else {}
+    kept = retention.get("kept")
+    by_rule = retention.get("byRule")
     return LastBackup(
         file=str(result.get("file") or ""),
         size=size if isinstance(size, int) else 0,
         sha256=str(result.get("sha256") or ""),
         duration=_duration(result.get("duration"), run),
         completion_time=run.finished or "",
+        kept=kept if isinstance(kept, int) and not isinstance(kept, bool) else None,
+        kept_by={str(k): v for k, v in by_rule.items() if isinstance(v, int)} if isinstance(by_rule, dict) else {},
     )
 
 

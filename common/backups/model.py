@@ -154,6 +154,12 @@ class DatabaseBackupSpec:
     successful_jobs_history_limit: int = 3
     failed_jobs_history_limit: int = 1
     keep_last: int = 7
+    # Retention by calendar (runner.retention), in time_zone: the newest backup of each of the last N periods.
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
+    keep_yearly: int | None = None
+    max_age: str | None = None  # a cap over every rule: `36h`, `90d`, `52w`
     compression: Compression = Compression.GZIP
     encryption_key: SecretKeyRef | None = None
     restore_test: bool = False
@@ -210,6 +216,8 @@ class LastBackup:
     sha256: str
     duration: str
     completion_time: str
+    kept: int | None = None  # backups of this owner retention kept after the run
+    kept_by: Mapping[str, int] = field(default_factory=dict)  # how many each rule keeps (one may be kept by several)
 
     @property
     def url(self) -> str | None:
@@ -225,6 +233,8 @@ class LastBackup:
                 "sha256": self.sha256,
                 "duration": self.duration,
                 "completionTime": self.completion_time,
+                "kept": self.kept,
+                "keptBy": dict(self.kept_by) or None,
             }
         )
 
@@ -365,6 +375,8 @@ class DatabaseBackupStatus:
                 sha256=str(last_backup.get("sha256", "")),
                 duration=str(last_backup.get("duration", "")),
                 completion_time=str(last_backup.get("completionTime", "")),
+                kept=_int_or_none(last_backup.get("kept")),
+                kept_by=_counts(last_backup.get("keptBy")),
             )
             if isinstance(last_backup, Mapping)
             else None,
@@ -447,6 +459,11 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
             spec.integer("failedJobsHistoryLimit", minimum=0), defaults.failed_jobs_history_limit
         ),
         keep_last=or_default(retention.integer("keepLast", minimum=1) if retention else None, defaults.keep_last),
+        keep_daily=retention.integer("keepDaily", minimum=1) if retention else None,
+        keep_weekly=retention.integer("keepWeekly", minimum=1) if retention else None,
+        keep_monthly=retention.integer("keepMonthly", minimum=1) if retention else None,
+        keep_yearly=retention.integer("keepYearly", minimum=1) if retention else None,
+        max_age=_max_age(retention),
         compression=or_default(spec.enum("compression", Compression), defaults.compression),
         encryption_key=encryption_key,
         restore_test=or_default(verify.boolean("restoreTest") if verify else None, defaults.restore_test),
@@ -520,3 +537,27 @@ def _int_or_none(value: object) -> int | None:
 
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+_MAX_AGE: Final = re.compile(r"[1-9][0-9]{0,5}[hdw]")
+
+
+def _max_age(retention: Reader | None) -> str | None:
+    """`retention.maxAge`: a whole number of hours, days or weeks, as the runner's --max-age reads it."""
+    value = retention.string("maxAge") if retention else None
+    if value is not None and retention is not None and not _MAX_AGE.fullmatch(value):
+        retention.errors.append(
+            FieldError(
+                f"{retention.path}.maxAge",
+                f"{show(value)} is not a whole number of hours, days or weeks (36h, 90d, 52w)",
+            )
+        )
+        return None
+    return value
+
+
+def _counts(raw: object) -> dict[str, int]:
+    """A map of names to counts from status, without anything else a hand edit put there."""
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)}

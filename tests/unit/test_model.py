@@ -114,11 +114,26 @@ def test_every_field_of_the_outline_is_read() -> None:
             {"connection": {"tls": {"ca": {"configMapKeyRef": {"name": "a"}}}}},
             "spec.connection.tls.ca.configMapKeyRef.key: is required",
         ),
+        (
+            {"retention": {"maxAge": "3m"}},
+            'spec.retention.maxAge: "3m" is not a whole number of hours, days or weeks (36h, 90d, 52w)',
+        ),
+        ({"retention": {"keepDaily": 0}}, "spec.retention.keepDaily: 0 is below the minimum 1"),
+        ({"retention": {"keepWeekly": "4"}}, 'spec.retention.keepWeekly: must be a whole number, not "4"'),
     ],
 )
 def test_a_field_of_the_wrong_shape_is_named_with_its_value(change: dict[str, Any], message: str) -> None:
     _, errors = parse_spec({**SEED, **change})
     assert message in [str(e) for e in errors]
+
+
+def test_retention_by_calendar_is_read_beside_keep_last() -> None:
+    retention = {"keepDaily": 7, "keepWeekly": 4, "keepMonthly": 12, "keepYearly": 3, "maxAge": "400d"}
+    spec, errors = parse_spec({**SEED, "retention": retention})
+    assert errors == []
+    assert spec is not None
+    assert (spec.keep_last, spec.keep_daily, spec.keep_weekly, spec.keep_monthly, spec.keep_yearly) == (7, 7, 4, 12, 3)
+    assert spec.max_age == "400d"
 
 
 def test_all_problems_are_reported_at_once() -> None:
@@ -149,7 +164,13 @@ def test_status_round_trips_through_its_wire_form() -> None:
         last_schedule_time="2026-11-27T10:00:00Z",
         next_backup_time="2026-11-27T10:05:00Z",
         last_backup=LastBackup(
-            "/backups/db/db-20261127T100000Z.dump.gz", 1234, "ab" * 32, "5s", "2026-11-27T10:00:05Z"
+            "/backups/db/db-20261127T100000Z.dump.gz",
+            1234,
+            "ab" * 32,
+            "5s",
+            "2026-11-27T10:00:05Z",
+            kept=9,
+            kept_by={"last": 7, "daily": 7, "weekly": 4, "newest": 1},
         ),
         last_failure=LastFailure("2026-11-26T10:00:00Z", "DumpFailed", "pg_dump: connection refused"),
         consecutive_failures=0,
@@ -161,6 +182,7 @@ def test_status_round_trips_through_its_wire_form() -> None:
     assert wire["lastBackupTime"] == "2026-11-27T10:00:05Z"
     assert wire["inProgress"] is False
     assert wire["active"] == [{"name": "db-29412345"}]
+    assert wire["lastBackup"]["keptBy"] == {"last": 7, "daily": 7, "weekly": 4, "newest": 1}
     assert wire["conditions"][0]["observedGeneration"] == 2
     assert DatabaseBackupStatus.from_dict(wire) == status
 

@@ -6,6 +6,7 @@ a value the parser reads otherwise, fails here."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -37,6 +38,17 @@ SPECS: dict[str, dict[str, Any]] = {
     "queries with a $(VAR) in their SQL": {"connection": {"databases": ["shop"]}, "verify": QUERIES},
     "to a store, overlapping runs": {"storage": {"s3": {"store": "shared"}}, "concurrencyPolicy": "Allow"},
     "to a store, a backup path with $": {"storage": {"s3": {"store": "shared", "prefix": "a$b"}}},
+    "retention by calendar, in a time zone": {
+        "timeZone": "Europe/Berlin",
+        "retention": {
+            "keepLast": 3,
+            "keepDaily": 7,
+            "keepWeekly": 4,
+            "keepMonthly": 12,
+            "keepYearly": 2,
+            "maxAge": "400d",
+        },
+    },
     "scheduled checks with a restore test": {
         "schedule": "0 0 1 1 *",
         "verify": {"schedule": "* * * * *", "restoreTest": True, "backups": 3},
@@ -72,6 +84,11 @@ def test_every_backup_and_check_job_parses_as_the_runner_reads_it(spec: dict[str
             assert parsed.verify is True
         if parsed.command == "run" and "queries" in (spec.get("verify") or {}):
             assert "$(HOME)" in parsed.queries  # the kubelet gives the runner the SQL as written
+        if parsed.command == "run" and "retention" in spec:
+            kept = (parsed.keep_last, parsed.keep_daily, parsed.keep_weekly, parsed.keep_monthly, parsed.keep_yearly)
+            assert kept == (3, 7, 4, 12, 2)
+            assert parsed.max_age == timedelta(days=400)
+            assert str(parsed.time_zone) == "Europe/Berlin"
         if parsed.command == "run" and "storage" in spec:
             assert parsed.output_url.startswith(f"s3://backups/{NS}/")
             assert parsed.s3_path_style is True
