@@ -284,7 +284,8 @@ def import_images(paths: Paths, images: dict[str, Path]) -> None:
 def load(paths: Paths) -> dict[str, str]:
     """Build what changed (the operator image, after an edit) and import it into the running cluster; returns the
     references the e2e suite needs: E2E_IMG for `make deploy IMG=...`, E2E_OLD_CLIENT_IMG, the same code with
-    PostgreSQL 15's client tools, and E2E_SEAWEEDFS_IMG, the object store it backs up to over S3."""
+    PostgreSQL 15's client tools, E2E_SEAWEEDFS_IMG, the object store it backs up to over S3, and E2E_PROMETHEUS_IMG,
+    the Prometheus that scrapes the reconciler and evaluates the alert rules."""
     if not paths.containerd_socket.exists():
         raise ClusterError("the local cluster is not running: make cluster-up")
     images = _images(_binaries())
@@ -294,6 +295,7 @@ def load(paths: Paths) -> dict[str, str]:
         ("E2E_IMG", "/databasebackup-operator:"),
         ("E2E_OLD_CLIENT_IMG", "-pg15:"),
         ("E2E_SEAWEEDFS_IMG", "/seaweedfs:"),
+        ("E2E_PROMETHEUS_IMG", "/prometheus:"),
     )
     for variable, repository in wanted:
         matches = [ref for ref in images if repository in ref]

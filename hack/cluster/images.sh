@@ -202,6 +202,11 @@ on dbb.local/mariadb:10.11 "$images/mariadb.Containerfile" dbb.local/debian:book
   -- "$images/mariadb-entrypoint.sh" "$images/mariadb.cnf"
 on dbb.local/mariadb:11.8 "$images/mariadb.Containerfile" dbb.local/debian:trixie MARIADB_VERSION=11.8 \
   -- "$images/mariadb-entrypoint.sh" "$images/mariadb.cnf"
+# Prometheus, for the e2e suite's monitoring test: tagged with its key, like SeaweedFS, and exported by
+# `python -m hack.cluster load` as E2E_PROMETHEUS_IMG.
+prometheus_key=$(key dbb.local/prometheus "$images/prometheus.Containerfile" "${keys[dbb.local/debian:bookworm]}")
+image "dbb.local/prometheus:${prometheus_key:0:12}" "$prometheus_key" \
+  build_on "$images/prometheus.Containerfile" dbb.local/debian:bookworm
 on dbb.local/python:trixie "$images/python.Containerfile" dbb.local/debian:trixie
 on dbb.local/python:bookworm "$images/python.Containerfile" dbb.local/debian:bookworm
 
