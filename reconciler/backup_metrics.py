@@ -42,6 +42,9 @@ FAMILIES: Final = (
     ("dbb_backup_suspended", "1 while the schedule is suspended"),
     ("dbb_verification_last_timestamp_seconds", "When the last verification finished"),
     ("dbb_verification_last_passed", "1 if the last verification passed, 0 if it failed"),
+    ("dbb_restore_drill_last_duration_seconds", "How long the last restore drill took to restore and check a backup"),
+    ("dbb_restore_drill_last_timestamp_seconds", "When the last restore drill finished"),
+    ("dbb_restore_drill_last_passed", "1 if the last restore drill passed, 0 if it failed"),
 )
 _DURATION: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?$")
 _PIECE: Final = 1000  # lines per piece of the page
@@ -113,6 +116,10 @@ class BackupMetrics:
             verification = status.get("lastVerification") or {}
             checked = _timestamp(verification.get("time"))
             passed = (1.0 if verification.get("result") == "Passed" else 0.0) if checked is not None else None
+            drills = status.get("restoreDrills")
+            drill = drills[0] if isinstance(drills, list) and drills and isinstance(drills[0], Mapping) else {}
+            drilled = _timestamp(drill.get("time"))
+            drill_seconds = drill.get("seconds") if isinstance(drill.get("seconds"), int | float) else None
             overdue: float | None = 0.0
             if not suspended:
                 since = str(status.get("lastBackupTime") or metadata.get("creationTimestamp") or "")
@@ -130,6 +137,9 @@ class BackupMetrics:
                 1.0 if suspended else 0.0,
                 checked,
                 passed,
+                float(drill_seconds) if drilled is not None and drill_seconds is not None else None,
+                drilled,
+                (1.0 if drill.get("result") == "Passed" else 0.0) if drilled is not None else None,
             )
             rows.append((labels, info, values))
         self._due = seen  # what a deleted or changed object needed goes with it

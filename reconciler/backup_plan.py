@@ -172,6 +172,7 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
         observed_generation=_int(metadata.get("generation")),
         last_verification=verifying.last_verification,
         last_verification_schedule_time=verifying.schedule_time,
+        restore_drills=verifying.drills,
         last_verify_now_request=verifying.request,
     )
     ready = (
@@ -353,6 +354,7 @@ def _blocked(
         observed_generation=_int((world.obj.get("metadata") or {}).get("generation")),
         last_verification=verifying.last_verification,
         last_verification_schedule_time=verifying.schedule_time,
+        restore_drills=verifying.drills,
         last_verify_now_request=verifying.request,
     )
     ready = Condition("Ready", "False", reason, message, "")

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from common.backups.model import CheckedBackup, Condition, DatabaseBackupSpec, DatabaseBackupStatus, LastVerification
+from common.backups.model import (
+    MAX_RESTORE_DRILLS,
+    CheckedBackup,
+    Condition,
+    DatabaseBackupSpec,
+    DatabaseBackupStatus,
+    LastVerification,
+    RestoreDrill,
+)
 from common.constants import ANNOTATION_VERIFY_NOW, DEFAULT_TIME_ZONE
 from common.schedule import parse_schedule
 from common.statefulset import facts
@@ -46,14 +54,15 @@ class VerificationPlan:
     delete: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
     next_time: datetime | None = None
+    drills: tuple[RestoreDrill, ...] = ()  # status.restoreDrills
 
 
 def remembered(previous: DatabaseBackupStatus, outcomes: Sequence[JobOutcome]) -> VerificationPlan:
     """No new verification (an invalid spec, a missing database): what the finished Jobs and the status say."""
     events: list[Event] = []
-    last = _history(outcomes, previous, events)
+    last, drills = _history(outcomes, previous, events)
     schedule_time, request = previous.last_verification_schedule_time, previous.last_verify_now_request
-    return VerificationPlan(last, schedule_time, request, _condition(last, None), events=tuple(events))
+    return VerificationPlan(last, schedule_time, request, _condition(last, None), events=tuple(events), drills=drills)
 
 
 def decide_verification(
@@ -65,7 +74,7 @@ def decide_verification(
 ) -> VerificationPlan:
     """`outcomes`: the verification Jobs this object owns."""
     events: list[Event] = []
-    last = _history(outcomes, previous, events)
+    last, drills = _history(outcomes, previous, events)
     finished = [o for o in outcomes if o.state != "Active"]
     delete = over_limit(finished, "Succeeded", spec.successful_jobs_history_limit)
     delete += over_limit(finished, "Failed", spec.failed_jobs_history_limit)
@@ -121,6 +130,7 @@ def decide_verification(
         tuple(delete),
         tuple(events),
         next_time,
+        drills,
     )
 
 
@@ -141,17 +151,35 @@ def scratch_server(world: World, spec: DatabaseBackupSpec) -> ScratchServer | No
 
 def _history(
     outcomes: Sequence[JobOutcome], previous: DatabaseBackupStatus, events: list[Event]
-) -> LastVerification | None:
-    """The newest finished verification, and an Event for each one that finished since the previous status."""
+) -> tuple[LastVerification | None, tuple[RestoreDrill, ...]]:
+    """The newest finished verification, an Event for each one that finished since the previous status, and the
+    restore drills: theirs before the previous ones, at most MAX_RESTORE_DRILLS."""
     last = previous.last_verification
+    drills = list(previous.restore_drills)
     seen = last.time if last else ""
     for run in sorted((o for o in outcomes if o.finished), key=lambda o: o.finished or ""):
         assert run.finished is not None
         if run.finished <= seen:
             continue
         last, seen = _verdict(run), run.finished
+        drills = [*_drills(run), *drills]
         events.append(_event(last))
-    return last
+    return last, tuple(drills[:MAX_RESTORE_DRILLS])
+
+
+def _drills(run: JobOutcome) -> list[RestoreDrill]:
+    """The backups a finished verification restored into its scratch server (those with restoreSeconds)."""
+    assert run.finished is not None
+    found = []
+    for c in (run.result or {}).get("checked") or ():
+        seconds = c.get("restoreSeconds") if isinstance(c, dict) else None
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+            continue
+        tables, rows, queries = (c.get(k) if isinstance(c.get(k), int) else 0 for k in ("tables", "rows", "queries"))
+        result = FAILED if c.get("result") == FAILED else PASSED
+        file = str(c.get("file") or "")
+        found.append(RestoreDrill(run.finished, file, result, float(seconds), tables, rows, queries, job=run.name))
+    return found
 
 
 def _verdict(run: JobOutcome) -> LastVerification:
@@ -163,6 +191,7 @@ def _verdict(run: JobOutcome) -> LastVerification:
             result=FAILED if c.get("result") == FAILED else PASSED,
             reason=str(c.get("reason") or ""),
             message=str(c.get("message") or ""),
+            restore_seconds=float(c["restoreSeconds"]) if isinstance(c.get("restoreSeconds"), int | float) else None,
         )
         for c in result.get("checked") or ()
         if isinstance(c, dict)

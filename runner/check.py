@@ -104,6 +104,8 @@ def _check_one(
         reason, message = Reason.BACKUP_MISSING, f"{found.where} is gone; its manifest remains"
         log.warning("backup missing", file=found.where)
         return {**report, "result": "Failed", "reason": reason, "message": message}
+    drilled = options.scratch is not None
+    started = time.monotonic()
     source: Path | Stored
     if location is not None:
         source = S3Object(client, location.bucket, found.where.removeprefix(f"s3://{location.bucket}/"))
@@ -124,8 +126,17 @@ def _check_one(
             raise  # the check did not finish: no verdict on this backup
         log.warning("backup check failed", file=found.where, reason=error.reason)
         message = one_line(scrub(error.message), MAX_REASON_MESSAGE)
-        return {**report, "result": "Failed", "reason": error.reason, "message": message}
+        failed = {**report, "result": "Failed", "reason": error.reason, "message": message}
+        return {**failed, "restoreSeconds": round(time.monotonic() - started, 1)} if drilled else failed
     passed = {**report, "result": "Passed", "sha256": verified.sha256}
     if not verified.restore_tested:
         return passed
-    return {**passed, "restoreTested": True, **({"queries": verified.queries} if verified.queries else {})}
+    # The evidence of a restore drill: how long restoring and checking took, and what was compared.
+    return {
+        **passed,
+        "restoreTested": True,
+        "restoreSeconds": round(time.monotonic() - started, 1),
+        "tables": sum(len(tables) for tables in verified.rows.values()),
+        "rows": sum(sum(tables.values()) for tables in verified.rows.values()),
+        **({"queries": verified.queries} if verified.queries else {}),
+    }

@@ -80,6 +80,7 @@ class Connection:
 RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
 # spec.verify.backups: what one verification Job can report in its Pod's termination message (4096 bytes).
 MAX_VERIFIED_BACKUPS: Final = 10
+MAX_RESTORE_DRILLS: Final = 5  # status.restoreDrills: the evidence an auditor reads, newest first
 _QUANTITY: Final = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
 _SUFFIXES: Final = {
     "": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
@@ -250,6 +251,49 @@ class LastFailure:
 
 
 @dataclass(frozen=True)
+class RestoreDrill:
+    """One backup restored into a scratch server and checked by a scheduled verification: the evidence that it
+    restores, and in how long (the restore time a team plans an outage around)."""
+
+    time: str  # when the verification finished
+    file: str
+    result: str  # Passed | Failed
+    seconds: float  # restore and check, for this backup
+    tables: int = 0  # tables whose row counts matched the dump's
+    rows: int = 0  # rows counted
+    queries: int = 0  # the backup's recorded queries run again with the same answers
+    job: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "file": self.file,
+            "result": self.result,
+            "seconds": self.seconds,
+            "tables": self.tables,
+            "rows": self.rows,
+            "queries": self.queries,
+            "job": self.job,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object) -> RestoreDrill | None:
+        if not isinstance(raw, Mapping):
+            return None
+        seconds = raw.get("seconds")
+        return cls(
+            time=str(raw.get("time", "")),
+            file=str(raw.get("file", "")),
+            result=str(raw.get("result", "")),
+            seconds=float(seconds) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else 0.0,
+            tables=_int_or_none(raw.get("tables")) or 0,
+            rows=_int_or_none(raw.get("rows")) or 0,
+            queries=_int_or_none(raw.get("queries")) or 0,
+            job=str(raw.get("job", "")),
+        )
+
+
+@dataclass(frozen=True)
 class CheckedBackup:
     """One stored backup as a scheduled verification found it."""
 
@@ -257,19 +301,30 @@ class CheckedBackup:
     result: str  # Passed | Failed
     reason: str = ""
     message: str = ""
+    restore_seconds: float | None = None  # with a restore test: how long restoring and checking it took
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(
-            {"file": self.file, "result": self.result, "reason": self.reason or None, "message": self.message or None}
+            {
+                "file": self.file,
+                "result": self.result,
+                "reason": self.reason or None,
+                "message": self.message or None,
+                "restoreSeconds": self.restore_seconds,
+            }
         )
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> CheckedBackup:
+        seconds = raw.get("restoreSeconds")
         return cls(
             file=str(raw.get("file", "")),
             result=str(raw.get("result", "")),
             reason=str(raw.get("reason") or ""),
             message=str(raw.get("message") or ""),
+            restore_seconds=float(seconds)
+            if isinstance(seconds, int | float) and not isinstance(seconds, bool)
+            else None,
         )
 
 
@@ -332,6 +387,7 @@ class DatabaseBackupStatus:
     last_verification: LastVerification | None = None
     last_verification_schedule_time: str | None = None  # the slot of the last verification run started
     last_verify_now_request: str | None = None  # the verify-now value last acted on
+    restore_drills: tuple[RestoreDrill, ...] = ()  # the newest first, at most MAX_RESTORE_DRILLS
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form. Absent optional fields are null, so that a merge patch of this dict clears them."""
@@ -351,6 +407,7 @@ class DatabaseBackupStatus:
             "lastVerification": self.last_verification.to_dict() if self.last_verification else None,
             "lastVerificationScheduleTime": self.last_verification_schedule_time,
             "lastVerifyNowRequest": self.last_verify_now_request,
+            "restoreDrills": [d.to_dict() for d in self.restore_drills],
         }
 
     @classmethod
@@ -395,6 +452,9 @@ class DatabaseBackupStatus:
             last_verification=LastVerification.from_dict(raw.get("lastVerification")),
             last_verification_schedule_time=_str_or_none(raw.get("lastVerificationScheduleTime")),
             last_verify_now_request=_str_or_none(raw.get("lastVerifyNowRequest")),
+            restore_drills=tuple(
+                drill for item in _list(raw.get("restoreDrills")) if (drill := RestoreDrill.from_dict(item)) is not None
+            ),
         )
 
 
@@ -561,3 +621,7 @@ def _counts(raw: object) -> dict[str, int]:
     if not isinstance(raw, Mapping):
         return {}
     return {str(k): v for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _list(raw: object) -> list[Any]:
+    return raw if isinstance(raw, list) else []

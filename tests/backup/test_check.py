@@ -155,6 +155,10 @@ def test_a_restore_test_runs_in_a_scratch_server_and_never_reaches_the_source(
         assert outcome.code == 0, outcome.stderr
         [entry] = outcome.result["checked"]
         assert (entry["file"], entry["result"], entry["restoreTested"]) == (str(file), "Passed", True)
+        # The drill's evidence: how long, and what was compared (the sample's tables, every row counted).
+        assert entry["restoreSeconds"] > 0
+        assert entry["tables"] >= 2
+        assert entry["rows"] >= entry["tables"]
         assert len(re.findall("connection authorized", pg.log)) == source_connections
         assert re.search(r"connection authorized: user=\S+ database=dbb_verify_", scratch.log)
         # Each scratch database was dropped again.

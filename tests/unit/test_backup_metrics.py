@@ -70,6 +70,10 @@ def test_each_status_field_becomes_its_series_and_a_deleted_object_takes_them_al
         "consecutiveFailures": 0,
         "nextBackupTime": "2026-12-07T02:00:00Z",
         "lastVerification": {"time": "2026-12-06T04:00:00Z", "result": "Failed", "job": "j"},
+        "restoreDrills": [
+            {"time": "2026-12-06T04:00:00Z", "file": "x", "result": "Passed", "seconds": 42.5},
+            {"time": "2026-12-05T04:00:00Z", "file": "y", "result": "Failed", "seconds": 7.0},
+        ],
     }
     series = scrape([backup(**status), backup("other")], "2026-12-06T12:00:00Z")
     assert series[("dbb_backup_last_success_timestamp_seconds", "nightly")] == 1796522465
@@ -79,6 +83,9 @@ def test_each_status_field_becomes_its_series_and_a_deleted_object_takes_them_al
     assert series[("dbb_backup_last_duration_seconds", "nightly")] == 65
     assert series[("dbb_backup_consecutive_failures", "nightly")] == 0
     assert series[("dbb_verification_last_passed", "nightly")] == 0
+    assert series[("dbb_restore_drill_last_duration_seconds", "nightly")] == 42.5  # the newest drill
+    assert series[("dbb_restore_drill_last_passed", "nightly")] == 1
+    assert series[("dbb_restore_drill_last_timestamp_seconds", "nightly")] == 1796529600
     assert series[("dbb_backup_info", "nightly")] == 1
     assert ("dbb_backup_last_success_timestamp_seconds", "other") not in series  # never succeeded: no series
     assert {name for name, who in scrape([backup("other")], "2026-12-06T12:00:00Z") if who == "nightly"} == set()

@@ -130,6 +130,43 @@ def test_a_passed_verification_sets_verified_true() -> None:
     assert plan.status["lastVerification"]["backups"] == [{"file": FILE, "result": "Passed"}]
 
 
+def test_each_restore_drill_is_kept_as_evidence_newest_first_at_most_five() -> None:
+    obj, check = started(verifying(verify={**VERIFY, "restoreTest": True}))
+    previous = [
+        {"time": f"2026-11-2{d}T10:30:40Z", "file": OLDER, "result": "Passed", "seconds": 50.0, "tables": 3}
+        for d in range(6, 1, -1)
+    ]
+    obj["status"]["restoreDrills"] = previous
+    done = finished(check, "Succeeded", "2026-11-27T10:30:40Z")
+    drill = {"restoreTested": True, "restoreSeconds": 42.5, "tables": 3, "rows": 3000, "queries": 2}
+    checked = [{"file": FILE, "result": "Passed", **drill}, {"file": OLDER, "result": "Passed"}]
+    result = {"status": "Verified", "checked": checked}
+    plan = decide_at(obj, at("2026-11-27T10:30:41"), [done], termination_messages={_name(check): json.dumps(result)})
+    assert plan.status is not None
+    drills = plan.status["restoreDrills"]
+    assert len(drills) == 5
+    assert drills[0] == {
+        "time": "2026-11-27T10:30:40Z",
+        "file": FILE,
+        "result": "Passed",
+        "seconds": 42.5,
+        "tables": 3,
+        "rows": 3000,
+        "queries": 2,
+        "job": _name(check),
+    }
+    assert [d["time"][:10] for d in drills[1:]] == ["2026-11-26", "2026-11-25", "2026-11-24", "2026-11-23"]
+    assert plan.status["lastVerification"]["backups"][0]["restoreSeconds"] == 42.5
+    # The same Job read again on the next pass adds nothing.
+    again = decide_at(
+        with_status(obj, plan),
+        at("2026-11-27T10:30:50"),
+        [done],
+        termination_messages={_name(check): json.dumps(result)},
+    )
+    assert again.status is None or again.status["restoreDrills"] == drills
+
+
 def test_a_check_with_nothing_to_check_or_without_a_verdict() -> None:
     obj, check = started(verifying())
     empty = {"status": "Verified", "checked": []}
