@@ -262,6 +262,8 @@ def _from_job(world: RestoreWorld, previous: dict[str, Any], generation: Any) ->
         }
         if result.get("sha256"):
             status["sha256"] = result["sha256"]
+        if isinstance(result.get("restoreSeconds"), int | float) and not isinstance(result["restoreSeconds"], bool):
+            status["restoreSeconds"] = result["restoreSeconds"]
         status.pop("reason", None)
         status.pop("message", None)
         restored = ", ".join(f"{s} -> {t}" for s, t in sorted((result.get("databases") or {}).items()))

@@ -136,6 +136,7 @@ async def restore_and_refuse(api: client.ApiClient, namespace: str, pg: Postgres
     assert status["sha256"] == backup["sha256"]
     assert status["databases"] == [{"source": "shop", "target": "shop_restored", "result": "Restored"}]
     assert status["startTime"] <= status["completionTime"]
+    assert status["restoreSeconds"] > 0  # kept by the API server: the schema has the field
     assert pg_fingerprint(pg, "shop_restored") == pg_fingerprint(pg, "shop")
 
     # The copy exists now: without replace the restore refuses it, whole, and the copy is as it was.

@@ -84,6 +84,7 @@ def test_several_postgresql_databases_restore_under_new_names(
     outcome = restore(pg, file, f"shop={shop}", f"crm={crm}")
     assert outcome.code == 0, outcome.stderr
     assert outcome.result["databases"] == {"shop": shop, "crm": crm}
+    assert outcome.result["restoreSeconds"] > 0
     assert pg_fingerprint(pg, shop) == pg_fingerprint(pg, "shop")
     assert pg_fingerprint(pg, crm) == pg_fingerprint(pg, "crm")
 

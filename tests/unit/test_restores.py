@@ -201,7 +201,13 @@ def job_with(state: str, message: dict[str, Any] | None) -> tuple[dict[str, Any]
 def test_a_finished_job_becomes_the_final_status_and_nothing_runs_again() -> None:
     obj = restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]})
     obj["status"] = {"phase": "Pending", "job": restore_job_name("back-to-tuesday", "restore-uid"), "file": FILE}
-    result = {"status": "Restored", "file": FILE, "sha256": "ab" * 32, "databases": {"shop": "shop_copy"}}
+    result = {
+        "status": "Restored",
+        "file": FILE,
+        "sha256": "ab" * 32,
+        "databases": {"shop": "shop_copy"},
+        "restoreSeconds": 74.3,
+    }
     job, message = job_with("Complete", result)
     plan = decide_restore(
         RestoreWorld(obj=obj, now=NOW, job=job, termination_message=message), RunnerSettings(image="dbb:test")
@@ -209,6 +215,7 @@ def test_a_finished_job_becomes_the_final_status_and_nothing_runs_again() -> Non
     assert plan.status is not None
     assert plan.status["phase"] == "Succeeded"
     assert plan.status["sha256"] == "ab" * 32
+    assert plan.status["restoreSeconds"] == 74.3  # the evidence of how long a restore takes
     assert plan.status["databases"] == [{"source": "shop", "target": "shop_copy", "result": "Restored"}]
     assert plan.status["completionTime"] == "2026-12-01T03:02:00Z"
     assert [e.reason for e in plan.events] == ["Restored"]
