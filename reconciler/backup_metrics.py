@@ -38,6 +38,8 @@ FAMILIES: Final = (
     ("dbb_backup_next_timestamp_seconds", "When the next backup is due"),
     ("dbb_backup_last_size_bytes", "Size of the last successful backup"),
     ("dbb_backup_last_duration_seconds", "How long the last successful backup took"),
+    ("dbb_backup_kept", "Backups retention kept after the last successful run"),
+    ("dbb_backup_kept_bytes", "Size of the backups retention kept, together"),
     ("dbb_backup_consecutive_failures", "Failed runs since the last successful one"),
     ("dbb_backup_suspended", "1 while the schedule is suspended"),
     ("dbb_verification_last_timestamp_seconds", "When the last verification finished"),
@@ -113,6 +115,10 @@ class BackupMetrics:
             last = status.get("lastBackup") or {}
             size = float(last["size"]) if success is not None and isinstance(last.get("size"), int) else None
             took = _seconds(last.get("duration")) if success is not None else None
+            kept = float(last["kept"]) if success is not None and isinstance(last.get("kept"), int) else None
+            kept_bytes = (
+                float(last["keptBytes"]) if success is not None and isinstance(last.get("keptBytes"), int) else None
+            )
             verification = status.get("lastVerification") or {}
             checked = _timestamp(verification.get("time"))
             passed = (1.0 if verification.get("result") == "Passed" else 0.0) if checked is not None else None
@@ -133,6 +139,8 @@ class BackupMetrics:
                 _timestamp(status.get("nextBackupTime")),
                 size,
                 took,
+                kept,
+                kept_bytes,
                 float(status.get("consecutiveFailures") or 0),
                 1.0 if suspended else 0.0,
                 checked,

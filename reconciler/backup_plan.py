@@ -282,7 +282,7 @@ def _last_backup(run: JobOutcome) -> LastBackup:
     size = result.get("size")
     found = result.get("retention")
     retention: dict[str, Any] = found if isinstance(found, dict) else {}
-    kept = retention.get("kept")
+    kept, kept_bytes = retention.get("kept"), retention.get("keptBytes")
     by_rule = retention.get("byRule")
     return LastBackup(
         file=str(result.get("file") or ""),
@@ -291,6 +291,7 @@ def _last_backup(run: JobOutcome) -> LastBackup:
         duration=_duration(result.get("duration"), run),
         completion_time=run.finished or "",
         kept=kept if isinstance(kept, int) and not isinstance(kept, bool) else None,
+        kept_bytes=kept_bytes if isinstance(kept_bytes, int) and not isinstance(kept_bytes, bool) else None,
         kept_by={str(k): v for k, v in by_rule.items() if isinstance(v, int)} if isinstance(by_rule, dict) else {},
     )
 

@@ -407,27 +407,33 @@ def _spool(folder: Path) -> IO[bytes]:
 # --- steps 5 and 6 -----------------------------------------------------------------------------------------------
 
 
-def owned_backups(folder: Path, prefix: str, owner: Owner | None, names: list[str]) -> dict[str, bool]:
-    """{backup file: its manifest says verified} for every backup of `prefix` in `names` whose manifest names
-    `owner` (by uid; a run without an owner matches manifests without one). A file without a readable manifest is
-    nobody's: retention leaves it alone."""
-    owned: dict[str, bool] = {}
+def owned_manifests(folder: Path, prefix: str, owner: Owner | None, names: list[str]) -> dict[str, Manifest]:
+    """{backup file: its manifest} for every backup of `prefix` in `names` whose manifest names `owner` (by uid; a
+    run without an owner matches manifests without one). A file without a readable manifest is nobody's: retention
+    leaves it alone."""
+    owned: dict[str, Manifest] = {}
     for name in names:
         backup = parse_backup_name(prefix, name)
         if backup is None:
             continue
         manifest = _manifest_or_none(folder / backup.manifest)
         if manifest is not None and same_owner(manifest.owner, owner):
-            owned[backup.file] = manifest.verified
+            owned[backup.file] = manifest
     return owned
+
+
+def owned_backups(folder: Path, prefix: str, owner: Owner | None, names: list[str]) -> dict[str, bool]:
+    """{backup file: its manifest says verified}, of `owned_manifests`."""
+    return {file: manifest.verified for file, manifest in owned_manifests(folder, prefix, owner, names).items()}
 
 
 def prune(folder: Path, prefix: str, policy: Policy, owner: Owner | None, protect: str) -> Plan:
     """Retention after a run (runner.retention): what it deletes, and why each kept backup stays."""
     names = [p.name for p in folder.iterdir()]
-    decided = plan(
-        names, prefix, policy, owned_backups(folder, prefix, owner, names), now=datetime.now(UTC), protect=protect
-    )
+    owned = owned_manifests(folder, prefix, owner, names)
+    verified = {file: manifest.verified for file, manifest in owned.items()}
+    sizes = {file: manifest.size for file, manifest in owned.items()}
+    decided = plan(names, prefix, policy, verified, now=datetime.now(UTC), protect=protect, sizes=sizes)
     _delete(folder, list(decided.delete), "old backup deleted")
     return decided
 

@@ -437,9 +437,9 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
     if location is not None:
         settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)
         url, manifest, kept = run_backup_s3(options, location, scrub, deadline, settings=settings)
-        return success_result(url, manifest, verified=args.verify, retention=kept)
+        return success_result(url, manifest, verified=args.verify, retention=kept if options.retention.any else None)
     path, manifest, kept = run_backup(options, scrub, deadline)
-    return success_result(path, manifest, verified=args.verify, retention=kept)
+    return success_result(path, manifest, verified=args.verify, retention=kept if options.retention.any else None)
 
 
 def _stored(file: str, path_style: bool) -> tuple[Path | S3Object, Manifest | None]:

@@ -48,7 +48,12 @@ def success_result(
     }
     if retention is not None:
         deleted = [name for name in retention.delete if not name.endswith(MANIFEST_SUFFIX)]
-        result["retention"] = {"kept": len(retention.kept), "deleted": len(deleted), "byRule": retention.counts()}
+        result["retention"] = {
+            "kept": len(retention.kept),
+            "keptBytes": retention.kept_bytes,
+            "deleted": len(deleted),
+            "byRule": retention.counts(),
+        }
     return result
 
 

@@ -52,6 +52,7 @@ class Policy:
 class Plan:
     delete: tuple[str, ...] = ()  # files, oldest first, each backup followed by its manifest when present
     kept: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # backup file -> the rules that keep it
+    kept_bytes: int = 0  # the kept backups' sizes together, as their manifests record them (when given)
 
     def counts(self) -> dict[str, int]:
         """How many backups each rule keeps (one backup may be kept by several)."""
@@ -94,15 +95,16 @@ def plan(
     *,
     now: datetime | None = None,
     protect: str | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> Plan:
     """What to delete of the backups of `prefix` in `names` that `ours` lists ({file: its manifest says verified}),
-    and why each kept one stays. `now` is needed for `max_age` only."""
+    and why each kept one stays. `now` is needed for `max_age` only; `sizes` ({file: bytes}) for `kept_bytes`."""
     if policy.keep_last is not None and policy.keep_last < 1:
         raise ValueError("keep_last must be at least 1")
     present = set(names)
     backups = sorted(b for n in present if (b := parse_backup_name(prefix, n)) is not None and b.file in ours)
     if not backups or not policy.any:
-        return Plan(kept={b.file: () for b in backups})
+        return Plan(kept={b.file: () for b in backups}, kept_bytes=sum((sizes or {}).get(b.file, 0) for b in backups))
     verified = [b for b in backups if ours[b.file]]
     newest_first = verified[::-1]
     reasons: dict[str, list[str]] = {b.file: [] for b in backups}
@@ -145,7 +147,7 @@ def plan(
             if backup.manifest in present:
                 delete.append(backup.manifest)
     kept = {b.file: tuple(r for r in RULES if r in reasons[b.file]) for b in backups if reasons[b.file]}
-    return Plan(tuple(delete), kept)
+    return Plan(tuple(delete), kept, sum((sizes or {}).get(file, 0) for file in kept))
 
 
 def retention_plan(

@@ -332,13 +332,14 @@ def prune_s3(client: Any, location: S3Location, prefix: str, policy: Policy, own
     if not policy.any:
         return Plan()
     owned: dict[str, bool] = {}
+    sizes: dict[str, int] = {}
     for name in grouped:
         if parse_backup_name(prefix, name) is None or name + MANIFEST_SUFFIX not in grouped:
             continue
         manifest = _manifest(client, location, name)
         if manifest is not None and same_owner(manifest.owner, owner):
-            owned[name] = manifest.verified
-    decided = plan(grouped, prefix, policy, owned, now=datetime.now(UTC), protect=protect)
+            owned[name], sizes[name] = manifest.verified, manifest.size
+    decided = plan(grouped, prefix, policy, owned, now=datetime.now(UTC), protect=protect, sizes=sizes)
     for name in decided.delete:
         _delete_keys(client, location, grouped[name])
         log.info("old backup deleted", object=location.url(name))

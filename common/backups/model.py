@@ -218,6 +218,7 @@ class LastBackup:
     duration: str
     completion_time: str
     kept: int | None = None  # backups of this owner retention kept after the run
+    kept_bytes: int | None = None  # and their sizes together
     kept_by: Mapping[str, int] = field(default_factory=dict)  # how many each rule keeps (one may be kept by several)
 
     @property
@@ -235,6 +236,7 @@ class LastBackup:
                 "duration": self.duration,
                 "completionTime": self.completion_time,
                 "kept": self.kept,
+                "keptBytes": self.kept_bytes,
                 "keptBy": dict(self.kept_by) or None,
             }
         )
@@ -433,6 +435,7 @@ class DatabaseBackupStatus:
                 duration=str(last_backup.get("duration", "")),
                 completion_time=str(last_backup.get("completionTime", "")),
                 kept=_int_or_none(last_backup.get("kept")),
+                kept_bytes=_int_or_none(last_backup.get("keptBytes")),
                 kept_by=_counts(last_backup.get("keptBy")),
             )
             if isinstance(last_backup, Mapping)

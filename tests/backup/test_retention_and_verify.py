@@ -154,8 +154,10 @@ def test_calendar_retention_keeps_one_backup_a_day_reports_why_and_list_marks_it
     names = sorted(p.name for p in backups.iterdir() if not p.name.endswith(".json"))
     # Today and 2020-01-02 (its 20:00 UTC is 21:00 in Berlin, still the 2nd): the 01-01s and the 2nd's 08:00 go.
     assert names == ["shop-20200102T200000Z.dump", "shop-20200102T210000Z.dump", new]
+    kept_bytes = sum(json.loads((backups / f"{n}.json").read_text())["size"] for n in names[::2])
     assert outcome.result["retention"] == {
         "kept": 2,
+        "keptBytes": kept_bytes,
         "deleted": 3,
         "byRule": {"daily": 2, "newest": 1, "just written": 1},
     }

@@ -65,7 +65,7 @@ def test_a_backup_that_never_succeeded_is_owed_from_its_creation_and_a_suspended
 def test_each_status_field_becomes_its_series_and_a_deleted_object_takes_them_along() -> None:
     status: dict[str, Any] = {
         "lastBackupTime": "2026-12-06T02:01:05Z",
-        "lastBackup": {"file": "/backups/x.dump.gz", "size": 4096, "duration": "1m5s"},
+        "lastBackup": {"file": "/backups/x.dump.gz", "size": 4096, "duration": "1m5s", "kept": 7, "keptBytes": 28672},
         "lastFailure": {"time": "2026-12-05T02:00:40Z", "reason": "DumpFailed", "message": "x"},
         "consecutiveFailures": 0,
         "nextBackupTime": "2026-12-07T02:00:00Z",
@@ -81,6 +81,8 @@ def test_each_status_field_becomes_its_series_and_a_deleted_object_takes_them_al
     assert series[("dbb_backup_next_timestamp_seconds", "nightly")] == 1796608800
     assert series[("dbb_backup_last_size_bytes", "nightly")] == 4096
     assert series[("dbb_backup_last_duration_seconds", "nightly")] == 65
+    assert series[("dbb_backup_kept", "nightly")] == 7
+    assert series[("dbb_backup_kept_bytes", "nightly")] == 28672
     assert series[("dbb_backup_consecutive_failures", "nightly")] == 0
     assert series[("dbb_verification_last_passed", "nightly")] == 0
     assert series[("dbb_restore_drill_last_duration_seconds", "nightly")] == 42.5  # the newest drill

@@ -322,12 +322,14 @@ def test_what_retention_kept_and_why_goes_into_the_last_backup() -> None:
     obj = backup(retention={"keepLast": 3, "keepDaily": 7})
     obj["status"] = {"lastScheduleTime": "2026-11-27T10:00:00Z"}
     done = job(obj, "2026-11-27T10:00:00", "Succeeded", finished="2026-11-27T10:01:13Z")
-    result = {**RESULT, "retention": {"kept": 8, "deleted": 1, "byRule": {"last": 3, "daily": 7, "newest": 1}}}
+    retention = {"kept": 8, "keptBytes": 98760, "deleted": 1, "byRule": {"last": 3, "daily": 7, "newest": 1}}
+    result = {**RESULT, "retention": retention}
     plan = decide_at(
         obj, at("2026-11-27T10:01:14"), [done], termination_messages={done["metadata"]["name"]: json.dumps(result)}
     )
     assert plan.status is not None
     assert plan.status["lastBackup"]["kept"] == 8
+    assert plan.status["lastBackup"]["keptBytes"] == 98760
     assert plan.status["lastBackup"]["keptBy"] == {"last": 3, "daily": 7, "newest": 1}
 
 

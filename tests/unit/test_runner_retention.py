@@ -70,6 +70,9 @@ def test_a_backup_kept_by_any_rule_stays_and_the_reasons_are_counted() -> None:
     assert decided.kept[names[-3]] == ("daily",)
     assert decided.counts() == {"last": 2, "daily": 3, "newest": 1}
     assert len(decided.delete) == 7
+    sizes = {n: 1000 + i for i, n in enumerate(names)}
+    sized = plan(names, "db", Policy(keep_last=2, keep_daily=3), dict.fromkeys(names, True), now=NOW, sizes=sizes)
+    assert sized.kept_bytes == 1007 + 1008 + 1009  # the three kept, as their manifests record them
 
 
 def test_unverified_backups_count_for_nothing_and_go_only_with_an_older_verified_one() -> None:
