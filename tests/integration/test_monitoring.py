@@ -71,8 +71,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         "healthy",
         lastBackupTime=stamp(now - timedelta(minutes=5)),
         nextBackupTime=stamp(now + timedelta(minutes=55)),
-        lastBackup={"size": 4096, "duration": "3.2s"},
+        lastBackup={"size": 4096, "duration": "3.2s", "kept": 7, "keptBytes": 28672},
         lastVerification={"time": stamp(now - timedelta(hours=1)), "result": "Passed"},
+        restoreDrills=[{"time": stamp(now - timedelta(hours=1)), "file": "x", "result": "Passed", "seconds": 42.5}],
     )
     failing = backup(
         "failing",
@@ -130,7 +131,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 def test_every_dashboard_query_returns_data_from_a_real_prometheus(prometheus: Prometheus) -> None:
     queries = dashboard_queries()
-    assert len(queries) == 13
+    assert len(queries) == 15
     for title, expression in queries:
         # Grafana's variables, with "All" chosen.
         concrete = re.sub(r"\$(namespace|name)\b", ".*", expression)
