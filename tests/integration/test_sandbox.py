@@ -205,7 +205,7 @@ def _column(table: str, row: str, name: str) -> str:
     start = header.index(name)
     following = [
         header.find(h, start + len(name))
-        for h in ("PHASE", "NEXT BACKUP", "LAST VERIFIED", "AGE", "VERIFICATION")
+        for h in ("PHASE", "NEXT BACKUP", "LAST VERIFIED", "AGE", "VERIFICATION", "LAST FILE", "KEPT")
         if h != name
     ]
     end = min([i for i in following if i > start], default=None)  # the last column runs to the end of its line
