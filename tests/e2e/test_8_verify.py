@@ -108,10 +108,18 @@ def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
     passed = verification(kube, owner, "Passed")
     assert passed["job"].startswith(f"{owner}-v")
     assert "-vnow-" not in passed["job"]
-    assert passed["backups"] == [{"file": backup["file"], "result": "Passed"}]
+    [checked] = passed["backups"]
+    assert (checked["file"], checked["result"]) == (backup["file"], "Passed")
+    assert checked["restoreSeconds"] > 0  # the restore drill's time, kept with its verdict
     # The restore test ran in the scratch server beside the check, as its termination message says.
     message = termination_message(kube, NAMESPACE, passed["job"])
     assert [c["restoreTested"] for c in message["checked"]] == [True], message
+    # ... and is evidence in status: the drill, with what it compared.
+    drill = kube.get("dbb", owner, NAMESPACE)["status"]["restoreDrills"][0]
+    assert (drill["file"], drill["result"], drill["job"]) == (backup["file"], "Passed", passed["job"])
+    assert drill["seconds"] == checked["restoreSeconds"]
+    assert drill["tables"] >= 1
+    assert drill["rows"] >= drill["tables"]
     # PostgreSQL: the query recorded in the dump's snapshot gave the same result in the scratch server.
     assert [c.get("queries", 0) for c in message["checked"]] == [len(QUERIES.get(engine, {}).get("queries", []))]
 
