@@ -1,10 +1,11 @@
 """Holding a read to the bytes that were checked: a restore commits only what its own read hashed and found equal
 to what the check found.
 
-A restore checks the whole backup first (its size and sha256 against the manifest, its structure) and then reads it
-again to restore it. Whatever changed the stored bytes in between (a file swapped or altered on the volume, an
-object replaced in the bucket) would be restored unchecked, so the restore hashes the very bytes it reads and
-compares them before it commits each part:
+A restore of several databases checks the whole backup first (its size and sha256 against the manifest, its
+structure) and then reads it again to restore it. Whatever changed the stored bytes in between (a file swapped or
+altered on the volume, an object replaced in the bucket) would be restored unchecked, so the restore hashes the very
+bytes it reads and compares them before it commits each part. A restore that any failure undoes reads once, and
+holds that read to the manifest alone (`Checked.manifest_only`):
 
 | the restore reads | it hashes | and compares with | before |
 |---|---|---|---|
@@ -114,17 +115,32 @@ class Checked:
 
     whole: Digest | None
     members: dict[str, Digest] = field(default_factory=dict)
+    # True: the digests are the manifest's, and no read of this restore checked the bytes before (a restore that
+    # any failure undoes reads once, see `restore.undone_by_any_failure`).
+    manifest_only: bool = False
 
     @classmethod
-    def of(cls, manifest: Manifest, tar_members: dict[str, Digest] | None = None) -> Checked:
+    def of(
+        cls, manifest: Manifest, tar_members: dict[str, Digest] | None = None, *, against_manifest: bool = False
+    ) -> Checked:
         if manifest.layout == SET:
-            return cls(None, {m.name: Digest(m.size or 0, m.sha256 or "") for m in manifest.members})
-        return cls(Digest(manifest.size, manifest.sha256), dict(tar_members or {}))
+            members = {m.name: Digest(m.size or 0, m.sha256 or "") for m in manifest.members}
+            return cls(None, members, manifest_only=against_manifest)
+        return cls(Digest(manifest.size, manifest.sha256), dict(tar_members or {}), manifest_only=against_manifest)
+
+    def expect(self, what: str, found: Digest, checked: Digest | None) -> None:
+        expect(what, found, checked, manifest_only=self.manifest_only)
 
 
-def expect(what: str, found: Digest, checked: Digest | None) -> None:
-    """VerifyFailed, naming `what`, when the bytes read are not the bytes that were checked."""
+def expect(what: str, found: Digest, checked: Digest | None, *, manifest_only: bool = False) -> None:
+    """VerifyFailed, naming `what`, when the bytes read are not the bytes that were checked (`manifest_only`: that
+    its manifest describes)."""
     if checked is None:
         raise RunnerError(Reason.VERIFY_FAILED, f"{what} was not part of the backup as it was checked")
-    if found != checked:
-        raise RunnerError(Reason.VERIFY_FAILED, f"{what} changed after it was checked: read {found}, checked {checked}")
+    if found == checked:
+        return
+    if manifest_only:
+        raise RunnerError(
+            Reason.VERIFY_FAILED, f"{what} is not the backup its manifest describes: read {found}, manifest {checked}"
+        )
+    raise RunnerError(Reason.VERIFY_FAILED, f"{what} changed after it was checked: read {found}, checked {checked}")

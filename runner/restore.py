@@ -11,10 +11,12 @@ Which database goes where (`--database`, repeatable):
 With `--owner NAMESPACE/NAME` (a DatabaseRestore's source DatabaseBackup) a backup whose manifest names another
 owner, or none, is refused (`ForeignBackup`) before anything else is read or touched.
 
-Nothing on the server is touched before the whole file has been checked: its size and sha256 against the manifest,
-every chunk's GCM tag if it is encrypted, and its structure (as `dbb-backup verify` checks it). A file without its
-manifest is refused, unless `--without-manifest` is given; then only what the file itself can prove is checked
-(decryption and the compression's own end and checksum) before the restore.
+Nothing is committed before the bytes the restore read were found to be those its manifest describes (size and
+sha256, every chunk's GCM tag if it is encrypted, the compression's own checksum; see `checked`). A restore that any
+failure undoes (`undone_by_any_failure`: one PostgreSQL database, or one MySQL database it creates) reads the file
+once; any other is first checked whole, structure included (as `dbb-backup verify` checks it), before the server
+is touched. A file without its manifest is refused, unless `--without-manifest` is given; then only what the file
+itself can prove is checked (decryption and the compression's own end and checksum) before the restore.
 
 A target database that exists and holds anything (a table, view, sequence, function or schema of its own) is refused
 unless `--replace` is given: a restore goes into a new database, or an empty one (a fresh server's `postgres`). A
@@ -42,7 +44,7 @@ import io
 import re
 import secrets
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -56,12 +58,12 @@ from runner.compression import Source
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.feeds import SqlRenamer, ToolFeed, feed_all
-from runner.layout import CUSTOM, SET, TAR, Layout, Part, Stored, members, open_payload, parse_layout, stored
+from runner.layout import CUSTOM, SET, SQL, TAR, Layout, Part, Stored, members, open_payload, parse_layout, stored
 from runner.manifest import Manifest, manifest_path, read_manifest
 from runner.naming import MANIFEST_SUFFIX, database_problem
 from runner.pgscript import ScriptRestore
 from runner.process import Deadline, Tool
-from runner.verify import check_decoding, verify_backup
+from runner.verify import check_checksum, check_decoding, verify_backup
 
 __all__ = ["RestoreOptions", "restore_backup"]
 
@@ -112,23 +114,41 @@ def restore_backup(
     object in a bucket (s3backup.S3Object) whose manifest `stored_manifest` the caller read (None: it has none)."""
     layout = parse_layout(Path(stored(path).name))
     plain, pairs = parse_targets(options.targets)
-    manifest, checked = check_whole(path, layout, key, options, scrub, deadline, stored_manifest=stored_manifest)
-    # Read again to restore: every part held to what the check found before it is committed (see `checked`).
-    source = Measured(stored(path))
-    run = _Restore(layout, manifest, checked, source, options, scrub, deadline)
-    if layout.kind in (TAR, SET):
-        if plain is not None:
-            raise RunnerError(Reason.INVALID_ARGUMENTS, "this backup holds several databases: use SOURCE=TARGET")
-        listed = manifest.members if manifest is not None else None
-        with closing(members(source, layout, key, listed, Reason.RESTORE_FAILED)) as parts:
-            restored = run.several(parts, pairs)
-        if checked.whole is not None:  # a tar, whose members were each held to their own digest on the way
-            expect(source.name, source.digest(), checked.whole)
+    manifest = stored_manifest
+    if manifest is None and isinstance(path, Path) and manifest_path(path).exists():
+        manifest = read_manifest(path)
+    in_one_read = manifest is not None and undone_by_any_failure(layout, manifest, plain, pairs, options, scrub)
+    if in_one_read:
+        assert manifest is not None
+        _refuse_mismatch(stored(path).name, manifest, options.owner)
+        # Its own read is held to the manifest before anything is committed: a second read first would only make
+        # the outage longer.
+        checked = Checked.of(manifest, against_manifest=True)
+        log.info("restoring in one read, held to the manifest before its commit", file=stored(path).name)
     else:
-        with open_payload(source, layout, key) as payload:
-            restored = run.custom(payload, plain, pairs) if layout.kind == CUSTOM else run.sql(payload, plain, pairs)
+        manifest, checked = check_whole(path, layout, key, options, scrub, deadline, stored_manifest=manifest)
+    # Read (again) to restore: every part held to what the check found before it is committed (see `checked`).
+    source = Measured(stored(path))
+    run = _Restore(layout, manifest, checked, source, options, scrub, deadline, fresh_only=in_one_read)
+    guard = _explained_by_the_file(path, manifest) if in_one_read and manifest else nullcontext()
+    with guard:
+        restored = run.everything(key, plain, pairs)
     log.info("restore finished", file=stored(path).name, databases=restored)
     return restored
+
+
+@contextmanager
+def _explained_by_the_file(path: Path | Stored, manifest: Manifest) -> Iterator[None]:
+    """A restore in one read that failed (and undid itself) on a file that is not the one its manifest describes
+    fails as VerifyFailed, naming the difference: a cut-short file is a cut-short file, not pg_restore's `end of
+    file`. The file is measured again only then."""
+    try:
+        yield
+    except RunnerError as error:
+        if error.reason not in (Reason.RESTORE_FAILED, Reason.DECRYPT_FAILED):
+            raise
+        check_checksum(path, manifest)  # VerifyFailed, naming size or sha256, if the file differs
+        raise
 
 
 def check_whole(
@@ -171,6 +191,37 @@ def check_whole(
     return None, checked
 
 
+def undone_by_any_failure(
+    layout: Layout,
+    manifest: Manifest,
+    plain: str | None,
+    pairs: dict[str, str],
+    options: RestoreOptions,
+    scrub: Scrubber,
+) -> bool:
+    """Whether a failure anywhere in the restore, a changed or damaged file included, leaves the server as it was,
+    so that the restore's own read (held to the manifest before its commit) is check enough:
+    - one PostgreSQL database: one transaction, or with `--replace` a new database that takes the name at the end;
+    - one MySQL database that does not exist yet: the restore creates it and drops it again on any failure.
+    A backup of several databases (each committed in turn), or a MySQL script into a database that exists (MySQL
+    commits as it goes), is checked whole by a read of its own first."""
+    if len(manifest.databases) != 1 or layout.kind not in (CUSTOM, SQL):
+        return False
+    if layout.kind == CUSTOM:
+        return True
+    source = manifest.databases[0]
+    target = plain or pairs.get(source) or source
+    if database_problem(target):
+        return False  # refused with the name's problem by the restore itself
+    return not admin.database_exists(Engine.MYSQL, options.connection, target, scrub)
+
+
+def _refuse_mismatch(name: str, manifest: Manifest, owner: tuple[str, str] | None) -> None:
+    refuse_foreign(name, manifest, owner)
+    if manifest.file != name:
+        raise RunnerError(Reason.VERIFY_FAILED, f"the manifest describes {manifest.file}, not {name}")
+
+
 def refuse_foreign(name: str, manifest: Manifest | None, owner: tuple[str, str] | None) -> None:
     """`--owner`: a backup whose manifest names another owner (or none, or that has no manifest at all) is not the
     source's to restore: a DatabaseRestore restores its own DatabaseBackup's backups, whatever file it names."""
@@ -201,8 +252,13 @@ class _Restore:
         options: RestoreOptions,
         scrub: Scrubber,
         deadline: Deadline,
+        *,
+        fresh_only: bool = False,
     ) -> None:
         self.layout = layout
+        # Planned as a restore into a MySQL database that does not exist (`undone_by_any_failure`): one that
+        # appeared since is not written into unchecked.
+        self.fresh_only = fresh_only
         self.manifest = manifest
         self.checked = checked
         self.source = source  # what this restore reads, hashed on the way
@@ -210,6 +266,22 @@ class _Restore:
         self.connection = options.connection
         self.scrub = scrub
         self.deadline = deadline
+
+    def everything(self, key: bytes | None, plain: str | None, pairs: dict[str, str]) -> dict[str, str]:
+        source = self.source
+        if self.layout.kind in (TAR, SET):
+            if plain is not None:
+                raise RunnerError(Reason.INVALID_ARGUMENTS, "this backup holds several databases: use SOURCE=TARGET")
+            listed = self.manifest.members if self.manifest is not None else None
+            with closing(members(source, self.layout, key, listed, Reason.RESTORE_FAILED)) as parts:
+                restored = self.several(parts, pairs)
+            if self.checked.whole is not None:  # a tar, whose members were each held to their own digest on the way
+                expect(source.name, source.digest(), self.checked.whole)
+            return restored
+        with open_payload(source, self.layout, key) as payload:
+            if self.layout.kind == CUSTOM:
+                return self.custom(payload, plain, pairs)
+            return self.sql(payload, plain, pairs)
 
     def source_name(self) -> str | None:
         return self.manifest.databases[0] if self.manifest and len(self.manifest.databases) == 1 else None
@@ -224,7 +296,7 @@ class _Restore:
 
     def check_whole_read(self) -> None:
         """The file's bytes as this restore read them (to their end) are those the check read."""
-        expect(self.source.name, self.source.digest(), self.checked.whole)
+        self.checked.expect(self.source.name, self.source.digest(), self.checked.whole)
 
     def held(self, part: Part) -> tuple[Source, Callable[[], None]]:
         """A member's stream, and the check it must pass before what it holds is committed: a set's member's stored
@@ -344,6 +416,12 @@ class _Restore:
         if target is None:
             raise RunnerError(Reason.INVALID_ARGUMENTS, "no manifest names the database: give --database TARGET")
         existing = self.refuse_existing(Engine.MYSQL, [target])[0]
+        if existing and self.fresh_only:
+            raise RunnerError(
+                Reason.RESTORE_FAILED,
+                f"database {target!r} was created by someone else as the restore began: nothing "
+                "was restored; run the restore again",
+            )
         created = set() if existing else {target}
         with self._dropped_on_failure(created):
             if created:

@@ -125,7 +125,7 @@ def test_a_replacing_restore_that_fails_late_leaves_the_target_as_it_was(
     assert leftovers(pg) == []
 
 
-def test_a_cut_short_backup_is_refused_before_the_server_is_touched(
+def test_a_cut_short_backup_fails_as_such_and_leaves_nothing(
     pg: PostgresServer, shop_backup: Path, target: str, tmp_path: Path
 ) -> None:
     damaged = tmp_path / shop_backup.name

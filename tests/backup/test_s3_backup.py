@@ -278,7 +278,7 @@ def test_a_run_killed_mid_upload_leaves_no_object_and_the_next_run_no_upload(
     assert len(seaweedfs.keys(prefix)) == 2  # the new backup and its manifest
 
 
-def test_a_changed_object_is_refused_before_the_server_is_touched(
+def test_a_changed_object_is_not_restored_and_fails_as_changed(
     pg: PostgresServer, seaweedfs: SeaweedFS, tmp_path: Path
 ) -> None:
     prefix = f"changed-{uuid.uuid4().hex[:8]}"
