@@ -16,7 +16,7 @@ from typing import Any, Final
 from common.backups.model import ConcurrencyPolicy, DatabaseBackupSpec
 from common.backups.validation import default_backup_path
 from common.constants import DEFAULT_TIME_ZONE
-from common.values import Engine, Tls, TlsMode
+from common.values import Engine, S3Storage, Tls, TlsMode
 
 __all__ = [
     "KEY_MOUNT",
@@ -45,8 +45,8 @@ def check_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str
         f"--backups={spec.verify_backups}",
         f"--termination-log={TERMINATION_LOG}",
     ]
-    if spec.s3 is not None and spec.s3.force_path_style:
-        arguments.append("--s3-path-style")
+    if spec.s3 is not None:
+        arguments += _s3_object_arguments(spec.s3)
     if spec.encryption_key is not None:
         arguments.append(f"--key-file={KEY_MOUNT}/key")
     return [escape_expansion(a) for a in arguments]
@@ -105,17 +105,21 @@ def _location(spec: DatabaseBackupSpec, namespace: str) -> str:
     return f"s3://{s3.bucket}/{prefix.strip('/')}"
 
 
-def _output_arguments(spec: DatabaseBackupSpec, namespace: str) -> list[str]:
-    s3 = spec.s3
-    if s3 is None:
-        return [f"--output-dir={_location(spec, namespace)}"]
-    arguments = [f"--output-url={_location(spec, namespace)}"]
-    if s3.force_path_style:
-        arguments.append("--s3-path-style")
+def _s3_object_arguments(s3: S3Storage) -> list[str]:
+    """How the runner reaches the store, and what every object it writes carries (server-side encryption)."""
+    arguments = ["--s3-path-style"] if s3.force_path_style else []
     if s3.server_side_encryption is not None:
         arguments.append(f"--s3-sse={s3.server_side_encryption.value}")
     if s3.kms_key_id:
         arguments.append(f"--s3-sse-kms-key-id={s3.kms_key_id}")
+    return arguments
+
+
+def _output_arguments(spec: DatabaseBackupSpec, namespace: str) -> list[str]:
+    s3 = spec.s3
+    if s3 is None:
+        return [f"--output-dir={_location(spec, namespace)}"]
+    arguments = [f"--output-url={_location(spec, namespace)}", *_s3_object_arguments(s3)]
     if spec.concurrency_policy is not ConcurrencyPolicy.ALLOW:
         # Runs never overlap: any incomplete upload under this name is a killed run's, whatever its age.
         arguments.append("--stale-upload-age=0")

@@ -116,10 +116,11 @@ def verification_job(
 ) -> dict[str, Any]:
     """The Job for one scheduled verification: `dbb-backup check` of the newest `spec.verify.backups` backups where
     the runs put them. It gets what reading the storage takes (the backup volume read-only, or the S3 variables and
-    CA) and the encryption key; no database credentials and no database: it never connects to the server. Not
-    retried (`backoffLimit: 0`): a checksum that does not match will not match on a second try, and the next slot
-    comes anyway. `request`: the verify-now value, for an on-demand check. `scratch`: with `verify.restoreTest`,
-    the scratch server the check restores into, beside it in the Pod (`_with_scratch_server`)."""
+    CA; with a restore test the volume writable, for the drill records) and the encryption key; no database
+    credentials and no database: it never connects to the server. Not retried (`backoffLimit: 0`): a checksum that
+    does not match will not match on a second try, and the next slot comes anyway. `request`: the verify-now value,
+    for an on-demand check. `scratch`: with `verify.restoreTest`, the scratch server the check restores into, beside
+    it in the Pod (`_with_scratch_server`)."""
     owner_name = owner["metadata"]["name"]
     if request is not None:
         name = f"{owner_name}-vnow-{hashlib.sha256(request.encode()).hexdigest()[:5]}"  # 52 + 11 = 63
@@ -128,6 +129,10 @@ def verification_job(
     pod = _pod_spec(owner, spec, runner, check_arguments(spec, owner), verification=True)
     if spec.restore_test and scratch is not None:
         _with_scratch_server(pod, scratch, spec, f"{owner['metadata']['uid']}/{name}")
+        # Its one write: the record of each drill, beside the backup it restored (runner/drills.py).
+        for mount in pod["containers"][0]["volumeMounts"]:
+            if mount["name"] == "backups":
+                mount.pop("readOnly", None)
     job = _job(owner, name, RUN_VERIFY, scheduled, pod, backoff_limit=0, spec=spec)
     if request is not None:
         job["metadata"]["annotations"][ANNOTATION_VERIFY_NOW] = request

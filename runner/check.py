@@ -10,8 +10,9 @@ the prefix, and checks each again as it is stored now:
 - with `--restore-test`, it restores into a scratch database on a scratch server (`--scratch-host`, in the check's
   own Pod: never the backup's server, whose address the check is not even given), and its tables are counted
   against the dump's. PostgreSQL restores there without ownership and grants: the scratch server has no roles.
-It only reads: it deletes and writes nothing, whatever it finds, so a Job that runs it can mount the backups
-read-only.
+It deletes and changes nothing, whatever it finds. With `--restore-test` it writes one thing: the record of each
+drill, beside the backup it restored (`<backup>.drills.jsonl`, see `drills.py`); a record it cannot write (a folder
+mounted read-only) is logged and changes no verdict.
 
 The result is one JSON line: {"status": "Verified" | Reason.VERIFY_FAILED, "location", "checked": [{"file", "time",
 "result": "Passed" | "Failed", "reason", "message", "sha256"}], "start", "end", "duration"}, newest first. A failed
@@ -22,7 +23,7 @@ No backup of this owner yet is no failure: "checked" is empty.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +32,7 @@ import structlog
 
 from runner import admin
 from runner.backup import utc_iso
+from runner.drills import record_drill
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.layout import Stored
@@ -58,6 +60,8 @@ class CheckOptions:
     # restored into a scratch database there and its tables counted against the dump's.
     scratch: Connection | None = None
     scratch_wait: float = 180.0
+    # What every object the check writes (a drill record) carries: the store's server-side encryption.
+    object_arguments: dict[str, str] = field(default_factory=dict)
 
 
 def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
@@ -127,12 +131,16 @@ def _check_one(
         log.warning("backup check failed", file=found.where, reason=error.reason)
         message = one_line(scrub(error.message), MAX_REASON_MESSAGE)
         failed = {**report, "result": "Failed", "reason": error.reason, "message": message}
-        return {**failed, "restoreSeconds": round(time.monotonic() - started, 1)} if drilled else failed
+        if not drilled:
+            return failed
+        failed["restoreSeconds"] = round(time.monotonic() - started, 1)
+        _record(found, failed, {}, options, client)
+        return failed
     passed = {**report, "result": "Passed", "sha256": verified.sha256}
     if not verified.restore_tested:
         return passed
     # The evidence of a restore drill: how long restoring and checking took, and what was compared.
-    return {
+    drill = {
         **passed,
         "restoreTested": True,
         "restoreSeconds": round(time.monotonic() - started, 1),
@@ -140,3 +148,16 @@ def _check_one(
         "rows": sum(sum(tables.values()) for tables in verified.rows.values()),
         **({"queries": verified.queries} if verified.queries else {}),
     }
+    _record(found, drill, verified.rows, options, client)
+    return drill
+
+
+def _record(
+    found: Found, result: dict[str, Any], rows: dict[str, dict[str, int]], options: CheckOptions, client: Any
+) -> None:
+    """The drill, in the record beside the backup (runner.drills): its result, with each table's rows."""
+    drill = {k: v for k, v in result.items() if k not in ("time", "restoreTested")}
+    drill |= {"time": utc_iso(datetime.now(UTC)), "backupTime": result["time"], "by": "dbb-backup check"}
+    if rows:
+        drill["rows"] = rows
+    record_drill(found.where, drill, client, options.object_arguments)

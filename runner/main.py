@@ -228,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
         "--backups", type=_positive, default=1, help=f"how many of the newest (default 1, at most {MAX_BACKUPS})"
     )
     check.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
+    check.add_argument("--s3-sse", choices=["AES256", "aws:kms"], help="s3: server-side encryption of drill records")
+    check.add_argument("--s3-sse-kms-key-id", help="s3: the KMS key for --s3-sse aws:kms")
     check.add_argument("--key-file", type=Path, help="the key, for encrypted backups")
     check.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
     check.add_argument("--timeout", type=_seconds)
@@ -505,7 +507,16 @@ def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dic
             raise RunnerError(Reason.INVALID_ARGUMENTS, "--restore-test needs --scratch-port and --scratch-user")
         password = os.environ.get("DB_PASSWORD", "")  # the scratch server's own, set by the Job
         scratch = Connection(args.scratch_host, args.scratch_port, args.scratch_user, password, Tls(TlsMode.DISABLE))
-    options = CheckOptions(args.location, args.owner_uid, args.backups, _key(args.key_file), scratch, args.scratch_wait)
+    settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)
+    options = CheckOptions(
+        args.location,
+        args.owner_uid,
+        args.backups,
+        _key(args.key_file),
+        scratch,
+        args.scratch_wait,
+        object_arguments=settings.object_arguments(),
+    )
     return check_stored(options, client, scrub, deadline)
 
 

@@ -1,7 +1,8 @@
 """Backup file names, temporary names, and which files retention and cleanup may touch. Pure: names in, names out.
 
-A backup is `<name>-<UTC start YYYYmmddTHHMMSSZ><ext>` and its manifest `<that>.json`; the operator's Jobs use the
-DatabaseBackup's name as `<name>`, so two DatabaseBackups never share a prefix. While it is written it is
+A backup is `<name>-<UTC start YYYYmmddTHHMMSSZ><ext>`, its manifest `<that>.json`, and the record of the checks
+that restored it `<that>.drills.jsonl`; the operator's Jobs use the DatabaseBackup's name as `<name>`, so two
+DatabaseBackups never share a prefix. While it is written it is
 `.<final name>.partial` (the manifest `.<final name>.json.partial`) in the same folder: hidden, so that `ls`
 shows complete backups only, and in the same folder, so that the rename that publishes it is atomic.
 
@@ -43,6 +44,8 @@ __all__ = [
 TIMESTAMP_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 TEMP_SUFFIX: Final = ".partial"
 MANIFEST_SUFFIX: Final = ".json"
+# A check's restore drills of a backup, one JSON object per line (runner.drills): not `.json`, which is a manifest's.
+DRILLS_SUFFIX: Final = ".drills.jsonl"
 ENCRYPTED_SUFFIX: Final = ".enc"
 EXTENSIONS: Final = (".dump", ".dump.zst", ".tar", ".set", ".sql", ".sql.gz", ".sql.zst")
 _EXT_PATTERN: Final = r"(?:\.dump(?:\.zst)?|\.tar|\.set|\.sql(?:\.gz|\.zst)?)(?:\.enc)?"
@@ -65,6 +68,10 @@ class BackupName:
     @property
     def manifest(self) -> str:
         return self.file + MANIFEST_SUFFIX
+
+    @property
+    def drills(self) -> str:
+        return self.file + DRILLS_SUFFIX
 
     @property
     def encrypted(self) -> bool:

@@ -146,6 +146,8 @@ def plan(
             delete.append(backup.file)
             if backup.manifest in present:
                 delete.append(backup.manifest)
+            if backup.drills in present:
+                delete.append(backup.drills)
     kept = {b.file: tuple(r for r in RULES if r in reasons[b.file]) for b in backups if reasons[b.file]}
     return Plan(tuple(delete), kept, sum((sizes or {}).get(file, 0) for file in kept))
 

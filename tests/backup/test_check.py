@@ -15,6 +15,7 @@ import pytest
 
 from hack.harness.databases import MariaDBServer, PostgresServer
 from hack.harness.objectstore import SeaweedFS
+from runner import drills
 from tests.backup.cli import Outcome, backup, dbb, password_env, run_args
 from tests.backup.test_retention_and_verify import next_second
 from tests.backup.test_s3_backup import run_to_s3
@@ -161,6 +162,20 @@ def test_a_restore_test_runs_in_a_scratch_server_and_never_reaches_the_source(
         assert entry["rows"] >= entry["tables"]
         assert len(re.findall("connection authorized", pg.log)) == source_connections
         assert re.search(r"connection authorized: user=\S+ database=dbb_verify_", scratch.log)
+        # The full record, beside the backup: this drill, with each table's rows.
+        record = Path(f"{file}.drills.jsonl")
+        [drill] = drills.parse(record.read_text())
+        assert (drill["file"], drill["result"], drill["by"]) == (str(file), "Passed", "dbb-backup check")
+        assert drill["restoreSeconds"] == entry["restoreSeconds"]
+        assert drill["backupTime"] == entry["time"]
+        assert sum(sum(tables.values()) for tables in drill["rows"].values()) == entry["rows"]
+        assert drill["sha256"] == entry["sha256"]
+        again = check(str(folder), *args, "--scratch-user", scratch.user, env=env)
+        assert again.code == 0, again.stderr
+        first, second = drills.parse(record.read_text())  # each drill appended, the oldest first
+        assert first == drill
+        assert second["time"] >= drill["time"]
+        assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [], "no temporary file left"
         # Each scratch database was dropped again.
         assert "dbb_verify_" not in scratch.sql("SELECT string_agg(datname, ',') FROM pg_database")
 
@@ -189,3 +204,38 @@ def test_a_runs_restore_test_goes_to_the_scratch_server_beside_it_not_to_the_sou
         assert re.search(verify_connections, scratch.log)
         assert "dbb_verify_" not in scratch.sql("SELECT string_agg(datname, ',') FROM pg_database")
         assert "the-scratch-servers-own" not in outcome.stdout + outcome.stderr
+
+
+def test_a_drill_in_a_bucket_is_recorded_beside_the_object_and_a_record_that_cannot_be_written_changes_no_verdict(
+    mariadb: MariaDBServer, seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    prefix = f"drills-{uuid.uuid4().hex[:8]}"
+    url = f"s3://{seaweedfs.bucket}/{prefix}"
+    made = run_to_s3(
+        mariadb, seaweedfs, url, "--verify", "--name", "nightly", "--owner", "ns/nightly", "--owner-uid", UID
+    )
+    assert made.code == 0, made.stderr
+    key = made.result["file"].removeprefix(f"s3://{seaweedfs.bucket}/")
+    with MariaDBServer.start() as scratch:
+        env = password_env_free() | seaweedfs.env | {"DB_PASSWORD": scratch.password}
+        args = ["--restore-test", "--scratch-port", str(scratch.port), "--scratch-user", scratch.user]
+        outcome = check(url, *args, env=env)
+        assert outcome.code == 0, outcome.stderr
+        [entry] = outcome.result["checked"]
+        body = seaweedfs.client().get_object(Bucket=seaweedfs.bucket, Key=key + ".drills.jsonl")["Body"].read()
+        [drill] = drills.parse(body.decode())
+        assert (drill["result"], drill["restoreSeconds"]) == ("Passed", entry["restoreSeconds"])
+        manifest = json.loads(seaweedfs.client().get_object(Bucket=seaweedfs.bucket, Key=key + ".json")["Body"].read())
+        assert drill["rows"] == manifest["rows"], "each table's rows, as the backup holds them"
+        assert sum(manifest["rows"]["shop"].values()) > 0
+
+        # A folder whose record cannot be written (here the record's name is taken by a folder): the drill
+        # passed, and says so; the record's trouble is logged.
+        folder = tmp_path / "backups"
+        folder.mkdir()
+        file = backup(mariadb, folder, "shop", name="nightly", owner="ns/nightly", owner_uid=UID, verify=None)
+        Path(f"{file}.drills.jsonl").mkdir()
+        blocked = check(str(folder), *args, env=env)
+        assert blocked.code == 0, blocked.stderr
+        assert blocked.result["checked"][0]["result"] == "Passed"
+        assert "the restore drill was not recorded" in blocked.stderr

@@ -76,7 +76,7 @@ def verification(kube: Kube, owner: str, result: str, after: str | None = None) 
 
 
 @pytest.mark.parametrize("engine", [e for e, _ in ENGINES])
-def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
+def test_a_scheduled_check_records_its_drill_and_a_changed_file_is_named(
     kube: Kube, servers: dict[str, databases.Database], engine: str
 ) -> None:
     db = servers[engine]
@@ -128,7 +128,8 @@ def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
     pod = job["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["args"][:3] == ["dbb-backup", "check", f"/backups/{db.name}"]
-    assert {"name": "backups", "mountPath": "/backups", "readOnly": True} in container["volumeMounts"]
+    # Writable for its one write, the drill record beside each backup it restored (runner/drills.py).
+    assert {"name": "backups", "mountPath": "/backups"} in container["volumeMounts"]
     # Its only credential is the scratch server's throwaway one: nothing of the database's Secret, no host.
     assert [e["name"] for e in container["env"]] == ["DB_PASSWORD"]
     assert not any(a.startswith("--host") for a in container["args"])
@@ -136,6 +137,10 @@ def test_a_scheduled_check_runs_read_only_and_a_changed_file_is_named(
     assert (scratch["image"], scratch["restartPolicy"]) == (db.image, "Always")
     assert db.password not in json.dumps(job)
 
+    # The drill's full record, beside the backup on the volume (the check's one write).
+    record = read_pvc(kube, NAMESPACE, f"{db.name}-backups", f"cat {backup['file']}.drills.jsonl")
+    recorded = [json.loads(line) for line in record.splitlines() if line.startswith("{")]
+    assert any(d["result"] == "Passed" and d["restoreSeconds"] == checked["restoreSeconds"] for d in recorded), record
     read_pvc(kube, NAMESPACE, f"{db.name}-backups", f"{FLIP} {backup['file']}")
     patch = {"metadata": {"annotations": {ANNOTATION_VERIFY_NOW: "after-the-flip"}}}
     kube("patch", "dbb", owner, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch))

@@ -179,3 +179,12 @@ def test_the_mysql_client_gets_the_database_as_the_value_of_its_option() -> None
     argv = mysql_client_argv(Connection("db", 3306, "backup"), "--init-command=CREATE DATABASE pwned")
     assert argv[-1] == "--database=--init-command=CREATE DATABASE pwned"
     assert "--init-command=CREATE DATABASE pwned" not in argv
+
+
+def test_a_drill_record_is_neither_a_backup_nor_a_manifest() -> None:
+    record = "db-20261206T010000Z.dump.drills.jsonl"
+    assert parse_backup_name("db", record) is None
+    assert orphan_manifests([record], "db") == []
+    found = parse_backup_name("db", "db-20261206T010000Z.dump")
+    assert found is not None
+    assert found.drills == record

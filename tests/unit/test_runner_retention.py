@@ -95,3 +95,11 @@ def test_without_a_rule_nothing_is_deleted_and_ages_are_whole_hours_days_or_week
     for bad in ("0d", "1.5d", "90", "3m", "-1d", "d"):
         with pytest.raises(ValueError, match="whole number of hours, days or weeks"):
             parse_age(bad)
+
+
+def test_a_deleted_backup_takes_its_manifest_and_its_drill_record_and_nothing_of_a_kept_one() -> None:
+    backups = nightly(3)
+    names = [*backups, *(f"{n}.json" for n in backups), f"{backups[0]}.drills.jsonl", f"{backups[2]}.drills.jsonl"]
+    decided = plan(names, "db", Policy(keep_last=2), dict.fromkeys(backups, True), now=NOW)
+    assert decided.delete == (backups[0], f"{backups[0]}.json", f"{backups[0]}.drills.jsonl")
+    assert sorted(decided.kept) == backups[1:], "a drill record is no backup of its own"

@@ -230,6 +230,9 @@ def test_a_restore_test_gets_a_scratch_server_beside_it_on_loopback_as_the_datab
     assert scratch["securityContext"]["readOnlyRootFilesystem"] is True
     [container] = pod["containers"]
     assert container["args"][-3:] == ["--restore-test", "--scratch-port=5432", "--scratch-user=postgres"]
+    # The volume is writable for the drill records; the scratch server does not mount it at all.
+    assert {"name": "backups", "mountPath": "/backups"} in container["volumeMounts"]
+    assert "backups" not in [m["name"] for m in scratch["volumeMounts"]]
     # One throwaway password, the same on both sides; nothing of the database's own Secret.
     password = next(e["value"] for e in scratch["env"] if e["name"] == "POSTGRES_PASSWORD")
     assert container["env"] == [{"name": "DB_PASSWORD", "value": password}]
