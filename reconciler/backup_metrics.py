@@ -51,6 +51,8 @@ FAMILIES: Final = (
 _DURATION: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?$")
 _PIECE: Final = 1000  # lines per piece of the page
 _TURN: Final = 200  # DatabaseBackups read between two turns of the event loop (a cold one costs ~0.1 ms)
+_SPANS_PER_SCHEDULE: Final = 8  # the spans between two slots kept per (schedule, time zone)
+_SPANS: Final = 20_000  # (schedule, time zone) pairs kept before the spans are found again
 
 # (uid, spec.schedule, spec.timeZone, the time it counts from) -> the first slot after it, as a timestamp
 _Due = tuple[str, str, str, str]
@@ -63,12 +65,34 @@ class BackupMetrics:
 
     def __init__(self) -> None:
         self._objects: Callable[[], Iterable[Mapping[str, Any]]] = tuple
+        self._restores: Callable[[], Iterable[Mapping[str, Any]]] = tuple
         self._clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._due: dict[_Due, float | None] = {}
+        self._spans: dict[tuple[str, str], list[tuple[float, float]]] = {}
 
     def read_from(self, objects: Callable[[], Iterable[Mapping[str, Any]]], clock: Callable[[], datetime]) -> None:
         """`objects` gives the cached DatabaseBackups; `clock` the controller's now."""
         self._objects, self._clock, self._due = objects, clock, {}
+
+    def restores_from(self, restores: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        """`restores` gives the cached DatabaseRestores: a restore that succeeded is a restore drill of its source
+        too, its measured time (`status.restoreSeconds`) the drill's duration, if it is newer than the last check's."""
+        self._restores = restores
+
+    def _restored(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """{(namespace, source DatabaseBackup): (when, seconds)} of the newest succeeded DatabaseRestore of each."""
+        newest: dict[tuple[str, str], tuple[float, float]] = {}
+        for obj in list(self._restores()):
+            status = obj.get("status") or {}
+            seconds = status.get("restoreSeconds")
+            finished = _timestamp(status.get("completionTime"))
+            if status.get("phase") != "Succeeded" or finished is None or not isinstance(seconds, int | float):
+                continue
+            source = ((obj.get("spec") or {}).get("source") or {}).get("databaseBackup")
+            key = (str((obj.get("metadata") or {}).get("namespace")), str(source))
+            if key not in newest or newest[key][0] < finished:
+                newest[key] = (finished, float(seconds))
+        return newest
 
     def exposition(self) -> Iterator[bytes]:
         """The page, in the text exposition format (version 0.0.4), in pieces of about a thousand lines; an empty
@@ -95,6 +119,7 @@ class BackupMetrics:
         now = self._clock().timestamp()
         seen: dict[_Due, float | None] = {}
         rows: list[_Row] = []
+        restored = self._restored()
         for obj in list(self._objects()):
             if len(rows) == _TURN:
                 yield rows
@@ -126,11 +151,15 @@ class BackupMetrics:
             drill = drills[0] if isinstance(drills, list) and drills and isinstance(drills[0], Mapping) else {}
             drilled = _timestamp(drill.get("time"))
             drill_seconds = drill.get("seconds") if isinstance(drill.get("seconds"), int | float) else None
+            drill_passed = drill.get("result") == "Passed"
+            restore = restored.get((str(metadata.get("namespace")), str(metadata.get("name"))))
+            if restore is not None and (drilled is None or restore[0] > drilled):
+                (drilled, drill_seconds), drill_passed = restore, True
             overdue: float | None = 0.0
             if not suspended:
                 since = str(status.get("lastBackupTime") or metadata.get("creationTimestamp") or "")
                 key = (str(metadata.get("uid") or ""), schedule, zone, since)
-                due = seen[key] = self._due[key] if key in self._due else _first_slot_after(schedule, zone, since)
+                due = seen[key] = self._due[key] if key in self._due else self._first_slot_after(schedule, zone, since)
                 overdue = max(0.0, now - due) if due is not None else None
             values = (
                 success,
@@ -147,11 +176,37 @@ class BackupMetrics:
                 passed,
                 float(drill_seconds) if drilled is not None and drill_seconds is not None else None,
                 drilled,
-                (1.0 if drill.get("result") == "Passed" else 0.0) if drilled is not None else None,
+                (1.0 if drill_passed else 0.0) if drilled is not None else None,
             )
             rows.append((labels, info, values))
         self._due = seen  # what a deleted or changed object needed goes with it
+        if len(self._spans) > _SPANS:
+            self._spans.clear()
         yield rows
+
+    def _first_slot_after(self, schedule: str, zone: str, since: str) -> float | None:
+        """The schedule's first slot after `since`. Objects of one schedule whose last backup fell between the same
+        two slots owe the same one: once `next_after(a)` is `slot`, no slot lies in (a, slot), so every moment in
+        [a, slot) owes `slot` too. Each (schedule, time zone) keeps the few spans it found, and a fleet on one
+        schedule computes its slot a handful of times, not once per object."""
+        moment = parse_time(since)
+        if moment is None:
+            return None
+        at = moment.timestamp()
+        spans = self._spans.setdefault((schedule, zone), [])
+        for low, slot in spans:
+            if low <= at < slot:
+                return slot
+        found = _first_slot_after(schedule, zone, moment)
+        if found is None:
+            return None
+        for index, (low, slot) in enumerate(spans):
+            if slot == found:
+                spans[index] = (min(low, at), slot)
+                return found
+        spans.append((at, found))
+        del spans[:-_SPANS_PER_SCHEDULE]
+        return found
 
 
 def _escape(value: object) -> str:
@@ -162,10 +217,7 @@ def _escape(value: object) -> str:
     return text
 
 
-def _first_slot_after(schedule: str, zone: str, since: str) -> float | None:
-    moment = parse_time(since)
-    if moment is None:
-        return None
+def _first_slot_after(schedule: str, zone: str, moment: datetime) -> float | None:
     try:
         return parse_schedule(schedule, zone).next_after(moment).timestamp()
     except (ScheduleError, ValueError):

@@ -63,6 +63,8 @@ class RestoreController(Loop):
             (*lists, (GROUP, VERSION), (RESTORE_PLURAL,)),
             handler=lambda event: self.queue.add(event.key),
         )
+        restores = self.restores
+        metrics.backups.restores_from(lambda: restores.store.values())
         self.jobs = watch(
             "restore-jobs",
             namespace,

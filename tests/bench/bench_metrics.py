@@ -3,7 +3,8 @@
 
 Each side runs in a fresh process that builds the cache the reconciler holds of N DatabaseBackups (the shape of a
 real object after a few runs: spec, status with conditions, last backup, last failure, last verification, five
-restore drills; varied schedules and time zones, so every object's due slot is computed) and the reconciler's
+restore drills; 120 pairs of daily schedule and time zone, each object's last backup ending at its own second in the
+last 20 hours, so each object's due slot is looked up and the first scrape finds them) and the reconciler's
 Metrics, then scrapes the page as the health port serves it (`Metrics.exposition`; its pieces joined here) five
 times. "Without" is the same process whose per-object metrics were never given the cache: only the operator-wide
 series. Memory is the process's peak RSS (`ru_maxrss`), which holds the cache too: the reconciler's Job and Pod
@@ -31,7 +32,8 @@ ZONES = ("Etc/UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australi
 def cached(index: int, now: datetime) -> dict[str, Any]:
     """The i-th DatabaseBackup as the reconciler caches it."""
     name, namespace = f"db-{index:05d}", f"team-{index % 50:02d}"
-    done = now - timedelta(hours=index % 20)
+    # Each object's last backup ended at its own second, within the last 20 hours.
+    done = now - timedelta(hours=index % 20, seconds=(index * 37) % 900)
 
     def at(moment: datetime) -> str:
         return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -205,9 +207,10 @@ def main() -> str:
         "RSS × without",
     ]
     intro = (
-        f"The reconciler's /metrics page (`Metrics.exposition`), {SCRAPES} scrapes per process; the first computes "
-        "each object's due slot, the others reuse it. Each side in a fresh process holding the same cache. The "
-        "page is streamed in pieces with a turn of the event loop between them: the longest piece is the longest "
-        "the reconciler's loop waits on a scrape."
+        f"The reconciler's /metrics page (`Metrics.exposition`), {SCRAPES} scrapes per process; the first finds "
+        "each object's due slot (computed once per span between two slots of a schedule, see "
+        "`BackupMetrics._first_slot_after`), the others reuse it. Each side in a fresh process holding the same "
+        "cache. The page is streamed in pieces with a turn of the event loop between them: the longest piece is "
+        "the longest the reconciler's loop waits on a scrape."
     )
     return "\n".join([intro, "", table(header, rows), "", *verdicts])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import generate_latest
 
+from common.schedule import parse_schedule
 from reconciler.backup_metrics import BackupMetrics
 from reconciler.metrics import Metrics
 from tests.fixtures import cached_backup, page_samples
@@ -93,6 +95,38 @@ def test_each_status_field_becomes_its_series_and_a_deleted_object_takes_them_al
     assert {name for name, who in scrape([backup("other")], "2026-12-06T12:00:00Z") if who == "nightly"} == set()
 
 
+def restore(name: str, source: str, phase: str, finished: str, seconds: float | None) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase, "completionTime": finished}
+    if seconds is not None:
+        status["restoreSeconds"] = seconds
+    metadata = {"name": name, "namespace": "shop", "uid": f"uid-{name}"}
+    return {"metadata": metadata, "spec": {"source": {"databaseBackup": source}}, "status": status}
+
+
+def test_a_succeeded_databaserestore_newer_than_the_last_check_is_the_last_restore_drill() -> None:
+    drilled = backup(restoreDrills=[{"time": "2026-12-06T04:00:00Z", "file": "x", "result": "Failed", "seconds": 9.0}])
+    restores = [
+        restore("older", "nightly", "Succeeded", "2026-12-05T10:00:00Z", 300.0),  # before the check: not the last
+        restore("newest", "nightly", "Succeeded", "2026-12-06T10:00:00Z", 61.5),
+        restore("failed", "nightly", "Failed", "2026-12-06T11:00:00Z", None),  # no measured restore
+        restore("elsewhere", "other", "Succeeded", "2026-12-06T11:30:00Z", 5.0),
+        restore("other-namespace", "nightly", "Succeeded", "2026-12-06T11:40:00Z", 6.0),
+    ]
+    restores[-1]["metadata"]["namespace"] = "staging"  # a DatabaseBackup of the same name, elsewhere
+    collector = BackupMetrics()
+    collector.read_from(lambda: [drilled], lambda: datetime(2026, 12, 6, 12, tzinfo=UTC))
+    collector.restores_from(lambda: restores)
+    series = {(s.name, s.labels["name"]): s.value for s in page_samples(collector.exposition())}
+    assert series[("dbb_restore_drill_last_duration_seconds", "nightly")] == 61.5
+    assert series[("dbb_restore_drill_last_timestamp_seconds", "nightly")] == 1796551200
+    assert series[("dbb_restore_drill_last_passed", "nightly")] == 1
+    # Without that restore, the check's drill, failed, is the last one.
+    collector.restores_from(lambda: restores[:1])
+    series = {(s.name, s.labels["name"]): s.value for s in page_samples(collector.exposition())}
+    assert series[("dbb_restore_drill_last_duration_seconds", "nightly")] == 9.0
+    assert series[("dbb_restore_drill_last_passed", "nightly")] == 0
+
+
 def test_the_page_follows_the_registrys_and_carries_engine_and_storage_on_the_info_series_only() -> None:
     metrics = Metrics()
     pieces = list(metrics.exposition())
@@ -118,3 +152,21 @@ def test_label_values_are_escaped_and_a_large_page_comes_in_pieces() -> None:
     assert len(pieces) > 11  # more than one piece per family
     [info] = [s for s in page_samples(pieces) if s.name == "dbb_backup_info" and s.labels["name"] == "nightly"]
     assert info.labels["schedule"] == '0 2 * * *"\\\n'
+
+
+def test_objects_sharing_a_schedule_owe_exactly_the_slot_the_schedule_gives_each() -> None:
+    """The spans a scrape keeps per schedule (`BackupMetrics._first_slot_after`) answer as the schedule itself does,
+    for last backups scattered over two years, DST nights included, in any order."""
+    rng = random.Random(7)
+    schedules = [("30 1 * * *", "America/New_York"), ("0 3 * * 0", "Europe/Berlin"), ("*/15 * * * *", "Etc/UTC")]
+    schedules.append(("30 2 * * *", "Australia/Lord_Howe"))
+    collector = BackupMetrics()
+    start = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
+    for _ in range(3000):
+        schedule, zone = rng.choice(schedules)
+        moment = datetime.fromtimestamp(start + rng.uniform(0, 2 * 365 * 86400), UTC)
+        if rng.random() < 0.5:  # many objects finish in the same few minutes after a slot
+            moment = moment.replace(minute=rng.choice((0, 30)) + rng.randrange(3), second=rng.randrange(60))
+        since = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        expected = parse_schedule(schedule, zone).next_after(moment.replace(microsecond=0)).timestamp()
+        assert collector._first_slot_after(schedule, zone, since) == expected, (schedule, zone, since)
