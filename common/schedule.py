@@ -25,6 +25,12 @@ Where we deliberately differ from a CronJob, each for a reason:
   schedules and skips the missing hour's slots, while `0 * * * *` goes two hours without a run when the clocks go
   back.
 
+A window (`spec.window`) spreads a fleet that shares one schedule: each DatabaseBackup runs at a fixed offset after
+each firing, `window_offset` (a whole number of minutes below the window's length, from a hash of its uid), so the
+same object keeps the same time across restarts and replicas, and the fleet's runs fall evenly across the window.
+The offset is real time, added to the firing's instant: a window is as long on a DST night as on any other. Shifting
+every firing by the same amount keeps one run per firing: exactly once per window instance, as for plain slots.
+
 croniter does the calendar walk, over naive wall-clock times: we hand it a canonical expression (explicit lists,
 and `*` exactly where robfig has its star bit) because croniter alone differs from robfig (it accepts `L W # H`,
 six fields, day-of-week 7 and wrapping ranges, and treats `*/1` as a restriction). The mapping from wall-clock
@@ -36,16 +42,30 @@ from __future__ import annotations
 import calendar
 import copy
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-__all__ = ["Schedule", "ScheduleError", "parse_schedule", "parse_time_zone"]
+__all__ = [
+    "MAX_WINDOW",
+    "Schedule",
+    "ScheduleError",
+    "parse_schedule",
+    "parse_time_zone",
+    "parse_window",
+    "window_offset",
+    "within_window",
+]
+
+MAX_WINDOW = timedelta(days=7)
+_WINDOW = re.compile(r"(?:(?P<hours>[0-9]{1,3})h)?(?:(?P<minutes>[0-9]{1,5})m)?")
+_WINDOW_GAPS = 60  # firings looked at for the shortest gap a window must fit in
 
 
 @functools.lru_cache(maxsize=1024)
@@ -134,9 +154,12 @@ class Schedule:
     day_of_week_star: bool
     _cron: str
     follows_clock: bool = False  # the hour is `*` or a step: fires whenever the wall clock shows a slot
+    offset: timedelta = timedelta(0)  # within a window (`within_window`): every firing this much later
 
     def next_after(self, moment: datetime) -> datetime:
         """The first firing strictly after `moment` (an aware datetime), as a UTC datetime."""
+        if self.offset:
+            return self._unshifted().next_after(_aware(moment) - self.offset) + self.offset
         now = _aware(moment).astimezone(UTC)
         if self.follows_clock:
             return self._next_on_the_clock(now)
@@ -150,6 +173,8 @@ class Schedule:
 
     def latest_at_or_before(self, moment: datetime) -> datetime:
         """The last firing at or before `moment` (an aware datetime), as a UTC datetime."""
+        if self.offset:
+            return self._unshifted().latest_at_or_before(_aware(moment) - self.offset) + self.offset
         now = _aware(moment).astimezone(UTC)
         if self.follows_clock:
             return self._latest_on_the_clock(now)
@@ -231,20 +256,82 @@ class Schedule:
             return first
         return _transition(wall.replace(tzinfo=self.time_zone, fold=1), first)
 
+    def _unshifted(self) -> Schedule:
+        return replace(self, offset=timedelta(0))
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Schedule):
             return NotImplemented
-        return (self._cron, self.time_zone.key, self.follows_clock) == (
+        return (self._cron, self.time_zone.key, self.follows_clock, self.offset) == (
             other._cron,
             other.time_zone.key,
             other.follows_clock,
+            other.offset,
         )
 
     def __hash__(self) -> int:
-        return hash((self._cron, self.time_zone.key, self.follows_clock))
+        return hash((self._cron, self.time_zone.key, self.follows_clock, self.offset))
 
     def __repr__(self) -> str:
-        return f"Schedule({self.expression!r}, time_zone={self.time_zone.key!r})"
+        shifted = f", offset={self.offset}" if self.offset else ""
+        return f"Schedule({self.expression!r}, time_zone={self.time_zone.key!r}{shifted})"
+
+
+def parse_window(text: str) -> timedelta:
+    """`spec.window`: hours and minutes (`4h`, `90m`, `1h30m`), at least a minute, at most MAX_WINDOW."""
+    shown = json.dumps(text)
+    found = _WINDOW.fullmatch(text)
+    if not text or found is None:
+        raise ScheduleError(f"{shown} is not a window: give hours and minutes, such as 4h, 90m or 1h30m")
+    length = timedelta(hours=int(found["hours"] or 0), minutes=int(found["minutes"] or 0))
+    if length < timedelta(minutes=1) or length > MAX_WINDOW:
+        raise ScheduleError(f"{shown} is not between 1m and {int(MAX_WINDOW.total_seconds() // 3600)}h")
+    return length
+
+
+def window_offset(uid: str, window: timedelta) -> timedelta:
+    """The fixed offset of the object `uid` in a window of length `window`: whole minutes in [0, window), from
+    sha256 of the uid (even across a fleet, the same for every replica and after every restart)."""
+    minutes = max(1, int(window.total_seconds() // 60))
+    draw = int.from_bytes(hashlib.sha256(uid.encode()).digest()[:8], "big")
+    return timedelta(minutes=draw % minutes)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shortest_gap(schedule: Schedule) -> timedelta:
+    """The shortest time between two of the schedule's next _WINDOW_GAPS firings, from a fixed instant (so the
+    answer never depends on when it is asked)."""
+    moment = schedule.next_after(datetime(2026, 1, 1, tzinfo=UTC))
+    shortest = None
+    for _ in range(_WINDOW_GAPS):
+        following = schedule.next_after(moment)
+        gap = following - moment
+        shortest = gap if shortest is None or gap < shortest else shortest
+        moment = following
+    assert shortest is not None
+    return shortest
+
+
+def within_window(schedule: Schedule, window: str | None, uid: str) -> Schedule:
+    """`schedule` with `window` applied for the object `uid`: each firing moved by its offset (`window_offset`).
+    Raises ScheduleError when the window is no window, or longer than the schedule's shortest gap between two
+    firings (the windows would overlap, and the runs of one object would no longer fall one per window)."""
+    if not window:
+        return schedule
+    length = parse_window(window)
+    gap = _shortest_gap(schedule)
+    if length > gap:
+        raise ScheduleError(
+            f"{json.dumps(window)} is longer than the {_span(gap)} between two firings of "
+            f"{json.dumps(schedule.expression)}: the windows would overlap; give a shorter window or a sparser schedule"
+        )
+    return replace(schedule, offset=window_offset(uid, length))
+
+
+def _span(length: timedelta) -> str:
+    minutes = int(length.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes}m" if hours and minutes else f"{hours}h" if hours else f"{minutes}m"
 
 
 def parse_time_zone(name: str) -> ZoneInfo:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from common.schedule import ScheduleError, parse_schedule
+from common.schedule import ScheduleError, parse_schedule, within_window
 from reconciler.world import parse_time
 
 __all__ = ["FAMILIES", "BackupMetrics"]
@@ -68,7 +68,7 @@ class BackupMetrics:
         self._restores: Callable[[], Iterable[Mapping[str, Any]]] = tuple
         self._clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._due: dict[_Due, float | None] = {}
-        self._spans: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self._spans: dict[tuple[str, str, float], list[tuple[float, float]]] = {}
 
     def read_from(self, objects: Callable[[], Iterable[Mapping[str, Any]]], clock: Callable[[], datetime]) -> None:
         """`objects` gives the cached DatabaseBackups; `clock` the controller's now."""
@@ -131,9 +131,10 @@ class BackupMetrics:
             storage = spec.get("storage") or {}
             kind = "s3" if isinstance(storage, Mapping) and storage.get("s3") else "persistentVolumeClaim"
             schedule, zone = str(spec.get("schedule") or ""), str(spec.get("timeZone") or "Etc/UTC")
+            window = str(spec.get("window") or "")
             info = (
                 f'engine="{_escape(spec.get("engine"))}",schedule="{_escape(schedule)}",storage="{kind}",'
-                f'time_zone="{_escape(zone)}"'
+                f'time_zone="{_escape(zone)}",window="{_escape(window)}"'
             )
             suspended = spec.get("suspend") is True
             success = _timestamp(status.get("lastBackupTime"))
@@ -158,8 +159,12 @@ class BackupMetrics:
             overdue: float | None = 0.0
             if not suspended:
                 since = str(status.get("lastBackupTime") or metadata.get("creationTimestamp") or "")
-                key = (str(metadata.get("uid") or ""), schedule, zone, since)
-                due = seen[key] = self._due[key] if key in self._due else self._first_slot_after(schedule, zone, since)
+                uid = str(metadata.get("uid") or "")
+                key = (uid, f"{schedule}/{window}", zone, since)
+                if key in self._due:
+                    due = seen[key] = self._due[key]
+                else:
+                    due = seen[key] = self._first_slot_after(schedule, zone, since, window, uid)
                 overdue = max(0.0, now - due) if due is not None else None
             values = (
                 success,
@@ -184,22 +189,24 @@ class BackupMetrics:
             self._spans.clear()
         yield rows
 
-    def _first_slot_after(self, schedule: str, zone: str, since: str) -> float | None:
+    def _first_slot_after(self, schedule: str, zone: str, since: str, window: str = "", uid: str = "") -> float | None:
         """The schedule's first slot after `since`. Objects of one schedule whose last backup fell between the same
         two slots owe the same one: once `next_after(a)` is `slot`, no slot lies in (a, slot), so every moment in
         [a, slot) owes `slot` too. Each (schedule, time zone) keeps the few spans it found, and a fleet on one
-        schedule computes its slot a handful of times, not once per object."""
+        schedule computes its slot a handful of times, not once per object. With a window, per offset in it."""
         moment = parse_time(since)
         if moment is None:
             return None
+        try:
+            slots = within_window(parse_schedule(schedule, zone), window, uid)
+        except (ScheduleError, ValueError):
+            return None  # not a schedule the reconciler runs (its status says Invalid): nothing is owed
         at = moment.timestamp()
-        spans = self._spans.setdefault((schedule, zone), [])
+        spans = self._spans.setdefault((schedule, zone, slots.offset.total_seconds()), [])
         for low, slot in spans:
             if low <= at < slot:
                 return slot
-        found = _first_slot_after(schedule, zone, moment)
-        if found is None:
-            return None
+        found = slots.next_after(moment).timestamp()
         for index, (low, slot) in enumerate(spans):
             if slot == found:
                 spans[index] = (min(low, at), slot)
@@ -215,13 +222,6 @@ def _escape(value: object) -> str:
     if "\\" in text or '"' in text or "\n" in text:
         text = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return text
-
-
-def _first_slot_after(schedule: str, zone: str, moment: datetime) -> float | None:
-    try:
-        return parse_schedule(schedule, zone).next_after(moment).timestamp()
-    except (ScheduleError, ValueError):
-        return None  # not a schedule the reconciler runs (its status says Invalid): nothing is owed
 
 
 def _timestamp(text: object) -> float | None:

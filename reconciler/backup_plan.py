@@ -36,7 +36,7 @@ from common.backups.model import (
 from common.backups.validation import validate
 from common.constants import ANNOTATION_BACKUP_NOW, DEFAULT_TIME_ZONE
 from common.fields import FieldError, join_errors
-from common.schedule import Schedule, parse_schedule
+from common.schedule import Schedule, parse_schedule, within_window
 from reconciler.jobs import RunnerSettings, backup_job
 from reconciler.outcomes import JobOutcome, is_verification, outcome
 from reconciler.trust import backup_refusals
@@ -104,7 +104,10 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
         return _blocked(world, previous, history, events, Phase.INVALID, "Refused", refusals, checks)
 
     # 3. What is due: the most recent scheduled slot, and an on-demand request.
-    schedule = parse_schedule(spec.schedule, spec.time_zone or DEFAULT_TIME_ZONE)
+    # With a window, every slot moved by this object's own offset in it (docs/api.md#windows).
+    schedule = within_window(
+        parse_schedule(spec.schedule, spec.time_zone or DEFAULT_TIME_ZONE), spec.window, str(metadata.get("uid") or "")
+    )
     slot = None if spec.suspend else _due_slot(world, spec, schedule, previous, events)
     request = due_request(obj, ANNOTATION_BACKUP_NOW, previous.last_backup_now_request)
 

@@ -140,6 +140,8 @@ MAX_QUERY_LENGTH: Final = 4096
 class DatabaseBackupSpec:
     database_name: str
     schedule: str
+    # Run at a fixed offset within this long after each firing (`common.schedule.within_window`): `4h`, `90m`.
+    window: str | None = None
     backup_path: str | None = None
     time_zone: str | None = None
     suspend: bool = False
@@ -495,6 +497,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
     result = DatabaseBackupSpec(
         database_name=database_name or "",
         schedule=schedule or "",
+        window=spec.string("window"),
         backup_path=spec.string("backupPath"),
         time_zone=spec.string("timeZone"),
         suspend=or_default(spec.boolean("suspend"), defaults.suspend),

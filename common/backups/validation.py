@@ -17,7 +17,7 @@ from common.backups.model import (
 from common.constants import BACKUP_ROOT, DEFAULT_TIME_ZONE
 from common.fields import FieldError
 from common.names import MAX_NAME_LENGTH
-from common.schedule import ScheduleError, parse_schedule, parse_time_zone
+from common.schedule import ScheduleError, parse_schedule, parse_time_zone, within_window
 from common.values import (
     Engine,
     database_name_problems,
@@ -75,9 +75,14 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
         zone = DEFAULT_TIME_ZONE
     if spec.schedule:
         try:
-            parse_schedule(spec.schedule, zone)
+            schedule = parse_schedule(spec.schedule, zone)
         except ScheduleError as error:
             yield FieldError("spec.schedule", str(error))
+        else:
+            try:
+                within_window(schedule, spec.window, "")
+            except ScheduleError as error:
+                yield FieldError("spec.window", str(error))
     if spec.verify_schedule is not None:
         try:
             parse_schedule(spec.verify_schedule, zone)

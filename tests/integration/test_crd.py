@@ -155,6 +155,7 @@ async def test_status_is_a_separate_subresource(
             'spec.engine: Unsupported value: "Oracle": supported values: "PostgreSQL", "MySQL"',
         ),
         ({"compression": "lz4"}, 'spec.compression: Unsupported value: "lz4"'),
+        ({"window": "4 hours"}, 'spec.window: Invalid value: "4 hours"'),
         ({"connection": {"port": 70000}}, "spec.connection.port: Invalid value: 70000"),
         ({"retention": {"keepLast": 0}}, "spec.retention.keepLast: Invalid value: 0"),
         ({"databaseName": ""}, 'spec.databaseName: Invalid value: ""'),

@@ -21,6 +21,7 @@ from common.constants import GROUP, PLURAL, VERSION
 from common.informer import Informer
 from common.kube import MERGE_PATCH, api_client, body, raw
 from common.names import job_name
+from common.schedule import parse_schedule, window_offset
 from hack.harness.controlplane import ControlPlane
 from reconciler.backup_controller import Controller
 from reconciler.executor import JobExecutor
@@ -554,3 +555,40 @@ def _count(metrics: Metrics, series: str, **labels: str) -> float:
     return sum(
         s.value for s in page_samples(metrics.exposition()) if s.name == series and labels.items() <= s.labels.items()
     )
+
+
+async def test_a_window_gives_each_object_its_own_time_and_a_restarted_reconciler_the_same(cluster: Cluster) -> None:
+    """On the real API server: three DatabaseBackups on one schedule and window, each scheduled at the firing plus
+    the offset its uid gives (the one fact a second replica or a restart needs), and a new reconciler after a
+    restart finds the same times and writes nothing."""
+    await cluster.create_database()
+    names = ("spread-a", "spread-b", "spread-c")
+    created = [await cluster.create_backup(n, schedule="0 1 * * *", window="4h") for n in names]
+    firing = parse_schedule("0 1 * * *").next_after(datetime.now(UTC) - timedelta(hours=4))
+    expected = {}
+    for obj in created:
+        slot = firing + window_offset(obj["metadata"]["uid"], timedelta(hours=4))
+        if slot <= datetime.now(UTC):  # this window's time has passed: the next window's
+            slot += timedelta(days=1)
+        expected[obj["metadata"]["name"]] = slot.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert len(set(expected.values())) == len(names), "three uids, three times (a 240-minute window)"
+
+    async def scheduled() -> dict[str, dict[str, Any]] | None:
+        found = {n: await cluster.backup(n) for n in names}
+        done = all((o.get("status") or {}).get("nextBackupTime") for o in found.values())
+        return found if done else None
+
+    async with running(cluster, Clock()):
+        first = await until(scheduled)
+    assert {n: o["status"]["nextBackupTime"] for n, o in first.items()} == expected
+    async with running(cluster, Clock()) as restarted:
+
+        async def quiet() -> bool:
+            objects = [await cluster.backup(n) for n in names]
+            return _delivered(restarted.backups, objects) and restarted.queue.idle
+
+        await until(quiet)
+    again = {n: await cluster.backup(n) for n in names}
+    assert {n: o["metadata"]["resourceVersion"] for n, o in again.items()} == {
+        n: o["metadata"]["resourceVersion"] for n, o in first.items()
+    }, "the same times: no status written"

@@ -42,6 +42,22 @@ def test_a_bad_schedule_is_refused_at_apply_with_the_field_and_value(
     assert control_plane.kubectl("get", "dbb", "-n", webhook_namespace, "-o", "name").stdout == ""
 
 
+def test_a_window_longer_than_the_schedules_gap_is_refused_at_apply_and_a_fitting_one_kept(
+    control_plane: ControlPlane, webhook_namespace: str
+) -> None:
+    create_database(control_plane, webhook_namespace)
+    hourly = databasebackup(namespace=webhook_namespace, schedule="0 * * * *", window="90m")
+    result = apply(control_plane, hourly, webhook_namespace)
+    assert result.returncode == 1
+    assert (
+        DENIED + 'spec.window: "90m" is longer than the 1h between two firings of "0 * * * *": the windows would '
+        "overlap"
+    ) in result.stderr
+    nightly = databasebackup(namespace=webhook_namespace, schedule="0 1 * * *", window="4h")
+    assert apply(control_plane, nightly, webhook_namespace).returncode == 0
+    assert get(control_plane, webhook_namespace)["spec"]["window"] == "4h"
+
+
 def test_every_problem_is_listed_in_one_refusal(control_plane: ControlPlane, webhook_namespace: str) -> None:
     create_database(control_plane, webhook_namespace)
     obj = databasebackup(

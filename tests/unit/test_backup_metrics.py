@@ -136,7 +136,7 @@ def test_the_page_follows_the_registrys_and_carries_engine_and_storage_on_the_in
     text = b"".join(metrics.exposition()).decode()
     assert (
         'dbb_backup_info{name="nightly",namespace="shop",engine="PostgreSQL",schedule="0 2 * * *",'
-        'storage="persistentVolumeClaim",time_zone="Etc/UTC"} 1.0'
+        'storage="persistentVolumeClaim",time_zone="Etc/UTC",window=""} 1.0'
     ) in text
     assert "# TYPE dbb_backup_overdue_seconds gauge" in text
     assert 'dbb_backup_overdue_seconds{name="nightly",namespace="shop"}' in text

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from common.names import job_name
+from common.schedule import window_offset
 from reconciler.backup_plan import Plan, World, decide
 from reconciler.jobs import RunnerSettings, backup_job, on_demand_job_name
 from tests.fixtures import backup_store, databasebackup, namespace_facts, statefulset
@@ -121,6 +122,23 @@ def test_a_due_slot_gets_one_job_named_after_the_slot() -> None:
     assert plan.status["inProgress"] is True
     assert plan.status["active"] == [{"name": plan.create[0]["metadata"]["name"]}]
     assert reasons(plan) == ["Scheduled"]
+
+
+def test_a_window_moves_the_slot_by_the_objects_own_offset_and_runs_it_once() -> None:
+    obj = backup(schedule="0 10 * * *", window="2h")
+    offset = window_offset("uid-1", timedelta(hours=2))
+    assert offset > timedelta(0)
+    slot = at("2026-11-27T10:00:00") + offset
+    early = decide_at(obj, slot - timedelta(seconds=30))
+    assert early.create == ()
+    assert early.status is not None
+    assert early.status["nextBackupTime"] == slot.strftime("%Y-%m-%dT%H:%M:%SZ")
+    plan = decide_at(obj, slot + timedelta(seconds=5))
+    assert [j["metadata"]["name"] for j in plan.create] == [job_name("nightly", slot)]
+    assert plan.status is not None
+    assert plan.status["nextBackupTime"] == (slot + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    running = job(obj, slot.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert decide_at(with_status(obj, plan), slot + timedelta(minutes=1), [running]).create == ()
 
 
 def test_a_job_that_already_exists_is_not_created_again() -> None:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from common.schedule import Schedule, ScheduleError, parse_schedule, parse_time_zone
+from common.schedule import (
+    Schedule,
+    ScheduleError,
+    parse_schedule,
+    parse_time_zone,
+    parse_window,
+    window_offset,
+    within_window,
+)
 
 NEW_YORK = "America/New_York"
 MINUTE = timedelta(minutes=1)
@@ -399,3 +408,67 @@ def test_walks_that_share_a_parsed_expression_do_not_move_each_other() -> None:
 
     alone = [croniter(expression, start).get_next(datetime).replace(tzinfo=UTC) for start in starts]
     assert interleaved == alone
+
+
+# --- windows: a fleet on one schedule, spread --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("4h", 240), ("90m", 90), ("1h30m", 90), ("168h", 7 * 24 * 60)])
+def test_a_window_is_hours_and_minutes(text: str, minutes: int) -> None:
+    assert parse_window(text) == timedelta(minutes=minutes)
+
+
+@pytest.mark.parametrize(("text", "problem"), [("", "is not a window"), ("4 hours", "is not a window"),
+                                               ("0m", "between 1m and 168h"), ("169h", "between 1m and 168h"),
+                                               ("30s", "is not a window")])  # fmt: skip
+def test_a_window_that_is_none_is_refused_with_its_value(text: str, problem: str) -> None:
+    with pytest.raises(ScheduleError, match=problem) as raised:
+        parse_window(text)
+    assert f'"{text}"' in str(raised.value)
+
+
+def test_a_window_longer_than_the_gap_between_two_firings_is_refused() -> None:
+    hourly = parse_schedule("0 * * * *")
+    with pytest.raises(ScheduleError) as raised:
+        within_window(hourly, "2h", "uid")
+    assert str(raised.value).startswith('"2h" is longer than the 1h between two firings of "0 * * * *"')
+    assert within_window(hourly, "1h", "uid").offset < timedelta(hours=1)
+    weekdays = parse_schedule("0 1 * * 1-5")  # one day between most firings, three over the weekend
+    assert within_window(weekdays, "24h", "uid").offset < timedelta(hours=24)
+    with pytest.raises(ScheduleError, match="longer than the 24h between"):
+        within_window(weekdays, "25h", "uid")
+
+
+def uids(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(count)]
+
+
+def test_a_thousand_objects_spread_evenly_over_the_window_each_at_its_own_fixed_minute() -> None:
+    window = timedelta(hours=4)
+    offsets = [window_offset(uid, window) for uid in uids(1000, seed=25)]
+    assert all(timedelta(0) <= o < window and o.total_seconds() % 60 == 0 for o in offsets)
+    # Another replica, or this one after a restart, computes each offset again from the uid alone.
+    assert offsets == [window_offset(uid, window) for uid in uids(1000, seed=25)]
+    buckets = [0] * 16  # quarter hours
+    for offset in offsets:
+        buckets[int(offset / (window / 16))] += 1
+    expected = len(offsets) / len(buckets)
+    chi_square = sum((n - expected) ** 2 / expected for n in buckets)
+    assert chi_square < 37.70, buckets  # the 0.001 critical value at 15 degrees of freedom: uniform
+    assert max(buckets) < 2 * expected, buckets  # no quarter hour takes twice its share
+
+
+def test_a_window_moves_each_firing_by_the_offset_once_per_window_instance_across_dst() -> None:
+    base = parse_schedule("30 1 * * *", NEW_YORK)
+    for uid in uids(20, seed=3):
+        shifted = within_window(base, "4h", uid)
+        offset = shifted.offset
+        start, end = utc("2026-02-25T00:00:00"), utc("2026-04-05T00:00:00")  # across the spring-forward night
+        firings = list(base.firings(start, end))
+        runs = list(shifted.firings(start + offset, end + offset))
+        assert runs == [f + offset for f in firings], "one run per window instance, at its offset, none skipped"
+        for moment in [start + timedelta(hours=h, minutes=17) for h in range(0, 24 * 38, 7)]:
+            assert shifted.next_after(moment) == base.next_after(moment - offset) + offset
+            assert shifted.latest_at_or_before(moment) == base.latest_at_or_before(moment - offset) + offset
+            assert shifted.latest_at_or_before(moment) <= moment < shifted.next_after(moment)

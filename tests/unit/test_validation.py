@@ -32,6 +32,8 @@ def test_the_original_sample_is_valid() -> None:
             'spec.schedule: "*/5 * * *" has 4 fields, a schedule needs 5 (minute hour day-of-month month day-of-week)',
         ),
         ({"time_zone": "Mars/Olympus"}, "spec.timeZone: 'Mars/Olympus' is not an IANA time zone name"),
+        ({"window": "4 hours"}, 'spec.window: "4 hours" is not a window: give hours and minutes, such as 4h'),
+        ({"window": "10m"}, 'spec.window: "10m" is longer than the 5m between two firings of "*/5 * * * *"'),
         ({"database_name": "Example_DB"}, 'spec.databaseName: "Example_DB" is not a StatefulSet name'),
         ({"database_name": "a" * 64}, "spec.databaseName:"),
         ({"backup_path": "backups/db"}, 'spec.backupPath: "backups/db" must be an absolute path inside /backups'),
