@@ -123,6 +123,7 @@ class Controller(Loop):
             on_restart=restarts(metrics, "backupstores"),
         )
         self.metrics.backups.read_from(lambda: self.backups.store.values(), self.clock)
+        self.metrics.backups.databases_from(lambda: self.statefulsets.store.values())
         # Indexes from the objects we watch to the DatabaseBackups they concern.
         self._jobs_of: dict[Key, set[str]] = defaultdict(set)
         self._pods_of_job: dict[Key, set[str]] = defaultdict(set)

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from common.schedule import ScheduleError, parse_schedule, within_window
+from common.statefulset import facts
 from reconciler.world import parse_time
 
 __all__ = ["FAMILIES", "BackupMetrics"]
@@ -48,6 +49,8 @@ FAMILIES: Final = (
     ("dbb_restore_drill_last_timestamp_seconds", "When the last restore drill finished"),
     ("dbb_restore_drill_last_passed", "1 if the last restore drill passed, 0 if it failed"),
 )
+PROTECTED: Final = "dbb_database_protected"
+PROTECTED_HELP: Final = "1 if a DatabaseBackup that is not suspended backs up this database StatefulSet, else 0"
 _DURATION: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?$")
 _PIECE: Final = 1000  # lines per piece of the page
 _TURN: Final = 200  # DatabaseBackups read between two turns of the event loop (a cold one costs ~0.1 ms)
@@ -66,8 +69,10 @@ class BackupMetrics:
     def __init__(self) -> None:
         self._objects: Callable[[], Iterable[Mapping[str, Any]]] = tuple
         self._restores: Callable[[], Iterable[Mapping[str, Any]]] = tuple
+        self._databases: Callable[[], Iterable[Mapping[str, Any]]] = tuple
         self._clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._due: dict[_Due, float | None] = {}
+        self._covered: set[tuple[str, str]] = set()  # (namespace, databaseName) of the last scrape's DatabaseBackups
         self._spans: dict[tuple[str, str, float], list[tuple[float, float]]] = {}
 
     def read_from(self, objects: Callable[[], Iterable[Mapping[str, Any]]], clock: Callable[[], datetime]) -> None:
@@ -78,6 +83,31 @@ class BackupMetrics:
         """`restores` gives the cached DatabaseRestores: a restore that succeeded is a restore drill of its source
         too, its measured time (`status.restoreSeconds`) the drill's duration, if it is newer than the last check's."""
         self._restores = restores
+
+    def databases_from(self, statefulsets: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        """`statefulsets` gives the cached StatefulSets: each that is a database (as defaulting recognises one)
+        gets `dbb_database_protected`."""
+        self._databases = statefulsets
+
+    def _coverage(self, covered: set[tuple[str, str]]) -> Iterator[bytes]:
+        """`dbb_database_protected`: 1 for each database StatefulSet that a DatabaseBackup which is not suspended
+        backs up (`covered`: (namespace, spec.databaseName)), else 0."""
+        lines = [f"# HELP {PROTECTED} {PROTECTED_HELP}", f"# TYPE {PROTECTED} gauge"]
+        for obj in list(self._databases()):
+            metadata = obj.get("metadata") or {}
+            namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+            engine = facts(obj, namespace).engine
+            if engine is None:
+                continue  # not a database we back up
+            value = 1.0 if (namespace, name) in covered else 0.0
+            lines.append(
+                f'{PROTECTED}{{engine="{engine}",namespace="{_escape(namespace)}",statefulset="{_escape(name)}"}} '
+                f"{value!r}"
+            )
+            if len(lines) >= _PIECE:
+                yield ("\n".join(lines) + "\n").encode()
+                lines = []
+        yield ("\n".join(lines) + "\n").encode()
 
     def _restored(self) -> dict[tuple[str, str], tuple[float, float]]:
         """{(namespace, source DatabaseBackup): (when, seconds)} of the newest succeeded DatabaseRestore of each."""
@@ -114,12 +144,14 @@ class BackupMetrics:
                     lines = []
             if lines:
                 yield ("\n".join(lines) + "\n").encode()
+        yield from self._coverage(self._covered)
 
     def _rows(self) -> Iterator[list[_Row]]:
         now = self._clock().timestamp()
         seen: dict[_Due, float | None] = {}
         rows: list[_Row] = []
         restored = self._restored()
+        self._covered = covered = set()
         for obj in list(self._objects()):
             if len(rows) == _TURN:
                 yield rows
@@ -137,6 +169,8 @@ class BackupMetrics:
                 f'time_zone="{_escape(zone)}",window="{_escape(window)}"'
             )
             suspended = spec.get("suspend") is True
+            if not suspended:
+                covered.add((str(metadata.get("namespace")), str(spec.get("databaseName"))))
             success = _timestamp(status.get("lastBackupTime"))
             last = status.get("lastBackup") or {}
             size = float(last["size"]) if success is not None and isinstance(last.get("size"), int) else None

@@ -304,8 +304,12 @@ async def test_each_databasebackup_has_its_series_until_it_is_deleted(cluster: C
         assert success == datetime.fromisoformat(status["lastBackupTime"]).timestamp()
         # The controller's clock stands half a second past the slot after this run (the test's clock runs ahead).
         assert 0 < _count(metrics, "dbb_backup_overdue_seconds", name="nightly") < 60
+        # Its database is covered; with the DatabaseBackup gone, it is reported unprotected.
+        protected = {"namespace": cluster.namespace, "statefulset": "example-db"}
+        assert _count(metrics, "dbb_database_protected", **protected) == 1
         await cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL, "nightly")
         await until(lambda: _no_series(metrics, "nightly"))
+        assert [s.value for s in page_samples(metrics.exposition()) if protected.items() <= s.labels.items()] == [0]
 
 
 async def _no_series(metrics: Metrics, name: str) -> bool:

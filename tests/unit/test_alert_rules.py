@@ -20,7 +20,7 @@ import yaml
 
 from reconciler.backup_metrics import BackupMetrics
 from tests.fixtures import cached_backup as backup
-from tests.fixtures import page_samples
+from tests.fixtures import page_samples, statefulset
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "rules.yaml"
 OPERATOR = RULES.with_name("prometheusrule.yaml")
@@ -78,7 +78,7 @@ def alert(severity: str, summary: str, runbook: str, **labels: str) -> dict[str,
 def test_the_rules_are_valid_and_the_prometheusrule_holds_the_same_groups() -> None:
     checked = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 7 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout
     wrapped = yaml.safe_load(OPERATOR.read_text())
     assert wrapped["kind"] == "PrometheusRule"
     assert wrapped["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
@@ -88,7 +88,7 @@ def test_each_alert_names_a_runbook_section_that_exists() -> None:
     runbooks = (RULES.parents[2] / "docs" / "runbooks.md").read_text()
     sections = {line.removeprefix("## ").strip().lower() for line in runbooks.splitlines() if line.startswith("## ")}
     rules = [r for group in yaml.safe_load(RULES.read_text())["groups"] for r in group["rules"]]
-    assert len(rules) == 7
+    assert len(rules) == 8
     for rule in rules:
         assert rule["annotations"]["runbook"] == f"docs/runbooks.md#{rule['alert'].lower()}"
         assert rule["alert"].lower() in sections, rule["alert"]
@@ -360,6 +360,53 @@ def test_the_webhook_certificate_fires_a_week_before_it_expires(tmp_path: Path) 
                             )
                         ],
                     },
+                ],
+            }
+        ],
+        tmp_path,
+    )
+
+
+def test_a_database_without_a_running_backup_fires_after_an_hour_and_resolves_with_one(tmp_path: Path) -> None:
+    start = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    database = statefulset("orders-db", namespace="shop")
+    other = statefulset("cache", namespace="shop", image="redis:7")  # no database: never reported
+    covering = backup("orders", "0 2 * * *")
+    covering["spec"]["databaseName"] = "orders-db"
+    collector = BackupMetrics()
+    values: dict[str, list[str]] = {}
+    step = timedelta(minutes=1)  # `for: 1h` needs a series without gaps (STEP is longer than the lookback)
+    for index in range(int(timedelta(hours=4) / step) + 1):
+        now = start + index * step
+        objects = [covering] if now >= start + timedelta(hours=3) else []  # its DatabaseBackup comes at 15:00
+        collector.read_from(lambda objects=objects: objects, lambda now=now: now)  # type: ignore[misc]
+        collector.databases_from(lambda: [database, other])
+        for sample in page_samples(collector.exposition()):
+            if sample.name == "dbb_database_protected":
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                values.setdefault(f"{sample.name}{{{labels}}}", []).append(repr(sample.value))
+    assert list(values) == ['dbb_database_protected{engine="PostgreSQL",namespace="shop",statefulset="orders-db"}']
+    run(
+        [
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": " ".join(v)} for name, v in values.items()],
+                "alert_rule_test": [
+                    {"eval_time": "50m", "alertname": "DatabaseUnprotected"},  # pending: its owner has an hour
+                    {
+                        "eval_time": "2h",
+                        "alertname": "DatabaseUnprotected",
+                        "exp_alerts": [
+                            alert(
+                                "warning",
+                                "Database StatefulSet shop/orders-db has no DatabaseBackup that runs",
+                                "databaseunprotected",
+                                namespace="shop",
+                                statefulset="orders-db",
+                            )
+                        ],
+                    },
+                    {"eval_time": "3h20m", "alertname": "DatabaseUnprotected"},  # its DatabaseBackup came
                 ],
             }
         ],

@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 from common.schedule import parse_schedule
 from reconciler.backup_metrics import BackupMetrics
 from reconciler.metrics import Metrics
-from tests.fixtures import cached_backup, page_samples
+from tests.fixtures import cached_backup, page_samples, statefulset
 
 
 def backup(
@@ -170,3 +170,31 @@ def test_objects_sharing_a_schedule_owe_exactly_the_slot_the_schedule_gives_each
         since = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
         expected = parse_schedule(schedule, zone).next_after(moment.replace(microsecond=0)).timestamp()
         assert collector._first_slot_after(schedule, zone, since) == expected, (schedule, zone, since)
+
+
+def test_every_database_statefulset_is_reported_protected_or_not_and_other_statefulsets_not_at_all() -> None:
+    backed_up = backup("nightly")  # spec.databaseName example-db, in shop
+    backed_up["spec"]["databaseName"] = "orders-db"
+    paused = backup("paused")
+    paused["spec"] |= {"databaseName": "ledger-db", "suspend": True}
+    databases = [
+        statefulset("orders-db"),
+        statefulset("ledger-db", image="mariadb:11.8"),  # its only DatabaseBackup is suspended
+        statefulset("forgotten-db", image="mysql:8.4"),
+        statefulset("cache", image="redis:7"),  # not a database we back up
+        statefulset("orders-db", namespace="staging"),  # the same name elsewhere: not covered by shop's
+    ]
+    collector = BackupMetrics()
+    collector.read_from(lambda: [backed_up, paused], lambda: datetime(2026, 12, 6, tzinfo=UTC))
+    collector.databases_from(lambda: databases)
+    found = {
+        (s.labels["namespace"], s.labels["statefulset"], s.labels["engine"]): s.value
+        for s in page_samples(collector.exposition())
+        if s.name == "dbb_database_protected"
+    }
+    assert found == {
+        ("shop", "orders-db", "PostgreSQL"): 1,
+        ("shop", "ledger-db", "MySQL"): 0,
+        ("shop", "forgotten-db", "MySQL"): 0,
+        ("staging", "orders-db", "PostgreSQL"): 0,
+    }
