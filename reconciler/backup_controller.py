@@ -29,16 +29,27 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from common.backups.model import Phase
-from common.constants import GROUP, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, STORE_PLURAL, VERSION
+from common.constants import (
+    ANNOTATION_SCHEDULED_TIME,
+    GROUP,
+    LABEL_BACKUP_NAME,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    PLURAL,
+    STORE_PLURAL,
+    VERSION,
+)
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import sent, timeout
 from common.volumes import pod_claims
 from reconciler.backup_plan import Plan, World, decide
+from reconciler.capacity import ANNOTATION_CAPS, Capacity, Caps
 from reconciler.outcomes import is_verification
 from reconciler.stuck import GRACE
 from reconciler.trust import NamespaceFacts
 from reconciler.watches import Loop, remember, restarts, watch, write_status
+from reconciler.world import Event
 
 __all__ = ["Controller"]
 
@@ -48,6 +59,11 @@ log = structlog.get_logger("reconciler")
 class Controller(Loop):
     kind = PLURAL
     workers = 16
+
+    def __init__(self, *args: Any, capacity: Capacity | None = None, **kwargs: Any) -> None:
+        # One Capacity for every controller of the process (one per watched namespace): the caps are cluster-wide.
+        self.capacity = capacity if capacity is not None else Capacity(Caps())
+        super().__init__(*args, **kwargs)
 
     def watches(self) -> None:
         api, metrics, namespace = self.api, self.metrics, self.namespace
@@ -166,6 +182,9 @@ class Controller(Loop):
         else:
             self._jobs_of[owner].add(event.key[1])
         self._enqueue(owner)
+        # A Job that ended gives its places under the caps back: the runs that waited longest look again now.
+        for waiter in self.capacity.seen(event.object, event.type != "DELETED" and _running(event.object)):
+            self._enqueue(waiter)
 
     def _on_pod(self, event: WatchEvent) -> None:
         # A Pod's termination message is part of its Job's outcome.
@@ -290,8 +309,22 @@ class Controller(Loop):
 
     async def _apply(self, obj: dict[str, Any], plan: Plan, now: datetime) -> None:
         namespace, name = key_of(obj)
+        held = None
         for job in plan.create:
-            await self._create(job)
+            held = held or self._held(obj, job)
+            if held is None:
+                await self._create(job)
+                self.queue.add((namespace, name))  # status on the next pass: see the module docstring
+        if not plan.create:
+            self.capacity.forget((namespace, name))  # owed nothing now (a deadline passed, suspended, deleted)
+        if held is not None:
+            for job_name in plan.delete:
+                await self._delete(namespace, job_name)
+            for event in plan.events:
+                if event.reason not in ("Scheduled", "Replaced"):  # about a Job that is not created now
+                    self.events.record(obj, event, now)
+            await self._wait(obj, held, now)
+            return
         for job_name in plan.delete:
             await self._delete(namespace, job_name)
         for job_name in plan.stop:
@@ -303,7 +336,8 @@ class Controller(Loop):
         if plan.create:
             self.queue.add((namespace, name))  # status on the next pass: see the module docstring
         elif plan.status is not None:
-            await self._write_status(obj, plan.status)
+            waited = "waiting" in (obj.get("status") or {})
+            await self._write_status(obj, {**plan.status, "waiting": None} if waited else plan.status)
         if plan.create or plan.delete or plan.stop or plan.events:
             log.info(
                 "reconciled",
@@ -315,11 +349,36 @@ class Controller(Loop):
                 events=[e.reason for e in plan.events],
             )
 
+    def _held(self, obj: dict[str, Any], job: dict[str, Any]) -> tuple[str, str] | None:
+        """(slot, what holds it back) when a cap keeps this run from starting now; None when it may start, and is
+        then counted (reconciler.capacity)."""
+        metadata = job["metadata"]
+        keys = tuple(str((metadata.get("annotations") or {}).get(ANNOTATION_CAPS) or "").split())
+        if not keys:
+            return None
+        slot = str(metadata["annotations"].get(ANNOTATION_SCHEDULED_TIME) or "")
+        blocker = self.capacity.admit(key_of(obj), slot, (metadata["namespace"], metadata["name"]), keys)
+        return None if blocker is None else (slot, blocker)
+
+    async def _wait(self, obj: dict[str, Any], held: tuple[str, str], now: datetime) -> None:
+        """Status says what a due run waits for; its slot stays owed, and `_on_job` brings it back."""
+        slot, blocker = held
+        previous = obj.get("status") or {}
+        waiting = {"slot": slot, "cap": blocker}
+        if previous.get("phase") == Phase.WAITING and previous.get("waiting") == waiting:
+            return
+        message = f"The run due {slot} waits for {blocker}; it starts as soon as a place frees"
+        if (previous.get("waiting") or {}).get("slot") != slot:
+            self.events.record(obj, Event("Normal", "Waiting", message), now)
+        await self._write_status(obj, {"phase": Phase.WAITING, "waiting": waiting})
+
     async def _create(self, job: dict[str, Any]) -> None:
         try:
             created = await self.executor.start(job)
         except ApiException as error:
             if error.status != 409:
+                for waiter in self.capacity.release((job["metadata"]["namespace"], job["metadata"]["name"])):
+                    self._enqueue(waiter)
                 raise
             return  # AlreadyExists: this run was started before (a crash, a restart, another replica)
         self.metrics.api_requests.labels("create", "jobs").inc()
@@ -474,6 +533,12 @@ def _owner(obj: dict[str, Any]) -> Key | None:
     metadata = obj.get("metadata") or {}
     name = (metadata.get("labels") or {}).get(LABEL_BACKUP_NAME)
     return (str(metadata.get("namespace") or ""), str(name)) if name else None
+
+
+def _running(job: Mapping[str, Any]) -> bool:
+    """Whether a Job still holds its places under the caps: it has neither completed nor failed."""
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return not any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
 
 
 def _owner_uid(job: dict[str, Any]) -> str | None:

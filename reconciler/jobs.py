@@ -51,6 +51,7 @@ from reconciler.arguments import (
     restore_arguments,
     runner_arguments,
 )
+from reconciler.capacity import ANNOTATION_CAPS, keys_of
 from reconciler.world import rfc3339
 
 __all__ = [
@@ -279,10 +280,25 @@ def _job(
         LABEL_RUN: run,
         "app.kubernetes.io/name": "databasebackup",
     }
-    annotations = {ANNOTATION_SCHEDULED_TIME: rfc3339(scheduled)}
+    annotations = {
+        ANNOTATION_SCHEDULED_TIME: rfc3339(scheduled),
+        ANNOTATION_CAPS: " ".join(cap_keys(spec, run, metadata)),
+    }
     if request is not None:
         annotations[ANNOTATION_BACKUP_NOW] = request
     return _job_object(owner, KIND, name, labels, annotations, pod, backoff_limit=backoff_limit, spec=spec)
+
+
+def cap_keys(spec: DatabaseBackupSpec, run: str, metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a run counts toward under the administrator's caps (reconciler.capacity): a check never connects to the
+    database server, so it counts toward all but the server's."""
+    namespace = str(metadata["namespace"])
+    server = None if run == RUN_VERIFY else (spec.connection.host or spec.database_name)
+    if spec.s3_store is not None:
+        storage = f"store/{spec.s3_store.store}"
+    else:
+        storage = f"claim/{namespace}/{spec.claim_name or default_claim_name(spec.database_name)}"
+    return keys_of(namespace, server, storage)
 
 
 def _job_object(

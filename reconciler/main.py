@@ -22,6 +22,7 @@ from common.logs import configure
 from common.metrics_auth import MetricsAuth, add_metrics_auth_flag
 from common.tls import CertificateReloader, add_cert_flags
 from reconciler.backup_controller import Controller
+from reconciler.capacity import Capacity, Caps
 from reconciler.executor import Executor, JobExecutor
 from reconciler.health import ApiContact, NoCertificate, Readiness, health_app, serve_health
 from reconciler.jobs import RunnerSettings
@@ -51,6 +52,13 @@ def parser() -> argparse.ArgumentParser:
         help="image of the backup Jobs (default: $DBB_RUNNER_IMAGE or %(default)s)",
     )
     parser.add_argument("--workers", type=int, default=16, help="concurrent reconciles (default: %(default)s)")
+    caps = parser.add_argument_group("caps", "backup and check Jobs running at once (0: no cap; docs/fleet.md)")
+    caps.add_argument("--max-running", type=_cap, default=0, help="in the cluster (default: no cap)")
+    caps.add_argument("--max-running-per-namespace", type=_cap, default=0, help="per namespace (default: no cap)")
+    caps.add_argument(
+        "--max-running-per-server", type=_cap, default=1, help="backups per database server (default: %(default)s)"
+    )
+    caps.add_argument("--max-running-per-storage", type=_cap, default=0, help="per BackupStore or claim (no cap)")
     parser.add_argument("--leader-elect", action="store_true", help="act only while holding the Lease")
     parser.add_argument(
         "--lease-namespace",
@@ -85,6 +93,22 @@ def parser() -> argparse.ArgumentParser:
     add_cluster_domain_flag(parser)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
+
+
+def _cap(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative: give a number of Jobs, or 0 for no cap")
+    return value
+
+
+def caps(args: argparse.Namespace) -> Caps:
+    return Caps(
+        cluster=args.max_running or None,
+        namespace=args.max_running_per_namespace or None,
+        server=args.max_running_per_server or None,
+        storage=args.max_running_per_storage or None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +147,7 @@ async def serve(args: argparse.Namespace, executor: Callable[[ApiClient], Execut
         # One controller per watched namespace (or one for all): each lists and watches only its namespace, which is
         # what lets a Role per namespace replace the ClusterRole.
         controllers: list[Controller | RestoreController] = []
+        capacity = Capacity(caps(args))  # shared: the caps hold across every watched namespace
         for namespace in args.namespace or [None]:
             runner = RunnerSettings(image=args.runner_image)
             controllers.append(
@@ -135,6 +160,7 @@ async def serve(args: argparse.Namespace, executor: Callable[[ApiClient], Execut
                     workers=args.workers,
                     identity=identity,
                     cluster_domain=args.cluster_domain,
+                    capacity=capacity,
                 )
             )
             restores = RestoreController(

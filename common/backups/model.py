@@ -65,6 +65,7 @@ class Phase(StrEnum):
     FAILED = "Failed"
     SUSPENDED = "Suspended"
     INVALID = "Invalid"
+    WAITING = "Waiting"  # a due run held back by an administrator's cap (reconciler.capacity)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from common.names import job_name
 from common.schedule import parse_schedule, window_offset
 from hack.harness.controlplane import ControlPlane
 from reconciler.backup_controller import Controller
+from reconciler.capacity import Capacity, Caps
 from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings
 from reconciler.metrics import Metrics
@@ -176,7 +177,9 @@ async def cluster(control_plane: ControlPlane, namespace: str) -> AsyncIterator[
 
 
 @contextlib.asynccontextmanager
-async def running(cluster: Cluster, clock: Clock, metrics: Metrics | None = None) -> AsyncIterator[Controller]:
+async def running(
+    cluster: Cluster, clock: Clock, metrics: Metrics | None = None, capacity: Capacity | None = None
+) -> AsyncIterator[Controller]:
     controller = Controller(
         cluster.api,
         JobExecutor(cluster.api),
@@ -185,6 +188,7 @@ async def running(cluster: Cluster, clock: Clock, metrics: Metrics | None = None
         namespace=cluster.namespace,
         workers=4,
         clock=clock,
+        capacity=capacity,
     )
     task = asyncio.create_task(controller.run())
     try:
@@ -596,3 +600,51 @@ async def test_a_window_gives_each_object_its_own_time_and_a_restarted_reconcile
     assert {n: o["metadata"]["resourceVersion"] for n, o in again.items()} == {
         n: o["metadata"]["resourceVersion"] for n, o in first.items()
     }, "the same times: no status written"
+
+
+async def test_a_cluster_cap_holds_due_runs_back_and_starts_each_once_in_slot_order(cluster: Cluster) -> None:
+    """Four DatabaseBackups due in the same minute under a cap of two: two Jobs, the others Waiting (status and an
+    Event say which cap); each Job that ends lets exactly one more start, and every run starts once. A Job once
+    created stays, so a third running Job at any moment would still be counted at the next look."""
+    await cluster.create_database()
+    names = [f"capped-{i}" for i in range(4)]
+    for name in names:
+        await cluster.create_backup(name)
+    clock = Clock()
+    slot = clock.just_past_next_minute()
+    finished: set[str] = set()
+
+    async def jobs() -> list[str]:
+        return sorted(j["metadata"]["name"] for j in await cluster.jobs())
+
+    async with running(cluster, clock, capacity=Capacity(Caps(cluster=2, server=None))):
+        for _ in names:
+            expected = min(len(names), len(finished) + 2)
+            started = await until(lambda expected=expected: _at_least(jobs, expected))  # type: ignore[misc]
+            assert len(started) == expected, started
+            if len(started) < len(names):
+                waiting = await until(lambda: _waiting(cluster, names))
+                assert {w["cap"] for w in waiting} == {"the cap of 2 running backups and checks in the cluster"}
+                assert {w["slot"] for w in waiting} == {slot.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            running_now = [j for j in await cluster.jobs() if j["metadata"]["name"] not in finished]
+            job = min(running_now, key=lambda j: j["metadata"]["name"])
+            await cluster.finish(job, succeeded=True, message=json.dumps({"status": "Succeeded"}))
+            finished.add(job["metadata"]["name"])
+        assert len(await jobs()) == len(names), "each run started once"
+        assert {j.rsplit("-", 1)[0] for j in await jobs()} == set(names)
+        events = [e for n in names for e in await cluster.events(n)]
+    assert any(e.startswith("Normal Waiting: The run due") for e in events), events
+
+
+async def _at_least(jobs: Callable[[], Any], count: int) -> list[str] | None:
+    found: list[str] = await jobs()
+    return found if len(found) >= count else None
+
+
+async def _waiting(cluster: Cluster, names: list[str]) -> list[dict[str, Any]] | None:
+    found = []
+    for name in names:
+        status = (await cluster.backup(name)).get("status") or {}
+        if status.get("phase") == "Waiting":
+            found.append(status["waiting"])
+    return found or None

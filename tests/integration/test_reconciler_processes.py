@@ -42,6 +42,8 @@ class Replica:
                     f"--health-port={self.port}",
                     f"--cert-dir={cert_dir}",
                     "--no-metrics-auth",  # the tests read dbb_leader
+                    # Each request's Job runs on (no kubelet ends it): the one-per-server cap would hold the next.
+                    "--max-running-per-server=0",
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
