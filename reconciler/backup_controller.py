@@ -138,8 +138,8 @@ class Controller(Loop):
             handler=self._on_store,
             on_restart=restarts(metrics, "backupstores"),
         )
-        self.metrics.backups.read_from(lambda: self.backups.store.values(), self.clock)
-        self.metrics.backups.databases_from(lambda: self.statefulsets.store.values())
+        self.metrics.backups.read_from(lambda: self.backups.store.values(), self.clock, part=namespace)
+        self.metrics.backups.databases_from(lambda: self.statefulsets.store.values(), part=namespace)
         # Indexes from the objects we watch to the DatabaseBackups they concern.
         self._jobs_of: dict[Key, set[str]] = defaultdict(set)
         self._pods_of_job: dict[Key, set[str]] = defaultdict(set)

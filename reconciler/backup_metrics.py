@@ -64,36 +64,49 @@ _Row = tuple[str, str, tuple[float | None, ...]]
 
 
 class BackupMetrics:
-    """Empty until the controller gives it its cache (`read_from`): a standby replica exports no series."""
+    """Empty until the controller gives it its cache (`read_from`): a standby replica exports no series.
+
+    A reconciler that watches several namespaces runs a controller per namespace, each with its own caches: each
+    gives its own under its `part` (its namespace), and a scrape reads them all."""
 
     def __init__(self) -> None:
-        self._objects: Callable[[], Iterable[Mapping[str, Any]]] = tuple
-        self._restores: Callable[[], Iterable[Mapping[str, Any]]] = tuple
-        self._databases: Callable[[], Iterable[Mapping[str, Any]]] = tuple
+        self._objects: dict[str | None, Callable[[], Iterable[Mapping[str, Any]]]] = {}
+        self._restores: dict[str | None, Callable[[], Iterable[Mapping[str, Any]]]] = {}
+        self._databases: dict[str | None, Callable[[], Iterable[Mapping[str, Any]]]] = {}
         self._clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._due: dict[_Due, float | None] = {}
         self._covered: set[tuple[str, str]] = set()  # (namespace, databaseName) of the last scrape's DatabaseBackups
         self._spans: dict[tuple[str, str, float], list[tuple[float, float]]] = {}
 
-    def read_from(self, objects: Callable[[], Iterable[Mapping[str, Any]]], clock: Callable[[], datetime]) -> None:
-        """`objects` gives the cached DatabaseBackups; `clock` the controller's now."""
-        self._objects, self._clock, self._due = objects, clock, {}
+    def read_from(
+        self,
+        objects: Callable[[], Iterable[Mapping[str, Any]]],
+        clock: Callable[[], datetime],
+        part: str | None = None,
+    ) -> None:
+        """`objects` gives the cached DatabaseBackups (of `part`: a namespace, None for all); `clock` the
+        controller's now."""
+        self._objects[part], self._clock, self._due = objects, clock, {}
 
-    def restores_from(self, restores: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+    def restores_from(self, restores: Callable[[], Iterable[Mapping[str, Any]]], part: str | None = None) -> None:
         """`restores` gives the cached DatabaseRestores: a restore that succeeded is a restore drill of its source
         too, its measured time (`status.restoreSeconds`) the drill's duration, if it is newer than the last check's."""
-        self._restores = restores
+        self._restores[part] = restores
 
-    def databases_from(self, statefulsets: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+    def databases_from(self, statefulsets: Callable[[], Iterable[Mapping[str, Any]]], part: str | None = None) -> None:
         """`statefulsets` gives the cached StatefulSets: each that is a database (as defaulting recognises one)
         gets `dbb_database_protected`."""
-        self._databases = statefulsets
+        self._databases[part] = statefulsets
+
+    @staticmethod
+    def _all(sources: Mapping[str | None, Callable[[], Iterable[Mapping[str, Any]]]]) -> list[Mapping[str, Any]]:
+        return [obj for source in list(sources.values()) for obj in list(source())]
 
     def _coverage(self, covered: set[tuple[str, str]]) -> Iterator[bytes]:
         """`dbb_database_protected`: 1 for each database StatefulSet that a DatabaseBackup which is not suspended
         backs up (`covered`: (namespace, spec.databaseName)), else 0."""
         lines = [f"# HELP {PROTECTED} {PROTECTED_HELP}", f"# TYPE {PROTECTED} gauge"]
-        for obj in list(self._databases()):
+        for obj in self._all(self._databases):
             metadata = obj.get("metadata") or {}
             namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
             engine = facts(obj, namespace).engine
@@ -112,7 +125,7 @@ class BackupMetrics:
     def _restored(self) -> dict[tuple[str, str], tuple[float, float]]:
         """{(namespace, source DatabaseBackup): (when, seconds)} of the newest succeeded DatabaseRestore of each."""
         newest: dict[tuple[str, str], tuple[float, float]] = {}
-        for obj in list(self._restores()):
+        for obj in self._all(self._restores):
             status = obj.get("status") or {}
             seconds = status.get("restoreSeconds")
             finished = _timestamp(status.get("completionTime"))
@@ -152,7 +165,7 @@ class BackupMetrics:
         rows: list[_Row] = []
         restored = self._restored()
         self._covered = covered = set()
-        for obj in list(self._objects()):
+        for obj in self._all(self._objects):
             if len(rows) == _TURN:
                 yield rows
                 rows = []

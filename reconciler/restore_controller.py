@@ -64,7 +64,7 @@ class RestoreController(Loop):
             handler=lambda event: self.queue.add(event.key),
         )
         restores = self.restores
-        metrics.backups.restores_from(lambda: restores.store.values())
+        metrics.backups.restores_from(lambda: restores.store.values(), part=namespace)
         self.jobs = watch(
             "restore-jobs",
             namespace,

@@ -198,3 +198,15 @@ def test_every_database_statefulset_is_reported_protected_or_not_and_other_state
         ("shop", "forgotten-db", "MySQL"): 0,
         ("staging", "orders-db", "PostgreSQL"): 0,
     }
+
+
+def test_each_namespaces_controller_adds_its_cache_and_a_scrape_reads_them_all() -> None:
+    """`--namespace a --namespace b` runs a controller per namespace, each with its own cache."""
+    collector = BackupMetrics()
+    clock = lambda: datetime(2026, 12, 6, tzinfo=UTC)  # noqa: E731
+    first, second = backup("nightly"), backup("hourly")
+    second["metadata"]["namespace"] = "staging"
+    collector.read_from(lambda: [first], clock, part="shop")
+    collector.read_from(lambda: [second], clock, part="staging")
+    found = {(s.labels["namespace"], s.labels["name"]) for s in page_samples(collector.exposition())}
+    assert found == {("shop", "nightly"), ("staging", "hourly")}
