@@ -182,9 +182,10 @@ class Controller(Loop):
         else:
             self._jobs_of[owner].add(event.key[1])
         self._enqueue(owner)
-        # A Job that ended gives its places under the caps back: the runs that waited longest look again now.
+        # A Job that ended gives its places under the caps back: the runs that waited longest look again now, ahead
+        # of the keys the watches added (their time came, as a slot's does).
         for waiter in self.capacity.seen(event.object, event.type != "DELETED" and _running(event.object)):
-            self._enqueue(waiter)
+            self.queue.add(waiter, due=True)
 
     def _on_pod(self, event: WatchEvent) -> None:
         # A Pod's termination message is part of its Job's outcome.
@@ -378,7 +379,7 @@ class Controller(Loop):
         except ApiException as error:
             if error.status != 409:
                 for waiter in self.capacity.release((job["metadata"]["namespace"], job["metadata"]["name"])):
-                    self._enqueue(waiter)
+                    self.queue.add(waiter, due=True)
                 raise
             return  # AlreadyExists: this run was started before (a crash, a restart, another replica)
         self.metrics.api_requests.labels("create", "jobs").inc()
