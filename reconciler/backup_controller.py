@@ -359,6 +359,8 @@ class Controller(Loop):
             return None
         slot = str(metadata["annotations"].get(ANNOTATION_SCHEDULED_TIME) or "")
         blocker = self.capacity.admit(key_of(obj), slot, (metadata["namespace"], metadata["name"]), keys)
+        for waiter in self.capacity.woken():  # an earlier run that can start: it goes first, now
+            self.queue.add(waiter, due=True)
         return None if blocker is None else (slot, blocker)
 
     async def _wait(self, obj: dict[str, Any], held: tuple[str, str], now: datetime) -> None:

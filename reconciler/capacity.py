@@ -80,6 +80,7 @@ class Capacity:
     _jobs: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # active or reserved Job: its keys
     _waiting: dict[Key, tuple[Waiter, tuple[str, ...]]] = field(default_factory=dict)
     _queues: dict[str, list[Waiter]] = field(default_factory=dict)  # per capped key, the waiters in slot order
+    wake: list[Key] = field(default_factory=list)  # earlier waiters that `admit` let go first (`woken`)
 
     def seen(self, job: Mapping[str, Any], active: bool) -> list[Key]:
         """A Job as the watch reports it; the waiting runs to look at again (when it ended)."""
@@ -106,6 +107,11 @@ class Capacity:
         if job in self._jobs:
             return None  # already counted: its Job exists
         me: Waiter = (slot, *who)
+        held = self._waiting.get(who)
+        if held is not None and held[0] < me:
+            # It keeps the place in line it had: an on-demand run's time is the moment of each look, and a run
+            # whose slot was overtaken by the next one has waited since the first.
+            me = held[0]
         blocker = self._full(keys) or self._earlier(me, keys)
         if blocker is not None:
             self._wait(who, me, keys)
@@ -136,7 +142,8 @@ class Capacity:
         return None
 
     def _earlier(self, me: Waiter, keys: Iterable[str]) -> str | None:
-        """An earlier waiter sharing a capped key that could start now: it goes first."""
+        """An earlier waiter sharing a capped key that could start now: it goes first, and is named in `wake` so
+        that it looks again now (nothing else may bring it back)."""
         for key in keys:
             if self.caps.limit(key) is None:
                 continue
@@ -145,8 +152,14 @@ class Capacity:
                     break
                 _, their_keys = self._waiting[waiter[1:]]
                 if self._full(their_keys) is None:
+                    self.wake.append((waiter[1], waiter[2]))
                     return f"an earlier run ({waiter[1]}/{waiter[2]}, due {waiter[0]}) that starts first"
         return None
+
+    def woken(self) -> list[Key]:
+        """The waiters `admit` found should go first: to look at again now."""
+        found, self.wake = self.wake, []
+        return found
 
     def _wait(self, who: Key, me: Waiter, keys: tuple[str, ...]) -> None:
         if self._waiting.get(who) == (me, keys):

@@ -96,3 +96,24 @@ def test_never_more_than_the_caps_and_every_run_once_woken_only_by_the_jobs_that
             running.discard(done)
             look = set(capacity.seen(job(f"{done[1]}-job", runs[done][1], done[0]), active=False)) & pending
     assert sorted(started) == sorted(runs), "every run started, each once"
+
+
+def test_a_run_whose_time_is_each_look_keeps_its_place_and_a_passed_over_earlier_run_is_woken() -> None:
+    """An on-demand run's time is the moment of each look: it keeps the place it first took in line. And a woken run
+    that must let an earlier one go first names it, so that nothing is left waiting with a place free."""
+    capacity = Capacity(Caps(server=1))
+    keys = {n: keys_of("shop", "orders-db", f"claim/shop/{n}") for n in ("a", "b", "c")}
+    assert capacity.admit(("shop", "a"), slot(0), ("shop", "a-now"), keys["a"]) is None
+    assert capacity.admit(("shop", "b"), slot(1), ("shop", "b-now"), keys["b"]) is not None
+    assert capacity.admit(("shop", "c"), slot(2), ("shop", "c-now"), keys["c"]) is not None
+    assert capacity.admit(("shop", "b"), slot(5), ("shop", "b-now"), keys["b"]) is not None  # b looks again, later
+    assert capacity.seen(job("a-now", keys["a"]), active=False) == [("shop", "b")], "b still first in line"
+    # Had c looked first (a watch event of its own), b is named to go first, and c waits.
+    blocker = capacity.admit(("shop", "c"), slot(9), ("shop", "c-now"), keys["c"])
+    assert blocker is not None
+    assert blocker.startswith("an earlier run (shop/b")
+    assert capacity.woken() == [("shop", "b")]
+    assert capacity.woken() == []
+    assert capacity.admit(("shop", "b"), slot(9), ("shop", "b-now"), keys["b"]) is None
+    assert capacity.seen(job("b-now", keys["b"]), active=False) == [("shop", "c")]
+    assert capacity.admit(("shop", "c"), slot(10), ("shop", "c-now"), keys["c"]) is None
