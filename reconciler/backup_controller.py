@@ -45,7 +45,7 @@ from common.kube import sent, timeout
 from common.volumes import pod_claims
 from reconciler.backup_plan import Plan, World, decide
 from reconciler.capacity import ANNOTATION_CAPS, Capacity, Caps
-from reconciler.outcomes import is_verification
+from reconciler.outcomes import is_verification, outcome
 from reconciler.stuck import GRACE
 from reconciler.trust import NamespaceFacts
 from reconciler.watches import Loop, remember, restarts, watch, write_status
@@ -184,7 +184,8 @@ class Controller(Loop):
         self._enqueue(owner)
         # A Job that ended gives its places under the caps back: the runs that waited longest look again now, ahead
         # of the keys the watches added (their time came, as a slot's does).
-        for waiter in self.capacity.seen(event.object, event.type != "DELETED" and _running(event.object)):
+        running = event.type != "DELETED" and outcome(event.object, None).state == "Active"
+        for waiter in self.capacity.seen(event.object, running):
             self.queue.add(waiter, due=True)
 
     def _on_pod(self, event: WatchEvent) -> None:
@@ -310,12 +311,12 @@ class Controller(Loop):
 
     async def _apply(self, obj: dict[str, Any], plan: Plan, now: datetime) -> None:
         namespace, name = key_of(obj)
-        held = None
+        held, created = None, False
         for job in plan.create:
             held = held or self._held(obj, job)
             if held is None:
                 await self._create(job)
-                self.queue.add((namespace, name))  # status on the next pass: see the module docstring
+                created = True
         if not plan.create:
             self.capacity.forget((namespace, name))  # owed nothing now (a deadline passed, suspended, deleted)
         if held is not None:
@@ -324,6 +325,8 @@ class Controller(Loop):
             for event in plan.events:
                 if event.reason not in ("Scheduled", "Replaced"):  # about a Job that is not created now
                     self.events.record(obj, event, now)
+            if created:  # the status of the run that did start, on the next pass
+                self.queue.add((namespace, name))
             await self._wait(obj, held, now)
             return
         for job_name in plan.delete:
@@ -357,7 +360,7 @@ class Controller(Loop):
         keys = tuple(str((metadata.get("annotations") or {}).get(ANNOTATION_CAPS) or "").split())
         if not keys:
             return None
-        slot = str(metadata["annotations"].get(ANNOTATION_SCHEDULED_TIME) or "")
+        slot = _slot_of(job)
         blocker = self.capacity.admit(key_of(obj), slot, (metadata["namespace"], metadata["name"]), keys)
         for waiter in self.capacity.woken():  # an earlier run that can start: it goes first, now
             self.queue.add(waiter, due=True)
@@ -538,10 +541,8 @@ def _owner(obj: dict[str, Any]) -> Key | None:
     return (str(metadata.get("namespace") or ""), str(name)) if name else None
 
 
-def _running(job: Mapping[str, Any]) -> bool:
-    """Whether a Job still holds its places under the caps: it has neither completed nor failed."""
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return not any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+def _slot_of(job: Mapping[str, Any]) -> str:
+    return str((job["metadata"].get("annotations") or {}).get(ANNOTATION_SCHEDULED_TIME) or "")
 
 
 def _owner_uid(job: dict[str, Any]) -> str | None:

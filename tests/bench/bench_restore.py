@@ -112,6 +112,10 @@ def _engine(server: Server, work: Path, raw: Callable[[Path, str, Path], float])
     return rows, verdict
 
 
+def _section(title: str, header: list[str], rows: list[list[str]], verdict: str) -> str:
+    return f"### {title}\n\n{table(header, rows)}\n\n- {verdict}"
+
+
 def main() -> str:
     work = Path(tempfile.mkdtemp(prefix="dbb-bench-restore-"))
     header = ["restore", "file MB", "best s", "rounds s", "× raw"]
@@ -120,20 +124,16 @@ def main() -> str:
         (work / "ours").mkdir()
         with PostgresServer.start(settings={"shared_buffers": "256MB", "max_wal_size": "4GB"}) as pg:
             size = fill_postgres(pg)
-            rows, verdict = _engine(pg, work, lambda f, t, e: _raw_pg(pg, f, t, e))
-            sections.append(
-                f"### PostgreSQL 15: {ROWS:,} rows, pg_database_size {size / MB:.0f} MB; raw: "
-                f"`pg_dump -Fc -Z0`, `createdb`, `pg_restore -j {JOBS}`\n\n{table(header, rows)}\n\n- {verdict}"
-            )
+            title = f"PostgreSQL 15: {ROWS:,} rows, pg_database_size {size / MB:.0f} MB; raw: `pg_dump -Fc -Z0`, "
+            title += f"`createdb`, `pg_restore -j {JOBS}`"
+            sections.append(_section(title, header, *_engine(pg, work, lambda f, t, e: _raw_pg(pg, f, t, e))))
         shutil.rmtree(work / "ours")
         (work / "ours").mkdir()
         with MariaDBServer.start(settings={"innodb-buffer-pool-size": "1G", "innodb-log-file-size": "512M"}) as my:
             size = fill_mariadb(my)
-            rows, verdict = _engine(my, work, lambda f, t, e: _raw_mariadb(my, f, t, e))
-            sections.append(
-                f"### MariaDB: {ROWS:,} rows, data + index {size / MB:.0f} MB; raw: `mariadb-dump`, "
-                f"`CREATE DATABASE`, `mariadb < dump`\n\n{table(header, rows)}\n\n- {verdict}"
-            )
+            title = f"MariaDB: {ROWS:,} rows, data + index {size / MB:.0f} MB; raw: `mariadb-dump`, "
+            title += "`CREATE DATABASE`, `mariadb < dump`"
+            sections.append(_section(title, header, *_engine(my, work, lambda f, t, e: _raw_mariadb(my, f, t, e))))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     notes = (
