@@ -40,3 +40,10 @@ RUN_RESTORE: Final = "restore"
 STORE_KIND: Final = "BackupStore"
 STORE_PLURAL: Final = "backupstores"
 STORE_CRD_NAME: Final = f"{STORE_PLURAL}.{GROUP}"
+
+# The DatabaseBackupPolicy kind: one DatabaseBackup per database StatefulSet it selects (cluster-scoped;
+# common.policies).
+POLICY_KIND: Final = "DatabaseBackupPolicy"
+POLICY_PLURAL: Final = "databasebackuppolicies"
+POLICY_SHORT_NAME: Final = "dbbpolicy"
+POLICY_CRD_NAME: Final = f"{POLICY_PLURAL}.{GROUP}"

@@ -28,6 +28,7 @@ from reconciler.health import ApiContact, NoCertificate, Readiness, health_app, 
 from reconciler.jobs import RunnerSettings
 from reconciler.leader import LeaderElection, LeadershipLost
 from reconciler.metrics import Metrics
+from reconciler.policy_controller import PolicyController
 from reconciler.restore_controller import RestoreController
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ async def serve(args: argparse.Namespace, executor: Callable[[ApiClient], Execut
         runs = executor(api)
         # One controller per watched namespace (or one for all): each lists and watches only its namespace, which is
         # what lets a Role per namespace replace the ClusterRole.
-        controllers: list[Controller | RestoreController] = []
+        controllers: list[Controller | RestoreController | PolicyController] = []
         capacity = Capacity(caps(args))  # shared: the caps hold across every watched namespace
         for namespace in args.namespace or [None]:
             runner = RunnerSettings(image=args.runner_image)
@@ -173,6 +174,9 @@ async def serve(args: argparse.Namespace, executor: Callable[[ApiClient], Execut
                 cluster_domain=args.cluster_domain,
             )
             controllers.append(restores)
+        if not args.namespace:
+            # Policies are cluster-scoped and select namespaces: they need the cluster-wide view.
+            controllers.append(PolicyController(api, metrics))
         election = (
             LeaderElection(
                 api,
@@ -209,7 +213,7 @@ async def serve(args: argparse.Namespace, executor: Callable[[ApiClient], Execut
 
 
 async def _run(
-    controllers: list[Controller | RestoreController],
+    controllers: list[Controller | RestoreController | PolicyController],
     identity: str,
     election: LeaderElection | None,
     stop: asyncio.Event,
@@ -250,7 +254,7 @@ async def _run(
     return code
 
 
-async def _work(controllers: list[Controller | RestoreController]) -> None:
+async def _work(controllers: list[Controller | RestoreController | PolicyController]) -> None:
     """Run every controller; when one stops (on an error), stop the others too and raise its error."""
     tasks = [asyncio.create_task(c.run(), name=f"{type(c).__name__}:{c.namespace or '*'}") for c in controllers]
     try:

@@ -181,22 +181,16 @@ async def write_status(
     obj: dict[str, Any],
     status: dict[str, Any],
 ) -> None:
-    """Merge-patch `status` of `obj` (one of `plural`) and keep the answer in `informer`; an object deleted
-    meanwhile is no error."""
+    """Merge-patch `status` of `obj` (one of `plural`; cluster-scoped when it has no namespace) and keep the answer
+    in `informer`; an object deleted meanwhile is no error."""
     namespace, name = key_of(obj)
+    patch = body({"status": status})
+    options = {"_preload_content": False, **MERGE_PATCH, **timeout()}
     try:
         updated = await raw(
-            custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-                body({"status": status}),
-                _preload_content=False,
-                **MERGE_PATCH,
-                **timeout(),
-            )
+            custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, patch, **options)
+            if namespace
+            else custom.patch_cluster_custom_object_status(GROUP, VERSION, plural, name, patch, **options)
         )
     except ApiException as error:
         if error.status == 404:

@@ -24,6 +24,7 @@ from webhook.backups import host_to_check, image_to_check, mutate, store_to_chec
 from webhook.database import DatabaseFinder
 from webhook.lookup import LOOKUP_BUDGET, Lookup
 from webhook.metrics import Metrics
+from webhook.policies import validate_policy
 from webhook.readiness import Report
 from webhook.restores import mutate_restore, validate_restore
 from webhook.reviews import AdmissionRequest, AdmissionResponse, BadReview, parse_review, review
@@ -57,6 +58,7 @@ def make_app(
     app.router.add_post("/validate-restore", handlers.validate_restore)
     app.router.add_post("/mutate-restore", handlers.mutate_restore)
     app.router.add_post("/validate-store", handlers.validate_store)
+    app.router.add_post("/validate-policy", handlers.validate_policy)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
@@ -86,6 +88,9 @@ class _Handlers:
 
     async def validate_store(self, request: web.Request) -> web.StreamResponse:
         return await self._admit(request, "validate-store", _judged_store)
+
+    async def validate_policy(self, request: web.Request) -> web.StreamResponse:
+        return await self._admit(request, "validate-policy", _judged_policy)
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text="ok")
@@ -167,6 +172,10 @@ class _Handlers:
 
 async def _judged_store(admission: AdmissionRequest) -> AdmissionResponse:
     return validate_store(admission)
+
+
+async def _judged_policy(admission: AdmissionRequest) -> AdmissionResponse:
+    return validate_policy(admission)
 
 
 def _refuse(status: int, message: str) -> web.Response:

@@ -7,36 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from common.fields import FieldError
+from common.selectors import selector_matches
 from common.stores.model import STORE_FIELD, parse_store_spec
-from common.stores.validation import SELECTOR_OPERATORS, store_problems
+from common.stores.validation import store_problems
 from common.values import S3Storage, StoreReference
 
-__all__ = ["resolve_store", "selector_matches"]
-
-
-def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """A Kubernetes LabelSelector against a set of labels (an empty selector matches everything). A selector this
-    function cannot read matches nothing: it fails closed."""
-    if selector is None:
-        return True
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expression in selector.get("matchExpressions") or []:
-        key, operator = expression.get("key"), expression.get("operator")
-        values = expression.get("values") or []
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-        if operator not in SELECTOR_OPERATORS:
-            return False
-    return True
+__all__ = ["resolve_store"]
 
 
 def resolve_store(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from collections.abc import Iterator
+from typing import Final
 from urllib.parse import urlsplit
 
-from common.fields import FieldError, show
+from common.fields import FieldError
+from common.selectors import selector_problems
 from common.stores.model import BackupStoreSpec
 from common.values import (
     ServerSideEncryption,
@@ -18,12 +19,9 @@ from common.values import (
     unprintable,
 )
 
-__all__ = ["SELECTOR_OPERATORS", "store_problems"]
+__all__ = ["store_problems"]
 
 _BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-
-
-SELECTOR_OPERATORS: Final = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
 _PEM_CERTIFICATE: Final = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----")
@@ -65,31 +63,7 @@ def store_problems(store: BackupStoreSpec, where: str = "spec") -> Iterator[Fiel
         yield FieldError(f"{s3}.kmsKeyId", "goes with serverSideEncryption aws:kms only")
     yield from prefix_problems(f"{where}.prefix", store.prefix)
     if store.namespace_selector is not None:
-        yield from _selector_problems(f"{where}.namespaceSelector", store.namespace_selector)
-
-
-def _selector_problems(where: str, selector: Mapping[str, Any]) -> Iterator[FieldError]:
-    labels = selector.get("matchLabels")
-    if labels is not None and not (
-        isinstance(labels, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
-    ):
-        yield FieldError(f"{where}.matchLabels", f"must map label names to strings, not {show(labels)}")
-    expressions = selector.get("matchExpressions")
-    if expressions is not None and not isinstance(expressions, list):
-        yield FieldError(f"{where}.matchExpressions", f"must be a list, not {show(expressions)}")
-        return
-    for index, expression in enumerate(expressions or []):
-        at = f"{where}.matchExpressions[{index}]"
-        if not isinstance(expression, Mapping) or not isinstance(expression.get("key"), str):
-            yield FieldError(at, "must be an object with a key, an operator and (for In and NotIn) values")
-            continue
-        operator, values = expression.get("operator"), expression.get("values")
-        if operator not in SELECTOR_OPERATORS:
-            yield FieldError(f"{at}.operator", f"{show(operator)} is not one of {', '.join(SELECTOR_OPERATORS)}")
-        elif operator in ("In", "NotIn") and not (isinstance(values, list) and values):
-            yield FieldError(f"{at}.values", f"must list at least one value with operator {operator}")
-        elif operator in ("Exists", "DoesNotExist") and values:
-            yield FieldError(f"{at}.values", f"must be empty with operator {operator}")
+        yield from selector_problems(f"{where}.namespaceSelector", store.namespace_selector)
 
 
 def _is_ip(text: str) -> bool:

@@ -33,12 +33,13 @@ from typing import Any, Self
 import yaml
 
 from certs.pki import KeyPair, issue, new_ca, new_key, write_private, write_public
-from common.constants import CRD_NAME, RESTORE_CRD_NAME, STORE_CRD_NAME
+from common.constants import CRD_NAME, POLICY_CRD_NAME, RESTORE_CRD_NAME, STORE_CRD_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_databasebackups.yaml"
 RESTORE_CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_databaserestores.yaml"
 STORE_CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_backupstores.yaml"
+POLICY_CRD_FILE = ROOT / "deploy" / "crd" / "databases.test.io_databasebackuppolicies.yaml"
 WEBHOOKS = ROOT / "deploy" / "webhook" / "webhooks.yaml"
 ADMIN_USER = "envtest-admin"
 START_TIMEOUT = 90.0
@@ -263,12 +264,14 @@ class ControlPlane:
         write_private(path, yaml.safe_dump(config).encode())
 
     def install_crd(self, path: Path = CRD_FILE) -> None:
-        """The DatabaseBackup CRD (`path`), and with the default the DatabaseRestore and BackupStore CRDs too."""
+        """The DatabaseBackup CRD (`path`), and with the default the DatabaseRestore, BackupStore and
+        DatabaseBackupPolicy CRDs too."""
         self.kubectl("apply", "--server-side", "-f", str(path))
         names = [CRD_NAME]
         if path == CRD_FILE:
-            self.kubectl("apply", "--server-side", "-f", str(RESTORE_CRD_FILE), "-f", str(STORE_CRD_FILE))
-            names += [RESTORE_CRD_NAME, STORE_CRD_NAME]
+            others = (RESTORE_CRD_FILE, STORE_CRD_FILE, POLICY_CRD_FILE)
+            self.kubectl("apply", "--server-side", *(arg for file in others for arg in ("-f", str(file))))
+            names += [RESTORE_CRD_NAME, STORE_CRD_NAME, POLICY_CRD_NAME]
         for name in names:
             self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
         self._wait_served()

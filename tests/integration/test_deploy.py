@@ -17,6 +17,7 @@ import copy
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,7 +42,16 @@ SAMPLES_NAMESPACE = "databases"
 # The one spelling of the image in deploy/: `make deploy IMG=...` replaces exactly this string.
 IMAGE = "databasebackup-operator:latest"
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
-STORED_KINDS = {"Namespace", "ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+STORED_KINDS = {
+    "Namespace",
+    "ServiceAccount",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 # The groups a ServiceAccount token carries: can-i must see what the real token would be allowed, bindings to
 # system:authenticated included.
 SA_GROUPS = ("system:serviceaccounts", f"system:serviceaccounts:{SYSTEM}", "system:authenticated")
@@ -134,6 +144,9 @@ def test_the_base_installs_the_whole_operator_and_nothing_else(base: list[Object
         ("CustomResourceDefinition", "databasebackups.databases.test.io"),
         ("CustomResourceDefinition", "databaserestores.databases.test.io"),
         ("CustomResourceDefinition", "backupstores.databases.test.io"),
+        ("CustomResourceDefinition", "databasebackuppolicies.databases.test.io"),
+        ("ValidatingAdmissionPolicy", "dbb-reconciler-writes-only-policy-backups"),
+        ("ValidatingAdmissionPolicyBinding", "dbb-reconciler-writes-only-policy-backups"),
         ("ServiceAccount", "dbb-reconciler"),
         ("ServiceAccount", "dbb-webhook"),
         ("ClusterRole", "dbb-reconciler"),
@@ -338,6 +351,13 @@ RECONCILER_MAY = [
     ("patch", DBB, "--subresource=status", *SHOP),
     ("update", DBB, "--subresource=finalizers", *SHOP),
     ("get", DBB, *SHOP),
+    # For DatabaseBackupPolicies; deploy/reconciler/admission.yaml narrows these to the policies' own (tested below).
+    ("create", DBB, *SHOP),
+    ("update", DBB, *SHOP),
+    ("delete", DBB, *SHOP),
+    ("list", "databasebackuppolicies.databases.test.io", *ANY),
+    ("watch", "databasebackuppolicies.databases.test.io", *ANY),
+    ("patch", "databasebackuppolicies.databases.test.io", "--subresource=status", *ANY),
     ("list", DBR, *ANY),
     ("watch", DBR, *ANY),
     ("patch", DBR, "--subresource=status", *SHOP),
@@ -366,10 +386,11 @@ RECONCILER_MUST_NOT = [
     ("get", "secrets", *OWN),
     ("create", "secrets", *SHOP),
     ("update", "secrets", *SHOP),
-    # The user's objects are theirs: no spec writes, no deletes, no database changes.
+    # The user's objects are theirs: no spec writes, no deletes, no database changes. (DatabaseBackups: only a
+    # policy's, which admission.yaml enforces.) The administrators' policies are read, never written.
     ("patch", DBB, *SHOP),
-    ("update", DBB, *SHOP),
-    ("delete", DBB, *SHOP),
+    ("update", "databasebackuppolicies.databases.test.io", *ANY),
+    ("delete", "databasebackuppolicies.databases.test.io", *ANY),
     ("patch", DBR, *SHOP),
     ("delete", DBR, *SHOP),
     ("patch", "statefulsets.apps", *SHOP),
@@ -448,6 +469,53 @@ def test_the_reconciler_may(control_plane: ControlPlane, installed: None, check:
 @pytest.mark.parametrize("check", RECONCILER_MUST_NOT, ids=label)
 def test_the_reconciler_may_not(control_plane: ControlPlane, installed: None, check: tuple[str, ...]) -> None:
     assert not can_i(control_plane, "dbb-reconciler", check)
+
+
+def test_the_reconciler_writes_only_the_databasebackups_of_policies(
+    control_plane: ControlPlane, installed: None
+) -> None:
+    """RBAC grants DatabaseBackup writes in every namespace; the API server's own admission policy narrows them
+    to those labelled as a policy's, whatever the reconciler (or whoever holds its token) asks."""
+    namespace = f"vap-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", namespace)
+    reconciler = ("--as", f"system:serviceaccount:{SYSTEM}:dbb-reconciler", *(f"--as-group={g}" for g in SA_GROUPS))
+
+    def backup(name: str, labels: dict[str, str]) -> str:
+        obj = {
+            "apiVersion": "databases.test.io/v1",
+            "kind": "DatabaseBackup",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"databaseName": "orders", "schedule": "@daily"},
+        }
+        return json.dumps(obj)
+
+    def relabelled(name: str, labels: dict[str, str]) -> str:
+        # The reconciler writes whole objects (update), never patches.
+        obj = json.loads(control_plane.kubectl("get", "dbb", name, "-n", namespace, "-o", "json").stdout)
+        obj["metadata"]["labels"] = labels
+        return json.dumps(obj)
+
+    policy = {"databases.test.io/policy": "nightly"}
+    control_plane.kubectl("apply", "-f", "-", input=backup("by-hand", {}))
+    refused = "dbb-reconciler writes only DatabaseBackups a DatabaseBackupPolicy made"
+
+    def as_reconciler(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        # The API server loads a new admission policy within a second or so: retry only that wait.
+        deadline = time.monotonic() + 30
+        while True:
+            result = control_plane.kubectl(*reconciler, *args, "-n", namespace, input=input, check=False)
+            if refused in result.stderr or result.returncode == 0 or time.monotonic() > deadline:
+                return result
+            time.sleep(0.2)
+
+    assert refused in as_reconciler("delete", "dbb", "by-hand").stderr
+    assert refused in as_reconciler("replace", "-f", "-", input=relabelled("by-hand", policy)).stderr
+    assert refused in as_reconciler("create", "-f", "-", input=backup("sneaky", {})).stderr
+    assert as_reconciler("create", "-f", "-", input=backup("orders-nightly", policy)).returncode == 0
+    assert refused in as_reconciler("replace", "-f", "-", input=relabelled("orders-nightly", {})).stderr
+    assert as_reconciler("replace", "-f", "-", input=relabelled("orders-nightly", {**policy, "a": "b"})).returncode == 0
+    assert as_reconciler("delete", "dbb", "orders-nightly").returncode == 0
+    assert control_plane.kubectl("get", "dbb", "by-hand", "-n", namespace).returncode == 0
 
 
 @pytest.mark.parametrize("check", WEBHOOK_MAY, ids=label)

@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from common.fields import FieldError
-from common.stores.access import resolve_store, selector_matches
+from common.selectors import selector_matches
+from common.stores.access import resolve_store
 from common.stores.model import parse_store_spec
 from common.stores.validation import store_problems
 from common.values import StoreReference

@@ -1,0 +1,2 @@
+"""The DatabaseBackupPolicy kind: its model and validation (`model`) and the DatabaseBackup it keeps for each
+database it selects (`render`)."""
