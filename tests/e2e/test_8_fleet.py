@@ -1,6 +1,7 @@
 """A fleet on the real cluster, with the operator as deployed (its default cap: one backup per database server at a
 time): three DatabaseBackups of one server asked to back up at once run one after the other, each once, and those
-held back say so; a DatabaseBackup with a window is scheduled at its uid's own minute in it."""
+held back say so; a DatabaseBackup with a window is scheduled at its uid's own minute in it; a policy over the
+namespace makes the database's DatabaseBackup, which backs up, and deleting the policy leaves the backup stored."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from common.constants import LABEL_BACKUP_NAME
 from common.schedule import parse_schedule, window_offset
 from tests.e2e import databases
 from tests.e2e.kube import Kube, wait_for
+from tests.e2e.pods import read_pvc
 
 NAMESPACE = "e2e-fleet"
 
@@ -73,3 +75,44 @@ def test_a_window_schedules_the_backup_at_its_uids_own_minute(kube: Kube, db: da
     printed = kube("get", "dbb", "fleet-window", "-n", NAMESPACE, "-o", "wide")
     assert "4h" in printed.splitlines()[1].split()
     kube("delete", "dbb", "fleet-window", "-n", NAMESPACE)
+
+
+def test_a_policy_protects_the_namespaces_databases_and_its_backups_outlive_it(
+    kube: Kube, db: databases.Database
+) -> None:
+    policy = {
+        "apiVersion": "databases.test.io/v1",
+        "kind": "DatabaseBackupPolicy",
+        "metadata": {"name": "e2e-fleet-nightly"},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+            "template": {
+                # A first backup at once: the annotation is the template's, as a user's would be.
+                "metadata": {"annotations": {"databases.test.io/backup-now": "first"}},
+                "spec": {"schedule": "0 1 * * *", "window": "4h", "retention": {"keepLast": 3}},
+            },
+        },
+    }
+    kube.apply(policy)
+    name = f"{db.name}-e2e-fleet-nightly"
+    made = wait_for("the policy's DatabaseBackup", lambda: kube.exists("dbb", name, NAMESPACE) or None, 60)
+    assert made
+    last = wait_for("its first backup", lambda: _last_backup(kube, name), 300)
+    backup = kube.get("dbb", name, NAMESPACE)
+    assert backup["metadata"]["labels"]["databases.test.io/policy"] == "e2e-fleet-nightly"
+    assert backup["spec"]["engine"] == "PostgreSQL", "defaulted by the webhook from the StatefulSet"
+    status = wait_for(
+        "the policy's status",
+        lambda: (s := kube.get("dbbpolicy", "e2e-fleet-nightly").get("status", {})).get("covered") == 1 and s,
+        60,
+    )
+    assert (status["selected"], status["unprotected"], status["failing"]) == (1, 0, 0)
+    row = kube("get", "dbbpolicy", "e2e-fleet-nightly").splitlines()
+    assert row[0].split()[:7] == ["NAME", "SELECTED", "COVERED", "BY", "HAND", "FAILING", "UNPROTECTED"]
+    assert row[1].split()[1:6] == ["1", "1", "0", "0", "0"]
+
+    # Deleted with the policy (by the garbage collector, or the reconciler): the backup stays on the volume.
+    kube("delete", "dbbpolicy", "e2e-fleet-nightly")
+    wait_for("the policy's DatabaseBackup deleted", lambda: not kube.exists("dbb", name, NAMESPACE) or None, 120)
+    listing = read_pvc(kube, NAMESPACE, f"{db.name}-backups", f"ls {last['file']}")
+    assert str(last["file"]) in listing
