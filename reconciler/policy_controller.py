@@ -12,6 +12,7 @@ It runs only when the reconciler watches every namespace: a policy is cluster-sc
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,7 @@ class PolicyController:
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
         self._refused: dict[Database, tuple[str, float]] = {}
         self._generations: dict[Key, object] = {}
+        self._fingerprints: dict[tuple[str, str, str], str] = {}
         self.policies = Informer(
             name="databasebackuppolicies",
             list_call=self._custom.list_cluster_custom_object,
@@ -101,10 +103,11 @@ class PolicyController:
     # --- watch handlers: any change may change the plan ---------------------------------------------------------
 
     def _on_policy(self, event: Event) -> None:
-        # A new spec may fix what was refused; a status write (ours) changes no generation and asks nothing again.
+        # A new spec may fix what was refused. A status write (ours) changes no generation: no pass for it.
         generation = (event.object.get("metadata") or {}).get("generation")
-        if event.type == "DELETED" or self._generations.get(event.key) != generation:
-            self._refused.clear()
+        if event.type != "DELETED" and self._generations.get(event.key) == generation:
+            return
+        self._refused.clear()
         if event.type == "DELETED":
             self._generations.pop(event.key, None)
         else:
@@ -112,17 +115,32 @@ class PolicyController:
         self.queue.add(_ALL)
 
     def _on_namespace(self, event: Event) -> None:
-        name = event.key[1]
-        for database in [d for d in self._refused if d[0] == name]:
-            del self._refused[database]
-        self.queue.add(_ALL)
+        if self._changed("namespaces", event):
+            for database in [d for d in self._refused if d[0] == event.key[1]]:
+                del self._refused[database]
+            self.queue.add(_ALL)
 
     def _on_statefulset(self, event: Event) -> None:
-        self._refused.pop(event.key, None)
-        self.queue.add(_ALL)
+        if self._changed("statefulsets", event):
+            self._refused.pop(event.key, None)
+            self.queue.add(_ALL)
 
     def _on_backup(self, event: Event) -> None:
-        self.queue.add(_ALL)
+        if self._changed("databasebackups", event):
+            self.queue.add(_ALL)
+
+    def _changed(self, kind: str, event: Event) -> bool:
+        """Whether the event changes what a pass reads (the cached essentials, not their resourceVersion): a
+        StatefulSet's rollout, or a DatabaseBackup's status write on every run, asks for no pass over them all."""
+        key = (kind, *event.key)
+        if event.type == "DELETED":
+            return self._fingerprints.pop(key, None) is not None
+        metadata = {k: v for k, v in (event.object.get("metadata") or {}).items() if k != "resourceVersion"}
+        fingerprint = json.dumps({**event.object, "metadata": metadata}, sort_keys=True, default=str)
+        if self._fingerprints.get(key) == fingerprint:
+            return False
+        self._fingerprints[key] = fingerprint
+        return True
 
     # --- the pass ---------------------------------------------------------------------------------------------
 

@@ -186,9 +186,12 @@ async def _watch(custom: client.CustomObjectsApi) -> AsyncIterator[Added]:
                 for line in lines:
                     if line.strip():
                         event = json.loads(line)
+                        if event["type"] == "ERROR":
+                            raise RuntimeError(f"the benchmark's watch failed: {event['object']}")
                         if event["type"] == "ADDED":
                             metadata = event["object"]["metadata"]
                             added.setdefault(f"{metadata['namespace']}/{metadata['name']}", now)
+        raise RuntimeError("the benchmark's watch of DatabaseBackups ended")
 
     task = added.task = asyncio.create_task(read())
     try:
@@ -220,7 +223,7 @@ async def _until(added: Added, check: Any, seconds: float, what: str) -> None:
         if added.task is not None and added.task.done():
             added.task.result()  # the watch ended: its error, not a timeout
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {seconds:.0f} s")
+            raise RuntimeError(f"{what}: not within {seconds:.0f} s ({len(added)} seen)")
         await asyncio.sleep(0.05)
 
 
