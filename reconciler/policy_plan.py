@@ -96,12 +96,13 @@ def plan(
     for policy in parsed:
         if policy.spec is None or policy.spec.template is None:
             continue
+        template = digest(policy.spec)
         for database in policy.selected:
             if database in by_hand or database in result.owners:
                 continue
             result.owners[database] = policy.name
             namespace, statefulset = database
-            wanted = render(policy.obj, policy.spec, namespace, statefulset)
+            wanted = render(policy.obj, policy.spec, namespace, statefulset, template)
             key = (namespace, wanted["metadata"]["name"])
             stored = names_taken.get(key)
             if stored is None:
@@ -112,7 +113,7 @@ def plan(
                 continue  # the name is another's: reported below
             kept.add(key)
             annotations = (stored.get("metadata") or {}).get("annotations") or {}
-            if annotations.get(ANNOTATION_TEMPLATE) != digest(policy.spec):
+            if annotations.get(ANNOTATION_TEMPLATE) != template:
                 version = str((stored.get("metadata") or {}).get("resourceVersion") or "")
                 result.update.append((wanted, version))
     for key, backup in sorted(ours.items()):

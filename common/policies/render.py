@@ -45,9 +45,12 @@ def digest(spec: PolicySpec) -> str:
     return hashlib.sha256(json.dumps(rendered, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def render(policy: Mapping[str, Any], spec: PolicySpec, namespace: str, statefulset: str) -> dict[str, Any]:
+def render(
+    policy: Mapping[str, Any], spec: PolicySpec, namespace: str, statefulset: str, template: str | None = None
+) -> dict[str, Any]:
     """The DatabaseBackup `policy` keeps for `statefulset` in `namespace`: the template's spec with its databaseName,
-    owned by the policy (so the garbage collector removes it with the policy; its stored backups stay)."""
+    owned by the policy (so the garbage collector removes it with the policy; its stored backups stay). `template`:
+    `digest(spec)`, when the caller has it already."""
     metadata = policy.get("metadata") or {}
     name = str(metadata.get("name") or "")
     return {
@@ -57,7 +60,7 @@ def render(policy: Mapping[str, Any], spec: PolicySpec, namespace: str, stateful
             "name": backup_name(statefulset, name),
             "namespace": namespace,
             "labels": {**spec.labels, LABEL_POLICY: name, LABEL_MANAGED_BY: MANAGED_BY},
-            "annotations": {**spec.annotations, ANNOTATION_TEMPLATE: digest(spec)},
+            "annotations": {**spec.annotations, ANNOTATION_TEMPLATE: template or digest(spec)},
             "ownerReferences": [
                 {
                     "apiVersion": API_VERSION,
