@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.values import Engine
+from common.volumes import pod_claims
 
-__all__ = ["Credentials", "DatabaseFacts", "facts", "image_engine", "ready_replicas"]
+__all__ = ["Credentials", "DatabaseFacts", "essentials", "facts", "image_engine", "ready_replicas"]
 
 DEFAULT_PORT = {Engine.POSTGRESQL: 5432, Engine.MYSQL: 3306}
 
@@ -176,3 +177,35 @@ def _secret_key_ref(entry: Mapping[str, Any] | None) -> tuple[str, str] | None:
     if isinstance(reference, Mapping) and reference.get("name") and reference.get("key"):
         return str(reference["name"]), str(reference["key"])
     return None
+
+
+def essentials(statefulset: dict[str, Any]) -> dict[str, Any]:
+    """What the operator reads of a StatefulSet, for a cache to keep: every reader of `facts` must cache this same
+    shape, because `facts` is memoised per uid and resourceVersion (a slimmer copy would answer for the whole one)."""
+    spec = statefulset.get("spec") or {}
+    template = spec.get("template") or {}
+    pod = template.get("spec") or {}
+    return {
+        "metadata": statefulset.get("metadata") or {},
+        "spec": {
+            "serviceName": spec.get("serviceName"),
+            # The data volumes a backup claim must not be (common.volumes).
+            "volumeClaimTemplates": [
+                {"metadata": {"name": (t.get("metadata") or {}).get("name")}}
+                for t in spec.get("volumeClaimTemplates") or []
+            ],
+            "template": {
+                "spec": {
+                    "securityContext": pod.get("securityContext"),
+                    "containers": [
+                        {k: c.get(k) for k in ("name", "image", "env", "envFrom", "ports", "securityContext") if k in c}
+                        for c in pod.get("containers") or []
+                    ],
+                    # Their images may run as a restore test's scratch server (common.images).
+                    "initContainers": [{"image": c.get("image")} for c in pod.get("initContainers") or []],
+                    "volumes": [{"persistentVolumeClaim": {"claimName": c}} for c in pod_claims(template)],
+                }
+            },
+        },
+        "status": {"readyReplicas": (statefulset.get("status") or {}).get("readyReplicas")},
+    }

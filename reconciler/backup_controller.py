@@ -42,7 +42,7 @@ from common.constants import (
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import sent, timeout
-from common.volumes import pod_claims
+from common.statefulset import essentials
 from reconciler.backup_plan import Plan, World, decide
 from reconciler.capacity import ANNOTATION_CAPS, Capacity, Caps
 from reconciler.outcomes import is_verification, outcome
@@ -109,7 +109,7 @@ class Controller(Loop):
             metrics,
             (apps.list_stateful_set_for_all_namespaces, apps.list_namespaced_stateful_set, (), ()),
             handler=self._on_statefulset,
-            transform=_statefulset_essentials,
+            transform=essentials,
         )
         # What the trust rules read before every Job (reconciler.trust): Services, the namespace's labels and
         # annotations, and the BackupStores. Every Job is judged when it is due; a change to one of them brings back
@@ -471,36 +471,6 @@ def _pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
     if waiting["initContainerStatuses"]:
         kept["initContainerStatuses"] = waiting["initContainerStatuses"]
     return {"metadata": pod.get("metadata") or {}, "status": kept}
-
-
-def _statefulset_essentials(statefulset: dict[str, Any]) -> dict[str, Any]:
-    spec = statefulset.get("spec") or {}
-    template = spec.get("template") or {}
-    pod = template.get("spec") or {}
-    return {
-        "metadata": statefulset.get("metadata") or {},
-        "spec": {
-            "serviceName": spec.get("serviceName"),
-            # The data volumes a backup claim must not be (common.volumes).
-            "volumeClaimTemplates": [
-                {"metadata": {"name": (t.get("metadata") or {}).get("name")}}
-                for t in spec.get("volumeClaimTemplates") or []
-            ],
-            "template": {
-                "spec": {
-                    "securityContext": pod.get("securityContext"),
-                    "containers": [
-                        {k: c.get(k) for k in ("name", "image", "env", "envFrom", "ports", "securityContext") if k in c}
-                        for c in pod.get("containers") or []
-                    ],
-                    # Their images may run as a restore test's scratch server (common.images).
-                    "initContainers": [{"image": c.get("image")} for c in pod.get("initContainers") or []],
-                    "volumes": [{"persistentVolumeClaim": {"claimName": c}} for c in pod_claims(template)],
-                }
-            },
-        },
-        "status": {"readyReplicas": (statefulset.get("status") or {}).get("readyReplicas")},
-    }
 
 
 def _service_essentials(service: dict[str, Any]) -> dict[str, Any]:

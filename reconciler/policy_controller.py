@@ -27,6 +27,7 @@ from common.informer import Event, Informer, Key, key_of
 from common.kube import body, raw, sent, timeout
 from common.policies.model import POLICY_PLURAL
 from common.policies.render import ANNOTATION_TEMPLATE, LABEL_POLICY
+from common.statefulset import essentials
 from reconciler.metrics import Metrics
 from reconciler.policy_plan import Database, plan
 from reconciler.queue import WorkQueue
@@ -80,7 +81,7 @@ class PolicyController:
             name="policy-statefulsets",
             list_call=apps.list_stateful_set_for_all_namespaces,
             handler=self._on_statefulset,
-            transform=_statefulset_essentials,
+            transform=essentials,
             on_restart=restarts(metrics, "policy-statefulsets"),
         )
         self.backups = Informer(
@@ -283,27 +284,6 @@ def _policy_of(obj: Mapping[str, Any]) -> str:
 def _labels_only(namespace: dict[str, Any]) -> dict[str, Any]:
     metadata = namespace.get("metadata") or {}
     return {"metadata": {k: metadata[k] for k in ("name", "resourceVersion", "labels") if k in metadata}}
-
-
-def _statefulset_essentials(statefulset: dict[str, Any]) -> dict[str, Any]:
-    """What recognising a database reads (common.statefulset.facts): its labels, containers' images and env."""
-    metadata = statefulset.get("metadata") or {}
-    pod = ((statefulset.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return {
-        "metadata": {
-            k: metadata[k] for k in ("name", "namespace", "uid", "resourceVersion", "labels") if k in metadata
-        },
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {k: c.get(k) for k in ("name", "image", "env", "envFrom", "ports") if k in c}
-                        for c in pod.get("containers") or []
-                    ]
-                }
-            }
-        },
-    }
 
 
 def _backup_essentials(backup: dict[str, Any]) -> dict[str, Any]:

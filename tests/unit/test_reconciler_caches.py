@@ -6,11 +6,24 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from kubernetes_asyncio.client import ApiClient
+
 from common.backups.defaults import default_spec
 from common.backups.model import parse_spec
 from common.constants import ANNOTATION_SCHEDULED_TIME, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, LABEL_RUN
-from reconciler.backup_controller import LAST_APPLIED, _job_essentials, _owner, _owner_uid, _without_last_applied
+from common.statefulset import _facts, essentials, facts
+from reconciler.backup_controller import (
+    LAST_APPLIED,
+    Controller,
+    _job_essentials,
+    _owner,
+    _owner_uid,
+    _without_last_applied,
+)
+from reconciler.executor import JobExecutor
 from reconciler.jobs import RunnerSettings, backup_job
+from reconciler.metrics import Metrics
+from reconciler.policy_controller import PolicyController
 from tests.fixtures import databasebackup, statefulset
 
 
@@ -52,3 +65,17 @@ def test_a_databasebackup_is_kept_without_kubectls_copy_of_it_and_otherwise_whol
     assert LAST_APPLIED in obj["metadata"]["annotations"]  # the input is not changed
     plain = databasebackup()
     assert _without_last_applied(plain) is plain
+
+
+async def test_every_statefulset_cache_keeps_the_shape_facts_are_memoised_for() -> None:
+    """`facts` is memoised per uid and resourceVersion: a controller that cached a slimmer StatefulSet (the policy
+    controller once kept no serviceName) would answer for every other, and a DatabaseBackup without a host became
+    InvalidSpec. Every StatefulSet cache keeps `essentials`, which keeps all that facts reads."""
+    sts = statefulset("orders", "shop")
+    sts["metadata"].update(uid="sts-uid", resourceVersion="7")
+    assert facts(essentials(json.loads(json.dumps(sts))), "shop") == _facts(sts, "shop")
+    async with ApiClient() as api:
+        backups = Controller(api, JobExecutor(api), RunnerSettings(), Metrics())
+        policies = PolicyController(api, Metrics())
+        assert backups.statefulsets.transform is essentials
+        assert policies.statefulsets.transform is essentials
