@@ -26,7 +26,7 @@ from common.constants import GROUP, PLURAL, VERSION
 from common.informer import Event, Informer, Key, key_of
 from common.kube import body, raw, sent, timeout
 from common.policies.model import POLICY_PLURAL
-from common.policies.render import ANNOTATION_TEMPLATE, LABEL_POLICY
+from common.policies.render import ANNOTATION_TEMPLATE, LABEL_POLICY, made_by
 from common.statefulset import essentials
 from reconciler.metrics import Metrics
 from reconciler.policy_plan import Database, plan
@@ -42,6 +42,9 @@ _ALL: Final[Key] = ("", "*")  # the one key: every policy is decided together
 # after this long, or at once when its StatefulSet, its namespace or any policy changes.
 REFUSAL_RETRY: Final = 60.0
 _CONCURRENT_WRITES: Final = 16
+# A DatabaseBackup's status (its last run failed or not) changes only the policies' counts: status writes are
+# folded into one pass this many seconds after the first.
+STATUS_SETTLE: Final = 5.0
 _METADATA: Final = ("name", "namespace", "uid", "resourceVersion", "labels")
 
 
@@ -116,31 +119,41 @@ class PolicyController:
         self.queue.add(_ALL)
 
     def _on_namespace(self, event: Event) -> None:
-        if self._changed("namespaces", event):
+        if self._changed("namespaces", event.object, event.type, event.key):
             for database in [d for d in self._refused if d[0] == event.key[1]]:
                 del self._refused[database]
             self.queue.add(_ALL)
 
     def _on_statefulset(self, event: Event) -> None:
-        if self._changed("statefulsets", event):
+        if self._changed("statefulsets", event.object, event.type, event.key):
             self._refused.pop(event.key, None)
             self.queue.add(_ALL)
 
     def _on_backup(self, event: Event) -> None:
-        if self._changed("databasebackups", event):
+        status = event.object.get("status")
+        if not self._changed("databasebackups", {**event.object, "status": None}, event.type, event.key):
+            if self._changed("databasebackup-status", status, event.type, event.key) and self.policies.store:
+                # Only the counts of failing ones change: one pass for many runs' status writes, a while later.
+                self.queue.add_after(_ALL, STATUS_SETTLE)
+            return
+        self._changed("databasebackup-status", status, event.type, event.key)
+        if self.policies.store or made_by(event.object) is not None:
             self.queue.add(_ALL)
 
-    def _changed(self, kind: str, event: Event) -> bool:
-        """Whether the event changes what a pass reads (the cached essentials, not their resourceVersion): a
-        StatefulSet's rollout, or a DatabaseBackup's status write on every run, asks for no pass over them all."""
-        key = (kind, *event.key)
-        if event.type == "DELETED":
-            return self._fingerprints.pop(key, None) is not None
-        metadata = {k: v for k, v in (event.object.get("metadata") or {}).items() if k != "resourceVersion"}
-        fingerprint = json.dumps({**event.object, "metadata": metadata}, sort_keys=True, default=str)
-        if self._fingerprints.get(key) == fingerprint:
+    def _changed(self, kind: str, obj: object, type_: str, key: Key) -> bool:
+        """Whether `obj` (a cached object's essentials, or a part of them) differs from what was last seen under
+        `kind` and `key`, its resourceVersion aside: a StatefulSet's rollout, or a DatabaseBackup's status write on
+        every run, asks for no pass over them all."""
+        seen = (kind, *key)
+        if type_ == "DELETED":
+            return self._fingerprints.pop(seen, None) is not None
+        if isinstance(obj, Mapping):
+            metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+            obj = {**obj, "metadata": metadata}
+        fingerprint = json.dumps(obj, sort_keys=True, default=str)
+        if self._fingerprints.get(seen) == fingerprint:
             return False
-        self._fingerprints[key] = fingerprint
+        self._fingerprints[seen] = fingerprint
         return True
 
     # --- the pass ---------------------------------------------------------------------------------------------
