@@ -186,7 +186,7 @@ class Controller(Loop):
         # of the keys the watches added (their time came, as a slot's does).
         running = event.type != "DELETED" and outcome(event.object, None).state == "Active"
         for waiter in self.capacity.seen(event.object, running):
-            self.queue.add(waiter, due=True)
+            self.queue.add(waiter, first=True)
 
     def _on_pod(self, event: WatchEvent) -> None:
         # A Pod's termination message is part of its Job's outcome.
@@ -363,7 +363,7 @@ class Controller(Loop):
         slot = _slot_of(job)
         blocker = self.capacity.admit(key_of(obj), slot, (metadata["namespace"], metadata["name"]), keys)
         for waiter in self.capacity.woken():  # an earlier run that can start: it goes first, now
-            self.queue.add(waiter, due=True)
+            self.queue.add(waiter, first=True)
         return None if blocker is None else (slot, blocker)
 
     async def _wait(self, obj: dict[str, Any], held: tuple[str, str], now: datetime) -> None:
@@ -384,7 +384,7 @@ class Controller(Loop):
         except ApiException as error:
             if error.status != 409:
                 for waiter in self.capacity.release((job["metadata"]["namespace"], job["metadata"]["name"])):
-                    self.queue.add(waiter, due=True)
+                    self.queue.add(waiter, first=True)
                 raise
             return  # AlreadyExists: this run was started before (a crash, a restart, another replica)
         self.metrics.api_requests.labels("create", "jobs").inc()

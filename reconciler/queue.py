@@ -63,22 +63,27 @@ class WorkQueue(Generic[K]):
         pending = self._timers.get(key)
         return None if pending is None else max(0.0, pending[0] - asyncio.get_running_loop().time())
 
-    def add(self, key: K, *, due: bool = False) -> None:
-        """`due`: its time came (a slot): ahead of the keys the watches added."""
+    def add(self, key: K, *, due: bool = False, first: bool = False) -> None:
+        """`due`: its time came (a slot): ahead of the keys the watches added. `first`: ahead of the due keys too
+        (a waiting run a freed place is kept for, which must not wait behind a thousand slots' first looks)."""
+        due = due or first
         if key in self._processing:
             self._again.add(key)
             if due:
                 self._due_keys.add(key)
         elif key not in self._waiting:
             self._waiting.add(key)
-            self._enter(key, due)
-        elif due and key not in self._due_keys:
-            self._enter(key, due)  # moves ahead; its other entry is skipped
+            self._enter(key, due, first)
+        elif first or (due and key not in self._due_keys):
+            self._enter(key, due, first)  # moves ahead; its other entry is skipped
 
-    def _enter(self, key: K, due: bool) -> None:
+    def _enter(self, key: K, due: bool, first: bool = False) -> None:
         if due:
             self._due_keys.add(key)
-            self._due.append(key)
+            if first:
+                self._due.appendleft(key)
+            else:
+                self._due.append(key)
         else:
             self._other.append(key)
         self._entries.release()

@@ -195,6 +195,30 @@ async def test_keys_whose_time_came_go_ahead_of_the_watches_and_each_runs_once()
     assert len(queue) == 0
 
 
+async def test_a_run_a_freed_place_is_kept_for_goes_ahead_of_every_slot() -> None:
+    """A thousand slots' first looks are due at once; the waiting run a freed cap place is kept for (`first`) goes
+    before them, or the place stays empty while they are handled."""
+    queue: WorkQueue[str] = WorkQueue()
+    runs: list[str] = []
+    done = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        runs.append(key)
+        if len(runs) == 5:
+            done.set()
+
+    queue.add("watch-1")
+    for key in ("slot-1", "slot-2", "waiter-2"):
+        queue.add(key, due=True)
+    queue.add("waiter-1", first=True)
+    queue.add("waiter-2", first=True)  # due already: moves to the front, and runs once
+    assert len(queue) == 5
+    async with working(queue, handle, workers=1):
+        await asyncio.wait_for(done.wait(), timeout=10)
+    assert runs == ["waiter-2", "waiter-1", "slot-1", "slot-2", "watch-1"]
+    assert len(queue) == 0
+
+
 async def test_a_timer_makes_a_key_due() -> None:
     queue: WorkQueue[str] = WorkQueue()
     runs: list[str] = []
