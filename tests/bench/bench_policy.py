@@ -34,7 +34,8 @@ from certs.serving import ensure_serving_certificate
 from common.constants import GROUP, PLURAL, POLICY_PLURAL, VERSION
 from common.kube import api_client, body, raw
 from hack.harness.controlplane import ControlPlane, free_port
-from tests.bench.bench_reconciler import _bounded
+from tests.bench.bench_caps import _cpu_seconds
+from tests.bench.bench_reconciler import _bounded, _peak_rss_mb
 from tests.bench.results import table
 from tests.fixtures import databasebackup, statefulset
 
@@ -234,15 +235,3 @@ def _quantile(values: list[float], q: float) -> float:
 
 def _ms(values: list[float], q: float) -> str:
     return f"{_quantile(values, q) * 1000:.0f}"
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
