@@ -1,0 +1,243 @@
+"""`kubectl dbb` as a user runs it: `.venv/bin/kubectl-dbb` in a subprocess, with a kubeconfig of its own that holds
+a client certificate of a user bound to a namespaced Role, against the real API server, the real webhook and the
+reconciler (in process, the local executor playing kubelet) backing up a real PostgreSQL.
+
+A backup asked for and followed to its file; the status table; the list of stored backups; a restore into a new
+database whose content is then identical to the source's; a check of the stored backups followed to its verdict;
+point in time refused while the CRD has no field for it. And a user the Role does not allow to create
+DatabaseRestores (or to ask for backups) gets the API server's refusal as one line, with exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from certs.pki import issue, write_private
+from common.constants import GROUP
+from common.kube import api_client
+from hack.harness import content
+from hack.harness.content import pg_fingerprint
+from hack.harness.controlplane import ControlPlane
+from hack.harness.databases import PG_BIN, PostgresServer
+from tests.backup.test_restore_reconciler import restorer
+from tests.backup.test_s3_reconciler import reconciler, status_of
+from tests.fixtures import databasebackup
+from tests.integration.test_webhook import create_database
+
+PLUGIN = Path(sys.executable).parent / "kubectl-dbb"
+DEADLINE = 300.0  # seconds a followed command may take before the test fails; each takes a few here
+
+AUTHOR_RULES = [
+    {"apiGroups": [GROUP], "resources": ["databasebackups"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": [GROUP], "resources": ["databaserestores"], "verbs": ["get", "list", "watch", "create"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]},
+]
+VIEWER_RULES = [{"apiGroups": [GROUP], "resources": ["databasebackups", "databaserestores"], "verbs": ["get", "list"]}]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    if not (PG_BIN / "postgres").exists():
+        pytest.fail("no PostgreSQL: run `bash hack/databases.sh`")
+    with PostgresServer.start() as server:
+        content.fill_postgres(server)
+        yield server
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def user_kubeconfig(control_plane: ControlPlane, folder: Path, user: str, namespace: str, rules: Any) -> Path:
+    """A kubeconfig for `user` (a client certificate from the cluster's CA; no group, so no rights but the Role's)
+    whose context's namespace is `namespace`, and a Role there with `rules` bound to the user."""
+    assert control_plane.ca is not None
+    pair = issue(control_plane.ca, user, server=False, client=True)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {"server": control_plane.url, "certificate-authority-data": b64(control_plane.ca.cert_pem)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(pair.cert_pem), "client-key-data": b64(pair.key_pem)},
+            }
+        ],
+        "contexts": [{"name": user, "context": {"cluster": "c", "user": user, "namespace": namespace}}],
+        "current-context": user,
+    }
+    path = folder / f"{user}.kubeconfig"
+    write_private(path, yaml.safe_dump(config).encode())
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": user, "namespace": namespace},
+        "rules": rules,
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": user, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+    control_plane.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]})
+    )
+    return path
+
+
+async def dbb(kubeconfig: Path, *args: str) -> Result:
+    """`kubectl-dbb ARGS` with KUBECONFIG set, as a user's shell runs it (not a terminal: plain lines)."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(kubeconfig.parent), "KUBECONFIG": str(kubeconfig)}
+    process = await asyncio.create_subprocess_exec(
+        str(PLUGIN), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(DEADLINE):
+        stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+def stored_files(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*")]
+
+
+def setup(control_plane: ControlPlane, namespace: str, pg: PostgresServer) -> None:
+    """The database's StatefulSet, Service and credentials, and DatabaseBackup `nightly` of `shop` (@yearly: every
+    backup in the test is one asked for), applied by the administrator."""
+    create_database(control_plane, namespace)
+    credentials = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "example-db-credentials"},
+        "stringData": {"password": pg.password, "username": pg.user},
+    }
+    nightly = databasebackup(namespace=namespace, schedule="@yearly", connection={"databases": ["shop"]})
+    documents = {"apiVersion": "v1", "kind": "List", "items": [credentials, nightly]}
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(documents))
+
+
+async def test_a_namespace_user_backs_up_lists_restores_and_verifies_with_kubectl_dbb(
+    control_plane: ControlPlane, webhook_namespace: str, pg: PostgresServer, tmp_path: Path
+) -> None:
+    namespace = webhook_namespace
+    root = tmp_path / "backups"
+    pg.sql("DROP DATABASE IF EXISTS shop_from_plugin")
+    author = user_kubeconfig(control_plane, tmp_path, f"author-{namespace}", namespace, AUTHOR_RULES)
+    setup(control_plane, namespace, pg)
+    api = await api_client(control_plane.kubeconfig)
+    async with api, reconciler(api, namespace, pg, root), restorer(api, namespace, pg, root):
+        backed_up = await dbb(author, "backup", "nightly", "--wait")
+        status = await status_of(api, namespace)
+        overview = await dbb(author, "status")
+        stored = await dbb(author, "list", "nightly")
+        restored = await dbb(
+            author, "restore", "nightly", "--to", "example-db", "--database", "shop=shop_from_plugin", "--wait"
+        )
+        verified = await dbb(author, "verify", "nightly", "--wait")
+        at = await dbb(author, "restore", "nightly", "--to", "example-db", "--at", "2026-12-07T09:00:00Z")
+
+    for result in (backed_up, overview, stored, restored, verified):
+        print(result.stdout)
+    last = status["lastBackup"]
+    assert backed_up.code == 0, backed_up
+    assert f"backup written: {last['file']} (" in backed_up.stdout
+    assert f"{last['size']:,} bytes)" in backed_up.stdout
+    assert last["file"] in stored_files(root)
+
+    assert overview.code == 0, overview
+    header, row = overview.stdout.splitlines()
+    assert header.split() == [
+        "NAME",
+        "DATABASE",
+        "LAST",
+        "BACKUP",
+        "SCHEDULE",
+        "OVERDUE",
+        "LAST",
+        "VERIFIED",
+        "PROBLEM",
+    ]
+    assert row.split()[:4] == ["nightly", "example-db", row.split()[2], "@yearly"]
+
+    assert stored.code == 0, stored
+    if "backups" in status:  # the operator records the list (status.backups)
+        assert stored.stdout.splitlines()[0].split()[:2] == ["TIME", "SIZE"]
+    else:
+        assert stored.stdout == "no stored backups recorded yet; the list is recorded after the next backup run\n"
+
+    assert restored.code == 0, restored
+    assert restored.stdout.startswith(f"databaserestore.{GROUP}/nightly-")
+    assert "databases: shop -> shop_from_plugin" in restored.stdout
+    assert pg_fingerprint(pg, "shop_from_plugin") == pg_fingerprint(pg, "shop")
+
+    assert verified.code == 0, verified
+    assert "verification passed: 1 backup(s) checked" in verified.stdout
+    assert f"Passed  {last['file']}" in verified.stdout
+
+    assert at.code == 1, at
+    assert at.stderr == f"error: {POINT_IN_TIME}\n"
+    pg.sql("DROP DATABASE IF EXISTS shop_from_plugin")
+
+
+POINT_IN_TIME = (
+    "point-in-time restore is not available yet: this cluster's DatabaseRestore has no spec.pointInTime. "
+    "Restore a stored backup instead (--file, default the newest; `kubectl dbb list` shows them)"
+)
+
+
+async def test_a_user_the_role_does_not_allow_gets_the_api_servers_refusal_in_one_line_and_exit_1(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    user = f"viewer-{namespace}"
+    viewer = user_kubeconfig(control_plane, tmp_path, user, namespace, VIEWER_RULES)
+    obj = databasebackup(namespace=namespace)
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+    restore = await dbb(viewer, "restore", "nightly", "--to", "example-db")
+    backup = await dbb(viewer, "backup", "nightly")
+    everywhere = await dbb(viewer, "status", "-A")
+    here = await dbb(viewer, "status")
+
+    assert (restore.code, restore.stdout) == (1, "")
+    assert restore.stderr == (
+        f"Error from server (Forbidden): databaserestores.{GROUP} is forbidden: "
+        f'User "{user}" cannot create resource "databaserestores" in API group "{GROUP}" '
+        f'in the namespace "{namespace}"\n'
+    )
+    assert (backup.code, backup.stdout) == (1, "")
+    assert backup.stderr.startswith(f'Error from server (Forbidden): databasebackups.{GROUP} "nightly" is forbidden: ')
+    assert 'cannot patch resource "databasebackups"' in backup.stderr
+    assert everywhere.code == 1
+    assert 'cannot list resource "databasebackups" in API group' in everywhere.stderr
+    assert "at the cluster scope" in everywhere.stderr
+    for result in (restore, backup, everywhere):
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    assert here.code == 0, here
+    assert here.stdout.splitlines()[1].split()[:2] == ["nightly", "example-db"]
