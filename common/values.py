@@ -248,6 +248,9 @@ def dns_subdomain_problems(where: str, value: str) -> Iterator[FieldError]:
 def secret_key_problems(where: str, value: str) -> Iterator[FieldError]:
     if len(value) > 253 or not _SECRET_KEY.fullmatch(value):
         yield FieldError(where, f'"{value}" is not a valid Secret key (letters, digits, "-", "_" and ".")')
+    elif value in (".", "..") or value.startswith(".."):
+        # As the API server refuses them in a Secret: a Secret volume keeps its own bookkeeping under "..".
+        yield FieldError(where, f'"{value}" is not a valid Secret key (it may not be "." or start with "..")')
 
 
 def is_host(host: str) -> bool:

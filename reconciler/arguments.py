@@ -48,7 +48,7 @@ def check_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str
     if spec.s3 is not None:
         arguments += _s3_object_arguments(spec.s3)
     if spec.encryption_key is not None:
-        arguments.append(f"--key-file={KEY_MOUNT}/key")
+        arguments.append(f"--key-dir={KEY_MOUNT}")
     return [escape_expansion(a) for a in arguments]
 
 
@@ -79,7 +79,7 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
         arguments.append(f"--port={connection.port}")
     arguments += [f"--database={d}" for d in connection.databases or ("all",)]
     if spec.encryption_key is not None:
-        arguments.append(f"--encryption-key-file={KEY_MOUNT}/key")
+        arguments.append(f"--encryption-key-file={KEY_MOUNT}/{spec.encryption_key.key}")
     if spec.restore_test:
         arguments.append("--restore-test")
     if spec.verify_queries:
@@ -160,7 +160,7 @@ def restore_arguments(
     if spec.s3 is not None and spec.s3.force_path_style:
         arguments.append("--s3-path-style")
     if spec.encryption_key is not None:
-        arguments.append(f"--key-file={KEY_MOUNT}/key")
+        arguments.append(f"--key-dir={KEY_MOUNT}")
     if connection.tls is not None:
         arguments += _tls_arguments(connection.tls)
     return [escape_expansion(a) for a in arguments]

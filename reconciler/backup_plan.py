@@ -31,6 +31,7 @@ from common.backups.model import (
     LastBackup,
     LastFailure,
     Phase,
+    StoredBackup,
     parse_spec,
 )
 from common.backups.validation import validate
@@ -296,7 +297,30 @@ def _last_backup(run: JobOutcome) -> LastBackup:
         kept=kept if isinstance(kept, int) and not isinstance(kept, bool) else None,
         kept_bytes=kept_bytes if isinstance(kept_bytes, int) and not isinstance(kept_bytes, bool) else None,
         kept_by={str(k): v for k, v in by_rule.items() if isinstance(v, int)} if isinstance(by_rule, dict) else {},
+        stored=_stored(result),
+        stored_omitted=omitted if isinstance(omitted := result.get("backupsOmitted"), int) else None,
     )
+
+
+def _stored(result: Mapping[str, Any]) -> tuple[StoredBackup, ...]:
+    """The run's list of stored backups (`[name, size, key id or "", rules]` each), as full paths or URLs: each
+    lives where the run's own file does."""
+    file = str(result.get("file") or "")
+    where = file.rsplit("/", 1)[0] + "/" if "/" in file else ""
+    found = []
+    for item in result.get("backups") or ():
+        if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str) and "/" not in item[0]):
+            continue
+        name, size, key, rules = item
+        found.append(
+            StoredBackup(
+                file=where + name,
+                size=size if isinstance(size, int) and not isinstance(size, bool) else 0,
+                key_id=key if isinstance(key, str) and key else None,
+                kept_by=tuple(str(r) for r in rules) if isinstance(rules, list) else (),
+            )
+        )
+    return tuple(found)
 
 
 def _success_message(run: JobOutcome, backup: LastBackup) -> str:

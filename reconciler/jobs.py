@@ -415,12 +415,13 @@ def _pod_spec(
     else:
         env += _s3_env(spec.s3)
     if spec.encryption_key is not None:
+        # The whole Secret, one file per key named by its id: a run encrypts with the current one (keySecret.key),
+        # a check or restore reads each backup with the key its header names, so older keys stay usable.
         volumes.append(
             {
                 "name": "encryption-key",
                 "secret": {
                     "secretName": spec.encryption_key.name,
-                    "items": [{"key": spec.encryption_key.key, "path": "key"}],
                     "defaultMode": 0o400,
                 },
             }

@@ -39,7 +39,7 @@ import structlog
 
 from runner import admin, engines
 from runner.compression import Compression, Sink, Stage, compressor
-from runner.crypto import Encryptor
+from runner.crypto import Encryptor, Key, Keyring
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.layout import CUSTOM, SQL, TAR, Stored, extension, member_name
@@ -68,7 +68,7 @@ class RunOptions:
     compression: Compression
     name: str
     retention: Policy = field(default_factory=Policy)  # none of its rules: every backup stays
-    key: bytes | None = None
+    key: Key | None = None  # the current key: what this run encrypts with
     verify: bool = False
     restore_test: bool = False
     user_is_secret: bool = False  # the user name came from a Secret (DB_USER): the manifest does not record it
@@ -112,7 +112,7 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
     name = BackupName.new(options.name, started, ext)
     members: list[Member] = []
     with OutputFile(options.output_dir, name.file) as out:
-        encryptor = Encryptor(options.key, out) if options.key is not None else None
+        encryptor = Encryptor(options.key.secret, out) if options.key is not None else None
         head: Sink = encryptor if encryptor is not None else out
         with record_queries(options, target, scrub, deadline) as recorded:
             target = replace(target, snapshots=recorded.ids)
@@ -179,6 +179,8 @@ def describe(
         sha256=sha256,
         compression=options.compression.value,
         encryption=ENCRYPTION_AES if options.key is not None else ENCRYPTION_NONE,
+        key_id=options.key.id if options.key is not None else None,
+        key_fingerprint=options.key.fingerprint if options.key is not None else None,
         tool=target.tool,
         host=options.connection.host,
         port=options.connection.port,
@@ -290,7 +292,7 @@ def verify_new(
         admin.await_server(options.engine, options.scratch, scrub, options.scratch_wait)
     report = verify_backup(
         backup,
-        options.key,
+        Keyring.of(options.key) if options.key is not None else None,
         scrub,
         deadline,
         manifest=manifest,
@@ -435,7 +437,7 @@ def prune(folder: Path, prefix: str, policy: Policy, owner: Owner | None, protec
     sizes = {file: manifest.size for file, manifest in owned.items()}
     decided = plan(names, prefix, policy, verified, now=datetime.now(UTC), protect=protect, sizes=sizes)
     _delete(folder, list(decided.delete), "old backup deleted")
-    return decided
+    return decided.listed(owned)
 
 
 def _delete(folder: Path, plan: list[str], event: str, **context: object) -> None:

@@ -10,6 +10,11 @@ the prefix, and checks each again as it is stored now:
 - with `--restore-test`, it restores into a scratch database on a scratch server (`--scratch-host`, in the check's
   own Pod: never the backup's server, whose address the check is not even given), and its tables are counted
   against the dump's. PostgreSQL restores there without ownership and grants: the scratch server has no roles.
+Before any of that, every kept backup of the owner, not only the N newest, is checked for its key: an encrypted
+backup whose key (the manifest's `keyFingerprint`, or for an older manifest the key check in its file's header) is
+not among the keys given fails with `KeyMissing`, naming the key's id. So a key removed from the Secret while a kept
+backup still needs it is reported by the next check, long before anyone needs that backup. The N newest are then
+checked whole; of the others, at most MAX_KEY_REPORTS are listed, and `keyMissing` counts them all.
 It deletes and changes nothing, whatever it finds. With `--restore-test` it writes one thing: the record of each
 drill, beside the backup it restored (`<backup>.drills.jsonl`, see `drills.py`); a record it cannot write (a folder
 mounted read-only) is logged and changes no verdict.
@@ -32,11 +37,13 @@ import structlog
 
 from runner import admin
 from runner.backup import utc_iso
+from runner.crypto import HEADER_SIZE, Keyring
 from runner.drills import record_drill
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber, one_line
-from runner.layout import Stored
+from runner.layout import SET, Stored, stored
 from runner.listing import Found, manifests_in_folder, manifests_in_s3
+from runner.manifest import ENCRYPTION_NONE
 from runner.objectstore import S3Location
 from runner.process import Deadline
 from runner.s3backup import S3Object
@@ -48,6 +55,7 @@ log = structlog.get_logger("dbb-backup")
 
 MAX_BACKUPS: Final = 10  # what one termination message (4096 bytes) can report, with a reason for each
 MAX_REASON_MESSAGE: Final = 180
+MAX_KEY_REPORTS: Final = 3  # backups beyond the N newest whose key is gone, listed each (all are counted)
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ class CheckOptions:
     location: str  # a folder, or s3://bucket/prefix
     owner_uid: str
     backups: int = 1
-    key: bytes | None = None
+    keys: Keyring | None = None
     # --restore-test: a throwaway server beside the check (in its Pod), never the backup's own; each backup is
     # restored into a scratch database there and its tables counted against the dump's.
     scratch: Connection | None = None
@@ -80,7 +88,15 @@ def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: 
     if options.scratch is not None:
         for engine in sorted({Engine(f.manifest.engine) for f in chosen}):
             admin.await_server(engine, options.scratch, scrub, options.scratch_wait)
-    checked = [_check_one(found, options, client, location, scrub, deadline) for found in chosen]
+    keyless = {f.where: problem for f in ours if (problem := _key_problem(f, options.keys, client, location))}
+    checked = [
+        _keyless(found, keyless[found.where])
+        if found.where in keyless
+        else _check_one(found, options, client, location, scrub, deadline)
+        for found in chosen
+    ]
+    older = [f for f in reversed(ours) if f.where in keyless and f not in chosen]
+    checked += [_keyless(found, keyless[found.where]) for found in older[:MAX_KEY_REPORTS]]
     failed = [c for c in checked if c["result"] == "Failed"]
     ended = datetime.now(UTC)
     log.info("check done", location=options.location, checked=len(checked), failed=len(failed))
@@ -88,9 +104,62 @@ def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: 
         "status": Reason.VERIFY_FAILED if failed else "Verified",
         "location": options.location,
         "checked": checked,
+        **({"keyMissing": len(keyless)} if keyless else {}),
         "start": utc_iso(started),
         "end": utc_iso(ended),
         "duration": round(time.monotonic() - clock, 3),
+    }
+
+
+def _key_problem(found: Found, keys: Keyring | None, client: Any, location: S3Location | None) -> str | None:
+    """Why the key this backup needs is not among `keys`; None when it is there (or the backup is not encrypted,
+    or is gone, which its own check reports)."""
+    manifest = found.manifest
+    if manifest.encryption == ENCRYPTION_NONE or not found.present:
+        return None
+    recorded = manifest.key_fingerprint
+    if recorded is not None:
+        if keys is not None and keys.by_fingerprint(recorded) is not None:
+            return None
+        needed = f"key {manifest.key_id!r} (fingerprint {recorded})"
+    else:
+        try:
+            header = _header(found, client, location)
+        except RunnerError:
+            return None  # unreadable: its own check says why, if it is among the newest
+        if keys is not None and keys.for_header(header) is not None:
+            return None
+        needed = "a key written before keys had ids"
+    held = ", ".join(repr(i) for i in keys.ids) if keys is not None else "none"
+    return f"needs {needed}, which is not among the keys given (ids: {held}): it cannot be restored"
+
+
+def _header(found: Found, client: Any, location: S3Location | None) -> bytes:
+    """The first bytes of the backup as stored: of its first member, for a set (each member is encrypted alone)."""
+    source: Stored = _source(found, client, location)
+    if found.manifest.layout == SET:
+        if not found.manifest.members:
+            return b""
+        source = source.member(found.manifest.members[0].name)
+    with source.open() as stream:
+        return stream.read(HEADER_SIZE)
+
+
+def _source(found: Found, client: Any, location: S3Location | None) -> Stored:
+    if location is not None:
+        return S3Object(client, location.bucket, found.where.removeprefix(f"s3://{location.bucket}/"))
+    return stored(Path(found.where))
+
+
+def _keyless(found: Found, problem: str) -> dict[str, Any]:
+    log.warning("backup key missing", file=found.where, key_id=found.manifest.key_id)
+    message = one_line(f"{Path(found.where).name} {problem}", MAX_REASON_MESSAGE)
+    return {
+        "file": found.where,
+        "time": found.manifest.start,
+        "result": "Failed",
+        "reason": Reason.KEY_MISSING,
+        "message": message,
     }
 
 
@@ -110,15 +179,11 @@ def _check_one(
         return {**report, "result": "Failed", "reason": reason, "message": message}
     drilled = options.scratch is not None
     started = time.monotonic()
-    source: Path | Stored
-    if location is not None:
-        source = S3Object(client, location.bucket, found.where.removeprefix(f"s3://{location.bucket}/"))
-    else:
-        source = Path(found.where)
+    source: Path | Stored = Path(found.where) if location is None else _source(found, client, location)
     try:
         verified = verify_backup(
             source,
-            options.key,
+            options.keys,
             scrub,
             deadline,
             manifest=manifest,

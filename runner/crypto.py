@@ -27,6 +27,12 @@ every file its own chunk key, which is why a counter nonce is safe: no (key, non
 check lets a reader tell "wrong key" from "damaged file" before touching a chunk; it reveals nothing about the key
 (it is an HKDF output). The header is the associated data of every chunk, so changing a header byte fails every tag.
 
+Keys have ids, so that they can rotate: a reader holds every key it may need (`Keyring`, from `--key-dir`: one file
+per key, named by its id, as a Secret volume lays out the Secret's entries) and picks the one whose key check
+matches the file's header, so a file names its key without naming it; a writer encrypts with the one current key.
+A manifest records the id and the fingerprint of the key (`fingerprint`, an HKDF output of the key, safe to
+show) so that verification can tell which stored backup needs which key without reading it.
+
 A file whose plaintext is empty still has one (empty, last) chunk. A reader knows a chunk is the last when the file
 ends right after it; a writer holds back a full chunk until it knows more follows, so the last chunk may be full.
 """
@@ -38,9 +44,12 @@ import binascii
 import hmac
 import os
 import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -48,7 +57,20 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from runner.errors import Reason, RunnerError
 
-__all__ = ["HEADER_SIZE", "MAGIC", "Decryptor", "Encryptor", "is_encrypted", "load_key"]
+_log = structlog.get_logger("dbb-backup")
+
+__all__ = [
+    "HEADER_SIZE",
+    "MAGIC",
+    "Decryptor",
+    "Encryptor",
+    "Key",
+    "Keyring",
+    "fingerprint",
+    "is_encrypted",
+    "load_key",
+    "load_keyring",
+]
 
 MAGIC: Final = b"DBBENC"
 VERSION: Final = 1
@@ -72,13 +94,94 @@ class Source(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-def load_key(path: Path) -> bytes:
+@dataclass(frozen=True)
+class Key:
+    """A key and its id (the name of its file: the Secret's entry). `fingerprint` names it publicly."""
+
+    id: str
+    secret: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.secret)
+
+    def __repr__(self) -> str:
+        return f"Key(id={self.id!r}, fingerprint={self.fingerprint!r})"
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The keys a reader may decrypt with. Which one a file needs is found by its header's key check."""
+
+    keys: tuple[Key, ...]
+
+    @classmethod
+    def of(cls, *keys: Key | None) -> Keyring:
+        unique: dict[bytes, Key] = {}
+        for key in keys:
+            if key is not None:
+                unique.setdefault(key.secret, key)
+        return cls(tuple(unique.values()))
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(k.id for k in self.keys)
+
+    def by_fingerprint(self, wanted: str) -> Key | None:
+        return next((k for k in self.keys if hmac.compare_digest(k.fingerprint, wanted)), None)
+
+    def for_header(self, header: bytes) -> Key | None:
+        """The key whose check matches this encrypted file's header (its first HEADER_SIZE bytes)."""
+        if len(header) < HEADER_SIZE or not header.startswith(MAGIC):
+            return None
+        *_, salt, check = _HEADER.unpack(header[:HEADER_SIZE])
+        return next((k for k in self.keys if hmac.compare_digest(check, _key_check(k.secret, salt))), None)
+
+
+def fingerprint(key: bytes) -> str:
+    """A name for a key that reveals nothing of it: 8 bytes of HKDF-SHA256 (no salt), in hex."""
+    return _derive(key, b"", b"dbb-backup key fingerprint")[:8].hex()
+
+
+def load_keyring(files: Iterable[Path] = (), folder: Path | None = None) -> Keyring:
+    """Every key of `files` and of `folder` (each file in it a key named by the file's name; names starting with a
+    two dots are a Secret volume's own bookkeeping). A file in `folder` that holds no key is left out with a warning:
+    a Secret may hold other entries, and a backup that needed it is reported by verification as needing a key that
+    is not there."""
+    keys = [load_key(path) for path in files]
+    if folder is not None:
+        try:
+            entries = sorted(p for p in folder.iterdir() if not p.name.startswith(".."))
+        except OSError as error:
+            raise RunnerError(
+                Reason.INVALID_ARGUMENTS, f"cannot read the key folder {folder}: {error.strerror}"
+            ) from None
+        for path in entries:
+            if path.is_dir():
+                continue
+            try:
+                keys.append(load_key(path))
+            except RunnerError as error:
+                _log.warning("not a key, left out", key_id=path.name, problem=error.message)
+    return Keyring.of(*keys)
+
+
+def load_key(path: Path) -> Key:
     """The 32-byte key from a key file: raw bytes, 64 hex digits or base64 (surrounding whitespace ignored, as a
-    Secret written with `echo` ends in a newline). The message never quotes the file."""
+    Secret written with `echo` ends in a newline), with the file's name as its id. The message never quotes the
+    file."""
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS, f"there is no key {path.name!r} (no key file {path}): is it in the Secret?"
+        ) from None
     except OSError as error:
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"cannot read the key file {path}: {error.strerror}") from None
+    return Key(path.name, _parse_key(path, data))
+
+
+def _parse_key(path: Path, data: bytes) -> bytes:
     if len(data) == KEY_SIZE:
         return data
     text = data.strip()
@@ -157,20 +260,27 @@ class Encryptor:
 class Decryptor:
     """A source stage: reads an encrypted file from `source`, hands out only authenticated plaintext."""
 
-    def __init__(self, key: bytes, source: Source) -> None:
+    def __init__(self, keys: Keyring | bytes, source: Source) -> None:
         self._source = source
         header = _read_exactly(source, HEADER_SIZE)
         if len(header) < HEADER_SIZE or not header.startswith(MAGIC):
             raise RunnerError(Reason.DECRYPT_FAILED, "not an encrypted backup (no DBBENC header)")
-        _magic, version, algorithm, chunk_size, salt, check = _HEADER.unpack(header)
+        _magic, version, algorithm, chunk_size, salt, _check = _HEADER.unpack(header)
         if version != VERSION or algorithm != ALGORITHM:
             raise RunnerError(
                 Reason.DECRYPT_FAILED, f"unsupported encryption format {version}.{algorithm} (this is 1.1)"
             )
         if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
             raise RunnerError(Reason.DECRYPT_FAILED, f"corrupt encryption header (chunk size {chunk_size})")
-        if len(key) != KEY_SIZE or not hmac.compare_digest(check, _key_check(key, salt)):
-            raise RunnerError(Reason.DECRYPT_FAILED, "wrong key: this backup was encrypted with a different key")
+        ring = keys if isinstance(keys, Keyring) else Keyring((Key("key", keys),))
+        found = ring.for_header(header)
+        if found is None:
+            held = ", ".join(repr(i) for i in ring.ids) or "none"
+            raise RunnerError(
+                Reason.DECRYPT_FAILED,
+                f"wrong key: this backup was encrypted with a key that is not among those given (ids: {held})",
+            )
+        key = found.secret
         self._header = header
         self._aead = AESGCM(_derive(key, salt, b"dbb-backup v1 chunk key"))
         self._record = chunk_size + TAG_SIZE

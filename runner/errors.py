@@ -21,6 +21,7 @@ table and the enum together):
 | `VerifyFailed` | the backup is not what its manifest says, or not structurally whole |
 | `BackupMissing` | `check`: a backup's manifest is there, its file (or a member of its set) is gone |
 | `DecryptFailed` | wrong key, or an encrypted file that was altered or cut short |
+| `KeyMissing` | `check`: a kept backup needs a key (by its id and fingerprint) that the keys given no longer hold |
 | `TargetExists` | a restore's target database exists, and `--replace` was not given; nothing was changed |
 | `ForeignBackup` | `restore --owner`: the backup's manifest names another owner (or none); nothing was touched |
 | `RestoreFailed` | the restore tool failed |
@@ -62,6 +63,7 @@ class Reason(StrEnum):
     VERIFY_FAILED = "VerifyFailed"
     BACKUP_MISSING = "BackupMissing"
     DECRYPT_FAILED = "DecryptFailed"
+    KEY_MISSING = "KeyMissing"
     TARGET_EXISTS = "TargetExists"
     FOREIGN_BACKUP = "ForeignBackup"
     RESTORE_FAILED = "RestoreFailed"

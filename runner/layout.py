@@ -20,7 +20,7 @@ from typing import BinaryIO, Final, Protocol
 from urllib.parse import quote, unquote
 
 from runner.compression import Compression, Source, decompressor
-from runner.crypto import Decryptor
+from runner.crypto import Decryptor, Keyring
 from runner.engines import Engine
 from runner.errors import Reason, RunnerError
 from runner.manifest import Member
@@ -165,11 +165,11 @@ def stored(where: Path | Stored) -> Stored:
 
 
 @contextlib.contextmanager
-def open_payload(where: Path | Stored, layout: Layout, key: bytes | None) -> Iterator[Source]:
+def open_payload(where: Path | Stored, layout: Layout, key: Keyring | None) -> Iterator[Source]:
     """The decoded payload of a backup as a stream: decrypted and decompressed on the fly."""
     backup = stored(where)
     if layout.encrypted and key is None:
-        raise RunnerError(Reason.INVALID_ARGUMENTS, f"{backup.name} is encrypted: give the key file (--key-file)")
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"{backup.name} is encrypted: give its key (--key-file, --key-dir)")
     with backup.open() as source:
         if layout.encrypted:
             assert key is not None
@@ -187,7 +187,7 @@ class Part:
 
 
 def members(
-    where: Path | Stored, layout: Layout, key: bytes | None, listed: list[Member] | None, failure: Reason
+    where: Path | Stored, layout: Layout, key: Keyring | None, listed: list[Member] | None, failure: Reason
 ) -> Generator[Part]:
     """Each member of a tar or a set, decoded, in the order stored: a tar as one stream, a set member by member in
     the order its manifest lists them (`listed`; a set without its manifest has no members anyone can name). A
@@ -206,7 +206,7 @@ def members(
             yield Part(member.name, database, stream)
 
 
-def _tar_members(where: Path | Stored, layout: Layout, key: bytes | None, failure: Reason) -> Generator[Part]:
+def _tar_members(where: Path | Stored, layout: Layout, key: Keyring | None, failure: Reason) -> Generator[Part]:
     with open_payload(where, layout, key) as payload:
         try:
             with tarfile.open(fileobj=payload, mode="r|") as tar:  # type: ignore[call-overload]

@@ -31,7 +31,7 @@ from runner import admin
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
-from runner.crypto import Decryptor, load_key
+from runner.crypto import Decryptor, Key, Keyring, load_key, load_keyring
 from runner.engines import Connection, Engine, Tls, TlsMode, check_client_support, password_from_env
 from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.layout import parse_layout
@@ -216,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check a backup file against its manifest")
     verify.add_argument("file", help="a backup file, or an object: s3://BUCKET/KEY (credentials from AWS_*)")
     verify.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
-    verify.add_argument("--key-file", type=Path, help="the key, for an encrypted backup")
+    _key_flags(verify)
     verify.add_argument("--restore-test", action="store_true", help="restore into a scratch database and compare")
     _connection_flags(verify, required=False)
     verify.add_argument("--timeout", type=_seconds)
@@ -230,7 +230,7 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
     check.add_argument("--s3-sse", choices=["AES256", "aws:kms"], help="s3: server-side encryption of drill records")
     check.add_argument("--s3-sse-kms-key-id", help="s3: the KMS key for --s3-sse aws:kms")
-    check.add_argument("--key-file", type=Path, help="the key, for encrypted backups")
+    _key_flags(check)
     check.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
     check.add_argument("--timeout", type=_seconds)
     check.add_argument("--restore-test", action="store_true", help="restore each into the scratch server, and count")
@@ -250,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="TARGET | SOURCE=TARGET",
         help="where to restore (repeatable SOURCE=TARGET for a backup of several databases); default: same names",
     )
-    restore.add_argument("--key-file", type=Path, help="the key, for an encrypted backup")
+    _key_flags(restore)
     restore.add_argument("--no-owner", action="store_true", help="postgresql: skip ownership and grants")
     restore.add_argument(
         "--owner",
@@ -277,9 +277,16 @@ def parser() -> argparse.ArgumentParser:
 
     decrypt = commands.add_parser("decrypt", help="decrypt an encrypted backup file")
     decrypt.add_argument("file", type=Path)
-    decrypt.add_argument("--key-file", type=Path, required=True)
+    _key_flags(decrypt)
     decrypt.add_argument("-o", "--output", type=Path, required=True, help="the decrypted (still compressed) file")
     return parser
+
+
+def _key_flags(command: argparse.ArgumentParser) -> None:
+    """The keys a reader may need: one file, and a folder of them (a Secret volume: one file per key, named by its
+    id), so that backups written before a key rotation stay readable. Each file's header says which key it needs."""
+    command.add_argument("--key-file", type=Path, help="a key, for encrypted backups (the file's name is its id)")
+    command.add_argument("--key-dir", type=Path, help="a folder of keys, one file each, named by its id")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,8 +389,16 @@ def _owner(owner: str | None, uid: str | None) -> Owner | None:
     return Owner(namespace, name, uid)
 
 
-def _key(path: Path | None) -> bytes | None:
+def _key(path: Path | None) -> Key | None:
     return load_key(path) if path is not None else None
+
+
+def _keys(args: argparse.Namespace) -> Keyring | None:
+    """The keys of --key-file and --key-dir; None when neither is given (an encrypted backup then fails, naming
+    both flags)."""
+    if args.key_file is None and args.key_dir is None:
+        return None
+    return load_keyring([args.key_file] if args.key_file else [], args.key_dir)
 
 
 def _ensure_folder(folder: Path) -> None:
@@ -439,9 +454,13 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
     if location is not None:
         settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)
         url, manifest, kept = run_backup_s3(options, location, scrub, deadline, settings=settings)
-        return success_result(url, manifest, verified=args.verify, retention=kept if options.retention.any else None)
+        return success_result(
+            url, manifest, verified=args.verify, retention=kept if options.retention.any else None, catalog=kept.catalog
+        )
     path, manifest, kept = run_backup(options, scrub, deadline)
-    return success_result(path, manifest, verified=args.verify, retention=kept if options.retention.any else None)
+    return success_result(
+        path, manifest, verified=args.verify, retention=kept if options.retention.any else None, catalog=kept.catalog
+    )
 
 
 def _stored(file: str, path_style: bool) -> tuple[Path | S3Object, Manifest | None]:
@@ -468,7 +487,7 @@ def _verify(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> di
         connection = _connection(args, engine, scrub, defaults)
     report = verify_backup(
         source,
-        _key(args.key_file),
+        _keys(args),
         scrub,
         deadline,
         restore_connection=connection,
@@ -512,7 +531,7 @@ def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dic
         args.location,
         args.owner_uid,
         args.backups,
-        _key(args.key_file),
+        _keys(args),
         scratch,
         args.scratch_wait,
         object_arguments=settings.object_arguments(),
@@ -538,7 +557,7 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         owner=owner,
     )
     clock = time.monotonic()
-    restored = restore_backup(source, _key(args.key_file), options, scrub, deadline, stored_manifest=manifest)
+    restored = restore_backup(source, _keys(args), options, scrub, deadline, stored_manifest=manifest)
     took = round(time.monotonic() - clock, 1)  # the restore itself: what a team plans an outage around
     if isinstance(source, Path) and manifest_path(source).exists():
         manifest = read_manifest(source)
@@ -548,13 +567,15 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
 
 
 def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
-    key = load_key(args.key_file)
+    keys = _keys(args)
+    if keys is None:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "give the key: --key-file or --key-dir")
     try:
         source = args.file.open("rb")
     except OSError as error:
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"cannot open {args.file}: {error.strerror}") from None
     with source:
-        decryptor = Decryptor(key, source)
+        decryptor = Decryptor(keys, source)
         target = args.output.resolve()
         # Written like a backup: a decrypted file with its final name is complete and authenticated.
         with OutputFile(target.parent, target.name) as out:

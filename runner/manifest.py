@@ -12,6 +12,7 @@ where the backup came from (and where `verify --restore-test` goes by default).
      "tool": "pg_dump (PostgreSQL) 15.18", "host": "db", "port": 5432, "user": "backup",
      "start": "2025-01-01T00:00:00Z", "end": "2025-01-01T00:00:05Z", "duration": 5.01, "verified": true,
      "owner": {"kind": "DatabaseBackup", "namespace": "shop", "name": "nightly", "uid": "6f1c..."},
+     "keyId": "2026-12", "keyFingerprint": "8c1f...",
      "rows": {"app": {"public.customers": 2000, "public.orders": 5000}}}
 
 `rows`: each table's rows as the backup holds them, counted in the dump while the run verified it (a PostgreSQL
@@ -22,6 +23,11 @@ restored tables with them.
 "lines"}`, what it printed (as `psql -At` prints: text values, `|` between columns; fixed settings; see
 `queries.py`) in the very snapshot pg_dump took; `result` is the text itself when it is at most 512 characters,
 `lines` how many rows it printed. A restore test runs each again on the restored copy and compares.
+
+`keyId` and `keyFingerprint` (encrypted backups): the key it needs, by its id (its entry in the key Secret) and its
+fingerprint (`crypto.fingerprint`, which reveals nothing of the key). Verification tells from them, without reading
+the backup, whether the key it needs is still there; manifests written before keys had ids have neither, and their
+file's header names the key instead.
 
 `owner` is the DatabaseBackup that made the backup (null for a run by hand without `--owner`); retention deletes
 only backups whose manifest names its own owner's uid. Manifests written before `owner` and `verified` existed read
@@ -153,6 +159,10 @@ class Manifest:
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
     # verify.queries (PostgreSQL): each query, and what it printed in the snapshot the dump was taken in.
     queries: list[QueryResult] = field(default_factory=list)
+    # The key an encrypted backup needs: its id (the Secret's entry) and its fingerprint (crypto.fingerprint). None
+    # in manifests of unencrypted backups and in those written before keys had ids.
+    key_id: str | None = None
+    key_fingerprint: str | None = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -161,6 +171,9 @@ class Manifest:
         data["queries"] = [q.to_dict() for q in self.queries]
         if not self.queries:
             del data["queries"]
+        for name in ("keyId", "keyFingerprint"):
+            if data[name] is None:
+                del data[name]
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
@@ -190,6 +203,11 @@ class Manifest:
         if not isinstance(queries, list):
             raise ValueError("queries is not a list")
         values["queries"] = [QueryResult.from_dict(item) for item in queries]
+        for name in ("key_id", "key_fingerprint"):
+            value = data.get(_camel(name))
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{_camel(name)} is not a string")
+            values[name] = value
         return cls(**values)
 
 

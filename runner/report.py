@@ -5,7 +5,12 @@ Success: {"status": "Succeeded", "file", "size", "sha256", "databases", "serverV
 "encryption", "start", "end", "duration", "verified"}. Failure: {"status": "Failed", "reason", "message", "start",
 "end", "duration"}. Keys are camelCase, as in the DatabaseBackup status they feed.
 
-Fitting into 4096 bytes: a long database list is cut (the manifest has it whole) and `databasesOmitted` counts what
+`backups` (a run's success): the owner's stored backups after its retention, newest first, each `[file name, size,
+key id or "", [rules that keep it]]` (the name holds the backup's time), from which the reconciler records
+`status.backups`.
+
+Fitting into 4096 bytes: the oldest of `backups` are left out first (`backupsOmitted` counts them), a long database
+list is cut (the manifest has it whole) and `databasesOmitted` counts what
 was left out; a long message is cut in the middle, keeping its start (what failed) and its end (the tool's last
 words).
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,9 +34,15 @@ MAX_BYTES: Final = 4096
 
 
 def success_result(
-    path: Path | str, manifest: Manifest, *, verified: bool, retention: Plan | None = None
+    path: Path | str,
+    manifest: Manifest,
+    *,
+    verified: bool,
+    retention: Plan | None = None,
+    catalog: Sequence[tuple[str, int, str | None, tuple[str, ...]]] = (),
 ) -> dict[str, Any]:
-    """`path`: the file, or the object's s3:// URL; `retention`: what the run's retention kept and deleted."""
+    """`path`: the file, or the object's s3:// URL; `retention`: what the run's retention kept and deleted;
+    `catalog`: the owner's stored backups after it, newest first (`Plan.catalog`)."""
     result = {
         "status": "Succeeded",
         "file": str(path),
@@ -46,6 +58,12 @@ def success_result(
         "duration": manifest.duration,
         "verified": verified,
     }
+    if manifest.key_id is not None:
+        result["keyId"] = manifest.key_id
+    if catalog:
+        # Compact, to fit beside the rest: [file name, size, key id or "", rules] each (the name holds its time);
+        # `render` drops the oldest.
+        result["backups"] = [[file, size, key or "", list(rules)] for file, size, key, rules in catalog]
     if retention is not None:
         deleted = [name for name in retention.delete if not name.endswith(MANIFEST_SUFFIX)]
         result["retention"] = {
@@ -82,6 +100,13 @@ def render(result: dict[str, Any], limit: int = MAX_BYTES) -> str:
         keep //= 2  # a few rounds even for thousands of names
         result["databases"] = databases[:keep]
         result["databasesOmitted"] = len(databases) - keep
+        data = _encode(result)
+    stored = list(result.get("backups", []))
+    keep = len(stored)
+    while len(data) > limit and keep > 0:
+        keep = keep * 3 // 4  # the newest stay
+        result["backups"] = stored[:keep]
+        result["backupsOmitted"] = len(stored) - keep
         data = _encode(result)
     message = str(result.get("message", ""))
     while len(data) > limit and len(message) > 40:

@@ -55,6 +55,7 @@ import structlog
 from runner import admin, engines
 from runner.checked import Checked, Digest, Hashing, Measured, expect
 from runner.compression import Source
+from runner.crypto import Keyring
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.feeds import SqlRenamer, ToolFeed, feed_all
@@ -103,7 +104,7 @@ def parse_targets(targets: tuple[str, ...]) -> tuple[str | None, dict[str, str]]
 
 def restore_backup(
     path: Path | Stored,
-    key: bytes | None,
+    key: Keyring | None,
     options: RestoreOptions,
     scrub: Scrubber,
     deadline: Deadline,
@@ -154,7 +155,7 @@ def _explained_by_the_file(path: Path | Stored, manifest: Manifest) -> Iterator[
 def check_whole(
     path: Path | Stored,
     layout: Layout,
-    key: bytes | None,
+    key: Keyring | None,
     options: RestoreOptions,
     scrub: Scrubber,
     deadline: Deadline,
@@ -267,7 +268,7 @@ class _Restore:
         self.scrub = scrub
         self.deadline = deadline
 
-    def everything(self, key: bytes | None, plain: str | None, pairs: dict[str, str]) -> dict[str, str]:
+    def everything(self, key: Keyring | None, plain: str | None, pairs: dict[str, str]) -> dict[str, str]:
         source = self.source
         if self.layout.kind in (TAR, SET):
             if plain is not None:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Final
 
+from runner.manifest import Manifest
 from runner.naming import TIMESTAMP_FORMAT, BackupName, parse_backup_name
 
 __all__ = ["RULES", "Plan", "Policy", "parse_age", "plan", "retention_plan"]
@@ -53,6 +54,8 @@ class Plan:
     delete: tuple[str, ...] = ()  # files, oldest first, each backup followed by its manifest when present
     kept: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # backup file -> the rules that keep it
     kept_bytes: int = 0  # the kept backups' sizes together, as their manifests record them (when given)
+    # The kept backups, newest first, as the run's result lists them: (file, size, key id or None, rules).
+    catalog: tuple[tuple[str, int, str | None, tuple[str, ...]], ...] = ()
 
     def counts(self) -> dict[str, int]:
         """How many backups each rule keeps (one backup may be kept by several)."""
@@ -61,6 +64,12 @@ class Plan:
             for reason in reasons:
                 found[reason] = found.get(reason, 0) + 1
         return {rule: found[rule] for rule in RULES if rule in found}
+
+    def listed(self, manifests: Mapping[str, Manifest]) -> Plan:
+        """This plan with its catalog, from the kept backups' manifests ({file: manifest})."""
+        kept = sorted((f for f in self.kept if f in manifests), key=lambda f: manifests[f].start, reverse=True)
+        catalog = tuple((f, manifests[f].size, manifests[f].key_id, self.kept[f]) for f in kept)
+        return replace(self, catalog=catalog)
 
 
 _AGE: Final = re.compile(r"(?P<count>[1-9][0-9]{0,5})(?P<unit>[hdw])")

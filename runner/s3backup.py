@@ -80,6 +80,7 @@ log = structlog.get_logger("dbb-backup")
 OWNER_METADATA: Final = "dbb-owner-uid"
 # The approved object store's CA certificate, PEM text (public), as the Job's env carries it.
 CA_BUNDLE_VARIABLE: Final = "S3_CA_BUNDLE_PEM"
+CATALOG_READS: Final = 60  # without retention rules: the newest manifests a run reads, to list what is stored
 _PEM_CERTIFICATE: Final = "-----BEGIN CERTIFICATE-----"
 
 
@@ -281,7 +282,7 @@ def _upload(
 ) -> MultipartUpload:
     """One object: `write` streams the payload into it, encrypted on the way with --key-file. Complete on return."""
     with MultipartUpload(client, bucket, key, extra=extra) as out:
-        encryptor = Encryptor(options.key, out) if options.key is not None else None
+        encryptor = Encryptor(options.key.secret, out) if options.key is not None else None
         write(encryptor if encryptor is not None else out)
         if encryptor is not None:
             encryptor.close()
@@ -329,21 +330,22 @@ def _upload_set(
 def prune_s3(client: Any, location: S3Location, prefix: str, policy: Policy, owner: Owner | None, protect: str) -> Plan:
     """Retention in a bucket: the folder's rules (runner.retention), over the backups under the prefix."""
     grouped = _backups(client, location, prefix)
+    names = sorted(n for n in grouped if parse_backup_name(prefix, n) is not None and n + MANIFEST_SUFFIX in grouped)
     if not policy.any:
-        return Plan()
-    owned: dict[str, bool] = {}
-    sizes: dict[str, int] = {}
-    for name in grouped:
-        if parse_backup_name(prefix, name) is None or name + MANIFEST_SUFFIX not in grouped:
-            continue
+        # Nothing is deleted; only the newest are read, for the run's list of stored backups.
+        names = names[-CATALOG_READS:]
+    manifests: dict[str, Manifest] = {}
+    for name in names:
         manifest = _manifest(client, location, name)
         if manifest is not None and same_owner(manifest.owner, owner):
-            owned[name], sizes[name] = manifest.verified, manifest.size
+            manifests[name] = manifest
+    owned = {name: manifest.verified for name, manifest in manifests.items()}
+    sizes = {name: manifest.size for name, manifest in manifests.items()}
     decided = plan(grouped, prefix, policy, owned, now=datetime.now(UTC), protect=protect, sizes=sizes)
     for name in decided.delete:
         _delete_keys(client, location, grouped[name])
         log.info("old backup deleted", object=location.url(name))
-    return decided
+    return decided.listed(manifests)
 
 
 def remove_orphans_s3(

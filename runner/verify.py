@@ -38,6 +38,7 @@ import structlog
 from runner import admin, engines
 from runner.checked import Checked, Digest, Hashing, Measured, expect
 from runner.compression import Source
+from runner.crypto import Keyring
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.feeds import Consumer, LineScanner, RowCounter, SqlRenamer, ToolFeed, feed_all
@@ -75,7 +76,7 @@ class VerifyReport:
 
 def verify_backup(
     path: Path | Stored,
-    key: bytes | None,
+    key: Keyring | None,
     scrub: Scrubber,
     deadline: Deadline,
     *,
@@ -109,7 +110,7 @@ def verify_backup(
     return report
 
 
-def check_decoding(path: Path | Stored, layout: Layout, key: bytes | None, deadline: Deadline) -> Checked:
+def check_decoding(path: Path | Stored, layout: Layout, key: Keyring | None, deadline: Deadline) -> Checked:
     """What a file proves without its manifest: read to the end, every encrypted chunk's tag checks and the
     compression's own end and checksum are there (a `.dump` or `.tar` that is not compressed proves nothing here).
     A set has nothing to read without its manifest, which lists its members. What was read, for a restore to hold
@@ -246,7 +247,7 @@ class _Checker:
         self.tar_members: dict[str, Digest] = {}  # each tar member's decoded bytes, as this read found them
         self.checked: Checked | None = None
 
-    def run(self, path: Path | Stored, key: bytes | None) -> dict[str, int]:
+    def run(self, path: Path | Stored, key: Keyring | None) -> dict[str, int]:
         """The structure, in a read that is itself held to the manifest: the digests it records for a restore are
         worth only as much as the bytes they were taken from (the checksum's own read came before)."""
         measured = Measured(stored(path))
@@ -266,7 +267,7 @@ class _Checker:
             expect(f"{self.manifest.file}/{name}", measured.member_digest(name), checked)
         return tables
 
-    def check_members(self, path: Measured, key: bytes | None) -> dict[str, int]:
+    def check_members(self, path: Measured, key: Keyring | None) -> dict[str, int]:
         tables: dict[str, int] = {}
         seen: list[str] = []
         with closing(members(path, self.layout, key, self.manifest.members, Reason.VERIFY_FAILED)) as parts:

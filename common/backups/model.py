@@ -213,6 +213,49 @@ class Condition:
         )
 
 
+_BACKUP_TIME: Final = re.compile(r"-(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z\.")
+
+
+@dataclass(frozen=True)
+class StoredBackup:
+    """One stored backup of this DatabaseBackup, as its last run listed it (status.backups)."""
+
+    file: str  # its path on the volume, or its s3:// URL
+    size: int
+    key_id: str | None  # the key it is encrypted with (None: not encrypted, or written before keys had ids)
+    kept_by: tuple[str, ...]  # the retention rules that keep it
+
+    @property
+    def time(self) -> str:
+        """Its time, from its name (`<prefix>-YYYYmmddTHHMMSSZ.<ext>`)."""
+        found = _BACKUP_TIME.search(self.file.rsplit("/", 1)[-1])
+        return "{}-{}-{}T{}:{}:{}Z".format(*found.groups()) if found else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none(
+            {
+                "time": self.time or None,
+                "file": self.file,
+                "size": self.size,
+                "encrypted": self.file.endswith(".enc"),
+                "keyId": self.key_id,
+                "keptBy": list(self.kept_by) or None,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, raw: object) -> StoredBackup | None:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("file"), str):
+            return None
+        rules = raw.get("keptBy")
+        return cls(
+            file=raw["file"],
+            size=_int_or_none(raw.get("size")) or 0,
+            key_id=_str_or_none(raw.get("keyId")),
+            kept_by=tuple(str(r) for r in rules) if isinstance(rules, list) else (),
+        )
+
+
 @dataclass(frozen=True)
 class LastBackup:
     file: str
@@ -223,6 +266,9 @@ class LastBackup:
     kept: int | None = None  # backups of this owner retention kept after the run
     kept_bytes: int | None = None  # and their sizes together
     kept_by: Mapping[str, int] = field(default_factory=dict)  # how many each rule keeps (one may be kept by several)
+    # Every stored backup after the run, newest first (status.backups), and how many of the oldest did not fit.
+    stored: tuple[StoredBackup, ...] = ()
+    stored_omitted: int | None = None
 
     @property
     def url(self) -> str | None:
@@ -413,6 +459,8 @@ class DatabaseBackupStatus:
             "lastVerificationScheduleTime": self.last_verification_schedule_time,
             "lastVerifyNowRequest": self.last_verify_now_request,
             "restoreDrills": [d.to_dict() for d in self.restore_drills],
+            "backups": [b.to_dict() for b in self.last_backup.stored] if self.last_backup else [],
+            "backupsOmitted": self.last_backup.stored_omitted if self.last_backup else None,
         }
 
     @classmethod
@@ -440,6 +488,8 @@ class DatabaseBackupStatus:
                 kept=_int_or_none(last_backup.get("kept")),
                 kept_bytes=_int_or_none(last_backup.get("keptBytes")),
                 kept_by=_counts(last_backup.get("keptBy")),
+                stored=tuple(b for b in map(StoredBackup.from_dict, raw.get("backups") or ()) if b is not None),
+                stored_omitted=_int_or_none(raw.get("backupsOmitted")),
             )
             if isinstance(last_backup, Mapping)
             else None,

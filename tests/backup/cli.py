@@ -86,13 +86,17 @@ def backup(server: Server, folder: Path, *databases: str, **flags: str | None) -
     return Path(outcome.result["file"])
 
 
-def restore(server: Server, file: Path, *targets: str, key: Path | None = None, **flags: bool) -> Outcome:
+def restore(
+    server: Server, file: Path, *targets: str, key: Path | None = None, key_dir: Path | None = None, **flags: bool
+) -> Outcome:
     """`dbb-backup restore`; `flags` such as replace=True become `--replace`."""
     args = ["restore", str(file), *connection_args(server)]
     for target in targets:
         args += ["--database", target]
     if key is not None:
         args += ["--key-file", str(key)]
+    if key_dir is not None:
+        args += ["--key-dir", str(key_dir)]
     args += ["--" + flag.replace("_", "-") for flag, given in flags.items() if given]
     return dbb(*args, env=password_env(server))
 

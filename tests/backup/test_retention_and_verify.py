@@ -272,7 +272,10 @@ def test_a_wrong_key_fails_cleanly(
     }[command]
     outcome = dbb(*args, env=password_env(pg))
     assert outcome.code == 1
-    assert outcome.reason_line == "dbb-backup: DecryptFailed: wrong key: this backup was encrypted with a different key"
+    assert outcome.reason_line == (
+        "dbb-backup: DecryptFailed: wrong key: this backup was encrypted with a key that is not among those given "
+        "(ids: 'other.key')"
+    )
     assert not out.exists()
     assert not list(tmp_path.glob(".decrypted*"))
     assert "never_created" not in pg.databases()

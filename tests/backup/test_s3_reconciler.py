@@ -217,6 +217,12 @@ async def test_an_https_store_with_a_private_ca_and_an_encrypted_backup(
             status = await succeeded(api, namespace)
         url = status["lastBackup"]["url"]
         assert url.endswith(".enc")
+        # What `kubectl dbb list` reads: the stored backups, with the key each needs, and no credentials.
+        [stored] = status["backups"]
+        assert stored["file"] == url
+        assert (stored["encrypted"], stored["keyId"], stored["size"]) == (True, "key", status["lastBackup"]["size"])
+        stamp = url.rsplit("-", 1)[1].split(".", 1)[0]
+        assert stored["time"] == datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%dT%H:%M:%SZ")
         verified = dbb("verify", url, "--key-file", str(key_file), env=store.env)
         assert verified.code == 0, verified.stderr
         assert verified.result["tables"] == {"shop": 4}

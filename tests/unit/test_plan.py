@@ -351,6 +351,43 @@ def test_what_retention_kept_and_why_goes_into_the_last_backup() -> None:
     assert plan.status["lastBackup"]["keptBy"] == {"last": 3, "daily": 7, "newest": 1}
 
 
+def test_the_stored_backups_the_run_listed_go_into_status_and_stay_there() -> None:
+    obj = backup(retention={"keepLast": 3})
+    obj["status"] = {"lastScheduleTime": "2026-11-27T10:00:00Z"}
+    done = job(obj, "2026-11-27T10:00:00", "Succeeded", finished="2026-11-27T10:01:13Z")
+    stored = [
+        ["example-db-20261127T100000Z.dump.gz.enc", 12345, "2026-11", ["last", "newest"]],
+        ["example-db-20261126T100000Z.dump.gz", 12000, "", ["last"]],
+        ["../../elsewhere-20261126T100000Z.dump.gz", 1, "", ["last"]],  # never a path out of the folder
+    ]
+    result = {**RESULT, "backups": stored, "backupsOmitted": 4}
+    messages = {done["metadata"]["name"]: json.dumps(result)}
+    plan = decide_at(obj, at("2026-11-27T10:01:14"), [done], termination_messages=messages)
+    assert plan.status is not None
+    assert plan.status["backups"] == [
+        {
+            "time": "2026-11-27T10:00:00Z",
+            "file": "/backups/example-db/example-db-20261127T100000Z.dump.gz.enc",
+            "size": 12345,
+            "encrypted": True,
+            "keyId": "2026-11",
+            "keptBy": ["last", "newest"],
+        },
+        {
+            "time": "2026-11-26T10:00:00Z",
+            "file": "/backups/example-db/example-db-20261126T100000Z.dump.gz",
+            "size": 12000,
+            "encrypted": False,
+            "keptBy": ["last"],
+        },
+    ]
+    assert plan.status["backupsOmitted"] == 4
+    # The Job is gone (history limits): the list stays as recorded.
+    obj["status"] = plan.status
+    later = decide_at(obj, at("2026-11-27T10:05:00"), [])
+    assert later.status is None or later.status["backups"] == plan.status["backups"]
+
+
 def test_failures_count_up_and_a_success_resets_them() -> None:
     obj = backup()
     obj["status"] = {"lastScheduleTime": "2026-11-27T10:10:00Z"}

@@ -266,7 +266,7 @@ def test_a_restore_from_a_bucket_gets_the_keys_by_secret_reference_and_mounts_no
     [container] = pod["containers"]
     assert container["args"][:3] == ["dbb-backup", "restore", url]
     assert "--s3-path-style" in container["args"]
-    assert any(a.startswith("--key-file=") for a in container["args"])
+    assert "--key-dir=/var/run/secrets/databases.test.io/encryption" in container["args"]
     env = {e["name"]: e for e in container["env"]}
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "s3-keys", "key": "AWS_ACCESS_KEY_ID"}
     assert env["AWS_ENDPOINT_URL"]["value"] == "https://s3.internal:8333"

@@ -182,6 +182,17 @@ def test_the_result_line_fits_the_termination_message_whatever_the_lists_and_mes
     assert message.endswith(" end")
 
 
+def test_a_long_list_of_stored_backups_keeps_its_newest_and_counts_the_rest() -> None:
+    stored = [[f"nightly-2026{i:04d}T020000Z.dump.zst.enc", 10**9 + i, "2026-12", ["daily"]] for i in range(500)]
+    line = render({"status": "Succeeded", "file": "/backups/db/x.dump", "backups": stored})
+    assert len(line.encode()) <= MAX_BYTES
+    parsed = json.loads(line)
+    kept = parsed["backups"]
+    assert len(kept) > 20
+    assert kept == stored[: len(kept)]
+    assert parsed["backupsOmitted"] == 500 - len(kept)
+
+
 CA = "/var/run/secrets/databases.test.io/tls-ca/ca.crt"
 
 

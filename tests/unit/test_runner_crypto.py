@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from runner.crypto import HEADER_SIZE, MIN_CHUNK_SIZE, TAG_SIZE, Decryptor, Encryptor, load_key
+from runner.crypto import (
+    HEADER_SIZE,
+    MIN_CHUNK_SIZE,
+    TAG_SIZE,
+    Decryptor,
+    Encryptor,
+    Key,
+    Keyring,
+    fingerprint,
+    load_key,
+    load_keyring,
+)
 from runner.errors import RunnerError
 
 KEY = bytes(range(32))
@@ -26,7 +37,7 @@ def encrypt(plain: bytes, key: bytes = KEY, pieces: int = 7) -> bytes:
     return out.getvalue()
 
 
-def decrypt(blob: bytes, key: bytes = KEY, read_size: int = 333) -> bytes:
+def decrypt(blob: bytes, key: bytes | Keyring = KEY, read_size: int = 333) -> bytes:
     decryptor = Decryptor(key, io.BytesIO(blob))
     parts = []
     while piece := decryptor.read(read_size):
@@ -109,7 +120,7 @@ def test_a_file_that_is_not_encrypted_is_refused() -> None:
 def test_a_key_file_may_hold_raw_hex_or_base64(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "key"
     path.write_bytes(content)
-    assert load_key(path) == KEY
+    assert load_key(path) == Key("key", KEY)
 
 
 @pytest.mark.parametrize("content", [b"short", b"a" * 33, base64.b64encode(bytes(16)), b""])
@@ -124,5 +135,48 @@ def test_a_key_of_the_wrong_size_is_refused_without_quoting_it(tmp_path: Path, c
 
 
 def test_a_missing_key_file_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(RunnerError, match="cannot read the key file"):
+    with pytest.raises(RunnerError, match="there is no key 'absent'"):
         load_key(tmp_path / "absent")
+
+
+KEY_B = bytes(range(100, 132))
+
+
+def test_a_keyring_reads_each_file_with_the_key_it_was_written_with() -> None:
+    ring = Keyring.of(Key("2026-11", KEY), Key("2026-12", KEY_B))
+    assert decrypt(encrypt(b"old", key=KEY), key=ring) == b"old"
+    assert decrypt(encrypt(b"new", key=KEY_B), key=ring) == b"new"
+    assert ring.for_header(encrypt(b"new", key=KEY_B)[:HEADER_SIZE]) == Key("2026-12", KEY_B)
+    assert ring.for_header(b"PGDMP" + bytes(100)) is None
+
+
+def test_a_keyring_without_the_files_key_names_the_ids_it_holds() -> None:
+    ring = Keyring.of(Key("2026-12", KEY_B))
+    with pytest.raises(RunnerError, match=r"not among those given \(ids: '2026-12'\)") as caught:
+        decrypt(encrypt(b"old", key=KEY), key=ring)
+    assert caught.value.reason == "DecryptFailed"
+
+
+def test_a_fingerprint_is_stable_distinct_and_not_the_key() -> None:
+    assert fingerprint(KEY) == fingerprint(bytes(KEY))
+    assert fingerprint(KEY) != fingerprint(KEY_B)
+    assert len(fingerprint(KEY)) == 16
+    assert fingerprint(KEY) not in (KEY.hex(), KEY_B.hex())
+    assert KEY.hex() not in repr(Key("a", KEY))
+
+
+def test_a_key_folder_is_read_as_a_secret_volume_lays_it_out(tmp_path: Path) -> None:
+    # A Secret volume: the entries live in a timestamped folder, `..data` points at it, each key is a link.
+    data = tmp_path / "..2026_12_07_09_00_00.1"
+    data.mkdir()
+    (data / "2026-11").write_text(KEY.hex() + "\n")
+    (data / "2026-12").write_bytes(base64.b64encode(KEY_B))
+    (data / "note").write_text("not a key")
+    (tmp_path / "..data").symlink_to(data.name)
+    for name in ("2026-11", "2026-12", "note"):
+        (tmp_path / name).symlink_to(f"..data/{name}")
+    ring = load_keyring(folder=tmp_path)
+    assert ring.ids == ["2026-11", "2026-12"]
+    assert ring.by_fingerprint(fingerprint(KEY_B)) == Key("2026-12", KEY_B)
+    # The same key given twice (as the current key's file and in the folder) is one key.
+    assert len(load_keyring([tmp_path / "2026-12"], tmp_path).keys) == 2

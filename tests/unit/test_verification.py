@@ -68,7 +68,7 @@ def test_a_verification_job_checks_the_storage_read_only_and_never_sees_the_data
         "--owner-uid=uid-1",
         "--backups=3",
         "--termination-log=/dev/termination-log",
-        "--key-file=/var/run/secrets/databases.test.io/encryption/key",
+        "--key-dir=/var/run/secrets/databases.test.io/encryption",
     ]
     assert {"name": "backups", "mountPath": "/backups", "readOnly": True} in container["volumeMounts"]
     assert container["env"] == []  # no DB_PASSWORD, no DB_USER: a check never connects to the database
