@@ -12,26 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes_asyncio import client
 
 from certs.pki import issue, write_private
-from common.constants import GROUP
-from common.kube import api_client
+from common.constants import GROUP, LABEL_BACKUP_NAME
+from common.kube import api_client, raw
 from hack.harness import content
 from hack.harness.content import pg_fingerprint
 from hack.harness.controlplane import ControlPlane
 from hack.harness.databases import PG_BIN, PostgresServer
+from plugin.progress import format_bytes
 from tests.backup.test_restore_reconciler import restorer
-from tests.backup.test_s3_reconciler import reconciler, status_of
+from tests.backup.test_s3_reconciler import reconciler, status_of, until
 from tests.fixtures import databasebackup
 from tests.integration.test_webhook import create_database
 
@@ -44,6 +47,8 @@ AUTHOR_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list"]},
     {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]},
 ]
+# The author's, but for the logs: the Pods may be listed, their logs not read.
+NO_LOGS_RULES = [*AUTHOR_RULES[:3], {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
 VIEWER_RULES = [{"apiGroups": [GROUP], "resources": ["databasebackups", "databaserestores"], "verbs": ["get", "list"]}]
 
 
@@ -187,7 +192,9 @@ async def test_a_namespace_user_backs_up_lists_restores_and_verifies_with_kubect
 
     assert stored.code == 0, stored
     if "backups" in status:  # the operator records the list (status.backups)
-        assert stored.stdout.splitlines()[0].split()[:2] == ["TIME", "SIZE"]
+        header, newest = stored.stdout.splitlines()[:2]
+        assert header.split() == ["TIME", "SIZE", "KEY", "KEPT", "BY", "VERIFIED"]
+        assert newest.split()[:3] == [status["backups"][0]["time"], *format_bytes(last["size"]).split()]
     else:
         assert stored.stdout == "no stored backups recorded yet; the list is recorded after the next backup run\n"
 
@@ -223,6 +230,8 @@ async def test_a_user_the_role_does_not_allow_gets_the_api_servers_refusal_in_on
     backup = await dbb(viewer, "backup", "nightly")
     everywhere = await dbb(viewer, "status", "-A")
     here = await dbb(viewer, "status")
+    for result in (restore, backup, everywhere, here):
+        print(result.stdout, result.stderr)
 
     assert (restore.code, restore.stdout) == (1, "")
     assert restore.stderr == (
@@ -241,3 +250,97 @@ async def test_a_user_the_role_does_not_allow_gets_the_api_servers_refusal_in_on
         assert len(result.stderr.splitlines()) == 1
     assert here.code == 0, here
     assert here.stdout.splitlines()[1].split()[:2] == ["nightly", "example-db"]
+
+
+@contextlib.asynccontextmanager
+async def locked(pg: PostgresServer, database: str, table: str) -> AsyncIterator[None]:
+    """`table` held under an ACCESS EXCLUSIVE lock for the block: a pg_dump of it waits (up to the runner's
+    --lock-wait-timeout of 5 minutes) until the block ends."""
+    psql = await asyncio.create_subprocess_exec(
+        *("psql", "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.host, "-p", str(pg.port), "-U", pg.user),
+        *("-d", database),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={"PATH": os.environ.get("PATH", ""), "PGPASSWORD": pg.password},
+    )
+    assert psql.stdin is not None
+    assert psql.stdout is not None
+    psql.stdin.write(f"BEGIN;\nLOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n\\echo locked\n".encode())
+    await psql.stdin.drain()
+    async with asyncio.timeout(DEADLINE):
+        assert (await psql.stdout.readline()).strip() == b"locked"
+    try:
+        yield
+    finally:
+        psql.stdin.write(b"COMMIT;\n")
+        psql.stdin.close()
+        async with asyncio.timeout(DEADLINE):
+            await psql.wait()
+
+
+async def running_job(api: client.ApiClient, namespace: str) -> str:
+    """The name of the DatabaseBackup's Job, once there is one."""
+    batch = client.BatchV1Api(api)
+
+    async def found() -> str | None:
+        jobs = await raw(
+            batch.list_namespaced_job(namespace, label_selector=f"{LABEL_BACKUP_NAME}=nightly", _preload_content=False)
+        )
+        names = [j["metadata"]["name"] for j in jobs["items"]]
+        return names[0] if names else None
+
+    name: str = await until(found, DEADLINE)
+    return name
+
+
+def running_pod(control_plane: ControlPlane, namespace: str, job: str) -> None:
+    """A Pod of the Job, Running, as the Job controller and a kubelet would have made it (neither runs here)."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{job}-pod", "labels": {"batch.kubernetes.io/job-name": job}},
+        "spec": {"containers": [{"name": "backup", "image": "dbb:test"}]},
+    }
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    running = json.dumps({"status": {"phase": "Running"}})
+    control_plane.kubectl(
+        "patch", "pod", f"{job}-pod", "-n", namespace, "--subresource=status", "--type=merge", "-p", running
+    )
+
+
+async def test_a_user_who_may_not_read_logs_is_told_once_and_the_backup_is_followed_to_its_end(
+    control_plane: ControlPlane, namespace: str, pg: PostgresServer, tmp_path: Path
+) -> None:
+    user = f"nologs-{namespace}"
+    author = user_kubeconfig(control_plane, tmp_path, user, namespace, NO_LOGS_RULES)
+    setup(control_plane, namespace, pg)
+    note = (
+        f'progress not shown: Error from server (Forbidden): pods "{{job}}-pod" is forbidden: User "{user}" cannot '
+        f'get resource "pods/log" in API group "" in the namespace "{namespace}"; following status only'
+    )
+    api = await api_client(control_plane.kubeconfig)
+    async with api, reconciler(api, namespace, pg, tmp_path / "backups"):
+        # The run waits on the lock while its Pod is made Running and the plugin tries to read that Pod's log.
+        async with locked(pg, "shop", "public.customers"):
+            plugin = await asyncio.create_subprocess_exec(
+                *(str(PLUGIN), "backup", "nightly", "--wait"),
+                env={"PATH": os.environ.get("PATH", ""), "KUBECONFIG": str(author)},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            assert plugin.stdout is not None
+            job = await running_job(api, namespace)
+            running_pod(control_plane, namespace, job)
+            lines: list[str] = []
+            async with asyncio.timeout(DEADLINE):
+                while not lines or lines[-1] != note.format(job=job):
+                    line = await plugin.stdout.readline()
+                    assert line, f"the plugin ended without the note: {lines}"
+                    lines.append(line.decode().rstrip("\n"))
+        async with asyncio.timeout(DEADLINE):
+            rest, errors = await plugin.communicate()
+    output = lines + rest.decode().splitlines()
+    print("\n".join(output), errors.decode())
+    assert plugin.returncode == 0, errors
+    assert output.count(note.format(job=job)) == 1
+    assert output[-2].startswith("backup written: ")
