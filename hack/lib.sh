@@ -61,11 +61,11 @@ k8s_version_ldflags() {
   echo "$flags"
 }
 
-# go_tool CACHE BINARY VERSION MODULE PACKAGE: print the path of BINARY, the Go command PACKAGE of MODULE@VERSION,
-# built once (under a lock, so parallel callers build it once) into ~/.cache/CACHE/VERSION/BINARY. Progress goes to
-# stderr, only the path to stdout.
+# go_tool CACHE BINARY VERSION MODULE PACKAGE [LDFLAGS]: print the path of BINARY, the Go command PACKAGE of
+# MODULE@VERSION, built once (under a lock, so parallel callers build it once) into ~/.cache/CACHE/VERSION/BINARY.
+# LDFLAGS are added to the link, e.g. -X flags that stamp the version. Progress goes to stderr, only the path to stdout.
 go_tool() {
-  local cache=$1 binary=$2 version=$3 module=$4 package=$5
+  local cache=$1 binary=$2 version=$3 module=$4 package=$5 ldflags=${6:-}
   local cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/$cache
   local dest=$cache_root/$version/$binary
   if [ -x "$dest" ]; then echo "$dest"; return 0; fi
@@ -82,7 +82,7 @@ go_tool() {
     cd "$work"
     go mod init "dbb.local/$cache" >/dev/null 2>&1
     go get "$module@$version" >&2
-    go build -trimpath -ldflags "-s -w" -o "$work/$binary" "$package" >&2
+    go build -trimpath -ldflags "-s -w $ldflags" -o "$work/$binary" "$package" >&2
     mkdir -p "$(dirname "$dest")"
     mv "$work/$binary" "$dest.tmp" && mv "$dest.tmp" "$dest"
     echo "$binary: built in $(($(date +%s) - start))s into $dest" >&2
