@@ -1,11 +1,13 @@
-"""`kubectl dbb` as a user runs it: `.venv/bin/kubectl-dbb` in a subprocess, with a kubeconfig of its own that holds
-a client certificate of a user bound to a namespaced Role, against the real API server, the real webhook and the
-reconciler (in process, the local executor playing kubelet) backing up a real PostgreSQL.
+"""`kubectl dbb` as a user runs it: `.venv/bin/kubectl-dbb` in a subprocess (and once through kubectl itself), with a
+kubeconfig of its own that holds a client certificate of a user bound to a namespaced Role, against the real API
+server, the real webhook and the reconciler (in process, the local executor playing kubelet) backing up a real
+PostgreSQL.
 
 A backup asked for and followed to its file; the status table; the list of stored backups; a restore into a new
 database whose content is then identical to the source's; a check of the stored backups followed to its verdict;
-point in time refused while the CRD has no field for it. And a user the Role does not allow to create
-DatabaseRestores (or to ask for backups) gets the API server's refusal as one line, with exit code 1.
+point in time refused while the CRD has no field for it. A user who may not read Jobs, or Pod logs, is told once and
+still sees the backup to its end. And a user the Role does not allow to create DatabaseRestores (or to ask for
+backups) gets the API server's refusal as one line, with exit code 1.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -116,16 +119,24 @@ def user_kubeconfig(control_plane: ControlPlane, folder: Path, user: str, namesp
     return path
 
 
-async def dbb(kubeconfig: Path, *args: str) -> Result:
-    """`kubectl-dbb ARGS` with KUBECONFIG set, as a user's shell runs it (not a terminal: plain lines)."""
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(kubeconfig.parent), "KUBECONFIG": str(kubeconfig)}
+async def dbb(kubeconfig: Path, *args: str, kubectl: str | None = None) -> Result:
+    """`kubectl-dbb ARGS` with KUBECONFIG set, as a user's shell runs it (not a terminal: plain lines); with
+    `kubectl`, `kubectl dbb ARGS`, kubectl finding the plugin on PATH."""
+    path = f"{PLUGIN.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {"PATH": path, "HOME": str(kubeconfig.parent), "KUBECONFIG": str(kubeconfig)}
+    argv = [kubectl, "dbb"] if kubectl is not None else [str(PLUGIN)]
     process = await asyncio.create_subprocess_exec(
-        str(PLUGIN), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *argv, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     async with asyncio.timeout(DEADLINE):
         stdout, stderr = await process.communicate()
     assert process.returncode is not None
     return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+def columns(line: str) -> list[str]:
+    """The cells of a table line: columns are three or more spaces apart; an empty cell at the end is left out."""
+    return re.split(r" {3,}", line.rstrip())
 
 
 def stored_files(root: Path) -> list[str]:
@@ -166,8 +177,11 @@ async def test_a_namespace_user_backs_up_lists_restores_and_verifies_with_kubect
         )
         verified = await dbb(author, "verify", "nightly", "--wait")
         at = await dbb(author, "restore", "nightly", "--to", "example-db", "--at", "2026-12-07T09:00:00Z")
+        blind = user_kubeconfig(control_plane, tmp_path, f"nojobs-{namespace}", namespace, AUTHOR_RULES[:1])
+        by_status = await dbb(blind, "backup", "nightly", "--wait")
+        again = await status_of(api, namespace)
 
-    for result in (backed_up, overview, stored, restored, verified):
+    for result in (backed_up, overview, stored, restored, verified, by_status):
         print(result.stdout)
     last = status["lastBackup"]
     assert backed_up.code == 0, backed_up
@@ -176,27 +190,17 @@ async def test_a_namespace_user_backs_up_lists_restores_and_verifies_with_kubect
     assert last["file"] in stored_files(root)
 
     assert overview.code == 0, overview
-    header, row = overview.stdout.splitlines()
-    assert header.split() == [
-        "NAME",
-        "DATABASE",
-        "LAST",
-        "BACKUP",
-        "SCHEDULE",
-        "OVERDUE",
-        "LAST",
-        "VERIFIED",
-        "PROBLEM",
-    ]
-    assert row.split()[:4] == ["nightly", "example-db", row.split()[2], "@yearly"]
+    header, row = (columns(line) for line in overview.stdout.splitlines())
+    assert header == ["NAME", "DATABASE", "LAST BACKUP", "SCHEDULE", "OVERDUE", "LAST VERIFIED", "PROBLEM"]
+    assert row[:2] == ["nightly", "example-db"]
+    assert re.fullmatch(r"[0-9]+s", row[2])
+    assert row[3:] == ["@yearly"]  # not overdue, never verified, no problem
 
     assert stored.code == 0, stored
-    if "backups" in status:  # the operator records the list (status.backups)
-        header, newest = stored.stdout.splitlines()[:2]
-        assert header.split() == ["TIME", "SIZE", "KEY", "KEPT", "BY", "VERIFIED"]
-        assert newest.split()[:3] == [status["backups"][0]["time"], *format_bytes(last["size"]).split()]
-    else:
-        assert stored.stdout == "no stored backups recorded yet; the list is recorded after the next backup run\n"
+    header, newest = (columns(line) for line in stored.stdout.splitlines())
+    assert header == ["TIME", "SIZE", "KEY", "KEPT BY", "VERIFIED"]
+    assert newest[:3] == [status["backups"][0]["time"], format_bytes(last["size"]), "-"]
+    assert newest[4] == "when written"
 
     assert restored.code == 0, restored
     assert restored.stdout.startswith(f"databaserestore.{GROUP}/nightly-")
@@ -209,6 +213,18 @@ async def test_a_namespace_user_backs_up_lists_restores_and_verifies_with_kubect
 
     assert at.code == 1, at
     assert at.stderr == f"error: {POINT_IN_TIME}\n"
+
+    # Without the right to read Jobs: said once, and followed by status alone.
+    assert by_status.code == 0, by_status
+    assert by_status.stdout.splitlines()[1:] == [
+        f'Jobs not readable: Error from server (Forbidden): jobs.batch is forbidden: User "nojobs-{namespace}" '
+        f'cannot list resource "jobs" in API group "batch" in the namespace "{namespace}"; following status only',
+        *by_status.stdout.splitlines()[2:-2],
+        f"backup written: {again['lastBackup']['file']} ({format_bytes(again['lastBackup']['size'])}, "
+        f"{again['lastBackup']['size']:,} bytes) in {again['lastBackup']['duration']}",
+        f"sha256 {again['lastBackup']['sha256']}",
+    ]
+    assert again["lastBackup"]["file"] != last["file"]
     pg.sql("DROP DATABASE IF EXISTS shop_from_plugin")
 
 
@@ -229,7 +245,7 @@ async def test_a_user_the_role_does_not_allow_gets_the_api_servers_refusal_in_on
     restore = await dbb(viewer, "restore", "nightly", "--to", "example-db")
     backup = await dbb(viewer, "backup", "nightly")
     everywhere = await dbb(viewer, "status", "-A")
-    here = await dbb(viewer, "status")
+    here = await dbb(viewer, "status", kubectl=control_plane.kubectl_path)
     for result in (restore, backup, everywhere, here):
         print(result.stdout, result.stderr)
 
