@@ -268,6 +268,20 @@ async def test_a_user_the_role_does_not_allow_gets_the_api_servers_refusal_in_on
     assert here.stdout.splitlines()[1].split()[:2] == ["nightly", "example-db"]
 
 
+async def test_waiting_gives_up_after_the_timeout_and_says_the_work_goes_on(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """No reconciler runs here: the request is never answered, whatever the timeout."""
+    author = user_kubeconfig(control_plane, tmp_path, f"author-{namespace}", namespace, AUTHOR_RULES)
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(databasebackup(namespace=namespace)))
+    result = await dbb(author, "backup", "nightly", "--wait", "--timeout", "2s")
+    assert result.code == 1, result
+    assert result.stdout.splitlines()[1:] == ["waiting for the operator to start the backup"]
+    assert result.stderr == (
+        "error: gave up waiting after 2s; the work goes on in the cluster (`kubectl dbb status` shows how it stands)\n"
+    )
+
+
 @contextlib.asynccontextmanager
 async def locked(pg: PostgresServer, database: str, table: str) -> AsyncIterator[None]:
     """`table` held under an ACCESS EXCLUSIVE lock for the block: a pg_dump of it waits (up to the runner's
