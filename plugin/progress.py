@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from typing import TextIO, TypeGuard
 
@@ -112,14 +113,17 @@ class ProgressLine:
     """Where progress and notes go. On a terminal the latest progress stays on one line, rewritten in place, and a
     note is printed above it; elsewhere every progress line and every note is a line of its own."""
 
-    def __init__(self, out: TextIO, *, terminal: bool) -> None:
+    def __init__(self, out: TextIO, *, terminal: bool, width: int | None = None) -> None:
         self._out = out
         self._terminal = terminal
+        # A line wider than the terminal wraps, and `\r` then rewrites only its last part: keep it one line.
+        self._width = width or shutil.get_terminal_size().columns
         self._shown = ""  # the progress line on screen now (terminal only)
 
     def progress(self, progress: Progress) -> None:
         text = render(progress)
         if self._terminal:
+            text = text[: self._width - 1]
             self._out.write("\r\x1b[K" + text)
             self._shown = text
         else:

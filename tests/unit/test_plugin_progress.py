@@ -90,7 +90,7 @@ def test_times_have_the_precision_a_person_waiting_wants(seconds: float, shown: 
 
 def test_on_a_terminal_progress_rewrites_one_line_and_notes_go_above_it() -> None:
     out = io.StringIO()
-    shown = ProgressLine(out, terminal=True)
+    shown = ProgressLine(out, terminal=True, width=80)
     shown.progress(Progress("dump", 1024, None, 1, 1024))
     shown.progress(Progress("dump", 2048, None, 2, 1024))
     shown.note("backup Job nightly-now-1 has ended")
@@ -115,3 +115,9 @@ def test_elsewhere_each_progress_and_note_is_a_plain_line() -> None:
         "dump      1.00 KiB  1.00 KiB/s  1s\n"
         "dump      2.00 KiB  1.00 KiB/s  2s, done\n"
     )
+
+
+def test_on_a_narrow_terminal_the_progress_line_is_cut_to_stay_one_line() -> None:
+    out = io.StringIO()
+    ProgressLine(out, terminal=True, width=20).progress(Progress("restore", 3_000, 3_000, 4000.0, 0.75))
+    assert out.getvalue() == "\r\x1b[Krestore   2.93 KiB "
