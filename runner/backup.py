@@ -37,7 +37,7 @@ from typing import IO, Final
 
 import structlog
 
-from runner import admin, engines
+from runner import admin, engines, progress
 from runner.compression import Compression, Sink, Stage, compressor
 from runner.crypto import Encryptor, Key, Keyring
 from runner.engines import Connection, Engine
@@ -112,16 +112,17 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
     name = BackupName.new(options.name, started, ext)
     members: list[Member] = []
     with OutputFile(options.output_dir, name.file) as out:
-        encryptor = Encryptor(options.key.secret, out) if options.key is not None else None
-        head: Sink = encryptor if encryptor is not None else out
-        with record_queries(options, target, scrub, deadline) as recorded:
-            target = replace(target, snapshots=recorded.ids)
-            if kind == TAR:
-                members = dump_tar(options, target, head, scrub, deadline)
-            else:
-                dump_stream(options, target, kind, head, scrub, deadline)
-        if encryptor is not None:
-            encryptor.close()
+        with progress.phase("dump", file=name.file):
+            encryptor = Encryptor(options.key.secret, out) if options.key is not None else None
+            head: Sink = encryptor if encryptor is not None else out
+            with record_queries(options, target, scrub, deadline) as recorded:
+                target = replace(target, snapshots=recorded.ids)
+                if kind == TAR:
+                    members = dump_tar(options, target, head, scrub, deadline)
+                else:
+                    dump_stream(options, target, kind, head, scrub, deadline)
+            if encryptor is not None:
+                encryptor.close()
         deadline.check()
         out.seal()
         manifest = describe(options, target, name, kind, members, out.size, out.sha256.hexdigest(), started, clock)

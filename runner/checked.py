@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+from runner import progress
 from runner.compression import Source
 from runner.errors import Reason, RunnerError
 from runner.layout import SET, Stored
@@ -52,8 +53,10 @@ class Digest:
 class Hashing:
     """A source that counts and hashes every byte read through it."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, *, stored: bool = False) -> None:
+        """`stored`: the bytes as stored, which count as the progress of the read (runner.progress)."""
         self._source = source
+        self._stored = stored
         self._sha256 = hashlib.sha256()
         self._size = 0
         self._digest: Digest | None = None
@@ -62,6 +65,8 @@ class Hashing:
         data = self._source.read(size)
         self._sha256.update(data)
         self._size += len(data)
+        if self._stored:
+            progress.advance(len(data))
         return data
 
     def finish(self) -> Digest:
@@ -90,7 +95,7 @@ class Measured:
     @contextlib.contextmanager
     def open(self) -> Iterator[Source]:
         with self.backup.open() as source:
-            self._reading = Hashing(source)
+            self._reading = Hashing(source, stored=True)
             yield self._reading
             self._reading.finish()  # before the source closes: a reader that stopped early left the rest
 

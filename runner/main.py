@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from runner import admin
+from runner import admin, progress
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
@@ -579,9 +579,10 @@ def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         target = args.output.resolve()
         # Written like a backup: a decrypted file with its final name is complete and authenticated.
         with OutputFile(target.parent, target.name) as out:
-            while data := decryptor.read(1 << 20):
-                out.write(data)
-                deadline.check()
+            with progress.phase("decrypt", file=args.file.name):
+                while data := decryptor.read(1 << 20):
+                    out.write(data)
+                    deadline.check()
             out.publish()
     return {"status": "Decrypted", "file": str(args.file), "output": str(target), "size": out.size}
 

@@ -36,6 +36,7 @@ from typing import Any, Final, Self
 import structlog
 from botocore.exceptions import SSLError
 
+from runner import progress
 from runner.errors import Reason, RunnerError
 
 __all__ = [
@@ -193,6 +194,7 @@ class MultipartUpload:
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
         self.size += len(data)
+        progress.advance(len(data))
         self._buffer += data
         while len(self._buffer) >= self._part_size:
             self._send(bytes(self._buffer[: self._part_size]))

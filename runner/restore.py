@@ -52,7 +52,7 @@ from typing import Final
 
 import structlog
 
-from runner import admin, engines
+from runner import admin, engines, progress
 from runner.checked import Checked, Digest, Hashing, Measured, expect
 from runner.compression import Source
 from runner.crypto import Keyring
@@ -132,7 +132,7 @@ def restore_backup(
     source = Measured(stored(path))
     run = _Restore(layout, manifest, checked, source, options, scrub, deadline, fresh_only=in_one_read)
     guard = _explained_by_the_file(path, manifest) if in_one_read and manifest else nullcontext()
-    with guard:
+    with guard, progress.phase("restore", total=manifest.size if manifest else None, file=source.name):
         restored = run.everything(key, plain, pairs)
     log.info("restore finished", file=stored(path).name, databases=restored)
     return restored

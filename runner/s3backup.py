@@ -42,6 +42,7 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
+from runner import progress
 from runner.backup import (
     RunOptions,
     Target,
@@ -230,7 +231,7 @@ def run_backup_s3(
     extra: dict[str, Any] = settings.object_arguments()
     if options.owner is not None:
         extra["Metadata"] = {OWNER_METADATA: options.owner.uid}
-    with record_queries(options, target, scrub, deadline) as recorded:
+    with record_queries(options, target, scrub, deadline) as recorded, progress.phase("dump", file=name.file):
         target = replace(target, snapshots=recorded.ids)
         if kind == SET:
             members = _upload_set(options, target, client, location.bucket, key, extra, scrub, deadline)

@@ -33,6 +33,7 @@ from typing import Final, Self
 
 import structlog
 
+from runner import progress
 from runner.errors import Reason, RunnerError
 from runner.naming import stale_temporaries, temporary_name
 
@@ -136,6 +137,7 @@ class OutputFile:
             raise storage_error(error, self.temporary) from None
         self.sha256.update(data)
         self.size += len(data)
+        progress.advance(len(data))
         self._unsynced += len(data)
         if self._unsynced >= SYNC_EVERY and self._sync is not None:
             self._unsynced = 0

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from runner import admin, engines
+from runner import admin, engines, progress
 from runner.checked import Checked, Digest, Hashing, Measured, expect
 from runner.compression import Source
 from runner.crypto import Keyring
@@ -97,11 +97,13 @@ def verify_backup(
     if restore_connection is not None and not scratch_server and manifest.queries:
         require_credential(query_role, "the manifest's queries, run again on the restored copy,")
     layout = parse_layout(Path(manifest.file))
-    report = check_checksum(path, manifest)
+    with progress.phase("checksum", total=manifest.size, file=manifest.file):
+        report = check_checksum(path, manifest)
     checker = _Checker(
         layout, manifest, scrub, deadline, restore_connection, scratch_server=scratch_server, query_role=query_role
     )
-    report.tables = checker.run(path, key)
+    with progress.phase("verify", total=manifest.size, file=manifest.file):
+        report.tables = checker.run(path, key)
     report.restore_tested = restore_connection is not None
     report.rows = checker.rows
     report.queries = checker.queries
@@ -119,6 +121,13 @@ def check_decoding(path: Path | Stored, layout: Layout, key: Keyring | None, dea
         raise RunnerError(Reason.VERIFY_FAILED, f"{stored(path).name}: a set cannot be checked without its manifest")
     measured = Measured(stored(path))
     found: dict[str, Digest] = {}
+    with progress.phase("verify", file=measured.name):
+        return _decode_through(measured, layout, key, deadline, found)
+
+
+def _decode_through(
+    measured: Measured, layout: Layout, key: Keyring | None, deadline: Deadline, found: dict[str, Digest]
+) -> Checked:
     if layout.kind == TAR:
         with closing(members(measured, layout, key, None, Reason.VERIFY_FAILED)) as parts:
             for part in parts:
@@ -170,7 +179,7 @@ def _measure(backup: Stored) -> tuple[int, str]:
     """(size, sha256) of a stored backup, read once."""
     try:
         with backup.open() as source:
-            digest = Hashing(source).finish()
+            digest = Hashing(source, stored=True).finish()
     except OSError as error:
         raise RunnerError(Reason.VERIFY_FAILED, f"cannot read {backup.name}: {error.strerror}") from None
     return digest.size, digest.sha256

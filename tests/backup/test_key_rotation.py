@@ -3,11 +3,18 @@ with the keys of a Secret-like folder; with A removed, a check flags the old bac
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+from kubernetes_asyncio import client
+
+from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
+from common.kube import MERGE_PATCH, api_client, body
 from hack.harness.content import pg_fingerprint
+from hack.harness.controlplane import ControlPlane
 from hack.harness.databases import PostgresServer
 from runner.crypto import fingerprint, load_key
 from tests.backup.cli import backup, dbb, password_env, restore
@@ -15,6 +22,8 @@ from tests.backup.test_check import UID, check
 from tests.backup.test_retention_and_verify import next_second
 from tests.backup.test_round_trips import new_name
 from tests.backup.test_round_trips import scratch_names as scratch_names  # the fixture
+from tests.backup.test_s3_reconciler import reconciler, status_of, until
+from tests.backup.test_verification_reconciler import Clock, next_slot, setup, verification_after
 
 
 def keys_folder(tmp_path: Path) -> Path:
@@ -102,3 +111,51 @@ def test_decrypt_takes_a_key_folder(pg: PostgresServer, tmp_path: Path) -> None:
     outcome = dbb("decrypt", str(file), "--key-dir", str(keys), "-o", str(plain), env=password_env(pg))
     assert outcome.code == 0, outcome.stderr
     assert plain.read_bytes().startswith(b"PGDMP")
+
+
+async def test_the_operator_rotates_keys_and_its_check_flags_a_removed_one(
+    control_plane: ControlPlane, namespace: str, pg: PostgresServer, tmp_path: Path
+) -> None:
+    """Through the reconciler (the local executor projecting the Secret as the kubelet would): a backup with key
+    2026-11, a rotation to 2026-12 by editing keySecret.key, a second backup; status lists both with their keys;
+    then 2026-11 leaves the Secret and the next scheduled check fails the old backup with KeyMissing."""
+    clock = Clock()
+    api = await api_client(control_plane.kubeconfig)
+    async with api:
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        keys = {"2026-11": os.urandom(32).hex(), "2026-12": os.urandom(32).hex()}
+        await core.create_namespaced_secret(namespace, body({"metadata": {"name": "backup-keys"}, "stringData": keys}))
+        await setup(api, namespace, pg, encryption={"keySecret": {"name": "backup-keys", "key": "2026-11"}})
+        async with reconciler(api, namespace, pg, tmp_path / "backups", clock):
+
+            async def backed_up(previous: str | None) -> dict[str, Any] | None:
+                status = await status_of(api, namespace)
+                last = status.get("lastBackup")
+                return status if last and last["file"] != previous else None
+
+            first = (await until(lambda: backed_up(None)))["lastBackup"]["file"]
+            rotate = {
+                "metadata": {"annotations": {ANNOTATION_BACKUP_NOW: "after-rotation"}},
+                "spec": {"encryption": {"keySecret": {"name": "backup-keys", "key": "2026-12"}}},
+            }
+            await custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "nightly", body(rotate), **MERGE_PATCH
+            )
+            status = await until(lambda: backed_up(first))
+            second = status["lastBackup"]["file"]
+            assert [(b["file"], b["keyId"]) for b in status["backups"]] == [(second, "2026-12"), (first, "2026-11")]
+            for file, key_id in ((first, "2026-11"), (second, "2026-12")):
+                manifest = await asyncio.to_thread(Path(f"{file}.json").read_text)
+                assert json.loads(manifest)["keyId"] == key_id
+
+            await core.patch_namespaced_secret(
+                "backup-keys", namespace, body({"data": {"2026-11": None}}), **MERGE_PATCH
+            )
+            await next_slot(api, namespace, clock, 1)
+            checked = await verification_after(api, namespace, None)
+            assert checked["result"] == "Failed", checked
+            verdicts = {b["file"]: b for b in checked["backups"]}
+            assert verdicts[second]["result"] == "Passed"
+            assert (verdicts[first]["result"], verdicts[first]["reason"]) == ("Failed", "KeyMissing")
+            assert "key '2026-11'" in verdicts[first]["message"]
+            assert keys["2026-11"] not in json.dumps(await status_of(api, namespace))

@@ -30,7 +30,9 @@ class Clock:
         return datetime.now(UTC) + self.shift
 
 
-async def setup(api: client.ApiClient, namespace: str, pg: PostgresServer) -> None:
+async def setup(api: client.ApiClient, namespace: str, pg: PostgresServer, **spec: Any) -> None:
+    """A StatefulSet, its Service and credentials, and DatabaseBackup `nightly` with `spec` added, asked to back up
+    now and verified every minute."""
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     sts = statefulset(namespace=namespace)
     del sts["status"]
@@ -45,6 +47,7 @@ async def setup(api: client.ApiClient, namespace: str, pg: PostgresServer) -> No
         schedule="@yearly",
         connection={"databases": ["shop"]},
         verify={"schedule": "* * * * *", "backups": 2},
+        **spec,
     )
     obj["metadata"]["annotations"] = {ANNOTATION_BACKUP_NOW: "first"}
     await client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body(obj))
