@@ -16,13 +16,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Only what `pip install .` reads: pyproject.toml names README.md as the readme, and these five packages.
+# Only what `pip install .` reads: pyproject.toml names README.md as the readme, and these six packages (plugin is
+# `kubectl dbb`, a user's command: copied so that the console script pip installs for it works, not for the Pods).
 COPY pyproject.toml README.md ./
 COPY common/ common/
 COPY webhook/ webhook/
 COPY reconciler/ reconciler/
 COPY runner/ runner/
 COPY certs/ certs/
+COPY plugin/ plugin/
 # A non-editable install: the venv holds the code and the console scripts, /src is not needed afterwards.
 RUN /opt/venv/bin/pip install .
 
@@ -87,7 +89,7 @@ ENV PATH="/opt/venv/bin:/usr/lib/postgresql/current/bin:${PATH}" \
 # Fail the build, not the first backup, if an entry point or a tool the runner calls is missing: verify.queries load
 # the system libpq through psycopg's pure-Python build, and MySQL restores run the mariadb client with --sandbox.
 RUN set -eux; \
-    for command in dbb-webhook dbb-reconciler dbb-backup dbb-certs; do "$command" --help > /dev/null; done; \
+    for command in dbb-webhook dbb-reconciler dbb-backup dbb-certs kubectl-dbb; do "$command" --help > /dev/null; done; \
     for tool in pg_dump pg_dumpall pg_restore psql mariadb-dump mariadb; do "$tool" --version; done; \
     PSYCOPG_IMPL=python python -c "import psycopg; print('psycopg', psycopg.__version__, 'libpq', psycopg.pq.version())"; \
     mariadb --sandbox --help > /dev/null

@@ -180,7 +180,7 @@ def test_the_build_stage_copies_everything_pip_install_reads(build: Stage) -> No
     packages = {
         pattern.rstrip("*").rstrip(".") for pattern in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     }
-    assert packages == {"common", "webhook", "reconciler", "runner", "certs"}
+    assert packages == {"common", "webhook", "reconciler", "runner", "certs", "plugin"}
     readme = PYPROJECT["project"]["readme"]
     assert {"pyproject.toml", readme} | packages <= copied
 
