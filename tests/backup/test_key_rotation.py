@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hack.harness.databases import PostgresServer
 from runner.crypto import fingerprint, load_key
 from tests.backup.cli import backup, dbb, password_env, restore
 from tests.backup.test_check import UID, check
+from tests.backup.test_restore_reconciler import create_restore, finished, restorer
 from tests.backup.test_retention_and_verify import next_second
 from tests.backup.test_round_trips import new_name
 from tests.backup.test_round_trips import scratch_names as scratch_names  # the fixture
@@ -126,7 +128,8 @@ async def test_the_operator_rotates_keys_and_its_check_flags_a_removed_one(
         keys = {"2026-11": os.urandom(32).hex(), "2026-12": os.urandom(32).hex()}
         await core.create_namespaced_secret(namespace, body({"metadata": {"name": "backup-keys"}, "stringData": keys}))
         await setup(api, namespace, pg, encryption={"keySecret": {"name": "backup-keys", "key": "2026-11"}})
-        async with reconciler(api, namespace, pg, tmp_path / "backups", clock):
+        root = tmp_path / "backups"
+        async with reconciler(api, namespace, pg, root, clock), restorer(api, namespace, pg, root):
 
             async def backed_up(previous: str | None) -> dict[str, Any] | None:
                 status = await status_of(api, namespace)
@@ -147,6 +150,19 @@ async def test_the_operator_rotates_keys_and_its_check_flags_a_removed_one(
             for file, key_id in ((first, "2026-11"), (second, "2026-12")):
                 manifest = await asyncio.to_thread(Path(f"{file}.json").read_text)
                 assert json.loads(manifest)["keyId"] == key_id
+
+            # Both restore through DatabaseRestores after the rotation: each Job gets the whole Secret.
+            for number, file in enumerate((first, second)):
+                database = f"rotated_{uuid.uuid4().hex[:8]}"
+                try:
+                    mapping = {"databases": [{"from": "shop", "to": database}]}
+                    source = {"databaseBackup": "nightly", "file": file}
+                    await create_restore(api, namespace, f"restore-{number}", source=source, target=mapping)
+                    restored = await finished(api, namespace, f"restore-{number}")
+                    assert restored["phase"] == "Succeeded", restored
+                    assert pg_fingerprint(pg, database) == pg_fingerprint(pg, "shop")
+                finally:
+                    pg.sql(f"DROP DATABASE IF EXISTS {database}")
 
             await core.patch_namespaced_secret(
                 "backup-keys", namespace, body({"data": {"2026-11": None}}), **MERGE_PATCH
