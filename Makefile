@@ -45,12 +45,14 @@ test: $(STAMP) ## Everything: install what is missing, lint, then the whole suit
 	bash hack/prometheus.sh
 	@assets=$$(bash hack/envtest.sh) && echo "KUBEBUILDER_ASSETS=$$assets"
 	@weed=$$(bash hack/seaweedfs.sh) && echo "WEED=$$weed (SeaweedFS, the S3-compatible store the tests start)"
+	@helm=$$(bash hack/helm.sh) && echo "HELM=$$helm (the chart tests: helm lint, helm template)"
 	$(MAKE) --no-print-directory lint
-	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh) $(BIN)/python -m pytest -W error --ignore=tests/e2e $(PYTEST_ARGS)
+	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh) HELM=$$(bash hack/helm.sh) \
+	  $(BIN)/python -m pytest -W error --ignore=tests/e2e $(PYTEST_ARGS)
 
 .PHONY: unit
 unit: $(STAMP) ## Only the tests that need no cluster and no database
-	$(BIN)/python -m pytest -W error tests/unit $(PYTEST_ARGS)
+	HELM=$$(bash hack/helm.sh) $(BIN)/python -m pytest -W error tests/unit $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks against same-run baselines; writes tests/bench/RESULTS.md (BENCH=name to pick one)
@@ -103,6 +105,7 @@ cluster-down: $(STAMP) ## Stop the local cluster: no process, mount, network nam
 .PHONY: e2e
 e2e: $(STAMP) ## The end-to-end suite: deploy with make deploy, then real backups, restores, failures, undeploy
 	@assets=$$(bash hack/envtest.sh) && export KUBEBUILDER_ASSETS=$$assets PATH="$$assets:$$PATH" && \
+	export HELM=$$(bash hack/helm.sh) && \
 	if [ -z "$$E2E_KUBECONFIG" ]; then \
 	  export E2E_KUBECONFIG=$$($(CLUSTER) kubeconfig) && images=$$($(CLUSTER) load) && eval "$$images"; \
 	fi && \
@@ -131,6 +134,19 @@ deploy: ## Deploy the whole operator from deploy/ to the current cluster (IMG=re
 .PHONY: undeploy
 undeploy: ## Remove the operator, its namespace and the CRD (with every DatabaseBackup) from the current cluster
 	kubectl delete --ignore-not-found -k $(DEPLOY_DIR)
+
+CHART := charts/databasebackup-operator
+
+.PHONY: chart-lint
+chart-lint: ## helm lint and helm template of the Helm chart (helm built from Go modules on first use)
+	@helm=$$(bash hack/helm.sh) && $$helm lint --strict $(CHART) && \
+	  $$helm template dbb $(CHART) --namespace dbb-system --include-crds >/dev/null && echo "helm template: ok"
+
+# Helm installs crds/ verbatim and never upgrades it: the chart carries copies of deploy/crd/, which tests/unit/
+# test_chart.py keeps equal.
+.PHONY: chart-crds
+chart-crds: ## Copy deploy/crd/*.yaml into the chart's crds/ (after a CRD change)
+	cp deploy/crd/*.yaml $(CHART)/crds/
 
 .PHONY: docker-build
 docker-build: ## Build the image (IMG=registry/name:tag); needs a container engine
