@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from runner.errors import Reason, RunnerError
-from runner.manifest import Manifest
+from runner.manifest import ENCRYPTION_NONE, Manifest
 from runner.naming import MANIFEST_SUFFIX
 from runner.objectstore import S3Location, list_keys
 from runner.retention import Policy, plan
@@ -36,7 +36,10 @@ def entry(manifest: Manifest, where: str, present: bool, kept: tuple[str, ...] |
         "owner": f"{owner.namespace}/{owner.name}" if owner else None,
         "verified": manifest.verified,
         "present": present,
+        "encrypted": manifest.encryption != ENCRYPTION_NONE,
     }
+    if manifest.key_id is not None:
+        listed["keyId"] = manifest.key_id
     if kept is not None:
         listed["keptBy"] = list(kept)
     return listed

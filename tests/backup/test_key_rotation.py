@@ -61,6 +61,8 @@ def test_backups_written_before_a_rotation_stay_restorable_and_a_removed_key_is_
         outcome = restore(pg, file, target, key_dir=keys)
         assert outcome.code == 0, outcome.stderr
         assert pg_fingerprint(pg, target) == pg_fingerprint(pg, "shop")
+    listed = dbb("list", str(folder), env=password_env(pg))
+    assert [(b["keyId"], b["encrypted"]) for b in listed.result["backups"]] == [("2026-11", True), ("2026-12", True)]
     both = check(str(folder), "--backups", "2", "--key-dir", str(keys))
     assert both.code == 0, both.stderr
     assert [c["result"] for c in both.result["checked"]] == ["Passed", "Passed"]
