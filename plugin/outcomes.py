@@ -122,8 +122,11 @@ def _unanswered(obj: Mapping[str, Any], what: str) -> Step:
     status = part(obj, "status")
     ready = next((c for c in items(status.get("conditions")) if c.get("type") == "Ready"), None)
     if status.get("phase") in ("Invalid", "Pending") and ready is not None and ready.get("status") == "False":
-        line = f"the {what} cannot start: {ready.get('reason') or 'NotReady'}: {ready.get('message') or ''}"
-        return Step(True, False, (line.rstrip(": "),))
+        # The operator leaves the request unanswered while the object cannot run; it runs once that is fixed.
+        why = f"{ready.get('reason') or 'NotReady'}: {one_line(ready.get('message'))}".rstrip(": ")
+        return Step(
+            True, False, (f"the {what} cannot start: {why}", f"the request stands: the {what} runs once that is fixed")
+        )
     if status.get("phase") == "Waiting":
         return Step(False, note=f"waiting: {part(status, 'waiting').get('cap') or 'a cap holds the run back'}")
     active = [str(a.get("name")) for a in items(status.get("active")) if a.get("name")]
