@@ -275,6 +275,7 @@ async def test_waiting_gives_up_after_the_timeout_and_says_the_work_goes_on(
     author = user_kubeconfig(control_plane, tmp_path, f"author-{namespace}", namespace, AUTHOR_RULES)
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(databasebackup(namespace=namespace)))
     result = await dbb(author, "backup", "nightly", "--wait", "--timeout", "2s")
+    print(result.stdout, result.stderr)
     assert result.code == 1, result
     assert result.stdout.splitlines()[1:] == ["waiting for the operator to start the backup"]
     assert result.stderr == (
