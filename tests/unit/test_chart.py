@@ -75,8 +75,9 @@ def template(helm: str) -> Render:
 def helm_template(
     helm: str, values: dict[str, Any] | None, *, namespace: str = RELEASE_NAMESPACE, crds: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    # Values as JSON on stdin: exact types, unlike --set.
-    command = [helm, "template", "dbb", str(CHART), "--namespace", namespace, "--values", "-"]
+    # Values as JSON on stdin: exact types, unlike --set. The Kubernetes version is the one the suite runs: a helm
+    # built from Go modules may default to an older one than the chart's kubeVersion allows.
+    command = [helm, "template", "dbb", str(CHART), "--namespace", namespace, "--values", "-", "--kube-version=1.34.4"]
     return subprocess.run(
         command + (["--include-crds"] if crds else []),
         input=json.dumps(values or {}),
