@@ -57,10 +57,12 @@ def helm(kube: Kube) -> Helm:
 def release(kube: Kube, helm: Helm, image: str) -> Iterator[str]:
     """`helm install` of the chart with the suite's image; returns its output. Uninstalled by the last test, or
     here if that never ran."""
-    if kube.exists("deployment", "dbb-webhook", SYSTEM) and not managed_by_helm(kube):
+    if kube.exists("clusterrole", "dbb-webhook") and not managed_by_helm(kube):
         result = make(kube, "undeploy")
         assert result.returncode == 0, f"make undeploy failed:\n{result.stdout}\n{result.stderr}"
-        wait_for("the kustomize install to be gone", lambda: not kube.exists("namespace", SYSTEM), 180)
+        wait_for("the kustomize install to be gone", lambda: not kube.exists("clusterrole", "dbb-webhook"), 180)
+    # A namespace still terminating (a previous run's) would refuse the release's objects.
+    wait_for(f"namespace {SYSTEM} to finish terminating", lambda: not terminating(kube, SYSTEM), 180)
     repository, tag = image.rsplit(":", 1)
     output = helm(
         "install",
@@ -79,11 +81,20 @@ def release(kube: Kube, helm: Helm, image: str) -> Iterator[str]:
     yield output
     if json.loads(helm("list", "--output=json")):
         helm("uninstall", RELEASE, "--wait")
+    # The cluster as the suite found it: the CRDs Helm kept would otherwise be Helm's fields in the next
+    # `make deploy`'s server-side apply.
+    kube.run("delete", "--ignore-not-found", "--wait=false", "-f", str(CHART / "crds"), check=False)
     kube.run("delete", "namespace", SYSTEM, "--wait=false", check=False)
 
 
+def terminating(kube: Kube, namespace: str) -> bool:
+    result = kube.run("get", "namespace", namespace, "-o", "jsonpath={.status.phase}", check=False)
+    return result.returncode == 0 and result.stdout == "Terminating"
+
+
 def managed_by_helm(kube: Kube) -> bool:
-    labels = kube.get("deployment", "dbb-webhook", SYSTEM)["metadata"].get("labels", {})
+    """Whether the operator's cluster-scoped objects are a Helm release's (else `make deploy` made them)."""
+    labels = kube.get("clusterrole", "dbb-webhook")["metadata"].get("labels", {})
     return bool(labels.get("app.kubernetes.io/managed-by") == "Helm")
 
 
