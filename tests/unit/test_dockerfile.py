@@ -387,6 +387,22 @@ def test_the_build_context_holds_what_the_build_copies(path: str) -> None:
     assert not ignored(path)
 
 
+def test_every_source_the_build_copies_is_in_the_build_context(build: Stage) -> None:
+    sources = [
+        source.rstrip("/")
+        for instruction in build.all("COPY")
+        for source in instruction.words()[:-1]
+        if not source.startswith("--")
+    ]
+    assert "plugin" in sources
+    for source in sources:
+        inside = ROOT / source
+        files = [p for p in inside.rglob("*.py") if "__pycache__" not in p.parts] if inside.is_dir() else [inside]
+        assert files, source
+        left_out = [str(p.relative_to(ROOT)) for p in files if ignored(str(p.relative_to(ROOT)))]
+        assert left_out == [], f".dockerignore leaves out what the Dockerfile copies: {left_out}"
+
+
 @pytest.mark.parametrize(
     "path",
     [
