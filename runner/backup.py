@@ -37,7 +37,8 @@ from typing import IO, Final
 
 import structlog
 
-from runner import admin, engines, progress
+from runner import admin, binlog, engines, progress
+from runner.binlog import Coordinates, CoordinateSniffer
 from runner.compression import Compression, Sink, Stage, compressor
 from runner.crypto import Encryptor, Key, Keyring
 from runner.engines import Connection, Engine
@@ -93,6 +94,7 @@ class Target:
     server_version: str
     tool: str
     snapshots: Mapping[str, str] = field(default_factory=dict)  # per database: the exported snapshot to dump in
+    binlog: bool = False  # MySQL: the dump records its snapshot's binlog coordinates (runner.binlog)
 
 
 def utc_iso(moment: datetime) -> str:
@@ -111,6 +113,7 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
     ext = extension(options.engine, kind, options.compression, encrypted=options.key is not None)
     name = BackupName.new(options.name, started, ext)
     members: list[Member] = []
+    coordinates: Coordinates | None = None
     with OutputFile(options.output_dir, name.file) as out:
         with progress.phase("dump", file=name.file):
             encryptor = Encryptor(options.key.secret, out) if options.key is not None else None
@@ -120,13 +123,13 @@ def run_backup(options: RunOptions, scrub: Scrubber, deadline: Deadline) -> tupl
                 if kind == TAR:
                     members = dump_tar(options, target, head, scrub, deadline)
                 else:
-                    dump_stream(options, target, kind, head, scrub, deadline)
+                    coordinates = dump_stream(options, target, kind, head, scrub, deadline)
             if encryptor is not None:
                 encryptor.close()
         deadline.check()
         out.seal()
         manifest = describe(options, target, name, kind, members, out.size, out.sha256.hexdigest(), started, clock)
-        manifest = replace(manifest, queries=recorded.results)
+        manifest = replace(manifest, queries=recorded.results, binlog=coordinates)
         if options.verify:
             # The file still has its temporary name: a backup that fails here never had a final name, and its
             # temporary file goes when this block is left.
@@ -221,7 +224,9 @@ def resolve_target(options: RunOptions, scrub: Scrubber) -> Target:
         else:
             client = engines.mysql_client_argv(options.connection)
             listing = "SELECT HEX(schema_name) FROM information_schema.schemata"
-            version, *hexed = run_capture([*client, "-e", f"SELECT VERSION(); {listing}"], env, scrub).splitlines()
+            query = f"SELECT VERSION(), @@log_bin; {listing}"
+            first, *hexed = run_capture([*client, "-e", query], env, scrub).splitlines()
+            version, _, log_bin = first.partition("\t")
             names = [bytes.fromhex(h).decode("utf-8", errors="surrogateescape") for h in hexed]
             present = sorted(n for n in names if n not in engines.MYSQL_SYSTEM_SCHEMAS) if want_all else names
     if want_all:
@@ -236,7 +241,9 @@ def resolve_target(options: RunOptions, scrub: Scrubber) -> Target:
     globals_ = want_all and options.engine is Engine.POSTGRESQL
     if options.engine is Engine.POSTGRESQL:
         check_client_version(version.strip(), tool_version.text)
-    return Target(databases, globals_, version.strip(), tool_version.text)
+        return Target(databases, globals_, version.strip(), tool_version.text)
+    coordinates = binlog.snapshot_coordinates(version, log_bin)
+    return Target(databases, globals_, version.strip(), tool_version.text, binlog=coordinates)
 
 
 def check_client_version(server: str, tool: str) -> None:
@@ -313,7 +320,8 @@ def pump(tool: Tool, sink: Sink) -> None:
 
 def dump_stream(
     options: RunOptions, target: Target, kind: str, head: Sink, scrub: Scrubber, deadline: Deadline
-) -> None:
+) -> Coordinates | None:
+    """Dumps into `head`; returns the dump's binlog coordinates when it recorded them (`Target.binlog`)."""
     env = engines.child_env(options.engine, options.connection)
     if kind == CUSTOM:
         database = target.databases[0]
@@ -326,11 +334,13 @@ def dump_stream(
         # One database: no CREATE DATABASE/USE in the dump, so it restores under any name (even when `all` found
         # just one). The manifest's database count tells restore and verify which kind they read.
         several = len(target.databases) > 1
-        argv = engines.mysql_dump_argv(options.connection, target.databases, several=several)
+        argv = engines.mysql_dump_argv(options.connection, target.databases, several=several, coordinates=target.binlog)
         stage = compressor(options.compression, head)
+    sniffer = CoordinateSniffer(stage) if target.binlog else None
     with Tool(argv, env, scrub, deadline=deadline) as tool:
-        pump(tool, stage)
+        pump(tool, sniffer or stage)
     stage.close()
+    return sniffer.coordinates() if sniffer is not None else None
 
 
 class _SpoolSink:

@@ -317,7 +317,10 @@ def mysql_session_encrypted(status: str) -> bool:
     return name == "Ssl_cipher" and bool(cipher.strip())
 
 
-def mysql_dump_argv(connection: Connection, databases: Sequence[str], *, several: bool) -> list[str]:
+def mysql_dump_argv(
+    connection: Connection, databases: Sequence[str], *, several: bool, coordinates: bool = False
+) -> list[str]:
+    """`coordinates`: also write the snapshot's binlog coordinates, as comments (see `binlog`)."""
     argv = [
         mysql_dump_tool(),
         *_mysql_target(connection),
@@ -329,6 +332,7 @@ def mysql_dump_argv(connection: Connection, databases: Sequence[str], *, several
         "--quick",
         "--no-tablespaces",
         "--max-allowed-packet=1G",
+        *(["--master-data=2"] if coordinates else []),
     ]
     # `--` ends the options: a database named `-x` is a name, not a flag.
     return [*argv, "--databases", "--", *databases] if several else [*argv, "--", *databases]

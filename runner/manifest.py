@@ -15,6 +15,9 @@ where the backup came from (and where `verify --restore-test` goes by default).
      "keyId": "2026-12", "keyFingerprint": "8c1f...",
      "rows": {"app": {"public.customers": 2000, "public.orders": 5000}}}
 
+`binlog` (MySQL/MariaDB with binary logging on): where the dump's snapshot sits in the server's binlog,
+`{"file": "mysql-bin.000003", "position": 1234, "gtid": "0-1-42"}` (`runner.binlog`); absent otherwise.
+
 `rows`: each table's rows as the backup holds them, counted in the dump while the run verified it (a PostgreSQL
 table as `schema.table`, quoted as pg_dump quotes it; a MySQL table by its name); a restore test compares the
 restored tables with them.
@@ -47,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from runner.binlog import Coordinates
 from runner.errors import Reason, RunnerError
 from runner.naming import MANIFEST_SUFFIX
 
@@ -163,6 +167,9 @@ class Manifest:
     # in manifests of unencrypted backups and in those written before keys had ids.
     key_id: str | None = None
     key_fingerprint: str | None = None
+    # MySQL/MariaDB with binary logging: where the dump's snapshot sits in the binlog (runner.binlog). None: no
+    # binary logging, another engine, or a manifest written before it was recorded.
+    binlog: Coordinates | None = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -171,7 +178,7 @@ class Manifest:
         data["queries"] = [q.to_dict() for q in self.queries]
         if not self.queries:
             del data["queries"]
-        for name in ("keyId", "keyFingerprint"):
+        for name in ("keyId", "keyFingerprint", "binlog"):
             if data[name] is None:
                 del data[name]
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
@@ -208,6 +215,7 @@ class Manifest:
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{_camel(name)} is not a string")
             values[name] = value
+        values["binlog"] = Coordinates.from_dict(data.get("binlog"))
         return cls(**values)
 
 

@@ -55,6 +55,7 @@ from runner.backup import (
     same_owner,
     verify_new,
 )
+from runner.binlog import Coordinates
 from runner.compression import Sink, Source
 from runner.crypto import Encryptor
 from runner.errors import Reason, RunnerError, Scrubber
@@ -231,6 +232,7 @@ def run_backup_s3(
     extra: dict[str, Any] = settings.object_arguments()
     if options.owner is not None:
         extra["Metadata"] = {OWNER_METADATA: options.owner.uid}
+    found: list[Coordinates | None] = []  # the dump's binlog coordinates (MySQL, runner.binlog)
     with record_queries(options, target, scrub, deadline) as recorded, progress.phase("dump", file=name.file):
         target = replace(target, snapshots=recorded.ids)
         if kind == SET:
@@ -244,11 +246,11 @@ def run_backup_s3(
                 key,
                 extra,
                 deadline,
-                lambda head: dump_stream(options, target, kind, head, scrub, deadline),
+                lambda head: found.append(dump_stream(options, target, kind, head, scrub, deadline)),
             )
             members, size, sha256 = [], out.size, out.sha256.hexdigest()
     manifest = describe(options, target, name, kind, members, size, sha256, started, clock)
-    manifest = replace(manifest, queries=recorded.results)
+    manifest = replace(manifest, queries=recorded.results, binlog=found[0] if found else None)
     stored = S3Object(client, location.bucket, key)
     if options.verify:
         try:
