@@ -138,4 +138,5 @@ def test_a_user_without_the_right_to_restore_gets_the_api_servers_refusal(
     [line] = refused.stderr.strip().splitlines()
     assert line.startswith("Error from server (Forbidden): databaserestores.databases.test.io is forbidden:"), line
     assert "Traceback" not in refused.stderr
-    assert not kube.items("dbr", NAMESPACE)
+    targets = [d["to"] for r in kube.items("dbr", NAMESPACE) for d in r["spec"]["target"].get("databases", [])]
+    assert "app_never" not in targets
