@@ -338,6 +338,36 @@ def mysql_dump_argv(
     return [*argv, "--databases", "--", *databases] if several else [*argv, "--", *databases]
 
 
+def mysql_binlog_tool() -> str:
+    return _first_available("mariadb-binlog", "mysqlbinlog")
+
+
+def mysql_binlog_stream_argv(connection: Connection, first: str, result_prefix: str) -> list[str]:
+    """The binlog tool as a replica that never stops: every binlog from `first` on, as the server has it (`--raw`),
+    each into `<result_prefix><its name>`, following the server into each new binlog."""
+    # The binlog tool has no --default-character-set: it writes bytes, not text.
+    target = [a for a in _mysql_target(connection) if not a.startswith("--default-character-set")]
+    stream = ["--read-from-remote-server", "--raw", "--stop-never", f"--result-file={result_prefix}"]
+    return [mysql_binlog_tool(), *target, *stream, first]
+
+
+def mysql_binlog_replay_argv(files: Sequence[str], start: int, stop: str, database: str, target: str) -> list[str]:
+    """The binlog tool turning archived binlog files into SQL for the client: events of `database` only (renamed to
+    `target`), from `start` in the first file to the first event at or after `stop` ("YYYY-MM-DD hh:mm:ss", in the
+    tool's local time: run it with TZ=UTC)."""
+    rename = [f"--rewrite-db={database}->{target}"] if target != database else []
+    return [
+        mysql_binlog_tool(),
+        "--no-defaults",
+        f"--database={database}",
+        *rename,
+        f"--start-position={start}",
+        f"--stop-datetime={stop}",
+        "--",
+        *files,
+    ]
+
+
 def mysql_client_argv(connection: Connection, database: str | None = None) -> list[str]:
     # The client has a connect timeout (the dump tools have none; our preflight query runs first, with it).
     timeout = f"--connect-timeout={CONNECT_TIMEOUT_SECONDS}"

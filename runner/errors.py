@@ -27,6 +27,8 @@ table and the enum together):
 | `RestoreFailed` | the restore tool failed |
 | `QueryFailed` | a `verify.queries` query failed: its name, SQLSTATE and condition, never the server's message |
 | `UnsafeQueryRole` | the queries' role (QUERY_USER) can do more than read; the message says what; nothing was dumped |
+| `BinaryLoggingOff` | `archive`: the server has binary logging off; the message says what to set |
+| `ArchiveGap` | `archive`: a binlog was purged from the server before it was archived; the message names it |
 | `InternalError` | a bug: an exception the runner did not expect; its type and message, scrubbed |
 """
 
@@ -69,6 +71,8 @@ class Reason(StrEnum):
     RESTORE_FAILED = "RestoreFailed"
     QUERY_FAILED = "QueryFailed"
     UNSAFE_QUERY_ROLE = "UnsafeQueryRole"
+    BINARY_LOGGING_OFF = "BinaryLoggingOff"
+    ARCHIVE_GAP = "ArchiveGap"
     INTERNAL_ERROR = "InternalError"
 
 

@@ -1,4 +1,5 @@
-"""dbb-backup: the backup runner inside each backup Job. `run`, `verify`, `check`, `restore`, `list`, `decrypt`.
+"""dbb-backup: the backup runner inside each backup Job. `run`, `verify`, `check`, `restore`, `list`, `decrypt`, and
+`archive` (binlogs, for point-in-time restores; runs until stopped).
 
 The password comes only from the environment (`DB_PASSWORD`, else `PGPASSWORD` or `MYSQL_PWD`), never from argv.
 The user name comes from `--user`, else from `DB_USER` in the environment, which is where the Job puts a user name
@@ -17,6 +18,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from runner import admin, progress
+from runner.archive import ArchiveOptions, archive
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
@@ -274,6 +277,17 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--owner-uid", help="with --keep-*: mark which rule keeps each backup of this owner")
     listing.add_argument("--keep-last", type=_positive, help="as for run: which backups a run would keep")
     _retention_arguments(listing)
+
+    archive = commands.add_parser(
+        "archive", help="stream the server's binlogs into a folder until stopped, for point-in-time restores"
+    )
+    archive.add_argument("--engine", required=True, choices=[Engine.MYSQL.value], help="mysql (MariaDB) only, for now")
+    _connection_flags(archive, required=True)
+    archive.add_argument("--output-dir", type=Path, required=True, help="into <output-dir>/<name>-binlog")
+    archive.add_argument("--name", required=True, help="the backups' file name prefix (as `run --name`)")
+    archive.add_argument(
+        "--max-lag", type=_seconds, default=60.0, help="publish the open binlog at least this often (default 60)"
+    )
 
     decrypt = commands.add_parser("decrypt", help="decrypt an encrypted backup file")
     decrypt.add_argument("file", type=Path)
@@ -601,6 +615,18 @@ def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict
     return {"status": "Listed", "location": args.location, "backups": backups}
 
 
+def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    if problem := validate_prefix(args.name):
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {args.name!r} {problem}")
+    _ensure_folder(args.output_dir)
+    options = ArchiveOptions(_connection(args, Engine.MYSQL, scrub), args.output_dir, args.name, args.max_lag)
+    # SIGTERM and SIGINT end the archiving, not the run: the binlog it is on is published first (see archive.py).
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    return archive(options, scrub, stop)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]]] = {
     "run": _run,
     "verify": _verify,
@@ -608,6 +634,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str,
     "restore": _restore,
     "list": _list,
     "decrypt": _decrypt,
+    "archive": _archive,
 }
 
 

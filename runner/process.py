@@ -10,6 +10,7 @@ ends the stream we are reading, and the tool's `finish` reports `Timeout` instea
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import signal
@@ -92,7 +93,10 @@ class Tool:
         stdout: str | IO[bytes] | None = "pipe",
         deadline: Deadline | None = None,
         failure: Reason = Reason.DUMP_FAILED,
+        die_with_parent: bool = False,
     ) -> None:
+        """`die_with_parent`: the tool is killed when the runner dies, even by SIGKILL (a tool that writes files,
+        not a pipe to us, would otherwise outlive it)."""
         self.name = Path(argv[0]).name
         self._argv = list(argv)
         self._env = dict(env)
@@ -101,6 +105,7 @@ class Tool:
         self._stdout = stdout
         self._deadline = deadline
         self._failure = failure
+        self._die_with_parent = die_with_parent
         self._tail = bytearray()
         self._process: subprocess.Popen[bytes] | None = None
         self._drainer: threading.Thread | None = None
@@ -114,6 +119,7 @@ class Tool:
                 stderr=subprocess.PIPE,
                 env=self._env,
                 bufsize=0,
+                preexec_fn=_kill_with_parent if self._die_with_parent else None,
             )
         except OSError as error:
             raise RunnerError(self._failure, f"cannot run {self.name}: {error.strerror}") from None
@@ -205,6 +211,18 @@ class Tool:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
+
+
+_PR_SET_PDEATHSIG: Final = 1
+# Looked up here, in the parent: the forked child only calls it (a lookup there could wait on a lock another thread
+# of ours held at the fork).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+_SIGKILL: Final = int(signal.SIGKILL)
+
+
+def _kill_with_parent() -> None:
+    """In the forked child, before exec: SIGKILL when the thread that started it (the runner's main) ends."""
+    _prctl(_PR_SET_PDEATHSIG, _SIGKILL)
 
 
 def _redirect(target: str | IO[bytes] | None) -> int | IO[bytes]:

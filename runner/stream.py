@@ -37,7 +37,14 @@ from runner import progress
 from runner.errors import Reason, RunnerError
 from runner.naming import stale_temporaries, temporary_name
 
-__all__ = ["OutputFile", "fsync_folder", "remove_stale_temporaries", "write_all", "write_atomically"]
+__all__ = [
+    "OutputFile",
+    "fsync_folder",
+    "publish_over",
+    "remove_stale_temporaries",
+    "write_all",
+    "write_atomically",
+]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -180,6 +187,22 @@ class OutputFile:
             fsync_folder(self.folder)
         except OSError as error:
             raise storage_error(error, self.final) from None
+
+
+def publish_over(out: OutputFile) -> None:
+    """Seal, then rename the file over its final name, whatever is there: for a file that is written whole again
+    (an archive's open binlog as it grows; a binlog archived again after a run died before its index entry). The
+    name holds the old file or the new one at every moment, never neither."""
+    out.seal()
+    try:
+        out.temporary.rename(out.final)
+    except OSError as error:
+        raise storage_error(error, out.final) from None
+    out.published = True
+    try:
+        fsync_folder(out.folder)
+    except OSError as error:
+        raise storage_error(error, out.final) from None
 
 
 def remove_stale_temporaries(folder: Path, prefix: str, names: Iterable[str] | None = None) -> list[str]:

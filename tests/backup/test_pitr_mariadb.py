@@ -3,14 +3,22 @@ snapshot."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import re
+import signal
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zstandard
 
 from hack.harness.databases import MariaDBServer
-from tests.backup.cli import backup, restore
+from tests.backup.cli import backup, children, connection_args, dbb, gone, password_env, restore, spawn, wait_for
 
 BINLOG = {"log-bin": "mysql-bin", "server-id": "1", "binlog-format": "ROW"}
 
@@ -54,3 +62,154 @@ def test_a_backup_with_coordinates_restores_as_before(binlogged: MariaDBServer, 
     assert outcome.code == 0, outcome.stderr
     assert binlogged.sql("SELECT COUNT(*) FROM shop_copy.orders") == binlogged.sql("SELECT COUNT(*) FROM shop.orders")
     binlogged.drop_database("shop_copy")
+
+
+# --- the archiver --------------------------------------------------------------------------------------------
+
+
+def archive_args(server: MariaDBServer, folder: Path, max_lag: float) -> list[str]:
+    flags = ["--output-dir", str(folder), "--name", "shop", "--max-lag", str(max_lag)]
+    return ["archive", "--engine", "mysql", *connection_args(server), *flags]
+
+
+@contextmanager
+def archiving(server: MariaDBServer, folder: Path, max_lag: float = 4) -> Iterator[subprocess.Popen[str]]:
+    """`dbb-backup archive` in the background; stopped with SIGTERM at the end (unless the test ended it)."""
+    process = spawn(archive_args(server, folder, max_lag), server)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+        assert process.returncode in (0, -signal.SIGKILL), err
+
+
+def entries(folder: Path) -> dict[str, dict[str, Any]]:
+    """The archive's index: {entry file name: entry}."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted((folder / "shop-binlog").glob("*.json")):
+        with contextlib.suppress(FileNotFoundError):  # a partial entry goes when its binlog closes
+            found[path.name] = json.loads(path.read_text())
+    return found
+
+
+def server_binlogs(server: MariaDBServer) -> dict[str, int]:
+    """{binlog: size} as the server lists them, the open one last."""
+    return {
+        name: int(size) for name, size in (line.split("\t")[:2] for line in server.sql("SHOW BINARY LOGS").splitlines())
+    }
+
+
+def archived_bytes(folder: Path, name: str) -> bytes:
+    entry = json.loads((folder / "shop-binlog" / f"{name}.json").read_text())
+    stored = (folder / "shop-binlog" / entry["object"]).read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == entry["sha256"]
+    return zstandard.ZstdDecompressor().decompressobj().decompress(stored)
+
+
+def server_bytes(server: MariaDBServer, name: str) -> bytes:
+    return (server.folder / "data" / name).read_bytes()
+
+
+def test_the_archiver_publishes_closed_binlogs_and_the_open_one_within_max_lag(
+    binlogged: MariaDBServer, tmp_path: Path
+) -> None:
+    with archiving(binlogged, tmp_path, max_lag=4):
+        binlogged.sql("INSERT INTO shop.orders VALUES (100, NOW(6))")
+        open_file, position = binlogged.sql("SHOW MASTER STATUS").split("\t")[:2]
+        partial = f"{open_file}.partial.json"
+
+        # The open binlog, up to the insert, is archived within max-lag of it.
+        wait_for(
+            lambda: entries(tmp_path).get(partial, {}).get("binlogSize", 0) >= int(position),
+            "the open binlog archived up to the insert",
+            timeout=4,
+        )
+        binlogged.sql("FLUSH BINARY LOGS")
+        wait_for(lambda: f"{open_file}.json" in entries(tmp_path), "the rotated binlog archived as closed")
+
+    index = entries(tmp_path)
+    assert index[f"{open_file}.json"]["closed"] is True
+    assert partial not in index, "a closed binlog's partial entry is removed"
+    # Every closed binlog is the server's file, byte for byte.
+    for name in server_binlogs(binlogged):
+        if f"{name}.json" in index:
+            assert archived_bytes(tmp_path, name) == server_bytes(binlogged, name), name
+
+
+def test_an_archiver_killed_mid_stream_resumes_with_no_gap_and_no_duplicate(
+    binlogged: MariaDBServer, tmp_path: Path
+) -> None:
+    binlogged.sql("CREATE TABLE shop.ticks (id int PRIMARY KEY)")
+    written = iter(range(1, 10_000))
+
+    def write(count: int) -> None:
+        binlogged.sql(";".join(f"INSERT INTO shop.ticks VALUES ({next(written)})" for _ in range(count)))
+
+    with archiving(binlogged, tmp_path, max_lag=2) as first:
+        write(20)
+        binlogged.sql("FLUSH BINARY LOGS")
+        write(20)
+        rotated = list(server_binlogs(binlogged))[-2]
+        wait_for(lambda: f"{rotated}.json" in entries(tmp_path), "a closed binlog archived")
+        wait_for(lambda: any(not e["closed"] for e in entries(tmp_path).values()), "the open binlog archived")
+        tool = children(first.pid)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        wait_for(lambda: all(gone(pid) for pid in tool), "the killed archiver's binlog tool to die with it")
+    # Written while no archiver ran, into the open binlog and one more.
+    write(20)
+    binlogged.sql("FLUSH BINARY LOGS")
+    write(20)
+    with archiving(binlogged, tmp_path, max_lag=2):
+        write(20)
+        binlogged.sql("FLUSH BINARY LOGS")
+        closed = list(server_binlogs(binlogged))[:-1]
+        wait_for(lambda: all(f"{n}.json" in entries(tmp_path) for n in closed), "every closed binlog archived")
+
+    # Every binlog the server closed is archived once, as the server's own file; decoded, they insert each row once.
+    files = [tmp_path / f"{name}.bin" for name in closed]
+    for name, path in zip(closed, files, strict=True):
+        path.write_bytes(archived_bytes(tmp_path, name))
+        assert path.read_bytes() == server_bytes(binlogged, name), name
+    decoded = subprocess.run(
+        ["mariadb-binlog", "--no-defaults", "--base64-output=DECODE-ROWS", "-v", *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    inserted = re.findall(r"### INSERT INTO `shop`.`ticks`\n### SET\n###   @1=(\d+)", decoded)
+    assert sorted(map(int, inserted)) == list(range(1, 101))
+
+
+def test_a_binlog_purged_before_it_was_archived_is_an_archive_gap(binlogged: MariaDBServer, tmp_path: Path) -> None:
+    with archiving(binlogged, tmp_path, max_lag=2):
+        binlogged.sql("FLUSH BINARY LOGS")
+        rotated = list(server_binlogs(binlogged))[-2]
+        wait_for(lambda: f"{rotated}.json" in entries(tmp_path), "a closed binlog archived")
+    missed = list(server_binlogs(binlogged))[-1]
+    binlogged.sql("INSERT INTO shop.orders VALUES (200, NOW(6)); FLUSH BINARY LOGS; FLUSH BINARY LOGS")
+    newest = list(server_binlogs(binlogged))[-1]
+
+    def purged() -> bool:
+        # The server keeps a binlog a reader still has open (the stopped archiver's session, until it notices).
+        binlogged.sql(f"PURGE BINARY LOGS TO '{newest}'")
+        return missed not in server_binlogs(binlogged)
+
+    wait_for(purged, f"{missed} purged")
+
+    outcome = dbb(*archive_args(binlogged, tmp_path, 2), env=password_env(binlogged), timeout=30)
+
+    assert outcome.code == 1
+    assert outcome.reason_line.startswith(f"dbb-backup: ArchiveGap: binlog {missed} was purged"), outcome.stderr
+
+
+def test_archiving_a_server_without_binary_logging_says_what_to_set(mariadb: MariaDBServer, tmp_path: Path) -> None:
+    outcome = dbb(*archive_args(mariadb, tmp_path, 2), env=password_env(mariadb), timeout=30)
+
+    assert outcome.code == 1
+    assert outcome.reason_line == (
+        "dbb-backup: BinaryLoggingOff: binary logging is off on the server: start it with log-bin, a server-id and "
+        "binlog-format=ROW"
+    )

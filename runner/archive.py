@@ -1,0 +1,396 @@
+"""`dbb-backup archive`: continuous archiving of a MySQL/MariaDB server's binlogs into a folder, for point-in-time
+restores (`pitr`).
+
+The server's binlogs are streamed over the replication protocol by the server's own tool, as a replica that never
+stops (`mariadb-binlog --read-from-remote-server --raw --stop-never`, see `engines.mysql_binlog_stream_argv`), into
+a spool folder of this run; the tool writes each event as it arrives. Each binlog is published into
+`<output-dir>/<name>-binlog/`:
+
+    mysql-bin.000003.zst            a closed binlog, zstd-compressed, byte for byte as the server wrote it
+    mysql-bin.000003.json           its index entry: {"file", "object", "closed": true, "firstEvent", "lastEvent",
+                                    "binlogSize", "size", "sha256"} (size and sha256 of the .zst as stored)
+    mysql-bin.000004.partial.zst    the open binlog as far as it is archived: whole events only
+    mysql-bin.000004.partial.json   its entry ("closed": false)
+
+A binlog is closed once the tool has moved on to the next one (the server rotated it); the open one is published
+again, whole, at least every `max_lag / 2` seconds while it grows, so the archive is never more than `max_lag`
+behind the server. Every file goes through a temporary name, fsync and a rename (`stream.OutputFile`), the data
+before its entry: an entry always describes a complete file. When a binlog closes, its `.partial` files go.
+
+Resuming, with no gap and no duplicate: an archived binlog is the server's file of the same name, so the archive
+holds each event once by construction. A run starts at the binlog after the newest one the archive has closed (the
+first run: at the oldest the server has), and streams it whole from its start: the open binlog of an earlier run
+(a `.partial`, or a closed file whose entry was never written) is archived again and replaces what is there. If
+that binlog is gone from the server (purged before it was read), the archive has a gap it cannot close:
+`ArchiveGap`, naming the missing binlog; a new backup must be taken before point-in-time restores reach past it.
+
+One archiver per folder: it holds a lock on `<name>-binlog/.lock`, and starts by removing what a killed run left
+(temporary files, its spool). The tool dies with the runner, even by SIGKILL (`Tool(die_with_parent=True)`).
+SIGTERM or SIGINT stop it: the file it is on is published (closed if the server closed it, else as `.partial`),
+and the run ends with `{"status": "Stopped"}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Final
+
+import structlog
+
+from runner import engines
+from runner.compression import Compression, compressor
+from runner.engines import Connection, Engine
+from runner.errors import Reason, RunnerError, Scrubber
+from runner.process import Tool, run_capture
+from runner.stream import OutputFile, publish_over, storage_error
+
+__all__ = [
+    "ArchiveOptions",
+    "Entry",
+    "Scan",
+    "archive",
+    "archive_folder",
+    "binlog_key",
+    "read_index",
+    "scan",
+    "start_binlog",
+]
+
+log = structlog.get_logger("dbb-backup")
+
+MAGIC: Final = b"\xfebin"
+_HEADER: Final = struct.Struct("<IBIII")  # timestamp, type, server id, event size, next position (then 2 bytes flags)
+HEADER_SIZE: Final = 19
+STOP_EVENT: Final = 3
+ROTATE_EVENT: Final = 4
+PARTIAL: Final = ".partial"
+ZSTD: Final = ".zst"
+ENTRY: Final = ".json"
+READ_SIZE: Final = 1 << 20
+# The tool could not start at a binlog the server no longer has.
+_PURGED: Final = "Could not find first log file name in binary log index file"
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    connection: Connection
+    output_dir: Path
+    name: str
+    max_lag: float = 60.0
+
+
+def archive_folder(output_dir: Path, name: str) -> Path:
+    return output_dir / f"{name}-binlog"
+
+
+def binlog_key(name: str) -> tuple[str, int]:
+    """Binlogs in the server's order: `mysql-bin.000010` after `mysql-bin.000009`."""
+    base, _, number = name.rpartition(".")
+    return (base, int(number)) if number.isdigit() else (name, -1)
+
+
+def _successor(name: str) -> str:
+    base, _, number = name.rpartition(".")
+    return f"{base}.{int(number) + 1:0{len(number)}d}"
+
+
+# --- reading a binlog file ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a binlog file holds so far: `size` bytes of whole events (the rest is an event still being written),
+    the first and last event times (Unix seconds; None before the first), and whether its last event ends the file
+    (a rotation to the next binlog, or the server's stop)."""
+
+    size: int
+    first: int | None = None
+    last: int | None = None
+    closed: bool = False
+
+
+def scan(path: Path, since: Scan | None = None) -> Scan:
+    """Walks the event headers of a binlog file (from where `since` stopped)."""
+    with path.open("rb") as file:
+        total = os.fstat(file.fileno()).st_size
+        if since is None:
+            if file.read(len(MAGIC)) != MAGIC:
+                return Scan(0)
+            since = Scan(len(MAGIC))
+        size, first, last, closed = since.size, since.first, since.last, since.closed
+        while size + HEADER_SIZE <= total:
+            file.seek(size)
+            timestamp, kind, _server, length, _next = _HEADER.unpack(file.read(_HEADER.size))
+            if length < HEADER_SIZE:
+                raise RunnerError(Reason.DUMP_FAILED, f"{path.name}: a damaged event at byte {size}")
+            if size + length > total:
+                break  # the tool is still writing this event
+            size += length
+            if timestamp:  # the server's own artificial events carry none
+                first = timestamp if first is None else first
+                last = timestamp
+            closed = kind in (ROTATE_EVENT, STOP_EVENT)
+    return Scan(size, first, last, closed)
+
+
+# --- the index ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    file: str  # the server's binlog name
+    object: str  # the archived file beside the entry
+    closed: bool
+    first_event: str | None  # RFC 3339, UTC, whole seconds (the binlog's own resolution)
+    last_event: str | None
+    binlog_size: int  # bytes of the binlog it holds
+    size: int  # of the object as stored
+    sha256: str
+
+    def to_json(self) -> str:
+        data = {
+            "file": self.file,
+            "object": self.object,
+            "closed": self.closed,
+            "firstEvent": self.first_event,
+            "lastEvent": self.last_event,
+            "binlogSize": self.binlog_size,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Entry:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        try:
+            return cls(
+                str(data["file"]),
+                str(data["object"]),
+                data["closed"] is True,
+                data.get("firstEvent"),
+                data.get("lastEvent"),
+                int(data["binlogSize"]),
+                int(data["size"]),
+                str(data["sha256"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not an archive entry: {error}") from None
+
+
+def read_index(folder: Path) -> dict[str, Entry]:
+    """{binlog: its entry}, in the server's order; a closed binlog's entry, else its partial one. Unreadable entries
+    (none are written so) are left out."""
+    entries: dict[str, Entry] = {}
+    if not folder.is_dir():
+        return entries
+    for path in folder.glob(f"*{ENTRY}"):
+        if path.name.startswith("."):
+            continue
+        try:
+            entry = Entry.from_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if entry.file not in entries or entry.closed:
+            entries[entry.file] = entry
+    return dict(sorted(entries.items(), key=lambda item: binlog_key(item[0])))
+
+
+def start_binlog(on_server: list[str], archived: dict[str, Entry]) -> str:
+    """The binlog a run starts at: after the newest closed one archived, else the server's oldest. ArchiveGap when
+    the server no longer has it."""
+    if not on_server:
+        raise RunnerError(Reason.ARCHIVE_GAP, "the server lists no binlogs")
+    server = sorted(on_server, key=binlog_key)
+    closed = [name for name, entry in archived.items() if entry.closed]
+    if not closed:
+        return server[0]
+    newest = max(closed, key=binlog_key)
+    wanted = _successor(newest)
+    if wanted in server:
+        return wanted
+    newer = [name for name in server if binlog_key(name) > binlog_key(newest)]
+    if not newer:
+        raise RunnerError(
+            Reason.ARCHIVE_GAP,
+            f"the server's newest binlog {server[-1]} is not after the archive's {newest}: was it reset?",
+        )
+    raise RunnerError(
+        Reason.ARCHIVE_GAP,
+        f"binlog {wanted} was purged from the server before it was archived (the archive ends with {newest}, the "
+        f"server's oldest is {server[0]}): no point-in-time restore can cross it; take a new backup",
+    )
+
+
+# --- the archiver ------------------------------------------------------------------------------------------------
+
+
+def _utc(seconds: int | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def server_binlogs(connection: Connection, scrub: Scrubber) -> list[str]:
+    """The server's binlogs, oldest first; a clear refusal when binary logging is off."""
+    client = engines.mysql_client_argv(connection)
+    env = engines.child_env(Engine.MYSQL, connection)
+    if run_capture([*client, "-e", "SELECT @@log_bin"], env, scrub).strip() != "1":
+        raise RunnerError(
+            Reason.BINARY_LOGGING_OFF,
+            "binary logging is off on the server: start it with log-bin, a server-id and binlog-format=ROW",
+        )
+    listing = run_capture([*client, "-e", "SHOW BINARY LOGS"], env, scrub)
+    return [line.split("\t")[0] for line in listing.splitlines() if line.strip()]
+
+
+class _Archiver:
+    def __init__(self, options: ArchiveOptions, folder: Path, spool: Path) -> None:
+        self.options = options
+        self.folder = folder
+        self.spool = spool
+        self.scans: dict[str, Scan] = {}
+        self.partial_size: dict[str, int] = {}
+        self.partial_at = 0.0
+        self.closed: list[str] = []
+
+    def publish_ready(self, *, final: bool) -> None:
+        """Every binlog the tool has moved on from, as closed; the one it is on as `.partial` when it grew and
+        the last was published max_lag / 2 ago (or `final`: this run stops), or as closed if the server closed it."""
+        names = sorted((p.name for p in self.spool.iterdir()), key=binlog_key)
+        for name in names[:-1]:
+            found = scan(self.spool / name, self.scans.get(name))
+            if not found.closed or found.size != (self.spool / name).stat().st_size:
+                raise RunnerError(Reason.DUMP_FAILED, f"{name} ends before its rotation event, yet {names[-1]} began")
+            self.publish(name, found, closed=True)
+            (self.spool / name).unlink()
+            self.scans.pop(name, None)
+        if not names:
+            return
+        name = names[-1]
+        found = self.scans[name] = scan(self.spool / name, self.scans.get(name))
+        if final and found.closed:
+            self.publish(name, found, closed=True)
+            return
+        due = time.monotonic() - self.partial_at >= self.options.max_lag / 2
+        if found.size > self.partial_size.get(name, len(MAGIC)) and (due or final):
+            self.publish(name, found, closed=False)
+            self.partial_size[name] = found.size
+            self.partial_at = time.monotonic()
+
+    def publish(self, name: str, found: Scan, *, closed: bool) -> None:
+        stem = name if closed else name + PARTIAL
+        with OutputFile(self.folder, stem + ZSTD) as out, (self.spool / name).open("rb") as source:
+            stage = compressor(Compression.ZSTD, out)
+            left = found.size
+            while left and (data := source.read(min(READ_SIZE, left))):
+                stage.write(data)
+                left -= len(data)
+            stage.close()
+            publish_over(out)
+        entry = Entry(
+            name, stem + ZSTD, closed, _utc(found.first), _utc(found.last), found.size, out.size, out.sha256.hexdigest()
+        )
+        with OutputFile(self.folder, stem + ENTRY) as index:
+            index.write(entry.to_json().encode())
+            publish_over(index)
+        if closed:
+            for leftover in (name + PARTIAL + ZSTD, name + PARTIAL + ENTRY):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.folder / leftover).unlink()
+            self.closed.append(name)
+        log.info(
+            "binlog archived",
+            file=name,
+            object=entry.object,
+            closed=closed,
+            binlogSize=found.size,
+            size=entry.size,
+            firstEvent=entry.first_event,
+            lastEvent=entry.last_event,
+        )
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[IO[bytes]]:
+    try:
+        folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+        lock = (folder / ".lock").open("ab")
+    except OSError as error:
+        raise storage_error(error, folder) from None
+    with lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunnerError(Reason.STORAGE_ERROR, f"another archiver is writing {folder}") from None
+        yield lock
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """What a killed run left: its temporary files and its spool (no other run writes here: we hold the lock)."""
+    for path in folder.iterdir():
+        if path.name.startswith(".spool-") and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(".") and path.name.endswith(PARTIAL):
+            path.unlink(missing_ok=True)
+            log.info("removed the temporary file of an interrupted archiver", file=path.name)
+
+
+def archive(options: ArchiveOptions, scrub: Scrubber, stop: threading.Event) -> dict[str, Any]:
+    folder = archive_folder(options.output_dir, options.name)
+    poll = min(0.5, options.max_lag / 4)
+    with _locked(folder):
+        _remove_leftovers(folder)
+        first = start_binlog(server_binlogs(options.connection, scrub), read_index(folder))
+        spool = Path(tempfile.mkdtemp(prefix=".spool-", dir=folder))
+        log.info("archiving started", folder=str(folder), first=first, maxLag=options.max_lag)
+        try:
+            work = _Archiver(options, folder, spool)
+            argv = engines.mysql_binlog_stream_argv(options.connection, first, f"{spool}/")
+            env = engines.child_env(Engine.MYSQL, options.connection)
+            with Tool(argv, env, scrub, stdout=None, die_with_parent=True) as tool:
+                while not stop.is_set() and tool.process.poll() is None:
+                    work.publish_ready(final=False)
+                    stop.wait(poll)
+                stopped = stop.is_set()
+                tool.kill()
+                tool.process.wait()
+                work.publish_ready(final=True)
+                if not stopped:
+                    _tool_failed(tool, first)
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
+    index = read_index(folder)
+    newest = next(reversed(index.values()), None)
+    return {
+        "status": "Stopped",
+        "archive": str(folder),
+        "closed": work.closed,
+        "newest": newest.file if newest else None,
+        "lastEvent": newest.last_event if newest else None,
+    }
+
+
+def _tool_failed(tool: Tool, first: str) -> None:
+    """The tool ended by itself (the server went away, or never had `first`)."""
+    try:
+        tool.finish()
+    except RunnerError as error:
+        if _PURGED in error.message:
+            raise RunnerError(
+                Reason.ARCHIVE_GAP, f"binlog {first} was purged from the server before it was archived"
+            ) from None
+        raise
+    raise RunnerError(Reason.DUMP_FAILED, f"{tool.name} stopped streaming")
