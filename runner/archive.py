@@ -66,6 +66,7 @@ __all__ = [
     "read_index",
     "scan",
     "start_binlog",
+    "successor",
 ]
 
 log = structlog.get_logger("dbb-backup")
@@ -101,7 +102,8 @@ def binlog_key(name: str) -> tuple[str, int]:
     return (base, int(number)) if number.isdigit() else (name, -1)
 
 
-def _successor(name: str) -> str:
+def successor(name: str) -> str:
+    """The binlog the server writes after `name`."""
     base, _, number = name.rpartition(".")
     return f"{base}.{int(number) + 1:0{len(number)}d}"
 
@@ -220,7 +222,7 @@ def start_binlog(on_server: list[str], archived: dict[str, Entry]) -> str:
     if not closed:
         return server[0]
     newest = max(closed, key=binlog_key)
-    wanted = _successor(newest)
+    wanted = successor(newest)
     if wanted in server:
         return wanted
     newer = [name for name in server if binlog_key(name) > binlog_key(newest)]

@@ -9,8 +9,10 @@ import json
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,18 @@ import pytest
 import zstandard
 
 from hack.harness.databases import MariaDBServer
-from tests.backup.cli import backup, children, connection_args, dbb, gone, password_env, restore, spawn, wait_for
+from tests.backup.cli import (
+    Outcome,
+    backup,
+    children,
+    connection_args,
+    dbb,
+    gone,
+    password_env,
+    restore,
+    spawn,
+    wait_for,
+)
 
 BINLOG = {"log-bin": "mysql-bin", "server-id": "1", "binlog-format": "ROW"}
 
@@ -67,15 +80,17 @@ def test_a_backup_with_coordinates_restores_as_before(binlogged: MariaDBServer, 
 # --- the archiver --------------------------------------------------------------------------------------------
 
 
-def archive_args(server: MariaDBServer, folder: Path, max_lag: float) -> list[str]:
-    flags = ["--output-dir", str(folder), "--name", "shop", "--max-lag", str(max_lag)]
+def archive_args(server: MariaDBServer, folder: Path, max_lag: float, name: str = "shop") -> list[str]:
+    flags = ["--output-dir", str(folder), "--name", name, "--max-lag", str(max_lag)]
     return ["archive", "--engine", "mysql", *connection_args(server), *flags]
 
 
 @contextmanager
-def archiving(server: MariaDBServer, folder: Path, max_lag: float = 4) -> Iterator[subprocess.Popen[str]]:
+def archiving(
+    server: MariaDBServer, folder: Path, max_lag: float = 4, name: str = "shop"
+) -> Iterator[subprocess.Popen[str]]:
     """`dbb-backup archive` in the background; stopped with SIGTERM at the end (unless the test ended it)."""
-    process = spawn(archive_args(server, folder, max_lag), server)
+    process = spawn(archive_args(server, folder, max_lag, name), server)
     try:
         yield process
     finally:
@@ -92,6 +107,11 @@ def entries(folder: Path) -> dict[str, dict[str, Any]]:
         with contextlib.suppress(FileNotFoundError):  # a partial entry goes when its binlog closes
             found[path.name] = json.loads(path.read_text())
     return found
+
+
+def newest_event(folder: Path, name: str) -> datetime:
+    times = [json.loads(p.read_text())["lastEvent"] for p in (folder / f"{name}-binlog").glob("*.json")]
+    return max((datetime.fromisoformat(t) for t in times if t), default=datetime.min.replace(tzinfo=UTC))
 
 
 def server_binlogs(server: MariaDBServer) -> dict[str, int]:
@@ -213,3 +233,81 @@ def test_archiving_a_server_without_binary_logging_says_what_to_set(mariadb: Mar
         "dbb-backup: BinaryLoggingOff: binary logging is off on the server: start it with log-bin, a server-id and "
         "binlog-format=ROW"
     )
+
+
+# --- restoring to a point in time --------------------------------------------------------------------------------
+
+
+def written_rows(server: MariaDBServer, database: str) -> dict[int, datetime]:
+    """{row id: the time it was written (the statement's start, as the binlog records it)}."""
+    rows = server.sql(f"SELECT id, at FROM {database}.rows ORDER BY id").splitlines()
+    return {int(i): datetime.fromisoformat(at).replace(tzinfo=UTC) for i, at in (r.split("\t") for r in rows)}
+
+
+def pitr_restore(server: MariaDBServer, file: Path, target: str, point: str) -> Outcome:
+    args = ["restore", str(file), *connection_args(server), "--database", target, "--point-in-time", point]
+    return dbb(*args, env=password_env(server), timeout=60)
+
+
+def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(
+    binlogged: MariaDBServer, tmp_path: Path
+) -> None:
+    binlogged.sql("SET GLOBAL time_zone = '+00:00'")
+    binlogged.sql("CREATE DATABASE ledger; CREATE TABLE ledger.rows (id int PRIMARY KEY, at datetime(6))")
+
+    def write(first: int, last: int, pause: float = 0) -> None:
+        for i in range(first, last + 1):
+            binlogged.sql(f"INSERT INTO ledger.rows VALUES ({i}, NOW(6))")
+            time.sleep(pause)  # spreads the writes over several seconds
+
+    write(1, 5)
+    with archiving(binlogged, tmp_path, max_lag=1, name="ledger"):
+        made = backup(binlogged, tmp_path, "ledger", name="ledger")
+        write(6, 12, pause=0.25)
+        binlogged.sql("FLUSH BINARY LOGS")  # the replay crosses from one archived binlog into the next
+        write(13, 20, pause=0.25)
+        written = written_rows(binlogged, "ledger")
+        # A whole second between two writes, after the backup: rows before it are restored, none at or after it.
+        point = (written[10] + timedelta(seconds=1)).replace(microsecond=0)
+        assert any(at >= point for at in written.values())
+        last = max(written.values()).replace(microsecond=0)
+        wait_for(lambda: newest_event(tmp_path, "ledger") >= last, "the archive to reach the last write", timeout=10)
+
+        outcome = pitr_restore(binlogged, made, "ledger_pitr", point.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    assert outcome.code == 0, outcome.stderr
+    expected = sorted(i for i, at in written.items() if at < point)
+    assert sorted(written_rows(binlogged, "ledger_pitr")) == expected
+    assert 10 in expected
+    assert len(expected) < 20
+    assert outcome.result["replayedUntil"] == point.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_point_in_time_outside_what_the_backup_and_archive_cover_is_refused_untouched(
+    binlogged: MariaDBServer, mariadb: MariaDBServer, tmp_path: Path
+) -> None:
+    with archiving(binlogged, tmp_path, max_lag=1, name="shop"):
+        made = backup(binlogged, tmp_path, "shop", name="shop")
+        ended = datetime.fromisoformat(str(manifest_of(made)["end"]))
+        binlogged.sql("INSERT INTO shop.orders VALUES (300, NOW(6))")  # an event after the backup to archive
+        wait_for(lambda: newest_event(tmp_path, "shop") >= ended, "the archive past the backup")
+    newest = newest_event(tmp_path, "shop")
+    without = backup(mariadb, tmp_path, "crm")
+    early, late = ended - timedelta(hours=1), newest + timedelta(hours=1)
+
+    refusals = {
+        "before": pitr_restore(binlogged, made, "shop_pitr", early.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        "after": pitr_restore(binlogged, made, "shop_pitr", late.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        "no coordinates": pitr_restore(mariadb, without, "crm_pitr", late.strftime("%Y-%m-%dT%H:%M:%SZ")),
+    }
+
+    assert {k: o.reason_line for k, o in refusals.items()} == {
+        "before": f"dbb-backup: InvalidArguments: --point-in-time {early:%Y-%m-%dT%H:%M:%SZ} is before the backup "
+        f"ended ({ended:%Y-%m-%dT%H:%M:%SZ}): restore an older backup",
+        "after": f"dbb-backup: InvalidArguments: --point-in-time {late:%Y-%m-%dT%H:%M:%SZ} is after the newest "
+        f"archived event ({newest:%Y-%m-%dT%H:%M:%SZ}): choose an earlier time",
+        "no coordinates": f"dbb-backup: InvalidArguments: {without.name} has no binlog coordinates (a server without "
+        "binary logging, or a backup made before they were recorded): it cannot be restored to a point in time",
+    }
+    assert "shop_pitr" not in binlogged.databases()
+    assert "crm_pitr" not in mariadb.databases()

@@ -1,14 +1,22 @@
-"""The archiver's decisions, without a server: where a run starts, what a gap is, how much of a binlog is whole."""
+"""The archiver's decisions, without a server: where a run starts, what a gap is, how much of a binlog is whole;
+and the point-in-time replay's plan."""
 
 from __future__ import annotations
 
+import json
 import struct
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runner.archive import MAGIC, ROTATE_EVENT, Entry, Scan, binlog_key, scan, start_binlog
+from runner.binlog import Coordinates
 from runner.errors import Reason, RunnerError
+from runner.manifest import Manifest
+from runner.pitr import parse_instant, plan_replay
+from tests.unit.test_runner_binlog import MANIFEST
 
 
 def entry(name: str, *, closed: bool = True) -> Entry:
@@ -74,3 +82,83 @@ def test_a_file_that_is_not_a_binlog_has_nothing_whole(tmp_path: Path) -> None:
     path = tmp_path / "b.000001"
     path.write_bytes(b"not a binlog")
     assert scan(path) == Scan(0)
+
+
+# --- the replay's plan ---------------------------------------------------------------------------------------
+
+
+def timed(name: str, first: str, last: str) -> Entry:
+    return Entry(name, name + ".zst", True, first, last, 100, 50, "ab")
+
+
+def backup_manifest(**changes: Any) -> Manifest:
+    written = Manifest.from_json(json.dumps(MANIFEST | {"databases": ["ledger"], "end": "2026-12-07T10:00:05Z"}))
+    return replace(written, **({"binlog": Coordinates("b.000002", 1234, "0-1-42")} | changes))
+
+
+INDEX = {
+    "b.000002": timed("b.000002", "2026-12-07T09:00:00Z", "2026-12-07T10:00:30Z"),
+    "b.000003": timed("b.000003", "2026-12-07T10:00:30Z", "2026-12-07T10:01:00Z"),
+    "b.000004": timed("b.000004", "2026-12-07T10:01:00Z", "2026-12-07T10:02:00Z"),
+}
+
+
+@pytest.mark.parametrize(
+    ("point", "files", "stop"),
+    [
+        ("2026-12-07T10:00:10Z", ["b.000002"], "2026-12-07T10:00:10+00:00"),
+        # A fraction: the replay stops at the second it falls in, never after it.
+        ("2026-12-07T10:00:40.750Z", ["b.000002", "b.000003"], "2026-12-07T10:00:40+00:00"),
+        ("2026-12-07T11:01:30+01:00", ["b.000002", "b.000003", "b.000004"], "2026-12-07T10:01:30+00:00"),
+    ],
+)
+def test_the_replay_reads_the_binlogs_from_the_coordinates_to_the_point(
+    point: str, files: list[str], stop: str
+) -> None:
+    plan = plan_replay(backup_manifest(), INDEX, parse_instant(point))
+
+    assert [e.file for e in plan.entries] == files
+    assert plan.stop.isoformat() == stop
+    assert plan.coordinates.position == 1234
+
+
+@pytest.mark.parametrize(
+    ("manifest", "index", "point", "reason", "message"),
+    [
+        (
+            backup_manifest(binlog=None),
+            INDEX,
+            "2026-12-07T10:00:10Z",
+            Reason.INVALID_ARGUMENTS,
+            "no binlog coordinates",
+        ),
+        (backup_manifest(), INDEX, "2026-12-07T10:00:04Z", Reason.INVALID_ARGUMENTS, "before the backup ended"),
+        (backup_manifest(), INDEX, "2026-12-07T10:02:01Z", Reason.INVALID_ARGUMENTS, "after the newest archived"),
+        (
+            backup_manifest(),
+            {k: v for k, v in INDEX.items() if k != "b.000003"},
+            "2026-12-07T10:01:30Z",
+            Reason.ARCHIVE_GAP,
+            "missing binlog b.000003",
+        ),
+        (backup_manifest(), {"b.000003": INDEX["b.000003"]}, "2026-12-07T10:00:40Z", Reason.ARCHIVE_GAP, "no b.000002"),
+        (
+            backup_manifest(databases=["a", "b"]),
+            INDEX,
+            "2026-12-07T10:00:10Z",
+            Reason.INVALID_ARGUMENTS,
+            "one-database backups only",
+        ),
+    ],
+)
+def test_a_point_the_backup_and_archive_cannot_reach_is_refused(
+    manifest: Manifest, index: dict[str, Entry], point: str, reason: Reason, message: str
+) -> None:
+    with pytest.raises(RunnerError, match=message) as raised:
+        plan_replay(manifest, index, parse_instant(point))
+    assert raised.value.reason is reason
+
+
+def test_a_point_in_time_needs_a_zone() -> None:
+    with pytest.raises(RunnerError, match="with a zone"):
+        parse_instant("2026-12-07T10:00:00")

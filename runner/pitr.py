@@ -1,0 +1,203 @@
+"""`dbb-backup restore --point-in-time T` for MySQL/MariaDB: the backup, then the archived binlog up to T.
+
+1. Decide, before anything on the server changes (`plan_replay`, pure): the backup's manifest must carry binlog
+   coordinates (`binlog`); T must not be before the backup's end (the snapshot was taken between its start and its
+   end, so only from its end on is every write in the dump surely at or before T) nor after the newest archived
+   event; the archive must hold every binlog from the coordinates' file to the last one T needs, with no name
+   missing in between.
+2. Restore the dump as `dbb-backup restore` does (into a new database by default; see `restore`).
+3. Replay: the archived binlogs (each held to its entry's sha256 first) go through the binlog tool, from the
+   coordinates' position in the first, for the backup's database only (renamed to the target), up to the first event
+   at or after T, into the client. A replay that fails drops the database the restore created.
+
+Binlog events carry whole seconds, the time each statement started. `--stop-datetime` stops at the first event at
+or after its value, so the replay stops at T rounded down to the second: for a whole-second T, exactly the
+transactions before T are applied; for a T with a fraction, the transactions of T's own second are left out too
+(never one after T). The tool reads the time in its local zone: it runs with TZ=UTC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import structlog
+import zstandard
+
+from runner import admin, engines
+from runner.archive import Entry, archive_folder, binlog_key, read_index, successor
+from runner.binlog import Coordinates
+from runner.engines import Connection, Engine
+from runner.errors import Reason, RunnerError, Scrubber
+from runner.manifest import Manifest
+from runner.process import Deadline, Tool
+
+__all__ = ["Replay", "apply", "default_archive", "parse_instant", "plan_replay", "prepare", "replay"]
+
+log = structlog.get_logger("dbb-backup")
+
+READ_SIZE: Final = 1 << 20
+_PREFIX = re.compile(r"(?P<prefix>.+)-[0-9]{8}T[0-9]{6}Z\.")
+
+
+def parse_instant(text: str) -> datetime:
+    """RFC 3339 with a zone (`2026-12-07T10:00:00Z`, `...+01:00`), as a UTC datetime."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS, f"--point-in-time {text!r} is not an RFC 3339 time with a zone (…Z or …+01:00)"
+        )
+    return moment.astimezone(UTC)
+
+
+def _rfc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def default_archive(backup: Path, manifest: Manifest) -> Path:
+    """`<the backup's folder>/<its name prefix>-binlog`, where `dbb-backup archive --name` writes."""
+    found = _PREFIX.match(manifest.file)
+    return archive_folder(backup.parent, found.group("prefix") if found else manifest.file)
+
+
+@dataclass(frozen=True)
+class Replay:
+    coordinates: Coordinates
+    entries: list[Entry]  # in order, the first holding the coordinates
+    stop: datetime  # replay events before this (T rounded down to the second)
+
+
+def plan_replay(manifest: Manifest, index: Mapping[str, Entry], point: datetime) -> Replay:
+    """What to replay for `point`, or a refusal that says why (nothing has been touched yet)."""
+    coordinates = manifest.binlog
+    if coordinates is None or coordinates.file is None or coordinates.position is None:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS,
+            f"{manifest.file} has no binlog coordinates (a server without binary logging, or a backup made before "
+            "they were recorded): it cannot be restored to a point in time",
+        )
+    if len(manifest.databases) != 1:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "a point in time is restored for one-database backups only")
+    end = datetime.fromisoformat(manifest.end)
+    if point < end:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS,
+            f"--point-in-time {_rfc(point)} is before the backup ended ({manifest.end}): restore an older backup",
+        )
+    names = sorted(index, key=binlog_key)
+    if coordinates.file not in index:
+        raise RunnerError(
+            Reason.ARCHIVE_GAP, f"the archive has no {coordinates.file}, where the backup's snapshot sits"
+        )
+    chain = names[names.index(coordinates.file) :]
+    newest = _time(index[chain[-1]].last_event)
+    if newest is None or point > newest:
+        reach = index[chain[-1]].last_event or "nothing after the backup"
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS,
+            f"--point-in-time {_rfc(point)} is after the newest archived event ({reach}): choose an earlier time",
+        )
+    stop = point.replace(microsecond=0)
+    # Up to the last binlog that begins before the stop (its events may be needed); those after begin after it.
+    begins = [_time(index[name].first_event) for name in chain]
+    last = max(i for i, first in enumerate(begins) if i == 0 or first is None or first < stop)
+    needed = chain[: last + 1]
+    for before, after in itertools.pairwise(needed):
+        expected = successor(before)
+        if after != expected:
+            raise RunnerError(
+                Reason.ARCHIVE_GAP, f"the archive is missing binlog {expected}, between {before} and {after}"
+            )
+    return Replay(coordinates, [index[n] for n in needed], stop)
+
+
+def replay(
+    plan: Replay,
+    folder: Path,
+    connection: Connection,
+    source: str,
+    target: str,
+    scrub: Scrubber,
+    deadline: Deadline,
+) -> None:
+    """Applies the planned binlog events of `source` to `target`."""
+    with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
+        files = [str(_unpacked(folder, entry, Path(spool))) for entry in plan.entries]
+        assert plan.coordinates.position is not None
+        stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
+        argv = engines.mysql_binlog_replay_argv(files, plan.coordinates.position, stop, source, target)
+        reader_env = {**engines.child_env(Engine.MYSQL, connection), "TZ": "UTC"}
+        client = [*engines.mysql_script_argv(connection), "--binary-mode"]
+        client_env = engines.child_env(Engine.MYSQL, connection)
+        with Tool(argv, reader_env, scrub, deadline=deadline, failure=Reason.RESTORE_FAILED) as reader:
+            stdout = reader.process.stdout
+            with Tool(
+                client, client_env, scrub, stdin=stdout, stdout=None, deadline=deadline, failure=Reason.RESTORE_FAILED
+            ) as applier:
+                applier.finish()
+            reader.finish()
+    log.info("binlog replayed", database=target, files=[e.file for e in plan.entries], until=_rfc(plan.stop))
+
+
+def _unpacked(folder: Path, entry: Entry, into: Path) -> Path:
+    """The entry's binlog, decompressed into `into`, its stored bytes held to the entry's sha256."""
+    path = into / entry.file
+    digest = hashlib.sha256()
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        with (folder / entry.object).open("rb") as stored, path.open("wb") as out:
+            while data := stored.read(READ_SIZE):
+                digest.update(data)
+                out.write(decompressor.decompress(data))
+    except FileNotFoundError:
+        raise RunnerError(Reason.ARCHIVE_GAP, f"the archive lists {entry.file}, its {entry.object} is gone") from None
+    except zstandard.ZstdError as error:
+        raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} does not decompress: {error}") from None
+    if digest.hexdigest() != entry.sha256:
+        raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} is not what its entry says (sha256 differs)")
+    size = path.stat().st_size
+    if size != entry.binlog_size:
+        raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} holds {size} bytes, not {entry.binlog_size}")
+    return path
+
+
+def prepare(manifest: Manifest, backup: Path, archive: Path | None, point: datetime) -> tuple[Replay, Path]:
+    """Step 1: the plan, and the archive folder it reads (default: `default_archive`)."""
+    folder = archive if archive is not None else default_archive(backup, manifest)
+    return plan_replay(manifest, read_index(folder), point), folder
+
+
+def apply(
+    plan: Replay,
+    folder: Path,
+    connection: Connection,
+    restored: Mapping[str, str],
+    scrub: Scrubber,
+    deadline: Deadline,
+    *,
+    created: bool,
+) -> dict[str, object]:
+    """Step 3, once the dump was restored (`restored`: {source: target}); a target the restore created is dropped
+    again if the replay fails."""
+    (source, target), *_ = restored.items()
+    try:
+        replay(plan, folder, connection, source, target, scrub, deadline)
+    except BaseException:
+        if created:
+            admin.drop_database(Engine.MYSQL, connection, target, scrub)
+        raise
+    return {"replayedUntil": _rfc(plan.stop), "binlogs": [e.file for e in plan.entries]}
