@@ -136,7 +136,7 @@ def replay(
 ) -> None:
     """Applies the planned binlog events of `source` to `target`."""
     with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
-        files = [str(_unpacked(folder, entry, Path(spool))) for entry in plan.entries]
+        files = [str(_unpacked_current(folder, entry, Path(spool))) for entry in plan.entries]
         assert plan.coordinates.position is not None
         stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
         argv = engines.mysql_binlog_replay_argv(files, plan.coordinates.position, stop, source, target)
@@ -151,6 +151,25 @@ def replay(
                 applier.finish()
             reader.finish()
     log.info("binlog replayed", database=target, files=[e.file for e in plan.entries], until=_rfc(plan.stop))
+
+
+# How often an open binlog's entry is read again when a running archiver replaced it while it was read.
+REREADS: Final = 5
+
+
+def _unpacked_current(folder: Path, entry: Entry, into: Path) -> Path:
+    """`_unpacked`; an open binlog's `.partial` may be replaced (it grew) or removed (it closed) by a running
+    archiver between reading its entry and its data: then its current entry is read again. The binlog it holds then
+    starts with the same bytes, and the replay's stop is unchanged."""
+    for _ in range(REREADS):
+        try:
+            return _unpacked(folder, entry, into)
+        except RunnerError:
+            current = read_index(folder).get(entry.file)
+            if entry.closed or current is None or current == entry:
+                raise
+            entry = current
+    return _unpacked(folder, entry, into)
 
 
 def _unpacked(folder: Path, entry: Entry, into: Path) -> Path:

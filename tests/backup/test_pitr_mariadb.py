@@ -1,14 +1,17 @@
-"""Point-in-time recovery for MariaDB, at the runner: binlog coordinates in the manifest, taken in the dump's own
-snapshot."""
+"""Point-in-time recovery for MariaDB, at the runner, against a real server with binary logging: the binlog
+coordinates of a dump's own snapshot in its manifest, `dbb-backup archive` (closed and open binlogs, a killed
+archiver resumed, a purged binlog), and `dbb-backup restore --point-in-time`."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -255,21 +258,38 @@ def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(
     binlogged.sql("SET GLOBAL time_zone = '+00:00'")
     binlogged.sql("CREATE DATABASE ledger; CREATE TABLE ledger.rows (id int PRIMARY KEY, at datetime(6))")
 
-    def write(first: int, last: int, pause: float = 0) -> None:
-        for i in range(first, last + 1):
-            binlogged.sql(f"INSERT INTO ledger.rows VALUES ({i}, NOW(6))")
-            time.sleep(pause)  # spreads the writes over several seconds
+    ids = itertools.count(1)
 
-    write(1, 5)
+    def write(count: int, pause: float = 0) -> list[int]:
+        done = []
+        for _ in range(count):
+            done.append(next(ids))
+            binlogged.sql(f"INSERT INTO ledger.rows VALUES ({done[-1]}, NOW(6))")
+            time.sleep(pause)  # spreads the writes over several seconds
+        return done
+
+    def during_the_backup(stop: threading.Event, written: list[int]) -> None:
+        while not stop.is_set():
+            written += write(1)
+
+    write(5)
     with archiving(binlogged, tmp_path, max_lag=1, name="ledger"):
-        made = backup(binlogged, tmp_path, "ledger", name="ledger")
-        write(6, 12, pause=0.25)
+        # Rows written while the dump runs are either in its snapshot or after its coordinates, never both.
+        stop, concurrent = threading.Event(), list[int]()
+        writer = threading.Thread(target=during_the_backup, args=(stop, concurrent))
+        writer.start()
+        try:
+            made = backup(binlogged, tmp_path, "ledger", name="ledger")
+        finally:
+            stop.set()
+            writer.join()
+        before = write(7, pause=0.25)
         binlogged.sql("FLUSH BINARY LOGS")  # the replay crosses from one archived binlog into the next
-        write(13, 20, pause=0.25)
+        after = write(8, pause=0.25)
         written = written_rows(binlogged, "ledger")
         # A whole second between two writes, after the backup: rows before it are restored, none at or after it.
-        point = (written[10] + timedelta(seconds=1)).replace(microsecond=0)
-        assert any(at >= point for at in written.values())
+        point = (written[before[4]] + timedelta(seconds=1)).replace(microsecond=0)
+        assert written[after[-1]] >= point
         last = max(written.values()).replace(microsecond=0)
         wait_for(lambda: newest_event(tmp_path, "ledger") >= last, "the archive to reach the last write", timeout=10)
 
@@ -278,8 +298,10 @@ def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(
     assert outcome.code == 0, outcome.stderr
     expected = sorted(i for i, at in written.items() if at < point)
     assert sorted(written_rows(binlogged, "ledger_pitr")) == expected
-    assert 10 in expected
-    assert len(expected) < 20
+    assert concurrent, "rows were written while the dump ran"
+    assert set(concurrent) < set(expected)
+    assert before[4] in expected
+    assert after[-1] not in expected
     assert outcome.result["replayedUntil"] == point.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
