@@ -26,8 +26,9 @@ that binlog is gone from the server (purged before it was read), the archive has
 
 One archiver per folder: it holds a lock on `<name>-binlog/.lock`, and starts by removing what a killed run left
 (temporary files, its spool). The tool dies with the runner, even by SIGKILL (`Tool(die_with_parent=True)`).
-SIGTERM or SIGINT stop it: the file it is on is published (closed if the server closed it, else as `.partial`),
-and the run ends with `{"status": "Stopped"}`.
+SIGTERM or SIGINT stop it: it waits (at most CATCH_UP seconds) until the tool has received all the server had
+written at that moment, publishes the file it is on (closed if the server closed it, else as `.partial`), and ends
+with `{"status": "Stopped"}`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ PARTIAL: Final = ".partial"
 ZSTD: Final = ".zst"
 ENTRY: Final = ".json"
 READ_SIZE: Final = 1 << 20
+CATCH_UP: Final = 10.0  # seconds a stop waits for the events the server had written
 # The tool could not start at a binlog the server no longer has.
 _PURGED: Final = "Could not find first log file name in binary log index file"
 
@@ -367,6 +369,8 @@ def archive(options: ArchiveOptions, scrub: Scrubber, stop: threading.Event) -> 
                     work.publish_ready(final=False)
                     stop.wait(poll)
                 stopped = stop.is_set()
+                if stopped:
+                    _catch_up(options.connection, spool, scrub, tool)
                 tool.kill()
                 tool.process.wait()
                 work.publish_ready(final=True)
@@ -383,6 +387,32 @@ def archive(options: ArchiveOptions, scrub: Scrubber, stop: threading.Event) -> 
         "newest": newest.file if newest else None,
         "lastEvent": newest.last_event if newest else None,
     }
+
+
+def _catch_up(connection: Connection, spool: Path, scrub: Scrubber, tool: Tool) -> None:
+    """Before a stop: waits (at most CATCH_UP seconds) until the tool has written all the server had written when
+    the stop came, so that a clean stop leaves every event up to it archived."""
+    try:
+        status = run_capture(
+            [*engines.mysql_client_argv(connection), "-e", "SHOW MASTER STATUS"],
+            engines.child_env(Engine.MYSQL, connection),
+            scrub,
+            timeout=CATCH_UP,
+        )
+    except RunnerError as error:
+        log.warning("stopping without catching up with the server", error=error.message)
+        return
+    name, _, rest = status.strip().partition("\t")
+    position = int(rest.split("\t")[0]) if rest.split("\t")[0].isdigit() else 0
+    deadline = time.monotonic() + CATCH_UP
+    while time.monotonic() < deadline and tool.process.poll() is None:
+        present = sorted((p.name for p in spool.iterdir()), key=binlog_key)
+        if present and binlog_key(present[-1]) > binlog_key(name):
+            return
+        if present and present[-1] == name and (spool / name).stat().st_size >= position:
+            return
+        time.sleep(0.05)
+    log.warning("stopping before the tool caught up with the server", binlog=name, position=position)
 
 
 def _tool_failed(tool: Tool, first: str) -> None:

@@ -151,10 +151,14 @@ def test_the_archiver_publishes_closed_binlogs_and_the_open_one_within_max_lag(
         )
         binlogged.sql("FLUSH BINARY LOGS")
         wait_for(lambda: f"{open_file}.json" in entries(tmp_path), "the rotated binlog archived as closed")
+        binlogged.sql("INSERT INTO shop.orders VALUES (101, NOW(6))")
+        now_open, now_at = binlogged.sql("SHOW MASTER STATUS").split("\t")[:2]
+    # Stopped by SIGTERM: the binlog it was on is published as far as the server had written it.
 
     index = entries(tmp_path)
     assert index[f"{open_file}.json"]["closed"] is True
     assert partial not in index, "a closed binlog's partial entry is removed"
+    assert index[f"{now_open}.partial.json"]["binlogSize"] == int(now_at)
     # Every closed binlog is the server's file, byte for byte.
     for name in server_binlogs(binlogged):
         if f"{name}.json" in index:
