@@ -32,6 +32,7 @@ from tests.backup.cli import (
     gone,
     password_env,
     restore,
+    run_args,
     spawn,
     wait_for,
 )
@@ -61,6 +62,27 @@ def test_a_backup_records_the_binlog_position_of_its_snapshot(binlogged: MariaDB
 
     # Nothing was written while the dump ran: its snapshot is the server's newest state.
     assert manifest_of(made)["binlog"] == {"file": file, "position": int(position), "gtid": gtid}
+
+
+def test_a_backup_user_that_can_only_read_gets_the_coordinates_too(binlogged: MariaDBServer, backups: Path) -> None:
+    # No RELOAD (no FLUSH TABLES WITH READ LOCK is taken), no BINLOG MONITOR (the snapshot's own status is read).
+    binlogged.sql(
+        "CREATE USER reader@'127.0.0.1' IDENTIFIED BY 'reader-pw';"
+        "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON shop.* TO reader@'127.0.0.1'"
+    )
+    try:
+        outcome = dbb(*run_args(binlogged, backups, "shop", user="reader"), env=password_env(binlogged, "reader-pw"))
+        file, position, *_ = binlogged.sql("SHOW MASTER STATUS").split("\t")
+        gtid = binlogged.sql("SELECT @@gtid_binlog_pos")
+    finally:
+        binlogged.sql("DROP USER reader@'127.0.0.1'")
+
+    assert outcome.code == 0, outcome.stderr
+    assert manifest_of(Path(outcome.result["file"]))["binlog"] == {
+        "file": file,
+        "position": int(position),
+        "gtid": gtid,
+    }
 
 
 def test_a_backup_of_a_server_without_binary_logging_has_no_binlog_key(mariadb: MariaDBServer, backups: Path) -> None:
