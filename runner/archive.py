@@ -251,10 +251,20 @@ def server_binlogs(connection: Connection, scrub: Scrubber) -> list[str]:
     """The server's binlogs, oldest first; a clear refusal when binary logging is off."""
     client = engines.mysql_client_argv(connection)
     env = engines.child_env(Engine.MYSQL, connection)
-    if run_capture([*client, "-e", "SELECT @@log_bin"], env, scrub).strip() != "1":
+    log_bin, _, binlog_format = (
+        run_capture([*client, "-e", "SELECT @@log_bin, @@binlog_format"], env, scrub).strip().partition("\t")
+    )
+    if log_bin != "1":
         raise RunnerError(
             Reason.BINARY_LOGGING_OFF,
             "binary logging is off on the server: start it with log-bin, a server-id and binlog-format=ROW",
+        )
+    if binlog_format != "ROW":
+        # Archived all the same (the binlog is what it is); a restore then picks statements by their default
+        # database, which misses or misapplies one that writes another (docs/backup-format.md).
+        log.warning(
+            "the server's binlog_format is not ROW: point-in-time restores may miss statements; set binlog-format=ROW",
+            binlogFormat=binlog_format,
         )
     listing = run_capture([*client, "-e", "SHOW BINARY LOGS"], env, scrub)
     return [line.split("\t")[0] for line in listing.splitlines() if line.strip()]

@@ -264,6 +264,23 @@ def test_archiving_a_server_without_binary_logging_says_what_to_set(mariadb: Mar
     )
 
 
+def test_archiving_a_server_whose_binlog_format_is_not_row_warns(tmp_path: Path) -> None:
+    with MariaDBServer.start(settings={"log-bin": "mysql-bin", "server-id": "1"}) as mixed:  # MariaDB's MIXED
+        process = spawn(archive_args(mixed, tmp_path, 2), mixed)
+        wait_for(lambda: "mysql-bin.000001.partial.json" in entries(tmp_path), "the open binlog archived")
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+
+    assert process.returncode == 0, err
+    warnings = [line for line in map(json.loads, err.splitlines()) if line["level"] == "warning"]
+    assert [(w["event"], w["binlogFormat"]) for w in warnings] == [
+        (
+            "the server's binlog_format is not ROW: point-in-time restores may miss statements; set binlog-format=ROW",
+            "MIXED",
+        )
+    ]
+
+
 # --- restoring to a point in time --------------------------------------------------------------------------------
 
 
