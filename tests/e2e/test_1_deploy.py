@@ -31,8 +31,17 @@ def test_both_deployments_become_available(kube: Kube, deployed: str) -> None:
 def test_the_reconcilers_health_port_speaks_only_https(kube: Kube, deployed: str) -> None:
     """Its probes pass over HTTPS (the Deployment is available); through the API server's proxy to a reconciler Pod,
     HTTPS answers and plain HTTP is refused."""
-    pods = kube.items("pods", SYSTEM, "app.kubernetes.io/name=dbb-reconciler")
-    proxy = f"/api/v1/namespaces/{SYSTEM}/pods/{{scheme}}:{pods[0]['metadata']['name']}:8081/proxy"
+    # A Ready Pod that is not on its way out: on a cluster the operator was deployed to before, the rollout of the
+    # new image may still be ending the old Pods.
+    def ready() -> str | None:
+        for pod in kube.items("pods", SYSTEM, "app.kubernetes.io/name=dbb-reconciler"):
+            conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+            if not pod["metadata"].get("deletionTimestamp") and conditions.get("Ready") == "True":
+                name: str = pod["metadata"]["name"]
+                return name
+        return None
+
+    proxy = f"/api/v1/namespaces/{SYSTEM}/pods/{{scheme}}:{wait_for('a Ready reconciler Pod', ready)}:8081/proxy"
     assert kube("get", "--raw", proxy.format(scheme="https") + "/healthz") == "ok"
     assert kube.run("get", "--raw", proxy.format(scheme="http") + "/healthz", check=False).returncode != 0
     # The API server drops the caller's credentials before it proxies: /metrics sees no token and refuses.
