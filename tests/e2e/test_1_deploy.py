@@ -31,6 +31,7 @@ def test_both_deployments_become_available(kube: Kube, deployed: str) -> None:
 def test_the_reconcilers_health_port_speaks_only_https(kube: Kube, deployed: str) -> None:
     """Its probes pass over HTTPS (the Deployment is available); through the API server's proxy to a reconciler Pod,
     HTTPS answers and plain HTTP is refused."""
+
     # A Ready Pod that is not on its way out: on a cluster the operator was deployed to before, the rollout of the
     # new image may still be ending the old Pods.
     def ready() -> str | None:
