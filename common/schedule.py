@@ -57,8 +57,10 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "parse_schedule",
+    "parse_time",
     "parse_time_zone",
     "parse_window",
+    "rfc3339",
     "window_offset",
     "within_window",
 ]
@@ -556,3 +558,19 @@ def _transition(before: datetime, after: datetime) -> datetime:
         else:
             high = middle
     return high
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: object) -> datetime | None:
+    """An RFC 3339 time from an object we read, in UTC (one without an offset is taken as UTC); None when absent or
+    unreadable (a hand edit must not crash a reader)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).astimezone(UTC)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
-from datetime import timedelta
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -25,6 +24,8 @@ from plugin.commands import Console, PluginError
 from plugin.kube import KubeconfigError, Target, connect, refusal, target
 from plugin.objects import RestoreRequest, parse_duration, parse_mapping, parse_point_in_time
 from plugin.progress import format_seconds
+
+T = TypeVar("T")
 
 __all__ = ["main", "parse", "restore_request"]
 
@@ -146,25 +147,21 @@ def restore_request(args: argparse.Namespace) -> RestoreRequest:
     )
 
 
-def _duration(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """`parse` as an argparse type: its ValueError becomes the usage error argparse prints."""
+
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return checked
 
 
-def _mapping(text: str) -> tuple[str, str]:
-    try:
-        return parse_mapping(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _point_in_time(text: str) -> str:
-    try:
-        return parse_point_in_time(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+_duration = _argument(parse_duration)
+_mapping = _argument(parse_mapping)
+_point_in_time = _argument(parse_point_in_time)
 
 
 async def run(args: argparse.Namespace, console: Console) -> int:

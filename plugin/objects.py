@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from common.constants import API_VERSION, RESTORE_KIND
+from common.values import database_name_problems
 
 __all__ = [
     "RestoreRequest",
@@ -20,7 +21,6 @@ __all__ = [
 ]
 
 _DURATION: Final = re.compile(r"(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?")
-_DATABASE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}$")  # the CRD's pattern for from and to
 
 
 def request_value(now: datetime) -> str:
@@ -49,7 +49,7 @@ def parse_mapping(text: str) -> tuple[str, str]:
     if not equals:
         raise ValueError(f"{text!r} is not FROM=TO (a database of the backup, and the name to restore it under)")
     for name in (source, target):
-        if not _DATABASE.match(name):
+        if any(database_name_problems("--database", name)):
             raise ValueError(f"{name!r} is not a database name (letters, digits, _, $ and -, at most 63)")
     return source, target
 

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
+
+from common.schedule import parse_time
 
 __all__ = ["items", "one_line", "parse_time", "part", "text"]
 
@@ -25,14 +26,3 @@ def text(value: object) -> str | None:
 
 def one_line(value: object) -> str:
     return " ".join(str(value or "").split())
-
-
-def parse_time(value: object) -> datetime | None:
-    """An RFC 3339 time from status (`2026-12-07T09:13:43Z`, with or without fractions or an offset), else None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from common.schedule import parse_time, rfc3339
 from reconciler.trust import NamespaceFacts
 
 if TYPE_CHECKING:
@@ -32,20 +33,6 @@ class World:
     termination_messages: Mapping[str, str] = field(default_factory=dict)  # Job name -> its Pod's message
     # The namespace as the trust rules read it; the default knows nothing, so every rule that needs a fact refuses.
     facts: NamespaceFacts = field(default_factory=lambda: NamespaceFacts(""))
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: object) -> datetime | None:
-    """An RFC 3339 time from an object we read; None when absent or unreadable (a hand edit must not crash us)."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError:
-        return None
 
 
 def due_request(obj: Mapping[str, Any], annotation: str, handled: str | None) -> str | None:
