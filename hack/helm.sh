@@ -8,10 +8,7 @@ source "$(dirname "$0")/lib.sh"
 
 HELM_VERSION=${HELM_VERSION:-v4.3.2}
 
-if [ -n "${HELM:-}" ]; then
-  if [ -x "$HELM" ]; then echo "$HELM"; exit 0; fi
-  echo "helm: HELM=$HELM is not an executable; using the cache" >&2
-fi
+given_tool helm HELM && exit 0
 # Without the -X flags `helm version` says only the minor version (v4.3), the default in its source.
 go_tool dbb-helm helm "$HELM_VERSION" helm.sh/helm/v4 helm.sh/helm/v4/cmd/helm \
   "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean"

@@ -61,6 +61,16 @@ k8s_version_ldflags() {
   echo "$flags"
 }
 
+# given_tool NAME VARIABLE: print the path in $VARIABLE and succeed when it is an executable (a tool the caller was
+# handed, as HELM); else fail, saying why when it was set, so that the caller falls back to its cache or build.
+given_tool() {
+  local name=$1 variable=$2 path=${!2:-}
+  [ -n "$path" ] || return 1
+  if [ -x "$path" ]; then echo "$path"; return 0; fi
+  echo "$name: $variable=$path is not an executable; using the cache" >&2
+  return 1
+}
+
 # go_tool CACHE BINARY VERSION MODULE PACKAGE [LDFLAGS]: print the path of BINARY, the Go command PACKAGE of
 # MODULE@VERSION, built once (under a lock, so parallel callers build it once) into ~/.cache/CACHE/VERSION/BINARY.
 # LDFLAGS are added to the link, e.g. -X flags that stamp the version. Progress goes to stderr, only the path to stdout.

@@ -13,9 +13,6 @@ source "$(dirname "$0")/lib.sh"
 
 SEAWEEDFS_VERSION=${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}
 
-if [ -n "${WEED:-}" ]; then
-  if [ -x "$WEED" ]; then echo "$WEED"; exit 0; fi
-  echo "seaweedfs: WEED=$WEED is not an executable; using the cache" >&2
-fi
+given_tool seaweedfs WEED && exit 0
 
 go_tool dbb-seaweedfs weed "$SEAWEEDFS_VERSION" github.com/seaweedfs/seaweedfs github.com/seaweedfs/seaweedfs/weed

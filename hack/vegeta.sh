@@ -9,8 +9,5 @@ source "$(dirname "$0")/lib.sh"
 
 VEGETA_VERSION=${VEGETA_VERSION:-v12.13.0}
 
-if [ -n "${VEGETA:-}" ]; then
-  if [ -x "$VEGETA" ]; then echo "$VEGETA"; exit 0; fi
-  echo "vegeta: VEGETA=$VEGETA is not an executable; using the cache" >&2
-fi
+given_tool vegeta VEGETA && exit 0
 go_tool dbb-vegeta vegeta "$VEGETA_VERSION" github.com/tsenart/vegeta/v12 github.com/tsenart/vegeta/v12
