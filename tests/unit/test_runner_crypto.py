@@ -165,6 +165,24 @@ def test_a_fingerprint_is_stable_distinct_and_not_the_key() -> None:
     assert KEY.hex() not in repr(Key("a", KEY))
 
 
+def test_a_secret_entry_that_is_not_a_key_is_named_never_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The whole key Secret is mounted: an entry an author points at that holds something else (a password) is left
+    # out by its name, and neither its content nor a key reaches a log line or a message.
+    (tmp_path / "password").write_text("hunter2-not-a-key")
+    (tmp_path / "2026-12").write_text(KEY_B.hex())
+    ring = load_keyring(folder=tmp_path)
+    assert ring.ids == ["2026-12"]
+    with pytest.raises(RunnerError) as caught:
+        decrypt(encrypt(b"old", key=KEY), key=ring)
+    shown = capsys.readouterr()
+    everything = shown.out + shown.err + caught.value.message
+    assert "password" in everything
+    assert "hunter2" not in everything
+    assert KEY_B.hex() not in everything
+
+
 def test_a_key_folder_is_read_as_a_secret_volume_lays_it_out(tmp_path: Path) -> None:
     # A Secret volume: the entries live in a timestamped folder, `..data` points at it, each key is a link.
     data = tmp_path / "..2026_12_07_09_00_00.1"
