@@ -51,6 +51,7 @@ from typing import IO, Any, Final
 import structlog
 
 from runner import engines
+from runner.archivestatus import ArchiveStatus
 from runner.compression import Compression, compressor
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
@@ -271,38 +272,72 @@ def server_binlogs(connection: Connection, scrub: Scrubber) -> list[str]:
 
 
 class _Archiver:
-    def __init__(self, options: ArchiveOptions, folder: Path, spool: Path) -> None:
+    def __init__(
+        self, options: ArchiveOptions, folder: Path, spool: Path, index: dict[str, Entry], status: ArchiveStatus
+    ) -> None:
         self.options = options
         self.folder = folder
         self.spool = spool
+        self.index = index
+        self.status = status
         self.scans: dict[str, Scan] = {}
         self.partial_size: dict[str, int] = {}
-        self.partial_at = 0.0
+        self.checked_at = -float("inf")
         self.closed: list[str] = []
+        self.report(binlog=None)
 
-    def publish_ready(self, *, final: bool) -> None:
+    def publish_ready(self, *, final: bool, scrub: Scrubber | None = None) -> None:
         """Every binlog the tool has moved on from, as closed; the one it is on as `.partial` when it grew and
-        the last was published max_lag / 2 ago (or `final`: this run stops), or as closed if the server closed it."""
+        max_lag / 2 passed since the last check (or `final`: this run stops), or as closed if the server closed it.
+        A check (with `scrub`) first asks the server where it writes, for the lag (archivestatus)."""
+        checking = not final and time.monotonic() - self.checked_at >= self.options.max_lag / 2
+        asked, server = time.monotonic(), None
+        if checking:
+            self.checked_at = asked
+            server = _server_position(self.options.connection, scrub) if scrub is not None else None
         names = sorted((p.name for p in self.spool.iterdir()), key=binlog_key)
-        for name in names[:-1]:
-            found = scan(self.spool / name, self.scans.get(name))
-            if not found.closed or found.size != (self.spool / name).stat().st_size:
-                raise RunnerError(Reason.DUMP_FAILED, f"{name} ends before its rotation event, yet {names[-1]} began")
-            self.publish(name, found, closed=True)
-            (self.spool / name).unlink()
-            self.scans.pop(name, None)
-        if not names:
-            return
-        name = names[-1]
-        found = self.scans[name] = scan(self.spool / name, self.scans.get(name))
-        if final and found.closed:
-            self.publish(name, found, closed=True)
-            return
-        due = time.monotonic() - self.partial_at >= self.options.max_lag / 2
-        if found.size > self.partial_size.get(name, len(MAGIC)) and (due or final):
-            self.publish(name, found, closed=False)
-            self.partial_size[name] = found.size
-            self.partial_at = time.monotonic()
+        for done in names[:-1]:
+            found = scan(self.spool / done, self.scans.get(done))
+            if not found.closed or found.size != (self.spool / done).stat().st_size:
+                raise RunnerError(Reason.DUMP_FAILED, f"{done} ends before its rotation event, yet {names[-1]} began")
+            self.publish(done, found, closed=True)
+            (self.spool / done).unlink()
+            self.scans.pop(done, None)
+        name = names[-1] if names else None
+        if name is not None:
+            found = self.scans[name] = scan(self.spool / name, self.scans.get(name))
+            if final and found.closed:
+                self.publish(name, found, closed=True)
+            elif found.size > self.partial_size.get(name, len(MAGIC)) and (checking or final):
+                self.publish(name, found, closed=False)
+                self.partial_size[name] = found.size
+        current = asked if server is not None and self.holds(server) else None
+        self.report(binlog=name, current=current, checked=checking or final)
+
+    def holds(self, position: tuple[str, int]) -> bool:
+        """Whether the archive holds the server's binlog up to `position` (file, byte offset)."""
+        file, offset = position
+        newest = next(reversed(self.index.values()), None)
+        if newest is None:
+            return False
+        mine, theirs = binlog_key(newest.file), binlog_key(file)
+        return mine > theirs or (mine == theirs and newest.binlog_size >= offset)
+
+    def report(self, *, binlog: str | None, current: float | None = None, checked: bool = False) -> None:
+        """The status the HTTP endpoint serves, from the index as published; `checked`: a check or a stop's
+        publish (its `updated`)."""
+        firsts = [e.first_event for e in self.index.values() if e.first_event]
+        lasts = [e.last_event for e in self.index.values() if e.last_event]
+        changes: dict[str, object] = {
+            "recoverable_from": firsts[0] if firsts else None,
+            "recoverable_until": lasts[-1] if lasts else None,
+            "archived": sum(1 for e in self.index.values() if e.closed),
+        }
+        if binlog is not None:
+            changes["binlog"] = binlog
+        if current is not None:
+            changes["current_at"] = current
+        self.status.update(checked=checked, **changes)
 
     def publish(self, name: str, found: Scan, *, closed: bool) -> None:
         stem = name if closed else name + PARTIAL
@@ -320,6 +355,8 @@ class _Archiver:
         with OutputFile(self.folder, stem + ENTRY) as index:
             index.write(entry.to_json().encode())
             publish_over(index)
+        self.index[name] = entry
+        self.index = dict(sorted(self.index.items(), key=lambda item: binlog_key(item[0])))
         if closed:
             for leftover in (name + PARTIAL + ZSTD, name + PARTIAL + ENTRY):
                 with contextlib.suppress(FileNotFoundError):
@@ -362,21 +399,25 @@ def _remove_leftovers(folder: Path) -> None:
             log.info("removed the temporary file of an interrupted archiver", file=path.name)
 
 
-def archive(options: ArchiveOptions, scrub: Scrubber, stop: threading.Event) -> dict[str, Any]:
+def archive(
+    options: ArchiveOptions, scrub: Scrubber, stop: threading.Event, status: ArchiveStatus | None = None
+) -> dict[str, Any]:
+    """Archives until `stop` is set (or a fatal error), reporting into `status` (archivestatus) as it goes."""
     folder = archive_folder(options.output_dir, options.name)
     poll = min(0.5, options.max_lag / 4)
     with _locked(folder):
         _remove_leftovers(folder)
-        first = start_binlog(server_binlogs(options.connection, scrub), read_index(folder))
+        index = read_index(folder)
         spool = Path(tempfile.mkdtemp(prefix=".spool-", dir=folder))
-        log.info("archiving started", folder=str(folder), first=first, maxLag=options.max_lag)
         try:
-            work = _Archiver(options, folder, spool)
+            work = _Archiver(options, folder, spool, index, status if status is not None else ArchiveStatus())
+            first = start_binlog(server_binlogs(options.connection, scrub), index)
+            log.info("archiving started", folder=str(folder), first=first, maxLag=options.max_lag)
             argv = engines.mysql_binlog_stream_argv(options.connection, first, f"{spool}/")
             env = engines.child_env(Engine.MYSQL, options.connection)
             with Tool(argv, env, scrub, stdout=None, die_with_parent=True) as tool:
                 while not stop.is_set() and tool.process.poll() is None:
-                    work.publish_ready(final=False)
+                    work.publish_ready(final=False, scrub=scrub)
                     stop.wait(poll)
                 stopped = stop.is_set()
                 if stopped:
@@ -388,8 +429,7 @@ def archive(options: ArchiveOptions, scrub: Scrubber, stop: threading.Event) -> 
                     _tool_failed(tool, first)
         finally:
             shutil.rmtree(spool, ignore_errors=True)
-    index = read_index(folder)
-    newest = next(reversed(index.values()), None)
+    newest = next(reversed(work.index.values()), None)
     return {
         "status": "Stopped",
         "archive": str(folder),
@@ -399,9 +439,8 @@ def archive(options: ArchiveOptions, scrub: Scrubber, stop: threading.Event) -> 
     }
 
 
-def _catch_up(connection: Connection, spool: Path, scrub: Scrubber, tool: Tool) -> None:
-    """Before a stop: waits (at most CATCH_UP seconds) until the tool has written all the server had written when
-    the stop came, so that a clean stop leaves every event up to it archived."""
+def _server_position(connection: Connection, scrub: Scrubber) -> tuple[str, int] | None:
+    """Where the server writes its binlog now (file, offset); None, with a warning, if it does not say."""
     try:
         status = run_capture(
             [*engines.mysql_client_argv(connection), "-e", "SHOW MASTER STATUS"],
@@ -410,10 +449,21 @@ def _catch_up(connection: Connection, spool: Path, scrub: Scrubber, tool: Tool) 
             timeout=CATCH_UP,
         )
     except RunnerError as error:
-        log.warning("stopping without catching up with the server", error=error.message)
-        return
+        log.warning("the server did not say where it writes its binlog", error=error.message)
+        return None
     name, _, rest = status.strip().partition("\t")
-    position = int(rest.split("\t")[0]) if rest.split("\t")[0].isdigit() else 0
+    offset = rest.split("\t")[0]
+    return (name, int(offset)) if name and offset.isdigit() else None
+
+
+def _catch_up(connection: Connection, spool: Path, scrub: Scrubber, tool: Tool) -> None:
+    """Before a stop: waits (at most CATCH_UP seconds) until the tool has written all the server had written when
+    the stop came, so that a clean stop leaves every event up to it archived."""
+    found = _server_position(connection, scrub)
+    if found is None:
+        log.warning("stopping without catching up with the server")
+        return
+    name, position = found
     deadline = time.monotonic() + CATCH_UP
     while time.monotonic() < deadline and tool.process.poll() is None:
         present = sorted((p.name for p in spool.iterdir()), key=binlog_key)

@@ -31,6 +31,7 @@ import structlog
 
 from runner import admin, pitr, progress
 from runner.archive import ArchiveOptions, archive
+from runner.archivestatus import ArchiveStatus, serving
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
@@ -113,6 +114,13 @@ def _policy(args: argparse.Namespace) -> Policy:
         max_age=args.max_age,
         time_zone=args.time_zone,
     )
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0 to 65535)")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -296,6 +304,13 @@ def parser() -> argparse.ArgumentParser:
     archive.add_argument(
         "--max-lag", type=_seconds, default=60.0, help="publish the open binlog at least this often (default 60)"
     )
+    archive.add_argument(
+        "--status-port",
+        type=_port,
+        default=0,
+        help="serve GET /status (JSON) and /healthz over HTTP on 0.0.0.0:PORT (default 0: none); see archivestatus",
+    )
+    archive.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
 
     decrypt = commands.add_parser("decrypt", help="decrypt an encrypted backup file")
     decrypt.add_argument("file", type=Path)
@@ -338,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, old)
     # Only the lines of `run`, `check` and `restore` go to the termination message, which keeps 4096 bytes; a
     # listing is whole.
-    reported = args.command in ("run", "check", "restore")
+    reported = args.command in ("run", "check", "restore", "archive")
     line = Scrubber(passwords)(render(result) if reported else render(result, limit=1 << 30))
     sys.stdout.write(line)
     sys.stdout.flush()
@@ -665,7 +680,13 @@ def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stop.set())
-    return archive(options, scrub, stop)
+    status = ArchiveStatus()
+    with serving(status, args.status_port):
+        try:
+            return archive(options, scrub, stop, status)
+        except RunnerError as error:  # served (healthz 503) until the process exits with it, moments later
+            status.failed(error.reason, one_line(scrub(error.message)))
+            raise
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]]] = {

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import os
 import re
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from tests.backup.cli import (
     spawn,
     wait_for,
 )
+from tests.unit.test_runner_archive_status import free_port, get
 
 BINLOG = {"log-bin": "mysql-bin", "server-id": "1", "binlog-format": "ROW"}
 
@@ -105,17 +107,17 @@ def test_a_backup_with_coordinates_restores_as_before(binlogged: MariaDBServer, 
 # --- the archiver --------------------------------------------------------------------------------------------
 
 
-def archive_args(server: MariaDBServer, folder: Path, max_lag: float, name: str = "shop") -> list[str]:
-    flags = ["--output-dir", str(folder), "--name", name, "--max-lag", str(max_lag)]
-    return ["archive", "--engine", "mysql", *connection_args(server), *flags]
+def archive_args(server: MariaDBServer, folder: Path, max_lag: float, name: str = "shop", *flags: str) -> list[str]:
+    where = ["--output-dir", str(folder), "--name", name, "--max-lag", str(max_lag)]
+    return ["archive", "--engine", "mysql", *connection_args(server), *where, *flags]
 
 
 @contextmanager
 def archiving(
-    server: MariaDBServer, folder: Path, max_lag: float = 4, name: str = "shop"
+    server: MariaDBServer, folder: Path, max_lag: float = 4, name: str = "shop", *flags: str
 ) -> Iterator[subprocess.Popen[str]]:
     """`dbb-backup archive` in the background; stopped with SIGTERM at the end (unless the test ended it)."""
-    process = spawn(archive_args(server, folder, max_lag, name), server)
+    process = spawn(archive_args(server, folder, max_lag, name, *flags), server)
     try:
         yield process
     finally:
@@ -279,6 +281,84 @@ def test_archiving_a_server_whose_binlog_format_is_not_row_warns(tmp_path: Path)
             "MIXED",
         )
     ]
+
+
+# --- the status endpoint --------------------------------------------------------------------------------------
+
+
+def status_of(port: int, path: str = "/status") -> tuple[int, str]:
+    return get(port, path)
+
+
+def bounds_of(folder: Path, name: str = "shop") -> dict[str, Any]:
+    """What /status should say about the archive, from its index on disk."""
+    index = sorted(entries(folder).values(), key=lambda e: int(e["file"].rsplit(".", 1)[1]))
+    firsts = [e["firstEvent"] for e in index if e["firstEvent"]]
+    lasts = [e["lastEvent"] for e in index if e["lastEvent"]]
+    return {
+        "recoverableFrom": firsts[0] if firsts else None,
+        "recoverableUntil": lasts[-1] if lasts else None,
+        "archived": sum(1 for e in index if e["closed"]),
+    }
+
+
+def test_the_status_endpoint_reports_the_archive_s_bounds_and_a_lag_that_grows_when_the_stream_stalls(
+    binlogged: MariaDBServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    with archiving(binlogged, tmp_path, 2, "shop", "--status-port", str(port)) as process:
+        binlogged.sql("INSERT INTO shop.orders VALUES (400, NOW(6)); FLUSH BINARY LOGS")
+        binlogged.sql("INSERT INTO shop.orders VALUES (401, NOW(6))")
+        open_file, position = binlogged.sql("SHOW MASTER STATUS").split("\t")[:2]
+
+        def caught_up() -> bool:
+            body = json.loads(status_of(port)[1] or "{}")
+            return (
+                body.get("binlog") == open_file
+                and body.get("lagSeconds") is not None
+                and body.get("recoverableUntil") == bounds_of(tmp_path)["recoverableUntil"]
+                and entries(tmp_path).get(f"{open_file}.partial.json", {}).get("binlogSize") == int(position)
+            )
+
+        wait_for(caught_up, "the status to show the open binlog archived up to the insert")
+        body = json.loads(status_of(port)[1])
+        assert {k: body[k] for k in ("recoverableFrom", "recoverableUntil", "archived")} == bounds_of(tmp_path)
+        assert body["archived"] >= 1
+        assert (body["reason"], body["message"]) == (None, None)
+        assert datetime.fromisoformat(body["updated"]) > datetime.now(UTC) - timedelta(minutes=5)
+        assert status_of(port, "/healthz") == (200, "ok\n")
+        assert status_of(port, "/nothing")[0] == 404
+
+        # The tool stops receiving; the server writes on: the archive no longer holds what the server has.
+        tool = children(process.pid)
+        for pid in tool:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            binlogged.sql("INSERT INTO shop.orders VALUES (402, NOW(6))")
+            wait_for(lambda: json.loads(status_of(port)[1])["lagSeconds"] > 6, "the lag to pass 3 * max-lag")
+            assert status_of(port, "/healthz") == (200, "ok\n"), "a stalled stream is a lag, not a failure"
+        finally:
+            for pid in tool:
+                os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: json.loads(status_of(port)[1])["lagSeconds"] < 6, "the lag to fall once the stream resumes")
+
+    assert process.returncode == 0
+    assert status_of(port) == (0, ""), "the endpoint ends with the archiver"
+
+
+def test_a_fatal_error_ends_the_archiver_with_its_reason_in_the_termination_log(
+    mariadb: MariaDBServer, tmp_path: Path
+) -> None:
+    port, log = free_port(), tmp_path / "termination-log"
+    flags = ["--status-port", str(port), "--termination-log", str(log)]
+
+    outcome = dbb(*archive_args(mariadb, tmp_path, 2, "shop", *flags), env=password_env(mariadb), timeout=30)
+
+    assert outcome.code == 1
+    written = json.loads(log.read_text())
+    assert (written["status"], written["reason"]) == ("Failed", "BinaryLoggingOff")
+    assert mariadb.password not in log.read_text()
+    assert status_of(port) == (0, "")
 
 
 # --- restoring to a point in time --------------------------------------------------------------------------------
