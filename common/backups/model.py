@@ -35,6 +35,8 @@ __all__ = [
     "ConcurrencyPolicy",
     "Condition",
     "Connection",
+    "Continuous",
+    "ContinuousStatus",
     "DatabaseBackupSpec",
     "DatabaseBackupStatus",
     "LastBackup",
@@ -138,6 +140,19 @@ MAX_QUERY_LENGTH: Final = 4096
 
 
 @dataclass(frozen=True)
+class Continuous:
+    """`spec.continuous`: the server's binlogs archived as it writes them, beside the scheduled backups, so that a
+    restore can stop at any second in between (docs/point-in-time.md)."""
+
+    max_lag_seconds: int = 60  # the archive is never further behind the server than this
+    window: str | None = None  # how far back point-in-time restores must reach (`7d`): kept whatever retention says
+
+
+MIN_MAX_LAG_SECONDS: Final = 10
+MAX_MAX_LAG_SECONDS: Final = 3600
+
+
+@dataclass(frozen=True)
 class DatabaseBackupSpec:
     database_name: str
     schedule: str
@@ -175,6 +190,7 @@ class DatabaseBackupSpec:
     verify_queries: tuple[VerifyQuery, ...] = ()
     # The role verify.queries run as on the database's own server: one that can only read (docs/security.md).
     verify_query_credentials: CredentialsSecret | None = None
+    continuous: Continuous | None = None
 
 
 # --- status ---------------------------------------------------------------------------------------------------
@@ -418,6 +434,53 @@ class LastVerification:
 
 
 @dataclass(frozen=True)
+class ContinuousStatus:
+    """`status.continuous`: what the archiver last said of the archive. Point-in-time restores reach any second in
+    [recoverable_from, recoverable_until]; `lag_seconds` is how far the archive was behind the server then. Not part
+    of `DatabaseBackupStatus`: the archivers' side of the reconciler writes it alone (`{"continuous": ...}`), so
+    that a status written from an older view never undoes a newer report."""
+
+    archiver: str  # the archiver Deployment's name
+    ready: bool = False  # its Pod runs and answered the last look
+    recoverable_from: str | None = None
+    recoverable_until: str | None = None
+    lag_seconds: float | None = None
+    reason: str = ""  # why archiving stopped: ArchiveGap, BinaryLoggingOff, ...
+    message: str = ""
+    updated: str | None = None  # when the archiver last published
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none(
+            {
+                "archiver": self.archiver,
+                "ready": self.ready,
+                "recoverableFrom": self.recoverable_from,
+                "recoverableUntil": self.recoverable_until,
+                "lagSeconds": self.lag_seconds,
+                "reason": self.reason or None,
+                "message": self.message or None,
+                "updated": self.updated,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, raw: object) -> ContinuousStatus | None:
+        if not isinstance(raw, Mapping):
+            return None
+        lag = raw.get("lagSeconds")
+        return cls(
+            archiver=str(raw.get("archiver", "")),
+            ready=raw.get("ready") is True,
+            recoverable_from=_str_or_none(raw.get("recoverableFrom")),
+            recoverable_until=_str_or_none(raw.get("recoverableUntil")),
+            lag_seconds=float(lag) if isinstance(lag, int | float) and not isinstance(lag, bool) else None,
+            reason=str(raw.get("reason") or ""),
+            message=str(raw.get("message") or ""),
+            updated=_str_or_none(raw.get("updated")),
+        )
+
+
+@dataclass(frozen=True)
 class DatabaseBackupStatus:
     """Status as the reconciler writes it. Times are RFC 3339 UTC strings (`2026-11-27T10:00:00Z`), as stored."""
 
@@ -593,6 +656,7 @@ def parse_spec(raw: object, path: str = "spec") -> tuple[DatabaseBackupSpec | No
         ),
         verify_queries=_queries(verify) if verify else (),
         verify_query_credentials=read_credentials(verify.mapping("queryCredentialsSecret")) if verify else None,
+        continuous=_continuous(spec.mapping("continuous")),
     )
     if database_name is None or schedule is None:
         return None, errors
@@ -661,16 +725,29 @@ _MAX_AGE: Final = re.compile(r"[1-9][0-9]{0,5}[hdw]")
 
 def _max_age(retention: Reader | None) -> str | None:
     """`retention.maxAge`: a whole number of hours, days or weeks, as the runner's --max-age reads it."""
-    value = retention.string("maxAge") if retention else None
-    if value is not None and retention is not None and not _MAX_AGE.fullmatch(value):
-        retention.errors.append(
+    return _duration(retention, "maxAge")
+
+
+def _duration(reader: Reader | None, name: str) -> str | None:
+    """A whole number of hours, days or weeks: `36h`, `90d`, `52w`."""
+    value = reader.string(name) if reader else None
+    if value is not None and reader is not None and not _MAX_AGE.fullmatch(value):
+        reader.errors.append(
             FieldError(
-                f"{retention.path}.maxAge",
-                f"{show(value)} is not a whole number of hours, days or weeks (36h, 90d, 52w)",
+                f"{reader.path}.{name}", f"{show(value)} is not a whole number of hours, days or weeks (36h, 90d, 52w)"
             )
         )
         return None
     return value
+
+
+def _continuous(continuous: Reader | None) -> Continuous | None:
+    if continuous is None:
+        return None
+    lag = continuous.integer("maxLagSeconds", minimum=MIN_MAX_LAG_SECONDS, maximum=MAX_MAX_LAG_SECONDS)
+    return Continuous(
+        max_lag_seconds=or_default(lag, Continuous.max_lag_seconds), window=_duration(continuous, "window")
+    )
 
 
 def _counts(raw: object) -> dict[str, int]:

@@ -47,8 +47,10 @@ def test_printer_columns_come_in_the_agreed_order() -> None:
     columns = crd()["spec"]["versions"][0]["additionalPrinterColumns"]
     default = [c["name"] for c in columns if not c.get("priority")]
     assert default == ["Database", "Schedule", "Last Backup", "Phase", "Next Backup", "Last Verified", "Age"]
-    # -o wide: the last verification's verdict, where each backup went, how many retention kept, the window
-    assert [c["name"] for c in columns if c.get("priority")] == ["Verification", "Last File", "Kept", "Window"]
+    # -o wide: the last verification's verdict, where each backup went, how many retention kept, how far a
+    # point-in-time restore reaches, the window
+    wide = ["Verification", "Last File", "Kept", "Recoverable Until", "Window"]
+    assert [c["name"] for c in columns if c.get("priority")] == wide
     assert columns[2]["jsonPath"] == ".status.lastBackupTime"
 
 
