@@ -1,6 +1,6 @@
-"""The runner's command lines (`dbb-backup run`, `check`, `restore`), as the reconciler writes them into Jobs: the
-one side of the contract whose other side is the runner's own parser (runner/main.py), and which
-tests/unit/test_runner_contract.py holds together.
+"""The runner's command lines (`dbb-backup run`, `check`, `restore`, `archive`), as the reconciler writes them into
+Jobs and the archiver's Deployment: the one side of the contract whose other side is the runner's own parser
+(runner/main.py), and which tests/unit/test_runner_contract.py holds together.
 
 No value from a Secret is ever an argument: Secrets reach the container as env and volumes (reconciler.jobs). Every
 argument is escaped for the kubelet's `$(VAR)` expansion (`$` is written `$$`), so that no spec value can pull an env
@@ -19,9 +19,11 @@ from common.constants import DEFAULT_TIME_ZONE
 from common.values import Engine, S3Storage, Tls, TlsMode
 
 __all__ = [
+    "ARCHIVER_PORT",
     "KEY_MOUNT",
     "TERMINATION_LOG",
     "TLS_CA_MOUNT",
+    "archive_arguments",
     "check_arguments",
     "escape_expansion",
     "restore_arguments",
@@ -32,6 +34,7 @@ KEY_MOUNT: Final = "/var/run/secrets/databases.test.io/encryption"
 TLS_CA_MOUNT: Final = "/var/run/secrets/databases.test.io/tls-ca"
 TLS_MODE_ARGUMENT: Final = {TlsMode.DISABLE: "disable", TlsMode.REQUIRE: "require", TlsMode.VERIFY_FULL: "verify-full"}
 TERMINATION_LOG: Final = "/dev/termination-log"
+ARCHIVER_PORT: Final = 8080  # the archiver's /status and /healthz (plain HTTP: times and binlog names only)
 
 
 def check_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str]:
@@ -84,6 +87,39 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
         arguments.append("--restore-test")
     if spec.verify_queries:
         arguments.append(f"--queries={_queries_json(spec)}")
+    if connection.tls is not None:
+        arguments += _tls_arguments(connection.tls)
+    return [escape_expansion(a) for a in arguments]
+
+
+def archive_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str]:
+    """`dbb-backup archive ...`: the server's binlogs streamed to where the runs write, under the runs' name, for as
+    long as the archiver runs; escaped like `runner_arguments`."""
+    assert spec.continuous is not None
+    connection = spec.connection
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    s3 = spec.s3
+    output = (
+        [f"--output-dir={_location(spec, namespace)}"]
+        if s3 is None
+        else [f"--output-url={_location(spec, namespace)}", *_s3_object_arguments(s3)]
+    )
+    arguments = [
+        "dbb-backup",
+        "archive",
+        "--engine=mysql",
+        f"--host={connection.host}",
+        *output,
+        f"--name={name}",
+        f"--max-lag={spec.continuous.max_lag_seconds}",
+        f"--status-port={ARCHIVER_PORT}",
+    ]
+    if connection.username is not None:
+        arguments.append(f"--user={connection.username}")
+    if connection.port is not None:
+        arguments.append(f"--port={connection.port}")
+    if spec.encryption_key is not None:
+        arguments.append(f"--encryption-key-file={KEY_MOUNT}/{spec.encryption_key.key}")
     if connection.tls is not None:
         arguments += _tls_arguments(connection.tls)
     return [escape_expansion(a) for a in arguments]

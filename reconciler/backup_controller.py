@@ -34,6 +34,7 @@ from common.constants import (
     GROUP,
     LABEL_BACKUP_NAME,
     LABEL_MANAGED_BY,
+    LABEL_RUN,
     MANAGED_BY,
     PLURAL,
     STORE_PLURAL,
@@ -43,6 +44,8 @@ from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
 from common.kube import sent, timeout
 from common.statefulset import essentials
+from reconciler.archiver import RUN_ARCHIVE
+from reconciler.archivers import Archivers
 from reconciler.backup_plan import Plan, World, decide
 from reconciler.capacity import ANNOTATION_CAPS, Capacity, Caps
 from reconciler.outcomes import is_verification, outcome
@@ -138,6 +141,8 @@ class Controller(Loop):
             handler=self._on_store,
             on_restart=restarts(metrics, "backupstores"),
         )
+        # With spec.continuous: each DatabaseBackup's archiver, and status.continuous (reconciler.archivers).
+        self.archivers = Archivers(api, self.executor, metrics, self.backups, namespace, self._enqueue)
         self.metrics.backups.read_from(lambda: self.backups.store.values(), self.clock, part=namespace)
         self.metrics.backups.databases_from(lambda: self.statefulsets.store.values(), part=namespace)
         # Indexes from the objects we watch to the DatabaseBackups they concern.
@@ -150,7 +155,16 @@ class Controller(Loop):
 
     @property
     def informers(self) -> tuple[Informer, ...]:
-        return (self.backups, self.jobs, self.pods, self.statefulsets, self.services, self.namespaces, self.stores)
+        return (
+            self.backups,
+            self.jobs,
+            self.pods,
+            self.statefulsets,
+            self.services,
+            self.namespaces,
+            self.stores,
+            self.archivers.deployments,
+        )
 
     async def stopped(self) -> None:
         await self.executor.close()
@@ -197,6 +211,7 @@ class Controller(Loop):
                 self._pods_of_job[(namespace, job)].discard(pod)
             else:
                 self._pods_of_job[(namespace, job)].add(pod)
+        self.archivers.on_pod(event)
         owner = _owner(event.object)
         if owner is not None:
             self._enqueue(owner)
@@ -244,15 +259,15 @@ class Controller(Loop):
             recheck = await self.end_stuck(self.jobs, ((job, self._pods_of(job)) for job in world.jobs))
             plan = decide(world, self.runner)
             await self._apply(obj, plan, world.now)
+            polled = await self.archivers.reconcile(self.backups.get(*key) or obj, plan.archiver)
         except Exception:
             self.metrics.reconciles.labels("error").inc()
             raise
         finally:
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
         self.metrics.reconciles.labels("ok").inc()
-        if recheck is not None and (plan.requeue_after is None or recheck < plan.requeue_after):
-            return recheck
-        return plan.requeue_after
+        times = [t for t in (recheck, plan.requeue_after, polled) if t is not None]
+        return min(times) if times else None
 
     def _pods_of(self, job: Mapping[str, Any]) -> list[dict[str, Any]]:
         namespace, name = key_of(dict(job))
@@ -465,12 +480,18 @@ def _pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
     }
     kept: dict[str, Any] = {
         "phase": status.get("phase"),
+        # An archiver's Pod is asked for its state at its address (reconciler.archivers).
+        **({"podIP": status.get("podIP")} if _is_archiver(pod) and status.get("podIP") else {}),
         "containerStatuses": statuses + waiting["containerStatuses"],
         "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"],
     }
     if waiting["initContainerStatuses"]:
         kept["initContainerStatuses"] = waiting["initContainerStatuses"]
     return {"metadata": pod.get("metadata") or {}, "status": kept}
+
+
+def _is_archiver(pod: dict[str, Any]) -> bool:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN) == RUN_ARCHIVE
 
 
 def _service_essentials(service: dict[str, Any]) -> dict[str, Any]:

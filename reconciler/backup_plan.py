@@ -38,6 +38,7 @@ from common.backups.validation import validate
 from common.constants import ANNOTATION_BACKUP_NOW, DEFAULT_TIME_ZONE
 from common.fields import FieldError, join_errors
 from common.schedule import Schedule, parse_schedule, within_window
+from reconciler.archiver import archiver_deployment
 from reconciler.jobs import RunnerSettings, backup_job
 from reconciler.outcomes import JobOutcome, is_verification, outcome
 from reconciler.trust import backup_refusals
@@ -62,6 +63,8 @@ class Plan:
     stop: tuple[str, ...] = ()  # active Jobs that concurrencyPolicy Replace ends: deleted once their Pods stopped
     events: tuple[Event, ...] = ()
     requeue_after: timedelta | None = None
+    # With spec.continuous, the archiver's Deployment as it must be (reconciler.archiver); None: no archiver runs.
+    archiver: dict[str, Any] | None = None
 
 
 def decide(world: World, runner: RunnerSettings) -> Plan:
@@ -187,6 +190,8 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
     status = _with_conditions(status, previous, world, ready, verifying.condition)
     due = [t for t in (next_time, verifying.next_time) if t is not None]
     requeue = min(due) - world.now + PADDING if due else None
+    # 8. Continuous archiving: an archiver while the spec asks for one and the trust rules allow its run's access.
+    archiver = archiver_deployment(obj, spec, runner) if spec.continuous is not None and not spec.suspend else None
     return Plan(
         status=_if_changed(status, previous),
         create=tuple(create),
@@ -194,6 +199,7 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
         stop=tuple(stop),
         events=tuple(events),
         requeue_after=requeue,
+        archiver=archiver,
     )
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "ScratchServer",
     "backup_job",
     "on_demand_job_name",
+    "pod_spec",
     "restore_job",
     "restore_job_name",
     "verification_job",
@@ -97,7 +98,7 @@ def backup_job(
     scratch database there, as before)."""
     name = owner["metadata"]["name"]
     job_name_ = on_demand_job_name(name, request) if request is not None else job_name(name, scheduled)
-    pod = _pod_spec(owner, spec, runner, runner_arguments(spec, owner))
+    pod = pod_spec(owner, spec, runner, runner_arguments(spec, owner))
     if spec.restore_test and scratch is not None:
         seed = f"{owner['metadata']['uid']}/{job_name_}"
         _with_scratch_server(pod, scratch, spec, seed, password_variable=SCRATCH_PASSWORD_VARIABLE)
@@ -127,7 +128,7 @@ def verification_job(
         name = f"{owner_name}-vnow-{hashlib.sha256(request.encode()).hexdigest()[:5]}"  # 52 + 11 = 63
     else:
         name = verification_job_name(owner_name, scheduled)
-    pod = _pod_spec(owner, spec, runner, check_arguments(spec, owner), verification=True)
+    pod = pod_spec(owner, spec, runner, check_arguments(spec, owner), verification=True)
     if spec.restore_test and scratch is not None:
         _with_scratch_server(pod, scratch, spec, f"{owner['metadata']['uid']}/{name}")
         # Its one write: the record of each drill, beside the backup it restored (runner/drills.py).
@@ -165,7 +166,7 @@ def restore_job(
     metadata = restore["metadata"]
     owner = f"{metadata['namespace']}/{source}" if source is not None else None
     arguments = restore_arguments(spec, file=file, targets=targets, replace=replace, no_owner=no_owner, owner=owner)
-    pod = _pod_spec(restore, spec, runner, arguments, restore=True)
+    pod = pod_spec(restore, spec, runner, arguments, restore=True)
     labels = {
         LABEL_RESTORE_NAME: metadata["name"],
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -377,7 +378,7 @@ def _tls_ca_volume(tls: Tls | None) -> dict[str, Any] | None:
     return None if tls is None or tls.ca is None else _ca_volume("tls-ca", tls.ca)
 
 
-def _pod_spec(
+def pod_spec(
     owner: dict[str, Any],
     spec: DatabaseBackupSpec,
     runner: RunnerSettings,
@@ -385,10 +386,12 @@ def _pod_spec(
     *,
     verification: bool = False,
     restore: bool = False,
+    archive: bool = False,
 ) -> dict[str, Any]:
     """A backup run's Pod; with `verification`, a check's: the same storage access (the volume read-only), the
     key, and nothing of the database; with `restore`, a restore's: the volume read-only, the key, and the target's
-    connection (`spec.connection`)."""
+    connection (`spec.connection`); with `archive`, the archiver's (reconciler.archiver): a run's access, without
+    the verification queries' role, restarted whenever it stops."""
     env: list[dict[str, Any]] = []
     credentials = None if verification else spec.connection.credentials_secret
     if credentials is not None:
@@ -396,7 +399,7 @@ def _pod_spec(
         if spec.connection.username is None:
             env.append(_secret_env("DB_USER", credentials.name, credentials.username_key))
     queries = spec.verify_query_credentials
-    if not verification and not restore and spec.verify_queries and queries is not None:
+    if not (verification or restore or archive) and spec.verify_queries and queries is not None:
         # verify.queries run as this role, never with the backup's own credentials (docs/security.md).
         env.append(_secret_env(QUERY_USER_VARIABLE, queries.name, queries.username_key))
         env.append(_secret_env(QUERY_PASSWORD_VARIABLE, queries.name, queries.password_key))
@@ -431,7 +434,7 @@ def _pod_spec(
         volumes.append(ca_volume)
         mounts.append({"name": "tls-ca", "mountPath": TLS_CA_MOUNT, "readOnly": True})
     pod: dict[str, Any] = {
-        "restartPolicy": "Never",
+        "restartPolicy": "Always" if archive else "Never",
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 65532,
@@ -443,7 +446,7 @@ def _pod_spec(
         },
         "containers": [
             {
-                "name": "verify" if verification else "restore" if restore else "backup",
+                "name": "verify" if verification else "restore" if restore else "archive" if archive else "backup",
                 "image": runner.image,
                 "imagePullPolicy": runner.image_pull_policy,
                 "args": arguments,

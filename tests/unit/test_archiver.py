@@ -1,0 +1,211 @@
+"""Continuous archiving, the pure parts: `spec.continuous` read and judged, the archiver's Deployment the plan asks
+for (its access exactly a backup run's, restricted, no Secret in it), and `status.continuous` made from the
+archiver's untrusted answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from common.backups.model import ContinuousStatus, StoredBackup, parse_spec
+from common.backups.validation import validate
+from common.values import Engine
+from reconciler.archiver import ANNOTATION_TEMPLATE, archiver_deployment, continuous_status, is_current
+from tests.fixtures import namespace_facts, statefulset
+from tests.unit.test_plan import NS, backup, decide_at, just_after_ten
+
+MARIADB = statefulset(
+    namespace=NS,
+    image="mariadb:11.8",
+    env=[{"name": "MARIADB_ROOT_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "root"}}}],
+    ports=[{"name": "mysql", "containerPort": 3306}],
+)
+SECRET = "s3cr3t-never-shown"
+
+
+def archiving(**spec: Any) -> dict[str, Any]:
+    return backup(continuous={"maxLagSeconds": 30, **spec})
+
+
+def plan_for(obj: dict[str, Any]) -> Any:
+    return decide_at(obj, just_after_ten(), statefulset=MARIADB, facts=namespace_facts(NS, (MARIADB,)))
+
+
+def test_a_continuous_backup_gets_one_restricted_archiver_with_a_runs_access() -> None:
+    obj = archiving()
+    deployment = plan_for(obj).archiver
+    assert deployment is not None
+    assert deployment["metadata"]["name"] == "nightly-archiver"
+    assert deployment["metadata"]["ownerReferences"][0] | {"uid": "?"} == {
+        "apiVersion": "databases.test.io/v1",
+        "kind": "DatabaseBackup",
+        "name": "nightly",
+        "uid": "?",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    spec = deployment["spec"]
+    assert (spec["replicas"], spec["strategy"]) == (1, {"type": "Recreate"})  # never two on one archive
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Always"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    args = container["args"]
+    assert args[:3] == ["dbb-backup", "archive", "--engine=mysql"]
+    assert "--max-lag=30" in args
+    assert "--status-port=8080" in args
+    assert "--name=nightly" in args
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "status"}
+    # The password reaches it as the kubelet resolves it, never as a value the Deployment holds.
+    password = next(e for e in container["env"] if e["name"] == "DB_PASSWORD")
+    assert "valueFrom" in password
+    assert "value" not in password
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_the_archiver_never_gets_the_verification_queries_role() -> None:
+    queries = {"queries": [{"name": "n", "sql": "SELECT 1"}], "queryCredentialsSecret": {"name": "reader"}}
+    obj = backup(engine="PostgreSQL", verify=queries)  # any engine: the role is left out of every archiver
+    obj["spec"]["continuous"] = {}
+    spec, errors = parse_spec({**obj["spec"], "engine": "MySQL"})
+    assert spec is not None
+    assert not errors
+    assert spec.continuous is not None
+    assert spec.continuous.max_lag_seconds == 60
+    deployment = archiver_deployment(obj, _resolved(spec), _runner())
+    names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not names & {"QUERY_USER", "QUERY_PASSWORD"}
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"continuous": None}, "turned off"),
+        ({"suspend": True}, "suspended"),
+        ({"connection": {"host": "elsewhere.example.com"}}, "a host the trust rules refuse"),
+    ],
+)
+def test_no_archiver_runs_when(change: dict[str, Any], why: str) -> None:
+    obj = archiving()
+    obj["spec"].update(change)
+    obj["spec"] = {k: v for k, v in obj["spec"].items() if v is not None}
+    assert plan_for(obj).archiver is None, why
+
+
+def test_the_template_digest_tells_a_changed_spec_and_a_foreign_owner() -> None:
+    first = plan_for(archiving()).archiver
+    again = plan_for(archiving()).archiver
+    changed = plan_for(archiving(maxLagSeconds=45)).archiver
+    assert is_current(again, first)
+    assert not is_current(changed, first)
+    assert not is_current(None, first)
+    foreign = json.loads(json.dumps(first))
+    foreign["metadata"]["ownerReferences"][0]["uid"] = "another"
+    assert not is_current(foreign, first)
+    assert (
+        first["metadata"]["annotations"][ANNOTATION_TEMPLATE] != changed["metadata"]["annotations"][ANNOTATION_TEMPLATE]
+    )
+
+
+@pytest.mark.parametrize(
+    ("continuous", "field", "text"),
+    [
+        ({"maxLagSeconds": 5}, "spec.continuous.maxLagSeconds", "5"),
+        ({"maxLagSeconds": "60"}, "spec.continuous.maxLagSeconds", '"60"'),
+        ({"window": "7x"}, "spec.continuous.window", '"7x"'),
+    ],
+)
+def test_a_bad_continuous_field_is_named_with_its_value(continuous: dict[str, Any], field: str, text: str) -> None:
+    _, errors = parse_spec(archiving(**continuous)["spec"])
+    assert any(e.path == field and text in e.message for e in errors), errors
+
+
+def test_postgresql_is_refused_with_what_to_do() -> None:
+    spec, errors = parse_spec({**archiving()["spec"], "engine": "PostgreSQL"})
+    assert spec is not None
+    assert not errors
+    problems = validate("nightly", spec)
+    assert [p.path for p in problems] == ["spec.continuous"]
+    assert "MySQL/MariaDB only" in problems[0].message
+
+
+def stored(*times: str) -> tuple[StoredBackup, ...]:
+    return tuple(
+        StoredBackup(file=f"/backups/db/nightly-{t}.sql.gz", size=1, key_id=None, kept_by=("last",)) for t in times
+    )
+
+
+def test_recoverable_from_is_the_oldest_backup_the_archive_covers() -> None:
+    answer = {
+        "recoverableFrom": "2026-12-07T09:30:00Z",
+        "recoverableUntil": "2026-12-07T12:00:41Z",
+        "lagSeconds": 3.25,
+        "updated": "2026-12-07T12:00:42Z",
+        "reason": None,
+    }
+    kept = stored("20261207T090000Z", "20261207T100000Z", "20261207T110000Z")
+    status = continuous_status("nightly-archiver", answer, kept, None)
+    # The 09:00 backup is older than the archive: a replay from it would need binlogs the archive lacks.
+    assert status.recoverable_from == "2026-12-07T10:00:00Z"
+    assert status.recoverable_until == "2026-12-07T12:00:41Z"
+    assert (status.ready, status.lag_seconds, status.reason) == (True, 3.2, "")
+    assert continuous_status("nightly-archiver", answer, stored("20261207T090000Z"), None).recoverable_from is None
+
+
+def test_an_archivers_answer_is_untrusted_input() -> None:
+    answer = {
+        "recoverableFrom": 12,
+        "recoverableUntil": "x" * 1000,
+        "lagSeconds": True,
+        "reason": "<script>",
+        "message": "m" * 5000,
+        "updated": ["2026"],
+        "extra": {"nested": SECRET},
+    }
+    status = continuous_status("a", answer, stored("20261207T100000Z"), None)
+    assert status == ContinuousStatus(archiver="a", ready=False, reason="Failed", message="m" * 500)
+    assert SECRET not in json.dumps(status.to_dict())
+
+
+def test_an_archiver_that_stops_answering_keeps_its_last_bounds_and_is_not_ready() -> None:
+    before = ContinuousStatus(
+        archiver="a", ready=True, recoverable_from="2026-12-07T10:00:00Z", recoverable_until="2026-12-07T12:00:00Z"
+    )
+    after = continuous_status("a", None, (), before)
+    assert (after.ready, after.recoverable_from, after.recoverable_until) == (
+        False,
+        "2026-12-07T10:00:00Z",
+        "2026-12-07T12:00:00Z",
+    )
+    assert "does not answer" in after.message
+    assert ContinuousStatus.from_dict(after.to_dict()) == after
+
+
+def _resolved(spec: Any) -> Any:
+    from dataclasses import replace
+
+    from common.backups.defaults import default_spec
+
+    raw = default_spec(
+        {"databaseName": "example-db", "schedule": "0 * * * *", "continuous": {}},
+        namespace=NS,
+        statefulset=MARIADB,
+    )
+    base, _ = parse_spec(raw)
+    assert base is not None
+    return replace(spec, connection=base.connection, engine=Engine.MYSQL)
+
+
+def _runner() -> Any:
+    from reconciler.jobs import RunnerSettings
+
+    return RunnerSettings(image="registry.example/dbb:1.0")
