@@ -170,6 +170,7 @@ def restore_arguments(
     replace: bool,
     no_owner: bool = False,
     owner: str | None = None,
+    point_in_time: str | None = None,
 ) -> list[str]:
     """`dbb-backup restore FILE ...` into the connection `spec.connection` holds (the target's), from the source's
     storage and key, escaped like `runner_arguments`. `owner`: NAMESPACE/NAME of the DatabaseBackup the backup must
@@ -193,6 +194,8 @@ def restore_arguments(
         arguments.append("--replace")
     if no_owner:
         arguments.append("--no-owner")
+    if point_in_time is not None:
+        arguments.append(f"--point-in-time={point_in_time}")
     if spec.s3 is not None and spec.s3.force_path_style:
         arguments.append("--s3-path-style")
     if spec.encryption_key is not None:

@@ -156,16 +156,19 @@ def restore_job(
     runner: RunnerSettings,
     no_owner: bool = False,
     source: str | None = None,
+    point_in_time: str | None = None,
 ) -> dict[str, Any]:
     """The one Job of a DatabaseRestore: `dbb-backup restore FILE` with the source's storage (the volume read-only,
     or the S3 variables) and key, and the target's connection, which `spec.connection` holds (the source's own
     spec, its connection swapped for the target's). `targets`: SOURCE=TARGET pairs (empty: every database under
     its own name). `source`: the DatabaseBackup whose backup it is (`--owner`: the runner refuses a backup whose
-    manifest names another owner). Never retried (`backoffLimit: 0`): a restore is run once, and what it did is its
-    status."""
+    manifest names another owner). `point_in_time`: then replay the source's archive up to it. Never retried
+    (`backoffLimit: 0`): a restore is run once, and what it did is its status."""
     metadata = restore["metadata"]
     owner = f"{metadata['namespace']}/{source}" if source is not None else None
-    arguments = restore_arguments(spec, file=file, targets=targets, replace=replace, no_owner=no_owner, owner=owner)
+    arguments = restore_arguments(
+        spec, file=file, targets=targets, replace=replace, no_owner=no_owner, owner=owner, point_in_time=point_in_time
+    )
     pod = pod_spec(restore, spec, runner, arguments, restore=True)
     labels = {
         LABEL_RESTORE_NAME: metadata["name"],

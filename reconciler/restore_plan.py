@@ -24,7 +24,7 @@ from typing import Any
 from common.backups.defaults import default_spec
 from common.backups.model import Connection, DatabaseBackupSpec, parse_spec
 from common.fields import FieldError, join_errors
-from common.restores.model import DatabaseRestoreSpec, newest_backup, parse_restore_spec, targets
+from common.restores.model import DatabaseRestoreSpec, backup_before, newest_backup, parse_restore_spec, targets
 from common.restores.validation import judge
 from common.statefulset import DatabaseFacts, facts
 from common.values import CredentialsSecret
@@ -109,7 +109,8 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
     refusals = host_refusals(connection.host, _host_field(spec, source), world.facts)
     if refusals:
         return _finish(previous, "Failed", world.now, "Refused", join_errors(refusals))
-    file = spec.file or newest_backup(world.source)
+    chosen = backup_before(world.source, spec.point_in_time) if spec.point_in_time else newest_backup(world.source)
+    file = spec.file or chosen
     assert file is not None  # judged above
     job = restore_job(
         dict(obj),
@@ -120,6 +121,7 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
         runner=runner,
         no_owner=spec.no_owner,
         source=spec.database_backup,
+        point_in_time=spec.point_in_time,
     )
     status = {
         **previous,
@@ -262,6 +264,8 @@ def _from_job(world: RestoreWorld, previous: dict[str, Any], generation: Any) ->
         }
         if result.get("sha256"):
             status["sha256"] = result["sha256"]
+        if isinstance(replayed := result.get("replayedUntil"), str) and len(replayed) <= 40:
+            status["replayedUntil"] = replayed
         if isinstance(result.get("restoreSeconds"), int | float) and not isinstance(result["restoreSeconds"], bool):
             status["restoreSeconds"] = result["restoreSeconds"]
         status.pop("reason", None)

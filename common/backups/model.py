@@ -43,6 +43,7 @@ __all__ = [
     "LastFailure",
     "LastVerification",
     "Phase",
+    "backup_time",
     "parse_spec",
 ]
 
@@ -232,6 +233,12 @@ class Condition:
 _BACKUP_TIME: Final = re.compile(r"-(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z\.")
 
 
+def backup_time(file: str) -> str:
+    """A backup's time (RFC 3339), from its name (`<prefix>-YYYYmmddTHHMMSSZ.<ext>`); "" when it has none."""
+    found = _BACKUP_TIME.search(file.rsplit("/", 1)[-1])
+    return "{}-{}-{}T{}:{}:{}Z".format(*found.groups()) if found else ""
+
+
 @dataclass(frozen=True)
 class StoredBackup:
     """One stored backup of this DatabaseBackup, as its last run listed it (status.backups)."""
@@ -244,8 +251,7 @@ class StoredBackup:
     @property
     def time(self) -> str:
         """Its time, from its name (`<prefix>-YYYYmmddTHHMMSSZ.<ext>`)."""
-        found = _BACKUP_TIME.search(self.file.rsplit("/", 1)[-1])
-        return "{}-{}-{}T{}:{}:{}Z".format(*found.groups()) if found else ""
+        return backup_time(self.file)
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(

@@ -5,19 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from common.restores.model import newest_backup, object_or_empty
+from common.restores.model import backup_before, newest_backup, object_or_empty
+from common.schedule import parse_time, rfc3339
 
 __all__ = ["restore_defaults"]
 
 
 def restore_defaults(raw_spec: Mapping[str, Any], source: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The fields admission fills in: `source.file` (the newest backup) and `target.databaseName` (the source's)."""
+    """The fields admission fills in: `source.file` (the newest backup; with `pointInTime`, the newest taken at or
+    before it) and `target.databaseName` (the source's)."""
     defaults: dict[str, Any] = {}
     if source is None:
         return defaults
     given_source, given_target = (object_or_empty(raw_spec.get(key)) for key in ("source", "target"))
-    if not given_source.get("file") and (newest := newest_backup(source)) is not None:
-        defaults["source"] = {"file": newest}
+    moment = parse_time(raw_spec.get("pointInTime"))
+    chosen = backup_before(source, rfc3339(moment)) if moment is not None else newest_backup(source)
+    if not given_source.get("file") and chosen is not None:
+        defaults["source"] = {"file": chosen}
     database = (source.get("spec") or {}).get("databaseName")
     external = "external" in given_target
     if not external and not given_target.get("databaseName") and isinstance(database, str) and database:

@@ -19,11 +19,14 @@ What is refused, and where:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+from common.backups.model import backup_time
 from common.fields import FieldError, Reader, show
+from common.schedule import parse_time, rfc3339
 from common.values import (
     CredentialsSecret,
     S3Storage,
@@ -38,6 +41,7 @@ __all__ = [
     "DatabaseRestoreSpec",
     "ExternalTarget",
     "NameMapping",
+    "backup_before",
     "newest_backup",
     "object_or_empty",
     "parse_restore_spec",
@@ -77,6 +81,8 @@ class DatabaseRestoreSpec:
     databases: tuple[NameMapping, ...] = ()
     replace: bool = False
     no_owner: bool = False  # PostgreSQL: without ownership and grants (a server that lacks the source's roles)
+    # With the source's spec.continuous: restore the backup, then replay the archive up to this second (RFC 3339 UTC)
+    point_in_time: str | None = None
 
 
 def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestoreSpec | None, list[FieldError]]:
@@ -117,6 +123,7 @@ def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestore
     if len(set(seen.values())) != len(seen):
         errors.append(FieldError(f"{path}.target.databases", "two databases are mapped to the same name"))
     replace = spec.boolean("replace")
+    point_in_time = _point_in_time(spec)
     external = _external(target, credentials, path) if target else None
     if backup is None or errors:
         return None, errors
@@ -131,9 +138,27 @@ def parse_restore_spec(raw: object, path: str = "spec") -> tuple[DatabaseRestore
             databases=tuple(mapping),
             replace=bool(replace),
             no_owner=bool(spec.boolean("noOwner")),
+            point_in_time=point_in_time,
         ),
         errors,
     )
+
+
+def _point_in_time(spec: Reader) -> str | None:
+    """`spec.pointInTime`, as RFC 3339 UTC to the second (binlog events carry whole seconds)."""
+    text = spec.string("pointInTime")
+    if text is None:
+        return None
+    moment = parse_time(text) if _RFC3339.fullmatch(text) else None
+    if moment is None:
+        spec.errors.append(
+            FieldError(f"{spec.path}.pointInTime", f"{show(text)} is not an RFC 3339 time such as 2026-12-07T10:00:00Z")
+        )
+        return None
+    return rfc3339(moment)
+
+
+_RFC3339: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE)
 
 
 def _external(target: Reader, credentials: CredentialsSecret | None, path: str) -> ExternalTarget | None:
@@ -169,6 +194,20 @@ def source_location(source: Mapping[str, Any], s3: S3Storage | None = None) -> s
         return f"s3://{s3.bucket}/{s3.prefix}" if s3 is not None and s3.prefix else None
     path = spec.get("backupPath")
     return str(path).rstrip("/") if isinstance(path, str) and path else None
+
+
+def backup_before(source: Mapping[str, Any], point_in_time: str) -> str | None:
+    """The source's newest kept backup taken at or before `point_in_time` (status.backups), which a point-in-time
+    restore loads before it replays the archive from that backup's binlog position."""
+    moment = parse_time(point_in_time)
+    if moment is None:
+        return None
+    for entry in (source.get("status") or {}).get("backups") or []:  # the newest first
+        file = entry.get("file") if isinstance(entry, Mapping) else None
+        taken = parse_time(backup_time(file)) if isinstance(file, str) else None
+        if taken is not None and taken <= moment:
+            return str(file)
+    return None
 
 
 def newest_backup(source: Mapping[str, Any]) -> str | None:

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from common.backups.model import parse_spec
+from common.backups.model import backup_time, parse_spec
 from common.constants import BACKUP_ROOT
 from common.fields import FieldError
-from common.restores.model import DatabaseRestoreSpec, newest_backup, source_location, targets
+from common.restores.model import DatabaseRestoreSpec, backup_before, newest_backup, source_location, targets
+from common.schedule import parse_time
 from common.values import Engine, S3Storage
 
 __all__ = ["judge"]
@@ -36,7 +37,13 @@ def judge(
         ]
     errors: list[FieldError] = []
     source_spec, _ = parse_spec(source.get("spec"))
-    file = spec.file or newest_backup(source)
+    if spec.point_in_time is not None:
+        file = spec.file or backup_before(source, spec.point_in_time)
+        errors += _point_in_time(spec, source, file)
+        if errors:
+            return errors
+    else:
+        file = spec.file or newest_backup(source)
     if file is None:
         errors.append(
             FieldError(
@@ -101,6 +108,49 @@ def judge(
                 )
             )
     return errors
+
+
+def _point_in_time(spec: DatabaseRestoreSpec, source: Mapping[str, Any], file: str | None) -> list[FieldError]:
+    """A point in time must lie in what the source's archive reaches, and the backup replayed from must precede it
+    and be covered by the archive (status.continuous, which the archiver keeps)."""
+    assert spec.point_in_time is not None
+    name, moment = spec.database_backup, spec.point_in_time
+    if not isinstance((source.get("spec") or {}).get("continuous"), Mapping):
+        return [
+            FieldError(
+                "spec.pointInTime",
+                f"DatabaseBackup {name!r} has no spec.continuous, so only its backups' own times can be restored: "
+                "leave pointInTime out, or turn continuous archiving on (it reaches back to its first backup after)",
+            )
+        ]
+    continuous = (source.get("status") or {}).get("continuous") or {}
+    first, last = continuous.get("recoverableFrom"), continuous.get("recoverableUntil")
+    if not isinstance(first, str) or not isinstance(last, str):
+        return [
+            FieldError(
+                "spec.pointInTime",
+                f"DatabaseBackup {name!r} can restore to no point in time yet (status.continuous has no "
+                "recoverableFrom and recoverableUntil): its archive needs a backup taken after archiving began",
+            )
+        ]
+    at, start, end = parse_time(moment), parse_time(first), parse_time(last)
+    if at is None or start is None or end is None or not start <= at <= end:
+        return [
+            FieldError(
+                "spec.pointInTime",
+                f"{moment!r} is outside what DatabaseBackup {name!r} can restore to: from {first} to {last}",
+            )
+        ]
+    taken = parse_time(backup_time(file)) if file is not None else None
+    if file is not None and (taken is None or not start <= taken <= at):
+        return [
+            FieldError(
+                "spec.source.file",
+                f"{file!r} was not taken between {first} and {moment}, so the archive cannot replay from it to "
+                "spec.pointInTime: leave spec.source.file out to use the newest backup that can",
+            )
+        ]
+    return []
 
 
 def _inside(file: str, location: str) -> bool:
