@@ -113,6 +113,8 @@ def archive_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[s
         f"--name={name}",
         f"--max-lag={spec.continuous.max_lag_seconds}",
         f"--status-port={ARCHIVER_PORT}",
+        # Why it stopped (ArchiveGap, BinaryLoggingOff, ...) outlives the process as the Pod's last termination message.
+        f"--termination-log={TERMINATION_LOG}",
     ]
     if connection.username is not None:
         arguments.append(f"--user={connection.username}")

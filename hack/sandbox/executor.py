@@ -5,8 +5,11 @@ run; then it plays kubelet and Job controller: it runs `dbb-backup` as a subproc
 environment (Secrets resolved, `/backups` mapped to a local folder), and writes the outcome onto the Job (the
 runner's result as an annotation, Complete or Failed in its status). The reconciler then reads it exactly as it
 reads a real Job. This executor reads Secrets, as a kubelet does; the cluster executor never does, which is why it
-lives here and not in the operator. No cluster DNS resolves the database's Service name here: host aliases
-(`hack.sandbox.aliases`) stand in for it, in the subprocess's argv only; the Job keeps the in-cluster name.
+lives here and not in the operator. An archiver's Deployment is created as in a cluster, and its Pod played the
+same way: `dbb-backup archive` runs as a subprocess, restarted when it exits (restartPolicy Always), with its status
+port moved to a free loopback port, which `archiver_status` asks. No cluster DNS resolves the database's Service
+name here: host aliases (`hack.sandbox.aliases`) stand in for it, in the subprocess's argv only; the Job keeps the
+in-cluster name.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import json
 import os
 import re
+import socket
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -55,6 +59,7 @@ class LocalExecutor(JobExecutor):
         self._runner = runner or str(Path(sys.executable).parent / "dbb-backup")
         self._aliases = dict(host_aliases or {})
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._archivers: dict[tuple[str, str], tuple[asyncio.Task[None], int]] = {}  # Deployment -> (run, port)
 
     async def start(self, job: dict[str, Any]) -> dict[str, Any]:
         created = await super().start(job)
@@ -81,10 +86,58 @@ class LocalExecutor(JobExecutor):
                 raise
 
     async def close(self) -> None:
-        tasks = list(self._running.values())
+        tasks = list(self._running.values()) + [task for task, _ in self._archivers.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await super().close()
+
+    async def apply_archiver(self, deployment: dict[str, Any], exists: bool) -> None:
+        await super().apply_archiver(deployment, exists)
+        key = (deployment["metadata"]["namespace"], deployment["metadata"]["name"])
+        await self._stop_archiver(key)  # Recreate: the old one is gone before the new one starts
+        port = _free_port()
+        task = asyncio.create_task(self._archive(deployment, port), name=f"local:{key[1]}")
+        self._archivers[key] = (task, port)
+
+    async def remove_archiver(self, namespace: str, name: str) -> None:
+        await self._stop_archiver((namespace, name))
+        await super().remove_archiver(namespace, name)
+
+    async def archiver_status(self, namespace: str, name: str, pod: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        found = self._archivers.get((namespace, name))
+        return None if found is None else await self.status_from(f"http://127.0.0.1:{found[1]}/status")
+
+    async def _stop_archiver(self, key: tuple[str, str]) -> None:
+        found = self._archivers.pop(key, None)
+        if found is not None:
+            found[0].cancel()
+            await asyncio.gather(found[0], return_exceptions=True)
+
+    async def _archive(self, deployment: dict[str, Any], port: int) -> None:
+        """The archiver's Pod: its command run again whenever it ends, after a back-off (as the kubelet's)."""
+        name = deployment["metadata"]["name"]
+        pause = 1.0
+        while True:
+            with tempfile.TemporaryDirectory(prefix="dbb-archiver-") as scratch:
+                argv, env = await self._command(deployment, Path(scratch))
+                argv = [f"--status-port={port}" if a.startswith("--status-port=") else a for a in argv]
+                process = await asyncio.create_subprocess_exec(
+                    *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
+                )
+                try:
+                    code = await process.wait()
+                except asyncio.CancelledError:
+                    process.terminate()
+                    try:
+                        await asyncio.wait_for(process.wait(), timeout=TERMINATION_GRACE_SECONDS)
+                    except TimeoutError:
+                        process.kill()
+                        await process.wait()
+                    raise
+            log.info("local archiver ended", deployment=name, exit_code=code, restart_in=pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 10.0)
 
     async def _run(self, job: dict[str, Any]) -> None:
         name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
@@ -248,6 +301,12 @@ class LocalExecutor(JobExecutor):
 
 class _Unsupported(Exception):
     pass
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _localize(value: str, mounts: Mapping[str, Path]) -> str:
