@@ -115,3 +115,32 @@ def test_every_restore_job_parses_as_the_runner_reads_it() -> None:
         assert parsed.command == "restore"
         assert parsed.file == restore_source()["status"]["lastBackup"]["file"]
         assert parsed.owner == "shop/nightly"
+
+
+ARCHIVING: dict[str, dict[str, Any]] = {
+    "to the volume": {},
+    "a user name, a port, TLS verified": {
+        "connection": {"username": "backup", "port": 3307, "tls": {**TLS, "requireScram": False}}
+    },
+    "to a store": {"storage": {"s3": {"store": "shared"}}},
+}
+
+
+@pytest.mark.parametrize("spec", ARCHIVING.values(), ids=ARCHIVING.keys())
+def test_every_archiver_parses_as_the_runner_reads_it(spec: dict[str, Any]) -> None:
+    mariadb = statefulset(namespace=NS, image="mariadb:11.8", ports=[{"name": "mysql", "containerPort": 3306}])
+    facts = namespace_facts(NS, (mariadb,), stores={"shared": STORE})
+    obj = backup(continuous={"maxLagSeconds": 20}, **spec)
+    plan = decide_at(obj, just_after_ten(), statefulset=mariadb, facts=facts)
+    assert plan.archiver is not None, plan.status
+    parsed = parser().parse_args(runner_argv(plan.archiver))
+    assert parsed.command == "archive"
+    assert (parsed.engine, parsed.name, parsed.max_lag, parsed.status_port) == ("mysql", "nightly", 20.0, 8080)
+    assert parsed.host == f"example-db.{NS}.svc"
+    if "storage" in spec:
+        assert parsed.output_url == f"s3://backups/{NS}/example-db"
+        assert (parsed.s3_path_style, parsed.s3_sse) == (True, "aws:kms")
+    else:
+        assert str(parsed.output_dir) == "/backups/example-db"
+    if "connection" in spec:
+        assert (parsed.user, parsed.port, parsed.tls_mode) == ("backup", 3307, "verify-full")
