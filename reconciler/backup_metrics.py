@@ -48,6 +48,10 @@ FAMILIES: Final = (
     ("dbb_restore_drill_last_duration_seconds", "How long the last restore drill took to restore and check a backup"),
     ("dbb_restore_drill_last_timestamp_seconds", "When the last restore drill finished"),
     ("dbb_restore_drill_last_passed", "1 if the last restore drill passed, 0 if it failed"),
+    ("dbb_continuous_ready", "With spec.continuous: 1 while its archiver runs and answers, else 0"),
+    ("dbb_continuous_lag_seconds", "With spec.continuous: how far the archive was behind the server, last reported"),
+    ("dbb_continuous_max_lag_seconds", "With spec.continuous: its maxLagSeconds, the lag it promises to stay under"),
+    ("dbb_continuous_recoverable_until_timestamp_seconds", "With spec.continuous: the newest second archived"),
 )
 PROTECTED: Final = "dbb_database_protected"
 PROTECTED_HELP: Final = "1 if a DatabaseBackup that is not suspended backs up this database StatefulSet, else 0"
@@ -203,6 +207,11 @@ class BackupMetrics:
             restore = restored.get((str(metadata.get("namespace")), str(metadata.get("name"))))
             if restore is not None and (drilled is None or restore[0] > drilled):
                 (drilled, drill_seconds), drill_passed = restore, True
+            archiving = isinstance(spec.get("continuous"), Mapping)
+            continuous = status.get("continuous") if archiving else None
+            continuous = continuous if isinstance(continuous, Mapping) else {}
+            lag = continuous.get("lagSeconds")
+            max_lag = (spec.get("continuous") or {}).get("maxLagSeconds") if archiving else None
             overdue: float | None = 0.0
             if not suspended:
                 since = str(status.get("lastBackupTime") or metadata.get("creationTimestamp") or "")
@@ -229,6 +238,10 @@ class BackupMetrics:
                 float(drill_seconds) if drilled is not None and drill_seconds is not None else None,
                 drilled,
                 (1.0 if drill_passed else 0.0) if drilled is not None else None,
+                (1.0 if continuous.get("ready") is True else 0.0) if archiving else None,
+                float(lag) if isinstance(lag, int | float) and not isinstance(lag, bool) else None,
+                float(max_lag if isinstance(max_lag, int) else 60) if archiving else None,
+                _timestamp(continuous.get("recoverableUntil")),
             )
             rows.append((labels, info, values))
         self._due = seen  # what a deleted or changed object needed goes with it

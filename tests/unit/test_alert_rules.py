@@ -78,7 +78,7 @@ def alert(severity: str, summary: str, runbook: str, **labels: str) -> dict[str,
 def test_the_rules_are_valid_and_the_prometheusrule_holds_the_same_groups() -> None:
     checked = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 8 rules found" in checked.stdout
+    assert "SUCCESS: 10 rules found" in checked.stdout
     wrapped = yaml.safe_load(OPERATOR.read_text())
     assert wrapped["kind"] == "PrometheusRule"
     assert wrapped["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
@@ -88,7 +88,7 @@ def test_each_alert_names_a_runbook_section_that_exists() -> None:
     runbooks = (RULES.parents[2] / "docs" / "runbooks.md").read_text()
     sections = {line.removeprefix("## ").strip().lower() for line in runbooks.splitlines() if line.startswith("## ")}
     rules = [r for group in yaml.safe_load(RULES.read_text())["groups"] for r in group["rules"]]
-    assert len(rules) == 8
+    assert len(rules) == 10
     for rule in rules:
         assert rule["annotations"]["runbook"] == f"docs/runbooks.md#{rule['alert'].lower()}"
         assert rule["alert"].lower() in sections, rule["alert"]
@@ -407,6 +407,54 @@ def test_a_database_without_a_running_backup_fires_after_an_hour_and_resolves_wi
                         ],
                     },
                     {"eval_time": "3h20m", "alertname": "DatabaseUnprotected"},  # its DatabaseBackup came
+                ],
+            }
+        ],
+        tmp_path,
+    )
+
+
+def test_an_archive_behind_its_promise_and_an_archiver_that_stopped_fire(tmp_path: Path) -> None:
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def objects(now: datetime) -> list[dict[str, Any]]:
+        hours = (now - start) / timedelta(hours=1)
+        continuous: dict[str, Any] = {"archiver": "orders-archiver", "ready": True, "lagSeconds": 4.0}
+        if 1 <= hours < 2:
+            continuous["lagSeconds"] = 95.0  # maxLagSeconds 60: behind its promise
+        elif hours >= 3:
+            continuous = {"archiver": "orders-archiver", "ready": False, "reason": "ArchiveGap"}
+        obj = backup("orders", "0 2 * * *", lastBackupTime="2026-12-01T00:00:00Z", continuous=continuous)
+        obj["spec"] |= {"engine": "MySQL", "continuous": {"maxLagSeconds": 60}}
+        return [obj]
+
+    lagging = alert(
+        "critical",
+        "The binlog archive of shop/orders is 1m 35s behind its server",
+        "archivelagging",
+        namespace="shop",
+        name="orders",
+    )
+    down = alert(
+        "critical",
+        "The binlog archiver of shop/orders has not run for 10 minutes",
+        "archiverdown",
+        namespace="shop",
+        name="orders",
+    )
+    run(
+        [
+            {
+                # One scrape a minute (the scenario's 10-minute steps, one a minute): `for` needs fresh samples.
+                "interval": "1m",
+                "input_series": series(objects, start, 5),
+                "alert_rule_test": [
+                    {"eval_time": "5m", "alertname": "ArchiveLagging"},
+                    {"eval_time": "9m", "alertname": "ArchiveLagging"},  # pending: not yet five minutes
+                    {"eval_time": "11m", "alertname": "ArchiveLagging", "exp_alerts": [lagging]},
+                    {"eval_time": "14m", "alertname": "ArchiveLagging"},
+                    {"eval_time": "20m", "alertname": "ArchiverDown"},
+                    {"eval_time": "30m", "alertname": "ArchiverDown", "exp_alerts": [down]},
                 ],
             }
         ],
