@@ -1,10 +1,10 @@
-"""`dbb-backup archive`: continuous archiving of a MySQL/MariaDB server's binlogs into a folder, for point-in-time
-restores (`pitr`).
+"""`dbb-backup archive`: continuous archiving of a MySQL/MariaDB server's binlogs into a folder or a bucket, for
+point-in-time restores (`pitr`).
 
 The server's binlogs are streamed over the replication protocol by the server's own tool, as a replica that never
 stops (`mariadb-binlog --read-from-remote-server --raw --stop-never`, see `engines.mysql_binlog_stream_argv`), into
-a spool folder of this run; the tool writes each event as it arrives. Each binlog is published into
-`<output-dir>/<name>-binlog/`:
+a local spool folder of this run; the tool writes each event as it arrives. Each binlog is published into
+`<output-dir>/<name>-binlog/`, or under `s3://bucket/<prefix>/<name>-binlog/` (`archivestore`, the same names):
 
     mysql-bin.000003.zst            a closed binlog, zstd-compressed, byte for byte as the server wrote it
     mysql-bin.000003.json           its index entry: {"file", "object", "closed": true, "firstEvent", "lastEvent",
@@ -14,8 +14,9 @@ a spool folder of this run; the tool writes each event as it arrives. Each binlo
 
 A binlog is closed once the tool has moved on to the next one (the server rotated it); the open one is published
 again, whole, at least every `max_lag / 2` seconds while it grows, so the archive is never more than `max_lag`
-behind the server. Every file goes through a temporary name, fsync and a rename (`stream.OutputFile`), the data
-before its entry: an entry always describes a complete file. When a binlog closes, its `.partial` files go.
+behind the server. Every file is replaced whole (a folder's through a temporary name, fsync and a rename; an
+object by a completed upload), the data before its entry: an entry always describes a complete file. When a binlog
+closes, its `.partial` files go.
 
 Resuming, with no gap and no duplicate: an archived binlog is the server's file of the same name, so the archive
 holds each event once by construction. A run starts at the binlog after the newest one the archive has closed (the
@@ -24,39 +25,34 @@ first run: at the oldest the server has), and streams it whole from its start: t
 that binlog is gone from the server (purged before it was read), the archive has a gap it cannot close:
 `ArchiveGap`, naming the missing binlog; a new backup must be taken before point-in-time restores reach past it.
 
-One archiver per folder: it holds a lock on `<name>-binlog/.lock`, and starts by removing what a killed run left
-(temporary files, its spool). The tool dies with the runner, even by SIGKILL (`Tool(die_with_parent=True)`).
-SIGTERM or SIGINT stop it: it waits (at most CATCH_UP seconds) until the tool has received all the server had
-written at that moment, publishes the file it is on (closed if the server closed it, else as `.partial`), and ends
-with `{"status": "Stopped"}`.
+One archiver per archive: in a folder it holds a lock on `<name>-binlog/.lock`; a bucket has none, and the operator
+runs one archiver per DatabaseBackup (see `archivestore`). A run starts by removing what a killed run left
+(temporary files or incomplete uploads, its spool). The tool dies with the runner, even by SIGKILL
+(`Tool(die_with_parent=True)`). SIGTERM or SIGINT stop it: it waits (at most CATCH_UP seconds) until the tool has
+received all the server had written at that moment, publishes the file it is on (closed if the server closed it,
+else as `.partial`), and ends with `{"status": "Stopped"}`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
-import shutil
 import struct
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import structlog
 
 from runner import engines
 from runner.archivestatus import ArchiveStatus
+from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, Entry, archive_name, binlog_key, read_index
 from runner.compression import Compression, compressor
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.process import Tool, run_capture
-from runner.stream import OutputFile, publish_over, storage_error
 
 __all__ = [
     "ArchiveOptions",
@@ -78,9 +74,7 @@ _HEADER: Final = struct.Struct("<IBIII")  # timestamp, type, server id, event si
 HEADER_SIZE: Final = 19
 STOP_EVENT: Final = 3
 ROTATE_EVENT: Final = 4
-PARTIAL: Final = ".partial"
 ZSTD: Final = ".zst"
-ENTRY: Final = ".json"
 READ_SIZE: Final = 1 << 20
 CATCH_UP: Final = 10.0  # seconds a stop waits for the events the server had written
 # The tool could not start at a binlog the server no longer has.
@@ -90,19 +84,12 @@ _PURGED: Final = "Could not find first log file name in binary log index file"
 @dataclass(frozen=True)
 class ArchiveOptions:
     connection: Connection
-    output_dir: Path
-    name: str
+    store: ArchiveStore  # archive_folder's, or an S3Archive at `<prefix>/<name>-binlog`
     max_lag: float = 60.0
 
 
 def archive_folder(output_dir: Path, name: str) -> Path:
-    return output_dir / f"{name}-binlog"
-
-
-def binlog_key(name: str) -> tuple[str, int]:
-    """Binlogs in the server's order: `mysql-bin.000010` after `mysql-bin.000009`."""
-    base, _, number = name.rpartition(".")
-    return (base, int(number)) if number.isdigit() else (name, -1)
+    return output_dir / archive_name(name)
 
 
 def successor(name: str) -> str:
@@ -150,69 +137,7 @@ def scan(path: Path, since: Scan | None = None) -> Scan:
     return Scan(size, first, last, closed)
 
 
-# --- the index ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Entry:
-    file: str  # the server's binlog name
-    object: str  # the archived file beside the entry
-    closed: bool
-    first_event: str | None  # RFC 3339, UTC, whole seconds (the binlog's own resolution)
-    last_event: str | None
-    binlog_size: int  # bytes of the binlog it holds
-    size: int  # of the object as stored
-    sha256: str
-
-    def to_json(self) -> str:
-        data = {
-            "file": self.file,
-            "object": self.object,
-            "closed": self.closed,
-            "firstEvent": self.first_event,
-            "lastEvent": self.last_event,
-            "binlogSize": self.binlog_size,
-            "size": self.size,
-            "sha256": self.sha256,
-        }
-        return json.dumps(data, indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> Entry:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        try:
-            return cls(
-                str(data["file"]),
-                str(data["object"]),
-                data["closed"] is True,
-                data.get("firstEvent"),
-                data.get("lastEvent"),
-                int(data["binlogSize"]),
-                int(data["size"]),
-                str(data["sha256"]),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"not an archive entry: {error}") from None
-
-
-def read_index(folder: Path) -> dict[str, Entry]:
-    """{binlog: its entry}, in the server's order; a closed binlog's entry, else its partial one. Unreadable entries
-    (none are written so) are left out."""
-    entries: dict[str, Entry] = {}
-    if not folder.is_dir():
-        return entries
-    for path in folder.glob(f"*{ENTRY}"):
-        if path.name.startswith("."):
-            continue
-        try:
-            entry = Entry.from_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if entry.file not in entries or entry.closed:
-            entries[entry.file] = entry
-    return dict(sorted(entries.items(), key=lambda item: binlog_key(item[0])))
+# --- the index (archivestore) -------------------------------------------------------------------------------
 
 
 def start_binlog(on_server: list[str], archived: dict[str, Entry]) -> str:
@@ -272,11 +197,9 @@ def server_binlogs(connection: Connection, scrub: Scrubber) -> list[str]:
 
 
 class _Archiver:
-    def __init__(
-        self, options: ArchiveOptions, folder: Path, spool: Path, index: dict[str, Entry], status: ArchiveStatus
-    ) -> None:
+    def __init__(self, options: ArchiveOptions, spool: Path, index: dict[str, Entry], status: ArchiveStatus) -> None:
         self.options = options
-        self.folder = folder
+        self.store = options.store
         self.spool = spool
         self.index = index
         self.status = status
@@ -341,26 +264,23 @@ class _Archiver:
 
     def publish(self, name: str, found: Scan, *, closed: bool) -> None:
         stem = name if closed else name + PARTIAL
-        with OutputFile(self.folder, stem + ZSTD) as out, (self.spool / name).open("rb") as source:
+        with self.store.writing(stem + ZSTD) as out, (self.spool / name).open("rb") as source:
             stage = compressor(Compression.ZSTD, out)
             left = found.size
             while left and (data := source.read(min(READ_SIZE, left))):
                 stage.write(data)
                 left -= len(data)
             stage.close()
-            publish_over(out)
         entry = Entry(
             name, stem + ZSTD, closed, _utc(found.first), _utc(found.last), found.size, out.size, out.sha256.hexdigest()
         )
-        with OutputFile(self.folder, stem + ENTRY) as index:
-            index.write(entry.to_json().encode())
-            publish_over(index)
+        self.store.put(stem + ENTRY, entry.to_json().encode())
         self.index[name] = entry
         self.index = dict(sorted(self.index.items(), key=lambda item: binlog_key(item[0])))
         if closed:
-            for leftover in (name + PARTIAL + ZSTD, name + PARTIAL + ENTRY):
-                with contextlib.suppress(FileNotFoundError):
-                    (self.folder / leftover).unlink()
+            # The entry first: a reader that finds the partial entry gone reads the closed one.
+            for leftover in (name + PARTIAL + ENTRY, name + PARTIAL + ZSTD):
+                self.store.remove(leftover)
             self.closed.append(name)
         log.info(
             "binlog archived",
@@ -374,65 +294,35 @@ class _Archiver:
         )
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[IO[bytes]]:
-    try:
-        folder.mkdir(mode=0o750, parents=True, exist_ok=True)
-        lock = (folder / ".lock").open("ab")
-    except OSError as error:
-        raise storage_error(error, folder) from None
-    with lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunnerError(Reason.STORAGE_ERROR, f"another archiver is writing {folder}") from None
-        yield lock
-
-
-def _remove_leftovers(folder: Path) -> None:
-    """What a killed run left: its temporary files and its spool (no other run writes here: we hold the lock)."""
-    for path in folder.iterdir():
-        if path.name.startswith(".spool-") and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.name.startswith(".") and path.name.endswith(PARTIAL):
-            path.unlink(missing_ok=True)
-            log.info("removed the temporary file of an interrupted archiver", file=path.name)
-
-
 def archive(
     options: ArchiveOptions, scrub: Scrubber, stop: threading.Event, status: ArchiveStatus | None = None
 ) -> dict[str, Any]:
     """Archives until `stop` is set (or a fatal error), reporting into `status` (archivestatus) as it goes."""
-    folder = archive_folder(options.output_dir, options.name)
+    store = options.store
     poll = min(0.5, options.max_lag / 4)
-    with _locked(folder):
-        _remove_leftovers(folder)
-        index = read_index(folder)
-        spool = Path(tempfile.mkdtemp(prefix=".spool-", dir=folder))
-        try:
-            work = _Archiver(options, folder, spool, index, status if status is not None else ArchiveStatus())
-            first = start_binlog(server_binlogs(options.connection, scrub), index)
-            log.info("archiving started", folder=str(folder), first=first, maxLag=options.max_lag)
-            argv = engines.mysql_binlog_stream_argv(options.connection, first, f"{spool}/")
-            env = engines.child_env(Engine.MYSQL, options.connection)
-            with Tool(argv, env, scrub, stdout=None, die_with_parent=True) as tool:
-                while not stop.is_set() and tool.process.poll() is None:
-                    work.publish_ready(final=False, scrub=scrub)
-                    stop.wait(poll)
-                stopped = stop.is_set()
-                if stopped:
-                    _catch_up(options.connection, spool, scrub, tool)
-                tool.kill()
-                tool.process.wait()
-                work.publish_ready(final=True)
-                if not stopped:
-                    _tool_failed(tool, first)
-        finally:
-            shutil.rmtree(spool, ignore_errors=True)
+    with store.claim() as spool:
+        index = store.index()
+        work = _Archiver(options, spool, index, status if status is not None else ArchiveStatus())
+        first = start_binlog(server_binlogs(options.connection, scrub), index)
+        log.info("archiving started", archive=store.where, first=first, maxLag=options.max_lag)
+        argv = engines.mysql_binlog_stream_argv(options.connection, first, f"{spool}/")
+        env = engines.child_env(Engine.MYSQL, options.connection)
+        with Tool(argv, env, scrub, stdout=None, die_with_parent=True) as tool:
+            while not stop.is_set() and tool.process.poll() is None:
+                work.publish_ready(final=False, scrub=scrub)
+                stop.wait(poll)
+            stopped = stop.is_set()
+            if stopped:
+                _catch_up(options.connection, spool, scrub, tool)
+            tool.kill()
+            tool.process.wait()
+            work.publish_ready(final=True)
+            if not stopped:
+                _tool_failed(tool, first)
     newest = next(reversed(work.index.values()), None)
     return {
         "status": "Stopped",
-        "archive": str(folder),
+        "archive": store.where,
         "closed": work.closed,
         "newest": newest.file if newest else None,
         "lastEvent": newest.last_event if newest else None,

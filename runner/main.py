@@ -32,6 +32,7 @@ import structlog
 from runner import admin, pitr, progress
 from runner.archive import ArchiveOptions, archive
 from runner.archivestatus import ArchiveStatus, serving
+from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
@@ -191,9 +192,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAMESPACE/NAME",
         help="the DatabaseBackup this run belongs to, recorded in the manifest (with --owner-uid)",
     )
-    run.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
-    run.add_argument("--s3-sse", choices=["AES256", "aws:kms"], help="s3: server-side encryption of the objects")
-    run.add_argument("--s3-sse-kms-key-id", help="s3: the KMS key for --s3-sse aws:kms")
+    _s3_write_flags(run)
     run.add_argument(
         "--stale-upload-age",
         type=float,
@@ -284,7 +283,9 @@ def parser() -> argparse.ArgumentParser:
         help="mysql: then replay the archived binlog up to this time (2026-12-07T10:00:00Z); see `archive`",
     )
     restore.add_argument(
-        "--binlog-archive", type=Path, help="with --point-in-time: the archive (default <folder>/<prefix>-binlog)"
+        "--binlog-archive",
+        metavar="DIR | s3://BUCKET/PREFIX",
+        help="with --point-in-time: the archive (default: <the backup's folder or prefix>/<its name prefix>-binlog)",
     )
 
     listing = commands.add_parser("list", help="the backups in a folder or under an s3:// prefix")
@@ -299,7 +300,14 @@ def parser() -> argparse.ArgumentParser:
     )
     archive.add_argument("--engine", required=True, choices=[Engine.MYSQL.value], help="mysql (MariaDB) only, for now")
     _connection_flags(archive, required=True)
-    archive.add_argument("--output-dir", type=Path, required=True, help="into <output-dir>/<name>-binlog")
+    into = archive.add_mutually_exclusive_group(required=True)
+    into.add_argument("--output-dir", type=Path, help="into <output-dir>/<name>-binlog")
+    into.add_argument(
+        "--output-url",
+        metavar="s3://BUCKET/PREFIX",
+        help="into s3://BUCKET/PREFIX/<name>-binlog; credentials and endpoint from the AWS_* variables",
+    )
+    _s3_write_flags(archive)
     archive.add_argument("--name", required=True, help="the backups' file name prefix (as `run --name`)")
     archive.add_argument(
         "--max-lag", type=_seconds, default=60.0, help="publish the open binlog at least this often (default 60)"
@@ -317,6 +325,13 @@ def parser() -> argparse.ArgumentParser:
     _key_flags(decrypt)
     decrypt.add_argument("-o", "--output", type=Path, required=True, help="the decrypted (still compressed) file")
     return parser
+
+
+def _s3_write_flags(command: argparse.ArgumentParser) -> None:
+    """How objects are written into a bucket (`S3Settings`), for the commands that write them."""
+    command.add_argument("--s3-path-style", action="store_true", help="s3: path-style URLs (most non-AWS stores)")
+    command.add_argument("--s3-sse", choices=["AES256", "aws:kms"], help="s3: server-side encryption of the objects")
+    command.add_argument("--s3-sse-kms-key-id", help="s3: the KMS key for --s3-sse aws:kms")
 
 
 def _key_flags(command: argparse.ArgumentParser) -> None:
@@ -593,7 +608,7 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         without_manifest=args.without_manifest,
         owner=owner,
     )
-    point = _point_in_time(args, source, engine)
+    point = _point_in_time(args, source, manifest, engine)
     created = point is not None and not admin.database_exists(engine, options.connection, point[2], scrub)
     clock = time.monotonic()
     restored = restore_backup(source, _keys(args), options, scrub, deadline, stored_manifest=manifest)
@@ -618,22 +633,35 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
 
 
 def _point_in_time(
-    args: argparse.Namespace, source: Path | S3Object, engine: Engine
-) -> tuple[pitr.Replay, Path, str] | None:
+    args: argparse.Namespace, source: Path | S3Object, stored: Manifest | None, engine: Engine
+) -> tuple[pitr.Replay, ArchiveStore, str] | None:
     """`--point-in-time`: the replay's plan, its archive and the target database, decided before anything is
-    touched (see pitr.py); None without it."""
+    touched (see pitr.py); None without it. `stored`: an object's manifest, as read beside it."""
     if args.point_in_time is None:
         if args.binlog_archive is not None:
             raise RunnerError(Reason.INVALID_ARGUMENTS, "--binlog-archive goes with --point-in-time")
         return None
     point = pitr.parse_instant(args.point_in_time)
-    if engine is not Engine.MYSQL or not isinstance(source, Path):
-        raise RunnerError(Reason.INVALID_ARGUMENTS, "--point-in-time: MySQL/MariaDB backups in a folder only, for now")
-    manifest = read_manifest(source)
-    plan, folder = pitr.prepare(manifest, source, args.binlog_archive, point)
+    if engine is not Engine.MYSQL:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--point-in-time: MySQL/MariaDB backups only, for now")
+    manifest = read_manifest(source) if isinstance(source, Path) else stored
+    if manifest is None:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--point-in-time needs the manifest {args.file}{MANIFEST_SUFFIX}")
+    plan, store = pitr.prepare(manifest, source, _binlog_archive(args, source), point)
     plain, pairs = parse_targets(tuple(args.database))
     database = manifest.databases[0]
-    return plan, folder, plain or pairs.get(database, database)
+    return plan, store, plain or pairs.get(database, database)
+
+
+def _binlog_archive(args: argparse.Namespace, source: Path | S3Object) -> ArchiveStore | None:
+    """--binlog-archive: a folder, or s3://BUCKET/PREFIX (the archive's own prefix, `…/<name>-binlog`)."""
+    where: str | None = args.binlog_archive
+    if where is None:
+        return None
+    if not where.startswith("s3://"):
+        return FolderArchive(Path(where))
+    client = source.client if isinstance(source, S3Object) else s3_client(S3Settings(path_style=args.s3_path_style))
+    return S3Archive(client, S3Location.parse(where))
 
 
 def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
@@ -674,8 +702,7 @@ def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict
 def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if problem := validate_prefix(args.name):
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {args.name!r} {problem}")
-    _ensure_folder(args.output_dir)
-    options = ArchiveOptions(_connection(args, Engine.MYSQL, scrub), args.output_dir, args.name, args.max_lag)
+    options = ArchiveOptions(_connection(args, Engine.MYSQL, scrub), _archive_store(args), args.max_lag)
     # SIGTERM and SIGINT end the archiving, not the run: the binlog it is on is published first (see archive.py).
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -687,6 +714,17 @@ def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         except RunnerError as error:  # served (healthz 503) until the process exits with it, moments later
             status.failed(error.reason, one_line(scrub(error.message)))
             raise
+
+
+def _archive_store(args: argparse.Namespace) -> ArchiveStore:
+    """`archive`'s --output-dir or --output-url, as the archive's own folder or prefix: `<name>-binlog` in it."""
+    if args.output_url is None:
+        _ensure_folder(args.output_dir)
+        return FolderArchive(args.output_dir / archive_name(args.name))
+    location = S3Location.parse(args.output_url)
+    settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)
+    inside = S3Location(location.bucket, location.key(archive_name(args.name)))
+    return S3Archive(s3_client(settings), inside, settings.object_arguments())
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]]] = {

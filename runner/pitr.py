@@ -26,18 +26,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 import structlog
 import zstandard
 
 from runner import admin, engines
-from runner.archive import Entry, archive_folder, binlog_key, read_index, successor
+from runner.archive import successor
+from runner.archivestore import ArchiveStore, Entry, FolderArchive, S3Archive, archive_name, binlog_key
 from runner.binlog import Coordinates
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.manifest import Manifest
+from runner.objectstore import S3Location
 from runner.process import Deadline, Tool
+from runner.s3backup import S3Object
 
 __all__ = ["Replay", "apply", "default_archive", "parse_instant", "plan_replay", "prepare", "replay"]
 
@@ -68,10 +71,15 @@ def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def default_archive(backup: Path, manifest: Manifest) -> Path:
-    """`<the backup's folder>/<its name prefix>-binlog`, where `dbb-backup archive --name` writes."""
+def default_archive(backup: Path | S3Object, manifest: Manifest) -> ArchiveStore:
+    """The archive `dbb-backup archive --name <the backup's name prefix>` writes beside the backup: the folder
+    `<the backup's folder>/<prefix>-binlog`, or the prefix `<the backup's prefix>/<prefix>-binlog` in its bucket."""
     found = _PREFIX.match(manifest.file)
-    return archive_folder(backup.parent, found.group("prefix") if found else manifest.file)
+    name = archive_name(found.group("prefix") if found else manifest.file)
+    if isinstance(backup, Path):
+        return FolderArchive(backup.parent / name)
+    parent = backup.key.rpartition("/")[0]
+    return S3Archive(backup.client, S3Location(backup.bucket, f"{parent}/{name}" if parent else name))
 
 
 @dataclass(frozen=True)
@@ -127,7 +135,7 @@ def plan_replay(manifest: Manifest, index: Mapping[str, Entry], point: datetime)
 
 def replay(
     plan: Replay,
-    folder: Path,
+    store: ArchiveStore,
     connection: Connection,
     source: str,
     target: str,
@@ -136,7 +144,7 @@ def replay(
 ) -> None:
     """Applies the planned binlog events of `source` to `target`."""
     with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
-        files = [str(_unpacked_current(folder, entry, Path(spool))) for entry in plan.entries]
+        files = [str(_unpacked_current(store, entry, Path(spool))) for entry in plan.entries]
         assert plan.coordinates.position is not None
         stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
         argv = engines.mysql_binlog_replay_argv(files, plan.coordinates.position, stop, source, target)
@@ -157,36 +165,48 @@ def replay(
 REREADS: Final = 5
 
 
-def _unpacked_current(folder: Path, entry: Entry, into: Path) -> Path:
+def _unpacked_current(store: ArchiveStore, entry: Entry, into: Path) -> Path:
     """`_unpacked`; an open binlog's `.partial` may be replaced (it grew) or removed (it closed) by a running
     archiver between reading its entry and its data: then its current entry is read again. The binlog it holds then
     starts with the same bytes, and the replay's stop is unchanged."""
     for _ in range(REREADS):
         try:
-            return _unpacked(folder, entry, into)
+            return _unpacked(store, entry, into)
         except RunnerError:
-            current = read_index(folder).get(entry.file)
+            current = store.index().get(entry.file)
             if entry.closed or current is None or current == entry:
                 raise
             entry = current
-    return _unpacked(folder, entry, into)
+    return _unpacked(store, entry, into)
 
 
-def _unpacked(folder: Path, entry: Entry, into: Path) -> Path:
+class _Hashed:
+    """A source that hashes what is read through it."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.digest.update(data)
+        return data
+
+
+def _unpacked(store: ArchiveStore, entry: Entry, into: Path) -> Path:
     """The entry's binlog, decompressed into `into`, its stored bytes held to the entry's sha256."""
     path = into / entry.file
-    digest = hashlib.sha256()
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     try:
-        with (folder / entry.object).open("rb") as stored, path.open("wb") as out:
-            while data := stored.read(READ_SIZE):
-                digest.update(data)
+        with store.open(entry.object) as stored, path.open("wb") as out:
+            hashed = _Hashed(stored)
+            while data := hashed.read(READ_SIZE):
                 out.write(decompressor.decompress(data))
     except FileNotFoundError:
         raise RunnerError(Reason.ARCHIVE_GAP, f"the archive lists {entry.file}, its {entry.object} is gone") from None
     except zstandard.ZstdError as error:
         raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} does not decompress: {error}") from None
-    if digest.hexdigest() != entry.sha256:
+    if hashed.digest.hexdigest() != entry.sha256:
         raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} is not what its entry says (sha256 differs)")
     size = path.stat().st_size
     if size != entry.binlog_size:
@@ -194,15 +214,17 @@ def _unpacked(folder: Path, entry: Entry, into: Path) -> Path:
     return path
 
 
-def prepare(manifest: Manifest, backup: Path, archive: Path | None, point: datetime) -> tuple[Replay, Path]:
-    """Step 1: the plan, and the archive folder it reads (default: `default_archive`)."""
-    folder = archive if archive is not None else default_archive(backup, manifest)
-    return plan_replay(manifest, read_index(folder), point), folder
+def prepare(
+    manifest: Manifest, backup: Path | S3Object, archive: ArchiveStore | None, point: datetime
+) -> tuple[Replay, ArchiveStore]:
+    """Step 1: the plan, and the archive it reads (default: `default_archive`)."""
+    store = archive if archive is not None else default_archive(backup, manifest)
+    return plan_replay(manifest, store.index(), point), store
 
 
 def apply(
     plan: Replay,
-    folder: Path,
+    store: ArchiveStore,
     connection: Connection,
     restored: Mapping[str, str],
     scrub: Scrubber,
@@ -214,7 +236,7 @@ def apply(
     again if the replay fails."""
     (source, target), *_ = restored.items()
     try:
-        replay(plan, folder, connection, source, target, scrub, deadline)
+        replay(plan, store, connection, source, target, scrub, deadline)
     except BaseException:
         if created:
             admin.drop_database(Engine.MYSQL, connection, target, scrub)

@@ -117,7 +117,14 @@ def archiving(
     server: MariaDBServer, folder: Path, max_lag: float = 4, name: str = "shop", *flags: str
 ) -> Iterator[subprocess.Popen[str]]:
     """`dbb-backup archive` in the background; stopped with SIGTERM at the end (unless the test ended it)."""
-    process = spawn(archive_args(server, folder, max_lag, name, *flags), server)
+    with running(spawn(archive_args(server, folder, max_lag, name, *flags), server)) as process:
+        yield process
+
+
+@contextmanager
+def running(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """An archiver started in the background, stopped with SIGTERM at the end (unless the test ended it); it must
+    end well (or by the SIGKILL the test sent)."""
     try:
         yield process
     finally:
@@ -316,14 +323,14 @@ def test_the_status_endpoint_reports_the_archive_s_bounds_and_a_lag_that_grows_w
             return (
                 body.get("binlog") == open_file
                 and body.get("lagSeconds") is not None
-                and body.get("recoverableUntil") == bounds_of(tmp_path)["recoverableUntil"]
-                and entries(tmp_path).get(f"{open_file}.partial.json", {}).get("binlogSize") == int(position)
+                and {k: body.get(k) for k in ("recoverableFrom", "recoverableUntil", "archived")} == bounds_of(tmp_path)
+                and entries(tmp_path).get(f"{open_file}.partial.json", {}).get("binlogSize", 0) >= int(position)
             )
 
-        wait_for(caught_up, "the status to show the open binlog archived up to the insert")
+        wait_for(caught_up, "the status to show the archive's bounds, the open binlog archived up to the insert")
         body = json.loads(status_of(port)[1])
-        assert {k: body[k] for k in ("recoverableFrom", "recoverableUntil", "archived")} == bounds_of(tmp_path)
         assert body["archived"] >= 1
+        assert body["recoverableFrom"] <= body["recoverableUntil"]
         assert (body["reason"], body["message"]) == (None, None)
         assert datetime.fromisoformat(body["updated"]) > datetime.now(UTC) - timedelta(minutes=5)
         assert status_of(port, "/healthz") == (200, "ok\n")

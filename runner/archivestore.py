@@ -1,0 +1,306 @@
+"""Where a binlog archive lives (`archive.py` writes it, `pitr.py` reads it): a folder, or a prefix in a bucket,
+behind one seam, `ArchiveStore`. Both hold the same names (`mysql-bin.000003.zst`, `mysql-bin.000003.json`, the
+`.partial` pair of the open binlog) and the same index entries (`Entry`).
+
+- `FolderArchive`: `<output-dir>/<name>-binlog/`. Each file goes through a temporary name, fsync and a rename over
+  the old one (`stream.publish_over`). One archiver per folder: it holds `.lock` (flock), and starts by removing what
+  a killed run left (its temporary files, its spool, which lives in the folder).
+- `S3Archive`: `s3://bucket/<prefix>/<name>-binlog/`. An object is one multipart upload, which exists for no reader
+  until it completes, and a PUT replaces an object whole (a reader gets the old one or the new one): the `.partial`
+  object is replaced in place as the open binlog grows. A bucket has no lock: one archiver per archive is the
+  operator's to ensure (one Deployment per DatabaseBackup, one replica, strategy Recreate, so the old Pod is gone
+  before the new one starts). A run starts by aborting the archive's incomplete uploads (a killed run's) and its own
+  stale spools (local, under TMPDIR: the Pod's emptyDir survives a container restart).
+
+In both, the data object is complete before the entry that names it is written: an entry always describes a whole
+object. A store that fails a write fails the run (`StorageError`); the next run resumes where the archive stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any, Final, Protocol
+
+import structlog
+
+from runner.errors import Reason, RunnerError
+from runner.objectstore import MultipartUpload, S3Location, abort_stale_uploads, check_bucket, error_code, list_keys
+from runner.objectstore import storage_error as object_error
+from runner.stream import OutputFile, publish_over, storage_error
+
+__all__ = [
+    "ArchiveStore",
+    "Entry",
+    "FolderArchive",
+    "S3Archive",
+    "Written",
+    "archive_name",
+    "binlog_key",
+    "merge_index",
+    "read_index",
+]
+
+log = structlog.get_logger("dbb-backup")
+
+ENTRY: Final = ".json"
+PARTIAL: Final = ".partial"
+READ_SIZE: Final = 1 << 20
+
+
+def archive_name(prefix: str) -> str:
+    """The archive of the backups named `<prefix>-<UTC>…`: the folder or key prefix beside them."""
+    return f"{prefix}-binlog"
+
+
+def binlog_key(name: str) -> tuple[str, int]:
+    """Binlogs in the server's order: `mysql-bin.000010` after `mysql-bin.000009`."""
+    base, _, number = name.rpartition(".")
+    return (base, int(number)) if number.isdigit() else (name, -1)
+
+
+@dataclass(frozen=True)
+class Entry:
+    file: str  # the server's binlog name
+    object: str  # the archived file beside the entry
+    closed: bool
+    first_event: str | None  # RFC 3339, UTC, whole seconds (the binlog's own resolution)
+    last_event: str | None
+    binlog_size: int  # bytes of the binlog it holds
+    size: int  # of the object as stored
+    sha256: str
+
+    def to_json(self) -> str:
+        data = {
+            "file": self.file,
+            "object": self.object,
+            "closed": self.closed,
+            "firstEvent": self.first_event,
+            "lastEvent": self.last_event,
+            "binlogSize": self.binlog_size,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Entry:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        try:
+            return cls(
+                str(data["file"]),
+                str(data["object"]),
+                data["closed"] is True,
+                data.get("firstEvent"),
+                data.get("lastEvent"),
+                int(data["binlogSize"]),
+                int(data["size"]),
+                str(data["sha256"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not an archive entry: {error}") from None
+
+
+def merge_index(texts: Iterable[str]) -> dict[str, Entry]:
+    """{binlog: its entry}, in the server's order, from the entries' JSON texts: a closed binlog's entry, else its
+    partial one. Unreadable entries (none are written so) are left out."""
+    entries: dict[str, Entry] = {}
+    for text in texts:
+        try:
+            entry = Entry.from_json(text)
+        except ValueError:
+            continue
+        if entry.file not in entries or entry.closed:
+            entries[entry.file] = entry
+    return dict(sorted(entries.items(), key=lambda item: binlog_key(item[0])))
+
+
+def read_index(folder: Path) -> dict[str, Entry]:
+    """The index of an archive folder (`merge_index`)."""
+    return FolderArchive(folder).index()
+
+
+class Written(Protocol):
+    """An object being written: what went in, counted and hashed."""
+
+    size: int
+    sha256: Any  # hashlib's
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+class ArchiveStore(Protocol):
+    @property
+    def where(self) -> str: ...
+
+    def index(self) -> dict[str, Entry]: ...
+
+    def claim(self) -> contextlib.AbstractContextManager[Path]:
+        """This run's hold on the archive: what killed runs left is removed; yields a fresh local spool folder."""
+        ...
+
+    def writing(self, name: str) -> contextlib.AbstractContextManager[Written]:
+        """`name`, replaced whole by what the block writes once the block ends without an error."""
+        ...
+
+    def put(self, name: str, data: bytes) -> None: ...
+
+    def remove(self, name: str) -> None: ...
+
+    def open(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """Reads `name`; FileNotFoundError if there is none."""
+        ...
+
+
+@dataclass(frozen=True)
+class FolderArchive:
+    folder: Path
+
+    @property
+    def where(self) -> str:
+        return str(self.folder)
+
+    def index(self) -> dict[str, Entry]:
+        if not self.folder.is_dir():
+            return {}
+        texts = []
+        for path in self.folder.glob(f"*{ENTRY}"):
+            if not path.name.startswith("."):
+                with contextlib.suppress(OSError):
+                    texts.append(path.read_text(encoding="utf-8"))
+        return merge_index(texts)
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[Path]:
+        try:
+            self.folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+            lock = (self.folder / ".lock").open("ab")
+        except OSError as error:
+            raise storage_error(error, self.folder) from None
+        with lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunnerError(Reason.STORAGE_ERROR, f"another archiver is writing {self.folder}") from None
+            self._remove_leftovers()
+            spool = Path(tempfile.mkdtemp(prefix=".spool-", dir=self.folder))
+            try:
+                yield spool
+            finally:
+                shutil.rmtree(spool, ignore_errors=True)
+
+    def _remove_leftovers(self) -> None:
+        """What a killed run left: its temporary files and its spool (no other run writes here: we hold the lock)."""
+        for path in self.folder.iterdir():
+            if path.name.startswith(".spool-") and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.name.startswith(".") and path.name.endswith(PARTIAL):
+                path.unlink(missing_ok=True)
+                log.info("removed the temporary file of an interrupted archiver", file=path.name)
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[Written]:
+        with OutputFile(self.folder, name) as out:
+            yield out
+            publish_over(out)
+
+    def put(self, name: str, data: bytes) -> None:
+        with self.writing(name) as out:
+            out.write(data)
+
+    def remove(self, name: str) -> None:
+        try:
+            (self.folder / name).unlink(missing_ok=True)
+        except OSError as error:
+            raise storage_error(error, self.folder / name) from None
+
+    def open(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        return (self.folder / name).open("rb")
+
+
+@dataclass(frozen=True)
+class S3Archive:
+    client: Any
+    location: S3Location  # the archive's own prefix: `<prefix>/<name>-binlog`
+    object_arguments: dict[str, str] = field(default_factory=dict)  # server-side encryption of what it writes
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.location.bucket}/{self.location.prefix}"
+
+    def _key(self, name: str) -> str:
+        return self.location.key(name)
+
+    def index(self) -> dict[str, Entry]:
+        base = self._key("")
+        texts = []
+        for key in list_keys(self.client, self.location.bucket, base):
+            name = key.removeprefix(base)
+            if "/" in name or name.startswith(".") or not name.endswith(ENTRY):
+                continue
+            try:
+                body = self.client.get_object(Bucket=self.location.bucket, Key=key)["Body"]
+            except Exception as error:
+                if error_code(error) in ("NoSuchKey", "404"):
+                    continue  # a partial entry removed as its binlog closed, between the listing and this read
+                raise object_error(error, f"s3://{self.location.bucket}/{key}") from None
+            with contextlib.closing(body):
+                texts.append(body.read().decode("utf-8", errors="replace"))
+        return merge_index(texts)
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[Path]:
+        check_bucket(self.client, self.location.bucket)
+        abort_stale_uploads(
+            self.client, self.location.bucket, self._key(""), lambda _key: True, older_than=timedelta(0)
+        )
+        prefix = f".dbb-spool-{hashlib.sha256(self.where.encode()).hexdigest()[:12]}-"
+        for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        spool = Path(tempfile.mkdtemp(prefix=prefix))
+        try:
+            yield spool
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[Written]:
+        with MultipartUpload(self.client, self.location.bucket, self._key(name), extra=self.object_arguments) as out:
+            yield out
+            out.close()
+
+    def put(self, name: str, data: bytes) -> None:
+        key = self._key(name)
+        try:
+            self.client.put_object(Bucket=self.location.bucket, Key=key, Body=data, **self.object_arguments)
+        except Exception as error:
+            raise object_error(error, f"s3://{self.location.bucket}/{key}") from None
+
+    def remove(self, name: str) -> None:
+        key = self._key(name)
+        try:
+            self.client.delete_object(Bucket=self.location.bucket, Key=key)
+        except Exception as error:
+            raise object_error(error, f"s3://{self.location.bucket}/{key}") from None
+
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        key = self._key(name)
+        try:
+            body = self.client.get_object(Bucket=self.location.bucket, Key=key)["Body"]
+        except Exception as error:
+            if error_code(error) in ("NoSuchKey", "404"):
+                raise FileNotFoundError(key) from None
+            raise object_error(error, f"s3://{self.location.bucket}/{key}") from None
+        with contextlib.closing(body):
+            yield body

@@ -1,0 +1,182 @@
+"""Point-in-time recovery with the archive and the backups in a bucket: `dbb-backup archive --output-url` against a
+real S3-compatible store (SeaweedFS) and a real MariaDB with binary logging, and `restore --point-in-time` of an
+s3:// backup."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import zstandard
+
+from hack.harness.databases import MariaDBServer
+from hack.harness.objectstore import SeaweedFS
+from tests.backup.cli import Outcome, command, connection_args, dbb, password_env, wait_for
+from tests.backup.test_pitr_mariadb import BINLOG, running, server_binlogs, server_bytes, written_rows
+
+
+@pytest.fixture(scope="module")
+def binlogged() -> Iterator[MariaDBServer]:
+    with MariaDBServer.start(settings=BINLOG) as server:
+        server.sql("SET GLOBAL time_zone = '+00:00'")
+        server.sql("CREATE DATABASE shop; CREATE TABLE shop.orders (id int PRIMARY KEY, at datetime(6))")
+        yield server
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"pitr-{uuid.uuid4().hex[:8]}"
+
+
+def archiver(server: MariaDBServer, store: SeaweedFS, url: str, *flags: str, name: str = "shop") -> Any:
+    """`dbb-backup archive --output-url` in the background (see `running`)."""
+    args = ["archive", "--engine", "mysql", *connection_args(server), "--output-url", url, "--name", name, *flags]
+    return running(
+        subprocess.Popen(
+            [command(), *args],
+            env=password_env(server) | store.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    )
+
+
+def index_in(store: SeaweedFS, folder: str) -> dict[str, dict[str, Any]]:
+    """The archive's entries under the key prefix `folder`: {entry name: entry}."""
+    client, found = store.client(), {}
+    for key in store.keys(folder + "/"):
+        if key.endswith(".json"):
+            try:
+                body = client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
+            except client.exceptions.NoSuchKey:
+                continue  # a partial entry goes when its binlog closes
+            found[key.rsplit("/", 1)[1]] = json.loads(body)
+    return found
+
+
+def stored(store: SeaweedFS, key: str) -> bytes:
+    body: bytes = store.client().get_object(Bucket=store.bucket, Key=key)["Body"].read()
+    return body
+
+
+def test_the_archiver_writes_the_folder_s_objects_and_entries_under_the_prefix(
+    binlogged: MariaDBServer, seaweedfs: SeaweedFS, prefix: str
+) -> None:
+    folder = f"{prefix}/shop-binlog"
+    # An upload a killed archiver left: the next run aborts it before it starts.
+    client = seaweedfs.client()
+    client.create_multipart_upload(Bucket=seaweedfs.bucket, Key=f"{folder}/mysql-bin.000001.partial.zst")
+    assert seaweedfs.uploads(folder) == [f"{folder}/mysql-bin.000001.partial.zst"]
+
+    with archiver(binlogged, seaweedfs, f"s3://{seaweedfs.bucket}/{prefix}", "--max-lag", "2"):
+        binlogged.sql("INSERT INTO shop.orders VALUES (1, NOW(6)); FLUSH BINARY LOGS")
+        binlogged.sql("INSERT INTO shop.orders VALUES (2, NOW(6))")
+        open_file, position = binlogged.sql("SHOW MASTER STATUS").split("\t")[:2]
+        closed = list(server_binlogs(binlogged))[:-1]
+        wait_for(
+            lambda: (
+                index_in(seaweedfs, folder).get(f"{open_file}.partial.json", {}).get("binlogSize", 0) >= int(position)
+                and all(f"{n}.json" in index_in(seaweedfs, folder) for n in closed)
+            ),
+            "the closed binlogs and the open one up to the insert in the bucket",
+        )
+
+    index = index_in(seaweedfs, folder)
+    assert sorted(index) == sorted([f"{n}.json" for n in closed] + [f"{open_file}.partial.json"])
+    assert seaweedfs.keys(folder + "/") == sorted(
+        [f"{folder}/{name}" for name in index] + [f"{folder}/{entry['object']}" for entry in index.values()]
+    )
+    assert seaweedfs.uploads(folder) == []
+    for name, entry in index.items():
+        data = stored(seaweedfs, f"{folder}/{entry['object']}")
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["size"], entry["sha256"]), name
+        binlog = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        assert len(binlog) == entry["binlogSize"]
+        if entry["closed"]:
+            assert binlog == server_bytes(binlogged, entry["file"]), name
+        else:  # the server's open file differs in its in-use flag, which it clears when it closes it
+            assert binlog.startswith(b"\xfebin"), name
+
+
+def newest_in(store: SeaweedFS, folder: str) -> datetime:
+    times = [e["lastEvent"] for e in index_in(store, folder).values() if e["lastEvent"]]
+    return max((datetime.fromisoformat(t) for t in times), default=datetime.min.replace(tzinfo=UTC))
+
+
+def pitr_from_s3(
+    server: MariaDBServer, store: SeaweedFS, url: str, target: str, point: datetime, *flags: str
+) -> Outcome:
+    args = ["restore", url, *connection_args(server), "--database", target]
+    args += ["--point-in-time", point.strftime("%Y-%m-%dT%H:%M:%SZ"), *flags]
+    return dbb(*args, env=password_env(server) | store.env, timeout=120)
+
+
+def test_a_backup_in_the_bucket_restores_to_a_point_in_time_from_the_archive_beside_it(
+    binlogged: MariaDBServer, seaweedfs: SeaweedFS, prefix: str
+) -> None:
+    binlogged.sql("CREATE DATABASE ledger; CREATE TABLE ledger.rows (id int PRIMARY KEY, at datetime(6))")
+    ids = itertools.count(1)
+
+    def write(count: int) -> list[int]:
+        done = []
+        for _ in range(count):
+            done.append(next(ids))
+            binlogged.sql(f"INSERT INTO ledger.rows VALUES ({done[-1]}, NOW(6))")
+            time.sleep(0.25)  # spreads the writes over several seconds
+        return done
+
+    write(3)
+    location = f"s3://{seaweedfs.bucket}/{prefix}"
+    with archiver(binlogged, seaweedfs, location, "--max-lag", "1", name="ledger"):
+        run = ["run", "--engine", "mysql", *connection_args(binlogged), "--output-url", location]
+        made = dbb(*run, "--database", "ledger", "--name", "ledger", env=password_env(binlogged) | seaweedfs.env)
+        assert made.code == 0, made.stderr
+        before = write(7)
+        binlogged.sql("FLUSH BINARY LOGS")  # the replay crosses from one archived binlog into the next
+        after = write(8)
+        written = written_rows(binlogged, "ledger")
+        point = (written[before[4]] + timedelta(seconds=1)).replace(microsecond=0)
+        assert written[after[-1]] >= point
+        last = max(written.values()).replace(microsecond=0)
+        wait_for(lambda: newest_in(seaweedfs, f"{prefix}/ledger-binlog") >= last, "the archive to reach the last write")
+
+    url = made.result["file"]
+    beside = pitr_from_s3(binlogged, seaweedfs, url, "ledger_beside", point)
+    named = pitr_from_s3(
+        binlogged, seaweedfs, url, "ledger_named", point, "--binlog-archive", f"{location}/ledger-binlog"
+    )
+
+    expected = sorted(i for i, at in written.items() if at < point)
+    assert beside.code == 0, beside.stderr
+    assert named.code == 0, named.stderr
+    assert sorted(written_rows(binlogged, "ledger_beside")) == expected
+    assert sorted(written_rows(binlogged, "ledger_named")) == expected
+    assert before[4] in expected
+    assert after[-1] not in expected
+    assert beside.result["replayedUntil"] == point.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_point_in_time_past_the_archive_in_the_bucket_is_refused_untouched(
+    binlogged: MariaDBServer, seaweedfs: SeaweedFS, prefix: str
+) -> None:
+    location = f"s3://{seaweedfs.bucket}/{prefix}"
+    run = ["run", "--engine", "mysql", *connection_args(binlogged), "--output-url", location, "--database", "shop"]
+    made = dbb(*run, env=password_env(binlogged) | seaweedfs.env)
+    assert made.code == 0, made.stderr
+    late = datetime.now(UTC) + timedelta(hours=1)
+
+    outcome = pitr_from_s3(binlogged, seaweedfs, made.result["file"], "shop_late", late)
+
+    # No archiver ever wrote beside this backup: the archive has no binlog where the backup's snapshot sits.
+    assert outcome.code == 1
+    assert outcome.reason_line.startswith("dbb-backup: ArchiveGap: the archive has no mysql-bin."), outcome.stderr
+    assert "shop_late" not in binlogged.databases()
