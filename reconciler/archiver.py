@@ -42,7 +42,22 @@ __all__ = [
 RUN_ARCHIVE: Final = "archive"
 ANNOTATION_TEMPLATE: Final = "databases.test.io/archiver-template"  # the digest of the Pod template applied
 MAX_MESSAGE: Final = 500  # an archiver's message as status keeps it
-REASONS: Final = frozenset({"ArchiveGap", "BinaryLoggingOff", "ConnectionFailed", "StorageFailed", "Failed"})
+# The runner's reasons an archiver can end with (runner.errors.Reason); anything else shows as Failed.
+REASONS: Final = frozenset(
+    {
+        "ArchiveGap",
+        "BinaryLoggingOff",
+        "AuthenticationFailed",
+        "TlsFailed",
+        "Unreachable",
+        "StorageError",
+        "DiskFull",
+        "InvalidArguments",
+        "KeyMissing",
+        "Timeout",
+        "InternalError",
+    }
+)
 
 
 def archiver_name(name: str) -> str:
@@ -116,20 +131,23 @@ def continuous_status(
     answer: Mapping[str, Any] | None,
     stored: Sequence[StoredBackup],
     previous: ContinuousStatus | None,
+    failure: Mapping[str, Any] | None = None,
 ) -> ContinuousStatus:
     """status.continuous from the archiver's last answer (None: it did not answer; the archive's bounds are then
-    those last reported, and `ready` false). `stored`: the kept backups, as status.backups lists them."""
+    those last reported, and `ready` false). `stored`: the kept backups, as status.backups lists them. `failure`:
+    the result its Pod last ended with, which says why it does not answer (ArchiveGap, BinaryLoggingOff, ...)."""
     if answer is None:
+        why, said = _failure(failure)
         if previous is None or previous.archiver != archiver:
-            return ContinuousStatus(archiver=archiver, message="the archiver has not answered yet")
+            return ContinuousStatus(archiver=archiver, reason=why, message=said or "the archiver has not answered yet")
         return ContinuousStatus(
             archiver=archiver,
             ready=False,
             recoverable_from=previous.recoverable_from,
             recoverable_until=previous.recoverable_until,
             lag_seconds=previous.lag_seconds,
-            reason=previous.reason,
-            message=previous.message or "the archiver does not answer",
+            reason=why or previous.reason,
+            message=said or previous.message or "the archiver does not answer",
             updated=previous.updated,
         )
     first = _time(answer.get("recoverableFrom"))
@@ -147,6 +165,15 @@ def continuous_status(
         message=str(message)[:MAX_MESSAGE] if isinstance(message, str) else "",
         updated=rfc3339(updated) if (updated := _time(answer.get("updated"))) is not None else None,
     )
+
+
+def _failure(result: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(reason, message) of a failed run's result line, as status may show them (untrusted: checked and cut)."""
+    if result is None:
+        return "", ""
+    reason, message = result.get("reason"), result.get("message")
+    shown = str(reason) if reason in REASONS else "Failed"
+    return shown, str(message)[:MAX_MESSAGE] if isinstance(message, str) else ""
 
 
 def _base_backup_after(first: datetime | None, stored: Sequence[StoredBackup], until: datetime | None) -> str | None:

@@ -12,6 +12,7 @@ The controller decides (pure) whether an archiver runs and with which template; 
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -112,14 +113,28 @@ class Archivers:
             # Asked a moment ago: every status write brings the object back, and must not ask again at once.
             return every - timedelta(seconds=since)
         self._asked[(namespace, name)] = time.monotonic()
-        answer = await self._executor.archiver_status(namespace, deployment, self._running_pod(namespace, name))
+        pod = self._running_pod(namespace, name)
+        answer = await self._executor.archiver_status(namespace, deployment, pod)
         stored = DatabaseBackupStatus.from_dict(obj.get("status")).last_backup
-        reported = continuous_status(deployment, answer, stored.stored if stored else (), previous)
+        failure = None if answer is not None else self._last_failure(namespace, name)
+        reported = continuous_status(deployment, answer, stored.stored if stored else (), previous, failure)
         if previous is None or reported.to_dict() != previous.to_dict():
             await write_status(
                 self._custom, PLURAL, self._backups, self._metrics, obj, {"continuous": reported.to_dict()}
             )
         return every
+
+    def _last_failure(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The result line an archiver's Pod last ended with (its termination message), if it was a failure."""
+        for pod_name in sorted(self._pods.get((namespace, name), ())):
+            pod = self._pod_cache.get((namespace, pod_name)) or {}
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                for state in ("state", "lastState"):
+                    message = ((container.get(state) or {}).get("terminated") or {}).get("message")
+                    result = _result(message)
+                    if result is not None and result.get("status") == "Failed":
+                        return result
+        return None
 
     def _running_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The archiver's Pod that runs (Recreate: at most one at a time, but a deleted one may linger)."""
@@ -129,6 +144,17 @@ class Archivers:
             if status.get("phase") == "Running" and not (pod.get("metadata") or {}).get("deletionTimestamp"):
                 return pod
         return None
+
+
+def _result(message: object) -> dict[str, Any] | None:
+    """The runner's JSON result line from a termination message (its last line), or None."""
+    if not isinstance(message, str) or not message.strip():
+        return None
+    try:
+        found = json.loads(message.strip().splitlines()[-1])
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _deployment_essentials(deployment: dict[str, Any]) -> dict[str, Any]:

@@ -478,9 +478,16 @@ def _pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
         ]
         for key in ("initContainerStatuses", "containerStatuses")
     }
+    if _is_archiver(pod):
+        # Asked for its state at its address; why its last run ended (restartPolicy Always) is in its last
+        # termination message (reconciler.archivers).
+        statuses += [
+            {"lastState": {"terminated": {"message": message}}}
+            for container in status.get("containerStatuses") or []
+            if (message := ((container.get("lastState") or {}).get("terminated") or {}).get("message"))
+        ]
     kept: dict[str, Any] = {
         "phase": status.get("phase"),
-        # An archiver's Pod is asked for its state at its address (reconciler.archivers).
         **({"podIP": status.get("podIP")} if _is_archiver(pod) and status.get("podIP") else {}),
         "containerStatuses": statuses + waiting["containerStatuses"],
         "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"],

@@ -5,6 +5,7 @@ says so, and is not ready."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -86,3 +87,43 @@ async def test_an_archiver_follows_spec_continuous_from_creation_to_removal(clus
             return await archiver(cluster) is None and await reported() is None
 
         await until(removed)
+
+
+async def test_an_archiver_that_keeps_failing_is_reported_with_the_runners_reason(cluster: Cluster) -> None:
+    """What the kubelet would show of an archiver whose every run ends at once: its Pod, running (restarting), its
+    last termination message the runner's failure line."""
+    await mariadb(cluster)
+    await cluster.create_backup(schedule="0 0 1 1 *", continuous={})
+    async with running(cluster, Clock()):
+        deployment = await until(lambda: archiver(cluster))
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        pod = {
+            "metadata": {"name": "nightly-archiver-5d8f7-x2x9q", "labels": labels},
+            "spec": {"containers": [{"name": "archive", "image": "x"}]},
+        }
+        await cluster.core.create_namespaced_pod(cluster.namespace, body(pod))
+        said = "binary logging is off on the server: set log_bin (log-bin=mysql-bin), server_id and binlog_format=ROW"
+        line = json.dumps({"status": "Failed", "reason": "BinaryLoggingOff", "message": said})
+        container = {
+            "name": "archive",
+            "image": "x",
+            "imageID": "",
+            "ready": False,
+            "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": line}},
+        }
+        # An address on loopback where nothing listens: the archiver does not answer, as in a crash loop.
+        status = {"phase": "Running", "podIP": "127.0.0.99", "containerStatuses": [container]}
+        await cluster.core.patch_namespaced_pod_status(
+            pod["metadata"]["name"], cluster.namespace, body({"status": status}), **MERGE_PATCH
+        )
+
+        async def reported() -> dict[str, Any] | None:
+            continuous = ((await cluster.backup()).get("status") or {}).get("continuous") or {}
+            return continuous if continuous.get("reason") else None
+
+        continuous = await until(reported, 60)
+    assert continuous["reason"] == "BinaryLoggingOff"
+    assert continuous["message"] == said
+    assert continuous["ready"] is False

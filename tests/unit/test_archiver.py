@@ -209,3 +209,17 @@ def _runner() -> Any:
     from reconciler.jobs import RunnerSettings
 
     return RunnerSettings(image="registry.example/dbb:1.0")
+
+
+def test_an_archiver_that_ended_says_why_from_its_termination_message() -> None:
+    ended = {
+        "status": "Failed",
+        "reason": "ArchiveGap",
+        "message": "binlog mysql-bin.000007 was purged before it was archived",
+    }
+    first = continuous_status("a", None, (), None, ended)
+    assert (first.ready, first.reason, first.message) == (False, "ArchiveGap", ended["message"])
+    before = ContinuousStatus(archiver="a", ready=True, recoverable_until="2026-12-07T12:00:00Z")
+    later = continuous_status("a", None, (), before, {"status": "Failed", "reason": "Whatever", "message": 7})
+    assert (later.reason, later.recoverable_until) == ("Failed", "2026-12-07T12:00:00Z")
+    assert later.message == "the archiver does not answer"  # a message that is not text is not shown
