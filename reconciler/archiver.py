@@ -149,9 +149,13 @@ def continuous_status(
             reason=why or previous.reason,
             message=said or previous.message or "the archiver does not answer",
             updated=previous.updated,
+            gap_at=previous.gap_at,
         )
     first = _time(answer.get("recoverableFrom"))
     until = _time(answer.get("recoverableUntil"))
+    gap = _time(answer.get("gapAt"))
+    if gap is not None and first is not None and first < gap:
+        first = gap  # nothing replays across a gap: only what follows it counts
     reason = answer.get("reason")
     message = answer.get("message")
     lag = answer.get("lagSeconds")
@@ -164,6 +168,7 @@ def continuous_status(
         reason=str(reason) if reason in REASONS else ("Failed" if reason is not None else ""),
         message=str(message)[:MAX_MESSAGE] if isinstance(message, str) else "",
         updated=rfc3339(updated) if (updated := _time(answer.get("updated"))) is not None else None,
+        gap_at=rfc3339(gap) if gap is not None else None,
     )
 
 

@@ -26,6 +26,7 @@ from common.backups.defaults import default_spec
 from common.backups.model import (
     ConcurrencyPolicy,
     Condition,
+    ContinuousStatus,
     DatabaseBackupSpec,
     DatabaseBackupStatus,
     LastBackup,
@@ -128,6 +129,10 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
         runs.append((world.now, request))
     if slot is not None:
         runs.append((slot, None))
+    # After a gap in the binlog archive, restores reach only from a backup taken since: one starts at once.
+    gap = _archive_gap(obj, spec, history)
+    if gap is not None and not any(demand == gap for _, demand in runs):
+        runs.append((world.now, gap))
     scratch = scratch_server(world, spec)
     for scheduled, demand in runs:
         job = backup_job(dict(obj), spec, scheduled=scheduled, runner=runner, request=demand, scratch=scratch)
@@ -147,12 +152,14 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
                 break
             create.append(job)
             what = f'on request "{demand}"' if demand is not None else f"for {rfc3339(scheduled)}"
+            if demand == gap:
+                what = "after a gap in the binlog archive: restores reach only from a backup taken since"
             events.append(Event("Normal", "Scheduled", f"Started backup Job {name} {what}"))
             active.append(outcome(job, None))
         # Created now or before (the name is the lock): this run is handled.
         if demand is None:
             last_schedule = rfc3339(scheduled)
-        else:
+        elif demand != gap:  # a gap's run is its own: the backup-now annotation's memory is not touched
             handled_request = demand
 
     # 5. History limits: the newest finished Jobs stay, by outcome.
@@ -240,6 +247,20 @@ def _due_slot(
             )
         )
     return latest
+
+
+def _archive_gap(obj: Mapping[str, Any], spec: DatabaseBackupSpec, history: DatabaseBackupStatus) -> str | None:
+    """The request of a backup owed to a gap in the binlog archive (`status.continuous.gapAt`, the first event
+    archived after it) that no successful backup has followed yet; None when none is owed. Named after the gap, so
+    that its Job's name (the lock) starts one backup per gap."""
+    if spec.continuous is None or spec.suspend:
+        return None
+    continuous = ContinuousStatus.from_dict((obj.get("status") or {}).get("continuous"))
+    gap = parse_time(continuous.gap_at) if continuous is not None else None
+    last = parse_time(history.last_backup_time)
+    if gap is None or (last is not None and last >= gap):
+        return None
+    return f"archive-gap-{rfc3339(gap)}"
 
 
 def _unrunnable(spec: DatabaseBackupSpec) -> list[FieldError]:

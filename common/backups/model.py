@@ -454,6 +454,9 @@ class ContinuousStatus:
     reason: str = ""  # why archiving stopped: ArchiveGap, BinaryLoggingOff, ...
     message: str = ""
     updated: str | None = None  # when the archiver last published
+    # The first event archived after a gap (binlogs the server purged before the archiver read them): restores reach
+    # only from a backup taken since, and one is started at once.
+    gap_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(
@@ -466,6 +469,7 @@ class ContinuousStatus:
                 "reason": self.reason or None,
                 "message": self.message or None,
                 "updated": self.updated,
+                "gapAt": self.gap_at,
             }
         )
 
@@ -483,6 +487,7 @@ class ContinuousStatus:
             reason=str(raw.get("reason") or ""),
             message=str(raw.get("message") or ""),
             updated=_str_or_none(raw.get("updated")),
+            gap_at=_str_or_none(raw.get("gapAt")),
         )
 
 

@@ -223,3 +223,31 @@ def test_an_archiver_that_ended_says_why_from_its_termination_message() -> None:
     later = continuous_status("a", None, (), before, {"status": "Failed", "reason": "Whatever", "message": 7})
     assert (later.reason, later.recoverable_until) == ("Failed", "2026-12-07T12:00:00Z")
     assert later.message == "the archiver does not answer"  # a message that is not text is not shown
+
+
+def test_a_gap_in_the_archive_starts_one_backup_at_once_and_moves_recoverable_from() -> None:
+    gap = "2026-11-27T09:59:00Z"
+    obj = archiving()
+    obj["spec"]["schedule"] = "0 0 1 1 *"  # no slot due: the gap's own run
+    obj["status"] = {
+        "lastBackupTime": "2026-11-27T09:00:00Z",
+        "lastBackupNowRequest": "by-hand",
+        "continuous": {"archiver": "nightly-archiver", "ready": True, "gapAt": gap},
+    }
+    plan = plan_for(obj)
+    [job] = plan.create
+    assert job["metadata"]["annotations"]["databases.test.io/backup-now"] == f"archive-gap-{gap}"
+    assert "after a gap in the binlog archive" in plan.events[0].message
+    # The Job's name is the lock: the next look, with the Job there, starts nothing more.
+    again = decide_at(obj, just_after_ten(), jobs=[job], statefulset=MARIADB, facts=namespace_facts(NS, (MARIADB,)))
+    assert again.create == ()
+    assert again.status is not None
+    assert again.status["lastBackupNowRequest"] == "by-hand"  # the annotation's memory is untouched
+    # A backup since the gap owes nothing.
+    obj["status"]["lastBackupTime"] = "2026-11-27T09:59:30Z"
+    assert plan_for(obj).create == ()
+    # Nothing replays across the gap: the archive counts from it.
+    answer = {"recoverableFrom": "2026-11-27T08:00:00Z", "recoverableUntil": "2026-11-27T10:30:00Z", "gapAt": gap}
+    kept = stored("20261127T090000Z", "20261127T100000Z")
+    status = continuous_status("nightly-archiver", answer, kept, None)
+    assert (status.recoverable_from, status.gap_at) == ("2026-11-27T10:00:00Z", gap)
