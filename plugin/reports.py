@@ -121,7 +121,22 @@ def backups_table(status: Mapping[str, Any], now: datetime) -> str:
     omitted = status.get("backupsOmitted")
     if isinstance(omitted, int) and omitted > 0:
         lines += f"\n... and {omitted} older backup{'s' if omitted != 1 else ''} not listed"
-    return lines
+    return lines + _recoverable(part(status, "continuous"))
+
+
+def _recoverable(continuous: Mapping[str, Any]) -> str:
+    """With continuous archiving: the seconds a point-in-time restore (`restore --at`) reaches, and the archiver's
+    state."""
+    if not continuous:
+        return ""
+    first, last = continuous.get("recoverableFrom"), continuous.get("recoverableUntil")
+    reach = f"from {first} to {last}" if first and last else "nothing yet (no backup since archiving began)"
+    lag = continuous.get("lagSeconds")
+    state = f"archive {lag:.0f}s behind" if isinstance(lag, int | float) and not isinstance(lag, bool) else ""
+    if continuous.get("ready") is not True:
+        why = continuous.get("reason") or "not running"
+        state = f"archiver {why}: {_short(str(continuous.get('message') or ''))}".rstrip(": ")
+    return f"\npoint in time (--at): {reach}" + (f"; {state}" if state else "")
 
 
 def _verified(check: Mapping[str, Any] | None, checked_at: datetime | None, now: datetime) -> str:

@@ -186,3 +186,22 @@ def test_ages_read_as_kubectls(seconds: int, shown: str) -> None:
 
 def test_a_table_pads_columns_three_spaces_apart_and_trims_the_line_end() -> None:
     assert table(["A", "LONGER"], [["x", ""], ["wide", "y"]]) == "A      LONGER\nx\nwide   y"
+
+
+def test_the_list_ends_with_how_far_a_point_in_time_restore_reaches() -> None:
+    listed = {"backups": [backup("2026-12-07T03:00:10Z", 512, "latest")]}
+    running = {
+        "archiver": "nightly-archiver",
+        "ready": True,
+        "recoverableFrom": "2026-12-07T03:00:10Z",
+        "recoverableUntil": "2026-12-07T08:41:55Z",
+        "lagSeconds": 4.4,
+    }
+    assert backups_table(listed | {"continuous": running}, NOW).splitlines()[-1] == (
+        "point in time (--at): from 2026-12-07T03:00:10Z to 2026-12-07T08:41:55Z; archive 4s behind"
+    )
+    stopped = {"archiver": "nightly-archiver", "ready": False, "reason": "BinaryLoggingOff", "message": "set log-bin"}
+    assert backups_table(listed | {"continuous": stopped}, NOW).splitlines()[-1] == (
+        "point in time (--at): nothing yet (no backup since archiving began); archiver BinaryLoggingOff: set log-bin"
+    )
+    assert "point in time" not in backups_table(listed, NOW)
