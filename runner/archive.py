@@ -12,6 +12,9 @@ a local spool folder of this run; the tool writes each event as it arrives. Each
     mysql-bin.000004.partial.zst    the open binlog as far as it is archived: whole events only
     mysql-bin.000004.partial.json   its entry ("closed": false)
 
+With a key (`--encryption-key-file`) each object is encrypted after compression as a backup is (`crypto`), named
+`….zst.enc`, and its entry records the key as a manifest does ("keyId", "keyFingerprint").
+
 A binlog is closed once the tool has moved on to the next one (the server rotated it); the open one is published
 again, whole, at least every `max_lag / 2` seconds while it grows, so the archive is never more than `max_lag`
 behind the server. Every file is replaced whole (a folder's through a temporary name, fsync and a rename; an
@@ -50,8 +53,10 @@ from runner import engines
 from runner.archivestatus import ArchiveStatus
 from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, Entry, archive_name, binlog_key, read_index
 from runner.compression import Compression, compressor
+from runner.crypto import Encryptor, Key
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
+from runner.naming import ENCRYPTED_SUFFIX
 from runner.process import Tool, run_capture
 
 __all__ = [
@@ -86,6 +91,7 @@ class ArchiveOptions:
     connection: Connection
     store: ArchiveStore  # archive_folder's, or an S3Archive at `<prefix>/<name>-binlog`
     max_lag: float = 60.0
+    key: Key | None = None  # encrypts each archived binlog as a backup is (crypto.Encryptor)
 
 
 def archive_folder(output_dir: Path, name: str) -> Path:
@@ -264,22 +270,38 @@ class _Archiver:
 
     def publish(self, name: str, found: Scan, *, closed: bool) -> None:
         stem = name if closed else name + PARTIAL
-        with self.store.writing(stem + ZSTD) as out, (self.spool / name).open("rb") as source:
-            stage = compressor(Compression.ZSTD, out)
+        key = self.options.key
+        stored = stem + ZSTD + (ENCRYPTED_SUFFIX if key is not None else "")
+        with self.store.writing(stored) as out, (self.spool / name).open("rb") as source:
+            encryptor = Encryptor(key.secret, out) if key is not None else None
+            stage = compressor(Compression.ZSTD, encryptor if encryptor is not None else out)
             left = found.size
             while left and (data := source.read(min(READ_SIZE, left))):
                 stage.write(data)
                 left -= len(data)
             stage.close()
+            if encryptor is not None:
+                encryptor.close()
         entry = Entry(
-            name, stem + ZSTD, closed, _utc(found.first), _utc(found.last), found.size, out.size, out.sha256.hexdigest()
+            name,
+            stored,
+            closed,
+            _utc(found.first),
+            _utc(found.last),
+            found.size,
+            out.size,
+            out.sha256.hexdigest(),
+            key.id if key is not None else None,
+            key.fingerprint if key is not None else None,
         )
         self.store.put(stem + ENTRY, entry.to_json().encode())
         self.index[name] = entry
         self.index = dict(sorted(self.index.items(), key=lambda item: binlog_key(item[0])))
         if closed:
-            # The entry first: a reader that finds the partial entry gone reads the closed one.
-            for leftover in (name + PARTIAL + ENTRY, name + PARTIAL + ZSTD):
+            # The entry first: a reader that finds the partial entry gone reads the closed one. Both objects' names,
+            # as a run with or without a key may have left the partial.
+            partial = name + PARTIAL + ZSTD
+            for leftover in (name + PARTIAL + ENTRY, partial, partial + ENCRYPTED_SUFFIX):
                 self.store.remove(leftover)
             self.closed.append(name)
         log.info(

@@ -33,6 +33,7 @@ from typing import IO, Any, Final, Protocol
 import structlog
 
 from runner.errors import Reason, RunnerError
+from runner.naming import ENCRYPTED_SUFFIX
 from runner.objectstore import MultipartUpload, S3Location, abort_stale_uploads, check_bucket, error_code, list_keys
 from runner.objectstore import storage_error as object_error
 from runner.stream import OutputFile, publish_over, storage_error
@@ -77,9 +78,16 @@ class Entry:
     binlog_size: int  # bytes of the binlog it holds
     size: int  # of the object as stored
     sha256: str
+    # An encrypted object's key (`.zst.enc`), as a manifest names it: its id and its fingerprint. None: not encrypted.
+    key_id: str | None = None
+    key_fingerprint: str | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.object.endswith(ENCRYPTED_SUFFIX)
 
     def to_json(self) -> str:
-        data = {
+        data: dict[str, object] = {
             "file": self.file,
             "object": self.object,
             "closed": self.closed,
@@ -89,6 +97,8 @@ class Entry:
             "size": self.size,
             "sha256": self.sha256,
         }
+        if self.key_id is not None or self.key_fingerprint is not None:
+            data |= {"keyId": self.key_id, "keyFingerprint": self.key_fingerprint}
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -106,9 +116,18 @@ class Entry:
                 int(data["binlogSize"]),
                 int(data["size"]),
                 str(data["sha256"]),
+                _optional(data, "keyId"),
+                _optional(data, "keyFingerprint"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not an archive entry: {error}") from None
+
+
+def _optional(data: dict[str, object], name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} is not a string")
+    return value
 
 
 def merge_index(texts: Iterable[str]) -> dict[str, Entry]:

@@ -318,6 +318,9 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="serve GET /status (JSON) and /healthz over HTTP on 0.0.0.0:PORT (default 0: none); see archivestatus",
     )
+    archive.add_argument(
+        "--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): each binlog encrypted, as `run`"
+    )
     archive.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
 
     decrypt = commands.add_parser("decrypt", help="decrypt an encrypted backup file")
@@ -608,14 +611,17 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         without_manifest=args.without_manifest,
         owner=owner,
     )
+    keys = _keys(args)
     point = _point_in_time(args, source, manifest, engine)
+    if point is not None:
+        pitr.check_keys(point[0], keys)
     created = point is not None and not admin.database_exists(engine, options.connection, point[2], scrub)
     clock = time.monotonic()
-    restored = restore_backup(source, _keys(args), options, scrub, deadline, stored_manifest=manifest)
+    restored = restore_backup(source, keys, options, scrub, deadline, stored_manifest=manifest)
     replayed = {}
     if point is not None:
-        plan, folder, _ = point
-        replayed = pitr.apply(plan, folder, options.connection, restored, scrub, deadline, created=created)
+        plan, store, _ = point
+        replayed = pitr.apply(plan, store, options.connection, restored, scrub, deadline, created=created, keys=keys)
         replayed["pointInTime"] = args.point_in_time
     took = round(time.monotonic() - clock, 1)  # the restore itself: what a team plans an outage around
     if isinstance(source, Path) and manifest_path(source).exists():
@@ -702,7 +708,8 @@ def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict
 def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if problem := validate_prefix(args.name):
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {args.name!r} {problem}")
-    options = ArchiveOptions(_connection(args, Engine.MYSQL, scrub), _archive_store(args), args.max_lag)
+    key = _key(args.encryption_key_file)
+    options = ArchiveOptions(_connection(args, Engine.MYSQL, scrub), _archive_store(args), args.max_lag, key)
     # SIGTERM and SIGINT end the archiving, not the run: the binlog it is on is published first (see archive.py).
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

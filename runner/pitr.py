@@ -35,6 +35,8 @@ from runner import admin, engines
 from runner.archive import successor
 from runner.archivestore import ArchiveStore, Entry, FolderArchive, S3Archive, archive_name, binlog_key
 from runner.binlog import Coordinates
+from runner.compression import Source
+from runner.crypto import Decryptor, Keyring
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.manifest import Manifest
@@ -42,7 +44,7 @@ from runner.objectstore import S3Location
 from runner.process import Deadline, Tool
 from runner.s3backup import S3Object
 
-__all__ = ["Replay", "apply", "default_archive", "parse_instant", "plan_replay", "prepare", "replay"]
+__all__ = ["Replay", "apply", "check_keys", "default_archive", "parse_instant", "plan_replay", "prepare", "replay"]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -141,10 +143,11 @@ def replay(
     target: str,
     scrub: Scrubber,
     deadline: Deadline,
+    keys: Keyring | None = None,
 ) -> None:
-    """Applies the planned binlog events of `source` to `target`."""
+    """Applies the planned binlog events of `source` to `target` (`keys`: for encrypted binlogs)."""
     with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
-        files = [str(_unpacked_current(store, entry, Path(spool))) for entry in plan.entries]
+        files = [str(_unpacked_current(store, entry, Path(spool), keys)) for entry in plan.entries]
         assert plan.coordinates.position is not None
         stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
         argv = engines.mysql_binlog_replay_argv(files, plan.coordinates.position, stop, source, target)
@@ -165,19 +168,19 @@ def replay(
 REREADS: Final = 5
 
 
-def _unpacked_current(store: ArchiveStore, entry: Entry, into: Path) -> Path:
+def _unpacked_current(store: ArchiveStore, entry: Entry, into: Path, keys: Keyring | None) -> Path:
     """`_unpacked`; an open binlog's `.partial` may be replaced (it grew) or removed (it closed) by a running
     archiver between reading its entry and its data: then its current entry is read again. The binlog it holds then
     starts with the same bytes, and the replay's stop is unchanged."""
     for _ in range(REREADS):
         try:
-            return _unpacked(store, entry, into)
+            return _unpacked(store, entry, into, keys)
         except RunnerError:
             current = store.index().get(entry.file)
             if entry.closed or current is None or current == entry:
                 raise
             entry = current
-    return _unpacked(store, entry, into)
+    return _unpacked(store, entry, into, keys)
 
 
 class _Hashed:
@@ -193,15 +196,20 @@ class _Hashed:
         return data
 
 
-def _unpacked(store: ArchiveStore, entry: Entry, into: Path) -> Path:
-    """The entry's binlog, decompressed into `into`, its stored bytes held to the entry's sha256."""
+def _unpacked(store: ArchiveStore, entry: Entry, into: Path, keys: Keyring | None) -> Path:
+    """The entry's binlog, decrypted and decompressed into `into`, its stored bytes held to the entry's sha256."""
     path = into / entry.file
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     try:
         with store.open(entry.object) as stored, path.open("wb") as out:
             hashed = _Hashed(stored)
-            while data := hashed.read(READ_SIZE):
+            plain: Source = hashed
+            if entry.encrypted:
+                plain = Decryptor(_key_for(entry, keys), hashed)
+            while data := plain.read(READ_SIZE):
                 out.write(decompressor.decompress(data))
+            while hashed.read(READ_SIZE):  # what follows the end of the encrypted stream, held to the sha256 too
+                pass
     except FileNotFoundError:
         raise RunnerError(Reason.ARCHIVE_GAP, f"the archive lists {entry.file}, its {entry.object} is gone") from None
     except zstandard.ZstdError as error:
@@ -212,6 +220,28 @@ def _unpacked(store: ArchiveStore, entry: Entry, into: Path) -> Path:
     if size != entry.binlog_size:
         raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} holds {size} bytes, not {entry.binlog_size}")
     return path
+
+
+def _key_for(entry: Entry, keys: Keyring | None) -> Keyring:
+    """The keys that decrypt `entry`, or a refusal that names the key it needs (by id, as its entry records it)."""
+    named = f"key {entry.key_id!r}" if entry.key_id else "its key"
+    if keys is None:
+        message = f"archived binlog {entry.object} is encrypted: give {named} (--key-file, --key-dir)"
+        raise RunnerError(Reason.INVALID_ARGUMENTS, message)
+    if entry.key_fingerprint is not None and keys.by_fingerprint(entry.key_fingerprint) is None:
+        held = ", ".join(repr(i) for i in keys.ids) or "none"
+        raise RunnerError(
+            Reason.DECRYPT_FAILED,
+            f"archived binlog {entry.object} needs {named}, which is not among those given (ids: {held})",
+        )
+    return keys
+
+
+def check_keys(plan: Replay, keys: Keyring | None) -> None:
+    """Before anything is touched: the keys decrypt every binlog the replay reads (each as its entry names it)."""
+    for entry in plan.entries:
+        if entry.encrypted:
+            _key_for(entry, keys)
 
 
 def prepare(
@@ -231,12 +261,13 @@ def apply(
     deadline: Deadline,
     *,
     created: bool,
+    keys: Keyring | None = None,
 ) -> dict[str, object]:
     """Step 3, once the dump was restored (`restored`: {source: target}); a target the restore created is dropped
     again if the replay fails."""
     (source, target), *_ = restored.items()
     try:
-        replay(plan, store, connection, source, target, scrub, deadline)
+        replay(plan, store, connection, source, target, scrub, deadline, keys)
     except BaseException:
         if created:
             admin.drop_database(Engine.MYSQL, connection, target, scrub)

@@ -377,8 +377,8 @@ def written_rows(server: MariaDBServer, database: str) -> dict[int, datetime]:
     return {int(i): datetime.fromisoformat(at).replace(tzinfo=UTC) for i, at in (r.split("\t") for r in rows)}
 
 
-def pitr_restore(server: MariaDBServer, file: Path, target: str, point: str) -> Outcome:
-    args = ["restore", str(file), *connection_args(server), "--database", target, "--point-in-time", point]
+def pitr_restore(server: MariaDBServer, file: Path, target: str, point: str, *flags: str) -> Outcome:
+    args = ["restore", str(file), *connection_args(server), "--database", target, "--point-in-time", point, *flags]
     return dbb(*args, env=password_env(server), timeout=60)
 
 
@@ -463,3 +463,46 @@ def test_a_point_in_time_outside_what_the_backup_and_archive_cover_is_refused_un
     }
     assert "shop_pitr" not in binlogged.databases()
     assert "crm_pitr" not in mariadb.databases()
+
+
+def test_an_encrypted_archive_replays_with_its_key_and_is_refused_untouched_without_it(
+    binlogged: MariaDBServer, tmp_path: Path, key_file: Path, other_key_file: Path
+) -> None:
+    binlogged.sql("SET GLOBAL time_zone = '+00:00'")
+    binlogged.sql("CREATE DATABASE vault; CREATE TABLE vault.rows (id int PRIMARY KEY, at datetime(6))")
+    ids = itertools.count(1)
+
+    def write(count: int) -> list[int]:
+        done = [next(ids) for _ in range(count)]
+        for row in done:
+            binlogged.sql(f"INSERT INTO vault.rows VALUES ({row}, NOW(6))")
+        return done
+
+    with archiving(binlogged, tmp_path, 1, "vault", "--encryption-key-file", str(key_file)):
+        made = backup(binlogged, tmp_path, "vault", name="vault")
+        before = write(3)
+        point = (written_rows(binlogged, "vault")[before[-1]] + timedelta(seconds=1)).replace(microsecond=0)
+        wait_for(lambda: datetime.now(UTC) >= point, "the clock to pass the point in time")
+        after = write(3)
+        last = max(written_rows(binlogged, "vault").values()).replace(microsecond=0)
+        wait_for(lambda: newest_event(tmp_path, "vault") >= last, "the archive to reach the last write")
+
+    index = [json.loads(p.read_text()) for p in (tmp_path / "vault-binlog").glob("*.json")]
+    assert index
+    assert {(e["object"].endswith(".zst.enc"), e["keyId"]) for e in index} == {(True, "backup.key")}
+    assert all((tmp_path / "vault-binlog" / e["object"]).read_bytes().startswith(b"DBBENC") for e in index)
+    instant = point.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    keyless = pitr_restore(binlogged, made, "vault_keyless", instant)
+    wrong = pitr_restore(binlogged, made, "vault_wrong", instant, "--key-file", str(other_key_file))
+    keyed = pitr_restore(binlogged, made, "vault_pitr", instant, "--key-file", str(key_file))
+
+    assert keyless.reason_line.startswith("dbb-backup: InvalidArguments: archived binlog mysql-bin."), keyless.stderr
+    assert keyless.reason_line.endswith(".zst.enc is encrypted: give key 'backup.key' (--key-file, --key-dir)")
+    assert wrong.reason_line.startswith("dbb-backup: DecryptFailed: archived binlog mysql-bin."), wrong.stderr
+    assert wrong.reason_line.endswith("needs key 'backup.key', which is not among those given (ids: 'other.key')")
+    assert "vault_keyless" not in binlogged.databases()
+    assert "vault_wrong" not in binlogged.databases()
+    assert keyed.code == 0, keyed.stderr
+    assert sorted(written_rows(binlogged, "vault_pitr")) == before
+    assert after[0] not in written_rows(binlogged, "vault_pitr")

@@ -5,6 +5,7 @@ s3:// backup."""
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import subprocess
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ import zstandard
 
 from hack.harness.databases import MariaDBServer
 from hack.harness.objectstore import SeaweedFS
+from runner.crypto import Decryptor, load_keyring
 from tests.backup.cli import Outcome, command, connection_args, dbb, password_env, wait_for
 from tests.backup.test_pitr_mariadb import BINLOG, running, server_binlogs, server_bytes, written_rows
 
@@ -68,18 +71,21 @@ def stored(store: SeaweedFS, key: str) -> bytes:
     return body
 
 
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 def test_the_archiver_writes_the_folder_s_objects_and_entries_under_the_prefix(
-    binlogged: MariaDBServer, seaweedfs: SeaweedFS, prefix: str
+    binlogged: MariaDBServer, seaweedfs: SeaweedFS, prefix: str, key_file: Path, encrypted: bool
 ) -> None:
     folder = f"{prefix}/shop-binlog"
+    keyed = ["--encryption-key-file", str(key_file)] if encrypted else []
     # An upload a killed archiver left: the next run aborts it before it starts.
     client = seaweedfs.client()
     client.create_multipart_upload(Bucket=seaweedfs.bucket, Key=f"{folder}/mysql-bin.000001.partial.zst")
     assert seaweedfs.uploads(folder) == [f"{folder}/mysql-bin.000001.partial.zst"]
 
-    with archiver(binlogged, seaweedfs, f"s3://{seaweedfs.bucket}/{prefix}", "--max-lag", "2"):
-        binlogged.sql("INSERT INTO shop.orders VALUES (1, NOW(6)); FLUSH BINARY LOGS")
-        binlogged.sql("INSERT INTO shop.orders VALUES (2, NOW(6))")
+    with archiver(binlogged, seaweedfs, f"s3://{seaweedfs.bucket}/{prefix}", "--max-lag", "2", *keyed):
+        row = 10 if encrypted else 0  # each run writes rows of its own into the module's server
+        binlogged.sql(f"INSERT INTO shop.orders VALUES ({row + 1}, NOW(6)); FLUSH BINARY LOGS")
+        binlogged.sql(f"INSERT INTO shop.orders VALUES ({row + 2}, NOW(6))")
         open_file, position = binlogged.sql("SHOW MASTER STATUS").split("\t")[:2]
         closed = list(server_binlogs(binlogged))[:-1]
         wait_for(
@@ -99,6 +105,10 @@ def test_the_archiver_writes_the_folder_s_objects_and_entries_under_the_prefix(
     for name, entry in index.items():
         data = stored(seaweedfs, f"{folder}/{entry['object']}")
         assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["size"], entry["sha256"]), name
+        assert entry["object"].endswith(".zst.enc" if encrypted else ".zst"), name
+        assert entry.get("keyId") == ("backup.key" if encrypted else None), name
+        if encrypted:
+            data = Decryptor(load_keyring([key_file]), io.BytesIO(data)).read()
         binlog = zstandard.ZstdDecompressor().decompressobj().decompress(data)
         assert len(binlog) == entry["binlogSize"]
         if entry["closed"]:

@@ -13,9 +13,10 @@ import pytest
 
 from runner.archive import MAGIC, ROTATE_EVENT, Entry, Scan, binlog_key, scan, start_binlog
 from runner.binlog import Coordinates
+from runner.crypto import Key, Keyring
 from runner.errors import Reason, RunnerError
 from runner.manifest import Manifest
-from runner.pitr import parse_instant, plan_replay
+from runner.pitr import check_keys, parse_instant, plan_replay
 from tests.unit.test_runner_binlog import MANIFEST
 
 
@@ -162,3 +163,45 @@ def test_a_point_the_backup_and_archive_cannot_reach_is_refused(
 def test_a_point_in_time_needs_a_zone() -> None:
     with pytest.raises(RunnerError, match="with a zone"):
         parse_instant("2026-12-07T10:00:00")
+
+
+SECRET = bytes(range(32))
+KEY = Key("2026-12", SECRET)
+
+
+def test_an_encrypted_binlog_s_entry_names_its_key_as_a_manifest_does() -> None:
+    encrypted = replace(timed("b.000002", "2026-12-07T09:00:00Z", "2026-12-07T10:00:30Z"), object="b.000002.zst.enc")
+    encrypted = replace(encrypted, key_id=KEY.id, key_fingerprint=KEY.fingerprint)
+
+    written = json.loads(encrypted.to_json())
+
+    assert (written["keyId"], written["keyFingerprint"]) == ("2026-12", KEY.fingerprint)
+    assert Entry.from_json(encrypted.to_json()) == encrypted
+    assert encrypted.encrypted
+    plain = INDEX["b.000002"]
+    assert "keyId" not in json.loads(plain.to_json())
+    assert not plain.encrypted
+
+
+@pytest.mark.parametrize(
+    ("keys", "reason", "message"),
+    [
+        (None, Reason.INVALID_ARGUMENTS, "b.000003.zst.enc is encrypted: give key '2026-12' (--key-file, --key-dir)"),
+        (
+            Keyring.of(Key("old", bytes(32))),
+            Reason.DECRYPT_FAILED,
+            "b.000003.zst.enc needs key '2026-12', which is not among those given (ids: 'old')",
+        ),
+    ],
+)
+def test_a_replay_without_the_key_of_an_encrypted_binlog_is_refused_before_it_starts(
+    keys: Keyring | None, reason: Reason, message: str
+) -> None:
+    third = replace(INDEX["b.000003"], object="b.000003.zst.enc", key_id=KEY.id, key_fingerprint=KEY.fingerprint)
+    plan = plan_replay(backup_manifest(), INDEX | {"b.000003": third}, parse_instant("2026-12-07T10:01:30Z"))
+
+    with pytest.raises(RunnerError) as raised:
+        check_keys(plan, keys)
+
+    assert (raised.value.reason, raised.value.message) == (reason, f"archived binlog {message}")
+    check_keys(plan, Keyring.of(Key("old", bytes(32)), KEY))  # the key among others: no refusal
