@@ -8,6 +8,7 @@ import hashlib
 import io
 import itertools
 import json
+import signal
 import subprocess
 import time
 import uuid
@@ -115,6 +116,35 @@ def test_the_archiver_writes_the_folder_s_objects_and_entries_under_the_prefix(
             assert binlog == server_bytes(binlogged, entry["file"]), name
         else:  # the server's open file differs in its in-use flag, which it clears when it closes it
             assert binlog.startswith(b"\xfebin"), name
+
+
+def test_an_archiver_killed_mid_stream_resumes_in_the_bucket_with_every_binlog_whole(
+    binlogged: MariaDBServer, seaweedfs: SeaweedFS, prefix: str
+) -> None:
+    folder, url = f"{prefix}/shop-binlog", f"s3://{seaweedfs.bucket}/{prefix}"
+    rows = itertools.count(100)
+
+    def write_and_rotate() -> None:
+        binlogged.sql(f"INSERT INTO shop.orders VALUES ({next(rows)}, NOW(6)); FLUSH BINARY LOGS")
+
+    with archiver(binlogged, seaweedfs, url, "--max-lag", "2") as first:
+        write_and_rotate()
+        rotated = list(server_binlogs(binlogged))[-2]
+        wait_for(lambda: f"{rotated}.json" in index_in(seaweedfs, folder), "a closed binlog in the bucket")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    write_and_rotate()  # written while no archiver runs
+    with archiver(binlogged, seaweedfs, url, "--max-lag", "2"):
+        write_and_rotate()
+        closed = list(server_binlogs(binlogged))[:-1]
+        wait_for(lambda: all(f"{n}.json" in index_in(seaweedfs, folder) for n in closed), "every closed binlog")
+
+    index = index_in(seaweedfs, folder)
+    for name in closed:
+        data = stored(seaweedfs, f"{folder}/{index[f'{name}.json']['object']}")
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(data) == server_bytes(binlogged, name), name
+    assert [n for n in index if n.endswith(".partial.json")] == [f"{list(server_binlogs(binlogged))[-1]}.partial.json"]
+    assert seaweedfs.uploads(folder) == []
 
 
 def newest_in(store: SeaweedFS, folder: str) -> datetime:
