@@ -8,8 +8,8 @@ repeat it ("password authentication failed for user …", "Access denied for use
 DatabaseBackup could otherwise read any Secret key by naming it as the user name key. `--queries` run as a role of
 their own that can only read, `QUERY_USER` and `QUERY_PASSWORD` (see `queries.py`), both scrubbed the same way.
 Every command prints one JSON line on stdout; on failure it exits 1 and its last stderr line is
-`dbb-backup: <Reason>: <message>` (see `errors.py` for the reasons), with every secret scrubbed. `run` also writes
-its JSON line to `--termination-log` for the reconciler. Usage errors exit 2.
+`dbb-backup: <Reason>: <message>` (see `errors.py` for the reasons), with every secret scrubbed. `run`, `check`,
+`restore` and `archive` also write their JSON line to `--termination-log` for the reconciler. Usage errors exit 2.
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def parser() -> argparse.ArgumentParser:
     _retention_arguments(listing)
 
     archive = commands.add_parser(
-        "archive", help="stream the server's binlogs into a folder until stopped, for point-in-time restores"
+        "archive", help="stream the server's binlogs into a folder or bucket until stopped, for point-in-time restores"
     )
     archive.add_argument("--engine", required=True, choices=[Engine.MYSQL.value], help="mysql (MariaDB) only, for now")
     _connection_flags(archive, required=True)
@@ -369,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         deadline.cancel()
         for sig, old in previous.items():
             signal.signal(sig, old)
-    # Only the lines of `run`, `check` and `restore` go to the termination message, which keeps 4096 bytes; a
-    # listing is whole.
+    # Only the lines of `run`, `check`, `restore` and `archive` go to the termination message, which keeps 4096
+    # bytes; a listing is whole.
     reported = args.command in ("run", "check", "restore", "archive")
     line = Scrubber(passwords)(render(result) if reported else render(result, limit=1 << 30))
     sys.stdout.write(line)
