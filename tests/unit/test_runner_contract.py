@@ -123,6 +123,7 @@ ARCHIVING: dict[str, dict[str, Any]] = {
         "connection": {"username": "backup", "port": 3307, "tls": {**TLS, "requireScram": False}}
     },
     "to a store": {"storage": {"s3": {"store": "shared"}}},
+    "encrypted": {"encryption": {"keySecret": {"name": "backup-key", "key": "2026-12"}}},
 }
 
 
@@ -144,3 +145,5 @@ def test_every_archiver_parses_as_the_runner_reads_it(spec: dict[str, Any]) -> N
         assert str(parsed.output_dir) == "/backups/example-db"
     if "connection" in spec:
         assert (parsed.user, parsed.port, parsed.tls_mode) == ("backup", 3307, "verify-full")
+    if "encryption" in spec:
+        assert str(parsed.encryption_key_file).endswith("/encryption/2026-12")
