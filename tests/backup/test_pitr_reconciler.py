@@ -4,17 +4,20 @@ MariaDB with binary logging, backups and the binlog archive in a folder.
 
 A DatabaseBackup with `spec.continuous` backs up once and gets its archiver; `status.continuous` reports the
 archive's bounds from the archiver's own answer; rows are written around a whole second; a DatabaseRestore with
-`pointInTime` at that second, judged against those bounds, restores every row written before it and none after."""
+`pointInTime` at that second, judged against those bounds, restores every row written before it and none after.
+Backups and archive in a folder, and in a real S3 bucket (SeaweedFS) through a BackupStore, encrypted."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes_asyncio import client
 
 from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
@@ -22,6 +25,7 @@ from common.kube import api_client, body
 from common.schedule import parse_time, rfc3339
 from hack.harness.controlplane import ControlPlane
 from hack.harness.databases import MariaDBServer
+from hack.harness.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedFS
 from tests.backup.test_pitr_mariadb import binlogged as binlogged  # the fixture
 from tests.backup.test_pitr_mariadb import written_rows
 from tests.backup.test_restore_reconciler import create_restore, finished, restorer
@@ -31,9 +35,9 @@ from tests.fixtures import databasebackup, governing_service, statefulset
 MAX_LAG = 10
 
 
-async def setup(api: client.ApiClient, namespace: str, server: MariaDBServer) -> None:
+async def setup(api: client.ApiClient, namespace: str, server: MariaDBServer, **spec: Any) -> None:
     """A MariaDB StatefulSet, its Service and credentials, and DatabaseBackup `nightly` of `journal`, archiving
-    continuously, asked to back up now."""
+    continuously, asked to back up now; `spec` adds to it."""
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     sts = statefulset(
         namespace=namespace,
@@ -52,13 +56,49 @@ async def setup(api: client.ApiClient, namespace: str, server: MariaDBServer) ->
         engine="MySQL",
         connection={"databases": ["journal"], "credentialsSecret": {"name": "db", "usernameKey": "username"}},
         continuous={"maxLagSeconds": MAX_LAG},
+        **spec,
     )
     obj["metadata"]["annotations"] = {ANNOTATION_BACKUP_NOW: "first"}
     await client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body(obj))
 
 
+async def in_a_bucket(api: client.ApiClient, namespace: str, store: SeaweedFS) -> dict[str, Any]:
+    """The S3 keys and an encryption key as Secrets, and a BackupStore open to the namespace: the DatabaseBackup's
+    spec for storing there, encrypted."""
+    core = client.CoreV1Api(api)
+    secrets = {
+        "s3-keys": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+        "backup-keys": {"2026-12": os.urandom(32).hex()},
+    }
+    for name, data in secrets.items():
+        await core.create_namespaced_secret(namespace, body({"metadata": {"name": name}, "stringData": data}))
+    s3: dict[str, Any] = {
+        "bucket": store.bucket,
+        "endpoint": store.endpoint,
+        "allowInsecure": store.ca is None,
+        "region": "us-east-1",
+        "credentialsSecret": {"name": "s3-keys"},
+    }
+    if store.ca is not None:
+        s3["caBundle"] = store.ca.read_bytes().decode()
+    approved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BackupStore", "metadata": {"name": namespace}}
+    await client.CustomObjectsApi(api).create_cluster_custom_object(
+        GROUP, VERSION, "backupstores", body({**approved, "spec": {"s3": s3}})
+    )
+    return {
+        "storage": {"s3": {"store": namespace}},
+        "encryption": {"keySecret": {"name": "backup-keys", "key": "2026-12"}},
+    }
+
+
+@pytest.mark.parametrize("where", ["folder", "bucket"])
 async def test_a_databaserestore_reaches_a_second_between_two_writes(
-    control_plane: ControlPlane, namespace: str, binlogged: MariaDBServer, tmp_path: Path
+    control_plane: ControlPlane,
+    namespace: str,
+    binlogged: MariaDBServer,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    where: str,
 ) -> None:
     server = binlogged
     server.sql("SET GLOBAL time_zone = '+00:00'")
@@ -80,7 +120,8 @@ async def test_a_databaserestore_reaches_a_second_between_two_writes(
     root = tmp_path / "backups"
     api = await api_client(control_plane.kubeconfig)
     async with api:
-        await setup(api, namespace, server)
+        spec = await in_a_bucket(api, namespace, request.getfixturevalue("seaweedfs")) if where == "bucket" else {}
+        await setup(api, namespace, server, **spec)
         async with reconciler(api, namespace, server, root), restorer(api, namespace, server, root):  # type: ignore[arg-type]
 
             async def backed_up() -> dict[str, Any] | None:
@@ -112,6 +153,7 @@ async def test_a_databaserestore_reaches_a_second_between_two_writes(
 
     assert restored["phase"] == "Succeeded", restored
     assert restored["file"] == backup
+    assert backup.startswith("s3://" if where == "bucket" else str(root))
     assert restored["replayedUntil"] == moment
     expected = sorted(i for i, at in written.items() if at < point)
     assert sorted(written_rows(server, "journal_then")) == expected
