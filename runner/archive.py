@@ -25,8 +25,11 @@ Resuming, with no gap and no duplicate: an archived binlog is the server's file 
 holds each event once by construction. A run starts at the binlog after the newest one the archive has closed (the
 first run: at the oldest the server has), and streams it whole from its start: the open binlog of an earlier run
 (a `.partial`, or a closed file whose entry was never written) is archived again and replaces what is there. If
-that binlog is gone from the server (purged before it was read), the archive has a gap it cannot close:
-`ArchiveGap`, naming the missing binlog; a new backup must be taken before point-in-time restores reach past it.
+that binlog is gone from the server (purged before it was read), the archive has a gap it cannot close: the run
+records it (`<resumed>.gap.json`, `archivestore.Gap`: the missing binlogs, when it was found), logs a warning, and
+resumes at the server's oldest binlog after it; /status reports `gapAt` and a `recoverableFrom` after it, the
+operator takes a new backup at once, and no point-in-time restore replays across it (`pitr`). A server whose newest
+binlog is not after the archive's (it was reset) still ends the run with `ArchiveGap`.
 
 One archiver per archive: in a folder it holds a lock on `<name>-binlog/.lock`; a bucket has none, and the operator
 runs one archiver per DatabaseBackup (see `archivestore`). A run starts by removing what a killed run left
@@ -51,7 +54,7 @@ import structlog
 
 from runner import engines
 from runner.archivestatus import ArchiveStatus
-from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, Entry, archive_name, binlog_key, read_index
+from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, Entry, Gap, archive_name, binlog_key, read_index
 from runner.compression import Compression, compressor
 from runner.crypto import Encryptor, Key
 from runner.engines import Connection, Engine
@@ -66,6 +69,7 @@ __all__ = [
     "archive",
     "archive_folder",
     "binlog_key",
+    "predecessor",
     "read_index",
     "scan",
     "start_binlog",
@@ -146,30 +150,38 @@ def scan(path: Path, since: Scan | None = None) -> Scan:
 # --- the index (archivestore) -------------------------------------------------------------------------------
 
 
-def start_binlog(on_server: list[str], archived: dict[str, Entry]) -> str:
-    """The binlog a run starts at: after the newest closed one archived, else the server's oldest. ArchiveGap when
-    the server no longer has it."""
+def predecessor(name: str) -> str:
+    """The binlog the server wrote before `name`."""
+    base, _, number = name.rpartition(".")
+    return f"{base}.{int(number) - 1:0{len(number)}d}"
+
+
+def start_binlog(on_server: list[str], archived: dict[str, Entry], now: datetime) -> tuple[str, Gap | None]:
+    """The binlog a run starts at: after the newest closed one archived (else the open one of an earlier run, else
+    the server's oldest), and the gap to record when the server no longer has it: then the run resumes at the
+    server's oldest binlog after it, found at `now`. ArchiveGap (fatal) when the server lists nothing after the
+    archive's newest binlog: it was reset, and resuming would archive another history under the same names."""
     if not on_server:
         raise RunnerError(Reason.ARCHIVE_GAP, "the server lists no binlogs")
     server = sorted(on_server, key=binlog_key)
     closed = [name for name, entry in archived.items() if entry.closed]
-    if not closed:
-        return server[0]
-    newest = max(closed, key=binlog_key)
-    wanted = successor(newest)
+    newest = max(closed, key=binlog_key) if closed else None
+    if newest is not None:
+        wanted = successor(newest)
+    elif archived:
+        wanted = min(archived, key=binlog_key)  # the open binlog of a run that closed none
+    else:
+        return server[0], None
     if wanted in server:
-        return wanted
-    newer = [name for name in server if binlog_key(name) > binlog_key(newest)]
+        return wanted, None
+    newer = [name for name in server if binlog_key(name) > binlog_key(wanted)]
     if not newer:
         raise RunnerError(
             Reason.ARCHIVE_GAP,
-            f"the server's newest binlog {server[-1]} is not after the archive's {newest}: was it reset?",
+            f"the server's newest binlog {server[-1]} is not after the archive's {newest or wanted}: was it reset?",
         )
-    raise RunnerError(
-        Reason.ARCHIVE_GAP,
-        f"binlog {wanted} was purged from the server before it was archived (the archive ends with {newest}, the "
-        f"server's oldest is {server[0]}): no point-in-time restore can cross it; take a new backup",
-    )
+    resume = newer[0]
+    return resume, Gap(newest, wanted, predecessor(resume), resume, _utc(int(now.timestamp())) or "")
 
 
 # --- the archiver ------------------------------------------------------------------------------------------------
@@ -203,8 +215,11 @@ def server_binlogs(connection: Connection, scrub: Scrubber) -> list[str]:
 
 
 class _Archiver:
-    def __init__(self, options: ArchiveOptions, spool: Path, index: dict[str, Entry], status: ArchiveStatus) -> None:
+    def __init__(
+        self, options: ArchiveOptions, spool: Path, index: dict[str, Entry], gaps: list[Gap], status: ArchiveStatus
+    ) -> None:
         self.options = options
+        self.gaps = gaps
         self.store = options.store
         self.spool = spool
         self.index = index
@@ -255,10 +270,16 @@ class _Archiver:
     def report(self, *, binlog: str | None, current: float | None = None, checked: bool = False) -> None:
         """The status the HTTP endpoint serves, from the index as published; `checked`: a check or a stop's
         publish (its `updated`)."""
-        firsts = [e.first_event for e in self.index.values() if e.first_event]
+        gap = self.gaps[-1] if self.gaps else None
+        after = [e for e in self.index.values() if gap is None or binlog_key(e.file) >= binlog_key(gap.resumed_at)]
+        firsts = [e.first_event for e in after if e.first_event]
         lasts = [e.last_event for e in self.index.values() if e.last_event]
+        # Nothing replays across the newest gap: the archive is recoverable from the first event after it. Until one
+        # is archived, the gap is dated by when it was found, so that the operator learns of it at once.
+        gap_at = None if gap is None else (firsts[0] if firsts else gap.found_at)
         changes: dict[str, object] = {
             "recoverable_from": firsts[0] if firsts else None,
+            "gap_at": gap_at,
             "recoverable_until": lasts[-1] if lasts else None,
             "archived": sum(1 for e in self.index.values() if e.closed),
         }
@@ -323,9 +344,11 @@ def archive(
     store = options.store
     poll = min(0.5, options.max_lag / 4)
     with store.claim() as spool:
-        index = store.index()
-        work = _Archiver(options, spool, index, status if status is not None else ArchiveStatus())
-        first = start_binlog(server_binlogs(options.connection, scrub), index)
+        index, gaps = store.index(), store.gaps()
+        first, gap = start_binlog(server_binlogs(options.connection, scrub), index, datetime.now(UTC))
+        if gap is not None:
+            gaps = _record_gap(store, gap, gaps)
+        work = _Archiver(options, spool, index, gaps, status if status is not None else ArchiveStatus())
         log.info("archiving started", archive=store.where, first=first, maxLag=options.max_lag)
         argv = engines.mysql_binlog_stream_argv(options.connection, first, f"{spool}/")
         env = engines.child_env(Engine.MYSQL, options.connection)
@@ -349,6 +372,23 @@ def archive(
         "newest": newest.file if newest else None,
         "lastEvent": newest.last_event if newest else None,
     }
+
+
+def _record_gap(store: ArchiveStore, gap: Gap, gaps: list[Gap]) -> list[Gap]:
+    """Writes `gap` into the archive before anything after it is (a restarted run that finds the same gap keeps the
+    record it has, with its first `found_at`); the archive's gaps with it, oldest first."""
+    known = next((g for g in gaps if g.name == gap.name), None)
+    if known is None:
+        store.put(gap.name, gap.to_json().encode())
+        gaps = sorted([*gaps, gap], key=lambda g: binlog_key(g.resumed_at))
+    log.warning(
+        "binlogs were purged from the server before they were archived: archiving resumes after them, and no "
+        "point-in-time restore replays across them; take a new backup",
+        firstMissing=gap.first_missing,
+        lastMissing=gap.last_missing,
+        resumedAt=gap.resumed_at,
+    )
+    return gaps
 
 
 def _server_position(connection: Connection, scrub: Scrubber) -> tuple[str, int] | None:

@@ -1,14 +1,18 @@
 """`dbb-backup archive --status-port PORT`: what the archive holds and how far behind the server it is, over plain
 HTTP on 0.0.0.0:PORT, for the operator (status.continuous) and the Pod's probes.
 
-    GET /status   200 {"recoverableFrom", "recoverableUntil", "lagSeconds", "binlog", "archived", "reason",
-                       "message", "updated"}  (StatusBody)
+    GET /status   200 {"recoverableFrom", "recoverableUntil", "gapAt", "lagSeconds", "binlog", "archived",
+                       "reason", "message", "updated"}  (StatusBody)
     GET /healthz  200 "ok" while the archiver runs; 503 and the reason after a fatal error
     anything else 404 (other methods: 501)
 
-- `recoverableFrom`: the first event of the oldest archived binlog; `recoverableUntil`: the last event of the newest
-  one published (closed or `.partial`), as the archive's index records them (RFC 3339, whole seconds; null while
-  the archive holds no event).
+- `recoverableFrom`: the first event of the oldest archived binlog after the newest gap (all of them when the
+  archive has none: nothing replays across a gap); `recoverableUntil`: the last event of the newest one published
+  (closed or `.partial`), as the archive's index records them (RFC 3339, whole seconds; null while the archive holds
+  no such event).
+- `gapAt`: the first event archived after the newest gap (`archivestore.Gap`: binlogs the server purged before they
+  were read), or, until one is archived, when the gap was found; null when the archive has no gap. The operator
+  takes a backup at once when it is newer than the last successful one.
 - `lagSeconds`: the age of the archive's view of the server. Every max_lag / 2 seconds the archiver asks the server
   where it is writing (SHOW MASTER STATUS, at instant t), then publishes what the binlog tool has received; if the
   archive then holds everything up to that position, the archive was complete as of t. `lagSeconds` is the seconds
@@ -20,10 +24,11 @@ HTTP on 0.0.0.0:PORT, for the operator (status.continuous) and the Pod's probes.
   is); null while the archiver runs.
 - `updated`: when the archiver last checked against the server (or published at a stop); null before the first.
 
-A fatal error (`ArchiveGap`, `BinaryLoggingOff`, a lost connection) is recorded here, then the run ends as every run
-does: its failure line on stdout, in `--termination-log` and on stderr, and exit status 1, so that the Pod restarts
-and the operator reads the reason from its last termination message. /healthz answers 503 between the error and the
-exit, moments; /status is there only while the process runs. A stop (SIGTERM) keeps /healthz at 200 until exit.
+A fatal error (`ArchiveGap` for a server that was reset, `BinaryLoggingOff`, a lost connection) is recorded here,
+then the run ends as every run does: its failure line on stdout, in `--termination-log` and on stderr, and exit
+status 1, so that the Pod restarts and the operator reads the reason from its last termination message. /healthz
+answers 503 between the error and the exit, moments; /status is there only while the process runs. A stop
+(SIGTERM) keeps /healthz at 200 until exit.
 
 Every answer is a few hundred bytes of our own JSON: no path, no host, no credential. Requests are served by daemon
 threads with a read timeout, so a client that sends nothing holds no thread for long, and nothing a client sends can
@@ -54,6 +59,7 @@ REQUEST_TIMEOUT: Final = 10.0  # seconds a connection may take to send its reque
 class StatusBody(TypedDict):
     recoverableFrom: str | None
     recoverableUntil: str | None
+    gapAt: str | None
     lagSeconds: float | None
     binlog: str | None
     archived: int
@@ -69,6 +75,7 @@ class State:
 
     recoverable_from: str | None = None
     recoverable_until: str | None = None
+    gap_at: str | None = None
     binlog: str | None = None
     archived: int = 0
     current_at: float | None = None
@@ -87,6 +94,7 @@ def render(state: State, now: float) -> StatusBody:
     return {
         "recoverableFrom": state.recoverable_from,
         "recoverableUntil": state.recoverable_until,
+        "gapAt": state.gap_at,
         "lagSeconds": lag,
         "binlog": state.binlog,
         "archived": state.archived,

@@ -12,6 +12,9 @@ behind one seam, `ArchiveStore`. Both hold the same names (`mysql-bin.000003.zst
   before the new one starts). A run starts by aborting the archive's incomplete uploads (a killed run's) and its own
   stale spools (local, under TMPDIR: the Pod's emptyDir survives a container restart).
 
+Beside the entries, a gap record (`Gap`, `<binlog>.gap.json`) marks binlogs the server purged before the archiver
+read them: the archiver resumed at `<binlog>` (see `archive.start_binlog`); no replay crosses it (`pitr`).
+
 In both, the data object is complete before the entry that names it is written: an entry always describes a whole
 object. A store that fails a write fails the run (`StorageError`); the next run resumes where the archive stops.
 """
@@ -24,7 +27,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -42,10 +45,12 @@ __all__ = [
     "ArchiveStore",
     "Entry",
     "FolderArchive",
+    "Gap",
     "S3Archive",
     "Written",
     "archive_name",
     "binlog_key",
+    "merge_gaps",
     "merge_index",
     "read_index",
 ]
@@ -54,6 +59,7 @@ log = structlog.get_logger("dbb-backup")
 
 ENTRY: Final = ".json"
 PARTIAL: Final = ".partial"
+GAP: Final = ".gap.json"
 READ_SIZE: Final = 1 << 20
 
 
@@ -103,9 +109,7 @@ class Entry:
 
     @classmethod
     def from_json(cls, text: str) -> Entry:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+        data = _object(text)
         try:
             return cls(
                 str(data["file"]),
@@ -121,6 +125,68 @@ class Entry:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not an archive entry: {error}") from None
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Binlogs `first_missing`..`last_missing` the server purged before the archiver read them, found at `found_at`
+    (RFC 3339); the archive holds `after` (None: nothing closed) and resumed at `resumed_at`, the server's oldest
+    binlog then. Stored as `<resumed_at>.gap.json`."""
+
+    after: str | None
+    first_missing: str
+    last_missing: str
+    resumed_at: str
+    found_at: str
+
+    @property
+    def name(self) -> str:
+        return self.resumed_at + GAP
+
+    def to_json(self) -> str:
+        data = {
+            "after": self.after,
+            "firstMissing": self.first_missing,
+            "lastMissing": self.last_missing,
+            "resumedAt": self.resumed_at,
+            "foundAt": self.found_at,
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Gap:
+        data = _object(text)
+        try:
+            return cls(
+                _optional(data, "after"),
+                str(data["firstMissing"]),
+                str(data["lastMissing"]),
+                str(data["resumedAt"]),
+                str(data["foundAt"]),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"not a gap record: {error}") from None
+
+    def covers(self, binlog: str) -> bool:
+        """Whether `binlog` is one of the missing ones."""
+        return binlog_key(self.first_missing) <= binlog_key(binlog) <= binlog_key(self.last_missing)
+
+
+def merge_gaps(texts: Iterable[str]) -> list[Gap]:
+    """The gap records, oldest first (by the binlog each resumed at); unreadable ones left out."""
+    gaps = []
+    for text in texts:
+        with contextlib.suppress(ValueError):
+            gaps.append(Gap.from_json(text))
+    return sorted(gaps, key=lambda gap: binlog_key(gap.resumed_at))
+
+
+def _object(text: str) -> dict[str, Any]:
+    """A JSON object's members; ValueError for any other JSON (or none)."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
 
 
 def _optional(data: dict[str, object], name: str) -> str | None:
@@ -164,6 +230,8 @@ class ArchiveStore(Protocol):
 
     def index(self) -> dict[str, Entry]: ...
 
+    def gaps(self) -> list[Gap]: ...
+
     def claim(self) -> contextlib.AbstractContextManager[Path]:
         """This run's hold on the archive: what killed runs left is removed; yields a fresh local spool folder."""
         ...
@@ -192,12 +260,20 @@ class FolderArchive:
     def index(self) -> dict[str, Entry]:
         if not self.folder.is_dir():
             return {}
+        return merge_index(self._texts(lambda name: not name.endswith(GAP)))
+
+    def gaps(self) -> list[Gap]:
+        return merge_gaps(self._texts(lambda name: name.endswith(GAP)))
+
+    def _texts(self, wanted: Callable[[str], bool]) -> list[str]:
+        if not self.folder.is_dir():
+            return []
         texts = []
         for path in self.folder.glob(f"*{ENTRY}"):
-            if not path.name.startswith("."):
+            if not path.name.startswith(".") and wanted(path.name):
                 with contextlib.suppress(OSError):
                     texts.append(path.read_text(encoding="utf-8"))
-        return merge_index(texts)
+        return texts
 
     @contextlib.contextmanager
     def claim(self) -> Iterator[Path]:
@@ -261,11 +337,17 @@ class S3Archive:
         return self.location.key(name)
 
     def index(self) -> dict[str, Entry]:
+        return merge_index(self._texts(lambda name: not name.endswith(GAP)))
+
+    def gaps(self) -> list[Gap]:
+        return merge_gaps(self._texts(lambda name: name.endswith(GAP)))
+
+    def _texts(self, wanted: Callable[[str], bool]) -> list[str]:
         base = self._key("")
         texts = []
         for key in list_keys(self.client, self.location.bucket, base):
             name = key.removeprefix(base)
-            if "/" in name or name.startswith(".") or not name.endswith(ENTRY):
+            if "/" in name or name.startswith(".") or not name.endswith(ENTRY) or not wanted(name):
                 continue
             try:
                 body = self.client.get_object(Bucket=self.location.bucket, Key=key)["Body"]
@@ -275,7 +357,7 @@ class S3Archive:
                 raise object_error(error, f"s3://{self.location.bucket}/{key}") from None
             with contextlib.closing(body):
                 texts.append(body.read().decode("utf-8", errors="replace"))
-        return merge_index(texts)
+        return texts
 
     @contextlib.contextmanager
     def claim(self) -> Iterator[Path]:

@@ -3,8 +3,9 @@
 1. Decide, before anything on the server changes (`plan_replay`, pure): the backup's manifest must carry binlog
    coordinates (`binlog`); T must not be before the backup's end (the snapshot was taken between its start and its
    end, so only from its end on is every write in the dump surely at or before T) nor after the newest archived
-   event; the archive must hold every binlog from the coordinates' file to the last one T needs, with no name
-   missing in between.
+   event; the archive must hold every binlog from the coordinates' file to the last one T needs, each closed but
+   the last, with no name missing in between and none of them in a recorded gap (`archivestore.Gap`): a replay
+   that would cross a gap is refused with `ArchiveGap`, naming the missing binlogs.
 2. Restore the dump as `dbb-backup restore` does (into a new database by default; see `restore`).
 3. Replay: the archived binlogs (each held to its entry's sha256 first) go through the binlog tool, from the
    coordinates' position in the first, for the backup's database only (renamed to the target), up to the first event
@@ -22,7 +23,7 @@ import hashlib
 import itertools
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ import zstandard
 
 from runner import admin, engines
 from runner.archive import successor
-from runner.archivestore import ArchiveStore, Entry, FolderArchive, S3Archive, archive_name, binlog_key
+from runner.archivestore import ArchiveStore, Entry, FolderArchive, Gap, S3Archive, archive_name, binlog_key
 from runner.binlog import Coordinates
 from runner.compression import Source
 from runner.crypto import Decryptor, Keyring
@@ -91,7 +92,7 @@ class Replay:
     stop: datetime  # replay events before this (T rounded down to the second)
 
 
-def plan_replay(manifest: Manifest, index: Mapping[str, Entry], point: datetime) -> Replay:
+def plan_replay(manifest: Manifest, index: Mapping[str, Entry], point: datetime, gaps: Sequence[Gap] = ()) -> Replay:
     """What to replay for `point`, or a refusal that says why (nothing has been touched yet)."""
     coordinates = manifest.binlog
     if coordinates is None or coordinates.file is None or coordinates.position is None:
@@ -110,8 +111,9 @@ def plan_replay(manifest: Manifest, index: Mapping[str, Entry], point: datetime)
         )
     names = sorted(index, key=binlog_key)
     if coordinates.file not in index:
+        where = "".join(f" ({_missing(g)})" for g in gaps if g.covers(coordinates.file))
         raise RunnerError(
-            Reason.ARCHIVE_GAP, f"the archive has no {coordinates.file}, where the backup's snapshot sits"
+            Reason.ARCHIVE_GAP, f"the archive has no {coordinates.file}, where the backup's snapshot sits{where}"
         )
     chain = names[names.index(coordinates.file) :]
     newest = _time(index[chain[-1]].last_event)
@@ -126,13 +128,36 @@ def plan_replay(manifest: Manifest, index: Mapping[str, Entry], point: datetime)
     begins = [_time(index[name].first_event) for name in chain]
     last = max(i for i, first in enumerate(begins) if i == 0 or first is None or first < stop)
     needed = chain[: last + 1]
+    for gap in gaps:
+        # A gap lies between the first and the last binlog needed when the replay reads past it: its missing ones,
+        # or what is left of one (the `.partial` of a binlog purged before it closed), were never archived whole.
+        if binlog_key(needed[0]) <= binlog_key(gap.last_missing) and binlog_key(gap.resumed_at) <= binlog_key(
+            needed[-1]
+        ):
+            raise RunnerError(
+                Reason.ARCHIVE_GAP,
+                f"--point-in-time {_rfc(point)} is after a gap in the archive ({_missing(gap)}): no replay crosses "
+                f"it; restore a backup taken after it",
+            )
     for before, after in itertools.pairwise(needed):
         expected = successor(before)
         if after != expected:
             raise RunnerError(
                 Reason.ARCHIVE_GAP, f"the archive is missing binlog {expected}, between {before} and {after}"
             )
+    for name in needed[:-1]:
+        if not index[name].closed:
+            raise RunnerError(Reason.ARCHIVE_GAP, f"the archive holds only part of binlog {name}, before {needed[-1]}")
     return Replay(coordinates, [index[n] for n in needed], stop)
+
+
+def _missing(gap: Gap) -> str:
+    """The binlogs a gap lacks, in words."""
+    if gap.first_missing == gap.last_missing:
+        names = f"binlog {gap.first_missing} was purged from the server before it was"
+    else:
+        names = f"binlogs {gap.first_missing} to {gap.last_missing} were purged from the server before they were"
+    return f"{names} archived, found {gap.found_at}"
 
 
 def replay(
@@ -249,7 +274,7 @@ def prepare(
 ) -> tuple[Replay, ArchiveStore]:
     """Step 1: the plan, and the archive it reads (default: `default_archive`)."""
     store = archive if archive is not None else default_archive(backup, manifest)
-    return plan_replay(manifest, store.index(), point), store
+    return plan_replay(manifest, store.index(), point, store.gaps()), store
 
 
 def apply(

@@ -138,13 +138,16 @@ def entries(folder: Path) -> dict[str, dict[str, Any]]:
     """The archive's index: {entry file name: entry}."""
     found: dict[str, dict[str, Any]] = {}
     for path in sorted((folder / "shop-binlog").glob("*.json")):
+        if path.name.endswith(".gap.json"):
+            continue
         with contextlib.suppress(FileNotFoundError):  # a partial entry goes when its binlog closes
             found[path.name] = json.loads(path.read_text())
     return found
 
 
 def newest_event(folder: Path, name: str) -> datetime:
-    times = [json.loads(p.read_text())["lastEvent"] for p in (folder / f"{name}-binlog").glob("*.json")]
+    found = (folder / f"{name}-binlog").glob("*.json")
+    times = [json.loads(p.read_text())["lastEvent"] for p in found if not p.name.endswith(".gap.json")]
     return max((datetime.fromisoformat(t) for t in times if t), default=datetime.min.replace(tzinfo=UTC))
 
 
@@ -241,26 +244,87 @@ def test_an_archiver_killed_mid_stream_resumes_with_no_gap_and_no_duplicate(
     assert sorted(map(int, inserted)) == list(range(1, 101))
 
 
-def test_a_binlog_purged_before_it_was_archived_is_an_archive_gap(binlogged: MariaDBServer, tmp_path: Path) -> None:
-    with archiving(binlogged, tmp_path, max_lag=2):
-        binlogged.sql("FLUSH BINARY LOGS")
-        rotated = list(server_binlogs(binlogged))[-2]
-        wait_for(lambda: f"{rotated}.json" in entries(tmp_path), "a closed binlog archived")
-    missed = list(server_binlogs(binlogged))[-1]
-    binlogged.sql("INSERT INTO shop.orders VALUES (200, NOW(6)); FLUSH BINARY LOGS; FLUSH BINARY LOGS")
-    newest = list(server_binlogs(binlogged))[-1]
+def purge_while_stopped(server: MariaDBServer, folder: Path, name: str) -> list[str]:
+    """Archives until a binlog closed, stops, then writes and purges past what the archive holds: a gap. Returns
+    the binlogs the archive never got, in order, and the one the server keeps (oldest first) last."""
+    with archiving(server, folder, 2, name):
+        server.sql("FLUSH BINARY LOGS")
+        rotated = list(server_binlogs(server))[-2]
+        wait_for(lambda: (folder / f"{name}-binlog" / f"{rotated}.json").exists(), "a closed binlog archived")
+    missed = list(server_binlogs(server))[-1]
+    server.sql("INSERT INTO shop.orders VALUES (200, NOW(6)); FLUSH BINARY LOGS; FLUSH BINARY LOGS")
+    newest = list(server_binlogs(server))[-1]
 
     def purged() -> bool:
         # The server keeps a binlog a reader still has open (the stopped archiver's session, until it notices).
-        binlogged.sql(f"PURGE BINARY LOGS TO '{newest}'")
-        return missed not in server_binlogs(binlogged)
+        server.sql(f"PURGE BINARY LOGS TO '{newest}'")
+        return missed not in server_binlogs(server)
 
     wait_for(purged, f"{missed} purged")
+    names = [missed]
+    while names[-1] != newest:
+        base, _, number = names[-1].rpartition(".")
+        names.append(f"{base}.{int(number) + 1:0{len(number)}d}")
+    return names
 
-    outcome = dbb(*archive_args(binlogged, tmp_path, 2), env=password_env(binlogged), timeout=30)
 
-    assert outcome.code == 1
-    assert outcome.reason_line.startswith(f"dbb-backup: ArchiveGap: binlog {missed} was purged"), outcome.stderr
+def test_a_binlog_purged_before_it_was_archived_is_recorded_as_a_gap_and_archiving_resumes_after_it(
+    binlogged: MariaDBServer, tmp_path: Path
+) -> None:
+    binlogged.sql("SET GLOBAL time_zone = '+00:00'")
+    binlogged.sql("CREATE DATABASE gapped; CREATE TABLE gapped.rows (id int PRIMARY KEY, at datetime(6))")
+    ids = itertools.count(1)
+
+    def write(count: int, pause: float = 0) -> list[int]:
+        done = []
+        for _ in range(count):
+            done.append(next(ids))
+            binlogged.sql(f"INSERT INTO gapped.rows VALUES ({done[-1]}, NOW(6))")
+            time.sleep(pause)  # spreads the writes over several seconds
+        return done
+
+    write(3)
+    with archiving(binlogged, tmp_path, 2, "gapped"):
+        before_gap = backup(binlogged, tmp_path, "gapped", name="gapped")
+    *missing, resumed = purge_while_stopped(binlogged, tmp_path, "gapped")
+    folder = tmp_path / "gapped-binlog"
+
+    port = free_port()
+    with archiving(binlogged, tmp_path, 1, "gapped", "--status-port", str(port)) as process:
+        wait_for(lambda: any(folder.glob(f"{resumed}*.json")), f"archiving to resume at {resumed}")
+        gap = json.loads((folder / f"{resumed}.gap.json").read_text())
+        after_gap = backup(binlogged, tmp_path, "gapped", name="gapped")
+        later = write(8, pause=0.25)
+        binlogged.sql("FLUSH BINARY LOGS")
+        last = write(8, pause=0.25)
+        written = written_rows(binlogged, "gapped")
+        point = (written[later[3]] + timedelta(seconds=1)).replace(microsecond=0)
+        assert written[last[-1]] >= point
+        newest = max(written.values()).replace(microsecond=0)
+        wait_for(lambda: newest_event(tmp_path, "gapped") >= newest, "the archive to reach the last write")
+        first_after = json.loads((folder / f"{resumed}.json").read_text())["firstEvent"]
+        wait_for(lambda: json.loads(status_of(port)[1])["gapAt"] == first_after, "/status to date the gap")
+        body = json.loads(status_of(port)[1])
+        assert process.poll() is None, "the archiver runs on after the gap"
+
+    assert (gap["firstMissing"], gap["lastMissing"], gap["resumedAt"]) == (missing[0], missing[-1], resumed)
+    assert datetime.fromisoformat(gap["foundAt"]) > datetime.now(UTC) - timedelta(minutes=5)
+    assert body["recoverableFrom"] == body["gapAt"] == first_after
+    assert body["reason"] is None
+    assert process.returncode == 0
+    at = point.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    refused = pitr_restore(binlogged, before_gap, "gapped_before", at)
+    restored = pitr_restore(binlogged, after_gap, "gapped_after", at)
+
+    assert refused.code == 1
+    assert refused.reason_line.startswith("dbb-backup: ArchiveGap: --point-in-time"), refused.stderr
+    assert f"binlogs {missing[0]} to {missing[-1]} were purged" in refused.reason_line
+    assert "gapped_before" not in binlogged.databases()
+    assert restored.code == 0, restored.stderr
+    assert sorted(written_rows(binlogged, "gapped_after")) == sorted(i for i, t in written.items() if t < point)
+    assert later[3] in written_rows(binlogged, "gapped_after")
+    assert last[-1] not in written_rows(binlogged, "gapped_after")
 
 
 def test_archiving_a_server_without_binary_logging_says_what_to_set(mariadb: MariaDBServer, tmp_path: Path) -> None:

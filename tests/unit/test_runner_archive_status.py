@@ -64,6 +64,7 @@ def test_before_anything_is_archived_every_field_says_so() -> None:
     assert render(State(), now=5.0) == {
         "recoverableFrom": None,
         "recoverableUntil": None,
+        "gapAt": None,
         "lagSeconds": None,
         "binlog": None,
         "archived": 0,
@@ -94,6 +95,7 @@ def test_status_is_json_with_the_published_bounds(status: ArchiveStatus, port: i
         checked=True,
         recoverable_from="2026-12-07T10:00:00Z",
         recoverable_until="2026-12-07T11:30:05Z",
+        gap_at="2026-12-07T10:00:00Z",
         archived=3,
         binlog="mysql-bin.000004",
         current_at=status.clock(),
@@ -105,6 +107,7 @@ def test_status_is_json_with_the_published_bounds(status: ArchiveStatus, port: i
     body = json.loads(text)
     assert body["recoverableFrom"] == "2026-12-07T10:00:00Z"
     assert body["recoverableUntil"] == "2026-12-07T11:30:05Z"
+    assert body["gapAt"] == "2026-12-07T10:00:00Z"
     assert body["lagSeconds"] == 0.0
     assert (body["archived"], body["binlog"], body["reason"], body["message"]) == (3, "mysql-bin.000004", None, None)
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runner.archive import MAGIC, ROTATE_EVENT, Entry, Scan, binlog_key, scan, start_binlog
+from runner.archivestore import Gap
 from runner.binlog import Coordinates
 from runner.crypto import Key, Keyring
 from runner.errors import Reason, RunnerError
@@ -27,6 +29,9 @@ def entry(name: str, *, closed: bool = True) -> Entry:
 def archived(*names: str, open_one: str | None = None) -> dict[str, Entry]:
     found = {n: entry(n) for n in names}
     return found | ({open_one: entry(open_one, closed=False)} if open_one else {})
+
+
+NOW = "2026-12-07T12:00:00Z"
 
 
 def test_binlogs_sort_by_their_number_not_their_text() -> None:
@@ -45,20 +50,41 @@ def test_binlogs_sort_by_their_number_not_their_text() -> None:
     ],
 )
 def test_a_run_starts_after_the_newest_closed_binlog(server: list[str], index: dict[str, Entry], expected: str) -> None:
-    assert start_binlog(server, index) == expected
+    assert start_binlog(server, index, FOUND) == (expected, None)
+
+
+FOUND = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("server", "index", "gap"),
+    [
+        (["b.000006", "b.000007"], archived("b.000003"), Gap("b.000003", "b.000004", "b.000005", "b.000006", NOW)),
+        (["b.000005"], archived("b.000003"), Gap("b.000003", "b.000004", "b.000004", "b.000005", NOW)),
+        # The open binlog of a run that closed none, purged: its partial is not whole, so it is in the gap.
+        (["b.000004"], archived(open_one="b.000002"), Gap(None, "b.000002", "b.000003", "b.000004", NOW)),
+    ],
+)
+def test_a_binlog_the_server_no_longer_has_is_a_gap_recorded_and_the_run_resumes_after_it(
+    server: list[str], index: dict[str, Entry], gap: Gap
+) -> None:
+    assert start_binlog(server, index, FOUND) == (gap.resumed_at, gap)
+    assert Gap.from_json(gap.to_json()) == gap
+    assert gap.name == f"{gap.resumed_at}.gap.json"
 
 
 @pytest.mark.parametrize(
     ("server", "index", "message"),
     [
-        (["b.000006", "b.000007"], archived("b.000003"), "binlog b.000004 was purged"),
         (["b.000001"], archived("b.000003"), "was it reset"),
         ([], {}, "lists no binlogs"),
     ],
 )
-def test_a_binlog_the_server_no_longer_has_is_a_gap(server: list[str], index: dict[str, Entry], message: str) -> None:
+def test_a_server_that_was_reset_or_lists_nothing_ends_the_run(
+    server: list[str], index: dict[str, Entry], message: str
+) -> None:
     with pytest.raises(RunnerError, match=message) as raised:
-        start_binlog(server, index)
+        start_binlog(server, index, FOUND)
     assert raised.value.reason is Reason.ARCHIVE_GAP
 
 
@@ -205,3 +231,37 @@ def test_a_replay_without_the_key_of_an_encrypted_binlog_is_refused_before_it_st
 
     assert (raised.value.reason, raised.value.message) == (reason, f"archived binlog {message}")
     check_keys(plan, Keyring.of(Key("old", bytes(32)), KEY))  # the key among others: no refusal
+
+
+# b.000003 was purged before it was archived; the archiver resumed at b.000004.
+GAP = Gap("b.000002", "b.000003", "b.000003", "b.000004", "2026-12-07T10:01:10Z")
+GAPPED = {k: v for k, v in INDEX.items() if k != "b.000003"}
+
+
+def test_a_replay_that_would_cross_a_gap_is_refused_naming_the_missing_binlogs() -> None:
+    with pytest.raises(RunnerError) as raised:
+        plan_replay(backup_manifest(), GAPPED, parse_instant("2026-12-07T10:01:30Z"), [GAP])
+
+    assert raised.value.reason is Reason.ARCHIVE_GAP
+    assert "binlog b.000003 was purged from the server before it was archived" in raised.value.message
+
+
+def test_a_replay_that_ends_before_a_gap_or_starts_after_it_is_planned() -> None:
+    before = plan_replay(backup_manifest(), GAPPED, parse_instant("2026-12-07T10:00:10Z"), [GAP])
+    after_it = backup_manifest(binlog=Coordinates("b.000004", 4, None), end="2026-12-07T10:01:05Z")
+    after = plan_replay(after_it, GAPPED, parse_instant("2026-12-07T10:01:30Z"), [GAP])
+
+    assert [e.file for e in before.entries] == ["b.000002"]
+    assert [e.file for e in after.entries] == ["b.000004"]
+
+
+def test_a_replay_past_a_binlog_archived_only_in_part_is_refused() -> None:
+    # The partial of b.000003, purged before it closed: the events after its part were never archived.
+    partial = INDEX | {"b.000003": replace(INDEX["b.000003"], closed=False)}
+    gap = Gap("b.000002", "b.000003", "b.000003", "b.000004", "2026-12-07T10:01:10Z")
+
+    with pytest.raises(RunnerError, match="after a gap in the archive") as raised:
+        plan_replay(backup_manifest(), partial, parse_instant("2026-12-07T10:01:30Z"), [gap])
+    with pytest.raises(RunnerError, match=r"only part of binlog b\.000003"):
+        plan_replay(backup_manifest(), partial, parse_instant("2026-12-07T10:01:30Z"))
+    assert raised.value.reason is Reason.ARCHIVE_GAP
