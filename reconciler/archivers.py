@@ -120,7 +120,7 @@ class Archivers:
         reported = continuous_status(deployment, answer, stored.stored if stored else (), previous, failure)
         if previous is None or reported.to_dict() != previous.to_dict():
             await write_status(
-                self._custom, PLURAL, self._backups, self._metrics, obj, {"continuous": reported.to_dict()}
+                self._custom, PLURAL, self._backups, self._metrics, obj, {"continuous": reported.to_patch()}
             )
         return every
 

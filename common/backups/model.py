@@ -439,6 +439,19 @@ class LastVerification:
         )
 
 
+_CONTINUOUS_FIELDS: Final = (
+    "archiver",
+    "ready",
+    "recoverableFrom",
+    "recoverableUntil",
+    "lagSeconds",
+    "reason",
+    "message",
+    "updated",
+    "gapAt",
+)
+
+
 @dataclass(frozen=True)
 class ContinuousStatus:
     """`status.continuous`: what the archiver last said of the archive. Point-in-time restores reach any second in
@@ -472,6 +485,10 @@ class ContinuousStatus:
                 "gapAt": self.gap_at,
             }
         )
+
+    def to_patch(self) -> dict[str, Any]:
+        """The merge patch that makes status.continuous this: a field now absent is null, so that it is removed."""
+        return dict.fromkeys(_CONTINUOUS_FIELDS) | self.to_dict()
 
     @classmethod
     def from_dict(cls, raw: object) -> ContinuousStatus | None:

@@ -143,6 +143,7 @@ async def test_a_databaserestore_reaches_a_second_between_two_writes(
             continuous = await until(archived_past_the_writes, 180)
             assert continuous["archiver"] == "nightly-archiver"
             assert continuous["ready"] is True
+            assert "message" not in continuous  # "has not answered yet" went when it answered
             assert continuous["recoverableFrom"] <= rfc3339(point)
             assert 0 <= continuous["lagSeconds"] <= MAX_LAG + 5
 

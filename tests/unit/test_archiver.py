@@ -251,3 +251,12 @@ def test_a_gap_in_the_archive_starts_one_backup_at_once_and_moves_recoverable_fr
     kept = stored("20261127T090000Z", "20261127T100000Z")
     status = continuous_status("nightly-archiver", answer, kept, None)
     assert (status.recoverable_from, status.gap_at) == ("2026-11-27T10:00:00Z", gap)
+
+
+def test_the_status_patch_removes_what_the_new_report_no_longer_says() -> None:
+    report = ContinuousStatus(archiver="a", ready=True, lag_seconds=1.0)
+    patch = report.to_patch()
+    assert patch["message"] is None  # "has not answered yet" goes once it has
+    assert patch["reason"] is None
+    assert set(patch) == set(ContinuousStatus(archiver="a", message="m", reason="r", gap_at="t", updated="u",
+        recoverable_from="f", recoverable_until="u", lag_seconds=1.0).to_dict())  # fmt: skip
