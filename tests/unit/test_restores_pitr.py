@@ -92,3 +92,10 @@ def test_the_restore_job_replays_up_to_the_time_from_the_backup_before_it() -> N
     assert args[:3] == ["dbb-backup", "restore", BACKUPS[1]]
     assert "--point-in-time=2026-12-03T01:15:00Z" in args
     assert plan.status["file"] == BACKUPS[1]
+
+
+def test_a_point_in_time_restore_never_replaces_a_database() -> None:
+    [message] = refusals(to("2026-12-02T12:00:00Z", replace=True), archiving())
+    assert message.startswith(
+        "spec.replace: true, but a point-in-time restore goes into a database that does not exist"
+    )
