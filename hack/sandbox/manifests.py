@@ -1,5 +1,7 @@
 """The objects the sandbox creates, as pure functions: the sample database's record, the original sample
-DatabaseBackup, and the webhook configurations of `deploy/webhook/webhooks.yaml` pointed at a loopback URL.
+DatabaseBackup, and the webhook configurations of `deploy/webhook/webhooks.yaml` pointed at a loopback URL; and a
+MariaDB with binary logging whose DatabaseBackup archives continuously to the object store, for point-in-time
+restores (`MARIADB`, `PITR_BACKUP`, `MARIADB_HOST`).
 
 No kubelet runs in the sandbox, so the StatefulSet and its Service are records only: the database behind them is
 the local PostgreSQL. The sample DatabaseBackup names no connection: the webhook defaults it from the StatefulSet
@@ -21,11 +23,16 @@ __all__ = [
     "BACKUP",
     "BACKUP_NOW",
     "DATABASE",
+    "MARIADB",
+    "MARIADB_HOST",
     "NAMESPACE",
+    "PITR_BACKUP",
     "S3_BACKUP",
     "SERVICE_HOST",
     "as_list",
     "database_objects",
+    "mariadb_objects",
+    "pitr_backup",
     "ready_status",
     "s3_backup",
     "sample_backup",
@@ -45,6 +52,9 @@ S3_BACKUP: Final = "databasebackup-s3"
 S3_CREDENTIALS: Final = "s3-credentials"
 S3_STORE: Final = "sandbox-store"
 NOTE: Final = "sandbox.databases.test.io/note"
+MARIADB: Final = "example-mariadb"
+MARIADB_HOST: Final = f"{MARIADB}.{NAMESPACE}.svc"
+PITR_BACKUP: Final = "databasebackup-pitr"
 
 
 def database_objects(password: str, port: int) -> list[dict[str, Any]]:
@@ -163,6 +173,68 @@ def s3_backup(endpoint: str, bucket: str, keys: dict[str, str]) -> list[dict[str
         },
     }
     return [store, secret, backup]
+
+
+def mariadb_objects(user: str, password: str, port: int) -> list[dict[str, Any]]:
+    """Credentials Secret, Service and StatefulSet of the sample MariaDB, records as for PostgreSQL: the server is
+    the local MariaDB (binary logging on), whose admin user the Secret holds."""
+    labels = {"app": MARIADB}
+    note = f"a record only: no kubelet runs in the sandbox; the database is the local MariaDB at 127.0.0.1:{port}"
+    secret = f"{MARIADB}-credentials"
+    password_ref = {"secretKeyRef": {"name": secret, "key": "password"}}
+    container = {
+        "name": "mariadb",
+        "image": "mariadb:11.8",
+        "args": ["--log-bin=mysql-bin", "--server-id=1", "--binlog-format=ROW"],
+        "ports": [{"name": "mysql", "containerPort": 3306}],
+        "env": [{"name": "MARIADB_ROOT_PASSWORD", "valueFrom": password_ref}],
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret, "namespace": NAMESPACE},
+            "type": "Opaque",
+            "stringData": {"username": user, "password": password},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": MARIADB, "namespace": NAMESPACE, "annotations": {NOTE: note}},
+            "spec": {"clusterIP": "None", "selector": labels, "ports": [{"name": "mysql", "port": 3306}]},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": MARIADB, "namespace": NAMESPACE, "annotations": {NOTE: note}},
+            "spec": {
+                "serviceName": MARIADB,
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+            },
+        },
+    ]
+
+
+def pitr_backup() -> dict[str, Any]:
+    """MariaDB's `shop` to the object store, hourly, with continuous archiving: a DatabaseRestore with
+    `pointInTime` reaches any second since its first backup (docs/point-in-time.md)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": PITR_BACKUP, "namespace": NAMESPACE, "annotations": {ANNOTATION_BACKUP_NOW: BACKUP_NOW}},
+        "spec": {
+            "databaseName": MARIADB,
+            "schedule": "0 * * * *",
+            "connection": {
+                "databases": ["shop"],
+                "credentialsSecret": {"name": f"{MARIADB}-credentials", "usernameKey": "username"},
+            },
+            "storage": {"s3": {"store": S3_STORE}},
+            "continuous": {"maxLagSeconds": 10},
+        },
+    }
 
 
 def as_list(items: Iterable[dict[str, Any]]) -> str:

@@ -31,12 +31,21 @@ import yaml
 from certs.pki import write_private
 from certs.serving import ensure_serving_certificate
 from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
-from hack.harness.content import fill_postgres
+from hack.harness.content import fill_mariadb, fill_postgres
 from hack.harness.controlplane import ControlPlane, free_port
-from hack.harness.databases import PG_BIN, PostgresServer
+from hack.harness.databases import PG_BIN, MariaDBServer, PostgresServer
 from hack.harness.objectstore import SeaweedFS
 from hack.sandbox import manifests
-from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, S3_BACKUP, SERVICE_HOST
+from hack.sandbox.manifests import (
+    BACKUP,
+    DATABASE,
+    MARIADB,
+    MARIADB_HOST,
+    NAMESPACE,
+    PITR_BACKUP,
+    S3_BACKUP,
+    SERVICE_HOST,
+)
 from hack.sandbox.paths import ROOT, DevDir, shown
 from hack.sandbox.processes import Record, alive, load_records, record, spawn, terminate
 
@@ -83,6 +92,8 @@ class Supervisor:
     stack: ExitStack = field(default_factory=ExitStack)
     plane: ControlPlane | None = None
     postgres: PostgresServer | None = None
+    mariadb: MariaDBServer | None = None
+    mariadb_record: Record | None = None
     store: SeaweedFS | None = None
     children: dict[str, tuple[subprocess.Popen[bytes], Path]] = field(default_factory=dict)
     postgres_record: Record | None = None
@@ -134,6 +145,7 @@ class Supervisor:
         self.console.say(f"Starting the DatabaseBackup sandbox (on 127.0.0.1 only; state in {shown(self.dev.root)}/)")
         self._step("control plane", self._start_control_plane)
         self._step("PostgreSQL 15", self._start_postgres)
+        self._step("MariaDB", self._start_mariadb)
         self._step("object store", self._start_object_store)
         self._step("webhook", self._start_webhook)
         self._step("reconciler", self._start_reconciler)
@@ -141,6 +153,7 @@ class Supervisor:
         # Not fatal: after a failed first backup the sandbox stays up, for the user to look at why.
         self._step("first backup", lambda: self._wait_for_first_backup(BACKUP), fatal=False)
         self._step("first to S3", lambda: self._wait_for_first_backup(S3_BACKUP), fatal=False)
+        self._step("point in time", self._wait_for_archive, fatal=False)
 
     def _step(self, label: str, action: Callable[[], str], *, quiet: bool = False, fatal: bool = True) -> None:
         began = time.monotonic()
@@ -181,6 +194,9 @@ class Supervisor:
             # Not our Popen to poll (PostgresServer keeps it): the record tells whether the postmaster lives.
             entry, log = self.postgres_record, self.postgres.folder / "postgres.log"
             found["postgres"] = ((lambda: None if entry is None or alive(entry) else "gone"), log)
+        if self.mariadb is not None:
+            kept, error_log = self.mariadb_record, self.mariadb.folder / "mariadb.log"
+            found["mariadb"] = ((lambda: None if kept is None or alive(kept) else "gone"), error_log)
         return found
 
     # --- the parts ---------------------------------------------------------------------------------------------
@@ -188,10 +204,13 @@ class Supervisor:
     def _check_tools(self) -> str:
         # As root, PostgresServer runs the server as the `postgres` user through setpriv.
         tools = (*_PG_CLIENTS, "setpriv") if os.geteuid() == 0 else _PG_CLIENTS
+        tools = (*tools, *_MARIADB_TOOLS)
         needed = [PG_BIN / "initdb", PG_BIN / "postgres", *(Path(shutil.which(t) or t) for t in tools)]
         missing = [str(p) for p in needed if not p.is_file()]
         if missing:
-            raise StepFailed(f"missing {', '.join(missing)}: run `bash hack/databases.sh` (installs PostgreSQL 15)")
+            raise StepFailed(
+                f"missing {', '.join(missing)}: run `bash hack/databases.sh` (installs PostgreSQL 15 and MariaDB)"
+            )
         ours = [VENV_BIN / name for name in ("dbb-webhook", "dbb-reconciler", "dbb-backup")]
         if not all(p.is_file() for p in ours):
             raise StepFailed(f"dbb-webhook, dbb-reconciler or dbb-backup missing in {VENV_BIN}: run `make venv`")
@@ -220,6 +239,16 @@ class Supervisor:
         self.state["postgres"] = {"host": server.host, "port": server.port, "user": server.user}
         self.state["postgres_folder"] = str(server.folder)
         return f"127.0.0.1:{server.port}, sample databases shop and crm"
+
+    def _start_mariadb(self) -> str:
+        binlog = {"log-bin": "mysql-bin", "server-id": "1", "binlog-format": "ROW"}
+        self.mariadb = server = self.stack.enter_context(MariaDBServer.start(settings=binlog))
+        pid = int((server.folder / "mariadb.pid").read_text().split()[0])
+        self.mariadb_record = record("mariadb", pid, group=False, ports=[server.port])
+        self._remember(self.mariadb_record)
+        fill_mariadb(server)
+        self.state["mariadb"] = {"host": server.host, "port": server.port, "user": server.user}
+        return f"127.0.0.1:{server.port}, binary logging on, sample databases shop and crm"
 
     def _start_object_store(self) -> str:
         os.environ["WEED"] = _weed()  # hack.harness.objectstore starts this binary
@@ -255,10 +284,12 @@ class Supervisor:
         ensure_serving_certificate(tls, ["127.0.0.1", "localhost"])
         # What cluster DNS would do for a backup Job: the sample Service's name reaches the local PostgreSQL.
         alias = f"{SERVICE_HOST}={server.host}:{server.port}"
+        maria = self._mariadb()
         argv = [
             *(sys.executable, "-m", "hack.sandbox.reconciler"),
             *("--kubeconfig", str(self._plane().kubeconfig)),
             *("--local-backup-root", str(self.dev.backups), "--local-host-alias", alias),
+            *("--local-host-alias", f"{MARIADB_HOST}={maria.host}:{maria.port}"),
             *("--health-host", "127.0.0.1", "--health-port", str(port), "--cert-dir", str(tls)),
             # Loopback only, in a sandbox: its metrics need no token (a cluster's do: docs/security.md).
             "--no-metrics-auth",
@@ -278,17 +309,63 @@ class Supervisor:
         plane.kubectl(
             "apply", "-f", "-", input=manifests.as_list(manifests.database_objects(server.password, server.port))
         )
+        maria = self._mariadb()
         plane.kubectl(
-            *("patch", "statefulset", DATABASE, "-n", NAMESPACE, "--subresource=status", "--type=merge"),
-            *("-p", json.dumps(manifests.ready_status())),
+            "apply",
+            "-f",
+            "-",
+            input=manifests.as_list(manifests.mariadb_objects(maria.user, maria.password, maria.port)),
         )
+        for name in (DATABASE, MARIADB):
+            plane.kubectl(
+                *("patch", "statefulset", name, "-n", NAMESPACE, "--subresource=status", "--type=merge"),
+                *("-p", json.dumps(manifests.ready_status())),
+            )
         # Through the webhook: its defaults and its checks apply, as they would in a cluster.
         store = self._store()
-        samples = [manifests.sample_backup(), *manifests.s3_backup(store.endpoint, store.bucket, store.credentials)]
+        samples = [
+            manifests.sample_backup(),
+            *manifests.s3_backup(store.endpoint, store.bucket, store.credentials),
+            manifests.pitr_backup(),
+        ]
         result = plane.kubectl("apply", "-f", "-", input=manifests.as_list(samples))
         for warning in result.stderr.strip().splitlines():
             self.console.say(f"    {warning}")
-        return f"namespace {NAMESPACE}: StatefulSet {DATABASE} (a record), DatabaseBackups {BACKUP}, {S3_BACKUP}"
+        return (
+            f"namespace {NAMESPACE}: StatefulSets {DATABASE}, {MARIADB} (records), "
+            f"DatabaseBackups {BACKUP}, {S3_BACKUP}, {PITR_BACKUP}"
+        )
+
+    def _wait_for_archive(self) -> str:
+        """The MariaDB sample's first backup, then its archive reaching past it: point-in-time restores work."""
+        plane = self._plane()
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/{PITR_BACKUP}"
+        deadline, wrote = time.monotonic() + FIRST_BACKUP_TIMEOUT, False
+        while time.monotonic() < deadline:
+            code, body = plane.get(path)
+            status = (json.loads(body).get("status") or {}) if code == 200 else {}
+            continuous = status.get("continuous") or {}
+            if status.get("lastBackup") and not wrote:
+                # An archive reaches as far as the last event it holds: a write after the first backup is what
+                # makes a second after it restorable (docs/point-in-time.md).
+                self._mariadb().sql(
+                    "CREATE TABLE IF NOT EXISTS shop.visits (at DATETIME(6)); INSERT INTO shop.visits VALUES (NOW(6))"
+                )
+                wrote = True
+            if continuous.get("recoverableFrom"):
+                return (
+                    f"{PITR_BACKUP}: restores reach any second from {continuous['recoverableFrom']} "
+                    f"(kubectl dbb list {PITR_BACKUP} -n {NAMESPACE})"
+                )
+            if status.get("lastFailure"):
+                failure = status["lastFailure"]
+                raise StepFailed(f"the first backup failed: {failure['reason']}: {failure['message']}")
+            if continuous.get("reason"):
+                raise StepFailed(f"the archiver stopped: {continuous['reason']}: {continuous.get('message')}")
+            time.sleep(0.5)
+        raise StepFailed(
+            f"nothing recoverable within {FIRST_BACKUP_TIMEOUT:.0f}s; see `kubectl describe dbb {PITR_BACKUP}`"
+        )
 
     def _wait_for_first_backup(self, name: str) -> str:
         plane = self._plane()
@@ -353,6 +430,10 @@ class Supervisor:
         assert self.postgres is not None
         return self.postgres
 
+    def _mariadb(self) -> MariaDBServer:
+        assert self.mariadb is not None
+        return self.mariadb
+
     def _store(self) -> SeaweedFS:
         assert self.store is not None
         return self.store
@@ -364,6 +445,7 @@ _SIGNAL_NAMES: Final[dict[int, str]] = {
     signal.SIGTERM: "Asked to stop (SIGTERM)",
 }
 _PG_CLIENTS: Final = ("pg_dump", "pg_dumpall", "pg_restore", "psql", "pg_isready")
+_MARIADB_TOOLS: Final = ("mariadbd", "mariadb-install-db", "mariadb", "mariadb-dump", "mariadb-binlog")
 
 
 def instructions(dev: DevDir, seconds: float, *, detached: bool, backed_up: bool) -> list[str]:

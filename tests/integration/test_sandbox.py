@@ -28,13 +28,13 @@ from common.constants import ANNOTATION_BACKUP_NOW
 from hack.harness import content
 from hack.harness.controlplane import find_assets
 from hack.harness.databases import PostgresServer
-from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, S3_BACKUP, SERVICE_HOST
+from hack.sandbox.manifests import BACKUP, DATABASE, NAMESPACE, PITR_BACKUP, S3_BACKUP, SERVICE_HOST
 from hack.sandbox.paths import ENV_VAR, ROOT, DevDir
 from hack.sandbox.processes import Record, alive, load_records, port_free
 from tests.backup import cli
 from tests.fixtures import databasebackup
 
-PARTS = {"sandbox", "etcd", "kube-apiserver", "postgres", "seaweedfs", "webhook", "reconciler"}
+PARTS = {"sandbox", "etcd", "kube-apiserver", "postgres", "mariadb", "seaweedfs", "webhook", "reconciler"}
 # The sample's schedule is */5: a backup must come within the first slot. The backup-now annotation set at start
 # makes it come within seconds; this bound leaves room for a slow machine.
 FIRST_BACKUP_WITHIN = 60.0
@@ -129,6 +129,11 @@ def test_dev_up_backs_up_the_sample_within_seconds_and_the_backup_restores(sandb
     [entry] = listed.result["backups"]
     assert (entry["file"], entry["owner"], entry["verified"]) == (url, f"{NAMESPACE}/{S3_BACKUP}", True)
     assert {"shop", "crm"} <= set(entry["databases"])
+
+    # The MariaDB sample archives its binlogs continuously: a point-in-time restore reaches past its first backup.
+    assert "✓ point in time" in output, output
+    reach = _column(sandbox.kubectl("get", "dbb", "-A", "-o", "wide"), PITR_BACKUP, "RECOVERABLE UNTIL")
+    assert reach.startswith("20"), reach
 
     again = sandbox("up")
     assert again.returncode == 0
