@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,9 @@ class Database:
         return f"{self.name}.{self.namespace}.svc"
 
 
-def manifests(db: Database, *, database: str | None = "app") -> list[dict[str, Any]]:
+def manifests(db: Database, *, database: str | None = "app", server_args: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The Secret, Service, StatefulSet and backup PVC of `db`; `server_args` go to the server after ours (for
+    MariaDB, mariadbd's options such as `--log-bin=mysql-bin`)."""
     labels = {"app.kubernetes.io/name": db.name}
     secret = {
         "apiVersion": "v1",
@@ -88,6 +90,7 @@ def manifests(db: Database, *, database: str | None = "app") -> list[dict[str, A
         mount, args = "/var/lib/mysql", ["--datadir=/var/lib/mysql/data"]
         probe = ["mariadb-admin", "ping", "-h", "127.0.0.1"]
         port_name = "mysql"
+    args = [*args, *server_args]
     container: dict[str, Any] = {
         "name": "db",
         "image": db.image,
@@ -140,8 +143,8 @@ def manifests(db: Database, *, database: str | None = "app") -> list[dict[str, A
     return [secret, service, statefulset, backups]
 
 
-def deploy(kube: Kube, db: Database, *, database: str | None = "app") -> None:
-    kube.apply(*manifests(db, database=database))
+def deploy(kube: Kube, db: Database, *, database: str | None = "app", server_args: Sequence[str] = ()) -> None:
+    kube.apply(*manifests(db, database=database, server_args=server_args))
 
 
 @contextlib.contextmanager

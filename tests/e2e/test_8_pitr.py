@@ -1,0 +1,239 @@
+"""Point-in-time recovery on a real cluster, as a user sees it: a MariaDB StatefulSet with binary logging, a
+DatabaseBackup with `spec.continuous` whose archiver (a Deployment of the operator's, under the restricted Pod
+Security Standard) streams the binlogs to the backup PVC, `status.continuous` and its column, and a DatabaseRestore
+with `pointInTime` at a whole second between two sets of numbered writes: every row before it is restored, none
+after. And the precondition a user must meet: a server without binary logging is named, with what to set."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from common.backups.model import backup_time
+from common.schedule import parse_time, rfc3339
+from tests.e2e import databases
+from tests.e2e.kube import Kube, wait_for
+from tests.e2e.pods import read_pvc
+
+NAMESPACE = "e2e-pitr"
+MAX_LAG = 10
+# What a server needs for the archiver: the binlog, an id of its own, and row events (runner/archive.py).
+BINARY_LOGGING = ("--log-bin=mysql-bin", "--server-id=1", "--binlog-format=ROW")
+RFC3339 = r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"
+YEARLY = "0 0 1 1 *"  # never fires during the suite: the only backups are the backup-now ones
+
+
+@pytest.fixture(scope="module")
+def servers(kube: Kube, deployed: str) -> Iterator[dict[str, databases.Database]]:
+    """Two MariaDB 11.8 servers, started at once: one with binary logging, one without (the default)."""
+    with databases.namespace(kube, NAMESPACE):
+        found = {
+            "binlog": databases.Database("mariadb", "11.8", "maria-binlog", NAMESPACE, "pitr-binlog-password"),
+            "plain": databases.Database("mariadb", "11.8", "maria-plain", NAMESPACE, "pitr-plain-password"),
+        }
+        databases.deploy(kube, found["binlog"], server_args=BINARY_LOGGING)
+        databases.deploy(kube, found["plain"])
+        for db in found.values():
+            databases.wait_ready(kube, db)
+        yield found
+
+
+def continuous(kube: Kube, owner: str) -> dict[str, Any]:
+    found: dict[str, Any] = kube.get("dbb", owner, NAMESPACE).get("status", {}).get("continuous") or {}
+    return found
+
+
+def written_rows(kube: Kube, db: databases.Database, database: str) -> dict[int, datetime]:
+    """{row id: when it was written}: NOW(6) in UTC, the statement's start, which its binlog event carries (in
+    whole seconds)."""
+    lines = databases.sql(kube, db, "SELECT id, at FROM journal ORDER BY id", database).splitlines()
+    return {int(i): datetime.fromisoformat(at).replace(tzinfo=UTC) for i, at in (line.split("\t") for line in lines)}
+
+
+def server_now(kube: Kube, db: databases.Database) -> datetime:
+    return datetime.fromisoformat(databases.sql(kube, db, "SELECT UTC_TIMESTAMP(6)").strip()).replace(tzinfo=UTC)
+
+
+def restore(name: str, owner: str, db: databases.Database, point: str, to: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "databases.test.io/v1",
+        "kind": "DatabaseRestore",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "source": {"databaseBackup": owner},
+            "target": {"databaseName": db.name, "databases": [{"from": "app", "to": to}]},
+            "pointInTime": point,
+        },
+    }
+
+
+def wide_column(kube: Kube, owner: str, column: str) -> str:
+    """One column of `kubectl get dbb -o wide`, found by where its header starts (headers hold spaces)."""
+    header, row = kube("get", "dbb", owner, "-n", NAMESPACE, "-o", "wide").splitlines()
+    start = header.index(column)
+    return row[start:].split()[0]
+
+
+def test_a_databaserestore_reaches_a_second_between_two_writes(
+    kube: Kube, servers: dict[str, databases.Database]
+) -> None:
+    db = servers["binlog"]
+    databases.sql(kube, db, "CREATE TABLE journal (id int PRIMARY KEY, at datetime(6))")
+    ids = itertools.count(1)
+
+    def write(count: int) -> list[int]:
+        """`count` numbered rows, one statement (and one kubectl exec) each, stamped in UTC."""
+        done = []
+        for _ in range(count):
+            done.append(next(ids))
+            databases.sql(kube, db, f"SET time_zone = '+00:00'; INSERT INTO journal VALUES ({done[-1]}, NOW(6))")
+        return done
+
+    owner = "pitr"
+    kube.apply(
+        databases.databasebackup(
+            owner,
+            db,
+            YEARLY,
+            backup_now="first",
+            connection={"databases": ["app"]},
+            continuous={"maxLagSeconds": MAX_LAG},
+        )
+    )
+
+    def backed_up() -> dict[str, str] | None:
+        status = kube.get("dbb", owner, NAMESPACE).get("status", {})
+        assert status.get("phase") != "Failed", status.get("lastFailure")
+        last: dict[str, str] | None = status.get("lastBackup")
+        return last if last and last.get("sha256") else None
+
+    backup = wait_for("the first backup", backed_up, 300)
+
+    # The archiver's Pod passed the namespace's restricted Pod Security (a refused Pod is never created).
+    def available() -> bool:
+        conditions = kube.get("deployment", f"{owner}-archiver", NAMESPACE).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+
+    wait_for("the archiver Deployment to be Available", available, 300)
+
+    def ready_status() -> dict[str, Any] | None:
+        found = continuous(kube, owner)
+        return found if found.get("ready") is True else None
+
+    ready = wait_for("status.continuous ready", ready_status, 180)
+    print(f"status.continuous once the archiver runs: {ready}")
+    assert ready["archiver"] == f"{owner}-archiver"
+    # Nothing left from before it answered ("the archiver has not answered yet").
+    assert "reason" not in ready, ready
+    assert "message" not in ready, ready
+
+    # recoverableFrom is the oldest backup the archive reaches past: it needs an archived event after the backup.
+    first = write(1)
+
+    def recoverable_from() -> str | None:
+        found = continuous(kube, owner)
+        return str(found["recoverableFrom"]) if found.get("ready") is True and found.get("recoverableFrom") else None
+
+    since = wait_for("status.continuous.recoverableFrom", recoverable_from, 180)
+    assert since == backup_time(backup["file"]), (since, backup)
+
+    before = first + write(5)
+    written = written_rows(kube, db, "app")
+    point = (max(written[i] for i in before) + timedelta(seconds=1)).replace(microsecond=0)
+    # The rows after are written once the server's own clock has passed the point: no sleep decides which side
+    # of it a row falls on.
+    wait_for(f"the server's clock past {rfc3339(point)}", lambda: server_now(kube, db) >= point, 60, 0.2)
+    after = write(5)
+    written = written_rows(kube, db, "app")
+    assert max(written[i] for i in before) < point <= min(written[i] for i in after), written
+    last = max(written.values()).replace(microsecond=0)
+
+    def archived_past_the_writes() -> dict[str, Any] | None:
+        found = continuous(kube, owner)
+        until = parse_time(found.get("recoverableUntil"))
+        return found if until is not None and until >= last else None
+
+    status = wait_for(f"recoverableUntil at or after {rfc3339(last)}", archived_past_the_writes, 180)
+    assert status["ready"] is True, status
+    assert "reason" not in status, status
+    assert status["recoverableFrom"] == since, status
+    assert since < rfc3339(point), status  # RFC 3339 in UTC to the second: text order is time order
+    assert status["lagSeconds"] >= 0, status
+    print(f"status.continuous after the writes: {status}")
+
+    # The column a user reads (`-o wide`), read between two reads of the object: an archive that moved on in
+    # between shows one of them.
+    shown = wide_column(kube, owner, "RECOVERABLE UNTIL")
+    assert shown in (status["recoverableUntil"], continuous(kube, owner)["recoverableUntil"]), shown
+
+    # The archive is on the backup PVC, beside the backups: a closed or open binlog with its index entry.
+    listing = read_pvc(kube, NAMESPACE, f"{db.name}-backups", f"ls -A /backups/{db.name}/{owner}-binlog/").split()
+    assert any(re.fullmatch(r"mysql-bin\.\d{6}(\.partial)?\.json", f) for f in listing), listing
+    assert any(re.fullmatch(r"mysql-bin\.\d{6}(\.partial)?\.zst", f) for f in listing), listing
+
+    # A time past the archive is refused at apply time, naming both bounds.
+    beyond = rfc3339(last + timedelta(hours=1))
+    refused = kube.try_apply(restore("pitr-too-late", owner, db, beyond, "app_never"))
+    assert refused.returncode != 0, refused.stdout
+    bounds = re.search(
+        f"outside what DatabaseBackup '{owner}' can restore to: from {RFC3339} to {RFC3339}", refused.stderr
+    )
+    assert bounds is not None, refused.stderr
+    assert bounds.group(1) == status["recoverableFrom"], refused.stderr
+    said_until = parse_time(bounds.group(2))
+    assert said_until is not None, refused.stderr
+    assert said_until >= last, refused.stderr
+    assert not kube.exists("dbr", "pitr-too-late", NAMESPACE)
+
+    moment = rfc3339(point)
+    name = "pitr-then"
+    kube.apply(restore(name, owner, db, moment, "app_then"))
+    assert kube.get("dbr", name, NAMESPACE)["spec"]["source"]["file"] == backup["file"]
+
+    def finished() -> dict[str, Any] | None:
+        found: dict[str, Any] = kube.get("dbr", name, NAMESPACE).get("status", {})
+        return found if found.get("phase") in ("Succeeded", "Failed") else None
+
+    restored = wait_for(f"DatabaseRestore {name} to finish", finished, 600)
+    assert restored["phase"] == "Succeeded", restored
+    assert restored["replayedUntil"] == moment, restored
+    assert restored["databases"] == [{"source": "app", "target": "app_then", "result": "Restored"}], restored
+    # Every row before the point (written_rows showed them all before it), none after it.
+    assert sorted(written_rows(kube, db, "app_then")) == sorted(before)
+    # The source is untouched: every row, before and after.
+    assert sorted(written_rows(kube, db, "app")) == sorted(before + after)
+    assert db.password not in json.dumps(kube.items("jobs", NAMESPACE))
+
+
+def test_a_server_without_binary_logging_is_named_with_what_to_set(
+    kube: Kube, servers: dict[str, databases.Database]
+) -> None:
+    db = servers["plain"]
+    owner = "no-binlog"
+    kube.apply(
+        databases.databasebackup(
+            owner, db, YEARLY, connection={"databases": ["app"]}, continuous={"maxLagSeconds": MAX_LAG}
+        )
+    )
+    status = wait_for(
+        "status.continuous.reason",
+        lambda: (found := continuous(kube, owner)).get("reason") and found,
+        300,
+    )
+    print(f"status.continuous without binary logging: {status}")
+    assert status["reason"] == "BinaryLoggingOff", status
+    assert status.get("ready") is not True, status
+    for setting in ("log-bin", "server-id", "binlog-format=ROW"):
+        assert setting in status["message"], status
+    assert "recoverableUntil" not in status, status
+
+    # Nothing to restore to: a pointInTime restore is refused at apply time and says why.
+    refused = kube.try_apply(restore("no-binlog-then", owner, db, rfc3339(datetime.now(UTC)), "app_then"))
+    assert refused.returncode != 0, refused.stdout
+    assert "can restore to no point in time yet" in refused.stderr, refused.stderr
