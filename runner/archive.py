@@ -255,8 +255,29 @@ class _Archiver:
             elif found.size > self.partial_size.get(name, len(MAGIC)) and (checking or final):
                 self.publish(name, found, closed=False)
                 self.partial_size[name] = found.size
+        if checking:
+            self.forget_pruned()
         current = asked if server is not None and self.holds(server) else None
         self.report(binlog=name, current=current, checked=checking or final)
+
+    def forget_pruned(self) -> None:
+        """The oldest entries and gap records a run's `--prune-binlogs` deleted (`archiveprune`) leave this run's
+        view too, so that /status's `recoverableFrom` and `gapAt` follow the archive: one read per check while
+        nothing was pruned."""
+        while len(self.index) > 1:
+            oldest = next(iter(self.index.values()))
+            if self.stored(oldest.file + ("" if oldest.closed else PARTIAL) + ENTRY):
+                break
+            del self.index[oldest.file]
+        while self.gaps and not self.stored(self.gaps[0].name):
+            del self.gaps[0]
+
+    def stored(self, name: str) -> bool:
+        try:
+            with self.store.open(name):
+                return True
+        except FileNotFoundError:
+            return False
 
     def holds(self, position: tuple[str, int]) -> bool:
         """Whether the archive holds the server's binlog up to `position` (file, byte offset)."""

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from runner import admin, pitr, progress
+from runner import admin, archiveprune, pitr, progress
 from runner.archive import ArchiveOptions, archive
 from runner.archivestatus import ArchiveStatus, serving
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
@@ -114,6 +114,7 @@ def _policy(args: argparse.Namespace) -> Policy:
         keep_yearly=args.keep_yearly,
         max_age=args.max_age,
         time_zone=args.time_zone,
+        binlog_window=getattr(args, "binlog_window", None),  # `run` only
     )
 
 
@@ -204,6 +205,17 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--compression", choices=[c.value for c in Compression], default="gzip")
     run.add_argument("--keep-last", type=_positive, help="keep this many newest backups of --name, delete older")
     _retention_arguments(run)
+    run.add_argument(
+        "--binlog-window",
+        type=_age,
+        help="point-in-time: keep the newest backup at or before now minus this (7d) and all after it, over "
+        "--max-age and every other rule",
+    )
+    run.add_argument(
+        "--prune-binlogs",
+        action="store_true",
+        help="then delete archived binlogs (<name>-binlog) older than the oldest kept backup's coordinates",
+    )
     run.add_argument("--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): AES-256-GCM")
     run.add_argument("--verify", action="store_true", help="check the new backup (checksum and structure)")
     run.add_argument("--restore-test", action="store_true", help="with --verify: restore into a scratch database")
@@ -509,13 +521,26 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
     if location is not None:
         settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)
         url, manifest, kept = run_backup_s3(options, location, scrub, deadline, settings=settings)
-        return success_result(
+        result = success_result(
             url, manifest, verified=args.verify, retention=kept if options.retention.any else None, catalog=kept.catalog
         )
+        if args.prune_binlogs and options.retention.any:
+            client = s3_client(settings)
+            bucket = S3Archive(client, S3Location(location.bucket, location.key(archive_name(name))))
+            # Without a retention rule a bucket's run reads only its newest manifests (s3backup.CATALOG_READS): the
+            # kept backups are then not all known, and no binlog is pruned (none of the backups is deleted either).
+            stored = (S3Object(client, location.bucket, location.key(file)).manifest() for file in kept.kept)
+            result[archiveprune.RESULT_KEY] = archiveprune.prune_binlogs(bucket, filter(None, stored)).result()
+        return result
     path, manifest, kept = run_backup(options, scrub, deadline)
-    return success_result(
+    result = success_result(
         path, manifest, verified=args.verify, retention=kept if options.retention.any else None, catalog=kept.catalog
     )
+    if args.prune_binlogs and options.retention.any:
+        store = FolderArchive(args.output_dir / archive_name(name))
+        manifests = archiveprune.folder_manifests(args.output_dir, name, kept.kept)
+        result[archiveprune.RESULT_KEY] = archiveprune.prune_binlogs(store, manifests).result()
+    return result
 
 
 def _stored(file: str, path_style: bool) -> tuple[Path | S3Object, Manifest | None]:

@@ -8,6 +8,11 @@ Rules, each optional and all at once ("a backup kept by any rule is kept"), over
 - `max age`: a cap, not a rule that keeps: a backup older than it is deleted whatever the counts say. Compliance
   asks for "7 daily, 4 weekly, 12 monthly, and nothing older than a year"; a rule that keeps everything younger
   than an age is what the counts already say.
+- `binlog window W` (point-in-time recovery): the newest verified backup taken at or before now - W, and every
+  verified backup after it, so that every second of the window has a backup before it to replay the archived
+  binlog from. It is applied after `max age` and overrides it: a window longer than the cap keeps what the window
+  needs (a point-in-time restore the window promises must not fail for a cap). A backup's time is the one in its
+  name, its start. Without a backup at or before now - W, every verified backup is kept.
 Whatever the rules say, the newest verified backup is never deleted (a schedule whose backups all aged out keeps the
 one that restores), nor the backup this run just wrote. An unverified backup (its read-back failed, or it was never
 checked) counts for nothing: it goes once it is older than the oldest verified backup kept, and only when the plan
@@ -26,10 +31,10 @@ from typing import Final
 from runner.manifest import Manifest
 from runner.naming import TIMESTAMP_FORMAT, BackupName, parse_backup_name
 
-__all__ = ["RULES", "Plan", "Policy", "parse_age", "plan", "retention_plan"]
+__all__ = ["RULES", "Plan", "Policy", "in_window", "parse_age", "plan", "retention_plan"]
 
 # The reasons a backup is kept, in the order they are reported.
-RULES: Final = ("last", "daily", "weekly", "monthly", "yearly", "newest", "just written", "unverified")
+RULES: Final = ("last", "daily", "weekly", "monthly", "yearly", "window", "newest", "just written", "unverified")
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,13 @@ class Policy:
     keep_yearly: int = 0
     max_age: timedelta | None = None
     time_zone: tzinfo = UTC
+    binlog_window: timedelta | None = None
 
     @property
     def any(self) -> bool:
         """Whether retention deletes anything at all (without a rule, every backup stays)."""
         counts = (self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_yearly)
-        return any(counts) or self.max_age is not None
+        return any(counts) or self.max_age is not None or self.binlog_window is not None
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,8 @@ def plan(
     sizes: Mapping[str, int] | None = None,
 ) -> Plan:
     """What to delete of the backups of `prefix` in `names` that `ours` lists ({file: its manifest says verified}),
-    and why each kept one stays. `now` is needed for `max_age` only; `sizes` ({file: bytes}) for `kept_bytes`."""
+    and why each kept one stays. `now` is needed for `max_age` and `binlog_window` only; `sizes` ({file: bytes})
+    for `kept_bytes`."""
     if policy.keep_last is not None and policy.keep_last < 1:
         raise ValueError("keep_last must be at least 1")
     present = set(names)
@@ -134,6 +141,9 @@ def plan(
         for backup in verified:
             if moment(backup) < now - policy.max_age:
                 reasons[backup.file] = []
+    if policy.binlog_window is not None and now is not None:
+        for backup in in_window(verified, now - policy.binlog_window):
+            reasons[backup.file].append("window")
     if verified:
         reasons[verified[-1].file].append("newest")
     if protect is not None and protect in reasons:
@@ -159,6 +169,13 @@ def plan(
                 delete.append(backup.drills)
     kept = {b.file: tuple(r for r in RULES if r in reasons[b.file]) for b in backups if reasons[b.file]}
     return Plan(tuple(delete), kept, sum((sizes or {}).get(file, 0) for file in kept))
+
+
+def in_window(verified: list[BackupName], edge: datetime) -> list[BackupName]:
+    """The backups a window from `edge` on needs (oldest first in, oldest first out): the newest taken at or before
+    `edge`, and every one after it; all of them when none is that old."""
+    before = [i for i, backup in enumerate(verified) if moment(backup) <= edge]
+    return verified[before[-1] if before else 0 :]
 
 
 def retention_plan(

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -118,6 +118,9 @@ def archiving(
 ) -> Iterator[subprocess.Popen[str]]:
     """`dbb-backup archive` in the background; stopped with SIGTERM at the end (unless the test ended it)."""
     with running(spawn(archive_args(server, folder, max_lag, name, *flags), server)) as process:
+        # Its lock is taken after its SIGTERM handler is set: a stop from then on is a clean one.
+        lock = folder / f"{name}-binlog" / ".lock"
+        wait_for(lambda: lock.exists() or process.poll() is not None, "the archiver to start")
         yield process
 
 
@@ -244,6 +247,39 @@ def test_an_archiver_killed_mid_stream_resumes_with_no_gap_and_no_duplicate(
     assert sorted(map(int, inserted)) == list(range(1, 101))
 
 
+def numbered_rows(server: MariaDBServer, database: str) -> Callable[..., list[int]]:
+    """Creates `database`.rows; returns write(count, pause=0): inserts `count` numbered rows stamped NOW(6), `pause`
+    seconds apart (to spread them over seconds), and returns their ids."""
+    server.sql(f"CREATE DATABASE {database}; CREATE TABLE {database}.rows (id int PRIMARY KEY, at datetime(6))")
+    ids = itertools.count(1)
+
+    def write(count: int, pause: float = 0) -> list[int]:
+        done = []
+        for _ in range(count):
+            done.append(next(ids))
+            server.sql(f"INSERT INTO {database}.rows VALUES ({done[-1]}, NOW(6))")
+            time.sleep(pause)
+        return done
+
+    return write
+
+
+def rows_around_a_point(
+    server: MariaDBServer, folder: Path, database: str, write: Callable[..., list[int]]
+) -> tuple[dict[int, datetime], datetime]:
+    """Rows written over several seconds, across a binlog rotation, until the archive holds them all: ({row: when},
+    a whole second with rows before and after it)."""
+    before = write(8, pause=0.25)
+    server.sql("FLUSH BINARY LOGS")
+    after = write(8, pause=0.25)
+    written = written_rows(server, database)
+    point = (written[before[3]] + timedelta(seconds=1)).replace(microsecond=0)
+    assert written[after[-1]] >= point
+    newest = max(written.values()).replace(microsecond=0)
+    wait_for(lambda: newest_event(folder, database) >= newest, "the archive to reach the last write")
+    return written, point
+
+
 def purge_while_stopped(server: MariaDBServer, folder: Path, name: str) -> list[str]:
     """Archives until a binlog closed, stops, then writes and purges past what the archive holds: a gap. Returns
     the binlogs the archive never got, in order, and the one the server keeps (oldest first) last."""
@@ -272,16 +308,7 @@ def test_a_binlog_purged_before_it_was_archived_is_recorded_as_a_gap_and_archivi
     binlogged: MariaDBServer, tmp_path: Path
 ) -> None:
     binlogged.sql("SET GLOBAL time_zone = '+00:00'")
-    binlogged.sql("CREATE DATABASE gapped; CREATE TABLE gapped.rows (id int PRIMARY KEY, at datetime(6))")
-    ids = itertools.count(1)
-
-    def write(count: int, pause: float = 0) -> list[int]:
-        done = []
-        for _ in range(count):
-            done.append(next(ids))
-            binlogged.sql(f"INSERT INTO gapped.rows VALUES ({done[-1]}, NOW(6))")
-            time.sleep(pause)  # spreads the writes over several seconds
-        return done
+    write = numbered_rows(binlogged, "gapped")
 
     write(3)
     with archiving(binlogged, tmp_path, 2, "gapped"):
@@ -294,14 +321,7 @@ def test_a_binlog_purged_before_it_was_archived_is_recorded_as_a_gap_and_archivi
         wait_for(lambda: any(folder.glob(f"{resumed}*.json")), f"archiving to resume at {resumed}")
         gap = json.loads((folder / f"{resumed}.gap.json").read_text())
         after_gap = backup(binlogged, tmp_path, "gapped", name="gapped")
-        later = write(8, pause=0.25)
-        binlogged.sql("FLUSH BINARY LOGS")
-        last = write(8, pause=0.25)
-        written = written_rows(binlogged, "gapped")
-        point = (written[later[3]] + timedelta(seconds=1)).replace(microsecond=0)
-        assert written[last[-1]] >= point
-        newest = max(written.values()).replace(microsecond=0)
-        wait_for(lambda: newest_event(tmp_path, "gapped") >= newest, "the archive to reach the last write")
+        written, point = rows_around_a_point(binlogged, tmp_path, "gapped", write)
         first_after = json.loads((folder / f"{resumed}.json").read_text())["firstEvent"]
         wait_for(lambda: json.loads(status_of(port)[1])["gapAt"] == first_after, "/status to date the gap")
         body = json.loads(status_of(port)[1])
@@ -323,8 +343,7 @@ def test_a_binlog_purged_before_it_was_archived_is_recorded_as_a_gap_and_archivi
     assert "gapped_before" not in binlogged.databases()
     assert restored.code == 0, restored.stderr
     assert sorted(written_rows(binlogged, "gapped_after")) == sorted(i for i, t in written.items() if t < point)
-    assert later[3] in written_rows(binlogged, "gapped_after")
-    assert last[-1] not in written_rows(binlogged, "gapped_after")
+    assert len(written_rows(binlogged, "gapped_after")) < len(written)
 
 
 def test_archiving_a_server_without_binary_logging_says_what_to_set(mariadb: MariaDBServer, tmp_path: Path) -> None:
@@ -450,17 +469,7 @@ def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(
     binlogged: MariaDBServer, tmp_path: Path
 ) -> None:
     binlogged.sql("SET GLOBAL time_zone = '+00:00'")
-    binlogged.sql("CREATE DATABASE ledger; CREATE TABLE ledger.rows (id int PRIMARY KEY, at datetime(6))")
-
-    ids = itertools.count(1)
-
-    def write(count: int, pause: float = 0) -> list[int]:
-        done = []
-        for _ in range(count):
-            done.append(next(ids))
-            binlogged.sql(f"INSERT INTO ledger.rows VALUES ({done[-1]}, NOW(6))")
-            time.sleep(pause)  # spreads the writes over several seconds
-        return done
+    write = numbered_rows(binlogged, "ledger")
 
     def during_the_backup(stop: threading.Event, written: list[int]) -> None:
         while not stop.is_set():
@@ -570,3 +579,104 @@ def test_an_encrypted_archive_replays_with_its_key_and_is_refused_untouched_with
     assert keyed.code == 0, keyed.stderr
     assert sorted(written_rows(binlogged, "vault_pitr")) == before
     assert after[0] not in written_rows(binlogged, "vault_pitr")
+
+
+# --- retention for the archive -----------------------------------------------------------------------------------
+
+
+def aged_name(file: str, hours: int) -> str:
+    """`file` (`<prefix>-<UTC>.<ext>`) named as if taken `hours` earlier."""
+    prefix, stamp, ext = re.fullmatch(r"(.+)-([0-9]{8}T[0-9]{6}Z)(\..+)", file).groups()  # type: ignore[union-attr]
+    moment = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) - timedelta(hours=hours)
+    return f"{prefix}-{moment.strftime('%Y%m%dT%H%M%SZ')}{ext}"
+
+
+def aged_manifest(text: str, hours: int) -> str:
+    """A manifest as if its backup was taken `hours` earlier: its name, start and end (its coordinates stay)."""
+    manifest = json.loads(text)
+    manifest["file"] = aged_name(manifest["file"], hours)
+    for field in ("start", "end"):
+        moment = datetime.fromisoformat(manifest[field]) - timedelta(hours=hours)
+        manifest[field] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return json.dumps(manifest)
+
+
+def age(file: Path, hours: int) -> Path:
+    """Backups days old cannot be waited for: a backup just made is renamed, and its manifest rewritten, as if it
+    had been taken `hours` earlier."""
+    older = file.with_name(aged_name(file.name, hours))
+    manifest = file.with_name(file.name + ".json")
+    older.with_name(older.name + ".json").write_text(aged_manifest(manifest.read_text(), hours))
+    manifest.unlink()
+    file.rename(older)
+    return older
+
+
+def next_second() -> None:
+    """Backups are named by the second they start in: the next one gets a name of its own."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    wait_for(lambda: datetime.now(UTC).replace(microsecond=0) > now, "the next second")
+
+
+def test_a_binlog_window_keeps_the_backup_its_oldest_second_needs_and_prunes_older_binlogs(
+    binlogged: MariaDBServer, tmp_path: Path
+) -> None:
+    binlogged.sql("SET GLOBAL time_zone = '+00:00'")
+    write = numbered_rows(binlogged, "windowed")
+
+    folder = tmp_path / "windowed-binlog"
+    port = free_port()
+    with archiving(binlogged, tmp_path, 1, "windowed", "--status-port", str(port)):
+        write(3)
+        oldest = age(backup(binlogged, tmp_path, "windowed", name="windowed", verify=None), 7)
+        binlogged.sql("FLUSH BINARY LOGS")
+        write(3)
+        next_second()
+        needed = age(backup(binlogged, tmp_path, "windowed", name="windowed", verify=None), 5)
+        binlogged.sql("FLUSH BINARY LOGS")
+        written, point = rows_around_a_point(binlogged, tmp_path, "windowed", write)
+        starts = {f.name: json.loads(f.with_name(f.name + ".json").read_text())["binlog"] for f in (oldest, needed)}
+        before = {p.name for p in folder.iterdir()}
+        stored = {n: json.loads((folder / n).read_text()) for n in before if n.endswith(".json")}
+        next_second()
+
+        # A window of 4 hours: the backup of 5 hours ago is the newest before its oldest second, the one of 7 hours
+        # ago is not needed. --max-age 1h alone would delete both but the one this run writes.
+        flags = {"name": "windowed", "keep_last": "1", "max_age": "1h", "verify": None}
+        pruned = dbb(
+            *run_args(binlogged, tmp_path, "windowed", **flags),
+            "--binlog-window",
+            "4h",
+            "--prune-binlogs",
+            env=password_env(binlogged),
+        )
+
+        assert pruned.code == 0, pruned.stderr
+        # The running archiver's /status follows: recoverable from the first binlog kept.
+        needs = starts[needed.name]["file"]
+        first_kept = stored[f"{needs}.json"]["firstEvent"]
+        wait_for(lambda: json.loads(status_of(port)[1])["recoverableFrom"] == first_kept, "/status after the prune")
+
+    kept = {Path(p).name for p in tmp_path.glob("windowed-*.sql.gz")}
+    assert kept == {needed.name, Path(pruned.result["file"]).name}, "the window keeps the backup of 5 hours ago"
+    assert pruned.result["retention"]["byRule"]["window"] == 2
+    gone = sorted(
+        (e for e in stored.values() if e["closed"] and int(e["file"].rsplit(".", 1)[1]) < int(needs.rsplit(".", 1)[1])),
+        key=lambda e: e["file"],
+    )
+    assert starts[oldest.name]["file"] in [e["file"] for e in gone]
+    assert pruned.result["binlogRetention"] == {
+        "pruned": len(gone),
+        "prunedBytes": sum(e["size"] for e in gone),
+        "keptFrom": needs,
+    }
+    after = {p.name for p in folder.iterdir()}
+    for e in gone:
+        assert not {f"{e['file']}.json", e["object"]} & after, e["file"]
+    assert f"{needs}.json" in after
+    assert any(n.endswith(".partial.json") for n in after), "the open binlog stays"
+
+    restored = pitr_restore(binlogged, needed, "windowed_pitr", point.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    assert restored.code == 0, restored.stderr
+    assert sorted(written_rows(binlogged, "windowed_pitr")) == sorted(i for i, t in written.items() if t < point)

@@ -103,3 +103,24 @@ def test_a_deleted_backup_takes_its_manifest_and_its_drill_record_and_nothing_of
     decided = plan(names, "db", Policy(keep_last=2), dict.fromkeys(backups, True), now=NOW)
     assert decided.delete == (backups[0], f"{backups[0]}.json", f"{backups[0]}.drills.jsonl")
     assert sorted(decided.kept) == backups[1:], "a drill record is no backup of its own"
+
+
+def test_a_binlog_window_keeps_the_backup_before_its_oldest_second_and_all_after_over_max_age() -> None:
+    names = nightly(10)
+    window = Policy(keep_last=1, max_age=timedelta(days=1), binlog_window=timedelta(days=3))
+
+    found = kept(names, window)
+
+    # now - 3d is 12:00 three days ago: the backup of 01:00 that night is the one a replay to that second needs.
+    assert sorted(found) == names[-4:]
+    assert all("window" in found[n] for n in names[-4:])
+    assert found[names[-1]] == ("last", "window", "newest")
+
+
+def test_a_binlog_window_older_than_every_backup_keeps_them_all() -> None:
+    names = nightly(3)
+
+    found = kept(names, Policy(keep_last=1, binlog_window=timedelta(weeks=2)))
+
+    assert sorted(found) == names
+    assert Policy(binlog_window=timedelta(days=1)).any
