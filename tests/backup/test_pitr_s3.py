@@ -24,7 +24,17 @@ from hack.harness.databases import MariaDBServer
 from hack.harness.objectstore import SeaweedFS
 from runner.crypto import Decryptor, load_keyring
 from tests.backup.cli import Outcome, command, connection_args, dbb, password_env, wait_for
-from tests.backup.test_pitr_mariadb import BINLOG, running, server_binlogs, server_bytes, written_rows
+from tests.backup.test_pitr_mariadb import (
+    BINLOG,
+    aged_manifest,
+    aged_name,
+    next_second,
+    numbered_rows,
+    running,
+    server_binlogs,
+    server_bytes,
+    written_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +230,77 @@ def test_a_point_in_time_past_the_archive_in_the_bucket_is_refused_untouched(
     assert outcome.code == 1
     assert outcome.reason_line.startswith("dbb-backup: ArchiveGap: the archive has no mysql-bin."), outcome.stderr
     assert "shop_late" not in binlogged.databases()
+
+
+def age_in_bucket(store: SeaweedFS, url: str, hours: int) -> str:
+    """`test_pitr_mariadb.age` in a bucket: the backup at `url` and its manifest under the names of one taken
+    `hours` earlier (copies, then the originals deleted). Returns the new URL."""
+    client, key = store.client(), url.removeprefix(f"s3://{store.bucket}/")
+    older = f"{key.rpartition('/')[0]}/{aged_name(key.rpartition('/')[2], hours)}"
+    manifest = stored(store, key + ".json").decode()
+    client.put_object(Bucket=store.bucket, Key=older + ".json", Body=aged_manifest(manifest, hours).encode())
+    client.copy_object(Bucket=store.bucket, Key=older, CopySource={"Bucket": store.bucket, "Key": key})
+    for gone in (key + ".json", key):
+        client.delete_object(Bucket=store.bucket, Key=gone)
+    return f"s3://{store.bucket}/{older}"
+
+
+def test_a_binlog_window_in_the_bucket_keeps_what_its_oldest_second_needs_and_prunes_older_binlogs(
+    binlogged: MariaDBServer, seaweedfs: SeaweedFS, prefix: str
+) -> None:
+    write = numbered_rows(binlogged, "s3window")
+    location, folder = f"s3://{seaweedfs.bucket}/{prefix}", f"{prefix}/s3window-binlog"
+    env = password_env(binlogged) | seaweedfs.env
+    run = ["run", "--engine", "mysql", *connection_args(binlogged), "--output-url", location, "--database", "s3window"]
+    run += ["--name", "s3window", "--verify"]
+
+    def backup_aged(hours: int) -> str:
+        made = dbb(*run, env=env)
+        assert made.code == 0, made.stderr
+        return age_in_bucket(seaweedfs, made.result["file"], hours)
+
+    with archiver(binlogged, seaweedfs, location, "--max-lag", "1", name="s3window"):
+        write(3)
+        oldest = backup_aged(7)
+        binlogged.sql("FLUSH BINARY LOGS")
+        write(3)
+        next_second()
+        needed = backup_aged(5)
+        binlogged.sql("FLUSH BINARY LOGS")
+        before = write(8, pause=0.25)
+        binlogged.sql("FLUSH BINARY LOGS")
+        after = write(8, pause=0.25)
+        written = written_rows(binlogged, "s3window")
+        point = (written[before[3]] + timedelta(seconds=1)).replace(microsecond=0)
+        assert written[after[-1]] >= point
+        last = max(written.values()).replace(microsecond=0)
+        wait_for(lambda: newest_in(seaweedfs, folder) >= last, "the archive to reach the last write")
+        index = index_in(seaweedfs, folder)
+        starts = {
+            u: json.loads(stored(seaweedfs, u.split("/", 3)[3] + ".json"))["binlog"]["file"] for u in (oldest, needed)
+        }
+        next_second()
+
+        pruned = dbb(*run, "--keep-last", "1", "--max-age", "1h", "--binlog-window", "4h", "--prune-binlogs", env=env)
+
+    assert pruned.code == 0, pruned.stderr
+    keys = set(seaweedfs.keys(prefix + "/"))
+    backups = {k for k in keys if "/s3window-2" in k and not k.endswith(".json")}
+    assert backups == {needed.removeprefix(f"s3://{seaweedfs.bucket}/"), pruned.result["file"].split("/", 3)[3]}
+    needs = starts[needed]
+    number = int(needs.rsplit(".", 1)[1])
+    gone = [e for e in index.values() if e["closed"] and int(e["file"].rsplit(".", 1)[1]) < number]
+    assert starts[oldest] in [e["file"] for e in gone]
+    assert pruned.result["binlogRetention"] == {
+        "pruned": len(gone),
+        "prunedBytes": sum(e["size"] for e in gone),
+        "keptFrom": needs,
+    }
+    for e in gone:
+        assert not {f"{folder}/{e['file']}.json", f"{folder}/{e['object']}"} & keys, e["file"]
+    assert f"{folder}/{needs}.json" in keys
+
+    restored = pitr_from_s3(binlogged, seaweedfs, needed, "s3window_pitr", point)
+
+    assert restored.code == 0, restored.stderr
+    assert sorted(written_rows(binlogged, "s3window_pitr")) == sorted(i for i, t in written.items() if t < point)
