@@ -83,6 +83,11 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
     arguments += [f"--database={d}" for d in connection.databases or ("all",)]
     if spec.encryption_key is not None:
         arguments.append(f"--encryption-key-file={KEY_MOUNT}/{spec.encryption_key.key}")
+    if spec.continuous is not None:
+        # Binlogs no kept backup can replay from go; with a window, the backups its oldest second needs stay.
+        arguments.append("--prune-binlogs")
+        if spec.continuous.window is not None:
+            arguments.append(f"--binlog-window={spec.continuous.window}")
     if spec.restore_test:
         arguments.append("--restore-test")
     if spec.verify_queries:

@@ -131,9 +131,12 @@ ARCHIVING: dict[str, dict[str, Any]] = {
 def test_every_archiver_parses_as_the_runner_reads_it(spec: dict[str, Any]) -> None:
     mariadb = statefulset(namespace=NS, image="mariadb:11.8", ports=[{"name": "mysql", "containerPort": 3306}])
     facts = namespace_facts(NS, (mariadb,), stores={"shared": STORE})
-    obj = backup(continuous={"maxLagSeconds": 20}, **spec)
+    obj = backup(continuous={"maxLagSeconds": 20, "window": "7d"}, **spec)
     plan = decide_at(obj, just_after_ten(), statefulset=mariadb, facts=facts)
     assert plan.archiver is not None, plan.status
+    # Its backup runs prune the archive: binlogs no kept backup replays from, the window's backups kept.
+    [run] = [parser().parse_args(runner_argv(job)) for job in plan.create]
+    assert (run.command, run.prune_binlogs, run.binlog_window) == ("run", True, timedelta(days=7))
     parsed = parser().parse_args(runner_argv(plan.archiver))
     assert parsed.command == "archive"
     assert (parsed.engine, parsed.name, parsed.max_lag, parsed.status_port) == ("mysql", "nightly", 20.0, 8080)
