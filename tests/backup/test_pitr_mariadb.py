@@ -265,10 +265,10 @@ def numbered_rows(server: MariaDBServer, database: str) -> Callable[..., list[in
 
 
 def rows_around_a_point(
-    server: MariaDBServer, folder: Path, database: str, write: Callable[..., list[int]]
+    server: MariaDBServer, database: str, write: Callable[..., list[int]], archived: Callable[[], datetime]
 ) -> tuple[dict[int, datetime], datetime]:
-    """Rows written over several seconds, across a binlog rotation, until the archive holds them all: ({row: when},
-    a whole second with rows before and after it)."""
+    """Rows written over several seconds, across a binlog rotation, until the archive holds them all (`archived`:
+    its newest event): ({row: when}, a whole second with rows before and after it)."""
     before = write(8, pause=0.25)
     server.sql("FLUSH BINARY LOGS")
     after = write(8, pause=0.25)
@@ -276,7 +276,7 @@ def rows_around_a_point(
     point = (written[before[3]] + timedelta(seconds=1)).replace(microsecond=0)
     assert written[after[-1]] >= point
     newest = max(written.values()).replace(microsecond=0)
-    wait_for(lambda: newest_event(folder, database) >= newest, "the archive to reach the last write")
+    wait_for(lambda: archived() >= newest, "the archive to reach the last write")
     return written, point
 
 
@@ -321,7 +321,7 @@ def test_a_binlog_purged_before_it_was_archived_is_recorded_as_a_gap_and_archivi
         wait_for(lambda: any(folder.glob(f"{resumed}*.json")), f"archiving to resume at {resumed}")
         gap = json.loads((folder / f"{resumed}.gap.json").read_text())
         after_gap = backup(binlogged, tmp_path, "gapped", name="gapped")
-        written, point = rows_around_a_point(binlogged, tmp_path, "gapped", write)
+        written, point = rows_around_a_point(binlogged, "gapped", write, lambda: newest_event(tmp_path, "gapped"))
         first_after = json.loads((folder / f"{resumed}.json").read_text())["firstEvent"]
         wait_for(lambda: json.loads(status_of(port)[1])["gapAt"] == first_after, "/status to date the gap")
         body = json.loads(status_of(port)[1])
@@ -337,13 +337,30 @@ def test_a_binlog_purged_before_it_was_archived_is_recorded_as_a_gap_and_archivi
     refused = pitr_restore(binlogged, before_gap, "gapped_before", at)
     restored = pitr_restore(binlogged, after_gap, "gapped_after", at)
 
+    assert_no_replay_crosses_the_gap(
+        binlogged, "gapped", (refused, restored), (missing[0], missing[-1]), (written, point)
+    )
+
+
+def assert_no_replay_crosses_the_gap(
+    server: MariaDBServer,
+    database: str,
+    outcomes: tuple[Outcome, Outcome],
+    missing: tuple[str, str],
+    rows: tuple[dict[int, datetime], datetime],
+) -> None:
+    """The restore to the point from the backup before the gap (into `<database>_before`) was refused untouched,
+    naming the missing binlogs; the one from the backup after it (into `<database>_after`) has every row written
+    before the point (`rows`: {row: when}, the point) and none after."""
+    (refused, restored), (written, point) = outcomes, rows
     assert refused.code == 1
     assert refused.reason_line.startswith("dbb-backup: ArchiveGap: --point-in-time"), refused.stderr
-    assert f"binlogs {missing[0]} to {missing[-1]} were purged" in refused.reason_line
-    assert "gapped_before" not in binlogged.databases()
+    assert f"binlogs {missing[0]} to {missing[1]} were purged" in refused.reason_line
+    assert f"{database}_before" not in server.databases()
     assert restored.code == 0, restored.stderr
-    assert sorted(written_rows(binlogged, "gapped_after")) == sorted(i for i, t in written.items() if t < point)
-    assert len(written_rows(binlogged, "gapped_after")) < len(written)
+    found = written_rows(server, f"{database}_after")
+    assert sorted(found) == sorted(i for i, t in written.items() if t < point)
+    assert len(found) < len(written)
 
 
 def test_archiving_a_server_without_binary_logging_says_what_to_set(mariadb: MariaDBServer, tmp_path: Path) -> None:
@@ -634,7 +651,7 @@ def test_a_binlog_window_keeps_the_backup_its_oldest_second_needs_and_prunes_old
         next_second()
         needed = age(backup(binlogged, tmp_path, "windowed", name="windowed", verify=None), 5)
         binlogged.sql("FLUSH BINARY LOGS")
-        written, point = rows_around_a_point(binlogged, tmp_path, "windowed", write)
+        written, point = rows_around_a_point(binlogged, "windowed", write, lambda: newest_event(tmp_path, "windowed"))
         starts = {f.name: json.loads(f.with_name(f.name + ".json").read_text())["binlog"] for f in (oldest, needed)}
         before = {p.name for p in folder.iterdir()}
         stored = {n: json.loads((folder / n).read_text()) for n in before if n.endswith(".json")}

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,10 @@ from tests.backup.test_pitr_mariadb import (
     BINLOG,
     aged_manifest,
     aged_name,
+    assert_no_replay_crosses_the_gap,
     next_second,
     numbered_rows,
+    rows_around_a_point,
     running,
     server_binlogs,
     server_bytes,
@@ -158,7 +160,7 @@ def test_an_archiver_killed_mid_stream_resumes_in_the_bucket_with_every_binlog_w
 
 
 def newest_in(store: SeaweedFS, folder: str) -> datetime:
-    times = [e["lastEvent"] for e in index_in(store, folder).values() if e["lastEvent"]]
+    times = [e["lastEvent"] for e in index_in(store, folder).values() if e.get("lastEvent")]  # gap records have none
     return max((datetime.fromisoformat(t) for t in times), default=datetime.min.replace(tzinfo=UTC))
 
 
@@ -245,14 +247,26 @@ def age_in_bucket(store: SeaweedFS, url: str, hours: int) -> str:
     return f"s3://{store.bucket}/{older}"
 
 
+def in_the_bucket(
+    server: MariaDBServer, store: SeaweedFS, prefix: str, database: str, *flags: str
+) -> tuple[Callable[..., list[int]], str, str, dict[str, str], list[str]]:
+    """For a test of `database` (created, with numbered rows) backed up and archived under `prefix`: its writer, the
+    s3:// location, the archive's key prefix, the runs' environment and the `run` arguments (with `flags`)."""
+    location = f"s3://{store.bucket}/{prefix}"
+    run = ["run", "--engine", "mysql", *connection_args(server), "--output-url", location, "--database", database]
+    return (
+        numbered_rows(server, database),
+        location,
+        f"{prefix}/{database}-binlog",
+        password_env(server) | store.env,
+        [*run, "--name", database, *flags],
+    )
+
+
 def test_a_binlog_window_in_the_bucket_keeps_what_its_oldest_second_needs_and_prunes_older_binlogs(
     binlogged: MariaDBServer, seaweedfs: SeaweedFS, prefix: str
 ) -> None:
-    write = numbered_rows(binlogged, "s3window")
-    location, folder = f"s3://{seaweedfs.bucket}/{prefix}", f"{prefix}/s3window-binlog"
-    env = password_env(binlogged) | seaweedfs.env
-    run = ["run", "--engine", "mysql", *connection_args(binlogged), "--output-url", location, "--database", "s3window"]
-    run += ["--name", "s3window", "--verify"]
+    write, location, folder, env, run = in_the_bucket(binlogged, seaweedfs, prefix, "s3window", "--verify")
 
     def backup_aged(hours: int) -> str:
         made = dbb(*run, env=env)
@@ -267,14 +281,7 @@ def test_a_binlog_window_in_the_bucket_keeps_what_its_oldest_second_needs_and_pr
         next_second()
         needed = backup_aged(5)
         binlogged.sql("FLUSH BINARY LOGS")
-        before = write(8, pause=0.25)
-        binlogged.sql("FLUSH BINARY LOGS")
-        after = write(8, pause=0.25)
-        written = written_rows(binlogged, "s3window")
-        point = (written[before[3]] + timedelta(seconds=1)).replace(microsecond=0)
-        assert written[after[-1]] >= point
-        last = max(written.values()).replace(microsecond=0)
-        wait_for(lambda: newest_in(seaweedfs, folder) >= last, "the archive to reach the last write")
+        written, point = rows_around_a_point(binlogged, "s3window", write, lambda: newest_in(seaweedfs, folder))
         index = index_in(seaweedfs, folder)
         starts = {
             u: json.loads(stored(seaweedfs, u.split("/", 3)[3] + ".json"))["binlog"]["file"] for u in (oldest, needed)
@@ -304,3 +311,41 @@ def test_a_binlog_window_in_the_bucket_keeps_what_its_oldest_second_needs_and_pr
 
     assert restored.code == 0, restored.stderr
     assert sorted(written_rows(binlogged, "s3window_pitr")) == sorted(i for i, t in written.items() if t < point)
+
+
+def test_a_gap_in_the_bucket_is_recorded_archiving_resumes_and_no_restore_crosses_it(
+    binlogged: MariaDBServer, seaweedfs: SeaweedFS, prefix: str
+) -> None:
+    write, location, folder, env, run = in_the_bucket(binlogged, seaweedfs, prefix, "s3gap")
+    write(3)
+    with archiver(binlogged, seaweedfs, location, "--max-lag", "1", name="s3gap"):
+        before_gap = dbb(*run, env=env)
+        binlogged.sql("FLUSH BINARY LOGS")
+        rotated = list(server_binlogs(binlogged))[-2]
+        wait_for(lambda: f"{rotated}.json" in index_in(seaweedfs, folder), "a closed binlog archived")
+    assert before_gap.code == 0, before_gap.stderr
+    missed = list(server_binlogs(binlogged))[-1]
+    binlogged.sql("FLUSH BINARY LOGS; FLUSH BINARY LOGS")
+    resumed = list(server_binlogs(binlogged))[-1]
+
+    def purged() -> bool:
+        binlogged.sql(f"PURGE BINARY LOGS TO '{resumed}'")  # see test_pitr_mariadb.purge_while_stopped
+        return missed not in server_binlogs(binlogged)
+
+    wait_for(purged, f"{missed} purged")
+
+    with archiver(binlogged, seaweedfs, location, "--max-lag", "1", name="s3gap") as process:
+        wait_for(lambda: f"{resumed}.gap.json" in index_in(seaweedfs, folder), "the gap recorded")
+        after_gap = dbb(*run, env=env)
+        written, point = rows_around_a_point(binlogged, "s3gap", write, lambda: newest_in(seaweedfs, folder))
+        assert process.poll() is None, "the archiver runs on after the gap"
+
+    assert after_gap.code == 0, after_gap.stderr
+    gap = index_in(seaweedfs, folder)[f"{resumed}.gap.json"]
+    assert (gap["firstMissing"], gap["resumedAt"]) == (missed, resumed)
+
+    refused = pitr_from_s3(binlogged, seaweedfs, before_gap.result["file"], "s3gap_before", point)
+    restored = pitr_from_s3(binlogged, seaweedfs, after_gap.result["file"], "s3gap_after", point)
+
+    missing = (missed, gap["lastMissing"])
+    assert_no_replay_crosses_the_gap(binlogged, "s3gap", (refused, restored), missing, (written, point))
