@@ -640,12 +640,14 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
     point = _point_in_time(args, source, manifest, engine)
     if point is not None:
         pitr.check_keys(point[0], keys)
+        plan, store, target, database = point
+        pitr.check_renamed_replay(plan, store, database, target, scrub, deadline, keys)
     created = point is not None and not admin.database_exists(engine, options.connection, point[2], scrub)
     clock = time.monotonic()
     restored = restore_backup(source, keys, options, scrub, deadline, stored_manifest=manifest)
     replayed = {}
     if point is not None:
-        plan, store, _ = point
+        plan, store, _, _ = point
         replayed = pitr.apply(plan, store, options.connection, restored, scrub, deadline, created=created, keys=keys)
         replayed["pointInTime"] = args.point_in_time
     took = round(time.monotonic() - clock, 1)  # the restore itself: what a team plans an outage around
@@ -665,9 +667,9 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
 
 def _point_in_time(
     args: argparse.Namespace, source: Path | S3Object, stored: Manifest | None, engine: Engine
-) -> tuple[pitr.Replay, ArchiveStore, str] | None:
-    """`--point-in-time`: the replay's plan, its archive and the target database, decided before anything is
-    touched (see pitr.py); None without it. `stored`: an object's manifest, as read beside it."""
+) -> tuple[pitr.Replay, ArchiveStore, str, str] | None:
+    """`--point-in-time`: the replay's plan, its archive, the target database and the backup's, decided before
+    anything is touched (see pitr.py); None without it. `stored`: an object's manifest, as read beside it."""
     if args.point_in_time is None:
         if args.binlog_archive is not None:
             raise RunnerError(Reason.INVALID_ARGUMENTS, "--binlog-archive goes with --point-in-time")
@@ -681,7 +683,7 @@ def _point_in_time(
     plan, store = pitr.prepare(manifest, source, _binlog_archive(args, source), point)
     plain, pairs = parse_targets(tuple(args.database))
     database = manifest.databases[0]
-    return plan, store, plain or pairs.get(database, database)
+    return plan, store, plain or pairs.get(database, database), database
 
 
 def _binlog_archive(args: argparse.Namespace, source: Path | S3Object) -> ArchiveStore | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -43,9 +44,20 @@ from runner.errors import Reason, RunnerError, Scrubber
 from runner.manifest import Manifest
 from runner.objectstore import S3Location
 from runner.process import Deadline, Tool
+from runner.replaysafety import statements_naming
 from runner.s3backup import S3Object
 
-__all__ = ["Replay", "apply", "check_keys", "default_archive", "parse_instant", "plan_replay", "prepare", "replay"]
+__all__ = [
+    "Replay",
+    "apply",
+    "check_keys",
+    "check_renamed_replay",
+    "default_archive",
+    "parse_instant",
+    "plan_replay",
+    "prepare",
+    "replay",
+]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -187,6 +199,41 @@ def replay(
                 applier.finish()
             reader.finish()
     log.info("binlog replayed", database=target, files=[e.file for e in plan.entries], until=_rfc(plan.stop))
+
+
+def check_renamed_replay(
+    plan: Replay,
+    store: ArchiveStore,
+    source: str,
+    target: str,
+    scrub: Scrubber,
+    deadline: Deadline,
+    keys: Keyring | None = None,
+) -> None:
+    """Before anything is touched, for a replay under another name: no replayed statement may name `source` in its
+    text, which the tool's renaming leaves as written (see replaysafety): it would change `source` itself."""
+    if target == source:
+        return
+    with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
+        files = [str(_unpacked_current(store, entry, Path(spool), keys)) for entry in plan.entries]
+        assert plan.coordinates.position is not None
+        stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
+        argv = engines.mysql_binlog_replay_argv(files, plan.coordinates.position, stop, source, target)
+        reader_env = {**os.environ, "TZ": "UTC"}
+        with Tool(argv, reader_env, scrub, deadline=deadline, failure=Reason.RESTORE_FAILED) as reader:
+            stdout = reader.process.stdout
+            assert stdout is not None
+            lines = (raw.decode("utf-8", errors="replace") for raw in stdout)
+            found = next(statements_naming(lines, source), None)
+            if found is None:
+                reader.finish()
+    if found is not None:
+        raise RunnerError(
+            Reason.RESTORE_FAILED,
+            f"the binlog to replay names database {source!r} in a statement ({scrub(found)}): replayed as "
+            f"{target!r} it would change {source!r} itself, so nothing was restored; restore under the same name "
+            "into another server instead",
+        )
 
 
 # How often an open binlog's entry is read again when a running archiver replaced it while it was read.

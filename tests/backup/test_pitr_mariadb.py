@@ -697,3 +697,42 @@ def test_a_binlog_window_keeps_the_backup_its_oldest_second_needs_and_prunes_old
 
     assert restored.code == 0, restored.stderr
     assert sorted(written_rows(binlogged, "windowed_pitr")) == sorted(i for i, t in written.items() if t < point)
+
+
+def test_a_renamed_replay_that_would_change_the_source_database_is_refused_untouched(
+    binlogged: MariaDBServer, mariadb: MariaDBServer, tmp_path: Path
+) -> None:
+    """`--rewrite-db` renames row events and default databases, not a database named in a statement: replayed as
+    `ledger2_copy`, `ALTER TABLE ledger2.accounts ...` would alter `ledger2` itself. Such a replay is refused before the
+    dump is restored; under the same name, into another server, the same point is restored."""
+    binlogged.sql("SET GLOBAL time_zone = '+00:00'")
+    binlogged.sql("CREATE DATABASE ledger2; CREATE TABLE ledger2.accounts (id int PRIMARY KEY, at datetime(6))")
+    binlogged.sql("INSERT INTO ledger2.accounts VALUES (1, NOW(6))")
+    with archiving(binlogged, tmp_path, max_lag=1, name="ledger2"):
+        made = backup(binlogged, tmp_path, "ledger2", name="ledger2")
+        binlogged.sql("ALTER TABLE ledger2.accounts ADD COLUMN note text", "ledger2")  # named, and ledger2 the default
+        altered = datetime.fromisoformat(binlogged.sql("SELECT NOW(6)")).replace(tzinfo=UTC)
+        point = (altered + timedelta(seconds=1)).replace(microsecond=0)  # after the ALTER, before the next write
+        while datetime.fromisoformat(binlogged.sql("SELECT NOW(6)")).replace(tzinfo=UTC) < point:
+            time.sleep(0.05)
+        binlogged.sql("INSERT INTO ledger2.accounts VALUES (2, NOW(6), 'after')")
+        wait_for(lambda: newest_event(tmp_path, "ledger2") >= point, "the archive to pass the point", timeout=10)
+        columns = binlogged.sql("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'ledger2'")
+
+        renamed = pitr_restore(binlogged, made, "ledger2=ledger2_copy", point.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        elsewhere = dbb(
+            "restore", str(made), *connection_args(mariadb), "--database", "ledger2",
+            "--point-in-time", point.strftime("%Y-%m-%dT%H:%M:%SZ"), env=password_env(mariadb), timeout=60,
+        )  # fmt: skip
+
+    assert renamed.code == 1, renamed.stdout
+    assert renamed.result["reason"] == "RestoreFailed"
+    assert (
+        "names database 'ledger2' in a statement (ALTER TABLE ledger2.accounts ADD COLUMN note"
+        in renamed.result["message"]
+    )
+    assert binlogged.sql("SHOW DATABASES LIKE 'ledger2_copy'") == ""  # nothing was restored
+    assert binlogged.sql("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'ledger2'") == columns
+    assert elsewhere.code == 0, elsewhere.stderr
+    assert mariadb.sql("SELECT id, note FROM ledger2.accounts ORDER BY id") == "1\tNULL"  # altered, the row after not
+    mariadb.drop_database("ledger2")
