@@ -184,10 +184,7 @@ def replay(
 ) -> None:
     """Applies the planned binlog events of `source` to `target` (`keys`: for encrypted binlogs)."""
     with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
-        files = [str(_unpacked_current(store, entry, Path(spool), keys)) for entry in plan.entries]
-        assert plan.coordinates.position is not None
-        stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
-        argv = engines.mysql_binlog_replay_argv(files, plan.coordinates.position, stop, source, target)
+        argv = _decoder(plan, store, Path(spool), source, target, keys)
         reader_env = {**engines.child_env(Engine.MYSQL, connection), "TZ": "UTC"}
         client = [*engines.mysql_script_argv(connection), "--binary-mode"]
         client_env = engines.child_env(Engine.MYSQL, connection)
@@ -215,10 +212,7 @@ def check_renamed_replay(
     if target == source:
         return
     with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
-        files = [str(_unpacked_current(store, entry, Path(spool), keys)) for entry in plan.entries]
-        assert plan.coordinates.position is not None
-        stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
-        argv = engines.mysql_binlog_replay_argv(files, plan.coordinates.position, stop, source, target)
+        argv = _decoder(plan, store, Path(spool), source, target, keys)
         reader_env = {**os.environ, "TZ": "UTC"}
         with Tool(argv, reader_env, scrub, deadline=deadline, failure=Reason.RESTORE_FAILED) as reader:
             stdout = reader.process.stdout
@@ -234,6 +228,16 @@ def check_renamed_replay(
             f"{target!r} it would change {source!r} itself, so nothing was restored; restore under the same name "
             "into another server instead",
         )
+
+
+def _decoder(
+    plan: Replay, store: ArchiveStore, spool: Path, source: str, target: str, keys: Keyring | None
+) -> list[str]:
+    """The binlog tool's command that decodes the planned events, the binlogs unpacked into `spool` first."""
+    files = [str(_unpacked_current(store, entry, spool, keys)) for entry in plan.entries]
+    assert plan.coordinates.position is not None
+    stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
+    return engines.mysql_binlog_replay_argv(files, plan.coordinates.position, stop, source, target)
 
 
 # How often an open binlog's entry is read again when a running archiver replaced it while it was read.
