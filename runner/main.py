@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from runner import admin, pitr, progress
+from runner import admin, pitr, progress, walarchive
 from runner.archive import ArchiveOptions, archive
 from runner.archivestatus import ArchiveStatus, serving
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
@@ -298,7 +298,12 @@ def parser() -> argparse.ArgumentParser:
     archive = commands.add_parser(
         "archive", help="stream the server's binlogs into a folder or bucket until stopped, for point-in-time restores"
     )
-    archive.add_argument("--engine", required=True, choices=[Engine.MYSQL.value], help="mysql (MariaDB) only, for now")
+    archive.add_argument(
+        "--engine",
+        required=True,
+        choices=[e.value for e in Engine],
+        help="mysql: binlogs; postgresql: WAL (walarchive)",
+    )
     _connection_flags(archive, required=True)
     into = archive.add_mutually_exclusive_group(required=True)
     into.add_argument("--output-dir", type=Path, help="into <output-dir>/<name>-binlog")
@@ -708,6 +713,8 @@ def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict
 def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if problem := validate_prefix(args.name):
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {args.name!r} {problem}")
+    if args.engine == Engine.POSTGRESQL:
+        return walarchive.run(args, _connection(args, Engine.POSTGRESQL, scrub), _archive_store(args, "-wal"), scrub)
     key = _key(args.encryption_key_file)
     options = ArchiveOptions(_connection(args, Engine.MYSQL, scrub), _archive_store(args), args.max_lag, key)
     # SIGTERM and SIGINT end the archiving, not the run: the binlog it is on is published first (see archive.py).
@@ -723,14 +730,16 @@ def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
             raise
 
 
-def _archive_store(args: argparse.Namespace) -> ArchiveStore:
-    """`archive`'s --output-dir or --output-url, as the archive's own folder or prefix: `<name>-binlog` in it."""
+def _archive_store(args: argparse.Namespace, suffix: str = "") -> ArchiveStore:
+    """`archive`'s --output-dir or --output-url, as the archive's own folder or prefix: `<name>-binlog` in it (or
+    `<name><suffix>`: `<name>-wal` for PostgreSQL)."""
+    folder = f"{args.name}{suffix}" if suffix else archive_name(args.name)
     if args.output_url is None:
         _ensure_folder(args.output_dir)
-        return FolderArchive(args.output_dir / archive_name(args.name))
+        return FolderArchive(args.output_dir / folder)
     location = S3Location.parse(args.output_url)
     settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)
-    inside = S3Location(location.bucket, location.key(archive_name(args.name)))
+    inside = S3Location(location.bucket, location.key(folder))
     return S3Archive(s3_client(settings), inside, settings.object_arguments())
 
 

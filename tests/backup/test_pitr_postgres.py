@@ -1,0 +1,222 @@
+"""Point-in-time recovery for PostgreSQL, at the runner, against a real PostgreSQL 15: `dbb-backup archive --engine
+postgresql` (WAL through pg_receivewal and a slot of its own; a killed archiver resumed; the preconditions),
+`dbb-backup basebackup`, and `dbb-backup restore BASEBACKUP --point-in-time`."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from hack.harness.databases import PG_BIN, PostgresServer
+from tests.backup.cli import children, connection_args, dbb, gone, password_env, spawn, wait_for
+from tests.unit.test_runner_archive_status import free_port, get
+
+
+@pytest.fixture(scope="module")
+def primary() -> Iterator[PostgresServer]:
+    """A PostgreSQL as initdb makes it: wal_level replica, and pg_hba.conf's `host replication all 127.0.0.1/32`."""
+    with PostgresServer.start() as server:
+        server.sql("CREATE DATABASE shop")
+        yield server
+
+
+def archive_args(server: PostgresServer, folder: Path, name: str, max_lag: float, *flags: str) -> list[str]:
+    where = ["--output-dir", str(folder), "--name", name, "--max-lag", str(max_lag)]
+    return ["archive", "--engine", "postgresql", *connection_args(server), *where, *flags]
+
+
+@contextmanager
+def archiving(
+    server: PostgresServer, folder: Path, name: str, max_lag: float = 2, *flags: str
+) -> Iterator[subprocess.Popen[str]]:
+    """`dbb-backup archive` in the background; stopped with SIGTERM at the end (unless the test killed it)."""
+    process = spawn(archive_args(server, folder, name, max_lag, *flags), server)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+        assert process.returncode in (0, -signal.SIGKILL), err
+
+
+def entries(folder: Path, name: str) -> dict[str, dict[str, Any]]:
+    """The WAL archive's index: {entry file name: entry}."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted((folder / f"{name}-wal").glob("*.json")):
+        with contextlib.suppress(FileNotFoundError):  # a partial entry goes when its segment completes
+            found[path.name] = json.loads(path.read_text())
+    return found
+
+
+def closed_segments(folder: Path, name: str) -> list[str]:
+    return sorted(e["segment"] for e in entries(folder, name).values() if e["closed"] and len(e["segment"]) == 24)
+
+
+def unpacked(folder: Path, name: str, into: Path) -> list[str]:
+    """Every completed segment of the archive, decompressed into `into` (each held to its sha256 first)."""
+    into.mkdir(exist_ok=True)
+    names = closed_segments(folder, name)
+    for segment in names:
+        entry = json.loads((folder / f"{name}-wal" / f"{segment}.json").read_text())
+        stored = (folder / f"{name}-wal" / entry["object"]).read_bytes()
+        assert hashlib.sha256(stored).hexdigest() == entry["sha256"], segment
+        (into / segment).write_bytes(zstandard.ZstdDecompressor().decompressobj().decompress(stored))
+    return names
+
+
+def inserts_in(wal: Path, first: str, last: str, relation: str) -> int:
+    """Heap INSERT records for `relation` (tablespace/database/relfilenode) in the segments first..last: pg_waldump
+    fails on a missing segment, so this also proves there is no gap."""
+    result = subprocess.run(
+        [str(PG_BIN / "pg_waldump"), "-p", str(wal), "-r", "Heap", f"--relation={relation}", first, last],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return sum(1 for line in result.stdout.splitlines() if "desc: INSERT" in line)
+
+
+def relation_of(server: PostgresServer, database: str, table: str) -> str:
+    return server.sql(
+        "SELECT coalesce(nullif(reltablespace, 0), (SELECT dattablespace FROM pg_database WHERE datname ="
+        f" current_database())) || '/' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/' ||"
+        f" pg_relation_filenode('{table}') FROM pg_class WHERE oid = '{table}'::regclass",
+        database,
+    )
+
+
+def test_the_archiver_publishes_completed_segments_and_the_partial_one_within_max_lag(
+    primary: PostgresServer, tmp_path: Path
+) -> None:
+    with archiving(primary, tmp_path, "orders", max_lag=2):
+        primary.sql("CREATE TABLE IF NOT EXISTS orders (id int)", "shop")
+        switched = primary.sql("SELECT pg_walfile_name(pg_switch_wal())")
+        wait_for(lambda: switched in closed_segments(tmp_path, "orders"), "the switched segment archived as closed")
+        primary.sql("INSERT INTO orders VALUES (1)", "shop")
+        position = primary.sql("SELECT pg_current_wal_insert_lsn()")
+        current = primary.sql(f"SELECT pg_walfile_name('{position}')")
+
+        def partial_holds_the_insert() -> bool:
+            entry = entries(tmp_path, "orders").get(f"{current}.partial.json", {})
+            held = entry.get("endLsn")
+            return held is not None and lsn(held) >= lsn(position)
+
+        wait_for(partial_holds_the_insert, "the partial segment archived past the insert", timeout=10)
+
+    index = entries(tmp_path, "orders")
+    entry = index[f"{switched}.json"]
+    assert (entry["closed"], entry["timeline"], entry["walSize"]) == (True, 1, 16 << 20)
+    assert f"{switched}.partial.json" not in index, "a completed segment's partial entry is removed"
+    assert index[f"{current}.partial.json"]["until"] is not None
+
+
+def lsn(text: str) -> int:
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def test_an_archiver_killed_mid_stream_resumes_with_no_gap_and_no_duplicate(
+    primary: PostgresServer, tmp_path: Path
+) -> None:
+    primary.sql("CREATE TABLE ticks (id int)", "shop")
+    relation = relation_of(primary, "shop", "ticks")
+    written = iter(range(1, 10_000))
+
+    def write(count: int) -> None:
+        primary.sql(";".join(f"INSERT INTO ticks VALUES ({next(written)})" for _ in range(count)), "shop")
+
+    def switch() -> str:
+        return primary.sql("SELECT pg_walfile_name(pg_switch_wal())")
+
+    with archiving(primary, tmp_path, "ticks", max_lag=2) as first:
+        write(20)
+        done = switch()
+        write(20)
+        wait_for(lambda: done in closed_segments(tmp_path, "ticks"), "a completed segment archived")
+        wait_for(
+            lambda: any(not e["closed"] for e in entries(tmp_path, "ticks").values()), "the partial segment archived"
+        )
+        tool = children(first.pid)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        wait_for(lambda: all(gone(pid) for pid in tool), "the killed archiver's pg_receivewal to die with it")
+    # Written while no archiver ran, into the segment it was on and into the next: the slot kept them.
+    write(20)
+    switch()
+    write(20)
+    with archiving(primary, tmp_path, "ticks", max_lag=2):
+        write(20)
+        last = switch()
+        wait_for(lambda: last in closed_segments(tmp_path, "ticks"), "every completed segment archived")
+
+    names = unpacked(tmp_path, "ticks", tmp_path / "wal")
+    numbers = [int(n[8:], 16) for n in names]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), f"a gap in {names}"
+    assert inserts_in(tmp_path / "wal", names[0], last, relation) == 100
+
+
+def test_the_status_endpoint_reports_the_archive_s_bounds(primary: PostgresServer, tmp_path: Path) -> None:
+    port = free_port()
+    with archiving(primary, tmp_path, "status", 2, "--status-port", str(port)):
+        primary.sql("SELECT pg_switch_wal()")
+
+        def reported() -> bool:
+            body = json.loads(get(port, "/status")[1] or "{}")
+            return body.get("lagSeconds") is not None and body.get("archived", 0) >= 1
+
+        wait_for(reported, "the status to show an archived segment and a lag")
+        body = json.loads(get(port, "/status")[1])
+        assert body["recoverableUntil"] is not None
+        assert body["recoverableFrom"] <= body["recoverableUntil"]
+        assert body["lagSeconds"] < 30
+        assert (body["reason"], body["message"]) == (None, None)
+        assert get(port, "/healthz") == (200, "ok\n")
+
+
+def test_archiving_a_server_with_wal_level_minimal_says_what_to_set(tmp_path: Path) -> None:
+    with PostgresServer.start(settings={"wal_level": "minimal", "max_wal_senders": "0"}) as minimal:
+        outcome = dbb(*archive_args(minimal, tmp_path, "app", 2), env=password_env(minimal), timeout=60)
+
+    assert outcome.code == 1
+    assert outcome.reason_line == (
+        "dbb-backup: WalLevelMinimal: the server's wal_level is minimal: set wal_level = replica (and "
+        "max_wal_senders > 0) and restart it"
+    )
+
+
+def test_archiving_as_a_user_without_replication_says_what_to_set(primary: PostgresServer, tmp_path: Path) -> None:
+    primary.sql("CREATE ROLE clerk LOGIN PASSWORD 'clerk-pw'")
+    try:
+        args = archive_args(primary, tmp_path, "app", 2)
+        args[args.index(primary.user)] = "clerk"
+        outcome = dbb(*args, env=password_env(primary, "clerk-pw"), timeout=60)
+    finally:
+        primary.sql("DROP ROLE clerk")
+
+    assert outcome.code == 1
+    assert outcome.reason_line == (
+        "dbb-backup: ReplicationNotAllowed: the user clerk may not stream WAL: ALTER ROLE clerk WITH REPLICATION"
+    )
+
+
+def test_archiving_without_a_replication_line_in_pg_hba_says_what_to_set(tmp_path: Path) -> None:
+    hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+    with PostgresServer.start(hba=hba) as server:
+        outcome = dbb(*archive_args(server, tmp_path, "app", 2), env=password_env(server), timeout=60)
+
+    assert outcome.code == 1
+    assert outcome.reason_line.startswith(
+        "dbb-backup: ReplicationNotAllowed: pg_hba.conf has no replication entry for this user and host: add a line"
+    ), outcome.stderr
