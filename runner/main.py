@@ -29,11 +29,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from runner import admin, pitr, progress, walarchive
+from runner import admin, basebackup, pitr, progress, walarchive
 from runner.archive import ArchiveOptions, archive
 from runner.archivestatus import ArchiveStatus, serving
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
+from runner.basebackup import BaseOptions, take_base_backup
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
 from runner.crypto import Decryptor, Key, Keyring, load_key, load_keyring
@@ -328,6 +329,15 @@ def parser() -> argparse.ArgumentParser:
     )
     archive.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
 
+    base = commands.add_parser("basebackup", help="postgresql: a base backup, for point-in-time restores with WAL")
+    base.add_argument("--engine", choices=[Engine.POSTGRESQL.value], default=Engine.POSTGRESQL.value)
+    _connection_flags(base, required=True)
+    base.add_argument("--output-dir", type=Path, required=True, help="folder for <name>-<UTC>.base.tar.zst[.enc]")
+    base.add_argument("--name", required=True, help="file name prefix (as `run --name`; `archive --name` the same)")
+    base.add_argument("--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): AES-256-GCM")
+    base.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
+    base.add_argument("--timeout", type=_seconds)
+
     decrypt = commands.add_parser("decrypt", help="decrypt an encrypted backup file")
     decrypt.add_argument("file", type=Path)
     _key_flags(decrypt)
@@ -376,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, old)
     # Only the lines of `run`, `check`, `restore` and `archive` go to the termination message, which keeps 4096
     # bytes; a listing is whole.
-    reported = args.command in ("run", "check", "restore", "archive")
+    reported = args.command in ("run", "check", "restore", "archive", "basebackup")
     line = Scrubber(passwords)(render(result) if reported else render(result, limit=1 << 30))
     sys.stdout.write(line)
     sys.stdout.flush()
@@ -743,6 +753,15 @@ def _archive_store(args: argparse.Namespace, suffix: str = "") -> ArchiveStore:
     return S3Archive(s3_client(settings), inside, settings.object_arguments())
 
 
+def _basebackup(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    if problem := validate_prefix(args.name):
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {args.name!r} {problem}")
+    _ensure_folder(args.output_dir)
+    connection = _connection(args, Engine.POSTGRESQL, scrub)
+    options = BaseOptions(connection, args.output_dir, args.name, _key(args.encryption_key_file), not args.user)
+    return basebackup.result(*take_base_backup(options, scrub, deadline))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]]] = {
     "run": _run,
     "verify": _verify,
@@ -751,6 +770,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str,
     "list": _list,
     "decrypt": _decrypt,
     "archive": _archive,
+    "basebackup": _basebackup,
 }
 
 

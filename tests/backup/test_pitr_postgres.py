@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import signal
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import pytest
 import zstandard
 
 from hack.harness.databases import PG_BIN, PostgresServer
-from tests.backup.cli import children, connection_args, dbb, gone, password_env, spawn, wait_for
+from tests.backup.cli import Outcome, children, connection_args, dbb, gone, password_env, spawn, wait_for
 from tests.unit.test_runner_archive_status import free_port, get
 
 
@@ -220,3 +223,50 @@ def test_archiving_without_a_replication_line_in_pg_hba_says_what_to_set(tmp_pat
     assert outcome.reason_line.startswith(
         "dbb-backup: ReplicationNotAllowed: pg_hba.conf has no replication entry for this user and host: add a line"
     ), outcome.stderr
+
+
+# --- base backups and restoring to a point in time -----------------------------------------------------------------
+
+
+def base_backup(server: PostgresServer, folder: Path, name: str, *flags: str) -> Path:
+    args = ["basebackup", *connection_args(server), "--output-dir", str(folder), "--name", name, *flags]
+    outcome = dbb(*args, env=password_env(server), timeout=120)
+    assert outcome.code == 0, outcome.stderr
+    return Path(outcome.result["file"])
+
+
+def written_rows(server: PostgresServer, database: str) -> dict[int, datetime]:
+    """{row id: when it was written (clock_timestamp() in its own transaction, just before its commit)}."""
+    rows = server.sql("SELECT id, at FROM rows ORDER BY id", database).splitlines()
+    return {int(i): datetime.fromisoformat(at) for i, at in (r.split("|") for r in rows)}
+
+
+def newest_until(folder: Path, name: str) -> datetime:
+    untils = [e["until"] for e in entries(folder, name).values() if e["until"]]
+    return max((datetime.fromisoformat(u) for u in untils), default=datetime.min.replace(tzinfo=UTC))
+
+
+def pitr_restore(server: PostgresServer, file: Path, point: datetime, *databases: str) -> Outcome:
+    args = ["restore", str(file), *connection_args(server), "--point-in-time", point.isoformat()]
+    for database in databases:
+        args += ["--database", database]
+    return dbb(*args, "--pg-bin", str(PG_BIN), env=password_env(server), timeout=300)
+
+
+def test_a_base_backup_records_where_its_wal_starts_and_ends(primary: PostgresServer, tmp_path: Path) -> None:
+    before = primary.sql("SELECT pg_current_wal_insert_lsn()")
+    made = base_backup(primary, tmp_path, "cluster")
+    after = primary.sql("SELECT pg_current_wal_insert_lsn()")
+
+    manifest = json.loads(made.with_name(made.name + ".json").read_text())
+    assert made.name.startswith("cluster-")
+    assert made.name.endswith(".base.tar.zst")
+    assert manifest["kind"] == "basebackup"
+    assert manifest["sha256"] == hashlib.sha256(made.read_bytes()).hexdigest()
+    assert lsn(before) <= lsn(manifest["wal"]["startLsn"]) <= lsn(manifest["wal"]["endLsn"]) <= lsn(after)
+    assert manifest["start"] < manifest["end"]
+    with tarfile.open(
+        fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompressobj().decompress(made.read_bytes()))
+    ) as tar:
+        assert "PG_VERSION" in tar.getnames()
+        assert "backup_label" in tar.getnames()
