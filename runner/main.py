@@ -29,12 +29,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from runner import admin, basebackup, pitr, progress, walarchive
+from runner import admin, basebackup, pgpitr, pitr, progress, walarchive
 from runner.archive import ArchiveOptions, archive
 from runner.archivestatus import ArchiveStatus, serving
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
-from runner.basebackup import BaseOptions, take_base_backup
+from runner.basebackup import BASE_SUFFIX, BaseOptions, read_base_manifest, take_base_backup
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
 from runner.crypto import Decryptor, Key, Keyring, load_key, load_keyring
@@ -44,7 +44,7 @@ from runner.layout import parse_layout
 from runner.listing import entry, kept_by, manifests_in_folder, manifests_in_s3
 from runner.logs import configure_logging
 from runner.manifest import Manifest, Owner, manifest_path, read_manifest
-from runner.naming import MANIFEST_SUFFIX, database_problem, validate_prefix
+from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, database_problem, validate_prefix
 from runner.objectstore import S3Location
 from runner.process import Deadline
 from runner.queries import (
@@ -283,6 +283,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="RFC3339",
         help="mysql: then replay the archived binlog up to this time (2026-12-07T10:00:00Z); see `archive`",
     )
+    restore.add_argument("--wal-archive", type=Path, help="postgresql: the WAL archive (default <folder>/<prefix>-wal)")
+    restore.add_argument("--pg-bin", type=Path, help="postgresql: the scratch server's binaries (default by version)")
+    restore.add_argument("--scratch-os-user", default="postgres", help="postgresql, as root: run the scratch server as")
     restore.add_argument(
         "--binlog-archive",
         metavar="DIR | s3://BUCKET/PREFIX",
@@ -610,6 +613,8 @@ def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dic
 
 
 def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    if args.file.endswith((BASE_SUFFIX, BASE_SUFFIX + ENCRYPTED_SUFFIX)):
+        return _restore_base(args, scrub, deadline)
     source, manifest = _stored(args.file, args.s3_path_style)
     engine = parse_layout(Path(source.name)).engine
     owner = None
@@ -651,6 +656,23 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         **replayed,
         "restoreSeconds": took,
     }
+
+
+def _restore_base(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    """A PostgreSQL base backup: only to a point in time (pgpitr), only from a folder, for now."""
+    if args.point_in_time is None or args.file.startswith("s3://"):
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "a base backup is restored from a folder with --point-in-time")
+    backup = Path(args.file)
+    point = pitr.parse_instant(args.point_in_time)
+    wal = FolderArchive(args.wal_archive) if args.wal_archive else pgpitr.default_wal_archive(backup)
+    scratch = pgpitr.ScratchOptions(args.pg_bin, args.scratch_os_user, args.no_owner, args.replace)
+    databases = pgpitr.parse_databases(tuple(args.database))
+    connection = _connection(args, Engine.POSTGRESQL, scrub)
+    clock = time.monotonic()
+    done = pgpitr.restore_point_in_time(
+        backup, read_base_manifest(backup), wal, point, databases, connection, _keys(args), scratch, scrub, deadline
+    )
+    return {"status": "Restored", "file": args.file, **done, "restoreSeconds": round(time.monotonic() - clock, 1)}
 
 
 def _point_in_time(

@@ -7,13 +7,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import signal
 import subprocess
 import tarfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +272,58 @@ def test_a_base_backup_records_where_its_wal_starts_and_ends(primary: PostgresSe
     ) as tar:
         assert "PG_VERSION" in tar.getnames()
         assert "backup_label" in tar.getnames()
+
+
+def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(primary: PostgresServer, tmp_path: Path) -> None:
+    primary.sql("CREATE DATABASE ledger")
+    primary.sql("CREATE TABLE rows (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())", "ledger")
+    ids = itertools.count(1)
+
+    def write(count: int) -> list[int]:
+        done = []
+        for _ in range(count):
+            done.append(next(ids))
+            primary.sql(f"INSERT INTO rows (id) VALUES ({done[-1]})", "ledger")
+            time.sleep(0.3)  # spreads the writes, so that an instant lies between two of them
+        return done
+
+    write(5)
+    with archiving(primary, tmp_path, "ledger", max_lag=1):
+        made = base_backup(primary, tmp_path, "ledger")
+        before = write(6)
+        primary.sql("SELECT pg_switch_wal()")  # the recovery crosses from one archived segment into the next
+        after = write(6)
+        written = written_rows(primary, "ledger")
+        # Halfway between two writes after the base backup: rows up to it are restored, none after it.
+        point = written[before[-1]] + (written[after[0]] - written[before[-1]]) / 2
+        wait_for(lambda: newest_until(tmp_path, "ledger") >= written[after[-1]], "the archive to reach the last write")
+
+        outcome = pitr_restore(primary, made, point, "ledger=ledger_pitr")
+
+    assert outcome.code == 0, outcome.stderr
+    restored = sorted(written_rows(primary, "ledger_pitr"))
+    assert restored == sorted(i for i, at in written.items() if at <= point)
+    assert restored[-1] == before[-1]
+    assert after[0] not in restored
+    assert outcome.result["databases"] == {"ledger": "ledger_pitr"}
+
+
+def test_a_point_in_time_outside_what_the_base_backup_and_archive_cover_is_refused_untouched(
+    primary: PostgresServer, tmp_path: Path
+) -> None:
+    primary.sql("CREATE DATABASE bounds")
+    with archiving(primary, tmp_path, "bounds", max_lag=1):
+        made = base_backup(primary, tmp_path, "bounds")
+        manifest = json.loads(made.with_name(made.name + ".json").read_text())
+        wait_for(lambda: newest_until(tmp_path, "bounds") > datetime.fromisoformat(manifest["end"]), "the archive")
+    newest = newest_until(tmp_path, "bounds")
+
+    early = pitr_restore(primary, made, datetime.fromisoformat(manifest["start"]), "bounds=bounds_early")
+    late = pitr_restore(primary, made, newest + timedelta(hours=1), "bounds=bounds_late")
+
+    assert early.code == 1
+    assert early.reason_line.startswith("dbb-backup: InvalidArguments: --point-in-time ")
+    assert f"is before the base backup ended ({manifest['end']})" in early.reason_line
+    assert late.code == 1
+    assert "is after the newest archived WAL" in late.reason_line, late.stderr
+    assert not {"bounds_early", "bounds_late"} & set(primary.databases())
