@@ -306,6 +306,7 @@ def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(primary: 
     assert restored[-1] == before[-1]
     assert after[0] not in restored
     assert outcome.result["databases"] == {"ledger": "ledger_pitr"}
+    assert outcome.result["replayed"] == "target"
 
 
 def test_a_point_in_time_outside_what_the_base_backup_and_archive_cover_is_refused_untouched(
@@ -327,3 +328,20 @@ def test_a_point_in_time_outside_what_the_base_backup_and_archive_cover_is_refus
     assert late.code == 1
     assert "is after the newest archived WAL" in late.reason_line, late.stderr
     assert not {"bounds_early", "bounds_late"} & set(primary.databases())
+
+
+def test_a_point_after_the_last_commit_restores_everything_archived(primary: PostgresServer, tmp_path: Path) -> None:
+    primary.sql("CREATE DATABASE quiet")
+    primary.sql("CREATE TABLE rows (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())", "quiet")
+    with archiving(primary, tmp_path, "quiet", max_lag=1):
+        made = base_backup(primary, tmp_path, "quiet")
+        primary.sql("INSERT INTO rows (id) VALUES (1); INSERT INTO rows (id) VALUES (2)", "quiet")
+        last = max(written_rows(primary, "quiet").values())
+        # No commit follows in this database; the archive's `until` moves on all the same (the server is idle).
+        wait_for(lambda: newest_until(tmp_path, "quiet") >= last + timedelta(seconds=2), "the archive to move on")
+
+        outcome = pitr_restore(primary, made, last + timedelta(seconds=1), "quiet=quiet_pitr")
+
+    assert outcome.code == 0, outcome.stderr
+    assert sorted(written_rows(primary, "quiet_pitr")) == [1, 2]
+    assert outcome.result["replayed"] == "whole archive", "no commit after the point: recovery ran to the end"
