@@ -39,6 +39,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -314,6 +315,22 @@ def _utc(moment: str | None) -> str | None:
     return None if moment is None else moment[:19] + "Z"
 
 
+PAGE: Final = 8192  # XLOG_BLCKSZ
+LONG_HEADER: Final = 40  # a segment's first page header; other pages' are 24 bytes
+
+
+def _sent_by(position: int) -> int:
+    """What the stream must have delivered for the server's insert `position`: an insert position just past a page
+    header (right after a segment switch, on an idle server) has nothing in its page yet, so the page's start."""
+    offset = position % PAGE
+    return position - offset if offset <= LONG_HEADER else position
+
+
+def _caught_up(position: int, _now: str, written: int | None) -> bool:
+    """Whether pg_receivewal has written the server's insert `position`."""
+    return written is not None and written >= _sent_by(position)
+
+
 class _WalArchiver:
     def __init__(
         self, options: WalOptions, spool: Path, segment_size: int, status: ArchiveStatus, scrub: Scrubber
@@ -329,6 +346,7 @@ class _WalArchiver:
         self.published_partial: dict[str, str] = {}  # segment: sha256 of the file last published
         self.checked_at = -float("inf")
         self.closed: list[str] = []
+        self.receiving: Callable[[], bool] = lambda: True  # whether pg_receivewal still runs (archive_wal sets it)
         self.report(None)
 
     def seed(self) -> None:
@@ -360,16 +378,16 @@ class _WalArchiver:
         asked = self.checked_at = time.monotonic()
         found = _server_position(self.options.connection, self.slot, self.scrub)
         deadline = asked + CATCH_UP
-        while found is not None and (found[2] is None or found[2] < found[0]) and time.monotonic() < deadline:
+        while found is not None and not _caught_up(*found) and time.monotonic() < deadline and self.receiving():
             time.sleep(0.2)
             again = _server_position(self.options.connection, self.slot, self.scrub)
             found = None if again is None else (found[0], found[1], again[2])
         self.publish_completed()
-        if found is None or found[2] is None or found[2] < found[0]:
+        if found is None or not _caught_up(*found):
             log.warning("the archive has not caught up with the server", final=final)
             self.report(None, checked=True)
             return
-        position, now, _ = found
+        position, now = _sent_by(found[0]), found[1]
         holding = self._holding(position)
         if holding is not None:
             path, closed = holding
@@ -459,9 +477,9 @@ def archive_wal(
         work.seed()
         log.info("archiving started", archive=store.where, slot=slot, maxLag=options.max_lag)
         env = {**engines.child_env(Engine.POSTGRESQL, options.connection), "PGAPPNAME": slot}
-        with Tool(
-            _receive_argv(options.connection, spool, slot), env, scrub, stdout=None, die_with_parent=True
-        ) as tool:
+        argv = _receive_argv(options.connection, spool, slot)
+        with Tool(argv, env, scrub, stdout=None, die_with_parent=True) as tool:
+            work.receiving = lambda: tool.process.poll() is None
             while not stop.is_set() and tool.process.poll() is None:
                 work.publish_completed()
                 work.check(final=False)

@@ -9,6 +9,7 @@ import hashlib
 import io
 import itertools
 import json
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -132,15 +133,19 @@ def lsn(text: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
+@pytest.mark.parametrize("spool", ["kept", "lost"])
 def test_an_archiver_killed_mid_stream_resumes_with_no_gap_and_no_duplicate(
-    primary: PostgresServer, tmp_path: Path
+    primary: PostgresServer, tmp_path: Path, spool: str
 ) -> None:
-    primary.sql("CREATE TABLE ticks (id int)", "shop")
-    relation = relation_of(primary, "shop", "ticks")
+    """`lost`: pg_receivewal's spool is gone too (a Pod on another node): streaming resumes after the archive's
+    newest completed segment, which the slot kept on the server."""
+    table = f"ticks_{spool}"
+    primary.sql(f"CREATE TABLE {table} (id int)", "shop")
+    relation = relation_of(primary, "shop", table)
     written = iter(range(1, 10_000))
 
     def write(count: int) -> None:
-        primary.sql(";".join(f"INSERT INTO ticks VALUES ({next(written)})" for _ in range(count)), "shop")
+        primary.sql(";".join(f"INSERT INTO {table} VALUES ({next(written)})" for _ in range(count)), "shop")
 
     def switch() -> str:
         return primary.sql("SELECT pg_walfile_name(pg_switch_wal())")
@@ -157,6 +162,8 @@ def test_an_archiver_killed_mid_stream_resumes_with_no_gap_and_no_duplicate(
         first.send_signal(signal.SIGKILL)
         first.wait()
         wait_for(lambda: all(gone(pid) for pid in tool), "the killed archiver's pg_receivewal to die with it")
+    if spool == "lost":
+        shutil.rmtree(tmp_path / "ticks-wal" / ".receive")
     # Written while no archiver ran, into the segment it was on and into the next: the slot kept them.
     write(20)
     switch()
@@ -243,15 +250,18 @@ def written_rows(server: PostgresServer, database: str) -> dict[int, datetime]:
     return {int(i): datetime.fromisoformat(at) for i, at in (r.split("|") for r in rows)}
 
 
+def server_now(server: PostgresServer) -> datetime:
+    return datetime.fromisoformat(server.sql("SELECT clock_timestamp()"))
+
+
 def newest_until(folder: Path, name: str) -> datetime:
     untils = [e["until"] for e in entries(folder, name).values() if e["until"]]
     return max((datetime.fromisoformat(u) for u in untils), default=datetime.min.replace(tzinfo=UTC))
 
 
-def pitr_restore(server: PostgresServer, file: Path, point: datetime, *databases: str) -> Outcome:
+def pitr_restore(server: PostgresServer, file: Path, point: datetime, database: str, *flags: str) -> Outcome:
     args = ["restore", str(file), *connection_args(server), "--point-in-time", point.isoformat()]
-    for database in databases:
-        args += ["--database", database]
+    args += ["--database", database, *flags]
     return dbb(*args, "--pg-bin", str(PG_BIN), env=password_env(server), timeout=300)
 
 
@@ -284,7 +294,6 @@ def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(primary: 
         for _ in range(count):
             done.append(next(ids))
             primary.sql(f"INSERT INTO rows (id) VALUES ({done[-1]})", "ledger")
-            time.sleep(0.3)  # spreads the writes, so that an instant lies between two of them
         return done
 
     write(5)
@@ -292,10 +301,12 @@ def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(primary: 
         made = base_backup(primary, tmp_path, "ledger")
         before = write(6)
         primary.sql("SELECT pg_switch_wal()")  # the recovery crosses from one archived segment into the next
+        write(3)
+        # Between two writes after the base backup (the server's clock, after one commit returned and before the
+        # next began): rows up to it are restored, none after it.
+        point = server_now(primary)
         after = write(6)
         written = written_rows(primary, "ledger")
-        # Halfway between two writes after the base backup: rows up to it are restored, none after it.
-        point = written[before[-1]] + (written[after[0]] - written[before[-1]]) / 2
         wait_for(lambda: newest_until(tmp_path, "ledger") >= written[after[-1]], "the archive to reach the last write")
 
         outcome = pitr_restore(primary, made, point, "ledger=ledger_pitr")
@@ -303,7 +314,8 @@ def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(primary: 
     assert outcome.code == 0, outcome.stderr
     restored = sorted(written_rows(primary, "ledger_pitr"))
     assert restored == sorted(i for i, at in written.items() if at <= point)
-    assert restored[-1] == before[-1]
+    assert restored[-1] == after[0] - 1
+    assert set(before) < set(restored)
     assert after[0] not in restored
     assert outcome.result["databases"] == {"ledger": "ledger_pitr"}
     assert outcome.result["replayed"] == "target"
@@ -345,3 +357,30 @@ def test_a_point_after_the_last_commit_restores_everything_archived(primary: Pos
     assert outcome.code == 0, outcome.stderr
     assert sorted(written_rows(primary, "quiet_pitr")) == [1, 2]
     assert outcome.result["replayed"] == "whole archive", "no commit after the point: recovery ran to the end"
+
+
+def test_an_encrypted_base_backup_restores_with_its_key_and_is_refused_untouched_without_it(
+    primary: PostgresServer, tmp_path: Path, key_file: Path
+) -> None:
+    primary.sql("CREATE DATABASE vault")
+    primary.sql("CREATE TABLE rows (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())", "vault")
+    with archiving(primary, tmp_path, "vault", max_lag=1):
+        made = base_backup(primary, tmp_path, "vault", "--encryption-key-file", str(key_file))
+        primary.sql("INSERT INTO rows (id) VALUES (1)", "vault")
+        time.sleep(0.3)  # the point lies between the two writes
+        point = datetime.now(UTC)
+        time.sleep(0.3)
+        primary.sql("INSERT INTO rows (id) VALUES (2)", "vault")
+        wait_for(
+            lambda: newest_until(tmp_path, "vault") > point + timedelta(seconds=1), "the archive to pass the point"
+        )
+
+        refused = pitr_restore(primary, made, point, "vault=vault_nokey")
+        outcome = pitr_restore(primary, made, point, "vault=vault_pitr", "--key-file", str(key_file))
+
+    assert made.name.endswith(".base.tar.zst.enc")
+    assert refused.code == 1
+    assert "is encrypted: give key" in refused.reason_line, refused.stderr
+    assert "vault_nokey" not in primary.databases()
+    assert outcome.code == 0, outcome.stderr
+    assert sorted(written_rows(primary, "vault_pitr")) == [1]
