@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import json
 import re
-import shutil
 import signal
 import tempfile
 import threading
@@ -63,9 +62,11 @@ __all__ = [
     "lsn",
     "lsn_text",
     "read_wal_index",
+    "run",
     "segment_name",
     "segment_start",
     "slot_name",
+    "unpack",
     "wal_archive_name",
 ]
 
@@ -525,11 +526,6 @@ def _tool_failed(tool: Tool) -> None:
             ) from None
         raise
     raise RunnerError(Reason.DUMP_FAILED, f"{tool.name} stopped streaming")
-
-
-def remove_spool(store: ArchiveStore) -> None:
-    """For tests and for an archive that is given up: pg_receivewal's kept spool."""
-    shutil.rmtree(receive_spool(store), ignore_errors=True)
 
 
 def run(args: Any, connection: Connection, store: ArchiveStore, scrub: Scrubber) -> dict[str, Any]:
