@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -284,39 +285,71 @@ def test_a_base_backup_records_where_its_wal_starts_and_ends(primary: PostgresSe
         assert "backup_label" in tar.getnames()
 
 
+class Workload:
+    """Numbered rows written one transaction each, continuously, in a thread; `paused()` holds it between two
+    writes (after a commit returned, before the next began), so that an instant between two known writes exists."""
+
+    def __init__(self, server: PostgresServer, database: str) -> None:
+        self.server, self.database = server, database
+        self.written: list[int] = []
+        self.stop, self.hold, self.held = threading.Event(), threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self.run, name="workload")
+
+    def run(self) -> None:
+        for number in itertools.count(1):
+            if self.stop.is_set():
+                return
+            if self.hold.is_set():
+                self.held.set()
+                while self.hold.is_set() and not self.stop.is_set():
+                    time.sleep(0.01)
+                self.held.clear()
+            self.server.sql(f"INSERT INTO rows (id) VALUES ({number})", self.database)
+            self.written.append(number)
+
+    @contextmanager
+    def paused(self) -> Iterator[int]:
+        """Yields the last row written before the pause."""
+        self.hold.set()
+        wait_for(self.held.is_set, "the workload to pause between two writes")
+        try:
+            yield self.written[-1]
+        finally:
+            self.hold.clear()
+
+    def wait_beyond(self, rows: int) -> None:
+        target = len(self.written) + rows
+        wait_for(lambda: len(self.written) >= target, f"{rows} more rows written")
+
+
 def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(primary: PostgresServer, tmp_path: Path) -> None:
     primary.sql("CREATE DATABASE ledger")
     primary.sql("CREATE TABLE rows (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())", "ledger")
-    ids = itertools.count(1)
-
-    def write(count: int) -> list[int]:
-        done = []
-        for _ in range(count):
-            done.append(next(ids))
-            primary.sql(f"INSERT INTO rows (id) VALUES ({done[-1]})", "ledger")
-        return done
-
-    write(5)
+    workload = Workload(primary, "ledger")
     with archiving(primary, tmp_path, "ledger", max_lag=1):
-        made = base_backup(primary, tmp_path, "ledger")
-        before = write(6)
-        primary.sql("SELECT pg_switch_wal()")  # the recovery crosses from one archived segment into the next
-        write(3)
-        # Between two writes after the base backup (the server's clock, after one commit returned and before the
-        # next began): rows up to it are restored, none after it.
-        point = server_now(primary)
-        after = write(6)
-        written = written_rows(primary, "ledger")
-        wait_for(lambda: newest_until(tmp_path, "ledger") >= written[after[-1]], "the archive to reach the last write")
+        workload.thread.start()
+        try:
+            workload.wait_beyond(5)
+            made = base_backup(primary, tmp_path, "ledger")  # while rows are being written
+            during = len(workload.written)
+            workload.wait_beyond(10)
+            primary.sql("SELECT pg_switch_wal()")  # the recovery crosses from one archived segment into the next
+            workload.wait_beyond(10)
+            with workload.paused() as last:
+                point = server_now(primary)  # after row `last` committed, before the next began
+            workload.wait_beyond(20)
+        finally:
+            workload.stop.set()
+            workload.thread.join()
+        end = server_now(primary)
+        wait_for(lambda: newest_until(tmp_path, "ledger") >= end, "the archive to reach the last write")
 
         outcome = pitr_restore(primary, made, point, "ledger=ledger_pitr")
 
     assert outcome.code == 0, outcome.stderr
-    restored = sorted(written_rows(primary, "ledger_pitr"))
-    assert restored == sorted(i for i, at in written.items() if at <= point)
-    assert restored[-1] == after[0] - 1
-    assert set(before) < set(restored)
-    assert after[0] not in restored
+    assert sorted(written_rows(primary, "ledger_pitr")) == list(range(1, last + 1))
+    assert len(written_rows(primary, "ledger")) >= last + 20, "rows were written after the point"
+    assert during > 5, "rows were written while the base backup ran"
     assert outcome.result["databases"] == {"ledger": "ledger_pitr"}
     assert outcome.result["replayed"] == "target"
 
