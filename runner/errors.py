@@ -28,7 +28,9 @@ table and the enum together):
 | `QueryFailed` | a `verify.queries` query failed: its name, SQLSTATE and condition, never the server's message |
 | `UnsafeQueryRole` | the queries' role (QUERY_USER) can do more than read; the message says what; nothing was dumped |
 | `BinaryLoggingOff` | `archive`: the server has binary logging off; the message says what to set |
-| `ArchiveGap` | `archive`: a binlog was purged from the server before it was archived; the message names it |
+| `ArchiveGap` | `archive`: a binlog (or WAL) was purged from the server before it was archived; the message names it |
+| `WalLevelMinimal` | `archive --engine postgresql`: the server's wal_level is minimal; the message says what to set |
+| `ReplicationNotAllowed` | `archive --engine postgresql`: no REPLICATION attribute, or no replication line in pg_hba |
 | `InternalError` | a bug: an exception the runner did not expect; its type and message, scrubbed |
 """
 
@@ -73,6 +75,8 @@ class Reason(StrEnum):
     UNSAFE_QUERY_ROLE = "UnsafeQueryRole"
     BINARY_LOGGING_OFF = "BinaryLoggingOff"
     ARCHIVE_GAP = "ArchiveGap"
+    WAL_LEVEL_MINIMAL = "WalLevelMinimal"
+    REPLICATION_NOT_ALLOWED = "ReplicationNotAllowed"
     INTERNAL_ERROR = "InternalError"
 
 

@@ -29,11 +29,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from runner import admin, archiveprune, pitr, progress
+from runner import admin, archiveprune, basebackup, pgpitr, pitr, progress, walarchive
 from runner.archive import ArchiveOptions, archive
 from runner.archivestatus import ArchiveStatus, serving
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
+from runner.basebackup import BASE_SUFFIX, BaseOptions, read_base_manifest, take_base_backup
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
 from runner.crypto import Decryptor, Key, Keyring, load_key, load_keyring
@@ -43,7 +44,7 @@ from runner.layout import parse_layout
 from runner.listing import entry, kept_by, manifests_in_folder, manifests_in_s3
 from runner.logs import configure_logging
 from runner.manifest import Manifest, Owner, manifest_path, read_manifest
-from runner.naming import MANIFEST_SUFFIX, database_problem, validate_prefix
+from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, database_problem, validate_prefix
 from runner.objectstore import S3Location
 from runner.process import Deadline
 from runner.queries import (
@@ -294,6 +295,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="RFC3339",
         help="mysql: then replay the archived binlog up to this time (2026-12-07T10:00:00Z); see `archive`",
     )
+    restore.add_argument("--wal-archive", type=Path, help="postgresql: the WAL archive (default <folder>/<prefix>-wal)")
+    restore.add_argument("--pg-bin", type=Path, help="postgresql: the scratch server's binaries (default by version)")
+    restore.add_argument("--scratch-os-user", default="postgres", help="postgresql, as root: run the scratch server as")
     restore.add_argument(
         "--binlog-archive",
         metavar="DIR | s3://BUCKET/PREFIX",
@@ -310,7 +314,12 @@ def parser() -> argparse.ArgumentParser:
     archive = commands.add_parser(
         "archive", help="stream the server's binlogs into a folder or bucket until stopped, for point-in-time restores"
     )
-    archive.add_argument("--engine", required=True, choices=[Engine.MYSQL.value], help="mysql (MariaDB) only, for now")
+    archive.add_argument(
+        "--engine",
+        required=True,
+        choices=[e.value for e in Engine],
+        help="mysql: binlogs; postgresql: WAL (walarchive)",
+    )
     _connection_flags(archive, required=True)
     into = archive.add_mutually_exclusive_group(required=True)
     into.add_argument("--output-dir", type=Path, help="into <output-dir>/<name>-binlog")
@@ -334,6 +343,15 @@ def parser() -> argparse.ArgumentParser:
         "--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): each binlog encrypted, as `run`"
     )
     archive.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
+
+    base = commands.add_parser("basebackup", help="postgresql: a base backup, for point-in-time restores with WAL")
+    base.add_argument("--engine", choices=[Engine.POSTGRESQL.value], default=Engine.POSTGRESQL.value)
+    _connection_flags(base, required=True)
+    base.add_argument("--output-dir", type=Path, required=True, help="folder for <name>-<UTC>.base.tar.zst[.enc]")
+    base.add_argument("--name", required=True, help="file name prefix (as `run --name`; `archive --name` the same)")
+    base.add_argument("--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): AES-256-GCM")
+    base.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
+    base.add_argument("--timeout", type=_seconds)
 
     decrypt = commands.add_parser("decrypt", help="decrypt an encrypted backup file")
     decrypt.add_argument("file", type=Path)
@@ -383,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, old)
     # Only the lines of `run`, `check`, `restore` and `archive` go to the termination message, which keeps 4096
     # bytes; a listing is whole.
-    reported = args.command in ("run", "check", "restore", "archive")
+    reported = args.command in ("run", "check", "restore", "archive", "basebackup")
     line = Scrubber(passwords)(render(result) if reported else render(result, limit=1 << 30))
     sys.stdout.write(line)
     sys.stdout.flush()
@@ -620,6 +638,8 @@ def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dic
 
 
 def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    if args.file.endswith((BASE_SUFFIX, BASE_SUFFIX + ENCRYPTED_SUFFIX)):
+        return _restore_base(args, scrub, deadline)
     source, manifest = _stored(args.file, args.s3_path_style)
     engine = parse_layout(Path(source.name)).engine
     owner = None
@@ -663,6 +683,23 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         **replayed,
         "restoreSeconds": took,
     }
+
+
+def _restore_base(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    """A PostgreSQL base backup: only to a point in time (pgpitr), only from a folder, for now."""
+    if args.point_in_time is None or args.file.startswith("s3://"):
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "a base backup is restored from a folder with --point-in-time")
+    backup = Path(args.file)
+    point = pitr.parse_instant(args.point_in_time)
+    wal = FolderArchive(args.wal_archive) if args.wal_archive else pgpitr.default_wal_archive(backup)
+    scratch = pgpitr.ScratchOptions(args.pg_bin, args.scratch_os_user, args.no_owner, args.replace)
+    databases = pgpitr.parse_databases(tuple(args.database))
+    connection = _connection(args, Engine.POSTGRESQL, scrub)
+    clock = time.monotonic()
+    done = pgpitr.restore_point_in_time(
+        backup, read_base_manifest(backup), wal, point, databases, connection, _keys(args), scratch, scrub, deadline
+    )
+    return {"status": "Restored", "file": args.file, **done, "restoreSeconds": round(time.monotonic() - clock, 1)}
 
 
 def _point_in_time(
@@ -735,6 +772,8 @@ def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict
 def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if problem := validate_prefix(args.name):
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {args.name!r} {problem}")
+    if args.engine == Engine.POSTGRESQL:
+        return walarchive.run(args, _connection(args, Engine.POSTGRESQL, scrub), _archive_store(args, "-wal"), scrub)
     key = _key(args.encryption_key_file)
     options = ArchiveOptions(_connection(args, Engine.MYSQL, scrub), _archive_store(args), args.max_lag, key)
     # SIGTERM and SIGINT end the archiving, not the run: the binlog it is on is published first (see archive.py).
@@ -750,15 +789,26 @@ def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
             raise
 
 
-def _archive_store(args: argparse.Namespace) -> ArchiveStore:
-    """`archive`'s --output-dir or --output-url, as the archive's own folder or prefix: `<name>-binlog` in it."""
+def _archive_store(args: argparse.Namespace, suffix: str = "") -> ArchiveStore:
+    """`archive`'s --output-dir or --output-url, as the archive's own folder or prefix: `<name>-binlog` in it (or
+    `<name><suffix>`: `<name>-wal` for PostgreSQL)."""
+    folder = f"{args.name}{suffix}" if suffix else archive_name(args.name)
     if args.output_url is None:
         _ensure_folder(args.output_dir)
-        return FolderArchive(args.output_dir / archive_name(args.name))
+        return FolderArchive(args.output_dir / folder)
     location = S3Location.parse(args.output_url)
     settings = S3Settings(args.s3_path_style, args.s3_sse, args.s3_sse_kms_key_id)
-    inside = S3Location(location.bucket, location.key(archive_name(args.name)))
+    inside = S3Location(location.bucket, location.key(folder))
     return S3Archive(s3_client(settings), inside, settings.object_arguments())
+
+
+def _basebackup(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    if problem := validate_prefix(args.name):
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {args.name!r} {problem}")
+    _ensure_folder(args.output_dir)
+    connection = _connection(args, Engine.POSTGRESQL, scrub)
+    options = BaseOptions(connection, args.output_dir, args.name, _key(args.encryption_key_file), not args.user)
+    return basebackup.result(*take_base_backup(options, scrub, deadline))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]]] = {
@@ -769,6 +819,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str,
     "list": _list,
     "decrypt": _decrypt,
     "archive": _archive,
+    "basebackup": _basebackup,
 }
 
 

@@ -1,0 +1,402 @@
+"""`dbb-backup restore BASEBACKUP --point-in-time T` for PostgreSQL: the base backup, the archived WAL up to T on a
+scratch server, then each wanted database moved into the target by the ordinary all-or-nothing restore.
+
+1. Decide, before anything is touched (`plan_recovery`, pure): T must not be before the base backup's end (the copy
+   is consistent only from there on) nor after the newest instant the WAL archive is known complete to (`until`,
+   see walarchive); the archive must hold every segment from the one the base backup starts in to the first whose
+   `until` reaches T, with no segment missing in between.
+2. Unpack the base backup (held to its manifest's sha256; decrypted, decompressed) into a scratch data directory,
+   and the planned segments (each held to its entry's sha256) into a folder beside it, which `restore_command`
+   copies from (`cp`: every segment was checked before the server starts).
+3. Start a scratch postgres of the same major version (`--pg-bin`, default `/usr/lib/postgresql/<major>/bin`) on a
+   unix socket in the scratch folder only, with `recovery.signal`, `recovery_target_time = T`,
+   `recovery_target_action = promote`; wait for it to leave recovery. PostgreSQL stops before the first commit after
+   T. When no commit in the archive is after T (an idle stretch), PostgreSQL ends recovery without reaching the
+   target and refuses to promote; everything archived is then at or before T, so the server is started once more
+   without a target and replays it all.
+4. pg_dump each wanted database from it, and restore each dump into the target with `restore.restore_backup`
+   (a new database, or `--replace`; all or nothing per database). The scratch server is stopped and its folder
+   removed in every case.
+
+PostgreSQL refuses to run as root: a runner that is root (not in a Pod, where the image's user runs it) starts the
+scratch server as `--scratch-os-user` (default postgres) through setpriv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Final
+
+import structlog
+
+from runner.archivestore import ArchiveStore, FolderArchive
+from runner.basebackup import BaseManifest
+from runner.compression import Compression, Source, decompressor
+from runner.crypto import Decryptor, Keyring
+from runner.engines import Connection, Engine, child_env, pg_conninfo
+from runner.errors import Reason, RunnerError, Scrubber, one_line
+from runner.naming import ENCRYPTED_SUFFIX
+from runner.process import Deadline, Tool, run_capture
+from runner.restore import RestoreOptions, restore_backup
+from runner.walarchive import WalEntry, lsn, read_wal_index, segment_name, unpack, wal_archive_name
+
+__all__ = ["Recovery", "ScratchOptions", "default_wal_archive", "plan_recovery", "restore_point_in_time"]
+
+log = structlog.get_logger("dbb-backup")
+
+READ_SIZE: Final = 1 << 20
+START_WAIT: Final = 3600.0  # seconds a recovery may take, unless --timeout says otherwise
+_NOT_REACHED: Final = "recovery ended before configured recovery target was reached"
+_PREFIX = re.compile(r"(?P<prefix>.+)-[0-9]{8}T[0-9]{6}Z\.")
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _rfc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    entries: list[WalEntry]  # the segments to stage, in order
+    point: datetime
+
+
+def plan_recovery(manifest: BaseManifest, index: Mapping[str, WalEntry], point: datetime) -> Recovery:
+    """What to recover for `point`, or a refusal that says why (nothing has been touched yet)."""
+    if point < _time(manifest.end):
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS,
+            f"--point-in-time {_rfc(point)} is before the base backup ended ({manifest.end}): use an older one",
+        )
+    first = manifest.start_segment
+    if first not in index:
+        raise RunnerError(Reason.ARCHIVE_GAP, f"the WAL archive has no {first}, where the base backup starts")
+    timeline = [name for name in index if name[:8] == first[:8] and len(name) == 24 and name >= first]
+    untils = [until for n in timeline if (until := index[n].until)]
+    newest = max(untils) if untils else None
+    if newest is None or point > _time(newest):
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS,
+            f"--point-in-time {_rfc(point)} is after the newest archived WAL ({newest or 'none after the base backup'})"
+            ": choose an earlier time",
+        )
+    end_segment = segment_name(manifest.timeline, lsn(manifest.end_lsn), manifest.segment_size)
+    needed: list[WalEntry] = []
+    expected = first
+    for name in timeline:
+        if name != expected:
+            raise RunnerError(Reason.ARCHIVE_GAP, f"the WAL archive is missing segment {expected}, before {name}")
+        needed.append(index[name])
+        until = index[name].until
+        if until is not None and _time(until) >= point and name >= end_segment:
+            break
+        expected = _next_segment(name, manifest.segment_size)
+    return Recovery(needed, point)
+
+
+def _next_segment(name: str, segment_size: int) -> str:
+    per_id = 0x100000000 // segment_size
+    number = int(name[8:16], 16) * per_id + int(name[16:24], 16) + 1
+    return f"{name[:8]}{number // per_id:08X}{number % per_id:08X}"
+
+
+def default_wal_archive(backup: Path) -> ArchiveStore:
+    """`<the base backup's folder>/<its name prefix>-wal`, where `archive --name <prefix>` writes."""
+    found = _PREFIX.match(backup.name)
+    return FolderArchive(backup.parent / wal_archive_name(found.group("prefix") if found else backup.name))
+
+
+@dataclass(frozen=True)
+class ScratchOptions:
+    pg_bin: Path | None = None  # default: /usr/lib/postgresql/<the backup's major>/bin
+    os_user: str = "postgres"  # when the runner is root: whom the scratch server runs as
+    no_owner: bool = False
+    replace: bool = False
+
+
+def parse_databases(items: tuple[str, ...]) -> dict[str, str]:
+    """`--database NAME` (restored under its own name) or `SOURCE=TARGET`, repeatable: {source: target}."""
+    if not items:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS, "a base backup holds the whole cluster: name the databases (--database NAME)"
+        )
+    pairs: dict[str, str] = {}
+    for item in items:
+        source, _, target = item.partition("=")
+        if not source or (_ and not target):
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"--database {item!r}: give NAME or SOURCE=TARGET")
+        pairs[source] = target or source
+    return pairs
+
+
+# --- the scratch server -------------------------------------------------------------------------------------------
+
+
+class _Hashed:
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.digest.update(data)
+        return data
+
+
+def _unpack_base(backup: Path, manifest: BaseManifest, keys: Keyring | None, data: Path) -> None:
+    """The base backup's tar into `data`, its file held to the manifest's sha256."""
+    with backup.open("rb") as stored:
+        hashed = _Hashed(stored)
+        plain: Source = hashed
+        if backup.name.endswith(ENCRYPTED_SUFFIX):
+            if keys is None:
+                named = f"key {manifest.key_id!r}" if manifest.key_id else "its key"
+                raise RunnerError(Reason.INVALID_ARGUMENTS, f"{backup.name} is encrypted: give {named} (--key-file)")
+            plain = Decryptor(keys, hashed)
+        payload = decompressor(Compression.ZSTD, plain)
+        with tarfile.open(fileobj=payload, mode="r|") as tar:  # type: ignore[call-overload]
+            tar.extractall(data, filter="data")
+        while hashed.read(READ_SIZE):
+            pass
+    if hashed.digest.hexdigest() != manifest.sha256:
+        raise RunnerError(Reason.VERIFY_FAILED, f"{backup.name} is not what its manifest says (sha256 differs)")
+
+
+def _as_user(os_user: str) -> tuple[list[str], int | None]:
+    """(the argv prefix that runs a command as `os_user`, its uid) when we are root; ([], None) otherwise."""
+    if os.geteuid() != 0:
+        return [], None
+    try:
+        entry = pwd.getpwnam(os_user)
+    except KeyError:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS, f"PostgreSQL will not run as root, and there is no user {os_user!r}"
+        ) from None
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--"], entry.pw_uid
+
+
+def _chown_tree(root: Path, uid: int | None) -> None:
+    if uid is None:
+        return
+    gid = pwd.getpwuid(uid).pw_gid
+    for folder, dirs, files in os.walk(root):
+        os.chown(folder, uid, gid)
+        for name in [*dirs, *files]:
+            os.lchown(Path(folder) / name, uid, gid)
+
+
+@dataclass
+class _Scratch:
+    folder: Path
+    pg_bin: Path
+    run_as: list[str]
+    scrub: Scrubber
+    users: list[str]  # roles to ask as (see _ask)
+    log_offset: int = 0  # where this start's lines begin in the log
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "postgres.log"
+
+    def settings(self, point: datetime | None) -> dict[str, str]:
+        wal = shlex.quote(str(self.folder / "wal"))
+        settings = {
+            # Nothing from the source's configuration may open a port, load a library or archive elsewhere.
+            "listen_addresses": "",
+            "port": "5432",
+            "unix_socket_directories": str(self.folder),
+            "hba_file": str(self.folder / "pg_hba.conf"),
+            "ssl": "off",
+            "archive_mode": "off",
+            "hot_standby": "off",
+            "shared_preload_libraries": "",
+            "fsync": "off",  # a scratch copy: nothing survives it
+            "restore_command": f"cp {wal}/%f %p",
+            "recovery_target_action": "promote",
+            "logging_collector": "off",
+        }
+        if point is not None:
+            settings["recovery_target_time"] = point.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        return settings
+
+    @contextlib.contextmanager
+    def running(self, point: datetime | None, deadline: Deadline) -> Iterator[str]:
+        """Starts the server, waits until it has left recovery; yields the bootstrap superuser's name."""
+        (self.data / "recovery.signal").touch()
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
+        flags = [item for key, value in self.settings(point).items() for item in ("-c", f"{key}={value}")]
+        with self.log.open("ab") as out:
+            process = subprocess.Popen(
+                [*self.run_as, str(self.pg_bin / "postgres"), "-D", str(self.data), *flags], stdout=out, stderr=out
+            )
+        try:
+            yield self._wait(process, deadline)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)  # fast shutdown
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def _wait(self, process: subprocess.Popen[bytes], deadline: Deadline) -> str:
+        waited = time.monotonic() + START_WAIT
+        while time.monotonic() < waited:
+            role = self._ask(process, deadline)
+            if role is not None:
+                return role
+            time.sleep(0.2)
+        raise RunnerError(Reason.TIMEOUT, f"the scratch server did not finish its recovery within {START_WAIT:g}s")
+
+    def _ask(self, process: subprocess.Popen[bytes], deadline: Deadline) -> str | None:
+        """Whether the server has left recovery: then the bootstrap superuser's name (trust on the socket lets any
+        existing role in; which ones exist is the source's business, so a few likely ones are tried)."""
+        for user in self.users:
+            deadline.check()
+            if process.poll() is not None:
+                with self.log.open("rb") as written:
+                    written.seek(self.log_offset)
+                    tail = written.read().decode(errors="replace")
+                if _NOT_REACHED in tail:
+                    raise _TargetNotReached
+                raise RunnerError(Reason.RESTORE_FAILED, f"the scratch server stopped: {one_line(tail[-1500:])}")
+            psql = [str(self.pg_bin / "psql"), "-X", "-At", "-h", str(self.folder), "-U", user, "-d", "template1"]
+            answer = subprocess.run(
+                [*psql, "-c", "SELECT pg_is_in_recovery(), (SELECT rolname FROM pg_roles WHERE oid = 10)"],
+                capture_output=True,
+                text=True,
+                check=False,
+                env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
+            )
+            recovering, _, role = answer.stdout.strip().partition("|")
+            if recovering == "f" and role:
+                return role
+            if "does not exist" not in answer.stderr:
+                return None  # starting up, or still recovering: every user gets the same answer
+        return None
+
+
+class _TargetNotReached(Exception):
+    """Recovery replayed all the archive holds without reaching a commit after the target (see step 3)."""
+
+
+def _pg_bin(options: ScratchOptions, manifest: BaseManifest) -> Path:
+    if options.pg_bin is not None:
+        return options.pg_bin
+    major = manifest.server_version.split(".")[0].split()[0]
+    return Path(f"/usr/lib/postgresql/{major}/bin")
+
+
+def restore_point_in_time(
+    backup: Path,
+    manifest: BaseManifest,
+    store: ArchiveStore,
+    point: datetime,
+    databases: dict[str, str],
+    connection: Connection,
+    keys: Keyring | None,
+    options: ScratchOptions,
+    scrub: Scrubber,
+    deadline: Deadline,
+) -> dict[str, object]:
+    plan = plan_recovery(manifest, read_wal_index(store), point)  # step 1: refuse before anything is touched
+    pg_bin = _pg_bin(options, manifest)
+    if not (pg_bin / "postgres").exists():
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"no postgres in {pg_bin}: give --pg-bin")
+    run_as, uid = _as_user(options.os_user)
+    folder = Path(tempfile.mkdtemp(prefix="dbb-pitr-"))
+    try:
+        users = list(dict.fromkeys(u for u in (manifest.user, connection.user, "postgres") if u))
+        scratch = _Scratch(folder, pg_bin, run_as, scrub, users)
+        # Step 2.
+        scratch.data.mkdir(mode=0o700)
+        _unpack_base(backup, manifest, keys, scratch.data)
+        (folder / "wal").mkdir()
+        for entry in plan.entries:
+            unpack(store, entry, folder / "wal" / entry.segment)
+        (folder / "pg_hba.conf").write_text("local all all trust\n")
+        if not (scratch.data / "postgresql.conf").exists():
+            (scratch.data / "postgresql.conf").touch()
+        for leftover in ("standby.signal", "postmaster.pid"):
+            (scratch.data / leftover).unlink(missing_ok=True)
+        scratch.data.chmod(0o700)
+        _chown_tree(folder, uid)
+        # Step 3.
+        replayed = "target"
+        try:
+            with scratch.running(point, deadline) as role:
+                restored = _move(scratch, role, databases, connection, options, scrub, deadline)
+        except _TargetNotReached:
+            log.info("no commit after the point in the archive: replaying all of it", point=_rfc(point))
+            replayed = "whole archive"
+            with scratch.running(None, deadline) as role:
+                restored = _move(scratch, role, databases, connection, options, scrub, deadline)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "databases": restored,
+        "pointInTime": _rfc(point),
+        "replayed": replayed,
+        "walSegments": [e.segment for e in plan.entries],
+        "baseBackup": manifest.file,
+    }
+
+
+def _move(
+    scratch: _Scratch,
+    role: str,
+    databases: dict[str, str],
+    connection: Connection,
+    options: ScratchOptions,
+    scrub: Scrubber,
+    deadline: Deadline,
+) -> dict[str, str]:
+    """Step 4: each database dumped from the scratch server, then restored into the target."""
+    local = Connection(str(scratch.folder), 5432, role)
+    env = child_env(Engine.POSTGRESQL, local)
+    restored: dict[str, str] = {}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    dumps = scratch.folder / "dumps"
+    dumps.mkdir(exist_ok=True)
+    for source, target in databases.items():
+        quoted = source.replace("'", "''")
+        query = f"SELECT count(*) FROM pg_database WHERE datname = '{quoted}'"  # noqa: S608 - quoted as a literal
+        psql = [str(scratch.pg_bin / "psql"), "-X", "-At", "-h", local.host, "-U", role, "-d", "template1"]
+        exists = run_capture([*psql, "-c", query], env, scrub).strip()
+        if exists != "1":
+            raise RunnerError(Reason.DATABASE_NOT_FOUND, f"the base backup has no database {source!r}")
+        dump = dumps / f"pitr-{stamp}.dump"
+        argv = [str(scratch.pg_bin / "pg_dump"), "-Fc", "-h", local.host, "-U", role, "-w", "-d", pg_conninfo(source)]
+        with dump.open("wb") as out, Tool(argv, env, scrub, stdout=out, deadline=deadline) as tool:
+            tool.finish()
+        # A dump of our own, made a moment ago: no manifest, the file proves its own compression and structure.
+        restore = RestoreOptions(
+            connection, (target,), no_owner=options.no_owner, replace=options.replace, without_manifest=True
+        )
+        restore_backup(dump, None, restore, scrub, deadline)
+        restored[source] = target
+        dump.unlink()
+    return restored

@@ -1,0 +1,546 @@
+"""`dbb-backup archive --engine postgresql`: continuous archiving of a PostgreSQL server's WAL into a folder or a
+bucket, for point-in-time restores (`pgpitr`). The PostgreSQL half of `archive.py`, with the same store
+(`archivestore`), the same status endpoint (`archivestatus`) and the same publishing rules.
+
+The server's WAL is streamed over the replication protocol by the server's own tool, `pg_receivewal`, through a
+physical replication slot of its own (`slot_name(NAME)`, created if missing, reserving WAL at once), so that the
+server keeps every segment the archiver has not yet received, even while it is down. Each segment is published into
+`<output-dir>/<name>-wal/` (or `s3://bucket/<prefix>/<name>-wal/`):
+
+    000000010000000000000003.zst            a completed segment, zstd-compressed, byte for byte as streamed
+    000000010000000000000003.json           its entry (`WalEntry`): segment, timeline, start/end LSN, until, ...
+    000000010000000000000004.partial.zst    the segment being written, as far as it is archived
+    000000010000000000000004.partial.json   its entry ("closed": false)
+    00000002.history(.zst/.json)            a timeline history file, when the server changed timeline
+
+`until` is the newest instant (the server's clock) up to which the archive is known to hold every commit: every
+max_lag / 2 seconds the archiver asks the server for its WAL insert position and the time (one query), waits until
+pg_receivewal has written that position (pg_stat_replication, our application name), publishes the segment it is in,
+and records that time in its entry. Commit records are written before the commit returns, so every transaction
+committed before that instant is in the archive. Reading the last commit time out of each segment would need a WAL
+decoder; the checked instant is cheap, never overstates, and moves forward even on an idle server.
+
+Resuming, with no gap and no duplicate: segments are named by the server (timeline and number), so the archive holds
+each once by construction. pg_receivewal receives into a spool that outlives a run (`.receive` in the archive folder;
+for a bucket, under TMPDIR, the Pod's emptyDir) and resumes from its newest segment; the slot only advances past a
+segment once pg_receivewal has completed it in that spool, and a run starts by publishing what the spool holds. An
+empty spool (the first run, or a lost emptyDir) is seeded with the archive's newest completed segment, so that
+streaming starts right after it; if the server no longer has the next one, that is an `ArchiveGap`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+import zstandard
+
+from runner import engines
+from runner.archivestatus import ArchiveStatus, serving
+from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, FolderArchive, S3Archive
+from runner.compression import Compression, compressor
+from runner.engines import Connection, Engine
+from runner.errors import Reason, RunnerError, Scrubber, one_line
+from runner.objectstore import list_keys
+from runner.process import Tool, run_capture
+
+__all__ = [
+    "WalEntry",
+    "WalOptions",
+    "archive_wal",
+    "lsn",
+    "lsn_text",
+    "read_wal_index",
+    "run",
+    "segment_name",
+    "segment_start",
+    "slot_name",
+    "unpack",
+    "wal_archive_name",
+]
+
+log = structlog.get_logger("dbb-backup")
+
+ZSTD: Final = ".zst"
+READ_SIZE: Final = 1 << 20
+CATCH_UP: Final = 10.0  # seconds a check (or a stop) waits for pg_receivewal to write the server's position
+SEGMENT: Final = re.compile(r"[0-9A-F]{24}")
+HISTORY: Final = re.compile(r"[0-9A-F]{8}\.history")
+_GONE: Final = re.compile(r"has already been removed|requested starting point .* is ahead", re.IGNORECASE)
+_NO_HBA: Final = re.compile(r"no pg_hba\.conf entry for replication connection", re.IGNORECASE)
+_NO_ATTRIBUTE: Final = re.compile(r"must be superuser or replication role|permission denied to start WAL", re.I)
+
+
+def wal_archive_name(prefix: str) -> str:
+    """The WAL archive of the base backups named `<prefix>-<UTC>…`: the folder or key prefix beside them."""
+    return f"{prefix}-wal"
+
+
+def slot_name(name: str) -> str:
+    """The archiver's replication slot for `--name`: lower-case letters, digits and `_`, at most 63 bytes, and
+    distinct for distinct names (a hash of the name ends it)."""
+    cleaned = re.sub(r"[^a-z0-9_]", "_", name.lower())[:40]
+    return f"dbb_{cleaned}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def lsn(text: str) -> int:
+    """`16/B374D848` as a number."""
+    high, _, low = text.strip().partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def lsn_text(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def segment_start(name: str, segment_size: int) -> int:
+    """The LSN a segment begins at (`TTTTTTTTXXXXXXXXYYYYYYYY`: timeline, then the segment number in two halves)."""
+    per_id = 0x100000000 // segment_size
+    return (int(name[8:16], 16) * per_id + int(name[16:24], 16)) * segment_size
+
+
+def segment_name(timeline: int, position: int, segment_size: int) -> str:
+    number = position // segment_size
+    per_id = 0x100000000 // segment_size
+    return f"{timeline:08X}{number // per_id:08X}{number % per_id:08X}"
+
+
+@dataclass(frozen=True)
+class WalEntry:
+    segment: str  # the server's file name: a segment, or a timeline's `.history`
+    object: str  # the archived file beside the entry
+    closed: bool
+    timeline: int
+    start_lsn: str | None  # a segment's first byte; None for a history file
+    end_lsn: str | None  # a completed segment's end; a partial one's: what the archive surely holds
+    until: str | None  # RFC 3339 (server clock): every commit before it is in the archive up to this segment
+    wal_size: int  # bytes of the file it holds
+    size: int  # of the object as stored
+    sha256: str  # of the object as stored
+
+    def to_json(self) -> str:
+        data = {
+            "segment": self.segment,
+            "object": self.object,
+            "closed": self.closed,
+            "timeline": self.timeline,
+            "startLsn": self.start_lsn,
+            "endLsn": self.end_lsn,
+            "until": self.until,
+            "walSize": self.wal_size,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> WalEntry:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("segment"), str):
+            raise ValueError("not a WAL archive entry")
+        try:
+            return cls(
+                data["segment"],
+                str(data["object"]),
+                data["closed"] is True,
+                int(data["timeline"]),
+                data.get("startLsn"),
+                data.get("endLsn"),
+                data.get("until"),
+                int(data["walSize"]),
+                int(data["size"]),
+                str(data["sha256"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not a WAL archive entry: {error}") from None
+
+
+def merge_wal_index(texts: list[str]) -> dict[str, WalEntry]:
+    """{file: its entry}, in name order (timeline, then segment number): a completed file's entry, else its
+    partial one. Unreadable entries (none are written so) are left out."""
+    entries: dict[str, WalEntry] = {}
+    for text in texts:
+        try:
+            entry = WalEntry.from_json(text)
+        except ValueError:
+            continue
+        if entry.segment not in entries or entry.closed:
+            entries[entry.segment] = entry
+    return dict(sorted(entries.items()))
+
+
+def read_wal_index(store: ArchiveStore) -> dict[str, WalEntry]:
+    """The entries of a WAL archive, from a folder or a bucket (archivestore's two stores)."""
+    texts: list[str] = []
+    if isinstance(store, FolderArchive):
+        if store.folder.is_dir():
+            for path in store.folder.glob(f"*{ENTRY}"):
+                if not path.name.startswith("."):
+                    with contextlib.suppress(OSError):
+                        texts.append(path.read_text(encoding="utf-8"))
+    elif isinstance(store, S3Archive):
+        base = store.location.key("")
+        for key in list_keys(store.client, store.location.bucket, base):
+            name = key.removeprefix(base)
+            if "/" in name or name.startswith(".") or not name.endswith(ENTRY):
+                continue
+            with contextlib.suppress(FileNotFoundError), store.open(name) as body:
+                texts.append(body.read().decode("utf-8", errors="replace"))
+    return merge_wal_index(texts)
+
+
+def unpack(store: ArchiveStore, entry: WalEntry, path: Path) -> None:
+    """The entry's file, decompressed into `path`, its stored bytes held to the entry's sha256."""
+    digest = hashlib.sha256()
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        with store.open(entry.object) as stored, path.open("wb") as out:
+            while data := stored.read(READ_SIZE):
+                digest.update(data)
+                out.write(decompressor.decompress(data))
+    except FileNotFoundError:
+        raise RunnerError(
+            Reason.ARCHIVE_GAP, f"the archive lists {entry.segment}, its {entry.object} is gone"
+        ) from None
+    except zstandard.ZstdError as error:
+        raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} does not decompress: {error}") from None
+    if digest.hexdigest() != entry.sha256:
+        raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} is not what its entry says (sha256 differs)")
+    if path.stat().st_size != entry.wal_size:
+        raise RunnerError(
+            Reason.VERIFY_FAILED, f"{entry.object} holds {path.stat().st_size} bytes, not {entry.wal_size}"
+        )
+
+
+# --- the server ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WalOptions:
+    connection: Connection
+    store: ArchiveStore  # a FolderArchive or S3Archive at `<…>/<name>-wal`
+    name: str  # --name: names the slot
+    max_lag: float = 60.0
+
+
+def _query(connection: Connection, sql: str, scrub: Scrubber, timeout: float = 30.0) -> list[str]:
+    argv = engines.psql_argv(connection, "postgres")
+    env = engines.child_env(Engine.POSTGRESQL, connection)
+    return run_capture([*argv, "-c", sql], env, scrub, timeout=timeout).strip().split("|")
+
+
+def check_server(connection: Connection, slot: str, scrub: Scrubber) -> int:
+    """The preconditions, each refused with what to set; creates the slot if missing. Returns the segment size."""
+    wal_level, may_replicate, segment_size = _query(
+        connection,
+        "SELECT current_setting('wal_level'), (SELECT rolreplication OR rolsuper FROM pg_roles"
+        " WHERE rolname = current_user), (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')",
+        scrub,
+    )
+    if wal_level not in ("replica", "logical"):
+        raise RunnerError(
+            Reason.WAL_LEVEL_MINIMAL,
+            f"the server's wal_level is {wal_level}: set wal_level = replica (and max_wal_senders > 0) and restart it",
+        )
+    if may_replicate != "t":
+        raise RunnerError(
+            Reason.REPLICATION_NOT_ALLOWED,
+            f"the user {connection.user} may not stream WAL: ALTER ROLE {connection.user} WITH REPLICATION",
+        )
+    # The slot reserves WAL from its creation on (`true`), so a base backup taken next finds its WAL kept.
+    create = (
+        "SELECT count(pg_create_physical_replication_slot(name, true)) FROM (SELECT"  # noqa: S608 - slot_name()
+        f" '{slot}'::name AS name) AS wanted WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots"
+        f" WHERE slot_name = '{slot}')"
+    )
+    _query(connection, create, scrub)
+    return int(segment_size)
+
+
+def _server_position(connection: Connection, slot: str, scrub: Scrubber) -> tuple[int, str, int | None] | None:
+    """(the server's WAL insert position, its clock then, what our pg_receivewal has written); None if it does not
+    answer (a warning: the lag grows)."""
+    try:
+        insert, now, written = _query(
+            connection,
+            "SELECT pg_current_wal_insert_lsn(), to_char(clock_timestamp() AT TIME ZONE 'UTC',"  # noqa: S608
+            ' \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\'), (SELECT max(write_lsn) FROM pg_stat_replication'
+            f" WHERE application_name = '{slot}')",
+            scrub,
+            timeout=CATCH_UP,
+        )
+    except RunnerError as error:
+        log.warning("the server did not say where it writes its WAL", error=error.message)
+        return None
+    return lsn(insert), now, lsn(written) if written else None
+
+
+def _receive_argv(connection: Connection, spool: Path, slot: str) -> list[str]:
+    """pg_receivewal into `spool` through `slot`: --no-loop ends it when the connection is lost (the run then
+    fails and the Pod restarts it, reported); replies every second, so that a check sees its write position soon."""
+    return [
+        "pg_receivewal",
+        "-D",
+        str(spool),
+        "-S",
+        slot,
+        "--no-loop",
+        "--status-interval=1",
+        *("-h", connection.host, "-p", str(connection.port), "-U", connection.user, "-w"),
+    ]
+
+
+# --- the archiver -------------------------------------------------------------------------------------------------
+
+
+def receive_spool(store: ArchiveStore) -> Path:
+    """pg_receivewal's folder, kept between runs (see above)."""
+    if isinstance(store, FolderArchive):
+        return store.folder / ".receive"
+    digest = hashlib.sha256(store.where.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f".dbb-wal-{digest}"
+
+
+def _utc(moment: str | None) -> str | None:
+    return None if moment is None else moment[:19] + "Z"
+
+
+PAGE: Final = 8192  # XLOG_BLCKSZ
+LONG_HEADER: Final = 40  # a segment's first page header; other pages' are 24 bytes
+
+
+def _sent_by(position: int) -> int:
+    """What the stream must have delivered for the server's insert `position`: an insert position just past a page
+    header (right after a segment switch, on an idle server) has nothing in its page yet, so the page's start."""
+    offset = position % PAGE
+    return position - offset if offset <= LONG_HEADER else position
+
+
+def _caught_up(position: int, _now: str, written: int | None) -> bool:
+    """Whether pg_receivewal has written the server's insert `position`."""
+    return written is not None and written >= _sent_by(position)
+
+
+class _WalArchiver:
+    def __init__(
+        self, options: WalOptions, spool: Path, segment_size: int, status: ArchiveStatus, scrub: Scrubber
+    ) -> None:
+        self.options = options
+        self.scrub = scrub
+        self.store = options.store
+        self.spool = spool
+        self.segment_size = segment_size
+        self.status = status
+        self.index = read_wal_index(self.store)
+        self.slot = slot_name(options.name)
+        self.published_partial: dict[str, str] = {}  # segment: sha256 of the file last published
+        self.checked_at = -float("inf")
+        self.closed: list[str] = []
+        self.receiving: Callable[[], bool] = lambda: True  # whether pg_receivewal still runs (archive_wal sets it)
+        self.report(None)
+
+    def seed(self) -> None:
+        """An empty spool starts after the archive's newest completed segment (see above)."""
+        if any(SEGMENT.fullmatch(p.name.removesuffix(PARTIAL)) for p in self.spool.iterdir()):
+            return
+        done = [e for e in self.index.values() if e.closed and SEGMENT.fullmatch(e.segment)]
+        if done:
+            unpack(self.store, done[-1], self.spool / done[-1].segment)
+            log.info("streaming resumes after the archive's newest segment", segment=done[-1].segment)
+
+    def publish_completed(self) -> None:
+        for path in sorted(self.spool.iterdir()):
+            if not (SEGMENT.fullmatch(path.name) or HISTORY.fullmatch(path.name)):
+                continue
+            known = self.index.get(path.name)
+            if known is None or not known.closed:
+                partial = known.until if known is not None else None
+                self.publish(path, closed=True, end=None, until=partial)
+            newest = max((p.name for p in self.spool.iterdir() if SEGMENT.fullmatch(p.name)), default=None)
+            if path.name != newest:  # the newest stays: pg_receivewal resumes after it
+                path.unlink()
+
+    def check(self, *, final: bool) -> None:
+        """Every max_lag / 2 (and at a stop): is the archive complete as of the server's now? Then publish the
+        segment that position is in, with that instant as its `until`."""
+        if not final and time.monotonic() - self.checked_at < self.options.max_lag / 2:
+            return
+        asked = self.checked_at = time.monotonic()
+        found = _server_position(self.options.connection, self.slot, self.scrub)
+        deadline = asked + CATCH_UP
+        while found is not None and not _caught_up(*found) and time.monotonic() < deadline and self.receiving():
+            time.sleep(0.2)
+            again = _server_position(self.options.connection, self.slot, self.scrub)
+            found = None if again is None else (found[0], found[1], again[2])
+        self.publish_completed()
+        if found is None or not _caught_up(*found):
+            log.warning("the archive has not caught up with the server", final=final)
+            self.report(None, checked=True)
+            return
+        position, now = _sent_by(found[0]), found[1]
+        holding = self._holding(position)
+        if holding is not None:
+            path, closed = holding
+            self.publish(path, closed=closed, end=position, until=now)
+        self.report(asked, checked=True)
+
+    def _holding(self, position: int) -> tuple[Path, bool] | None:
+        """The spool file that holds the byte before `position` (the end of the newest record)."""
+        for path in sorted(self.spool.iterdir(), reverse=True):
+            name = path.name.removesuffix(PARTIAL)
+            if SEGMENT.fullmatch(name):
+                start = segment_start(name, self.segment_size)
+                if start < position <= start + self.segment_size:
+                    return path, not path.name.endswith(PARTIAL)
+        return None
+
+    def publish(self, path: Path, *, closed: bool, end: int | None, until: str | None) -> None:
+        name = path.name.removesuffix(PARTIAL)
+        is_segment = SEGMENT.fullmatch(name) is not None
+        stem = name if closed else name + PARTIAL
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        known = self.index.get(name)
+        unchanged = known is not None and known.closed and closed
+        unchanged = unchanged or (not closed and known is not None and self.published_partial.get(name) == digest)
+        if unchanged and known is not None:
+            # Unchanged since it was published: only its `until` moves on (an idle server).
+            entry = replace(known, until=_utc(until) or known.until, end_lsn=lsn_text(end) if end else known.end_lsn)
+        else:
+            with self.store.writing(stem + ZSTD) as out:
+                stage = compressor(Compression.ZSTD, out)
+                stage.write(data)
+                stage.close()
+            start = segment_start(name, self.segment_size) if is_segment else None
+            if end is None and closed and start is not None:
+                end = start + self.segment_size
+            entry = WalEntry(
+                name,
+                stem + ZSTD,
+                closed,
+                int(name[:8], 16),
+                lsn_text(start) if start is not None else None,
+                lsn_text(end) if end is not None else None,
+                _utc(until) or (known.until if known is not None else None),
+                len(data),
+                out.size,
+                out.sha256.hexdigest(),
+            )
+            if not closed:
+                self.published_partial[name] = digest
+        self.store.put(stem + ENTRY, entry.to_json().encode())
+        self.index[name] = entry
+        self.index = dict(sorted(self.index.items()))
+        if closed:
+            for leftover in (name + PARTIAL + ENTRY, name + PARTIAL + ZSTD):
+                self.store.remove(leftover)
+            self.published_partial.pop(name, None)
+            self.closed.append(name)
+            log.info("WAL archived", segment=name, closed=True, size=entry.size)
+
+    def report(self, current: float | None, *, checked: bool = False) -> None:
+        untils = [e.until for e in self.index.values() if e.until]
+        changes: dict[str, object] = {
+            "recoverable_from": untils[0] if untils else None,
+            "recoverable_until": max(untils) if untils else None,
+            "archived": sum(1 for e in self.index.values() if e.closed),
+            "binlog": next(reversed(self.index), None),
+        }
+        if current is not None:
+            changes["current_at"] = current
+        self.status.update(checked=checked, **changes)
+
+
+def archive_wal(
+    options: WalOptions, scrub: Scrubber, stop: threading.Event, status: ArchiveStatus | None = None
+) -> dict[str, Any]:
+    """Archives until `stop` is set (or a fatal error), reporting into `status` as it goes."""
+    store = options.store
+    slot = slot_name(options.name)
+    poll = min(0.5, options.max_lag / 4)
+    with store.claim():
+        segment_size = check_server(options.connection, slot, scrub)
+        spool = receive_spool(store)
+        spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        work = _WalArchiver(options, spool, segment_size, status if status is not None else ArchiveStatus(), scrub)
+        work.publish_completed()
+        work.seed()
+        log.info("archiving started", archive=store.where, slot=slot, maxLag=options.max_lag)
+        env = {**engines.child_env(Engine.POSTGRESQL, options.connection), "PGAPPNAME": slot}
+        argv = _receive_argv(options.connection, spool, slot)
+        with Tool(argv, env, scrub, stdout=None, die_with_parent=True) as tool:
+            work.receiving = lambda: tool.process.poll() is None
+            while not stop.is_set() and tool.process.poll() is None:
+                work.publish_completed()
+                work.check(final=False)
+                stop.wait(poll)
+            stopped = stop.is_set()
+            if stopped:
+                work.check(final=True)
+            tool.kill()
+            tool.process.wait()
+            work.publish_completed()
+            if not stopped:
+                _tool_failed(tool)
+    newest = next(reversed(work.index.values()), None)
+    return {
+        "status": "Stopped",
+        "archive": store.where,
+        "closed": work.closed,
+        "newest": newest.segment if newest else None,
+        "until": newest.until if newest else None,
+    }
+
+
+def _tool_failed(tool: Tool) -> None:
+    """pg_receivewal ended by itself: a lost connection, or a refusal its message explains."""
+    try:
+        tool.finish()
+    except RunnerError as error:
+        if _NO_HBA.search(error.message):
+            raise RunnerError(
+                Reason.REPLICATION_NOT_ALLOWED,
+                "pg_hba.conf has no replication entry for this user and host: add a line such as "
+                "`host replication <user> <address>/32 scram-sha-256` and reload the server",
+            ) from None
+        if _NO_ATTRIBUTE.search(error.message):
+            raise RunnerError(
+                Reason.REPLICATION_NOT_ALLOWED, "the user may not stream WAL: ALTER ROLE <user> WITH REPLICATION"
+            ) from None
+        if _GONE.search(error.message):
+            raise RunnerError(
+                Reason.ARCHIVE_GAP,
+                f"WAL the archive needs was removed from the server before it was archived: {error.message}; "
+                "no point-in-time restore can cross it; take a new base backup",
+            ) from None
+        raise
+    raise RunnerError(Reason.DUMP_FAILED, f"{tool.name} stopped streaming")
+
+
+def run(args: Any, connection: Connection, store: ArchiveStore, scrub: Scrubber) -> dict[str, Any]:
+    """`dbb-backup archive --engine postgresql` (main's `archive`): as for binlogs, SIGTERM and SIGINT end the
+    archiving, not the run, and a fatal error is served on /healthz until the process exits."""
+    if args.encryption_key_file is not None:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--encryption-key-file: not yet for WAL archives")
+    options = WalOptions(connection, store, args.name, args.max_lag)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    status = ArchiveStatus()
+    with serving(status, args.status_port):
+        try:
+            return archive_wal(options, scrub, stop, status)
+        except RunnerError as error:
+            status.failed(error.reason, one_line(scrub(error.message)))
+            raise
