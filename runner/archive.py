@@ -316,7 +316,8 @@ class _Archiver:
         stored = stem + ZSTD + (ENCRYPTED_SUFFIX if key is not None else "")
         with self.store.writing(stored) as out, (self.spool / name).open("rb") as source:
             encryptor = Encryptor(key.secret, out) if key is not None else None
-            stage = compressor(Compression.ZSTD, encryptor if encryptor is not None else out)
+            # One thread: the archiver runs for ever beside the database; zstd workers each hold buffers.
+            stage = compressor(Compression.ZSTD, encryptor if encryptor is not None else out, threads=0)
             left = found.size
             while left and (data := source.read(min(READ_SIZE, left))):
                 stage.write(data)

@@ -90,11 +90,13 @@ def zstd_threads() -> int:
     return cpus if cpus > 1 else 0
 
 
-def compressor(compression: Compression, sink: Sink) -> Stage:
+def compressor(compression: Compression, sink: Sink, *, threads: int | None = None) -> Stage:
+    """`threads`: zstd's workers (default `zstd_threads()`, every CPU; 0 compresses in the calling thread)."""
     if compression is Compression.GZIP:
         return _Compress(zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS), sink)
     if compression is Compression.ZSTD:
-        engine = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=zstd_threads(), write_checksum=True)
+        workers = zstd_threads() if threads is None else threads
+        engine = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=workers, write_checksum=True)
         return _Compress(engine.compressobj(), sink)
     return _Passthrough(sink)
 

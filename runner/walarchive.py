@@ -419,7 +419,8 @@ class _WalArchiver:
             entry = replace(known, until=_utc(until) or known.until, end_lsn=lsn_text(end) if end else known.end_lsn)
         else:
             with self.store.writing(stem + ZSTD) as out:
-                stage = compressor(Compression.ZSTD, out)
+                # One thread, as the binlog archiver: it runs for ever beside the database.
+                stage = compressor(Compression.ZSTD, out, threads=0)
                 stage.write(data)
                 stage.close()
             start = segment_start(name, self.segment_size) if is_segment else None
