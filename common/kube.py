@@ -15,11 +15,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any, Final, cast
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -82,9 +85,32 @@ def closing_at_once(api: client.ApiClient) -> client.ApiClient:
         # aborts them too (aiohttp's enable_cleanup_closed, which kubernetes-asyncio does not set).
         connector._cleanup_closed_disabled = False
 
+    # Every transport the connector makes, so that close() ends each one whatever path it took (one released while
+    # the client closes, one whose connect finishes after): the connector's own close only reaches those it holds.
+    made: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+    closing = False
+    if connector is not None:
+        if not hasattr(connector, "_wrap_create_connection"):
+            raise RuntimeError("aiohttp's connector has no _wrap_create_connection any more: see common/kube.py")
+        connect = connector._wrap_create_connection
+
+        async def tracked(*args: Any, **kwargs: Any) -> Any:
+            transport, protocol = await connect(*args, **kwargs)
+            if closing:
+                transport.abort()
+                raise aiohttp.ClientConnectionError("the client is closed")
+            made.add(transport)
+            return transport, protocol
+
+        connector._wrap_create_connection = tracked
+
     async def close() -> None:
+        nonlocal closing
+        closing = True
         if session.connector is not None and not session.closed:
             await session.connector.close(abort_ssl=True)
+        for transport in list(made):
+            transport.abort()  # a no-op for one already closed
         await graceful()
 
     # Per client, not on the class: other clients keep their own close.
