@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -37,11 +38,31 @@ class ServerError(RuntimeError):
     pass
 
 
+# Ports handed out by this process: two servers started a moment apart never get the same one.
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on, from below the kernel's ephemeral range. A port from inside it
+    (what binding port 0 gives) may be taken by an outgoing connection before the server meant to listen on it binds
+    it: seen with SeaweedFS, whose parts connect to each other while others are still starting."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    for _ in range(200):
+        port = random.randint(10000, max(low - 1, 10001))  # noqa: S311 - a port, not a secret
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 def _run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdin: str | None = None) -> str:
