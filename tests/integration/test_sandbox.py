@@ -94,7 +94,8 @@ def test_dev_up_backs_up_the_sample_within_seconds_and_the_backup_restores(sandb
     output = sandbox.up()
     assert "✓ first backup" in output, output
     backups = sorted((sandbox.dev.backups / DATABASE).glob("databasebackup-sample-*.tar"))  # the owner names the file
-    assert len(backups) == 1, output
+    # The one asked for at start, and the schedule's (*/5) if a slot passed while the sandbox went on starting.
+    assert 1 <= len(backups) <= 2, output
     assert time.monotonic() - began < FIRST_BACKUP_WITHIN
     assert f"export KUBECONFIG={sandbox.dev.kubeconfig}" in output
 
