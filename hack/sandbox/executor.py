@@ -128,12 +128,7 @@ class LocalExecutor(JobExecutor):
                 try:
                     code = await process.wait()
                 except asyncio.CancelledError:
-                    process.terminate()
-                    try:
-                        await asyncio.wait_for(process.wait(), timeout=TERMINATION_GRACE_SECONDS)
-                    except TimeoutError:
-                        process.kill()
-                        await process.wait()
+                    await _stopped(process)
                     raise
             log.info("local archiver ended", deployment=name, exit_code=code, restart_in=pause)
             await asyncio.sleep(pause)
@@ -201,13 +196,7 @@ class LocalExecutor(JobExecutor):
             await process.wait()
             return 1, '{"status":"Failed","reason":"DeadlineExceeded","message":"activeDeadlineSeconds passed"}'
         except asyncio.CancelledError:
-            # Stopped (Replace, shutdown): SIGTERM as the kubelet sends it, SIGKILL after the grace period.
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout=TERMINATION_GRACE_SECONDS)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+            await _stopped(process)  # Replace, shutdown
             raise
         termination = scratch / "termination-log"
         text = termination.read_text() if termination.exists() else ""
@@ -301,6 +290,16 @@ class LocalExecutor(JobExecutor):
 
 class _Unsupported(Exception):
     pass
+
+
+async def _stopped(process: asyncio.subprocess.Process) -> None:
+    """A run stopped as the kubelet stops a container: SIGTERM, then SIGKILL after the grace period."""
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), timeout=TERMINATION_GRACE_SECONDS)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 def _free_port() -> int:
