@@ -29,7 +29,7 @@ from hack.harness.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedFS
 from tests.backup.test_pitr_mariadb import binlogged as binlogged  # the fixture
 from tests.backup.test_pitr_mariadb import written_rows
 from tests.backup.test_restore_reconciler import create_restore, finished, restorer
-from tests.backup.test_s3_reconciler import reconciler, status_of, until
+from tests.backup.test_s3_reconciler import approve_store, reconciler, status_of, until
 from tests.fixtures import databasebackup, governing_service, statefulset
 
 MAX_LAG = 10
@@ -72,19 +72,7 @@ async def in_a_bucket(api: client.ApiClient, namespace: str, store: SeaweedFS) -
     }
     for name, data in secrets.items():
         await core.create_namespaced_secret(namespace, body({"metadata": {"name": name}, "stringData": data}))
-    s3: dict[str, Any] = {
-        "bucket": store.bucket,
-        "endpoint": store.endpoint,
-        "allowInsecure": store.ca is None,
-        "region": "us-east-1",
-        "credentialsSecret": {"name": "s3-keys"},
-    }
-    if store.ca is not None:
-        s3["caBundle"] = store.ca.read_bytes().decode()
-    approved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BackupStore", "metadata": {"name": namespace}}
-    await client.CustomObjectsApi(api).create_cluster_custom_object(
-        GROUP, VERSION, "backupstores", body({**approved, "spec": {"s3": s3}})
-    )
+    await approve_store(api, namespace, store)
     return {
         "storage": {"s3": {"store": namespace}},
         "encryption": {"keySecret": {"name": "backup-keys", "key": "2026-12"}},

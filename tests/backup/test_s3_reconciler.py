@@ -61,6 +61,23 @@ async def reconciler(
         await executor.close()
 
 
+async def approve_store(api: client.ApiClient, namespace: str, store: SeaweedFS) -> None:
+    """The cluster administrators' BackupStore for `store`, keys from Secret `s3-keys` (cluster-scoped: one per
+    test, named after its namespace)."""
+    s3: dict[str, Any] = {
+        "bucket": store.bucket,
+        "endpoint": store.endpoint,
+        "allowInsecure": store.ca is None,
+        "region": "us-east-1",
+        "credentialsSecret": {"name": "s3-keys"},
+    }
+    if store.ca is not None:
+        s3["caBundle"] = store.ca.read_bytes().decode()
+    approved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BackupStore", "metadata": {"name": namespace}}
+    custom = client.CustomObjectsApi(api)
+    await custom.create_cluster_custom_object(GROUP, VERSION, "backupstores", body({**approved, "spec": {"s3": s3}}))
+
+
 async def create(
     api: client.ApiClient, namespace: str, pg: PostgresServer, store: SeaweedFS, database: str, **spec: Any
 ) -> None:
@@ -76,19 +93,7 @@ async def create(
         ("s3-keys", {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}),
     ):
         await core.create_namespaced_secret(namespace, body({"metadata": {"name": name}, "stringData": data}))
-    # The cluster administrators' BackupStore (cluster-scoped: one per test, named after its namespace).
-    s3: dict[str, Any] = {
-        "bucket": store.bucket,
-        "endpoint": store.endpoint,
-        "allowInsecure": store.ca is None,
-        "region": "us-east-1",
-        "credentialsSecret": {"name": "s3-keys"},
-    }
-    if store.ca is not None:
-        s3["caBundle"] = store.ca.read_bytes().decode()
-    approved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BackupStore", "metadata": {"name": namespace}}
-    custom = client.CustomObjectsApi(api)
-    await custom.create_cluster_custom_object(GROUP, VERSION, "backupstores", body({**approved, "spec": {"s3": s3}}))
+    await approve_store(api, namespace, store)
     obj = databasebackup(
         namespace=namespace,
         schedule="@yearly",
