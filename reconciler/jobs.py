@@ -157,19 +157,24 @@ def restore_job(
     no_owner: bool = False,
     source: str | None = None,
     point_in_time: str | None = None,
+    scratch: ScratchServer | None = None,
 ) -> dict[str, Any]:
     """The one Job of a DatabaseRestore: `dbb-backup restore FILE` with the source's storage (the volume read-only,
     or the S3 variables) and key, and the target's connection, which `spec.connection` holds (the source's own
     spec, its connection swapped for the target's). `targets`: SOURCE=TARGET pairs (empty: every database under
     its own name). `source`: the DatabaseBackup whose backup it is (`--owner`: the runner refuses a backup whose
-    manifest names another owner). `point_in_time`: then replay the source's archive up to it. Never retried
-    (`backoffLimit: 0`): a restore is run once, and what it did is its status."""
+    manifest names another owner). `point_in_time`: then replay the source's archive up to it, on `scratch` (a
+    scratch server beside it in the Pod) when given, before the target is touched. Never retried (`backoffLimit:
+    0`): a restore is run once, and what it did is its status."""
     metadata = restore["metadata"]
     owner = f"{metadata['namespace']}/{source}" if source is not None else None
     arguments = restore_arguments(
         spec, file=file, targets=targets, replace=replace, no_owner=no_owner, owner=owner, point_in_time=point_in_time
     )
     pod = pod_spec(restore, spec, runner, arguments, restore=True)
+    if point_in_time is not None and scratch is not None:
+        seed = f"{metadata['uid']}/restore"
+        _with_scratch_server(pod, scratch, spec, seed, password_variable=SCRATCH_PASSWORD_VARIABLE, restore_test=False)
     labels = {
         LABEL_RESTORE_NAME: metadata["name"],
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -217,13 +222,15 @@ def _with_scratch_server(
     seed: str,
     *,
     password_variable: str = "DB_PASSWORD",  # noqa: S107 - the name of a variable
+    restore_test: bool = True,
 ) -> None:
     """A throwaway database server beside the check, as a native sidecar (it starts first and is stopped when the
     check ends): the image's own entrypoint initialises it in an emptyDir, it listens on 127.0.0.1 only, so nothing
     outside this Pod reaches it, and the check restores each backup into it (`--restore-test`). Its password is
     derived from the Job (not a secret: it guards a server only this Pod can reach, holding only a restored copy
     for the minutes the check runs); a check's Pod holds no credential of the database's own, and a run's gives the
-    scratch password to the runner as `password_variable` (SCRATCH_PASSWORD), beside the database's own."""
+    scratch password to the runner as `password_variable` (SCRATCH_PASSWORD), beside the database's own. A
+    point-in-time restore replays on it (`restore_test` False: no `--restore-test`)."""
     port, user, server_variable, arguments, folders = _SCRATCH[scratch.engine]
     password = hashlib.sha256(f"dbb-scratch/{seed}".encode()).hexdigest()[:24]
     env = [_literal_env(server_variable, password)]
@@ -255,7 +262,7 @@ def _with_scratch_server(
     ]
     pod["volumes"] += [{"name": name, "emptyDir": {}} for name in (*folders, "scratch-tmp")]
     [container] = pod["containers"]
-    if "--restore-test" not in container["args"]:
+    if restore_test and "--restore-test" not in container["args"]:
         container["args"].append("--restore-test")
     container["args"] += [f"--scratch-port={port}", f"--scratch-user={user}"]
     container["env"].append(_literal_env(password_variable, password))

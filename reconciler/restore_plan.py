@@ -24,11 +24,12 @@ from typing import Any
 from common.backups.defaults import default_spec
 from common.backups.model import Connection, DatabaseBackupSpec, parse_spec
 from common.fields import FieldError, join_errors
+from common.images import image_refusal
 from common.restores.model import DatabaseRestoreSpec, backup_before, newest_backup, parse_restore_spec, targets
 from common.restores.validation import judge
 from common.statefulset import DatabaseFacts, facts
 from common.values import CredentialsSecret
-from reconciler.jobs import RunnerSettings, restore_job
+from reconciler.jobs import RunnerSettings, ScratchServer, restore_job
 from reconciler.outcomes import outcome
 from reconciler.trust import NamespaceFacts, host_refusals, storage_refusals
 from reconciler.world import Event, rfc3339
@@ -109,6 +110,9 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
     refusals = host_refusals(connection.host, _host_field(spec, source), world.facts)
     if refusals:
         return _finish(previous, "Failed", world.now, "Refused", join_errors(refusals))
+    scratch = replay_server(world, source, namespace) if spec.point_in_time else None
+    if spec.point_in_time and spec.replace and scratch is None:
+        return _finish(previous, "Failed", world.now, "Refused", NO_SCRATCH_TO_REPLACE)
     chosen = backup_before(world.source, spec.point_in_time) if spec.point_in_time else newest_backup(world.source)
     file = spec.file or chosen
     assert file is not None  # judged above
@@ -122,6 +126,7 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
         no_owner=spec.no_owner,
         source=spec.database_backup,
         point_in_time=spec.point_in_time,
+        scratch=scratch,
     )
     status = {
         **previous,
@@ -136,6 +141,29 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
 
 
 SOURCE_FIELD = "spec.source.databaseBackup"
+NO_SCRATCH_TO_REPLACE = (
+    "spec.replace: true with spec.pointInTime replays on a scratch server first, and there is no image to run it: "
+    "neither the source's nor the target's StatefulSet runs a database image, and the source has no verify.image; "
+    "restore beside the database with spec.target.databases instead"
+)
+
+
+def replay_server(world: RestoreWorld, source: DatabaseBackupSpec, namespace: str) -> ScratchServer | None:
+    """Where a point-in-time restore replays before the target is touched: a scratch server in its Pod, running the
+    source's `verify.image` (if the namespace's rules allow it), else the source StatefulSet's database image,
+    else the target StatefulSet's, as the user that StatefulSet runs it as. None: no image to run."""
+    if source.engine is None:
+        return None
+    if (
+        source.verify_image
+        and image_refusal(source.verify_image, world.source_statefulset, world.facts.annotations) is None
+    ):
+        return ScratchServer(source.engine, source.verify_image)
+    for statefulset in (world.source_statefulset, world.target_statefulset):
+        found = facts(statefulset, namespace) if statefulset is not None else None
+        if found is not None and found.image is not None and found.engine in (None, source.engine):
+            return ScratchServer(source.engine, found.image, *found.run_as)
+    return None
 
 
 def _host_field(spec: DatabaseRestoreSpec, source: DatabaseBackupSpec) -> str:

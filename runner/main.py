@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from runner import admin, archiveprune, basebackup, pgpitr, pitr, progress, walarchive
+from runner import admin, archiveprune, basebackup, pgpitr, pitr, progress, scratchrestore, walarchive
 from runner.archive import ArchiveOptions, archive
 from runner.archivestatus import ArchiveStatus, serving
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
@@ -298,6 +298,14 @@ def parser() -> argparse.ArgumentParser:
     restore.add_argument("--wal-archive", type=Path, help="postgresql: the WAL archive (default <folder>/<prefix>-wal)")
     restore.add_argument("--pg-bin", type=Path, help="postgresql: the scratch server's binaries (default by version)")
     restore.add_argument("--scratch-os-user", default="postgres", help="postgresql, as root: run the scratch server as")
+    restore.add_argument(
+        "--scratch-port",
+        type=int,
+        help="mysql, with --point-in-time: replay on this scratch server (password SCRATCH_PASSWORD), then copy",
+    )
+    restore.add_argument("--scratch-host", default="127.0.0.1", help="with --scratch-port: its host")
+    restore.add_argument("--scratch-user", help="with --scratch-port: its user")
+    restore.add_argument("--scratch-wait", type=_seconds, default=180.0, help="wait this long for it to answer")
     restore.add_argument(
         "--binlog-archive",
         metavar="DIR | s3://BUCKET/PREFIX",
@@ -658,18 +666,26 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
     )
     keys = _keys(args)
     point = _point_in_time(args, source, manifest, engine)
+    scratch = _restore_scratch(args)
+    done: dict[str, object]
+    if point is not None and scratch is not None:
+        clock = time.monotonic()
+        done = scratchrestore.restore_through_scratch(source, manifest, keys, options, point, scratch, scrub, deadline)
+    else:
+        if point is not None:
+            scratchrestore.refuse_replace_in_place(args.replace)
+            pitr.check_keys(point[0], keys)
+            plan, store, target, database = point
+            pitr.check_renamed_replay(plan, store, database, target, scrub, deadline, keys)
+        created = point is not None and not admin.database_exists(engine, options.connection, point[2], scrub)
+        clock = time.monotonic()
+        restored = restore_backup(source, keys, options, scrub, deadline, stored_manifest=manifest)
+        done = {"databases": restored}
+        if point is not None:
+            plan, store, _, _ = point
+            done |= pitr.apply(plan, store, options.connection, restored, scrub, deadline, created=created, keys=keys)
     if point is not None:
-        pitr.check_keys(point[0], keys)
-        plan, store, target, database = point
-        pitr.check_renamed_replay(plan, store, database, target, scrub, deadline, keys)
-    created = point is not None and not admin.database_exists(engine, options.connection, point[2], scrub)
-    clock = time.monotonic()
-    restored = restore_backup(source, keys, options, scrub, deadline, stored_manifest=manifest)
-    replayed = {}
-    if point is not None:
-        plan, store, _, _ = point
-        replayed = pitr.apply(plan, store, options.connection, restored, scrub, deadline, created=created, keys=keys)
-        replayed["pointInTime"] = args.point_in_time
+        done["pointInTime"] = args.point_in_time
     took = round(time.monotonic() - clock, 1)  # the restore itself: what a team plans an outage around
     if isinstance(source, Path) and manifest_path(source).exists():
         manifest = read_manifest(source)
@@ -679,10 +695,21 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         "status": "Restored",
         "file": args.file,
         **checked,
-        "databases": restored,
-        **replayed,
+        **done,
         "restoreSeconds": took,
     }
+
+
+def _restore_scratch(args: argparse.Namespace) -> scratchrestore.Scratch | None:
+    """A point-in-time restore's scratch server (`--scratch-port`), where the binlog is replayed before the target
+    is touched (scratchrestore); None without one."""
+    if args.scratch_port is None:
+        return None
+    if args.point_in_time is None or not args.scratch_user:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--scratch-port is for --point-in-time, and needs --scratch-user")
+    password = os.environ.get("SCRATCH_PASSWORD", "")
+    connection = Connection(args.scratch_host, args.scratch_port, args.scratch_user, password, Tls(TlsMode.DISABLE))
+    return scratchrestore.Scratch(connection, args.scratch_wait)
 
 
 def _restore_base(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:

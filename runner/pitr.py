@@ -11,6 +11,10 @@
    coordinates' position in the first, for the backup's database only (renamed to the target), up to the first event
    at or after T, into the client. A replay that fails drops the database the restore created.
 
+With `--scratch-port`, steps 2 and 3 run on a scratch server under the database's own name and the result is then
+copied into the target (scratchrestore); without it, a renamed replay is checked first (`check_renamed_replay`) and
+`--replace` is refused.
+
 Binlog events carry whole seconds, the time each statement started. `--stop-datetime` stops at the first event at
 or after its value, so the replay stops at T rounded down to the second: for a whole-second T, exactly the
 transactions before T are applied; for a T with a fraction, the transactions of T's own second are left out too
@@ -43,7 +47,7 @@ from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.manifest import Manifest
 from runner.objectstore import S3Location
-from runner.process import Deadline, Tool
+from runner.process import Deadline, Tool, pipe
 from runner.replaysafety import statements_naming
 from runner.s3backup import S3Object
 
@@ -188,13 +192,7 @@ def replay(
         reader_env = {**engines.child_env(Engine.MYSQL, connection), "TZ": "UTC"}
         client = [*engines.mysql_script_argv(connection), "--binary-mode"]
         client_env = engines.child_env(Engine.MYSQL, connection)
-        with Tool(argv, reader_env, scrub, deadline=deadline, failure=Reason.RESTORE_FAILED) as reader:
-            stdout = reader.process.stdout
-            with Tool(
-                client, client_env, scrub, stdin=stdout, stdout=None, deadline=deadline, failure=Reason.RESTORE_FAILED
-            ) as applier:
-                applier.finish()
-            reader.finish()
+        pipe((argv, reader_env), (client, client_env), scrub, deadline, Reason.RESTORE_FAILED)
     log.info("binlog replayed", database=target, files=[e.file for e in plan.entries], until=_rfc(plan.stop))
 
 

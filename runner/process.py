@@ -23,7 +23,7 @@ from typing import IO, Final, Protocol, Self
 from runner.engines import classify_failure
 from runner.errors import Reason, RunnerError, Scrubber, one_line
 
-__all__ = ["Deadline", "Stoppable", "Tool", "run_capture"]
+__all__ = ["Deadline", "Stoppable", "Tool", "pipe", "run_capture"]
 
 PIPE_SIZE: Final = 1 << 20  # fewer wake-ups per byte than the 64 KiB default; Linux caps it at pipe-max-size
 STDERR_TAIL: Final = 64 << 10
@@ -232,6 +232,24 @@ def _redirect(target: str | IO[bytes] | None) -> int | IO[bytes]:
         return subprocess.DEVNULL
     assert not isinstance(target, str)
     return target
+
+
+def pipe(
+    reader: tuple[Sequence[str], Mapping[str, str]],
+    writer: tuple[Sequence[str], Mapping[str, str]],
+    scrub: Scrubber,
+    deadline: Deadline,
+    failure: Reason,
+) -> None:
+    """`reader | writer` ((argv, env) each), both held to `deadline`: the writer's failure is raised first (it says
+    why the reader's output was rejected), then the reader's."""
+    with Tool(list(reader[0]), reader[1], scrub, deadline=deadline, failure=failure) as source:
+        stdout = source.process.stdout
+        with Tool(
+            list(writer[0]), writer[1], scrub, stdin=stdout, stdout=None, deadline=deadline, failure=failure
+        ) as sink:
+            sink.finish()
+        source.finish()
 
 
 def run_capture(

@@ -66,7 +66,7 @@ from runner.pgscript import ScriptRestore
 from runner.process import Deadline, Tool
 from runner.verify import check_checksum, check_decoding, verify_backup
 
-__all__ = ["RestoreOptions", "restore_backup"]
+__all__ = ["RestoreOptions", "refuse_existing", "restore_backup"]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -100,6 +100,24 @@ def parse_targets(targets: tuple[str, ...]) -> tuple[str | None, dict[str, str]]
         if problem := database_problem(name):
             raise RunnerError(Reason.INVALID_ARGUMENTS, f"--database: the name {name!r} {problem}")
     return (plain[0] if plain else None), pairs
+
+
+def refuse_existing(
+    engine: Engine, connection: Connection, targets: list[str], scrub: Scrubber, *, replace: bool
+) -> tuple[set[str], set[str]]:
+    """(the targets that exist, those of them that hold anything). A target that holds something is refused with
+    TargetExists unless `replace`; an empty one (a fresh server's `postgres`) is restored into as it is, as a
+    restore of a whole server needs."""
+    existing = {t for t in targets if admin.database_exists(engine, connection, t, scrub)}
+    full = {t for t in existing if not admin.database_is_empty(engine, connection, t, scrub)}
+    if full and not replace:
+        names = ", ".join(repr(t) for t in sorted(full))
+        raise RunnerError(
+            Reason.TARGET_EXISTS,
+            f"database {names} exists on the server and is not empty: restore into a new database "
+            "(--database SOURCE=NEW), or give --replace",
+        )
+    return existing, full
 
 
 def restore_backup(
@@ -336,19 +354,7 @@ class _Restore:
         return admin.pg_server_version(self.connection, self.scrub)
 
     def refuse_existing(self, engine: Engine, targets: list[str]) -> tuple[set[str], set[str]]:
-        """(the targets that exist, those of them that hold anything). A target that holds something is refused
-        with TargetExists unless `--replace` was given; an empty one (a fresh server's `postgres`) is restored
-        into as it is, as a restore of a whole server needs."""
-        existing = {t for t in targets if admin.database_exists(engine, self.connection, t, self.scrub)}
-        full = {t for t in existing if not admin.database_is_empty(engine, self.connection, t, self.scrub)}
-        if full and not self.options.replace:
-            names = ", ".join(repr(t) for t in sorted(full))
-            raise RunnerError(
-                Reason.TARGET_EXISTS,
-                f"database {names} exists on the server and is not empty: restore into a new database "
-                "(--database SOURCE=NEW), or give --replace",
-            )
-        return existing, full
+        return refuse_existing(engine, self.connection, targets, self.scrub, replace=self.options.replace)
 
     def pg_archive(self, stream: Source, target: str, check: Callable[[], None]) -> None:
         """One database, all or nothing; `check` decides last whether its COMMIT is sent."""

@@ -115,16 +115,6 @@ def _point_in_time(spec: DatabaseRestoreSpec, source: Mapping[str, Any], file: s
     and be covered by the archive (status.continuous, which the archiver keeps)."""
     assert spec.point_in_time is not None
     name, moment = spec.database_backup, spec.point_in_time
-    if spec.replace:
-        # The dump replaces the database, then the replay changes it statement by statement: a replay that fails
-        # half way cannot be undone, so the restore would not be all or nothing.
-        return [
-            FieldError(
-                "spec.replace",
-                "true, but a point-in-time restore goes into a database that does not exist yet (a replay that fails "
-                "half way could not be undone): restore beside it with spec.target.databases, then swap",
-            )
-        ]
     if not isinstance((source.get("spec") or {}).get("continuous"), Mapping):
         return [
             FieldError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from common.constants import BACKUP_ROOT
 from common.kube import MERGE_PATCH, body, raw, sent, timeout
+from hack.harness.databases import MariaDBServer, PostgresServer
 from hack.sandbox.aliases import HostAlias, apply_aliases
 from reconciler.executor import JobExecutor
 from reconciler.outcomes import ANNOTATION_RESULT
@@ -137,19 +139,23 @@ class LocalExecutor(JobExecutor):
     async def _run(self, job: dict[str, Any]) -> None:
         name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
         started = datetime.now(UTC)
-        sidecars = [c["name"] for c in job["spec"]["template"]["spec"].get("initContainers") or []]
+        servers = contextlib.ExitStack()
         with tempfile.TemporaryDirectory(prefix="dbb-local-") as scratch:
             try:
-                if sidecars:
-                    # A restore test's scratch server is a container of the Pod; only a kubelet runs one.
-                    raise _Unsupported(f"the local executor runs no sidecar ({', '.join(sidecars)}): use a cluster")
+                sidecar = _scratch_sidecar(job)
                 argv, env = await self._command(job, Path(scratch))
+                if sidecar is not None:
+                    # The scratch server a kubelet would run beside the runner: a local server of the same engine.
+                    server = await asyncio.to_thread(servers.enter_context, _local_server(sidecar))
+                    argv, env = _pointed_at(server, sidecar, argv, env)
                 code, result = await self._execute(argv, env, job, Path(scratch))
             except _Unsupported as error:
                 code, result = 1, json.dumps({"status": "Failed", "reason": "LocalRunFailed", "message": str(error)})
             except Exception as error:  # anything at all: the Job must end, or it would stay active for ever
                 log.exception("local run could not start", job=name)
                 code, result = 1, f'{{"status":"Failed","reason":"LocalRunFailed","message":"{type(error).__name__}"}}'
+            finally:
+                await asyncio.to_thread(servers.close)
         await self._finish(namespace, name, started, code, result)
 
     async def _command(self, job: dict[str, Any], scratch: Path) -> tuple[list[str], dict[str, str]]:
@@ -286,6 +292,41 @@ class LocalExecutor(JobExecutor):
     async def _config_map_data(self, namespace: str, name: str) -> dict[str, bytes]:
         found = await raw(self._core.read_namespaced_config_map(name, namespace, _preload_content=False, **timeout()))
         return {key: value.encode() for key, value in (found.get("data") or {}).items()}
+
+
+# The variables by which the engines' official images take their superuser's password, as the scratch sidecar sets it.
+_SCRATCH_PASSWORDS = ("MARIADB_ROOT_PASSWORD", "POSTGRES_PASSWORD")
+
+
+def _scratch_sidecar(job: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The Pod's scratch server (`scratch-db`), or None; any other sidecar only a kubelet runs."""
+    sidecars = job["spec"]["template"]["spec"].get("initContainers") or []
+    others = [c["name"] for c in sidecars if c["name"] != "scratch-db"]
+    if others:
+        raise _Unsupported(f"the local executor runs no sidecar ({', '.join(others)}): use a cluster")
+    return sidecars[0] if sidecars else None
+
+
+def _local_server(sidecar: Mapping[str, Any]) -> contextlib.AbstractContextManager[MariaDBServer | PostgresServer]:
+    names = {variable["name"] for variable in sidecar.get("env") or []}
+    if "MARIADB_ROOT_PASSWORD" in names:
+        return MariaDBServer.start()
+    if "POSTGRES_PASSWORD" in names:
+        return PostgresServer.start()
+    raise _Unsupported(f"the local executor cannot tell the engine of the scratch server {sidecar.get('image')!r}")
+
+
+def _pointed_at(
+    server: MariaDBServer | PostgresServer, sidecar: Mapping[str, Any], argv: list[str], env: dict[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """The runner's command and environment with the scratch server's port, user and password those of `server`:
+    the password the Job derived for its sidecar is replaced wherever the runner's environment holds it."""
+    password = next(v.get("value") for v in sidecar["env"] if v["name"] in _SCRATCH_PASSWORDS)
+    replaced = {"--scratch-port": str(server.port), "--scratch-user": server.user, "--scratch-host": server.host}
+    pointed = [
+        f"{flag}={replaced[flag]}" if (flag := a.partition("=")[0]) in replaced and "=" in a else a for a in argv
+    ]
+    return pointed, {name: server.password if value == password else value for name, value in env.items()}
 
 
 class _Unsupported(Exception):

@@ -699,24 +699,32 @@ def test_a_binlog_window_keeps_the_backup_its_oldest_second_needs_and_prunes_old
     assert sorted(written_rows(binlogged, "windowed_pitr")) == sorted(i for i, t in written.items() if t < point)
 
 
+def altered_after_a_backup(server: MariaDBServer, folder: Path, name: str) -> tuple[Path, datetime]:
+    """`name`.accounts with row 1, a backup, `ALTER TABLE name.accounts ADD COLUMN note` (the database named, and
+    the default), then row 2 in a later second, archived (by the running archiver): (the backup, a whole second
+    after the ALTER and before row 2)."""
+    server.sql("SET GLOBAL time_zone = '+00:00'")
+    server.sql(f"CREATE DATABASE {name}; CREATE TABLE {name}.accounts (id int PRIMARY KEY, at datetime(6))")
+    server.sql(f"INSERT INTO {name}.accounts VALUES (1, NOW(6))")
+    made = backup(server, folder, name, name=name)
+    server.sql(f"ALTER TABLE {name}.accounts ADD COLUMN note text", name)
+    altered = datetime.fromisoformat(server.sql("SELECT NOW(6)")).replace(tzinfo=UTC)
+    point = (altered + timedelta(seconds=1)).replace(microsecond=0)
+    while datetime.fromisoformat(server.sql("SELECT NOW(6)")).replace(tzinfo=UTC) < point:
+        time.sleep(0.05)
+    server.sql(f"INSERT INTO {name}.accounts VALUES (2, NOW(6), 'after')")
+    wait_for(lambda: newest_event(folder, name) >= point, "the archive to pass the point", timeout=10)
+    return made, point
+
+
 def test_a_renamed_replay_that_would_change_the_source_database_is_refused_untouched(
     binlogged: MariaDBServer, mariadb: MariaDBServer, tmp_path: Path
 ) -> None:
     """`--rewrite-db` renames row events and default databases, not a database named in a statement: replayed as
     `ledger2_copy`, `ALTER TABLE ledger2.accounts ...` would alter `ledger2` itself. Such a replay is refused before the
     dump is restored; under the same name, into another server, the same point is restored."""
-    binlogged.sql("SET GLOBAL time_zone = '+00:00'")
-    binlogged.sql("CREATE DATABASE ledger2; CREATE TABLE ledger2.accounts (id int PRIMARY KEY, at datetime(6))")
-    binlogged.sql("INSERT INTO ledger2.accounts VALUES (1, NOW(6))")
     with archiving(binlogged, tmp_path, max_lag=1, name="ledger2"):
-        made = backup(binlogged, tmp_path, "ledger2", name="ledger2")
-        binlogged.sql("ALTER TABLE ledger2.accounts ADD COLUMN note text", "ledger2")  # named, and ledger2 the default
-        altered = datetime.fromisoformat(binlogged.sql("SELECT NOW(6)")).replace(tzinfo=UTC)
-        point = (altered + timedelta(seconds=1)).replace(microsecond=0)  # after the ALTER, before the next write
-        while datetime.fromisoformat(binlogged.sql("SELECT NOW(6)")).replace(tzinfo=UTC) < point:
-            time.sleep(0.05)
-        binlogged.sql("INSERT INTO ledger2.accounts VALUES (2, NOW(6), 'after')")
-        wait_for(lambda: newest_event(tmp_path, "ledger2") >= point, "the archive to pass the point", timeout=10)
+        made, point = altered_after_a_backup(binlogged, tmp_path, "ledger2")
         columns = binlogged.sql("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'ledger2'")
 
         renamed = pitr_restore(binlogged, made, "ledger2=ledger2_copy", point.strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -736,3 +744,80 @@ def test_a_renamed_replay_that_would_change_the_source_database_is_refused_untou
     assert elsewhere.code == 0, elsewhere.stderr
     assert mariadb.sql("SELECT id, note FROM ledger2.accounts ORDER BY id") == "1\tNULL"  # altered, the row after not
     mariadb.drop_database("ledger2")
+
+
+def on_scratch(target: MariaDBServer, scratch: MariaDBServer) -> tuple[list[str], dict[str, str]]:
+    """The flags and environment that replay on `scratch`, as a restore Job's scratch server is given."""
+    flags = ["--scratch-host", scratch.host, "--scratch-port", str(scratch.port), "--scratch-user", scratch.user]
+    return flags, {**password_env(target), "SCRATCH_PASSWORD": scratch.password}
+
+
+def test_a_renamed_replay_on_a_scratch_server_applies_statements_naming_the_source_to_the_copy_only(
+    binlogged: MariaDBServer, mariadb: MariaDBServer, tmp_path: Path
+) -> None:
+    """On a scratch server the replay runs under the source's name: `ALTER TABLE ledger3.accounts ...` alters the
+    scratch copy, which then goes into `ledger3_copy` on the source's own server; `ledger3` is not touched, and the
+    scratch copy is dropped."""
+    with archiving(binlogged, tmp_path, max_lag=1, name="ledger3"):
+        made, point = altered_after_a_backup(binlogged, tmp_path, "ledger3")
+    source_rows = binlogged.sql("SELECT id, note FROM ledger3.accounts ORDER BY id")
+    flags, env = on_scratch(binlogged, mariadb)
+
+    outcome = dbb(
+        "restore", str(made), *connection_args(binlogged), "--database", "ledger3=ledger3_copy",
+        "--point-in-time", point.strftime("%Y-%m-%dT%H:%M:%SZ"), *flags, env=env, timeout=120,
+    )  # fmt: skip
+
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.result["scratchServer"] is True
+    assert outcome.result["databases"] == {"ledger3": "ledger3_copy"}
+    assert outcome.result["replayedUntil"] == point.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert binlogged.sql("SELECT id, note FROM ledger3_copy.accounts ORDER BY id") == "1\tNULL"  # altered; not row 2
+    assert binlogged.sql("SELECT id, note FROM ledger3.accounts ORDER BY id") == source_rows
+    assert source_rows == "1\tNULL\n2\tafter"
+    assert mariadb.sql("SHOW DATABASES LIKE 'ledger3'") == ""  # the scratch copy is gone
+
+
+def test_replace_to_a_point_in_time_replays_on_the_scratch_server_first_so_a_failed_replay_changes_nothing(
+    binlogged: MariaDBServer, mariadb: MariaDBServer, tmp_path: Path
+) -> None:
+    binlogged.sql("SET GLOBAL time_zone = '+00:00'")
+    write = numbered_rows(binlogged, "ledger4")
+    write(3)
+    with archiving(binlogged, tmp_path, max_lag=1, name="ledger4"):
+        made = backup(binlogged, tmp_path, "ledger4", name="ledger4")
+        written, point = rows_around_a_point(binlogged, "ledger4", write, lambda: newest_event(tmp_path, "ledger4"))
+    binlogged.sql(
+        "CREATE DATABASE ledger4_live; CREATE TABLE ledger4_live.rows (id int PRIMARY KEY, at datetime(6)); "
+        "INSERT INTO ledger4_live.rows VALUES (100, NOW(6))"
+    )
+    at = point.strftime("%Y-%m-%dT%H:%M:%SZ")
+    flags, env = on_scratch(binlogged, mariadb)
+
+    def replace(*more: str) -> Outcome:
+        args = [*connection_args(binlogged), "--database", "ledger4=ledger4_live", "--point-in-time", at, "--replace"]
+        return dbb("restore", str(made), *args, *more, env=env, timeout=120)
+
+    in_place = replace()
+    assert in_place.code == 1, in_place.stdout
+    assert in_place.result["reason"] == "InvalidArguments"
+    assert "--replace with --point-in-time needs a scratch server" in in_place.result["message"]
+
+    # The binlog holding the backup's coordinates, damaged in storage: the replay fails on the scratch server.
+    first = manifest_of(made)["binlog"]
+    assert isinstance(first, dict)
+    entry = json.loads((tmp_path / "ledger4-binlog" / f"{first['file']}.json").read_text())
+    stored = tmp_path / "ledger4-binlog" / entry["object"]
+    good = stored.read_bytes()
+    stored.write_bytes(good[: len(good) // 2] + bytes(b ^ 0xFF for b in good[len(good) // 2 :]))
+    damaged = replace(*flags)
+    assert damaged.code == 1, damaged.stdout
+    assert damaged.result["reason"] == "VerifyFailed", damaged.result
+    assert binlogged.sql("SELECT id FROM ledger4_live.rows") == "100"  # the target as it was
+    assert mariadb.sql("SHOW DATABASES LIKE 'ledger4'") == ""
+
+    stored.write_bytes(good)
+    replaced = replace(*flags)
+    assert replaced.code == 0, replaced.stderr
+    assert sorted(written_rows(binlogged, "ledger4_live")) == sorted(i for i, t in written.items() if t < point)
+    assert 100 not in written_rows(binlogged, "ledger4_live")

@@ -10,7 +10,7 @@ import pytest
 
 from common.restores.defaults import restore_defaults
 from common.restores.model import parse_restore_spec
-from tests.fixtures import statefulset
+from tests.fixtures import namespace_facts, statefulset
 from tests.unit.test_restores import refusals, restore, source, start
 
 FOLDER = "/backups/example-db"
@@ -94,8 +94,59 @@ def test_the_restore_job_replays_up_to_the_time_from_the_backup_before_it() -> N
     assert plan.status["file"] == BACKUPS[1]
 
 
-def test_a_point_in_time_restore_never_replaces_a_database() -> None:
-    [message] = refusals(to("2026-12-02T12:00:00Z", replace=True), archiving())
-    assert message.startswith(
-        "spec.replace: true, but a point-in-time restore goes into a database that does not exist"
-    )
+def test_the_restore_job_replays_on_a_scratch_server_of_the_database_s_own_image() -> None:
+    plan = start(to("2026-12-03T01:15:00Z"), source=archiving(), source_statefulset=MARIADB, target_statefulset=MARIADB)
+    pod = plan.create["spec"]["template"]["spec"]
+    [scratch] = pod["initContainers"]
+    assert (scratch["name"], scratch["image"], scratch["restartPolicy"]) == ("scratch-db", "mariadb:11.8", "Always")
+    assert "--bind-address=127.0.0.1" in scratch["args"]  # nothing outside the Pod reaches it
+    [runner] = pod["containers"]
+    assert "--scratch-port=3306" in runner["args"]
+    assert "--scratch-user=root" in runner["args"]
+    assert "--restore-test" not in runner["args"]
+    [password] = [e for e in runner["env"] if e["name"] == "SCRATCH_PASSWORD"]
+    [server_password] = [e for e in scratch["env"] if e["name"] == "MARIADB_ROOT_PASSWORD"]
+    assert password["value"] == server_password["value"]
+
+
+def test_a_restore_without_a_point_in_time_runs_no_scratch_server() -> None:
+    obj = restore(target={"databases": [{"from": "shop", "to": "shop_copy"}]})
+    plan = start(obj, source=archiving(), source_statefulset=MARIADB, target_statefulset=MARIADB)
+    assert plan.create is not None, plan.status
+    assert "initContainers" not in plan.create["spec"]["template"]["spec"]
+    assert not any(a.startswith("--scratch") for a in plan.create["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_replace_to_a_point_in_time_is_admitted_and_replays_on_the_scratch_server_first() -> None:
+    obj = to("2026-12-02T12:00:00Z", replace=True)
+    assert refusals(obj, archiving()) == []
+    plan = start(obj, source=archiving(), source_statefulset=MARIADB, target_statefulset=MARIADB)
+    assert plan.create is not None, plan.status
+    args = plan.create["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--replace" in args
+    assert "--scratch-port=3306" in args
+
+
+def test_the_scratch_server_runs_the_target_s_image_when_the_source_statefulset_is_gone() -> None:
+    target = statefulset(name="shop-new", image="mariadb:11.4", ports=[{"name": "mysql", "containerPort": 3306}])
+    obj = to("2026-12-03T01:15:00Z")
+    obj["spec"]["target"] |= {"databaseName": "shop-new", "credentialsSecret": {"name": "shop-new-credentials"}}
+    plan = start(obj, source=archiving(), source_statefulset=None, target_statefulset=target)
+    assert plan.create is not None, plan.status
+    [scratch] = plan.create["spec"]["template"]["spec"]["initContainers"]
+    assert scratch["image"] == "mariadb:11.4"
+
+
+def test_replace_to_a_point_in_time_with_no_image_for_a_scratch_server_is_refused_before_any_job() -> None:
+    obj = to("2026-12-02T12:00:00Z", replace=True)
+    obj["spec"]["target"] = {
+        "external": {"host": "db.elsewhere.example", "port": 3306},
+        "credentialsSecret": {"name": "elsewhere"},
+        "databases": [{"from": "shop", "to": "shop_then"}],
+    }
+    allowed = namespace_facts("shop", (), labels={"databases.test.io/allow-external-hosts": "true"})
+    plan = start(obj, source=archiving(), source_statefulset=None, target_statefulset=None, facts=allowed)
+    assert plan.create is None
+    assert plan.status["phase"] == "Failed"
+    assert plan.status["reason"] == "Refused", plan.status
+    assert "replays on a scratch server first, and there is no image to run it" in plan.status["message"]

@@ -16,6 +16,7 @@ from tests.fixtures import backup_store, namespace_facts, statefulset
 from tests.unit.test_plan import NS, backup, decide_at, just_after_ten
 from tests.unit.test_restores import restore, start
 from tests.unit.test_restores import source as restore_source
+from tests.unit.test_restores_pitr import MARIADB, archiving, to
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 STORE = backup_store(forcePathStyle=True, serverSideEncryption="aws:kms", kmsKeyId="arn:aws:kms:k", caBundle=CA)
@@ -115,6 +116,14 @@ def test_every_restore_job_parses_as_the_runner_reads_it() -> None:
         assert parsed.command == "restore"
         assert parsed.file == restore_source()["status"]["lastBackup"]["file"]
         assert parsed.owner == "shop/nightly"
+
+
+def test_a_point_in_time_restore_job_parses_with_its_scratch_server() -> None:
+    plan = start(to("2026-12-03T01:15:00Z", replace=True), source=archiving(), source_statefulset=MARIADB)
+    assert plan.create is not None, plan.status
+    parsed = parser().parse_args(runner_argv(plan.create))
+    assert (parsed.point_in_time, parsed.replace) == ("2026-12-03T01:15:00Z", True)
+    assert (parsed.scratch_host, parsed.scratch_port, parsed.scratch_user) == ("127.0.0.1", 3306, "root")
 
 
 ARCHIVING: dict[str, dict[str, Any]] = {
