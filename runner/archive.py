@@ -54,7 +54,20 @@ import structlog
 
 from runner import engines
 from runner.archivestatus import ArchiveStatus
-from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, Entry, Gap, archive_name, binlog_key, read_index
+from runner.archivestore import (
+    CHECKPOINT,
+    ENTRY,
+    PARTIAL,
+    ArchiveStore,
+    Checkpoint,
+    Entry,
+    Gap,
+    archive_name,
+    binlog_key,
+    read_checkpoint,
+    read_index,
+    recoverable_until,
+)
 from runner.compression import Compression, compressor
 from runner.crypto import Encryptor, Key
 from runner.engines import Connection, Engine
@@ -228,6 +241,7 @@ class _Archiver:
         self.partial_size: dict[str, int] = {}
         self.checked_at = -float("inf")
         self.closed: list[str] = []
+        self.checkpoint = read_checkpoint(self.store)
         self.report(binlog=None)
 
     def publish_ready(self, *, final: bool, scrub: Scrubber | None = None) -> None:
@@ -235,7 +249,7 @@ class _Archiver:
         max_lag / 2 passed since the last check (or `final`: this run stops), or as closed if the server closed it.
         A check (with `scrub`) first asks the server where it writes, for the lag (archivestatus)."""
         checking = not final and time.monotonic() - self.checked_at >= self.options.max_lag / 2
-        asked, server = time.monotonic(), None
+        asked, wall, server = time.monotonic(), int(time.time()), None
         if checking:
             self.checked_at = asked
             server = _server_position(self.options.connection, scrub) if scrub is not None else None
@@ -258,7 +272,16 @@ class _Archiver:
         if checking:
             self.forget_pruned()
         current = asked if server is not None and self.holds(server) else None
+        if server is not None and current is not None:
+            self.mark_complete(Checkpoint(server[0], server[1], _utc(wall) or ""))
         self.report(binlog=name, current=current, checked=checking or final)
+
+    def mark_complete(self, checkpoint: Checkpoint) -> None:
+        """Records that the archive held all the server had written at the checkpoint's time (`complete.json`): a
+        restore may then name any second up to it, though no event came after the newest one. A store that refuses
+        the write fails the run, as for an entry."""
+        self.store.put(CHECKPOINT, checkpoint.to_json().encode())
+        self.checkpoint = checkpoint
 
     def forget_pruned(self) -> None:
         """The oldest entries and gap records a run's `--prune-binlogs` deleted (`archiveprune`) leave this run's
@@ -294,14 +317,13 @@ class _Archiver:
         gap = self.gaps[-1] if self.gaps else None
         after = [e for e in self.index.values() if gap is None or binlog_key(e.file) >= binlog_key(gap.resumed_at)]
         firsts = [e.first_event for e in after if e.first_event]
-        lasts = [e.last_event for e in self.index.values() if e.last_event]
         # Nothing replays across the newest gap: the archive is recoverable from the first event after it. Until one
         # is archived, the gap is dated by when it was found, so that the operator learns of it at once.
         gap_at = None if gap is None else (firsts[0] if firsts else gap.found_at)
         changes: dict[str, object] = {
             "recoverable_from": firsts[0] if firsts else None,
             "gap_at": gap_at,
-            "recoverable_until": lasts[-1] if lasts else None,
+            "recoverable_until": recoverable_until(self.index, self.checkpoint),
             "archived": sum(1 for e in self.index.values() if e.closed),
         }
         if binlog is not None:

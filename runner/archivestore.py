@@ -13,7 +13,9 @@ behind one seam, `ArchiveStore`. Both hold the same names (`mysql-bin.000003.zst
   stale spools (local, under TMPDIR: the Pod's emptyDir survives a container restart).
 
 Beside the entries, a gap record (`Gap`, `<binlog>.gap.json`) marks binlogs the server purged before the archiver
-read them: the archiver resumed at `<binlog>` (see `archive.start_binlog`); no replay crosses it (`pitr`).
+read them: the archiver resumed at `<binlog>` (see `archive.start_binlog`); no replay crosses it (`pitr`). And
+`complete.json` (`Checkpoint`) says until when the archive held everything the server had written: a quiet server
+writes no event, and without it the newest second a restore could name would stay that of the last write.
 
 In both, the data object is complete before the entry that names it is written: an entry always describes a whole
 object. A store that fails a write fails the run (`StorageError`); the next run resumes where the archive stops.
@@ -43,6 +45,7 @@ from runner.stream import OutputFile, publish_over, storage_error
 
 __all__ = [
     "ArchiveStore",
+    "Checkpoint",
     "Entry",
     "FolderArchive",
     "Gap",
@@ -52,7 +55,9 @@ __all__ = [
     "binlog_key",
     "merge_gaps",
     "merge_index",
+    "read_checkpoint",
     "read_index",
+    "recoverable_until",
 ]
 
 log = structlog.get_logger("dbb-backup")
@@ -170,6 +175,58 @@ class Gap:
     def covers(self, binlog: str) -> bool:
         """Whether `binlog` is one of the missing ones."""
         return binlog_key(self.first_missing) <= binlog_key(binlog) <= binlog_key(self.last_missing)
+
+
+CHECKPOINT: Final = "complete.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """At `at` (RFC 3339, whole seconds, taken before asking) the server wrote its binlog at `position` of `binlog`,
+    and the archive then held that binlog up to there: every event the server had written was archived."""
+
+    binlog: str
+    position: int
+    at: str
+
+    def to_json(self) -> str:
+        return json.dumps({"binlog": self.binlog, "position": self.position, "at": self.at}) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Checkpoint:
+        data = _object(text)
+        try:
+            return cls(str(data["binlog"]), int(data["position"]), str(data["at"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not a checkpoint: {error}") from None
+
+
+def read_checkpoint(store: ArchiveStore) -> Checkpoint | None:
+    """The archive's checkpoint; None when there is none (or it is unreadable: it only ever extends the reach)."""
+    try:
+        with store.open(CHECKPOINT) as source:
+            return Checkpoint.from_json(source.read(64 << 10).decode("utf-8", errors="replace"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def recoverable_until(index: dict[str, Entry], checkpoint: Checkpoint | None) -> str | None:
+    """The newest second the archive reaches: its newest event, or a later checkpoint's time when the checkpoint is
+    on the newest binlog and the archive holds that binlog up to the checkpoint's position (nothing was written
+    after the newest event until then)."""
+    newest = next(reversed(index.values()), None)
+    lasts = [e.last_event for e in index.values() if e.last_event]
+    until = lasts[-1] if lasts else None
+    if (
+        checkpoint is not None
+        and newest is not None
+        and until is not None
+        and checkpoint.binlog == newest.file
+        and newest.binlog_size >= checkpoint.position
+        and checkpoint.at > until  # RFC 3339 in UTC to the second: text order is time order
+    ):
+        return checkpoint.at
+    return until
 
 
 def merge_gaps(texts: Iterable[str]) -> list[Gap]:

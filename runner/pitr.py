@@ -39,7 +39,18 @@ import zstandard
 
 from runner import admin, engines
 from runner.archive import successor
-from runner.archivestore import ArchiveStore, Entry, FolderArchive, Gap, S3Archive, archive_name, binlog_key
+from runner.archivestore import (
+    ArchiveStore,
+    Checkpoint,
+    Entry,
+    FolderArchive,
+    Gap,
+    S3Archive,
+    archive_name,
+    binlog_key,
+    read_checkpoint,
+    recoverable_until,
+)
 from runner.binlog import Coordinates
 from runner.compression import Source
 from runner.crypto import Decryptor, Keyring
@@ -108,8 +119,15 @@ class Replay:
     stop: datetime  # replay events before this (T rounded down to the second)
 
 
-def plan_replay(manifest: Manifest, index: Mapping[str, Entry], point: datetime, gaps: Sequence[Gap] = ()) -> Replay:
-    """What to replay for `point`, or a refusal that says why (nothing has been touched yet)."""
+def plan_replay(
+    manifest: Manifest,
+    index: Mapping[str, Entry],
+    point: datetime,
+    gaps: Sequence[Gap] = (),
+    checkpoint: Checkpoint | None = None,
+) -> Replay:
+    """What to replay for `point`, or a refusal that says why (nothing has been touched yet). `checkpoint`: the
+    archive's, which may reach past its newest event (archivestore.recoverable_until)."""
     coordinates = manifest.binlog
     if coordinates is None or coordinates.file is None or coordinates.position is None:
         raise RunnerError(
@@ -132,12 +150,13 @@ def plan_replay(manifest: Manifest, index: Mapping[str, Entry], point: datetime,
             Reason.ARCHIVE_GAP, f"the archive has no {coordinates.file}, where the backup's snapshot sits{where}"
         )
     chain = names[names.index(coordinates.file) :]
-    newest = _time(index[chain[-1]].last_event)
+    reach = recoverable_until({name: index[name] for name in chain}, checkpoint)
+    newest = _time(reach)
     if newest is None or point > newest:
-        reach = index[chain[-1]].last_event or "nothing after the backup"
         raise RunnerError(
             Reason.INVALID_ARGUMENTS,
-            f"--point-in-time {_rfc(point)} is after the newest archived event ({reach}): choose an earlier time",
+            f"--point-in-time {_rfc(point)} is after what the archive reaches ({reach or 'nothing after the backup'}):"
+            " choose an earlier time",
         )
     stop = point.replace(microsecond=0)
     # Up to the last binlog that begins before the stop (its events may be needed); those after begin after it.
@@ -323,7 +342,7 @@ def prepare(
 ) -> tuple[Replay, ArchiveStore]:
     """Step 1: the plan, and the archive it reads (default: `default_archive`)."""
     store = archive if archive is not None else default_archive(backup, manifest)
-    return plan_replay(manifest, store.index(), point, store.gaps()), store
+    return plan_replay(manifest, store.index(), point, store.gaps(), read_checkpoint(store)), store
 
 
 def apply(

@@ -137,20 +137,26 @@ def running(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
         assert process.returncode in (0, -signal.SIGKILL), err
 
 
+def entry_paths(archive: Path) -> list[Path]:
+    """The index entries of an archive folder: its JSON files but the gap records and the checkpoint."""
+    found = archive.glob("*.json")
+    return sorted(p for p in found if not p.name.endswith(".gap.json") and p.name != "complete.json")
+
+
 def entries(folder: Path) -> dict[str, dict[str, Any]]:
     """The archive's index: {entry file name: entry}."""
     found: dict[str, dict[str, Any]] = {}
-    for path in sorted((folder / "shop-binlog").glob("*.json")):
-        if path.name.endswith(".gap.json"):
-            continue
+    for path in entry_paths(folder / "shop-binlog"):
         with contextlib.suppress(FileNotFoundError):  # a partial entry goes when its binlog closes
             found[path.name] = json.loads(path.read_text())
     return found
 
 
 def newest_event(folder: Path, name: str) -> datetime:
-    found = (folder / f"{name}-binlog").glob("*.json")
-    times = [json.loads(p.read_text())["lastEvent"] for p in found if not p.name.endswith(".gap.json")]
+    times = []
+    for path in entry_paths(folder / f"{name}-binlog"):
+        with contextlib.suppress(FileNotFoundError):
+            times.append(json.loads(path.read_text())["lastEvent"])
     return max((datetime.fromisoformat(t) for t in times if t), default=datetime.min.replace(tzinfo=UTC))
 
 
@@ -402,9 +408,16 @@ def bounds_of(folder: Path, name: str = "shop") -> dict[str, Any]:
     index = sorted(entries(folder).values(), key=lambda e: int(e["file"].rsplit(".", 1)[1]))
     firsts = [e["firstEvent"] for e in index if e["firstEvent"]]
     lasts = [e["lastEvent"] for e in index if e["lastEvent"]]
+    until = lasts[-1] if lasts else None
+    checkpoint = folder / "shop-binlog" / "complete.json"
+    if until and index and checkpoint.exists():
+        # All the server had written was archived then: the archive reaches that second (a quiet server).
+        held = json.loads(checkpoint.read_text())
+        if held["binlog"] == index[-1]["file"] and index[-1]["binlogSize"] >= held["position"]:
+            until = max(until, held["at"])
     return {
         "recoverableFrom": firsts[0] if firsts else None,
-        "recoverableUntil": lasts[-1] if lasts else None,
+        "recoverableUntil": until,
         "archived": sum(1 for e in index if e["closed"]),
     }
 
@@ -534,6 +547,8 @@ def test_a_point_in_time_outside_what_the_backup_and_archive_cover_is_refused_un
         binlogged.sql("INSERT INTO shop.orders VALUES (300, NOW(6))")  # an event after the backup to archive
         wait_for(lambda: newest_event(tmp_path, "shop") >= ended, "the archive past the backup")
     newest = newest_event(tmp_path, "shop")
+    reach = bounds_of(tmp_path)["recoverableUntil"]  # the newest event, or the checkpoint after it
+    assert reach >= f"{newest:%Y-%m-%dT%H:%M:%SZ}"
     without = backup(mariadb, tmp_path, "crm")
     early, late = ended - timedelta(hours=1), newest + timedelta(hours=1)
 
@@ -546,8 +561,8 @@ def test_a_point_in_time_outside_what_the_backup_and_archive_cover_is_refused_un
     assert {k: o.reason_line for k, o in refusals.items()} == {
         "before": f"dbb-backup: InvalidArguments: --point-in-time {early:%Y-%m-%dT%H:%M:%SZ} is before the backup "
         f"ended ({ended:%Y-%m-%dT%H:%M:%SZ}): restore an older backup",
-        "after": f"dbb-backup: InvalidArguments: --point-in-time {late:%Y-%m-%dT%H:%M:%SZ} is after the newest "
-        f"archived event ({newest:%Y-%m-%dT%H:%M:%SZ}): choose an earlier time",
+        "after": f"dbb-backup: InvalidArguments: --point-in-time {late:%Y-%m-%dT%H:%M:%SZ} is after what the "
+        f"archive reaches ({reach}): choose an earlier time",
         "no coordinates": f"dbb-backup: InvalidArguments: {without.name} has no binlog coordinates (a server without "
         "binary logging, or a backup made before they were recorded): it cannot be restored to a point in time",
     }
@@ -577,7 +592,7 @@ def test_an_encrypted_archive_replays_with_its_key_and_is_refused_untouched_with
         last = max(written_rows(binlogged, "vault").values()).replace(microsecond=0)
         wait_for(lambda: newest_event(tmp_path, "vault") >= last, "the archive to reach the last write")
 
-    index = [json.loads(p.read_text()) for p in (tmp_path / "vault-binlog").glob("*.json")]
+    index = [json.loads(p.read_text()) for p in entry_paths(tmp_path / "vault-binlog")]
     assert index
     assert {(e["object"].endswith(".zst.enc"), e["keyId"]) for e in index} == {(True, "backup.key")}
     assert all((tmp_path / "vault-binlog" / e["object"]).read_bytes().startswith(b"DBBENC") for e in index)
@@ -653,8 +668,7 @@ def test_a_binlog_window_keeps_the_backup_its_oldest_second_needs_and_prunes_old
         binlogged.sql("FLUSH BINARY LOGS")
         written, point = rows_around_a_point(binlogged, "windowed", write, lambda: newest_event(tmp_path, "windowed"))
         starts = {f.name: json.loads(f.with_name(f.name + ".json").read_text())["binlog"] for f in (oldest, needed)}
-        before = {p.name for p in folder.iterdir()}
-        stored = {n: json.loads((folder / n).read_text()) for n in before if n.endswith(".json")}
+        stored = {p.name: json.loads(p.read_text()) for p in entry_paths(folder)}
         next_second()
 
         # A window of 4 hours: the backup of 5 hours ago is the newest before its oldest second, the one of 7 hours
@@ -821,3 +835,38 @@ def test_replace_to_a_point_in_time_replays_on_the_scratch_server_first_so_a_fai
     assert replaced.code == 0, replaced.stderr
     assert sorted(written_rows(binlogged, "ledger4_live")) == sorted(i for i, t in written.items() if t < point)
     assert 100 not in written_rows(binlogged, "ledger4_live")
+
+
+def test_a_quiet_server_s_archive_reaches_past_its_last_write_and_restores_to_a_second_after_it(
+    binlogged: MariaDBServer, tmp_path: Path
+) -> None:
+    """No event comes after the last write, yet the archive knows it held everything the server had written at
+    each check (`complete.json`): a restore may name a second after the last write, and gets every row."""
+    binlogged.sql("SET GLOBAL time_zone = '+00:00'")
+    write = numbered_rows(binlogged, "quiet")
+    write(2)
+    port = free_port()
+    with archiving(binlogged, tmp_path, 1, "quiet", "--status-port", str(port)):
+        made = backup(binlogged, tmp_path, "quiet", name="quiet")
+        write(3)
+        written = written_rows(binlogged, "quiet")
+        last = max(written.values()).replace(microsecond=0)
+        wait_for(lambda: newest_event(tmp_path, "quiet") >= last, "the archive to reach the last write")
+
+        def reach() -> datetime:
+            until = json.loads(status_of(port)[1] or "{}").get("recoverableUntil")
+            return datetime.fromisoformat(until) if until else datetime.min.replace(tzinfo=UTC)
+
+        wait_for(lambda: reach() >= last + timedelta(seconds=3), "recoverableUntil 3 s past the last write", 30)
+        assert newest_event(tmp_path, "quiet") == last  # no event since: the checkpoint alone moved it
+        checkpoint = json.loads((tmp_path / "quiet-binlog" / "complete.json").read_text())
+
+    held = datetime.fromisoformat(checkpoint["at"])
+    assert held >= last + timedelta(seconds=3), checkpoint
+    then = pitr_restore(binlogged, made, "quiet_then", (last + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert then.code == 0, then.stderr
+    assert sorted(written_rows(binlogged, "quiet_then")) == sorted(written)
+    beyond = pitr_restore(binlogged, made, "quiet_never", (held + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert beyond.code == 1, beyond.stdout
+    assert "is after what the archive reaches" in beyond.result["message"]
+    assert binlogged.sql("SHOW DATABASES LIKE 'quiet_never'") == ""

@@ -67,10 +67,10 @@ def archiver(server: MariaDBServer, store: SeaweedFS, url: str, *flags: str, nam
 
 
 def index_in(store: SeaweedFS, folder: str) -> dict[str, dict[str, Any]]:
-    """The archive's entries under the key prefix `folder`: {entry name: entry}."""
+    """The archive's entries and gap records under the key prefix `folder`: {name: content} (not its checkpoint)."""
     client, found = store.client(), {}
     for key in store.keys(folder + "/"):
-        if key.endswith(".json"):
+        if key.endswith(".json") and not key.endswith("/complete.json"):
             try:
                 body = client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
             except client.exceptions.NoSuchKey:
@@ -112,8 +112,11 @@ def test_the_archiver_writes_the_folder_s_objects_and_entries_under_the_prefix(
     index = index_in(seaweedfs, folder)
     assert sorted(index) == sorted([f"{n}.json" for n in closed] + [f"{open_file}.partial.json"])
     assert seaweedfs.keys(folder + "/") == sorted(
-        [f"{folder}/{name}" for name in index] + [f"{folder}/{entry['object']}" for entry in index.values()]
+        [f"{folder}/{name}" for name in [*index, "complete.json"]]
+        + [f"{folder}/{entry['object']}" for entry in index.values()]
     )
+    checkpoint = json.loads(stored(seaweedfs, f"{folder}/complete.json"))
+    assert checkpoint["binlog"] == open_file, checkpoint  # the archive held all the server had written then
     assert seaweedfs.uploads(folder) == []
     for name, entry in index.items():
         data = stored(seaweedfs, f"{folder}/{entry['object']}")
