@@ -41,6 +41,7 @@ else as `.partial`), and ends with `{"status": "Stopped"}`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import threading
@@ -394,7 +395,7 @@ def archive(
             gaps = _record_gap(store, gap, gaps)
         work = _Archiver(options, spool, index, gaps, status if status is not None else ArchiveStatus())
         log.info("archiving started", archive=store.where, first=first, maxLag=options.max_lag)
-        argv = engines.mysql_binlog_stream_argv(options.connection, first, f"{spool}/")
+        argv = engines.mysql_binlog_stream_argv(options.connection, first, f"{spool}/", replica_id(store.where))
         env = engines.child_env(Engine.MYSQL, options.connection)
         with Tool(argv, env, scrub, stdout=None, die_with_parent=True) as tool:
             while not stop.is_set() and tool.process.poll() is None:
@@ -416,6 +417,18 @@ def archive(
         "newest": newest.file if newest else None,
         "lastEvent": newest.last_event if newest else None,
     }
+
+
+# Replica ids the archivers take: above those a team numbers its own servers and replicas with (1, 2, 101, ...).
+REPLICA_IDS: Final = (1_000_000, 4_000_000_000)
+
+
+def replica_id(where: str) -> int:
+    """The replica id an archive's archiver connects with, the same on every restart and different for each archive:
+    the server drops a replica when another one connects with the same id, so two archivers of one server (two
+    DatabaseBackups, one per database) with the tool's default id would drop each other for ever."""
+    low, high = REPLICA_IDS
+    return low + int.from_bytes(hashlib.sha256(where.encode()).digest()[:8], "big") % (high - low)
 
 
 def _record_gap(store: ArchiveStore, gap: Gap, gaps: list[Gap]) -> list[Gap]:

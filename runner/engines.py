@@ -342,13 +342,14 @@ def mysql_binlog_tool() -> str:
     return _first_available("mariadb-binlog", "mysqlbinlog")
 
 
-def mysql_binlog_stream_argv(connection: Connection, first: str, result_prefix: str) -> list[str]:
+def mysql_binlog_stream_argv(connection: Connection, first: str, result_prefix: str, replica_id: int) -> list[str]:
     """The binlog tool as a replica that never stops: every binlog from `first` on, as the server has it (`--raw`),
-    each into `<result_prefix><its name>`, following the server into each new binlog."""
+    each into `<result_prefix><its name>`, following the server into each new binlog. It connects as replica
+    `replica_id`: the server drops a replica when another connects with the same id."""
     # The binlog tool has no --default-character-set: it writes bytes, not text.
     target = [a for a in _mysql_target(connection) if not a.startswith("--default-character-set")]
-    stream = ["--read-from-remote-server", "--raw", "--stop-never", f"--result-file={result_prefix}"]
-    return [mysql_binlog_tool(), *target, *stream, first]
+    stream = ["--read-from-remote-server", "--raw", "--stop-never", f"--stop-never-slave-server-id={replica_id}"]
+    return [mysql_binlog_tool(), *target, *stream, f"--result-file={result_prefix}", first]
 
 
 def mysql_binlog_replay_argv(files: Sequence[str], start: int, stop: str, database: str, target: str) -> list[str]:

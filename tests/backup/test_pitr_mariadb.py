@@ -870,3 +870,23 @@ def test_a_quiet_server_s_archive_reaches_past_its_last_write_and_restores_to_a_
     assert beyond.code == 1, beyond.stdout
     assert "is after what the archive reaches" in beyond.result["message"]
     assert binlogged.sql("SHOW DATABASES LIKE 'quiet_never'") == ""
+
+
+def test_two_archivers_of_one_server_both_archive_without_dropping_each_other(
+    binlogged: MariaDBServer, tmp_path: Path
+) -> None:
+    """One DatabaseBackup per database, so a server with two databases has two archivers: each connects as a replica
+    id of its own (the server drops a replica when another connects with the same id)."""
+    binlogged.sql("SET GLOBAL time_zone = '+00:00'")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with archiving(binlogged, first, 1, "twin_a") as one, archiving(binlogged, second, 1, "twin_b") as other:
+        for row in range(3):  # written over more than one check of each
+            binlogged.sql(f"INSERT INTO shop.orders VALUES ({900 + row}, NOW(6))")
+            time.sleep(0.6)
+        last = datetime.fromisoformat(binlogged.sql("SELECT MAX(at) FROM shop.orders")).replace(tzinfo=UTC)
+        wait_for(lambda: newest_event(first, "twin_a") >= last.replace(microsecond=0), "twin_a to archive the rows")
+        wait_for(lambda: newest_event(second, "twin_b") >= last.replace(microsecond=0), "twin_b to archive the rows")
+        assert one.poll() is None, one.stderr.read() if one.stderr else ""
+        assert other.poll() is None, other.stderr.read() if other.stderr else ""
