@@ -352,15 +352,18 @@ def mysql_binlog_stream_argv(connection: Connection, first: str, result_prefix: 
     return [mysql_binlog_tool(), *target, *stream, f"--result-file={result_prefix}", first]
 
 
-def mysql_binlog_replay_argv(files: Sequence[str], start: int, stop: str, database: str, target: str) -> list[str]:
+def mysql_binlog_replay_argv(
+    files: Sequence[str], start: int, stop: str, database: str | None, target: str | None = None
+) -> list[str]:
     """The binlog tool turning archived binlog files into SQL for the client: events of `database` only (renamed to
-    `target`), from `start` in the first file to the first event at or after `stop` ("YYYY-MM-DD hh:mm:ss", in the
-    tool's local time: run it with TZ=UTC)."""
-    rename = [f"--rewrite-db={database}->{target}"] if target != database else []
+    `target`; every event with None), from `start` in the first file to the first event at or after `stop`
+    ("YYYY-MM-DD hh:mm:ss", in the tool's local time: run it with TZ=UTC)."""
+    only = [f"--database={database}"] if database is not None else []
+    rename = [f"--rewrite-db={database}->{target}"] if target is not None and target != database else []
     return [
         mysql_binlog_tool(),
         "--no-defaults",
-        f"--database={database}",
+        *only,
         *rename,
         f"--start-position={start}",
         f"--stop-datetime={stop}",

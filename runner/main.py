@@ -676,7 +676,7 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
             scratchrestore.refuse_replace_in_place(args.replace)
             pitr.check_keys(point[0], keys)
             plan, store, target, database = point
-            pitr.check_renamed_replay(plan, store, database, target, scrub, deadline, keys)
+            pitr.check_statements(plan, store, database, target, scrub, deadline, keys)
         created = point is not None and not admin.database_exists(engine, options.connection, point[2], scrub)
         clock = time.monotonic()
         restored = restore_backup(source, keys, options, scrub, deadline, stored_manifest=manifest)

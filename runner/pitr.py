@@ -11,9 +11,10 @@
    coordinates' position in the first, for the backup's database only (renamed to the target), up to the first event
    at or after T, into the client. A replay that fails drops the database the restore created.
 
-With `--scratch-port`, steps 2 and 3 run on a scratch server under the database's own name and the result is then
-copied into the target (scratchrestore); without it, a renamed replay is checked first (`check_renamed_replay`) and
-`--replace` is refused.
+Before step 2, `check_statements` refuses a replay that would leave out a statement on the database (one that ran
+while another database was the default) or, renamed, run one that names the source. With `--scratch-port`, steps 2
+and 3 run on a scratch server under the database's own name and the result is then copied into the target
+(scratchrestore); without it, `--replace` is refused.
 
 Binlog events carry whole seconds, the time each statement started. `--stop-datetime` stops at the first event at
 or after its value, so the replay stops at T rounded down to the second: for a whole-second T, exactly the
@@ -28,6 +29,7 @@ import itertools
 import os
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,7 +68,7 @@ __all__ = [
     "Replay",
     "apply",
     "check_keys",
-    "check_renamed_replay",
+    "check_statements",
     "default_archive",
     "parse_instant",
     "plan_replay",
@@ -215,7 +217,7 @@ def replay(
     log.info("binlog replayed", database=target, files=[e.file for e in plan.entries], until=_rfc(plan.stop))
 
 
-def check_renamed_replay(
+def check_statements(
     plan: Replay,
     store: ArchiveStore,
     source: str,
@@ -224,27 +226,43 @@ def check_renamed_replay(
     deadline: Deadline,
     keys: Keyring | None = None,
 ) -> None:
-    """Before anything is touched, for a replay under another name: no replayed statement may name `source` in its
-    text, which the tool's renaming leaves as written (see replaysafety): it would change `source` itself."""
-    if target == source:
-        return
+    """Before anything is touched, the statements of the replay's range that name `source` in their text (see
+    replaysafety), from two decodes of it, as replayed and whole:
+    - one that the replay leaves out (the tool picks statements by their default database: it ran while another
+      database, or none, was the default) would be missing from the restored database, which would then be what
+      `source` never was (a table without its column, rows for a table never created): refused, quoting it;
+    - with `target` other than `source`, one that the replay applies would change `source` itself, which the tool's
+      renaming leaves as written: refused. A replay on a scratch server is under the source's own name."""
     with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
-        argv = _decoder(plan, store, Path(spool), source, target, keys)
-        reader_env = {**os.environ, "TZ": "UTC"}
-        with Tool(argv, reader_env, scrub, deadline=deadline, failure=Reason.RESTORE_FAILED) as reader:
-            stdout = reader.process.stdout
-            assert stdout is not None
-            lines = (raw.decode("utf-8", errors="replace") for raw in stdout)
-            found = next(statements_naming(lines, source), None)
-            if found is None:
-                reader.finish()
-    if found is not None:
+        files = [str(_unpacked_current(store, entry, Path(spool), keys)) for entry in plan.entries]
+        applied = _naming(_replay_argv(plan, files, source, target), source, scrub, deadline)
+        whole = _naming(_replay_argv(plan, files, None), source, scrub, deadline)
+    left_out = list((Counter(whole) - Counter(applied)).elements())
+    if left_out:
         raise RunnerError(
             Reason.RESTORE_FAILED,
-            f"the binlog to replay names database {source!r} in a statement ({scrub(found)}): replayed as "
+            f"the binlog to replay holds a statement on database {source!r} that ran while another database (or "
+            f"none) was the default ({scrub(left_out[0])}): a replay applies the statements {source!r} was the "
+            "default for, so it would be left out and the result would not be what the database was; nothing was "
+            "restored: restore to a time before it, or from a backup taken after it",
+        )
+    if target != source and applied:
+        raise RunnerError(
+            Reason.RESTORE_FAILED,
+            f"the binlog to replay names database {source!r} in a statement ({scrub(applied[0])}): replayed as "
             f"{target!r} it would change {source!r} itself, so nothing was restored; restore under the same name "
             "into another server instead",
         )
+
+
+def _naming(argv: list[str], source: str, scrub: Scrubber, deadline: Deadline) -> list[str]:
+    """The statements of the decoded SQL that name `source` (replaysafety)."""
+    with Tool(argv, {**os.environ, "TZ": "UTC"}, scrub, deadline=deadline, failure=Reason.RESTORE_FAILED) as reader:
+        stdout = reader.process.stdout
+        assert stdout is not None
+        found = list(statements_naming((raw.decode("utf-8", errors="replace") for raw in stdout), source))
+        reader.finish()
+    return found
 
 
 def _decoder(
@@ -252,6 +270,11 @@ def _decoder(
 ) -> list[str]:
     """The binlog tool's command that decodes the planned events, the binlogs unpacked into `spool` first."""
     files = [str(_unpacked_current(store, entry, spool, keys)) for entry in plan.entries]
+    return _replay_argv(plan, files, source, target)
+
+
+def _replay_argv(plan: Replay, files: list[str], source: str | None, target: str | None = None) -> list[str]:
+    """Decoding `files` from the plan's coordinates to its stop: `source`'s events (as `target`), or all with None."""
     assert plan.coordinates.position is not None
     stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
     return engines.mysql_binlog_replay_argv(files, plan.coordinates.position, stop, source, target)

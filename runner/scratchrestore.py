@@ -3,8 +3,8 @@
 With a scratch server to replay on (a restore Job's Pod runs one beside the runner, on 127.0.0.1, as a restore
 test's does), the archived binlog is never replayed into the target:
 
-1. Plan (`pitr.prepare`, pure) and check the keys; refuse a target that holds anything unless `--replace`. Nothing
-   has been touched yet.
+1. Plan (`pitr.prepare`, pure), check the keys and the statements the replay would leave out (`pitr.check_statements`);
+   refuse a target that holds anything unless `--replace`. Nothing has been touched yet.
 2. Restore the backup into the scratch server under its own name and replay the archived binlog there, under that
    name too: no renaming, so a statement that names the database in its text (`ALTER TABLE shop.t ...`) changes the
    scratch copy, as it changed the source. A renamed replay into the target would have run it against the source
@@ -59,6 +59,7 @@ def restore_through_scratch(
     """Steps 1-3 above; returns what the restore's result adds: the databases, `replayedUntil` and `binlogs`."""
     plan, store, target, database = point
     pitr.check_keys(plan, keys)
+    pitr.check_statements(plan, store, database, database, scrub, deadline, keys)
     existing, _ = refuse_existing(Engine.MYSQL, options.connection, [target], scrub, replace=options.replace)
     admin.await_server(Engine.MYSQL, scratch.connection, scrub, scratch.wait)
     refuse_existing(Engine.MYSQL, scratch.connection, [database], scrub, replace=False)

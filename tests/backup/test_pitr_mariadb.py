@@ -890,3 +890,39 @@ def test_two_archivers_of_one_server_both_archive_without_dropping_each_other(
         wait_for(lambda: newest_event(second, "twin_b") >= last.replace(microsecond=0), "twin_b to archive the rows")
         assert one.poll() is None, one.stderr.read() if one.stderr else ""
         assert other.poll() is None, other.stderr.read() if other.stderr else ""
+
+
+def test_a_statement_on_the_database_under_another_default_is_refused_before_anything_is_touched(
+    binlogged: MariaDBServer, mariadb: MariaDBServer, tmp_path: Path
+) -> None:
+    """The binlog tool picks statements by their default database: `CREATE TABLE ledger5.visits` issued with none
+    would be left out of the replay, and the rows written into that table after it would then have no table. The
+    restore is refused before anything is touched, quoting the statement, in place or on a scratch server."""
+    binlogged.sql("SET GLOBAL time_zone = '+00:00'")
+    binlogged.sql("CREATE DATABASE ledger5; CREATE TABLE ledger5.accounts (id int PRIMARY KEY, at datetime(6))")
+    with archiving(binlogged, tmp_path, max_lag=1, name="ledger5"):
+        made = backup(binlogged, tmp_path, "ledger5", name="ledger5")
+        binlogged.sql("CREATE TABLE ledger5.visits (at datetime(6))")  # no default database
+        binlogged.sql("INSERT INTO visits VALUES (NOW(6))", "ledger5")
+        written = datetime.fromisoformat(binlogged.sql("SELECT MAX(at) FROM ledger5.visits")).replace(tzinfo=UTC)
+        point = (written + timedelta(seconds=1)).replace(microsecond=0)
+        while datetime.fromisoformat(binlogged.sql("SELECT NOW(6)")).replace(tzinfo=UTC) < point:
+            time.sleep(0.05)
+        binlogged.sql("INSERT INTO accounts VALUES (1, NOW(6))", "ledger5")  # after the point
+        wait_for(lambda: newest_event(tmp_path, "ledger5") >= point, "the archive to pass the point")
+    flags, env = on_scratch(binlogged, mariadb)
+    at = point.strftime("%Y-%m-%dT%H:%M:%SZ")
+    for scratch in ([], flags):
+        outcome = dbb(
+            "restore", str(made), *connection_args(binlogged), "--database", "ledger5=ledger5_then",
+            "--point-in-time", at, *scratch, env=env, timeout=120,
+        )  # fmt: skip
+
+        assert outcome.code == 1, outcome.stdout
+        assert outcome.result["reason"] == "RestoreFailed", outcome.result
+        assert (
+            "ran while another database (or none) was the default (CREATE TABLE ledger5.visits"
+            in (outcome.result["message"])
+        )
+        assert binlogged.sql("SHOW DATABASES LIKE 'ledger5_then'") == ""
+        assert mariadb.sql("SHOW DATABASES LIKE 'ledger5'") == ""
