@@ -21,8 +21,8 @@ apt_install() {
   if [ ! -e "$policy" ] && [ "$(id -u)" -eq 0 ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
   fi
-  "${sudo[@]}" apt-get update -qq >&2 &&
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+  "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 &&
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
     status=$?
   [ -z "$created" ] || rm -f "$policy"
   return "$status"

@@ -104,6 +104,8 @@ def restore_step(obj: Mapping[str, Any]) -> Step:
         lines = [f"restored {status.get('file') or 'the backup'} into {status.get('target') or 'the target'}"]
         if restored:
             lines.append("databases: " + ", ".join(restored))
+        if status.get("replayedUntil"):
+            lines.append(f"replayed the archived binlog up to {status['replayedUntil']} (the database as it was then)")
         if status.get("sha256"):
             lines.append(f"sha256 {status['sha256']} (checked before commit)")
         seconds = status.get("restoreSeconds")

@@ -176,6 +176,10 @@ def test_a_restore_is_followed_through_its_phases() -> None:
         ),
         job=job_name,
     )
+    replayed = restore_step(
+        restore(phase="Succeeded", file=FILE, target="example-db", replayedUntil="2026-12-07T10:41:00Z")
+    )
+    assert "replayed the archived binlog up to 2026-12-07T10:41:00Z (the database as it was then)" in replayed.lines
     failed = restore_step(restore(phase="Failed", reason="TargetExists", message="database shop exists"))
     assert failed == Step(True, False, ("restore failed: TargetExists: database shop exists",))
 
