@@ -124,6 +124,16 @@ class Archivers:
             )
         return every
 
+    async def forget(self, namespace: str, name: str) -> None:
+        """A deleted DatabaseBackup's archiver goes, if the garbage collector has not removed it already."""
+        self._asked.pop((namespace, name), None)
+        deployment = archiver_name(name)
+        if self.deployments.get(namespace, deployment) is not None:
+            await self._executor.remove_archiver(namespace, deployment)
+            self._metrics.api_requests.labels("delete", "deployments").inc()
+            self.deployments.store.pop((namespace, deployment), None)
+            log.info("archiver of a deleted DatabaseBackup removed", namespace=namespace, name=name)
+
     def _last_failure(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The result line an archiver's Pod last ended with (its termination message), if it was a failure."""
         for pod_name in sorted(self._pods.get((namespace, name), ())):

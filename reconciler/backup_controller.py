@@ -253,7 +253,11 @@ class Controller(Loop):
         self.metrics.queue_depth.set(len(self.queue))
         obj = self.backups.get(*key)
         if obj is None:
-            return None  # deleted: its Jobs carry ownerReferences and go with it
+            # Deleted: its Jobs and its archiver carry ownerReferences and go with it. Where no garbage collector
+            # runs (the local sandbox) the archiver would run on, so it is removed here too (once the cache is whole).
+            if self.synced:
+                await self.archivers.forget(*key)
+            return None
         try:
             world = self._world(obj)
             recheck = await self.end_stuck(self.jobs, ((job, self._pods_of(job)) for job in world.jobs))

@@ -89,6 +89,19 @@ async def test_an_archiver_follows_spec_continuous_from_creation_to_removal(clus
         await until(removed)
 
 
+async def test_a_deleted_databasebackup_s_archiver_goes_where_no_garbage_collector_runs(cluster: Cluster) -> None:
+    await mariadb(cluster)
+    await cluster.create_backup(schedule="0 0 1 1 *", continuous={"maxLagSeconds": 20})
+    async with running(cluster, Clock()):
+        await until(lambda: archiver(cluster))
+        await cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL, "nightly")
+
+        async def gone() -> bool:
+            return await archiver(cluster) is None
+
+        await until(gone)  # this API server runs no garbage collector: the reconciler removed it
+
+
 async def test_an_archiver_that_keeps_failing_is_reported_with_the_runners_reason(cluster: Cluster) -> None:
     """What the kubelet would show of an archiver whose every run ends at once: its Pod, running (restarting), its
     last termination message the runner's failure line."""
