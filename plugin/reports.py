@@ -131,8 +131,10 @@ def _recoverable(continuous: Mapping[str, Any]) -> str:
         return ""
     first, last = continuous.get("recoverableFrom"), continuous.get("recoverableUntil")
     reach = f"from {first} to {last}" if first and last else "nothing yet (no backup since archiving began)"
-    lag = continuous.get("lagSeconds")
-    state = f"archive {lag:.0f}s behind" if isinstance(lag, int | float) and not isinstance(lag, bool) else ""
+    lag, updated = continuous.get("lagSeconds"), continuous.get("updated")
+    # The lag the operator last saw, and when: the archive's reach moves on between two looks.
+    when = f" at {updated}" if isinstance(updated, str) and updated else ""
+    state = f"archive {lag:.0f}s behind{when}" if isinstance(lag, int | float) and not isinstance(lag, bool) else ""
     if continuous.get("ready") is not True:
         why = continuous.get("reason") or "not running"
         state = f"archiver {why}: {_short(str(continuous.get('message') or ''))}".rstrip(": ")

@@ -196,9 +196,11 @@ def test_the_list_ends_with_how_far_a_point_in_time_restore_reaches() -> None:
         "recoverableFrom": "2026-12-07T03:00:10Z",
         "recoverableUntil": "2026-12-07T08:41:55Z",
         "lagSeconds": 4.4,
+        "updated": "2026-12-07T08:41:57Z",
     }
     assert backups_table(listed | {"continuous": running}, NOW).splitlines()[-1] == (
-        "point in time (--at): from 2026-12-07T03:00:10Z to 2026-12-07T08:41:55Z; archive 4s behind"
+        "point in time (--at): from 2026-12-07T03:00:10Z to 2026-12-07T08:41:55Z; archive 4s behind at "
+        "2026-12-07T08:41:57Z"
     )
     stopped = {"archiver": "nightly-archiver", "ready": False, "reason": "BinaryLoggingOff", "message": "set log-bin"}
     assert backups_table(listed | {"continuous": stopped}, NOW).splitlines()[-1] == (
