@@ -188,13 +188,15 @@ def test_a_restore_from_the_bucket_reaches_a_second_on_another_statefulset(kube:
     assert shown in (status["recoverableUntil"], continuous(kube, owner)["recoverableUntil"]), shown
 
     # The archive is in the bucket beside the backup (`<prefix>/<owner>-binlog/`), as a client of the store lists
-    # it: only archived binlogs, at least one indexed, and every index entry's data object there too (an entry is
-    # written after its object, and a partial entry removed before its object).
+    # it: only archived binlogs and its checkpoint (`complete.json`, until when it held all the server wrote), at
+    # least one indexed, and every index entry's data object there too (an entry is written after its object, and a
+    # partial entry removed before its object).
     archive = f"{prefix}/{owner}-binlog/"
     listed = objectstore.keys(kube, store, archive)
     print(f"the archive in the bucket: {listed}")
     names = [key.removeprefix(archive) for key in listed]
-    matched = [ARCHIVED.fullmatch(name) for name in names]
+    assert "complete.json" in names, names
+    matched = [ARCHIVED.fullmatch(name) for name in names if name != "complete.json"]
     assert all(matched), names
     entries = {m.group(1) for m in matched if m and m.group(2) == "json"}
     objects = {m.group(1) for m in matched if m and m.group(2) == "zst"}

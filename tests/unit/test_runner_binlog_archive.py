@@ -160,7 +160,7 @@ def test_the_replay_reads_the_binlogs_from_the_coordinates_to_the_point(
             "no binlog coordinates",
         ),
         (backup_manifest(), INDEX, "2026-12-07T10:00:04Z", Reason.INVALID_ARGUMENTS, "before the backup ended"),
-        (backup_manifest(), INDEX, "2026-12-07T10:02:01Z", Reason.INVALID_ARGUMENTS, "after the newest archived"),
+        (backup_manifest(), INDEX, "2026-12-07T10:02:01Z", Reason.INVALID_ARGUMENTS, "after what the archive reaches"),
         (
             backup_manifest(),
             {k: v for k, v in INDEX.items() if k != "b.000003"},
