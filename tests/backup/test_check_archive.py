@@ -132,6 +132,29 @@ def test_the_check_proves_that_the_archive_turns_the_older_backup_into_the_newes
     assert mariadb.password not in outcome.stdout + outcome.stderr
 
 
+def test_an_archive_kept_elsewhere_is_named_with_binlog_archive(
+    source: MariaDBServer, mariadb: MariaDBServer, tmp_path: Path
+) -> None:
+    backups, elsewhere = tmp_path / "backups", tmp_path / "elsewhere"
+    backups.mkdir()
+    older, newer = two_backups_with_writes_between(source, backups, "ledger_moved")
+    elsewhere.mkdir()
+    (backups / "ledger_moved-binlog").rename(elsewhere / "ledger_moved-binlog")
+
+    beside = prove(backups, mariadb)
+    named = prove(backups, mariadb, "--binlog-archive", str(elsewhere / "ledger_moved-binlog"))
+
+    # Beside the backups there is no archive now: nothing to prove, and no failure.
+    assert beside.code == 0, beside.stderr
+    assert beside.result["archive"]["proven"] is False
+    assert beside.result["archive"]["why"].startswith(
+        f"the archive at {backups / 'ledger_moved-binlog'} does not reach"
+    )
+    assert named.code == 0, named.stderr
+    assert (named.result["archive"]["from"], named.result["archive"]["to"]) == (older.name, newer.name)
+    assert_scratch_left_clean(mariadb, "ledger_moved")
+
+
 @pytest.mark.parametrize(
     ("harm", "reason", "said"),
     [
