@@ -5,7 +5,8 @@ that leaves no doubt, with two backups of the same database and the archive betw
 1. N is the newest stored backup (one-database MySQL/MariaDB, with binlog coordinates); M the newest before it from
    whose coordinates the archive reaches exactly N's (`pitr.plan_replay_to`: every binlog in between archived,
    consecutive, closed but the last, which must hold N's position; no gap recorded in between).
-2. In the scratch server, M is restored under the database's own name and the archive replayed onto it from M's
+2. The replay's statements are checked first (`pitr.check_statements`: none on the database that it would leave
+   out). In the scratch server, M is restored under the database's own name and the archive replayed onto it from M's
    coordinates to N's, unrenamed (the scratch server is the check's own: a statement that names the database
    changes the scratch copy, as on the database's server); N is restored beside it as `<database>_dbb_proof`.
 3. The two must hold the same tables, each with the same rows: equal row counts, equal `CHECKSUM TABLE`. The
@@ -111,6 +112,9 @@ def prove_archive(
     database = older.databases[0]
     copy = database + PROOF_SUFFIX
     pitr.check_keys(proof.plan, keys)
+    # A statement on the database that the replay would leave out (it ran while another database was the default):
+    # said as such, before anything is restored, rather than as the difference or the replay error it would cause.
+    pitr.check_statements(proof.plan, proof.store, database, database, scrub, deadline, keys)
     for name in (database, copy):
         if admin.database_exists(Engine.MYSQL, scratch, name, scrub):
             raise RunnerError(

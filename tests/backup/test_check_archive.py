@@ -66,10 +66,11 @@ def archived_to(folder: Path, database: str, binlog: str, position: int) -> bool
 
 
 def two_backups_with_writes_between(
-    server: MariaDBServer, folder: Path, database: str, between: str = ""
+    server: MariaDBServer, folder: Path, database: str, between: str = "", undefaulted: str = ""
 ) -> tuple[Path, Path]:
     """An older and a newer backup of a fresh `database`, archived all along: between them inserts, updates, deletes
-    and a new table across a binlog rotation (and `between`, any more SQL); writes after the newer one too, which the
+    and a new table across a binlog rotation (and `between`, any more SQL, and `undefaulted`, SQL run in a session
+    without a default database); writes after the newer one too, which the
     proof must not replay. Written in sessions whose default database is `database`, as an application's are: the
     replay takes the statements of that database (engines.mysql_binlog_replay_argv)."""
     ledger(server, database)
@@ -88,6 +89,8 @@ def two_backups_with_writes_between(
             f"UPDATE {database}.entries SET amount = amount * 2 WHERE account = 1;" + between,
             database,
         )
+        if undefaulted:
+            server.sql(undefaulted)
         newer = owned(server, folder, database)
         server.sql(f"INSERT INTO {database}.entries VALUES (5, 3, 7.00, 'after the newest backup')", database)
         binlog, position = server.sql("SHOW MASTER STATUS").split("\t")[:2]
@@ -242,3 +245,22 @@ def test_prove_archive_needs_a_restore_test(tmp_path: Path, mariadb: MariaDBServ
     assert outcome.reason_line == (
         "dbb-backup: InvalidArguments: --prove-archive needs --restore-test (and its scratch server)"
     )
+
+
+def test_a_statement_the_replay_would_leave_out_fails_the_proof_before_anything_is_restored(
+    source: MariaDBServer, mariadb: MariaDBServer, tmp_path: Path
+) -> None:
+    database = "ledger_undefaulted"
+    # Run with no default database: the replay, which takes the statements of sessions whose default is the
+    # database, would leave it out.
+    undefaulted = f"ALTER TABLE {database}.accounts ADD COLUMN closed date"
+    two_backups_with_writes_between(source, tmp_path, database, undefaulted=undefaulted)
+
+    outcome = prove(tmp_path, mariadb)
+
+    assert outcome.code == 1
+    result = outcome.result
+    assert (result["status"], result["reason"]) == ("Failed", "RestoreFailed")
+    assert "ran while another database (or none) was the default" in result["message"]
+    assert "ADD COLUMN closed" in result["message"]
+    assert_scratch_left_clean(mariadb, database)
