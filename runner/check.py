@@ -30,12 +30,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
 
-from runner import admin
+from runner import admin, pitr
+from runner.archiveproof import choose, provable, prove_archive
+from runner.archivestore import ArchiveStore, FolderArchive, S3Archive
 from runner.backup import utc_iso
 from runner.crypto import HEADER_SIZE, Keyring
 from runner.drills import record_drill
@@ -55,6 +58,7 @@ log = structlog.get_logger("dbb-backup")
 
 MAX_BACKUPS: Final = 10  # what one termination message (4096 bytes) can report, with a reason for each
 MAX_REASON_MESSAGE: Final = 180
+MAX_PROOF_MESSAGE: Final = 500  # one proof's, which names two backups and a table
 MAX_KEY_REPORTS: Final = 3  # backups beyond the N newest whose key is gone, listed each (all are counted)
 
 
@@ -70,6 +74,10 @@ class CheckOptions:
     scratch_wait: float = 180.0
     # What every object the check writes (a drill record) carries: the store's server-side encryption.
     object_arguments: dict[str, str] = field(default_factory=dict)
+    # --prove-archive: prove the binlog archive in the scratch server; `binlog_archive` (a folder or
+    # s3://bucket/prefix) is where it is, None: beside the backups (pitr.default_archive).
+    prove_archive: bool = False
+    binlog_archive: str | None = None
 
 
 def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
@@ -86,7 +94,10 @@ def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: 
     ]
     chosen = list(reversed(ours))[: options.backups]
     if options.scratch is not None:
-        for engine in sorted({Engine(f.manifest.engine) for f in chosen}):
+        engines = {Engine(f.manifest.engine) for f in chosen}
+        if options.prove_archive and any(provable(f) for f in ours):
+            engines.add(Engine.MYSQL)  # the proof's backups need not be among the N newest
+        for engine in sorted(engines):
             admin.await_server(engine, options.scratch, scrub, options.scratch_wait)
     keyless = {f.where: problem for f in ours if (problem := _key_problem(f, options.keys, client, location))}
     checked = [
@@ -98,17 +109,67 @@ def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: 
     older = [f for f in reversed(ours) if f.where in keyless and f not in chosen]
     checked += [_keyless(found, keyless[found.where]) for found in older[:MAX_KEY_REPORTS]]
     failed = [c for c in checked if c["result"] == "Failed"]
+    archive = None
+    if options.prove_archive and options.scratch is not None:
+        bad = {c["file"] for c in failed}
+        archive = _prove(options, [f for f in reversed(ours) if f.where not in bad], client, location, scrub, deadline)
+    # A backup that failed its own check is reported per backup; else a failed proof is the check's failure.
+    proof_failed = {} if failed or archive is None or "reason" not in archive else archive
     ended = datetime.now(UTC)
     log.info("check done", location=options.location, checked=len(checked), failed=len(failed))
     return {
-        "status": Reason.VERIFY_FAILED if failed else "Verified",
+        "status": Reason.VERIFY_FAILED if failed else "Failed" if proof_failed else "Verified",
+        **{k: proof_failed[k] for k in ("reason", "message") if k in proof_failed},
         "location": options.location,
         "checked": checked,
         **({"keyMissing": len(keyless)} if keyless else {}),
+        **({"archive": archive} if archive is not None else {}),
         "start": utc_iso(started),
         "end": utc_iso(ended),
         "duration": round(time.monotonic() - clock, 3),
     }
+
+
+def _prove(
+    options: CheckOptions,
+    newest_first: list[Found],
+    client: Any,
+    location: S3Location | None,
+    scrub: Scrubber,
+    deadline: Deadline,
+) -> dict[str, Any]:
+    """The check's `archive`: the proof (archiveproof), or why there is none, or why it failed."""
+    assert options.scratch is not None
+    backups = [f for f in newest_first if provable(f)]
+    try:
+        chosen = choose(backups, partial(_archive_store, options, client=client, location=location))
+        if isinstance(chosen, str):
+            log.info("binlog archive not proven", why=chosen)
+            return {"proven": False, "why": chosen}
+        source = partial(_readable, client=client, location=location)
+        return prove_archive(chosen, source, options.scratch, options.keys, scrub, deadline)
+    except RunnerError as error:
+        if error.reason in (Reason.INTERRUPTED, Reason.TIMEOUT):
+            raise  # the check did not finish: no verdict on the archive
+        log.warning("binlog archive proof failed", reason=error.reason)
+        return {"proven": False, "reason": error.reason, "message": one_line(scrub(error.message), MAX_PROOF_MESSAGE)}
+
+
+def _archive_store(options: CheckOptions, newest: Found, *, client: Any, location: S3Location | None) -> ArchiveStore:
+    """--binlog-archive, else the archive beside the newest backup, as a point-in-time restore finds it."""
+    where = options.binlog_archive
+    if where is None:
+        backup = _readable(newest, client=client, location=location)
+        assert isinstance(backup, Path | S3Object)
+        return pitr.default_archive(backup, newest.manifest)
+    if where.startswith("s3://"):
+        return S3Archive(client, S3Location.parse(where))
+    return FolderArchive(Path(where))
+
+
+def _readable(found: Found, *, client: Any, location: S3Location | None) -> Path | Stored:
+    """A backup as a restore reads it: its path, or its object."""
+    return Path(found.where) if location is None else _source(found, client, location)
 
 
 def _key_problem(found: Found, keys: Keyring | None, client: Any, location: S3Location | None) -> str | None:
@@ -179,7 +240,7 @@ def _check_one(
         return {**report, "result": "Failed", "reason": reason, "message": message}
     drilled = options.scratch is not None
     started = time.monotonic()
-    source: Path | Stored = Path(found.where) if location is None else _source(found, client, location)
+    source = _readable(found, client=client, location=location)
     try:
         verified = verify_backup(
             source,

@@ -29,6 +29,7 @@ table and the enum together):
 | `UnsafeQueryRole` | the queries' role (QUERY_USER) can do more than read; the message says what; nothing was dumped |
 | `BinaryLoggingOff` | `archive`: the server has binary logging off; the message says what to set |
 | `ArchiveGap` | `archive`: a binlog (or WAL) was purged from the server before it was archived; the message names it |
+| `ArchiveMismatch` | `check --prove-archive`: an older backup plus the archive replayed to a newer one differ from it |
 | `WalLevelMinimal` | `archive --engine postgresql`: the server's wal_level is minimal; the message says what to set |
 | `ReplicationNotAllowed` | `archive --engine postgresql`: no REPLICATION attribute, or no replication line in pg_hba |
 | `InternalError` | a bug: an exception the runner did not expect; its type and message, scrubbed |
@@ -75,6 +76,7 @@ class Reason(StrEnum):
     UNSAFE_QUERY_ROLE = "UnsafeQueryRole"
     BINARY_LOGGING_OFF = "BinaryLoggingOff"
     ARCHIVE_GAP = "ArchiveGap"
+    ARCHIVE_MISMATCH = "ArchiveMismatch"
     WAL_LEVEL_MINIMAL = "WalLevelMinimal"
     REPLICATION_NOT_ALLOWED = "ReplicationNotAllowed"
     INTERNAL_ERROR = "InternalError"

@@ -261,6 +261,14 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--scratch-port", type=int, help="its port (required with --restore-test)")
     check.add_argument("--scratch-user", help="its user (password: DB_PASSWORD)")
     check.add_argument("--scratch-wait", type=_seconds, default=180.0, help="wait this long for it to answer")
+    check.add_argument(
+        "--prove-archive",
+        action="store_true",
+        help="with --restore-test: prove that the binlog archive turns an older backup into the newest one",
+    )
+    check.add_argument(
+        "--binlog-archive", help="--prove-archive: the archive (DIR or s3://BUCKET/PREFIX), default beside the backups"
+    )
 
     restore = commands.add_parser("restore", help="restore a backup file into a database")
     restore.add_argument("file", help="a backup file, or an object: s3://BUCKET/KEY (credentials from AWS_*)")
@@ -416,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     write_termination_log(getattr(args, "termination_log", None), line)
     if result.get("status") == Reason.VERIFY_FAILED:  # a check that found damage: the line above says where
         print(f"dbb-backup: VerifyFailed: {_failed_files(result)}", file=sys.stderr)
+        return 1
+    if args.command == "check" and result.get("status") == "Failed":  # the archive's proof failed: the line says why
+        print(f"dbb-backup: {result['reason']}: {result['message']}", file=sys.stderr)
         return 1
     return 0
 
@@ -625,7 +636,12 @@ def _run_scratch(args: argparse.Namespace) -> Connection | None:
 def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if args.backups > MAX_BACKUPS:
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"--backups {args.backups}: at most {MAX_BACKUPS}")
-    client = s3_client(S3Settings(path_style=args.s3_path_style)) if args.location.startswith("s3://") else None
+    if args.prove_archive and not args.restore_test:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--prove-archive needs --restore-test (and its scratch server)")
+    if args.binlog_archive is not None and not args.prove_archive:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--binlog-archive goes with --prove-archive")
+    in_s3 = any(w.startswith("s3://") for w in (args.location, args.binlog_archive or ""))
+    client = s3_client(S3Settings(path_style=args.s3_path_style)) if in_s3 else None
     scratch = None
     if args.restore_test:
         if not args.scratch_port or not args.scratch_user:
@@ -641,6 +657,8 @@ def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dic
         scratch,
         args.scratch_wait,
         object_arguments=settings.object_arguments(),
+        prove_archive=args.prove_archive,
+        binlog_archive=args.binlog_archive,
     )
     return check_stored(options, client, scrub, deadline)
 

@@ -72,6 +72,7 @@ __all__ = [
     "default_archive",
     "parse_instant",
     "plan_replay",
+    "plan_replay_to",
     "prepare",
     "replay",
 ]
@@ -119,6 +120,35 @@ class Replay:
     coordinates: Coordinates
     entries: list[Entry]  # in order, the first holding the coordinates
     stop: datetime  # replay events before this (T rounded down to the second)
+    # Set: replay up to exactly this position in the last entry's binlog instead (a newer backup's coordinates);
+    # `stop` is then that backup's end, for the record.
+    stop_position: int | None = None
+
+
+def _replayable(manifest: Manifest) -> Coordinates:
+    """The backup's coordinates, or a refusal: a replay starts there, for its one database."""
+    coordinates = manifest.binlog
+    if coordinates is None or coordinates.file is None or coordinates.position is None:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS,
+            f"{manifest.file} has no binlog coordinates (a server without binary logging, or a backup made before "
+            "they were recorded): it cannot be restored to a point in time",
+        )
+    if len(manifest.databases) != 1:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "a point in time is restored for one-database backups only")
+    return coordinates
+
+
+def _chain(coordinates: Coordinates, index: Mapping[str, Entry], gaps: Sequence[Gap]) -> list[str]:
+    """The archived binlogs from the one holding the coordinates on, in the server's order."""
+    assert coordinates.file is not None
+    if coordinates.file not in index:
+        where = "".join(f" ({_missing(g)})" for g in gaps if g.covers(coordinates.file))
+        raise RunnerError(
+            Reason.ARCHIVE_GAP, f"the archive has no {coordinates.file}, where the backup's snapshot sits{where}"
+        )
+    names = sorted(index, key=binlog_key)
+    return names[names.index(coordinates.file) :]
 
 
 def plan_replay(
@@ -130,28 +160,14 @@ def plan_replay(
 ) -> Replay:
     """What to replay for `point`, or a refusal that says why (nothing has been touched yet). `checkpoint`: the
     archive's, which may reach past its newest event (archivestore.recoverable_until)."""
-    coordinates = manifest.binlog
-    if coordinates is None or coordinates.file is None or coordinates.position is None:
-        raise RunnerError(
-            Reason.INVALID_ARGUMENTS,
-            f"{manifest.file} has no binlog coordinates (a server without binary logging, or a backup made before "
-            "they were recorded): it cannot be restored to a point in time",
-        )
-    if len(manifest.databases) != 1:
-        raise RunnerError(Reason.INVALID_ARGUMENTS, "a point in time is restored for one-database backups only")
+    coordinates = _replayable(manifest)
     end = datetime.fromisoformat(manifest.end)
     if point < end:
         raise RunnerError(
             Reason.INVALID_ARGUMENTS,
             f"--point-in-time {_rfc(point)} is before the backup ended ({manifest.end}): restore an older backup",
         )
-    names = sorted(index, key=binlog_key)
-    if coordinates.file not in index:
-        where = "".join(f" ({_missing(g)})" for g in gaps if g.covers(coordinates.file))
-        raise RunnerError(
-            Reason.ARCHIVE_GAP, f"the archive has no {coordinates.file}, where the backup's snapshot sits{where}"
-        )
-    chain = names[names.index(coordinates.file) :]
+    chain = _chain(coordinates, index, gaps)
     reach = recoverable_until({name: index[name] for name in chain}, checkpoint)
     newest = _time(reach)
     if newest is None or point > newest:
@@ -165,6 +181,39 @@ def plan_replay(
     begins = [_time(index[name].first_event) for name in chain]
     last = max(i for i, first in enumerate(begins) if i == 0 or first is None or first < stop)
     needed = chain[: last + 1]
+    _refuse_holes(needed, index, gaps, f"--point-in-time {_rfc(point)}")
+    return Replay(coordinates, [index[n] for n in needed], stop)
+
+
+def plan_replay_to(manifest: Manifest, index: Mapping[str, Entry], newer: Manifest, gaps: Sequence[Gap] = ()) -> Replay:
+    """What to replay from `manifest`'s coordinates to exactly `newer`'s (a later backup of the same database): the
+    replay that should turn the one backup into the other; or a refusal that says why."""
+    coordinates, until = _replayable(manifest), _replayable(newer)
+    # _replayable refuses coordinates without a file or a position.
+    assert coordinates.position is not None
+    assert until.file is not None
+    assert until.position is not None
+    if (binlog_key(until.file), until.position) < (binlog_key(str(coordinates.file)), coordinates.position):
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"{newer.file}'s binlog coordinates are before {manifest.file}'s")
+    chain = _chain(coordinates, index, gaps)
+    if until.file not in chain:
+        raise RunnerError(
+            Reason.ARCHIVE_GAP, f"the archive has no {until.file} yet, where {newer.file}'s snapshot sits"
+        )
+    needed = chain[: chain.index(until.file) + 1]
+    reach = index[until.file].binlog_size
+    if reach < until.position:
+        raise RunnerError(
+            Reason.ARCHIVE_GAP,
+            f"the archive holds {until.file} up to {reach}, not yet to {until.position} where {newer.file}'s "
+            "snapshot sits",
+        )
+    _refuse_holes(needed, index, gaps, f"{newer.file}'s snapshot")
+    return Replay(coordinates, [index[n] for n in needed], datetime.fromisoformat(newer.end), until.position)
+
+
+def _refuse_holes(needed: Sequence[str], index: Mapping[str, Entry], gaps: Sequence[Gap], target: str) -> None:
+    """The binlogs `needed` (in order) reach `target` with nothing missing between them, or a refusal."""
     for gap in gaps:
         # A gap lies between the first and the last binlog needed when the replay reads past it: its missing ones,
         # or what is left of one (the `.partial` of a binlog purged before it closed), were never archived whole.
@@ -173,8 +222,8 @@ def plan_replay(
         ):
             raise RunnerError(
                 Reason.ARCHIVE_GAP,
-                f"--point-in-time {_rfc(point)} is after a gap in the archive ({_missing(gap)}): no replay crosses "
-                f"it; restore a backup taken after it",
+                f"{target} is after a gap in the archive ({_missing(gap)}): no replay crosses it; restore a backup "
+                "taken after it",
             )
     for before, after in itertools.pairwise(needed):
         expected = successor(before)
@@ -185,7 +234,6 @@ def plan_replay(
     for name in needed[:-1]:
         if not index[name].closed:
             raise RunnerError(Reason.ARCHIVE_GAP, f"the archive holds only part of binlog {name}, before {needed[-1]}")
-    return Replay(coordinates, [index[n] for n in needed], stop)
 
 
 def _missing(gap: Gap) -> str:
@@ -277,7 +325,9 @@ def _replay_argv(plan: Replay, files: list[str], source: str | None, target: str
     """Decoding `files` from the plan's coordinates to its stop: `source`'s events (as `target`), or all with None."""
     assert plan.coordinates.position is not None
     stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
-    return engines.mysql_binlog_replay_argv(files, plan.coordinates.position, stop, source, target)
+    return engines.mysql_binlog_replay_argv(
+        files, plan.coordinates.position, stop, source, target, stop_position=plan.stop_position
+    )
 
 
 # How often an open binlog's entry is read again when a running archiver replaced it while it was read.
