@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from common.backups.model import (
     MAX_RESTORE_DRILLS,
+    ArchiveProof,
     CheckedBackup,
     Condition,
     DatabaseBackupSpec,
@@ -196,11 +197,15 @@ def _verdict(run: JobOutcome) -> LastVerification:
         for c in result.get("checked") or ()
         if isinstance(c, dict)
     )
+    archive = ArchiveProof.from_dict(result.get("archive"), MAX_MESSAGE)
     if run.state == "Succeeded":
-        return LastVerification(run.finished, PASSED if checked else NO_BACKUPS, run.name, backups=checked)
+        return LastVerification(
+            run.finished, PASSED if checked else NO_BACKUPS, run.name, backups=checked, archive=archive
+        )
     if any(c.result == FAILED for c in checked):
         return LastVerification(run.finished, FAILED, run.name, backups=checked)
-    # The check could not run to a verdict (the store unreachable, the deadline): no backup is known bad, none proven.
+    # The check could not run to a verdict (the store unreachable, the deadline), or every backup passed and the
+    # archive did not reproduce the newest one (ArchiveMismatch): its reason and message say which.
     reason, message = run.reason or "JobFailed", run.message or "the verification Job failed"
     return LastVerification(run.finished, FAILED, run.name, reason=reason, message=message[:MAX_MESSAGE])
 
@@ -209,7 +214,10 @@ def _event(verification: LastVerification) -> Event:
     job, backups = verification.job, verification.backups
     if verification.result == PASSED:
         newest = backups[0].file
-        return Event("Normal", "Verified", f"{job} checked {len(backups)} backup(s), newest {newest}: all passed")
+        proof = verification.archive
+        proven = f"; the archive reproduced {proof.to_file} from {proof.from_file}" if proof and proof.proven else ""
+        message = f"{job} checked {len(backups)} backup(s), newest {newest}: all passed{proven}"
+        return Event("Normal", "Verified", message[:MAX_MESSAGE])
     if verification.result == NO_BACKUPS:
         return Event("Normal", "NothingToVerify", f"{job} found no backup of this DatabaseBackup to check yet")
     return Event("Warning", "VerificationFailed", f"{job}: {_failures(verification)}"[:MAX_MESSAGE])

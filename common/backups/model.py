@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from common.fields import FieldError, Reader, or_default, show
+from common.schedule import parse_time, rfc3339
 from common.values import (
     CredentialsSecret,
     Engine,
@@ -402,6 +403,47 @@ class CheckedBackup:
 
 
 @dataclass(frozen=True)
+class ArchiveProof:
+    """With `spec.continuous` and a restore test: whether the check reproduced backup `to` exactly by restoring
+    backup `from` and replaying the archive up to `to`'s binlog coordinates, on its scratch server (`why`: why there
+    was nothing to prove yet)."""
+
+    proven: bool
+    from_file: str = ""
+    to_file: str = ""
+    until: str = ""  # `to`'s end: the archive is proven complete up to this second
+    tables: int | None = None
+    why: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none(
+            {
+                "proven": self.proven,
+                "from": self.from_file or None,
+                "to": self.to_file or None,
+                "until": self.until or None,
+                "tables": self.tables,
+                "why": self.why or None,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, raw: object, limit: int = 500) -> ArchiveProof | None:
+        """Also reads a check's own answer, which is untrusted: known fields of the right type, text cut short."""
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("proven"), bool):
+            return None
+
+        def text(key: str) -> str:
+            value = raw.get(key)
+            return value[:limit] if isinstance(value, str) else ""
+
+        tables = raw.get("tables")
+        counted = tables if isinstance(tables, int) and not isinstance(tables, bool) and 0 <= tables < 2**31 else None
+        until = parse_time(raw.get("until"))  # a date-time in the schema: anything else would fail the whole write
+        return cls(raw["proven"], text("from"), text("to"), rfc3339(until) if until else "", counted, text("why"))
+
+
+@dataclass(frozen=True)
 class LastVerification:
     """The last scheduled verification that finished: when, its verdict, and each backup it checked."""
 
@@ -411,6 +453,7 @@ class LastVerification:
     reason: str = ""  # why the run itself failed, when it could not check (no verdict per backup)
     message: str = ""
     backups: tuple[CheckedBackup, ...] = ()
+    archive: ArchiveProof | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(
@@ -422,6 +465,7 @@ class LastVerification:
                 "message": self.message or None,
                 "backupsChecked": len(self.backups),
                 "backups": [b.to_dict() for b in self.backups],
+                "archive": self.archive.to_dict() if self.archive is not None else None,
             }
         )
 
@@ -436,6 +480,7 @@ class LastVerification:
             reason=str(raw.get("reason") or ""),
             message=str(raw.get("message") or ""),
             backups=tuple(CheckedBackup.from_dict(b) for b in raw.get("backups") or () if isinstance(b, Mapping)),
+            archive=ArchiveProof.from_dict(raw.get("archive")),
         )
 
 

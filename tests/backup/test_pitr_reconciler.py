@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from common.constants import ANNOTATION_BACKUP_NOW, GROUP, PLURAL, VERSION
-from common.kube import api_client, body
+from common.backups.model import backup_time
+from common.constants import ANNOTATION_BACKUP_NOW, ANNOTATION_VERIFY_NOW, GROUP, PLURAL, VERSION
+from common.kube import MERGE_PATCH, api_client, body
 from common.schedule import parse_time, rfc3339
 from hack.harness.controlplane import ControlPlane
 from hack.harness.databases import MariaDBServer
@@ -149,3 +150,65 @@ async def test_a_databaserestore_reaches_a_second_between_two_writes(
     assert before[-1] in expected
     assert after[-1] not in expected
     server.sql("DROP DATABASE journal_then")
+
+
+async def annotate(api: client.ApiClient, namespace: str, annotation: str, value: str) -> None:
+    patch = {"metadata": {"annotations": {annotation: value}}}
+    await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "nightly", body(patch), **MERGE_PATCH
+    )
+
+
+async def test_a_check_proves_the_archive_rebuilds_the_newest_backup_from_the_one_before(
+    control_plane: ControlPlane, namespace: str, binlogged: MariaDBServer, tmp_path: Path
+) -> None:
+    """With `spec.continuous` and a restore test, the check's scratch server (a local server in the Pod's place)
+    restores the older backup, replays the archive to the newer one's binlog position, and finds every table equal
+    to the newer backup restored: `status.lastVerification.archive` says so."""
+    server = binlogged
+    server.sql(
+        "DROP DATABASE IF EXISTS journal; CREATE DATABASE journal;"
+        "CREATE TABLE journal.rows (id int PRIMARY KEY, at datetime(6)); INSERT INTO journal.rows VALUES (1, NOW(6))"
+    )
+    root = tmp_path / "backups"
+    api = await api_client(control_plane.kubeconfig)
+    async with api:
+        await setup(api, namespace, server, verify={"restoreTest": True})
+        async with reconciler(api, namespace, server, root):  # type: ignore[arg-type]
+
+            async def backed_up(previous: str | None) -> str | None:
+                last = (await status_of(api, namespace)).get("lastBackup") or {}
+                file = last.get("file")
+                return str(file) if file and file != previous else None
+
+            first = await until(lambda: backed_up(None), 180)
+            server.sql(
+                "INSERT INTO journal.rows VALUES (2, NOW(6)), (3, NOW(6)); UPDATE journal.rows SET id = 10 WHERE id = 1"
+            )
+            await annotate(api, namespace, ANNOTATION_BACKUP_NOW, "second")
+            second = await until(lambda: backed_up(first), 180)
+            taken = parse_time(backup_time(second))  # the second backup's start, from its name
+            assert taken is not None
+
+            async def archived_past_it() -> bool:
+                continuous = (await status_of(api, namespace)).get("continuous") or {}
+                reach = parse_time(continuous.get("recoverableUntil"))
+                # Past the backup's end (a dump of this database takes well under the two seconds given to it).
+                return reach is not None and reach > taken + timedelta(seconds=2)
+
+            await until(archived_past_it, 180)  # the archive holds the binlog up to the second backup's position
+            await annotate(api, namespace, ANNOTATION_VERIFY_NOW, "prove")
+
+            async def verified() -> dict[str, Any] | None:
+                found: dict[str, Any] | None = (await status_of(api, namespace)).get("lastVerification")
+                return found
+
+            verification = await until(verified, 300)
+
+    assert verification["result"] == "Passed", verification
+    proof = verification["archive"]
+    assert proof["proven"] is True, proof
+    assert (Path(proof["from"]).name, Path(proof["to"]).name) == (Path(first).name, Path(second).name)
+    assert proof["tables"] == 1
+    assert parse_time(proof["until"]) is not None
+    assert server.sql("SHOW DATABASES LIKE 'journal\\_dbb\\_proof'") == ""  # the proof ran on the scratch server

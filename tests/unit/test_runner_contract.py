@@ -126,6 +126,16 @@ def test_a_point_in_time_restore_job_parses_with_its_scratch_server() -> None:
     assert (parsed.scratch_host, parsed.scratch_port, parsed.scratch_user) == ("127.0.0.1", 3306, "root")
 
 
+def test_a_check_that_proves_the_archive_parses_as_the_runner_reads_it() -> None:
+    mariadb = statefulset(namespace=NS, image="mariadb:11.8", ports=[{"name": "mysql", "containerPort": 3306}])
+    verify = {"schedule": "* * * * *", "restoreTest": True}
+    obj = backup(schedule="0 0 1 1 *", continuous={"maxLagSeconds": 20}, verify=verify)
+    plan = decide_at(obj, just_after_ten(), statefulset=mariadb, facts=namespace_facts(NS, (mariadb,)))
+    [check] = [j for j in plan.create if runner_argv(j)[0] == "check"]
+    parsed = parser().parse_args(runner_argv(check))
+    assert (parsed.prove_archive, parsed.restore_test, parsed.scratch_port) == (True, True, 3306)
+
+
 ARCHIVING: dict[str, dict[str, Any]] = {
     "to the volume": {},
     "a user name, a port, TLS verified": {

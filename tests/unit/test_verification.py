@@ -11,6 +11,7 @@ from typing import Any
 from common.backups.model import parse_spec
 from common.backups.validation import validate
 from reconciler.backup_plan import Plan
+from reconciler.verification import MAX_MESSAGE
 from tests.fixtures import namespace_facts, statefulset
 from tests.unit.test_plan import at, backup, decide_at, job, reasons, with_status
 
@@ -287,3 +288,39 @@ def test_a_runs_restore_test_gets_the_same_scratch_server_and_keeps_the_database
     ).create
     assert "initContainers" not in run["spec"]["template"]["spec"]
     assert "--restore-test" in run["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def archiving_mariadb(**verify: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    obj = verifying(engine="MySQL", continuous={"maxLagSeconds": 30}, verify={**VERIFY, **verify})
+    mariadb = statefulset(namespace="shop", image="mariadb:11.8", ports=[{"name": "mysql", "containerPort": 3306}])
+    return obj, mariadb
+
+
+def test_a_check_with_a_scratch_server_of_a_continuous_backup_proves_the_archive_too() -> None:
+    obj, mariadb = archiving_mariadb(restoreTest=True)
+    [check] = decide_at(obj, at("2026-11-27T10:30:04"), statefulset=mariadb).create
+    assert check["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "--prove-archive"
+    obj, mariadb = archiving_mariadb()  # no scratch server: nothing to replay on
+    [check] = decide_at(obj, at("2026-11-27T10:30:04"), statefulset=mariadb).create
+    assert "--prove-archive" not in check["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_what_a_check_proved_of_the_archive_is_recorded_and_its_untrusted_fields_are_held_to_their_types() -> None:
+    obj, check = started(verifying(verify={**VERIFY, "restoreTest": True}))
+    done = finished(check, "Succeeded", "2026-11-27T10:30:40Z")
+    archive = {"proven": True, "from": OLDER, "to": FILE, "until": "2026-11-27T10:00:07+00:00", "tables": 4}
+    result = {"status": "Verified", "checked": [{"file": FILE, "result": "Passed"}], "archive": archive}
+    messages = {_name(check): json.dumps(result)}
+    plan = decide_at(obj, at("2026-11-27T10:30:41"), [done], termination_messages=messages)
+    assert plan.status is not None
+    assert plan.status["lastVerification"]["archive"] == {**archive, "until": "2026-11-27T10:00:07Z"}
+    assert f"the archive reproduced {FILE} from {OLDER}" in " ".join(e.message for e in plan.events)
+
+    result["archive"] = {"proven": False, "why": "x" * 2000, "until": "yesterday", "tables": True, "from": 7}
+    messages = {_name(check): json.dumps(result)}
+    plan = decide_at(obj, at("2026-11-27T10:30:41"), [done], termination_messages=messages)
+    assert plan.status is not None
+    recorded = plan.status["lastVerification"]["archive"]
+    assert recorded["proven"] is False
+    assert set(recorded) == {"proven", "why"}
+    assert len(recorded["why"]) == MAX_MESSAGE  # cut short
