@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from common.backups.model import backup_time
+from common.constants import ANNOTATION_BACKUP_NOW, ANNOTATION_VERIFY_NOW
 from common.schedule import parse_time, rfc3339
 from tests.e2e import databases
 from tests.e2e.kube import Kube, wait_for
@@ -237,3 +238,78 @@ def test_a_server_without_binary_logging_is_named_with_what_to_set(
     refused = kube.try_apply(restore("no-binlog-then", owner, db, rfc3339(datetime.now(UTC)), "app_then"))
     assert refused.returncode != 0, refused.stdout
     assert "can restore to no point in time yet" in refused.stderr, refused.stderr
+
+
+def patch_annotation(kube: Kube, owner: str, annotation: str, value: str) -> None:
+    patch = json.dumps({"metadata": {"annotations": {annotation: value}}})
+    kube("patch", "dbb", owner, "-n", NAMESPACE, "--type=merge", "-p", patch)
+
+
+def test_a_check_proves_the_archive_by_rebuilding_the_newest_backup(
+    kube: Kube, servers: dict[str, databases.Database]
+) -> None:
+    """With a restore test, a check of a continuous DatabaseBackup restores the older backup in its scratch server
+    (a sidecar of the check's Pod, the database's own image), replays the archive to the newer backup's binlog
+    position, and compares every table with the newer backup: `status.lastVerification.archive`. A second
+    archiver on the same server (another database) runs beside the first: each has a replica id of its own."""
+    db = servers["binlog"]
+    databases.sql(kube, db, "CREATE DATABASE ledger")
+    databases.sql(
+        kube,
+        db,
+        "CREATE TABLE entries (id int PRIMARY KEY, at datetime(6)); INSERT INTO entries VALUES (1, NOW(6))",
+        "ledger",
+    )
+    owner = "proof"
+    kube.apply(
+        databases.databasebackup(
+            owner,
+            db,
+            YEARLY,
+            backup_now="first",
+            connection={"databases": ["ledger"]},
+            continuous={"maxLagSeconds": MAX_LAG},
+            verify={"restoreTest": True},
+        )
+    )
+
+    def backed_up(previous: str | None) -> str | None:
+        status = kube.get("dbb", owner, NAMESPACE).get("status", {})
+        assert status.get("phase") != "Failed", status.get("lastFailure")
+        file = (status.get("lastBackup") or {}).get("file")
+        return str(file) if file and file != previous else None
+
+    first = wait_for("the first backup", lambda: backed_up(None), 300)
+    databases.sql(
+        kube,
+        db,
+        "INSERT INTO entries VALUES (2, NOW(6)), (3, NOW(6)); UPDATE entries SET id = 10 WHERE id = 1",
+        "ledger",
+    )
+    patch_annotation(kube, owner, ANNOTATION_BACKUP_NOW, "second")
+    second = wait_for("the second backup", lambda: backed_up(first), 300)
+    taken = parse_time(backup_time(second))
+    assert taken is not None
+
+    def archived_past_it() -> bool:
+        reach = parse_time(continuous(kube, owner).get("recoverableUntil"))
+        return reach is not None and reach > taken + timedelta(seconds=2)
+
+    wait_for("the archive past the second backup", archived_past_it, 180)
+    assert continuous(kube, "pitr").get("ready") is True, "the first archiver of this server still runs"
+    patch_annotation(kube, owner, ANNOTATION_VERIFY_NOW, "prove")
+
+    def verified() -> dict[str, Any] | None:
+        found: dict[str, Any] | None = kube.get("dbb", owner, NAMESPACE).get("status", {}).get("lastVerification")
+        return found
+
+    verification = wait_for("the check", verified, 300)
+    print(f"status.lastVerification: {verification}")
+    assert verification["result"] == "Passed", verification
+    proof = verification["archive"]
+    assert proof["proven"] is True, proof
+    assert (proof["from"].rsplit("/", 1)[-1], proof["to"].rsplit("/", 1)[-1]) == (
+        first.rsplit("/", 1)[-1],
+        second.rsplit("/", 1)[-1],
+    )
+    assert proof["tables"] == 1
