@@ -62,7 +62,11 @@ def restore_through_scratch(
     pitr.check_statements(plan, store, database, database, scrub, deadline, keys)
     existing, _ = refuse_existing(Engine.MYSQL, options.connection, [target], scrub, replace=options.replace)
     admin.await_server(Engine.MYSQL, scratch.connection, scrub, scratch.wait)
-    refuse_existing(Engine.MYSQL, scratch.connection, [database], scrub, replace=False)
+    if admin.database_exists(Engine.MYSQL, scratch.connection, database, scrub):
+        raise RunnerError(
+            Reason.TARGET_EXISTS,
+            f"the scratch server already has a database {database!r}: replay on a scratch server without it",
+        )
     on_scratch = replace(options, connection=scratch.connection, targets=(database,), replace=False)
     try:
         restore_backup(source, keys, on_scratch, scrub, deadline, stored_manifest=manifest)

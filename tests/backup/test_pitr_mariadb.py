@@ -831,6 +831,14 @@ def test_replace_to_a_point_in_time_replays_on_the_scratch_server_first_so_a_fai
     assert mariadb.sql("SHOW DATABASES LIKE 'ledger4'") == ""
 
     stored.write_bytes(good)
+    mariadb.sql("CREATE DATABASE ledger4; CREATE TABLE ledger4.kept (id int)")  # someone's, on the scratch server
+    occupied = replace(*flags)
+    assert occupied.code == 1, occupied.stdout
+    assert occupied.result["message"] == (
+        "the scratch server already has a database 'ledger4': replay on a scratch server without it"
+    )
+    assert mariadb.sql("SHOW TABLES FROM ledger4") == "kept"  # not dropped: it was not the restore's
+    mariadb.drop_database("ledger4")
     replaced = replace(*flags)
     assert replaced.code == 0, replaced.stderr
     assert sorted(written_rows(binlogged, "ledger4_live")) == sorted(i for i, t in written.items() if t < point)
