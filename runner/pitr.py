@@ -283,8 +283,8 @@ def check_statements(
       renaming leaves as written: refused. A replay on a scratch server is under the source's own name."""
     with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
         files = [str(_unpacked_current(store, entry, Path(spool), keys)) for entry in plan.entries]
-        applied = _naming(_replay_argv(plan, files, source, target), source, scrub, deadline)
-        whole = _naming(_replay_argv(plan, files, None), source, scrub, deadline)
+        applied = _naming(_replay_argv(plan, files, source, target, statements_only=True), source, scrub, deadline)
+        whole = _naming(_replay_argv(plan, files, None, statements_only=True), source, scrub, deadline)
     left_out = list((Counter(whole) - Counter(applied)).elements())
     if left_out:
         raise RunnerError(
@@ -321,12 +321,21 @@ def _decoder(
     return _replay_argv(plan, files, source, target)
 
 
-def _replay_argv(plan: Replay, files: list[str], source: str | None, target: str | None = None) -> list[str]:
-    """Decoding `files` from the plan's coordinates to its stop: `source`'s events (as `target`), or all with None."""
+def _replay_argv(
+    plan: Replay, files: list[str], source: str | None, target: str | None = None, *, statements_only: bool = False
+) -> list[str]:
+    """Decoding `files` from the plan's coordinates to its stop: `source`'s events (as `target`), or all with None
+    (`statements_only`: without the row events' base64, for reading the statements)."""
     assert plan.coordinates.position is not None
     stop = plan.stop.strftime("%Y-%m-%d %H:%M:%S")
     return engines.mysql_binlog_replay_argv(
-        files, plan.coordinates.position, stop, source, target, stop_position=plan.stop_position
+        files,
+        plan.coordinates.position,
+        stop,
+        source,
+        target,
+        stop_position=plan.stop_position,
+        statements_only=statements_only,
     )
 
 
