@@ -25,6 +25,7 @@ transactions before T are applied; for a T with a fraction, the transactions of 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import os
 import re
@@ -34,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, cast
 
 import structlog
 import zstandard
@@ -308,7 +309,10 @@ def _naming(argv: list[str], source: str, scrub: Scrubber, deadline: Deadline) -
     with Tool(argv, {**os.environ, "TZ": "UTC"}, scrub, deadline=deadline, failure=Reason.RESTORE_FAILED) as reader:
         stdout = reader.process.stdout
         assert stdout is not None
-        found = list(statements_naming((raw.decode("utf-8", errors="replace") for raw in stdout), source))
+        # The Tool's pipe is unbuffered: read line by line as it is, it would cost a system call a byte.
+        buffered = io.BufferedReader(cast(io.RawIOBase, stdout), READ_SIZE)
+        found = list(statements_naming((raw.decode("utf-8", errors="replace") for raw in buffered), source))
+        buffered.detach()  # the Tool closes its own pipe
         reader.finish()
     return found
 
