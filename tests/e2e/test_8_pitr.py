@@ -20,6 +20,7 @@ from common.constants import ANNOTATION_BACKUP_NOW, ANNOTATION_VERIFY_NOW
 from common.schedule import parse_time, rfc3339
 from tests.e2e import databases
 from tests.e2e.kube import Kube, wait_for
+from tests.e2e.pitr import continuous, first_restorable, server_now, wide_column, written_rows
 from tests.e2e.pods import read_pvc
 
 NAMESPACE = "e2e-pitr"
@@ -45,22 +46,6 @@ def servers(kube: Kube, deployed: str) -> Iterator[dict[str, databases.Database]
         yield found
 
 
-def continuous(kube: Kube, owner: str) -> dict[str, Any]:
-    found: dict[str, Any] = kube.get("dbb", owner, NAMESPACE).get("status", {}).get("continuous") or {}
-    return found
-
-
-def written_rows(kube: Kube, db: databases.Database, database: str) -> dict[int, datetime]:
-    """{row id: when it was written}: NOW(6) in UTC, the statement's start, which its binlog event carries (in
-    whole seconds)."""
-    lines = databases.sql(kube, db, "SELECT id, at FROM journal ORDER BY id", database).splitlines()
-    return {int(i): datetime.fromisoformat(at).replace(tzinfo=UTC) for i, at in (line.split("\t") for line in lines)}
-
-
-def server_now(kube: Kube, db: databases.Database) -> datetime:
-    return datetime.fromisoformat(databases.sql(kube, db, "SELECT UTC_TIMESTAMP(6)").strip()).replace(tzinfo=UTC)
-
-
 def restore(name: str, owner: str, db: databases.Database, point: str, to: str) -> dict[str, Any]:
     return {
         "apiVersion": "databases.test.io/v1",
@@ -72,13 +57,6 @@ def restore(name: str, owner: str, db: databases.Database, point: str, to: str) 
             "pointInTime": point,
         },
     }
-
-
-def wide_column(kube: Kube, owner: str, column: str) -> str:
-    """One column of `kubectl get dbb -o wide`, found by where its header starts (headers hold spaces)."""
-    header, row = kube("get", "dbb", owner, "-n", NAMESPACE, "-o", "wide").splitlines()
-    start = header.index(column)
-    return row[start:].split()[0]
 
 
 def test_a_databaserestore_reaches_a_second_between_two_writes(
@@ -108,41 +86,7 @@ def test_a_databaserestore_reaches_a_second_between_two_writes(
         )
     )
 
-    def backed_up() -> dict[str, str] | None:
-        status = kube.get("dbb", owner, NAMESPACE).get("status", {})
-        assert status.get("phase") != "Failed", status.get("lastFailure")
-        last: dict[str, str] | None = status.get("lastBackup")
-        return last if last and last.get("sha256") else None
-
-    backup = wait_for("the first backup", backed_up, 300)
-
-    # The archiver's Pod passed the namespace's restricted Pod Security (a refused Pod is never created).
-    def available() -> bool:
-        conditions = kube.get("deployment", f"{owner}-archiver", NAMESPACE).get("status", {}).get("conditions", [])
-        return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
-
-    wait_for("the archiver Deployment to be Available", available, 300)
-
-    def ready_status() -> dict[str, Any] | None:
-        found = continuous(kube, owner)
-        return found if found.get("ready") is True else None
-
-    ready = wait_for("status.continuous ready", ready_status, 180)
-    print(f"status.continuous once the archiver runs: {ready}")
-    assert ready["archiver"] == f"{owner}-archiver"
-    # Nothing left from before it answered ("the archiver has not answered yet").
-    assert "reason" not in ready, ready
-    assert "message" not in ready, ready
-
-    # recoverableFrom is the oldest backup the archive reaches past: it needs an archived event after the backup.
-    first = write(1)
-
-    def recoverable_from() -> str | None:
-        found = continuous(kube, owner)
-        return str(found["recoverableFrom"]) if found.get("ready") is True and found.get("recoverableFrom") else None
-
-    since = wait_for("status.continuous.recoverableFrom", recoverable_from, 180)
-    assert since == backup_time(backup["file"]), (since, backup)
+    backup, since, first = first_restorable(kube, NAMESPACE, owner, write)
 
     before = first + write(5)
     written = written_rows(kube, db, "app")
@@ -156,7 +100,7 @@ def test_a_databaserestore_reaches_a_second_between_two_writes(
     last = max(written.values()).replace(microsecond=0)
 
     def archived_past_the_writes() -> dict[str, Any] | None:
-        found = continuous(kube, owner)
+        found = continuous(kube, NAMESPACE, owner)
         until = parse_time(found.get("recoverableUntil"))
         return found if until is not None and until >= last else None
 
@@ -170,8 +114,8 @@ def test_a_databaserestore_reaches_a_second_between_two_writes(
 
     # The column a user reads (`-o wide`), read between two reads of the object: an archive that moved on in
     # between shows one of them.
-    shown = wide_column(kube, owner, "RECOVERABLE UNTIL")
-    assert shown in (status["recoverableUntil"], continuous(kube, owner)["recoverableUntil"]), shown
+    shown = wide_column(kube, NAMESPACE, "dbb", owner, "RECOVERABLE UNTIL")
+    assert shown in (status["recoverableUntil"], continuous(kube, NAMESPACE, owner)["recoverableUntil"]), shown
 
     # The archive is on the backup PVC, beside the backups: a closed or open binlog with its index entry.
     listing = read_pvc(kube, NAMESPACE, f"{db.name}-backups", f"ls -A /backups/{db.name}/{owner}-binlog/").split()
@@ -224,7 +168,7 @@ def test_a_server_without_binary_logging_is_named_with_what_to_set(
     )
     status = wait_for(
         "status.continuous.reason",
-        lambda: (found := continuous(kube, owner)).get("reason") and found,
+        lambda: (found := continuous(kube, NAMESPACE, owner)).get("reason") and found,
         300,
     )
     print(f"status.continuous without binary logging: {status}")
@@ -292,11 +236,11 @@ def test_a_check_proves_the_archive_by_rebuilding_the_newest_backup(
     assert taken is not None
 
     def archived_past_it() -> bool:
-        reach = parse_time(continuous(kube, owner).get("recoverableUntil"))
+        reach = parse_time(continuous(kube, NAMESPACE, owner).get("recoverableUntil"))
         return reach is not None and reach > taken + timedelta(seconds=2)
 
     wait_for("the archive past the second backup", archived_past_it, 180)
-    assert continuous(kube, "pitr").get("ready") is True, "the first archiver of this server still runs"
+    assert continuous(kube, NAMESPACE, "pitr").get("ready") is True, "the first archiver of this server still runs"
     patch_annotation(kube, owner, ANNOTATION_VERIFY_NOW, "prove")
 
     def verified() -> dict[str, Any] | None:

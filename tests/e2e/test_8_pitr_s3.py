@@ -11,16 +11,16 @@ import itertools
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from common.backups.model import backup_time
 from common.constants import LABEL_BACKUP_NAME
 from common.schedule import parse_time, rfc3339
 from tests.e2e import databases, objectstore
 from tests.e2e.kube import Kube, wait_for
+from tests.e2e.pitr import continuous, first_restorable, server_now, wide_column, written_rows
 
 NAMESPACE = "e2e-pitr-s3"
 MAX_LAG = 10
@@ -52,29 +52,6 @@ def world(kube: Kube, deployed: str) -> Iterator[World]:
             yield store, source, target
         finally:
             objectstore.remove(kube, store)
-
-
-def continuous(kube: Kube, owner: str) -> dict[str, Any]:
-    found: dict[str, Any] = kube.get("dbb", owner, NAMESPACE).get("status", {}).get("continuous") or {}
-    return found
-
-
-def written_rows(kube: Kube, db: databases.Database, database: str = "app") -> dict[int, datetime]:
-    """{row id: when it was written}: NOW(6) in UTC, the statement's start, which its binlog event carries (in
-    whole seconds)."""
-    lines = databases.sql(kube, db, "SELECT id, at FROM journal ORDER BY id", database).splitlines()
-    return {int(i): datetime.fromisoformat(at).replace(tzinfo=UTC) for i, at in (line.split("\t") for line in lines)}
-
-
-def server_now(kube: Kube, db: databases.Database) -> datetime:
-    return datetime.fromisoformat(databases.sql(kube, db, "SELECT UTC_TIMESTAMP(6)").strip()).replace(tzinfo=UTC)
-
-
-def wide_column(kube: Kube, kind: str, name: str, column: str) -> str:
-    """One column of `kubectl get KIND NAME -o wide`, found by where its header starts (headers hold spaces)."""
-    header, row = kube("get", kind, name, "-n", NAMESPACE, "-o", "wide").splitlines()
-    start = header.index(column)
-    return row[start:].split()[0]
 
 
 def check_archiver(kube: Kube, store: objectstore.SeaweedFS, owner: str, prefix: str) -> None:
@@ -120,43 +97,9 @@ def test_a_restore_from_the_bucket_reaches_a_second_on_another_statefulset(kube:
         )
     )
 
-    def backed_up() -> dict[str, str] | None:
-        status = kube.get("dbb", owner, NAMESPACE).get("status", {})
-        assert status.get("phase") != "Failed", status.get("lastFailure")
-        last: dict[str, str] | None = status.get("lastBackup")
-        return last if last and last.get("sha256") else None
-
-    backup = wait_for("the first backup, to the bucket", backed_up, 300)
+    backup, since, first = first_restorable(kube, NAMESPACE, owner, write)
     assert backup["file"].startswith(f"s3://{store.bucket}/{prefix}/{owner}-"), backup
-
-    # The archiver's Pod passed the namespace's restricted Pod Security (a refused Pod is never created).
-    def available() -> bool:
-        conditions = kube.get("deployment", f"{owner}-archiver", NAMESPACE).get("status", {}).get("conditions", [])
-        return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
-
-    wait_for("the archiver Deployment to be Available", available, 300)
     check_archiver(kube, store, owner, prefix)
-
-    def ready_status() -> dict[str, Any] | None:
-        found = continuous(kube, owner)
-        return found if found.get("ready") is True else None
-
-    ready = wait_for("status.continuous ready", ready_status, 180)
-    print(f"status.continuous once the archiver runs: {ready}")
-    assert ready["archiver"] == f"{owner}-archiver"
-    # Nothing left from before it answered ("the archiver has not answered yet").
-    assert "reason" not in ready, ready
-    assert "message" not in ready, ready
-
-    # recoverableFrom is the oldest backup the archive reaches past: it needs an archived event after the backup.
-    first = write(1)
-
-    def recoverable_from() -> str | None:
-        found = continuous(kube, owner)
-        return str(found["recoverableFrom"]) if found.get("ready") is True and found.get("recoverableFrom") else None
-
-    since = wait_for("status.continuous.recoverableFrom", recoverable_from, 180)
-    assert since == backup_time(backup["file"]), (since, backup)
 
     before = first + write(5)
     written = written_rows(kube, source)
@@ -170,7 +113,7 @@ def test_a_restore_from_the_bucket_reaches_a_second_on_another_statefulset(kube:
     last = max(written.values()).replace(microsecond=0)
 
     def archived_past_the_writes() -> dict[str, Any] | None:
-        found = continuous(kube, owner)
+        found = continuous(kube, NAMESPACE, owner)
         until = parse_time(found.get("recoverableUntil"))
         return found if until is not None and until >= last else None
 
@@ -184,8 +127,8 @@ def test_a_restore_from_the_bucket_reaches_a_second_on_another_statefulset(kube:
 
     # The column a user reads (`-o wide`), read between two reads of the object: an archive that moved on in
     # between shows one of them.
-    shown = wide_column(kube, "dbb", owner, "RECOVERABLE UNTIL")
-    assert shown in (status["recoverableUntil"], continuous(kube, owner)["recoverableUntil"]), shown
+    shown = wide_column(kube, NAMESPACE, "dbb", owner, "RECOVERABLE UNTIL")
+    assert shown in (status["recoverableUntil"], continuous(kube, NAMESPACE, owner)["recoverableUntil"]), shown
 
     # The archive is in the bucket beside the backup (`<prefix>/<owner>-binlog/`), as a client of the store lists
     # it: only archived binlogs and its checkpoint (`complete.json`, until when it held all the server wrote), at
@@ -247,9 +190,9 @@ def test_a_restore_from_the_bucket_reaches_a_second_on_another_statefulset(kube:
     assert sorted(written_rows(kube, source)) == sorted(before + after)
 
     # The columns a user reads: where it went, that it worked, and the second it stopped at (`-o wide`).
-    assert wide_column(kube, "dbr", name, "TARGET") == target.name
-    assert wide_column(kube, "dbr", name, "PHASE") == "Succeeded"
-    assert wide_column(kube, "dbr", name, "POINT IN TIME") == moment
+    assert wide_column(kube, NAMESPACE, "dbr", name, "TARGET") == target.name
+    assert wide_column(kube, NAMESPACE, "dbr", name, "PHASE") == "Succeeded"
+    assert wide_column(kube, NAMESPACE, "dbr", name, "POINT IN TIME") == moment
 
     # No password and no secret key where the operator writes: Jobs, the archiver's Deployment, both kinds' objects.
     written_by_operator = json.dumps(
