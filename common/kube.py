@@ -16,13 +16,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import weakref
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, cast
 
-import aiohttp
+from aiohttp.client_proto import ResponseHandler
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -85,24 +86,24 @@ def closing_at_once(api: client.ApiClient) -> client.ApiClient:
         # aborts them too (aiohttp's enable_cleanup_closed, which kubernetes-asyncio does not set).
         connector._cleanup_closed_disabled = False
 
-    # Every transport the connector makes, so that close() ends each one whatever path it took (one released while
-    # the client closes, one whose connect finishes after): the connector's own close only reaches those it holds.
+    # Every transport the connector's connections are made on, so that close() ends each one whatever path it
+    # took: one released while the client closes, one whose connect finishes after, one whose connect was cancelled
+    # just after the TLS handshake (asyncio then starts a graceful shutdown nobody awaits). Remembered when the
+    # protocol is handed its transport, which every one of those paths passes; the connector's own close only
+    # reaches the connections it holds.
     made: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
     closing = False
-    if connector is not None:
-        if not hasattr(connector, "_wrap_create_connection"):
-            raise RuntimeError("aiohttp's connector has no _wrap_create_connection any more: see common/kube.py")
-        connect = connector._wrap_create_connection
 
-        async def tracked(*args: Any, **kwargs: Any) -> Any:
-            transport, protocol = await connect(*args, **kwargs)
-            if closing:
-                transport.abort()
-                raise aiohttp.ClientConnectionError("the client is closed")
+    def remember(transport: asyncio.Transport) -> None:
+        if closing:
+            transport.abort()
+        else:
             made.add(transport)
-            return transport, protocol
 
-        connector._wrap_create_connection = tracked
+    if connector is not None:
+        if not hasattr(connector, "_factory"):
+            raise RuntimeError("aiohttp's connector has no _factory any more: see common/kube.py")
+        connector._factory = cast(Any, functools.partial(_Remembered, loop=connector._loop, remember=remember))
 
     async def close() -> None:
         nonlocal closing
@@ -111,11 +112,24 @@ def closing_at_once(api: client.ApiClient) -> client.ApiClient:
             await session.connector.close(abort_ssl=True)
         for transport in list(made):
             transport.abort()  # a no-op for one already closed
+        await asyncio.sleep(0)  # each abort closes its socket in a callback: they run before this resumes
         await graceful()
 
     # Per client, not on the class: other clients keep their own close.
     rest.close = close  # type: ignore[method-assign]
     return api
+
+
+class _Remembered(ResponseHandler):
+    """aiohttp's connection protocol, telling `remember` the transport of each connection as it is made."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, remember: Callable[[asyncio.Transport], None]) -> None:
+        super().__init__(loop)
+        self._remember = remember
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._remember(cast(asyncio.Transport, transport))
 
 
 async def raw(call: Awaitable[Any]) -> dict[str, Any]:
