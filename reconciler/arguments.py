@@ -26,6 +26,7 @@ __all__ = [
     "archive_arguments",
     "check_arguments",
     "escape_expansion",
+    "release_slot_arguments",
     "restore_arguments",
     "runner_arguments",
 ]
@@ -64,7 +65,7 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
     arguments = [
         "dbb-backup",
         "run",
-        f"--engine={'postgresql' if spec.engine is Engine.POSTGRESQL else 'mysql'}",
+        f"--engine={_engine(spec)}",
         f"--host={connection.host}",
         *_output_arguments(spec, namespace),
         f"--name={name}",
@@ -83,7 +84,13 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
     arguments += [f"--database={d}" for d in connection.databases or ("all",)]
     if spec.encryption_key is not None:
         arguments.append(f"--encryption-key-file={KEY_MOUNT}/{spec.encryption_key.key}")
-    if spec.continuous is not None:
+    if spec.continuous is not None and spec.engine is Engine.POSTGRESQL:
+        # Each run also takes the base backup a point-in-time restore starts from; base backups retention no
+        # longer keeps go, then the WAL no kept one needs (with a window, those its oldest second needs stay).
+        arguments += ["--base-backup", "--prune-wal"]
+        if spec.continuous.window is not None:
+            arguments.append(f"--wal-window={spec.continuous.window}")
+    elif spec.continuous is not None:
         # Binlogs no kept backup can replay from go; with a window, the backups its oldest second needs stay.
         arguments.append("--prune-binlogs")
         if spec.continuous.window is not None:
@@ -98,10 +105,9 @@ def runner_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[st
 
 
 def archive_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str]:
-    """`dbb-backup archive ...`: the server's binlogs streamed to where the runs write, under the runs' name, for as
-    long as the archiver runs; escaped like `runner_arguments`."""
+    """`dbb-backup archive ...`: the server's binlogs (PostgreSQL: its WAL) streamed to where the runs write, under
+    the runs' name, for as long as the archiver runs; escaped like `runner_arguments`."""
     assert spec.continuous is not None
-    connection = spec.connection
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     s3 = spec.s3
     output = (
@@ -112,24 +118,50 @@ def archive_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[s
     arguments = [
         "dbb-backup",
         "archive",
-        "--engine=mysql",
-        f"--host={connection.host}",
+        f"--engine={_engine(spec)}",
+        f"--host={spec.connection.host}",
         *output,
         f"--name={name}",
         f"--max-lag={spec.continuous.max_lag_seconds}",
         f"--status-port={ARCHIVER_PORT}",
         # Why it stopped (ArchiveGap, BinaryLoggingOff, ...) outlives the process as the Pod's last termination message.
         f"--termination-log={TERMINATION_LOG}",
+        *_connection_arguments(spec),
     ]
-    if connection.username is not None:
-        arguments.append(f"--user={connection.username}")
-    if connection.port is not None:
-        arguments.append(f"--port={connection.port}")
     if spec.encryption_key is not None:
         arguments.append(f"--encryption-key-file={KEY_MOUNT}/{spec.encryption_key.key}")
+    return [escape_expansion(a) for a in arguments]
+
+
+def release_slot_arguments(spec: DatabaseBackupSpec, owner: dict[str, Any]) -> list[str]:
+    """`dbb-backup archive --drop-slot ...`: the PostgreSQL archiver's replication slot dropped (reconciler.slot),
+    with the archiver's connection and name; escaped like `runner_arguments`."""
+    arguments = [
+        "dbb-backup",
+        "archive",
+        "--engine=postgresql",
+        "--drop-slot",
+        f"--host={spec.connection.host}",
+        f"--name={owner['metadata']['name']}",
+        f"--termination-log={TERMINATION_LOG}",
+        *_connection_arguments(spec),
+    ]
+    return [escape_expansion(a) for a in arguments]
+
+
+def _connection_arguments(spec: DatabaseBackupSpec) -> list[str]:
+    """The user (without one the runner reads `DB_USER`), port and TLS flags of `spec.connection`."""
+    connection = spec.connection
+    arguments = [f"--user={connection.username}"] if connection.username is not None else []
+    if connection.port is not None:
+        arguments.append(f"--port={connection.port}")
     if connection.tls is not None:
         arguments += _tls_arguments(connection.tls)
-    return [escape_expansion(a) for a in arguments]
+    return arguments
+
+
+def _engine(spec: DatabaseBackupSpec) -> str:
+    return "postgresql" if spec.engine is Engine.POSTGRESQL else "mysql"
 
 
 def _queries_json(spec: DatabaseBackupSpec) -> str:

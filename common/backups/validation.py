@@ -91,7 +91,6 @@ def _validate_spec(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
     if spec.backup_path is not None:
         yield from _backup_path(spec.backup_path)
     yield from _queries(spec)
-    yield from _continuous(spec)
     connection = spec.connection
     if connection.host is not None and not is_host(connection.host):
         yield FieldError("spec.connection.host", f'"{connection.host}" is not a DNS name or an IP address')
@@ -164,15 +163,6 @@ def _username(user: str) -> Iterator[FieldError]:
         yield FieldError(where, f"{user!r} must not contain control characters")
     elif len(user.encode()) > 255:
         yield FieldError(where, f'"{user[:40]}…" is longer than 255 bytes')
-
-
-def _continuous(spec: DatabaseBackupSpec) -> Iterator[FieldError]:
-    if spec.continuous is not None and spec.engine is Engine.POSTGRESQL:
-        yield FieldError(
-            "spec.continuous",
-            "is for MySQL/MariaDB only in this version (binlog archiving); PostgreSQL WAL archiving is not built yet: "
-            "remove spec.continuous, or keep a short schedule",
-        )
 
 
 def _queries(spec: DatabaseBackupSpec) -> Iterator[FieldError]:

@@ -123,6 +123,16 @@ def _point_in_time(spec: DatabaseRestoreSpec, source: Mapping[str, Any], file: s
                 "leave pointInTime out, or turn continuous archiving on (it reaches back to its first backup after)",
             )
         ]
+    source_spec, _ = parse_spec(source.get("spec"))
+    if source_spec is not None and source_spec.engine is Engine.POSTGRESQL:
+        return [
+            FieldError(
+                "spec.pointInTime",
+                f"DatabaseBackup {name!r} archives PostgreSQL WAL, which a DatabaseRestore cannot replay yet: "
+                "restore its base backup with `dbb-backup restore <base backup> --point-in-time` "
+                "(docs/point-in-time.md), or leave pointInTime out to restore a backup as it was taken",
+            )
+        ]
     continuous = (source.get("status") or {}).get("continuous") or {}
     first, last = continuous.get("recoverableFrom"), continuous.get("recoverableUntil")
     if not isinstance(first, str) or not isinstance(last, str):

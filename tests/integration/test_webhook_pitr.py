@@ -1,6 +1,7 @@
-"""Continuous archiving and point-in-time restores at `kubectl apply`, through the real webhook: PostgreSQL is
-refused `spec.continuous` saying what to do; a DatabaseRestore's `pointInTime` outside what the source reports is
-refused naming both bounds, and one inside is pinned to the newest backup taken before it."""
+"""Continuous archiving and point-in-time restores at `kubectl apply`, through the real webhook: PostgreSQL archives,
+but a DatabaseRestore cannot replay its WAL yet and says what to use instead; a DatabaseRestore's `pointInTime`
+outside what the source reports is refused naming both bounds, and one inside is pinned to the newest backup taken
+before it."""
 
 from __future__ import annotations
 
@@ -15,11 +16,40 @@ FOLDER = "/backups/example-db"
 OLDER, NEWER = f"{FOLDER}/nightly-20261206T020000Z.sql.gz", f"{FOLDER}/nightly-20261207T020000Z.sql.gz"
 
 
-def test_postgresql_cannot_archive_continuously_yet(control_plane: ControlPlane, webhook_namespace: str) -> None:
+def archived(control_plane: ControlPlane, namespace: str, backups: list[str], until: str) -> None:
+    """What the reconciler would have written: `backups` kept, the newest last backed up, and an archive from
+    2026-12-06T02:00:00Z to `until`."""
+    status = {
+        "lastBackup": {"file": backups[0], "sha256": "ab" * 32},
+        "backups": [{"file": file, "size": 10} for file in backups],
+        "continuous": {
+            "archiver": "nightly-archiver",
+            "ready": True,
+            "recoverableFrom": "2026-12-06T02:00:00Z",
+            "recoverableUntil": until,
+        },
+    }
+    control_plane.kubectl(
+        "patch", "dbb", "nightly", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+def test_postgresql_archives_continuously_but_restores_to_a_point_only_from_the_cli(
+    control_plane: ControlPlane, webhook_namespace: str
+) -> None:
     create_database(control_plane, webhook_namespace)
-    result = apply(control_plane, databasebackup(namespace=webhook_namespace, continuous={}), webhook_namespace)
+    apply(control_plane, databasebackup(namespace=webhook_namespace, continuous={}), webhook_namespace, check=True)
+    stored = json.loads(control_plane.kubectl("get", "dbb", "nightly", "-n", webhook_namespace, "-o", "json").stdout)
+    assert stored["spec"]["engine"] == "PostgreSQL"
+    assert stored["spec"]["continuous"]["maxLagSeconds"] == 60
+    archived(control_plane, webhook_namespace, [NEWER], "2026-12-07T08:00:00Z")
+    result = apply(control_plane, restore_of(webhook_namespace, pointInTime="2026-12-07T03:00:00Z"), webhook_namespace)
     assert result.returncode == 1
-    assert "spec.continuous: is for MySQL/MariaDB only in this version" in result.stderr
+    assert (
+        DENIED + "spec.pointInTime: DatabaseBackup 'nightly' archives PostgreSQL WAL, which a DatabaseRestore cannot "
+        "replay yet: restore its base backup with `dbb-backup restore <base backup> --point-in-time`"
+    ) in result.stderr
 
 
 def test_a_point_in_time_is_judged_against_the_archive_at_apply(
@@ -34,20 +64,7 @@ def test_a_point_in_time_is_judged_against_the_archive_at_apply(
     )
     backup = databasebackup(namespace=webhook_namespace, connection={"databases": ["shop"]}, continuous={})
     apply(control_plane, backup, webhook_namespace, check=True)
-    status = {
-        "lastBackup": {"file": NEWER, "sha256": "ab" * 32},
-        "backups": [{"file": NEWER, "size": 10}, {"file": OLDER, "size": 10}],
-        "continuous": {
-            "archiver": "nightly-archiver",
-            "ready": True,
-            "recoverableFrom": "2026-12-06T02:00:00Z",
-            "recoverableUntil": "2026-12-07T08:15:30Z",
-        },
-    }
-    control_plane.kubectl(
-        "patch", "dbb", "nightly", "-n", webhook_namespace, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": status}),
-    )  # fmt: skip
+    archived(control_plane, webhook_namespace, [NEWER, OLDER], "2026-12-07T08:15:30Z")
     copy = {"databases": [{"from": "shop", "to": "shop_then"}]}
 
     late = restore_of(webhook_namespace, pointInTime="2026-12-07T09:00:00Z", target=copy)

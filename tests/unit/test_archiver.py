@@ -129,13 +129,21 @@ def test_a_bad_continuous_field_is_named_with_its_value(continuous: dict[str, An
     assert any(e.path == field and text in e.message for e in errors), errors
 
 
-def test_postgresql_is_refused_with_what_to_do() -> None:
-    spec, errors = parse_spec({**archiving()["spec"], "engine": "PostgreSQL"})
+def test_postgresql_archives_its_wal_and_its_runs_take_the_base_backups_replays_start_from() -> None:
+    obj = backup(engine="PostgreSQL", continuous={"maxLagSeconds": 30, "window": "7d"})
+    postgres = statefulset(namespace=NS)
+    plan = decide_at(obj, just_after_ten(), statefulset=postgres, facts=namespace_facts(NS, (postgres,)))
+    assert plan.archiver is not None
+    args = plan.archiver["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["dbb-backup", "archive", "--engine=postgresql"]
+    assert "--max-lag=30" in args
+    (run,) = plan.create
+    run_args = run["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--base-backup", "--prune-wal", "--wal-window=7d"} <= set(run_args)
+    assert not any(a.startswith(("--prune-binlogs", "--binlog-window")) for a in run_args)
+    spec, _ = parse_spec({**obj["spec"], "engine": "PostgreSQL"})
     assert spec is not None
-    assert not errors
-    problems = validate("nightly", spec)
-    assert [p.path for p in problems] == ["spec.continuous"]
-    assert "MySQL/MariaDB only" in problems[0].message
+    assert not validate("nightly", spec)
 
 
 def stored(*times: str) -> tuple[StoredBackup, ...]:
