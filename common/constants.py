@@ -25,6 +25,7 @@ LABEL_BACKUP_NAME: Final = f"{GROUP}/databasebackup"
 LABEL_RUN: Final = f"{GROUP}/run"
 RUN_BACKUP: Final = "backup"
 RUN_VERIFY: Final = "verify"
+RUN_RELEASE_SLOT: Final = "release-slot"  # drops a PostgreSQL archiver's replication slot (reconciler.slot)
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "databasebackup-operator"
 

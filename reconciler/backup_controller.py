@@ -46,9 +46,10 @@ from common.kube import sent, timeout
 from common.statefulset import essentials
 from reconciler.archiver import RUN_ARCHIVE
 from reconciler.archivers import Archivers
-from reconciler.backup_plan import Plan, World, decide
+from reconciler.backup_plan import Plan, World, decide, decide_deleting
 from reconciler.capacity import ANNOTATION_CAPS, Capacity, Caps
 from reconciler.outcomes import is_verification, outcome
+from reconciler.slots import Slots
 from reconciler.stuck import GRACE
 from reconciler.trust import NamespaceFacts
 from reconciler.watches import Loop, remember, restarts, watch, write_status
@@ -143,6 +144,8 @@ class Controller(Loop):
         )
         # With spec.continuous: each DatabaseBackup's archiver, and status.continuous (reconciler.archivers).
         self.archivers = Archivers(api, self.executor, metrics, self.backups, namespace, self._enqueue)
+        # With PostgreSQL archiving: its replication slot held by a finalizer, and dropped by a Job (reconciler.slot).
+        self.slots = Slots(api, metrics, self._create, lambda obj, event: self.events.record(obj, event, self.clock()))
         self.metrics.backups.read_from(lambda: self.backups.store.values(), self.clock, part=namespace)
         self.metrics.backups.databases_from(lambda: self.statefulsets.store.values(), part=namespace)
         # Indexes from the objects we watch to the DatabaseBackups they concern.
@@ -260,10 +263,17 @@ class Controller(Loop):
             return None
         try:
             world = self._world(obj)
+            if (obj.get("metadata") or {}).get("deletionTimestamp"):
+                # On its way out, held by our finalizer: no run starts; the archiver goes, then its slot.
+                await self.archivers.forget(*key)
+                await self.slots.apply(obj, decide_deleting(world, self.runner))
+                self.metrics.reconciles.labels("ok").inc()
+                return None
             recheck = await self.end_stuck(self.jobs, ((job, self._pods_of(job)) for job in world.jobs))
             plan = decide(world, self.runner)
             await self._apply(obj, plan, world.now)
             polled = await self.archivers.reconcile(self.backups.get(*key) or obj, plan.archiver)
+            await self.slots.apply(self.backups.get(*key) or obj, plan.slot)
         except Exception:
             self.metrics.reconciles.labels("error").inc()
             raise
@@ -407,8 +417,9 @@ class Controller(Loop):
                 raise
             return  # AlreadyExists: this run was started before (a crash, a restart, another replica)
         self.metrics.api_requests.labels("create", "jobs").inc()
-        scheduled = created["metadata"]["annotations"].get("databases.test.io/scheduled-time")
-        on_demand = "databases.test.io/backup-now" in created["metadata"]["annotations"]
+        annotations = created["metadata"].get("annotations") or {}
+        scheduled = annotations.get("databases.test.io/scheduled-time")
+        on_demand = "databases.test.io/backup-now" in annotations
         if scheduled and not on_demand and not is_verification(created):
             # Measured when the Job exists, not when it was decided: the API server's time is part of the delay.
             lateness = (self.clock() - datetime.fromisoformat(scheduled)).total_seconds()

@@ -18,7 +18,7 @@ the Jobs no longer show (Jobs pruned by the history limits).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -42,11 +42,12 @@ from common.schedule import Schedule, parse_schedule, within_window
 from reconciler.archiver import archiver_deployment
 from reconciler.jobs import RunnerSettings, backup_job
 from reconciler.outcomes import JobOutcome, is_verification, outcome
+from reconciler.slot import SlotPlan, decide_slot, is_release
 from reconciler.trust import backup_refusals
 from reconciler.verification import decide_verification, remembered, scratch_server
 from reconciler.world import Event, World, due_request, over_limit, parse_time, rfc3339
 
-__all__ = ["Event", "Plan", "World", "decide"]
+__all__ = ["Event", "Plan", "World", "decide", "decide_deleting", "runnable_spec"]
 
 # Requeue a moment after the slot: a clock a little behind the API server's must not see the slot as not yet due.
 PADDING: Final = timedelta(milliseconds=100)
@@ -66,6 +67,8 @@ class Plan:
     requeue_after: timedelta | None = None
     # With spec.continuous, the archiver's Deployment as it must be (reconciler.archiver); None: no archiver runs.
     archiver: dict[str, Any] | None = None
+    # With PostgreSQL archiving, its replication slot held or let go (reconciler.slot).
+    slot: SlotPlan = field(default_factory=SlotPlan)
 
 
 def decide(world: World, runner: RunnerSettings) -> Plan:
@@ -74,7 +77,7 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
     namespace = str(metadata.get("namespace") or "")
     previous = DatabaseBackupStatus.from_dict(obj.get("status"))
     every = [(job, outcome(dict(job), world.termination_messages.get(_name(job)))) for job in world.jobs]
-    outcomes = [o for job, o in every if not is_verification(job)]  # backup runs
+    outcomes = [o for job, o in every if not is_verification(job) and not is_release(job)]  # backup runs
     checks = [o for job, o in every if is_verification(job)]  # scheduled verifications
     events: list[Event] = []
 
@@ -207,7 +210,28 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
         events=tuple(events),
         requeue_after=requeue,
         archiver=archiver,
+        slot=decide_slot(obj, spec, world.jobs, world.termination_messages, runner),
     )
+
+
+def decide_deleting(world: World, runner: RunnerSettings) -> SlotPlan:
+    """A DatabaseBackup on its way out (a finalizer holds it): no run starts; its replication slot is let go."""
+    return decide_slot(world.obj, runnable_spec(world), world.jobs, world.termination_messages, runner)
+
+
+def runnable_spec(world: World) -> DatabaseBackupSpec | None:
+    """The spec as a run would use it (steps 1 and 2 of `decide`, and the trust rules), or None when no run may
+    start with it."""
+    metadata = world.obj.get("metadata") or {}
+    raw_spec = world.obj.get("spec")
+    if not isinstance(raw_spec, Mapping) or world.statefulset is None:
+        return None
+    namespace = str(metadata.get("namespace") or "")
+    spec, errors = parse_spec(default_spec(raw_spec, namespace=namespace, statefulset=world.statefulset))
+    if spec is None or errors or validate(str(metadata.get("name") or ""), spec) or _unrunnable(spec):
+        return None
+    spec, refusals = backup_refusals(spec, world.statefulset, world.facts)
+    return None if refusals else spec
 
 
 # --- scheduling ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from common.constants import (
     MANAGED_BY,
     RESTORE_KIND,
     RUN_BACKUP,
+    RUN_RELEASE_SLOT,
     RUN_RESTORE,
     RUN_VERIFY,
 )
@@ -48,6 +49,7 @@ from reconciler.arguments import (
     TLS_CA_MOUNT,
     check_arguments,
     escape_expansion,
+    release_slot_arguments,
     restore_arguments,
     runner_arguments,
 )
@@ -60,6 +62,7 @@ __all__ = [
     "backup_job",
     "on_demand_job_name",
     "pod_spec",
+    "release_slot_job",
     "restore_job",
     "restore_job_name",
     "verification_job",
@@ -68,6 +71,7 @@ __all__ = [
 SCRATCH_PASSWORD_VARIABLE: Final = "SCRATCH_PASSWORD"  # noqa: S105 - a variable name, which a run reads
 S3_CA_VARIABLE: Final = "S3_CA_BUNDLE_PEM"
 QUERY_USER_VARIABLE: Final = "QUERY_USER"
+RELEASE_DEADLINE_SECONDS: Final = 600
 QUERY_PASSWORD_VARIABLE: Final = "QUERY_PASSWORD"  # noqa: S105 - a variable name, which a run reads
 
 
@@ -271,6 +275,27 @@ def _with_scratch_server(
     container["env"].append(_literal_env(password_variable, password))
 
 
+def release_slot_job(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSettings) -> dict[str, Any]:
+    """The Job that drops the PostgreSQL archiver's replication slot (reconciler.slot): the archiver's connection,
+    no storage, no key. Named for the generation that let the slot go (deletion, or spec.continuous removed), so
+    that a slot taken again and let go later gets a Job of its own. Retried twice: the slot may still be held for
+    a moment by the archiver's Pod as it stops; given up after RELEASE_DEADLINE, not held by the caps (it frees
+    the server, it never loads it)."""
+    metadata = owner["metadata"]
+    seed = f"{metadata['uid']}/{metadata.get('generation')}"
+    name = f"{metadata['name']}-slot-{hashlib.sha256(seed.encode()).hexdigest()[:5]}"  # 52 + 11 = 63
+    pod = pod_spec(owner, spec, runner, release_slot_arguments(spec, owner), release=True)
+    labels = {
+        LABEL_BACKUP_NAME: metadata["name"],
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_RUN: RUN_RELEASE_SLOT,
+        "app.kubernetes.io/name": "databasebackup",
+    }
+    job = _job_object(owner, KIND, name, labels, {}, pod, backoff_limit=2, spec=spec)
+    job["spec"]["activeDeadlineSeconds"] = RELEASE_DEADLINE_SECONDS
+    return job
+
+
 def verification_job_name(name: str, scheduled: datetime) -> str:
     """`<name>-v<unix minute>`: at most 52 + 10 = 62 characters, one Job per verification slot."""
     return f"{name}-v{scheduled_minutes(scheduled)}"
@@ -400,11 +425,13 @@ def pod_spec(
     verification: bool = False,
     restore: bool = False,
     archive: bool = False,
+    release: bool = False,
 ) -> dict[str, Any]:
     """A backup run's Pod; with `verification`, a check's: the same storage access (the volume read-only), the
     key, and nothing of the database; with `restore`, a restore's: the volume read-only, the key, and the target's
     connection (`spec.connection`); with `archive`, the archiver's (reconciler.archiver): a run's access, without
-    the verification queries' role, restarted whenever it stops."""
+    the verification queries' role, restarted whenever it stops; with `release`, the Job that drops the archiver's
+    replication slot (reconciler.slot): the connection, and neither storage nor key."""
     env: list[dict[str, Any]] = []
     credentials = None if verification else spec.connection.credentials_secret
     if credentials is not None:
@@ -412,7 +439,7 @@ def pod_spec(
         if spec.connection.username is None:
             env.append(_secret_env("DB_USER", credentials.name, credentials.username_key))
     queries = spec.verify_query_credentials
-    if not (verification or restore or archive) and spec.verify_queries and queries is not None:
+    if not (verification or restore or archive or release) and spec.verify_queries and queries is not None:
         # verify.queries run as this role, never with the backup's own credentials (docs/security.md).
         env.append(_secret_env(QUERY_USER_VARIABLE, queries.name, queries.username_key))
         env.append(_secret_env(QUERY_PASSWORD_VARIABLE, queries.name, queries.password_key))
@@ -423,14 +450,16 @@ def pod_spec(
     mounts: list[dict[str, Any]] = [
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir, not a shared /tmp
     ]
-    if spec.s3 is None:
+    if release:
+        pass  # the server only: no backup is read or written
+    elif spec.s3 is None:
         claim = spec.claim_name or default_claim_name(spec.database_name)
         volumes.insert(0, {"name": "backups", "persistentVolumeClaim": {"claimName": claim}})
         read_only = {"readOnly": True} if verification or restore else {}
         mounts.insert(0, {"name": "backups", "mountPath": BACKUP_ROOT, **read_only})
     else:
         env += _s3_env(spec.s3)
-    if spec.encryption_key is not None:
+    if spec.encryption_key is not None and not release:
         # The whole Secret, one file per key named by its id: a run encrypts with the current one (keySecret.key),
         # a check or restore reads each backup with the key its header names, so older keys stay usable.
         volumes.append(
@@ -459,7 +488,7 @@ def pod_spec(
         },
         "containers": [
             {
-                "name": "verify" if verification else "restore" if restore else "archive" if archive else "backup",
+                "name": _container_name(verification=verification, restore=restore, archive=archive, release=release),
                 "image": runner.image,
                 "imagePullPolicy": runner.image_pull_policy,
                 "args": arguments,
@@ -484,6 +513,11 @@ def pod_spec(
     # The runner needs no API access at all.
     pod["automountServiceAccountToken"] = False
     return pod
+
+
+def _container_name(*, verification: bool, restore: bool, archive: bool, release: bool) -> str:
+    named = {"verify": verification, "restore": restore, "archive": archive, "release-slot": release}
+    return next((name for name, chosen in named.items() if chosen), "backup")
 
 
 def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:

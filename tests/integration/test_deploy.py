@@ -517,6 +517,23 @@ def test_the_reconciler_writes_only_the_databasebackups_of_policies(
     assert as_reconciler("delete", "dbb", "orders-nightly").returncode == 0
     assert control_plane.kubectl("get", "dbb", "by-hand", "-n", namespace).returncode == 0
 
+    # Of a DatabaseBackup written by hand, its own finalizer only (reconciler/slot.py), and nothing with it. (Made
+    # with create: `kubectl replace` rewrites the last-applied annotation of an applied object, which the
+    # reconciler's own writes never do, and which the policy rightly refuses.)
+    control_plane.kubectl("create", "-f", "-", input=backup("slotted", {}))
+
+    def changed(name: str, finalizers: list[str], **spec: Any) -> str:
+        obj = json.loads(control_plane.kubectl("get", "dbb", name, "-n", namespace, "-o", "json").stdout)
+        obj["metadata"]["finalizers"] = finalizers
+        obj["spec"].update(spec)
+        return json.dumps(obj)
+
+    slot = "databases.test.io/replication-slot"
+    assert refused in as_reconciler("replace", "-f", "-", input=changed("slotted", [slot], suspend=True)).stderr
+    assert refused in as_reconciler("replace", "-f", "-", input=changed("slotted", [slot, "example.com/other"])).stderr
+    assert as_reconciler("replace", "-f", "-", input=changed("slotted", [slot])).returncode == 0
+    assert as_reconciler("replace", "-f", "-", input=changed("slotted", [])).returncode == 0
+
 
 @pytest.mark.parametrize("check", WEBHOOK_MAY, ids=label)
 def test_the_webhook_may(control_plane: ControlPlane, installed: None, check: tuple[str, ...]) -> None:

@@ -65,9 +65,10 @@ tolerations:
 {{/* The reconciler's rules in one namespace it watches: the cluster-wide ClusterRole's (reconciler-rbac.yaml, where
 each is explained) less policy writes, namespaces, BackupStores and policies. */}}
 {{- define "dbb.reconcilerNamespacedRules" -}}
+# update: only the replication-slot finalizer (reconciler-admission.yaml refuses any other change).
 - apiGroups: [databases.test.io]
   resources: [databasebackups]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, update]
 - apiGroups: [databases.test.io]
   resources: [databasebackups/status]
   verbs: [get, patch]
