@@ -852,8 +852,8 @@ def _basebackup(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {args.name!r} {problem}")
     _ensure_folder(args.output_dir)
     connection = _connection(args, Engine.POSTGRESQL, scrub)
-    options = BaseOptions(connection, args.output_dir, args.name, _key(args.encryption_key_file), not args.user)
-    return basebackup.result(*take_base_backup(options, scrub, deadline))
+    options = BaseOptions(connection, args.name, _key(args.encryption_key_file), not args.user)
+    return basebackup.result(*take_base_backup(options, args.output_dir, scrub, deadline))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]]] = {
