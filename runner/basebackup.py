@@ -48,13 +48,21 @@ from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.manifest import Owner
 from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, TIMESTAMP_FORMAT
-from runner.objectstore import MultipartUpload, S3Location, storage_error
+from runner.objectstore import MultipartUpload, S3Location, error_code, storage_error
 from runner.process import Deadline, Tool, run_capture
 from runner.s3backup import OWNER_METADATA
 from runner.stream import OutputFile, write_atomically
 from runner.walarchive import lsn, segment_name
 
-__all__ = ["BASE_SUFFIX", "BaseManifest", "BaseOptions", "take_base_backup", "take_base_backup_s3"]
+__all__ = [
+    "BASE_SUFFIX",
+    "BaseManifest",
+    "BaseOptions",
+    "read_base_manifest",
+    "read_s3_base_manifest",
+    "take_base_backup",
+    "take_base_backup_s3",
+]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -174,6 +182,21 @@ def read_base_manifest(backup: Path) -> BaseManifest:
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"no manifest {path.name} beside the base backup") from None
     except (ValueError, KeyError, TypeError) as error:
         raise RunnerError(Reason.VERIFY_FAILED, f"{path.name} is not a base backup manifest: {error}") from None
+
+
+def read_s3_base_manifest(client: Any, bucket: str, key: str) -> BaseManifest:
+    """The manifest of the base backup at `key` in `bucket`, as `read_base_manifest` reads a file's."""
+    where = f"s3://{bucket}/{key}{MANIFEST_SUFFIX}"
+    try:
+        body = client.get_object(Bucket=bucket, Key=key + MANIFEST_SUFFIX)["Body"]
+    except Exception as error:
+        if error_code(error) in ("NoSuchKey", "404"):
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"no manifest {where} beside the base backup") from None
+        raise storage_error(error, where) from None
+    try:
+        return BaseManifest.from_json(body.read().decode("utf-8"))
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunnerError(Reason.VERIFY_FAILED, f"{where} is not a base backup manifest: {error}") from None
 
 
 def _server_now(connection: Connection, scrub: Scrubber) -> tuple[str, str, int]:

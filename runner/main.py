@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -29,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from runner import admin, archiveprune, basebackup, pgpitr, pitr, progress, scratchrestore, walarchive
+from runner import admin, archiveprune, basebackup, baseretention, pgpitr, pitr, progress, scratchrestore, walarchive
 from runner.archive import ArchiveOptions, archive
 from runner.archivestatus import ArchiveStatus, serving
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
@@ -216,6 +217,23 @@ def parser() -> argparse.ArgumentParser:
         "--prune-binlogs",
         action="store_true",
         help="then delete archived binlogs (<name>-binlog) older than the oldest kept backup's coordinates",
+    )
+    run.add_argument(
+        "--base-backup",
+        action="store_true",
+        help="postgresql: after the dumps verified, also a base backup (<name>-<UTC>.base.tar.zst) beside them",
+    )
+    run.add_argument(
+        "--prune-wal",
+        action="store_true",
+        help="postgresql: then delete this owner's base backups retention drops, and the archived WAL (<name>-wal) "
+        "before the oldest kept one",
+    )
+    run.add_argument(
+        "--wal-window",
+        type=_age,
+        help="with --prune-wal: keep the newest base backup that ended at or before now minus this (7d) and all "
+        "after it, over --max-age and every other rule",
     )
     run.add_argument("--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): AES-256-GCM")
     run.add_argument("--verify", action="store_true", help="check the new backup (checksum and structure)")
@@ -528,6 +546,7 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
     for database in args.database:
         if problem := database_problem(database):
             raise RunnerError(Reason.INVALID_ARGUMENTS, f"--database: the name {database!r} {problem}")
+    _check_base_flags(args, engine)
     owner = _owner(args.owner, args.owner_uid)
     queries = parse_queries(args.queries) if args.queries else []
     query_role = credential_from_env(os.environ)
@@ -568,7 +587,8 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
             # kept backups are then not all known, and no binlog is pruned (none of the backups is deleted either).
             stored = (S3Object(client, location.bucket, location.key(file)).manifest() for file in kept.kept)
             result[archiveprune.RESULT_KEY] = archiveprune.prune_binlogs(bucket, filter(None, stored)).result()
-        return result
+        shelf = baseretention.S3Shelf(s3_client(settings), location, settings.object_arguments())
+        return result | _base_step(args, options, shelf, scrub, deadline)
     path, manifest, kept = run_backup(options, scrub, deadline)
     result = success_result(
         path, manifest, verified=args.verify, retention=kept if options.retention.any else None, catalog=kept.catalog
@@ -577,7 +597,34 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         store = FolderArchive(args.output_dir / archive_name(name))
         manifests = archiveprune.folder_manifests(args.output_dir, name, kept.kept)
         result[archiveprune.RESULT_KEY] = archiveprune.prune_binlogs(store, manifests).result()
-    return result
+    return result | _base_step(args, options, baseretention.FolderShelf(args.output_dir), scrub, deadline)
+
+
+def _check_base_flags(args: argparse.Namespace, engine: Engine) -> None:
+    """`run`'s base backup flags, refused before anything is contacted where they cannot apply."""
+    given = [flag for flag, on in (("--base-backup", args.base_backup), ("--prune-wal", args.prune_wal)) if on]
+    if args.wal_window is not None:
+        if not args.prune_wal:
+            raise RunnerError(Reason.INVALID_ARGUMENTS, "--wal-window goes with --prune-wal")
+        given.append("--wal-window")
+    if given and engine is not Engine.POSTGRESQL:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS,
+            f"{' and '.join(given)}: PostgreSQL only; a MySQL/MariaDB point-in-time restore starts from a dump "
+            "(see --prune-binlogs and --binlog-window)",
+        )
+
+
+def _base_step(
+    args: argparse.Namespace, options: RunOptions, shelf: baseretention.BaseShelf, scrub: Scrubber, deadline: Deadline
+) -> dict[str, Any]:
+    """--base-backup and --prune-wal, once the dumps are written and verified (baseretention)."""
+    if not args.base_backup and not args.prune_wal:
+        return {}
+    base = BaseOptions(options.connection, options.name, options.key, options.user_is_secret, options.owner)
+    policy = replace(options.retention, binlog_window=args.wal_window)
+    step = baseretention.BaseStep(base, take=args.base_backup, prune=args.prune_wal, policy=policy)
+    return baseretention.base_step(step, shelf, datetime.now(UTC), scrub, deadline)
 
 
 def _stored(file: str, path_style: bool) -> tuple[Path | S3Object, Manifest | None]:
