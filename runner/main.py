@@ -35,14 +35,14 @@ from runner.archive import ArchiveOptions, archive
 from runner.archivestatus import ArchiveStatus, serving
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
-from runner.basebackup import BASE_SUFFIX, BaseOptions, read_base_manifest, take_base_backup
+from runner.basebackup import BASE_SUFFIX, BaseOptions, take_base_backup
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
 from runner.crypto import Decryptor, Key, Keyring, load_key, load_keyring
 from runner.engines import Connection, Engine, Tls, TlsMode, check_client_support, password_from_env
 from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.layout import parse_layout
-from runner.listing import entry, kept_by, manifests_in_folder, manifests_in_s3
+from runner.listing import entry, everything_in_folder, everything_in_s3, kept_by
 from runner.logs import configure_logging
 from runner.manifest import Manifest, Owner, manifest_path, read_manifest
 from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, database_problem, validate_prefix
@@ -321,7 +321,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="RFC3339",
         help="mysql: then replay the archived binlog up to this time (2026-12-07T10:00:00Z); see `archive`",
     )
-    restore.add_argument("--wal-archive", type=Path, help="postgresql: the WAL archive (default <folder>/<prefix>-wal)")
+    restore.add_argument(
+        "--wal-archive",
+        metavar="DIR | s3://BUCKET/PREFIX",
+        help="postgresql: the WAL archive (default: <the base backup's folder or prefix>/<its name prefix>-wal)",
+    )
     restore.add_argument("--pg-bin", type=Path, help="postgresql: the scratch server's binaries (default by version)")
     restore.add_argument("--scratch-os-user", default="postgres", help="postgresql, as root: run the scratch server as")
     restore.add_argument(
@@ -778,18 +782,17 @@ def _restore_scratch(args: argparse.Namespace) -> scratchrestore.Scratch | None:
 
 
 def _restore_base(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
-    """A PostgreSQL base backup: only to a point in time (pgpitr), only from a folder, for now."""
-    if args.point_in_time is None or args.file.startswith("s3://"):
-        raise RunnerError(Reason.INVALID_ARGUMENTS, "a base backup is restored from a folder with --point-in-time")
-    backup = Path(args.file)
+    """A PostgreSQL base backup, from a folder or a bucket: only to a point in time (pgpitr)."""
+    if args.point_in_time is None:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "a base backup is restored with --point-in-time")
     point = pitr.parse_instant(args.point_in_time)
-    wal = FolderArchive(args.wal_archive) if args.wal_archive else pgpitr.default_wal_archive(backup)
+    backup, manifest, wal = pgpitr.locate(args.file, args.wal_archive, args.s3_path_style)
     scratch = pgpitr.ScratchOptions(args.pg_bin, args.scratch_os_user, args.no_owner, args.replace)
     databases = pgpitr.parse_databases(tuple(args.database))
     connection = _connection(args, Engine.POSTGRESQL, scrub)
     clock = time.monotonic()
     done = pgpitr.restore_point_in_time(
-        backup, read_base_manifest(backup), wal, point, databases, connection, _keys(args), scratch, scrub, deadline
+        backup, manifest, wal, point, databases, connection, _keys(args), scratch, scrub, deadline
     )
     return {"status": "Restored", "file": args.file, **done, "restoreSeconds": round(time.monotonic() - clock, 1)}
 
@@ -850,14 +853,15 @@ def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
 def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if args.location.startswith("s3://"):
         client = s3_client(S3Settings(path_style=args.s3_path_style))
-        found = manifests_in_s3(client, S3Location.parse(args.location))
+        found, bases = everything_in_s3(client, S3Location.parse(args.location))
     else:
-        found = manifests_in_folder(Path(args.location))
+        found, bases = everything_in_folder(Path(args.location))
     policy = _policy(args)
     if policy.any and not args.owner_uid:
         raise RunnerError(Reason.INVALID_ARGUMENTS, "--keep-* and --max-age mark one owner's backups: give --owner-uid")
     marks = kept_by(found, policy, args.owner_uid, datetime.now(UTC)) if policy.any else {}
     backups = [entry(f.manifest, f.where, f.present, marks.get(f.where)) for f in found]
+    backups += [entry(*base) for base in bases]
     return {"status": "Listed", "location": args.location, "backups": backups}
 
 

@@ -61,7 +61,7 @@ from runner.crypto import Encryptor
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.layout import SET, TAR, extension
 from runner.manifest import Manifest, Member, Owner, set_digest
-from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, BackupName, parse_backup_name
+from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, BackupName, parse_backup_name, parse_base_name
 from runner.objectstore import (
     MultipartUpload,
     S3Location,
@@ -377,10 +377,12 @@ def remove_orphans_s3(
 
 
 def own_key(location: S3Location, prefix: str, key: str) -> bool:
-    """`key` is a backup of `prefix` (the owner's name), or a member of one of its sets, by the whole name: not
-    another owner's whose name merely starts the same (`app-2-…` for `app`)."""
+    """`key` is a backup of `prefix` (the owner's name), a member of one of its sets, or one of its base backups
+    (`run --base-backup`), by the whole name: not another owner's whose name merely starts the same (`app-2-…` for
+    `app`)."""
     base = location.key("")
-    return key.startswith(base) and parse_backup_name(prefix, key.removeprefix(base).split("/", 1)[0]) is not None
+    name = key.removeprefix(base).split("/", 1)[0]
+    return key.startswith(base) and (parse_backup_name(prefix, name) or parse_base_name(prefix, name)) is not None
 
 
 def _backups(client: Any, location: S3Location, prefix: str) -> dict[str, list[str]]:

@@ -12,7 +12,9 @@ from runner.basebackup import BaseManifest
 from runner.baseretention import base_plan, wal_prunable
 from runner.manifest import Owner
 from runner.naming import parse_backup_name, parse_base_name
+from runner.objectstore import S3Location
 from runner.retention import Policy
+from runner.s3backup import own_key
 from runner.walarchive import WalEntry
 
 MB16 = 16 << 20
@@ -130,3 +132,11 @@ def test_an_older_timeline_s_segments_go_by_number_and_a_later_one_s_never() -> 
 
     assert oldest == "000000020000000000000005"
     assert [e.segment for e in prunable] == ["000000010000000000000002", "000000020000000000000002"]
+
+
+def test_a_killed_run_s_base_backup_upload_is_the_owner_s_to_abort_and_not_another_s() -> None:
+    location = S3Location("bucket", "backups")
+
+    assert own_key(location, "app", "backups/app-20261207T100000Z.base.tar.zst.enc")
+    assert not own_key(location, "app", "backups/app-2-20261207T100000Z.base.tar.zst")
+    assert not own_key(location, "app", "backups/app-wal/000000010000000000000003.zst")
