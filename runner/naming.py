@@ -40,6 +40,7 @@ __all__ = [
     "orphan_manifests",
     "parse_backup_name",
     "parse_base_name",
+    "parse_stored_name",
     "stale_temporaries",
     "temporary_name",
     "validate_prefix",
@@ -134,6 +135,11 @@ def parse_base_name(prefix: str, name: str) -> BackupName | None:
     return BackupName(match["timestamp"], prefix, match["extension"]) if match else None
 
 
+def parse_stored_name(prefix: str, name: str) -> BackupName | None:
+    """A dump or a base backup of ours for `prefix`: what cleanup of a killed run's leftovers may touch."""
+    return parse_backup_name(prefix, name) or parse_base_name(prefix, name)
+
+
 def orphan_manifests(names: Iterable[str], prefix: str) -> list[str]:
     """Manifests of `prefix` whose backup file is absent, also as a temporary file: a run that died between
     publishing the manifest and the file (see `stream.OutputFile.publish`). Whose they are is for the caller."""
@@ -152,7 +158,7 @@ def stale_temporaries(names: Iterable[str], prefix: str) -> list[str]:
     """Our temporary files for `prefix` (data or manifest) among `names`. Whether one is stale (its writer is gone)
     is for the caller to find out: a live writer holds a lock on it."""
     pattern = re.compile(
-        rf"\.{re.escape(prefix)}-{_TIMESTAMP_PATTERN}{_EXT_PATTERN}(?:{re.escape(MANIFEST_SUFFIX)})?"
+        rf"\.{re.escape(prefix)}-{_TIMESTAMP_PATTERN}(?:{_EXT_PATTERN}|{_BASE_PATTERN})(?:{re.escape(MANIFEST_SUFFIX)})?"
         rf"{re.escape(TEMP_SUFFIX)}"
     )
     return sorted(n for n in names if pattern.fullmatch(n))

@@ -11,7 +11,7 @@ import pytest
 from runner.basebackup import BaseManifest
 from runner.baseretention import base_plan, wal_prunable
 from runner.manifest import Owner
-from runner.naming import parse_backup_name, parse_base_name
+from runner.naming import parse_backup_name, parse_base_name, stale_temporaries
 from runner.objectstore import S3Location
 from runner.retention import Policy
 from runner.s3backup import own_key
@@ -140,3 +140,14 @@ def test_a_killed_run_s_base_backup_upload_is_the_owner_s_to_abort_and_not_anoth
     assert own_key(location, "app", "backups/app-20261207T100000Z.base.tar.zst.enc")
     assert not own_key(location, "app", "backups/app-2-20261207T100000Z.base.tar.zst")
     assert not own_key(location, "app", "backups/app-wal/000000010000000000000003.zst")
+
+
+def test_a_killed_run_s_base_backup_temporaries_are_the_owner_s_to_remove() -> None:
+    names = [
+        ".app-20261207T100000Z.base.tar.zst.enc.partial",
+        ".app-20261207T100000Z.base.tar.zst.json.partial",
+        ".app-2-20261207T100000Z.base.tar.zst.partial",
+        "app-20261207T100000Z.base.tar.zst",
+    ]
+
+    assert stale_temporaries(names, "app") == names[:2]
