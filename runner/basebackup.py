@@ -1,10 +1,10 @@
-"""`dbb-backup basebackup`: a PostgreSQL base backup, the starting point of a point-in-time restore (`pgpitr`).
+"""`dbb-backup basebackup` (and `run --base-backup`, `baseretention`): a PostgreSQL base backup, the starting point
+of a point-in-time restore (`pgpitr`).
 
-A command of its own rather than a flag of `run`: `run` makes logical dumps of named databases, and everything
-around it (retention by name pattern, `verify`, restore tests, `verify.queries`, `restore`'s layouts) reads dumps.
-A base backup is a physical copy of the whole cluster that only a point-in-time restore can use, together with the
-WAL archive (`walarchive`); its own name (`.base.tar.zst`) keeps it out of every dump path, so that no retention or
-verification of dumps ever takes it for one of theirs.
+Everything around `run`'s dumps (retention by name pattern, `verify`, restore tests, `verify.queries`, `restore`'s
+layouts) reads logical dumps of named databases. A base backup is a physical copy of the whole cluster that only a
+point-in-time restore can use, together with the WAL archive (`walarchive`); its own name (`.base.tar.zst`) keeps it
+out of every dump path, so that no retention or verification of dumps ever takes it for one of theirs.
 
     pg_basebackup -D - -Ft -X none -c fast   ─▶ zstd ─▶ (AES-256-GCM, as a backup) ─▶ <name>-<UTC>.base.tar.zst[.enc]
 
