@@ -103,28 +103,28 @@ Base = tuple[BaseManifest, str, bool]  # a base backup's manifest, where it is, 
 
 def manifests_in_folder(folder: Path) -> list[Found]:
     """Every backup with a manifest in `folder`, oldest first."""
-    return split(_in_folder(folder))[0]
+    return _split(_in_folder(folder))[0]
 
 
 def manifests_in_s3(client: Any, location: S3Location) -> list[Found]:
     """Every backup with a manifest under the prefix, oldest first."""
-    return split(_in_s3(client, location))[0]
+    return _split(_in_s3(client, location))[0]
 
 
 def everything_in_folder(folder: Path) -> tuple[list[Found], list[Base]]:
     """The dumps and the base backups in `folder`, each oldest first."""
-    return split(_in_folder(folder))
+    return _split(_in_folder(folder))
 
 
 def everything_in_s3(client: Any, location: S3Location) -> tuple[list[Found], list[Base]]:
     """The dumps and the base backups under the prefix, each oldest first."""
-    return split(_in_s3(client, location))
+    return _split(_in_s3(client, location))
 
 
 _Read = tuple[Manifest | BaseManifest, str, bool]
 
 
-def split(found: list[_Read]) -> tuple[list[Found], list[Base]]:
+def _split(found: list[_Read]) -> tuple[list[Found], list[Base]]:
     ordered = sorted(found, key=lambda f: f[0].start)
     dumps = [Found(m, where, present) for m, where, present in ordered if isinstance(m, Manifest)]
     bases = [(m, where, present) for m, where, present in ordered if isinstance(m, BaseManifest)]

@@ -132,7 +132,8 @@ def _wal_beside(name: str) -> str:
 def locate(file: str, wal_archive: str | None, path_style: bool) -> tuple[Path | S3Object, BaseManifest, ArchiveStore]:
     """The base backup `file` (a path, or s3://BUCKET/KEY), its manifest beside it, and its WAL archive:
     `wal_archive` (a folder, or s3://BUCKET/PREFIX, the archive's own), else the one beside the base backup."""
-    client = s3_client(S3Settings(path_style=path_style)) if "s3://" in (file[:5], (wal_archive or "")[:5]) else None
+    in_s3 = any(where.startswith("s3://") for where in (file, wal_archive or ""))
+    client = s3_client(S3Settings(path_style=path_style)) if in_s3 else None
     source: Path | S3Object
     if file.startswith("s3://"):
         location = S3Location.parse(file)
