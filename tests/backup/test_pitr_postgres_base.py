@@ -156,19 +156,20 @@ def run(server: PostgresServer, place: Place, name: str, *flags: str) -> Outcome
     return dbb(*args, env=password_env(server) | place.env, timeout=180)
 
 
-def pitr_restore(server: PostgresServer, place: Place, file: str, point: datetime, target: str) -> Outcome:
+def pitr_restore(server: PostgresServer, place: Place, file: str, point: datetime, target: str, *flags: str) -> Outcome:
     args = ["restore", file, *connection_args(server), "--point-in-time", point.isoformat(), "--database", target]
-    return dbb(*args, "--pg-bin", str(PG_BIN), env=password_env(server) | place.env, timeout=300)
+    return dbb(*args, "--pg-bin", str(PG_BIN), *flags, env=password_env(server) | place.env, timeout=300)
 
 
 def test_a_run_s_base_backup_restores_to_a_point_with_every_row_up_to_it_and_none_after(
-    primary: PostgresServer, place: Place
+    primary: PostgresServer, place: Place, key_file: Path
 ) -> None:
     name = fresh_database(primary)
     workload = Workload(primary, name)
+    keyed = ("--encryption-key-file", str(key_file))
     with archiving(primary, place, name):
-        # The run while rows are being written.
-        outcome, last, point = workload.around(lambda: run(primary, place, name, "--base-backup"))
+        # The run while rows are being written, encrypted with the dumps' key.
+        outcome, last, point = workload.around(lambda: run(primary, place, name, "--base-backup", *keyed))
         end = server_now(primary)
         wait_for(lambda: place.newest_until(name) >= end, "the archive to reach the last write")
 
@@ -183,13 +184,14 @@ def test_a_run_s_base_backup_restores_to_a_point_with_every_row_up_to_it_and_non
     }
     assert taken["file"] == place.where(manifest["file"])
     assert manifest["file"].startswith(f"{name}-")
-    assert manifest["file"].endswith(".base.tar.zst")
+    assert manifest["file"].endswith(".base.tar.zst.enc")
+    assert manifest["keyId"] == outcome.result["keyId"] == "backup.key"
     assert manifest["owner"] == {"kind": "DatabaseBackup", "namespace": "shop", "name": "nightly", "uid": UID}
     assert outcome.result["file"] != taken["file"], "the dump is there too"
     if place.store is not None:
         assert place.store.uploads(place.prefix) == []
 
-    restored = pitr_restore(primary, place, taken["file"], point, f"{name}={name}_pitr")
+    restored = pitr_restore(primary, place, taken["file"], point, f"{name}={name}_pitr", "--key-file", str(key_file))
 
     assert restored.code == 0, restored.stderr
     assert sorted(written_rows(primary, f"{name}_pitr")) == list(range(1, last + 1))
