@@ -22,6 +22,7 @@ import pytest
 from hack.harness.databases import PG_BIN, PostgresServer
 from hack.harness.objectstore import SeaweedFS
 from tests.backup.cli import Outcome, command, connection_args, dbb, password_env, wait_for
+from tests.backup.test_pitr_mariadb import next_second
 from tests.backup.test_pitr_postgres import Workload, server_now, written_rows
 
 OWNER, UID = "shop/nightly", "uid-nightly"
@@ -207,6 +208,7 @@ def test_retention_keeps_the_newest_base_backups_and_deletes_only_wal_none_of_th
     with archiving(primary, place, name):
         first = run(primary, place, name, *flags)
         assert first.code == 0, first.stderr
+        next_second()
         second = run(primary, place, name, *flags)
         assert second.code == 0, second.stderr
         oldest = place.manifest(first.result["baseBackup"]["file"])["wal"]["startSegment"]
@@ -222,6 +224,7 @@ def test_retention_keeps_the_newest_base_backups_and_deletes_only_wal_none_of_th
         place.write(foreign, b"not ours")
         place.write(foreign + ".json", json.dumps(theirs).encode())
         archived = place.wal(name)
+        next_second()
         third = run(primary, place, name, *flags)
 
     assert third.code == 0, third.stderr
