@@ -11,7 +11,8 @@ on are needed. Deleted (`prunable`, pure):
 Without a kept backup with coordinates nothing goes: the archive may be all there is to restore from later. The
 kept backups are those retention kept (this owner's); `run` prunes binlogs only when it has a retention rule, as a
 bucket's run without one reads only its newest manifests.
-The run's result reports `{"pruned", "prunedBytes", "keptFrom"}` (`Pruned.result`).
+The run's result reports `{"pruned", "prunedBytes", "keptFrom"}` (`Pruned.result`). The WAL archive of PostgreSQL
+base backups is pruned by the same steps (`remove_archived`, `Pruned`; see `baseretention`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, Entry, Gap, binlog
 from runner.manifest import Manifest
 from runner.naming import parse_backup_name
 
-__all__ = ["Pruned", "folder_manifests", "prunable", "prune_binlogs"]
+__all__ = ["Pruned", "folder_manifests", "prunable", "prune_binlogs", "remove_archived"]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -36,12 +37,12 @@ RESULT_KEY: Final = "binlogRetention"
 
 @dataclass(frozen=True)
 class Pruned:
-    binlogs: tuple[str, ...] = ()  # the binlogs whose archived copies were deleted, oldest first
+    files: tuple[str, ...] = ()  # the binlogs (WAL segments) whose archived copies were deleted, oldest first
     bytes: int = 0  # their stored objects' sizes together
-    kept_from: str | None = None  # the oldest binlog a kept backup needs (None: none has coordinates)
+    kept_from: str | None = None  # the oldest file a kept backup needs (None: no kept backup says)
 
     def result(self) -> dict[str, object]:
-        return {"pruned": len(self.binlogs), "prunedBytes": self.bytes, "keptFrom": self.kept_from}
+        return {"pruned": len(self.files), "prunedBytes": self.bytes, "keptFrom": self.kept_from}
 
 
 def prunable(
@@ -66,13 +67,19 @@ def prune_binlogs(store: ArchiveStore, kept: Iterable[Manifest]) -> Pruned:
     """Deletes what `prunable` names from `store`."""
     oldest, entries, gaps = prunable(store.index(), store.gaps(), kept)
     for entry in entries:
-        store.remove(entry.file + ("" if entry.closed else PARTIAL) + ENTRY)
-        store.remove(entry.object)
+        remove_archived(store, entry.file + ("" if entry.closed else PARTIAL) + ENTRY, entry.object)
         log.info("archived binlog pruned", file=entry.file, object=entry.object, size=entry.size, keptFrom=oldest)
     for gap in gaps:
         store.remove(gap.name)
         log.info("gap record pruned", record=gap.name, keptFrom=oldest)
     return Pruned(tuple(e.file for e in entries), sum(e.size for e in entries), oldest)
+
+
+def remove_archived(store: ArchiveStore, entry: str, stored: str) -> None:
+    """One archived file: its entry first, then its object, so that an entry always names an object that exists
+    (a reader that listed the entry a moment before reads a file no restore needs)."""
+    store.remove(entry)
+    store.remove(stored)
 
 
 def folder_manifests(folder: Path, prefix: str, files: Iterable[str]) -> Iterator[Manifest]:

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -29,19 +30,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from runner import admin, archiveprune, basebackup, pgpitr, pitr, progress, scratchrestore, walarchive
+from runner import admin, archiveprune, basebackup, baseretention, pgpitr, pitr, progress, scratchrestore, walarchive
 from runner.archive import ArchiveOptions, archive
 from runner.archivestatus import ArchiveStatus, serving
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
-from runner.basebackup import BASE_SUFFIX, BaseOptions, read_base_manifest, take_base_backup
+from runner.basebackup import BASE_SUFFIX, BaseOptions, take_base_backup
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
 from runner.crypto import Decryptor, Key, Keyring, load_key, load_keyring
 from runner.engines import Connection, Engine, Tls, TlsMode, check_client_support, password_from_env
 from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.layout import parse_layout
-from runner.listing import entry, kept_by, manifests_in_folder, manifests_in_s3
+from runner.listing import entry, everything_in_folder, everything_in_s3, kept_by
 from runner.logs import configure_logging
 from runner.manifest import Manifest, Owner, manifest_path, read_manifest
 from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, database_problem, validate_prefix
@@ -217,6 +218,23 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then delete archived binlogs (<name>-binlog) older than the oldest kept backup's coordinates",
     )
+    run.add_argument(
+        "--base-backup",
+        action="store_true",
+        help="postgresql: after the dumps verified, also a base backup (<name>-<UTC>.base.tar.zst) beside them",
+    )
+    run.add_argument(
+        "--prune-wal",
+        action="store_true",
+        help="postgresql: then delete this owner's base backups retention drops, and the archived WAL (<name>-wal) "
+        "before the oldest kept one",
+    )
+    run.add_argument(
+        "--wal-window",
+        type=_age,
+        help="with --prune-wal: keep the newest base backup that ended at or before now minus this (7d) and all "
+        "after it, over --max-age and every other rule",
+    )
     run.add_argument("--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): AES-256-GCM")
     run.add_argument("--verify", action="store_true", help="check the new backup (checksum and structure)")
     run.add_argument("--restore-test", action="store_true", help="with --verify: restore into a scratch database")
@@ -303,7 +321,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="RFC3339",
         help="mysql: then replay the archived binlog up to this time (2026-12-07T10:00:00Z); see `archive`",
     )
-    restore.add_argument("--wal-archive", type=Path, help="postgresql: the WAL archive (default <folder>/<prefix>-wal)")
+    restore.add_argument(
+        "--wal-archive",
+        metavar="DIR | s3://BUCKET/PREFIX",
+        help="postgresql: the WAL archive (default: <the base backup's folder or prefix>/<its name prefix>-wal)",
+    )
     restore.add_argument("--pg-bin", type=Path, help="postgresql: the scratch server's binaries (default by version)")
     restore.add_argument("--scratch-os-user", default="postgres", help="postgresql, as root: run the scratch server as")
     restore.add_argument(
@@ -528,6 +550,7 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
     for database in args.database:
         if problem := database_problem(database):
             raise RunnerError(Reason.INVALID_ARGUMENTS, f"--database: the name {database!r} {problem}")
+    _check_base_flags(args, engine)
     owner = _owner(args.owner, args.owner_uid)
     queries = parse_queries(args.queries) if args.queries else []
     query_role = credential_from_env(os.environ)
@@ -568,7 +591,8 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
             # kept backups are then not all known, and no binlog is pruned (none of the backups is deleted either).
             stored = (S3Object(client, location.bucket, location.key(file)).manifest() for file in kept.kept)
             result[archiveprune.RESULT_KEY] = archiveprune.prune_binlogs(bucket, filter(None, stored)).result()
-        return result
+        shelf = baseretention.S3Shelf(s3_client(settings), location, settings.object_arguments())
+        return result | _base_step(args, options, shelf, scrub, deadline)
     path, manifest, kept = run_backup(options, scrub, deadline)
     result = success_result(
         path, manifest, verified=args.verify, retention=kept if options.retention.any else None, catalog=kept.catalog
@@ -577,7 +601,34 @@ def _run(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[
         store = FolderArchive(args.output_dir / archive_name(name))
         manifests = archiveprune.folder_manifests(args.output_dir, name, kept.kept)
         result[archiveprune.RESULT_KEY] = archiveprune.prune_binlogs(store, manifests).result()
-    return result
+    return result | _base_step(args, options, baseretention.FolderShelf(args.output_dir), scrub, deadline)
+
+
+def _check_base_flags(args: argparse.Namespace, engine: Engine) -> None:
+    """`run`'s base backup flags, refused before anything is contacted where they cannot apply."""
+    given = [flag for flag, on in (("--base-backup", args.base_backup), ("--prune-wal", args.prune_wal)) if on]
+    if args.wal_window is not None:
+        if not args.prune_wal:
+            raise RunnerError(Reason.INVALID_ARGUMENTS, "--wal-window goes with --prune-wal")
+        given.append("--wal-window")
+    if given and engine is not Engine.POSTGRESQL:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS,
+            f"{' and '.join(given)}: PostgreSQL only; a MySQL/MariaDB point-in-time restore starts from a dump "
+            "(see --prune-binlogs and --binlog-window)",
+        )
+
+
+def _base_step(
+    args: argparse.Namespace, options: RunOptions, shelf: baseretention.BaseShelf, scrub: Scrubber, deadline: Deadline
+) -> dict[str, Any]:
+    """--base-backup and --prune-wal, once the dumps are written and verified (baseretention)."""
+    if not args.base_backup and not args.prune_wal:
+        return {}
+    base = BaseOptions(options.connection, options.name, options.key, options.user_is_secret, options.owner)
+    policy = replace(options.retention, binlog_window=args.wal_window)
+    step = baseretention.BaseStep(base, take=args.base_backup, prune=args.prune_wal, policy=policy)
+    return baseretention.base_step(step, shelf, datetime.now(UTC), scrub, deadline)
 
 
 def _stored(file: str, path_style: bool) -> tuple[Path | S3Object, Manifest | None]:
@@ -731,18 +782,17 @@ def _restore_scratch(args: argparse.Namespace) -> scratchrestore.Scratch | None:
 
 
 def _restore_base(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
-    """A PostgreSQL base backup: only to a point in time (pgpitr), only from a folder, for now."""
-    if args.point_in_time is None or args.file.startswith("s3://"):
-        raise RunnerError(Reason.INVALID_ARGUMENTS, "a base backup is restored from a folder with --point-in-time")
-    backup = Path(args.file)
+    """A PostgreSQL base backup, from a folder or a bucket: only to a point in time (pgpitr)."""
+    if args.point_in_time is None:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "a base backup is restored with --point-in-time")
     point = pitr.parse_instant(args.point_in_time)
-    wal = FolderArchive(args.wal_archive) if args.wal_archive else pgpitr.default_wal_archive(backup)
+    backup, manifest, wal = pgpitr.locate(args.file, args.wal_archive, args.s3_path_style)
     scratch = pgpitr.ScratchOptions(args.pg_bin, args.scratch_os_user, args.no_owner, args.replace)
     databases = pgpitr.parse_databases(tuple(args.database))
     connection = _connection(args, Engine.POSTGRESQL, scrub)
     clock = time.monotonic()
     done = pgpitr.restore_point_in_time(
-        backup, read_base_manifest(backup), wal, point, databases, connection, _keys(args), scratch, scrub, deadline
+        backup, manifest, wal, point, databases, connection, _keys(args), scratch, scrub, deadline
     )
     return {"status": "Restored", "file": args.file, **done, "restoreSeconds": round(time.monotonic() - clock, 1)}
 
@@ -803,14 +853,15 @@ def _decrypt(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
 def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if args.location.startswith("s3://"):
         client = s3_client(S3Settings(path_style=args.s3_path_style))
-        found = manifests_in_s3(client, S3Location.parse(args.location))
+        found, bases = everything_in_s3(client, S3Location.parse(args.location))
     else:
-        found = manifests_in_folder(Path(args.location))
+        found, bases = everything_in_folder(Path(args.location))
     policy = _policy(args)
     if policy.any and not args.owner_uid:
         raise RunnerError(Reason.INVALID_ARGUMENTS, "--keep-* and --max-age mark one owner's backups: give --owner-uid")
     marks = kept_by(found, policy, args.owner_uid, datetime.now(UTC)) if policy.any else {}
     backups = [entry(f.manifest, f.where, f.present, marks.get(f.where)) for f in found]
+    backups += [entry(*base) for base in bases]
     return {"status": "Listed", "location": args.location, "backups": backups}
 
 
@@ -852,8 +903,8 @@ def _basebackup(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {args.name!r} {problem}")
     _ensure_folder(args.output_dir)
     connection = _connection(args, Engine.POSTGRESQL, scrub)
-    options = BaseOptions(connection, args.output_dir, args.name, _key(args.encryption_key_file), not args.user)
-    return basebackup.result(*take_base_backup(options, scrub, deadline))
+    options = BaseOptions(connection, args.name, _key(args.encryption_key_file), not args.user)
+    return basebackup.result(*take_base_backup(options, args.output_dir, scrub, deadline))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Scrubber, Deadline], dict[str, Any]]] = {

@@ -16,6 +16,9 @@ Extensions (the payload, then the compression we applied, then `.enc` if encrypt
 | `.set` | the same in a bucket: no object of its own, but a key prefix with one object per member (`<set>/<member>`) |
 | `.sql`, `.sql.gz`, `.sql.zst` | MySQL/MariaDB: one `mariadb-dump`/`mysqldump` SQL script |
 
+A PostgreSQL base backup (`basebackup.py`) is `<name>-<UTC start>.base.tar.zst[.enc]`: an extension no dump has, so
+that nothing that reads dumps ever takes it for one (`parse_base_name` is its own parser).
+
 Retention and cleanup match the whole name against that pattern for the given name prefix: a file that merely
 starts with the prefix (`app-old.tar`, `app-2-20250101T000000Z.dump` for prefix `app`) is never ours. And a name
 is not enough: retention deletes only the files whose manifest names the run's own owner (the caller reads the
@@ -36,6 +39,8 @@ __all__ = [
     "database_problem",
     "orphan_manifests",
     "parse_backup_name",
+    "parse_base_name",
+    "parse_stored_name",
     "stale_temporaries",
     "temporary_name",
     "validate_prefix",
@@ -50,6 +55,7 @@ ENCRYPTED_SUFFIX: Final = ".enc"
 EXTENSIONS: Final = (".dump", ".dump.zst", ".tar", ".set", ".sql", ".sql.gz", ".sql.zst")
 _EXT_PATTERN: Final = r"(?:\.dump(?:\.zst)?|\.tar|\.set|\.sql(?:\.gz|\.zst)?)(?:\.enc)?"
 _TIMESTAMP_PATTERN: Final = r"[0-9]{8}T[0-9]{6}Z"
+_BASE_PATTERN: Final = r"\.base\.tar\.zst(?:\.enc)?"
 MAX_PREFIX: Final = 180  # leaves room for the timestamp, extensions and `.partial` within a 255-byte file name
 # PostgreSQL keeps 63 bytes of a name (NAMEDATALEN - 1), MySQL 64 characters: a longer name is never a database's.
 MAX_DATABASE_NAME: Final = 64
@@ -121,6 +127,19 @@ def parse_backup_name(prefix: str, name: str) -> BackupName | None:
     return BackupName(match["timestamp"], prefix, match["extension"]) if match else None
 
 
+def parse_base_name(prefix: str, name: str) -> BackupName | None:
+    """The base backup `name` is, if it is one (not its manifest) of ours for `prefix`."""
+    match = re.fullmatch(
+        rf"{re.escape(prefix)}-(?P<timestamp>{_TIMESTAMP_PATTERN})(?P<extension>{_BASE_PATTERN})", name
+    )
+    return BackupName(match["timestamp"], prefix, match["extension"]) if match else None
+
+
+def parse_stored_name(prefix: str, name: str) -> BackupName | None:
+    """A dump or a base backup of ours for `prefix`: what cleanup of a killed run's leftovers may touch."""
+    return parse_backup_name(prefix, name) or parse_base_name(prefix, name)
+
+
 def orphan_manifests(names: Iterable[str], prefix: str) -> list[str]:
     """Manifests of `prefix` whose backup file is absent, also as a temporary file: a run that died between
     publishing the manifest and the file (see `stream.OutputFile.publish`). Whose they are is for the caller."""
@@ -139,7 +158,7 @@ def stale_temporaries(names: Iterable[str], prefix: str) -> list[str]:
     """Our temporary files for `prefix` (data or manifest) among `names`. Whether one is stale (its writer is gone)
     is for the caller to find out: a live writer holds a lock on it."""
     pattern = re.compile(
-        rf"\.{re.escape(prefix)}-{_TIMESTAMP_PATTERN}{_EXT_PATTERN}(?:{re.escape(MANIFEST_SUFFIX)})?"
+        rf"\.{re.escape(prefix)}-{_TIMESTAMP_PATTERN}(?:{_EXT_PATTERN}|{_BASE_PATTERN})(?:{re.escape(MANIFEST_SUFFIX)})?"
         rf"{re.escape(TEMP_SUFFIX)}"
     )
     return sorted(n for n in names if pattern.fullmatch(n))

@@ -5,7 +5,8 @@ scratch server, then each wanted database moved into the target by the ordinary 
    is consistent only from there on) nor after the newest instant the WAL archive is known complete to (`until`,
    see walarchive); the archive must hold every segment from the one the base backup starts in to the first whose
    `until` reaches T, with no segment missing in between.
-2. Unpack the base backup (held to its manifest's sha256; decrypted, decompressed) into a scratch data directory,
+2. Unpack the base backup (a file, or an object in a bucket, `locate`; held to its manifest's sha256 as it streams;
+   decrypted, decompressed) into a scratch data directory,
    and the planned segments (each held to its entry's sha256) into a folder beside it, which `restore_command`
    copies from (`cp`: every segment was checked before the server starts).
 3. Start a scratch postgres of the same major version (`--pg-bin`, default `/usr/lib/postgresql/<major>/bin`) on a
@@ -40,22 +41,25 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
 import structlog
 
-from runner.archivestore import ArchiveStore, FolderArchive
-from runner.basebackup import BaseManifest
+from runner.archivestore import ArchiveStore, FolderArchive, S3Archive
+from runner.basebackup import BaseManifest, read_base_manifest, read_s3_base_manifest
 from runner.compression import Compression, Source, decompressor
 from runner.crypto import Decryptor, Keyring
 from runner.engines import Connection, Engine, child_env, pg_conninfo
 from runner.errors import Reason, RunnerError, Scrubber, one_line
+from runner.layout import stored
 from runner.naming import ENCRYPTED_SUFFIX
+from runner.objectstore import S3Location
 from runner.process import Deadline, Tool, run_capture
 from runner.restore import RestoreOptions, restore_backup
+from runner.s3backup import S3Object, S3Settings, s3_client
 from runner.walarchive import WalEntry, lsn, read_wal_index, segment_name, unpack, wal_archive_name
 
-__all__ = ["Recovery", "ScratchOptions", "default_wal_archive", "plan_recovery", "restore_point_in_time"]
+__all__ = ["Recovery", "ScratchOptions", "locate", "plan_recovery", "restore_point_in_time"]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -118,10 +122,36 @@ def _next_segment(name: str, segment_size: int) -> str:
     return f"{name[:8]}{number // per_id:08X}{number % per_id:08X}"
 
 
-def default_wal_archive(backup: Path) -> ArchiveStore:
-    """`<the base backup's folder>/<its name prefix>-wal`, where `archive --name <prefix>` writes."""
-    found = _PREFIX.match(backup.name)
-    return FolderArchive(backup.parent / wal_archive_name(found.group("prefix") if found else backup.name))
+def _wal_beside(name: str) -> str:
+    """The WAL archive's folder (or key prefix) beside the base backup `name`: `<its name prefix>-wal`, where
+    `archive --name <prefix>` writes."""
+    found = _PREFIX.match(name)
+    return wal_archive_name(found.group("prefix") if found else name)
+
+
+def locate(file: str, wal_archive: str | None, path_style: bool) -> tuple[Path | S3Object, BaseManifest, ArchiveStore]:
+    """The base backup `file` (a path, or s3://BUCKET/KEY), its manifest beside it, and its WAL archive:
+    `wal_archive` (a folder, or s3://BUCKET/PREFIX, the archive's own), else the one beside the base backup."""
+    in_s3 = any(where.startswith("s3://") for where in (file, wal_archive or ""))
+    client = s3_client(S3Settings(path_style=path_style)) if in_s3 else None
+    source: Path | S3Object
+    if file.startswith("s3://"):
+        location = S3Location.parse(file)
+        source = S3Object(client, location.bucket, location.prefix)
+        manifest = read_s3_base_manifest(client, location.bucket, location.prefix)
+        folder = S3Location(location.bucket, location.prefix.rpartition("/")[0])
+        beside: ArchiveStore = S3Archive(client, S3Location(location.bucket, folder.key(_wal_beside(source.name))))
+    else:
+        source = Path(file)
+        manifest = read_base_manifest(source)
+        beside = FolderArchive(source.parent / _wal_beside(source.name))
+    if manifest.file != source.name:
+        raise RunnerError(Reason.VERIFY_FAILED, f"the manifest describes {manifest.file}, not {source.name}")
+    if wal_archive is None:
+        return source, manifest, beside
+    if wal_archive.startswith("s3://"):
+        return source, manifest, S3Archive(client, S3Location.parse(wal_archive))
+    return source, manifest, FolderArchive(Path(wal_archive))
 
 
 @dataclass(frozen=True)
@@ -151,7 +181,7 @@ def parse_databases(items: tuple[str, ...]) -> dict[str, str]:
 
 
 class _Hashed:
-    def __init__(self, source: IO[bytes]) -> None:
+    def __init__(self, source: Source) -> None:
         self._source = source
         self.digest = hashlib.sha256()
 
@@ -161,10 +191,10 @@ class _Hashed:
         return data
 
 
-def _unpack_base(backup: Path, manifest: BaseManifest, keys: Keyring | None, data: Path) -> None:
+def _unpack_base(backup: Path | S3Object, manifest: BaseManifest, keys: Keyring | None, data: Path) -> None:
     """The base backup's tar into `data`, its file held to the manifest's sha256."""
-    with backup.open("rb") as stored:
-        hashed = _Hashed(stored)
+    with stored(backup).open() as source:
+        hashed = _Hashed(source)
         plain: Source = hashed
         if backup.name.endswith(ENCRYPTED_SUFFIX):
             if keys is None:
@@ -311,7 +341,7 @@ def _pg_bin(options: ScratchOptions, manifest: BaseManifest) -> Path:
 
 
 def restore_point_in_time(
-    backup: Path,
+    backup: Path | S3Object,
     manifest: BaseManifest,
     store: ArchiveStore,
     point: datetime,

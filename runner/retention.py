@@ -12,7 +12,8 @@ Rules, each optional and all at once ("a backup kept by any rule is kept"), over
   verified backup after it, so that every second of the window has a backup before it to replay the archived
   binlog from. It is applied after `max age` and overrides it: a window longer than the cap keeps what the window
   needs (a point-in-time restore the window promises must not fail for a cap). A backup's time is the one in its
-  name, its start. Without a backup at or before now - W, every verified backup is kept.
+  name, its start, unless the caller says when each became usable (`ready`: a PostgreSQL base backup restores
+  only to instants after its end). Without a backup at or before now - W, every verified backup is kept.
 Whatever the rules say, the newest verified backup is never deleted (a schedule whose backups all aged out keeps the
 one that restores), nor the backup this run just wrote. An unverified backup (its read-back failed, or it was never
 checked) counts for nothing: it goes once it is older than the oldest verified backup kept, and only when the plan
@@ -30,6 +31,9 @@ from typing import Final
 
 from runner.manifest import Manifest
 from runner.naming import TIMESTAMP_FORMAT, BackupName, parse_backup_name
+
+# Which names are backups of a prefix, and which backup: dumps by default (naming.parse_backup_name).
+Parse = Callable[[str, str], BackupName | None]
 
 __all__ = ["RULES", "Plan", "Policy", "in_window", "parse_age", "plan", "retention_plan"]
 
@@ -111,14 +115,17 @@ def plan(
     now: datetime | None = None,
     protect: str | None = None,
     sizes: Mapping[str, int] | None = None,
+    parse: Parse = parse_backup_name,
+    ready: Mapping[str, datetime] | None = None,
 ) -> Plan:
     """What to delete of the backups of `prefix` in `names` that `ours` lists ({file: its manifest says verified}),
     and why each kept one stays. `now` is needed for `max_age` and `binlog_window` only; `sizes` ({file: bytes})
-    for `kept_bytes`."""
+    for `kept_bytes`; `parse` says which names are backups; `ready` ({file: instant}) when each can first be
+    restored to, for the window (default: its name's time)."""
     if policy.keep_last is not None and policy.keep_last < 1:
         raise ValueError("keep_last must be at least 1")
     present = set(names)
-    backups = sorted(b for n in present if (b := parse_backup_name(prefix, n)) is not None and b.file in ours)
+    backups = sorted(b for n in present if (b := parse(prefix, n)) is not None and b.file in ours)
     if not backups or not policy.any:
         return Plan(kept={b.file: () for b in backups}, kept_bytes=sum((sizes or {}).get(b.file, 0) for b in backups))
     verified = [b for b in backups if ours[b.file]]
@@ -142,7 +149,7 @@ def plan(
             if moment(backup) < now - policy.max_age:
                 reasons[backup.file] = []
     if policy.binlog_window is not None and now is not None:
-        for backup in in_window(verified, now - policy.binlog_window):
+        for backup in in_window(verified, now - policy.binlog_window, ready):
             reasons[backup.file].append("window")
     if verified:
         reasons[verified[-1].file].append("newest")
@@ -171,10 +178,13 @@ def plan(
     return Plan(tuple(delete), kept, sum((sizes or {}).get(file, 0) for file in kept))
 
 
-def in_window(verified: list[BackupName], edge: datetime) -> list[BackupName]:
-    """The backups a window from `edge` on needs (oldest first in, oldest first out): the newest taken at or before
-    `edge`, and every one after it; all of them when none is that old."""
-    before = [i for i, backup in enumerate(verified) if moment(backup) <= edge]
+def in_window(
+    verified: list[BackupName], edge: datetime, ready: Mapping[str, datetime] | None = None
+) -> list[BackupName]:
+    """The backups a window from `edge` on needs (oldest first in, oldest first out): the newest usable at or
+    before `edge` (`ready`, else taken), and every one after it; all of them when none is that old."""
+    usable = ready or {}
+    before = [i for i, backup in enumerate(verified) if usable.get(backup.file, moment(backup)) <= edge]
     return verified[before[-1] if before else 0 :]
 
 

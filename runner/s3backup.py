@@ -61,7 +61,7 @@ from runner.crypto import Encryptor
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.layout import SET, TAR, extension
 from runner.manifest import Manifest, Member, Owner, set_digest
-from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, BackupName, parse_backup_name
+from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, BackupName, parse_backup_name, parse_stored_name
 from runner.objectstore import (
     MultipartUpload,
     S3Location,
@@ -354,15 +354,16 @@ def prune_s3(client: Any, location: S3Location, prefix: str, policy: Policy, own
 def remove_orphans_s3(
     client: Any, location: S3Location, prefix: str, owner: Owner | None, older_than: timedelta
 ) -> list[str]:
-    """This owner's backups without a manifest, older than `older_than`: a run that died after an upload completed
-    (during its verification, or between a set's members). No reader counts them; this deletes them. An object is
-    this owner's by the uid it carries (OWNER_METADATA), so nothing of another owner, or of a run by hand, is
-    touched; `older_than` spares a run still verifying (concurrencyPolicy Allow), as for stale uploads."""
+    """This owner's backups (and base backups) without a manifest, older than `older_than`: a run that died after an
+    upload completed (during its verification, between a set's members, or before a base backup's manifest). No
+    reader counts them; this deletes them. An object is this owner's by the uid it carries (OWNER_METADATA), so
+    nothing of another owner, or of a run by hand, is touched; `older_than` spares a run still verifying
+    (concurrencyPolicy Allow), as for stale uploads."""
     if owner is None:
         return []
     grouped, now, removed = _backups(client, location, prefix), datetime.now(UTC), []
     for name, keys in sorted(grouped.items()):
-        if parse_backup_name(prefix, name) is None or name + MANIFEST_SUFFIX in grouped:
+        if parse_stored_name(prefix, name) is None or name + MANIFEST_SUFFIX in grouped:
             continue
         try:
             head = client.head_object(Bucket=location.bucket, Key=keys[0])
@@ -377,10 +378,12 @@ def remove_orphans_s3(
 
 
 def own_key(location: S3Location, prefix: str, key: str) -> bool:
-    """`key` is a backup of `prefix` (the owner's name), or a member of one of its sets, by the whole name: not
-    another owner's whose name merely starts the same (`app-2-…` for `app`)."""
+    """`key` is a backup of `prefix` (the owner's name), a member of one of its sets, or one of its base backups
+    (`run --base-backup`), by the whole name: not another owner's whose name merely starts the same (`app-2-…` for
+    `app`)."""
     base = location.key("")
-    return key.startswith(base) and parse_backup_name(prefix, key.removeprefix(base).split("/", 1)[0]) is not None
+    name = key.removeprefix(base).split("/", 1)[0]
+    return key.startswith(base) and parse_stored_name(prefix, name) is not None
 
 
 def _backups(client: Any, location: S3Location, prefix: str) -> dict[str, list[str]]:

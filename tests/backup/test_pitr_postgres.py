@@ -15,11 +15,11 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import zstandard
@@ -27,6 +27,8 @@ import zstandard
 from hack.harness.databases import PG_BIN, PostgresServer
 from tests.backup.cli import Outcome, children, connection_args, dbb, gone, password_env, spawn, wait_for
 from tests.unit.test_runner_archive_status import free_port, get
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -321,26 +323,36 @@ class Workload:
         target = len(self.written) + rows
         wait_for(lambda: len(self.written) >= target, f"{rows} more rows written")
 
+    def around(self, take: Callable[[], T]) -> tuple[T, int, datetime]:
+        """Writes rows while `take` runs (a base backup), then more across a segment switch, and picks a point
+        between two writes after it: (what `take` returned, the last row written before the point, the point)."""
+        self.thread.start()
+        try:
+            self.wait_beyond(5)
+            taken = take()
+            self.wait_beyond(10)
+            self.server.sql("SELECT pg_switch_wal()")  # the recovery crosses from one archived segment into the next
+            self.wait_beyond(10)
+            with self.paused() as last:
+                point = server_now(self.server)  # after row `last` committed, before the next began
+            self.wait_beyond(20)
+        finally:
+            self.stop.set()
+            self.thread.join()
+        return taken, last, point
+
 
 def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(primary: PostgresServer, tmp_path: Path) -> None:
     primary.sql("CREATE DATABASE ledger")
     primary.sql("CREATE TABLE rows (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())", "ledger")
     workload = Workload(primary, "ledger")
     with archiving(primary, tmp_path, "ledger", max_lag=1):
-        workload.thread.start()
-        try:
-            workload.wait_beyond(5)
+
+        def take() -> tuple[Path, int]:
             made = base_backup(primary, tmp_path, "ledger")  # while rows are being written
-            during = len(workload.written)
-            workload.wait_beyond(10)
-            primary.sql("SELECT pg_switch_wal()")  # the recovery crosses from one archived segment into the next
-            workload.wait_beyond(10)
-            with workload.paused() as last:
-                point = server_now(primary)  # after row `last` committed, before the next began
-            workload.wait_beyond(20)
-        finally:
-            workload.stop.set()
-            workload.thread.join()
+            return made, len(workload.written)
+
+        (made, during), last, point = workload.around(take)
         end = server_now(primary)
         wait_for(lambda: newest_until(tmp_path, "ledger") >= end, "the archive to reach the last write")
 
