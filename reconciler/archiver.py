@@ -24,9 +24,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from common.backups.model import ContinuousStatus, DatabaseBackupSpec, StoredBackup
+from common.backups.model import ContinuousStatus, DatabaseBackupSpec, LastBackup
 from common.constants import API_VERSION, KIND, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY
 from common.schedule import parse_time, rfc3339
+from common.values import Engine
 from reconciler.arguments import ARCHIVER_PORT, archive_arguments
 from reconciler.jobs import RunnerSettings, pod_spec
 
@@ -37,6 +38,7 @@ __all__ = [
     "archiver_name",
     "continuous_status",
     "is_current",
+    "replay_starts",
 ]
 
 RUN_ARCHIVE: Final = "archive"
@@ -126,16 +128,28 @@ def is_current(found: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bo
     return owners == [wanted_owner] and digest == wanted["metadata"]["annotations"][ANNOTATION_TEMPLATE]
 
 
+def replay_starts(engine: object, last: LastBackup | None) -> tuple[str, ...]:
+    """The times a point-in-time restore can start replaying from. MySQL: every kept backup (each dump records its
+    binlog position), as status.backups lists them. PostgreSQL: the newest base backup's end; status lists no older
+    one, so the range shown may start later than the archive reaches, never earlier."""
+    if last is None:
+        return ()
+    if engine == Engine.POSTGRESQL.value:
+        return (last.base_backup_time,) if last.base_backup_time else ()
+    return tuple(backup.time for backup in last.stored)
+
+
 def continuous_status(
     archiver: str,
     answer: Mapping[str, Any] | None,
-    stored: Sequence[StoredBackup],
+    starts: Sequence[str],
     previous: ContinuousStatus | None,
     failure: Mapping[str, Any] | None = None,
 ) -> ContinuousStatus:
     """status.continuous from the archiver's last answer (None: it did not answer; the archive's bounds are then
-    those last reported, and `ready` false). `stored`: the kept backups, as status.backups lists them. `failure`:
-    the result its Pod last ended with, which says why it does not answer (ArchiveGap, BinaryLoggingOff, ...)."""
+    those last reported, and `ready` false). `starts`: the times a restore can start replaying from
+    (`replay_starts`). `failure`: the result its Pod last ended with, which says why it does not answer
+    (ArchiveGap, BinaryLoggingOff, ...)."""
     if answer is None:
         why, said = _failure(failure)
         if previous is None or previous.archiver != archiver:
@@ -162,7 +176,7 @@ def continuous_status(
     return ContinuousStatus(
         archiver=archiver,
         ready=reason is None,
-        recoverable_from=_base_backup_after(first, stored, until),
+        recoverable_from=_start_after(first, starts, until),
         recoverable_until=rfc3339(until) if until is not None else None,
         lag_seconds=round(float(lag), 1) if isinstance(lag, int | float) and not isinstance(lag, bool) else None,
         reason=str(reason) if reason in REASONS else ("Failed" if reason is not None else ""),
@@ -181,12 +195,12 @@ def _failure(result: Mapping[str, Any] | None) -> tuple[str, str]:
     return shown, str(message)[:MAX_MESSAGE] if isinstance(message, str) else ""
 
 
-def _base_backup_after(first: datetime | None, stored: Sequence[StoredBackup], until: datetime | None) -> str | None:
-    """The oldest kept backup taken at or after the archive's first event and not after its last: the earliest
-    point a restore can start replaying from."""
+def _start_after(first: datetime | None, starts: Sequence[str], until: datetime | None) -> str | None:
+    """The oldest start at or after the archive's first event and not after its last: the earliest point a restore
+    can start replaying from."""
     if first is None or until is None:
         return None
-    times = sorted(t for backup in stored if (t := _time(backup.time)) is not None and first <= t <= until)
+    times = sorted(t for start in starts if (t := _time(start)) is not None and first <= t <= until)
     return rfc3339(times[0]) if times else None
 
 

@@ -350,7 +350,21 @@ def _last_backup(run: JobOutcome) -> LastBackup:
         kept_by={str(k): v for k, v in by_rule.items() if isinstance(v, int)} if isinstance(by_rule, dict) else {},
         stored=_stored(result),
         stored_omitted=omitted if isinstance(omitted := result.get("backupsOmitted"), int) else None,
+        **_base_backup(result),
     )
+
+
+def _base_backup(result: Mapping[str, Any]) -> dict[str, str]:
+    """The run's base backup (PostgreSQL, `baseBackup`: {file, time}), as LastBackup keeps it. Its time, the
+    copy's end, is rounded up to the second: a restore to any earlier second would be refused."""
+    base = result.get("baseBackup")
+    file = base.get("file") if isinstance(base, Mapping) else None
+    end = parse_time(base.get("time")) if isinstance(base, Mapping) else None
+    if not isinstance(file, str) or not file or len(file) > 1024 or end is None:
+        return {}
+    if end.microsecond:
+        end = end.replace(microsecond=0) + timedelta(seconds=1)
+    return {"base_backup": file, "base_backup_time": rfc3339(end)}
 
 
 def _stored(result: Mapping[str, Any]) -> tuple[StoredBackup, ...]:

@@ -292,6 +292,10 @@ class LastBackup:
     # Every stored backup after the run, newest first (status.backups), and how many of the oldest did not fit.
     stored: tuple[StoredBackup, ...] = ()
     stored_omitted: int | None = None
+    # PostgreSQL with spec.continuous: the base backup the run also took, and its end (a restore to a point in
+    # time can start from it for any second from then on).
+    base_backup: str | None = None
+    base_backup_time: str | None = None
 
     @property
     def url(self) -> str | None:
@@ -310,6 +314,9 @@ class LastBackup:
                 "kept": self.kept,
                 "keptBytes": self.kept_bytes,
                 "keptBy": dict(self.kept_by) or None,
+                "baseBackup": _drop_none({"file": self.base_backup, "time": self.base_backup_time})
+                if self.base_backup
+                else None,
             }
         )
 
@@ -626,6 +633,8 @@ class DatabaseBackupStatus:
                 kept_by=_counts(last_backup.get("keptBy")),
                 stored=tuple(b for b in map(StoredBackup.from_dict, raw.get("backups") or ()) if b is not None),
                 stored_omitted=_int_or_none(raw.get("backupsOmitted")),
+                base_backup=_str_or_none(_mapping(last_backup.get("baseBackup")).get("file")),
+                base_backup_time=_str_or_none(_mapping(last_backup.get("baseBackup")).get("time")),
             )
             if isinstance(last_backup, Mapping)
             else None,
@@ -787,6 +796,10 @@ def _str_or_none(value: object) -> str | None:
 
 def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:

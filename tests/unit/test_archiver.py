@@ -9,12 +9,18 @@ from typing import Any
 
 import pytest
 
-from common.backups.model import ContinuousStatus, StoredBackup, parse_spec
+from common.backups.model import ContinuousStatus, DatabaseBackupStatus, LastBackup, StoredBackup, parse_spec
 from common.backups.validation import validate
 from common.values import Engine
-from reconciler.archiver import ANNOTATION_TEMPLATE, archiver_deployment, continuous_status, is_current
+from reconciler.archiver import (
+    ANNOTATION_TEMPLATE,
+    archiver_deployment,
+    continuous_status,
+    is_current,
+    replay_starts,
+)
 from tests.fixtures import namespace_facts, statefulset
-from tests.unit.test_plan import NS, backup, decide_at, just_after_ten
+from tests.unit.test_plan import NS, RESULT, at, backup, decide_at, job, just_after_ten
 
 MARIADB = statefulset(
     namespace=NS,
@@ -146,9 +152,32 @@ def test_postgresql_archives_its_wal_and_its_runs_take_the_base_backups_replays_
     assert not validate("nightly", spec)
 
 
-def stored(*times: str) -> tuple[StoredBackup, ...]:
-    return tuple(
+def last_backup(*times: str, base_backup_time: str | None = None) -> LastBackup:
+    """A run's status.lastBackup: backups kept at `times` (newest last), and a base backup if given."""
+    kept = tuple(
         StoredBackup(file=f"/backups/db/nightly-{t}.sql.gz", size=1, key_id=None, kept_by=("last",)) for t in times
+    )
+    base = "/backups/db/nightly-20261207T110000Z.base.tar.zst" if base_backup_time else None
+    return LastBackup(
+        file="f", size=1, sha256="s", duration="1s", completion_time="t", stored=kept,
+        base_backup=base, base_backup_time=base_backup_time,
+    )  # fmt: skip
+
+
+def stored(*times: str) -> tuple[str, ...]:
+    """Where a MySQL restore can start replaying from, with backups kept at `times`."""
+    return replay_starts("MySQL", last_backup(*times))
+
+
+def test_a_postgresql_replay_starts_only_from_the_newest_base_backup_s_end() -> None:
+    answer = {"recoverableFrom": "2026-12-07T09:30:00Z", "recoverableUntil": "2026-12-07T12:00:41Z", "reason": None}
+    last = last_backup("20261207T100000Z", "20261207T110000Z", base_backup_time="2026-12-07T11:00:07Z")
+    starts = replay_starts("PostgreSQL", last)
+    assert starts == ("2026-12-07T11:00:07Z",)  # the dumps cannot start a WAL replay
+    assert continuous_status("a", answer, starts, None).recoverable_from == "2026-12-07T11:00:07Z"
+    # No base backup yet: nothing to restore to a point from, whatever dumps there are.
+    assert continuous_status("a", answer, replay_starts("PostgreSQL", last_backup("20261207T100000Z")), None) == (
+        ContinuousStatus(archiver="a", ready=True, recoverable_until="2026-12-07T12:00:41Z")
     )
 
 
@@ -268,3 +297,28 @@ def test_the_status_patch_removes_what_the_new_report_no_longer_says() -> None:
     assert patch["reason"] is None
     assert set(patch) == set(ContinuousStatus(archiver="a", message="m", reason="r", gap_at="t", updated="u",
         recoverable_from="f", recoverable_until="u", lag_seconds=1.0).to_dict())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("said", "kept"),
+    [
+        ({"file": "/backups/example-db/nightly-20261127T100000Z.base.tar.zst", "time": "2026-11-27T10:00:41.2Z"},
+         {"file": "/backups/example-db/nightly-20261127T100000Z.base.tar.zst", "time": "2026-11-27T10:00:42Z"}),
+        ({"file": "/x.base.tar.zst", "time": "2026-11-27T10:00:41Z"},
+         {"file": "/x.base.tar.zst", "time": "2026-11-27T10:00:41Z"}),
+        ({"file": "/x.base.tar.zst", "time": "yesterday"}, None),
+        ({"file": 7, "time": "2026-11-27T10:00:41Z"}, None),
+        ("a string", None),
+    ],
+)  # fmt: skip
+def test_the_run_s_base_backup_goes_into_the_last_backup_its_end_rounded_up(said: Any, kept: Any) -> None:
+    obj = backup(engine="PostgreSQL", continuous={})
+    obj["status"] = {"lastScheduleTime": "2026-11-27T10:00:00Z"}
+    done = job(obj, "2026-11-27T10:00:00", "Succeeded", finished="2026-11-27T10:01:13Z")
+    messages = {done["metadata"]["name"]: json.dumps({**RESULT, "baseBackup": said})}
+    plan = decide_at(obj, at("2026-11-27T10:01:14"), [done], termination_messages=messages)
+    assert plan.status is not None
+    assert plan.status["lastBackup"].get("baseBackup") == kept
+    status = DatabaseBackupStatus.from_dict(plan.status).last_backup
+    assert status is not None
+    assert status.base_backup_time == (kept or {}).get("time")
