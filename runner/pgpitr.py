@@ -25,7 +25,6 @@ scratch server as `--scratch-os-user` (default postgres) through setpriv.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pwd
 import re
@@ -40,10 +39,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
 import structlog
 
+from runner.archiveobject import Hashed
 from runner.archivestore import ArchiveStore, FolderArchive
 from runner.basebackup import BaseManifest
 from runner.compression import Compression, Source, decompressor
@@ -150,21 +150,10 @@ def parse_databases(items: tuple[str, ...]) -> dict[str, str]:
 # --- the scratch server -------------------------------------------------------------------------------------------
 
 
-class _Hashed:
-    def __init__(self, source: IO[bytes]) -> None:
-        self._source = source
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        self.digest.update(data)
-        return data
-
-
 def _unpack_base(backup: Path, manifest: BaseManifest, keys: Keyring | None, data: Path) -> None:
     """The base backup's tar into `data`, its file held to the manifest's sha256."""
     with backup.open("rb") as stored:
-        hashed = _Hashed(stored)
+        hashed = Hashed(stored)
         plain: Source = hashed
         if backup.name.endswith(ENCRYPTED_SUFFIX):
             if keys is None:
