@@ -1,4 +1,4 @@
-"""The objects of a binlog archive (`archive` writes them, `pitr` reads them): a file as the server
+"""The objects of an archive, binlog (`archive`, `pitr`) or WAL (`walarchive`, `pgpitr`) alike: a file as the server
 wrote it, zstd-compressed (`….zst`), and with a key encrypted after compression as a backup is (`crypto`,
 `….zst.enc`). Its entry records the object's name, its size and sha256 as stored, and the key's id and fingerprint,
 so that a reader can name the key it needs without reading the object.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Final, TypeAlias
+from typing import IO, TYPE_CHECKING, Final, TypeAlias
 
 import zstandard
 
@@ -23,6 +23,9 @@ from runner.crypto import Decryptor, Encryptor, Key, Keyring
 from runner.errors import Reason, RunnerError
 from runner.naming import ENCRYPTED_SUFFIX
 
+if TYPE_CHECKING:
+    from runner.walarchive import WalEntry
+
 __all__ = ["ZSTD", "Hashed", "Sealed", "encrypted", "keys_for", "names", "seal", "unseal"]
 
 ZSTD: Final = ".zst"
@@ -30,7 +33,7 @@ READ_SIZE: Final = 1 << 20
 
 
 # An entry of either archive: what it records of its object (name, sha256 as stored, key id and fingerprint).
-Sealed: TypeAlias = Entry
+Sealed: TypeAlias = "Entry | WalEntry"
 
 
 def encrypted(entry: Sealed) -> bool:

@@ -356,7 +356,9 @@ def parser() -> argparse.ArgumentParser:
         help="serve GET /status (JSON) and /healthz over HTTP on 0.0.0.0:PORT (default 0: none); see archivestatus",
     )
     archive.add_argument(
-        "--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): each binlog encrypted, as `run`"
+        "--encryption-key-file",
+        type=Path,
+        help="32-byte key (raw, hex or base64): each archived binlog or WAL file encrypted, as `run`",
     )
     archive.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
 

@@ -53,7 +53,7 @@ from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.naming import ENCRYPTED_SUFFIX
 from runner.process import Deadline, Tool, run_capture
 from runner.restore import RestoreOptions, restore_backup
-from runner.walarchive import WalEntry, lsn, read_wal_index, segment_name, unpack, wal_archive_name
+from runner.walarchive import WalEntry, check_keys, lsn, read_wal_index, segment_name, unpack, wal_archive_name
 
 __all__ = ["Recovery", "ScratchOptions", "default_wal_archive", "plan_recovery", "restore_point_in_time"]
 
@@ -312,6 +312,7 @@ def restore_point_in_time(
     deadline: Deadline,
 ) -> dict[str, object]:
     plan = plan_recovery(manifest, read_wal_index(store), point)  # step 1: refuse before anything is touched
+    check_keys(plan.entries, keys)
     pg_bin = _pg_bin(options, manifest)
     if not (pg_bin / "postgres").exists():
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"no postgres in {pg_bin}: give --pg-bin")
@@ -325,7 +326,7 @@ def restore_point_in_time(
         _unpack_base(backup, manifest, keys, scratch.data)
         (folder / "wal").mkdir()
         for entry in plan.entries:
-            unpack(store, entry, folder / "wal" / entry.segment)
+            unpack(store, entry, folder / "wal" / entry.segment, keys)
         (folder / "pg_hba.conf").write_text("local all all trust\n")
         if not (scratch.data / "postgresql.conf").exists():
             (scratch.data / "postgresql.conf").touch()
