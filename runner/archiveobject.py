@@ -4,16 +4,17 @@ wrote it, zstd-compressed (`….zst`), and with a key encrypted after compressio
 so that a reader can name the key it needs without reading the object.
 
 `seal` writes one; `unseal` reads one back into a file, decrypting with the keyring given, and holds the stored
-bytes to the entry's sha256 and the file to its recorded size. `keys_for` is the refusal a reader gives before it
+bytes to the entry's sha256 and the file to its recorded size; `read_current` reads an open file's again when a
+running archiver replaced it meanwhile. `keys_for` is the refusal a reader gives before it
 touches anything when the keys given do not hold the one an entry names.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final, TypeAlias
+from typing import IO, TYPE_CHECKING, Final, TypeAlias, TypeVar
 
 import zstandard
 
@@ -26,14 +27,18 @@ from runner.naming import ENCRYPTED_SUFFIX
 if TYPE_CHECKING:
     from runner.walarchive import WalEntry
 
-__all__ = ["ZSTD", "Hashed", "Sealed", "encrypted", "keys_for", "names", "seal", "unseal"]
+__all__ = ["ZSTD", "Hashed", "Sealed", "encrypted", "keys_for", "names", "read_current", "seal", "unseal"]
 
 ZSTD: Final = ".zst"
 READ_SIZE: Final = 1 << 20
+# How often an open file's entry is read again when a running archiver replaced its object while it was read.
+REREADS: Final = 5
 
 
 # An entry of either archive: what it records of its object (name, sha256 as stored, key id and fingerprint).
 Sealed: TypeAlias = "Entry | WalEntry"
+E = TypeVar("E", bound="Entry | WalEntry")
+R = TypeVar("R")
 
 
 def encrypted(entry: Sealed) -> bool:
@@ -116,3 +121,18 @@ def unseal(
     size = path.stat().st_size
     if size != file_size:
         raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} holds {size} bytes, not {file_size}")
+
+
+def read_current(entry: E, read: Callable[[E], R], reread: Callable[[E], E | None]) -> R:
+    """`read(entry)`; an open file's `.partial` object may be replaced (it grew) or removed (it closed) by a running
+    archiver between reading its entry and its data: then its current entry (`reread`) is read instead. The file it
+    holds starts with the same bytes, so a replay or a recovery stops where it would have."""
+    for _ in range(REREADS):
+        try:
+            return read(entry)
+        except RunnerError:
+            newer = reread(entry)
+            if entry.closed or newer is None or newer == entry:
+                raise
+            entry = newer
+    return read(entry)

@@ -40,7 +40,7 @@ import structlog
 
 from runner import admin, engines
 from runner.archive import successor
-from runner.archiveobject import keys_for, unseal
+from runner.archiveobject import keys_for, read_current, unseal
 from runner.archivestore import (
     ArchiveStore,
     Checkpoint,
@@ -341,23 +341,9 @@ def _replay_argv(
     )
 
 
-# How often an open binlog's entry is read again when a running archiver replaced it while it was read.
-REREADS: Final = 5
-
-
 def _unpacked_current(store: ArchiveStore, entry: Entry, into: Path, keys: Keyring | None) -> Path:
-    """`_unpacked`; an open binlog's `.partial` may be replaced (it grew) or removed (it closed) by a running
-    archiver between reading its entry and its data: then its current entry is read again. The binlog it holds then
-    starts with the same bytes, and the replay's stop is unchanged."""
-    for _ in range(REREADS):
-        try:
-            return _unpacked(store, entry, into, keys)
-        except RunnerError:
-            current = store.index().get(entry.file)
-            if entry.closed or current is None or current == entry:
-                raise
-            entry = current
-    return _unpacked(store, entry, into, keys)
+    """`_unpacked`, of the binlog's current entry if a running archiver replaced it meanwhile (`read_current`)."""
+    return read_current(entry, lambda found: _unpacked(store, found, into, keys), lambda e: store.index().get(e.file))
 
 
 def _unpacked(store: ArchiveStore, entry: Entry, into: Path, keys: Keyring | None) -> Path:

@@ -216,8 +216,12 @@ def read_wal_index(store: ArchiveStore) -> dict[str, WalEntry]:
 
 def unpack(store: ArchiveStore, entry: WalEntry, path: Path, keys: Keyring | None = None) -> None:
     """The entry's file, decrypted (with `keys`) and decompressed into `path`, its stored bytes held to the entry's
-    sha256."""
-    archiveobject.unseal(store, entry, entry.segment, entry.wal_size, path, keys, "WAL")
+    sha256; of its current entry if a running archiver replaced it meanwhile (`archiveobject.read_current`)."""
+
+    def read(found: WalEntry) -> None:
+        archiveobject.unseal(store, found, found.segment, found.wal_size, path, keys, "WAL")
+
+    archiveobject.read_current(entry, read, lambda e: read_wal_index(store).get(e.segment))
 
 
 def check_keys(entries: Iterable[WalEntry], keys: Keyring | None) -> None:
