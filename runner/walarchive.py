@@ -4,8 +4,9 @@ bucket, for point-in-time restores (`pgpitr`). The PostgreSQL half of `archive.p
 
 The server's WAL is streamed over the replication protocol by the server's own tool, `pg_receivewal`, through a
 physical replication slot of its own (`slot_name(NAME)`, created if missing, reserving WAL at once), so that the
-server keeps every segment the archiver has not yet received, even while it is down. Each segment is published into
-`<output-dir>/<name>-wal/` (or `s3://bucket/<prefix>/<name>-wal/`):
+server keeps every segment the archiver has not yet received, even while it is down (`--drop-slot` drops it once
+archiving has ended for good: `drop_slot`). Each segment is published into `<output-dir>/<name>-wal/` (or
+`s3://bucket/<prefix>/<name>-wal/`):
 
     000000010000000000000003.zst            a completed segment, zstd-compressed, byte for byte as streamed
     000000010000000000000003.json           its entry (`WalEntry`): segment, timeline, start/end LSN, until, ...
@@ -64,6 +65,7 @@ __all__ = [
     "WalOptions",
     "archive_wal",
     "check_keys",
+    "drop_slot",
     "lsn",
     "lsn_text",
     "read_wal_index",
@@ -537,6 +539,47 @@ def _tool_failed(tool: Tool) -> None:
             ) from None
         raise
     raise RunnerError(Reason.DUMP_FAILED, f"{tool.name} stopped streaming")
+
+
+SLOT_POLL: Final = 0.5  # seconds between two looks at an active slot
+_SLOT_BUSY: Final = re.compile(r"replication slot .* (is active|does not exist)", re.IGNORECASE)
+
+
+def drop_slot(connection: Connection, name: str, timeout: float, scrub: Scrubber) -> dict[str, Any]:
+    """`archive --engine postgresql --drop-slot`: the slot of `--name`'s archiver dropped, so that the server stops
+    keeping WAL for an archive no one writes any more. A slot an archiver still streams through is active and cannot
+    be dropped: wait up to `timeout` seconds for it to go (its Pod stopping), then refuse, naming it."""
+    slot = slot_name(name)
+    # One statement: the slot dropped only if it is inactive, and what was found. The drop is in a CTE the outer
+    # query reads, so that PostgreSQL runs it.
+    statement = (
+        "WITH found AS (SELECT slot_name, active FROM pg_replication_slots"  # noqa: S608 - slot_name()
+        f" WHERE slot_name = '{slot}'), dropped AS (SELECT pg_drop_replication_slot(slot_name) FROM found"
+        " WHERE NOT active) SELECT (SELECT count(*) FROM found), (SELECT count(*) FROM dropped)"
+    )
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        try:
+            found, dropped = _query(connection, statement, scrub)
+        except RunnerError as error:
+            # It became active, or went, between the look and the drop: look again.
+            if not _SLOT_BUSY.search(error.message):
+                raise
+            found, dropped = "1", "0"
+        if found == "0" or dropped == "1":
+            log.info("replication slot dropped" if dropped == "1" else "no replication slot to drop", slot=slot)
+            return {"status": "SlotDropped", "slot": slot, "dropped": dropped == "1"}
+        if time.monotonic() >= deadline:
+            raise RunnerError(
+                Reason.TIMEOUT,
+                f"the replication slot {slot} is still active after {timeout:g}s: an archiver still streams through"
+                " it; stop it first",
+            )
+        if not waiting:
+            log.info("the replication slot is active: waiting for its archiver to stop", slot=slot, timeout=timeout)
+            waiting = True
+        time.sleep(SLOT_POLL)
 
 
 def run(args: Any, connection: Connection, store: ArchiveStore, scrub: Scrubber) -> dict[str, Any]:

@@ -5,6 +5,8 @@ an encrypted archive and base backup (with the key, and refused untouched withou
 from __future__ import annotations
 
 import io
+import json
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +17,8 @@ import zstandard
 
 from hack.harness.databases import PostgresServer
 from runner.crypto import Decryptor, load_key
-from tests.backup.cli import wait_for
+from runner.walarchive import slot_name
+from tests.backup.cli import Outcome, connection_args, dbb, password_env, spawn, wait_for
 from tests.backup.conftest import KEY
 from tests.backup.test_pitr_postgres import (
     archiving,
@@ -144,3 +147,112 @@ def test_a_restore_from_an_encrypted_archive_without_its_key_is_refused_untouche
     assert wrong.reason_line.startswith("dbb-backup: DecryptFailed: archived WAL "), wrong.stderr
     assert "needs key 'backup.key', which is not among those given (ids: 'other.key')" in wrong.reason_line
     assert not {"ledger_nokey", "ledger_wrong"} & set(primary.databases())
+
+
+# --- dropping the archiver's slot ----------------------------------------------------------------------------------
+
+
+def drop_args(server: PostgresServer, name: str, *flags: str) -> list[str]:
+    """`archive --drop-slot` as the operator's Job runs it: the connection and --name, no archive."""
+    return ["archive", "--engine", "postgresql", *connection_args(server), "--name", name, "--drop-slot", *flags]
+
+
+def drop_slot(server: PostgresServer, name: str, *flags: str) -> Outcome:
+    return dbb(*drop_args(server, name, *flags), env=password_env(server), timeout=120)
+
+
+def slots(server: PostgresServer) -> dict[str, bool]:
+    """The server's replication slots: {name: active}."""
+    rows = server.sql("SELECT slot_name, active FROM pg_replication_slots").splitlines()
+    return {name: active == "t" for name, active in (row.split("|") for row in rows)}
+
+
+def test_drop_slot_drops_the_archiver_s_slot_only_and_is_a_no_op_the_second_time(
+    primary: PostgresServer, tmp_path: Path
+) -> None:
+    slot = slot_name("retired")
+    primary.sql("SELECT pg_create_physical_replication_slot('someone_elses')")
+    with archiving(primary, tmp_path, "retired", 1):
+        wait_for(lambda: slots(primary).get(slot) is True, "the archiver to stream through its slot")
+
+    first = drop_slot(primary, "retired")
+    second = drop_slot(primary, "retired")
+
+    assert first.code == 0, first.stderr
+    assert first.result == {"status": "SlotDropped", "slot": slot, "dropped": True}
+    assert slot not in slots(primary)
+    assert "someone_elses" in slots(primary), "only the archiver's own slot is dropped"
+    assert second.code == 0, second.stderr
+    assert second.result == {"status": "SlotDropped", "slot": slot, "dropped": False}
+
+
+def test_drop_slot_waits_for_the_archiver_to_stop_then_drops_its_slot(primary: PostgresServer, tmp_path: Path) -> None:
+    slot = slot_name("stopping")
+    logged: list[str] = []
+    with archiving(primary, tmp_path, "stopping", 1):
+        wait_for(lambda: slots(primary).get(slot) is True, "the archiver to stream through its slot")
+        dropper = spawn(drop_args(primary, "stopping", "--timeout", "60"), primary)
+        stderr = dropper.stderr
+        assert stderr is not None
+
+        def read_log() -> None:
+            for line in stderr:
+                logged.append(line)
+
+        reader = threading.Thread(target=read_log, name="dropper-log")
+        reader.start()
+        wait_for(lambda: any("waiting for its archiver to stop" in line for line in logged), "the drop to wait")
+        assert dropper.poll() is None
+        assert slots(primary).get(slot) is True, "the slot stays while its archiver streams"
+    # The archiver stopped (SIGTERM) as the block ended: its slot is no longer active, and the drop goes ahead.
+    reader.join(timeout=60)  # its log ends as it exits
+    out, _ = dropper.communicate(timeout=10)
+
+    assert dropper.returncode == 0, "".join(logged)
+    assert json.loads(out) == {"status": "SlotDropped", "slot": slot, "dropped": True}
+    assert slot not in slots(primary)
+
+
+def test_drop_slot_refuses_a_slot_still_active_after_its_timeout_naming_it(
+    primary: PostgresServer, tmp_path: Path
+) -> None:
+    slot = slot_name("busy")
+    with archiving(primary, tmp_path, "busy", 1) as archiver:
+        wait_for(lambda: slots(primary).get(slot) is True, "the archiver to stream through its slot")
+        refused = drop_slot(primary, "busy", "--timeout", "1")
+        assert archiver.poll() is None, "the archiver streams on"
+        assert slots(primary).get(slot) is True
+    cleanup = drop_slot(primary, "busy")
+
+    assert refused.code == 1
+    assert refused.reason_line == (
+        f"dbb-backup: Timeout: the replication slot {slot} is still active after 1s: an archiver still streams"
+        " through it; stop it first"
+    )
+    assert cleanup.result["dropped"] is True
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ([], "give --output-dir or --output-url (or --drop-slot)"),
+        (["--output-dir", "/nowhere", "--timeout", "5"], "--timeout goes with --drop-slot"),
+    ],
+    ids=["no archive", "a timeout without --drop-slot"],
+)
+def test_an_archive_run_without_its_archive_or_with_a_stray_timeout_is_refused(
+    primary: PostgresServer, flags: list[str], message: str
+) -> None:
+    args = ["archive", "--engine", "postgresql", *connection_args(primary), "--name", "app", *flags]
+    outcome = dbb(*args, env=password_env(primary), timeout=60)
+
+    assert outcome.code == 1
+    assert outcome.reason_line == f"dbb-backup: InvalidArguments: {message}"
+
+
+def test_drop_slot_for_a_mysql_archiver_is_refused(primary: PostgresServer) -> None:
+    args = ["archive", "--engine", "mysql", *connection_args(primary), "--name", "app", "--drop-slot"]
+    outcome = dbb(*args, env=password_env(primary), timeout=60)
+
+    assert outcome.code == 1
+    assert outcome.reason_line == "dbb-backup: InvalidArguments: --drop-slot: a PostgreSQL archiver's slot only"
