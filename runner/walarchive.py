@@ -363,14 +363,23 @@ class _WalArchiver:
         self.report(None)
 
     def seed(self) -> None:
-        """An empty spool starts after the archive's newest completed segment (see above)."""
+        """An empty spool starts after the archive's newest completed segment (see above). pg_receivewal reads only a
+        completed segment's name and size to resume after it: one encrypted with a key this run does not hold (it was
+        rotated) is seeded as a placeholder of its size. Neither is published again (the archive has it), and the
+        spool drops it once the next segment completes."""
         if any(SEGMENT.fullmatch(p.name.removesuffix(PARTIAL)) for p in self.spool.iterdir()):
             return
         done = [e for e in self.index.values() if e.closed and SEGMENT.fullmatch(e.segment)]
-        if done:
-            key = self.options.key
-            unpack(self.store, done[-1], self.spool / done[-1].segment, Keyring.of(key) if key else None)
-            log.info("streaming resumes after the archive's newest segment", segment=done[-1].segment)
+        if not done:
+            return
+        newest, key = done[-1], self.options.key
+        path = self.spool / newest.segment
+        if newest.encrypted and (key is None or key.fingerprint != newest.key_fingerprint):
+            with path.open("wb") as placeholder:
+                placeholder.truncate(newest.wal_size)
+        else:
+            unpack(self.store, newest, path, Keyring.of(key) if key else None)
+        log.info("streaming resumes after the archive's newest segment", segment=newest.segment)
 
     def publish_completed(self) -> None:
         for path in sorted(self.spool.iterdir()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import threading
 import uuid
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ import pytest
 import zstandard
 
 from hack.harness.databases import PostgresServer
+from runner.archivestore import FolderArchive
 from runner.crypto import Decryptor, load_key
-from runner.walarchive import slot_name
+from runner.walarchive import receive_spool, slot_name
 from tests.backup.cli import Outcome, connection_args, dbb, password_env, spawn, wait_for
 from tests.backup.conftest import KEY
 from tests.backup.test_pitr_postgres import (
@@ -78,6 +80,34 @@ def test_an_encrypted_wal_archive_stores_no_plaintext_wal(
     segment = index[f"{switched}.json"]
     assert marker.encode() in opened((archive / segment["object"]).read_bytes(), key_file)
     assert any(f"{marker}-partial".encode() in opened((archive / o).read_bytes(), key_file) for o in objects)
+
+
+def test_an_archiver_with_a_new_key_and_a_lost_spool_resumes_with_no_gap(
+    primary: PostgresServer, tmp_path: Path, key_file: Path, other_key_file: Path
+) -> None:
+    primary.sql("CREATE DATABASE rotated")
+    primary.sql("CREATE TABLE ticks (id int)", "rotated")
+
+    def write_and_switch() -> str:
+        primary.sql("INSERT INTO ticks VALUES (1)", "rotated")
+        return primary.sql("SELECT pg_walfile_name(pg_switch_wal())")
+
+    with archiving(primary, tmp_path, "rotated", 1, "--encryption-key-file", str(key_file)):
+        before = write_and_switch()
+        wait_for(lambda: before in closed_segments(tmp_path, "rotated"), "a completed segment archived")
+    # A new Pod: its emptyDir, where an encrypted archive's spool is, is gone; and the key was rotated meanwhile.
+    shutil.rmtree(receive_spool(FolderArchive(tmp_path / "rotated-wal"), encrypted=True))
+    write_and_switch()  # while no archiver ran: the slot kept it
+    with archiving(primary, tmp_path, "rotated", 1, "--encryption-key-file", str(other_key_file)):
+        last = write_and_switch()
+        wait_for(lambda: last in closed_segments(tmp_path, "rotated"), "every completed segment archived")
+
+    names = closed_segments(tmp_path, "rotated")
+    numbers = [int(n[8:], 16) for n in names]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), f"a gap in {names}"
+    index = entries(tmp_path, "rotated")
+    assert index[f"{before}.json"]["keyId"] == "backup.key"
+    assert {index[f"{n}.json"]["keyId"] for n in names if n > before} == {"other.key"}
 
 
 @dataclass(frozen=True)
