@@ -4,9 +4,9 @@ wrote it, zstd-compressed (`….zst`), and with a key encrypted after compressio
 so that a reader can name the key it needs without reading the object.
 
 `seal` writes one; `unseal` reads one back into a file, decrypting with the keyring given, and holds the stored
-bytes to the entry's sha256 and the file to its recorded size; `read_current` reads an open file's again when a
-running archiver replaced it meanwhile. `keys_for` is the refusal a reader gives before it
-touches anything when the keys given do not hold the one an entry names.
+bytes to the entry's sha256 and the file to its recorded size; `read_current` reads an open file's object again when
+a running archiver replaced it meanwhile. `keys_for` is the refusal a reader gives before it touches anything when
+the keys given do not hold the one an entry names.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from runner.naming import ENCRYPTED_SUFFIX
 if TYPE_CHECKING:
     from runner.walarchive import WalEntry
 
-__all__ = ["ZSTD", "Hashed", "Sealed", "encrypted", "keys_for", "names", "read_current", "seal", "unseal"]
+__all__ = ["ZSTD", "Hashed", "Sealed", "keys_for", "names", "read_current", "seal", "unseal"]
 
 ZSTD: Final = ".zst"
 READ_SIZE: Final = 1 << 20
@@ -39,10 +39,6 @@ REREADS: Final = 5
 Sealed: TypeAlias = "Entry | WalEntry"
 E = TypeVar("E", bound="Entry | WalEntry")
 R = TypeVar("R")
-
-
-def encrypted(entry: Sealed) -> bool:
-    return entry.object.endswith(ENCRYPTED_SUFFIX)
 
 
 def names(stem: str) -> tuple[str, str]:
@@ -106,7 +102,7 @@ def unseal(
         with store.open(entry.object) as stored, path.open("wb") as out:
             hashed = Hashed(stored)
             plain: Source = hashed
-            if encrypted(entry):
+            if entry.encrypted:
                 plain = Decryptor(keys_for(entry, keys, what), hashed)
             while data := plain.read(READ_SIZE):
                 out.write(decompressor.decompress(data))

@@ -57,6 +57,7 @@ from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, FolderArchive, S3A
 from runner.crypto import Key, Keyring, load_key
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber, one_line
+from runner.naming import ENCRYPTED_SUFFIX
 from runner.objectstore import list_keys
 from runner.process import Tool, run_capture
 
@@ -139,7 +140,7 @@ class WalEntry:
 
     @property
     def encrypted(self) -> bool:
-        return archiveobject.encrypted(self)
+        return self.object.endswith(ENCRYPTED_SUFFIX)
 
     def to_json(self) -> str:
         data: dict[str, object] = {
