@@ -17,9 +17,8 @@ import pytest
 import zstandard
 
 from hack.harness.databases import PostgresServer
-from runner.archivestore import FolderArchive
 from runner.crypto import Decryptor, load_key
-from runner.walarchive import receive_spool, slot_name
+from runner.walarchive import slot_name
 from tests.backup.cli import Outcome, connection_args, dbb, password_env, spawn, wait_for
 from tests.backup.conftest import KEY
 from tests.backup.test_pitr_postgres import (
@@ -35,6 +34,16 @@ from tests.backup.test_pitr_postgres import (
 from tests.backup.test_pitr_postgres import primary as primary  # the fixture
 
 
+@pytest.fixture
+def emptydir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The archivers' TMPDIR, as the Pod's emptyDir is: an encrypted archive's spool goes there (and goes with it).
+    Not a restore's: its scratch server, run as postgres, could not enter the test's folder."""
+    folder = tmp_path / "emptydir"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
+
+
 def stored_files(folder: Path) -> list[Path]:
     """Every file under the archive's folder, hidden ones included: what its volume holds."""
     return sorted(p for p in folder.rglob("*") if p.is_file())
@@ -47,7 +56,7 @@ def opened(stored: bytes, key: Path) -> bytes:
 
 
 def test_an_encrypted_wal_archive_stores_no_plaintext_wal(
-    primary: PostgresServer, tmp_path: Path, key_file: Path
+    primary: PostgresServer, tmp_path: Path, key_file: Path, emptydir: Path
 ) -> None:
     marker = f"dbb-marker-{uuid.uuid4().hex}"
     primary.sql("CREATE DATABASE secrets")
@@ -69,6 +78,7 @@ def test_an_encrypted_wal_archive_stores_no_plaintext_wal(
     assert {(e["keyId"], e["keyFingerprint"]) for e in index.values()} == {(key_file.name, fingerprint)}
     files = stored_files(archive)
     assert {p.name for p in files} - objects - set(index) == {".lock"}, "no spool, no other file beside them"
+    assert any(emptydir.iterdir()), "pg_receivewal's spool is in the emptyDir instead"
     for path in files:
         data = path.read_bytes()
         assert marker.encode() not in data, f"plaintext WAL in {path}"
@@ -83,7 +93,7 @@ def test_an_encrypted_wal_archive_stores_no_plaintext_wal(
 
 
 def test_an_archiver_with_a_new_key_and_a_lost_spool_resumes_with_no_gap(
-    primary: PostgresServer, tmp_path: Path, key_file: Path, other_key_file: Path
+    primary: PostgresServer, tmp_path: Path, key_file: Path, other_key_file: Path, emptydir: Path
 ) -> None:
     primary.sql("CREATE DATABASE rotated")
     primary.sql("CREATE TABLE ticks (id int)", "rotated")
@@ -96,7 +106,9 @@ def test_an_archiver_with_a_new_key_and_a_lost_spool_resumes_with_no_gap(
         before = write_and_switch()
         wait_for(lambda: before in closed_segments(tmp_path, "rotated"), "a completed segment archived")
     # A new Pod: its emptyDir, where an encrypted archive's spool is, is gone; and the key was rotated meanwhile.
-    shutil.rmtree(receive_spool(FolderArchive(tmp_path / "rotated-wal"), encrypted=True))
+    assert any(emptydir.iterdir()), "the spool was in the emptyDir"
+    shutil.rmtree(emptydir)
+    emptydir.mkdir()
     write_and_switch()  # while no archiver ran: the slot kept it
     with archiving(primary, tmp_path, "rotated", 1, "--encryption-key-file", str(other_key_file)):
         last = write_and_switch()
@@ -128,21 +140,24 @@ def write_rows(server: PostgresServer, numbers: range) -> None:
 @pytest.fixture(scope="module")
 def encrypted_ledger(primary: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Ledger:
     folder = tmp_path_factory.mktemp("ledger")
+    (folder / "emptydir").mkdir()
     key_file = folder / "backup.key"
     key_file.write_text(KEY + "\n")
     key = ("--encryption-key-file", str(key_file))
     primary.sql("CREATE DATABASE ledger")
     primary.sql("CREATE TABLE rows (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())", "ledger")
-    with archiving(primary, folder, "ledger", 1, *key):
-        write_rows(primary, range(1, 11))
-        made = base_backup(primary, folder, "ledger", *key)
-        write_rows(primary, range(11, 21))
-        primary.sql("SELECT pg_switch_wal()")  # the recovery crosses from one archived segment into the next
-        write_rows(primary, range(21, 31))
-        point = server_now(primary)  # after row 30 committed, before row 31 began
-        write_rows(primary, range(31, 51))
-        end = server_now(primary)
-        wait_for(lambda: newest_until(folder, "ledger") >= end, "the archive to reach the last write")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(folder / "emptydir"))  # see emptydir
+        with archiving(primary, folder, "ledger", 1, *key):
+            write_rows(primary, range(1, 11))
+            made = base_backup(primary, folder, "ledger", *key)
+            write_rows(primary, range(11, 21))
+            primary.sql("SELECT pg_switch_wal()")  # the recovery crosses from one archived segment into the next
+            write_rows(primary, range(21, 31))
+            point = server_now(primary)  # after row 30 committed, before row 31 began
+            write_rows(primary, range(31, 51))
+            end = server_now(primary)
+            wait_for(lambda: newest_until(folder, "ledger") >= end, "the archive to reach the last write")
     assert made.name.endswith(".base.tar.zst.enc")
     assert all(e["object"].endswith(".zst.enc") for e in entries(folder, "ledger").values())
     return Ledger(made, point, 30, 50)
