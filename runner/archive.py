@@ -46,14 +46,16 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import structlog
 
 from runner import engines
+from runner.archiveobject import names, seal
 from runner.archivestatus import ArchiveStatus
 from runner.archivestore import (
     CHECKPOINT,
@@ -69,11 +71,9 @@ from runner.archivestore import (
     read_index,
     recoverable_until,
 )
-from runner.compression import Compression, compressor
-from runner.crypto import Encryptor, Key
+from runner.crypto import Key
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
-from runner.naming import ENCRYPTED_SUFFIX
 from runner.process import Tool, run_capture
 
 __all__ = [
@@ -97,7 +97,6 @@ _HEADER: Final = struct.Struct("<IBIII")  # timestamp, type, server id, event si
 HEADER_SIZE: Final = 19
 STOP_EVENT: Final = 3
 ROTATE_EVENT: Final = 4
-ZSTD: Final = ".zst"
 READ_SIZE: Final = 1 << 20
 CATCH_UP: Final = 10.0  # seconds a stop waits for the events the server had written
 # The tool could not start at a binlog the server no longer has.
@@ -109,7 +108,7 @@ class ArchiveOptions:
     connection: Connection
     store: ArchiveStore  # archive_folder's, or an S3Archive at `<prefix>/<name>-binlog`
     max_lag: float = 60.0
-    key: Key | None = None  # encrypts each archived binlog as a backup is (crypto.Encryptor)
+    key: Key | None = None  # encrypts each archived binlog as a backup is (archiveobject.seal)
 
 
 def archive_folder(output_dir: Path, name: str) -> Path:
@@ -336,18 +335,8 @@ class _Archiver:
     def publish(self, name: str, found: Scan, *, closed: bool) -> None:
         stem = name if closed else name + PARTIAL
         key = self.options.key
-        stored = stem + ZSTD + (ENCRYPTED_SUFFIX if key is not None else "")
-        with self.store.writing(stored) as out, (self.spool / name).open("rb") as source:
-            encryptor = Encryptor(key.secret, out) if key is not None else None
-            # One thread: the archiver runs for ever beside the database; zstd workers each hold buffers.
-            stage = compressor(Compression.ZSTD, encryptor if encryptor is not None else out, threads=0)
-            left = found.size
-            while left and (data := source.read(min(READ_SIZE, left))):
-                stage.write(data)
-                left -= len(data)
-            stage.close()
-            if encryptor is not None:
-                encryptor.close()
+        with (self.spool / name).open("rb") as source:
+            stored, out = seal(self.store, stem, _read_upto(source, found.size), key)
         entry = Entry(
             name,
             stored,
@@ -366,8 +355,7 @@ class _Archiver:
         if closed:
             # The entry first: a reader that finds the partial entry gone reads the closed one. Both objects' names,
             # as a run with or without a key may have left the partial.
-            partial = name + PARTIAL + ZSTD
-            for leftover in (name + PARTIAL + ENTRY, partial, partial + ENCRYPTED_SUFFIX):
+            for leftover in (name + PARTIAL + ENTRY, *names(name + PARTIAL)):
                 self.store.remove(leftover)
             self.closed.append(name)
         log.info(
@@ -380,6 +368,14 @@ class _Archiver:
             firstEvent=entry.first_event,
             lastEvent=entry.last_event,
         )
+
+
+def _read_upto(source: IO[bytes], size: int) -> Iterator[bytes]:
+    """The first `size` bytes of `source` (the whole events of a binlog still being written), a piece at a time."""
+    left = size
+    while left and (data := source.read(min(READ_SIZE, left))):
+        yield data
+        left -= len(data)
 
 
 def archive(

@@ -55,6 +55,7 @@ __all__ = [
     "binlog_key",
     "merge_gaps",
     "merge_index",
+    "optional_string",
     "read_checkpoint",
     "read_index",
     "recoverable_until",
@@ -125,8 +126,8 @@ class Entry:
                 int(data["binlogSize"]),
                 int(data["size"]),
                 str(data["sha256"]),
-                _optional(data, "keyId"),
-                _optional(data, "keyFingerprint"),
+                optional_string(data, "keyId"),
+                optional_string(data, "keyFingerprint"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not an archive entry: {error}") from None
@@ -163,7 +164,7 @@ class Gap:
         data = _object(text)
         try:
             return cls(
-                _optional(data, "after"),
+                optional_string(data, "after"),
                 str(data["firstMissing"]),
                 str(data["lastMissing"]),
                 str(data["resumedAt"]),
@@ -246,7 +247,8 @@ def _object(text: str) -> dict[str, Any]:
     return data
 
 
-def _optional(data: dict[str, object], name: str) -> str | None:
+def optional_string(data: dict[str, object], name: str) -> str | None:
+    """An entry's optional text member (a key id, a fingerprint): None when absent."""
     value = data.get(name)
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{name} is not a string")

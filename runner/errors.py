@@ -14,7 +14,7 @@ table and the enum together):
 | `DatabaseNotFound` | a `--database` does not exist on the server |
 | `ClientTooOld` | pg_dump is older than the server (it refuses to dump it); `--require-scram` with libpq < 16 |
 | `DumpFailed` | the dump tool exited non-zero or was killed |
-| `Timeout` | `--timeout` ran out; the dump tool was killed |
+| `Timeout` | `--timeout` ran out; the dump tool was killed (`archive --drop-slot`: the slot stayed active) |
 | `DiskFull` | the output folder ran out of space (or quota) |
 | `StorageError` | any other error writing the output folder |
 | `Interrupted` | SIGTERM or SIGINT (the Job's deadline, a deleted Pod) |

@@ -359,7 +359,8 @@ def parser() -> argparse.ArgumentParser:
         help="mysql: binlogs; postgresql: WAL (walarchive)",
     )
     _connection_flags(archive, required=True)
-    into = archive.add_mutually_exclusive_group(required=True)
+    # Required unless --drop-slot (checked in _archive).
+    into = archive.add_mutually_exclusive_group()
     into.add_argument("--output-dir", type=Path, help="into <output-dir>/<name>-binlog")
     into.add_argument(
         "--output-url",
@@ -378,9 +379,23 @@ def parser() -> argparse.ArgumentParser:
         help="serve GET /status (JSON) and /healthz over HTTP on 0.0.0.0:PORT (default 0: none); see archivestatus",
     )
     archive.add_argument(
-        "--encryption-key-file", type=Path, help="32-byte key (raw, hex or base64): each binlog encrypted, as `run`"
+        "--encryption-key-file",
+        type=Path,
+        help="32-byte key (raw, hex or base64): each archived binlog or WAL file encrypted, as `run`",
     )
     archive.add_argument("--termination-log", type=Path, help="also write the result JSON here (/dev/termination-log)")
+    archive.add_argument(
+        "--drop-slot",
+        action="store_true",
+        help="postgresql: drop the replication slot of --name's archiver instead (once archiving has ended for good)",
+    )
+    # Not `timeout`: main() would make it the run's deadline, and an archive run has none.
+    archive.add_argument(
+        "--timeout",
+        dest="slot_timeout",
+        type=_seconds,
+        help="with --drop-slot: wait this long for an active slot's archiver to stop (default 60)",
+    )
 
     base = commands.add_parser("basebackup", help="postgresql: a base backup, for point-in-time restores with WAL")
     base.add_argument("--engine", choices=[Engine.POSTGRESQL.value], default=Engine.POSTGRESQL.value)
@@ -868,6 +883,10 @@ def _list(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict
 def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if problem := validate_prefix(args.name):
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"--name {args.name!r} {problem}")
+    if args.drop_slot or args.slot_timeout is not None:
+        return _drop_slot(args, scrub)
+    if args.output_dir is None and args.output_url is None:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "give --output-dir or --output-url (or --drop-slot)")
     if args.engine == Engine.POSTGRESQL:
         return walarchive.run(args, _connection(args, Engine.POSTGRESQL, scrub), _archive_store(args, "-wal"), scrub)
     key = _key(args.encryption_key_file)
@@ -883,6 +902,15 @@ def _archive(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
         except RunnerError as error:  # served (healthz 503) until the process exits with it, moments later
             status.failed(error.reason, one_line(scrub(error.message)))
             raise
+
+
+def _drop_slot(args: argparse.Namespace, scrub: Scrubber) -> dict[str, Any]:
+    if not args.drop_slot:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--timeout goes with --drop-slot")
+    if args.engine != Engine.POSTGRESQL:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--drop-slot: a PostgreSQL archiver's slot only")
+    timeout = 60.0 if args.slot_timeout is None else args.slot_timeout
+    return walarchive.drop_slot(_connection(args, Engine.POSTGRESQL, scrub), args.name, timeout, scrub)
 
 
 def _archive_store(args: argparse.Namespace, suffix: str = "") -> ArchiveStore:

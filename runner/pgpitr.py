@@ -26,7 +26,6 @@ scratch server as `--scratch-os-user` (default postgres) through setpriv.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pwd
 import re
@@ -45,6 +44,7 @@ from typing import Final
 
 import structlog
 
+from runner.archiveobject import Hashed
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive
 from runner.basebackup import BaseManifest, read_base_manifest, read_s3_base_manifest
 from runner.compression import Compression, Source, decompressor
@@ -57,7 +57,7 @@ from runner.objectstore import S3Location
 from runner.process import Deadline, Tool, run_capture
 from runner.restore import RestoreOptions, restore_backup
 from runner.s3backup import S3Object, S3Settings, s3_client
-from runner.walarchive import WalEntry, lsn, read_wal_index, segment_name, unpack, wal_archive_name
+from runner.walarchive import WalEntry, check_keys, lsn, read_wal_index, segment_name, unpack, wal_archive_name
 
 __all__ = ["Recovery", "ScratchOptions", "locate", "plan_recovery", "restore_point_in_time"]
 
@@ -180,21 +180,10 @@ def parse_databases(items: tuple[str, ...]) -> dict[str, str]:
 # --- the scratch server -------------------------------------------------------------------------------------------
 
 
-class _Hashed:
-    def __init__(self, source: Source) -> None:
-        self._source = source
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        self.digest.update(data)
-        return data
-
-
 def _unpack_base(backup: Path | S3Object, manifest: BaseManifest, keys: Keyring | None, data: Path) -> None:
     """The base backup's tar into `data`, its file held to the manifest's sha256."""
     with stored(backup).open() as source:
-        hashed = _Hashed(source)
+        hashed = Hashed(source)
         plain: Source = hashed
         if backup.name.endswith(ENCRYPTED_SUFFIX):
             if keys is None:
@@ -353,6 +342,7 @@ def restore_point_in_time(
     deadline: Deadline,
 ) -> dict[str, object]:
     plan = plan_recovery(manifest, read_wal_index(store), point)  # step 1: refuse before anything is touched
+    check_keys(plan.entries, keys)
     pg_bin = _pg_bin(options, manifest)
     if not (pg_bin / "postgres").exists():
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"no postgres in {pg_bin}: give --pg-bin")
@@ -366,7 +356,7 @@ def restore_point_in_time(
         _unpack_base(backup, manifest, keys, scratch.data)
         (folder / "wal").mkdir()
         for entry in plan.entries:
-            unpack(store, entry, folder / "wal" / entry.segment)
+            unpack(store, entry, folder / "wal" / entry.segment, keys)
         (folder / "pg_hba.conf").write_text("local all all trust\n")
         if not (scratch.data / "postgresql.conf").exists():
             (scratch.data / "postgresql.conf").touch()

@@ -24,7 +24,6 @@ transactions before T are applied; for a T with a fraction, the transactions of 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import os
@@ -35,13 +34,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Final, cast
+from typing import Final, cast
 
 import structlog
-import zstandard
 
 from runner import admin, engines
 from runner.archive import successor
+from runner.archiveobject import keys_for, read_current, unseal
 from runner.archivestore import (
     ArchiveStore,
     Checkpoint,
@@ -55,8 +54,7 @@ from runner.archivestore import (
     recoverable_until,
 )
 from runner.binlog import Coordinates
-from runner.compression import Source
-from runner.crypto import Decryptor, Keyring
+from runner.crypto import Keyring
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber
 from runner.manifest import Manifest
@@ -343,84 +341,23 @@ def _replay_argv(
     )
 
 
-# How often an open binlog's entry is read again when a running archiver replaced it while it was read.
-REREADS: Final = 5
-
-
 def _unpacked_current(store: ArchiveStore, entry: Entry, into: Path, keys: Keyring | None) -> Path:
-    """`_unpacked`; an open binlog's `.partial` may be replaced (it grew) or removed (it closed) by a running
-    archiver between reading its entry and its data: then its current entry is read again. The binlog it holds then
-    starts with the same bytes, and the replay's stop is unchanged."""
-    for _ in range(REREADS):
-        try:
-            return _unpacked(store, entry, into, keys)
-        except RunnerError:
-            current = store.index().get(entry.file)
-            if entry.closed or current is None or current == entry:
-                raise
-            entry = current
-    return _unpacked(store, entry, into, keys)
-
-
-class _Hashed:
-    """A source that hashes what is read through it."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        self._source = source
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        self.digest.update(data)
-        return data
+    """`_unpacked`, of the binlog's current entry if a running archiver replaced it meanwhile (`read_current`)."""
+    return read_current(entry, lambda found: _unpacked(store, found, into, keys), lambda e: store.index().get(e.file))
 
 
 def _unpacked(store: ArchiveStore, entry: Entry, into: Path, keys: Keyring | None) -> Path:
     """The entry's binlog, decrypted and decompressed into `into`, its stored bytes held to the entry's sha256."""
     path = into / entry.file
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        with store.open(entry.object) as stored, path.open("wb") as out:
-            hashed = _Hashed(stored)
-            plain: Source = hashed
-            if entry.encrypted:
-                plain = Decryptor(_key_for(entry, keys), hashed)
-            while data := plain.read(READ_SIZE):
-                out.write(decompressor.decompress(data))
-            while hashed.read(READ_SIZE):  # what follows the end of the encrypted stream, held to the sha256 too
-                pass
-    except FileNotFoundError:
-        raise RunnerError(Reason.ARCHIVE_GAP, f"the archive lists {entry.file}, its {entry.object} is gone") from None
-    except zstandard.ZstdError as error:
-        raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} does not decompress: {error}") from None
-    if hashed.digest.hexdigest() != entry.sha256:
-        raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} is not what its entry says (sha256 differs)")
-    size = path.stat().st_size
-    if size != entry.binlog_size:
-        raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} holds {size} bytes, not {entry.binlog_size}")
+    unseal(store, entry, entry.file, entry.binlog_size, path, keys, "binlog")
     return path
-
-
-def _key_for(entry: Entry, keys: Keyring | None) -> Keyring:
-    """The keys that decrypt `entry`, or a refusal that names the key it needs (by id, as its entry records it)."""
-    named = f"key {entry.key_id!r}" if entry.key_id else "its key"
-    if keys is None:
-        message = f"archived binlog {entry.object} is encrypted: give {named} (--key-file, --key-dir)"
-        raise RunnerError(Reason.INVALID_ARGUMENTS, message)
-    if entry.key_fingerprint is not None and keys.by_fingerprint(entry.key_fingerprint) is None:
-        held = ", ".join(repr(i) for i in keys.ids) or "none"
-        raise RunnerError(
-            Reason.DECRYPT_FAILED,
-            f"archived binlog {entry.object} needs {named}, which is not among those given (ids: {held})",
-        )
-    return keys
 
 
 def check_keys(plan: Replay, keys: Keyring | None) -> None:
     """Before anything is touched: the keys decrypt every binlog the replay reads (each as its entry names it)."""
     for entry in plan.entries:
         if entry.encrypted:
-            _key_for(entry, keys)
+            keys_for(entry, keys, "binlog")
 
 
 def prepare(

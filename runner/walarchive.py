@@ -4,14 +4,20 @@ bucket, for point-in-time restores (`pgpitr`). The PostgreSQL half of `archive.p
 
 The server's WAL is streamed over the replication protocol by the server's own tool, `pg_receivewal`, through a
 physical replication slot of its own (`slot_name(NAME)`, created if missing, reserving WAL at once), so that the
-server keeps every segment the archiver has not yet received, even while it is down. Each segment is published into
-`<output-dir>/<name>-wal/` (or `s3://bucket/<prefix>/<name>-wal/`):
+server keeps every segment the archiver has not yet received, even while it is down (`--drop-slot` drops it once
+archiving has ended for good: `drop_slot`). Each segment is published into `<output-dir>/<name>-wal/` (or
+`s3://bucket/<prefix>/<name>-wal/`):
 
     000000010000000000000003.zst            a completed segment, zstd-compressed, byte for byte as streamed
     000000010000000000000003.json           its entry (`WalEntry`): segment, timeline, start/end LSN, until, ...
     000000010000000000000004.partial.zst    the segment being written, as far as it is archived
     000000010000000000000004.partial.json   its entry ("closed": false)
     00000002.history(.zst/.json)            a timeline history file, when the server changed timeline
+
+With a key (`--encryption-key-file`) each object is encrypted after compression as an archived binlog is
+(`archiveobject.seal`), named `….zst.enc`, and its entry records the key ("keyId", "keyFingerprint"); a restore
+(`pgpitr`) refuses before it touches anything when the keys it was given do not hold that key. The spool of such
+an archive is not in its folder (see below): the archive's volume holds no plaintext WAL.
 
 `until` is the newest instant (the server's clock) up to which the archive is known to hold every commit: every
 max_lag / 2 seconds the archiver asks the server for its WAL insert position and the time (one query), waits until
@@ -22,10 +28,10 @@ decoder; the checked instant is cheap, never overstates, and moves forward even 
 
 Resuming, with no gap and no duplicate: segments are named by the server (timeline and number), so the archive holds
 each once by construction. pg_receivewal receives into a spool that outlives a run (`.receive` in the archive folder;
-for a bucket, under TMPDIR, the Pod's emptyDir) and resumes from its newest segment; the slot only advances past a
-segment once pg_receivewal has completed it in that spool, and a run starts by publishing what the spool holds. An
-empty spool (the first run, or a lost emptyDir) is seeded with the archive's newest completed segment, so that
-streaming starts right after it; if the server no longer has the next one, that is an `ArchiveGap`.
+for a bucket or an encrypted archive, under TMPDIR, the Pod's emptyDir) and resumes from its newest segment; the slot
+only advances past a segment once pg_receivewal has completed it in that spool, and a run starts by publishing what the
+spool holds. An empty spool (the first run, or a lost emptyDir) is seeded with the archive's newest completed segment,
+so that streaming starts right after it; if the server no longer has the next one, that is an `ArchiveGap`.
 """
 
 from __future__ import annotations
@@ -38,20 +44,20 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
-import zstandard
 
-from runner import engines
+from runner import archiveobject, engines
 from runner.archivestatus import ArchiveStatus, serving
-from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, FolderArchive, S3Archive
-from runner.compression import Compression, compressor
+from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, FolderArchive, S3Archive, optional_string
+from runner.crypto import Key, Keyring, load_key
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber, one_line
+from runner.naming import ENCRYPTED_SUFFIX
 from runner.objectstore import list_keys
 from runner.process import Tool, run_capture
 
@@ -59,6 +65,8 @@ __all__ = [
     "WalEntry",
     "WalOptions",
     "archive_wal",
+    "check_keys",
+    "drop_slot",
     "lsn",
     "lsn_text",
     "read_wal_index",
@@ -72,8 +80,6 @@ __all__ = [
 
 log = structlog.get_logger("dbb-backup")
 
-ZSTD: Final = ".zst"
-READ_SIZE: Final = 1 << 20
 CATCH_UP: Final = 10.0  # seconds a check (or a stop) waits for pg_receivewal to write the server's position
 SEGMENT: Final = re.compile(r"[0-9A-F]{24}")
 HISTORY: Final = re.compile(r"[0-9A-F]{8}\.history")
@@ -128,9 +134,16 @@ class WalEntry:
     wal_size: int  # bytes of the file it holds
     size: int  # of the object as stored
     sha256: str  # of the object as stored
+    # An encrypted object's key (`.zst.enc`), as a binlog's entry names it: its id and fingerprint. None: plain.
+    key_id: str | None = None
+    key_fingerprint: str | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.object.endswith(ENCRYPTED_SUFFIX)
 
     def to_json(self) -> str:
-        data = {
+        data: dict[str, object] = {
             "segment": self.segment,
             "object": self.object,
             "closed": self.closed,
@@ -142,6 +155,8 @@ class WalEntry:
             "size": self.size,
             "sha256": self.sha256,
         }
+        if self.key_id is not None or self.key_fingerprint is not None:
+            data |= {"keyId": self.key_id, "keyFingerprint": self.key_fingerprint}
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -161,6 +176,8 @@ class WalEntry:
                 int(data["walSize"]),
                 int(data["size"]),
                 str(data["sha256"]),
+                optional_string(data, "keyId"),
+                optional_string(data, "keyFingerprint"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not a WAL archive entry: {error}") from None
@@ -200,27 +217,21 @@ def read_wal_index(store: ArchiveStore) -> dict[str, WalEntry]:
     return merge_wal_index(texts)
 
 
-def unpack(store: ArchiveStore, entry: WalEntry, path: Path) -> None:
-    """The entry's file, decompressed into `path`, its stored bytes held to the entry's sha256."""
-    digest = hashlib.sha256()
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        with store.open(entry.object) as stored, path.open("wb") as out:
-            while data := stored.read(READ_SIZE):
-                digest.update(data)
-                out.write(decompressor.decompress(data))
-    except FileNotFoundError:
-        raise RunnerError(
-            Reason.ARCHIVE_GAP, f"the archive lists {entry.segment}, its {entry.object} is gone"
-        ) from None
-    except zstandard.ZstdError as error:
-        raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} does not decompress: {error}") from None
-    if digest.hexdigest() != entry.sha256:
-        raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} is not what its entry says (sha256 differs)")
-    if path.stat().st_size != entry.wal_size:
-        raise RunnerError(
-            Reason.VERIFY_FAILED, f"{entry.object} holds {path.stat().st_size} bytes, not {entry.wal_size}"
-        )
+def unpack(store: ArchiveStore, entry: WalEntry, path: Path, keys: Keyring | None = None) -> None:
+    """The entry's file, decrypted (with `keys`) and decompressed into `path`, its stored bytes held to the entry's
+    sha256; of its current entry if a running archiver replaced it meanwhile (`archiveobject.read_current`)."""
+
+    def read(found: WalEntry) -> None:
+        archiveobject.unseal(store, found, found.segment, found.wal_size, path, keys, "WAL")
+
+    archiveobject.read_current(entry, read, lambda e: read_wal_index(store).get(e.segment))
+
+
+def check_keys(entries: Iterable[WalEntry], keys: Keyring | None) -> None:
+    """Before anything is touched: the keys decrypt every one of `entries` (each as its entry names its key)."""
+    for entry in entries:
+        if entry.encrypted:
+            archiveobject.keys_for(entry, keys, "WAL")
 
 
 # --- the server ---------------------------------------------------------------------------------------------------
@@ -232,6 +243,7 @@ class WalOptions:
     store: ArchiveStore  # a FolderArchive or S3Archive at `<…>/<name>-wal`
     name: str  # --name: names the slot
     max_lag: float = 60.0
+    key: Key | None = None  # encrypts each archived file as a binlog is (archiveobject.seal)
 
 
 def _query(connection: Connection, sql: str, scrub: Scrubber, timeout: float = 30.0) -> list[str]:
@@ -304,9 +316,10 @@ def _receive_argv(connection: Connection, spool: Path, slot: str) -> list[str]:
 # --- the archiver -------------------------------------------------------------------------------------------------
 
 
-def receive_spool(store: ArchiveStore) -> Path:
-    """pg_receivewal's folder, kept between runs (see above)."""
-    if isinstance(store, FolderArchive):
+def receive_spool(store: ArchiveStore, *, encrypted: bool = False) -> Path:
+    """pg_receivewal's folder, kept between runs (see above). An encrypted archive keeps it off the archive's volume
+    (under TMPDIR, as for a bucket), so that no plaintext WAL lies beside the encrypted objects."""
+    if isinstance(store, FolderArchive) and not encrypted:
         return store.folder / ".receive"
     digest = hashlib.sha256(store.where.encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f".dbb-wal-{digest}"
@@ -351,13 +364,23 @@ class _WalArchiver:
         self.report(None)
 
     def seed(self) -> None:
-        """An empty spool starts after the archive's newest completed segment (see above)."""
+        """An empty spool starts after the archive's newest completed segment (see above). pg_receivewal reads only a
+        completed segment's name and size to resume after it: one encrypted with a key this run does not hold (it was
+        rotated) is seeded as a placeholder of its size. Neither is published again (the archive has it), and the
+        spool drops it once the next segment completes."""
         if any(SEGMENT.fullmatch(p.name.removesuffix(PARTIAL)) for p in self.spool.iterdir()):
             return
         done = [e for e in self.index.values() if e.closed and SEGMENT.fullmatch(e.segment)]
-        if done:
-            unpack(self.store, done[-1], self.spool / done[-1].segment)
-            log.info("streaming resumes after the archive's newest segment", segment=done[-1].segment)
+        if not done:
+            return
+        newest, key = done[-1], self.options.key
+        path = self.spool / newest.segment
+        if newest.encrypted and (key is None or key.fingerprint != newest.key_fingerprint):
+            with path.open("wb") as placeholder:
+                placeholder.truncate(newest.wal_size)
+        else:
+            unpack(self.store, newest, path, Keyring.of(key) if key else None)
+        log.info("streaming resumes after the archive's newest segment", segment=newest.segment)
 
     def publish_completed(self) -> None:
         for path in sorted(self.spool.iterdir()):
@@ -418,17 +441,14 @@ class _WalArchiver:
             # Unchanged since it was published: only its `until` moves on (an idle server).
             entry = replace(known, until=_utc(until) or known.until, end_lsn=lsn_text(end) if end else known.end_lsn)
         else:
-            with self.store.writing(stem + ZSTD) as out:
-                # One thread, as the binlog archiver: it runs for ever beside the database.
-                stage = compressor(Compression.ZSTD, out, threads=0)
-                stage.write(data)
-                stage.close()
+            key = self.options.key
+            stored, out = archiveobject.seal(self.store, stem, [data], key)
             start = segment_start(name, self.segment_size) if is_segment else None
             if end is None and closed and start is not None:
                 end = start + self.segment_size
             entry = WalEntry(
                 name,
-                stem + ZSTD,
+                stored,
                 closed,
                 int(name[:8], 16),
                 lsn_text(start) if start is not None else None,
@@ -437,6 +457,8 @@ class _WalArchiver:
                 len(data),
                 out.size,
                 out.sha256.hexdigest(),
+                key.id if key is not None else None,
+                key.fingerprint if key is not None else None,
             )
             if not closed:
                 self.published_partial[name] = digest
@@ -444,7 +466,7 @@ class _WalArchiver:
         self.index[name] = entry
         self.index = dict(sorted(self.index.items()))
         if closed:
-            for leftover in (name + PARTIAL + ENTRY, name + PARTIAL + ZSTD):
+            for leftover in (name + PARTIAL + ENTRY, *archiveobject.names(name + PARTIAL)):
                 self.store.remove(leftover)
             self.published_partial.pop(name, None)
             self.closed.append(name)
@@ -472,7 +494,7 @@ def archive_wal(
     poll = min(0.5, options.max_lag / 4)
     with store.claim():
         segment_size = check_server(options.connection, slot, scrub)
-        spool = receive_spool(store)
+        spool = receive_spool(store, encrypted=options.key is not None)
         spool.mkdir(mode=0o700, parents=True, exist_ok=True)
         work = _WalArchiver(options, spool, segment_size, status if status is not None else ArchiveStatus(), scrub)
         work.publish_completed()
@@ -529,12 +551,52 @@ def _tool_failed(tool: Tool) -> None:
     raise RunnerError(Reason.DUMP_FAILED, f"{tool.name} stopped streaming")
 
 
+SLOT_POLL: Final = 0.5  # seconds between two looks at an active slot
+_SLOT_BUSY: Final = re.compile(r"replication slot .* (is active|does not exist)", re.IGNORECASE)
+
+
+def drop_slot(connection: Connection, name: str, timeout: float, scrub: Scrubber) -> dict[str, Any]:
+    """`archive --engine postgresql --drop-slot`: the slot of `--name`'s archiver dropped, so that the server stops
+    keeping WAL for an archive no one writes any more. A slot an archiver still streams through is active and cannot
+    be dropped: wait up to `timeout` seconds for it to go (its Pod stopping), then refuse, naming it."""
+    slot = slot_name(name)
+    # One statement: the slot dropped only if it is inactive, and what was found. The drop is in a CTE the outer
+    # query reads, so that PostgreSQL runs it.
+    statement = (
+        "WITH found AS (SELECT slot_name, active FROM pg_replication_slots"  # noqa: S608 - slot_name()
+        f" WHERE slot_name = '{slot}'), dropped AS (SELECT pg_drop_replication_slot(slot_name) FROM found"
+        " WHERE NOT active) SELECT (SELECT count(*) FROM found), (SELECT count(*) FROM dropped)"
+    )
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        try:
+            found, dropped = _query(connection, statement, scrub)
+        except RunnerError as error:
+            # It became active, or went, between the look and the drop: look again.
+            if not _SLOT_BUSY.search(error.message):
+                raise
+            found, dropped = "1", "0"
+        if found == "0" or dropped == "1":
+            log.info("replication slot dropped" if dropped == "1" else "no replication slot to drop", slot=slot)
+            return {"status": "SlotDropped", "slot": slot, "dropped": dropped == "1"}
+        if time.monotonic() >= deadline:
+            raise RunnerError(
+                Reason.TIMEOUT,
+                f"the replication slot {slot} is still active after {timeout:g}s: an archiver still streams through"
+                " it; stop it first",
+            )
+        if not waiting:
+            log.info("the replication slot is active: waiting for its archiver to stop", slot=slot, timeout=timeout)
+            waiting = True
+        time.sleep(SLOT_POLL)
+
+
 def run(args: Any, connection: Connection, store: ArchiveStore, scrub: Scrubber) -> dict[str, Any]:
     """`dbb-backup archive --engine postgresql` (main's `archive`): as for binlogs, SIGTERM and SIGINT end the
     archiving, not the run, and a fatal error is served on /healthz until the process exits."""
-    if args.encryption_key_file is not None:
-        raise RunnerError(Reason.INVALID_ARGUMENTS, "--encryption-key-file: not yet for WAL archives")
-    options = WalOptions(connection, store, args.name, args.max_lag)
+    key = load_key(args.encryption_key_file) if args.encryption_key_file is not None else None
+    options = WalOptions(connection, store, args.name, args.max_lag, key)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stop.set())
