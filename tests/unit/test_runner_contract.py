@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from reconciler.backup_plan import World, decide_deleting
 from runner.main import parser
 from tests.fixtures import backup_store, namespace_facts, statefulset
-from tests.unit.test_plan import NS, backup, decide_at, just_after_ten
+from tests.unit.test_plan import NS, RUNNER, backup, decide_at, just_after_ten
 from tests.unit.test_restores import restore, start
 from tests.unit.test_restores import source as restore_source
 from tests.unit.test_restores_pitr import MARIADB, archiving, to
@@ -169,3 +170,40 @@ def test_every_archiver_parses_as_the_runner_reads_it(spec: dict[str, Any]) -> N
         assert (parsed.user, parsed.port, parsed.tls_mode) == ("backup", 3307, "verify-full")
     if "encryption" in spec:
         assert str(parsed.encryption_key_file).endswith("/encryption/2026-12")
+
+
+@pytest.mark.parametrize("spec", ARCHIVING.values(), ids=ARCHIVING.keys())
+def test_every_postgresql_archiver_and_its_runs_parse_as_the_runner_reads_them(spec: dict[str, Any]) -> None:
+    postgres = statefulset(namespace=NS)
+    facts = namespace_facts(NS, (postgres,), stores={"shared": STORE})
+    obj = backup(engine="PostgreSQL", continuous={"maxLagSeconds": 20, "window": "7d"}, **spec)
+    plan = decide_at(obj, just_after_ten(), statefulset=postgres, facts=facts)
+    assert plan.archiver is not None, plan.status
+    # Its runs take the base backups replays start from, and prune them and the WAL they no longer need.
+    [run] = [parser().parse_args(runner_argv(job)) for job in plan.create]
+    assert (run.command, run.engine, run.base_backup, run.prune_wal) == ("run", "postgresql", True, True)
+    assert (run.wal_window, run.prune_binlogs) == (timedelta(days=7), False)
+    parsed = parser().parse_args(runner_argv(plan.archiver))
+    assert (parsed.command, parsed.engine, parsed.name, parsed.max_lag) == ("archive", "postgresql", "nightly", 20.0)
+    if "encryption" in spec:
+        assert str(parsed.encryption_key_file).endswith("/encryption/2026-12")
+
+
+@pytest.mark.parametrize("spec", ARCHIVING.values(), ids=ARCHIVING.keys())
+def test_the_job_that_drops_a_slot_parses_as_the_runner_reads_it(spec: dict[str, Any]) -> None:
+    postgres = statefulset(namespace=NS)
+    facts = namespace_facts(NS, (postgres,), stores={"shared": STORE})
+    obj = backup(engine="PostgreSQL", continuous={}, **spec)
+    obj["metadata"] |= {
+        "finalizers": ["databases.test.io/replication-slot"],
+        "deletionTimestamp": "2026-11-27T10:00:00Z",
+    }
+    world = World(obj=obj, jobs=[], now=just_after_ten(), statefulset=postgres, facts=facts)
+    job = decide_deleting(world, RUNNER).create
+    assert job is not None
+    parsed = parser().parse_args(runner_argv(job))
+    assert (parsed.command, parsed.engine, parsed.drop_slot, parsed.name) == ("archive", "postgresql", True, "nightly")
+    assert parsed.host == f"example-db.{NS}.svc"
+    if "connection" in spec:
+        assert (parsed.user, parsed.port, parsed.tls_mode) == ("backup", 3307, "verify-full")
+    assert parsed.encryption_key_file is None
