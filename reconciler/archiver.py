@@ -145,11 +145,15 @@ def continuous_status(
     starts: Sequence[str],
     previous: ContinuousStatus | None,
     failure: Mapping[str, Any] | None = None,
+    *,
+    wal: bool = False,
 ) -> ContinuousStatus:
     """status.continuous from the archiver's last answer (None: it did not answer; the archive's bounds are then
     those last reported, and `ready` false). `starts`: the times a restore can start replaying from
     (`replay_starts`). `failure`: the result its Pod last ended with, which says why it does not answer
-    (ArchiveGap, BinaryLoggingOff, ...)."""
+    (ArchiveGap, BinaryLoggingOff, ...). `wal` (PostgreSQL): the archive's first time is when its first segment
+    was known complete, not where that segment starts, so a base backup that ended before it may well be covered
+    (its WAL in that first segment): it counts from the archive's start, and the restore holds the segments to it."""
     if answer is None:
         why, said = _failure(failure)
         if previous is None or previous.archiver != archiver:
@@ -168,6 +172,8 @@ def continuous_status(
     first = _time(answer.get("recoverableFrom"))
     until = _time(answer.get("recoverableUntil"))
     gap = _time(answer.get("gapAt"))
+    if wal and first is not None:
+        first = datetime.min.replace(tzinfo=first.tzinfo)
     if gap is not None and first is not None and first < gap:
         first = gap  # nothing replays across a gap: only what follows it counts
     reason = answer.get("reason")

@@ -26,6 +26,7 @@ from common.backups.model import ContinuousStatus, DatabaseBackupStatus
 from common.constants import LABEL_BACKUP_NAME, LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY, PLURAL
 from common.informer import Event as WatchEvent
 from common.informer import Informer, Key, key_of
+from common.values import Engine
 from reconciler.archiver import RUN_ARCHIVE, archiver_name, continuous_status, is_current, replay_starts
 from reconciler.executor import Executor
 from reconciler.metrics import Metrics
@@ -116,9 +117,11 @@ class Archivers:
         pod = self._running_pod(namespace, name)
         answer = await self._executor.archiver_status(namespace, deployment, pod)
         last = DatabaseBackupStatus.from_dict(obj.get("status")).last_backup
-        starts = replay_starts((obj.get("spec") or {}).get("engine"), last)
+        engine = (obj.get("spec") or {}).get("engine")
+        starts = replay_starts(engine, last)
         failure = None if answer is not None else self._last_failure(namespace, name)
-        reported = continuous_status(deployment, answer, starts, previous, failure)
+        wal = engine == Engine.POSTGRESQL.value
+        reported = continuous_status(deployment, answer, starts, previous, failure, wal=wal)
         if previous is None or reported.to_dict() != previous.to_dict():
             await write_status(
                 self._custom, PLURAL, self._backups, self._metrics, obj, {"continuous": reported.to_patch()}

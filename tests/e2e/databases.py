@@ -49,9 +49,12 @@ class Database:
         return f"{self.name}.{self.namespace}.svc"
 
 
-def manifests(db: Database, *, database: str | None = "app", server_args: Sequence[str] = ()) -> list[dict[str, Any]]:
+def manifests(
+    db: Database, *, database: str | None = "app", server_args: Sequence[str] = (), replication: bool = False
+) -> list[dict[str, Any]]:
     """The Secret, Service, StatefulSet and backup PVC of `db`; `server_args` go to the server after ours (for
-    MariaDB, mariadbd's options such as `--log-bin=mysql-bin`)."""
+    MariaDB, mariadbd's options such as `--log-bin=mysql-bin`). `replication` (PostgreSQL): a `replication` line in
+    pg_hba.conf, as a WAL archiver needs, from an init script in a ConfigMap (the image's entrypoint runs it)."""
     labels = {"app.kubernetes.io/name": db.name}
     secret = {
         "apiVersion": "v1",
@@ -104,6 +107,20 @@ def manifests(db: Database, *, database: str | None = "app", server_args: Sequen
     }
     if args:
         container["args"] = args
+    volumes: list[dict[str, Any]] = []
+    extra: list[dict[str, Any]] = []
+    if replication:
+        init = f"{db.name}-replication"
+        extra.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": init, "namespace": db.namespace, "labels": labels},
+                "data": {"replication.sh": REPLICATION_INIT},
+            }
+        )
+        volumes.append({"name": "init", "configMap": {"name": init}})
+        container["volumeMounts"].append({"name": "init", "mountPath": "/docker-entrypoint-initdb.d"})
     statefulset = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -124,6 +141,7 @@ def manifests(db: Database, *, database: str | None = "app", server_args: Sequen
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
+                    **({"volumes": volumes} if volumes else {}),
                 },
             },
             "volumeClaimTemplates": [
@@ -140,11 +158,22 @@ def manifests(db: Database, *, database: str | None = "app", server_args: Sequen
         "metadata": {"name": f"{db.name}-backups", "namespace": db.namespace, "labels": labels},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}},
     }
-    return [secret, service, statefulset, backups]
+    return [secret, *extra, service, statefulset, backups]
 
 
-def deploy(kube: Kube, db: Database, *, database: str | None = "app", server_args: Sequence[str] = ()) -> None:
-    kube.apply(*manifests(db, database=database, server_args=server_args))
+# Sourced by the entrypoint after initdb, before the server's real start: replication connections with a password.
+REPLICATION_INIT = "printf 'host replication all all scram-sha-256\\n' >> \"$PGDATA/pg_hba.conf\"\n"
+
+
+def deploy(
+    kube: Kube,
+    db: Database,
+    *,
+    database: str | None = "app",
+    server_args: Sequence[str] = (),
+    replication: bool = False,
+) -> None:
+    kube.apply(*manifests(db, database=database, server_args=server_args, replication=replication))
 
 
 @contextlib.contextmanager

@@ -36,19 +36,26 @@ def wide_column(kube: Kube, namespace: str, kind: str, name: str, column: str) -
     return row[start:].split()[0]
 
 
+def first_backup(kube: Kube, namespace: str, owner: str, what: str = "the first backup") -> dict[str, Any]:
+    """status.lastBackup once the DatabaseBackup has one (a failed run fails the wait at once)."""
+
+    def backed_up() -> dict[str, Any] | None:
+        status = kube.get("dbb", owner, namespace).get("status", {})
+        assert status.get("phase") != "Failed", status.get("lastFailure")
+        last: dict[str, Any] | None = status.get("lastBackup")
+        return last if last and last.get("sha256") else None
+
+    found: dict[str, Any] = wait_for(what, backed_up, 300)
+    return found
+
+
 def first_restorable(
     kube: Kube, namespace: str, owner: str, write: Callable[[int], list[int]]
 ) -> tuple[dict[str, str], str, list[int]]:
     """A continuous DatabaseBackup asked to back up now, followed until a second after its first backup is
     restorable: (its lastBackup, status.continuous.recoverableFrom, the row written after the backup)."""
 
-    def backed_up() -> dict[str, str] | None:
-        status = kube.get("dbb", owner, namespace).get("status", {})
-        assert status.get("phase") != "Failed", status.get("lastFailure")
-        last: dict[str, str] | None = status.get("lastBackup")
-        return last if last and last.get("sha256") else None
-
-    backup = wait_for("the first backup", backed_up, 300)
+    backup = first_backup(kube, namespace, owner)
 
     # The archiver's Pod passed the namespace's restricted Pod Security (a refused Pod is never created).
     def available() -> bool:

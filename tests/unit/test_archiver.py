@@ -174,9 +174,17 @@ def test_a_postgresql_replay_starts_only_from_the_newest_base_backup_s_end() -> 
     last = last_backup("20261207T100000Z", "20261207T110000Z", base_backup_time="2026-12-07T11:00:07Z")
     starts = replay_starts("PostgreSQL", last)
     assert starts == ("2026-12-07T11:00:07Z",)  # the dumps cannot start a WAL replay
-    assert continuous_status("a", answer, starts, None).recoverable_from == "2026-12-07T11:00:07Z"
+    assert continuous_status("a", answer, starts, None, wal=True).recoverable_from == "2026-12-07T11:00:07Z"
+    # The archive's first segment was known complete only after the base backup ended: its WAL is still there.
+    later = {**answer, "recoverableFrom": "2026-12-07T11:00:09Z"}
+    assert continuous_status("a", later, starts, None, wal=True).recoverable_from == "2026-12-07T11:00:07Z"
+    assert continuous_status("a", later, starts, None).recoverable_from is None  # a binlog's first event is a bound
+    # Past a gap, nothing replays from before it.
+    gapped = {**later, "gapAt": "2026-12-07T11:30:00Z"}
+    assert continuous_status("a", gapped, starts, None, wal=True).recoverable_from is None
     # No base backup yet: nothing to restore to a point from, whatever dumps there are.
-    assert continuous_status("a", answer, replay_starts("PostgreSQL", last_backup("20261207T100000Z")), None) == (
+    no_base = replay_starts("PostgreSQL", last_backup("20261207T100000Z"))
+    assert continuous_status("a", answer, no_base, None, wal=True) == (
         ContinuousStatus(archiver="a", ready=True, recoverable_until="2026-12-07T12:00:41Z")
     )
 
