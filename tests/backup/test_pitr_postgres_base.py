@@ -128,9 +128,11 @@ def archiving(server: PostgresServer, place: Place, name: str) -> Iterator[None]
     """`dbb-backup archive --engine postgresql` into the place, in the background, until SIGTERM; its slot is
     dropped afterwards so that it keeps no WAL on the module's server."""
     args = ["archive", "--engine", "postgresql", *connection_args(server), *place.output, "--name", name]
+    # TMPDIR in the test's folder: the archiver spools a bucket's WAL there, as in its Pod's emptyDir, and the
+    # spool goes with the test.
     process = subprocess.Popen(
         [command(), *args, "--max-lag", "1"],
-        env=password_env(server) | place.env,
+        env=password_env(server) | place.env | {"TMPDIR": str(place.folder)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
