@@ -27,7 +27,6 @@ from typing import Any, Final
 from common.backups.model import ContinuousStatus, DatabaseBackupSpec, LastBackup
 from common.constants import API_VERSION, KIND, LABEL_BACKUP_NAME, LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY
 from common.schedule import parse_time, rfc3339
-from common.values import Engine
 from reconciler.arguments import ARCHIVER_PORT, archive_arguments
 from reconciler.jobs import RunnerSettings, pod_spec
 
@@ -128,13 +127,13 @@ def is_current(found: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bo
     return owners == [wanted_owner] and digest == wanted["metadata"]["annotations"][ANNOTATION_TEMPLATE]
 
 
-def replay_starts(engine: object, last: LastBackup | None) -> tuple[str, ...]:
-    """The times a point-in-time restore can start replaying from. MySQL: every kept backup (each dump records its
-    binlog position), as status.backups lists them. PostgreSQL: the newest base backup's end; status lists no older
-    one, so the range shown may start later than the archive reaches, never earlier."""
+def replay_starts(last: LastBackup | None, *, wal: bool) -> tuple[str, ...]:
+    """The times a point-in-time restore can start replaying from. MySQL (not `wal`): every kept backup (each dump
+    records its binlog position), as status.backups lists them. PostgreSQL (`wal`): the newest base backup's end;
+    status lists no older one, so the range shown may start later than the archive reaches."""
     if last is None:
         return ()
-    if engine == Engine.POSTGRESQL.value:
+    if wal:
         return (last.base_backup_time,) if last.base_backup_time else ()
     return tuple(backup.time for backup in last.stored)
 

@@ -116,11 +116,9 @@ class Archivers:
         self._asked[(namespace, name)] = time.monotonic()
         pod = self._running_pod(namespace, name)
         answer = await self._executor.archiver_status(namespace, deployment, pod)
-        last = DatabaseBackupStatus.from_dict(obj.get("status")).last_backup
-        engine = (obj.get("spec") or {}).get("engine")
-        starts = replay_starts(engine, last)
+        wal = (obj.get("spec") or {}).get("engine") == Engine.POSTGRESQL.value
+        starts = replay_starts(DatabaseBackupStatus.from_dict(obj.get("status")).last_backup, wal=wal)
         failure = None if answer is not None else self._last_failure(namespace, name)
-        wal = engine == Engine.POSTGRESQL.value
         reported = continuous_status(deployment, answer, starts, previous, failure, wal=wal)
         if previous is None or reported.to_dict() != previous.to_dict():
             await write_status(

@@ -42,7 +42,7 @@ from common.schedule import Schedule, parse_schedule, within_window
 from reconciler.archiver import archiver_deployment
 from reconciler.jobs import RunnerSettings, backup_job
 from reconciler.outcomes import JobOutcome, is_verification, outcome
-from reconciler.slot import SlotPlan, decide_slot, is_release
+from reconciler.slot import SlotPlan, decide_slot, held, is_release
 from reconciler.trust import backup_refusals
 from reconciler.verification import decide_verification, remembered, scratch_server
 from reconciler.world import Event, World, due_request, over_limit, parse_time, rfc3339
@@ -216,6 +216,8 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
 
 def decide_deleting(world: World, runner: RunnerSettings) -> SlotPlan:
     """A DatabaseBackup on its way out (a finalizer holds it): no run starts; its replication slot is let go."""
+    if not held(world.obj):
+        return SlotPlan()  # another's finalizer (or a foreground deletion): nothing of ours to let go
     return decide_slot(world.obj, runnable_spec(world), world.jobs, world.termination_messages, runner)
 
 

@@ -71,8 +71,8 @@ __all__ = [
 SCRATCH_PASSWORD_VARIABLE: Final = "SCRATCH_PASSWORD"  # noqa: S105 - a variable name, which a run reads
 S3_CA_VARIABLE: Final = "S3_CA_BUNDLE_PEM"
 QUERY_USER_VARIABLE: Final = "QUERY_USER"
-RELEASE_DEADLINE_SECONDS: Final = 600
 QUERY_PASSWORD_VARIABLE: Final = "QUERY_PASSWORD"  # noqa: S105 - a variable name, which a run reads
+RELEASE_DEADLINE_SECONDS: Final = 600  # a slot Job given up after this (reconciler.slot says what then)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from reconciler.jobs import RunnerSettings, release_slot_job
 from reconciler.outcomes import JobOutcome, outcome
 from reconciler.world import Event
 
-__all__ = ["FINALIZER", "SlotPlan", "decide_slot", "holds_slot", "is_release"]
+__all__ = ["FINALIZER", "SlotPlan", "decide_slot", "held", "holds_slot", "is_release"]
 
 FINALIZER: Final = f"{GROUP}/replication-slot"
 DOCS: Final = "docs/point-in-time.md#the-replication-slot"
@@ -38,6 +38,11 @@ class SlotPlan:
     hold: bool | None = None  # True: FINALIZER is added, False: it is removed, None: left as it is
     create: dict[str, Any] | None = None  # the Job that drops the slot
     events: tuple[Event, ...] = ()
+
+
+def held(obj: Mapping[str, Any]) -> bool:
+    """Whether `obj` carries FINALIZER."""
+    return FINALIZER in ((obj.get("metadata") or {}).get("finalizers") or ())
 
 
 def holds_slot(spec: DatabaseBackupSpec | None) -> bool:
@@ -59,11 +64,11 @@ def decide_slot(
     """What the slot of `obj` needs now. `spec`: its spec as a run would use it (defaulted, resolved by the trust
     rules), None when no run may connect with it; `jobs`: its Jobs, `messages` their termination messages."""
     metadata = obj.get("metadata") or {}
-    held = FINALIZER in (metadata.get("finalizers") or ())
+    holding = held(obj)
     deleting = bool(metadata.get("deletionTimestamp"))
     if holds_slot(spec) and not deleting:
-        return SlotPlan() if held else SlotPlan(hold=True)
-    if not held:
+        return SlotPlan() if holding else SlotPlan(hold=True)
+    if not holding:
         return SlotPlan()
     if spec is None:
         return SlotPlan(

@@ -166,13 +166,13 @@ def last_backup(*times: str, base_backup_time: str | None = None) -> LastBackup:
 
 def stored(*times: str) -> tuple[str, ...]:
     """Where a MySQL restore can start replaying from, with backups kept at `times`."""
-    return replay_starts("MySQL", last_backup(*times))
+    return replay_starts(last_backup(*times), wal=False)
 
 
 def test_a_postgresql_replay_starts_only_from_the_newest_base_backup_s_end() -> None:
     answer = {"recoverableFrom": "2026-12-07T09:30:00Z", "recoverableUntil": "2026-12-07T12:00:41Z", "reason": None}
     last = last_backup("20261207T100000Z", "20261207T110000Z", base_backup_time="2026-12-07T11:00:07Z")
-    starts = replay_starts("PostgreSQL", last)
+    starts = replay_starts(last, wal=True)
     assert starts == ("2026-12-07T11:00:07Z",)  # the dumps cannot start a WAL replay
     assert continuous_status("a", answer, starts, None, wal=True).recoverable_from == "2026-12-07T11:00:07Z"
     # The archive's first segment was known complete only after the base backup ended: its WAL is still there.
@@ -183,7 +183,7 @@ def test_a_postgresql_replay_starts_only_from_the_newest_base_backup_s_end() -> 
     gapped = {**later, "gapAt": "2026-12-07T11:30:00Z"}
     assert continuous_status("a", gapped, starts, None, wal=True).recoverable_from is None
     # No base backup yet: nothing to restore to a point from, whatever dumps there are.
-    no_base = replay_starts("PostgreSQL", last_backup("20261207T100000Z"))
+    no_base = replay_starts(last_backup("20261207T100000Z"), wal=True)
     assert continuous_status("a", answer, no_base, None, wal=True) == (
         ContinuousStatus(archiver="a", ready=True, recoverable_until="2026-12-07T12:00:41Z")
     )

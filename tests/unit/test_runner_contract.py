@@ -172,12 +172,16 @@ def test_every_archiver_parses_as_the_runner_reads_it(spec: dict[str, Any]) -> N
         assert str(parsed.encryption_key_file).endswith("/encryption/2026-12")
 
 
+def postgres_world() -> dict[str, Any]:
+    """A PostgreSQL StatefulSet, and a namespace with it and the shared store."""
+    postgres = statefulset(namespace=NS)
+    return {"statefulset": postgres, "facts": namespace_facts(NS, (postgres,), stores={"shared": STORE})}
+
+
 @pytest.mark.parametrize("spec", ARCHIVING.values(), ids=ARCHIVING.keys())
 def test_every_postgresql_archiver_and_its_runs_parse_as_the_runner_reads_them(spec: dict[str, Any]) -> None:
-    postgres = statefulset(namespace=NS)
-    facts = namespace_facts(NS, (postgres,), stores={"shared": STORE})
     obj = backup(engine="PostgreSQL", continuous={"maxLagSeconds": 20, "window": "7d"}, **spec)
-    plan = decide_at(obj, just_after_ten(), statefulset=postgres, facts=facts)
+    plan = decide_at(obj, just_after_ten(), **postgres_world())
     assert plan.archiver is not None, plan.status
     # Its runs take the base backups replays start from, and prune them and the WAL they no longer need.
     [run] = [parser().parse_args(runner_argv(job)) for job in plan.create]
@@ -191,14 +195,12 @@ def test_every_postgresql_archiver_and_its_runs_parse_as_the_runner_reads_them(s
 
 @pytest.mark.parametrize("spec", ARCHIVING.values(), ids=ARCHIVING.keys())
 def test_the_job_that_drops_a_slot_parses_as_the_runner_reads_it(spec: dict[str, Any]) -> None:
-    postgres = statefulset(namespace=NS)
-    facts = namespace_facts(NS, (postgres,), stores={"shared": STORE})
     obj = backup(engine="PostgreSQL", continuous={}, **spec)
     obj["metadata"] |= {
         "finalizers": ["databases.test.io/replication-slot"],
         "deletionTimestamp": "2026-11-27T10:00:00Z",
     }
-    world = World(obj=obj, jobs=[], now=just_after_ten(), statefulset=postgres, facts=facts)
+    world = World(obj=obj, jobs=[], now=just_after_ten(), **postgres_world())
     job = decide_deleting(world, RUNNER).create
     assert job is not None
     parsed = parser().parse_args(runner_argv(job))
