@@ -210,10 +210,12 @@ def restore_arguments(
     no_owner: bool = False,
     owner: str | None = None,
     point_in_time: str | None = None,
+    pick_base_backup: bool = False,
 ) -> list[str]:
     """`dbb-backup restore FILE ...` into the connection `spec.connection` holds (the target's), from the source's
     storage and key, escaped like `runner_arguments`. `owner`: NAMESPACE/NAME of the DatabaseBackup the backup must
-    belong to."""
+    belong to. `pick_base_backup`: FILE is the newest base backup, and the runner replays from the one beside it
+    that ended last at or before `point_in_time`."""
     connection = spec.connection
     arguments = [
         "dbb-backup",
@@ -235,6 +237,8 @@ def restore_arguments(
         arguments.append("--no-owner")
     if point_in_time is not None:
         arguments.append(f"--point-in-time={point_in_time}")
+    if pick_base_backup:
+        arguments.append("--pick-base-backup")
     if spec.s3 is not None and spec.s3.force_path_style:
         arguments.append("--s3-path-style")
     if spec.encryption_key is not None:

@@ -54,6 +54,7 @@ from reconciler.arguments import (
     runner_arguments,
 )
 from reconciler.capacity import ANNOTATION_CAPS, keys_of
+from reconciler.replayserver import with_replay_server
 from reconciler.world import rfc3339
 
 __all__ = [
@@ -165,21 +166,33 @@ def restore_job(
     source: str | None = None,
     point_in_time: str | None = None,
     scratch: ScratchServer | None = None,
+    pick_base_backup: bool = False,
 ) -> dict[str, Any]:
     """The one Job of a DatabaseRestore: `dbb-backup restore FILE` with the source's storage (the volume read-only,
     or the S3 variables) and key, and the target's connection, which `spec.connection` holds (the source's own
     spec, its connection swapped for the target's). `targets`: SOURCE=TARGET pairs (empty: every database under
     its own name). `source`: the DatabaseBackup whose backup it is (`--owner`: the runner refuses a backup whose
     manifest names another owner). `point_in_time`: then replay the source's archive up to it, on `scratch` (a
-    scratch server beside it in the Pod) when given, before the target is touched. Never retried (`backoffLimit:
-    0`): a restore is run once, and what it did is its status."""
+    scratch server beside it in the Pod) when given, before the target is touched: for PostgreSQL, the replay
+    server of reconciler.replayserver, started on the base backup `file` (or, `pick_base_backup`, the one beside it
+    that ended last before the point). Never retried (`backoffLimit: 0`): a restore is run once, and what it did is
+    its status."""
     metadata = restore["metadata"]
     owner = f"{metadata['namespace']}/{source}" if source is not None else None
     arguments = restore_arguments(
-        spec, file=file, targets=targets, replace=replace, no_owner=no_owner, owner=owner, point_in_time=point_in_time
+        spec,
+        file=file,
+        targets=targets,
+        replace=replace,
+        no_owner=no_owner,
+        owner=owner,
+        point_in_time=point_in_time,
+        pick_base_backup=pick_base_backup,
     )
     pod = pod_spec(restore, spec, runner, arguments, restore=True)
-    if point_in_time is not None and scratch is not None:
+    if point_in_time is not None and scratch is not None and scratch.engine is Engine.POSTGRESQL:
+        with_replay_server(pod, scratch.image, spec)
+    elif point_in_time is not None and scratch is not None:
         seed = f"{metadata['uid']}/restore"
         _with_scratch_server(pod, scratch, spec, seed, password_variable=SCRATCH_PASSWORD_VARIABLE, restore_test=False)
     labels = {

@@ -25,10 +25,17 @@ from common.backups.defaults import default_spec
 from common.backups.model import Connection, DatabaseBackupSpec, parse_spec
 from common.fields import FieldError, join_errors
 from common.images import image_refusal
-from common.restores.model import DatabaseRestoreSpec, backup_before, newest_backup, parse_restore_spec, targets
+from common.restores.model import (
+    DatabaseRestoreSpec,
+    ReplayStart,
+    newest_backup,
+    parse_restore_spec,
+    replay_start,
+    targets,
+)
 from common.restores.validation import judge
 from common.statefulset import DatabaseFacts, facts
-from common.values import CredentialsSecret
+from common.values import CredentialsSecret, Engine
 from reconciler.jobs import RunnerSettings, ScratchServer, restore_job
 from reconciler.outcomes import outcome
 from reconciler.trust import NamespaceFacts, host_refusals, storage_refusals
@@ -111,22 +118,31 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
     if refusals:
         return _finish(previous, "Failed", world.now, "Refused", join_errors(refusals))
     scratch = replay_server(world, source, namespace) if spec.point_in_time else None
+    wal = spec.point_in_time is not None and source.engine is Engine.POSTGRESQL
+    if wal and scratch is None:
+        return _finish(previous, "Failed", world.now, "Refused", NO_REPLAY_SERVER)
     if spec.point_in_time and spec.replace and scratch is None:
         return _finish(previous, "Failed", world.now, "Refused", NO_SCRATCH_TO_REPLACE)
-    chosen = backup_before(world.source, spec.point_in_time) if spec.point_in_time else newest_backup(world.source)
-    file = spec.file or chosen
+    start = (
+        replay_start(spec, world.source)
+        if spec.point_in_time
+        else ReplayStart(spec.file or newest_backup(world.source))
+    )
+    file = start.file
     assert file is not None  # judged above
+    named = tuple(d for d in source.connection.databases if d != "all")
     job = restore_job(
         dict(obj),
         replace(source, connection=connection, s3=s3),
         file=file,
-        targets=targets(spec, source.connection.databases) if spec.databases else {},
+        targets=targets(spec, named) if spec.databases or wal else {},
         replace=spec.replace,
         runner=runner,
         no_owner=spec.no_owner,
         source=spec.database_backup,
         point_in_time=spec.point_in_time,
         scratch=scratch,
+        pick_base_backup=start.pick,
     )
     status = {
         **previous,
@@ -145,6 +161,13 @@ NO_SCRATCH_TO_REPLACE = (
     "spec.replace: true with spec.pointInTime replays on a scratch server first, and there is no image to run it: "
     "neither the source's nor the target's StatefulSet runs a database image, and the source has no verify.image; "
     "restore beside the database with spec.target.databases instead"
+)
+
+
+NO_REPLAY_SERVER = (
+    "spec.pointInTime on PostgreSQL replays the WAL on a server started from a base backup, and there is no image "
+    "to run it: neither the source's nor the target's StatefulSet runs a PostgreSQL image, and the source has no "
+    "verify.image"
 )
 
 

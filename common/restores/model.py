@@ -24,11 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from common.backups.model import backup_time
+from common.backups.model import backup_time, parse_spec
 from common.fields import FieldError, Reader, show
 from common.schedule import parse_time, rfc3339
 from common.values import (
     CredentialsSecret,
+    Engine,
     S3Storage,
     Tls,
     database_name_problems,
@@ -41,10 +42,13 @@ __all__ = [
     "DatabaseRestoreSpec",
     "ExternalTarget",
     "NameMapping",
+    "ReplayStart",
+    "archives_wal",
     "backup_before",
     "newest_backup",
     "object_or_empty",
     "parse_restore_spec",
+    "replay_start",
     "source_location",
     "targets",
 ]
@@ -208,6 +212,35 @@ def backup_before(source: Mapping[str, Any], point_in_time: str) -> str | None:
         if taken is not None and taken <= moment:
             return str(file)
     return None
+
+
+@dataclass(frozen=True)
+class ReplayStart:
+    """What a point-in-time restore replays from: `file`, and whether the runner may take an older base backup
+    beside it (`pick`, PostgreSQL: status names only the newest base backup, the runner finds the one that ended
+    last at or before the point)."""
+
+    file: str | None
+    pick: bool = False
+
+
+def replay_start(spec: DatabaseRestoreSpec, source: Mapping[str, Any]) -> ReplayStart:
+    """MySQL: spec.source.file, else the newest kept backup taken at or before the point (its binlog position).
+    PostgreSQL (its spec.continuous archives WAL): spec.source.file, else its newest base backup (picked from)."""
+    assert spec.point_in_time is not None
+    if spec.file is not None:
+        return ReplayStart(spec.file)
+    if archives_wal(source):
+        last = object_or_empty(object_or_empty(source.get("status")).get("lastBackup"))
+        base = object_or_empty(last.get("baseBackup")).get("file")
+        return ReplayStart(str(base), pick=True) if isinstance(base, str) and base else ReplayStart(None)
+    return ReplayStart(backup_before(source, spec.point_in_time))
+
+
+def archives_wal(source: Mapping[str, Any]) -> bool:
+    """Whether the DatabaseBackup `source` archives PostgreSQL WAL (a replay then starts from a base backup)."""
+    spec, _ = parse_spec(source.get("spec"))
+    return spec is not None and spec.engine is Engine.POSTGRESQL
 
 
 def newest_backup(source: Mapping[str, Any]) -> str | None:

@@ -3,18 +3,29 @@ target, and what it would overwrite."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Final
 
 from common.backups.model import backup_time, parse_spec
 from common.constants import BACKUP_ROOT
 from common.fields import FieldError
-from common.restores.model import DatabaseRestoreSpec, backup_before, newest_backup, source_location, targets
+from common.restores.model import (
+    DatabaseRestoreSpec,
+    ReplayStart,
+    archives_wal,
+    newest_backup,
+    replay_start,
+    source_location,
+    targets,
+)
 from common.schedule import parse_time
 from common.values import Engine, S3Storage
 
 __all__ = ["judge"]
+
+BASE_BACKUP: Final = re.compile(r"\.base\.tar\.zst(\.enc)?$")
 
 
 def judge(
@@ -38,8 +49,9 @@ def judge(
     errors: list[FieldError] = []
     source_spec, _ = parse_spec(source.get("spec"))
     if spec.point_in_time is not None:
-        file = spec.file or backup_before(source, spec.point_in_time)
-        errors += _point_in_time(spec, source, file)
+        start = replay_start(spec, source)
+        file = start.file
+        errors += _point_in_time(spec, source, start)
         if errors:
             return errors
     else:
@@ -110,9 +122,10 @@ def judge(
     return errors
 
 
-def _point_in_time(spec: DatabaseRestoreSpec, source: Mapping[str, Any], file: str | None) -> list[FieldError]:
+def _point_in_time(spec: DatabaseRestoreSpec, source: Mapping[str, Any], replay: ReplayStart) -> list[FieldError]:
     """A point in time must lie in what the source's archive reaches, and the backup replayed from must precede it
-    and be covered by the archive (status.continuous, which the archiver keeps)."""
+    and be covered by the archive (status.continuous, which the archiver keeps). PostgreSQL replays from a base
+    backup, and a base backup holds the whole server: the databases to take from it must be named."""
     assert spec.point_in_time is not None
     name, moment = spec.database_backup, spec.point_in_time
     if not isinstance((source.get("spec") or {}).get("continuous"), Mapping):
@@ -123,16 +136,11 @@ def _point_in_time(spec: DatabaseRestoreSpec, source: Mapping[str, Any], file: s
                 "leave pointInTime out, or turn continuous archiving on (it reaches back to its first backup after)",
             )
         ]
-    source_spec, _ = parse_spec(source.get("spec"))
-    if source_spec is not None and source_spec.engine is Engine.POSTGRESQL:
-        return [
-            FieldError(
-                "spec.pointInTime",
-                f"DatabaseBackup {name!r} archives PostgreSQL WAL, which a DatabaseRestore cannot replay yet: "
-                "restore its base backup with `dbb-backup restore <base backup> --point-in-time` "
-                "(docs/point-in-time.md), or leave pointInTime out to restore a backup as it was taken",
-            )
-        ]
+    wal = archives_wal(source)
+    if wal:
+        refused = _wal_replay(spec, source, replay)
+        if refused:
+            return refused
     continuous = (source.get("status") or {}).get("continuous") or {}
     first, last = continuous.get("recoverableFrom"), continuous.get("recoverableUntil")
     if not isinstance(first, str) or not isinstance(last, str):
@@ -151,13 +159,46 @@ def _point_in_time(spec: DatabaseRestoreSpec, source: Mapping[str, Any], file: s
                 f"{moment!r} is outside what DatabaseBackup {name!r} can restore to: from {first} to {last}",
             )
         ]
+    file = replay.file
     taken = parse_time(backup_time(file)) if file is not None else None
-    if file is not None and (taken is None or not start <= taken <= at):
+    if file is not None and not replay.pick and (taken is None or not start <= taken <= at):
         return [
             FieldError(
                 "spec.source.file",
                 f"{file!r} was not taken between {first} and {moment}, so the archive cannot replay from it to "
                 "spec.pointInTime: leave spec.source.file out to use the newest backup that can",
+            )
+        ]
+    return []
+
+
+def _wal_replay(spec: DatabaseRestoreSpec, source: Mapping[str, Any], replay: ReplayStart) -> list[FieldError]:
+    """PostgreSQL: a base backup to replay from, and the databases to take from it."""
+    name = spec.database_backup
+    if replay.file is None:
+        return [
+            FieldError(
+                "spec.pointInTime",
+                f"DatabaseBackup {name!r} has no base backup yet (status.lastBackup.baseBackup is empty): a WAL "
+                "replay starts from one, and each scheduled run takes one (annotate it databases.test.io/backup-now)",
+            )
+        ]
+    if spec.file is not None and not BASE_BACKUP.search(spec.file):
+        return [
+            FieldError(
+                "spec.source.file",
+                f"{spec.file!r} is a dump, and a WAL replay starts from a base backup (<name>-<time>.base.tar.zst): "
+                "leave spec.source.file out to use the newest base backup that can",
+            )
+        ]
+    source_spec, _ = parse_spec(source.get("spec"))
+    named = [d for d in (source_spec.connection.databases if source_spec else ()) if d != "all"]
+    if not named and not spec.databases:
+        return [
+            FieldError(
+                "spec.target.databases",
+                f"empty, and DatabaseBackup {name!r} backs up every database: a base backup holds the whole "
+                "server, so name the databases to restore (from: NAME, to: NAME)",
             )
         ]
     return []

@@ -18,6 +18,8 @@ from tests.unit.test_plan import NS, RUNNER, backup, decide_at, just_after_ten
 from tests.unit.test_restores import restore, start
 from tests.unit.test_restores import source as restore_source
 from tests.unit.test_restores_pitr import MARIADB, archiving, to
+from tests.unit.test_restores_pitr_postgres import archiving as pg_archiving
+from tests.unit.test_restores_pitr_postgres import to as pg_to
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 STORE = backup_store(forcePathStyle=True, serverSideEncryption="aws:kms", kmsKeyId="arn:aws:kms:k", caBundle=CA)
@@ -125,6 +127,18 @@ def test_a_point_in_time_restore_job_parses_with_its_scratch_server() -> None:
     parsed = parser().parse_args(runner_argv(plan.create))
     assert (parsed.point_in_time, parsed.replace) == ("2026-12-03T01:15:00Z", True)
     assert (parsed.scratch_host, parsed.scratch_port, parsed.scratch_user) == ("127.0.0.1", 3306, "root")
+
+
+def test_a_postgresql_point_in_time_restore_job_parses_with_its_replay_server() -> None:
+    source = pg_archiving()
+    plan = start(pg_to("2026-12-03T05:00:00Z"), source=source, source_statefulset=statefulset(image="postgres:17"))
+    assert plan.create is not None, plan.status
+    parsed = parser().parse_args(runner_argv(plan.create))
+    assert (parsed.file, parsed.point_in_time) == (
+        source["status"]["lastBackup"]["baseBackup"]["file"],
+        "2026-12-03T05:00:00Z",
+    )
+    assert (parsed.pick_base_backup, parsed.replay_dir, parsed.database) == (True, "/replay", ["shop=shop_then"])
 
 
 def test_a_check_that_proves_the_archive_parses_as_the_runner_reads_it() -> None:
