@@ -129,12 +129,12 @@ def is_current(found: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bo
 
 def replay_starts(last: LastBackup | None, *, wal: bool) -> tuple[str, ...]:
     """The times a point-in-time restore can start replaying from. MySQL (not `wal`): every kept backup (each dump
-    records its binlog position), as status.backups lists them. PostgreSQL (`wal`): the newest base backup's end;
-    status lists no older one, so the range shown may start later than the archive reaches."""
+    records its binlog position), as status.backups lists them. PostgreSQL (`wal`): the end of the oldest base
+    backup retention kept, and the newest's (a restore picks the one that ended last before its point)."""
     if last is None:
         return ()
     if wal:
-        return (last.base_backup_time,) if last.base_backup_time else ()
+        return tuple(t for t in (last.oldest_base_backup_time, last.base_backup_time) if t)
     return tuple(backup.time for backup in last.stored)
 
 

@@ -357,16 +357,30 @@ def _last_backup(run: JobOutcome) -> LastBackup:
 
 
 def _base_backup(result: Mapping[str, Any]) -> dict[str, str]:
-    """The run's base backup (PostgreSQL, `baseBackup`: {file, time}), as LastBackup keeps it. Its time, the
-    copy's end, is rounded up to the second: a restore to any earlier second would be refused."""
+    """The run's base backup (PostgreSQL, `baseBackup`: {file, time}), as LastBackup keeps it, and the end of the
+    oldest one retention kept (`walRetention.oldestBaseBackup.time`). Ends are rounded up to the second: a restore
+    to any earlier second would be refused."""
     base = result.get("baseBackup")
     file = base.get("file") if isinstance(base, Mapping) else None
-    end = parse_time(base.get("time")) if isinstance(base, Mapping) else None
+    end = _end(base)
     if not isinstance(file, str) or not file or len(file) > 1024 or end is None:
         return {}
+    found = {"base_backup": file, "base_backup_time": end}
+    retention = result.get("walRetention")
+    oldest = _end(retention.get("oldestBaseBackup")) if isinstance(retention, Mapping) else None
+    if oldest is not None and oldest <= end:
+        found["oldest_base_backup_time"] = oldest
+    return found
+
+
+def _end(base: object) -> str | None:
+    """A base backup's `time` (untrusted: a string that must parse), rounded up to the second."""
+    end = parse_time(base.get("time")) if isinstance(base, Mapping) else None
+    if end is None:
+        return None
     if end.microsecond:
         end = end.replace(microsecond=0) + timedelta(seconds=1)
-    return {"base_backup": file, "base_backup_time": rfc3339(end)}
+    return rfc3339(end)
 
 
 def _stored(result: Mapping[str, Any]) -> tuple[StoredBackup, ...]:

@@ -16,7 +16,8 @@ nothing from that segment on; nothing at all when no base backup is kept.
 The run's result gains `baseBackup` (`{"file", "time", "size", "sha256"}`, `time` the base backup's end) and, with
 --prune-wal, `walRetention` (`{"baseBackupsKept", "baseBackupsDeleted", "pruned", "prunedBytes", "keptFrom"}`: the
 base backups kept and deleted, then the WAL segments deleted, their stored bytes, and the oldest segment kept for a
-base backup, as `binlogRetention` reports binlogs).
+base backup, as `binlogRetention` reports binlogs), and `oldestBaseBackup` (`{"file", "time"}`: the kept base backup
+that ended first, the earliest a restore can start from).
 """
 
 from __future__ import annotations
@@ -195,7 +196,10 @@ def _prune(
         log.info("old base backup deleted", file=name)
     deleted = [name for name in decided.delete if name in ours]
     pruned = _prune_wal(shelf.wal(prefix), [ours[file] for file in decided.kept])
-    counts = {"baseBackupsKept": len(decided.kept), "baseBackupsDeleted": len(deleted)}
+    counts: dict[str, object] = {"baseBackupsKept": len(decided.kept), "baseBackupsDeleted": len(deleted)}
+    if decided.kept:
+        oldest = min(decided.kept, key=lambda name: ours[name].end)
+        counts["oldestBaseBackup"] = {"file": oldest, "time": ours[oldest].end}
     return counts | pruned.result()
 
 

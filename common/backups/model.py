@@ -296,6 +296,8 @@ class LastBackup:
     # time can start from it for any second from then on).
     base_backup: str | None = None
     base_backup_time: str | None = None
+    # And the end of the oldest base backup retention keeps (the earliest a WAL replay can start from).
+    oldest_base_backup_time: str | None = None
 
     @property
     def url(self) -> str | None:
@@ -314,7 +316,13 @@ class LastBackup:
                 "kept": self.kept,
                 "keptBytes": self.kept_bytes,
                 "keptBy": dict(self.kept_by) or None,
-                "baseBackup": _drop_none({"file": self.base_backup, "time": self.base_backup_time})
+                "baseBackup": _drop_none(
+                    {
+                        "file": self.base_backup,
+                        "time": self.base_backup_time,
+                        "oldestTime": self.oldest_base_backup_time,
+                    }
+                )
                 if self.base_backup
                 else None,
             }
@@ -635,6 +643,7 @@ class DatabaseBackupStatus:
                 stored_omitted=_int_or_none(raw.get("backupsOmitted")),
                 base_backup=_str_or_none(_mapping(last_backup.get("baseBackup")).get("file")),
                 base_backup_time=_str_or_none(_mapping(last_backup.get("baseBackup")).get("time")),
+                oldest_base_backup_time=_str_or_none(_mapping(last_backup.get("baseBackup")).get("oldestTime")),
             )
             if isinstance(last_backup, Mapping)
             else None,

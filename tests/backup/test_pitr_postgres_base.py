@@ -242,6 +242,10 @@ def test_retention_keeps_the_newest_base_backups_and_deletes_only_wal_none_of_th
         "pruned": len(removed),
         "prunedBytes": sum(archived[s]["size"] for s in removed),
         "keptFrom": kept_from,
+        "oldestBaseBackup": {  # the second run's: the earliest a restore can start from now
+            "file": second.result["baseBackup"]["file"].rsplit("/", 1)[-1],
+            "time": place.manifest(second.result["baseBackup"]["file"])["end"],
+        },
     }
     bases = {n for n in place.names() if ".base.tar.zst" in n and not n.endswith(".json")}
     kept = {outcome.result["baseBackup"]["file"].rsplit("/", 1)[-1] for outcome in (second, third)}

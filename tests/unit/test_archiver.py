@@ -152,15 +152,16 @@ def test_postgresql_archives_its_wal_and_its_runs_take_the_base_backups_replays_
     assert not validate("nightly", spec)
 
 
-def last_backup(*times: str, base_backup_time: str | None = None) -> LastBackup:
-    """A run's status.lastBackup: backups kept at `times` (newest last), and a base backup if given."""
+def last_backup(*times: str, base_backup_time: str | None = None, oldest: str | None = None) -> LastBackup:
+    """A run's status.lastBackup: backups kept at `times` (newest last), and a base backup if given (and the end of
+    the oldest kept, `oldest`)."""
     kept = tuple(
         StoredBackup(file=f"/backups/db/nightly-{t}.sql.gz", size=1, key_id=None, kept_by=("last",)) for t in times
     )
     base = "/backups/db/nightly-20261207T110000Z.base.tar.zst" if base_backup_time else None
     return LastBackup(
         file="f", size=1, sha256="s", duration="1s", completion_time="t", stored=kept,
-        base_backup=base, base_backup_time=base_backup_time,
+        base_backup=base, base_backup_time=base_backup_time, oldest_base_backup_time=oldest,
     )  # fmt: skip
 
 
@@ -187,6 +188,35 @@ def test_a_postgresql_replay_starts_only_from_the_newest_base_backup_s_end() -> 
     assert continuous_status("a", answer, no_base, None, wal=True) == (
         ContinuousStatus(archiver="a", ready=True, recoverable_until="2026-12-07T12:00:41Z")
     )
+
+
+def test_a_postgresql_replay_can_start_from_the_oldest_base_backup_retention_kept() -> None:
+    answer = {"recoverableFrom": "2026-12-07T09:30:00Z", "recoverableUntil": "2026-12-07T12:00:41Z", "reason": None}
+    last = last_backup(base_backup_time="2026-12-07T11:00:07Z", oldest="2026-12-07T10:00:05Z")
+    starts = replay_starts(last, wal=True)
+    assert starts == ("2026-12-07T10:00:05Z", "2026-12-07T11:00:07Z")
+    assert continuous_status("a", answer, starts, None, wal=True).recoverable_from == "2026-12-07T10:00:05Z"
+
+
+def test_the_run_s_oldest_kept_base_backup_goes_into_the_last_backup_when_it_makes_sense() -> None:
+    obj = backup(engine="PostgreSQL", continuous={})
+    obj["status"] = {"lastScheduleTime": "2026-11-27T10:00:00Z"}
+    done = job(obj, "2026-11-27T10:00:00", "Succeeded", finished="2026-11-27T10:01:13Z")
+    base = {"file": "/x/n-20261127T100000Z.base.tar.zst", "time": "2026-11-27T10:00:41Z"}
+    for oldest, kept in [
+        ({"file": "n-20261126T100000Z.base.tar.zst", "time": "2026-11-26T10:00:40.5Z"}, "2026-11-26T10:00:41Z"),
+        ({"file": "n-20261126T100000Z.base.tar.zst", "time": "2026-11-28T10:00:00Z"}, None),  # after the newest
+        ({"time": "never"}, None),
+        ("a string", None),
+    ]:
+        result = {**RESULT, "baseBackup": base, "walRetention": {"oldestBaseBackup": oldest}}
+        messages = {done["metadata"]["name"]: json.dumps(result)}
+        plan = decide_at(obj, at("2026-11-27T10:01:14"), [done], termination_messages=messages)
+        assert plan.status is not None
+        assert plan.status["lastBackup"]["baseBackup"].get("oldestTime") == kept, oldest
+        status = DatabaseBackupStatus.from_dict(plan.status).last_backup
+        assert status is not None
+        assert status.oldest_base_backup_time == kept
 
 
 def test_recoverable_from_is_the_oldest_backup_the_archive_covers() -> None:
