@@ -48,6 +48,7 @@ from runner.logs import configure_logging
 from runner.manifest import Manifest, Owner, manifest_path, read_manifest
 from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, database_problem, validate_prefix
 from runner.objectstore import S3Location
+from runner.pgserver import letting_go
 from runner.process import Deadline
 from runner.queries import (
     QUERY_PASSWORD_VARIABLE,
@@ -840,21 +841,22 @@ def _restore_scratch(args: argparse.Namespace) -> scratchrestore.Scratch | None:
 
 def _restore_base(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     """A PostgreSQL base backup, from a folder or a bucket: only to a point in time (pgpitr)."""
-    if args.point_in_time is None:
-        raise RunnerError(Reason.INVALID_ARGUMENTS, "a base backup is restored with --point-in-time")
-    point = pitr.parse_instant(args.point_in_time)
-    file = args.file
-    if args.pick_base_backup:
-        file = pick_base_backup(args.file, point, _restore_owner(args), args.s3_path_style)
-        log.info("base backup picked", file=file, named=args.file, point=args.point_in_time)
-    backup, manifest, wal = pgpitr.locate(file, args.wal_archive, args.s3_path_style)
-    scratch = pgpitr.ScratchOptions(args.pg_bin, args.scratch_os_user, args.no_owner, args.replace, args.replay_dir)
-    databases = pgpitr.parse_databases(tuple(args.database))
-    connection = _connection(args, Engine.POSTGRESQL, scrub)
-    clock = time.monotonic()
-    done = pgpitr.restore_point_in_time(
-        backup, manifest, wal, point, databases, connection, _keys(args), scratch, scrub, deadline
-    )
+    with letting_go(args.replay_dir):
+        if args.point_in_time is None:
+            raise RunnerError(Reason.INVALID_ARGUMENTS, "a base backup is restored with --point-in-time")
+        point = pitr.parse_instant(args.point_in_time)
+        file = args.file
+        if args.pick_base_backup:
+            file = pick_base_backup(args.file, point, _restore_owner(args), args.s3_path_style)
+            log.info("base backup picked", file=file, named=args.file, point=args.point_in_time)
+        backup, manifest, wal = pgpitr.locate(file, args.wal_archive, args.s3_path_style)
+        scratch = pgpitr.ScratchOptions(args.pg_bin, args.scratch_os_user, args.no_owner, args.replace, args.replay_dir)
+        databases = pgpitr.parse_databases(tuple(args.database))
+        connection = _connection(args, Engine.POSTGRESQL, scrub)
+        clock = time.monotonic()
+        done = pgpitr.restore_point_in_time(
+            backup, manifest, wal, point, databases, connection, _keys(args), scratch, scrub, deadline
+        )
     return {"status": "Restored", "file": args.file, **done, "restoreSeconds": round(time.monotonic() - clock, 1)}
 
 

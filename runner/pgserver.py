@@ -18,11 +18,13 @@ Either side appends the server's output to `postgres.log` in the scratch folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
@@ -31,7 +33,7 @@ import structlog
 
 from runner.errors import Reason, RunnerError
 
-__all__ = ["LOG", "LocalServer", "ServerProcess", "SidecarServer"]
+__all__ = ["LOG", "LocalServer", "ServerProcess", "SidecarServer", "letting_go"]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -138,8 +140,25 @@ class SidecarServer:
 
     def close(self) -> None:
         self.stop()
-        (self.folder / DONE).touch()
+        _done(self.folder)
         # `done` stays: the sidecar may not have seen it yet.
         for path in self.folder.iterdir():
             if _EXCHANGED.fullmatch(path.name) or path.name == LOG:
                 path.unlink(missing_ok=True)
+
+
+def _done(folder: Path) -> None:
+    # A folder that is not there was refused before anything else (pgpitr): nothing to tell.
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        (folder / DONE).touch()
+
+
+@contextlib.contextmanager
+def letting_go(folder: Path | None) -> Iterator[None]:
+    """`done` in the replay server's `folder` on the way out, however it goes: also when the restore was refused
+    before it started a server, so that the replay server exits (and its Pod completes) all the same."""
+    try:
+        yield
+    finally:
+        if folder is not None:
+            _done(folder)
