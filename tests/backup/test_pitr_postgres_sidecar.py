@@ -2,7 +2,7 @@
 server a restore Job runs beside the runner started for real: the reconciler's SUPERVISOR script under /bin/sh,
 with PostgreSQL 15's binaries on its PATH, in a folder shared with the runner. The runner drives it through files
 there (start.N, stop.N, exited.N, done), leaves nothing of its own behind, and lets it exit; `--pick-base-backup`
-starts from an older base backup when the point is before the newest one's end.
+starts from an older base backup, in a folder or a bucket (SeaweedFS), when the point is before the newest one's end.
 
 As in the Pod, the server's files belong to the user the replay server runs as: when the tests run as root, the
 replay server runs as `postgres` (PostgreSQL refuses root) and the runner, still root, hands its files to that user
@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from hack.harness.databases import PG_BIN, PostgresServer
+from hack.harness.objectstore import SeaweedFS
 from reconciler.replayserver import SUPERVISOR
 from tests.backup.cli import Outcome, connection_args, dbb, password_env, wait_for
 from tests.backup.test_pitr_mariadb import next_second
@@ -43,6 +45,14 @@ def primary() -> Iterator[PostgresServer]:
 @pytest.fixture
 def place(tmp_path: Path) -> Place:
     return Place(tmp_path / "backups")
+
+
+@pytest.fixture(params=["folder", "s3"])
+def any_place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+    if request.param == "folder":
+        return Place(tmp_path / "backups")
+    store: SeaweedFS = request.getfixturevalue("seaweedfs")
+    return Place(tmp_path, store, f"pick-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
@@ -99,11 +109,12 @@ def watching(folder: Path) -> Iterator[set[str]]:
 
 
 def replay_restore(
-    server: PostgresServer, replay_dir: Path, file: str, point: datetime, target: str, *flags: str
+    server: PostgresServer, place: Place, replay_dir: Path, file: str, point: datetime, target: str, *flags: str
 ) -> Outcome:
     """A restore as the Job runs it beside its replay server: no --pg-bin, the client tools from PATH."""
     args = ["restore", file, *connection_args(server), "--point-in-time", point.isoformat(), "--database", target]
-    return dbb(*args, "--replay-dir", str(replay_dir), *flags, env=password_env(server), timeout=300)
+    env = password_env(server) | place.env
+    return dbb(*args, "--replay-dir", str(replay_dir), *flags, env=env, timeout=300)
 
 
 def assert_let_go(sidecar: subprocess.Popen[bytes], replay_dir: Path) -> None:
@@ -125,7 +136,9 @@ def test_a_restore_through_the_replay_server_has_every_row_up_to_the_point_and_n
     assert outcome.code == 0, outcome.stderr
 
     with watching(replay_dir) as seen:
-        restored = replay_restore(primary, replay_dir, outcome.result["baseBackup"]["file"], point, f"{name}={name}_r")
+        restored = replay_restore(
+            primary, place, replay_dir, outcome.result["baseBackup"]["file"], point, f"{name}={name}_r"
+        )
 
     assert restored.code == 0, restored.stderr
     assert sorted(written_rows(primary, f"{name}_r")) == list(range(1, last + 1))
@@ -150,7 +163,12 @@ def test_a_point_after_the_last_commit_replays_the_whole_archive_on_a_second_sta
 
     with watching(replay_dir) as seen:
         restored = replay_restore(
-            primary, replay_dir, outcome.result["baseBackup"]["file"], last + timedelta(seconds=1), f"{name}={name}_r"
+            primary,
+            place,
+            replay_dir,
+            outcome.result["baseBackup"]["file"],
+            last + timedelta(seconds=1),
+            f"{name}={name}_r",
         )
 
     assert restored.code == 0, restored.stderr
@@ -175,8 +193,9 @@ def forge_foreign(place: Place, like: str, name: str, end: datetime) -> str:
 
 
 def test_pick_base_backup_starts_from_the_newest_of_the_owner_s_that_ended_before_the_point(
-    primary: PostgresServer, place: Place, replay_dir: Path, sidecar: subprocess.Popen[bytes]
+    primary: PostgresServer, any_place: Place, replay_dir: Path, sidecar: subprocess.Popen[bytes]
 ) -> None:
+    place = any_place
     name = fresh_database(primary)
     with archiving(primary, place, name):
         older = run(primary, place, name, "--base-backup")
@@ -198,7 +217,7 @@ def test_pick_base_backup_starts_from_the_newest_of_the_owner_s_that_ended_befor
     assert older_end < point - timedelta(milliseconds=1), "the foreign one would be the newest that fits"
 
     restored = replay_restore(
-        primary, replay_dir, newest_file, point, f"{name}={name}_r", "--pick-base-backup", "--owner", OWNER
+        primary, place, replay_dir, newest_file, point, f"{name}={name}_r", "--pick-base-backup", "--owner", OWNER
     )
 
     assert restored.code == 0, restored.stderr
@@ -210,8 +229,9 @@ def test_pick_base_backup_starts_from_the_newest_of_the_owner_s_that_ended_befor
 
 
 def test_pick_base_backup_refuses_a_point_before_every_base_backup_and_touches_nothing(
-    primary: PostgresServer, place: Place, replay_dir: Path, sidecar: subprocess.Popen[bytes]
+    primary: PostgresServer, any_place: Place, replay_dir: Path, sidecar: subprocess.Popen[bytes]
 ) -> None:
+    place = any_place
     name = fresh_database(primary)
     outcome = run(primary, place, name, "--base-backup")
     assert outcome.code == 0, outcome.stderr
@@ -220,7 +240,7 @@ def test_pick_base_backup_refuses_a_point_before_every_base_backup_and_touches_n
     point = datetime.fromisoformat(end) - timedelta(seconds=30)
 
     refused = replay_restore(
-        primary, replay_dir, file, point, f"{name}={name}_r", "--pick-base-backup", "--owner", OWNER
+        primary, place, replay_dir, file, point, f"{name}={name}_r", "--pick-base-backup", "--owner", OWNER
     )
 
     assert refused.code == 1
