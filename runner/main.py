@@ -36,6 +36,7 @@ from runner.archivestatus import ArchiveStatus, serving
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive, archive_name
 from runner.backup import ALL, RunOptions, run_backup, utc_iso
 from runner.basebackup import BASE_SUFFIX, BaseOptions, take_base_backup
+from runner.basepick import pick_base_backup
 from runner.check import MAX_BACKUPS, CheckOptions, check_stored
 from runner.compression import Compression
 from runner.crypto import Decryptor, Key, Keyring, load_key, load_keyring
@@ -47,6 +48,7 @@ from runner.logs import configure_logging
 from runner.manifest import Manifest, Owner, manifest_path, read_manifest
 from runner.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, database_problem, validate_prefix
 from runner.objectstore import S3Location
+from runner.pgserver import letting_go
 from runner.process import Deadline
 from runner.queries import (
     QUERY_PASSWORD_VARIABLE,
@@ -326,8 +328,25 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR | s3://BUCKET/PREFIX",
         help="postgresql: the WAL archive (default: <the base backup's folder or prefix>/<its name prefix>-wal)",
     )
+    restore.add_argument(
+        "--pick-base-backup",
+        action="store_true",
+        help="postgresql, with --point-in-time: start from the newest base backup beside BASEBACKUP (same folder or "
+        "prefix, same name prefix, --owner's) that ended at or before the point",
+    )
     restore.add_argument("--pg-bin", type=Path, help="postgresql: the scratch server's binaries (default by version)")
-    restore.add_argument("--scratch-os-user", default="postgres", help="postgresql, as root: run the scratch server as")
+    restore.add_argument(
+        "--scratch-os-user",
+        default="postgres",
+        help="postgresql, as root: run the scratch server as (with --replay-dir: whom its files are handed to)",
+    )
+    restore.add_argument(
+        "--replay-dir",
+        type=Path,
+        metavar="DIR",
+        help="postgresql, with --point-in-time: the replay server beside us (the source's image) runs the scratch "
+        "server in this shared folder; psql and pg_dump from PATH",
+    )
     restore.add_argument(
         "--scratch-port",
         type=int,
@@ -730,23 +749,19 @@ def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dic
 
 
 def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
-    if args.file.endswith((BASE_SUFFIX, BASE_SUFFIX + ENCRYPTED_SUFFIX)):
+    base = args.file.endswith((BASE_SUFFIX, BASE_SUFFIX + ENCRYPTED_SUFFIX))
+    _check_replay_flags(args, base)
+    if base:
         return _restore_base(args, scrub, deadline)
     source, manifest = _stored(args.file, args.s3_path_style)
     engine = parse_layout(Path(source.name)).engine
-    owner = None
-    if args.owner is not None:
-        namespace, _, name = args.owner.partition("/")
-        if not namespace or not name:
-            raise RunnerError(Reason.INVALID_ARGUMENTS, f"--owner {args.owner!r}: give NAMESPACE/NAME")
-        owner = (namespace, name)
     options = RestoreOptions(
         _connection(args, engine, scrub),
         tuple(args.database),
         no_owner=args.no_owner,
         replace=args.replace,
         without_manifest=args.without_manifest,
-        owner=owner,
+        owner=_restore_owner(args),
     )
     keys = _keys(args)
     point = _point_in_time(args, source, manifest, engine)
@@ -784,6 +799,34 @@ def _restore(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> d
     }
 
 
+def _restore_owner(args: argparse.Namespace) -> tuple[str, str] | None:
+    if args.owner is None:
+        return None
+    namespace, _, name = args.owner.partition("/")
+    if not namespace or not name:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--owner {args.owner!r}: give NAMESPACE/NAME")
+    return namespace, name
+
+
+def _check_replay_flags(args: argparse.Namespace, base: bool) -> None:
+    """--replay-dir and --pick-base-backup, refused before anything is read where they cannot apply."""
+    flags = (("--replay-dir", args.replay_dir is not None), ("--pick-base-backup", args.pick_base_backup))
+    given = " and ".join(flag for flag, on in flags if on)
+    if not given:
+        return
+    if not base:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS,
+            f"{given}: PostgreSQL point-in-time restores only (a base backup, *.base.tar.zst, with --point-in-time)",
+        )
+    if args.point_in_time is None:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"{given}: for a restore to a point in time (--point-in-time)")
+    if args.replay_dir is not None and args.pg_bin is not None:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS, "--pg-bin and --replay-dir: the replay server brings its own postgres"
+        )
+
+
 def _restore_scratch(args: argparse.Namespace) -> scratchrestore.Scratch | None:
     """A point-in-time restore's scratch server (`--scratch-port`), where the binlog is replayed before the target
     is touched (scratchrestore); None without one."""
@@ -798,17 +841,22 @@ def _restore_scratch(args: argparse.Namespace) -> scratchrestore.Scratch | None:
 
 def _restore_base(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     """A PostgreSQL base backup, from a folder or a bucket: only to a point in time (pgpitr)."""
-    if args.point_in_time is None:
-        raise RunnerError(Reason.INVALID_ARGUMENTS, "a base backup is restored with --point-in-time")
-    point = pitr.parse_instant(args.point_in_time)
-    backup, manifest, wal = pgpitr.locate(args.file, args.wal_archive, args.s3_path_style)
-    scratch = pgpitr.ScratchOptions(args.pg_bin, args.scratch_os_user, args.no_owner, args.replace)
-    databases = pgpitr.parse_databases(tuple(args.database))
-    connection = _connection(args, Engine.POSTGRESQL, scrub)
-    clock = time.monotonic()
-    done = pgpitr.restore_point_in_time(
-        backup, manifest, wal, point, databases, connection, _keys(args), scratch, scrub, deadline
-    )
+    with letting_go(args.replay_dir):
+        if args.point_in_time is None:
+            raise RunnerError(Reason.INVALID_ARGUMENTS, "a base backup is restored with --point-in-time")
+        point = pitr.parse_instant(args.point_in_time)
+        file = args.file
+        if args.pick_base_backup:
+            file = pick_base_backup(args.file, point, _restore_owner(args), args.s3_path_style)
+            log.info("base backup picked", file=file, named=args.file, point=args.point_in_time)
+        backup, manifest, wal = pgpitr.locate(file, args.wal_archive, args.s3_path_style)
+        scratch = pgpitr.ScratchOptions(args.pg_bin, args.scratch_os_user, args.no_owner, args.replace, args.replay_dir)
+        databases = pgpitr.parse_databases(tuple(args.database))
+        connection = _connection(args, Engine.POSTGRESQL, scrub)
+        clock = time.monotonic()
+        done = pgpitr.restore_point_in_time(
+            backup, manifest, wal, point, databases, connection, _keys(args), scratch, scrub, deadline
+        )
     return {"status": "Restored", "file": args.file, **done, "restoreSeconds": round(time.monotonic() - clock, 1)}
 
 

@@ -36,6 +36,7 @@ from typing import Final
 __all__ = [
     "EXTENSIONS",
     "BackupName",
+    "base_prefix",
     "database_problem",
     "orphan_manifests",
     "parse_backup_name",
@@ -133,6 +134,12 @@ def parse_base_name(prefix: str, name: str) -> BackupName | None:
         rf"{re.escape(prefix)}-(?P<timestamp>{_TIMESTAMP_PATTERN})(?P<extension>{_BASE_PATTERN})", name
     )
     return BackupName(match["timestamp"], prefix, match["extension"]) if match else None
+
+
+def base_prefix(name: str) -> str | None:
+    """The name prefix of the base backup `name`, if it is one's name (not its manifest's)."""
+    match = re.fullmatch(rf"(?P<prefix>.+)-{_TIMESTAMP_PATTERN}{_BASE_PATTERN}", name)
+    return match["prefix"] if match else None
 
 
 def parse_stored_name(prefix: str, name: str) -> BackupName | None:

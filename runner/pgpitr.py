@@ -4,23 +4,30 @@ scratch server, then each wanted database moved into the target by the ordinary 
 1. Decide, before anything is touched (`plan_recovery`, pure): T must not be before the base backup's end (the copy
    is consistent only from there on) nor after the newest instant the WAL archive is known complete to (`until`,
    see walarchive); the archive must hold every segment from the one the base backup starts in to the first whose
-   `until` reaches T, with no segment missing in between.
+   `until` reaches T, with no segment missing in between. (`--pick-base-backup`: which base backup, see basepick.)
 2. Unpack the base backup (a file, or an object in a bucket, `locate`; held to its manifest's sha256 as it streams;
    decrypted, decompressed) into a scratch data directory,
    and the planned segments (each held to its entry's sha256) into a folder beside it, which `restore_command`
    copies from (`cp`: every segment was checked before the server starts).
-3. Start a scratch postgres of the same major version (`--pg-bin`, default `/usr/lib/postgresql/<major>/bin`) on a
-   unix socket in the scratch folder only, with `recovery.signal`, `recovery_target_time = T`,
-   `recovery_target_action = promote`; wait for it to leave recovery. PostgreSQL stops before the first commit after
-   T. When no commit in the archive is after T (an idle stretch), PostgreSQL ends recovery without reaching the
-   target and refuses to promote; everything archived is then at or before T, so the server is started once more
-   without a target and replays it all.
+3. Start a scratch postgres of the same major version on a unix socket in the scratch folder only, with
+   `recovery.signal`, `recovery_target_time = T`, `recovery_target_action = promote`; wait for it to leave
+   recovery. PostgreSQL stops before the first commit after T. When no commit in the archive is after T (an idle
+   stretch), PostgreSQL ends recovery without reaching the target and refuses to promote; everything archived is
+   then at or before T, so the server is started once more without a target and replays it all.
 4. pg_dump each wanted database from it, and restore each dump into the target with `restore.restore_backup`
-   (a new database, or `--replace`; all or nothing per database). The scratch server is stopped and its folder
-   removed in every case.
+   (a new database, or `--replace`; all or nothing per database). The scratch server is stopped and what the
+   restore put in the scratch folder removed in every case.
 
-PostgreSQL refuses to run as root: a runner that is root (not in a Pod, where the image's user runs it) starts the
-scratch server as `--scratch-os-user` (default postgres) through setpriv.
+Where the scratch server runs (`_place`, through the seam of pgserver):
+- By default, as a child of the runner, from `--pg-bin` (default `/usr/lib/postgresql/<major>/bin`), in a temporary
+  folder. PostgreSQL refuses to run as root: a runner that is root (not in a Pod, where the image's user runs it)
+  starts it as `--scratch-os-user` (default postgres) through setpriv.
+- With `--replay-dir DIR`, in the replay server beside the runner in a restore Job's Pod: the source's own image,
+  since the runner's has PostgreSQL's client tools only. DIR is the folder both mount at the same path; the
+  scratch folder's files go there, the server is started and stopped through the files of pgserver's protocol, and
+  psql and pg_dump come from PATH (no older than the server: the image's newest). Both containers run as the same
+  user, so no owner changes; a runner that is root (the tests) hands the files to `--scratch-os-user`, whom the
+  replay server must then run as. Afterwards DIR keeps only `done`, the replay server's sign to exit.
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ import pwd
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -54,6 +60,7 @@ from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.layout import stored
 from runner.naming import ENCRYPTED_SUFFIX
 from runner.objectstore import S3Location
+from runner.pgserver import LOG, LocalServer, ServerProcess, SidecarServer
 from runner.process import Deadline, Tool, run_capture
 from runner.restore import RestoreOptions, restore_backup
 from runner.s3backup import S3Object, S3Settings, s3_client
@@ -66,6 +73,10 @@ log = structlog.get_logger("dbb-backup")
 READ_SIZE: Final = 1 << 20
 START_WAIT: Final = 3600.0  # seconds a recovery may take, unless --timeout says otherwise
 _NOT_REACHED: Final = "recovery ended before configured recovery target was reached"
+_CLIENTS: Final = ("psql", "pg_dump")
+# What a restore puts in --replay-dir, besides the protocol's files (pgserver): all removed afterwards.
+_PUT: Final = ("data", "wal", "pg_hba.conf", "dumps")
+_HANDED: Final = ("data", "wal", "pg_hba.conf")  # what the server reads (and writes)
 _PREFIX = re.compile(r"(?P<prefix>.+)-[0-9]{8}T[0-9]{6}Z\.")
 
 
@@ -160,6 +171,7 @@ class ScratchOptions:
     os_user: str = "postgres"  # when the runner is root: whom the scratch server runs as
     no_owner: bool = False
     replace: bool = False
+    replay_dir: Path | None = None  # the replay server's folder: it runs postgres there (pgserver.SidecarServer)
 
 
 def parse_databases(items: tuple[str, ...]) -> dict[str, str]:
@@ -216,8 +228,8 @@ def _chown_tree(root: Path, uid: int | None) -> None:
     if uid is None:
         return
     gid = pwd.getpwuid(uid).pw_gid
+    os.lchown(root, uid, gid)
     for folder, dirs, files in os.walk(root):
-        os.chown(folder, uid, gid)
         for name in [*dirs, *files]:
             os.lchown(Path(folder) / name, uid, gid)
 
@@ -225,9 +237,8 @@ def _chown_tree(root: Path, uid: int | None) -> None:
 @dataclass
 class _Scratch:
     folder: Path
-    pg_bin: Path
-    run_as: list[str]
-    scrub: Scrubber
+    server: ServerProcess
+    tools: Mapping[str, str]  # psql and pg_dump: where each is
     users: list[str]  # roles to ask as (see _ask)
     log_offset: int = 0  # where this start's lines begin in the log
 
@@ -237,7 +248,7 @@ class _Scratch:
 
     @property
     def log(self) -> Path:
-        return self.folder / "postgres.log"
+        return self.folder / LOG
 
     def settings(self, point: datetime | None) -> dict[str, str]:
         wal = shlex.quote(str(self.folder / "wal"))
@@ -266,43 +277,32 @@ class _Scratch:
         (self.data / "recovery.signal").touch()
         self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         flags = [item for key, value in self.settings(point).items() for item in ("-c", f"{key}={value}")]
-        with self.log.open("ab") as out:
-            process = subprocess.Popen(
-                [*self.run_as, str(self.pg_bin / "postgres"), "-D", str(self.data), *flags], stdout=out, stderr=out
-            )
+        self.server.start(["-D", str(self.data), *flags])
         try:
-            yield self._wait(process, deadline)
+            yield self._wait(deadline)
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)  # fast shutdown
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            self.server.stop()
 
-    def _wait(self, process: subprocess.Popen[bytes], deadline: Deadline) -> str:
+    def _wait(self, deadline: Deadline) -> str:
         waited = time.monotonic() + START_WAIT
         while time.monotonic() < waited:
-            role = self._ask(process, deadline)
+            role = self._ask(deadline)
             if role is not None:
                 return role
             time.sleep(0.2)
         raise RunnerError(Reason.TIMEOUT, f"the scratch server did not finish its recovery within {START_WAIT:g}s")
 
-    def _ask(self, process: subprocess.Popen[bytes], deadline: Deadline) -> str | None:
+    def _ask(self, deadline: Deadline) -> str | None:
         """Whether the server has left recovery: then the bootstrap superuser's name (trust on the socket lets any
         existing role in; which ones exist is the source's business, so a few likely ones are tried)."""
         for user in self.users:
             deadline.check()
-            if process.poll() is not None:
-                with self.log.open("rb") as written:
-                    written.seek(self.log_offset)
-                    tail = written.read().decode(errors="replace")
+            if self.server.poll() is not None:
+                tail = self._tail()
                 if _NOT_REACHED in tail:
                     raise _TargetNotReached
                 raise RunnerError(Reason.RESTORE_FAILED, f"the scratch server stopped: {one_line(tail[-1500:])}")
-            psql = [str(self.pg_bin / "psql"), "-X", "-At", "-h", str(self.folder), "-U", user, "-d", "template1"]
+            psql = [self.tools["psql"], "-X", "-At", "-h", str(self.folder), "-U", user, "-d", "template1"]
             answer = subprocess.run(
                 [*psql, "-c", "SELECT pg_is_in_recovery(), (SELECT rolname FROM pg_roles WHERE oid = 10)"],
                 capture_output=True,
@@ -317,6 +317,15 @@ class _Scratch:
                 return None  # starting up, or still recovering: every user gets the same answer
         return None
 
+    def _tail(self) -> str:
+        """What this start wrote to the log."""
+        try:
+            with self.log.open("rb") as written:
+                written.seek(self.log_offset)
+                return written.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
 
 class _TargetNotReached(Exception):
     """Recovery replayed all the archive holds without reaching a commit after the target (see step 3)."""
@@ -327,6 +336,57 @@ def _pg_bin(options: ScratchOptions, manifest: BaseManifest) -> Path:
         return options.pg_bin
     major = manifest.server_version.split(".")[0].split()[0]
     return Path(f"/usr/lib/postgresql/{major}/bin")
+
+
+@dataclass(frozen=True)
+class _Place:
+    folder: Path
+    server: ServerProcess
+    tools: dict[str, str]  # psql and pg_dump: where each is
+    ours: tuple[Path, ...]  # what a root runner hands to --scratch-os-user
+
+
+@contextlib.contextmanager
+def _place(options: ScratchOptions, manifest: BaseManifest, run_as: list[str]) -> Iterator[_Place]:
+    """Where the scratch server's files go and what runs it: a temporary folder and a child of ours, or
+    --replay-dir and the replay server there (see pgserver). Refuses before anything is touched; afterwards the
+    server is stopped and what the restore put there removed, whatever happened."""
+    if options.replay_dir is None:
+        pg_bin = _pg_bin(options, manifest)
+        if not (pg_bin / "postgres").exists():
+            raise RunnerError(Reason.INVALID_ARGUMENTS, f"no postgres in {pg_bin}: give --pg-bin")
+        folder = Path(tempfile.mkdtemp(prefix="dbb-pitr-"))
+        local = LocalServer(pg_bin / "postgres", run_as, folder / LOG)
+        try:
+            yield _Place(folder, local, {tool: str(pg_bin / tool) for tool in _CLIENTS}, (folder,))
+        finally:
+            local.close()
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    folder = options.replay_dir
+    # The client tools of the runner's image: no older than the server they dump (see engines' ClientTooOld).
+    tools = {tool: shutil.which(tool) for tool in _CLIENTS}
+    missing = [tool for tool, path in tools.items() if path is None]
+    if missing:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--replay-dir: no {' or '.join(missing)} on PATH")
+    if not folder.is_dir():
+        raise RunnerError(Reason.INVALID_ARGUMENTS, f"--replay-dir {folder}: no such folder")
+    sidecar = SidecarServer(folder)
+    used = sorted({*sidecar.leftovers(), *(name for name in _PUT if (folder / name).exists())})
+    if used:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS, f"--replay-dir {folder} already holds {', '.join(used)}: one restore each"
+        )
+    try:
+        yield _Place(folder, sidecar, {t: p for t, p in tools.items() if p}, tuple(folder / n for n in _HANDED))
+    finally:
+        sidecar.close()
+        for name in _PUT:
+            path = folder / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def restore_point_in_time(
@@ -343,14 +403,11 @@ def restore_point_in_time(
 ) -> dict[str, object]:
     plan = plan_recovery(manifest, read_wal_index(store), point)  # step 1: refuse before anything is touched
     check_keys(plan.entries, keys)
-    pg_bin = _pg_bin(options, manifest)
-    if not (pg_bin / "postgres").exists():
-        raise RunnerError(Reason.INVALID_ARGUMENTS, f"no postgres in {pg_bin}: give --pg-bin")
     run_as, uid = _as_user(options.os_user)
-    folder = Path(tempfile.mkdtemp(prefix="dbb-pitr-"))
-    try:
+    with _place(options, manifest, run_as) as place:
+        folder = place.folder
         users = list(dict.fromkeys(u for u in (manifest.user, connection.user, "postgres") if u))
-        scratch = _Scratch(folder, pg_bin, run_as, scrub, users)
+        scratch = _Scratch(folder, place.server, place.tools, users)
         # Step 2.
         scratch.data.mkdir(mode=0o700)
         _unpack_base(backup, manifest, keys, scratch.data)
@@ -362,8 +419,11 @@ def restore_point_in_time(
             (scratch.data / "postgresql.conf").touch()
         for leftover in ("standby.signal", "postmaster.pid"):
             (scratch.data / leftover).unlink(missing_ok=True)
+        # postgres starts only on a data directory of mode 0700 or 0750; a shared folder's setgid bit (fsGroup) must
+        # not reach it either.
         scratch.data.chmod(0o700)
-        _chown_tree(folder, uid)
+        for path in place.ours:
+            _chown_tree(path, uid)
         # Step 3.
         replayed = "target"
         try:
@@ -374,8 +434,6 @@ def restore_point_in_time(
             replayed = "whole archive"
             with scratch.running(None, deadline) as role:
                 restored = _move(scratch, role, databases, connection, options, scrub, deadline)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     return {
         "databases": restored,
         "pointInTime": _rfc(point),
@@ -404,12 +462,12 @@ def _move(
     for source, target in databases.items():
         quoted = source.replace("'", "''")
         query = f"SELECT count(*) FROM pg_database WHERE datname = '{quoted}'"  # noqa: S608 - quoted as a literal
-        psql = [str(scratch.pg_bin / "psql"), "-X", "-At", "-h", local.host, "-U", role, "-d", "template1"]
+        psql = [scratch.tools["psql"], "-X", "-At", "-h", local.host, "-U", role, "-d", "template1"]
         exists = run_capture([*psql, "-c", query], env, scrub).strip()
         if exists != "1":
             raise RunnerError(Reason.DATABASE_NOT_FOUND, f"the base backup has no database {source!r}")
         dump = dumps / f"pitr-{stamp}.dump"
-        argv = [str(scratch.pg_bin / "pg_dump"), "-Fc", "-h", local.host, "-U", role, "-w", "-d", pg_conninfo(source)]
+        argv = [scratch.tools["pg_dump"], "-Fc", "-h", local.host, "-U", role, "-w", "-d", pg_conninfo(source)]
         with dump.open("wb") as out, Tool(argv, env, scrub, stdout=out, deadline=deadline) as tool:
             tool.finish()
         # A dump of our own, made a moment ago: no manifest, the file proves its own compression and structure.
