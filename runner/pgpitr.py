@@ -437,6 +437,8 @@ def restore_point_in_time(
     return {
         "databases": restored,
         "pointInTime": _rfc(point),
+        # Stopped before the first commit after the point, or (the whole archive) with none after it: the state at it.
+        "replayedUntil": _rfc(point),
         "replayed": replayed,
         "walSegments": [e.segment for e in plan.entries],
         "baseBackup": manifest.file,

@@ -364,6 +364,7 @@ def test_a_point_in_time_restore_has_every_row_up_to_it_and_none_after(primary: 
     assert during > 5, "rows were written while the base backup ran"
     assert outcome.result["databases"] == {"ledger": "ledger_pitr"}
     assert outcome.result["replayed"] == "target"
+    assert outcome.result["replayedUntil"] == point.isoformat().replace("+00:00", "Z")
 
 
 def test_a_point_in_time_outside_what_the_base_backup_and_archive_cover_is_refused_untouched(

@@ -138,7 +138,7 @@ def test_a_postgresql_point_in_time_restore_job_parses_with_its_replay_server() 
         source["status"]["lastBackup"]["baseBackup"]["file"],
         "2026-12-03T05:00:00Z",
     )
-    assert (parsed.pick_base_backup, parsed.replay_dir, parsed.database) == (True, "/replay", ["shop=shop_then"])
+    assert (parsed.pick_base_backup, str(parsed.replay_dir), parsed.database) == (True, "/replay", ["shop=shop_then"])
 
 
 def test_a_check_that_proves_the_archive_parses_as_the_runner_reads_it() -> None:
