@@ -189,6 +189,15 @@ def replay_server(world: RestoreWorld, source: DatabaseBackupSpec, namespace: st
     return None
 
 
+def _beside(used: object, named: object) -> bool:
+    """Whether the Job's result names a file (untrusted) in the folder or prefix of the one status names."""
+    if not isinstance(used, str) or not isinstance(named, str) or len(used) > 1024 or "/" not in named:
+        return False
+    folder = named.rsplit("/", 1)[0] + "/"
+    name = used.removeprefix(folder)
+    return used.startswith(folder) and name not in ("", ".", "..") and "/" not in name
+
+
 def _host_field(spec: DatabaseRestoreSpec, source: DatabaseBackupSpec) -> str:
     """Which field put the host there: the external target, the target StatefulSet, or the source's own connection."""
     if spec.external is not None:
@@ -315,6 +324,8 @@ def _from_job(world: RestoreWorld, previous: dict[str, Any], generation: Any) ->
         }
         if result.get("sha256"):
             status["sha256"] = result["sha256"]
+        if _beside(result.get("file"), status.get("file")):
+            status["file"] = result["file"]  # the base backup a PostgreSQL replay picked
         if isinstance(replayed := result.get("replayedUntil"), str) and len(replayed) <= 40:
             status["replayedUntil"] = replayed
         if isinstance(result.get("restoreSeconds"), int | float) and not isinstance(result["restoreSeconds"], bool):

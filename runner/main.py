@@ -857,7 +857,8 @@ def _restore_base(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline)
         done = pgpitr.restore_point_in_time(
             backup, manifest, wal, point, databases, connection, _keys(args), scratch, scrub, deadline
         )
-    return {"status": "Restored", "file": args.file, **done, "restoreSeconds": round(time.monotonic() - clock, 1)}
+    # `file`: the base backup restored from (with --pick-base-backup, perhaps an older one than named).
+    return {"status": "Restored", "file": file, **done, "restoreSeconds": round(time.monotonic() - clock, 1)}
 
 
 def _point_in_time(

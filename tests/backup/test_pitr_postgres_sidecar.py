@@ -222,6 +222,7 @@ def test_pick_base_backup_starts_from_the_newest_of_the_owner_s_that_ended_befor
 
     assert restored.code == 0, restored.stderr
     assert restored.result["baseBackup"] == Path(older_file).name, f"not the newest, not {foreign}"
+    assert restored.result["file"] == older_file, "the result names the base backup restored from"
     assert sorted(written_rows(primary, f"{name}_r")) == [1]
     picked = [json.loads(line) for line in restored.stderr.splitlines() if "base backup picked" in line]
     assert [entry["file"] for entry in picked] == [older_file]

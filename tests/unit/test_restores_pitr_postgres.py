@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from common.restores.defaults import restore_defaults
+from reconciler.jobs import RunnerSettings, restore_job_name
 from reconciler.replayserver import REPLAY_DIR, SUPERVISOR
+from reconciler.restore_plan import RestoreWorld, decide_restore
 from tests.fixtures import namespace_facts, statefulset
-from tests.unit.test_restores import refusals, restore, source, start
+from tests.unit.test_restores import NOW, job_with, refusals, restore, source, start
 
 FOLDER = "/backups/example-db"
 BASE = f"{FOLDER}/nightly-20261203T020000Z.base.tar.zst"
@@ -158,3 +160,21 @@ def _wait(condition: Any, deadline: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < until, "condition not met in time"
         time.sleep(0.05)
+
+
+def test_status_names_the_base_backup_the_restore_picked_if_it_is_beside_the_one_named() -> None:
+    obj = to("2026-12-03T05:00:00Z")
+    obj["status"] = {"phase": "Running", "job": restore_job_name("back-to-tuesday", "restore-uid"), "file": BASE}
+    older = f"{FOLDER}/nightly-20261202T020000Z.base.tar.zst"
+    for used, shown in [
+        (older, older),
+        ("/backups/elsewhere/nightly-20261202T020000Z.base.tar.zst", BASE),  # not beside it: a lie is not shown
+        (f"{FOLDER}/../x.base.tar.zst", BASE),
+        (7, BASE),
+    ]:
+        result = {"status": "Restored", "file": used, "databases": {"shop": "shop_then"}}
+        job, message = job_with("Complete", result)
+        world = RestoreWorld(obj=obj, now=NOW, job=job, termination_message=message)
+        plan = decide_restore(world, RunnerSettings(image="dbb:test"))
+        assert plan.status is not None
+        assert plan.status["file"] == shown, used
