@@ -105,7 +105,8 @@ def restore_step(obj: Mapping[str, Any]) -> Step:
         if restored:
             lines.append("databases: " + ", ".join(restored))
         if status.get("replayedUntil"):
-            lines.append(f"replayed the archived binlog up to {status['replayedUntil']} (the database as it was then)")
+            log = "WAL" if ".base.tar." in str(status.get("file") or "") else "binlog"  # from a PostgreSQL base backup
+            lines.append(f"replayed the archived {log} up to {status['replayedUntil']} (the database as it was then)")
         if status.get("sha256"):
             lines.append(f"sha256 {status['sha256']} (checked before commit)")
         seconds = status.get("restoreSeconds")

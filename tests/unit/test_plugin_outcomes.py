@@ -180,6 +180,9 @@ def test_a_restore_is_followed_through_its_phases() -> None:
         restore(phase="Succeeded", file=FILE, target="example-db", replayedUntil="2026-12-07T10:41:00Z")
     )
     assert "replayed the archived binlog up to 2026-12-07T10:41:00Z (the database as it was then)" in replayed.lines
+    base = "/backups/example-db/nightly-20261207T020000Z.base.tar.zst"
+    wal = restore_step(restore(phase="Succeeded", file=base, target="example-db", replayedUntil="2026-12-07T10:41:00Z"))
+    assert "replayed the archived WAL up to 2026-12-07T10:41:00Z (the database as it was then)" in wal.lines
     failed = restore_step(restore(phase="Failed", reason="TargetExists", message="database shop exists"))
     assert failed == Step(True, False, ("restore failed: TargetExists: database shop exists",))
 
