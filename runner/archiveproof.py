@@ -1,4 +1,5 @@
-"""`dbb-backup check --prove-archive`: proof that the binlog archive reproduces a backup exactly.
+"""`dbb-backup check --prove-archive`: proof that the binlog archive reproduces a backup exactly. (PostgreSQL's WAL
+archive is proven the same way, from base backups: `walproof`.)
 
 A point-in-time restore trusts the archive to hold every change after a backup. The check proves it the one way
 that leaves no doubt, with two backups of the same database and the archive between them:

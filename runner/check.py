@@ -23,6 +23,12 @@ The result is one JSON line: {"status": "Verified" | Reason.VERIFY_FAILED, "loca
 "result": "Passed" | "Failed", "reason", "message", "sha256"}], "start", "end", "duration"}, newest first. A failed
 check exits 1 with that same line, so the reconciler reads the reason per backup from the termination message.
 No backup of this owner yet is no failure: "checked" is empty.
+
+With `--prove-archive` the check also proves the archive a point-in-time restore replays, under "archive": for
+PostgreSQL (the owner has base backups, or --pg-bin or --replay-dir is given) the WAL archive between two of its base
+backups on a scratch postgres (`walproof`), else MySQL/MariaDB's binlog archive in the --restore-test scratch server
+(`archiveproof`). A proof that fails fails the check ("status": "Failed", with the proof's reason and message), unless
+a backup failed its own check, which is then what is reported.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Any, Final
 
 import structlog
 
-from runner import admin, pitr
+from runner import admin, pgpitr, pitr, walproof
 from runner.archiveproof import choose, provable, prove_archive
 from runner.archivestore import ArchiveStore, FolderArchive, S3Archive
 from runner.backup import utc_iso
@@ -45,7 +51,7 @@ from runner.drills import record_drill
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber, one_line
 from runner.layout import SET, Stored, stored
-from runner.listing import Found, manifests_in_folder, manifests_in_s3
+from runner.listing import Found, everything_in_folder, everything_in_s3
 from runner.manifest import ENCRYPTION_NONE
 from runner.objectstore import S3Location
 from runner.process import Deadline
@@ -78,14 +84,21 @@ class CheckOptions:
     # s3://bucket/prefix) is where it is, None: beside the backups (pitr.default_archive).
     prove_archive: bool = False
     binlog_archive: str | None = None
+    # --prove-archive for PostgreSQL (walproof): where its scratch server runs (--pg-bin, --replay-dir,
+    # --scratch-os-user). None: no such flag was given; the proof is PostgreSQL's all the same when the owner has
+    # base backups.
+    wal_scratch: pgpitr.ScratchOptions | None = None
+    # Roles the scratch postgres may know, besides the base backups' users and postgres: $DB_USER when the Job sets it
+    # (a base backup's manifest leaves out a user name that came from a Secret).
+    wal_roles: tuple[str, ...] = ()
 
 
 def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     """`client`: an S3 client for an s3:// location, else unused."""
     started, clock = datetime.now(UTC), time.monotonic()
     location = S3Location.parse(options.location) if options.location.startswith("s3://") else None
-    everything = (
-        manifests_in_s3(client, location) if location is not None else manifests_in_folder(Path(options.location))
+    everything, bases = (
+        everything_in_s3(client, location) if location is not None else everything_in_folder(Path(options.location))
     )
     # Only published backups of this owner: a manifest says `verified` once its run verified it; others are not
     # backups for any reader (see docs/backup-format.md).
@@ -110,7 +123,18 @@ def check_stored(options: CheckOptions, client: Any, scrub: Scrubber, deadline: 
     checked += [_keyless(found, keyless[found.where]) for found in older[:MAX_KEY_REPORTS]]
     failed = [c for c in checked if c["result"] == "Failed"]
     archive = None
-    if options.prove_archive and options.scratch is not None:
+    # The owner's base backups, newest first: there, and named as their manifests say (a copy renamed is none).
+    our_bases = [
+        walproof.Base(manifest, where)
+        for manifest, where, present in reversed(bases)
+        if present
+        and manifest.owner is not None
+        and manifest.owner.uid == options.owner_uid
+        and where.rpartition("/")[2] == manifest.file
+    ]
+    if options.prove_archive and (our_bases or options.wal_scratch is not None):
+        archive = _prove_wal(options, our_bases, client, location, scrub, deadline)
+    elif options.prove_archive and options.scratch is not None:
         bad = {c["file"] for c in failed}
         archive = _prove(options, [f for f in reversed(ours) if f.where not in bad], client, location, scrub, deadline)
     # A backup that failed its own check is reported per backup; else a failed proof is the check's failure.
@@ -153,6 +177,53 @@ def _prove(
             raise  # the check did not finish: no verdict on the archive
         log.warning("binlog archive proof failed", reason=error.reason)
         return {"proven": False, "reason": error.reason, "message": one_line(scrub(error.message), MAX_PROOF_MESSAGE)}
+
+
+def _prove_wal(
+    options: CheckOptions,
+    bases: list[walproof.Base],
+    client: Any,
+    location: S3Location | None,
+    scrub: Scrubber,
+    deadline: Deadline,
+) -> dict[str, Any]:
+    """The check's `archive` for PostgreSQL: the proof (walproof), or why there is none, or why it failed."""
+    try:
+        chosen = walproof.choose(bases, partial(_wal_store, options, client=client, location=location))
+        if isinstance(chosen, str):
+            log.info("WAL archive not proven", why=chosen)
+            return {"proven": False, "why": chosen}
+        source = partial(_base_source, client=client, location=location)
+        scratch = options.wal_scratch or pgpitr.ScratchOptions()
+        return walproof.prove_wal_archive(chosen, source, options.keys, scratch, scrub, deadline, options.wal_roles)
+    except RunnerError as error:
+        if error.reason in (Reason.INTERRUPTED, Reason.TIMEOUT):
+            raise  # the check did not finish: no verdict on the archive
+        log.warning("WAL archive proof failed", reason=error.reason)
+        return {"proven": False, "reason": error.reason, "message": one_line(scrub(error.message), MAX_PROOF_MESSAGE)}
+
+
+def _wal_store(
+    options: CheckOptions, newest: walproof.Base, *, client: Any, location: S3Location | None
+) -> ArchiveStore:
+    """--binlog-archive (here, the WAL archive), else the archive beside the newest base backup, as a point-in-time
+    restore finds it (`<its name prefix>-wal`)."""
+    where = options.binlog_archive
+    if where is None:
+        beside = pgpitr.wal_beside(newest.manifest.file)
+        if location is None:
+            return FolderArchive(Path(newest.where).parent / beside)
+        folder = newest.where.removeprefix(f"s3://{location.bucket}/").rpartition("/")[0]
+        return S3Archive(client, S3Location(location.bucket, S3Location(location.bucket, folder).key(beside)))
+    if where.startswith("s3://"):
+        return S3Archive(client, S3Location.parse(where))
+    return FolderArchive(Path(where))
+
+
+def _base_source(base: walproof.Base, *, client: Any, location: S3Location | None) -> Path | S3Object:
+    if location is None:
+        return Path(base.where)
+    return S3Object(client, location.bucket, base.where.removeprefix(f"s3://{location.bucket}/"))
 
 
 def _archive_store(options: CheckOptions, newest: Found, *, client: Any, location: S3Location | None) -> ArchiveStore:

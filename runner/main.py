@@ -284,10 +284,30 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--prove-archive",
         action="store_true",
-        help="with --restore-test: prove that the binlog archive turns an older backup into the newest one",
+        help="prove that the archive turns an older backup into the newest one: mysql, the binlog archive in the "
+        "--restore-test scratch server; postgresql, the WAL archive from the owner's two newest base backups it "
+        "joins, on a scratch postgres (--pg-bin or --replay-dir)",
     )
     check.add_argument(
-        "--binlog-archive", help="--prove-archive: the archive (DIR or s3://BUCKET/PREFIX), default beside the backups"
+        "--binlog-archive",
+        help="--prove-archive: the archive (DIR or s3://BUCKET/PREFIX; for postgresql the WAL archive), default "
+        "beside the backups",
+    )
+    check.add_argument(
+        "--pg-bin", type=Path, help="postgresql, --prove-archive: the scratch server's binaries (default by version)"
+    )
+    check.add_argument(
+        "--replay-dir",
+        type=Path,
+        metavar="DIR",
+        help="postgresql, --prove-archive: the replay server beside us (the database's image) runs the scratch "
+        "server in this shared folder; psql from PATH",
+    )
+    check.add_argument(
+        "--scratch-os-user",
+        default="postgres",
+        help="postgresql, --prove-archive, as root: run the scratch server as (with --replay-dir: whom its files "
+        "are handed to)",
     )
 
     restore = commands.add_parser("restore", help="restore a backup file into a database")
@@ -719,12 +739,29 @@ def _run_scratch(args: argparse.Namespace) -> Connection | None:
 
 
 def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
+    # `done` in --replay-dir however the check ends, so that the replay server exits and the Pod completes.
+    with letting_go(args.replay_dir):
+        return _check_stored(args, scrub, deadline)
+
+
+def _check_stored(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dict[str, Any]:
     if args.backups > MAX_BACKUPS:
         raise RunnerError(Reason.INVALID_ARGUMENTS, f"--backups {args.backups}: at most {MAX_BACKUPS}")
-    if args.prove_archive and not args.restore_test:
-        raise RunnerError(Reason.INVALID_ARGUMENTS, "--prove-archive needs --restore-test (and its scratch server)")
+    postgres = args.pg_bin is not None or args.replay_dir is not None
+    if args.prove_archive and not (args.restore_test or postgres):
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS,
+            "--prove-archive needs --restore-test (and its scratch server) for MySQL/MariaDB, or --pg-bin or "
+            "--replay-dir for PostgreSQL",
+        )
     if args.binlog_archive is not None and not args.prove_archive:
         raise RunnerError(Reason.INVALID_ARGUMENTS, "--binlog-archive goes with --prove-archive")
+    if postgres and not args.prove_archive:
+        raise RunnerError(Reason.INVALID_ARGUMENTS, "--pg-bin and --replay-dir go with --prove-archive")
+    if args.pg_bin is not None and args.replay_dir is not None:
+        raise RunnerError(
+            Reason.INVALID_ARGUMENTS, "--pg-bin and --replay-dir: the replay server brings its own postgres"
+        )
     in_s3 = any(w.startswith("s3://") for w in (args.location, args.binlog_archive or ""))
     client = s3_client(S3Settings(path_style=args.s3_path_style)) if in_s3 else None
     scratch = None
@@ -744,6 +781,10 @@ def _check(args: argparse.Namespace, scrub: Scrubber, deadline: Deadline) -> dic
         object_arguments=settings.object_arguments(),
         prove_archive=args.prove_archive,
         binlog_archive=args.binlog_archive,
+        wal_scratch=pgpitr.ScratchOptions(args.pg_bin, args.scratch_os_user, replay_dir=args.replay_dir)
+        if postgres
+        else None,
+        wal_roles=tuple(r for r in (os.environ.get(USER_VARIABLE),) if r),
     )
     return check_stored(options, client, scrub, deadline)
 

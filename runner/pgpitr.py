@@ -18,7 +18,7 @@ scratch server, then each wanted database moved into the target by the ordinary 
    (a new database, or `--replace`; all or nothing per database). The scratch server is stopped and what the
    restore put in the scratch folder removed in every case.
 
-Where the scratch server runs (`_place`, through the seam of pgserver):
+Where the scratch server runs (`place`, through the seam of pgserver):
 - By default, as a child of the runner, from `--pg-bin` (default `/usr/lib/postgresql/<major>/bin`), in a temporary
   folder. PostgreSQL refuses to run as root: a runner that is root (not in a Pod, where the image's user runs it)
   starts it as `--scratch-os-user` (default postgres) through setpriv.
@@ -66,7 +66,23 @@ from runner.restore import RestoreOptions, restore_backup
 from runner.s3backup import S3Object, S3Settings, s3_client
 from runner.walarchive import WalEntry, check_keys, lsn, read_wal_index, segment_name, unpack, wal_archive_name
 
-__all__ = ["Recovery", "ScratchOptions", "locate", "plan_recovery", "restore_point_in_time"]
+__all__ = [
+    "LsnTarget",
+    "Place",
+    "Recovery",
+    "ScratchOptions",
+    "ScratchServer",
+    "TargetNotReached",
+    "as_user",
+    "clear",
+    "locate",
+    "place",
+    "plan_recovery",
+    "plan_to_lsn",
+    "restore_point_in_time",
+    "stage",
+    "wal_beside",
+]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -115,16 +131,56 @@ def plan_recovery(manifest: BaseManifest, index: Mapping[str, WalEntry], point: 
         )
     end_segment = segment_name(manifest.timeline, lsn(manifest.end_lsn), manifest.segment_size)
     needed: list[WalEntry] = []
+    for entry in _consecutive(index, first, manifest.segment_size):
+        needed.append(entry)
+        until = entry.until
+        if until is not None and _time(until) >= point and entry.segment >= end_segment:
+            break
+    return Recovery(needed, point)
+
+
+def plan_to_lsn(manifest: BaseManifest, index: Mapping[str, WalEntry], target: BaseManifest) -> list[WalEntry]:
+    """The segments that recover `manifest`'s base backup up to `target`'s end LSN (a base backup of the same
+    cluster, perhaps itself): every one from its start segment to the one holding that LSN, consecutive, and that
+    last one archived past it (recovery_target_inclusive stops after the first record at or after the target, so
+    that record must be there too); or a refusal that says why."""
+    if manifest.timeline != target.timeline:
+        raise RunnerError(
+            Reason.ARCHIVE_GAP,
+            f"{manifest.file} is on timeline {manifest.timeline}, {target.file} on {target.timeline}",
+        )
+    first = manifest.start_segment
+    if first not in index:
+        raise RunnerError(Reason.ARCHIVE_GAP, f"the WAL archive has no {first}, where {manifest.file} starts")
+    end = lsn(target.end_lsn)
+    end_segment = segment_name(target.timeline, end, target.segment_size)
+    needed: list[WalEntry] = []
+    for entry in _consecutive(index, first, manifest.segment_size):
+        needed.append(entry)
+        if entry.segment != end_segment:
+            continue
+        if not entry.closed and (entry.end_lsn is None or lsn(entry.end_lsn) <= end):
+            raise RunnerError(
+                Reason.ARCHIVE_GAP,
+                f"the WAL archive holds {end_segment} only up to {entry.end_lsn}, not yet past {target.file}'s end "
+                f"({target.end_lsn})",
+            )
+        return needed
+    raise RunnerError(
+        Reason.ARCHIVE_GAP,
+        f"the WAL archive ends at {needed[-1].segment}, before {end_segment}, where {target.file} ends",
+    )
+
+
+def _consecutive(index: Mapping[str, WalEntry], first: str, segment_size: int) -> Iterator[WalEntry]:
+    """The archive's segments from `first` on, in order (one timeline), each the one right after the one before;
+    an ArchiveGap where one is missing (raised only once the caller reads that far)."""
     expected = first
-    for name in timeline:
+    for name in [n for n in index if n[:8] == first[:8] and len(n) == 24 and n >= first]:
         if name != expected:
             raise RunnerError(Reason.ARCHIVE_GAP, f"the WAL archive is missing segment {expected}, before {name}")
-        needed.append(index[name])
-        until = index[name].until
-        if until is not None and _time(until) >= point and name >= end_segment:
-            break
-        expected = _next_segment(name, manifest.segment_size)
-    return Recovery(needed, point)
+        yield index[name]
+        expected = _next_segment(name, segment_size)
 
 
 def _next_segment(name: str, segment_size: int) -> str:
@@ -133,7 +189,7 @@ def _next_segment(name: str, segment_size: int) -> str:
     return f"{name[:8]}{number // per_id:08X}{number % per_id:08X}"
 
 
-def _wal_beside(name: str) -> str:
+def wal_beside(name: str) -> str:
     """The WAL archive's folder (or key prefix) beside the base backup `name`: `<its name prefix>-wal`, where
     `archive --name <prefix>` writes."""
     found = _PREFIX.match(name)
@@ -151,11 +207,11 @@ def locate(file: str, wal_archive: str | None, path_style: bool) -> tuple[Path |
         source = S3Object(client, location.bucket, location.prefix)
         manifest = read_s3_base_manifest(client, location.bucket, location.prefix)
         folder = S3Location(location.bucket, location.prefix.rpartition("/")[0])
-        beside: ArchiveStore = S3Archive(client, S3Location(location.bucket, folder.key(_wal_beside(source.name))))
+        beside: ArchiveStore = S3Archive(client, S3Location(location.bucket, folder.key(wal_beside(source.name))))
     else:
         source = Path(file)
         manifest = read_base_manifest(source)
-        beside = FolderArchive(source.parent / _wal_beside(source.name))
+        beside = FolderArchive(source.parent / wal_beside(source.name))
     if manifest.file != source.name:
         raise RunnerError(Reason.VERIFY_FAILED, f"the manifest describes {manifest.file}, not {source.name}")
     if wal_archive is None:
@@ -211,7 +267,7 @@ def _unpack_base(backup: Path | S3Object, manifest: BaseManifest, keys: Keyring 
         raise RunnerError(Reason.VERIFY_FAILED, f"{backup.name} is not what its manifest says (sha256 differs)")
 
 
-def _as_user(os_user: str) -> tuple[list[str], int | None]:
+def as_user(os_user: str) -> tuple[list[str], int | None]:
     """(the argv prefix that runs a command as `os_user`, its uid) when we are root; ([], None) otherwise."""
     if os.geteuid() != 0:
         return [], None
@@ -235,7 +291,7 @@ def _chown_tree(root: Path, uid: int | None) -> None:
 
 
 @dataclass
-class _Scratch:
+class ScratchServer:
     folder: Path
     server: ServerProcess
     tools: Mapping[str, str]  # psql and pg_dump: where each is
@@ -250,7 +306,7 @@ class _Scratch:
     def log(self) -> Path:
         return self.folder / LOG
 
-    def settings(self, point: datetime | None) -> dict[str, str]:
+    def settings(self, target: datetime | LsnTarget | None) -> dict[str, str]:
         wal = shlex.quote(str(self.folder / "wal"))
         settings = {
             # Nothing from the source's configuration may open a port, load a library or archive elsewhere.
@@ -267,16 +323,19 @@ class _Scratch:
             "recovery_target_action": "promote",
             "logging_collector": "off",
         }
-        if point is not None:
-            settings["recovery_target_time"] = point.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        if isinstance(target, datetime):
+            settings["recovery_target_time"] = target.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        elif target is not None:
+            settings["recovery_target_lsn"] = target.lsn
+            settings["recovery_target_inclusive"] = "on"
         return settings
 
     @contextlib.contextmanager
-    def running(self, point: datetime | None, deadline: Deadline) -> Iterator[str]:
+    def running(self, target: datetime | LsnTarget | None, deadline: Deadline) -> Iterator[str]:
         """Starts the server, waits until it has left recovery; yields the bootstrap superuser's name."""
         (self.data / "recovery.signal").touch()
         self.log_offset = self.log.stat().st_size if self.log.exists() else 0
-        flags = [item for key, value in self.settings(point).items() for item in ("-c", f"{key}={value}")]
+        flags = [item for key, value in self.settings(target).items() for item in ("-c", f"{key}={value}")]
         self.server.start(["-D", str(self.data), *flags])
         try:
             yield self._wait(deadline)
@@ -294,13 +353,14 @@ class _Scratch:
 
     def _ask(self, deadline: Deadline) -> str | None:
         """Whether the server has left recovery: then the bootstrap superuser's name (trust on the socket lets any
-        existing role in; which ones exist is the source's business, so a few likely ones are tried)."""
+        existing role in; which ones exist is the source's business, so a few likely ones are tried). A server that
+        has left recovery and knows none of them never will: refused, rather than asked until START_WAIT."""
         for user in self.users:
             deadline.check()
             if self.server.poll() is not None:
                 tail = self._tail()
                 if _NOT_REACHED in tail:
-                    raise _TargetNotReached
+                    raise TargetNotReached
                 raise RunnerError(Reason.RESTORE_FAILED, f"the scratch server stopped: {one_line(tail[-1500:])}")
             psql = [self.tools["psql"], "-X", "-At", "-h", str(self.folder), "-U", user, "-d", "template1"]
             answer = subprocess.run(
@@ -315,7 +375,11 @@ class _Scratch:
                 return role
             if "does not exist" not in answer.stderr:
                 return None  # starting up, or still recovering: every user gets the same answer
-        return None
+        raise RunnerError(
+            Reason.RESTORE_FAILED,
+            f"the base backup's cluster has none of the roles {', '.join(self.users)}: the scratch server cannot be "
+            "asked",
+        )
 
     def _tail(self) -> str:
         """What this start wrote to the log."""
@@ -327,8 +391,15 @@ class _Scratch:
             return ""
 
 
-class _TargetNotReached(Exception):
+class TargetNotReached(Exception):
     """Recovery replayed all the archive holds without reaching a commit after the target (see step 3)."""
+
+
+@dataclass(frozen=True)
+class LsnTarget:
+    """Recover up to and including the first record at or after `lsn` (`0/4000100`), rather than to a time."""
+
+    lsn: str
 
 
 def _pg_bin(options: ScratchOptions, manifest: BaseManifest) -> Path:
@@ -339,7 +410,7 @@ def _pg_bin(options: ScratchOptions, manifest: BaseManifest) -> Path:
 
 
 @dataclass(frozen=True)
-class _Place:
+class Place:
     folder: Path
     server: ServerProcess
     tools: dict[str, str]  # psql and pg_dump: where each is
@@ -347,7 +418,7 @@ class _Place:
 
 
 @contextlib.contextmanager
-def _place(options: ScratchOptions, manifest: BaseManifest, run_as: list[str]) -> Iterator[_Place]:
+def place(options: ScratchOptions, manifest: BaseManifest, run_as: list[str]) -> Iterator[Place]:
     """Where the scratch server's files go and what runs it: a temporary folder and a child of ours, or
     --replay-dir and the replay server there (see pgserver). Refuses before anything is touched; afterwards the
     server is stopped and what the restore put there removed, whatever happened."""
@@ -358,7 +429,7 @@ def _place(options: ScratchOptions, manifest: BaseManifest, run_as: list[str]) -
         folder = Path(tempfile.mkdtemp(prefix="dbb-pitr-"))
         local = LocalServer(pg_bin / "postgres", run_as, folder / LOG)
         try:
-            yield _Place(folder, local, {tool: str(pg_bin / tool) for tool in _CLIENTS}, (folder,))
+            yield Place(folder, local, {tool: str(pg_bin / tool) for tool in _CLIENTS}, (folder,))
         finally:
             local.close()
             shutil.rmtree(folder, ignore_errors=True)
@@ -378,7 +449,7 @@ def _place(options: ScratchOptions, manifest: BaseManifest, run_as: list[str]) -
             Reason.INVALID_ARGUMENTS, f"--replay-dir {folder} already holds {', '.join(used)}: one restore each"
         )
     try:
-        yield _Place(folder, sidecar, {t: p for t, p in tools.items() if p}, tuple(folder / n for n in _HANDED))
+        yield Place(folder, sidecar, {t: p for t, p in tools.items() if p}, tuple(folder / n for n in _HANDED))
     finally:
         sidecar.close()
         for name in _PUT:
@@ -387,6 +458,47 @@ def _place(options: ScratchOptions, manifest: BaseManifest, run_as: list[str]) -
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+def stage(
+    where: Place,
+    uid: int | None,
+    backup: Path | S3Object,
+    manifest: BaseManifest,
+    keys: Keyring | None,
+    store: ArchiveStore,
+    entries: list[WalEntry],
+) -> None:
+    """Step 2: the base backup into `data`, the `entries` into `wal`, in the place's folder; handed to `uid` (the
+    user a root runner starts postgres as)."""
+    folder = where.folder
+    data = folder / "data"
+    data.mkdir(mode=0o700)
+    _unpack_base(backup, manifest, keys, data)
+    (folder / "wal").mkdir()
+    for entry in entries:
+        unpack(store, entry, folder / "wal" / entry.segment, keys)
+    (folder / "pg_hba.conf").write_text("local all all trust\n")
+    if not (data / "postgresql.conf").exists():
+        (data / "postgresql.conf").touch()
+    for leftover in ("standby.signal", "postmaster.pid"):
+        (data / leftover).unlink(missing_ok=True)
+    # postgres starts only on a data directory of mode 0700 or 0750; a shared folder's setgid bit (fsGroup) must
+    # not reach it either.
+    data.chmod(0o700)
+    for path in where.ours:
+        _chown_tree(path, uid)
+
+
+def clear(where: Place) -> None:
+    """What `stage` put in the place's folder, removed (its server stopped), so that another base backup can be
+    staged there."""
+    for name in _HANDED:
+        path = where.folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def restore_point_in_time(
@@ -403,33 +515,17 @@ def restore_point_in_time(
 ) -> dict[str, object]:
     plan = plan_recovery(manifest, read_wal_index(store), point)  # step 1: refuse before anything is touched
     check_keys(plan.entries, keys)
-    run_as, uid = _as_user(options.os_user)
-    with _place(options, manifest, run_as) as place:
-        folder = place.folder
+    run_as, uid = as_user(options.os_user)
+    with place(options, manifest, run_as) as where:
         users = list(dict.fromkeys(u for u in (manifest.user, connection.user, "postgres") if u))
-        scratch = _Scratch(folder, place.server, place.tools, users)
-        # Step 2.
-        scratch.data.mkdir(mode=0o700)
-        _unpack_base(backup, manifest, keys, scratch.data)
-        (folder / "wal").mkdir()
-        for entry in plan.entries:
-            unpack(store, entry, folder / "wal" / entry.segment, keys)
-        (folder / "pg_hba.conf").write_text("local all all trust\n")
-        if not (scratch.data / "postgresql.conf").exists():
-            (scratch.data / "postgresql.conf").touch()
-        for leftover in ("standby.signal", "postmaster.pid"):
-            (scratch.data / leftover).unlink(missing_ok=True)
-        # postgres starts only on a data directory of mode 0700 or 0750; a shared folder's setgid bit (fsGroup) must
-        # not reach it either.
-        scratch.data.chmod(0o700)
-        for path in place.ours:
-            _chown_tree(path, uid)
+        scratch = ScratchServer(where.folder, where.server, where.tools, users)
+        stage(where, uid, backup, manifest, keys, store, plan.entries)  # step 2
         # Step 3.
         replayed = "target"
         try:
             with scratch.running(point, deadline) as role:
                 restored = _move(scratch, role, databases, connection, options, scrub, deadline)
-        except _TargetNotReached:
+        except TargetNotReached:
             log.info("no commit after the point in the archive: replaying all of it", point=_rfc(point))
             replayed = "whole archive"
             with scratch.running(None, deadline) as role:
@@ -446,7 +542,7 @@ def restore_point_in_time(
 
 
 def _move(
-    scratch: _Scratch,
+    scratch: ScratchServer,
     role: str,
     databases: dict[str, str],
     connection: Connection,

@@ -243,7 +243,8 @@ def test_prove_archive_needs_a_restore_test(tmp_path: Path, mariadb: MariaDBServ
 
     assert outcome.code == 1
     assert outcome.reason_line == (
-        "dbb-backup: InvalidArguments: --prove-archive needs --restore-test (and its scratch server)"
+        "dbb-backup: InvalidArguments: --prove-archive needs --restore-test (and its scratch server) for "
+        "MySQL/MariaDB, or --pg-bin or --replay-dir for PostgreSQL"
     )
 
 

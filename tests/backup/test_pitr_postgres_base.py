@@ -124,10 +124,10 @@ def fresh_database(server: PostgresServer) -> str:
 
 
 @contextmanager
-def archiving(server: PostgresServer, place: Place, name: str) -> Iterator[None]:
-    """`dbb-backup archive --engine postgresql` into the place, in the background, until SIGTERM; its slot is
-    dropped afterwards so that it keeps no WAL on the module's server."""
-    args = ["archive", "--engine", "postgresql", *connection_args(server), *place.output, "--name", name]
+def archiving(server: PostgresServer, place: Place, name: str, *flags: str) -> Iterator[None]:
+    """`dbb-backup archive --engine postgresql` into the place (with `flags`), in the background, until SIGTERM; its
+    slot is dropped afterwards so that it keeps no WAL on the module's server."""
+    args = ["archive", "--engine", "postgresql", *connection_args(server), *place.output, "--name", name, *flags]
     # TMPDIR in the test's folder: the archiver spools a bucket's WAL there, as in its Pod's emptyDir, and the
     # spool goes with the test.
     process = subprocess.Popen(
