@@ -136,9 +136,12 @@ def verification_job(
     pod = pod_spec(owner, spec, runner, check_arguments(spec, owner), verification=True)
     if spec.restore_test and scratch is not None:
         _with_scratch_server(pod, scratch, spec, f"{owner['metadata']['uid']}/{name}")
-        if spec.continuous is not None and scratch.engine is Engine.MYSQL:
-            # The archive too: the newest backup rebuilt from an older one and the archived binlogs between them.
+        if spec.continuous is not None:
+            # The archive too: the newest backup rebuilt from an older one and the archived binlogs (or WAL, on a
+            # replay server of the database's own image) between them.
             pod["containers"][0]["args"].append("--prove-archive")
+            if scratch.engine is Engine.POSTGRESQL:
+                with_replay_server(pod, scratch.image, spec)
         # Its one write: the record of each drill, beside the backup it restored (runner/drills.py).
         for mount in pod["containers"][0]["volumeMounts"]:
             if mount["name"] == "backups":

@@ -68,9 +68,9 @@ done
 
 
 def with_replay_server(pod: dict[str, Any], image: str, spec: DatabaseBackupSpec) -> None:
-    """The replay server as a native sidecar (it starts first and is stopped when the runner ends), and the runner
-    told where it is (`--replay-dir`). Read-only root, no capabilities, the Pod's user; its only writable places are
-    REPLAY_DIR and /tmp."""
+    """The replay server as a native sidecar (it starts first and is stopped when the runner ends; beside a check's
+    scratch server, if the Pod has one), and the runner told where it is (`--replay-dir`). Read-only root, no
+    capabilities, the Pod's user; its only writable places are REPLAY_DIR and /tmp."""
     security: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -80,7 +80,7 @@ def with_replay_server(pod: dict[str, Any], image: str, spec: DatabaseBackupSpec
         {"name": "replay", "mountPath": REPLAY_DIR},
         {"name": "replay-tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
     ]
-    pod["initContainers"] = [
+    pod.setdefault("initContainers", []).append(
         {
             "name": "replay-db",
             "image": image,
@@ -91,7 +91,7 @@ def with_replay_server(pod: dict[str, Any], image: str, spec: DatabaseBackupSpec
             "resources": spec.resources.effective(),
             "securityContext": security,
         }
-    ]
+    )
     pod["volumes"] += [{"name": "replay", "emptyDir": {}}, {"name": "replay-tmp", "emptyDir": {}}]
     [container] = pod["containers"]
     container["volumeMounts"].append({"name": "replay", "mountPath": REPLAY_DIR})

@@ -305,6 +305,21 @@ def test_a_check_with_a_scratch_server_of_a_continuous_backup_proves_the_archive
     assert "--prove-archive" not in check["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+def test_a_postgresql_check_proves_the_wal_archive_on_a_replay_server_beside_its_scratch_server() -> None:
+    obj = verifying(engine="PostgreSQL", continuous={"maxLagSeconds": 30}, verify={**VERIFY, "restoreTest": True})
+    postgres = statefulset(namespace="shop", image="postgres:17")
+    [check] = decide_at(obj, at("2026-11-27T10:30:04"), statefulset=postgres).create
+    pod = check["spec"]["template"]["spec"]
+    assert [(c["name"], c["image"]) for c in pod["initContainers"]] == [
+        ("scratch-db", "postgres:17"),  # the restore test's
+        ("replay-db", "postgres:17"),  # the archive's proof
+    ]
+    args = pod["containers"][0]["args"]
+    assert "--prove-archive" in args
+    assert "--replay-dir=/replay" in args
+    assert len({v["name"] for v in pod["volumes"]}) == len(pod["volumes"])  # no volume named twice
+
+
 def test_what_a_check_proved_of_the_archive_is_recorded_and_its_untrusted_fields_are_held_to_their_types() -> None:
     obj, check = started(verifying(verify={**VERIFY, "restoreTest": True}))
     done = finished(check, "Succeeded", "2026-11-27T10:30:40Z")
