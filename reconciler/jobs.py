@@ -142,6 +142,7 @@ def verification_job(
             pod["containers"][0]["args"].append("--prove-archive")
             if scratch.engine is Engine.POSTGRESQL:
                 with_replay_server(pod, scratch.image, spec)
+                _with_user_name(pod, spec)
         # Its one write: the record of each drill, beside the backup it restored (runner/drills.py).
         for mount in pod["containers"][0]["volumeMounts"]:
             if mount["name"] == "backups":
@@ -289,6 +290,20 @@ def _with_scratch_server(
         container["args"].append("--restore-test")
     container["args"] += [f"--scratch-port={port}", f"--scratch-user={user}"]
     container["env"].append(_literal_env(password_variable, password))
+
+
+def _with_user_name(pod: dict[str, Any], spec: DatabaseBackupSpec) -> None:
+    """DB_USER, the backup user's name and not its password: a role the recovered copy of the database surely has,
+    to ask it (over the replay server's socket, which trusts any role) who its superuser is."""
+    connection = spec.connection
+    credentials = connection.credentials_secret
+    if connection.username is not None:
+        variable = _literal_env("DB_USER", connection.username)
+    elif credentials is not None:
+        variable = _secret_env("DB_USER", credentials.name, credentials.username_key)
+    else:
+        return
+    pod["containers"][0]["env"].append(variable)
 
 
 def release_slot_job(owner: dict[str, Any], spec: DatabaseBackupSpec, runner: RunnerSettings) -> dict[str, Any]:

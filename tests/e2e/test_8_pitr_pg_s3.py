@@ -3,7 +3,7 @@
 encryption key; and a DatabaseRestore with `pointInTime` between two sets of writes into ANOTHER StatefulSet, a
 fresh server: every row committed before the point is there, none after, and the restore's status says which base
 backup it replayed from and up to when. No WAL or base backup is stored in the clear, and no secret is where the
-operator writes."""
+operator writes. Then a check proves the archive between two base backups, on a replay server beside it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from common.constants import ANNOTATION_BACKUP_NOW, ANNOTATION_VERIFY_NOW
 from common.schedule import parse_time, rfc3339
 from tests.e2e import databases, objectstore
 from tests.e2e.kube import Kube, wait_for
@@ -67,6 +68,11 @@ def server_now(kube: Kube, db: databases.Database) -> datetime:
     return datetime.fromisoformat(text.strip()).replace(tzinfo=UTC)
 
 
+def archived_until(kube: Kube) -> datetime:
+    until = parse_time(continuous(kube, NAMESPACE, OWNER).get("recoverableUntil"))
+    return until if until is not None else datetime.min.replace(tzinfo=UTC)
+
+
 def rows(kube: Kube, db: databases.Database, database: str = "app") -> list[int]:
     return sorted(int(i) for i in databases.sql(kube, db, "SELECT id FROM journal", database).split())
 
@@ -94,6 +100,7 @@ def test_an_encrypted_archive_in_the_bucket_restores_to_a_second_on_another_stat
             storage=store.storage(),
             encryption={"keySecret": {"name": "backup-key", "key": "2026-12"}},
             continuous={"maxLagSeconds": 10},
+            verify={"restoreTest": True},
         )
     )
     backup = first_backup(kube, NAMESPACE, OWNER, "the first run (dump and base backup, encrypted)")
@@ -169,3 +176,37 @@ def test_an_encrypted_archive_in_the_bucket_restores_to_a_second_on_another_stat
     )
     for secret in (source.password, target.password, SECRET_KEY, KEY):
         assert secret not in written_by_operator
+
+    # The scheduled check proves the archive: the first base backup and the WAL after it, recovered to where the
+    # second base backup ended, hold what the second holds, table by table.
+    write(2)
+    databases.sql(kube, source, "UPDATE journal SET id = id + 100 WHERE id = 1; CREATE TABLE later (x int)")
+    kube("patch", "dbb", OWNER, "-n", NAMESPACE, "--type=merge", "-p",
+         json.dumps({"metadata": {"annotations": {ANNOTATION_BACKUP_NOW: "second"}}}))  # fmt: skip
+
+    def second_base() -> dict[str, Any] | None:
+        last = kube.get("dbb", OWNER, NAMESPACE).get("status", {}).get("lastBackup") or {}
+        found = last.get("baseBackup") or {}
+        return found if found.get("file") not in (None, base) else None
+
+    newer = wait_for("the second base backup", second_base, 300)
+    ended = parse_time(newer["time"])
+    assert ended is not None, newer
+    wait_for("the archive past the second base backup", lambda: archived_until(kube) > ended, 180)
+    kube("patch", "dbb", OWNER, "-n", NAMESPACE, "--type=merge", "-p",
+         json.dumps({"metadata": {"annotations": {ANNOTATION_VERIFY_NOW: "prove"}}}))  # fmt: skip
+
+    def verified() -> dict[str, Any] | None:
+        found: dict[str, Any] | None = kube.get("dbb", OWNER, NAMESPACE).get("status", {}).get("lastVerification")
+        return found if found and found.get("archive") else None
+
+    verification = wait_for("the check that proves the archive", verified, 600)
+    print(f"status.lastVerification: {verification}")
+    assert verification["result"] == "Passed", verification
+    proof = verification["archive"]
+    assert proof["proven"] is True, proof
+    assert (proof["from"].rsplit("/", 1)[-1], proof["to"].rsplit("/", 1)[-1]) == (
+        base.rsplit("/", 1)[-1],
+        newer["file"].rsplit("/", 1)[-1],
+    ), proof
+    assert proof["tables"] >= 2, proof  # journal and later, in app

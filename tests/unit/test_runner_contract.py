@@ -141,6 +141,16 @@ def test_a_postgresql_point_in_time_restore_job_parses_with_its_replay_server() 
     assert (parsed.pick_base_backup, str(parsed.replay_dir), parsed.database) == (True, "/replay", ["shop=shop_then"])
 
 
+def test_a_postgresql_check_that_proves_the_wal_archive_parses_as_the_runner_reads_it() -> None:
+    postgres = statefulset(namespace=NS, image="postgres:17")
+    verify = {"schedule": "* * * * *", "restoreTest": True}
+    obj = backup(schedule="0 0 1 1 *", engine="PostgreSQL", continuous={"maxLagSeconds": 20}, verify=verify)
+    plan = decide_at(obj, just_after_ten(), statefulset=postgres, facts=namespace_facts(NS, (postgres,)))
+    [check] = [j for j in plan.create if runner_argv(j)[0] == "check"]
+    parsed = parser().parse_args(runner_argv(check))
+    assert (parsed.prove_archive, str(parsed.replay_dir), parsed.pg_bin) == (True, "/replay", None)
+
+
 def test_a_check_that_proves_the_archive_parses_as_the_runner_reads_it() -> None:
     mariadb = statefulset(namespace=NS, image="mariadb:11.8", ports=[{"name": "mysql", "containerPort": 3306}])
     verify = {"schedule": "* * * * *", "restoreTest": True}

@@ -318,6 +318,15 @@ def test_a_postgresql_check_proves_the_wal_archive_on_a_replay_server_beside_its
     assert "--prove-archive" in args
     assert "--replay-dir=/replay" in args
     assert len({v["name"] for v in pod["volumes"]}) == len(pod["volumes"])  # no volume named twice
+    # The backup user's name (a role the recovered copy has), never its password.
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["DB_USER"] == {"name": "DB_USER", "value": "postgres"}  # the StatefulSet's POSTGRES_USER
+    secret = {"credentialsSecret": {"name": "db-credentials", "usernameKey": "user"}}
+    obj = verifying(engine="PostgreSQL", continuous={}, verify={**VERIFY, "restoreTest": True}, connection=secret)
+    [check] = decide_at(obj, at("2026-11-27T10:30:04"), statefulset=postgres).create
+    env = {e["name"]: e for e in check["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DB_USER"]["valueFrom"]["secretKeyRef"] == {"name": "db-credentials", "key": "user"}
+    assert all("secretKeyRef" not in (e.get("valueFrom") or {}) for n, e in env.items() if n != "DB_USER"), env
 
 
 def test_what_a_check_proved_of_the_archive_is_recorded_and_its_untrusted_fields_are_held_to_their_types() -> None:
