@@ -47,7 +47,9 @@ def archiving(server: PostgresServer, folder: Path) -> Iterator[int]:
         text=True,
     )
     try:
-        wait_for(lambda: get(port, "/healthz")[0] == 200 or process.poll() is not None, "the status endpoint")
+        wait_for(
+            lambda: get(port, "/healthz")[0] == 200 or process.poll() is not None, "the status endpoint", timeout=60
+        )
         assert process.poll() is None, process.communicate()[1]
         yield port
     finally:
@@ -83,7 +85,7 @@ def slot_of(server: PostgresServer) -> str:
 def caught_up(server: PostgresServer, folder: Path) -> None:
     """Waits until the archive is known complete up to now (a point before now is then restorable)."""
     now = server_now(server)
-    wait_for(lambda: newest_until(folder, NAME) >= now, "the archive to reach the server's now", timeout=60)
+    wait_for(lambda: newest_until(folder, NAME) >= now, "the archive to reach the server's now", timeout=120)
 
 
 def next_segment(name: str) -> str:
@@ -139,6 +141,7 @@ def test_wal_removed_while_the_archiver_was_down_is_recorded_once_and_archiving_
             wait_for(
                 lambda: None not in (status(port).get("gapAt"), status(port).get("recoverableFrom")),
                 "the gap reported, and a segment archived after it",
+                timeout=60,
             )
             reported = status(port)
             records = gap_records(tmp_path)
@@ -197,7 +200,7 @@ def test_wal_removed_while_the_archiver_was_down_is_recorded_once_and_archiving_
         (tmp_path / f"{NAME}-wal" / ".receive").rename(tmp_path / "lost-spool")
         with archiving(server, tmp_path) as port:
             switched = server.sql("SELECT pg_walfile_name(pg_switch_wal())")
-            wait_for(lambda: switched in closed_segments(tmp_path, NAME), "streaming to go on after a restart")
+            wait_for(lambda: switched in closed_segments(tmp_path, NAME), "streaming after a restart", timeout=60)
             again = status(port)
         assert switched > newest
         assert gap_records(tmp_path) == records
@@ -214,7 +217,7 @@ def test_a_server_whose_wal_is_behind_the_archive_s_ends_the_archiver_with_archi
         old.sql("CREATE TABLE churn (id int)")
         for _ in range(3):
             done = old.sql("INSERT INTO churn VALUES (1); SELECT pg_walfile_name(pg_switch_wal())")
-        wait_for(lambda: done in closed_segments(tmp_path, NAME), "the old server's segments archived")
+        wait_for(lambda: done in closed_segments(tmp_path, NAME), "the old server's segments archived", timeout=60)
     archived = {name: path.read_bytes() for name, path in _files(tmp_path)}
 
     # The same archive, and a server that starts its WAL anew (as a reset one, or a copy restored from long ago).
