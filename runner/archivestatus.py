@@ -11,8 +11,9 @@ HTTP on 0.0.0.0:PORT, for the operator (status.continuous) and the Pod's probes.
   (closed or `.partial`), as the archive's index records them (RFC 3339, whole seconds; null while the archive holds
   no such event).
 - `gapAt`: the first event archived after the newest gap (`archivestore.Gap`: binlogs the server purged before they
-  were read), or, until one is archived, when the gap was found; null when the archive has no gap. The operator
-  takes a backup at once when it is newer than the last successful one.
+  were read), or, until one is archived, when the gap was found; null when the archive has no gap. A WAL archive's
+  (`walarchive`) is when the gap was found, and its `recoverableFrom` the oldest `until` after the gap. The
+  operator takes a backup at once when it is newer than the last successful one.
 - `lagSeconds`: the age of the archive's view of the server. Every max_lag / 2 seconds the archiver asks the server
   where it is writing (SHOW MASTER STATUS, at instant t), then publishes what the binlog tool has received; if the
   archive then holds everything up to that position, the archive was complete as of t. `lagSeconds` is the seconds

@@ -13,7 +13,8 @@ behind one seam, `ArchiveStore`. Both hold the same names (`mysql-bin.000003.zst
   stale spools (local, under TMPDIR: the Pod's emptyDir survives a container restart).
 
 Beside the entries, a gap record (`Gap`, `<binlog>.gap.json`) marks binlogs the server purged before the archiver
-read them: the archiver resumed at `<binlog>` (see `archive.start_binlog`); no replay crosses it (`pitr`). And
+read them: the archiver resumed at `<binlog>` (see `archive.start_binlog`); no replay crosses it (`pitr`). A WAL archive
+records its gaps the same way, with segment names (`walarchive`, `pgpitr`). And
 `complete.json` (`Checkpoint`) says until when the archive held everything the server had written: a quiet server
 writes no event, and without it the newest second a restore could name would stay that of the last write.
 

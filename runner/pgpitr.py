@@ -4,7 +4,9 @@ scratch server, then each wanted database moved into the target by the ordinary 
 1. Decide, before anything is touched (`plan_recovery`, pure): T must not be before the base backup's end (the copy
    is consistent only from there on) nor after the newest instant the WAL archive is known complete to (`until`,
    see walarchive); the archive must hold every segment from the one the base backup starts in to the first whose
-   `until` reaches T, with no segment missing in between. (`--pick-base-backup`: which base backup, see basepick.)
+   `until` reaches T, with no segment missing in between: one in a gap the archiver recorded (WAL the server removed
+   before it was archived, see walarchive) is refused with `ArchiveGap` naming the gap's segments, as any other
+   missing one is. (`--pick-base-backup`: which base backup, see basepick.)
 2. Unpack the base backup (a file, or an object in a bucket, `locate`; held to its manifest's sha256 as it streams;
    decrypted, decompressed) into a scratch data directory,
    and the planned segments (each held to its entry's sha256) into a folder beside it, which `restore_command`
@@ -42,7 +44,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +53,7 @@ from typing import Final
 import structlog
 
 from runner.archiveobject import Hashed
-from runner.archivestore import ArchiveStore, FolderArchive, S3Archive
+from runner.archivestore import ArchiveStore, FolderArchive, Gap, S3Archive
 from runner.basebackup import BaseManifest, read_base_manifest, read_s3_base_manifest
 from runner.compression import Compression, Source, decompressor
 from runner.crypto import Decryptor, Keyring
@@ -64,7 +66,17 @@ from runner.pgserver import LOG, LocalServer, ServerProcess, SidecarServer
 from runner.process import Deadline, Tool, run_capture
 from runner.restore import RestoreOptions, restore_backup
 from runner.s3backup import S3Object, S3Settings, s3_client
-from runner.walarchive import WalEntry, check_keys, lsn, read_wal_index, segment_name, unpack, wal_archive_name
+from runner.walarchive import (
+    WalEntry,
+    check_keys,
+    in_gap,
+    lsn,
+    next_segment,
+    read_wal_index,
+    segment_name,
+    unpack,
+    wal_archive_name,
+)
 
 __all__ = [
     "LsnTarget",
@@ -110,8 +122,11 @@ class Recovery:
     point: datetime
 
 
-def plan_recovery(manifest: BaseManifest, index: Mapping[str, WalEntry], point: datetime) -> Recovery:
-    """What to recover for `point`, or a refusal that says why (nothing has been touched yet)."""
+def plan_recovery(
+    manifest: BaseManifest, index: Mapping[str, WalEntry], point: datetime, gaps: Sequence[Gap] = ()
+) -> Recovery:
+    """What to recover for `point`, or a refusal that says why (nothing has been touched yet); `gaps`: the archive's
+    gap records, which name a missing segment's cause."""
     if point < _time(manifest.end):
         raise RunnerError(
             Reason.INVALID_ARGUMENTS,
@@ -131,7 +146,7 @@ def plan_recovery(manifest: BaseManifest, index: Mapping[str, WalEntry], point: 
         )
     end_segment = segment_name(manifest.timeline, lsn(manifest.end_lsn), manifest.segment_size)
     needed: list[WalEntry] = []
-    for entry in _consecutive(index, first, manifest.segment_size):
+    for entry in _consecutive(index, first, manifest.segment_size, gaps):
         needed.append(entry)
         until = entry.until
         if until is not None and _time(until) >= point and entry.segment >= end_segment:
@@ -172,21 +187,35 @@ def plan_to_lsn(manifest: BaseManifest, index: Mapping[str, WalEntry], target: B
     )
 
 
-def _consecutive(index: Mapping[str, WalEntry], first: str, segment_size: int) -> Iterator[WalEntry]:
+def _consecutive(
+    index: Mapping[str, WalEntry], first: str, segment_size: int, gaps: Sequence[Gap] = ()
+) -> Iterator[WalEntry]:
     """The archive's segments from `first` on, in order (one timeline), each the one right after the one before;
-    an ArchiveGap where one is missing (raised only once the caller reads that far)."""
-    expected = first
+    an ArchiveGap where one is missing, or where one held only in part (the server removed the rest, see
+    walarchive: a replay would stop there) is followed by another (raised only once the caller reads that far).
+    `gaps`: the archive's gap records, which name a missing segment's cause."""
+    expected, before = first, None
     for name in [n for n in index if n[:8] == first[:8] and len(n) == 24 and n >= first]:
+        if before is not None and not before.closed:
+            part = before.segment
+            raise RunnerError(Reason.ARCHIVE_GAP, _missing(part, f"the archive holds only part of {part}", gaps))
         if name != expected:
-            raise RunnerError(Reason.ARCHIVE_GAP, f"the WAL archive is missing segment {expected}, before {name}")
+            missing = f"the WAL archive is missing segment {expected}, before {name}"
+            raise RunnerError(Reason.ARCHIVE_GAP, _missing(expected, missing, gaps))
         yield index[name]
-        expected = _next_segment(name, segment_size)
+        before, expected = index[name], next_segment(name, segment_size)
 
 
-def _next_segment(name: str, segment_size: int) -> str:
-    per_id = 0x100000000 // segment_size
-    number = int(name[8:16], 16) * per_id + int(name[16:24], 16) + 1
-    return f"{name[:8]}{number // per_id:08X}{number % per_id:08X}"
+def _missing(expected: str, otherwise: str, gaps: Sequence[Gap]) -> str:
+    """Why `expected` is not in the archive whole: the gap record naming it, else `otherwise`."""
+    gap = next((gap for gap in gaps if in_gap(gap, expected)), None)
+    if gap is None:
+        return otherwise
+    return (
+        f"the WAL archive has a gap: segments {gap.first_missing} to {gap.last_missing} were removed from the server"
+        f" before they were archived (found at {gap.found_at}); no point-in-time restore replays across it: choose"
+        " a point before it, or a base backup taken after it"
+    )
 
 
 def wal_beside(name: str) -> str:
@@ -513,7 +542,7 @@ def restore_point_in_time(
     scrub: Scrubber,
     deadline: Deadline,
 ) -> dict[str, object]:
-    plan = plan_recovery(manifest, read_wal_index(store), point)  # step 1: refuse before anything is touched
+    plan = plan_recovery(manifest, read_wal_index(store), point, store.gaps())  # step 1: refuse before anything
     check_keys(plan.entries, keys)
     run_as, uid = as_user(options.os_user)
     with place(options, manifest, run_as) as where:

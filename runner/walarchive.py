@@ -31,7 +31,21 @@ each once by construction. pg_receivewal receives into a spool that outlives a r
 for a bucket or an encrypted archive, under TMPDIR, the Pod's emptyDir) and resumes from its newest segment; the slot
 only advances past a segment once pg_receivewal has completed it in that spool, and a run starts by publishing what the
 spool holds. An empty spool (the first run, or a lost emptyDir) is seeded with the archive's newest completed segment,
-so that streaming starts right after it; if the server no longer has the next one, that is an `ArchiveGap`.
+so that streaming starts right after it.
+
+A gap: the server removed WAL the archive needs before it was archived (the slot was invalidated past
+`max_slot_wal_keep_size`, or dropped by hand, or the spool was lost after the slot had moved past what the archive
+holds). pg_receivewal then ends at once, naming the segment it asked for; the run records the gap in the archive
+(`archivestore.Gap` with segment names, `<resumed>.gap.json`: the segment the archive holds last, the missing ones,
+the one it resumed at, when it was found), logs a warning, creates the slot again if it is gone or invalidated (it
+then reserves WAL from the last checkpoint's redo position), and starts pg_receivewal where the slot keeps WAL from:
+its spool emptied and seeded with a placeholder of the segment before, as above, which lies in the gap and is never
+published. A run that finds the same gap again (it stopped before anything after it was archived) keeps the record
+it has. /status reports `gapAt` (when the gap was found: without a WAL decoder no later instant is known) and a
+`recoverableFrom` after it, and is ready again while it streams; the operator takes a base backup at once, and no
+point-in-time restore replays across the gap (`pgpitr`). A server whose WAL is behind the archive's newest segment,
+or of another history (reset, or restored from an older copy), still ends the run with `ArchiveGap`: its segments
+would be archived under names the archive holds for other WAL.
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -53,7 +68,7 @@ import structlog
 
 from runner import archiveobject, engines
 from runner.archivestatus import ArchiveStatus, serving
-from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, FolderArchive, S3Archive, optional_string
+from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, FolderArchive, Gap, S3Archive, optional_string
 from runner.crypto import Key, Keyring, load_key
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber, one_line
@@ -67,15 +82,19 @@ __all__ = [
     "archive_wal",
     "check_keys",
     "drop_slot",
+    "in_gap",
     "lsn",
     "lsn_text",
+    "next_segment",
     "read_wal_index",
     "run",
     "segment_name",
+    "segment_order",
     "segment_start",
     "slot_name",
     "unpack",
     "wal_archive_name",
+    "wal_gap",
 ]
 
 log = structlog.get_logger("dbb-backup")
@@ -83,7 +102,12 @@ log = structlog.get_logger("dbb-backup")
 CATCH_UP: Final = 10.0  # seconds a check (or a stop) waits for pg_receivewal to write the server's position
 SEGMENT: Final = re.compile(r"[0-9A-F]{24}")
 HISTORY: Final = re.compile(r"[0-9A-F]{8}\.history")
-_GONE: Final = re.compile(r"has already been removed|requested starting point .* is ahead", re.IGNORECASE)
+# The server no longer has a segment pg_receivewal asked for (walsender's XLogRead): a gap, resumed after.
+_REMOVED: Final = re.compile(r"requested WAL segment ([0-9A-F]{24}) has already been removed", re.IGNORECASE)
+# The server's WAL is behind the archive's, or of another history: it was reset or restored from an older copy.
+_BEHIND: Final = re.compile(
+    r"requested starting point .* (is ahead of the WAL flush position|is not in this server's history)", re.I
+)
 _NO_HBA: Final = re.compile(r"no pg_hba\.conf entry for replication connection", re.IGNORECASE)
 _NO_ATTRIBUTE: Final = re.compile(r"must be superuser or replication role|permission denied to start WAL", re.I)
 
@@ -120,6 +144,16 @@ def segment_name(timeline: int, position: int, segment_size: int) -> str:
     number = position // segment_size
     per_id = 0x100000000 // segment_size
     return f"{timeline:08X}{number // per_id:08X}{number % per_id:08X}"
+
+
+def next_segment(name: str, segment_size: int, step: int = 1) -> str:
+    """The segment `step` after `name` on its timeline (-1: the one before)."""
+    return segment_name(int(name[:8], 16), segment_start(name, segment_size) + step * segment_size, segment_size)
+
+
+def segment_order(name: str) -> tuple[str, str]:
+    """Segments by position first, then timeline: a later timeline's segment continues an earlier one's numbers."""
+    return name[8:], name[:8]
 
 
 @dataclass(frozen=True)
@@ -270,14 +304,38 @@ def check_server(connection: Connection, slot: str, scrub: Scrubber) -> int:
             Reason.REPLICATION_NOT_ALLOWED,
             f"the user {connection.user} may not stream WAL: ALTER ROLE {connection.user} WITH REPLICATION",
         )
-    # The slot reserves WAL from its creation on (`true`), so a base backup taken next finds its WAL kept.
+    _create_slot(connection, slot, scrub)
+    return int(segment_size)
+
+
+def _create_slot(connection: Connection, slot: str, scrub: Scrubber) -> None:
+    """The slot, unless it exists. It reserves WAL from its creation on (`true`: from the last checkpoint's redo
+    position), so that a base backup taken next finds its WAL kept."""
     create = (
         "SELECT count(pg_create_physical_replication_slot(name, true)) FROM (SELECT"  # noqa: S608 - slot_name()
         f" '{slot}'::name AS name) AS wanted WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots"
         f" WHERE slot_name = '{slot}')"
     )
     _query(connection, create, scrub)
-    return int(segment_size)
+
+
+def _reserving_slot(connection: Connection, name: str, scrub: Scrubber) -> str:
+    """The segment from which `name`'s slot keeps WAL on the server, after the slot is made to keep some: created if
+    missing, and dropped and created again if it was invalidated (past max_slot_wal_keep_size it keeps nothing)."""
+    slot = slot_name(name)
+    look = (
+        "SELECT wal_status, pg_walfile_name(restart_lsn) FROM pg_replication_slots"  # noqa: S608 - slot_name()
+        f" WHERE slot_name = '{slot}'"
+    )
+    found = _query(connection, look, scrub)  # [''] when there is no such slot
+    if len(found) == 2 and (found[0] == "lost" or not found[1]):
+        log.warning("the replication slot was invalidated: it is created again", slot=slot)
+        drop_slot(connection, name, CATCH_UP, scrub)
+    _create_slot(connection, slot, scrub)
+    kept = _query(connection, look, scrub)[-1]
+    if not SEGMENT.fullmatch(kept):
+        raise RunnerError(Reason.DUMP_FAILED, f"the replication slot {slot} keeps no WAL on the server")
+    return kept
 
 
 def _server_position(connection: Connection, slot: str, scrub: Scrubber) -> tuple[int, str, int | None] | None:
@@ -345,6 +403,33 @@ def _caught_up(position: int, _now: str, written: int | None) -> bool:
     return written is not None and written >= _sent_by(position)
 
 
+def in_gap(gap: Gap, segment: str) -> bool:
+    """Whether a WAL gap record (`Gap` with segment names: see above) names `segment` as missing."""
+    return segment_order(gap.first_missing) <= segment_order(segment) <= segment_order(gap.last_missing)
+
+
+def wal_gap(index: dict[str, WalEntry], removed: str, resume: str, segment_size: int, now: datetime) -> Gap:
+    """The gap to record when the server no longer has `removed` (the segment the archive needed next) and keeps
+    WAL from `resume` on. ArchiveGap (fatal) when `resume` is not after `removed`: the server's WAL is not the
+    history the archive holds."""
+    if SEGMENT.fullmatch(removed) is None or segment_order(resume) <= segment_order(removed):
+        raise RunnerError(Reason.ARCHIVE_GAP, _behind(index, f"the server keeps WAL from {resume}"))
+    done = [name for name, e in index.items() if e.closed and SEGMENT.fullmatch(name)]
+    after = max(done, key=segment_order) if done else None
+    found = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Gap(after, removed, next_segment(resume, segment_size, -1), resume, found)
+
+
+def _behind(index: dict[str, WalEntry], said: str) -> str:
+    segments = [name for name in index if SEGMENT.fullmatch(name)]
+    newest = max(segments, key=segment_order) if segments else "none"
+    return (
+        f"the server's WAL is behind the archive's newest segment ({newest}), or of another history: {said}; the "
+        "server was reset or restored from an older copy, and its WAL would be archived under names the archive "
+        "holds for other WAL. Archive it under a new --name and take a new base backup"
+    )
+
+
 class _WalArchiver:
     def __init__(
         self, options: WalOptions, spool: Path, segment_size: int, status: ArchiveStatus, scrub: Scrubber
@@ -356,6 +441,7 @@ class _WalArchiver:
         self.segment_size = segment_size
         self.status = status
         self.index = read_wal_index(self.store)
+        self.gaps = self.store.gaps()
         self.slot = slot_name(options.name)
         self.published_partial: dict[str, str] = {}  # segment: sha256 of the file last published
         self.checked_at = -float("inf")
@@ -430,6 +516,8 @@ class _WalArchiver:
 
     def publish(self, path: Path, *, closed: bool, end: int | None, until: str | None) -> None:
         name = path.name.removesuffix(PARTIAL)
+        if any(in_gap(gap, name) for gap in self.gaps):
+            return  # the placeholder a resume after a gap seeds (`resume_after`): none of the server's WAL
         is_segment = SEGMENT.fullmatch(name) is not None
         stem = name if closed else name + PARTIAL
         data = path.read_bytes()
@@ -472,11 +560,50 @@ class _WalArchiver:
             self.closed.append(name)
             log.info("WAL archived", segment=name, closed=True, size=entry.size)
 
+    def resume_after(self, removed: str) -> None:
+        """The server no longer has `removed`, which the archive needed next: records the gap (once: a run that finds
+        the same gap again keeps the record it has, and its `foundAt`), and seeds the spool so that pg_receivewal
+        starts where the slot, recreated if need be, keeps WAL from: with a placeholder of the segment before (see
+        `seed`), which lies in the gap and is never published."""
+        resume = _reserving_slot(self.options.connection, self.options.name, self.scrub)
+        gap = wal_gap(self.index, removed, resume, self.segment_size, datetime.now(UTC))
+        known = next((g for g in self.gaps if g.first_missing == gap.first_missing), None)
+        if known is not None:
+            gap = replace(gap, found_at=known.found_at)
+        if known != gap:
+            self.store.put(gap.name, gap.to_json().encode())
+            if known is not None and known.name != gap.name:
+                self.store.remove(known.name)
+            self.gaps = sorted(
+                [*(g for g in self.gaps if g is not known), gap], key=lambda g: segment_order(g.resumed_at)
+            )
+        log.warning(
+            "WAL was removed from the server before it was archived: archiving resumes after it, and no "
+            "point-in-time restore replays across it; take a new base backup",
+            firstMissing=gap.first_missing,
+            lastMissing=gap.last_missing,
+            resumedAt=gap.resumed_at,
+        )
+        for path in self.spool.iterdir():
+            path.unlink()
+        with (self.spool / gap.last_missing).open("wb") as placeholder:
+            placeholder.truncate(self.segment_size)
+        self.report(None)
+
     def report(self, current: float | None, *, checked: bool = False) -> None:
+        gap = self.gaps[-1] if self.gaps else None
+        after = [
+            e.until
+            for e in self.index.values()
+            if e.until and (gap is None or segment_order(e.segment) >= segment_order(gap.resumed_at))
+        ]
         untils = [e.until for e in self.index.values() if e.until]
         changes: dict[str, object] = {
-            "recoverable_from": untils[0] if untils else None,
+            # Nothing replays across the newest gap: the archive's range starts after it. There is no WAL decoder
+            # to say when the first commit after it was: the gap is dated by when it was found.
+            "recoverable_from": min(after) if after else None,
             "recoverable_until": max(untils) if untils else None,
+            "gap_at": gap.found_at if gap is not None else None,
             "archived": sum(1 for e in self.index.values() if e.closed),
             "binlog": next(reversed(self.index), None),
         }
@@ -500,22 +627,16 @@ def archive_wal(
         work.publish_completed()
         work.seed()
         log.info("archiving started", archive=store.where, slot=slot, maxLag=options.max_lag)
-        env = {**engines.child_env(Engine.POSTGRESQL, options.connection), "PGAPPNAME": slot}
-        argv = _receive_argv(options.connection, spool, slot)
-        with Tool(argv, env, scrub, stdout=None, die_with_parent=True) as tool:
-            work.receiving = lambda: tool.process.poll() is None
-            while not stop.is_set() and tool.process.poll() is None:
-                work.publish_completed()
-                work.check(final=False)
-                stop.wait(poll)
-            stopped = stop.is_set()
-            if stopped:
-                work.check(final=True)
-            tool.kill()
-            tool.process.wait()
-            work.publish_completed()
-            if not stopped:
-                _tool_failed(tool)
+        resumed = False
+        while (removed := _stream(work, stop, poll)) is not None:
+            # WAL the archive needs was removed from the server: one resume after it per run. The slot keeps what
+            # follows it, so a second removal is no gap a resume can close.
+            if resumed:
+                raise RunnerError(
+                    Reason.ARCHIVE_GAP, f"the server removed WAL segment {removed} though the slot should keep it"
+                )
+            work.resume_after(removed)
+            resumed = True
     newest = next(reversed(work.index.values()), None)
     return {
         "status": "Stopped",
@@ -526,11 +647,40 @@ def archive_wal(
     }
 
 
-def _tool_failed(tool: Tool) -> None:
-    """pg_receivewal ended by itself: a lost connection, or a refusal its message explains."""
+def _stream(work: _WalArchiver, stop: threading.Event, poll: float) -> str | None:
+    """pg_receivewal into the spool, publishing as it goes, until `stop` (None) or until it ends by itself: the
+    segment the server no longer has, when it ended for that (else the refusal it ended with)."""
+    options, scrub, slot = work.options, work.scrub, work.slot
+    env = {**engines.child_env(Engine.POSTGRESQL, options.connection), "PGAPPNAME": slot}
+    argv = _receive_argv(options.connection, work.spool, slot)
+    with Tool(argv, env, scrub, stdout=None, die_with_parent=True) as tool:
+        work.receiving = lambda: tool.process.poll() is None
+        while not stop.is_set() and tool.process.poll() is None:
+            work.publish_completed()
+            work.check(final=False)
+            stop.wait(poll)
+        stopped = stop.is_set()
+        if stopped:
+            work.check(final=True)
+        tool.kill()
+        tool.process.wait()
+        work.publish_completed()
+        if stopped:
+            return None
+        return _tool_failed(tool, work.index)
+
+
+def _tool_failed(tool: Tool, index: dict[str, WalEntry]) -> str:
+    """pg_receivewal ended by itself: the segment it asked for when the server had removed it, else a refusal its
+    message explains (or a lost connection)."""
     try:
         tool.finish()
     except RunnerError as error:
+        removed = _REMOVED.search(error.message)
+        if removed is not None:
+            return removed.group(1)
+        if _BEHIND.search(error.message):
+            raise RunnerError(Reason.ARCHIVE_GAP, _behind(index, error.message)) from None
         if _NO_HBA.search(error.message):
             raise RunnerError(
                 Reason.REPLICATION_NOT_ALLOWED,
@@ -540,12 +690,6 @@ def _tool_failed(tool: Tool) -> None:
         if _NO_ATTRIBUTE.search(error.message):
             raise RunnerError(
                 Reason.REPLICATION_NOT_ALLOWED, "the user may not stream WAL: ALTER ROLE <user> WITH REPLICATION"
-            ) from None
-        if _GONE.search(error.message):
-            raise RunnerError(
-                Reason.ARCHIVE_GAP,
-                f"WAL the archive needs was removed from the server before it was archived: {error.message}; "
-                "no point-in-time restore can cross it; take a new base backup",
             ) from None
         raise
     raise RunnerError(Reason.DUMP_FAILED, f"{tool.name} stopped streaming")

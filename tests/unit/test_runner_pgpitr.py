@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from runner.archivestore import Gap
 from runner.basebackup import BaseManifest
 from runner.errors import Reason, RunnerError
 from runner.pgpitr import parse_databases, plan_recovery
-from runner.walarchive import WalEntry, lsn, segment_name, segment_start, slot_name
+from runner.walarchive import WalEntry, lsn, next_segment, segment_name, segment_start, slot_name, wal_gap
 
 MB16 = 16 << 20
 BASE_END = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
@@ -81,10 +82,71 @@ def test_an_archive_without_the_base_backup_s_first_segment_is_an_archive_gap() 
     assert "has no 000000010000000000000003, where the base backup starts" in refused.value.message
 
 
+GAP = Gap("000000010000000000000003", "000000010000000000000004", "000000010000000000000006",
+          "000000010000000000000007", "2026-12-07T10:02:00Z")  # fmt: skip
+
+
+def before_gap() -> dict[str, WalEntry]:
+    """Segment 4 archived in part when the server removed the rest of it (and 5, 6)."""
+    return index(entry(3, BASE_END + timedelta(seconds=5)), entry(4, BASE_END + timedelta(seconds=30), closed=False))
+
+
+def gapped() -> dict[str, WalEntry]:
+    """Archiving resumed at 7 after the gap."""
+    return before_gap() | index(entry(7, BASE_END + timedelta(minutes=3)))
+
+
+def test_a_point_before_a_recorded_gap_is_planned_up_to_it() -> None:
+    plan = plan_recovery(manifest(), gapped(), BASE_END + timedelta(seconds=20), [GAP])
+
+    assert [e.segment[-1] for e in plan.entries] == ["3", "4"]
+
+
+def test_a_point_across_a_recorded_gap_is_an_archive_gap_naming_its_segments() -> None:
+    with pytest.raises(RunnerError) as refused:
+        plan_recovery(manifest(), gapped(), BASE_END + timedelta(minutes=2), [GAP])
+
+    assert refused.value.reason is Reason.ARCHIVE_GAP
+    assert refused.value.message.startswith(
+        "the WAL archive has a gap: segments 000000010000000000000004 to 000000010000000000000006 were removed from"
+        " the server before they were archived (found at 2026-12-07T10:02:00Z)"
+    )
+
+
+def test_a_partial_segment_before_another_is_never_replayed_past() -> None:
+    with pytest.raises(RunnerError) as refused:
+        plan_recovery(manifest(), gapped(), BASE_END + timedelta(minutes=2))
+
+    assert refused.value.reason is Reason.ARCHIVE_GAP
+    assert "holds only part of 000000010000000000000004" in refused.value.message
+
+
+def test_a_gap_is_recorded_from_the_removed_segment_to_the_one_before_the_resume() -> None:
+    found = BASE_END + timedelta(minutes=2)
+
+    gap = wal_gap(before_gap(), "000000010000000000000004", "000000010000000000000007", MB16, found)
+
+    assert gap == GAP
+    assert gap.name == "000000010000000000000007.gap.json"
+
+
+@pytest.mark.parametrize("resume", ["000000010000000000000004", "000000010000000000000002"])
+def test_a_server_that_keeps_wal_no_later_than_the_removed_segment_is_refused(resume: str) -> None:
+    with pytest.raises(RunnerError) as refused:
+        wal_gap(before_gap(), "000000010000000000000004", resume, MB16, BASE_END)
+
+    assert refused.value.reason is Reason.ARCHIVE_GAP
+    assert "the server's WAL is behind the archive's newest segment (000000010000000000000004)" in (
+        refused.value.message
+    )
+
+
 def test_segment_names_and_positions_agree() -> None:
     assert segment_name(1, lsn("0/3000028"), MB16) == "000000010000000000000003"
     assert segment_name(2, lsn("1/0"), MB16) == "000000020000000100000000"
     assert segment_start("000000020000000100000000", MB16) == lsn("1/0")
+    assert next_segment("0000000200000001000000FF", MB16) == "000000020000000200000000"
+    assert next_segment("000000020000000200000000", MB16, -1) == "0000000200000001000000FF"
 
 
 def test_slot_names_are_what_postgresql_accepts_and_differ_by_name() -> None:
