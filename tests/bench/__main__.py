@@ -22,8 +22,10 @@ def main(argv: list[str]) -> int:
         started = time.monotonic()
         measured = revision()
         print(f"== {name} ({measured})", flush=True)
-        body = importlib.import_module(f"tests.bench.{name}").main()
-        write_section(name.removeprefix("bench_"), body, measured=measured)
+        module = importlib.import_module(f"tests.bench.{name}")
+        body = module.main()
+        # PART_OF: a benchmark whose figures are a part of another's section (another engine's, say).
+        write_section(name.removeprefix("bench_"), body, measured=measured, part_of=getattr(module, "PART_OF", None))
         print(body, f"\n({time.monotonic() - started:.0f}s)", flush=True)
     print(f"wrote {RESULTS}")
     return 0

@@ -43,7 +43,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,23 +53,32 @@ from hack.harness.databases import MariaDBServer, free_port
 from runner.archivestore import Entry, binlog_key, read_index
 from tests.backup.cli import backup, command, connection_args, password_env, wait_for
 from tests.bench.bench_runner import FILLER, run_pipeline
+from tests.bench.pitr_common import (
+    AGES_HEADER,
+    BACKUP_EVERY,
+    HOUR_ROWS,
+    MAX_LAG,
+    MB,
+    RATE,
+    ROUNDS,
+    RPO_SECONDS,
+    RPO_TARGET,
+    SAMPLES,
+    SEED,
+    LagPeak,
+    TreeRss,
+    ages_row,
+    baseline_rss,
+    memory_section,
+    nearest_rank,
+    status_lag,
+    utc,
+)
 from tests.bench.results import table
 
 BINLOG = {"log-bin": "mysql-bin", "server-id": "1", "binlog-format": "ROW"}
-MAX_LAG = 10.0
-RPO_TARGET = MAX_LAG + 5
-RATE = 30  # the writer's rows a second
-RPO_SECONDS = float(os.environ.get("DBB_BENCH_PITR_RPO_SECONDS", "180"))
-BACKUP_EVERY = float(os.environ.get("DBB_BENCH_PITR_BACKUP_EVERY", "60"))
-SAMPLES = 300
-SEED = 24
 BASE_MB = int(os.environ.get("DBB_BENCH_PITR_MB", "256"))
-HOUR_ROWS = int(os.environ.get("DBB_BENCH_PITR_HOUR_ROWS", str(RATE * 3600)))
 ROWS_PER_MB = 7150  # bench_runner's rows: 7,000,000 are 979 MB of data and index on MariaDB
-ROUNDS = 3
-RSS_EVERY = 0.1
-MEMORY_TARGET = 100
-MB = 1 << 20
 
 
 def _client(server: MariaDBServer, database: str) -> list[str]:
@@ -78,75 +86,7 @@ def _client(server: MariaDBServer, database: str) -> list[str]:
     return ["mariadb", "--no-defaults", *where, "--batch", "--skip-column-names", database]
 
 
-def _nearest_rank(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-def _utc(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-
-
 # --- the archiver and what it holds ---------------------------------------------------------------------------
-
-
-class TreeRss(threading.Thread):
-    """The peak of a process tree's summed PSS, and each process's VmHWM (by its name), read from /proc.
-
-    PSS, not RSS: a child between fork and exec shares every page of the runner, and summed RSS would count them
-    twice. Sampled every RSS_EVERY seconds, the sum can miss a peak shorter than that; VmHWM cannot."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.stop = threading.Event()
-        self.peak = 0
-        self.samples = 0
-        self.hwm: dict[str, int] = {}
-
-    def run(self) -> None:
-        while not self.stop.wait(RSS_EVERY):
-            total = 0
-            for pid in _tree(self.pid):
-                name, hwm = _status(pid)
-                total += _pss(pid)
-                if hwm:
-                    self.hwm[name] = max(self.hwm.get(name, 0), hwm)
-            if total:
-                self.peak = max(self.peak, total)
-                self.samples += 1
-
-
-def _tree(pid: int) -> list[int]:
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        found.append(current)
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                queue += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue  # it ended between two reads
-    return found
-
-
-def _status(pid: int) -> tuple[str, int]:
-    """/proc/PID/status: its name and VmHWM in bytes (0 for a process that ended, or a zombie)."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return "?", 0
-    fields = dict(line.partition(":")[::2] for line in lines)
-    return fields.get("Name", "?").strip(), int(fields.get("VmHWM", "0 kB").split()[0]) * 1024
-
-
-def _pss(pid: int) -> int:
-    """/proc/PID/smaps_rollup's Pss in bytes (0 for a process that ended)."""
-    try:
-        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-    except OSError:
-        return 0
-    return next((int(line.split()[1]) * 1024 for line in lines if line.startswith("Pss:")), 0)
 
 
 @dataclass
@@ -165,23 +105,7 @@ class Archiver:
         return index[max(index, key=binlog_key)] if index else None
 
     def lag(self) -> float | None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=10) as answer:
-            lag: float | None = json.loads(answer.read())["lagSeconds"]
-        return lag
-
-
-class LagPeak(threading.Thread):
-    """The largest lagSeconds the archiver's /status reports, polled every half second."""
-
-    def __init__(self, archiver: Archiver) -> None:
-        super().__init__(daemon=True)
-        self.archiver = archiver
-        self.stop = threading.Event()
-        self.peak = 0.0
-
-    def run(self) -> None:
-        while not self.stop.wait(0.5):
-            self.peak = max(self.peak, self.archiver.lag() or 0.0)
+        return status_lag(self.port)
 
 
 @contextmanager
@@ -380,7 +304,7 @@ def measure_rpo(work: Path) -> Rpo:
                 backups.close()
                 writer.close()
         written = {
-            int(i): _utc(at)
+            int(i): utc(at)
             for i, at in (r.split("\t") for r in server.sql("SELECT id, at FROM rpo.ticks").splitlines())
         }
         ends = commits(server, "rpo", "ticks")
@@ -393,7 +317,7 @@ def measure_rpo(work: Path) -> Rpo:
 
     return Rpo(
         archive=[age(s, s.archived) for s in samples],
-        truncated=[s.at - _utc(s.recoverable_until) for s in samples if s.recoverable_until],
+        truncated=[s.at - utc(s.recoverable_until) for s in samples if s.recoverable_until],
         lag=[s.lag for s in samples if s.lag is not None],
         baseline=[age(s, s.backup) for s in samples],
         rows=len(written),
@@ -403,7 +327,7 @@ def measure_rpo(work: Path) -> Rpo:
 
 def _reaches(archiver: Archiver, moment: float) -> bool:
     newest = archiver.newest()
-    return newest is not None and newest.last_event is not None and _utc(newest.last_event) >= moment
+    return newest is not None and newest.last_event is not None and utc(newest.last_event) >= moment
 
 
 # --- 2. restore to a point in time ------------------------------------------------------------------------------
@@ -482,7 +406,7 @@ def measure_restores(work: Path) -> Restores:
         with archiving(server, work, "bench") as archiver:
             base = backup(server, work, "bench", name="bench", compression="zstd")
             script = _hour(rows)
-            lags = LagPeak(archiver)
+            lags = LagPeak(archiver.lag)
             lags.start()
             started = time.monotonic()
             subprocess.run(_client(server, "bench"), input=script, text=True, env=server.env, check=True)
@@ -537,32 +461,21 @@ def _replayed(files: list[str], start: int, instant: str) -> tuple[int, int]:
 # --- 3. memory, and the report -------------------------------------------------------------------------------
 
 
-def _baseline_rss(argv: list[str]) -> int:
-    return run_pipeline([argv], dict(os.environ), None).tree_rss
-
-
-def _ages(label: str, ages: list[float], base: float | None) -> list[str]:
-    p99 = _nearest_rank(ages, 0.99)
-    ratio = f"{p99 / base:.3f}" if base else "1.000 (baseline)"
-    return [label, f"{_nearest_rank(ages, 0.5):.2f}", f"{p99:.2f}", f"{max(ages):.2f}", str(len(ages)), ratio]
-
-
 def _rpo_section(rpo: Rpo) -> str:
-    base = _nearest_rank(rpo.baseline, 0.99)
+    base = nearest_rank(rpo.baseline, 0.99)
     rows = [
-        _ages(f"scheduled backups alone, every {BACKUP_EVERY:.0f} s: newest backed-up write", rpo.baseline, None),
-        _ages(f"`dbb-backup archive --max-lag {MAX_LAG:.0f}`: newest archived write (exact)", rpo.archive, base),
-        _ages("the same archive, as now − recoverableUntil (whole seconds)", rpo.truncated, base),
-        _ages("the archiver's own /status lagSeconds", rpo.lag, base),
+        ages_row(f"scheduled backups alone, every {BACKUP_EVERY:.0f} s: newest backed-up write", rpo.baseline, None),
+        ages_row(f"`dbb-backup archive --max-lag {MAX_LAG:.0f}`: newest archived write (exact)", rpo.archive, base),
+        ages_row("the same archive, as now − recoverableUntil (whole seconds)", rpo.truncated, base),
+        ages_row("the archiver's own /status lagSeconds", rpo.lag, base),
     ]
-    p99 = _nearest_rank(rpo.archive, 0.99)
+    p99 = nearest_rank(rpo.archive, 0.99)
     verdict = f"archive RPO p99 {p99:.2f} s (target ≤ {RPO_TARGET:.0f} s): {'met' if p99 <= RPO_TARGET else 'MISSED'}"
     title = (
         f"### RPO: a writer at {RATE} rows/s ({rpo.rows:,} rows) for {RPO_SECONDS:.0f} s, "
         f"{SAMPLES} random instants (seed {SEED})"
     )
-    header = ["what a loss at that instant would lose", "p50 s", "p99 s", "max s", "samples", "× baseline (p99)"]
-    return f"{title}\n\n{table(header, rows)}\n\n- {verdict}"
+    return f"{title}\n\n{table(AGES_HEADER, rows)}\n\n- {verdict}"
 
 
 def _restore_section(restores: Restores) -> str:
@@ -595,35 +508,11 @@ def _restore_section(restores: Restores) -> str:
     return f"{title}\n\n{table(header, rows)}\n\n- {facts}\n- {archived}\n- {verdict}"
 
 
-def _memory_section(rpo: TreeRss, hour: TreeRss, python: int, helped: int) -> str:
-    def row(label: str, measured: str, peak: int) -> list[str]:
-        return [label, measured, f"{peak / MB:.0f}", f"{peak / python:.2f}", f"{peak / helped:.2f}"]
-
-    def parts(memory: TreeRss) -> str:
-        return ", ".join(f"{name} {hwm / MB:.0f}" for name, hwm in sorted(memory.hwm.items()))
-
-    rows = [
-        row("`python -c pass` (baseline)", "peak RSS (wait4)", python),
-        row("`dbb-backup --help` (baseline)", "peak RSS (wait4)", helped),
-        row("the archiver's runner, RPO run", "peak RSS (VmHWM)", rpo.hwm.get("dbb-backup", 0)),
-        row("the archiver's tree, RPO run", "peak of summed PSS", rpo.peak),
-        row("the archiver's runner, while the transactions arrive", "peak RSS (VmHWM)", hour.hwm.get("dbb-backup", 0)),
-        row("the archiver's tree, while the transactions arrive", "peak of summed PSS", hour.peak),
-    ]
-    tree = max(rpo.peak, hour.peak)
-    runner = max(rpo.hwm.get("dbb-backup", 0), hour.hwm.get("dbb-backup", 0))
-    verdict = f"archiver tree peak {tree / MB:.0f} MB, its runner's peak RSS {runner / MB:.0f} MB (target: both < "
-    verdict += f"{MEMORY_TARGET} MB): " + ("met" if max(tree, runner) < MEMORY_TARGET * MB else "MISSED")
-    notes = f"each process's VmHWM, MB: during the RPO run {parts(rpo)}; while the transactions arrive {parts(hour)}"
-    header = ["process", "measured as", "MB", "× python -c pass", "× dbb-backup --help"]
-    return f"### Archiver memory\n\n{table(header, rows)}\n\n- {notes}\n- {verdict}"
-
-
 def main() -> str:
     work = Path(tempfile.mkdtemp(prefix="dbb-bench-pitr-"))
     try:
-        python = _baseline_rss([sys.executable, "-c", "pass"])
-        helped = _baseline_rss([command(), "--help"])
+        python = baseline_rss([sys.executable, "-c", "pass"])
+        helped = baseline_rss([command(), "--help"])
         (work / "rpo").mkdir()
         rpo = measure_rpo(work / "rpo")
         (work / "restore").mkdir()
@@ -643,6 +532,11 @@ def main() -> str:
     sections = [
         _rpo_section(rpo),
         _restore_section(restores),
-        _memory_section(rpo.memory, restores.memory, python, helped),
+        memory_section(
+            "### Archiver memory",
+            [("RPO run", rpo.memory), ("while the transactions arrive", restores.memory)],
+            python,
+            helped,
+        ),
     ]
     return "\n\n".join([*sections, notes])
