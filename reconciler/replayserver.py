@@ -11,7 +11,9 @@ the same path in both containers):
   are read with `read -r` into "$@", never evaluated: nothing in them reaches a shell.
 - `stop.N`: the runner asks start N's server to stop (SIGINT, PostgreSQL's fast shutdown).
 - `exited.N`: the sidecar says start N's server has exited, with its exit status.
-- `done`: the runner has finished; the sidecar stops whatever runs and exits.
+- `done`: the runner has finished; the sidecar stops whatever runs and starts nothing more. It exits only when
+  the kubelet stops it (SIGTERM, once the runner's container has ended): a native sidecar that exits by itself is
+  restarted, and one that keeps restarting holds the Pod, and so the Job, from completing.
 - `postgres.log`: the server's output, appended.
 
 Both containers run as the Pod's user (65532), whatever the StatefulSet runs its database as: PostgreSQL starts
@@ -40,8 +42,8 @@ fi
 pid=
 trap '[ -n "$pid" ] && kill -INT "$pid" 2>/dev/null; exit 0' TERM INT
 n=1
-while [ ! -e done ]; do
-  if [ -e "start.$n" ]; then
+while :; do
+  if [ -e "start.$n" ] && [ ! -e done ]; then
     set --
     while IFS= read -r argument; do set -- "$@" "$argument"; done < "start.$n"
     if [ -n "$server" ]; then

@@ -319,23 +319,25 @@ def _create_slot(connection: Connection, slot: str, scrub: Scrubber) -> None:
     _query(connection, create, scrub)
 
 
-def _reserving_slot(connection: Connection, name: str, scrub: Scrubber) -> str:
+def _reserving_slot(connection: Connection, name: str, segment_size: int, scrub: Scrubber) -> str:
     """The segment from which `name`'s slot keeps WAL on the server, after the slot is made to keep some: created if
-    missing, and dropped and created again if it was invalidated (past max_slot_wal_keep_size it keeps nothing)."""
+    missing, and dropped and created again if it was invalidated (past max_slot_wal_keep_size it keeps nothing).
+    The segment holding restart_lsn, on the server's timeline: not pg_walfile_name's, which names the segment
+    before when the position is exactly on a boundary (as a checkpoint's redo position right after a switch is)."""
     slot = slot_name(name)
     look = (
-        "SELECT wal_status, pg_walfile_name(restart_lsn) FROM pg_replication_slots"  # noqa: S608 - slot_name()
-        f" WHERE slot_name = '{slot}'"
+        "SELECT wal_status, restart_lsn, pg_walfile_name(pg_current_wal_lsn())"  # noqa: S608 - slot_name()
+        f" FROM pg_replication_slots WHERE slot_name = '{slot}'"
     )
     found = _query(connection, look, scrub)  # [''] when there is no such slot
-    if len(found) == 2 and (found[0] == "lost" or not found[1]):
+    if len(found) == 3 and (found[0] == "lost" or not found[1]):
         log.warning("the replication slot was invalidated: it is created again", slot=slot)
         drop_slot(connection, name, CATCH_UP, scrub)
     _create_slot(connection, slot, scrub)
-    kept = _query(connection, look, scrub)[-1]
-    if not SEGMENT.fullmatch(kept):
+    found = _query(connection, look, scrub)
+    if len(found) != 3 or not found[1] or not SEGMENT.fullmatch(found[2]):
         raise RunnerError(Reason.DUMP_FAILED, f"the replication slot {slot} keeps no WAL on the server")
-    return kept
+    return segment_name(int(found[2][:8], 16), lsn(found[1]), segment_size)
 
 
 def _server_position(connection: Connection, slot: str, scrub: Scrubber) -> tuple[int, str, int | None] | None:
@@ -413,7 +415,8 @@ def wal_gap(index: dict[str, WalEntry], removed: str, resume: str, segment_size:
     WAL from `resume` on. ArchiveGap (fatal) when `resume` is not after `removed`: the server's WAL is not the
     history the archive holds."""
     if SEGMENT.fullmatch(removed) is None or segment_order(resume) <= segment_order(removed):
-        raise RunnerError(Reason.ARCHIVE_GAP, _behind(index, f"the server keeps WAL from {resume}"))
+        said = f"the server no longer has {removed}, and keeps WAL from {resume}"
+        raise RunnerError(Reason.ARCHIVE_GAP, _behind(index, said))
     done = [name for name, e in index.items() if e.closed and SEGMENT.fullmatch(name)]
     after = max(done, key=segment_order) if done else None
     found = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -565,7 +568,7 @@ class _WalArchiver:
         the same gap again keeps the record it has, and its `foundAt`), and seeds the spool so that pg_receivewal
         starts where the slot, recreated if need be, keeps WAL from: with a placeholder of the segment before (see
         `seed`), which lies in the gap and is never published."""
-        resume = _reserving_slot(self.options.connection, self.options.name, self.scrub)
+        resume = _reserving_slot(self.options.connection, self.options.name, self.segment_size, self.scrub)
         gap = wal_gap(self.index, removed, resume, self.segment_size, datetime.now(UTC))
         known = next((g for g in self.gaps if g.first_missing == gap.first_missing), None)
         if known is not None:

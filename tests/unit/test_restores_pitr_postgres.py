@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from common.restores.defaults import restore_defaults
 from reconciler.jobs import RunnerSettings, restore_job_name
 from reconciler.replayserver import REPLAY_DIR, SUPERVISOR
@@ -117,7 +119,7 @@ def test_without_a_postgresql_image_to_replay_on_the_restore_is_refused_before_a
 def test_the_script_runs_what_start_files_say_word_for_word_and_ends_on_done(tmp_path: Path) -> None:
     """The supervisor under a real /bin/sh, with a `postgres` of our own on PATH that prints its arguments: an
     argument with spaces, quotes and `$(...)` reaches it as one word, unexpanded; `stop.N` ends it; `done` ends
-    the script."""
+    the script only as far as starting goes: it waits for the kubelet's SIGTERM."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "postgres"
@@ -148,7 +150,12 @@ def test_the_script_runs_what_start_files_say_word_for_word_and_ends_on_done(tmp
         _wait(lambda: (folder / "exited.1").exists())
         assert (folder / "exited.1").read_text().strip() == "3"  # its SIGINT handler ran
         (folder / "done").touch()
-        assert process.wait(timeout=30) == 0
+        (folder / "start.2").write_text("-c\nnever\n")  # after done: nothing starts any more
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=2)  # a sidecar that exits by itself is restarted: it waits for the kubelet
+        process.terminate()  # the kubelet's SIGTERM, once the runner has ended
+        assert process.wait(timeout=10) == 0
+        assert log.read_text().count("[") == 3
         assert not (folder / "pwned").exists()
     finally:
         process.kill()
