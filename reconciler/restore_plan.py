@@ -124,7 +124,7 @@ def _start(world: RestoreWorld, runner: RunnerSettings, previous: dict[str, Any]
     if spec.point_in_time and spec.replace and scratch is None:
         return _finish(previous, "Failed", world.now, "Refused", NO_SCRATCH_TO_REPLACE)
     start = (
-        replay_start(spec, world.source)
+        replay_start(spec, world.source, wal=wal)
         if spec.point_in_time
         else ReplayStart(spec.file or newest_backup(world.source))
     )

@@ -224,13 +224,14 @@ class ReplayStart:
     pick: bool = False
 
 
-def replay_start(spec: DatabaseRestoreSpec, source: Mapping[str, Any]) -> ReplayStart:
+def replay_start(spec: DatabaseRestoreSpec, source: Mapping[str, Any], *, wal: bool) -> ReplayStart:
     """MySQL: spec.source.file, else the newest kept backup taken at or before the point (its binlog position).
-    PostgreSQL (its spec.continuous archives WAL): spec.source.file, else its newest base backup (picked from)."""
+    PostgreSQL (`wal`: its spec.continuous archives WAL, see archives_wal): spec.source.file, else its newest base
+    backup (picked from)."""
     assert spec.point_in_time is not None
     if spec.file is not None:
         return ReplayStart(spec.file)
-    if archives_wal(source):
+    if wal:
         last = object_or_empty(object_or_empty(source.get("status")).get("lastBackup"))
         base = object_or_empty(last.get("baseBackup")).get("file")
         return ReplayStart(str(base), pick=True) if isinstance(base, str) and base else ReplayStart(None)

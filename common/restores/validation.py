@@ -8,13 +8,12 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any, Final
 
-from common.backups.model import backup_time, parse_spec
+from common.backups.model import DatabaseBackupSpec, backup_time, parse_spec
 from common.constants import BACKUP_ROOT
 from common.fields import FieldError
 from common.restores.model import (
     DatabaseRestoreSpec,
     ReplayStart,
-    archives_wal,
     newest_backup,
     replay_start,
     source_location,
@@ -49,9 +48,9 @@ def judge(
     errors: list[FieldError] = []
     source_spec, _ = parse_spec(source.get("spec"))
     if spec.point_in_time is not None:
-        start = replay_start(spec, source)
+        start = replay_start(spec, source, wal=source_spec is not None and source_spec.engine is Engine.POSTGRESQL)
         file = start.file
-        errors += _point_in_time(spec, source, start)
+        errors += _point_in_time(spec, source, source_spec, start)
         if errors:
             return errors
     else:
@@ -122,7 +121,12 @@ def judge(
     return errors
 
 
-def _point_in_time(spec: DatabaseRestoreSpec, source: Mapping[str, Any], replay: ReplayStart) -> list[FieldError]:
+def _point_in_time(
+    spec: DatabaseRestoreSpec,
+    source: Mapping[str, Any],
+    source_spec: DatabaseBackupSpec | None,
+    replay: ReplayStart,
+) -> list[FieldError]:
     """A point in time must lie in what the source's archive reaches, and the backup replayed from must precede it
     and be covered by the archive (status.continuous, which the archiver keeps). PostgreSQL replays from a base
     backup, and a base backup holds the whole server: the databases to take from it must be named."""
@@ -136,9 +140,8 @@ def _point_in_time(spec: DatabaseRestoreSpec, source: Mapping[str, Any], replay:
                 "leave pointInTime out, or turn continuous archiving on (it reaches back to its first backup after)",
             )
         ]
-    wal = archives_wal(source)
-    if wal:
-        refused = _wal_replay(spec, source, replay)
+    if source_spec is not None and source_spec.engine is Engine.POSTGRESQL:
+        refused = _wal_replay(spec, source_spec, replay)
         if refused:
             return refused
     continuous = (source.get("status") or {}).get("continuous") or {}
@@ -172,7 +175,7 @@ def _point_in_time(spec: DatabaseRestoreSpec, source: Mapping[str, Any], replay:
     return []
 
 
-def _wal_replay(spec: DatabaseRestoreSpec, source: Mapping[str, Any], replay: ReplayStart) -> list[FieldError]:
+def _wal_replay(spec: DatabaseRestoreSpec, source_spec: DatabaseBackupSpec, replay: ReplayStart) -> list[FieldError]:
     """PostgreSQL: a base backup to replay from, and the databases to take from it."""
     name = spec.database_backup
     if replay.file is None:
@@ -191,8 +194,7 @@ def _wal_replay(spec: DatabaseRestoreSpec, source: Mapping[str, Any], replay: Re
                 "leave spec.source.file out to use the newest base backup that can",
             )
         ]
-    source_spec, _ = parse_spec(source.get("spec"))
-    named = [d for d in (source_spec.connection.databases if source_spec else ()) if d != "all"]
+    named = [d for d in source_spec.connection.databases if d != "all"]
     if not named and not spec.databases:
         return [
             FieldError(
