@@ -15,6 +15,7 @@ expansion as the arguments are.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -260,11 +261,7 @@ def _with_scratch_server(
     env = [_literal_env(server_variable, password)]
     if scratch.engine is Engine.POSTGRESQL:
         env.append(_literal_env("PGDATA", "/var/lib/postgresql/data/pgdata"))
-    security: dict[str, Any] = {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
+    security: dict[str, Any] = copy.deepcopy(pod["containers"][0]["securityContext"])  # the runner's restrictions
     if scratch.run_as_user is not None:
         security["runAsUser"] = scratch.run_as_user
     if scratch.run_as_group is not None:

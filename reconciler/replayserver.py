@@ -23,6 +23,7 @@ sets `listen_addresses` empty), only on a unix socket in REPLAY_DIR.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Final
 
 from common.backups.model import DatabaseBackupSpec
@@ -72,12 +73,9 @@ done
 def with_replay_server(pod: dict[str, Any], image: str, spec: DatabaseBackupSpec) -> None:
     """The replay server as a native sidecar (it starts first and is stopped when the runner ends; beside a check's
     scratch server, if the Pod has one), and the runner told where it is (`--replay-dir`). Read-only root, no
-    capabilities, the Pod's user; its only writable places are REPLAY_DIR and /tmp."""
-    security: dict[str, Any] = {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
+    capabilities, the Pod's user (the runner's own restrictions); its only writable places are REPLAY_DIR and /tmp."""
+    [container] = pod["containers"]
+    security = copy.deepcopy(container["securityContext"])
     mounts = [
         {"name": "replay", "mountPath": REPLAY_DIR},
         {"name": "replay-tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
@@ -95,6 +93,5 @@ def with_replay_server(pod: dict[str, Any], image: str, spec: DatabaseBackupSpec
         }
     )
     pod["volumes"] += [{"name": "replay", "emptyDir": {}}, {"name": "replay-tmp", "emptyDir": {}}]
-    [container] = pod["containers"]
     container["volumeMounts"].append({"name": "replay", "mountPath": REPLAY_DIR})
     container["args"].append(f"--replay-dir={REPLAY_DIR}")
