@@ -137,10 +137,11 @@ class Scan:
 
 
 def scan(path: Path, since: Scan | None = None) -> Scan:
-    """Walks the event headers of a binlog file (from where `since` stopped)."""
+    """Walks the event headers of a binlog file (from where `since` stopped). A file the tool has created but not yet
+    written its magic into has nothing whole, and is read from its start again the next time."""
     with path.open("rb") as file:
         total = os.fstat(file.fileno()).st_size
-        if since is None:
+        if since is None or since.size < len(MAGIC):
             if file.read(len(MAGIC)) != MAGIC:
                 return Scan(0)
             since = Scan(len(MAGIC))

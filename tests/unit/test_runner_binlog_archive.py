@@ -105,6 +105,17 @@ def test_a_scan_counts_whole_events_only_and_sees_the_rotation(tmp_path: Path) -
     assert scan(path, found) == Scan(len(whole) + 29, first=1000, last=1010, closed=True)
 
 
+def test_a_binlog_scanned_before_its_magic_was_written_is_read_from_its_start_again(tmp_path: Path) -> None:
+    path = tmp_path / "b.000001"
+    path.write_bytes(MAGIC[:2])
+    early = scan(path)
+    assert early == Scan(0)
+
+    path.write_bytes(MAGIC + event(1000, 2))
+
+    assert scan(path, early) == Scan(len(MAGIC) + 29, first=1000, last=1000, closed=False)
+
+
 def test_a_file_that_is_not_a_binlog_has_nothing_whole(tmp_path: Path) -> None:
     path = tmp_path / "b.000001"
     path.write_bytes(b"not a binlog")
