@@ -39,6 +39,7 @@ from common.backups.validation import validate
 from common.constants import ANNOTATION_BACKUP_NOW, DEFAULT_TIME_ZONE
 from common.fields import FieldError, join_errors
 from common.schedule import Schedule, parse_schedule, within_window
+from common.values import Engine
 from reconciler.archiver import archiver_deployment
 from reconciler.jobs import RunnerSettings, backup_job
 from reconciler.outcomes import JobOutcome, is_verification, outcome
@@ -156,7 +157,8 @@ def decide(world: World, runner: RunnerSettings) -> Plan:
             create.append(job)
             what = f'on request "{demand}"' if demand is not None else f"for {rfc3339(scheduled)}"
             if demand == gap:
-                what = "after a gap in the binlog archive: restores reach only from a backup taken since"
+                log = "WAL" if spec.engine is Engine.POSTGRESQL else "binlog"
+                what = f"after a gap in the {log} archive: restores reach only from a backup taken since"
             events.append(Event("Normal", "Scheduled", f"Started backup Job {name} {what}"))
             active.append(outcome(job, None))
         # Created now or before (the name is the lock): this run is handled.
@@ -276,8 +278,8 @@ def _due_slot(
 
 
 def _archive_gap(obj: Mapping[str, Any], spec: DatabaseBackupSpec, history: DatabaseBackupStatus) -> str | None:
-    """The request of a backup owed to a gap in the binlog archive (`status.continuous.gapAt`, the first event
-    archived after it) that no successful backup has followed yet; None when none is owed. Named after the gap, so
+    """The request of a backup owed to a gap in the binlog or WAL archive (`status.continuous.gapAt`, the first
+    event archived after it) that no successful backup has followed yet; None when none is owed. Named after the gap, so
     that its Job's name (the lock) starts one backup per gap."""
     if spec.continuous is None or spec.suspend:
         return None

@@ -286,6 +286,17 @@ def _runner() -> Any:
     return RunnerSettings(image="registry.example/dbb:1.0")
 
 
+def test_a_gap_in_a_postgresql_archive_is_called_a_gap_in_its_wal() -> None:
+    obj = archiving()
+    obj["spec"]["schedule"] = "0 0 1 1 *"
+    obj["status"] = {"continuous": {"archiver": "nightly-archiver", "ready": True, "gapAt": "2026-11-27T09:59:00Z"}}
+    postgres = statefulset(namespace=NS)
+    plan = decide_at(obj, just_after_ten(), statefulset=postgres, facts=namespace_facts(NS, (postgres,)))
+    [job] = plan.create
+    assert job["metadata"]["annotations"]["databases.test.io/backup-now"] == "archive-gap-2026-11-27T09:59:00Z"
+    assert "after a gap in the WAL archive" in plan.events[0].message
+
+
 def test_an_archiver_that_ended_says_why_from_its_termination_message() -> None:
     ended = {
         "status": "Failed",
