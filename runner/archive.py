@@ -67,6 +67,7 @@ from runner.archivestore import (
     Gap,
     archive_name,
     binlog_key,
+    forget_pruned,
     read_checkpoint,
     read_index,
     recoverable_until,
@@ -285,23 +286,8 @@ class _Archiver:
         self.checkpoint = checkpoint
 
     def forget_pruned(self) -> None:
-        """The oldest entries and gap records a run's `--prune-binlogs` deleted (`archiveprune`) leave this run's
-        view too, so that /status's `recoverableFrom` and `gapAt` follow the archive: one read per check while
-        nothing was pruned."""
-        while len(self.index) > 1:
-            oldest = next(iter(self.index.values()))
-            if self.stored(oldest.file + ("" if oldest.closed else PARTIAL) + ENTRY):
-                break
-            del self.index[oldest.file]
-        while self.gaps and not self.stored(self.gaps[0].name):
-            del self.gaps[0]
-
-    def stored(self, name: str) -> bool:
-        try:
-            with self.store.open(name):
-                return True
-        except FileNotFoundError:
-            return False
+        """What a run's `--prune-binlogs` deleted (`archiveprune`) leaves this run's view too."""
+        forget_pruned(self.store, self.index, self.gaps, closed=lambda file: self.index[file].closed)
 
     def holds(self, position: tuple[str, int]) -> bool:
         """Whether the archive holds the server's binlog up to `position` (file, byte offset)."""

@@ -54,12 +54,14 @@ __all__ = [
     "Written",
     "archive_name",
     "binlog_key",
+    "forget_pruned",
     "merge_gaps",
     "merge_index",
     "optional_string",
     "read_checkpoint",
     "read_index",
     "recoverable_until",
+    "stored",
 ]
 
 log = structlog.get_logger("dbb-backup")
@@ -210,6 +212,30 @@ def read_checkpoint(store: ArchiveStore) -> Checkpoint | None:
             return Checkpoint.from_json(source.read(64 << 10).decode("utf-8", errors="replace"))
     except (FileNotFoundError, ValueError):
         return None
+
+
+def stored(store: ArchiveStore, name: str) -> bool:
+    """Whether the archive holds `name` (a file that is gone: pruned by a run's retention)."""
+    try:
+        with store.open(name):
+            return True
+    except FileNotFoundError:
+        return False
+
+
+def forget_pruned(
+    store: ArchiveStore, index: dict[str, Any], gaps: list[Gap], *, closed: Callable[[str], bool]
+) -> None:
+    """Drops from a running archiver's view (in place) the oldest entries and gap records a run's retention deleted
+    from `store`, so that /status's bounds and `gapAt` follow the archive: one read per check while nothing was
+    pruned. `index`: {file: its entry}, oldest first; `closed(file)`: whether its entry is a closed one's."""
+    while len(index) > 1:
+        oldest = next(iter(index))
+        if stored(store, oldest + ("" if closed(oldest) else PARTIAL) + ENTRY):
+            break
+        del index[oldest]
+    while gaps and not stored(store, gaps[0].name):
+        del gaps[0]
 
 
 def recoverable_until(index: dict[str, Entry], checkpoint: Checkpoint | None) -> str | None:

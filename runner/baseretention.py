@@ -11,7 +11,9 @@ whose manifest names this run's owner are considered (as for dumps: `backup.same
 Then the WAL archive beside them (`<name>-wal`, `walarchive`): the completed segments wholly before the oldest kept
 base backup's start segment go (`wal_prunable`, pure), each entry before its object (`archiveprune.remove_archived`).
 Never a partial segment, never a timeline's history file (tiny, and a recovery that follows timelines reads it),
-nothing from that segment on; nothing at all when no base backup is kept.
+nothing from that segment on; nothing at all when no base backup is kept. With them go the gap records
+(`archivestore.Gap`) the archive resumed after at or before that segment: no replay from a kept base backup crosses
+them any more.
 
 The run's result gains `baseBackup` (`{"file", "time", "size", "sha256"}`, `time` the base backup's end) and, with
 --prune-wal, `walRetention` (`{"baseBackupsKept", "baseBackupsDeleted", "pruned", "prunedBytes", "keptFrom"}`: the
@@ -32,7 +34,7 @@ from typing import Any, Final, Protocol
 import structlog
 
 from runner.archiveprune import Pruned, remove_archived
-from runner.archivestore import ENTRY, ArchiveStore, FolderArchive, S3Archive
+from runner.archivestore import ENTRY, ArchiveStore, FolderArchive, Gap, S3Archive
 from runner.backup import same_owner
 from runner.basebackup import BaseManifest, BaseOptions, read_s3_base_manifest, take_base_backup, take_base_backup_s3
 from runner.errors import Reason, RunnerError, Scrubber
@@ -41,9 +43,19 @@ from runner.naming import MANIFEST_SUFFIX, parse_base_name
 from runner.objectstore import S3Location, list_keys, storage_error
 from runner.process import Deadline
 from runner.retention import Plan, Policy, plan
-from runner.walarchive import SEGMENT, WalEntry, read_wal_index, wal_archive_name
+from runner.walarchive import SEGMENT, WalEntry, read_wal_index, segment_order, wal_archive_name
 
-__all__ = ["BASE_KEY", "RESULT_KEY", "BaseShelf", "FolderShelf", "S3Shelf", "base_plan", "base_step", "wal_prunable"]
+__all__ = [
+    "BASE_KEY",
+    "RESULT_KEY",
+    "BaseShelf",
+    "FolderShelf",
+    "S3Shelf",
+    "base_plan",
+    "base_step",
+    "stale_wal_gaps",
+    "wal_prunable",
+]
 
 log = structlog.get_logger("dbb-backup")
 
@@ -85,6 +97,14 @@ def wal_prunable(index: Mapping[str, WalEntry], kept: Iterable[BaseManifest]) ->
         and entry.segment[:8] <= oldest[:8]
     ]
     return oldest, before
+
+
+def stale_wal_gaps(gaps: Iterable[Gap], oldest: str | None) -> list[Gap]:
+    """The gap records no replay from a kept base backup crosses any more: those the archive resumed after at or
+    before `oldest`, the segment the oldest kept base backup starts in (none when no base backup is kept)."""
+    if oldest is None:
+        return []
+    return [gap for gap in gaps if segment_order(gap.resumed_at) <= segment_order(oldest)]
 
 
 class BaseShelf(Protocol):
@@ -208,4 +228,7 @@ def _prune_wal(store: ArchiveStore, kept: list[BaseManifest]) -> Pruned:
     for entry in entries:
         remove_archived(store, entry.segment + ENTRY, entry.object)
         log.info("archived WAL pruned", segment=entry.segment, object=entry.object, size=entry.size, keptFrom=oldest)
+    for gap in stale_wal_gaps(store.gaps(), oldest):
+        store.remove(gap.name)
+        log.info("gap record pruned", record=gap.name, keptFrom=oldest)
     return Pruned(tuple(e.segment for e in entries), sum(e.size for e in entries), oldest)

@@ -68,7 +68,16 @@ import structlog
 
 from runner import archiveobject, engines
 from runner.archivestatus import ArchiveStatus, serving
-from runner.archivestore import ENTRY, PARTIAL, ArchiveStore, FolderArchive, Gap, S3Archive, optional_string
+from runner.archivestore import (
+    ENTRY,
+    PARTIAL,
+    ArchiveStore,
+    FolderArchive,
+    Gap,
+    S3Archive,
+    forget_pruned,
+    optional_string,
+)
 from runner.crypto import Key, Keyring, load_key
 from runner.engines import Connection, Engine
 from runner.errors import Reason, RunnerError, Scrubber, one_line
@@ -496,6 +505,8 @@ class _WalArchiver:
             again = _server_position(self.options.connection, self.slot, self.scrub)
             found = None if again is None else (found[0], found[1], again[2])
         self.publish_completed()
+        if not final:
+            self.forget_pruned()
         if found is None or not _caught_up(*found):
             log.warning("the archive has not caught up with the server", final=final)
             self.report(None, checked=True)
@@ -506,6 +517,10 @@ class _WalArchiver:
             path, closed = holding
             self.publish(path, closed=closed, end=position, until=now)
         self.report(asked, checked=True)
+
+    def forget_pruned(self) -> None:
+        """What a run's `--prune-wal` deleted (`baseretention`) leaves this run's view too."""
+        forget_pruned(self.store, self.index, self.gaps, closed=lambda segment: self.index[segment].closed)
 
     def _holding(self, position: int) -> tuple[Path, bool] | None:
         """The spool file that holds the byte before `position` (the end of the newest record)."""

@@ -2,7 +2,8 @@
 server while its archiver is down (its slot dropped by hand, or invalidated past max_slot_wal_keep_size), and the
 restarted archiver records the gap once, reports it, and archives on after it; a restore replays up to the gap from
 a base backup before it, from a base backup after it past it, and never across it. A server whose WAL is behind the
-archive's (a reset one) still ends the archiver with ArchiveGap."""
+archive's (a reset one) still ends the archiver with ArchiveGap. Retention that keeps only base backups after the
+gap prunes its record."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from hack.harness.databases import PostgresServer
-from tests.backup.cli import command, dbb, password_env, wait_for
+from tests.backup.cli import command, dbb, password_env, run_args, wait_for
 from tests.backup.test_pitr_postgres import (
     archive_args,
     base_backup,
@@ -210,6 +211,16 @@ def test_wal_removed_while_the_archiver_was_down_is_recorded_once_and_archiving_
         listed = dbb("list", str(tmp_path), env=password_env(server))
         assert listed.code == 0, listed.stderr
         assert {Path(e["file"]).name for e in listed.result["backups"]} == {before.name, after.name}
+
+        # 6. Retention keeps only base backups after the gap: its record goes, and the archiver stops reporting it.
+        with archiving(server, tmp_path) as port:
+            wait_for(lambda: status(port).get("gapAt") == record["foundAt"], "the gap reported again", timeout=60)
+            args = [*run_args(server, tmp_path, "shop"), "--name", NAME, "--base-backup", "--prune-wal"]
+            pruned = dbb(*args, "--keep-last", "1", env=password_env(server), timeout=180)
+            assert pruned.code == 0, pruned.stderr
+            wait_for(lambda: status(port).get("gapAt", "?") is None, "the pruned gap no longer reported", timeout=60)
+        assert gap_records(tmp_path) == {}
+        assert pruned.result["walRetention"]["keptFrom"] > resumed
 
 
 def test_a_server_whose_wal_is_behind_the_archive_s_ends_the_archiver_with_archive_gap(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """`baseretention`: which of an owner's PostgreSQL base backups retention keeps (`base_plan`), and which archived
-WAL segments no kept base backup needs (`wal_prunable`); pure, with named times."""
+WAL segments and gap records no kept base backup needs (`wal_prunable`, `stale_wal_gaps`); pure, with named times."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from runner.archivestore import Gap
 from runner.basebackup import BaseManifest
-from runner.baseretention import base_plan, wal_prunable
+from runner.baseretention import base_plan, stale_wal_gaps, wal_prunable
 from runner.manifest import Owner
 from runner.naming import parse_backup_name, parse_base_name, stale_temporaries
 from runner.objectstore import S3Location
@@ -132,6 +133,22 @@ def test_an_older_timeline_s_segments_go_by_number_and_a_later_one_s_never() -> 
 
     assert oldest == "000000020000000000000005"
     assert [e.segment for e in prunable] == ["000000010000000000000002", "000000020000000000000002"]
+
+
+def wal_gap(resumed: int) -> Gap:
+    def name(number: int) -> str:
+        return f"0000000100000000{number:08X}"
+
+    return Gap(name(resumed - 3), name(resumed - 2), name(resumed - 1), name(resumed), "2026-12-07T10:00:00Z")
+
+
+def test_a_gap_record_goes_once_the_oldest_kept_base_backup_starts_at_or_after_its_resume() -> None:
+    gaps = [wal_gap(5), wal_gap(9), wal_gap(12)]
+
+    stale = stale_wal_gaps(gaps, "000000010000000000000009")
+
+    assert stale == gaps[:2]
+    assert stale_wal_gaps(gaps, None) == []  # no base backup kept: nothing says the gap is behind every replay
 
 
 def test_a_killed_run_s_base_backup_upload_is_the_owner_s_to_abort_and_not_another_s() -> None:
