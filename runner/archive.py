@@ -9,17 +9,20 @@ a local spool folder of this run; the tool writes each event as it arrives. Each
     mysql-bin.000003.zst            a closed binlog, zstd-compressed, byte for byte as the server wrote it
     mysql-bin.000003.json           its index entry: {"file", "object", "closed": true, "firstEvent", "lastEvent",
                                     "binlogSize", "size", "sha256"} (size and sha256 of the .zst as stored)
-    mysql-bin.000004.partial.zst    the open binlog as far as it is archived: whole events only
-    mysql-bin.000004.partial.json   its entry ("closed": false)
+    mysql-bin.000004.partial.zst    the open binlog as far as it is archived, whole events only: its first piece
+    mysql-bin.000004.partial.000000123456.zst   a later piece, from byte 123456 on
+    mysql-bin.000004.partial.json   its entry ("closed": false; "pieces": the later pieces, in order)
 
 With a key (`--encryption-key-file`) each object is encrypted after compression as a backup is (`crypto`), named
 `….zst.enc`, and its entry records the key as a manifest does ("keyId", "keyFingerprint").
 
 A binlog is closed once the tool has moved on to the next one (the server rotated it); the open one is published
-again, whole, at least every `max_lag / 2` seconds while it grows, so the archive is never more than `max_lag`
-behind the server. Every file is replaced whole (a folder's through a temporary name, fsync and a rename; an
-object by a completed upload), the data before its entry: an entry always describes a complete file. When a binlog
-closes, its `.partial` files go.
+at least every `max_lag / 2` seconds while it grows, so the archive is never more than `max_lag` behind the server:
+what it grew by, as a new piece that takes over each last piece no longer than itself (`grown`: a binary counter, so
+a binlog published n times is in at most log2(n) + 1 pieces, each byte stored at most that often, not n times).
+Every file is replaced whole (a folder's through a temporary name, fsync and a rename; an object by a completed
+upload), the data before its entry: an entry always describes complete files. When a binlog closes, its `.partial`
+files and pieces go.
 
 Resuming, with no gap and no duplicate: an archived binlog is the server's file of the same name, so the archive
 holds each event once by construction. A run starts at the binlog after the newest one the archive has closed (the
@@ -65,9 +68,12 @@ from runner.archivestore import (
     Checkpoint,
     Entry,
     Gap,
+    Piece,
     archive_name,
     binlog_key,
     forget_pruned,
+    is_piece,
+    piece_stem,
     read_checkpoint,
     read_index,
     recoverable_until,
@@ -79,11 +85,14 @@ from runner.process import Tool, run_capture
 
 __all__ = [
     "ArchiveOptions",
+    "Archiver",
     "Entry",
+    "Published",
     "Scan",
     "archive",
     "archive_folder",
     "binlog_key",
+    "grown",
     "predecessor",
     "read_index",
     "scan",
@@ -229,7 +238,7 @@ def server_binlogs(connection: Connection, scrub: Scrubber) -> list[str]:
     return [line.split("\t")[0] for line in listing.splitlines() if line.strip()]
 
 
-class _Archiver:
+class Archiver:
     def __init__(
         self, options: ArchiveOptions, spool: Path, index: dict[str, Entry], gaps: list[Gap], status: ArchiveStatus
     ) -> None:
@@ -241,6 +250,7 @@ class _Archiver:
         self.status = status
         self.scans: dict[str, Scan] = {}
         self.partial_size: dict[str, int] = {}
+        self.published: dict[str, list[Published]] = {}  # the open binlog's objects as this run stored them
         self.checked_at = -float("inf")
         self.closed: list[str] = []
         self.checkpoint = read_checkpoint(self.store)
@@ -320,46 +330,95 @@ class _Archiver:
         self.status.update(checked=checked, **changes)
 
     def publish(self, name: str, found: Scan, *, closed: bool) -> None:
-        stem = name if closed else name + PARTIAL
-        key = self.options.key
+        """The binlog `name` up to `found.size`: closed, whole; open, what it grew by since this run last published
+        it (`grown`), under its partial entry."""
+        kept, start, replaced = ([], 0, []) if closed else grown(self.published.get(name, []), found.size)
+        stem = name if closed else name + PARTIAL if start == 0 else piece_stem(name, start)
         with (self.spool / name).open("rb") as source:
-            stored, out = seal(self.store, stem, _read_upto(source, found.size), key)
+            stored, out = seal(self.store, stem, _read_range(source, start, found.size), self.options.key)
+        pieces = [*kept, Published(start, found.size, stored, out.size, out.sha256.hexdigest())]
+        self.put_entry(found, name, pieces, closed=closed)
+        # Then what the entry no longer names: the pieces the new one replaced; when it holds the binlog from its
+        # start, every piece any run left (a killed run's, or one whose entry was never written); when it is the
+        # closed one, the partial entry (a reader that finds it gone reads the closed one) and both names of its
+        # first object, as a run with or without a key may have left it.
+        gone = [p.object for p in replaced]
+        if start == 0:
+            gone = [n for n in self.store.names(name + PARTIAL) if is_piece(name, n)]
+        if closed:
+            gone = [name + PARTIAL + ENTRY, *names(name + PARTIAL), *gone]
+            self.published.pop(name, None)
+            self.closed.append(name)
+        else:
+            self.published[name] = pieces
+        for leftover in gone:
+            if leftover != stored:
+                self.store.remove(leftover)
+
+    def put_entry(self, found: Scan, name: str, pieces: list[Published], *, closed: bool) -> None:
+        """The entry of binlog `name` as `pieces` hold it (one: a closed binlog, or an open one's first), after its
+        objects are stored."""
+        key = self.options.key
+        first, rest = pieces[0], pieces[1:]
         entry = Entry(
             name,
-            stored,
+            first.object,
             closed,
             _utc(found.first),
             _utc(found.last),
             found.size,
-            out.size,
-            out.sha256.hexdigest(),
+            first.size,
+            first.sha256,
             key.id if key is not None else None,
             key.fingerprint if key is not None else None,
+            tuple(Piece(p.object, p.start, p.size, p.sha256) for p in rest),
         )
-        self.store.put(stem + ENTRY, entry.to_json().encode())
+        self.store.put(name + ("" if closed else PARTIAL) + ENTRY, entry.to_json().encode())
         self.index[name] = entry
         self.index = dict(sorted(self.index.items(), key=lambda item: binlog_key(item[0])))
-        if closed:
-            # The entry first: a reader that finds the partial entry gone reads the closed one. Both objects' names,
-            # as a run with or without a key may have left the partial.
-            for leftover in (name + PARTIAL + ENTRY, *names(name + PARTIAL)):
-                self.store.remove(leftover)
-            self.closed.append(name)
         log.info(
             "binlog archived",
             file=name,
-            object=entry.object,
+            object=pieces[-1].object,
             closed=closed,
             binlogSize=found.size,
-            size=entry.size,
+            fromByte=pieces[-1].start,
+            size=pieces[-1].size,
+            pieces=len(pieces),
             firstEvent=entry.first_event,
             lastEvent=entry.last_event,
         )
 
 
-def _read_upto(source: IO[bytes], size: int) -> Iterator[bytes]:
-    """The first `size` bytes of `source` (the whole events of a binlog still being written), a piece at a time."""
-    left = size
+@dataclass(frozen=True)
+class Published:
+    """One stored object of a binlog this run published: its bytes [start, end), its name, size and sha256."""
+
+    start: int
+    end: int
+    object: str
+    size: int
+    sha256: str
+
+
+def grown(pieces: list[Published], size: int) -> tuple[list[Published], int, list[Published]]:
+    """How an open binlog published as `pieces` (this run's, in order) is published at `size`: (the pieces kept,
+    where the new one starts, the pieces it replaces). The new piece takes over each last piece no longer than
+    itself, as a binary counter carries: a binlog published n times is held in at most log2(n) + 1 pieces, and each
+    of its bytes is stored again at most that often, where publishing it whole each time stored it n times."""
+    kept = list(pieces)
+    start = kept[-1].end if kept else 0
+    replaced: list[Published] = []
+    while kept and kept[-1].end - kept[-1].start <= size - start:
+        replaced.append(kept.pop())
+        start = replaced[-1].start
+    return kept, start, replaced
+
+
+def _read_range(source: IO[bytes], start: int, end: int) -> Iterator[bytes]:
+    """Bytes [start, end) of `source` (whole events of a binlog still being written), a block at a time."""
+    source.seek(start)
+    left = end - start
     while left and (data := source.read(min(READ_SIZE, left))):
         yield data
         left -= len(data)
@@ -376,7 +435,7 @@ def archive(
         first, gap = start_binlog(server_binlogs(options.connection, scrub), index, datetime.now(UTC))
         if gap is not None:
             gaps = _record_gap(store, gap, gaps)
-        work = _Archiver(options, spool, index, gaps, status if status is not None else ArchiveStatus())
+        work = Archiver(options, spool, index, gaps, status if status is not None else ArchiveStatus())
         log.info("archiving started", archive=store.where, first=first, maxLag=options.max_lag)
         argv = engines.mysql_binlog_stream_argv(options.connection, first, f"{spool}/", replica_id(store.where))
         env = engines.child_env(Engine.MYSQL, options.connection)

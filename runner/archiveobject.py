@@ -94,12 +94,22 @@ class Hashed:
 
 
 def unseal(
-    store: ArchiveStore, entry: Sealed, file: str, file_size: int, path: Path, keys: Keyring | None, what: str
+    store: ArchiveStore,
+    entry: Sealed,
+    file: str,
+    file_size: int,
+    path: Path,
+    keys: Keyring | None,
+    what: str,
+    *,
+    append: bool = False,
 ) -> None:
-    """`entry`'s object, decrypted and decompressed into `path`: the server's `file` of `file_size` bytes."""
+    """`entry`'s object, decrypted and decompressed into `path` (`append`: after what it holds): `file_size` bytes
+    of the server's `file`."""
     decompressor = zstandard.ZstdDecompressor().decompressobj()
+    before = path.stat().st_size if append else 0
     try:
-        with store.open(entry.object) as stored, path.open("wb") as out:
+        with store.open(entry.object) as stored, path.open("ab" if append else "wb") as out:
             hashed = Hashed(stored)
             plain: Source = hashed
             if entry.encrypted:
@@ -114,7 +124,7 @@ def unseal(
         raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} does not decompress: {error}") from None
     if hashed.digest.hexdigest() != entry.sha256:
         raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} is not what its entry says (sha256 differs)")
-    size = path.stat().st_size
+    size = path.stat().st_size - before
     if size != file_size:
         raise RunnerError(Reason.VERIFY_FAILED, f"{entry.object} holds {size} bytes, not {file_size}")
 

@@ -68,11 +68,15 @@ def prune_binlogs(store: ArchiveStore, kept: Iterable[Manifest]) -> Pruned:
     oldest, entries, gaps = prunable(store.index(), store.gaps(), kept)
     for entry in entries:
         remove_archived(store, entry.file + ("" if entry.closed else PARTIAL) + ENTRY, entry.object)
-        log.info("archived binlog pruned", file=entry.file, object=entry.object, size=entry.size, keptFrom=oldest)
+        for piece in entry.pieces:  # an open binlog's later pieces (a partial a gap left)
+            store.remove(piece.object)
+        log.info(
+            "archived binlog pruned", file=entry.file, object=entry.object, size=entry.stored_size, keptFrom=oldest
+        )
     for gap in gaps:
         store.remove(gap.name)
         log.info("gap record pruned", record=gap.name, keptFrom=oldest)
-    return Pruned(tuple(e.file for e in entries), sum(e.size for e in entries), oldest)
+    return Pruned(tuple(e.file for e in entries), sum(e.stored_size for e in entries), oldest)
 
 
 def remove_archived(store: ArchiveStore, entry: str, stored: str) -> None:

@@ -7,10 +7,11 @@ behind one seam, `ArchiveStore`. Both hold the same names (`mysql-bin.000003.zst
   a killed run left (its temporary files, its spool, which lives in the folder).
 - `S3Archive`: `s3://bucket/<prefix>/<name>-binlog/`. An object is one multipart upload, which exists for no reader
   until it completes, and a PUT replaces an object whole (a reader gets the old one or the new one): the `.partial`
-  object is replaced in place as the open binlog grows. A bucket has no lock: one archiver per archive is the
-  operator's to ensure (one Deployment per DatabaseBackup, one replica, strategy Recreate, so the old Pod is gone
-  before the new one starts). A run starts by aborting the archive's incomplete uploads (a killed run's) and its own
-  stale spools (local, under TMPDIR: the Pod's emptyDir survives a container restart).
+  entry is replaced in place as the open binlog grows (its pieces, `Piece`, are named by where they start). A
+  bucket has no lock: one archiver per archive is the operator's to ensure (one Deployment per DatabaseBackup, one
+  replica, strategy Recreate, so the old Pod is gone before the new one starts). A run starts by aborting the
+  archive's incomplete uploads (a killed run's) and its own stale spools (local, under TMPDIR: the Pod's emptyDir
+  survives a container restart).
 
 Beside the entries, a gap record (`Gap`, `<binlog>.gap.json`) marks binlogs the server purged before the archiver
 read them: the archiver resumed at `<binlog>` (see `archive.start_binlog`); no replay crosses it (`pitr`). A WAL archive
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
@@ -50,14 +53,17 @@ __all__ = [
     "Entry",
     "FolderArchive",
     "Gap",
+    "Piece",
     "S3Archive",
     "Written",
     "archive_name",
     "binlog_key",
     "forget_pruned",
+    "is_piece",
     "merge_gaps",
     "merge_index",
     "optional_string",
+    "piece_stem",
     "read_checkpoint",
     "read_index",
     "recoverable_until",
@@ -69,6 +75,7 @@ log = structlog.get_logger("dbb-backup")
 ENTRY: Final = ".json"
 PARTIAL: Final = ".partial"
 GAP: Final = ".gap.json"
+PIECE: Final = re.compile(r"\.\d{12}\.zst(\.enc)?")  # after `<binlog>.partial`: a piece's object (`piece_stem`)
 READ_SIZE: Final = 1 << 20
 
 
@@ -84,9 +91,41 @@ def binlog_key(name: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """A later piece of an open binlog's archive (`Entry.pieces`): its bytes from `start` on, up to the next piece's
+    start (the last: up to the entry's `binlog_size`), stored as `object` (`piece_stem`), `size` and `sha256` as
+    stored, with the entry's key."""
+
+    object: str
+    start: int
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"object": self.object, "start": self.start, "size": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Piece:
+        if not isinstance(data, dict):
+            raise TypeError("a piece is not an object")
+        return cls(str(data["object"]), int(data["start"]), int(data["size"]), str(data["sha256"]))
+
+
+def piece_stem(file: str, start: int) -> str:
+    """The name (before `.zst[.enc]`) of the open binlog `file`'s piece from byte `start` on."""
+    return f"{file}{PARTIAL}.{start:012d}"
+
+
+def is_piece(file: str, name: str) -> bool:
+    """Whether `name` is the object of a piece of `file`'s open binlog (`piece_stem`), of any run."""
+    stem = file + PARTIAL
+    return name.startswith(stem) and PIECE.fullmatch(name[len(stem) :]) is not None
+
+
+@dataclass(frozen=True)
 class Entry:
     file: str  # the server's binlog name
-    object: str  # the archived file beside the entry
+    object: str  # the archived file beside the entry (an open binlog's: its first piece, up to pieces[0].start)
     closed: bool
     first_event: str | None  # RFC 3339, UTC, whole seconds (the binlog's own resolution)
     last_event: str | None
@@ -96,10 +135,30 @@ class Entry:
     # An encrypted object's key (`.zst.enc`), as a manifest names it: its id and its fingerprint. None: not encrypted.
     key_id: str | None = None
     key_fingerprint: str | None = None
+    # An open binlog's later pieces, in order (`Piece`): a run publishes what its binlog grew by, not the whole again.
+    pieces: tuple[Piece, ...] = ()
 
     @property
     def encrypted(self) -> bool:
         return self.object.endswith(ENCRYPTED_SUFFIX)
+
+    @property
+    def object_size(self) -> int:
+        """The binlog bytes `object` holds (the rest are in `pieces`)."""
+        return self.pieces[0].start if self.pieces else self.binlog_size
+
+    def piece_entries(self) -> Iterator[tuple[Entry, int]]:
+        """(an entry of each stored object in turn, as one whole object's, and the binlog bytes it holds): the
+        object, then each piece, for a reader that unseals them one after another."""
+        ends = [piece.start for piece in self.pieces] + [self.binlog_size]
+        yield replace(self, pieces=()), ends[0]
+        for piece, end in zip(self.pieces, ends[1:], strict=True):
+            yield replace(self, object=piece.object, size=piece.size, sha256=piece.sha256, pieces=()), end - piece.start
+
+    @property
+    def stored_size(self) -> int:
+        """The bytes of all its stored objects together."""
+        return self.size + sum(piece.size for piece in self.pieces)
 
     def to_json(self) -> str:
         data: dict[str, object] = {
@@ -114,6 +173,8 @@ class Entry:
         }
         if self.key_id is not None or self.key_fingerprint is not None:
             data |= {"keyId": self.key_id, "keyFingerprint": self.key_fingerprint}
+        if self.pieces:
+            data["pieces"] = [piece.to_dict() for piece in self.pieces]
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -131,6 +192,7 @@ class Entry:
                 str(data["sha256"]),
                 optional_string(data, "keyId"),
                 optional_string(data, "keyFingerprint"),
+                tuple(Piece.from_dict(piece) for piece in data.get("pieces") or ()),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not an archive entry: {error}") from None
@@ -330,6 +392,10 @@ class ArchiveStore(Protocol):
 
     def remove(self, name: str) -> None: ...
 
+    def names(self, prefix: str) -> list[str]:
+        """The names in the archive that start with `prefix`."""
+        ...
+
     def open(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         """Reads `name`; FileNotFoundError if there is none."""
         ...
@@ -408,6 +474,9 @@ class FolderArchive:
     def open(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         return (self.folder / name).open("rb")
 
+    def names(self, prefix: str) -> list[str]:
+        return sorted(path.name for path in self.folder.glob(f"{glob.escape(prefix)}*")) if self.folder.is_dir() else []
+
 
 @dataclass(frozen=True)
 class S3Archive:
@@ -479,6 +548,11 @@ class S3Archive:
             self.client.delete_object(Bucket=self.location.bucket, Key=key)
         except Exception as error:
             raise object_error(error, f"s3://{self.location.bucket}/{key}") from None
+
+    def names(self, prefix: str) -> list[str]:
+        base = self._key("")
+        found = (key.removeprefix(base) for key in list_keys(self.client, self.location.bucket, base + prefix))
+        return sorted(name for name in found if "/" not in name)
 
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:

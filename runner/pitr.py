@@ -74,6 +74,8 @@ __all__ = [
     "plan_replay_to",
     "prepare",
     "replay",
+    "unpacked",
+    "unpacked_current",
 ]
 
 log = structlog.get_logger("dbb-backup")
@@ -281,7 +283,7 @@ def check_statements(
     - with `target` other than `source`, one that the replay applies would change `source` itself, which the tool's
       renaming leaves as written: refused. A replay on a scratch server is under the source's own name."""
     with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
-        files = [str(_unpacked_current(store, entry, Path(spool), keys)) for entry in plan.entries]
+        files = [str(unpacked_current(store, entry, Path(spool), keys)) for entry in plan.entries]
         applied = _naming(_replay_argv(plan, files, source, target, statements_only=True), source, scrub, deadline)
         whole = _naming(_replay_argv(plan, files, None, statements_only=True), source, scrub, deadline)
     left_out = list((Counter(whole) - Counter(applied)).elements())
@@ -319,7 +321,7 @@ def _decoder(
     plan: Replay, store: ArchiveStore, spool: Path, source: str, target: str, keys: Keyring | None
 ) -> list[str]:
     """The binlog tool's command that decodes the planned events, the binlogs unpacked into `spool` first."""
-    files = [str(_unpacked_current(store, entry, spool, keys)) for entry in plan.entries]
+    files = [str(unpacked_current(store, entry, spool, keys)) for entry in plan.entries]
     return _replay_argv(plan, files, source, target)
 
 
@@ -341,15 +343,17 @@ def _replay_argv(
     )
 
 
-def _unpacked_current(store: ArchiveStore, entry: Entry, into: Path, keys: Keyring | None) -> Path:
-    """`_unpacked`, of the binlog's current entry if a running archiver replaced it meanwhile (`read_current`)."""
-    return read_current(entry, lambda found: _unpacked(store, found, into, keys), lambda e: store.index().get(e.file))
+def unpacked_current(store: ArchiveStore, entry: Entry, into: Path, keys: Keyring | None) -> Path:
+    """`unpacked`, of the binlog's current entry if a running archiver replaced it meanwhile (`read_current`)."""
+    return read_current(entry, lambda found: unpacked(store, found, into, keys), lambda e: store.index().get(e.file))
 
 
-def _unpacked(store: ArchiveStore, entry: Entry, into: Path, keys: Keyring | None) -> Path:
-    """The entry's binlog, decrypted and decompressed into `into`, its stored bytes held to the entry's sha256."""
+def unpacked(store: ArchiveStore, entry: Entry, into: Path, keys: Keyring | None) -> Path:
+    """The entry's binlog, decrypted and decompressed into `into`, its stored bytes held to the entry's sha256 (an
+    open binlog's: its object, then each of its pieces after it, each held to its own)."""
     path = into / entry.file
-    unseal(store, entry, entry.file, entry.binlog_size, path, keys, "binlog")
+    for index, (whole, size) in enumerate(entry.piece_entries()):
+        unseal(store, whole, entry.file, size, path, keys, "binlog", append=index > 0)
     return path
 
 

@@ -111,21 +111,25 @@ def test_the_archiver_writes_the_folder_s_objects_and_entries_under_the_prefix(
 
     index = index_in(seaweedfs, folder)
     assert sorted(index) == sorted([f"{n}.json" for n in closed] + [f"{open_file}.partial.json"])
+    # Each entry's objects: the first, and an open binlog's later pieces (`archivestore.Piece`), nothing else.
+    objects = {name: [entry, *entry.get("pieces", [])] for name, entry in index.items()}
     assert seaweedfs.keys(folder + "/") == sorted(
         [f"{folder}/{name}" for name in [*index, "complete.json"]]
-        + [f"{folder}/{entry['object']}" for entry in index.values()]
+        + [f"{folder}/{part['object']}" for parts in objects.values() for part in parts]
     )
     checkpoint = json.loads(stored(seaweedfs, f"{folder}/complete.json"))
     assert checkpoint["binlog"] == open_file, checkpoint  # the archive held all the server had written then
     assert seaweedfs.uploads(folder) == []
     for name, entry in index.items():
-        data = stored(seaweedfs, f"{folder}/{entry['object']}")
-        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["size"], entry["sha256"]), name
-        assert entry["object"].endswith(".zst.enc" if encrypted else ".zst"), name
+        binlog = b""
+        for part in objects[name]:
+            data = stored(seaweedfs, f"{folder}/{part['object']}")
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (part["size"], part["sha256"]), name
+            assert part["object"].endswith(".zst.enc" if encrypted else ".zst"), name
+            if encrypted:
+                data = Decryptor(load_keyring([key_file]), io.BytesIO(data)).read()
+            binlog += zstandard.ZstdDecompressor().decompressobj().decompress(data)
         assert entry.get("keyId") == ("backup.key" if encrypted else None), name
-        if encrypted:
-            data = Decryptor(load_keyring([key_file]), io.BytesIO(data)).read()
-        binlog = zstandard.ZstdDecompressor().decompressobj().decompress(data)
         assert len(binlog) == entry["binlogSize"]
         if entry["closed"]:
             assert binlog == server_bytes(binlogged, entry["file"]), name

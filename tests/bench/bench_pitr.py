@@ -21,7 +21,10 @@ of a restore to a point in time, and the archiver's memory, each against a basel
    other round; every point-in-time restore is checked (every ledger row and not the marker, the accounts' CHECKSUM
    TABLE the source's). Target: the replay (point-in-time best minus plain best) takes no longer than the same
    transactions took to write; a restore slower than its workload would never catch up with an hour of it.
-3. Memory. The archiver's process tree (the runner, its mariadb-binlog, and a client it runs for a moment) is read
+3. Publishing the open binlog. From the archiver's log, each publish of the open binlog during both runs: the binlog
+   bytes it compressed and stored (a new piece), against the binlog's whole size then, which publishing it whole
+   each time would have stored (the baseline, the same publishes).
+4. Memory. The archiver's process tree (the runner, its mariadb-binlog, and a client it runs for a moment) is read
    from /proc every 100 ms, during the RPO run and while the hour's transactions are archived: the peak of the
    tree's summed PSS (see TreeRss), and each process's VmHWM. Baselines: the peak RSS of `python -c pass` and of
    `dbb-backup --help` (wait4's ru_maxrss), against the runner's own VmHWM. Target: the tree and the runner each
@@ -134,6 +137,34 @@ def archiving(server: MariaDBServer, output: Path, name: str) -> Iterator[Archiv
         raise RuntimeError(f"the archiver ended with {process.returncode}: {log.read_text()[-3000:]}")
     if not memory.samples:
         raise RuntimeError("no RSS sample of the archiver was taken: its peak is unknown, not 0")
+
+
+@dataclass(frozen=True)
+class Publishes:
+    """What an archiver's log says it stored of open binlogs: each publish of a `.partial`, the binlog bytes it
+    compressed and stored (the new piece, from its `fromByte`), against the whole binlog at that moment (its
+    `binlogSize`), which is what publishing the open binlog whole each time stores."""
+
+    count: int
+    stored: int
+    whole: int
+    most_pieces: int
+
+    @classmethod
+    def of(cls, log: Path) -> Publishes:
+        count = stored = whole = most = 0
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict) or event.get("event") != "binlog archived" or event.get("closed"):
+                continue
+            count += 1
+            stored += event["binlogSize"] - event["fromByte"]
+            whole += event["binlogSize"]
+            most = max(most, event["pieces"])
+        return cls(count, stored, whole, most)
 
 
 # --- 1. RPO ------------------------------------------------------------------------------------------------------
@@ -279,6 +310,7 @@ class Rpo:
     baseline: list[float]
     rows: int
     memory: TreeRss
+    publishes: Publishes
 
 
 def measure_rpo(work: Path) -> Rpo:
@@ -322,6 +354,7 @@ def measure_rpo(work: Path) -> Rpo:
         baseline=[age(s, s.backup) for s in samples],
         rows=len(written),
         memory=archiver.memory,
+        publishes=Publishes.of(archiver.log),
     )
 
 
@@ -396,6 +429,7 @@ class Restores:
     memory: TreeRss
     lag_peak: float  # the archiver's largest lagSeconds while the transactions arrived
     marker_delay: float  # seconds from the marker's write until the archive held it
+    publishes: Publishes
 
 
 def measure_restores(work: Path) -> Restores:
@@ -439,7 +473,7 @@ def measure_restores(work: Path) -> Restores:
         replayed = sum(index[name].binlog_size for name in result["binlogs"]) - int(coordinates["position"])
         return Restores(
             rows, size, base.stat().st_size, written, times, result["binlogs"], replayed, events, transactions,
-            archiver.memory, lags.peak, marker_delay,
+            archiver.memory, lags.peak, marker_delay, Publishes.of(archiver.log),
         )  # fmt: skip
 
 
@@ -476,6 +510,23 @@ def _rpo_section(rpo: Rpo) -> str:
         f"{SAMPLES} random instants (seed {SEED})"
     )
     return f"{title}\n\n{table(AGES_HEADER, rows)}\n\n- {verdict}"
+
+
+def _publish_section(runs: list[tuple[str, Publishes]]) -> str:
+    rows = [
+        [
+            what,
+            f"{p.count:,}",
+            f"{p.stored / MB:.1f}",
+            f"{p.whole / MB:.1f}",
+            f"{p.stored / p.whole:.3f}" if p.whole else "n/a",
+            f"{p.most_pieces}",
+        ]
+        for what, p in runs
+    ]
+    header = ["run", "publishes", "stored MB (pieces)", "whole each time MB (baseline)", "ratio", "most pieces"]
+    title = "### Publishing the open binlog: binlog bytes compressed and stored, in pieces against whole each time"
+    return f"{title}\n\n{table(header, rows)}"
 
 
 def _restore_section(restores: Restores) -> str:
@@ -532,6 +583,7 @@ def main() -> str:
     sections = [
         _rpo_section(rpo),
         _restore_section(restores),
+        _publish_section([("RPO run", rpo.publishes), ("while the transactions arrive", restores.publishes)]),
         memory_section(
             "### Archiver memory",
             [("RPO run", rpo.memory), ("while the transactions arrive", restores.memory)],

@@ -28,8 +28,9 @@ MAX_LAG = 10
 BINARY_LOGGING = ("--log-bin=mysql-bin", "--server-id=1", "--binlog-format=ROW")
 YEARLY = "0 0 1 1 *"  # never fires during the suite: the only backup is the backup-now one
 SECRET_KEY = "e2e-pitr-s3-secret-key-sentinel-4b9e27"  # the store's own key, looked for where the operator writes
-# An archived binlog (closed, or the open one as `.partial`): its data object and its index entry (archivestore.py).
-ARCHIVED = re.compile(r"(mysql-bin\.\d{6}(?:\.partial)?)\.(zst|json)")
+# An archived binlog (closed, or the open one as `.partial`): its data object and its index entry (archivestore.py);
+# the open one's later pieces too (`.partial.<start>.zst`).
+ARCHIVED = re.compile(r"(mysql-bin\.\d{6}(?:\.partial)?)(?:\.\d{12}(?=\.zst))?\.(zst|json)")
 
 World = tuple[objectstore.SeaweedFS, databases.Database, databases.Database]
 
