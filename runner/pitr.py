@@ -31,6 +31,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -284,8 +285,13 @@ def check_statements(
       renaming leaves as written: refused. A replay on a scratch server is under the source's own name."""
     with tempfile.TemporaryDirectory(prefix="dbb-binlogs-") as spool:
         files = [str(unpacked_current(store, entry, Path(spool), keys)) for entry in plan.entries]
-        applied = _naming(_replay_argv(plan, files, source, target, statements_only=True), source, scrub, deadline)
-        whole = _naming(_replay_argv(plan, files, None, statements_only=True), source, scrub, deadline)
+        decodes = (
+            _replay_argv(plan, files, source, target, statements_only=True),
+            _replay_argv(plan, files, None, statements_only=True),
+        )
+        # The two decodes at once: each is one tool process and a reader, and the restore waits for both.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="binlog-check") as pool:
+            applied, whole = pool.map(lambda argv: _naming(argv, source, scrub, deadline), decodes)
     left_out = list((Counter(whole) - Counter(applied)).elements())
     if left_out:
         raise RunnerError(
