@@ -546,17 +546,25 @@ def test_an_open_binlog_published_in_pieces_restores_to_a_point_inside_it(
     write(3)
     binlogged.sql("FLUSH BINARY LOGS")  # the rows below go into a binlog that stays open
     open_file = binlogged.sql("SHOW MASTER STATUS").split("\t")[0]
+    binlogged.sql("CREATE TABLE pieces.big (b longtext)")
     with archiving(binlogged, tmp_path, max_lag=1, name="pieces"):
         made = backup(binlogged, tmp_path, "pieces", name="pieces")
-        rows = write(12, pause=0.3)  # over several publishes, every 0.5 s
+        # A first piece larger than all that follows: the later ones, published every 0.5 s, never carry into it.
+        binlogged.sql("INSERT INTO pieces.big VALUES (REPEAT('x', 200000))")
+        at = int(binlogged.sql("SHOW MASTER STATUS").split("\t")[1])
+        partial = tmp_path / "pieces-binlog" / f"{open_file}.partial.json"
+        wait_for(
+            lambda: partial.exists() and json.loads(partial.read_text())["binlogSize"] >= at, "the big row archived"
+        )
+        rows = write(12, pause=0.3)
         written = written_rows(binlogged, "pieces")
         point = (written[rows[5]] + timedelta(seconds=1)).replace(microsecond=0)
         assert written[rows[-1]] >= point
         newest = max(written.values()).replace(microsecond=0)
         wait_for(lambda: newest_event(tmp_path, "pieces") >= newest, "the archive to reach the last write", timeout=10)
         # Read before the restore writes (and the archiver publishes) more; nothing else writes meanwhile.
-        partial = json.loads((tmp_path / "pieces-binlog" / f"{open_file}.partial.json").read_text())
-        stored = [partial["object"], *(piece["object"] for piece in partial.get("pieces", []))]
+        entry = json.loads(partial.read_text())
+        stored = [entry["object"], *(piece["object"] for piece in entry.get("pieces", []))]
         joined = b"".join(
             zstandard.ZstdDecompressor().decompressobj().decompress((tmp_path / "pieces-binlog" / name).read_bytes())
             for name in stored
@@ -565,7 +573,7 @@ def test_an_open_binlog_published_in_pieces_restores_to_a_point_inside_it(
         outcome = pitr_restore(binlogged, made, "pieces_pitr", point.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     assert len(stored) > 1, "the open binlog was published in more than one piece"
-    server = server_bytes(binlogged, open_file)[: partial["binlogSize"]]
+    server = server_bytes(binlogged, open_file)[: entry["binlogSize"]]
     # Byte for byte but the first event's flags: the server marks the binlog it writes as in use there.
     assert (len(joined), joined[:21], joined[23:]) == (len(server), server[:21], server[23:])
     assert outcome.code == 0, outcome.stderr
