@@ -34,6 +34,7 @@ a backup failed its own check, which is then what is reported.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -163,20 +164,18 @@ def _prove(
     deadline: Deadline,
 ) -> dict[str, Any]:
     """The check's `archive`: the proof (archiveproof), or why there is none, or why it failed."""
-    assert options.scratch is not None
+    scratch = options.scratch
+    assert scratch is not None
     backups = [f for f in newest_first if provable(f)]
-    try:
+
+    def attempt() -> dict[str, Any] | str:
         chosen = choose(backups, partial(_archive_store, options, client=client, location=location))
         if isinstance(chosen, str):
-            log.info("binlog archive not proven", why=chosen)
-            return {"proven": False, "why": chosen}
+            return chosen
         source = partial(_readable, client=client, location=location)
-        return prove_archive(chosen, source, options.scratch, options.keys, scrub, deadline)
-    except RunnerError as error:
-        if error.reason in (Reason.INTERRUPTED, Reason.TIMEOUT):
-            raise  # the check did not finish: no verdict on the archive
-        log.warning("binlog archive proof failed", reason=error.reason)
-        return {"proven": False, "reason": error.reason, "message": one_line(scrub(error.message), MAX_PROOF_MESSAGE)}
+        return prove_archive(chosen, source, scratch, options.keys, scrub, deadline)
+
+    return _verdict("binlog", attempt, scrub)
 
 
 def _prove_wal(
@@ -188,19 +187,32 @@ def _prove_wal(
     deadline: Deadline,
 ) -> dict[str, Any]:
     """The check's `archive` for PostgreSQL: the proof (walproof), or why there is none, or why it failed."""
-    try:
+
+    def attempt() -> dict[str, Any] | str:
         chosen = walproof.choose(bases, partial(_wal_store, options, client=client, location=location))
         if isinstance(chosen, str):
-            log.info("WAL archive not proven", why=chosen)
-            return {"proven": False, "why": chosen}
+            return chosen
         source = partial(_base_source, client=client, location=location)
         scratch = options.wal_scratch or pgpitr.ScratchOptions()
         return walproof.prove_wal_archive(chosen, source, options.keys, scratch, scrub, deadline, options.wal_roles)
+
+    return _verdict("WAL", attempt, scrub)
+
+
+def _verdict(log_kind: str, attempt: Callable[[], dict[str, Any] | str], scrub: Scrubber) -> dict[str, Any]:
+    """The check's `archive` from a proof's `attempt` (binlog or WAL, `log_kind`): its proven result, why there is
+    no proof (the text `attempt` returns), or why it failed. A check that did not finish gives no verdict."""
+    try:
+        found = attempt()
     except RunnerError as error:
         if error.reason in (Reason.INTERRUPTED, Reason.TIMEOUT):
             raise  # the check did not finish: no verdict on the archive
-        log.warning("WAL archive proof failed", reason=error.reason)
+        log.warning(f"{log_kind} archive proof failed", reason=error.reason)
         return {"proven": False, "reason": error.reason, "message": one_line(scrub(error.message), MAX_PROOF_MESSAGE)}
+    if isinstance(found, str):
+        log.info(f"{log_kind} archive not proven", why=found)
+        return {"proven": False, "why": found}
+    return found
 
 
 def _wal_store(
