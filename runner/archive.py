@@ -249,7 +249,6 @@ class Archiver:
         self.index = index
         self.status = status
         self.scans: dict[str, Scan] = {}
-        self.partial_size: dict[str, int] = {}
         self.published: dict[str, list[Published]] = {}  # the open binlog's objects as this run stored them
         self.checked_at = -float("inf")
         self.closed: list[str] = []
@@ -278,9 +277,8 @@ class Archiver:
             found = self.scans[name] = scan(self.spool / name, self.scans.get(name))
             if final and found.closed:
                 self.publish(name, found, closed=True)
-            elif found.size > self.partial_size.get(name, len(MAGIC)) and (checking or final):
+            elif found.size > self.published_size(name) and (checking or final):
                 self.publish(name, found, closed=False)
-                self.partial_size[name] = found.size
         if checking:
             self.forget_pruned()
         current = asked if server is not None and self.holds(server) else None
@@ -354,6 +352,11 @@ class Archiver:
         for leftover in gone:
             if leftover != stored:
                 self.store.remove(leftover)
+
+    def published_size(self, name: str) -> int:
+        """How far this run has published the open binlog `name` (its magic alone: nothing worth publishing)."""
+        pieces = self.published.get(name)
+        return pieces[-1].end if pieces else len(MAGIC)
 
     def put_entry(self, found: Scan, name: str, pieces: list[Published], *, closed: bool) -> None:
         """The entry of binlog `name` as `pieces` hold it (one: a closed binlog, or an open one's first), after its
