@@ -328,25 +328,38 @@ def _create_slot(connection: Connection, slot: str, scrub: Scrubber) -> None:
     _query(connection, create, scrub)
 
 
-def _reserving_slot(connection: Connection, name: str, segment_size: int, scrub: Scrubber) -> str:
+def _reserving_slot(connection: Connection, name: str, segment_size: int, removed: str, scrub: Scrubber) -> str:
     """The segment from which `name`'s slot keeps WAL on the server, after the slot is made to keep some: created if
-    missing, and dropped and created again if it was invalidated (past max_slot_wal_keep_size it keeps nothing).
-    The segment holding restart_lsn, on the server's timeline: not pg_walfile_name's, which names the segment
-    before when the position is exactly on a boundary (as a checkpoint's redo position right after a switch is)."""
+    missing, and dropped and created again if it was invalidated (past max_slot_wal_keep_size it keeps nothing) or
+    if its restart_lsn is in `removed` or before, WAL the server no longer has: the walsender takes pg_receivewal's
+    flush position as the slot's restart_lsn as is, so the position pg_receivewal asked to start at (the removed
+    segment) can be set back into the slot before the walsender refuses it. Created again, it keeps WAL from the
+    last checkpoint's redo position. The segment holding restart_lsn, on the server's timeline: not
+    pg_walfile_name's, which names the segment before when the position is exactly on a boundary (as a checkpoint's
+    redo position right after a switch is)."""
     slot = slot_name(name)
     look = (
         "SELECT wal_status, restart_lsn, pg_walfile_name(pg_current_wal_lsn())"  # noqa: S608 - slot_name()
         f" FROM pg_replication_slots WHERE slot_name = '{slot}'"
     )
+
+    def kept(found: list[str]) -> str | None:
+        if len(found) != 3 or not found[1] or not SEGMENT.fullmatch(found[2]):
+            return None
+        return segment_name(int(found[2][:8], 16), lsn(found[1]), segment_size)
+
     found = _query(connection, look, scrub)  # [''] when there is no such slot
     if len(found) == 3 and (found[0] == "lost" or not found[1]):
         log.warning("the replication slot was invalidated: it is created again", slot=slot)
         drop_slot(connection, name, CATCH_UP, scrub)
+    elif (start := kept(found)) is not None and segment_order(start) <= segment_order(removed):
+        log.warning("the replication slot points at WAL the server removed: it is created again", slot=slot)
+        drop_slot(connection, name, CATCH_UP, scrub)
     _create_slot(connection, slot, scrub)
-    found = _query(connection, look, scrub)
-    if len(found) != 3 or not found[1] or not SEGMENT.fullmatch(found[2]):
+    resume = kept(_query(connection, look, scrub))
+    if resume is None:
         raise RunnerError(Reason.DUMP_FAILED, f"the replication slot {slot} keeps no WAL on the server")
-    return segment_name(int(found[2][:8], 16), lsn(found[1]), segment_size)
+    return resume
 
 
 def _server_position(connection: Connection, slot: str, scrub: Scrubber) -> tuple[int, str, int | None] | None:
@@ -583,7 +596,7 @@ class _WalArchiver:
         the same gap again keeps the record it has, and its `foundAt`), and seeds the spool so that pg_receivewal
         starts where the slot, recreated if need be, keeps WAL from: with a placeholder of the segment before (see
         `seed`), which lies in the gap and is never published."""
-        resume = _reserving_slot(self.options.connection, self.options.name, self.segment_size, self.scrub)
+        resume = _reserving_slot(self.options.connection, self.options.name, self.segment_size, removed, self.scrub)
         gap = wal_gap(self.index, removed, resume, self.segment_size, datetime.now(UTC))
         known = next((g for g in self.gaps if g.first_missing == gap.first_missing), None)
         if known is not None:
